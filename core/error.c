@@ -1,0 +1,44 @@
+/*
+ * error.c — text and names for every error code the public API returns.
+ *
+ * One list (MQR_ERRNO_MAP in mqrouter.h) feeds both functions; anything not
+ * on it is a libuv (negative errno) code and is handed to libuv.
+ */
+#include "mqrouter.h"
+
+#include <uv.h>
+
+const char *mqr_version(void)
+{
+    return MQR_VERSION_STRING;
+}
+
+const char *mqr_strerror(int err)
+{
+    switch (err) {
+#define XX(name, val, msg)                                                                         \
+    case MQR_##name:                                                                               \
+        return msg;
+        MQR_ERRNO_MAP(XX)
+#undef XX
+    case 0:
+        return "success";
+    default:
+        return uv_strerror(err);
+    }
+}
+
+const char *mqr_err_name(int err)
+{
+    switch (err) {
+#define XX(name, val, msg)                                                                         \
+    case MQR_##name:                                                                               \
+        return #name;
+        MQR_ERRNO_MAP(XX)
+#undef XX
+    case 0:
+        return "OK";
+    default:
+        return uv_err_name(err);
+    }
+}
