@@ -71,6 +71,15 @@ typedef enum {
 /* Parses "error", "warn", "info", "debug"; returns -1 when unknown. */
 int mqr_log_level_parse(const char *name);
 
+/* Process-wide: lines above this level are not even formatted. */
+void mqr_log_set_level(int level);
+
+/* Replace stderr with a host sink (NULL restores stderr). The sink is called
+ * on whichever thread logs; text is NUL-terminated and valid only during the
+ * call. */
+typedef void (*mqr_log_fn)(void *arg, int level, const char *component, const char *text);
+void mqr_log_set_sink(mqr_log_fn fn, void *arg);
+
 /* ---- messages --------------------------------------------------------- */
 
 /* An immutable, reference-counted MQTT message. Fan-out shares one message;
@@ -104,6 +113,47 @@ typedef struct {
 } mqr_engine_options_t;
 
 void mqr_engine_options_init(mqr_engine_options_t *opts);
+
+/* Creates an engine. With loop == NULL the engine owns a loop and
+ * mqr_engine_run() drives it; otherwise it attaches to the host's loop and the
+ * host runs it. Opens the store and starts the listener (unless disabled).
+ * On failure returns < 0, *out stays NULL and *errmsg (if given) receives a
+ * malloc'd explanation the caller frees. */
+struct uv_loop_s;
+int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, struct uv_loop_s *loop,
+                   char **errmsg);
+
+/* Loads (or, when one is loaded, reloads as a transaction) a rules script
+ * from a file. On failure the rules already running stay; *errmsg (if given)
+ * receives the reason with file and line. */
+int mqr_engine_load_file(mqr_engine_t *e, const char *path, char **errmsg);
+/* Same from a string; name is used in error messages. */
+int mqr_engine_load_string(mqr_engine_t *e, const char *name, const char *code, char **errmsg);
+/* Reloads the last loaded file. */
+int mqr_engine_reload(mqr_engine_t *e, char **errmsg);
+
+/* Runs the owned loop until mqr_engine_stop(). Returns 0 after a clean stop. */
+int mqr_engine_run(mqr_engine_t *e);
+/* Graceful stop: close sockets, flush the store, stop timers and sessions.
+ * The loop then runs out of work. Idempotent. */
+void mqr_engine_stop(mqr_engine_t *e);
+/* Frees a stopped engine (stops it first if needed, running its loop until
+ * every handle is closed). */
+void mqr_engine_free(mqr_engine_t *e);
+struct uv_loop_s *mqr_engine_loop(mqr_engine_t *e);
+
+/* Publishes into the router as origin "c". Topic must be a valid topic name;
+ * payload is copied. Returns 0, MQR_ETOPIC, MQR_EQOS, MQR_EROUTELOOP... */
+int mqr_publish(mqr_engine_t *e, const char *topic, const void *payload, size_t len, int qos,
+                int retain);
+
+/* A C subscription. The callback runs on the loop thread for each matching
+ * message; the message is borrowed: mqr_msg_ref() it to keep it. */
+typedef struct mqr_csub mqr_csub_t;
+typedef void (*mqr_msg_fn)(void *arg, mqr_msg_t *msg);
+int mqr_subscribe(mqr_engine_t *e, const char *filter, mqr_msg_fn fn, void *arg,
+                  mqr_csub_t **out);
+void mqr_unsubscribe(mqr_engine_t *e, mqr_csub_t *sub);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,321 @@
+/*
+ * engine.c — creating, running and stopping an engine.
+ *
+ * Owns the lifecycle order: store before retained messages before the
+ * listener; on stop the reverse, and the store is flushed last so every
+ * write accepted before the stop is on disk when the process exits.
+ */
+#include "engine.h"
+
+#include "listener.h"
+#include "store.h"
+#include "topic.h"
+#include "upstream.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int (*mqr__engine_reload_hook)(mqr_engine_t *e, char **errmsg);
+
+void mqr_engine_options_init(mqr_engine_options_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+    o->log_level = MQR_LOG_INFO;
+    o->handle_signals = 0;
+    o->watch_script = 0;
+}
+
+static char *xstrdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void set_err(char **errmsg, const char *fmt, ...)
+{
+    if (!errmsg) return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    *errmsg = strdup(buf);
+}
+
+static int make_dirs(const char *dir)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) return MQR_EINVAL;
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(path, 0755) < 0 && errno != EEXIST) return -errno;
+        *p = '/';
+    }
+    if (mkdir(path, 0755) < 0 && errno != EEXIST) return -errno;
+    return 0;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    mqr_engine_t *e = h->data;
+    if (signum == SIGHUP) {
+        MQR_LOG_I("engine", "SIGHUP: reloading rules");
+        if (mqr__engine_reload_hook) {
+            char *err = NULL;
+            if (mqr__engine_reload_hook(e, &err) < 0) {
+                MQR_LOG_E("engine", "reload failed, old rules keep running: %s",
+                          err ? err : "?");
+            }
+            free(err);
+        }
+        return;
+    }
+    MQR_LOG_I("engine", "%s: stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    mqr_engine_stop(e);
+}
+
+static int start_signals(mqr_engine_t *e)
+{
+    uv_signal_t *hs[] = {&e->sig_int, &e->sig_term, &e->sig_hup};
+    int nums[] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(e->loop, hs[i]);
+        hs[i]->data = e;
+        int rc = uv_signal_start(hs[i], on_signal, nums[i]);
+        if (rc < 0) return rc;
+        uv_unref((uv_handle_t *)hs[i]); /* signals alone must not keep the loop alive */
+    }
+    e->signals_started = true;
+    return 0;
+}
+
+int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop_t *loop,
+                   char **errmsg)
+{
+    *out = NULL;
+    if (errmsg) *errmsg = NULL;
+    mqr_engine_options_t def;
+    if (!opts) {
+        mqr_engine_options_init(&def);
+        opts = &def;
+    }
+    if (opts->size < sizeof(mqr_engine_options_t)) {
+        set_err(errmsg, "options struct too small (built against another version?)");
+        return MQR_EINVAL;
+    }
+    mqr_engine_t *e = calloc(1, sizeof *e);
+    if (!e) return MQR_ENOMEM;
+    int rc;
+    if (loop) {
+        e->loop = loop;
+    } else {
+        rc = uv_loop_init(&e->own_loop);
+        if (rc < 0) {
+            free(e);
+            set_err(errmsg, "uv_loop_init: %s", uv_strerror(rc));
+            return rc;
+        }
+        e->loop = &e->own_loop;
+        e->owns_loop = true;
+    }
+    mqr__log_set_level(opts->log_level);
+    e->listen_host = xstrdup(opts->listen_host ? opts->listen_host : "127.0.0.1");
+    e->listen_port = opts->listen_port == 0 ? 1883 : opts->listen_port;
+    e->data_dir = xstrdup(opts->data_dir ? opts->data_dir : "./data");
+    e->handler_budget_ms = opts->handler_budget_ms ? opts->handler_budget_ms : 1000;
+    e->watch_script = opts->watch_script != 0;
+    e->handle_signals = opts->handle_signals != 0;
+
+    if ((rc = mqr__router_init(&e->router)) < 0) goto fail;
+
+    if (e->data_dir[0]) {
+        if ((rc = make_dirs(e->data_dir)) < 0) {
+            set_err(errmsg, "cannot create data directory %s: %s", e->data_dir, uv_strerror(rc));
+            goto fail;
+        }
+        size_t n = strlen(e->data_dir) + sizeof "/mqrouter.db";
+        e->db_path = malloc(n);
+        if (!e->db_path) {
+            rc = MQR_ENOMEM;
+            goto fail;
+        }
+        snprintf(e->db_path, n, "%s/mqrouter.db", e->data_dir);
+    } else {
+        e->db_path = strdup(":memory:");
+    }
+    rc = mqr__store_open(&e->store, e->loop, e->db_path, NULL, errmsg);
+    if (rc < 0) goto fail;
+    if ((rc = mqr__retain_init(&e->retain, e->store)) < 0) goto fail;
+    if ((rc = mqr__retain_load(&e->retain)) < 0) {
+        set_err(errmsg, "cannot load retained messages from %s", e->db_path);
+        goto fail;
+    }
+    if (e->listen_port > 0) {
+        rc = mqr__listener_start(e, e->listen_host, e->listen_port, &e->listener);
+        if (rc < 0) {
+            set_err(errmsg, "cannot listen on %s:%d: %s", e->listen_host, e->listen_port,
+                    mqr_strerror(rc));
+            goto fail;
+        }
+    }
+    if (e->handle_signals && (rc = start_signals(e)) < 0) {
+        set_err(errmsg, "cannot install signal handlers: %s", uv_strerror(rc));
+        goto fail;
+    }
+    MQR_LOG_I("engine", "mqrouter %s started (store %s)", MQR_VERSION_STRING, e->db_path);
+    *out = e;
+    return 0;
+fail:
+    mqr_engine_free(e);
+    return rc;
+}
+
+uv_loop_t *mqr_engine_loop(mqr_engine_t *e)
+{
+    return e->loop;
+}
+
+void mqr_engine_stop(mqr_engine_t *e)
+{
+    if (e->stopping) return;
+    e->stopping = true;
+    if (e->script && e->script_ops && e->script_ops->stop) e->script_ops->stop(e->script);
+    if (e->listener) {
+        mqr__listener_close(e->listener);
+        e->listener = NULL;
+    }
+    mqr__upstream_close_all(e);
+    if (e->signals_started) {
+        uv_close((uv_handle_t *)&e->sig_int, NULL);
+        uv_close((uv_handle_t *)&e->sig_term, NULL);
+        uv_close((uv_handle_t *)&e->sig_hup, NULL);
+        e->signals_started = false;
+    }
+    if (e->store) mqr__store_flush(e->store);
+    MQR_LOG_I("engine", "stopped");
+}
+
+int mqr_engine_run(mqr_engine_t *e)
+{
+    uv_run(e->loop, UV_RUN_DEFAULT);
+    return 0;
+}
+
+void mqr_engine_free(mqr_engine_t *e)
+{
+    if (!e) return;
+    mqr_engine_stop(e);
+    if (e->script && e->script_ops && e->script_ops->free) e->script_ops->free(e->script);
+    e->script = NULL;
+    /* let every closing handle finish before freeing what they point into */
+    if (e->owns_loop) uv_run(e->loop, UV_RUN_DEFAULT);
+    else uv_run(e->loop, UV_RUN_NOWAIT);
+    mqr__upstream_free_all(e);
+    mqr__retain_close(&e->retain);
+    if (e->store) mqr__store_close(e->store);
+    e->store = NULL;
+    mqr__router_close(&e->router);
+    if (e->owns_loop) {
+        uv_run(e->loop, UV_RUN_DEFAULT);
+        if (uv_loop_close(e->loop) != 0) MQR_LOG_W("engine", "loop closed with open handles");
+    }
+    free(e->listen_host);
+    free(e->data_dir);
+    free(e->db_path);
+    free(e);
+}
+
+int mqr__engine_publish(mqr_engine_t *e, mqr_msg_t *msg)
+{
+    if (msg->retain) {
+        int rc = mqr__retain_set(&e->retain, msg);
+        if (rc < 0) {
+            e->stats.refused++;
+            return rc;
+        }
+    }
+    int rc = mqr__router_publish(&e->router, msg);
+    if (rc < 0) {
+        e->stats.refused++;
+        return rc;
+    }
+    e->stats.published++;
+    return 0;
+}
+
+int mqr__engine_publish_data(mqr_engine_t *e, const mqr_msg_init_t *init)
+{
+    if (init->qos < 0 || init->qos > 2) return MQR_EQOS;
+    int rc = mqr__topic_name_validate(init->topic, init->topic_len);
+    if (rc < 0) return rc;
+    mqr_msg_t *m = mqr__msg_new(init);
+    if (!m) return MQR_ENOMEM;
+    rc = mqr__engine_publish(e, m);
+    mqr_msg_unref(m);
+    return rc;
+}
+
+int mqr_publish(mqr_engine_t *e, const char *topic, const void *payload, size_t len, int qos,
+                int retain)
+{
+    if (!topic) return MQR_EINVAL;
+    mqr_msg_init_t in = {
+        .topic = topic,
+        .topic_len = strlen(topic),
+        .payload = payload,
+        .payload_len = len,
+        .qos = qos,
+        .retain = retain != 0,
+        .origin = MQR_ORIGIN_C,
+    };
+    return mqr__engine_publish_data(e, &in);
+}
+
+/* ---- C subscriptions ---- */
+
+struct mqr_csub {
+    mqr_subscriber_t base;
+    mqr_trie_entry_t *entry;
+    mqr_msg_fn fn;
+    void *arg;
+};
+
+static void csub_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+{
+    mqr_csub_t *s = (mqr_csub_t *)self;
+    s->fn(s->arg, msg);
+}
+
+int mqr_subscribe(mqr_engine_t *e, const char *filter, mqr_msg_fn fn, void *arg,
+                  mqr_csub_t **out)
+{
+    if (!filter || !fn) return MQR_EINVAL;
+    size_t len = strlen(filter);
+    int rc = mqr__topic_filter_validate(filter, len);
+    if (rc < 0) return rc;
+    mqr_csub_t *s = calloc(1, sizeof *s);
+    if (!s) return MQR_ENOMEM;
+    s->base.deliver = csub_deliver;
+    s->fn = fn;
+    s->arg = arg;
+    mqr_sub_opts_t opts = {.qos = 2};
+    s->entry = mqr__router_add(&e->router, filter, len, &s->base, &opts);
+    if (!s->entry) {
+        free(s);
+        return MQR_ENOMEM;
+    }
+    if (out) *out = s;
+    return 0;
+}
+
+void mqr_unsubscribe(mqr_engine_t *e, mqr_csub_t *s)
+{
+    if (!s) return;
+    mqr__router_remove(&e->router, s->entry);
+    free(s);
+}

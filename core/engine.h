@@ -1,0 +1,74 @@
+/*
+ * engine.h — the engine's state as core files see it.
+ *
+ * One engine is one libuv loop thread's world: router, retained messages,
+ * store, listener, upstream sessions and the script host all hang off it and
+ * only that thread touches them. Paho's thread reaches the loop only through
+ * the uv_async handles of the sessions.
+ */
+#ifndef MQR_ENGINE_H
+#define MQR_ENGINE_H
+
+#include "mqrouter.h"
+
+#include "log.h"
+#include "message.h"
+#include "retain.h"
+#include "router.h"
+
+#include <stdbool.h>
+#include <uv.h>
+
+typedef struct mqr_store mqr_store_t;
+typedef struct mqr_listener mqr_listener_t;
+typedef struct mqr_upstream mqr_upstream_t;
+
+/* What the Lua bindings plug into the engine (core never sees Lua). */
+typedef struct {
+    void (*stop)(void *script);  /* engine stopping: stop timers, watchers */
+    void (*free)(void *script);  /* engine freed: close the Lua state */
+} mqr_script_ops_t;
+
+struct mqr_engine {
+    uv_loop_t *loop;
+    uv_loop_t own_loop;
+    bool owns_loop;
+    bool stopping;
+    bool stopped;
+
+    char *listen_host;
+    int listen_port;
+    char *data_dir;
+    char *db_path;
+    unsigned handler_budget_ms;
+    bool watch_script;
+    bool handle_signals;
+
+    mqr_router_t router;
+    mqr_retain_t retain;
+    mqr_store_t *store;
+    mqr_listener_t *listener;
+    mqr_upstream_t *sessions; /* list of upstream sessions */
+
+    void *script; /* the bindings' script host, NULL until a script loads */
+    const mqr_script_ops_t *script_ops;
+
+    uv_signal_t sig_int, sig_term, sig_hup;
+    bool signals_started;
+
+    struct {
+        uint64_t published; /* messages that entered the router */
+        uint64_t refused;   /* publishes refused (bad topic, loop, no memory) */
+    } stats;
+};
+
+/* Puts msg (borrowed) through retain and the router. */
+int mqr__engine_publish(mqr_engine_t *e, mqr_msg_t *msg);
+
+/* Builds a message, validates topic and QoS, and publishes it. */
+int mqr__engine_publish_data(mqr_engine_t *e, const mqr_msg_init_t *init);
+
+/* SIGHUP and file-watch reloads land here (set by the bindings). */
+extern int (*mqr__engine_reload_hook)(mqr_engine_t *e, char **errmsg);
+
+#endif

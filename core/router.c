@@ -1,0 +1,70 @@
+/*
+ * router.c — fan-out of one message to its subscribers.
+ *
+ * Matches are collected first and delivered after, with the trie held: a
+ * subscriber that changes subscriptions while being called cannot disturb
+ * the walk, and an entry removed mid-delivery is skipped, never freed under
+ * our feet.
+ */
+#include "router.h"
+
+int mqr__router_init(mqr_router_t *r)
+{
+    r->depth = 0;
+    r->routed = r->deliveries = r->unrouted = r->loops = 0;
+    return mqr__trie_init(&r->trie);
+}
+
+void mqr__router_close(mqr_router_t *r)
+{
+    mqr__trie_close(&r->trie);
+}
+
+int mqr__router_publish(mqr_router_t *r, mqr_msg_t *msg)
+{
+    if (r->depth >= MQR_ROUTER_MAX_DEPTH) {
+        r->loops++;
+        return MQR_EROUTELOOP;
+    }
+    mqr_trie_matches_t m;
+    mqr__trie_matches_init(&m);
+    int rc = mqr__trie_match(&r->trie, msg->topic, msg->topic_len, &m);
+    if (rc < 0) {
+        mqr__trie_matches_free(&m);
+        return rc;
+    }
+    if (m.count == 0) {
+        r->unrouted++;
+        mqr__trie_matches_free(&m);
+        return 0;
+    }
+    r->routed++;
+    r->depth++;
+    mqr__trie_hold(&r->trie);
+    mqr_msg_ref(msg); /* a subscriber may drop the publisher's last ref */
+    int n = 0;
+    for (size_t i = 0; i < m.count; i++) {
+        mqr_trie_entry_t *e = m.entries[i];
+        if (!mqr__trie_entry_alive(e)) continue;
+        mqr_subscriber_t *s = e->sub;
+        s->deliver(s, msg, e);
+        n++;
+    }
+    mqr_msg_unref(msg);
+    mqr__trie_release(&r->trie);
+    r->depth--;
+    r->deliveries += (uint64_t)n;
+    mqr__trie_matches_free(&m);
+    return n;
+}
+
+mqr_trie_entry_t *mqr__router_add(mqr_router_t *r, const char *filter, size_t len,
+                                  mqr_subscriber_t *sub, const mqr_sub_opts_t *opts)
+{
+    return mqr__trie_add(&r->trie, filter, len, sub, opts);
+}
+
+void mqr__router_remove(mqr_router_t *r, mqr_trie_entry_t *entry)
+{
+    mqr__trie_remove(&r->trie, entry);
+}
