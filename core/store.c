@@ -1,0 +1,754 @@
+/*
+ * store.c — one SQLite database per engine: schema migrations, prepared
+ * statements, group commit and the retained-message and meta tables.
+ *
+ * Writes never commit on their own. The first write of a loop turn opens a
+ * transaction; a uv_prepare_t owned by the store commits it once per turn.
+ * Prepare callbacks run after the turn's timers and right before the loop
+ * blocks for I/O, so whatever a callback wrote (timers of this turn, I/O,
+ * check and close callbacks of the previous one) is committed before the loop
+ * can sleep, and a burst of writes costs one fsync. A check handle would run
+ * after the poll instead, leaving timer writes uncommitted while the loop
+ * sleeps. The handle is unref'd while idle and ref'd while a transaction or a
+ * waiter is pending, so uv_run() cannot return with writes still open.
+ *
+ * This file must not interpret what it stores beyond what MQTT says about
+ * retained messages (empty payload deletes, expiry), and must not block
+ * outside SQLite calls.
+ */
+#include "store.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#define DEFAULT_BUSY_TIMEOUT_MS 5000u
+
+/* Adding schema version N is one entry here, at index N - 1. Never edit a
+ * step that has shipped: files in the field already ran it. */
+static const mqr_store_migration_t migrations[] = {
+    {1, "CREATE TABLE retained ("
+        "  topic TEXT PRIMARY KEY NOT NULL,"
+        "  payload BLOB NOT NULL,"
+        "  qos INT NOT NULL DEFAULT 0,"
+        "  props BLOB,"
+        "  created_ms INT NOT NULL,"
+        "  expiry_s INT NOT NULL DEFAULT 0"
+        ");"
+        "CREATE TABLE meta ("
+        "  key TEXT PRIMARY KEY NOT NULL,"
+        "  value"
+        ");"},
+};
+
+#define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+enum {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_RETAIN_PUT,
+    ST_RETAIN_DEL,
+    ST_RETAIN_LOAD,
+    ST_RETAIN_EXPIRE,
+    ST_RETAIN_COUNT,
+    ST_META_GET,
+    ST_META_PUT,
+    ST_META_DEL,
+    ST_COUNT_
+};
+
+/* Expiry as MQTT defines it: 0 never expires. The same test is written in C
+ * in retain_load; keep them in step. */
+static const char *const statement_sql[ST_COUNT_] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_RETAIN_PUT] = "INSERT INTO retained(topic, payload, qos, props, created_ms, expiry_s)"
+                      " VALUES(?1, ?2, ?3, ?4, ?5, ?6)"
+                      " ON CONFLICT(topic) DO UPDATE SET payload = excluded.payload,"
+                      " qos = excluded.qos, props = excluded.props,"
+                      " created_ms = excluded.created_ms, expiry_s = excluded.expiry_s",
+    [ST_RETAIN_DEL] = "DELETE FROM retained WHERE topic = ?1",
+    [ST_RETAIN_LOAD] = "SELECT topic, payload, qos, props, created_ms, expiry_s"
+                       " FROM retained ORDER BY topic",
+    [ST_RETAIN_EXPIRE] = "DELETE FROM retained"
+                         " WHERE expiry_s > 0 AND created_ms + expiry_s * 1000 < ?1",
+    [ST_RETAIN_COUNT] = "SELECT count(*) FROM retained"
+                        " WHERE expiry_s <= 0 OR created_ms + expiry_s * 1000 >= ?1",
+    [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+    [ST_META_PUT] = "INSERT INTO meta(key, value) VALUES(?1, ?2)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    [ST_META_DEL] = "DELETE FROM meta WHERE key = ?1",
+};
+
+typedef struct {
+    void (*cb)(void *arg, int status);
+    void *arg;
+} waiter_t;
+
+struct mqr_store {
+    uv_prepare_t prepare; /* data = the store */
+    sqlite3 *db;
+    char *path;
+    char *last_error; /* NULL = none */
+    bool in_txn;
+    bool armed; /* prepare handle ref'd: something waits for a commit point */
+    bool closing;
+    int batch_error; /* SQLite dropped this turn's transaction before its commit */
+    waiter_t *waiters;
+    size_t nwaiters, cap;
+    mqr_store_stats_t stats;
+    sqlite3_stmt *st[ST_COUNT_];
+};
+
+/* ---- error text ------------------------------------------------------- */
+
+static char *vfmt(const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    if (n < 0) return NULL;
+    char *buf = malloc((size_t)n + 1);
+    if (buf) vsnprintf(buf, (size_t)n + 1, fmt, ap);
+    return buf;
+}
+
+static char *afmt(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *text = vfmt(fmt, ap);
+    va_end(ap);
+    return text;
+}
+
+static void set_error(mqr_store_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *text = vfmt(fmt, ap);
+    va_end(ap);
+    free(s->last_error);
+    s->last_error = text;
+}
+
+/* Records what failed, in SQLite's words, and returns MQR_ESTORE. */
+static int sql_fail(mqr_store_t *s, const char *what)
+{
+    set_error(s, "store %s: %s: %s (SQLite code %d)", s->path, what, sqlite3_errmsg(s->db),
+              sqlite3_extended_errcode(s->db));
+    return MQR_ESTORE;
+}
+
+static void give_errmsg(char **errmsg, const char *text)
+{
+    if (errmsg) *errmsg = strdup(text ? text : "out of memory");
+}
+
+const char *mqr__store_last_error(const mqr_store_t *s)
+{
+    if (!s->last_error) return "";
+    return s->last_error;
+}
+
+void mqr__store_stats(const mqr_store_t *s, mqr_store_stats_t *out)
+{
+    *out = s->stats;
+}
+
+/* ---- schema ----------------------------------------------------------- */
+
+const mqr_store_migration_t *mqr__store_migrations(size_t *count)
+{
+    *count = (size_t)LATEST_VERSION;
+    return migrations;
+}
+
+static const char *db_name(sqlite3 *db)
+{
+    const char *name = sqlite3_db_filename(db, "main");
+    return name && *name ? name : ":memory:";
+}
+
+static int read_version(sqlite3 *db, int *version)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *version = sqlite3_column_int(st, 0);
+            rc = SQLITE_OK;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Text for a migration failure; the caller frees it. */
+static char *migrate_error(sqlite3 *db, const char *what, int version)
+{
+    return afmt("store %s: %s (schema version %d): %s (SQLite code %d)", db_name(db), what, version,
+                sqlite3_errmsg(db), sqlite3_extended_errcode(db));
+}
+
+static char *newer_error(sqlite3 *db, int version)
+{
+    return afmt("store %s: schema version %d is newer than this program knows (%d); "
+                "use a newer mqrouter or another file",
+                db_name(db), version, LATEST_VERSION);
+}
+
+/* One step, one transaction: either the schema and its version number move
+ * together or neither does. The version is read again under the write lock
+ * so two processes opening the same old file cannot both run a step. */
+static int migrate_step(sqlite3 *db, int target, int *cur, char **text)
+{
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        *text = migrate_error(db, "cannot start migration", *cur);
+        return MQR_ESTORE;
+    }
+    int v = 0;
+    if (read_version(db, &v) != SQLITE_OK) {
+        *text = migrate_error(db, "cannot read schema version", *cur);
+        goto rollback;
+    }
+    if (v > LATEST_VERSION) {
+        *text = newer_error(db, v);
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return MQR_ESCHEMA;
+    }
+    if (v < target) {
+        const mqr_store_migration_t *m = &migrations[v];
+        assert(m->version == v + 1);
+        if (sqlite3_exec(db, m->sql, NULL, NULL, NULL) != SQLITE_OK) {
+            *text = migrate_error(db, "migration failed", m->version);
+            goto rollback;
+        }
+        char bump[48];
+        snprintf(bump, sizeof bump, "PRAGMA user_version = %d", m->version);
+        if (sqlite3_exec(db, bump, NULL, NULL, NULL) != SQLITE_OK) {
+            *text = migrate_error(db, "cannot record schema version", m->version);
+            goto rollback;
+        }
+        v = m->version;
+    }
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        *text = migrate_error(db, "cannot commit migration", v);
+        goto rollback;
+    }
+    *cur = v;
+    return 0;
+
+rollback:
+    if (!sqlite3_get_autocommit(db)) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return MQR_ESTORE;
+}
+
+/* Like mqr__store_migrate() but hands back the error text as is. */
+static int migrate(sqlite3 *db, int target, char **text)
+{
+    *text = NULL;
+    if (target < 0 || target > LATEST_VERSION) return MQR_EINVAL;
+    int cur = 0;
+    if (read_version(db, &cur) != SQLITE_OK) {
+        *text = migrate_error(db, "cannot read schema version", 0);
+        return MQR_ESTORE;
+    }
+    if (cur > LATEST_VERSION) {
+        *text = newer_error(db, cur);
+        return MQR_ESCHEMA;
+    }
+    while (cur < target) {
+        int err = migrate_step(db, target, &cur, text);
+        if (err) return err;
+    }
+    return 0;
+}
+
+int mqr__store_migrate(sqlite3 *db, int target, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    if (!db) return MQR_EINVAL;
+    char *text = NULL;
+    int err = migrate(db, target, &text);
+    if (err == MQR_EINVAL && !text) {
+        if (errmsg) *errmsg = strdup("store: migration target out of range");
+        return err;
+    }
+    if (errmsg)
+        *errmsg = text;
+    else
+        free(text);
+    return err;
+}
+
+/* ---- group commit ----------------------------------------------------- */
+
+static void arm(mqr_store_t *s)
+{
+    if (s->armed || s->closing) return;
+    uv_ref((uv_handle_t *)&s->prepare);
+    s->armed = true;
+}
+
+static void disarm_if_idle(mqr_store_t *s)
+{
+    if (!s->armed || s->in_txn || s->nwaiters || s->batch_error) return;
+    uv_unref((uv_handle_t *)&s->prepare);
+    s->armed = false;
+}
+
+static int step_done(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc;
+}
+
+static void fire_waiters(mqr_store_t *s, int status)
+{
+    if (!s->nwaiters) return;
+    /* Detach first: a callback may register the next waiter or flush. */
+    waiter_t *w = s->waiters;
+    size_t n = s->nwaiters, cap = s->cap;
+    s->waiters = NULL;
+    s->nwaiters = s->cap = 0;
+    for (size_t i = 0; i < n; i++)
+        w[i].cb(w[i].arg, status);
+    if (!s->waiters) {
+        s->waiters = w;
+        s->cap = cap;
+    } else {
+        free(w);
+    }
+}
+
+/* The one place a transaction ends. Whatever happens, the transaction is
+ * closed afterwards and every waiter learns the outcome. */
+static int commit_point(mqr_store_t *s)
+{
+    int status = 0;
+    if (s->in_txn) {
+        s->in_txn = false;
+        if (step_done(s->st[ST_COMMIT]) != SQLITE_DONE) {
+            status = sql_fail(s, "commit failed, this turn's writes are lost");
+            /* SQLite may leave the transaction open after a failed COMMIT;
+             * retrying would reorder it against the next turn's writes. */
+            if (!sqlite3_get_autocommit(s->db)) step_done(s->st[ST_ROLLBACK]);
+        }
+    }
+    if (s->batch_error) {
+        if (!status) status = s->batch_error;
+        s->batch_error = 0;
+    }
+    if (status) s->stats.commit_failures++;
+    fire_waiters(s, status);
+    disarm_if_idle(s);
+    return status;
+}
+
+static void on_prepare(uv_prepare_t *h)
+{
+    mqr_store_t *s = h->data;
+    if (s->in_txn || s->nwaiters || s->batch_error) commit_point(s);
+}
+
+static int on_commit_hook(void *arg)
+{
+    mqr_store_t *s = arg;
+    s->stats.commits++;
+    return 0; /* 0 lets the commit go ahead */
+}
+
+int mqr__store_flush(mqr_store_t *s)
+{
+    if (!s) return MQR_EINVAL;
+    if (s->closing) return MQR_ECLOSED;
+    return commit_point(s);
+}
+
+int mqr__store_after_commit(mqr_store_t *s, void (*cb)(void *arg, int status), void *arg)
+{
+    if (!s || !cb) return MQR_EINVAL;
+    if (s->closing) return MQR_ECLOSED;
+    if (s->nwaiters == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        waiter_t *w = realloc(s->waiters, cap * sizeof *w);
+        if (!w) return MQR_ENOMEM;
+        s->waiters = w;
+        s->cap = cap;
+    }
+    s->waiters[s->nwaiters++] = (waiter_t){cb, arg};
+    arm(s);
+    return 0;
+}
+
+/* Runs one bound write statement inside the turn's transaction, then drops
+ * the bindings (they may point at the caller's buffers). */
+static int run_write(mqr_store_t *s, sqlite3_stmt *st, const char *what)
+{
+    int err = 0;
+    if (!s->in_txn) {
+        if (step_done(s->st[ST_BEGIN]) != SQLITE_DONE) {
+            err = sql_fail(s, "cannot begin transaction");
+            goto out;
+        }
+        s->in_txn = true;
+        arm(s);
+    }
+    if (sqlite3_step(st) == SQLITE_DONE)
+        s->stats.writes++;
+    else
+        err = sql_fail(s, what);
+    if (s->in_txn && sqlite3_get_autocommit(s->db)) {
+        /* On I/O, full-disk and out-of-memory errors SQLite rolls back the
+         * whole transaction, earlier writes of this turn included: their
+         * waiters must hear about it at the commit point. */
+        s->in_txn = false;
+        s->batch_error = MQR_ESTORE;
+    }
+out:
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return err;
+}
+
+static int bind_fail(mqr_store_t *s, sqlite3_stmt *st, const char *what)
+{
+    int err = sql_fail(s, what);
+    sqlite3_clear_bindings(st);
+    return err;
+}
+
+/* ---- retained messages ------------------------------------------------ */
+
+int mqr__store_retain_delete(mqr_store_t *s, const char *topic, size_t len)
+{
+    if (!s || !topic || !len || len > UINT16_MAX) return MQR_EINVAL;
+    if (s->closing) return MQR_ECLOSED;
+    sqlite3_stmt *st = s->st[ST_RETAIN_DEL];
+    if (sqlite3_bind_text(st, 1, topic, (int)len, SQLITE_STATIC) != SQLITE_OK)
+        return bind_fail(s, st, "cannot bind retained topic");
+    return run_write(s, st, "cannot delete retained message");
+}
+
+int mqr__store_retain_set(mqr_store_t *s, const mqr_msg_t *msg)
+{
+    if (!s || !msg || !msg->topic_len) return MQR_EINVAL;
+    if (s->closing) return MQR_ECLOSED;
+    if (msg->payload_len == 0) return mqr__store_retain_delete(s, msg->topic, msg->topic_len);
+    sqlite3_stmt *st = s->st[ST_RETAIN_PUT];
+    int rc = sqlite3_bind_text(st, 1, msg->topic, msg->topic_len, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_blob64(st, 2, msg->payload, msg->payload_len, SQLITE_STATIC);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(st, 3, msg->qos);
+    if (rc == SQLITE_OK && msg->props_len)
+        rc = sqlite3_bind_blob64(st, 4, msg->props, msg->props_len, SQLITE_STATIC);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 5, (sqlite3_int64)msg->created_ms);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 6, msg->expiry_s);
+    if (rc != SQLITE_OK) return bind_fail(s, st, "cannot bind retained message");
+    return run_write(s, st, "cannot store retained message");
+}
+
+static bool expired(sqlite3_int64 created_ms, sqlite3_int64 expiry_s, sqlite3_int64 now)
+{
+    return expiry_s > 0 && created_ms + expiry_s * 1000 < now;
+}
+
+int mqr__store_retain_load(mqr_store_t *s, int (*cb)(void *arg, mqr_msg_t *msg), void *arg)
+{
+    if (!s || !cb) return MQR_EINVAL;
+    if (s->closing) return MQR_ECLOSED;
+    sqlite3_int64 now = (sqlite3_int64)mqr__now_ms();
+    sqlite3_stmt *st = s->st[ST_RETAIN_LOAD];
+    size_t stale = 0;
+    int err = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        sqlite3_int64 created = sqlite3_column_int64(st, 4);
+        sqlite3_int64 expiry = sqlite3_column_int64(st, 5);
+        if (expired(created, expiry, now)) {
+            stale++;
+            continue;
+        }
+        int qos = sqlite3_column_int(st, 2);
+        mqr_msg_init_t in = {
+            .topic = (const char *)sqlite3_column_text(st, 0),
+            .topic_len = (size_t)sqlite3_column_bytes(st, 0),
+            .payload = sqlite3_column_blob(st, 1),
+            .payload_len = (size_t)sqlite3_column_bytes(st, 1),
+            .props = sqlite3_column_blob(st, 3),
+            .props_len = (size_t)sqlite3_column_bytes(st, 3),
+            /* The file is input like any other: keep a bad QoS in range. */
+            .qos = qos < 0   ? 0
+                   : qos > 2 ? 2
+                             : qos,
+            .retain = true,
+            .origin = MQR_ORIGIN_STORE,
+            .expiry_s = expiry > 0 && expiry <= UINT32_MAX ? (uint32_t)expiry : 0,
+            .created_ms = created > 0 ? (uint64_t)created : 1,
+        };
+        if (!in.topic || !in.topic_len) continue; /* a hand-edited row with no topic */
+        mqr_msg_t *msg = mqr__msg_new(&in);
+        if (!msg) {
+            err = MQR_ENOMEM;
+            break;
+        }
+        err = cb(arg, msg);
+        if (err) break;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) err = sql_fail(s, "cannot read retained messages");
+    sqlite3_reset(st);
+    if (err || !stale) return err;
+
+    st = s->st[ST_RETAIN_EXPIRE];
+    if (sqlite3_bind_int64(st, 1, now) != SQLITE_OK)
+        return bind_fail(s, st, "cannot bind expiry time");
+    return run_write(s, st, "cannot delete expired retained messages");
+}
+
+int mqr__store_retain_count(mqr_store_t *s, size_t *count)
+{
+    if (!s || !count) return MQR_EINVAL;
+    if (s->closing) return MQR_ECLOSED;
+    sqlite3_stmt *st = s->st[ST_RETAIN_COUNT];
+    int err = 0;
+    if (sqlite3_bind_int64(st, 1, (sqlite3_int64)mqr__now_ms()) != SQLITE_OK)
+        return bind_fail(s, st, "cannot bind expiry time");
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *count = (size_t)sqlite3_column_int64(st, 0);
+    else
+        err = sql_fail(s, "cannot count retained messages");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return err;
+}
+
+/* ---- meta ------------------------------------------------------------- */
+
+int mqr__store_meta_set(mqr_store_t *s, const char *key, const char *value)
+{
+    if (!s || !key) return MQR_EINVAL;
+    if (s->closing) return MQR_ECLOSED;
+    sqlite3_stmt *st = s->st[value ? ST_META_PUT : ST_META_DEL];
+    int rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK && value) rc = sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    if (rc != SQLITE_OK) return bind_fail(s, st, "cannot bind meta value");
+    return run_write(s, st, "cannot write meta value");
+}
+
+int mqr__store_meta_get(mqr_store_t *s, const char *key, char **value)
+{
+    if (!s || !key || !value) return MQR_EINVAL;
+    if (s->closing) return MQR_ECLOSED;
+    *value = NULL;
+    sqlite3_stmt *st = s->st[ST_META_GET];
+    if (sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC) != SQLITE_OK)
+        return bind_fail(s, st, "cannot bind meta key");
+    int err = MQR_ENOENT;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *text = sqlite3_column_text(st, 0);
+        if (text) {
+            size_t n = (size_t)sqlite3_column_bytes(st, 0);
+            *value = malloc(n + 1);
+            if (*value) {
+                memcpy(*value, text, n + 1);
+                err = 0;
+            } else {
+                err = MQR_ENOMEM;
+            }
+        }
+    } else if (rc != SQLITE_DONE) {
+        err = sql_fail(s, "cannot read meta value");
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return err;
+}
+
+/* ---- open and close --------------------------------------------------- */
+
+void mqr__store_options_init(mqr_store_options_t *opts)
+{
+    opts->synchronous = MQR_STORE_SYNC_FULL;
+    opts->busy_timeout_ms = DEFAULT_BUSY_TIMEOUT_MS;
+}
+
+/* mkdir -p of path's directory part. */
+static int make_parents(mqr_store_t *s)
+{
+    char *dir = strdup(s->path);
+    if (!dir) return MQR_ENOMEM;
+    char *slash = strrchr(dir, '/');
+    int err = 0;
+    if (slash && slash != dir) {
+        *slash = '\0';
+        for (char *p = dir + 1; !err; p++) {
+            bool end = *p == '\0';
+            if (*p != '/' && !end) continue;
+            *p = '\0';
+            if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+                set_error(s, "store %s: cannot create directory %s: %s", s->path, dir,
+                          strerror(errno));
+                err = MQR_ESTORE;
+            }
+            if (end) break;
+            *p = '/';
+        }
+    }
+    free(dir);
+    return err;
+}
+
+static int pragma_text(mqr_store_t *s, const char *sql, char *out, size_t outlen)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && out) {
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        snprintf(out, outlen, "%s", t ? (const char *)t : "");
+    }
+    if (rc == SQLITE_ROW) rc = SQLITE_DONE;
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : sql_fail(s, sql);
+}
+
+/* Everything after the file is open and before the loop handle exists. */
+static int setup(mqr_store_t *s, const mqr_store_options_t *opts, bool memory)
+{
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, (int)opts->busy_timeout_ms);
+
+    /* Refuse a newer file before anything below writes to it: switching the
+     * journal mode alone rewrites the header. */
+    int version = 0;
+    if (read_version(s->db, &version) != SQLITE_OK)
+        return sql_fail(s, "cannot read schema version");
+    if (version > LATEST_VERSION) {
+        free(s->last_error);
+        s->last_error = newer_error(s->db, version);
+        return MQR_ESCHEMA;
+    }
+
+    char mode[16] = "";
+    int err = pragma_text(s, "PRAGMA journal_mode = WAL", mode, sizeof mode);
+    if (err) return err;
+    if (strcmp(mode, memory ? "memory" : "wal") != 0) {
+        set_error(s, "store %s: cannot switch to WAL mode (journal mode is %s)", s->path, mode);
+        return MQR_ESTORE;
+    }
+    err = pragma_text(s,
+                      opts->synchronous == MQR_STORE_SYNC_NORMAL ? "PRAGMA synchronous = NORMAL"
+                                                                 : "PRAGMA synchronous = FULL",
+                      NULL, 0);
+    if (!err) err = pragma_text(s, "PRAGMA foreign_keys = ON", NULL, 0);
+    if (err) return err;
+
+    char *text = NULL;
+    err = migrate(s->db, LATEST_VERSION, &text);
+    if (err) {
+        free(s->last_error);
+        s->last_error = text;
+        return err;
+    }
+
+    for (int i = 0; i < ST_COUNT_; i++) {
+        if (sqlite3_prepare_v3(s->db, statement_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+                               NULL) != SQLITE_OK)
+            return sql_fail(s, "cannot prepare statement");
+    }
+    sqlite3_commit_hook(s->db, on_commit_hook, s);
+    return 0;
+}
+
+static void free_store(mqr_store_t *s)
+{
+    for (int i = 0; i < ST_COUNT_; i++)
+        sqlite3_finalize(s->st[i]);
+    if (s->db) sqlite3_close_v2(s->db);
+    free(s->waiters);
+    free(s->last_error);
+    free(s->path);
+    free(s);
+}
+
+int mqr__store_open(mqr_store_t **out, uv_loop_t *loop, const char *path,
+                    const mqr_store_options_t *opts, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    if (out) *out = NULL;
+    if (!out || !loop || !path || !*path) {
+        give_errmsg(errmsg, "store: missing loop or path");
+        return MQR_EINVAL;
+    }
+    mqr_store_options_t defaults;
+    mqr__store_options_init(&defaults);
+    if (!opts) opts = &defaults;
+    if (opts->busy_timeout_ms == 0 || opts->busy_timeout_ms > INT32_MAX) {
+        defaults.synchronous = opts->synchronous;
+        opts = &defaults;
+    }
+
+    mqr_store_t *s = calloc(1, sizeof *s);
+    if (!s || !(s->path = strdup(path))) {
+        free(s);
+        give_errmsg(errmsg, NULL);
+        return MQR_ENOMEM;
+    }
+    bool memory = strcmp(path, ":memory:") == 0;
+    int err = memory ? 0 : make_parents(s);
+    if (!err) {
+        /* NOMUTEX: only the loop thread uses this connection. */
+        int rc = sqlite3_open_v2(
+            path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (!s->db)
+            err = MQR_ENOMEM;
+        else if (rc != SQLITE_OK)
+            err = sql_fail(s, "cannot open database");
+        else
+            err = setup(s, opts, memory);
+    }
+    if (err) {
+        give_errmsg(errmsg, err == MQR_ENOMEM ? NULL : mqr__store_last_error(s));
+        free_store(s);
+        return err;
+    }
+
+    uv_prepare_init(loop, &s->prepare);
+    s->prepare.data = s;
+    uv_prepare_start(&s->prepare, on_prepare);
+    uv_unref((uv_handle_t *)&s->prepare);
+    *out = s;
+    return 0;
+}
+
+static void on_close(uv_handle_t *h)
+{
+    free_store(h->data);
+}
+
+void mqr__store_close(mqr_store_t *s)
+{
+    if (!s || s->closing) return;
+    s->closing = true; /* from here on waiters and writes are refused */
+    commit_point(s);
+    for (int i = 0; i < ST_COUNT_; i++) {
+        sqlite3_finalize(s->st[i]);
+        s->st[i] = NULL;
+    }
+    sqlite3_close_v2(s->db);
+    s->db = NULL;
+    uv_prepare_stop(&s->prepare);
+    uv_close((uv_handle_t *)&s->prepare, on_close);
+}
