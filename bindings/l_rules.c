@@ -1,0 +1,343 @@
+/*
+ * l_rules.c — the `mqrouter` module as rule scripts see it: route, publish,
+ * every, after, log, session, and handles to stop routes and timers.
+ *
+ * Conventions (luv's): wrong argument types raise; a runtime failure such as
+ * an invalid topic returns nil, "ENAME: text", "ENAME".
+ */
+#include "script.h"
+
+#include "topic.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int mqr__lua_fail(lua_State *L, int err, const char *detail)
+{
+    lua_pushnil(L);
+    if (detail)
+        lua_pushfstring(L, "%s: %s (%s)", mqr_err_name(err), mqr_strerror(err), detail);
+    else
+        lua_pushfstring(L, "%s: %s", mqr_err_name(err), mqr_strerror(err));
+    lua_pushstring(L, mqr_err_name(err));
+    return 3;
+}
+
+static l_state_t *state_up(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+static int opt_qos(lua_State *L, int idx)
+{
+    if (lua_isnoneornil(L, idx)) return 0;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_getfield(L, idx, "qos");
+    int qos = (int)luaL_optinteger(L, -1, 0);
+    lua_pop(L, 1);
+    if (qos < 0 || qos > 2) luaL_argerror(L, idx, "qos must be 0, 1 or 2");
+    return qos;
+}
+
+/* route(filter, fn [, {qos}]) */
+static int l_route(lua_State *L)
+{
+    l_state_t *st = state_up(L);
+    const char *filter = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    int qos = opt_qos(L, 3);
+    return mqr__route_declare(L, st, filter, 2, NULL, qos);
+}
+
+/* Reads publish options at idx into in (qos, retain, properties). The
+ * properties buffer, if any, is returned for the caller to free. */
+int mqr__publish_opts(lua_State *L, int idx, mqr_msg_init_t *in, uint8_t **props);
+int mqr__publish_opts(lua_State *L, int idx, mqr_msg_init_t *in, uint8_t **props)
+{
+    *props = NULL;
+    if (lua_isnoneornil(L, idx)) return 0;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_getfield(L, idx, "qos");
+    in->qos = (int)luaL_optinteger(L, -1, 0);
+    lua_getfield(L, idx, "retain");
+    in->retain = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    if (in->qos < 0 || in->qos > 2) return luaL_argerror(L, idx, "qos must be 0, 1 or 2");
+    lua_getfield(L, idx, "properties");
+    if (!lua_isnil(L, -1)) {
+        lua_getfield(L, -1, "message_expiry");
+        in->expiry_s = (uint32_t)lua_tonumber(L, -1);
+        lua_pop(L, 1);
+        size_t n = 0;
+        mqr__lprops_encode(L, lua_gettop(L), props, &n); /* raises before allocating */
+        in->props = *props;
+        in->props_len = n;
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* publish(topic, payload [, {qos, retain, properties}]) -> true | nil, err, name */
+static int l_publish(lua_State *L)
+{
+    l_state_t *st = state_up(L);
+    mqr_msg_init_t in = {.origin = MQR_ORIGIN_LUA};
+    in.topic = luaL_checklstring(L, 1, &in.topic_len);
+    in.payload = luaL_checklstring(L, 2, &in.payload_len);
+    uint8_t *props;
+    mqr__publish_opts(L, 3, &in, &props);
+    in.origin_name = st->chunkname[0] == '@' || st->chunkname[0] == '=' ? st->chunkname + 1
+                                                                        : st->chunkname;
+    const char *why = NULL;
+    int rc = mqr__topic_name_check(in.topic, in.topic_len, &why);
+    if (rc == 0) rc = mqr__engine_publish_data(st->host->e, &in);
+    free(props);
+    if (rc < 0) return mqr__lua_fail(L, rc, why);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int timer_common(lua_State *L, bool repeat)
+{
+    double s = luaL_checknumber(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    return mqr__timer_declare(L, state_up(L), s, repeat, 2);
+}
+
+static int l_every(lua_State *L)
+{
+    return timer_common(L, true);
+}
+
+static int l_after(lua_State *L)
+{
+    return timer_common(L, false);
+}
+
+/* log(level, ...) or log.info(...): values joined by spaces, with the
+ * script position of the caller. */
+static int log_at(lua_State *L, int level, int first)
+{
+    if (level > mqr__log_level) return 0;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    int n = lua_gettop(L);
+    for (int i = first; i <= n; i++) {
+        if (i > first) luaL_addchar(&b, ' ');
+        lua_getglobal(L, "tostring");
+        lua_pushvalue(L, i);
+        lua_call(L, 1, 1);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    lua_Debug ar;
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
+        mqr__log_write(level, "lua", "%s (%s:%d)", lua_tostring(L, -1), ar.short_src,
+                       ar.currentline);
+    else
+        mqr__log_write(level, "lua", "%s", lua_tostring(L, -1));
+    return 0;
+}
+
+static int l_log_error(lua_State *L)
+{
+    return log_at(L, MQR_LOG_ERROR, 1);
+}
+static int l_log_warn(lua_State *L)
+{
+    return log_at(L, MQR_LOG_WARN, 1);
+}
+static int l_log_info(lua_State *L)
+{
+    return log_at(L, MQR_LOG_INFO, 1);
+}
+static int l_log_debug(lua_State *L)
+{
+    return log_at(L, MQR_LOG_DEBUG, 1);
+}
+
+/* log("warn", ...) called on the table */
+static int l_log_call(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 2);
+    int level = mqr_log_level_parse(name);
+    if (level < 0) return luaL_argerror(L, 1, "level must be error, warn, info or debug");
+    return log_at(L, level, 3);
+}
+
+/* ---- route and timer handles ---- */
+
+static l_route_t *check_route(lua_State *L)
+{
+    l_route_t **ud = luaL_checkudata(L, 1, "mqrouter.route");
+    return *ud;
+}
+
+static int l_route_stop(lua_State *L)
+{
+    l_route_t *r = check_route(L);
+    if (!r->stopped) {
+        r->stopped = true;
+        mqr_engine_t *e = r->st->host->e;
+        if (r->entry) {
+            mqr__router_remove(&e->router, r->entry);
+            if (r->session && r->session->u) mqr__upstream_unsubscribe(r->session->u, r->filter);
+        }
+        r->entry = NULL;
+    }
+    return 0;
+}
+
+static int l_route_stats(lua_State *L)
+{
+    l_route_t *r = check_route(L);
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, r->filter);
+    lua_setfield(L, -2, "filter");
+    lua_pushnumber(L, (lua_Number)r->calls);
+    lua_setfield(L, -2, "calls");
+    lua_pushnumber(L, (lua_Number)r->errors);
+    lua_setfield(L, -2, "errors");
+    lua_pushnumber(L, (lua_Number)r->budget_errors);
+    lua_setfield(L, -2, "budget_errors");
+    lua_pushboolean(L, !r->stopped);
+    lua_setfield(L, -2, "active");
+    return 1;
+}
+
+static int l_timer_stop(lua_State *L)
+{
+    l_timer_t **ud = luaL_checkudata(L, 1, "mqrouter.timer");
+    if (*ud) mqr__timer_release(*ud);
+    return 0;
+}
+
+static int l_timer_gc(lua_State *L)
+{
+    l_timer_t **ud = luaL_checkudata(L, 1, "mqrouter.timer");
+    if (*ud) (*ud)->ud = NULL;
+    return 0;
+}
+
+/* stats() -> { routes = { {filter, calls, errors, budget_errors}... }, ... } */
+static int l_stats(lua_State *L)
+{
+    l_state_t *st = state_up(L);
+    mqr_script_t *h = st->host;
+    lua_createtable(L, 0, 6);
+    lua_newtable(L);
+    int i = 0;
+    for (l_route_t *r = st->routes; r; r = r->next) {
+        lua_createtable(L, 0, 4);
+        lua_pushstring(L, r->filter);
+        lua_setfield(L, -2, "filter");
+        lua_pushnumber(L, (lua_Number)r->calls);
+        lua_setfield(L, -2, "calls");
+        lua_pushnumber(L, (lua_Number)r->errors);
+        lua_setfield(L, -2, "errors");
+        lua_pushnumber(L, (lua_Number)r->budget_errors);
+        lua_setfield(L, -2, "budget_errors");
+        lua_rawseti(L, -2, ++i);
+    }
+    lua_setfield(L, -2, "routes");
+    lua_pushnumber(L, (lua_Number)h->reloads);
+    lua_setfield(L, -2, "reloads");
+    lua_pushnumber(L, (lua_Number)h->reload_failures);
+    lua_setfield(L, -2, "reload_failures");
+    lua_pushnumber(L, (lua_Number)h->handler_errors);
+    lua_setfield(L, -2, "handler_errors");
+    lua_pushnumber(L, (lua_Number)h->budget_errors);
+    lua_setfield(L, -2, "budget_errors");
+    lua_pushnumber(L, (lua_Number)h->e->stats.published);
+    lua_setfield(L, -2, "published");
+    return 1;
+}
+
+/* topic_valid(s [, filter]) -> true | false, reason */
+static int l_topic_valid(lua_State *L)
+{
+    size_t len;
+    const char *t = luaL_checklstring(L, 1, &len);
+    const char *why = NULL;
+    int rc = lua_toboolean(L, 2) ? mqr__topic_filter_parse(t, len, &(mqr_topic_filter_t){0}, &why)
+                                 : mqr__topic_name_check(t, len, &why);
+    lua_pushboolean(L, rc == 0);
+    if (rc == 0) return 1;
+    lua_pushstring(L, why ? why : mqr_strerror(rc));
+    return 2;
+}
+
+static int l_topic_matches(lua_State *L)
+{
+    size_t flen, nlen;
+    const char *f = luaL_checklstring(L, 1, &flen);
+    const char *n = luaL_checklstring(L, 2, &nlen);
+    lua_pushboolean(L, mqr__topic_matches(f, flen, n, nlen));
+    return 1;
+}
+
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)mqr__now_ms() / 1000.0);
+    return 1;
+}
+
+int mqr__rules_open(lua_State *L)
+{
+    l_state_t *st = mqr__state_of(L);
+
+    luaL_newmetatable(L, "mqrouter.route");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_route_stop);
+    lua_setfield(L, -2, "stop");
+    lua_pushcfunction(L, l_route_stats);
+    lua_setfield(L, -2, "stats");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, "mqrouter.timer");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_timer_stop);
+    lua_setfield(L, -2, "stop");
+    lua_pushcfunction(L, l_timer_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+
+    static const luaL_Reg fns[] = {
+        {"route", l_route},   {"publish", l_publish}, {"every", l_every},
+        {"after", l_after},   {"stats", l_stats},     {"session", mqr__lsession_new},
+        {NULL, NULL},
+    };
+    lua_newtable(L);
+    for (const luaL_Reg *f = fns; f->name; f++) {
+        lua_pushlightuserdata(L, st);
+        lua_pushcclosure(L, f->func, 1);
+        lua_setfield(L, -2, f->name);
+    }
+    lua_pushcfunction(L, l_topic_valid);
+    lua_setfield(L, -2, "topic_valid");
+    lua_pushcfunction(L, l_topic_matches);
+    lua_setfield(L, -2, "topic_matches");
+    lua_pushcfunction(L, l_now);
+    lua_setfield(L, -2, "now");
+    lua_pushstring(L, MQR_VERSION_STRING);
+    lua_setfield(L, -2, "version");
+
+    /* log: a table of levels, callable as log(level, ...) */
+    lua_createtable(L, 0, 4);
+    lua_pushcfunction(L, l_log_error);
+    lua_setfield(L, -2, "error");
+    lua_pushcfunction(L, l_log_warn);
+    lua_setfield(L, -2, "warn");
+    lua_pushcfunction(L, l_log_info);
+    lua_setfield(L, -2, "info");
+    lua_pushcfunction(L, l_log_debug);
+    lua_setfield(L, -2, "debug");
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, l_log_call);
+    lua_setfield(L, -2, "__call");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, "log");
+    return 1;
+}

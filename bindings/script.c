@@ -1,0 +1,727 @@
+/*
+ * script.c — owns the rules' Lua states: creating them with an allowlisted
+ * environment, loading a script, the one protected-call helper every call
+ * into Lua goes through, and reload as a transaction.
+ *
+ * A reload never touches the serving state until the new script has run to
+ * its end without error: only then are the old routes and timers swapped for
+ * the new ones, in one stretch of loop-thread code. Must not: run Lua from
+ * any thread but the loop's, or load bytecode.
+ */
+#include "script.h"
+
+#include "budget.h"
+#include "topic.h"
+
+#include <errno.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef MQR_STDLIB_DIR
+#define MQR_STDLIB_DIR "lua/stdlib"
+#endif
+
+static void state_close(l_state_t *st);
+
+/* ---- the sandbox -------------------------------------------------------- */
+
+/* Builds the environment scripts run in: an allowlist of the standard
+ * library, a require() limited to text Lua files under the stdlib and the
+ * script's own directory, and strict globals (reading an undeclared one is
+ * an error). Receives stdlib dir, script dir and the rules API table; returns
+ * the env maker. */
+static const char sandbox_lua[] =
+    "local stdlib_dir, script_dir, mq = ...\n"
+    "local G = _G\n"
+    "local allowed = { 'assert', 'error', 'ipairs', 'next', 'pairs', 'pcall', 'select',\n"
+    "  'tonumber', 'tostring', 'type', 'unpack', 'xpcall', 'setmetatable', 'getmetatable',\n"
+    "  'rawequal', 'rawget', 'rawset', '_VERSION', 'string', 'table', 'math', 'coroutine', 'bit' }\n"
+    "local safe_os = { time = os.time, clock = os.clock, date = os.date,\n"
+    "  difftime = os.difftime, getenv = os.getenv }\n"
+    "local c_modules = { cjson = true, ['cjson.safe'] = true }\n"
+    "local loaded, loading = { mqrouter = mq }, {}\n"
+    "local new_env\n"
+    "local function find(name)\n"
+    "  local rel = name:gsub('%.', '/')\n"
+    "  for _, dir in ipairs({ script_dir, stdlib_dir }) do\n"
+    "    for _, pat in ipairs({ '/?.lua', '/?/init.lua' }) do\n"
+    "      local path = dir .. pat:gsub('%?', rel)\n"
+    "      local f = io.open(path, 'rb')\n"
+    "      if f then local src = f:read('*a'); f:close(); return path, src end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local function sandbox_require(name)\n"
+    "  if type(name) ~= 'string' then error('bad argument #1 to require (string expected)', 2) end\n"
+    "  local mod = loaded[name]\n"
+    "  if mod ~= nil then return mod end\n"
+    "  if c_modules[name] then mod = G.require(name); loaded[name] = mod; return mod end\n"
+    "  if loading[name] then error(\"loop requiring module '\" .. name .. \"'\", 2) end\n"
+    "  local path, src = find(name)\n"
+    "  if not path then\n"
+    "    error(\"module '\" .. name .. \"' not found in \" .. script_dir .. ' or ' .. stdlib_dir, 2)\n"
+    "  end\n"
+    "  local chunk, err = load(src, '@' .. path, 't', new_env())\n"
+    "  if not chunk then error(err, 0) end\n"
+    "  loading[name] = true\n"
+    "  local ok, res = pcall(chunk, name)\n"
+    "  loading[name] = nil\n"
+    "  if not ok then error(res, 0) end\n"
+    "  if res == nil then res = true end\n"
+    "  loaded[name] = res\n"
+    "  return res\n"
+    "end\n"
+    "local strict = { __index = function(_, k)\n"
+    "  error(\"undefined global '\" .. tostring(k) .. \"'\", 2) end }\n"
+    "new_env = function()\n"
+    "  local env = {}\n"
+    "  for _, k in ipairs(allowed) do env[k] = G[k] end\n"
+    "  env.os = safe_os\n"
+    "  env.require = sandbox_require\n"
+    "  env.print = function(...)\n"
+    "    local t = { ... }\n"
+    "    for i = 1, select('#', ...) do t[i] = tostring(t[i]) end\n"
+    "    mq.log.info(table.concat(t, '\\t'))\n"
+    "  end\n"
+    "  env._G = env\n"
+    "  return setmetatable(env, strict)\n"
+    "end\n"
+    "return new_env\n";
+
+static int l_traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static char *dir_of(const char *path)
+{
+    const char *slash = path ? strrchr(path, '/') : NULL;
+    if (!slash) return strdup(".");
+    size_t n = (size_t)(slash - path);
+    char *d = malloc(n + 2);
+    if (!d) return NULL;
+    memcpy(d, path, n ? n : 1);
+    d[n ? n : 1] = '\0';
+    return d;
+}
+
+static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *path,
+                            char **errmsg)
+{
+    l_state_t *st = calloc(1, sizeof *st);
+    if (!st) return NULL;
+    st->host = h;
+    st->chunkname = strdup(chunkname);
+    st->L = luaL_newstate();
+    if (!st->L || !st->chunkname) {
+        if (errmsg) *errmsg = strdup("cannot create a Lua state: out of memory");
+        state_close(st);
+        return NULL;
+    }
+    lua_State *L = st->L;
+    luaL_openlibs(L);
+    lua_pushlightuserdata(L, (void *)&mqr__state_of);
+    lua_pushlightuserdata(L, st);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+
+    lua_pushcfunction(L, l_traceback);
+    st->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    mqr__lmsg_register(L);
+    mqr__lsession_register(L);
+
+    /* env maker = sandbox(stdlib_dir, script_dir, rules_api) */
+    if (luaL_loadbuffer(L, sandbox_lua, sizeof sandbox_lua - 1, "=sandbox") != 0) {
+        if (errmsg) *errmsg = strdup(lua_tostring(L, -1));
+        state_close(st);
+        return NULL;
+    }
+    const char *stdlib = getenv("MQROUTER_LUA_DIR");
+    lua_pushstring(L, stdlib && *stdlib ? stdlib : MQR_STDLIB_DIR);
+    char *sdir = dir_of(path);
+    lua_pushstring(L, sdir ? sdir : ".");
+    free(sdir);
+    mqr__rules_open(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "mqrouter.api");
+    if (lua_pcall(L, 3, 1, 0) != 0) {
+        if (errmsg) *errmsg = strdup(lua_tostring(L, -1));
+        state_close(st);
+        return NULL;
+    }
+    lua_call(L, 0, 1); /* the env of the main script */
+    st->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return st;
+}
+
+l_state_t *mqr__state_of(lua_State *L)
+{
+    lua_pushlightuserdata(L, (void *)&mqr__state_of);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    l_state_t *st = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return st;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    l_timer_t *t = h->data;
+    l_state_t *st = t->st;
+    free(t->name);
+    free(t);
+    if (--st->open_timers == 0 && st->closing) {
+        free(st->chunkname);
+        free(st);
+    }
+}
+
+/* Stops everything a state declared and frees it (the struct itself after
+ * its timer handles have closed). */
+static void state_close(l_state_t *st)
+{
+    if (!st) return;
+    mqr_engine_t *e = st->host->e;
+    for (l_route_t *r = st->routes, *next; r; r = next) {
+        next = r->next;
+        if (r->entry) mqr__router_remove(&e->router, r->entry);
+        if (r->entry && r->session && r->session->u)
+            mqr__upstream_unsubscribe(r->session->u, r->filter);
+        free(r->filter);
+        free(r->name);
+        free(r);
+    }
+    st->routes = NULL;
+    l_timer_t *timers = st->timers;
+    st->timers = NULL;
+    if (st->L) lua_close(st->L);
+    st->L = NULL;
+    st->closing = true;
+    for (l_timer_t *t = timers, *next; t; t = next) {
+        next = t->next;
+        t->stopped = true;
+        uv_close((uv_handle_t *)&t->handle, timer_closed);
+    }
+    if (st->open_timers == 0) {
+        free(st->chunkname);
+        free(st);
+    }
+}
+
+/* ---- protected calls ------------------------------------------------------ */
+
+int mqr__script_call(l_state_t *st, int nargs, const char *what, uint64_t *errors,
+                     uint64_t *budget_errors)
+{
+    lua_State *L = st->L;
+    mqr_script_t *h = st->host;
+    int base = lua_gettop(L) - nargs;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->traceback_ref);
+    lua_insert(L, base);
+    bool outer = h->call_depth++ == 0;
+    if (outer && h->budget) mqr__budget_enter(h->budget, L);
+    int rc = lua_pcall(L, nargs, 0, base);
+    bool tripped = false;
+    if (outer && h->budget) tripped = mqr__budget_leave(h->budget);
+    h->call_depth--;
+    if (rc == 0) {
+        lua_remove(L, base);
+        return 0;
+    }
+    const char *err = lua_tostring(L, -1);
+    if (!err) err = "(no error message)";
+    const char *nl = strchr(err, '\n');
+    int first_len = nl ? (int)(nl - err) : (int)strlen(err);
+    if (errors) (*errors)++;
+    h->handler_errors++;
+    if (tripped) {
+        if (budget_errors) (*budget_errors)++;
+        h->budget_errors++;
+        MQR_LOG_E("rules", "%s stopped: exceeded its time budget of %u ms (%.*s)", what,
+                  h->e->handler_budget_ms, first_len, err);
+    } else {
+        MQR_LOG_E("rules", "%s failed: %.*s", what, first_len, err);
+    }
+    if (nl) MQR_LOG_D("rules", "%s", err);
+    lua_pop(L, 2); /* error, traceback function */
+    return tripped ? MQR_EBUDGET : MQR_ESCRIPT;
+}
+
+/* ---- activation --------------------------------------------------------- */
+
+static void route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
+
+/* Ends a timer before its state does: after a one-shot fired, or stop().
+ * The handle's memory goes in timer_closed. */
+void mqr__timer_release(l_timer_t *t)
+{
+    l_state_t *st = t->st;
+    if (t->stopped) return;
+    t->stopped = true;
+    uv_timer_stop(&t->handle);
+    for (l_timer_t **p = &st->timers; *p; p = &(*p)->next) {
+        if (*p == t) {
+            *p = t->next;
+            break;
+        }
+    }
+    if (t->ud) *t->ud = NULL;
+    t->ud = NULL;
+    if (st->L) luaL_unref(st->L, LUA_REGISTRYINDEX, t->fn_ref);
+    uv_close((uv_handle_t *)&t->handle, timer_closed);
+}
+
+static void timer_fire(uv_timer_t *handle)
+{
+    l_timer_t *t = handle->data;
+    l_state_t *st = t->st;
+    if (t->stopped || !st->active) return;
+    t->calls++;
+    lua_rawgeti(st->L, LUA_REGISTRYINDEX, t->fn_ref);
+    if (t->repeat_ms == 0) mqr__timer_release(t); /* the function stays on the stack */
+    mqr__script_call(st, 0, t->name, &t->errors, NULL);
+}
+
+/* Swaps the serving rules for st's. Returns < 0 (and changes nothing) when
+ * a subscription cannot be added. */
+static int state_activate(mqr_script_t *h, l_state_t *st, char **errmsg)
+{
+    mqr_engine_t *e = h->e;
+    for (l_route_t *r = st->routes; r; r = r->next) {
+        if (r->stopped) continue;
+        mqr_sub_opts_t opts = {.qos = (uint8_t)r->qos};
+        r->entry = mqr__router_add(&e->router, r->filter, strlen(r->filter), &r->base, &opts);
+        if (!r->entry) {
+            for (l_route_t *q = st->routes; q != r; q = q->next) {
+                if (q->entry) mqr__router_remove(&e->router, q->entry);
+                q->entry = NULL;
+            }
+            if (errmsg) *errmsg = strdup("out of memory adding routes");
+            return MQR_ENOMEM;
+        }
+    }
+    /* New session subscriptions first, so a filter both scripts want is
+     * never unsubscribed upstream in between. */
+    for (l_route_t *r = st->routes; r; r = r->next)
+        if (r->entry && r->session && r->session->u)
+            mqr__upstream_subscribe(r->session->u, r->filter, r->qos);
+
+    l_state_t *old = h->cur;
+    h->cur = st;
+    st->active = true;
+    if (old) {
+        old->active = false;
+        state_close(old);
+    }
+    mqr__lsession_activate(h, st);
+    for (l_timer_t *t = st->timers; t; t = t->next) {
+        if (t->stopped) continue;
+        uv_timer_start(&t->handle, timer_fire, t->due_ms, t->repeat_ms);
+        t->started = true;
+    }
+    return 0;
+}
+
+/* ---- loading -------------------------------------------------------------- */
+
+static uint64_t digest(const char *s, size_t n)
+{
+    uint64_t x = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        x ^= (unsigned char)s[i];
+        x *= 1099511628211ull;
+    }
+    return x ^ n;
+}
+
+static int load_code(mqr_script_t *h, const char *chunkname, const char *path, const char *code,
+                     size_t len, char **errmsg)
+{
+    if (h->loading) {
+        if (errmsg) *errmsg = strdup("a reload is already in progress");
+        return MQR_ESCRIPT;
+    }
+    l_state_t *st = state_new(h, chunkname, path, errmsg);
+    if (!st) return MQR_ENOMEM;
+    lua_State *L = st->L;
+    h->loading = st;
+    int rc = 0;
+    if (luaL_loadbufferx(L, code, len, chunkname, "t") != 0) {
+        if (errmsg) *errmsg = strdup(lua_tostring(L, -1));
+        rc = MQR_ESCRIPT;
+        goto fail;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->env_ref);
+    lua_setfenv(L, -2);
+    /* run the top level like a handler: protected, traced, within budget */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->traceback_ref);
+    lua_insert(L, -2);
+    bool outer = h->call_depth++ == 0;
+    if (outer && h->budget) mqr__budget_enter(h->budget, L);
+    int prc = lua_pcall(L, 0, 0, -2);
+    bool tripped = outer && h->budget ? mqr__budget_leave(h->budget) : false;
+    h->call_depth--;
+    if (prc != 0) {
+        const char *err = lua_tostring(L, -1);
+        if (errmsg) {
+            if (tripped) {
+                char buf[256];
+                snprintf(buf, sizeof buf, "script exceeded its time budget of %u ms while loading: ",
+                         h->e->handler_budget_ms);
+                size_t n = strlen(buf) + strlen(err ? err : "") + 1;
+                *errmsg = malloc(n);
+                if (*errmsg) snprintf(*errmsg, n, "%s%s", buf, err ? err : "");
+            } else {
+                *errmsg = strdup(err ? err : "error loading script");
+            }
+        }
+        rc = tripped ? MQR_EBUDGET : MQR_ESCRIPT;
+        goto fail;
+    }
+    lua_settop(L, 0);
+    h->loading = NULL;
+    rc = state_activate(h, st, errmsg);
+    if (rc < 0) {
+        h->loading = st;
+        goto fail;
+    }
+    return 0;
+fail:
+    h->loading = NULL;
+    mqr__lsession_abandon(h, st);
+    state_close(st);
+    return rc;
+}
+
+static int read_file(const char *path, char **out, size_t *len, char **errmsg)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errmsg) {
+            char buf[512];
+            snprintf(buf, sizeof buf, "cannot open %s: %s", path, strerror(errno));
+            *errmsg = strdup(buf);
+        }
+        return MQR_ENOENT;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (n < cap) break;
+        char *bigger = realloc(buf, cap * 2);
+        if (!bigger) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = bigger;
+        cap *= 2;
+    }
+    fclose(f);
+    if (!buf) return MQR_ENOMEM;
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+/* ---- file watching -------------------------------------------------------- */
+
+static int reload_file(mqr_script_t *h, bool only_if_changed, char **errmsg);
+
+static void on_debounce(uv_timer_t *t)
+{
+    mqr_script_t *h = t->data;
+    char *err = NULL;
+    int rc = reload_file(h, true, &err);
+    if (rc < 0) MQR_LOG_E("rules", "reload of %s failed, old rules keep running: %s", h->path, err);
+    free(err);
+}
+
+static const char *base_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+static void on_fs_event(uv_fs_event_t *w, const char *filename, int events, int status)
+{
+    mqr_script_t *h = w->data;
+    if (status < 0 || !h->path) return;
+    if (filename && strcmp(filename, base_name(h->path)) != 0) return;
+    /* editors write in several steps: reload once things settle */
+    uv_timer_start(&h->debounce, on_debounce, 100, 0);
+}
+
+static void start_watch(mqr_script_t *h)
+{
+    mqr_engine_t *e = h->e;
+    if (!e->watch_script || h->watching || !h->path) return;
+    if (!h->debounce_init) {
+        uv_timer_init(e->loop, &h->debounce);
+        h->debounce.data = h;
+        uv_unref((uv_handle_t *)&h->debounce);
+        h->debounce_init = true;
+    }
+    /* watch the directory: saving often replaces the file (rename) */
+    char *dir = dir_of(h->path);
+    uv_fs_event_init(e->loop, &h->watch);
+    h->watch.data = h;
+    int rc = dir ? uv_fs_event_start(&h->watch, on_fs_event, dir, 0) : MQR_ENOMEM;
+    if (rc < 0) {
+        MQR_LOG_W("rules", "cannot watch %s for changes: %s", dir ? dir : "?", mqr_strerror(rc));
+        uv_close((uv_handle_t *)&h->watch, NULL);
+    } else {
+        uv_unref((uv_handle_t *)&h->watch);
+        h->watching = true;
+    }
+    free(dir);
+}
+
+static int reload_file(mqr_script_t *h, bool only_if_changed, char **errmsg)
+{
+    char *code;
+    size_t len;
+    int rc = read_file(h->path, &code, &len, errmsg);
+    if (rc < 0) {
+        h->reload_failures++;
+        return rc;
+    }
+    uint64_t d = digest(code, len);
+    if (only_if_changed && h->cur && memcmp(&d, h->file_digest, sizeof d) == 0) {
+        free(code);
+        return 0;
+    }
+    size_t n = strlen(h->path) + 2;
+    char *chunk = malloc(n);
+    if (!chunk) {
+        free(code);
+        return MQR_ENOMEM;
+    }
+    snprintf(chunk, n, "@%s", h->path);
+    bool had = h->cur != NULL;
+    rc = load_code(h, chunk, h->path, code, len, errmsg);
+    free(chunk);
+    free(code);
+    if (rc < 0) {
+        if (had) h->reload_failures++;
+        return rc;
+    }
+    memcpy(h->file_digest, &d, sizeof d);
+    if (had) {
+        h->reloads++;
+        MQR_LOG_I("rules", "reloaded %s", h->path);
+    } else {
+        MQR_LOG_I("rules", "loaded %s", h->path);
+    }
+    return 0;
+}
+
+/* ---- engine hooks and public API ----------------------------------------- */
+
+static void host_stop(void *arg)
+{
+    mqr_script_t *h = arg;
+    if (h->watching) {
+        uv_close((uv_handle_t *)&h->watch, NULL);
+        h->watching = false;
+    }
+    if (h->debounce_init) {
+        uv_close((uv_handle_t *)&h->debounce, NULL);
+        h->debounce_init = false;
+    }
+    if (h->cur)
+        for (l_timer_t *t = h->cur->timers; t; t = t->next) uv_timer_stop(&t->handle);
+}
+
+static void host_free(void *arg)
+{
+    mqr_script_t *h = arg;
+    host_stop(h);
+    state_close(h->cur);
+    h->cur = NULL;
+    mqr__lsession_close_all(h);
+    if (h->budget) mqr__budget_free(h->budget);
+    free(h->path);
+    free(h);
+}
+
+static const mqr_script_ops_t host_ops = {.stop = host_stop, .free = host_free};
+
+static int engine_reload(mqr_engine_t *e, char **errmsg)
+{
+    return mqr_engine_reload(e, errmsg);
+}
+
+mqr_script_t *mqr__script_host(mqr_engine_t *e)
+{
+    if (e->script) return e->script;
+    mqr_script_t *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    h->e = e;
+    int rc = mqr__budget_new(&h->budget, e->handler_budget_ms);
+    if (rc < 0) MQR_LOG_W("rules", "handler budget unavailable: %s", mqr_strerror(rc));
+    e->script = h;
+    e->script_ops = &host_ops;
+    mqr__engine_reload_hook = engine_reload;
+    return h;
+}
+
+int mqr_engine_load_file(mqr_engine_t *e, const char *path, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    mqr_script_t *h = mqr__script_host(e);
+    if (!h) return MQR_ENOMEM;
+    char *p = strdup(path);
+    if (!p) return MQR_ENOMEM;
+    char *old = h->path;
+    h->path = p;
+    int rc = reload_file(h, false, errmsg);
+    if (rc < 0) {
+        h->path = old;
+        free(p);
+        return rc;
+    }
+    free(old);
+    start_watch(h);
+    return 0;
+}
+
+int mqr_engine_load_string(mqr_engine_t *e, const char *name, const char *code, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    mqr_script_t *h = mqr__script_host(e);
+    if (!h) return MQR_ENOMEM;
+    char chunk[256];
+    snprintf(chunk, sizeof chunk, "=%s", name ? name : "rules");
+    bool had = h->cur != NULL;
+    int rc = load_code(h, chunk, NULL, code, strlen(code), errmsg);
+    if (had) {
+        if (rc < 0) h->reload_failures++;
+        else h->reloads++;
+    }
+    return rc;
+}
+
+int mqr_engine_reload(mqr_engine_t *e, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    mqr_script_t *h = e->script;
+    if (!h || !h->path) {
+        if (errmsg) *errmsg = strdup("no script file loaded");
+        return MQR_ENOENT;
+    }
+    return reload_file(h, false, errmsg);
+}
+
+/* ---- routes --------------------------------------------------------------- */
+
+static void route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+{
+    l_route_t *r = (l_route_t *)self;
+    l_state_t *st = r->st;
+    if (!st->active || r->stopped) return;
+    if (r->session && msg->origin_conn != (const void *)r->session->u) return;
+    r->calls++;
+    lua_State *L = st->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_ref);
+    mqr__lmsg_push(L, msg);
+    mqr__script_call(st, 1, r->name, &r->errors, &r->budget_errors);
+}
+
+int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_idx,
+                       l_session_t *session, int qos)
+{
+    const char *why = NULL;
+    size_t flen = strlen(filter);
+    if (mqr__topic_filter_check(filter, flen, &why) < 0)
+        return luaL_error(L, "invalid route filter '%s': %s", filter, why ? why : "invalid");
+    l_route_t *r = calloc(1, sizeof *r);
+    if (!r) return luaL_error(L, "out of memory");
+    r->base.deliver = route_deliver;
+    r->st = st;
+    r->session = session;
+    r->qos = qos;
+    r->filter = strdup(filter);
+    lua_Debug ar;
+    char where[256] = "?";
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar))
+        snprintf(where, sizeof where, "%s:%d", ar.short_src, ar.currentline);
+    size_t n = strlen(filter) + strlen(where) + 64 + (session ? strlen(session->name) : 0);
+    r->name = malloc(n);
+    if (r->name) {
+        if (session)
+            snprintf(r->name, n, "route '%s' of session '%s' (%s)", filter, session->name, where);
+        else
+            snprintf(r->name, n, "route '%s' (%s)", filter, where);
+    }
+    if (!r->filter || !r->name) {
+        free(r->filter);
+        free(r->name);
+        free(r);
+        return luaL_error(L, "out of memory");
+    }
+    lua_pushvalue(L, fn_idx);
+    r->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* keep declaration order: append */
+    l_route_t **tail = &st->routes;
+    while (*tail) tail = &(*tail)->next;
+    *tail = r;
+    if (st->active) { /* declared at run time (from a handler or timer) */
+        mqr_sub_opts_t opts = {.qos = (uint8_t)qos};
+        r->entry = mqr__router_add(&st->host->e->router, filter, flen, &r->base, &opts);
+        if (!r->entry) return luaL_error(L, "out of memory");
+        if (session && session->u) mqr__upstream_subscribe(session->u, filter, qos);
+    }
+    l_route_t **ud = lua_newuserdata(L, sizeof *ud);
+    *ud = r;
+    luaL_getmetatable(L, "mqrouter.route");
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+/* ---- timers ---------------------------------------------------------------- */
+
+int mqr__timer_declare(lua_State *L, l_state_t *st, double seconds, bool repeat, int fn_idx)
+{
+    if (!(seconds >= 0) || seconds > 1e9)
+        return luaL_error(L, "timer interval must be a number of seconds >= 0");
+    l_timer_t *t = calloc(1, sizeof *t);
+    if (!t) return luaL_error(L, "out of memory");
+    uint64_t ms = (uint64_t)(seconds * 1000.0 + 0.5);
+    if (repeat && ms == 0) ms = 1;
+    t->due_ms = ms;
+    t->repeat_ms = repeat ? ms : 0;
+    t->st = st;
+    lua_Debug ar;
+    char name[256] = "timer";
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar))
+        snprintf(name, sizeof name, "%s %gs (%s:%d)", repeat ? "every" : "after", seconds,
+                 ar.short_src, ar.currentline);
+    t->name = strdup(name);
+    uv_timer_init(st->host->e->loop, &t->handle);
+    t->handle.data = t;
+    st->open_timers++;
+    lua_pushvalue(L, fn_idx);
+    t->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->next = st->timers;
+    st->timers = t;
+    if (st->active) {
+        uv_timer_start(&t->handle, timer_fire, t->due_ms, t->repeat_ms);
+        t->started = true;
+    }
+    l_timer_t **ud = lua_newuserdata(L, sizeof *ud);
+    *ud = t;
+    t->ud = ud;
+    luaL_getmetatable(L, "mqrouter.timer");
+    lua_setmetatable(L, -2);
+    return 1;
+}

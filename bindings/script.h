@@ -1,0 +1,152 @@
+/*
+ * script.h — the Lua side of an engine: rule states, protected calls,
+ * routes, timers and hot reload.
+ *
+ * An engine has one script host. The host has one active Lua state (the
+ * rules that serve traffic) and, during a reload, a second one being loaded.
+ * What a script declares (routes, timers, session routes) is recorded as
+ * pending while it loads and only activated when the whole script has run
+ * cleanly; activation swaps the old declarations for the new ones in one go
+ * on the loop thread, between two messages, so none is lost or handled twice.
+ * Any failure before the swap closes the new state and leaves the old one
+ * serving.
+ */
+#ifndef MQR_SCRIPT_H
+#define MQR_SCRIPT_H
+
+#include "engine.h"
+#include "upstream.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdbool.h>
+
+typedef struct mqr_script mqr_script_t;
+typedef struct l_state l_state_t;
+typedef struct l_route l_route_t;
+typedef struct l_timer l_timer_t;
+typedef struct l_session l_session_t;
+
+/* A route: filter -> Lua handler, optionally bound to one upstream session
+ * (then only that session's messages reach it). */
+struct l_route {
+    mqr_subscriber_t base;
+    l_state_t *st;
+    l_route_t *next;
+    mqr_trie_entry_t *entry; /* NULL until activated, and after stop */
+    l_session_t *session;    /* NULL = every origin */
+    char *filter;
+    char *name;              /* for logs and stats: "route 'sensors/#' (rules.lua:12)" */
+    int fn_ref;
+    int qos;
+    bool stopped;
+    uint64_t calls;
+    uint64_t errors;
+    uint64_t budget_errors;
+};
+
+struct l_timer {
+    uv_timer_t handle;
+    l_state_t *st;
+    l_timer_t *next;
+    int fn_ref;
+    uint64_t due_ms;    /* first run, ms from now */
+    uint64_t repeat_ms; /* 0 = once */
+    bool started;
+    bool stopped;
+    l_timer_t **ud; /* the Lua handle's slot, cleared when either side goes */
+    char *name;
+    uint64_t calls;
+    uint64_t errors;
+};
+
+/* A script's handle on an upstream session. Sessions are kept across
+ * reloads when the new script declares the same name and configuration. */
+struct l_session {
+    mqr_script_t *host;
+    l_session_t *next;      /* host->sessions */
+    mqr_upstream_t *u;
+    char *name;
+    char *config_key;       /* every setting joined: equal key = same session */
+    l_state_t *claimed_by;  /* newest state that declared it */
+    l_state_t *created_by;  /* the loading state that created it, until it takes over */
+};
+
+struct l_state {
+    lua_State *L;
+    mqr_script_t *host;
+    char *chunkname;
+    l_route_t *routes;
+    l_timer_t *timers;
+    int traceback_ref;
+    int env_ref;
+    bool active;
+    bool closing;
+    unsigned open_timers; /* timers whose handles are not closed yet */
+};
+
+struct mqr_script {
+    mqr_engine_t *e;
+    l_state_t *cur;
+    l_state_t *loading;
+    l_session_t *sessions;
+    char *path; /* the file loaded last, for reload and watching */
+    uv_fs_event_t watch;
+    bool watching;
+    uv_timer_t debounce;
+    bool debounce_init;
+    unsigned char file_digest[32];
+    struct mqr_budget *budget;
+    unsigned call_depth;
+    uint64_t reloads;
+    uint64_t reload_failures;
+    uint64_t handler_errors;
+    uint64_t budget_errors;
+};
+
+/* The host of engine e, created on first use. NULL when out of memory. */
+mqr_script_t *mqr__script_host(mqr_engine_t *e);
+
+/* The rules API table of a rules state ("mqrouter" inside scripts). [-0, +1] */
+int mqr__rules_open(lua_State *L);
+/* The state whose rules are running L. */
+l_state_t *mqr__state_of(lua_State *L);
+
+/* Calls the function under nargs arguments on top of L, protected, with
+ * traceback and the handler budget. On error logs "<what> failed: <err>",
+ * counts it in *errors (and *budget_errors when the budget tripped) and
+ * returns a negative code (MQR_ESCRIPT or MQR_EBUDGET). Pops function and
+ * arguments. [-(nargs+1), +0] */
+int mqr__script_call(l_state_t *st, int nargs, const char *what, uint64_t *errors,
+                     uint64_t *budget_errors);
+
+/* Pushes a message as a "mqrouter.message" userdata (takes a ref). [-0, +1] */
+void mqr__lmsg_push(lua_State *L, mqr_msg_t *msg);
+void mqr__lmsg_register(lua_State *L);
+
+/* Route helpers shared by the rules API and session objects. */
+int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_idx,
+                       l_session_t *session, int qos);
+
+/* Timers: every/after. A timer lives until it fired once (after), is
+ * stopped, or its state closes. */
+int mqr__timer_declare(lua_State *L, l_state_t *st, double seconds, bool repeat, int fn_idx);
+void mqr__timer_release(l_timer_t *t);
+
+/* Sessions (bindings/l_session.c). */
+void mqr__lsession_register(lua_State *L);
+int mqr__lsession_new(lua_State *L); /* mq.session{...} */
+void mqr__lsession_activate(mqr_script_t *h, l_state_t *st);
+void mqr__lsession_abandon(mqr_script_t *h, l_state_t *st);
+void mqr__lsession_close_all(mqr_script_t *h);
+
+/* Turns a table of MQTT v5 properties at idx into raw property bytes
+ * (malloc'd into *out). Returns 0 or raises on misuse. */
+int mqr__lprops_encode(lua_State *L, int idx, uint8_t **out, size_t *len);
+/* Pushes a table of the raw v5 properties. [-0, +1] */
+void mqr__lprops_push(lua_State *L, const uint8_t *props, size_t len);
+
+/* Pushes nil, "ENAME: text", "ENAME" and returns 3 (the luv convention). */
+int mqr__lua_fail(lua_State *L, int err, const char *detail);
+
+#endif
