@@ -648,6 +648,27 @@ static void test_growth(void **state)
     mqr__trie_matches_free(&m);
     free(f);
     mqr__trie_close(&t);
+
+    /* the deepest filter MQTT allows: "+/+/.../+", 32768 levels in 65535
+     * bytes, against 32768 empty levels and one level short of that */
+    mqr__trie_init(&t);
+    char *deep = malloc(65535);
+    assert_non_null(deep);
+    for (size_t i = 0; i < 65535; i++)
+        deep[i] = i % 2 ? '/' : '+';
+    assert_int_equal(mqr__topic_filter_validate(deep, 65535), 0);
+    mqr_trie_entry_t *e = mqr__trie_add(&t, deep, 65535, SUB(1), NULL);
+    assert_non_null(e);
+    assert_int_equal(mqr__trie_entry_filter(e, NULL)[65534], '+');
+    mqr__trie_add(&t, deep, 65533, SUB(2), NULL); /* one level fewer */
+    memset(deep, '/', 32767);
+    mqr__trie_matches_init(&m);
+    assert_int_equal(mqr__trie_match(&t, deep, 32767, &m), 0);
+    assert_int_equal(m.count, 1);
+    assert_ptr_equal(m.entries[0], e);
+    mqr__trie_matches_free(&m);
+    free(deep);
+    mqr__trie_close(&t);
 }
 
 /* ---- iteration ---- */
