@@ -40,13 +40,13 @@ typedef struct mqr_trie_group mqr_trie_group_t;
 typedef struct mqr_trie_entry mqr_trie_entry_t;
 
 /* One subscription. `sub` and `opts` are the caller's to read and write
- * (changing opts in place is how to update a subscription); the fields after
- * them belong to the trie. */
+ * (changing opts in place is how to update a subscription); `seq` may be
+ * read; the rest belongs to the trie (use the accessors below). */
 struct mqr_trie_entry {
     void *sub;
     mqr_sub_opts_t opts;
+    uint64_t seq; /* add order, unique per trie: sort by it for declaration order */
     /* private */
-    uint64_t seq;            /* add order, unique per trie: sort by it for declaration order */
     mqr_trie_node_t *node;   /* NULL once removed (dead) */
     mqr_trie_group_t *group; /* share group, NULL if not shared */
     uint32_t idx;            /* position in node's or group's entry array */
