@@ -25,7 +25,8 @@ typedef struct {
     const char *uri;       /* "tcp://127.0.0.1:1883" (ssl:// later) */
     const char *client_id; /* NULL = "mqrouter-<name>" */
     int keepalive_s;       /* 0 = 30 */
-    int clean_start;       /* default 1 */
+    int clean_start;       /* taken as given: non-zero = clean start; callers default it to 1
+                            * (0 resumes the broker's session; on v5 it never expires) */
     const char *username;  /* may be NULL */
     const char *password;  /* may be NULL */
     int mqtt_version;      /* 4 (3.1.1, default) or 5 */
@@ -33,7 +34,9 @@ typedef struct {
 } mqr_upstream_config_t;
 
 /* Observer of state changes, on the loop thread (the bindings turn these into
- * Lua events). */
+ * Lua events). Called only when the state actually changes, and not for
+ * mqr__upstream_close() itself (the caller knows). Failed connect attempts
+ * are logged, not observed. It may close the session. */
 typedef void (*mqr_upstream_event_fn)(void *arg, mqr_upstream_t *u, mqr_upstream_state_t state,
                                       const char *reason);
 
@@ -51,13 +54,21 @@ int mqr__upstream_subscribe(mqr_upstream_t *u, const char *filter, int qos);
 int mqr__upstream_unsubscribe(mqr_upstream_t *u, const char *filter);
 
 /* Sends msg's topic, payload, QoS and retain flag (and v5 properties on a v5
- * session). While disconnected, buffered up to max_buffered, then MQR_EFULL. */
+ * session). While disconnected, buffered up to max_buffered, then MQR_EFULL.
+ * msg->expiry_s is authoritative: an expired message is dropped (returns 0),
+ * otherwise a v5 session sends what is left of it as Message Expiry. Raw
+ * properties a PUBLISH cannot carry make it send without properties (logged). */
 int mqr__upstream_publish(mqr_upstream_t *u, const mqr_msg_t *msg);
 
-/* Disconnects and frees the session (the free completes asynchronously). */
+/* Disconnects and frees the session (the free completes asynchronously: the
+ * Paho client is destroyed on a libuv worker thread, then the session's
+ * async handle closes). From the call on, u is no longer found by name, its
+ * functions return MQR_ECLOSED and no message of it is routed any more;
+ * messages still buffered in Paho are dropped. */
 void mqr__upstream_close(mqr_upstream_t *u);
 void mqr__upstream_close_all(mqr_engine_t *e);
-/* After the loop has run the closes: frees what is left. */
+/* Closes what is still open and runs the loop until every session is freed
+ * (at once when the engine's own loop has run already). */
 void mqr__upstream_free_all(mqr_engine_t *e);
 
 #endif

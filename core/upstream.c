@@ -1,0 +1,1120 @@
+/*
+ * upstream.c — mqrouter's sessions to other brokers, one Paho MQTTAsync
+ * client each.
+ *
+ * Paho runs every callback of every client on its own threads while holding
+ * its one global mutex. The callbacks here therefore only copy the event into
+ * the session's queue (under the session's own small mutex) and wake the loop
+ * with uv_async_send(); they never touch the engine, never log (a host's log
+ * sink may not be thread-safe) and never call Paho. The loop thread drains
+ * the queue: it builds messages and routes them, tracks the state, logs,
+ * calls the observer and re-subscribes after every (re)connect.
+ *
+ * Lock order: the loop thread must never call Paho while holding a session's
+ * queue mutex — a callback waiting for that mutex holds Paho's global one,
+ * and Paho functions take it too.
+ *
+ * Delivery caveat: Paho acknowledges an incoming QoS 1/2 message to the broker
+ * as soon as the messageArrived callback returns 1, which happens once the
+ * message is copied into the queue, before the loop has routed it. A crash in
+ * that window loses the message although the broker saw it acknowledged.
+ */
+#include "upstream.h"
+
+#include "topic.h"
+
+#include <MQTTAsync.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How long a closing session waits for in-flight messages before the
+ * connection is dropped anyway. */
+#define UP_CLOSE_TIMEOUT_MS 1000
+/* Incoming messages queued for the loop. Beyond this the callback hands the
+ * message back to Paho (returns 0), which keeps it, and everything after it,
+ * in its own queue and offers it again later: nothing is lost, but Paho
+ * retries only once per pass of its receive thread (up to a second when the
+ * socket is idle), so a full queue drains slowly. Only a stalled loop gets
+ * here. */
+#define UP_MAX_PENDING_MSGS 10000
+#define UP_MAX_PENDING_BYTES (64u * 1024u * 1024u)
+#define UP_CONNECT_TIMEOUT_S 10
+#define UP_RETRY_MIN_S 1
+#define UP_RETRY_MAX_S 30
+
+typedef struct up_sub up_sub_t;
+struct up_sub {
+    up_sub_t *next;
+    unsigned refs;
+    int qos;
+    MQTTAsync_token token; /* of the last SUBSCRIBE sent, to match its answer */
+    char filter[];
+};
+
+typedef enum {
+    EV_MESSAGE,
+    EV_CONNECTED,
+    EV_CONNECT_FAILED,
+    EV_LOST,
+    EV_SERVER_DISCONNECT,
+    EV_SUB_OK,
+    EV_SUB_FAILED,
+} up_ev_type_t;
+
+/* One event from Paho's threads. A message event carries topic, payload and
+ * raw v5 properties in data[]; others may carry a text. */
+typedef struct up_event up_event_t;
+struct up_event {
+    up_event_t *next;
+    up_ev_type_t type;
+    int code;   /* Paho return code, granted QoS... */
+    int reason; /* MQTT reason code, v5 */
+    MQTTAsync_token token;
+    uint8_t qos;
+    bool retain;
+    uint32_t expiry_s;
+    uint64_t arrived_ms;
+    size_t topic_len;
+    size_t payload_len;
+    size_t props_len;
+    const char *text; /* NUL-terminated inside data[], or NULL */
+    char data[];
+};
+
+struct mqr_upstream {
+    mqr_upstream_t *next; /* e->sessions */
+    mqr_engine_t *e;
+    char *name;
+    char *uri;
+    char *client_id;
+    char *username;
+    char *password;
+    int keepalive_s;
+    int clean_start;
+    int version; /* 4 or 5 */
+    int max_buffered;
+
+    MQTTAsync client;
+    mqr_upstream_state_t state;
+    bool closing;
+    bool ever_connected;
+    bool connect_failing;    /* a failure was logged since the last connect */
+    char server_reason[160]; /* v5 DISCONNECT from the broker, for the next "lost" */
+    mqr_upstream_event_fn observer;
+    void *observer_arg;
+    up_sub_t *subs;
+    uv_async_t async;
+    uv_work_t destroy_req;
+
+    /* Shared with Paho's threads (and the destroying worker): under lock. */
+    uv_mutex_t lock;
+    uv_cond_t cond;
+    up_event_t *head;
+    up_event_t *tail;
+    size_t pending_msgs;
+    size_t pending_bytes;
+    uint64_t deferred;  /* messages handed back to Paho because the queue was full */
+    uint64_t delivered; /* QoS 1/2 publishes the broker completed */
+    bool disconnect_done;
+
+    /* Loop thread only. */
+    struct {
+        uint64_t received;      /* messages that arrived from the broker */
+        uint64_t refused;       /* of those, not routed (bad topic, no memory, router refused) */
+        uint64_t sent;          /* publishes accepted by Paho (sent or buffered) */
+        uint64_t full;          /* publishes refused: buffer full */
+        uint64_t expired;       /* publishes dropped: message expired */
+        uint64_t props_dropped; /* publishes sent without their malformed v5 properties */
+        uint64_t connects;
+    } stats;
+    uint64_t buffered; /* publishes accepted while not connected, since the last connect */
+};
+
+static char *xstrdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static int map_paho(int rc)
+{
+    switch (rc) {
+    case MQTTASYNC_SUCCESS:
+        return 0;
+    case MQTTASYNC_MAX_BUFFERED_MESSAGES:
+    case MQTTASYNC_MAX_MESSAGES_INFLIGHT:
+    case MQTTASYNC_NO_MORE_MSGIDS:
+        return MQR_EFULL;
+    case MQTTASYNC_DISCONNECTED:
+        return MQR_ENOTCONN;
+    case MQTTASYNC_BAD_UTF8_STRING:
+        return MQR_EUTF8;
+    case MQTTASYNC_BAD_QOS:
+        return MQR_EQOS;
+    case MQTTASYNC_NULL_PARAMETER:
+    case MQTTASYNC_TOPICNAME_TRUNCATED:
+    case MQTTASYNC_BAD_STRUCTURE:
+    case MQTTASYNC_BAD_PROTOCOL:
+    case MQTTASYNC_BAD_MQTT_OPTION:
+    case MQTTASYNC_WRONG_MQTT_VERSION:
+    case MQTTASYNC_SSL_NOT_SUPPORTED:
+        return MQR_EINVAL;
+    case -99: /* PAHO_MEMORY_ERROR, not in the public header */
+        return MQR_ENOMEM;
+    default:
+        return MQR_EUPSTREAM;
+    }
+}
+
+/* Text for a failed connect: Paho error, v3 CONNACK code or v5 reason code. */
+static void describe_failure(char *buf, size_t n, int code, int reason, const char *text)
+{
+    static const char *const connack[] = {
+        NULL,
+        "unacceptable protocol version",
+        "identifier rejected",
+        "server unavailable",
+        "bad user name or password",
+        "not authorized",
+    };
+    const char *what = NULL;
+    if (reason >= 0x80)
+        what = MQTTReasonCode_toString((enum MQTTReasonCodes)reason);
+    else if (code > 0 && code <= 5)
+        what = connack[code];
+    else if (code < 0 && code >= MQTTASYNC_MAX_BUFFERED)
+        what = MQTTAsync_strerror(code);
+    if (what && text)
+        snprintf(buf, n, "%s (%s)", what, text);
+    else if (what)
+        snprintf(buf, n, "%s", what);
+    else if (text)
+        snprintf(buf, n, "%s", text);
+    else
+        snprintf(buf, n, "error %d", code);
+}
+
+/* ---- v5 properties: Paho's list <-> raw bytes ---------------------------- */
+
+static size_t vbi_len(uint32_t v)
+{
+    return v < 128u ? 1 : v < 16384u ? 2 : v < 2097152u ? 3 : 4;
+}
+
+static uint8_t *put_u16(uint8_t *p, unsigned v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+    return p + 2;
+}
+
+static uint8_t *put_lenstr(uint8_t *p, const MQTTLenString *s)
+{
+    p = put_u16(p, (unsigned)s->len);
+    if (s->len > 0) memcpy(p, s->data, (size_t)s->len);
+    return p + s->len;
+}
+
+/* What the engine keeps of an incoming message's properties: everything but
+ * Topic Alias and Subscription Identifier (meaningful only on that one
+ * connection) and Message Expiry, which travels as msg->expiry_s. */
+static bool keep_prop(int id)
+{
+    return id != MQTTPROPERTY_CODE_TOPIC_ALIAS && id != MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER &&
+           id != MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL;
+}
+
+/* Bytes props_encode() will write. Runs on Paho's thread: pure. */
+static size_t props_encoded_len(const MQTTProperties *props)
+{
+    size_t n = 0;
+    for (int i = 0; i < props->count; i++) {
+        const MQTTProperty *p = &props->array[i];
+        if (!keep_prop(p->identifier)) continue;
+        switch (MQTTProperty_getType(p->identifier)) {
+        case MQTTPROPERTY_TYPE_BYTE:
+            n += 2;
+            break;
+        case MQTTPROPERTY_TYPE_TWO_BYTE_INTEGER:
+            n += 3;
+            break;
+        case MQTTPROPERTY_TYPE_FOUR_BYTE_INTEGER:
+            n += 5;
+            break;
+        case MQTTPROPERTY_TYPE_VARIABLE_BYTE_INTEGER:
+            n += 1 + vbi_len(p->value.integer4);
+            break;
+        case MQTTPROPERTY_TYPE_BINARY_DATA:
+        case MQTTPROPERTY_TYPE_UTF_8_ENCODED_STRING:
+            n += 3 + (size_t)p->value.data.len;
+            break;
+        case MQTTPROPERTY_TYPE_UTF_8_STRING_PAIR:
+            n += 5 + (size_t)p->value.data.len + (size_t)p->value.value.len;
+            break;
+        default:
+            break;
+        }
+    }
+    return n;
+}
+
+/* Writes the kept properties as raw MQTT bytes; returns the Message Expiry
+ * Interval (0 = none). Runs on Paho's thread: pure. */
+static uint32_t props_encode(const MQTTProperties *props, uint8_t *out)
+{
+    uint32_t expiry = 0;
+    for (int i = 0; i < props->count; i++) {
+        const MQTTProperty *p = &props->array[i];
+        if (p->identifier == MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL) expiry = p->value.integer4;
+        if (!keep_prop(p->identifier)) continue;
+        int type = MQTTProperty_getType(p->identifier);
+        if (type < 0) continue;
+        *out++ = (uint8_t)p->identifier; /* every defined identifier fits one byte */
+        switch (type) {
+        case MQTTPROPERTY_TYPE_BYTE:
+            *out++ = p->value.byte;
+            break;
+        case MQTTPROPERTY_TYPE_TWO_BYTE_INTEGER:
+            out = put_u16(out, p->value.integer2);
+            break;
+        case MQTTPROPERTY_TYPE_FOUR_BYTE_INTEGER:
+            out = put_u16(out, p->value.integer4 >> 16);
+            out = put_u16(out, p->value.integer4 & 0xffffu);
+            break;
+        case MQTTPROPERTY_TYPE_VARIABLE_BYTE_INTEGER: {
+            uint32_t v = p->value.integer4;
+            do {
+                uint8_t b = v & 0x7f;
+                v >>= 7;
+                *out++ = v ? (uint8_t)(b | 0x80) : b;
+            } while (v);
+            break;
+        }
+        case MQTTPROPERTY_TYPE_BINARY_DATA:
+        case MQTTPROPERTY_TYPE_UTF_8_ENCODED_STRING:
+            out = put_lenstr(out, &p->value.data);
+            break;
+        case MQTTPROPERTY_TYPE_UTF_8_STRING_PAIR:
+            out = put_lenstr(out, &p->value.data);
+            out = put_lenstr(out, &p->value.value);
+            break;
+        default:
+            break;
+        }
+    }
+    return expiry;
+}
+
+static int get_lenstr(const uint8_t *raw, size_t len, size_t *i, MQTTLenString *s)
+{
+    if (len - *i < 2) return MQR_EMALFORMED;
+    size_t n = ((size_t)raw[*i] << 8) | raw[*i + 1];
+    *i += 2;
+    if (len - *i < n) return MQR_EMALFORMED;
+    s->len = (int)n;
+    s->data = (char *)(raw + *i);
+    *i += n;
+    return 0;
+}
+
+/* Parses a message's raw properties into Paho's list (which copies strings).
+ * Only properties a PUBLISH may carry are accepted; Message Expiry is left
+ * out because msg->expiry_s is authoritative (the caller adds what remains
+ * of it), Topic Alias and Subscription Identifier because they belong to the
+ * connection the message came in on. Anything else is MQR_EMALFORMED. */
+static int props_decode(const uint8_t *raw, size_t len, MQTTProperties *out)
+{
+    size_t i = 0;
+    while (i < len) {
+        MQTTProperty p;
+        memset(&p, 0, sizeof p);
+        int id = raw[i++];
+        p.identifier = (enum MQTTPropertyCodes)id;
+        bool skip = false;
+        int rc = 0;
+        switch (id) {
+        case MQTTPROPERTY_CODE_PAYLOAD_FORMAT_INDICATOR:
+            if (len - i < 1) return MQR_EMALFORMED;
+            p.value.byte = raw[i++];
+            break;
+        case MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL:
+            if (len - i < 4) return MQR_EMALFORMED;
+            i += 4;
+            skip = true;
+            break;
+        case MQTTPROPERTY_CODE_TOPIC_ALIAS:
+            if (len - i < 2) return MQR_EMALFORMED;
+            i += 2;
+            skip = true;
+            break;
+        case MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER: {
+            int n = 0;
+            while (i < len && (raw[i] & 0x80) && n < 3) {
+                i++;
+                n++;
+            }
+            if (i >= len || (raw[i] & 0x80)) return MQR_EMALFORMED;
+            i++;
+            skip = true;
+            break;
+        }
+        case MQTTPROPERTY_CODE_CONTENT_TYPE:
+        case MQTTPROPERTY_CODE_RESPONSE_TOPIC:
+        case MQTTPROPERTY_CODE_CORRELATION_DATA:
+            rc = get_lenstr(raw, len, &i, &p.value.data);
+            break;
+        case MQTTPROPERTY_CODE_USER_PROPERTY:
+            rc = get_lenstr(raw, len, &i, &p.value.data);
+            if (rc == 0) rc = get_lenstr(raw, len, &i, &p.value.value);
+            break;
+        default:
+            return MQR_EMALFORMED;
+        }
+        if (rc < 0) return rc;
+        if (!skip && MQTTProperties_add(out, &p) != 0) return MQR_ENOMEM;
+    }
+    return 0;
+}
+
+/* ---- Paho's side: copy, queue, wake ------------------------------------- */
+
+static up_event_t *ev_new(up_ev_type_t type, size_t extra, const char *text)
+{
+    size_t tlen = text ? strlen(text) + 1 : 0;
+    up_event_t *ev = malloc(sizeof *ev + extra + tlen);
+    if (!ev) return NULL;
+    memset(ev, 0, sizeof *ev);
+    ev->type = type;
+    if (text) {
+        memcpy(ev->data + extra, text, tlen);
+        ev->text = ev->data + extra;
+    }
+    return ev;
+}
+
+static void ev_push(mqr_upstream_t *u, up_event_t *ev)
+{
+    uv_mutex_lock(&u->lock);
+    if (u->tail)
+        u->tail->next = ev;
+    else
+        u->head = ev;
+    u->tail = ev;
+    if (ev->type == EV_MESSAGE) {
+        u->pending_msgs++;
+        u->pending_bytes += ev->topic_len + ev->payload_len + ev->props_len;
+    }
+    uv_mutex_unlock(&u->lock);
+    uv_async_send(&u->async);
+}
+
+/* Events that carry no data. If memory is short the event is lost; the loop
+ * then misses one state change, which the next one corrects. */
+static void push_simple(mqr_upstream_t *u, up_ev_type_t type, int code, int reason,
+                        MQTTAsync_token token, const char *text)
+{
+    up_event_t *ev = ev_new(type, 0, text);
+    if (!ev) return;
+    ev->code = code;
+    ev->reason = reason;
+    ev->token = token;
+    ev_push(u, ev);
+}
+
+static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *m)
+{
+    mqr_upstream_t *u = ctx;
+    size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+    size_t plen = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
+    size_t xlen = u->version == MQTTVERSION_5 ? props_encoded_len(&m->properties) : 0;
+
+    uv_mutex_lock(&u->lock);
+    /* A lone message larger than the byte limit still passes, or it would
+     * block the session for good. */
+    bool full =
+        u->pending_msgs > 0 && (u->pending_msgs >= UP_MAX_PENDING_MSGS ||
+                                u->pending_bytes + tlen + plen + xlen > UP_MAX_PENDING_BYTES);
+    if (full) u->deferred++;
+    uv_mutex_unlock(&u->lock);
+    if (full) return 0; /* Paho keeps the message and offers it again */
+
+    up_event_t *ev = ev_new(EV_MESSAGE, tlen + 1 + plen + xlen, NULL);
+    if (!ev) return 0;
+    ev->arrived_ms = mqr__now_ms();
+    ev->qos = (uint8_t)m->qos;
+    ev->retain = m->retained != 0;
+    ev->topic_len = tlen;
+    ev->payload_len = plen;
+    ev->props_len = xlen;
+    memcpy(ev->data, topic, tlen);
+    ev->data[tlen] = '\0';
+    if (plen) memcpy(ev->data + tlen + 1, m->payload, plen);
+    if (u->version == MQTTVERSION_5)
+        ev->expiry_s = props_encode(&m->properties, (uint8_t *)ev->data + tlen + 1 + plen);
+    MQTTAsync_freeMessage(&m);
+    MQTTAsync_free(topic);
+    ev_push(u, ev);
+    return 1;
+}
+
+static void on_connected(void *ctx, char *cause)
+{
+    push_simple(ctx, EV_CONNECTED, 0, 0, 0, NULL);
+}
+
+static void on_lost(void *ctx, char *cause)
+{
+    push_simple(ctx, EV_LOST, 0, 0, 0, cause);
+}
+
+static void on_server_disconnect(void *ctx, MQTTProperties *props, enum MQTTReasonCodes rc)
+{
+    char text[128];
+    const char *t = NULL;
+    MQTTProperty *rs =
+        props ? MQTTProperties_getProperty(props, MQTTPROPERTY_CODE_REASON_STRING) : NULL;
+    if (rs && rs->value.data.data) {
+        snprintf(text, sizeof text, "%.*s", rs->value.data.len < 100 ? rs->value.data.len : 100,
+                 rs->value.data.data);
+        t = text;
+    }
+    push_simple(ctx, EV_SERVER_DISCONNECT, 0, (int)rc, 0, t);
+}
+
+static void on_delivered(void *ctx, MQTTAsync_token token)
+{
+    mqr_upstream_t *u = ctx;
+    uv_mutex_lock(&u->lock);
+    u->delivered++;
+    uv_mutex_unlock(&u->lock);
+}
+
+static void on_connect_failure(void *ctx, MQTTAsync_failureData *d)
+{
+    push_simple(ctx, EV_CONNECT_FAILED, d ? d->code : 0, 0, 0, d ? d->message : NULL);
+}
+
+static void on_connect_failure5(void *ctx, MQTTAsync_failureData5 *d)
+{
+    push_simple(ctx, EV_CONNECT_FAILED, d ? d->code : 0, d ? (int)d->reasonCode : 0, 0,
+                d ? d->message : NULL);
+}
+
+static void on_sub_ok(void *ctx, MQTTAsync_successData *d)
+{
+    push_simple(ctx, EV_SUB_OK, d ? d->alt.qos : 0, 0, d ? d->token : 0, NULL);
+}
+
+static void on_sub_ok5(void *ctx, MQTTAsync_successData5 *d)
+{
+    push_simple(ctx, EV_SUB_OK, d ? (int)d->reasonCode : 0, 0, d ? d->token : 0, NULL);
+}
+
+static void on_sub_failed(void *ctx, MQTTAsync_failureData *d)
+{
+    push_simple(ctx, EV_SUB_FAILED, d ? d->code : 0, 0, d ? d->token : 0, NULL);
+}
+
+static void on_sub_failed5(void *ctx, MQTTAsync_failureData5 *d)
+{
+    push_simple(ctx, EV_SUB_FAILED, d ? d->code : 0, d ? (int)d->reasonCode : 0, d ? d->token : 0,
+                NULL);
+}
+
+/* The closing worker waits for these (see destroy_work). */
+static void on_disconnect_done(void *ctx)
+{
+    mqr_upstream_t *u = ctx;
+    uv_mutex_lock(&u->lock);
+    u->disconnect_done = true;
+    uv_cond_signal(&u->cond);
+    uv_mutex_unlock(&u->lock);
+}
+
+static void on_disconnect_ok(void *ctx, MQTTAsync_successData *d)
+{
+    on_disconnect_done(ctx);
+}
+
+static void on_disconnect_failed(void *ctx, MQTTAsync_failureData *d)
+{
+    on_disconnect_done(ctx);
+}
+
+/* ---- loop side ---------------------------------------------------------- */
+
+static void set_state(mqr_upstream_t *u, mqr_upstream_state_t st, const char *reason)
+{
+    if (u->state == st) return;
+    u->state = st;
+    static const char *const names[] = {"connecting", "connected", "disconnected", "closed"};
+    MQR_LOG_I("upstream", "session '%s' %s (%s): %s", u->name, names[st], u->uri, reason);
+    if (u->observer) u->observer(u->observer_arg, u, st, reason);
+}
+
+static void send_subscribe(mqr_upstream_t *u, up_sub_t *s)
+{
+    MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
+    r.context = u;
+    if (u->version == MQTTVERSION_5) {
+        r.onSuccess5 = on_sub_ok5;
+        r.onFailure5 = on_sub_failed5;
+        /* Re-subscribing after a reconnect must not replay retained
+         * messages for a subscription the broker kept. */
+        r.subscribeOptions.retainHandling = 1;
+    } else {
+        r.onSuccess = on_sub_ok;
+        r.onFailure = on_sub_failed;
+    }
+    int rc = MQTTAsync_subscribe(u->client, s->filter, s->qos, &r);
+    if (rc == MQTTASYNC_SUCCESS) {
+        s->token = r.token;
+    } else if (rc != MQTTASYNC_DISCONNECTED) {
+        /* DISCONNECTED: the loss is queued for us; we subscribe again on
+         * reconnect. */
+        MQR_LOG_W("upstream", "session '%s': cannot subscribe to '%s': %s", u->name, s->filter,
+                  MQTTAsync_strerror(rc));
+    }
+}
+
+static up_sub_t *sub_by_token(mqr_upstream_t *u, MQTTAsync_token token)
+{
+    for (up_sub_t *s = u->subs; s; s = s->next)
+        if (s->token == token) return s;
+    return NULL;
+}
+
+static void deliver(mqr_upstream_t *u, up_event_t *ev)
+{
+    u->stats.received++;
+    const char *topic = ev->data;
+    int rc = mqr__topic_name_validate(topic, ev->topic_len);
+    if (rc < 0) {
+        u->stats.refused++;
+        MQR_LOG_W("upstream", "session '%s': dropped a message with an invalid topic: %s", u->name,
+                  mqr_strerror(rc));
+        return;
+    }
+    mqr_msg_init_t in = {
+        .topic = topic,
+        .topic_len = ev->topic_len,
+        .payload = ev->data + ev->topic_len + 1,
+        .payload_len = ev->payload_len,
+        .props = (const uint8_t *)ev->data + ev->topic_len + 1 + ev->payload_len,
+        .props_len = ev->props_len,
+        .qos = ev->qos,
+        .retain = ev->retain,
+        .origin = MQR_ORIGIN_SESSION,
+        .origin_name = u->name,
+        .origin_conn = u,
+        .expiry_s = ev->expiry_s,
+        .created_ms = ev->arrived_ms,
+    };
+    mqr_msg_t *m = mqr__msg_new(&in);
+    if (!m) {
+        u->stats.refused++;
+        MQR_LOG_W("upstream", "session '%s': dropped a message on '%s': out of memory", u->name,
+                  topic);
+        return;
+    }
+    rc = mqr__engine_publish(u->e, m);
+    if (rc < 0) {
+        u->stats.refused++;
+        MQR_LOG_D("upstream", "session '%s': message on '%s' not routed: %s", u->name, topic,
+                  mqr_strerror(rc));
+    }
+    mqr_msg_unref(m);
+}
+
+static void handle_event(mqr_upstream_t *u, up_event_t *ev)
+{
+    char why[256];
+    switch (ev->type) {
+    case EV_MESSAGE:
+        deliver(u, ev);
+        break;
+    case EV_CONNECTED:
+        u->stats.connects++;
+        u->buffered = 0;
+        u->connect_failing = false;
+        u->server_reason[0] = '\0';
+        set_state(u, MQR_UPSTREAM_CONNECTED, u->ever_connected ? "reconnected" : "connected");
+        u->ever_connected = true;
+        /* The observer may have closed us; then Paho is no longer ours. */
+        if (u->closing || u->state != MQR_UPSTREAM_CONNECTED) break;
+        for (up_sub_t *s = u->subs; s; s = s->next)
+            send_subscribe(u, s);
+        break;
+    case EV_SERVER_DISCONNECT:
+        snprintf(u->server_reason, sizeof u->server_reason, "broker sent DISCONNECT: %s%s%s",
+                 MQTTReasonCode_toString((enum MQTTReasonCodes)ev->reason), ev->text ? ", " : "",
+                 ev->text ? ev->text : "");
+        break;
+    case EV_LOST:
+        snprintf(why, sizeof why, "%s, reconnecting",
+                 u->server_reason[0] ? u->server_reason
+                 : ev->text          ? ev->text
+                                     : "connection lost");
+        u->server_reason[0] = '\0';
+        set_state(u, MQR_UPSTREAM_DISCONNECTED, why);
+        break;
+    case EV_CONNECT_FAILED:
+        describe_failure(why, sizeof why, ev->code, ev->reason, ev->text);
+        /* One warning per outage; Paho keeps retrying with backoff. */
+        if (!u->connect_failing)
+            MQR_LOG_W("upstream", "session '%s': cannot connect to %s: %s (retrying)", u->name,
+                      u->uri, why);
+        else
+            MQR_LOG_D("upstream", "session '%s': cannot connect to %s: %s (retrying)", u->name,
+                      u->uri, why);
+        u->connect_failing = true;
+        break;
+    case EV_SUB_OK: {
+        up_sub_t *s = sub_by_token(u, ev->token);
+        if (s && ev->code < s->qos)
+            MQR_LOG_I("upstream", "session '%s': broker granted QoS %d for '%s' (asked %d)",
+                      u->name, ev->code, s->filter, s->qos);
+        break;
+    }
+    case EV_SUB_FAILED: {
+        up_sub_t *s = sub_by_token(u, ev->token);
+        /* Interrupted by a disconnect: the reconnect subscribes again. */
+        if (ev->code == MQTTASYNC_OPERATION_INCOMPLETE || !s) break;
+        describe_failure(why, sizeof why, ev->code == MQTT_BAD_SUBSCRIBE ? 0 : ev->code,
+                         ev->reason ? ev->reason : (ev->code == MQTT_BAD_SUBSCRIBE ? 0x80 : 0),
+                         NULL);
+        MQR_LOG_W("upstream", "session '%s': broker refused subscription to '%s': %s", u->name,
+                  s->filter, why);
+        break;
+    }
+    }
+}
+
+static up_event_t *take_events(mqr_upstream_t *u)
+{
+    uv_mutex_lock(&u->lock);
+    up_event_t *ev = u->head;
+    u->head = u->tail = NULL;
+    u->pending_msgs = 0;
+    u->pending_bytes = 0;
+    uv_mutex_unlock(&u->lock);
+    return ev;
+}
+
+static void on_async(uv_async_t *h)
+{
+    mqr_upstream_t *u = h->data;
+    up_event_t *ev = take_events(u);
+    while (ev) {
+        up_event_t *next = ev->next;
+        /* Routing or the observer may close the session: drop the rest. */
+        if (!u->closing) handle_event(u, ev);
+        free(ev);
+        ev = next;
+    }
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static void session_free(mqr_upstream_t *u)
+{
+    up_event_t *ev = u->head;
+    while (ev) {
+        up_event_t *next = ev->next;
+        free(ev);
+        ev = next;
+    }
+    up_sub_t *s = u->subs;
+    while (s) {
+        up_sub_t *next = s->next;
+        free(s);
+        s = next;
+    }
+    uv_cond_destroy(&u->cond);
+    uv_mutex_destroy(&u->lock);
+    free(u->name);
+    free(u->uri);
+    free(u->client_id);
+    free(u->username);
+    free(u->password);
+    free(u);
+}
+
+static void unlink_session(mqr_upstream_t *u)
+{
+    for (mqr_upstream_t **pp = &u->e->sessions; *pp; pp = &(*pp)->next) {
+        if (*pp == u) {
+            *pp = u->next;
+            return;
+        }
+    }
+}
+
+static void on_async_closed(uv_handle_t *h)
+{
+    mqr_upstream_t *u = h->data;
+    unlink_session(u);
+    session_free(u);
+}
+
+/* Runs on a libuv worker thread, because MQTTAsync_destroy() of the last
+ * client in the process stops Paho's threads and can block for a second or
+ * more — not something to do on the loop.
+ *
+ * Why the session's memory is safe to free afterwards: Paho calls every
+ * callback with its global mutex held (the receive thread around packet
+ * handling, the send thread in command processing and timeout checks), and
+ * MQTTAsync_destroy() takes that same mutex, removes the client from Paho's
+ * handle list and only then returns. So once it returns no callback of ours
+ * is running and none can start. Callbacks it makes itself (failures of
+ * pending subscribes, from inside destroy on this thread) still find the
+ * queue and the async handle alive: those are closed only in after_destroy,
+ * on the loop.
+ *
+ * Known leak: Paho 1.3.12 does not free PUBLISH commands still buffered (never
+ * sent) when the client is destroyed — topic, payload and bookkeeping of each
+ * (eclipse-paho/paho.mqtt.c#1474, fixed after 1.3.13). Connected, the
+ * disconnect below lets them go out first; closing while disconnected loses
+ * that memory, at most max_buffered messages per close. Close warns. */
+static void destroy_work(uv_work_t *req)
+{
+    mqr_upstream_t *u = req->data;
+    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+    d.timeout = UP_CLOSE_TIMEOUT_MS;
+    d.onSuccess = on_disconnect_ok;
+    d.onFailure = on_disconnect_failed;
+    d.context = u;
+    /* Also stops automatic reconnection, even when not connected (then it
+     * returns MQTTASYNC_DISCONNECTED and calls nothing). */
+    if (MQTTAsync_disconnect(u->client, &d) == MQTTASYNC_SUCCESS) {
+        /* Paho completes a disconnect that waits for in-flight messages only
+         * on its timeout tick, every 3 s. So wait for the callback in slices
+         * and stop early once nothing is queued or in flight for this client
+         * (destroy then sends DISCONNECT itself and loses nothing); give up
+         * at the deadline, when destroy drops what is still in flight. */
+        uint64_t deadline = uv_hrtime() + (uint64_t)(UP_CLOSE_TIMEOUT_MS + 500) * 1000000u;
+        uv_mutex_lock(&u->lock);
+        while (!u->disconnect_done) {
+            uint64_t now = uv_hrtime();
+            if (now >= deadline) break;
+            uint64_t slice = deadline - now < 20000000u ? deadline - now : 20000000u;
+            if (uv_cond_timedwait(&u->cond, &u->lock, slice) == 0) continue;
+            uv_mutex_unlock(&u->lock); /* never call Paho holding it */
+            MQTTAsync_token *tokens = NULL;
+            bool idle = MQTTAsync_getPendingTokens(u->client, &tokens) == MQTTASYNC_SUCCESS &&
+                        tokens == NULL;
+            MQTTAsync_free(tokens);
+            uv_mutex_lock(&u->lock);
+            if (idle) break;
+        }
+        uv_mutex_unlock(&u->lock);
+    }
+    MQTTAsync_destroy(&u->client);
+}
+
+static void after_destroy(uv_work_t *req, int status)
+{
+    mqr_upstream_t *u = req->data;
+    uv_close((uv_handle_t *)&u->async, on_async_closed);
+}
+
+static void begin_close(mqr_upstream_t *u)
+{
+    u->destroy_req.data = u;
+    if (uv_queue_work(u->e->loop, &u->destroy_req, destroy_work, after_destroy) < 0) {
+        destroy_work(&u->destroy_req);
+        after_destroy(&u->destroy_req, 0);
+    }
+}
+
+static int start_connect(mqr_upstream_t *u)
+{
+    MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer;
+    MQTTAsync_connectOptions o5 = MQTTAsync_connectOptions_initializer5;
+    MQTTProperties props = MQTTProperties_initializer;
+    if (u->version == MQTTVERSION_5) {
+        o = o5;
+        o.cleanstart = u->clean_start != 0;
+        o.onFailure5 = on_connect_failure5;
+        if (!u->clean_start) {
+            /* v5 ends a session when the connection closes unless told
+             * otherwise; a resumable session is what clean_start = 0 asks. */
+            MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL};
+            p.value.integer4 = 0xFFFFFFFFu;
+            if (MQTTProperties_add(&props, &p) != 0) return MQR_ENOMEM;
+            o.connectProperties = &props;
+        }
+    } else {
+        o.cleansession = u->clean_start != 0;
+        o.onFailure = on_connect_failure;
+    }
+    o.MQTTVersion = u->version;
+    o.keepAliveInterval = u->keepalive_s;
+    o.username = u->username;
+    o.password = u->password;
+    o.connectTimeout = UP_CONNECT_TIMEOUT_S;
+    o.automaticReconnect = 1;
+    o.minRetryInterval = UP_RETRY_MIN_S;
+    o.maxRetryInterval = UP_RETRY_MAX_S;
+    o.context = u;
+    int rc = MQTTAsync_connect(u->client, &o); /* copies what it keeps */
+    MQTTProperties_free(&props);
+    return map_paho(rc);
+}
+
+int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_upstream_t **out)
+{
+    *out = NULL;
+    if (!cfg || !cfg->name || !cfg->name[0] || !cfg->uri || !cfg->uri[0]) return MQR_EINVAL;
+    int version = cfg->mqtt_version ? cfg->mqtt_version : MQTTVERSION_3_1_1;
+    if (version != MQTTVERSION_3_1_1 && version != MQTTVERSION_5) return MQR_EINVAL;
+    if (cfg->keepalive_s < 0 || cfg->keepalive_s > 65535 || cfg->max_buffered < 0)
+        return MQR_EINVAL;
+    if (e->stopping) return MQR_ECLOSED;
+    if (mqr__upstream_find(e, cfg->name)) return MQR_EEXIST;
+
+    mqr_upstream_t *u = calloc(1, sizeof *u);
+    if (!u) return MQR_ENOMEM;
+    u->e = e;
+    u->version = version;
+    u->keepalive_s = cfg->keepalive_s ? cfg->keepalive_s : 30;
+    u->clean_start = cfg->clean_start;
+    u->max_buffered = cfg->max_buffered ? cfg->max_buffered : 10000;
+    u->state = MQR_UPSTREAM_CONNECTING;
+    u->name = strdup(cfg->name);
+    u->uri = strdup(cfg->uri);
+    if (cfg->client_id) {
+        u->client_id = strdup(cfg->client_id);
+    } else if (u->name) {
+        size_t n = strlen(u->name) + sizeof "mqrouter-";
+        if ((u->client_id = malloc(n))) snprintf(u->client_id, n, "mqrouter-%s", u->name);
+    }
+    u->username = xstrdup(cfg->username);
+    u->password = xstrdup(cfg->password);
+    if (!u->name || !u->uri || !u->client_id || (cfg->username && !u->username) ||
+        (cfg->password && !u->password)) {
+        free(u->name);
+        free(u->uri);
+        free(u->client_id);
+        free(u->username);
+        free(u->password);
+        free(u);
+        return MQR_ENOMEM;
+    }
+    uv_mutex_init(&u->lock);
+    uv_cond_init(&u->cond);
+
+    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+    co.MQTTVersion = version;
+    co.sendWhileDisconnected = 1;
+    co.allowDisconnectedSendAtAnyTime = 1; /* buffer before the first connect too */
+    co.maxBufferedMessages = u->max_buffered;
+    co.deleteOldestMessages = 0; /* a full buffer refuses the newest: MQR_EFULL */
+    /* Persistence: memory only for now; buffered and in-flight messages die
+     * with the process. */
+    int rc = MQTTAsync_createWithOptions(&u->client, u->uri, u->client_id,
+                                         MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+    if (rc != MQTTASYNC_SUCCESS) {
+        MQR_LOG_E("upstream", "session '%s': cannot create a client for %s: %s", u->name, u->uri,
+                  MQTTAsync_strerror(rc));
+        session_free(u);
+        return map_paho(rc);
+    }
+    /* Callbacks must be in place before connecting; none can fire before. */
+    rc = MQTTAsync_setCallbacks(u->client, u, on_lost, on_message, on_delivered);
+    if (rc == MQTTASYNC_SUCCESS) rc = MQTTAsync_setConnected(u->client, u, on_connected);
+    if (rc == MQTTASYNC_SUCCESS && version == MQTTVERSION_5)
+        rc = MQTTAsync_setDisconnected(u->client, u, on_server_disconnect);
+    int urc = rc == MQTTASYNC_SUCCESS ? uv_async_init(e->loop, &u->async, on_async) : 0;
+    if (rc != MQTTASYNC_SUCCESS || urc < 0) {
+        MQTTAsync_destroy(&u->client);
+        session_free(u);
+        return urc < 0 ? urc : map_paho(rc);
+    }
+    u->async.data = u;
+    u->next = e->sessions;
+    e->sessions = u;
+
+    rc = start_connect(u);
+    if (rc < 0) {
+        MQR_LOG_E("upstream", "session '%s': cannot connect to %s: %s", u->name, u->uri,
+                  mqr_strerror(rc));
+        u->closing = true;
+        u->state = MQR_UPSTREAM_CLOSED;
+        begin_close(u);
+        return rc;
+    }
+    MQR_LOG_I("upstream", "session '%s' connecting to %s (MQTT %s, client id '%s')", u->name,
+              u->uri, version == MQTTVERSION_5 ? "5" : "3.1.1", u->client_id);
+    *out = u;
+    return 0;
+}
+
+mqr_upstream_t *mqr__upstream_find(mqr_engine_t *e, const char *name)
+{
+    if (!name) return NULL;
+    for (mqr_upstream_t *u = e->sessions; u; u = u->next)
+        if (!u->closing && strcmp(u->name, name) == 0) return u;
+    return NULL;
+}
+
+const char *mqr__upstream_name(const mqr_upstream_t *u)
+{
+    return u->name;
+}
+
+mqr_upstream_state_t mqr__upstream_state(const mqr_upstream_t *u)
+{
+    return u->state;
+}
+
+void mqr__upstream_set_observer(mqr_upstream_t *u, mqr_upstream_event_fn fn, void *arg)
+{
+    u->observer = fn;
+    u->observer_arg = arg;
+}
+
+int mqr__upstream_subscribe(mqr_upstream_t *u, const char *filter, int qos)
+{
+    if (!filter) return MQR_EINVAL;
+    if (u->closing) return MQR_ECLOSED;
+    if (qos < 0 || qos > 2) return MQR_EQOS;
+    size_t len = strlen(filter);
+    int rc = mqr__topic_filter_validate(filter, len);
+    if (rc < 0) return rc;
+    up_sub_t *s = u->subs;
+    while (s && strcmp(s->filter, filter) != 0)
+        s = s->next;
+    if (s) {
+        s->refs++;
+        /* Never downgraded while counted: the route wanting more may stay. */
+        if (qos > s->qos) {
+            s->qos = qos;
+            if (u->state == MQR_UPSTREAM_CONNECTED) send_subscribe(u, s);
+        }
+        return 0;
+    }
+    s = malloc(sizeof *s + len + 1);
+    if (!s) return MQR_ENOMEM;
+    s->refs = 1;
+    s->qos = qos;
+    s->token = 0;
+    memcpy(s->filter, filter, len + 1);
+    s->next = u->subs;
+    u->subs = s;
+    /* Not connected (or the loss not drained yet): the next EV_CONNECTED
+     * subscribes everything. */
+    if (u->state == MQR_UPSTREAM_CONNECTED) send_subscribe(u, s);
+    return 0;
+}
+
+int mqr__upstream_unsubscribe(mqr_upstream_t *u, const char *filter)
+{
+    if (!filter) return MQR_EINVAL;
+    if (u->closing) return MQR_ECLOSED;
+    up_sub_t **pp = &u->subs;
+    while (*pp && strcmp((*pp)->filter, filter) != 0)
+        pp = &(*pp)->next;
+    up_sub_t *s = *pp;
+    if (!s) return MQR_ENOENT;
+    if (--s->refs > 0) return 0;
+    *pp = s->next;
+    if (u->state == MQR_UPSTREAM_CONNECTED) {
+        /* If this fails the broker keeps sending until the next clean
+         * start; such messages simply find no route. */
+        int rc = MQTTAsync_unsubscribe(u->client, s->filter, NULL);
+        if (rc != MQTTASYNC_SUCCESS && rc != MQTTASYNC_DISCONNECTED)
+            MQR_LOG_W("upstream", "session '%s': cannot unsubscribe from '%s': %s", u->name,
+                      s->filter, MQTTAsync_strerror(rc));
+    }
+    free(s);
+    return 0;
+}
+
+int mqr__upstream_publish(mqr_upstream_t *u, const mqr_msg_t *msg)
+{
+    if (!msg) return MQR_EINVAL;
+    if (u->closing) return MQR_ECLOSED;
+    if (msg->qos > 2) return MQR_EQOS;
+    uint32_t expiry = 0;
+    if (msg->expiry_s) {
+        uint64_t now = mqr__now_ms();
+        uint64_t age_s = now > msg->created_ms ? (now - msg->created_ms) / 1000u : 0;
+        if (age_s >= msg->expiry_s) {
+            /* An expired message must not be forwarded (MQTT 5, 3.3.2.3.3). */
+            u->stats.expired++;
+            return 0;
+        }
+        expiry = msg->expiry_s - (uint32_t)age_s;
+    }
+    MQTTAsync_message pm = MQTTAsync_message_initializer;
+    pm.payload = (void *)msg->payload;
+    pm.payloadlen = (int)msg->payload_len;
+    pm.qos = msg->qos;
+    pm.retained = msg->retain;
+    /* Without a response struct Paho ignores the message's properties. */
+    MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
+    if (u->version == MQTTVERSION_5) {
+        if (msg->props_len) {
+            int prc = props_decode(msg->props, msg->props_len, &pm.properties);
+            if (prc < 0) {
+                MQTTProperties_free(&pm.properties);
+                u->stats.props_dropped++;
+                MQR_LOG_W("upstream", "session '%s': sending '%s' without its v5 properties: %s",
+                          u->name, msg->topic, mqr_strerror(prc));
+            }
+        }
+        if (expiry) {
+            MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL};
+            p.value.integer4 = expiry;
+            if (MQTTProperties_add(&pm.properties, &p) != 0) {
+                MQTTProperties_free(&pm.properties);
+                return MQR_ENOMEM;
+            }
+        }
+    }
+    int rc = MQTTAsync_sendMessage(u->client, msg->topic, &pm, &r); /* copies everything */
+    MQTTProperties_free(&pm.properties);
+    rc = map_paho(rc);
+    if (rc == 0 && u->state != MQR_UPSTREAM_CONNECTED) u->buffered++;
+    if (rc == 0)
+        u->stats.sent++;
+    else if (rc == MQR_EFULL)
+        u->stats.full++;
+    return rc;
+}
+
+void mqr__upstream_close(mqr_upstream_t *u)
+{
+    if (!u || u->closing) return;
+    u->closing = true;
+    u->state = MQR_UPSTREAM_CLOSED;
+    MQR_LOG_I("upstream", "session '%s' closing (%s)", u->name, u->uri);
+    if (u->buffered)
+        MQR_LOG_W("upstream",
+                  "session '%s': %llu message(s) buffered while disconnected are dropped", u->name,
+                  (unsigned long long)u->buffered);
+    begin_close(u);
+}
+
+void mqr__upstream_close_all(mqr_engine_t *e)
+{
+    for (mqr_upstream_t *u = e->sessions; u; u = u->next)
+        mqr__upstream_close(u);
+}
+
+void mqr__upstream_free_all(mqr_engine_t *e)
+{
+    mqr__upstream_close_all(e);
+    /* Closed sessions leave e->sessions only when Paho is done with them
+     * (destroy on a worker, then the async handle's close). On the engine's
+     * own loop that has happened already; on a host's loop drive it here so
+     * nothing of the engine outlives mqr_engine_free(). */
+    while (e->sessions) {
+        if (uv_run(e->loop, UV_RUN_ONCE) == 0 && e->sessions) {
+            MQR_LOG_E("upstream", "sessions still open with an idle loop; leaking them");
+            break;
+        }
+    }
+}

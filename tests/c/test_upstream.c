@@ -1,0 +1,722 @@
+/*
+ * test_upstream.c — upstream sessions against a real Mosquitto.
+ *
+ * Each test starts /usr/sbin/mosquitto on a free loopback port, runs a real
+ * engine (no listener, in-memory store) on its own loop and talks to the
+ * broker with mosquitto_pub / mosquitto_sub. Every wait drives the loop with
+ * a deadline, so a broken session fails the test instead of hanging it; the
+ * broker is killed in the teardown (also after a failure) and, through
+ * PR_SET_PDEATHSIG, if this process dies.
+ */
+#include "upstream.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define MOSQUITTO "/usr/sbin/mosquitto"
+
+/* ---- a broker on loopback ---------------------------------------------- */
+
+typedef struct {
+    pid_t pid;
+    int port;
+    char dir[64];
+} broker_t;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static bool port_accepts(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return false;
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Starts mosquitto on b->port (picking a free one when 0) and waits until it
+ * accepts connections. */
+static void broker_start(broker_t *b)
+{
+    if (!b->dir[0]) {
+        snprintf(b->dir, sizeof b->dir, "/tmp/mqr-upstream-XXXXXX");
+        assert_non_null(mkdtemp(b->dir));
+    }
+    if (!b->port) b->port = free_port();
+    char conf[128];
+    snprintf(conf, sizeof conf, "%s/mosquitto.conf", b->dir);
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f, "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", b->port);
+    fclose(f);
+
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* Dies with us, however we die. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(1);
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) {
+            dup2(null, STDOUT_FILENO);
+            dup2(null, STDERR_FILENO);
+        }
+        execl(MOSQUITTO, "mosquitto", "-c", conf, (char *)NULL);
+        _exit(127);
+    }
+    b->pid = pid;
+    uint64_t deadline = now_ms() + 5000;
+    while (!port_accepts(b->port)) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            b->pid = 0;
+            fail_msg("mosquitto exited at start (port %d)", b->port);
+        }
+        if (now_ms() > deadline) fail_msg("mosquitto does not accept on port %d", b->port);
+        sleep_ms(20);
+    }
+}
+
+static void broker_stop(broker_t *b)
+{
+    if (b->pid > 0) {
+        kill(b->pid, SIGKILL);
+        waitpid(b->pid, NULL, 0);
+        b->pid = 0;
+    }
+}
+
+static void broker_cleanup(broker_t *b)
+{
+    broker_stop(b);
+    if (b->dir[0]) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/mosquitto.conf", b->dir);
+        unlink(path);
+        rmdir(b->dir);
+        b->dir[0] = '\0';
+    }
+}
+
+/* ---- the engine side ---------------------------------------------------- */
+
+typedef struct {
+    char topic[128];
+    char payload[256];
+    size_t payload_len;
+    int qos;
+    int retain;
+    char kind[16];
+    char origin_name[64];
+    const void *origin_conn;
+    uint8_t props[256];
+    size_t props_len;
+    uint32_t expiry_s;
+} got_msg_t;
+
+typedef struct {
+    broker_t broker;
+    mqr_engine_t *e;
+    mqr_upstream_state_t states[32];
+    int nstates;
+    char reason[256];
+    got_msg_t msgs[16];
+    int nmsgs;
+} ctx_t;
+
+static void on_state(void *arg, mqr_upstream_t *u, mqr_upstream_state_t st, const char *reason)
+{
+    ctx_t *c = arg;
+    if (c->nstates < 32) c->states[c->nstates++] = st;
+    snprintf(c->reason, sizeof c->reason, "%s", reason ? reason : "");
+}
+
+static void on_msg(void *arg, mqr_msg_t *msg)
+{
+    ctx_t *c = arg;
+    if (c->nmsgs >= 16) return;
+    got_msg_t *g = &c->msgs[c->nmsgs++];
+    size_t len;
+    const char *t = mqr_msg_topic(msg, &len);
+    snprintf(g->topic, sizeof g->topic, "%.*s", (int)len, t);
+    const void *p = mqr_msg_payload(msg, &len);
+    g->payload_len = len;
+    snprintf(g->payload, sizeof g->payload, "%.*s", (int)len, (const char *)p);
+    g->qos = mqr_msg_qos(msg);
+    g->retain = mqr_msg_retain(msg);
+    snprintf(g->kind, sizeof g->kind, "%s", mqr_msg_origin_kind(msg));
+    snprintf(g->origin_name, sizeof g->origin_name, "%s", mqr_msg_origin_name(msg));
+    g->origin_conn = msg->origin_conn;
+    g->props_len = msg->props_len < sizeof g->props ? msg->props_len : sizeof g->props;
+    memcpy(g->props, msg->props, g->props_len);
+    g->expiry_s = msg->expiry_s;
+}
+
+static mqr_upstream_state_t last_state(ctx_t *c)
+{
+    return c->nstates ? c->states[c->nstates - 1] : MQR_UPSTREAM_CONNECTING;
+}
+
+static bool reached_state(void *arg, const void *want)
+{
+    return last_state(arg) == *(const mqr_upstream_state_t *)want;
+}
+
+static bool got_msgs(void *arg, const void *want)
+{
+    return ((ctx_t *)arg)->nmsgs >= *(const int *)want;
+}
+
+/* Drives the loop until pred holds or timeout_ms passes. */
+static bool run_until(ctx_t *c, bool (*pred)(void *, const void *), const void *want,
+                      int timeout_ms)
+{
+    uv_loop_t *loop = mqr_engine_loop(c->e);
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (pred && pred(c, want)) return true;
+        if (now_ms() >= deadline) return false;
+        sleep_ms(2);
+    }
+}
+
+static void run_for(ctx_t *c, int ms)
+{
+    run_until(c, NULL, NULL, ms);
+}
+
+static void wait_state(ctx_t *c, mqr_upstream_state_t st, int timeout_ms)
+{
+    if (!run_until(c, reached_state, &st, timeout_ms))
+        fail_msg("state %d not reached within %d ms (last %d: %s)", (int)st, timeout_ms,
+                 (int)last_state(c), c->reason);
+}
+
+static int sh(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Publishes with mosquitto_pub until a message reaches the engine. The
+ * session subscribes when its connect is drained, and its SUBACK is not
+ * observable, so the first publish may beat the SUBSCRIBE to the broker:
+ * retrying is what makes this deterministic. Returns the attempts used. */
+static int pub_until_received(ctx_t *c, const char *args)
+{
+    int want = c->nmsgs + 1;
+    for (int attempt = 1; attempt <= 8; attempt++) {
+        assert_int_equal(sh("mosquitto_pub -p %d %s", c->broker.port, args), 0);
+        if (run_until(c, got_msgs, &want, 750)) return attempt;
+    }
+    fail_msg("nothing arrived for: mosquitto_pub %s", args);
+    return 0;
+}
+
+/* A mosquitto_sub whose output we read while the loop runs. */
+typedef struct {
+    FILE *f;
+    char out[8192];
+    size_t len;
+} sub_proc_t;
+
+static void sub_start(sub_proc_t *s, const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    memset(s, 0, sizeof *s);
+    s->f = popen(cmd, "r");
+    assert_non_null(s->f);
+    int fd = fileno(s->f);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+static bool sub_has(void *arg, const void *needle)
+{
+    sub_proc_t *s = arg;
+    for (;;) {
+        ssize_t n = read(fileno(s->f), s->out + s->len, sizeof s->out - 1 - s->len);
+        if (n <= 0) break;
+        s->len += (size_t)n;
+        s->out[s->len] = '\0';
+    }
+    return strstr(s->out, needle) != NULL;
+}
+
+static bool sub_wait(ctx_t *c, sub_proc_t *s, const char *needle, int timeout_ms)
+{
+    uv_loop_t *loop = mqr_engine_loop(c->e);
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (sub_has(s, needle)) return true;
+        if (now_ms() >= deadline) return false;
+        sleep_ms(2);
+    }
+}
+
+static int sub_finish(sub_proc_t *s)
+{
+    int fd = fileno(s->f);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    sub_has(s, "\x01"); /* drain the rest */
+    int st = pclose(s->f);
+    s->f = NULL;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static mqr_upstream_t *session(ctx_t *c, const char *name, int port, int version, int max_buffered)
+{
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", port);
+    mqr_upstream_config_t cfg = {
+        .name = name,
+        .uri = uri,
+        .clean_start = 1,
+        .mqtt_version = version,
+        .max_buffered = max_buffered,
+    };
+    mqr_upstream_t *u = NULL;
+    assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), 0);
+    assert_non_null(u);
+    mqr__upstream_set_observer(u, on_state, c);
+    return u;
+}
+
+static mqr_msg_t *make_msg(const char *topic, const char *payload, int qos, bool retain,
+                           const uint8_t *props, size_t props_len)
+{
+    mqr_msg_init_t in = {
+        .topic = topic,
+        .topic_len = strlen(topic),
+        .payload = payload,
+        .payload_len = strlen(payload),
+        .props = props,
+        .props_len = props_len,
+        .qos = qos,
+        .retain = retain,
+        .origin = MQR_ORIGIN_C,
+    };
+    mqr_msg_t *m = mqr__msg_new(&in);
+    assert_non_null(m);
+    return m;
+}
+
+static int setup(void **state)
+{
+    ctx_t *c = calloc(1, sizeof *c);
+    if (!c) return -1;
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_port = -1;
+    o.data_dir = "";
+    o.log_level = MQR_LOG_INFO;
+    char *err = NULL;
+    if (mqr_engine_new(&c->e, &o, NULL, &err) != 0) {
+        fprintf(stderr, "engine: %s\n", err ? err : "?");
+        free(err);
+        free(c);
+        return -1;
+    }
+    *state = c;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ctx_t *c = *state;
+    mqr_engine_free(c->e); /* closes the sessions, runs the loop until they are freed */
+    broker_cleanup(&c->broker);
+    free(c);
+    return 0;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+/* (1) A message published to the broker arrives through the router with
+ * origin "session"; subscriptions are counted per filter. */
+static void test_receive(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    mqr_upstream_t *u = session(c, "up1", c->broker.port, 0, 0);
+    assert_int_equal(mqr__upstream_state(u), MQR_UPSTREAM_CONNECTING);
+    assert_ptr_equal(mqr__upstream_find(c->e, "up1"), u);
+    assert_string_equal(mqr__upstream_name(u), "up1");
+    assert_int_equal(mqr__upstream_subscribe(u, "up/#", 1), 0);
+    assert_int_equal(mqr__upstream_subscribe(u, "up/#", 1), 0); /* a second route */
+    assert_int_equal(mqr__upstream_subscribe(u, "bad/#/x", 1), MQR_ETOPIC);
+    assert_int_equal(mqr__upstream_subscribe(u, "up/#", 3), MQR_EQOS);
+    mqr_csub_t *cs = NULL;
+    assert_int_equal(mqr_subscribe(c->e, "up/#", on_msg, c, &cs), 0);
+
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+    assert_int_equal(c->nstates, 1);
+    pub_until_received(c, "-t up/x -m hello -q 1");
+    got_msg_t *g = &c->msgs[0];
+    assert_string_equal(g->topic, "up/x");
+    assert_string_equal(g->payload, "hello");
+    assert_int_equal(g->qos, 1);
+    assert_int_equal(g->retain, 0);
+    assert_string_equal(g->kind, "session");
+    assert_string_equal(g->origin_name, "up1");
+    assert_ptr_equal(g->origin_conn, u);
+    assert_int_equal(g->props_len, 0); /* 3.1.1 session */
+
+    /* One of two routes leaves: still subscribed. */
+    assert_int_equal(mqr__upstream_unsubscribe(u, "up/#"), 0);
+    int n = c->nmsgs;
+    pub_until_received(c, "-t up/y -m again -q 1");
+    assert_string_equal(c->msgs[n].payload, "again");
+    /* The last one leaves: the broker stops sending. */
+    assert_int_equal(mqr__upstream_unsubscribe(u, "up/#"), 0);
+    assert_int_equal(mqr__upstream_unsubscribe(u, "up/#"), MQR_ENOENT);
+    run_for(c, 300); /* let the UNSUBSCRIBE reach the broker */
+    n = c->nmsgs;
+    assert_int_equal(sh("mosquitto_pub -p %d -t up/z -m gone -q 1", c->broker.port), 0);
+    run_for(c, 500);
+    assert_int_equal(c->nmsgs, n);
+    mqr_unsubscribe(c->e, cs);
+}
+
+/* (2) mqr__upstream_publish() reaches a subscriber of the broker. */
+static void test_publish(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    mqr_upstream_t *u = session(c, "up2", c->broker.port, 0, 0);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+
+    sub_proc_t s;
+    sub_start(&s, "stdbuf -oL mosquitto_sub -p %d -t 'out/#' -q 1 -C 1 -W 5 -v -d 2>&1",
+              c->broker.port);
+    if (!sub_wait(c, &s, "SUBACK", 5000)) fail_msg("mosquitto_sub did not subscribe: %s", s.out);
+    mqr_msg_t *m = make_msg("out/a", "world", 1, false, NULL, 0);
+    assert_int_equal(mqr__upstream_publish(u, m), 0);
+    mqr_msg_unref(m);
+    bool ok = sub_wait(c, &s, "out/a world", 5000);
+    int rc = sub_finish(&s);
+    if (!ok) fail_msg("mosquitto_sub did not get the message: %s", s.out);
+    assert_int_equal(rc, 0);
+}
+
+static bool all_lines(const sub_proc_t *s)
+{
+    return strstr(s->out, "out/buf/1 m1") && strstr(s->out, "out/buf/2 m2") &&
+           strstr(s->out, "out/buf/3 m3");
+}
+
+/* (3) The broker dies: DISCONNECTED; publishes are buffered up to
+ * max_buffered, then MQR_EFULL; the broker comes back on the same port:
+ * CONNECTED, subscriptions restored, buffered messages delivered. */
+static void test_reconnect(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    mqr_upstream_t *u = session(c, "up3", c->broker.port, 0, 3);
+    assert_int_equal(mqr__upstream_subscribe(u, "up/#", 1), 0);
+    mqr_csub_t *cs = NULL;
+    assert_int_equal(mqr_subscribe(c->e, "up/#", on_msg, c, &cs), 0);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+    pub_until_received(c, "-t up/x -m before -q 1");
+
+    broker_stop(&c->broker);
+    wait_state(c, MQR_UPSTREAM_DISCONNECTED, 5000);
+    assert_non_null(strstr(c->reason, "reconnecting"));
+    /* Retained, so they can be checked after the fact on the new broker. */
+    const char *payloads[] = {"m1", "m2", "m3"};
+    for (int i = 0; i < 3; i++) {
+        char topic[32];
+        snprintf(topic, sizeof topic, "out/buf/%d", i + 1);
+        mqr_msg_t *m = make_msg(topic, payloads[i], 1, true, NULL, 0);
+        assert_int_equal(mqr__upstream_publish(u, m), 0);
+        mqr_msg_unref(m);
+    }
+    mqr_msg_t *extra = make_msg("out/buf/4", "m4", 1, true, NULL, 0);
+    assert_int_equal(mqr__upstream_publish(u, extra), MQR_EFULL); /* max_buffered = 3 */
+    mqr_msg_unref(extra);
+    run_for(c, 200);
+    assert_int_equal(mqr__upstream_state(u), MQR_UPSTREAM_DISCONNECTED);
+
+    uint64_t t0 = now_ms();
+    broker_start(&c->broker); /* same port */
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 20000);
+    print_message("reconnected %llu ms after the broker restarted\n",
+                  (unsigned long long)(now_ms() - t0));
+    assert_int_equal(c->nstates, 3);
+    assert_int_equal(c->states[0], MQR_UPSTREAM_CONNECTED);
+    assert_int_equal(c->states[1], MQR_UPSTREAM_DISCONNECTED);
+    assert_int_equal(c->states[2], MQR_UPSTREAM_CONNECTED);
+    assert_string_equal(c->reason, "reconnected");
+
+    int n = c->nmsgs;
+    pub_until_received(c, "-t up/x -m after -q 1");
+    assert_string_equal(c->msgs[n].payload, "after");
+
+    /* -C 3: exits once it has all three (as retained or live messages). */
+    sub_proc_t s;
+    sub_start(&s, "mosquitto_sub -p %d -t 'out/buf/#' -C 3 -W 5 -v", c->broker.port);
+    int rc = sub_finish(&s);
+    if (!all_lines(&s)) fail_msg("buffered messages missing after reconnect: '%s'", s.out);
+    assert_int_equal(rc, 0);
+    mqr_unsubscribe(c->e, cs);
+}
+
+/* (4) Closing while connecting to a dead port. ASan checks that nothing
+ * leaks or is used after free. (Nothing is published here: Paho 1.3.12 leaks
+ * publishes still buffered when a client is destroyed, its issue #1474.) */
+static void test_close_connecting(void **state)
+{
+    ctx_t *c = *state;
+    int port = free_port(); /* nobody listens */
+    mqr_upstream_t *u = session(c, "dead", port, 0, 0);
+    assert_int_equal(mqr__upstream_subscribe(u, "a/#", 0), 0);
+    run_for(c, 300); /* at least one failed attempt */
+    assert_int_equal(mqr__upstream_state(u), MQR_UPSTREAM_CONNECTING);
+    assert_int_equal(c->nstates, 0);
+
+    mqr_upstream_config_t dup = {.name = "dead", .uri = "tcp://127.0.0.1:1"};
+    mqr_upstream_t *u2 = NULL;
+    assert_int_equal(mqr__upstream_new(c->e, &dup, &u2), MQR_EEXIST);
+    assert_null(u2);
+
+    mqr__upstream_close(u);
+    assert_int_equal(mqr__upstream_state(u), MQR_UPSTREAM_CLOSED);
+    assert_null(mqr__upstream_find(c->e, "dead"));
+    mqr_msg_t *m = make_msg("out/x", "p", 1, false, NULL, 0);
+    assert_int_equal(mqr__upstream_publish(u, m), MQR_ECLOSED);
+    mqr_msg_unref(m);
+    assert_int_equal(mqr__upstream_subscribe(u, "b/#", 0), MQR_ECLOSED);
+    mqr__upstream_close(u);          /* idempotent */
+    assert_int_equal(c->nstates, 0); /* close itself is not observed */
+
+    /* The name is free again while the old session finishes closing. */
+    mqr_upstream_t *u3 = session(c, "dead", port, 0, 0);
+    /* And one closed before Paho could do anything at all. */
+    mqr__upstream_close(u3);
+    mqr_upstream_t *u4 = session(c, "dead2", port, 5, 0);
+    (void)u4; /* left for mqr_engine_free() to close */
+    uint64_t t0 = now_ms();
+    mqr_engine_free(c->e);
+    c->e = NULL;
+    print_message("engine freed with 3 closing sessions in %llu ms\n",
+                  (unsigned long long)(now_ms() - t0));
+}
+
+/* Bad configurations are refused and leave nothing behind. */
+static void test_bad_config(void **state)
+{
+    ctx_t *c = *state;
+    mqr_upstream_t *u = NULL;
+    mqr_upstream_config_t cfg = {.name = "x", .uri = "tcp://127.0.0.1:1", .mqtt_version = 3};
+    assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), MQR_EINVAL);
+    cfg.mqtt_version = 4;
+    cfg.uri = "bogus://127.0.0.1:1";
+    assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), MQR_EINVAL);
+    cfg.uri = NULL;
+    assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), MQR_EINVAL);
+    assert_null(u);
+    assert_null(c->e->sessions);
+}
+
+/* Raw v5 property bytes, as message.h keeps them. */
+static size_t put_str(uint8_t *p, uint8_t id, const char *s)
+{
+    size_t n = strlen(s);
+    p[0] = id;
+    p[1] = (uint8_t)(n >> 8);
+    p[2] = (uint8_t)n;
+    memcpy(p + 3, s, n);
+    return 3 + n;
+}
+
+static size_t put_pair(uint8_t *p, const char *k, const char *v)
+{
+    size_t n = put_str(p, 0x26, k);
+    size_t m = strlen(v);
+    p[n] = (uint8_t)(m >> 8);
+    p[n + 1] = (uint8_t)m;
+    memcpy(p + n + 2, v, m);
+    return n + 2 + m;
+}
+
+static bool has_bytes(const uint8_t *hay, size_t n, const uint8_t *needle, size_t m)
+{
+    for (size_t i = 0; i + m <= n; i++)
+        if (memcmp(hay + i, needle, m) == 0) return true;
+    return false;
+}
+
+/* (5) MQTT 5: properties both ways, Message Expiry as expiry_s. */
+static void test_v5_properties(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    mqr_upstream_t *u = session(c, "up5", c->broker.port, 5, 0);
+    assert_int_equal(mqr__upstream_subscribe(u, "up/#", 1), 0);
+    mqr_csub_t *cs = NULL;
+    assert_int_equal(mqr_subscribe(c->e, "up/#", on_msg, c, &cs), 0);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+
+    pub_until_received(c, "-V mqttv5 -t up/p -m x -q 1 -D publish user-property k v "
+                          "-D publish content-type text/plain "
+                          "-D publish message-expiry-interval 60");
+    got_msg_t *g = &c->msgs[0];
+    assert_string_equal(g->topic, "up/p");
+    uint8_t want[64];
+    size_t n = put_str(want, 0x03, "text/plain");
+    assert_true(has_bytes(g->props, g->props_len, want, n));
+    n = put_pair(want, "k", "v");
+    assert_true(has_bytes(g->props, g->props_len, want, n));
+    assert_int_equal(g->props_len, 13 + 7); /* nothing else: expiry went to expiry_s */
+    assert_true(g->expiry_s > 0 && g->expiry_s <= 60);
+
+    sub_proc_t s;
+    sub_start(&s,
+              "stdbuf -oL mosquitto_sub -V mqttv5 -p %d -t 'out/#' -q 1 -C 1 -W 5 -d "
+              "-F 'GOT %%t %%p ct=%%C up=%%P exp=%%E' 2>&1",
+              c->broker.port);
+    if (!sub_wait(c, &s, "SUBACK", 5000)) fail_msg("mosquitto_sub did not subscribe: %s", s.out);
+    uint8_t props[64];
+    size_t pl = put_str(props, 0x03, "application/json");
+    pl += put_pair(props + pl, "a", "b");
+    props[pl++] = 0x23; /* a Topic Alias must not be forwarded */
+    props[pl++] = 0;
+    props[pl++] = 7;
+    mqr_msg_init_t in = {
+        .topic = "out/v5",
+        .topic_len = 6,
+        .payload = "{}",
+        .payload_len = 2,
+        .props = props,
+        .props_len = pl,
+        .qos = 1,
+        .origin = MQR_ORIGIN_C,
+        .expiry_s = 100,
+    };
+    mqr_msg_t *m = mqr__msg_new(&in);
+    assert_non_null(m);
+    assert_int_equal(mqr__upstream_publish(u, m), 0);
+    mqr_msg_unref(m);
+    bool ok = sub_wait(c, &s, "GOT out/v5 {} ct=application/json up=a:b exp=", 5000);
+    int rc = sub_finish(&s);
+    if (!ok) fail_msg("v5 message not as expected: %s", s.out);
+    assert_int_equal(rc, 0);
+    const char *exp = strstr(s.out, "exp=");
+    assert_non_null(exp);
+    int e = atoi(exp + 4);
+    assert_true(e > 90 && e <= 100);
+
+    /* Properties a PUBLISH cannot carry: sent without them. */
+    uint8_t bad[] = {0x11, 0, 0, 0, 1}; /* Session Expiry Interval */
+    in.props = bad;
+    in.props_len = sizeof bad;
+    in.expiry_s = 0;
+    m = mqr__msg_new(&in);
+    assert_non_null(m);
+    assert_int_equal(mqr__upstream_publish(u, m), 0);
+    mqr_msg_unref(m);
+    mqr_unsubscribe(c->e, cs);
+}
+
+/* An expired message is not forwarded. */
+static void test_expired_not_sent(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    mqr_upstream_t *u = session(c, "upx", c->broker.port, 5, 0);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+    sub_proc_t s;
+    sub_start(&s, "stdbuf -oL mosquitto_sub -V mqttv5 -p %d -t 'out/#' -C 1 -W 2 -v -d 2>&1",
+              c->broker.port);
+    if (!sub_wait(c, &s, "SUBACK", 5000)) fail_msg("mosquitto_sub did not subscribe: %s", s.out);
+    mqr_msg_init_t in = {
+        .topic = "out/old",
+        .topic_len = 7,
+        .payload = "stale",
+        .payload_len = 5,
+        .qos = 1,
+        .origin = MQR_ORIGIN_C,
+        .expiry_s = 5,
+        .created_ms = mqr__now_ms() - 10000,
+    };
+    mqr_msg_t *m = mqr__msg_new(&in);
+    assert_non_null(m);
+    assert_int_equal(mqr__upstream_publish(u, m), 0);
+    mqr_msg_unref(m);
+    m = make_msg("out/new", "fresh", 1, false, NULL, 0);
+    assert_int_equal(mqr__upstream_publish(u, m), 0);
+    mqr_msg_unref(m);
+    bool ok = sub_wait(c, &s, "out/new fresh", 5000);
+    sub_finish(&s);
+    if (!ok) fail_msg("fresh message missing: %s", s.out);
+    assert_null(strstr(s.out, "stale"));
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const char *only = getenv("MQR_TEST_FILTER"); /* e.g. "test_reconnect" */
+    if (only) cmocka_set_test_filter(only);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_receive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_connecting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v5_properties, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expired_not_sent, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
