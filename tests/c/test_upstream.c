@@ -554,6 +554,62 @@ static void test_close_connecting(void **state)
                   (unsigned long long)(now_ms() - t0));
 }
 
+static void close_on_connect(void *arg, mqr_upstream_t *u, mqr_upstream_state_t st,
+                             const char *reason)
+{
+    on_state(arg, u, st, reason);
+    if (st == MQR_UPSTREAM_CONNECTED) mqr__upstream_close(u);
+}
+
+static bool is_connected(void *arg, const void *u)
+{
+    return mqr__upstream_state(u) == MQR_UPSTREAM_CONNECTED;
+}
+
+/* An engine on the host's loop: an observer closes its session from inside
+ * the connect event, and mqr_engine_free() returns only when every session
+ * is gone, so the host can close its loop right after. */
+static void test_host_loop(void **state)
+{
+    ctx_t *c = *state;
+    mqr_engine_free(c->e);
+    c->e = NULL;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_port = -1;
+    o.data_dir = "";
+    assert_int_equal(mqr_engine_new(&c->e, &o, &loop, NULL), 0);
+    assert_ptr_equal(mqr_engine_loop(c->e), &loop);
+    broker_start(&c->broker);
+
+    mqr_upstream_t *a = session(c, "a", c->broker.port, 0, 0);
+    mqr__upstream_set_observer(a, close_on_connect, c);
+    assert_int_equal(mqr__upstream_subscribe(a, "up/#", 1), 0);
+    mqr_upstream_t *b = session(c, "b", c->broker.port, 5, 0);
+    mqr__upstream_set_observer(b, NULL, NULL);
+    assert_int_equal(mqr__upstream_subscribe(b, "up/#", 1), 0);
+    mqr_csub_t *cs = NULL;
+    assert_int_equal(mqr_subscribe(c->e, "up/#", on_msg, c, &cs), 0);
+
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+    assert_int_equal(mqr__upstream_state(a), MQR_UPSTREAM_CLOSED);
+    assert_null(mqr__upstream_find(c->e, "a"));
+    if (!run_until(c, is_connected, b, 5000)) fail_msg("session b did not connect");
+    /* Only b routes now. */
+    pub_until_received(c, "-t up/x -m via-b -q 1");
+    assert_string_equal(c->msgs[0].origin_name, "b");
+    mqr_unsubscribe(c->e, cs);
+
+    uint64_t t0 = now_ms();
+    mqr_engine_free(c->e);
+    c->e = NULL;
+    print_message("engine on a host loop freed in %llu ms\n", (unsigned long long)(now_ms() - t0));
+    uv_run(&loop, UV_RUN_NOWAIT); /* close callbacks of handles closed last */
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 /* Bad configurations are refused and leave nothing behind. */
 static void test_bad_config(void **state)
 {
@@ -714,6 +770,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_publish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_connecting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_host_loop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_v5_properties, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_not_sent, setup, teardown),
