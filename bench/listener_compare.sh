@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# listener_compare.sh: runs the listener benchmark (bench/loadgen.c, QoS 0
+# fan-in, 4 publishers -> 1 wildcard subscriber) against Mosquitto and, when
+# it is given and starts, against mqrouter's embedded listener, then prints
+# both side by side with the ratio mqrouter/mosquitto.
+#
+# It only ever touches brokers it started itself, on free loopback ports, and
+# kills them on exit. It is a benchmark, not a test: it never decides pass or
+# fail on the figures. See bench/README.md for what it prints.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+usage() {
+    cat <<EOF
+usage: $0 [options]
+  --mqrouter PATH   mqrouter binary (or env MQROUTER_BIN); skipped if missing
+                    or not listening within 5 s
+  --loadgen PATH    loadgen binary (or env LOADGEN); default: compile
+                    $here/loadgen.c into a temporary directory
+  --mosquitto PATH  (or env MOSQUITTO; default /usr/sbin/mosquitto)
+  --duration S      measured seconds per run (10)
+  --warmup S        seconds of load before measuring (2)
+  --runs N          runs per mode; the table shows the median (3)
+  --rate R          total msgs/s of the fixed-rate mode (40000)
+  --window W        per-publisher window of the closed-loop mode (loadgen's default)
+  --publishers N    (4)   --payload BYTES (64)   --protocol 4|5 (4)
+  --keep            keep the temporary directory (configs, logs, raw output)
+EOF
+}
+
+mqrouter_bin=${MQROUTER_BIN:-}
+loadgen=${LOADGEN:-}
+mosquitto=${MOSQUITTO:-/usr/sbin/mosquitto}
+duration=10
+warmup=2
+runs=3
+rate=40000
+window=
+publishers=4
+payload=64
+protocol=4
+keep=0
+while [ $# -gt 0 ]; do
+    case $1 in
+    --mqrouter) mqrouter_bin=$2; shift 2 ;;
+    --loadgen) loadgen=$2; shift 2 ;;
+    --mosquitto) mosquitto=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    --window) window=$2; shift 2 ;;
+    --publishers) publishers=$2; shift 2 ;;
+    --payload) payload=$2; shift 2 ;;
+    --protocol) protocol=$2; shift 2 ;;
+    --keep) keep=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "$0: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+tmp=$(mktemp -d /tmp/listener_compare.XXXXXX)
+chmod 755 "$tmp" # Mosquitto drops root privileges and must still read its config
+started_pids=()
+
+cleanup() {
+    local pid
+    for pid in "${started_pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${started_pids[@]}"; do
+        for _ in $(seq 20); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$keep" = 1 ]; then
+        echo "kept $tmp"
+    else
+        rm -rf "$tmp"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null && return
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        if ! ss -Hltn "sport = :$p" | grep -q .; then
+            echo "$p"
+            return
+        fi
+    done
+}
+
+# Waits until something listens on 127.0.0.1:$1 and process $2 is alive;
+# looks at the socket table rather than connecting, so the broker sees no
+# stray client.
+wait_listen() {
+    local port=$1 pid=$2 deadline=$((SECONDS + 5))
+    while [ $SECONDS -le $deadline ]; do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if ss -Hltn "sport = :$port" | grep -q .; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+stop_pid() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 30); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# CPU ticks (user+system) of one process; ticks the machine spent in
+# processes (user+nice+system: softirq time, where loopback TCP runs, is not
+# charged to any process here) and in total.
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+sys_ticks() { awk '/^cpu /{p = $2 + $3 + $4; print p, p + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+clk_tck=$(getconf CLK_TCK)
+ncpu=$(nproc)
+
+if [ -z "$loadgen" ]; then
+    loadgen=$tmp/loadgen
+    cc -O2 -std=c11 -Wall -Wextra -pthread "$here/loadgen.c" -o "$loadgen"
+fi
+[ -x "$loadgen" ] || { echo "$0: loadgen '$loadgen' is not executable" >&2; exit 1; }
+
+common=(--publishers "$publishers" --payload "$payload" --protocol "$protocol"
+    --duration "$duration" --warmup "$warmup")
+closed_args=()
+[ -n "$window" ] && closed_args=(--window "$window")
+
+declare -A R # R[broker.mode.field.run] = value, from the RESULT lines
+
+# One loadgen run; records the RESULT fields plus the broker's CPU and the
+# CPU used by everything that is neither the broker nor loadgen.
+run_one() {
+    local label=$1 bpid=$2 port=$3 mode=$4 run=$5
+    local args=("${common[@]}" --host 127.0.0.1 --port "$port" --label "$label")
+    if [ "$mode" = rate ]; then args+=(--rate "$rate"); else args+=("${closed_args[@]}"); fi
+    local out=$tmp/$label.$mode.$run.out
+    local b0 s0 t0 b1 s1 t1 lg
+    b0=$(proc_ticks "$bpid")
+    read -r s0 t0 < <(sys_ticks)
+    local start=$EPOCHREALTIME
+    # /usr/bin/time -f gives loadgen's own CPU over its whole life.
+    /usr/bin/time -f "LGTIME %U %S" -o "$out.time" "$loadgen" "${args[@]}" >"$out" 2>"$out.err" || true
+    local wall
+    wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN{print b - a}')
+    b1=$(proc_ticks "$bpid")
+    read -r s1 t1 < <(sys_ticks)
+    lg=$(awk '/^LGTIME/{print $2 + $3}' "$out.time" 2>/dev/null)
+    grep -v '^RESULT' "$out" | sed 's/^/  /' || true
+    sed 's/^/  /' "$out.err" >&2
+    local line
+    line=$(grep '^RESULT' "$out" || true)
+    if [ -z "$line" ]; then
+        R[$label.$mode.status.$run]=failed
+        return
+    fi
+    local kv
+    for kv in ${line#RESULT }; do
+        R[$label.$mode.${kv%%=*}.$run]=${kv#*=}
+    done
+    R[$label.$mode.broker_cpu_pct.$run]=$(awk -v d=$((b1 - b0)) -v hz="$clk_tck" -v w="$wall" \
+        'BEGIN{printf "%.0f", 100 * d / hz / w}')
+    R[$label.$mode.other_cpu_pct.$run]=$(awk -v busy=$((s1 - s0)) -v b=$((b1 - b0)) -v hz="$clk_tck" \
+        -v w="$wall" -v lg="${lg:-0}" 'BEGIN{o = 100 * ((busy - b) / hz - lg) / w; printf "%.0f", o < 0 ? 0 : o}')
+}
+
+# Median over the runs (numeric), or the first non-ok status.
+median() {
+    local label=$1 mode=$2 field=$3 i vals=()
+    for i in $(seq "$runs"); do
+        [ -n "${R[$label.$mode.$field.$i]:-}" ] && vals+=("${R[$label.$mode.$field.$i]}")
+    done
+    [ ${#vals[@]} -eq 0 ] && { echo "-"; return; }
+    printf '%s\n' "${vals[@]}" | sort -g | awk '{v[NR] = $1} END{print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
+status_of() {
+    local label=$1 mode=$2 i s
+    for i in $(seq "$runs"); do
+        s=${R[$label.$mode.status.$i]:-failed}
+        [ "$s" != ok ] && { echo "$s"; return; }
+    done
+    echo ok
+}
+
+bench_broker() {
+    local label=$1 pid=$2 port=$3 mode i
+    for mode in closed rate; do
+        for i in $(seq "$runs"); do
+            echo "$label $mode run $i/$runs"
+            run_one "$label" "$pid" "$port" "$mode" "$i"
+        done
+    done
+}
+
+# Is the machine quiet? Other work running now makes every figure noisy.
+read -r s0 t0 < <(sys_ticks)
+sleep 1
+read -r s1 t1 < <(sys_ticks)
+idle_check=$(awk -v b=$((s1 - s0)) -v t=$((t1 - t0)) -v n="$ncpu" 'BEGIN{printf "%.0f", t ? 100 * n * b / t : 0}')
+echo "machine: $ncpu CPUs, $idle_check% of one CPU busy before the run (kernel $(uname -r))"
+if [ "$idle_check" -gt 10 ]; then
+    echo "WARNING: the machine is not idle; figures will be noisy (see other_cpu in the table)"
+fi
+
+# ---- Mosquitto ----
+# max_queued_messages: Mosquitto 2.0 drops a QoS 0 message for an online
+# subscriber once that client's outgoing packet queue holds this many. The
+# closed loop keeps at most publishers x window messages in flight; the
+# fixed-rate mode can build a backlog if the broker falls behind. 1,000,000
+# (about 100 MB at worst) is far above both, so nothing is dropped for being
+# slow; `lost` in the results would show it if it were.
+mport=$(free_port)
+cat >"$tmp/mosquitto.conf" <<EOF
+listener $mport 127.0.0.1
+allow_anonymous true
+set_tcp_nodelay true
+max_queued_messages 1000000
+persistence false
+EOF
+"$mosquitto" -c "$tmp/mosquitto.conf" >"$tmp/mosquitto.log" 2>&1 &
+mpid=$!
+started_pids+=("$mpid")
+if ! wait_listen "$mport" "$mpid"; then
+    echo "$0: mosquitto did not start listening on $mport:" >&2
+    cat "$tmp/mosquitto.log" >&2
+    exit 1
+fi
+echo "mosquitto $("$mosquitto" -h 2>&1 | awk 'NR==1{print $3}') on 127.0.0.1:$mport (pid $mpid)"
+bench_broker mosquitto "$mpid" "$mport"
+stop_pid "$mpid"
+
+# ---- mqrouter ----
+have_mqr=0
+if [ -z "$mqrouter_bin" ]; then
+    echo "mqrouter: skipped (no --mqrouter and no MQROUTER_BIN)"
+elif [ ! -x "$mqrouter_bin" ]; then
+    echo "mqrouter: skipped ($mqrouter_bin is not an executable)"
+else
+    qport=$(free_port)
+    mkdir -p "$tmp/mqrouter-data"
+    # No routes: the embedded listener alone does the fan-in.
+    printf -- '-- listener benchmark: no rules, only the embedded listener\n' >"$tmp/rules.lua"
+    "$mqrouter_bin" --listen "127.0.0.1:$qport" --data-dir "$tmp/mqrouter-data" "$tmp/rules.lua" \
+        >"$tmp/mqrouter.log" 2>&1 &
+    qpid=$!
+    started_pids+=("$qpid")
+    if wait_listen "$qport" "$qpid"; then
+        echo "mqrouter on 127.0.0.1:$qport (pid $qpid)"
+        have_mqr=1
+        bench_broker mqrouter "$qpid" "$qport"
+    else
+        echo "mqrouter: skipped (not listening on $qport within 5 s); its output:"
+        tail -n 20 "$tmp/mqrouter.log" | sed 's/^/  /'
+    fi
+    stop_pid "$qpid"
+fi
+
+# ---- table ----
+row() { # name mode field better
+    local name=$1 mode=$2 field=$3 m q ratio
+    m=$(median mosquitto "$mode" "$field")
+    if [ "$have_mqr" = 1 ]; then
+        q=$(median mqrouter "$mode" "$field")
+        ratio=$(awk -v a="$q" -v b="$m" 'BEGIN{if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b}')
+        printf '%-28s %14s %14s %10s\n' "$name" "$m" "$q" "$ratio"
+    else
+        printf '%-28s %14s %14s %10s\n' "$name" "$m" "-" "-"
+    fi
+}
+echo
+echo "QoS 0 fan-in, $publishers publishers -> 1 subscriber on bench/#, $payload-byte payloads," \
+    "MQTT $([ "$protocol" = 5 ] && echo 5 || echo 3.1.1), ${duration}s measured after ${warmup}s warm-up," \
+    "median of $runs run(s)"
+printf '%-28s %14s %14s %10s\n' metric mosquitto mqrouter "mqr/mosq"
+row "closed msgs/s (higher=better)" closed msgs_per_s
+row "closed p50 us" closed p50_us
+row "closed p99 us" closed p99_us
+row "closed lost" closed lost
+row "closed broker cpu %" closed broker_cpu_pct
+row "closed loadgen cpu %" closed loadgen_cpu_pct
+row "closed other cpu %" closed other_cpu_pct
+row "rate${rate} msgs/s" rate msgs_per_s
+row "rate${rate} p50 us" rate p50_us
+row "rate${rate} p99 us" rate p99_us
+row "rate${rate} p99.9 us" rate p999_us
+row "rate${rate} max us" rate max_us
+row "rate${rate} lost" rate lost
+row "rate${rate} broker cpu %" rate broker_cpu_pct
+row "rate${rate} loadgen cpu %" rate loadgen_cpu_pct
+row "rate${rate} other cpu %" rate other_cpu_pct
+printf '%-28s %14s %14s\n' "status closed / rate" \
+    "$(status_of mosquitto closed)/$(status_of mosquitto rate)" \
+    "$([ "$have_mqr" = 1 ] && echo "$(status_of mqrouter closed)/$(status_of mqrouter rate)" || echo skipped)"
+
+[ "$(status_of mosquitto closed)" = ok ] && [ "$(status_of mosquitto rate)" = ok ]
