@@ -32,13 +32,13 @@
 /* How long a closing session waits for in-flight messages before the
  * connection is dropped anyway. */
 #define UP_CLOSE_TIMEOUT_MS 1000
-/* Incoming messages queued for the loop. Beyond this the callback hands the
- * message back to Paho (returns 0), which keeps it, and everything after it,
- * in its own queue and offers it again later: nothing is lost, but Paho
- * retries only once per pass of its receive thread (up to a second when the
- * socket is idle), so a full queue drains slowly. Only a stalled loop gets
- * here. */
-#define UP_MAX_PENDING_MSGS 10000
+/* Incoming messages queued for the loop; only a stalled loop fills this.
+ * Beyond it the newest messages are dropped, counted and warned about: they
+ * are acknowledged to the broker all the same. Handing them back to Paho
+ * (returning 0 from messageArrived) is no back-pressure: Paho offers a kept
+ * message again only when that client's socket next has traffic, one per
+ * packet, so they would stall until the next keepalive. */
+#define UP_MAX_PENDING_MSGS 100000
 #define UP_MAX_PENDING_BYTES (64u * 1024u * 1024u)
 #define UP_CONNECT_TIMEOUT_S 10
 #define UP_RETRY_MIN_S 1
@@ -115,7 +115,7 @@ struct mqr_upstream {
     up_event_t *tail;
     size_t pending_msgs;
     size_t pending_bytes;
-    uint64_t deferred;  /* messages handed back to Paho because the queue was full */
+    uint64_t dropped;   /* incoming messages dropped: queue full or no memory */
     uint64_t delivered; /* QoS 1/2 publishes the broker completed */
     bool disconnect_done;
 
@@ -129,7 +129,8 @@ struct mqr_upstream {
         uint64_t props_dropped; /* publishes sent without their malformed v5 properties */
         uint64_t connects;
     } stats;
-    uint64_t buffered; /* publishes accepted while not connected, since the last connect */
+    uint64_t buffered;     /* publishes accepted while not connected, since the last connect */
+    uint64_t dropped_seen; /* u->dropped when last warned about */
 };
 
 static char *xstrdup(const char *s)
@@ -430,17 +431,21 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     size_t xlen = u->version == MQTTVERSION_5 ? props_encoded_len(&m->properties) : 0;
 
     uv_mutex_lock(&u->lock);
-    /* A lone message larger than the byte limit still passes, or it would
-     * block the session for good. */
+    /* A lone message larger than the byte limit still passes. */
     bool full =
         u->pending_msgs > 0 && (u->pending_msgs >= UP_MAX_PENDING_MSGS ||
                                 u->pending_bytes + tlen + plen + xlen > UP_MAX_PENDING_BYTES);
-    if (full) u->deferred++;
     uv_mutex_unlock(&u->lock);
-    if (full) return 0; /* Paho keeps the message and offers it again */
-
-    up_event_t *ev = ev_new(EV_MESSAGE, tlen + 1 + plen + xlen, NULL);
-    if (!ev) return 0;
+    up_event_t *ev = full ? NULL : ev_new(EV_MESSAGE, tlen + 1 + plen + xlen, NULL);
+    if (!ev) {
+        /* The queue is not empty, so the loop will drain it and warn. */
+        uv_mutex_lock(&u->lock);
+        u->dropped++;
+        uv_mutex_unlock(&u->lock);
+        MQTTAsync_freeMessage(&m);
+        MQTTAsync_free(topic);
+        return 1;
+    }
     ev->arrived_ms = mqr__now_ms();
     ev->qos = (uint8_t)m->qos;
     ev->retain = m->retained != 0;
@@ -691,13 +696,14 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
     }
 }
 
-static up_event_t *take_events(mqr_upstream_t *u)
+static up_event_t *take_events(mqr_upstream_t *u, uint64_t *dropped)
 {
     uv_mutex_lock(&u->lock);
     up_event_t *ev = u->head;
     u->head = u->tail = NULL;
     u->pending_msgs = 0;
     u->pending_bytes = 0;
+    *dropped = u->dropped;
     uv_mutex_unlock(&u->lock);
     return ev;
 }
@@ -705,7 +711,16 @@ static up_event_t *take_events(mqr_upstream_t *u)
 static void on_async(uv_async_t *h)
 {
     mqr_upstream_t *u = h->data;
-    up_event_t *ev = take_events(u);
+    uint64_t dropped;
+    up_event_t *ev = take_events(u, &dropped);
+    if (dropped != u->dropped_seen) {
+        MQR_LOG_W("upstream",
+                  "session '%s': incoming queue full (loop stalled?), dropped %llu message(s), "
+                  "%llu in all",
+                  u->name, (unsigned long long)(dropped - u->dropped_seen),
+                  (unsigned long long)dropped);
+        u->dropped_seen = dropped;
+    }
     while (ev) {
         up_event_t *next = ev->next;
         /* Routing or the observer may close the session: drop the rest. */
