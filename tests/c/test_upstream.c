@@ -89,6 +89,9 @@ static void broker_start(broker_t *b)
     FILE *f = fopen(conf, "w");
     assert_non_null(f);
     fprintf(f, "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", b->port);
+    /* As root mosquitto would switch to its own user, and a change of
+     * credentials clears PR_SET_PDEATHSIG. */
+    if (geteuid() == 0) fprintf(f, "user root\n");
     fclose(f);
 
     pid_t parent = getpid();
