@@ -209,8 +209,6 @@ static bool lease_take(budget_rec_t *rec)
         return false;
     }
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
-    rec->owner = pthread_self();
-    rec->jit = true;
     return true;
 }
 
@@ -223,28 +221,50 @@ static void state_jit_off(lua_State *L)
 
 /* ---- enter/leave slow paths ------------------------------------------- */
 
-void mqr__budget_bind(mqr_budget_t *pub, lua_State *L)
+/* L's record, made on first use (a new state starts with the JIT off).
+ * NULL when out of memory. */
+static budget_rec_t *rec_get(lua_State *L)
 {
-    budget_t *b = (budget_t *)pub;
-    if (!lua_checkstack(L, 8)) return; /* out of memory: try again next call */
+    if (!lua_checkstack(L, 8)) return NULL;
     budget_rec_t *rec = rec_lookup(L);
     if (!rec) {
         rec = rec_create(L);
-        if (!rec) { /* out of memory: this state runs without a budget */
-            pub->cur_L = L;
-            pub->poll_lease = false;
-            return;
-        }
-        state_jit_off(L);
+        if (rec) state_jit_off(L);
+    }
+    return rec;
+}
+
+/* Under g_mu. */
+static void rec_link(budget_t *b, budget_rec_t *rec)
+{
+    if (rec->b == b) return;
+    if (rec->b) rec_unlink(rec->b, rec);
+    rec->b = b;
+    rec->next = b->recs;
+    b->recs = rec;
+}
+
+void mqr__budget_nest(mqr_budget_t *pub, lua_State *L)
+{
+    budget_rec_t *rec = rec_get(L);
+    if (!rec) return; /* out of memory: only the outer state gets stopped */
+    pthread_mutex_lock(&g_mu);
+    rec_link((budget_t *)pub, rec);
+    pthread_mutex_unlock(&g_mu);
+}
+
+void mqr__budget_bind(mqr_budget_t *pub, lua_State *L)
+{
+    budget_t *b = (budget_t *)pub;
+    budget_rec_t *rec = rec_get(L);
+    if (!rec) { /* out of memory: this state runs without a budget for now */
+        pub->cur_L = NULL;
+        pub->poll_lease = false;
+        return;
     }
     bool want_jit = !(b->flags & MQR_BUDGET_NOJIT) && !rec->jit && !rec->jit_failed;
     pthread_mutex_lock(&g_mu);
-    if (rec->b != b) {
-        if (rec->b) rec_unlink(rec->b, rec);
-        rec->b = b;
-        rec->next = b->recs;
-        b->recs = rec;
-    }
+    rec_link(b, rec);
     bool take = want_jit && !g_lease;
     if (take) {
         g_lease = rec;
@@ -252,11 +272,17 @@ void mqr__budget_bind(mqr_budget_t *pub, lua_State *L)
     }
     pthread_mutex_unlock(&g_mu);
 
-    if (take && !lease_take(rec)) {
-        rec->jit_failed = true;
-        pthread_mutex_lock(&g_mu);
-        g_lease = NULL;
-        atomic_store(&mqr__budget_lease_free, true);
+    if (take) {
+        bool ok = lease_take(rec);
+        pthread_mutex_lock(&g_mu); /* the watchdog reads jit and owner */
+        if (ok) {
+            rec->jit = true;
+            rec->owner = pthread_self();
+        } else {
+            rec->jit_failed = true;
+            g_lease = NULL;
+            atomic_store(&mqr__budget_lease_free, true);
+        }
         pthread_mutex_unlock(&g_mu);
     }
     pub->cur_L = L;

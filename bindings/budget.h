@@ -67,6 +67,7 @@ void mqr__budget_free(mqr_budget_t *b);
 
 /* Slow paths of enter/leave; call only through the inline functions. */
 void mqr__budget_bind(mqr_budget_t *b, lua_State *L);
+void mqr__budget_nest(mqr_budget_t *b, lua_State *L);
 bool mqr__budget_settle(mqr_budget_t *b, unsigned long seq);
 
 /* Before a lua_pcall from C. Only the outermost call starts the clock: a
@@ -75,7 +76,11 @@ bool mqr__budget_settle(mqr_budget_t *b, unsigned long seq);
  * pass the state's main lua_State, the same one every time. */
 static inline void mqr__budget_enter(mqr_budget_t *b, lua_State *L)
 {
-    if (b->depth++ != 0) return;
+    if (b->depth++ != 0) {
+        /* a nested call into another state: make sure a trip reaches it */
+        if (__builtin_expect(L != b->cur_L, 0)) mqr__budget_nest(b, L);
+        return;
+    }
     if (__builtin_expect(L != b->cur_L ||
                              (b->poll_lease &&
                               atomic_load_explicit(&mqr__budget_lease_free, memory_order_relaxed)),
@@ -85,9 +90,11 @@ static inline void mqr__budget_enter(mqr_budget_t *b, lua_State *L)
     atomic_store_explicit(&b->seq, s + 1, memory_order_relaxed);
 }
 
-/* After that lua_pcall. True when the budget stopped the call, i.e. its error
- * is the budget error: count it as MQR_EBUDGET. For a nested call, true when
- * the outermost call has been stopped (the error unwinds through it). */
+/* After that lua_pcall. True when the budget fired during the call: if the
+ * pcall failed, its error is the budget error (or grew from it): count it as
+ * MQR_EBUDGET. (A pcall that still returned 0 finished anyway: a C function
+ * swallowed the error and no Lua ran after it.) For a nested call, true when
+ * the outermost call has been stopped and the error is unwinding. */
 static inline bool mqr__budget_leave(mqr_budget_t *b)
 {
     unsigned long s = atomic_load_explicit(&b->seq, memory_order_relaxed);

@@ -304,6 +304,21 @@ static int l_run_inner(lua_State *L)
     return 1; /* a result or the error, swallowed as a C caller might */
 }
 
+/* run_other(name): the same, but H[name] of another state (other_L). */
+static lua_State *other_L;
+
+static int l_run_other(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    push_handler(other_L, name);
+    mqr__budget_enter(nest_b, other_L);
+    nest_inner_rc = lua_pcall(other_L, 0, 1, 0);
+    nest_inner_tripped += mqr__budget_leave(nest_b);
+    lua_pushstring(L, lua_tostring(other_L, -1));
+    lua_pop(other_L, 1);
+    return 1;
+}
+
 static const char nest_lua[] = "function H.outer(inner, arg, before_ms)\n"
                                "  if before_ms then H.busy(before_ms) end\n"
                                "  local r = run_inner(inner, arg)\n"
@@ -314,6 +329,7 @@ static lua_State *nest_state(void)
 {
     lua_State *L = new_state();
     lua_register(L, "run_inner", l_run_inner);
+    lua_register(L, "run_other", l_run_other);
     assert_int_equal(luaL_dostring(L, nest_lua), 0);
     return L;
 }
@@ -368,6 +384,37 @@ static void test_nested_one_clock(void **state)
     assert_false(r.tripped);
     assert_int_equal(nest_inner_tripped, 0);
     assert_string_equal(r.msg, "5050");
+    lua_close(L);
+    mqr__budget_free(nest_b);
+}
+
+/* A handler in one state runs a handler of another state (never entered
+ * on its own before) that loops: both get the budget error. */
+static void test_nested_other_state(void **state)
+{
+    (void)state;
+    assert_int_equal(mqr__budget_new(&nest_b, BUDGET_MS), 0);
+    lua_State *L = nest_state();
+    other_L = new_state();
+    assert_int_equal(
+        luaL_dostring(L, "function H.cross(name) local r = run_other(name) return r end"), 0);
+    push_handler(L, "cross");
+    lua_pushliteral(L, "numfor");
+    nest_inner_tripped = 0;
+    double t0 = now_ms();
+    mqr__budget_enter(nest_b, L);
+    int rc = lua_pcall(L, 1, 1, 0);
+    bool tripped = mqr__budget_leave(nest_b);
+    result_t r = {.rc = rc, .tripped = tripped, .ms = now_ms() - t0};
+    snprintf(r.msg, sizeof r.msg, "%s", lua_tostring(L, -1));
+    lua_settop(L, 0);
+    assert_stopped(&r, BUDGET_MS, "numfor in another state");
+    assert_int_equal(nest_inner_tripped, 1);
+    assert_int_not_equal(nest_inner_rc, 0);
+    assert_int_equal(mqr__budget_mode(nest_b, other_L), MQR_BUDGET_INTERP);
+    assert_usable(nest_b, other_L);
+    assert_usable(nest_b, L);
+    lua_close(other_L);
     lua_close(L);
     mqr__budget_free(nest_b);
 }
@@ -487,11 +534,12 @@ int main(void)
     /* a budget that fails to stop a loop must fail the run, not hang it */
     alarm(100);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stuck_shapes_jit),     cmocka_unit_test(test_stuck_shapes_interp),
-        cmocka_unit_test(test_nojit_flag),           cmocka_unit_test(test_in_time_never_trips),
-        cmocka_unit_test(test_nested_stuck_inner),   cmocka_unit_test(test_nested_one_clock),
-        cmocka_unit_test(test_lease_moves_on_close), cmocka_unit_test(test_free_before_close),
-        cmocka_unit_test(test_two_budgets),          cmocka_unit_test(test_errors_told_apart),
+        cmocka_unit_test(test_stuck_shapes_jit),   cmocka_unit_test(test_stuck_shapes_interp),
+        cmocka_unit_test(test_nojit_flag),         cmocka_unit_test(test_in_time_never_trips),
+        cmocka_unit_test(test_nested_stuck_inner), cmocka_unit_test(test_nested_one_clock),
+        cmocka_unit_test(test_nested_other_state), cmocka_unit_test(test_lease_moves_on_close),
+        cmocka_unit_test(test_free_before_close),  cmocka_unit_test(test_two_budgets),
+        cmocka_unit_test(test_errors_told_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
