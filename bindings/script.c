@@ -225,11 +225,10 @@ int mqr__script_call(l_state_t *st, int nargs, const char *what, uint64_t *error
     int base = lua_gettop(L) - nargs;
     lua_rawgeti(L, LUA_REGISTRYINDEX, st->traceback_ref);
     lua_insert(L, base);
-    bool outer = h->call_depth++ == 0;
-    if (outer && h->budget) mqr__budget_enter(h->budget, L);
+    h->call_depth++;
+    if (h->budget) mqr__budget_enter(h->budget, L);
     int rc = lua_pcall(L, nargs, 0, base);
-    bool tripped = false;
-    if (outer && h->budget) tripped = mqr__budget_leave(h->budget);
+    bool tripped = h->budget ? mqr__budget_leave(h->budget) : false;
     h->call_depth--;
     if (rc == 0) {
         lua_remove(L, base);
@@ -363,10 +362,10 @@ static int load_code(mqr_script_t *h, const char *chunkname, const char *path, c
     /* run the top level like a handler: protected, traced, within budget */
     lua_rawgeti(L, LUA_REGISTRYINDEX, st->traceback_ref);
     lua_insert(L, -2);
-    bool outer = h->call_depth++ == 0;
-    if (outer && h->budget) mqr__budget_enter(h->budget, L);
+    h->call_depth++;
+    if (h->budget) mqr__budget_enter(h->budget, L);
     int prc = lua_pcall(L, 0, 0, -2);
-    bool tripped = outer && h->budget ? mqr__budget_leave(h->budget) : false;
+    bool tripped = h->budget ? mqr__budget_leave(h->budget) : false;
     h->call_depth--;
     if (prc != 0) {
         const char *err = lua_tostring(L, -1);

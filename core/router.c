@@ -38,6 +38,13 @@ int mqr__router_publish(mqr_router_t *r, mqr_msg_t *msg)
         mqr__trie_matches_free(&m);
         return 0;
     }
+    /* subscribers see a message in the order they subscribed */
+    for (size_t i = 1; i < m.count; i++) {
+        mqr_trie_entry_t *x = m.entries[i];
+        size_t j = i;
+        for (; j > 0 && m.entries[j - 1]->seq > x->seq; j--) m.entries[j] = m.entries[j - 1];
+        m.entries[j] = x;
+    }
     r->routed++;
     r->depth++;
     mqr__trie_hold(&r->trie);

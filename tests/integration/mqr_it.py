@@ -1,0 +1,100 @@
+"""Helpers for the Python integration tests: free ports, starting mqrouter
+and Mosquitto on loopback, and cleaning up whatever a test started."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = os.environ["MQROUTER_BIN"]
+SRC = os.environ["MQROUTER_SRC"]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listening on port {port}")
+
+
+def wait(pred, timeout=10, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Workspace:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="mqr-it-")
+        self.procs = []
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def write(self, name, text):
+        tmp = self.path(name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.path(name))  # atomic, like an editor's save
+        return self.path(name)
+
+    def mqrouter(self, port, script, data="data", extra=()):
+        log = open(self.path("mqrouter.log"), "ab")
+        p = subprocess.Popen([BIN, "--listen", f"127.0.0.1:{port}", "--data-dir",
+                              self.path(data), *extra, script], stdout=log, stderr=log)
+        self.procs.append(p)
+        wait_port(port)
+        return p
+
+    def mosquitto(self, port):
+        conf = self.write(f"mosquitto-{port}.conf",
+                          f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+        log = open(self.path(f"mosquitto-{port}.log"), "ab")
+        p = subprocess.Popen(["/usr/sbin/mosquitto", "-c", conf], stdout=log, stderr=log)
+        self.procs.append(p)
+        wait_port(port)
+        return p
+
+    def log(self):
+        try:
+            with open(self.path("mqrouter.log"), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is not None:
+            sys.stderr.write("--- mqrouter log:\n" + self.log()[-4000:])
+        self.close()

@@ -1,0 +1,46 @@
+-- helpers.lua — shared set-up for the busted specs: an engine with no
+-- listener and an in-memory store, and small waiting helpers.
+local mqrouter = require "mqrouter"
+
+local M = {}
+
+mqrouter.set_log_level(os.getenv("MQR_TEST_LOG_LEVEL") or "warn")
+
+function M.engine(opts)
+  opts = opts or {}
+  if opts.data_dir == nil then opts.data_dir = "" end
+  local e = assert(mqrouter.engine(opts))
+  return e
+end
+
+-- Runs the engine's loop until pred() is true or timeout seconds passed.
+function M.run_until(e, pred, timeout)
+  local deadline = os.clock() + (timeout or 2)
+  local t0 = os.time()
+  while not pred() do
+    e:run(0.02)
+    if os.clock() > deadline or os.time() - t0 > (timeout or 2) + 1 then return pred() end
+  end
+  return true
+end
+
+function M.tmpdir()
+  local p = os.tmpname()
+  os.remove(p)
+  assert(os.execute("mkdir -p " .. p) == 0)
+  return p
+end
+
+function M.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+function M.find_log(lines, pattern)
+  for _, l in ipairs(lines) do
+    if l:find(pattern) then return l end
+  end
+end
+
+return M

@@ -1,0 +1,141 @@
+-- Routes: matching, the message a handler sees, publishing from handlers.
+local mqrouter = require "mqrouter"
+local h = require "helpers"
+
+describe("routes", function()
+  local e
+  before_each(function()
+    mqrouter.capture_logs(true)
+    e = h.engine()
+  end)
+  after_each(function()
+    e:close()
+    mqrouter.capture_logs(false)
+  end)
+
+  it("hands matching messages to the handler with every field", function()
+    assert(e:load([[
+      local mq = require "mqrouter"
+      mq.route("sensors/+/temp", function(msg)
+        mq.publish("seen/" .. msg.topic, table.concat({
+          msg.topic, msg.payload, msg.qos, tostring(msg.retain), msg.origin, msg.source }, "|"))
+      end)
+    ]]))
+    local cap = e:capture("seen/#")
+    assert(e:publish("sensors/a/temp", "21.5", { qos = 1 }))
+    assert(e:publish("sensors/a/humidity", "40"))
+    assert(e:publish("sensors/a/b/temp", "1"))
+    local msgs = cap:messages()
+    assert.are.equal(1, #msgs)
+    assert.are.equal("seen/sensors/a/temp", msgs[1].topic)
+    assert.are.equal("sensors/a/temp|21.5|1|false|c|host", msgs[1].payload)
+    assert.are.equal("lua", msgs[1].origin)
+  end)
+
+  it("keeps binary payloads intact", function()
+    assert(e:load([[
+      local mq = require "mqrouter"
+      mq.route("in", function(msg) mq.publish("out", msg.payload:reverse()) end)
+    ]]))
+    local cap = e:capture("out")
+    e:publish("in", "a\0b\255")
+    assert.are.equal("\255b\0a", cap:messages()[1].payload)
+  end)
+
+  it("calls every matching route in declaration order", function()
+    assert(e:load([[
+      local mq = require "mqrouter"
+      local order = {}
+      mq.route("a/#", function() order[#order + 1] = "hash" end)
+      mq.route("a/+", function() order[#order + 1] = "plus" end)
+      mq.route("a/b", function()
+        order[#order + 1] = "exact"
+        mq.publish("order", table.concat(order, ","))
+      end)
+    ]]))
+    local cap = e:capture("order")
+    e:publish("a/b", "x")
+    assert.are.equal("hash,plus,exact", cap:messages()[1].payload)
+  end)
+
+  it("does not match $SYS topics with leading wildcards", function()
+    assert(e:load([[
+      local mq = require "mqrouter"
+      mq.route("#", function(msg) mq.publish("hit", msg.topic) end)
+    ]]))
+    local cap = e:capture("hit")
+    e:publish("$SYS/x", "1")
+    assert.are.equal(0, cap:count())
+  end)
+
+  it("stops a route on request", function()
+    assert(e:load([[
+      local mq = require "mqrouter"
+      local r
+      r = mq.route("t", function() mq.publish("hit", "1"); r:stop() end)
+    ]]))
+    local cap = e:capture("hit")
+    e:publish("t", "x")
+    e:publish("t", "x")
+    assert.are.equal(1, cap:count())
+  end)
+
+  it("raises on misuse and returns nil, err, name on bad topics", function()
+    local ok, err = e:load([[
+      local mq = require "mqrouter"
+      mq.route("a/#/b", function() end)
+    ]], "bad_filter.lua")
+    assert.is_nil(ok)
+    assert.matches("bad_filter.lua:2: invalid route filter 'a/#/b'", err, 1, true)
+
+    assert(e:load([[
+      local mq = require "mqrouter"
+      mq.route("try", function(msg)
+        local ok, err, name = mq.publish(msg.payload, "x")
+        mq.publish("result", tostring(ok) .. "|" .. tostring(name) .. "|" .. tostring(err))
+      end)
+    ]]))
+    local cap = e:capture("result")
+    e:publish("try", "a/+/b")
+    e:publish("try", "")
+    local m = cap:messages()
+    assert.matches("^nil|ETOPIC|ETOPIC: ", m[1].payload)
+    assert.matches("^nil|ETOPIC|", m[2].payload)
+    local ok2, err2, name2 = e:publish("a/+", "x")
+    assert.is_nil(ok2)
+    assert.are.equal("ETOPIC", name2)
+    assert.matches("invalid topic", err2)
+    assert.has_error(function() e:publish({}, "x") end)
+  end)
+
+  it("refuses a routing loop instead of recursing forever", function()
+    assert(e:load([[
+      local mq = require "mqrouter"
+      mq.route("loop", function(msg) assert(mq.publish("loop", msg.payload)) end)
+    ]]))
+    e:publish("loop", "x")
+    local st = e:stats()
+    assert.is_true(st.routing_loops >= 1)
+    assert.is_true(st.routes[1].errors >= 1)
+  end)
+
+  it("passes MQTT v5 properties through", function()
+    assert(e:load([[
+      local mq = require "mqrouter"
+      mq.route("req", function(msg)
+        local p = msg.properties
+        mq.publish(p.response_topic, "pong", { properties = {
+          correlation_data = p.correlation_data, content_type = "text/plain",
+          user = { trace = p.user.trace } } })
+      end)
+    ]]))
+    local cap = e:capture("reply/#")
+    assert(e:publish("req", "ping", { properties = {
+      response_topic = "reply/1", correlation_data = "\1\2", user = { trace = "abc" } } }))
+    local m = cap:messages()[1]
+    assert.are.equal("reply/1", m.topic)
+    assert.are.equal("\1\2", m.properties.correlation_data)
+    assert.are.equal("text/plain", m.properties.content_type)
+    assert.are.equal("abc", m.properties.user.trace)
+  end)
+end)
