@@ -497,8 +497,10 @@ typedef struct {
  * mqr__mqtt_connect_refusal() for the answer. */
 int mqr__mqtt_decode_connect(const uint8_t *pkt, size_t len, mqr_mqtt_connect_t *c);
 
-/* A 5.0 CONNACK with Remaining Length 2 (no properties) is accepted, as a v5
- * client must read a 3.1.1 server's refusal. */
+/* A 5.0 CONNACK with Remaining Length 2 (no properties) is accepted, with
+ * the 3.1.1 return codes 1-5 too, as a v5 client must read a 3.1.1 server's
+ * refusal ([20 02 00 01]); reason then holds the 3.1.1 code. Session present
+ * with a non-zero code: MQR_EPROTOCOL. */
 int mqr__mqtt_decode_connack(const uint8_t *pkt, size_t len, int version, mqr_mqtt_connack_t *c);
 
 /* QoS 3: MQR_EMALFORMED. QoS > 0 with packet id 0: MQR_EPROTOCOL. Topic with
@@ -526,8 +528,9 @@ int mqr__mqtt_decode_unsuback(const uint8_t *pkt, size_t len, int version, mqr_m
 int mqr__mqtt_decode_ping(const uint8_t *pkt, size_t len, int version);
 int mqr__mqtt_decode_disconnect(const uint8_t *pkt, size_t len, int version, mqr_mqtt_dir_t dir,
                                 mqr_mqtt_disconnect_t *d);
-/* 5.0 only (type 15 is reserved in 3.1.1: MQR_EMALFORMED there). With
- * properties, Authentication Method is required (5.0 §3.15.2.2.2). */
+/* 5.0 only (type 15 is reserved in 3.1.1: MQR_EMALFORMED there). Unless
+ * the Remaining Length is 0 (plain success), Authentication Method is
+ * required (5.0 §3.15.2.2.2); comparing it with CONNECT's is the session's. */
 int mqr__mqtt_decode_auth(const uint8_t *pkt, size_t len, int version, mqr_mqtt_auth_t *a);
 
 /* Any packet: dispatches on the type, and also refuses (MQR_EPROTOCOL) a
@@ -605,9 +608,10 @@ int mqr__mqtt_encode_auth(const mqr_mqtt_auth_t *a, int version, uint8_t *buf, s
 /* ---- answering errors --------------------------------------------------- */
 
 /* The v5 reason code to send (CONNACK or DISCONNECT) for a decoder error on
- * a packet of type packet_type: malformed/UTF-8 0x81, protocol 0x82, topic
- * 0x90 (0x8F for SUBSCRIBE/UNSUBSCRIBE filters), too large 0x95, QoS 0x9B,
- * anything else 0x80. */
+ * a packet of type packet_type: malformed/UTF-8/incomplete 0x81, protocol
+ * 0x82, topic 0x90 (0x8F for SUBSCRIBE/UNSUBSCRIBE filters), too large 0x95,
+ * QoS 0x9B, anything else 0x80. 3.1.1 has no such codes: close instead
+ * (3.1.1 §4.8). */
 uint8_t mqr__mqtt_reason_for_error(int err, int packet_type);
 
 /* How to refuse a CONNECT that mqr__mqtt_decode_connect() failed with err

@@ -658,11 +658,13 @@ int mqr__mqtt_decode_auth(const uint8_t *pkt, size_t len, int version, mqr_mqtt_
             rc = mqr__mqtt_props_parse(a->props.p, a->props.len, MQR_MQTT_AUTH,
                                        MQR_MQTT_FROM_CLIENT, &ps);
             if (rc) return rc;
-            if (!HAS(&ps, MQR_MQTT_PROP_AUTH_METHOD)) return MQR_EPROTOCOL;
             a->auth_method = ps_str(&ps, MQR_MQTT_PROP_AUTH_METHOD);
             a->auth_data = ps_bin(&ps, MQR_MQTT_PROP_AUTH_DATA);
             a->reason_string = ps_str(&ps, MQR_MQTT_PROP_REASON_STRING);
         }
+        /* 5.0 §3.15.2.2.2: omitting it is a protocol error; only the bare
+         * success form (Remaining Length 0) carries nothing */
+        if (!a->auth_method.p) return MQR_EPROTOCOL;
     }
     return r.p == r.end ? 0 : MQR_EMALFORMED;
 }

@@ -1151,6 +1151,8 @@ static void test_rt_small(void **state)
     assert_int_equal(mqr__mqtt_encode_auth(&a, V4, out, sizeof out, &n), MQR_EINVAL);
     assert_int_equal(dec_raw(V4, FC, out, n), MQR_EMALFORMED);      /* reserved type in 3.1.1 */
     assert_int_equal(dec(V5, FC, 0xF0, B(0x18, 0)), MQR_EPROTOCOL); /* no method */
+    assert_int_equal(dec(V5, FC, 0xF0, B(0x00)), MQR_EPROTOCOL);
+    assert_int_equal(dec(V5, FC, 0xF0, B(0x00, 3, 0x15, 0, 0)), 0);
     assert_int_equal(dec(V5, FC, 0xF0, B(0x01, 0)), MQR_EPROTOCOL); /* bad reason */
 }
 
