@@ -107,12 +107,14 @@ static void rec_unlink(budget_t *b, budget_rec_t *rec)
 }
 
 /* The state is being closed. lua_close has already stopped the profiler if
- * this state held it, so only our bookkeeping is left. */
+ * this state held it; stopping again is a no-op, and keeps LuaJIT from
+ * pointing at a freed state should a version not do it. */
 static int rec_gc(lua_State *L)
 {
     budget_rec_t *rec = lua_touserdata(L, 1);
     pthread_mutex_lock(&g_mu);
     if (g_lease == rec) {
+        luaJIT_profile_stop(L);
         g_lease = NULL;
         atomic_store(&mqr__budget_lease_free, true);
     }

@@ -299,7 +299,8 @@ static void capture_msg(void *arg, mqr_msg_t *msg)
 
 static void capture_clear(l_capture_t *c)
 {
-    for (size_t i = 0; i < c->count; i++) mqr_msg_unref(c->msgs[i]);
+    for (size_t i = 0; i < c->count; i++)
+        mqr_msg_unref(c->msgs[i]);
     c->count = 0;
 }
 
@@ -396,7 +397,8 @@ static int l_engine_close(lua_State *L)
 {
     l_engine_t *le = luaL_checkudata(L, 1, "mqrouter.host.engine");
     if (!le->e) return 0;
-    while (le->captures) capture_stop(le->captures);
+    while (le->captures)
+        capture_stop(le->captures);
     mqr_engine_free(le->e);
     le->e = NULL;
     return 0;

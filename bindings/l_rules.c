@@ -86,8 +86,8 @@ static int l_publish(lua_State *L)
     in.payload = luaL_checklstring(L, 2, &in.payload_len);
     uint8_t *props;
     mqr__publish_opts(L, 3, &in, &props);
-    in.origin_name = st->chunkname[0] == '@' || st->chunkname[0] == '=' ? st->chunkname + 1
-                                                                        : st->chunkname;
+    in.origin_name =
+        st->chunkname[0] == '@' || st->chunkname[0] == '=' ? st->chunkname + 1 : st->chunkname;
     const char *why = NULL;
     int rc = mqr__topic_name_check(in.topic, in.topic_len, &why);
     if (rc == 0) rc = mqr__engine_publish_data(st->host->e, &in);
@@ -305,9 +305,8 @@ int mqr__rules_open(lua_State *L)
     lua_pop(L, 1);
 
     static const luaL_Reg fns[] = {
-        {"route", l_route},   {"publish", l_publish}, {"every", l_every},
-        {"after", l_after},   {"stats", l_stats},     {"session", mqr__lsession_new},
-        {NULL, NULL},
+        {"route", l_route}, {"publish", l_publish},         {"every", l_every}, {"after", l_after},
+        {"stats", l_stats}, {"session", mqr__lsession_new}, {NULL, NULL},
     };
     lua_newtable(L);
     for (const luaL_Reg *f = fns; f->name; f++) {

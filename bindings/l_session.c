@@ -34,8 +34,10 @@ static int opt_int(lua_State *L, int t, const char *key, int def)
 {
     lua_getfield(L, t, key);
     int v = def;
-    if (lua_isboolean(L, -1)) v = lua_toboolean(L, -1);
-    else if (!lua_isnil(L, -1)) v = (int)luaL_checkinteger(L, -1);
+    if (lua_isboolean(L, -1))
+        v = lua_toboolean(L, -1);
+    else if (!lua_isnil(L, -1))
+        v = (int)luaL_checkinteger(L, -1);
     lua_pop(L, 1);
     return v;
 }
@@ -69,7 +71,8 @@ int mqr__lsession_new(lua_State *L)
     cfg.name = opt_string(L, 1, "name", NULL);
     cfg.uri = opt_string(L, 1, "broker", NULL);
     if (!cfg.name || !*cfg.name) return luaL_error(L, "session needs a name");
-    if (!cfg.uri) return luaL_error(L, "session '%s' needs a broker (\"tcp://host:port\")", cfg.name);
+    if (!cfg.uri)
+        return luaL_error(L, "session '%s' needs a broker (\"tcp://host:port\")", cfg.name);
     cfg.client_id = opt_string(L, 1, "client_id", NULL);
     cfg.username = opt_string(L, 1, "username", NULL);
     cfg.password = opt_string(L, 1, "password", NULL);
@@ -89,8 +92,7 @@ int mqr__lsession_new(lua_State *L)
     l_session_t *s = NULL;
     for (l_session_t *it = h->sessions; it; it = it->next) {
         if (strcmp(it->name, cfg.name) != 0) continue;
-        if (it->claimed_by == st)
-            return luaL_error(L, "session '%s' declared twice", cfg.name);
+        if (it->claimed_by == st) return luaL_error(L, "session '%s' declared twice", cfg.name);
         if (strcmp(it->config_key, key) == 0) s = it;
     }
     if (!s) {
@@ -215,8 +217,11 @@ static int l_session_name(lua_State *L)
 void mqr__lsession_register(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        {"publish", l_session_publish}, {"route", l_session_route}, {"state", l_session_state},
-        {"name", l_session_name},       {NULL, NULL},
+        {"publish", l_session_publish},
+        {"route", l_session_route},
+        {"state", l_session_state},
+        {"name", l_session_name},
+        {NULL, NULL},
     };
     luaL_newmetatable(L, "mqrouter.session");
     lua_newtable(L);

@@ -37,7 +37,8 @@ static const char sandbox_lua[] =
     "local G = _G\n"
     "local allowed = { 'assert', 'error', 'ipairs', 'next', 'pairs', 'pcall', 'select',\n"
     "  'tonumber', 'tostring', 'type', 'unpack', 'xpcall', 'setmetatable', 'getmetatable',\n"
-    "  'rawequal', 'rawget', 'rawset', '_VERSION', 'string', 'table', 'math', 'coroutine', 'bit' }\n"
+    "  'rawequal', 'rawget', 'rawset', '_VERSION', 'string', 'table', 'math', 'coroutine', 'bit' "
+    "}\n"
     "local safe_os = { time = os.time, clock = os.clock, date = os.date,\n"
     "  difftime = os.difftime, getenv = os.getenv }\n"
     "local c_modules = { cjson = true, ['cjson.safe'] = true }\n"
@@ -54,14 +55,16 @@ static const char sandbox_lua[] =
     "  end\n"
     "end\n"
     "local function sandbox_require(name)\n"
-    "  if type(name) ~= 'string' then error('bad argument #1 to require (string expected)', 2) end\n"
+    "  if type(name) ~= 'string' then error('bad argument #1 to require (string expected)', 2) "
+    "end\n"
     "  local mod = loaded[name]\n"
     "  if mod ~= nil then return mod end\n"
     "  if c_modules[name] then mod = G.require(name); loaded[name] = mod; return mod end\n"
     "  if loading[name] then error(\"loop requiring module '\" .. name .. \"'\", 2) end\n"
     "  local path, src = find(name)\n"
     "  if not path then\n"
-    "    error(\"module '\" .. name .. \"' not found in \" .. script_dir .. ' or ' .. stdlib_dir, 2)\n"
+    "    error(\"module '\" .. name .. \"' not found in \" .. script_dir .. ' or ' .. stdlib_dir, "
+    "2)\n"
     "  end\n"
     "  local chunk, err = load(src, '@' .. path, 't', new_env())\n"
     "  if not chunk then error(err, 0) end\n"
@@ -113,8 +116,7 @@ static char *dir_of(const char *path)
     return d;
 }
 
-static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *path,
-                            char **errmsg)
+static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *path, char **errmsg)
 {
     l_state_t *st = calloc(1, sizeof *st);
     if (!st) return NULL;
@@ -372,7 +374,8 @@ static int load_code(mqr_script_t *h, const char *chunkname, const char *path, c
         if (errmsg) {
             if (tripped) {
                 char buf[256];
-                snprintf(buf, sizeof buf, "script exceeded its time budget of %u ms while loading: ",
+                snprintf(buf, sizeof buf,
+                         "script exceeded its time budget of %u ms while loading: ",
                          h->e->handler_budget_ms);
                 size_t n = strlen(buf) + strlen(err ? err : "") + 1;
                 *errmsg = malloc(n);
@@ -538,7 +541,8 @@ static void host_stop(void *arg)
         h->debounce_init = false;
     }
     if (h->cur)
-        for (l_timer_t *t = h->cur->timers; t; t = t->next) uv_timer_stop(&t->handle);
+        for (l_timer_t *t = h->cur->timers; t; t = t->next)
+            uv_timer_stop(&t->handle);
 }
 
 static void host_free(void *arg)
@@ -566,8 +570,10 @@ mqr_script_t *mqr__script_host(mqr_engine_t *e)
     mqr_script_t *h = calloc(1, sizeof *h);
     if (!h) return NULL;
     h->e = e;
-    int rc = mqr__budget_new(&h->budget, e->handler_budget_ms);
-    if (rc < 0) MQR_LOG_W("rules", "handler budget unavailable: %s", mqr_strerror(rc));
+    if (e->handler_budget_ms != MQR_BUDGET_OFF) {
+        int rc = mqr__budget_new(&h->budget, e->handler_budget_ms);
+        if (rc < 0) MQR_LOG_W("rules", "handler budget unavailable: %s", mqr_strerror(rc));
+    }
     e->script = h;
     e->script_ops = &host_ops;
     mqr__engine_reload_hook = engine_reload;
@@ -604,8 +610,10 @@ int mqr_engine_load_string(mqr_engine_t *e, const char *name, const char *code, 
     bool had = h->cur != NULL;
     int rc = load_code(h, chunk, NULL, code, strlen(code), errmsg);
     if (had) {
-        if (rc < 0) h->reload_failures++;
-        else h->reloads++;
+        if (rc < 0)
+            h->reload_failures++;
+        else
+            h->reloads++;
     }
     return rc;
 }
@@ -672,7 +680,8 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
     r->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     /* keep declaration order: append */
     l_route_t **tail = &st->routes;
-    while (*tail) tail = &(*tail)->next;
+    while (*tail)
+        tail = &(*tail)->next;
     *tail = r;
     if (st->active) { /* declared at run time (from a handler or timer) */
         mqr_sub_opts_t opts = {.qos = (uint8_t)qos};

@@ -36,7 +36,7 @@ struct l_route {
     mqr_trie_entry_t *entry; /* NULL until activated, and after stop */
     l_session_t *session;    /* NULL = every origin */
     char *filter;
-    char *name;              /* for logs and stats: "route 'sensors/#' (rules.lua:12)" */
+    char *name; /* for logs and stats: "route 'sensors/#' (rules.lua:12)" */
     int fn_ref;
     int qos;
     bool stopped;
@@ -64,12 +64,12 @@ struct l_timer {
  * reloads when the new script declares the same name and configuration. */
 struct l_session {
     mqr_script_t *host;
-    l_session_t *next;      /* host->sessions */
+    l_session_t *next; /* host->sessions */
     mqr_upstream_t *u;
     char *name;
-    char *config_key;       /* every setting joined: equal key = same session */
-    l_state_t *claimed_by;  /* newest state that declared it */
-    l_state_t *created_by;  /* the loading state that created it, until it takes over */
+    char *config_key;      /* every setting joined: equal key = same session */
+    l_state_t *claimed_by; /* newest state that declared it */
+    l_state_t *created_by; /* the loading state that created it, until it takes over */
 };
 
 struct l_state {

@@ -46,8 +46,17 @@ static int parse_listen(const char *spec, char **host, int *port)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_LISTEN = 256, OPT_NO_LISTEN, OPT_DATA, OPT_LOG, OPT_BUDGET, OPT_NO_WATCH, OPT_CHECK,
-           OPT_VERSION, OPT_HELP };
+    enum {
+        OPT_LISTEN = 256,
+        OPT_NO_LISTEN,
+        OPT_DATA,
+        OPT_LOG,
+        OPT_BUDGET,
+        OPT_NO_WATCH,
+        OPT_CHECK,
+        OPT_VERSION,
+        OPT_HELP
+    };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"no-listen", no_argument, NULL, OPT_NO_LISTEN},

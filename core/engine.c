@@ -68,8 +68,7 @@ static void on_signal(uv_signal_t *h, int signum)
         if (mqr__engine_reload_hook) {
             char *err = NULL;
             if (mqr__engine_reload_hook(e, &err) < 0) {
-                MQR_LOG_E("engine", "reload failed, old rules keep running: %s",
-                          err ? err : "?");
+                MQR_LOG_E("engine", "reload failed, old rules keep running: %s", err ? err : "?");
             }
             free(err);
         }
@@ -213,8 +212,10 @@ void mqr_engine_free(mqr_engine_t *e)
     if (e->script && e->script_ops && e->script_ops->free) e->script_ops->free(e->script);
     e->script = NULL;
     /* let every closing handle finish before freeing what they point into */
-    if (e->owns_loop) uv_run(e->loop, UV_RUN_DEFAULT);
-    else uv_run(e->loop, UV_RUN_NOWAIT);
+    if (e->owns_loop)
+        uv_run(e->loop, UV_RUN_DEFAULT);
+    else
+        uv_run(e->loop, UV_RUN_NOWAIT);
     mqr__upstream_free_all(e);
     mqr__retain_close(&e->retain);
     if (e->store) mqr__store_close(e->store);
@@ -291,8 +292,7 @@ static void csub_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_
     s->fn(s->arg, msg);
 }
 
-int mqr_subscribe(mqr_engine_t *e, const char *filter, mqr_msg_fn fn, void *arg,
-                  mqr_csub_t **out)
+int mqr_subscribe(mqr_engine_t *e, const char *filter, mqr_msg_fn fn, void *arg, mqr_csub_t **out)
 {
     if (!filter || !fn) return MQR_EINVAL;
     size_t len = strlen(filter);

@@ -25,8 +25,8 @@ typedef struct mqr_upstream mqr_upstream_t;
 
 /* What the Lua bindings plug into the engine (core never sees Lua). */
 typedef struct {
-    void (*stop)(void *script);  /* engine stopping: stop timers, watchers */
-    void (*free)(void *script);  /* engine freed: close the Lua state */
+    void (*stop)(void *script); /* engine stopping: stop timers, watchers */
+    void (*free)(void *script); /* engine freed: close the Lua state */
 } mqr_script_ops_t;
 
 struct mqr_engine {

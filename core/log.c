@@ -54,5 +54,8 @@ void mqr__log_write(int level, const char *component, const char *fmt, ...)
     char when[32];
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
     fprintf(stderr, "%s.%03ldZ %s [%s] %s\n", when, ts.tv_nsec / 1000000L,
-            tags[level < 0 ? 0 : level > 3 ? 3 : level], component, text);
+            tags[level < 0   ? 0
+                 : level > 3 ? 3
+                             : level],
+            component, text);
 }

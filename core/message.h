@@ -28,8 +28,8 @@ struct mqr_msg {
     uint32_t refs;
     uint8_t qos;
     bool retain;
-    uint8_t origin;          /* mqr_origin_t */
-    uint16_t topic_len;      /* MQTT caps topics at 65535 bytes */
+    uint8_t origin;     /* mqr_origin_t */
+    uint16_t topic_len; /* MQTT caps topics at 65535 bytes */
     uint32_t payload_len;
     uint32_t props_len;
     uint32_t expiry_s;       /* v5 message expiry interval, 0 = never */

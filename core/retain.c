@@ -155,8 +155,7 @@ mqr_msg_t *mqr__retain_get(const mqr_retain_t *r, const char *topic, size_t len)
     return r->slots[i];
 }
 
-int mqr__retain_match(mqr_retain_t *r, const char *filter, size_t len, mqr_retain_fn fn,
-                      void *arg)
+int mqr__retain_match(mqr_retain_t *r, const char *filter, size_t len, mqr_retain_fn fn, void *arg)
 {
     uint64_t now = mqr__now_ms();
     for (size_t i = 0; i < r->cap; i++) {

@@ -20,7 +20,7 @@ typedef struct {
     mqr_msg_t **slots; /* open addressing by topic hash; NULL = empty, tombstones below */
     size_t cap;        /* power of two */
     size_t count;
-    size_t used;       /* count + tombstones */
+    size_t used;        /* count + tombstones */
     mqr_store_t *store; /* may be NULL: memory only */
 } mqr_retain_t;
 
@@ -40,7 +40,6 @@ int mqr__retain_delete(mqr_retain_t *r, const char *topic, size_t len);
 /* Calls fn for every retained message whose topic matches filter (borrowed,
  * ref to keep), skipping expired ones. Stops early if fn returns non-zero. */
 typedef int (*mqr_retain_fn)(void *arg, mqr_msg_t *msg);
-int mqr__retain_match(mqr_retain_t *r, const char *filter, size_t len, mqr_retain_fn fn,
-                      void *arg);
+int mqr__retain_match(mqr_retain_t *r, const char *filter, size_t len, mqr_retain_fn fn, void *arg);
 
 #endif

@@ -42,7 +42,8 @@ int mqr__router_publish(mqr_router_t *r, mqr_msg_t *msg)
     for (size_t i = 1; i < m.count; i++) {
         mqr_trie_entry_t *x = m.entries[i];
         size_t j = i;
-        for (; j > 0 && m.entries[j - 1]->seq > x->seq; j--) m.entries[j] = m.entries[j - 1];
+        for (; j > 0 && m.entries[j - 1]->seq > x->seq; j--)
+            m.entries[j] = m.entries[j - 1];
         m.entries[j] = x;
     }
     r->routed++;

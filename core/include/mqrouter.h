@@ -102,15 +102,17 @@ const char *mqr_msg_origin_name(const mqr_msg_t *msg);
 typedef struct mqr_engine mqr_engine_t;
 
 typedef struct {
-    size_t size;              /* sizeof(mqr_engine_options_t): ABI guard */
-    const char *listen_host;  /* embedded listener; NULL = "127.0.0.1" */
-    int listen_port;          /* 0 = 1883; -1 = no listener */
-    const char *data_dir;     /* SQLite lives here; NULL = "./data"; "" = in memory */
-    int log_level;            /* mqr_log_level_t */
-    unsigned handler_budget_ms; /* stuck-handler budget; 0 = 1000 */
-    int watch_script;         /* reload the script when its file changes */
-    int handle_signals;       /* SIGINT/SIGTERM stop, SIGHUP reloads */
+    size_t size;                /* sizeof(mqr_engine_options_t): ABI guard */
+    const char *listen_host;    /* embedded listener; NULL = "127.0.0.1" */
+    int listen_port;            /* 0 = 1883; -1 = no listener */
+    const char *data_dir;       /* SQLite lives here; NULL = "./data"; "" = in memory */
+    int log_level;              /* mqr_log_level_t */
+    unsigned handler_budget_ms; /* stuck-handler budget; 0 = 1000, MQR_BUDGET_OFF = none */
+    int watch_script;           /* reload the script when its file changes */
+    int handle_signals;         /* SIGINT/SIGTERM stop, SIGHUP reloads */
 } mqr_engine_options_t;
+
+#define MQR_BUDGET_OFF 0xFFFFFFFFu
 
 void mqr_engine_options_init(mqr_engine_options_t *opts);
 
@@ -151,8 +153,7 @@ int mqr_publish(mqr_engine_t *e, const char *topic, const void *payload, size_t 
  * message; the message is borrowed: mqr_msg_ref() it to keep it. */
 typedef struct mqr_csub mqr_csub_t;
 typedef void (*mqr_msg_fn)(void *arg, mqr_msg_t *msg);
-int mqr_subscribe(mqr_engine_t *e, const char *filter, mqr_msg_fn fn, void *arg,
-                  mqr_csub_t **out);
+int mqr_subscribe(mqr_engine_t *e, const char *filter, mqr_msg_fn fn, void *arg, mqr_csub_t **out);
 void mqr_unsubscribe(mqr_engine_t *e, mqr_csub_t *sub);
 
 #ifdef __cplusplus
