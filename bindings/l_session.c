@@ -20,8 +20,8 @@ int mqr__publish_opts(lua_State *L, int idx, mqr_msg_init_t *in, uint8_t **props
 static const char *opt_string(lua_State *L, int t, const char *key, const char *def)
 {
     lua_getfield(L, t, key);
-    const char *s = lua_isnil(L, -1) ? def : NULL;
-    if (!s) {
+    const char *s = def;
+    if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "session option '%s' must be a string", key);
         s = lua_tostring(L, -1);
