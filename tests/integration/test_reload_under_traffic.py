@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """10 000 QoS 1 messages published through the listener while the rules
 file is rewritten 20 times: every message arrives exactly once."""
 import threading

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """A route forwards listener traffic to a real Mosquitto through an upstream
 session, and the session's own route brings the broker's messages back."""
 import threading
