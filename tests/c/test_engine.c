@@ -1,0 +1,242 @@
+/*
+ * test_engine.c — the engine through the public API: publish and C
+ * subscriptions, shared messages in fan-out, removal during delivery,
+ * routing loops, retained messages across a restart, and stop/free order.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "engine.h"
+#include "mqrouter.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static mqr_engine_t *engine(const char *data_dir)
+{
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_port = -1;
+    o.data_dir = data_dir;
+    o.log_level = MQR_LOG_ERROR;
+    mqr_engine_t *e = NULL;
+    char *err = NULL;
+    int rc = mqr_engine_new(&e, &o, NULL, &err);
+    if (rc < 0) fail_msg("engine: %s", err);
+    return e;
+}
+
+typedef struct {
+    int calls;
+    mqr_msg_t *last;
+    mqr_engine_t *e;
+    mqr_csub_t *self;
+    mqr_csub_t *other;
+    char payloads[8][32];
+} sink_t;
+
+static void on_msg(void *arg, mqr_msg_t *msg)
+{
+    sink_t *s = arg;
+    if (s->calls < 8) {
+        size_t len;
+        const char *p = mqr_msg_payload(msg, &len);
+        snprintf(s->payloads[s->calls], sizeof s->payloads[0], "%.*s", (int)len, p);
+    }
+    s->calls++;
+    s->last = msg;
+}
+
+static void test_publish_and_subscribe(void **state)
+{
+    mqr_engine_t *e = engine("");
+    sink_t a = {0}, b = {0};
+    mqr_csub_t *sa, *sb;
+    assert_int_equal(mqr_subscribe(e, "s/+/t", on_msg, &a, &sa), 0);
+    assert_int_equal(mqr_subscribe(e, "s/#", on_msg, &b, &sb), 0);
+    assert_int_equal(mqr_publish(e, "s/1/t", "v", 1, 0, 0), 0);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(b.calls, 1);
+    assert_ptr_equal(a.last, b.last); /* fan-out shares one message */
+    assert_int_equal(mqr_publish(e, "s/1", "w", 1, 0, 0), 0);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(b.calls, 2);
+    mqr_unsubscribe(e, sb);
+    assert_int_equal(mqr_publish(e, "s/2/t", "x", 1, 0, 0), 0);
+    assert_int_equal(b.calls, 2);
+    assert_int_equal(a.calls, 2);
+    mqr_unsubscribe(e, sa);
+    mqr_engine_free(e);
+}
+
+static void test_refusals(void **state)
+{
+    mqr_engine_t *e = engine("");
+    assert_int_equal(mqr_publish(e, "a/+", "x", 1, 0, 0), MQR_ETOPIC);
+    assert_int_equal(mqr_publish(e, "", "x", 1, 0, 0), MQR_ETOPIC);
+    assert_int_equal(mqr_publish(e, "a\xff", "x", 1, 0, 0), MQR_EUTF8);
+    assert_int_equal(mqr_publish(e, "a", "x", 1, 3, 0), MQR_EQOS);
+    assert_int_equal(mqr_publish(e, NULL, "x", 1, 0, 0), MQR_EINVAL);
+    mqr_csub_t *s;
+    sink_t k = {0};
+    assert_int_equal(mqr_subscribe(e, "a/#/b", on_msg, &k, &s), MQR_ETOPIC);
+    assert_string_equal(mqr_err_name(MQR_ETOPIC), "ETOPIC");
+    assert_string_equal(mqr_strerror(MQR_EROUTELOOP), "publish nesting too deep (routing loop)");
+    assert_string_equal(mqr_err_name(UV_ECONNREFUSED), "ECONNREFUSED");
+    mqr_engine_free(e);
+}
+
+/* a subscriber that removes another (and itself) while a message is being
+ * delivered: the removed one is skipped, nothing is freed under the walk */
+static void remover(void *arg, mqr_msg_t *msg)
+{
+    sink_t *s = arg;
+    s->calls++;
+    if (s->other) {
+        mqr_unsubscribe(s->e, s->other);
+        s->other = NULL;
+    }
+    if (s->self) {
+        mqr_unsubscribe(s->e, s->self);
+        s->self = NULL;
+    }
+}
+
+static void test_remove_during_delivery(void **state)
+{
+    mqr_engine_t *e = engine("");
+    sink_t first = {.e = e}, second = {0};
+    mqr_csub_t *s1, *s2;
+    assert_int_equal(mqr_subscribe(e, "x", remover, &first, &s1), 0);
+    assert_int_equal(mqr_subscribe(e, "x", on_msg, &second, &s2), 0);
+    first.self = s1;
+    first.other = s2;
+    assert_int_equal(mqr_publish(e, "x", "1", 1, 0, 0), 0);
+    assert_int_equal(first.calls, 1);
+    assert_int_equal(second.calls, 0);
+    assert_int_equal(mqr_publish(e, "x", "2", 1, 0, 0), 0);
+    assert_int_equal(first.calls, 1);
+    mqr_engine_free(e);
+}
+
+static void echo(void *arg, mqr_msg_t *msg)
+{
+    sink_t *s = arg;
+    s->calls++;
+    s->last = (mqr_msg_t *)(intptr_t)mqr_publish(s->e, "loop", "again", 5, 0, 0);
+}
+
+static void test_routing_loop(void **state)
+{
+    mqr_engine_t *e = engine("");
+    sink_t s = {.e = e};
+    mqr_csub_t *sub;
+    assert_int_equal(mqr_subscribe(e, "loop", echo, &s, &sub), 0);
+    assert_int_equal(mqr_publish(e, "loop", "go", 2, 0, 0), 0);
+    assert_int_equal(s.calls, MQR_ROUTER_MAX_DEPTH);
+    assert_int_equal(e->router.loops, 1);
+    mqr_engine_free(e);
+}
+
+static void test_retained_survive_restart(void **state)
+{
+    char dir[] = "/tmp/mqr-engine-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    mqr_engine_t *e = engine(dir);
+    assert_int_equal(mqr_publish(e, "status/a", "on", 2, 1, 1), 0);
+    assert_int_equal(mqr_publish(e, "status/b", "off", 3, 0, 1), 0);
+    assert_int_equal(mqr_publish(e, "status/b", "", 0, 0, 1), 0); /* clears b */
+    assert_int_equal(mqr_publish(e, "status/c", "plain", 5, 0, 0), 0);
+    mqr_engine_free(e); /* flushes the store */
+
+    e = engine(dir);
+    mqr_msg_t *a = mqr__retain_get(&e->retain, "status/a", 8);
+    assert_non_null(a);
+    assert_memory_equal(a->payload, "on", 2);
+    assert_int_equal(a->qos, 1);
+    assert_null(mqr__retain_get(&e->retain, "status/b", 8));
+    assert_null(mqr__retain_get(&e->retain, "status/c", 8));
+    mqr_engine_free(e);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_load_errors(void **state)
+{
+    mqr_engine_t *e = engine("");
+    char *err = NULL;
+    assert_int_equal(mqr_engine_load_string(e, "bad.lua", "x = = 1", &err), MQR_ESCRIPT);
+    assert_non_null(strstr(err, "bad.lua:1:"));
+    free(err);
+    assert_int_equal(mqr_engine_load_file(e, "/nonexistent/rules.lua", &err), MQR_ENOENT);
+    assert_non_null(strstr(err, "cannot open /nonexistent/rules.lua"));
+    free(err);
+    assert_int_equal(mqr_engine_reload(e, &err), MQR_ENOENT);
+    free(err);
+    /* a C host publishes into rules and subscribes to what they publish */
+    assert_int_equal(mqr_engine_load_string(
+                         e, "ok.lua",
+                         "local mq = require 'mqrouter'\n"
+                         "mq.route('in', function(m) mq.publish('out', m.payload .. '!') end)",
+                         &err),
+                     0);
+    sink_t s = {0};
+    mqr_csub_t *sub;
+    assert_int_equal(mqr_subscribe(e, "out", on_msg, &s, &sub), 0);
+    assert_int_equal(mqr_publish(e, "in", "hi", 2, 0, 0), 0);
+    assert_int_equal(s.calls, 1);
+    assert_string_equal(s.payloads[0], "hi!");
+    mqr_engine_free(e);
+}
+
+static void test_host_loop(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_port = -1;
+    o.data_dir = "";
+    o.log_level = MQR_LOG_ERROR;
+    mqr_engine_t *e;
+    assert_int_equal(mqr_engine_new(&e, &o, &loop, NULL), 0);
+    assert_ptr_equal(mqr_engine_loop(e), &loop);
+    char *err = NULL;
+    assert_int_equal(
+        mqr_engine_load_string(e, "t.lua",
+                               "local mq = require 'mqrouter'\n"
+                               "mq.after(0.01, function() mq.publish('tick', 'x') end)",
+                               &err),
+        0);
+    sink_t s = {0};
+    mqr_csub_t *sub;
+    mqr_subscribe(e, "tick", on_msg, &s, &sub);
+    for (int i = 0; i < 200 && s.calls == 0; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    assert_int_equal(s.calls, 1);
+    mqr_engine_free(e);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_publish_and_subscribe),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_remove_during_delivery),
+        cmocka_unit_test(test_routing_loop),
+        cmocka_unit_test(test_retained_survive_restart),
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_host_loop),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
