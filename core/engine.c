@@ -217,6 +217,7 @@ void mqr_engine_free(mqr_engine_t *e)
     else
         uv_run(e->loop, UV_RUN_NOWAIT);
     mqr__upstream_free_all(e);
+    while (e->csubs) mqr_unsubscribe(e, e->csubs);
     mqr__retain_close(&e->retain);
     if (e->store) mqr__store_close(e->store);
     e->store = NULL;
@@ -281,6 +282,7 @@ int mqr_publish(mqr_engine_t *e, const char *topic, const void *payload, size_t 
 
 struct mqr_csub {
     mqr_subscriber_t base;
+    mqr_csub_t *prev, *next; /* e->csubs */
     mqr_trie_entry_t *entry;
     mqr_msg_fn fn;
     void *arg;
@@ -309,6 +311,9 @@ int mqr_subscribe(mqr_engine_t *e, const char *filter, mqr_msg_fn fn, void *arg,
         free(s);
         return MQR_ENOMEM;
     }
+    s->next = e->csubs;
+    if (e->csubs) e->csubs->prev = s;
+    e->csubs = s;
     if (out) *out = s;
     return 0;
 }
@@ -317,5 +322,8 @@ void mqr_unsubscribe(mqr_engine_t *e, mqr_csub_t *s)
 {
     if (!s) return;
     mqr__router_remove(&e->router, s->entry);
+    if (s->prev) s->prev->next = s->next;
+    else e->csubs = s->next;
+    if (s->next) s->next->prev = s->prev;
     free(s);
 }

@@ -49,6 +49,7 @@ struct mqr_engine {
     mqr_store_t *store;
     mqr_listener_t *listener;
     mqr_upstream_t *sessions; /* list of upstream sessions */
+    struct mqr_csub *csubs;   /* C subscriptions, freed with the engine */
 
     void *script; /* the bindings' script host, NULL until a script loads */
     const mqr_script_ops_t *script_ops;

@@ -150,7 +150,8 @@ int mqr_publish(mqr_engine_t *e, const char *topic, const void *payload, size_t 
                 int retain);
 
 /* A C subscription. The callback runs on the loop thread for each matching
- * message; the message is borrowed: mqr_msg_ref() it to keep it. */
+ * message; the message is borrowed: mqr_msg_ref() it to keep it. Subscriptions
+ * still in place when the engine is freed are freed with it. */
 typedef struct mqr_csub mqr_csub_t;
 typedef void (*mqr_msg_fn)(void *arg, mqr_msg_t *msg);
 int mqr_subscribe(mqr_engine_t *e, const char *filter, mqr_msg_fn fn, void *arg, mqr_csub_t **out);
