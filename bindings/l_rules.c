@@ -28,25 +28,13 @@ static l_state_t *state_up(lua_State *L)
     return lua_touserdata(L, lua_upvalueindex(1));
 }
 
-static int opt_qos(lua_State *L, int idx)
-{
-    if (lua_isnoneornil(L, idx)) return 0;
-    luaL_checktype(L, idx, LUA_TTABLE);
-    lua_getfield(L, idx, "qos");
-    int qos = (int)luaL_optinteger(L, -1, 0);
-    lua_pop(L, 1);
-    if (qos < 0 || qos > 2) luaL_argerror(L, idx, "qos must be 0, 1 or 2");
-    return qos;
-}
-
-/* route(filter, fn [, {qos}]) */
+/* route(filter, fn [, {qos, dead_letter}]) */
 static int l_route(lua_State *L)
 {
     l_state_t *st = state_up(L);
     const char *filter = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    int qos = opt_qos(L, 3);
-    return mqr__route_declare(L, st, filter, 2, NULL, qos);
+    return mqr__route_declare(L, st, filter, 2, NULL, 3);
 }
 
 /* Reads publish options at idx into in (qos, retain, properties). The
@@ -200,6 +188,8 @@ static int l_route_stats(lua_State *L)
     lua_setfield(L, -2, "errors");
     lua_pushnumber(L, (lua_Number)r->budget_errors);
     lua_setfield(L, -2, "budget_errors");
+    lua_pushnumber(L, (lua_Number)r->dead_lettered);
+    lua_setfield(L, -2, "dead_lettered");
     lua_pushboolean(L, !r->stopped);
     lua_setfield(L, -2, "active");
     return 1;

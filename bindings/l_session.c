@@ -188,15 +188,7 @@ static int l_session_route(lua_State *L)
     l_session_t *s = check_session(L);
     const char *filter = luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TFUNCTION);
-    int qos = 0;
-    if (!lua_isnoneornil(L, 4)) {
-        luaL_checktype(L, 4, LUA_TTABLE);
-        lua_getfield(L, 4, "qos");
-        qos = (int)luaL_optinteger(L, -1, 0);
-        lua_pop(L, 1);
-        if (qos < 0 || qos > 2) return luaL_argerror(L, 4, "qos must be 0, 1 or 2");
-    }
-    return mqr__route_declare(L, mqr__state_of(L), filter, 3, s, qos);
+    return mqr__route_declare(L, mqr__state_of(L), filter, 3, s, 4);
 }
 
 static int l_session_state(lua_State *L)

@@ -11,6 +11,7 @@
 #include "script.h"
 
 #include "budget.h"
+#include "mqtt/codec.h"
 #include "topic.h"
 
 #include <errno.h>
@@ -198,6 +199,7 @@ static void state_close(l_state_t *st)
             mqr__upstream_unsubscribe(r->session->u, r->filter);
         free(r->filter);
         free(r->name);
+        free(r->dead_letter);
         free(r);
     }
     st->routes = NULL;
@@ -240,6 +242,7 @@ int mqr__script_call(l_state_t *st, int nargs, const char *what, uint64_t *error
     if (!err) err = "(no error message)";
     const char *nl = strchr(err, '\n');
     int first_len = nl ? (int)(nl - err) : (int)strlen(err);
+    snprintf(h->last_error, sizeof h->last_error, "%.*s", first_len, err);
     if (errors) (*errors)++;
     h->handler_errors++;
     if (tripped) {
@@ -631,6 +634,49 @@ int mqr_engine_reload(mqr_engine_t *e, char **errmsg)
 
 /* ---- routes --------------------------------------------------------------- */
 
+/* Publishes the message a handler failed on to the route's dead-letter
+ * topic: same payload, QoS and properties, plus user properties naming the
+ * original topic, the route and the error. */
+static void dead_letter(l_route_t *r, mqr_msg_t *msg, const char *error)
+{
+    static const char k_topic[] = "mqrouter-topic", k_route[] = "mqrouter-route",
+                      k_error[] = "mqrouter-error";
+    size_t elen = strlen(error), flen = strlen(r->filter);
+    if (elen > 1024) elen = 1024;
+    size_t cap = msg->props_len + 3 * 5 + sizeof k_topic + msg->topic_len + sizeof k_route + flen +
+                 sizeof k_error + elen;
+    uint8_t *props = malloc(cap);
+    if (!props) return;
+    memcpy(props, msg->props, msg->props_len);
+    mqr_mqtt_pbuild_t b;
+    mqr__mqtt_pb_init(&b, props + msg->props_len, cap - msg->props_len);
+    mqr__mqtt_pb_user(&b, k_topic, sizeof k_topic - 1, msg->topic, msg->topic_len);
+    mqr__mqtt_pb_user(&b, k_route, sizeof k_route - 1, r->filter, flen);
+    mqr__mqtt_pb_user(&b, k_error, sizeof k_error - 1, error, elen);
+    size_t added = 0;
+    if (mqr__mqtt_pb_finish(&b, &added) == 0) {
+        mqr_msg_init_t in = {
+            .topic = r->dead_letter,
+            .topic_len = strlen(r->dead_letter),
+            .payload = msg->payload,
+            .payload_len = msg->payload_len,
+            .props = props,
+            .props_len = msg->props_len + added,
+            .qos = msg->qos,
+            .origin = MQR_ORIGIN_LUA,
+            .origin_name = r->filter,
+            .expiry_s = msg->expiry_s,
+        };
+        int rc = mqr__engine_publish_data(r->st->host->e, &in);
+        if (rc < 0)
+            MQR_LOG_E("rules", "%s: dead letter to '%s' failed: %s", r->name, r->dead_letter,
+                      mqr_strerror(rc));
+        else
+            r->dead_lettered++;
+    }
+    free(props);
+}
+
 static void route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
 {
     l_route_t *r = (l_route_t *)self;
@@ -641,16 +687,30 @@ static void route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie
     lua_State *L = st->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_ref);
     mqr__lmsg_push(L, msg);
-    mqr__script_call(st, 1, r->name, &r->errors, &r->budget_errors);
+    if (mqr__script_call(st, 1, r->name, &r->errors, &r->budget_errors) < 0 && r->dead_letter)
+        dead_letter(r, msg, st->host->last_error);
 }
 
 int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_idx,
-                       l_session_t *session, int qos)
+                       l_session_t *session, int opts_idx)
 {
     const char *why = NULL;
     size_t flen = strlen(filter);
     if (mqr__topic_filter_check(filter, flen, &why) < 0)
         return luaL_error(L, "invalid route filter '%s': %s", filter, why ? why : "invalid");
+    int qos = 0;
+    const char *dlq = NULL;
+    if (opts_idx && !lua_isnoneornil(L, opts_idx)) {
+        luaL_checktype(L, opts_idx, LUA_TTABLE);
+        lua_getfield(L, opts_idx, "qos");
+        qos = (int)luaL_optinteger(L, -1, 0);
+        lua_getfield(L, opts_idx, "dead_letter");
+        dlq = luaL_optstring(L, -1, NULL);
+        lua_pop(L, 2); /* dlq stays alive: the table holds it */
+        if (qos < 0 || qos > 2) return luaL_argerror(L, opts_idx, "qos must be 0, 1 or 2");
+        if (dlq && mqr__topic_name_check(dlq, strlen(dlq), &why) < 0)
+            return luaL_error(L, "invalid dead_letter topic '%s': %s", dlq, why);
+    }
     l_route_t *r = calloc(1, sizeof *r);
     if (!r) return luaL_error(L, "out of memory");
     r->base.deliver = route_deliver;
@@ -658,6 +718,7 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
     r->session = session;
     r->qos = qos;
     r->filter = strdup(filter);
+    r->dead_letter = dlq ? strdup(dlq) : NULL;
     lua_Debug ar;
     char where[256] = "?";
     if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar))

@@ -36,13 +36,15 @@ struct l_route {
     mqr_trie_entry_t *entry; /* NULL until activated, and after stop */
     l_session_t *session;    /* NULL = every origin */
     char *filter;
-    char *name; /* for logs and stats: "route 'sensors/#' (rules.lua:12)" */
+    char *dead_letter; /* topic for messages the handler failed on; NULL = drop */
+    char *name;        /* for logs and stats: "route 'sensors/#' (rules.lua:12)" */
     int fn_ref;
     int qos;
     bool stopped;
     uint64_t calls;
     uint64_t errors;
     uint64_t budget_errors;
+    uint64_t dead_lettered;
 };
 
 struct l_timer {
@@ -102,6 +104,7 @@ struct mqr_script {
     uint64_t reload_failures;
     uint64_t handler_errors;
     uint64_t budget_errors;
+    char last_error[512]; /* first line of the last failed call's error */
 };
 
 /* The host of engine e, created on first use. NULL when out of memory. */
@@ -124,9 +127,10 @@ int mqr__script_call(l_state_t *st, int nargs, const char *what, uint64_t *error
 void mqr__lmsg_push(lua_State *L, mqr_msg_t *msg);
 void mqr__lmsg_register(lua_State *L);
 
-/* Route helpers shared by the rules API and session objects. */
+/* Declares a route (rules API and session objects). opts_idx: a table
+ * {qos, dead_letter} or none. Raises on misuse. [-0, +1] */
 int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_idx,
-                       l_session_t *session, int qos);
+                       l_session_t *session, int opts_idx);
 
 /* Timers: every/after. A timer lives until it fired once (after), is
  * stopped, or its state closes. */
