@@ -78,6 +78,8 @@ static void on_signal(uv_signal_t *h, int signum)
     mqr_engine_stop(e);
 }
 
+/* The signal handles stay referenced: an engine that handles signals runs
+ * until it is told to stop, even with nothing else to do. */
 static int start_signals(mqr_engine_t *e)
 {
     uv_signal_t *hs[] = {&e->sig_int, &e->sig_term, &e->sig_hup};
@@ -87,7 +89,6 @@ static int start_signals(mqr_engine_t *e)
         hs[i]->data = e;
         int rc = uv_signal_start(hs[i], on_signal, nums[i]);
         if (rc < 0) return rc;
-        uv_unref((uv_handle_t *)hs[i]); /* signals alone must not keep the loop alive */
     }
     e->signals_started = true;
     return 0;

@@ -23,3 +23,19 @@ if "$MQROUTER_BIN" 2>/dev/null; then fail "no script accepted"; fi
 "$MQROUTER_BIN" --no-listen --data-dir "$WORK/d" "$WORK/missing.lua" 2>"$WORK/err" && fail "missing script accepted"
 grep -q "cannot open" "$WORK/err" || fail "missing script error: $(cat "$WORK/err")"
 note "cli ok"
+
+# with nothing to serve, mqrouter still runs until told to stop; SIGHUP reloads
+printf 'local mq = require "mqrouter"\n' >"$WORK/empty.lua"
+"$MQROUTER_BIN" --no-listen --data-dir "$WORK/d2" "$WORK/empty.lua" >"$WORK/run.log" 2>&1 &
+pid=$!
+PIDS+=("$pid")
+wait_for "$WORK/run.log" "loaded"
+sleep 0.3
+kill -0 "$pid" 2>/dev/null || fail "mqrouter exited without being told to"
+kill -HUP "$pid"
+wait_for "$WORK/run.log" "reloaded"
+kill -INT "$pid"
+wait "$pid" && rc=0 || rc=$?
+[[ $rc -eq 0 ]] || fail "exit status $rc after SIGINT"
+[[ -f "$WORK/d2/mqrouter.db" ]] || fail "no database in the data dir"
+note "runs until SIGINT, SIGHUP reloads"
