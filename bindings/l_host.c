@@ -245,39 +245,7 @@ static int l_engine_stats(lua_State *L)
 {
     l_engine_t *le = check_engine(L);
     mqr_script_t *h = le->e->script;
-    lua_newtable(L);
-    lua_pushnumber(L, (lua_Number)le->e->stats.published);
-    lua_setfield(L, -2, "published");
-    lua_pushnumber(L, (lua_Number)le->e->stats.refused);
-    lua_setfield(L, -2, "refused");
-    lua_pushnumber(L, (lua_Number)le->e->router.loops);
-    lua_setfield(L, -2, "routing_loops");
-    if (!h) return 1;
-    lua_pushnumber(L, (lua_Number)h->reloads);
-    lua_setfield(L, -2, "reloads");
-    lua_pushnumber(L, (lua_Number)h->reload_failures);
-    lua_setfield(L, -2, "reload_failures");
-    lua_pushnumber(L, (lua_Number)h->handler_errors);
-    lua_setfield(L, -2, "handler_errors");
-    lua_pushnumber(L, (lua_Number)h->budget_errors);
-    lua_setfield(L, -2, "budget_errors");
-    lua_newtable(L);
-    int i = 0;
-    for (l_route_t *r = h->cur ? h->cur->routes : NULL; r; r = r->next) {
-        lua_createtable(L, 0, 5);
-        lua_pushstring(L, r->filter);
-        lua_setfield(L, -2, "filter");
-        lua_pushnumber(L, (lua_Number)r->calls);
-        lua_setfield(L, -2, "calls");
-        lua_pushnumber(L, (lua_Number)r->errors);
-        lua_setfield(L, -2, "errors");
-        lua_pushnumber(L, (lua_Number)r->budget_errors);
-        lua_setfield(L, -2, "budget_errors");
-        lua_pushboolean(L, r->entry != NULL);
-        lua_setfield(L, -2, "active");
-        lua_rawseti(L, -2, ++i);
-    }
-    lua_setfield(L, -2, "routes");
+    mqr__lstats_push(L, le->e, h ? h->cur : NULL);
     return 1;
 }
 

@@ -176,22 +176,49 @@ static int l_route_stop(lua_State *L)
     return 0;
 }
 
-static int l_route_stats(lua_State *L)
+static void set_num(lua_State *L, const char *key, uint64_t v)
 {
-    l_route_t *r = check_route(L);
-    lua_createtable(L, 0, 5);
+    lua_pushnumber(L, (lua_Number)v);
+    lua_setfield(L, -2, key);
+}
+
+/* { filter, calls, errors, budget_errors, dead_lettered, active } [-0, +1] */
+static void push_route_stats(lua_State *L, const l_route_t *r)
+{
+    lua_createtable(L, 0, 6);
     lua_pushstring(L, r->filter);
     lua_setfield(L, -2, "filter");
-    lua_pushnumber(L, (lua_Number)r->calls);
-    lua_setfield(L, -2, "calls");
-    lua_pushnumber(L, (lua_Number)r->errors);
-    lua_setfield(L, -2, "errors");
-    lua_pushnumber(L, (lua_Number)r->budget_errors);
-    lua_setfield(L, -2, "budget_errors");
-    lua_pushnumber(L, (lua_Number)r->dead_lettered);
-    lua_setfield(L, -2, "dead_lettered");
-    lua_pushboolean(L, !r->stopped);
+    set_num(L, "calls", r->calls);
+    set_num(L, "errors", r->errors);
+    set_num(L, "budget_errors", r->budget_errors);
+    set_num(L, "dead_lettered", r->dead_lettered);
+    lua_pushboolean(L, r->entry != NULL);
     lua_setfield(L, -2, "active");
+}
+
+void mqr__lstats_push(lua_State *L, mqr_engine_t *e, const l_state_t *st)
+{
+    const mqr_script_t *h = e->script;
+    lua_createtable(L, 0, 9);
+    lua_newtable(L);
+    int i = 0;
+    for (const l_route_t *r = st ? st->routes : NULL; r; r = r->next) {
+        push_route_stats(L, r);
+        lua_rawseti(L, -2, ++i);
+    }
+    lua_setfield(L, -2, "routes");
+    set_num(L, "published", e->stats.published);
+    set_num(L, "refused", e->stats.refused);
+    set_num(L, "routing_loops", e->router.loops);
+    set_num(L, "reloads", h ? h->reloads : 0);
+    set_num(L, "reload_failures", h ? h->reload_failures : 0);
+    set_num(L, "handler_errors", h ? h->handler_errors : 0);
+    set_num(L, "budget_errors", h ? h->budget_errors : 0);
+}
+
+static int l_route_stats(lua_State *L)
+{
+    push_route_stats(L, check_route(L));
     return 1;
 }
 
@@ -209,37 +236,11 @@ static int l_timer_gc(lua_State *L)
     return 0;
 }
 
-/* stats() -> { routes = { {filter, calls, errors, budget_errors}... }, ... } */
+/* stats() -> { routes = { {filter, calls, errors, ...}... }, reloads, ... } */
 static int l_stats(lua_State *L)
 {
     l_state_t *st = state_up(L);
-    mqr_script_t *h = st->host;
-    lua_createtable(L, 0, 6);
-    lua_newtable(L);
-    int i = 0;
-    for (l_route_t *r = st->routes; r; r = r->next) {
-        lua_createtable(L, 0, 4);
-        lua_pushstring(L, r->filter);
-        lua_setfield(L, -2, "filter");
-        lua_pushnumber(L, (lua_Number)r->calls);
-        lua_setfield(L, -2, "calls");
-        lua_pushnumber(L, (lua_Number)r->errors);
-        lua_setfield(L, -2, "errors");
-        lua_pushnumber(L, (lua_Number)r->budget_errors);
-        lua_setfield(L, -2, "budget_errors");
-        lua_rawseti(L, -2, ++i);
-    }
-    lua_setfield(L, -2, "routes");
-    lua_pushnumber(L, (lua_Number)h->reloads);
-    lua_setfield(L, -2, "reloads");
-    lua_pushnumber(L, (lua_Number)h->reload_failures);
-    lua_setfield(L, -2, "reload_failures");
-    lua_pushnumber(L, (lua_Number)h->handler_errors);
-    lua_setfield(L, -2, "handler_errors");
-    lua_pushnumber(L, (lua_Number)h->budget_errors);
-    lua_setfield(L, -2, "budget_errors");
-    lua_pushnumber(L, (lua_Number)h->e->stats.published);
-    lua_setfield(L, -2, "published");
+    mqr__lstats_push(L, st->host->e, st);
     return 1;
 }
 

@@ -150,6 +150,9 @@ int mqr__lprops_encode(lua_State *L, int idx, uint8_t **out, size_t *len);
 /* Pushes a table of the raw v5 properties. [-0, +1] */
 void mqr__lprops_push(lua_State *L, const uint8_t *props, size_t len);
 
+/* Pushes the engine's and st's counters (routes of st). [-0, +1] */
+void mqr__lstats_push(lua_State *L, mqr_engine_t *e, const l_state_t *st);
+
 /* Pushes nil, "ENAME: text", "ENAME" and returns 3 (the luv convention). */
 int mqr__lua_fail(lua_State *L, int err, const char *detail);
 
