@@ -1,0 +1,269 @@
+/*
+ * handle_publish.c — PUBLISH and PUBREL from a client: the message enters
+ * the engine, and the acknowledgements go back in order.
+ *
+ * QoS 1 is answered with PUBACK once the message is routed; QoS 2 with
+ * PUBREC, and its packet id is remembered until PUBREL so a resent PUBLISH
+ * is not routed twice (exactly once). A retained message is also a store
+ * write: its PUBACK/PUBREC waits for the store's commit, and every ack
+ * behind it waits too, since acks must keep the order of the packets
+ * (3.1.1 §4.6, 5.0 §4.6). v5 topic aliases are resolved here. This file
+ * never copies a payload: the message is built from the read buffer once.
+ */
+#include "listener_int.h"
+
+#include "store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- acks in order -------------------------------------------------------- */
+
+static int ack_push(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reason, bool ready)
+{
+    if (c->ack_count == c->ack_cap) {
+        uint32_t cap = c->ack_cap ? c->ack_cap * 2 : 16;
+        mqr_lack_t *a = malloc(cap * sizeof *a);
+        if (!a) return MQR_ENOMEM;
+        for (uint32_t i = 0; i < c->ack_count; i++)
+            a[i] = c->acks[(c->ack_head + i) & (c->ack_cap - 1)];
+        free(c->acks);
+        c->acks = a;
+        c->ack_cap = cap;
+        c->ack_head = 0;
+    }
+    c->acks[(c->ack_head + c->ack_count) & (c->ack_cap - 1)] =
+        (mqr_lack_t){.pid = pid, .type = type, .reason = reason, .ready = ready};
+    c->ack_count++;
+    return 0;
+}
+
+static void acks_drain(mqr_lconn_t *c)
+{
+    while (c->ack_count && c->acks[c->ack_head].ready) {
+        mqr_lack_t a = c->acks[c->ack_head];
+        c->ack_head = (c->ack_head + 1) & (c->ack_cap - 1);
+        c->ack_count--;
+        mqr__listener_send_ack(c, a.type, a.pid, a.reason);
+    }
+}
+
+void mqr__listener_ack(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reason)
+{
+    if (c->ack_count == 0) {
+        mqr__listener_send_ack(c, type, pid, reason);
+        return;
+    }
+    if (ack_push(c, type, pid, reason, true) < 0)
+        mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "out of memory");
+}
+
+static void on_commit(void *arg, int status)
+{
+    mqr_lconn_t *c = arg;
+    if (c->state == MQR_LCONN_ACTIVE) {
+        /* callbacks come in registration order: ours is the first waiting */
+        for (uint32_t i = 0; i < c->ack_count; i++) {
+            mqr_lack_t *a = &c->acks[(c->ack_head + i) & (c->ack_cap - 1)];
+            if (a->ready) continue;
+            a->ready = true;
+            c->acks_waiting--;
+            if (status < 0) {
+                MQR_LOG_W(MQR_LSN_LOG, "client %s: retained message id %u not stored: %s",
+                          c->client_id, a->pid, mqr_strerror(status));
+                a->reason = MQR_MQTT_RC_UNSPECIFIED;
+                if (c->version == MQR_MQTT_V311) {
+                    /* 3.1.1 cannot say "failed": closing is how the client
+                     * learns it was not taken */
+                    mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "store commit failed");
+                }
+            }
+            break;
+        }
+        if (c->state == MQR_LCONN_ACTIVE) acks_drain(c);
+    }
+    mqr__listener_conn_unref(c);
+}
+
+void mqr__listener_ack_after_commit(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reason)
+{
+    if (ack_push(c, type, pid, reason, false) < 0) {
+        mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "out of memory");
+        return;
+    }
+    c->acks_waiting++;
+    c->refs++;
+    int rc = mqr__store_after_commit(c->l->e->store, on_commit, c);
+    if (rc < 0) on_commit(c, rc); /* a failed call never runs the callback */
+}
+
+void mqr__listener_acks_clear(mqr_lconn_t *c)
+{
+    /* callbacks still pending find the connection closing and only unref */
+    c->ack_head = c->ack_count = 0;
+    c->acks_waiting = 0;
+}
+
+/* ---- inbound QoS 2 packet ids ------------------------------------------------ */
+
+static bool qos2_has(const mqr_lconn_t *c, uint16_t pid)
+{
+    return c->qos2_ids && (c->qos2_ids[pid >> 6] >> (pid & 63)) & 1u;
+}
+
+static int qos2_add(mqr_lconn_t *c, uint16_t pid)
+{
+    if (!c->qos2_ids) {
+        c->qos2_ids = calloc(65536 / 64, sizeof *c->qos2_ids);
+        if (!c->qos2_ids) return MQR_ENOMEM;
+    }
+    c->qos2_ids[pid >> 6] |= 1ull << (pid & 63);
+    c->qos2_count++;
+    return 0;
+}
+
+static bool qos2_remove(mqr_lconn_t *c, uint16_t pid)
+{
+    if (!qos2_has(c, pid)) return false;
+    c->qos2_ids[pid >> 6] &= ~(1ull << (pid & 63));
+    c->qos2_count--;
+    return true;
+}
+
+/* ---- topic aliases ------------------------------------------------------------ */
+
+void mqr__listener_aliases_clear(mqr_lconn_t *c)
+{
+    if (!c->aliases) return;
+    for (unsigned i = 0; i <= c->alias_max; i++)
+        free(c->aliases[i].p);
+    free(c->aliases);
+    c->aliases = NULL;
+}
+
+static int alias_set(mqr_lconn_t *c, uint16_t alias, const char *topic, uint16_t len)
+{
+    if (!c->aliases) {
+        c->aliases = calloc((size_t)c->alias_max + 1, sizeof *c->aliases);
+        if (!c->aliases) return MQR_ENOMEM;
+    }
+    mqr_lalias_t *a = &c->aliases[alias];
+    if (a->p && a->len == len && memcmp(a->p, topic, len) == 0) return 0;
+    char *p = malloc((size_t)len + 1);
+    if (!p) return MQR_ENOMEM;
+    memcpy(p, topic, len);
+    p[len] = '\0';
+    free(a->p);
+    a->p = p;
+    a->len = len;
+    return 0;
+}
+
+/* ---- PUBLISH ---------------------------------------------------------------- */
+
+int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
+{
+    mqr_listener_t *l = c->l;
+    mqr_mqtt_publish_t p;
+    int rc = mqr__mqtt_decode_publish(pkt, len, c->version, MQR_MQTT_FROM_CLIENT, &p);
+    if (rc < 0) return rc;
+
+    const char *topic = p.topic.p;
+    uint16_t tlen = p.topic.len;
+    if (p.topic_alias) {
+        /* 5.0 §3.3.2.3.4 */
+        if (p.topic_alias > c->alias_max)
+            return mqr__listener_conn_fail(c, MQR_MQTT_RC_TOPIC_ALIAS_INVALID,
+                                           "topic alias out of range");
+        if (tlen) {
+            if (alias_set(c, p.topic_alias, topic, tlen) < 0)
+                return mqr__listener_conn_fail(c, MQR_MQTT_RC_UNSPECIFIED, "out of memory");
+        } else {
+            mqr_lalias_t *a = c->aliases ? &c->aliases[p.topic_alias] : NULL;
+            if (!a || !a->p)
+                return mqr__listener_conn_fail(c, MQR_MQTT_RC_PROTOCOL_ERROR,
+                                               "unknown topic alias");
+            topic = a->p;
+            tlen = a->len;
+        }
+    }
+
+    if (p.qos == 2 && qos2_has(c, p.packet_id)) {
+        /* a resend before our PUBREC arrived: acknowledged, not routed again */
+        mqr__listener_ack(c, MQR_MQTT_PUBREC, p.packet_id, 0);
+        return 0;
+    }
+    if (p.qos && c->qos2_count + c->acks_waiting >= l->opts.receive_max)
+        return mqr__listener_conn_fail(c, MQR_MQTT_RC_RECEIVE_MAX_EXCEEDED,
+                                       "receive maximum exceeded");
+
+    size_t plen = 0;
+    if (p.props.len) plen = mqr__mqtt_props_strip(p.props.p, p.props.len, (uint8_t *)p.props.p);
+    mqr_msg_init_t in = {
+        .topic = topic,
+        .topic_len = tlen,
+        .payload = p.payload.p,
+        .payload_len = p.payload.len,
+        .props = plen ? p.props.p : NULL,
+        .props_len = plen,
+        .qos = p.qos,
+        .retain = p.retain,
+        .origin = MQR_ORIGIN_LISTENER,
+        .origin_name = c->client_id,
+        .origin_conn = c,
+        .expiry_s = p.has_expiry ? p.expiry : 0,
+    };
+    mqr_msg_t *m = mqr__msg_new(&in);
+    if (m) {
+        rc = mqr__engine_publish(l->e, m);
+        mqr_msg_unref(m);
+        l->stats.msgs_in++;
+    } else {
+        rc = MQR_ENOMEM;
+    }
+    if (rc < 0)
+        MQR_LOG_D(MQR_LSN_LOG, "%s: PUBLISH on %.*s not routed: %s", c->client_id, (int)tlen, topic,
+                  mqr_strerror(rc));
+    if (p.qos == 0) return 0;
+
+    /* v5 says why it failed; 3.1.1 has no negative ack and gets a plain one */
+    uint8_t reason = rc < 0 ? MQR_MQTT_RC_UNSPECIFIED : MQR_MQTT_RC_SUCCESS;
+    uint8_t type = p.qos == 1 ? MQR_MQTT_PUBACK : MQR_MQTT_PUBREC;
+    if (p.qos == 2 && reason == MQR_MQTT_RC_SUCCESS && qos2_add(c, p.packet_id) < 0)
+        reason = MQR_MQTT_RC_UNSPECIFIED;
+    if (p.retain && rc >= 0)
+        mqr__listener_ack_after_commit(c, type, p.packet_id, reason);
+    else
+        mqr__listener_ack(c, type, p.packet_id, reason);
+    return 0;
+}
+
+int mqr__listener_handle_pubrel(mqr_lconn_t *c, uint8_t *pkt, size_t len)
+{
+    mqr_mqtt_ack_t a;
+    int rc = mqr__mqtt_decode_ack(pkt, len, c->version, &a);
+    if (rc < 0) return rc;
+    bool had = qos2_remove(c, a.packet_id);
+    mqr__listener_ack(c, MQR_MQTT_PUBCOMP, a.packet_id,
+                      had ? MQR_MQTT_RC_SUCCESS : MQR_MQTT_RC_PACKET_ID_NOT_FOUND);
+    return 0;
+}
+
+int mqr__listener_handle_ack(mqr_lconn_t *c, uint8_t *pkt, size_t len)
+{
+    mqr_mqtt_ack_t a;
+    int rc = mqr__mqtt_decode_ack(pkt, len, c->version, &a);
+    if (rc < 0) return rc;
+    switch (a.type) {
+    case MQR_MQTT_PUBACK:
+        mqr__listener_puback(c, a.packet_id);
+        break;
+    case MQR_MQTT_PUBREC:
+        mqr__listener_pubrec(c, a.packet_id, a.reason);
+        break;
+    default:
+        mqr__listener_pubcomp(c, a.packet_id);
+        break;
+    }
+    return 0;
+}

@@ -1,0 +1,339 @@
+/*
+ * listener_int.h — what the files of core/listener/ share: the listener and
+ * connection structs, and the functions each file offers the others.
+ *
+ * Who does what: server.c accepts, owns the listening socket, the timers and
+ * the client-id map; conn.c owns a connection's socket (reading, framing,
+ * output batching, closing); handle_*.c take one packet from a client each;
+ * send.c encodes packets to a client into its output; deliver.c decides what
+ * a client gets of a routed message (QoS, in-flight window, queue). Nothing
+ * outside core/listener/ may include this header: listener.h is the
+ * interface.
+ *
+ * Ownership rules used throughout: a connection is freed only when its
+ * socket handle has closed and no store callback still points at it (refs);
+ * the listener is freed only when its own handles have closed and every
+ * connection is freed. A closing connection is out of the router and the
+ * client-id map at once, so no message reaches it any more.
+ */
+#ifndef MQR_LISTENER_INT_H
+#define MQR_LISTENER_INT_H
+
+#include "listener.h"
+#include "mqtt/codec.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define MQR_LSN_LOG "listener"
+
+/* Shared read buffer: every read of every connection lands here (reads
+ * never nest on one loop thread); only an incomplete packet's tail is copied
+ * back to the connection. */
+#define MQR_LSN_RBUF_SIZE (256u * 1024u)
+/* A partial packet at least this big is read into the connection's own
+ * buffer instead, sized to the whole packet, so it is not copied again on
+ * every read. */
+#define MQR_LSN_OWN_READ_MIN (8u * 1024u)
+/* Output arena blocks, and how many spare ones the listener keeps. */
+#define MQR_LSN_BLOCK_SIZE (64u * 1024u)
+#define MQR_LSN_POOL_MAX 64u
+/* Payloads up to this size are copied next to their header; bigger ones are
+ * written from the message itself (a reference is held until written). */
+#define MQR_LSN_COPY_MAX 2048u
+/* Flush at once, instead of at the end of the loop turn, past this much. */
+#define MQR_LSN_FLUSH_AT (256u * 1024u)
+/* Most segments handed to one write. */
+#define MQR_LSN_MAX_IOV 512u
+/* How often the timer looks for silent, stuck or lingering connections, and
+ * how long a closing connection may take to get its last packet out. */
+#define MQR_LSN_TICK_MS 250u
+#define MQR_LSN_LINGER_MS 2000u
+
+typedef struct mqr_lconn mqr_lconn_t;
+
+/* ---- output ----------------------------------------------------------- */
+
+/* Append-only bytes of encoded packets. Blocks are consumed in order. */
+typedef struct mqr_oblock mqr_oblock_t;
+struct mqr_oblock {
+    mqr_oblock_t *next;
+    size_t cap;
+    size_t used; /* bytes appended */
+    size_t done; /* bytes written out (or dropped) */
+    uint8_t data[];
+};
+
+/* One piece of output: bytes in a block, or a message's payload. */
+typedef struct {
+    uv_buf_t buf;
+    mqr_msg_t *msg;    /* payload segment: the reference it holds; else NULL */
+    mqr_oblock_t *blk; /* block segment: its block; else NULL */
+} mqr_oseg_t;
+
+/* ---- outbound QoS 1/2 --------------------------------------------------- */
+
+enum {
+    MQR_LQ_FREE = 0,
+    MQR_LQ_WAIT_PUBACK = 1,  /* QoS 1 PUBLISH sent */
+    MQR_LQ_WAIT_PUBREC = 2,  /* QoS 2 PUBLISH sent */
+    MQR_LQ_WAIT_PUBCOMP = 3, /* PUBREL sent, message released */
+};
+
+/* A delivery in flight or queued. */
+typedef struct {
+    mqr_msg_t *msg;  /* reference held; NULL once a QoS 2 message is released */
+    uint32_t sub_id; /* v5 Subscription Identifier, 0 = none */
+    uint16_t pid;
+    uint8_t qos;
+    uint8_t state; /* MQR_LQ_* */
+    bool retain;
+} mqr_ldelivery_t;
+
+/* An acknowledgement to the client that keeps its place in line: a QoS 1/2
+ * answer to a retained publish waits for the store's commit, and the ones
+ * behind it wait with it (MQTT 4.6: acks go in the order of the packets). */
+typedef struct {
+    uint16_t pid;
+    uint8_t type;
+    uint8_t reason;
+    bool ready;
+} mqr_lack_t;
+
+/* An inbound topic alias (v5). */
+typedef struct {
+    char *p;
+    uint16_t len;
+} mqr_lalias_t;
+
+/* ---- a connection ------------------------------------------------------- */
+
+typedef enum {
+    MQR_LCONN_NEW = 0,     /* accepted, waiting for CONNECT */
+    MQR_LCONN_ACTIVE = 1,  /* CONNACK 0 sent */
+    MQR_LCONN_CLOSING = 2, /* session gone; last bytes going out, or handle closing */
+} mqr_lconn_state_t;
+
+/* How to close. */
+typedef enum {
+    MQR_LCLOSE_HARD = 0,       /* drop the output, close the socket now */
+    MQR_LCLOSE_DISCONNECT = 1, /* v5: send DISCONNECT with the reason first; then linger */
+    MQR_LCLOSE_FLUSH = 2,      /* send what is queued (a refusing CONNACK), then linger */
+} mqr_lclose_t;
+
+struct mqr_lconn {
+    mqr_subscriber_t sub; /* first: the router hands it back to deliver() */
+    uv_tcp_t tcp;         /* data = this */
+    uv_write_t wreq;
+    uv_shutdown_t sreq;
+    mqr_listener_t *l;
+    mqr_lconn_t *prev, *next; /* every connection not yet freed */
+    mqr_lconn_t *dirty_next;  /* output waiting for the end of the loop turn */
+    mqr_lconn_t *id_next;     /* client-id map chain */
+    unsigned refs;            /* the handle + each pending store callback */
+
+    uint8_t state;   /* mqr_lconn_state_t */
+    uint8_t version; /* 0 before CONNECT, then 4 or 5 */
+    bool dirty;
+    bool writing;      /* a uv_write is in flight */
+    bool read_paused;  /* too much output waiting: input stops */
+    bool uv_closing;   /* uv_close called */
+    bool eof;          /* the peer's side is gone: nothing more can be sent */
+    bool registered;   /* in the client-id map */
+    bool will_publish; /* closing: publish the will */
+
+    char *client_id; /* NUL-terminated, owned */
+    size_t client_id_len;
+    char addr[64]; /* "ip:port" of the peer */
+    const char *close_why;
+
+    uint64_t last_rx_ms;   /* uv_now of the last read */
+    uint64_t deadline_ms;  /* NEW: CONNECT due; CLOSING: linger ends */
+    uint32_t keepalive_ms; /* 1.5 x keep-alive, 0 = none */
+    uint32_t session_expiry;
+    uint32_t peer_max_packet; /* the client's Maximum Packet Size, 0 = none */
+    bool problem_info;        /* v5 Request Problem Information */
+    mqr_msg_t *will;          /* owned */
+
+    /* input */
+    uint8_t *pend; /* bytes of an incomplete packet (owned) */
+    size_t pend_len;
+    size_t pend_cap;
+    bool read_own; /* this read goes into pend, not the shared buffer */
+
+    /* output */
+    mqr_oseg_t *segs; /* ring: segs[(seg_head + i) % seg_cap], i < seg_count */
+    size_t seg_head, seg_count, seg_cap;
+    size_t seg_locked;   /* segments handed to the write in flight */
+    size_t locked_bytes; /* their bytes */
+    mqr_oblock_t *blk_head, *blk_tail;
+    size_t out_bytes; /* all bytes waiting, locked ones included */
+
+    /* subscriptions: trie entries, each with its index here in opts.tag */
+    mqr_trie_entry_t **subs;
+    uint32_t nsubs, subs_cap;
+
+    /* outbound QoS 1/2: a ring of in-flight deliveries in send order (holes
+     * where an out-of-order ack freed one), then the queue behind it */
+    mqr_ldelivery_t *inflight;
+    uint32_t if_head, if_span, if_live, if_cap;
+    uint16_t next_pid;
+    mqr_ldelivery_t *queue;
+    uint32_t q_head, q_count, q_cap;
+
+    /* inbound QoS 2: packet ids received and not yet released (a 65536-bit
+     * set, allocated at the first QoS 2 publish) */
+    uint64_t *qos2_ids;
+    uint32_t qos2_count;
+
+    /* acks in line */
+    mqr_lack_t *acks;
+    uint32_t ack_head, ack_count, ack_cap, acks_waiting;
+
+    /* inbound topic aliases 1..alias_max */
+    mqr_lalias_t *aliases;
+    uint16_t alias_max;
+};
+
+/* ---- the listener ----------------------------------------------------- */
+
+struct mqr_listener {
+    mqr_engine_t *e;
+    mqr_listener_options_t opts;
+    mqr_listener_stats_t stats;
+    uv_tcp_t server;
+    uv_check_t check; /* flushes every dirty connection after I/O */
+    uv_idle_t idle;   /* active while something is dirty: the loop must not block */
+    uv_timer_t timer; /* keep-alive, connect timeouts, lingering closes */
+    unsigned open_handles;
+    bool closing;
+    bool idle_on;
+    int port;
+    char host[64];
+
+    mqr_lconn_t *conns; /* not yet freed */
+    unsigned nconns;
+    mqr_lconn_t *dirty;
+
+    mqr_lconn_t **ids; /* client-id map: chained buckets */
+    size_t ids_cap, ids_count;
+    uint64_t id_seq; /* for assigned client ids */
+
+    uint8_t *rbuf;
+    mqr_oblock_t *pool; /* spare output blocks */
+    unsigned npool;
+};
+
+/* ---- server.c ----------------------------------------------------------- */
+
+mqr_lconn_t *mqr__listener_id_find(mqr_listener_t *l, const char *id, size_t len);
+int mqr__listener_id_add(mqr_listener_t *l, mqr_lconn_t *c);
+void mqr__listener_id_remove(mqr_listener_t *l, mqr_lconn_t *c);
+/* A fresh client id ("mqr-" and 16 hex digits) no connected client has. */
+void mqr__listener_id_assign(mqr_listener_t *l, char out[24]);
+/* Output is waiting: make sure the loop reaches the flush without blocking. */
+void mqr__listener_wake(mqr_listener_t *l);
+/* Frees l once it is closing and nothing it owns is left. */
+void mqr__listener_maybe_free(mqr_listener_t *l);
+
+/* ---- conn.c ------------------------------------------------------------- */
+
+/* Sets up c for a just-accepted socket (already uv_accept'ed) and starts
+ * reading. */
+int mqr__listener_conn_start(mqr_lconn_t *c);
+/* Ends the session now (out of the router and the id map, deliveries
+ * dropped, will published if c->will_publish) and closes as `how` says.
+ * reason is the v5 DISCONNECT reason for MQR_LCLOSE_DISCONNECT; why is a
+ * static text for the log. Idempotent. Safe from any callback, deliver()
+ * included. */
+void mqr__listener_conn_close(mqr_lconn_t *c, mqr_lclose_t how, uint8_t reason, const char *why);
+/* For a packet the client got wrong: counts it and closes with reason (v5
+ * DISCONNECT first). Returns MQR_EPROTOCOL for the caller to pass up. */
+int mqr__listener_conn_fail(mqr_lconn_t *c, uint8_t reason, const char *why);
+/* The timer's check of one connection. */
+void mqr__listener_conn_tick(mqr_lconn_t *c, uint64_t now);
+void mqr__listener_conn_unref(mqr_lconn_t *c);
+
+/* Room for n more bytes of output, to be made part of the output by
+ * mqr__listener_out_commit() (or forgotten). NULL when out of memory. */
+uint8_t *mqr__listener_out_reserve(mqr_lconn_t *c, size_t n);
+void mqr__listener_out_commit(mqr_lconn_t *c, size_t n);
+/* Appends msg's payload by reference. */
+int mqr__listener_out_payload(mqr_lconn_t *c, mqr_msg_t *msg);
+/* Writes what is waiting (uv_try_write, then uv_write for the rest). */
+void mqr__listener_out_flush(mqr_lconn_t *c);
+/* Flushes every dirty connection (the check handle, and close). */
+void mqr__listener_flush_all(mqr_listener_t *l);
+void mqr__listener_pool_free(mqr_listener_t *l);
+
+/* ---- handle_*.c: one packet from the client each -----------------------
+ * pkt[0..len) is the whole packet, writable (it is our read buffer) and
+ * valid for the call only. Return 0, or an MQR_E* decode error for the
+ * caller to answer (v5 DISCONNECT with the codec's reason) — unless c is
+ * already closing, then the return value is only passed up. */
+
+int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len);
+int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len);
+int mqr__listener_handle_pubrel(mqr_lconn_t *c, uint8_t *pkt, size_t len);
+int mqr__listener_handle_ack(mqr_lconn_t *c, uint8_t *pkt, size_t len); /* PUBACK/REC/COMP */
+int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len);
+int mqr__listener_handle_unsubscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len);
+int mqr__listener_handle_ping(mqr_lconn_t *c, uint8_t *pkt, size_t len);
+int mqr__listener_handle_disconnect(mqr_lconn_t *c, uint8_t *pkt, size_t len);
+
+/* handle_publish.c: acknowledgements that keep their order. */
+void mqr__listener_ack(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reason);
+/* Queues an ack that goes out once the store has committed what was written
+ * so far (or with reason 0x80 / a closed 3.1.1 connection if that failed). */
+void mqr__listener_ack_after_commit(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reason);
+void mqr__listener_acks_clear(mqr_lconn_t *c);
+void mqr__listener_aliases_clear(mqr_lconn_t *c);
+
+/* handle_subscribe.c */
+void mqr__listener_subs_clear(mqr_lconn_t *c);
+
+/* ---- send.c: packets into the connection's output ------------------------
+ * Each returns 0 or MQR_ENOMEM; send_publish also MQR_ETOOLARGE when the
+ * packet would exceed the client's Maximum Packet Size and MQR_ENOENT when
+ * the message has expired (nothing written, counted). */
+
+int mqr__listener_send_publish(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, uint16_t pid,
+                               bool retain, bool dup, uint32_t sub_id);
+int mqr__listener_send_connack(mqr_lconn_t *c, int version, bool session_present, uint8_t reason,
+                               const uint8_t *props, size_t props_len);
+int mqr__listener_send_ack(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reason);
+int mqr__listener_send_suback(mqr_lconn_t *c, uint16_t pid, const uint8_t *codes, size_t n);
+int mqr__listener_send_unsuback(mqr_lconn_t *c, uint16_t pid, const uint8_t *codes, size_t n);
+int mqr__listener_send_pingresp(mqr_lconn_t *c);
+int mqr__listener_send_disconnect(mqr_lconn_t *c, uint8_t reason);
+
+/* ---- deliver.c ---------------------------------------------------------- */
+
+/* The router's callback (c->sub.deliver). */
+void mqr__listener_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
+/* Sends msg (borrowed) at qos: QoS 0 straight into the output (dropped when
+ * it is over max_out_bytes), QoS 1/2 into the in-flight window or the queue
+ * behind it (dropped when that is full). Returns 0 or why it was not sent. */
+int mqr__listener_send_message(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool retain,
+                               uint32_t sub_id);
+/* Client acks: free the matching in-flight slot and refill the window. */
+void mqr__listener_puback(mqr_lconn_t *c, uint16_t pid);
+void mqr__listener_pubrec(mqr_lconn_t *c, uint16_t pid, uint8_t reason);
+void mqr__listener_pubcomp(mqr_lconn_t *c, uint16_t pid);
+/* Drops every in-flight and queued delivery. */
+void mqr__listener_deliveries_clear(mqr_lconn_t *c);
+/* In-flight window for this client: min(Receive Maximum, max_inflight). */
+int mqr__listener_deliveries_init(mqr_lconn_t *c, uint16_t receive_max);
+
+/* The client id once known, else the peer address: for logs. */
+static inline const char *mqr__lconn_name(const mqr_lconn_t *c)
+{
+    return c->client_id ? c->client_id : c->addr;
+}
+
+/* Packet type names for logs. */
+const char *mqr__listener_type_name(int type);
+
+#endif

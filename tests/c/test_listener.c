@@ -1,0 +1,1216 @@
+/*
+ * test_listener.c — the embedded MQTT server, spoken to over real loopback
+ * sockets.
+ *
+ * Each test runs a real engine (listener on a free port, store in a fresh
+ * temporary directory) on its own loop, and plays clients with raw TCP
+ * sockets whose packets are built and read with the codec. Every wait drives
+ * the loop with uv_run(UV_RUN_NOWAIT) under a deadline, so a broken server
+ * fails a test instead of hanging it.
+ */
+#include "listener.h"
+#include "listener/listener_int.h"
+#include "mqtt/codec.h"
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <setjmp.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define WAIT_MS 2000 /* for something that should happen */
+#define QUIET_MS 150 /* for something that should not */
+
+/* ---- time, loop, fixture ------------------------------------------------ */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+typedef struct {
+    mqr_engine_t *e;
+    mqr_listener_t *extra; /* a second listener a test started */
+    char dir[64];
+    int port;
+} fixture_t;
+
+static fixture_t F;
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void engine_start(void)
+{
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_host = "127.0.0.1";
+    o.listen_port = F.port;
+    o.data_dir = F.dir;
+    o.log_level = getenv("MQR_TEST_DEBUG") ? MQR_LOG_DEBUG : MQR_LOG_WARN;
+    char *err = NULL;
+    int rc = mqr_engine_new(&F.e, &o, NULL, &err);
+    if (rc < 0) fail_msg("engine: %s", err ? err : mqr_strerror(rc));
+    assert_non_null(F.e->listener);
+    assert_int_equal(mqr__listener_port(F.e->listener), F.port);
+}
+
+static int setup(void **state)
+{
+    snprintf(F.dir, sizeof F.dir, "/tmp/mqr-listener-XXXXXX");
+    if (!mkdtemp(F.dir)) return -1;
+    F.port = free_port();
+    engine_start();
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    mqr__listener_close(F.extra); /* else it keeps the loop alive */
+    F.extra = NULL;
+    if (F.e) mqr_engine_free(F.e);
+    F.e = NULL;
+    nftw(F.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+static void turn(void)
+{
+    uv_run(mqr_engine_loop(F.e), UV_RUN_NOWAIT);
+}
+
+/* Runs the loop for ms. */
+static void run_for(int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (now_ms() < end) {
+        turn();
+        sleep_us(500);
+    }
+}
+
+static const mqr_listener_stats_t *stats(void)
+{
+    return mqr__listener_stats(F.e->listener);
+}
+
+/* ---- a raw client ------------------------------------------------------- */
+
+typedef struct {
+    int fd;
+    int version;
+    bool closed;
+    uint8_t *buf; /* received, not yet taken */
+    size_t len;
+    uint8_t pkt[70000]; /* the last packet taken */
+    size_t pkt_len;
+} client_t;
+
+/* rcvbuf > 0 sets SO_RCVBUF before connecting (after, the kernel may wait
+ * a zero-window probe timeout before it reopens the window). */
+static client_t *cl_open_rcvbuf(int rcvbuf)
+{
+    client_t *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    c->buf = malloc(1 << 20);
+    assert_non_null(c->buf);
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(c->fd >= 0);
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (rcvbuf > 0) setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)F.port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(c->fd, (struct sockaddr *)&a, sizeof a), 0);
+    fcntl(c->fd, F_SETFL, O_NONBLOCK);
+    return c;
+}
+
+static client_t *cl_open(void)
+{
+    return cl_open_rcvbuf(0);
+}
+
+static void cl_free(client_t *c)
+{
+    if (!c) return;
+    close(c->fd);
+    free(c->buf);
+    free(c);
+}
+
+static void cl_send(client_t *c, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    uint64_t end = now_ms() + WAIT_MS;
+    while (n) {
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno != EAGAIN) fail_msg("send: %s", strerror(errno));
+        if (now_ms() > end) fail_msg("send: stuck");
+        turn();
+    }
+    turn();
+}
+
+/* Reads what the socket has; false once it is closed. */
+static bool cl_fill(client_t *c)
+{
+    for (;;) {
+        if (c->len == 1 << 20) return true;
+        ssize_t r = recv(c->fd, c->buf + c->len, (1 << 20) - c->len, 0);
+        if (r > 0) {
+            c->len += (size_t)r;
+            continue;
+        }
+        if (r == 0 || (errno != EAGAIN && errno != EINTR)) c->closed = true;
+        return !c->closed;
+    }
+}
+
+/* Takes the next whole packet into c->pkt: 1, or 0 after ms without one, or
+ * -1 when the connection closed first. */
+static int cl_next(client_t *c, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    for (;;) {
+        mqr_mqtt_frame_t f;
+        if (mqr__mqtt_frame(c->buf, c->len, 0, 0, &f) == 0) {
+            assert_true(f.total <= sizeof c->pkt);
+            memcpy(c->pkt, c->buf, f.total);
+            c->pkt_len = f.total;
+            memmove(c->buf, c->buf + f.total, c->len - f.total);
+            c->len -= f.total;
+            return 1;
+        }
+        if (c->closed) return -1;
+        if (now_ms() >= end) return 0;
+        turn();
+        cl_fill(c);
+        if (c->len == 0 && !c->closed) sleep_us(200);
+    }
+}
+
+static int pkt_type(const client_t *c)
+{
+    return c->pkt[0] >> 4;
+}
+
+static void cl_expect(client_t *c, int type)
+{
+    int r = cl_next(c, WAIT_MS);
+    if (r == 0) fail_msg("no %s within %d ms", mqr__listener_type_name(type), WAIT_MS);
+    if (r < 0) fail_msg("connection closed, expected %s", mqr__listener_type_name(type));
+    if (pkt_type(c) != type)
+        fail_msg("got %s, expected %s", mqr__listener_type_name(pkt_type(c)),
+                 mqr__listener_type_name(type));
+}
+
+static void cl_expect_nothing(client_t *c, int ms)
+{
+    int r = cl_next(c, ms);
+    if (r == 1) fail_msg("unexpected %s", mqr__listener_type_name(pkt_type(c)));
+    assert_false(c->closed);
+}
+
+/* The connection must close (packets before the close are skipped). */
+static void cl_expect_closed(client_t *c, int ms)
+{
+    int r;
+    while ((r = cl_next(c, ms)) == 1) {
+    }
+    if (r == 0) fail_msg("connection still open after %d ms", ms);
+}
+
+/* ---- packets ------------------------------------------------------------- */
+
+static void send_connect_full(client_t *c, int version, const char *id, bool clean, uint16_t ka,
+                              const uint8_t *props, size_t plen, const char *will_topic,
+                              const char *will_payload)
+{
+    c->version = version;
+    mqr_mqtt_connect_t k;
+    memset(&k, 0, sizeof k);
+    k.version = (uint8_t)version;
+    k.clean_start = clean;
+    k.keep_alive = ka;
+    k.props.p = props;
+    k.props.len = (uint32_t)plen;
+    k.client_id.p = id;
+    k.client_id.len = (uint16_t)strlen(id);
+    if (will_topic) {
+        k.has_will = true;
+        k.will_topic.p = will_topic;
+        k.will_topic.len = (uint16_t)strlen(will_topic);
+        k.will_payload.p = (const uint8_t *)will_payload;
+        k.will_payload.len = (uint32_t)strlen(will_payload);
+    }
+    uint8_t buf[1024];
+    size_t n;
+    assert_int_equal(mqr__mqtt_encode_connect(&k, buf, sizeof buf, &n), 0);
+    cl_send(c, buf, n);
+}
+
+static void send_connect(client_t *c, int version, const char *id, bool clean, uint16_t ka)
+{
+    send_connect_full(c, version, id, clean, ka, NULL, 0, NULL, NULL);
+}
+
+static mqr_mqtt_connack_t expect_connack(client_t *c)
+{
+    cl_expect(c, MQR_MQTT_CONNACK);
+    mqr_mqtt_connack_t a;
+    assert_int_equal(mqr__mqtt_decode_connack(c->pkt, c->pkt_len, c->version, &a), 0);
+    return a;
+}
+
+/* A connected client. */
+static client_t *client(int version, const char *id)
+{
+    client_t *c = cl_open();
+    send_connect(c, version, id, true, 60);
+    mqr_mqtt_connack_t a = expect_connack(c);
+    assert_int_equal(a.reason, 0);
+    assert_false(a.session_present);
+    return c;
+}
+
+static void send_publish_full(client_t *c, const char *topic, const void *payload, size_t len,
+                              int qos, bool retain, uint16_t pid, bool dup, const uint8_t *props,
+                              size_t plen)
+{
+    mqr_mqtt_publish_t p;
+    memset(&p, 0, sizeof p);
+    p.topic.p = topic;
+    p.topic.len = (uint16_t)strlen(topic);
+    p.payload.p = payload;
+    p.payload.len = (uint32_t)len;
+    p.qos = (uint8_t)qos;
+    p.retain = retain;
+    p.dup = dup;
+    p.packet_id = pid;
+    p.props.p = props;
+    p.props.len = (uint32_t)plen;
+    static uint8_t buf[80000];
+    size_t n;
+    assert_int_equal(mqr__mqtt_encode_publish(&p, c->version, buf, sizeof buf, &n), 0);
+    cl_send(c, buf, n);
+}
+
+static void send_publish(client_t *c, const char *topic, const char *payload, int qos, bool retain,
+                         uint16_t pid)
+{
+    send_publish_full(c, topic, payload, strlen(payload), qos, retain, pid, false, NULL, 0);
+}
+
+static void send_ack(client_t *c, int type, uint16_t pid)
+{
+    mqr_mqtt_ack_t a;
+    memset(&a, 0, sizeof a);
+    a.type = (uint8_t)type;
+    a.packet_id = pid;
+    uint8_t buf[16];
+    size_t n;
+    assert_int_equal(mqr__mqtt_encode_ack(&a, c->version, buf, sizeof buf, &n), 0);
+    cl_send(c, buf, n);
+}
+
+static void send_subscribe_full(client_t *c, uint16_t pid, const char *filter, int qos,
+                                bool no_local, bool rap, int rh, uint32_t sub_id)
+{
+    mqr_mqtt_subscribe_t s;
+    memset(&s, 0, sizeof s);
+    s.packet_id = pid;
+    uint8_t props[8];
+    size_t plen = 0;
+    if (sub_id) {
+        mqr_mqtt_pbuild_t b;
+        mqr__mqtt_pb_init(&b, props, sizeof props);
+        mqr__mqtt_pb_varint(&b, MQR_MQTT_PROP_SUBSCRIPTION_ID, sub_id);
+        assert_int_equal(mqr__mqtt_pb_finish(&b, &plen), 0);
+        s.props.p = props;
+        s.props.len = (uint32_t)plen;
+    }
+    mqr_mqtt_sub_entry_t e;
+    memset(&e, 0, sizeof e);
+    e.filter.p = filter;
+    e.filter.len = (uint16_t)strlen(filter);
+    e.qos = (uint8_t)qos;
+    e.no_local = no_local;
+    e.retain_as_published = rap;
+    e.retain_handling = (uint8_t)rh;
+    uint8_t buf[512];
+    size_t n;
+    assert_int_equal(mqr__mqtt_encode_subscribe(&s, &e, 1, c->version, buf, sizeof buf, &n), 0);
+    cl_send(c, buf, n);
+}
+
+/* Subscribes and checks the SUBACK grants qos. */
+static void subscribe(client_t *c, const char *filter, int qos)
+{
+    send_subscribe_full(c, 7, filter, qos, false, false, 0, 0);
+    cl_expect(c, MQR_MQTT_SUBACK);
+    mqr_mqtt_suback_t a;
+    assert_int_equal(mqr__mqtt_decode_suback(c->pkt, c->pkt_len, c->version, &a), 0);
+    assert_int_equal(a.packet_id, 7);
+    assert_int_equal(a.count, 1);
+    assert_int_equal(a.codes[0], qos);
+}
+
+static mqr_mqtt_publish_t expect_publish(client_t *c, const char *topic, const char *payload)
+{
+    cl_expect(c, MQR_MQTT_PUBLISH);
+    mqr_mqtt_publish_t p;
+    assert_int_equal(
+        mqr__mqtt_decode_publish(c->pkt, c->pkt_len, c->version, MQR_MQTT_FROM_SERVER, &p), 0);
+    if (topic) {
+        assert_int_equal(p.topic.len, strlen(topic));
+        assert_memory_equal(p.topic.p, topic, p.topic.len);
+    }
+    if (payload) {
+        assert_int_equal(p.payload.len, strlen(payload));
+        assert_memory_equal(p.payload.p, payload, p.payload.len);
+    }
+    return p;
+}
+
+static mqr_mqtt_ack_t expect_ack(client_t *c, int type, uint16_t pid)
+{
+    cl_expect(c, type);
+    mqr_mqtt_ack_t a;
+    assert_int_equal(mqr__mqtt_decode_ack(c->pkt, c->pkt_len, c->version, &a), 0);
+    assert_int_equal(a.packet_id, pid);
+    return a;
+}
+
+static uint8_t expect_disconnect(client_t *c)
+{
+    cl_expect(c, MQR_MQTT_DISCONNECT);
+    mqr_mqtt_disconnect_t d;
+    assert_int_equal(
+        mqr__mqtt_decode_disconnect(c->pkt, c->pkt_len, c->version, MQR_MQTT_FROM_SERVER, &d), 0);
+    return d.reason;
+}
+
+static void ping(client_t *c)
+{
+    static const uint8_t req[2] = {0xC0, 0x00};
+    cl_send(c, req, 2);
+    cl_expect(c, MQR_MQTT_PINGRESP);
+    assert_int_equal(c->pkt_len, 2);
+}
+
+/* ---- CONNECT / CONNACK ---------------------------------------------------- */
+
+static void test_connect_v4(void **state)
+{
+    client_t *c = cl_open();
+    send_connect(c, MQR_MQTT_V311, "dev-1", true, 30);
+    cl_expect(c, MQR_MQTT_CONNACK);
+    static const uint8_t ok[4] = {0x20, 0x02, 0x00, 0x00};
+    assert_int_equal(c->pkt_len, 4);
+    assert_memory_equal(c->pkt, ok, 4);
+    assert_int_equal(stats()->clients_current, 1);
+    assert_int_equal(stats()->connections_total, 1);
+    ping(c);
+    cl_free(c);
+}
+
+static void test_connect_v5_assigned_id(void **state)
+{
+    client_t *c = cl_open();
+    send_connect(c, MQR_MQTT_V5, "", true, 30);
+    mqr_mqtt_connack_t a = expect_connack(c);
+    assert_int_equal(a.reason, 0);
+    assert_non_null(a.assigned_client_id.p);
+    assert_true(a.assigned_client_id.len > 0);
+    assert_int_equal(a.receive_max, 1024);
+    assert_int_equal(a.max_packet_size, 1024 * 1024);
+    assert_int_equal(a.topic_alias_max, 32);
+    /* the assigned id is a real client id: a second client taking it over
+     * closes the first */
+    char id[64];
+    snprintf(id, sizeof id, "%.*s", (int)a.assigned_client_id.len, a.assigned_client_id.p);
+    client_t *d = client(MQR_MQTT_V5, id);
+    assert_int_equal(expect_disconnect(c), MQR_MQTT_RC_SESSION_TAKEN_OVER);
+    cl_expect_closed(c, WAIT_MS);
+    ping(d);
+    cl_free(c);
+    cl_free(d);
+}
+
+static void test_connect_v4_empty_id(void **state)
+{
+    /* accepted with clean session ... */
+    client_t *c = cl_open();
+    send_connect(c, MQR_MQTT_V311, "", true, 30);
+    assert_int_equal(expect_connack(c).reason, 0);
+    ping(c);
+    /* ... refused without (3.1.1 §3.1.3.1: 0x02 identifier rejected) */
+    client_t *d = cl_open();
+    send_connect(d, MQR_MQTT_V311, "", false, 30);
+    assert_int_equal(expect_connack(d).reason, MQR_MQTT_V3_ID_REJECTED);
+    cl_expect_closed(d, WAIT_MS);
+    cl_free(c);
+    cl_free(d);
+}
+
+static void test_bad_protocol_level(void **state)
+{
+    /* "MQTT" level 3: 3.1.1 CONNACK 0x01 */
+    client_t *c = cl_open();
+    static const uint8_t v3[] = {0x10, 0x0E, 0x00, 0x04, 'M',  'Q',  'T', 'T',
+                                 0x03, 0x02, 0x00, 0x3C, 0x00, 0x02, 'i', 'd'};
+    cl_send(c, v3, sizeof v3);
+    c->version = MQR_MQTT_V311;
+    cl_expect(c, MQR_MQTT_CONNACK);
+    static const uint8_t refused[4] = {0x20, 0x02, 0x00, 0x01};
+    assert_memory_equal(c->pkt, refused, 4);
+    cl_expect_closed(c, WAIT_MS);
+    cl_free(c);
+
+    /* level 6: a 5.0 CONNACK 0x84 */
+    c = cl_open();
+    static const uint8_t v6[] = {0x10, 0x0F, 0x00, 0x04, 'M',  'Q',  'T', 'T', 0x06,
+                                 0x02, 0x00, 0x3C, 0x00, 0x00, 0x02, 'i', 'd'};
+    cl_send(c, v6, sizeof v6);
+    c->version = MQR_MQTT_V5;
+    assert_int_equal(expect_connack(c).reason, MQR_MQTT_RC_UNSUPPORTED_VERSION);
+    cl_expect_closed(c, WAIT_MS);
+    cl_free(c);
+
+    /* not MQTT at all: closed without an answer */
+    c = cl_open();
+    static const uint8_t junk[] = {0x10, 0x0E, 0x00, 0x04, 'H',  'T',  'T', 'P',
+                                   0x04, 0x02, 0x00, 0x3C, 0x00, 0x02, 'i', 'd'};
+    cl_send(c, junk, sizeof junk);
+    assert_int_equal(cl_next(c, WAIT_MS), -1);
+    cl_free(c);
+    assert_int_equal(stats()->clients_current, 0);
+    assert_int_equal(stats()->connects_refused, 3);
+}
+
+static void test_first_packet_not_connect(void **state)
+{
+    client_t *c = cl_open();
+    static const uint8_t pingreq[2] = {0xC0, 0x00};
+    cl_send(c, pingreq, 2);
+    assert_int_equal(cl_next(c, WAIT_MS), -1); /* closed, nothing sent */
+    cl_free(c);
+    assert_int_equal(stats()->connections_current, 0);
+}
+
+static void test_second_connect(void **state)
+{
+    client_t *c = client(MQR_MQTT_V5, "twice");
+    send_connect(c, MQR_MQTT_V5, "twice", true, 30);
+    assert_int_equal(expect_disconnect(c), MQR_MQTT_RC_PROTOCOL_ERROR);
+    cl_expect_closed(c, WAIT_MS);
+    cl_free(c);
+
+    c = client(MQR_MQTT_V311, "twice4");
+    send_connect(c, MQR_MQTT_V311, "twice4", true, 30);
+    assert_int_equal(cl_next(c, WAIT_MS), -1); /* 3.1.1: just closed */
+    cl_free(c);
+}
+
+static void test_takeover_v4(void **state)
+{
+    client_t *a = client(MQR_MQTT_V311, "same");
+    subscribe(a, "t/a", 0);
+    client_t *b = client(MQR_MQTT_V311, "same");
+    assert_int_equal(cl_next(a, WAIT_MS), -1); /* closed, no DISCONNECT in 3.1.1 */
+    assert_int_equal(stats()->takeovers, 1);
+    /* a's subscription went with it */
+    client_t *p = client(MQR_MQTT_V311, "pub");
+    subscribe(b, "t/#", 0);
+    send_publish(p, "t/a", "x", 0, false, 0);
+    expect_publish(b, "t/a", "x");
+    cl_free(a);
+    cl_free(b);
+    cl_free(p);
+}
+
+/* ---- publish / subscribe --------------------------------------------------- */
+
+static void test_pubsub_qos0_qos1(void **state)
+{
+    client_t *s = client(MQR_MQTT_V311, "sub");
+    subscribe(s, "a/b", 1);
+    client_t *p = client(MQR_MQTT_V5, "pub");
+
+    send_publish(p, "a/b", "zero", 0, false, 0);
+    mqr_mqtt_publish_t m = expect_publish(s, "a/b", "zero");
+    assert_int_equal(m.qos, 0);
+    assert_false(m.retain);
+
+    send_publish(p, "a/b", "one", 1, false, 42);
+    mqr_mqtt_ack_t a = expect_ack(p, MQR_MQTT_PUBACK, 42);
+    assert_int_equal(a.reason, 0);
+    m = expect_publish(s, "a/b", "one");
+    assert_int_equal(m.qos, 1);
+    assert_true(m.packet_id != 0);
+    send_ack(s, MQR_MQTT_PUBACK, m.packet_id);
+
+    /* QoS 1 published to a QoS 0 subscription arrives at QoS 0 */
+    client_t *z = client(MQR_MQTT_V311, "sub0");
+    subscribe(z, "a/b", 0);
+    send_publish(p, "a/b", "down", 1, false, 43);
+    expect_ack(p, MQR_MQTT_PUBACK, 43);
+    assert_int_equal(expect_publish(z, "a/b", "down").qos, 0);
+    assert_int_equal(expect_publish(s, "a/b", "down").qos, 1);
+    assert_true(stats()->msgs_in >= 3);
+    cl_free(s);
+    cl_free(p);
+    cl_free(z);
+}
+
+static void test_qos1_window_and_queue(void **state)
+{
+    /* v5 Receive Maximum 2: only two unacknowledged at a time */
+    client_t *s = cl_open();
+    uint8_t props[8];
+    size_t plen;
+    mqr_mqtt_pbuild_t b;
+    mqr__mqtt_pb_init(&b, props, sizeof props);
+    mqr__mqtt_pb_u16(&b, MQR_MQTT_PROP_RECEIVE_MAX, 2);
+    assert_int_equal(mqr__mqtt_pb_finish(&b, &plen), 0);
+    send_connect_full(s, MQR_MQTT_V5, "slow", true, 60, props, plen, NULL, NULL);
+    assert_int_equal(expect_connack(s).reason, 0);
+    subscribe(s, "q", 1);
+    client_t *p = client(MQR_MQTT_V311, "fast");
+    for (int i = 0; i < 5; i++) {
+        char pl[8];
+        snprintf(pl, sizeof pl, "m%d", i);
+        send_publish(p, "q", pl, 1, false, (uint16_t)(i + 1));
+        expect_ack(p, MQR_MQTT_PUBACK, (uint16_t)(i + 1));
+    }
+    mqr_mqtt_publish_t m0 = expect_publish(s, "q", "m0");
+    mqr_mqtt_publish_t m1 = expect_publish(s, "q", "m1");
+    assert_int_not_equal(m0.packet_id, m1.packet_id);
+    cl_expect_nothing(s, QUIET_MS);
+    send_ack(s, MQR_MQTT_PUBACK, m0.packet_id);
+    mqr_mqtt_publish_t m2 = expect_publish(s, "q", "m2");
+    cl_expect_nothing(s, QUIET_MS);
+    send_ack(s, MQR_MQTT_PUBACK, m1.packet_id);
+    send_ack(s, MQR_MQTT_PUBACK, m2.packet_id);
+    expect_publish(s, "q", "m3");
+    expect_publish(s, "q", "m4");
+    cl_free(s);
+    cl_free(p);
+}
+
+static void test_wildcards(void **state)
+{
+    client_t *s = client(MQR_MQTT_V311, "wild");
+    subscribe(s, "a/+/c", 0);
+    subscribe(s, "x/#", 0);
+    client_t *p = client(MQR_MQTT_V311, "pub");
+    send_publish(p, "a/b/d", "no", 0, false, 0);
+    send_publish(p, "$SYS/x", "no", 0, false, 0);
+    send_publish(p, "a/b/c", "yes1", 0, false, 0);
+    send_publish(p, "x", "yes2", 0, false, 0); /* "x/#" matches its parent */
+    send_publish(p, "x/y/z", "yes3", 0, false, 0);
+    expect_publish(s, "a/b/c", "yes1");
+    expect_publish(s, "x", "yes2");
+    expect_publish(s, "x/y/z", "yes3");
+    cl_expect_nothing(s, QUIET_MS);
+    cl_free(s);
+    cl_free(p);
+}
+
+static void test_retained(void **state)
+{
+    client_t *p = client(MQR_MQTT_V311, "pub");
+    send_publish(p, "r/1", "kept", 1, true, 1);
+    expect_ack(p, MQR_MQTT_PUBACK, 1);
+    send_publish(p, "r/2", "also", 0, true, 0);
+    turn();
+
+    client_t *s = client(MQR_MQTT_V311, "sub");
+    subscribe(s, "r/1", 1);
+    mqr_mqtt_publish_t m = expect_publish(s, "r/1", "kept");
+    assert_true(m.retain);
+    assert_int_equal(m.qos, 1);
+    send_ack(s, MQR_MQTT_PUBACK, m.packet_id);
+    /* live traffic on the same topic goes out with RETAIN 0 */
+    send_publish(p, "r/1", "live", 0, true, 0);
+    m = expect_publish(s, "r/1", "live");
+    assert_false(m.retain);
+
+    /* an empty retained publish clears it */
+    send_publish(p, "r/1", "", 0, true, 0);
+    expect_publish(s, "r/1", ""); /* forwarded as a normal message */
+    client_t *t = client(MQR_MQTT_V311, "late");
+    subscribe(t, "r/1", 0);
+    send_publish(p, "r/1", "marker", 0, false, 0);
+    m = expect_publish(t, "r/1", "marker"); /* the first thing it gets */
+    assert_false(m.retain);
+    cl_free(p);
+    cl_free(s);
+    cl_free(t);
+}
+
+/* The PUBACK of a retained QoS 1 message means it is on disk: another
+ * SQLite connection sees it the moment the PUBACK arrives. */
+static void test_retained_puback_after_commit(void **state)
+{
+    client_t *p = client(MQR_MQTT_V5, "pub");
+    send_publish(p, "durable/t", "payload", 1, true, 9);
+    /* wait for the PUBACK without letting the loop run further than needed */
+    int r = cl_next(p, WAIT_MS);
+    assert_int_equal(r, 1);
+    assert_int_equal(pkt_type(p), MQR_MQTT_PUBACK);
+    char path[128];
+    snprintf(path, sizeof path, "%s/mqrouter.db", F.dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT count(*) FROM retained WHERE topic = 'durable/t'",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 1);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    cl_free(p);
+}
+
+static void test_unsubscribe(void **state)
+{
+    client_t *s = client(MQR_MQTT_V5, "sub");
+    subscribe(s, "u/1", 0);
+    subscribe(s, "u/2", 0);
+    client_t *p = client(MQR_MQTT_V311, "pub");
+    send_publish(p, "u/1", "before", 0, false, 0);
+    expect_publish(s, "u/1", "before");
+
+    mqr_mqtt_unsubscribe_t u;
+    memset(&u, 0, sizeof u);
+    u.packet_id = 3;
+    mqr_mqtt_str_t f[2] = {{"u/1", 3}, {"nope", 4}};
+    uint8_t buf[64];
+    size_t n;
+    assert_int_equal(mqr__mqtt_encode_unsubscribe(&u, f, 2, s->version, buf, sizeof buf, &n), 0);
+    cl_send(s, buf, n);
+    cl_expect(s, MQR_MQTT_UNSUBACK);
+    mqr_mqtt_unsuback_t ua;
+    assert_int_equal(mqr__mqtt_decode_unsuback(s->pkt, s->pkt_len, s->version, &ua), 0);
+    assert_int_equal(ua.packet_id, 3);
+    assert_int_equal(ua.count, 2);
+    assert_int_equal(ua.codes[0], MQR_MQTT_RC_SUCCESS);
+    assert_int_equal(ua.codes[1], MQR_MQTT_RC_NO_SUBSCRIPTION_EXISTED);
+
+    send_publish(p, "u/1", "after", 0, false, 0);
+    send_publish(p, "u/2", "marker", 0, false, 0);
+    expect_publish(s, "u/2", "marker"); /* and not "after" before it */
+    cl_expect_nothing(s, QUIET_MS);
+    cl_free(s);
+    cl_free(p);
+}
+
+static void test_qos2_inbound_exactly_once(void **state)
+{
+    client_t *s = client(MQR_MQTT_V311, "sub");
+    subscribe(s, "e", 2);
+    client_t *p = client(MQR_MQTT_V5, "pub");
+    send_publish(p, "e", "once", 2, false, 5);
+    expect_ack(p, MQR_MQTT_PUBREC, 5);
+    /* a resend (our PUBREC "lost") is acknowledged again, not routed again */
+    send_publish_full(p, "e", "once", 4, 2, false, 5, true, NULL, 0);
+    expect_ack(p, MQR_MQTT_PUBREC, 5);
+    send_ack(p, MQR_MQTT_PUBREL, 5);
+    assert_int_equal(expect_ack(p, MQR_MQTT_PUBCOMP, 5).reason, 0);
+    /* the id is free again: the same id is a new message */
+    send_publish(p, "e", "twice", 2, false, 5);
+    expect_ack(p, MQR_MQTT_PUBREC, 5);
+    send_ack(p, MQR_MQTT_PUBREL, 5);
+    expect_ack(p, MQR_MQTT_PUBCOMP, 5);
+    /* PUBREL for an id we do not hold */
+    send_ack(p, MQR_MQTT_PUBREL, 77);
+    assert_int_equal(expect_ack(p, MQR_MQTT_PUBCOMP, 77).reason, MQR_MQTT_RC_PACKET_ID_NOT_FOUND);
+
+    /* outbound QoS 2 flow to the subscriber: both fit in the window */
+    mqr_mqtt_publish_t m1 = expect_publish(s, "e", "once");
+    mqr_mqtt_publish_t m2 = expect_publish(s, "e", "twice");
+    assert_int_equal(m1.qos, 2);
+    assert_int_equal(m2.qos, 2);
+    cl_expect_nothing(s, QUIET_MS);
+    send_ack(s, MQR_MQTT_PUBREC, m1.packet_id);
+    expect_ack(s, MQR_MQTT_PUBREL, m1.packet_id);
+    send_ack(s, MQR_MQTT_PUBREC, m2.packet_id);
+    expect_ack(s, MQR_MQTT_PUBREL, m2.packet_id);
+    send_ack(s, MQR_MQTT_PUBCOMP, m2.packet_id); /* out of order is fine */
+    send_ack(s, MQR_MQTT_PUBCOMP, m1.packet_id);
+    cl_expect_nothing(s, QUIET_MS);
+    mqr_lconn_t *sc = mqr__listener_id_find(F.e->listener, "sub", 3);
+    assert_non_null(sc);
+    assert_int_equal(sc->if_live, 0);
+    cl_free(s);
+    cl_free(p);
+}
+
+static void test_v5_subscription_options(void **state)
+{
+    client_t *p = client(MQR_MQTT_V5, "me");
+    send_publish(p, "o/r", "retained", 0, true, 0);
+    client_t *s = client(MQR_MQTT_V5, "opts");
+
+    /* retain handling 2: no retained message at subscribe */
+    send_subscribe_full(s, 1, "o/r", 0, false, true, 2, 11);
+    cl_expect(s, MQR_MQTT_SUBACK);
+    /* retain as published: live retained message keeps RETAIN; the
+     * subscription id comes back */
+    send_publish(p, "o/r", "again", 0, true, 0);
+    mqr_mqtt_publish_t m = expect_publish(s, "o/r", "again");
+    assert_true(m.retain);
+    assert_int_equal(m.sub_id_count, 1);
+    assert_int_equal(m.sub_id, 11);
+
+    /* retain handling 1: retained only if the subscription is new */
+    send_subscribe_full(s, 2, "o/+", 0, false, false, 1, 0);
+    cl_expect(s, MQR_MQTT_SUBACK);
+    m = expect_publish(s, "o/r", "again");
+    assert_true(m.retain);
+    assert_int_equal(m.sub_id_count, 0);
+    send_subscribe_full(s, 3, "o/+", 0, false, false, 1, 0);
+    cl_expect(s, MQR_MQTT_SUBACK);
+    cl_expect_nothing(s, QUIET_MS);
+
+    /* no local: its own messages do not come back */
+    send_subscribe_full(p, 4, "o/self", 0, true, false, 0, 0);
+    cl_expect(p, MQR_MQTT_SUBACK);
+    send_subscribe_full(p, 5, "o/other", 0, false, false, 0, 0);
+    cl_expect(p, MQR_MQTT_SUBACK);
+    send_publish(p, "o/self", "mine", 0, false, 0);
+    send_publish(p, "o/other", "marker", 0, false, 0);
+    expect_publish(p, "o/other", "marker");
+    cl_expect_nothing(p, QUIET_MS);
+    cl_free(s);
+    cl_free(p);
+}
+
+static void test_overlapping_subscriptions(void **state)
+{
+    /* one copy per matching subscription, each with its own id and QoS */
+    client_t *s = client(MQR_MQTT_V5, "over");
+    send_subscribe_full(s, 1, "ov/#", 0, false, false, 0, 1);
+    cl_expect(s, MQR_MQTT_SUBACK);
+    send_subscribe_full(s, 2, "ov/x", 1, false, false, 0, 2);
+    cl_expect(s, MQR_MQTT_SUBACK);
+    client_t *p = client(MQR_MQTT_V311, "pub");
+    send_publish(p, "ov/x", "m", 1, false, 1);
+    expect_ack(p, MQR_MQTT_PUBACK, 1);
+    mqr_mqtt_publish_t a = expect_publish(s, "ov/x", "m");
+    mqr_mqtt_publish_t b = expect_publish(s, "ov/x", "m");
+    uint32_t ids = a.sub_id | b.sub_id;
+    assert_int_equal(ids, 3);
+    assert_int_equal(a.qos + b.qos, 1);
+    cl_free(s);
+    cl_free(p);
+}
+
+static void test_shared_subscription(void **state)
+{
+    client_t *a = client(MQR_MQTT_V5, "worker-a");
+    client_t *b = client(MQR_MQTT_V5, "worker-b");
+    subscribe(a, "$share/g/jobs/+", 0);
+    subscribe(b, "$share/g/jobs/+", 0);
+    client_t *p = client(MQR_MQTT_V311, "pub");
+    for (int i = 0; i < 10; i++)
+        send_publish(p, "jobs/x", "j", 0, false, 0);
+    int na = 0, nb = 0;
+    while (cl_next(a, QUIET_MS) == 1)
+        na++;
+    while (cl_next(b, QUIET_MS) == 1)
+        nb++;
+    assert_int_equal(na + nb, 10);
+    assert_true(na > 0 && nb > 0);
+    cl_free(a);
+    cl_free(b);
+    cl_free(p);
+}
+
+static void test_max_packet_size(void **state)
+{
+    client_t *s = cl_open();
+    uint8_t props[8];
+    size_t plen;
+    mqr_mqtt_pbuild_t b;
+    mqr__mqtt_pb_init(&b, props, sizeof props);
+    mqr__mqtt_pb_u32(&b, MQR_MQTT_PROP_MAX_PACKET_SIZE, 64);
+    assert_int_equal(mqr__mqtt_pb_finish(&b, &plen), 0);
+    send_connect_full(s, MQR_MQTT_V5, "small", true, 60, props, plen, NULL, NULL);
+    assert_int_equal(expect_connack(s).reason, 0);
+    subscribe(s, "big", 0);
+    client_t *p = client(MQR_MQTT_V311, "pub");
+    char big[200];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    send_publish(p, "big", big, 0, false, 0);
+    send_publish(p, "big", "small", 0, false, 0);
+    expect_publish(s, "big", "small");
+    assert_int_equal(stats()->dropped_too_large, 1);
+    cl_free(s);
+    cl_free(p);
+}
+
+static void test_topic_alias(void **state)
+{
+    client_t *s = client(MQR_MQTT_V311, "sub");
+    subscribe(s, "al/#", 0);
+    client_t *p = client(MQR_MQTT_V5, "aliaser");
+    uint8_t props[8];
+    size_t plen;
+    mqr_mqtt_pbuild_t b;
+    mqr__mqtt_pb_init(&b, props, sizeof props);
+    mqr__mqtt_pb_u16(&b, MQR_MQTT_PROP_TOPIC_ALIAS, 3);
+    assert_int_equal(mqr__mqtt_pb_finish(&b, &plen), 0);
+    send_publish_full(p, "al/long/topic", "1", 1, 0, false, 0, false, props, plen);
+    mqr_mqtt_publish_t m = expect_publish(s, "al/long/topic", "1");
+    send_publish_full(p, "", "2", 1, 0, false, 0, false, props, plen);
+    m = expect_publish(s, "al/long/topic", "2");
+    assert_int_equal(m.topic_alias, 0);
+    /* an alias above the maximum (32) is a protocol error 0x94 */
+    mqr__mqtt_pb_init(&b, props, sizeof props);
+    mqr__mqtt_pb_u16(&b, MQR_MQTT_PROP_TOPIC_ALIAS, 33);
+    assert_int_equal(mqr__mqtt_pb_finish(&b, &plen), 0);
+    send_publish_full(p, "al/x", "3", 1, 0, false, 0, false, props, plen);
+    assert_int_equal(expect_disconnect(p), MQR_MQTT_RC_TOPIC_ALIAS_INVALID);
+    cl_expect_closed(p, WAIT_MS);
+    cl_free(s);
+    cl_free(p);
+}
+
+/* ---- keep-alive, ping, disconnect, will ------------------------------------ */
+
+static void test_ping(void **state)
+{
+    client_t *c = client(MQR_MQTT_V311, "pinger");
+    ping(c);
+    ping(c);
+    cl_free(c);
+}
+
+static void test_keepalive_expiry(void **state)
+{
+    client_t *c5 = cl_open();
+    send_connect(c5, MQR_MQTT_V5, "sleepy5", true, 1);
+    assert_int_equal(expect_connack(c5).reason, 0);
+    client_t *c4 = cl_open();
+    send_connect(c4, MQR_MQTT_V311, "sleepy4", true, 1);
+    assert_int_equal(expect_connack(c4).reason, 0);
+    client_t *alive = cl_open();
+    send_connect(alive, MQR_MQTT_V311, "awake", true, 1);
+    assert_int_equal(expect_connack(alive).reason, 0);
+
+    uint64_t t0 = now_ms();
+    /* the awake one pings every 0.5 s and stays */
+    uint64_t next_ping = t0 + 500;
+    int r;
+    while ((r = cl_next(c5, 50)) == 0 && now_ms() - t0 < 4000) {
+        if (now_ms() >= next_ping) {
+            ping(alive);
+            next_ping = now_ms() + 500;
+        }
+    }
+    assert_int_equal(r, 1);
+    assert_int_equal(pkt_type(c5), MQR_MQTT_DISCONNECT);
+    uint64_t dt = now_ms() - t0;
+    assert_true(dt >= 1400); /* 1.5 x keep-alive, not before */
+    assert_true(dt < 3000);
+    mqr_mqtt_disconnect_t d;
+    assert_int_equal(mqr__mqtt_decode_disconnect(c5->pkt, c5->pkt_len, 5, MQR_MQTT_FROM_SERVER, &d),
+                     0);
+    assert_int_equal(d.reason, MQR_MQTT_RC_KEEP_ALIVE_TIMEOUT);
+    cl_expect_closed(c5, WAIT_MS);
+    assert_int_equal(cl_next(c4, WAIT_MS), -1);
+    ping(alive);
+    assert_int_equal(stats()->keepalive_timeouts, 2);
+    cl_free(c5);
+    cl_free(c4);
+    cl_free(alive);
+}
+
+static void test_will(void **state)
+{
+    client_t *s = client(MQR_MQTT_V311, "watcher");
+    subscribe(s, "will/#", 0);
+
+    /* a normal DISCONNECT drops the will */
+    client_t *a = cl_open();
+    send_connect_full(a, MQR_MQTT_V311, "polite", true, 60, NULL, 0, "will/polite", "gone");
+    assert_int_equal(expect_connack(a).reason, 0);
+    static const uint8_t disc[2] = {0xE0, 0x00};
+    cl_send(a, disc, 2);
+    assert_int_equal(cl_next(a, WAIT_MS), -1);
+
+    /* a dropped connection publishes it */
+    client_t *b = cl_open();
+    send_connect_full(b, MQR_MQTT_V311, "rude", true, 60, NULL, 0, "will/rude", "lost");
+    assert_int_equal(expect_connack(b).reason, 0);
+    close(b->fd);
+    b->fd = -1;
+    expect_publish(s, "will/rude", "lost");
+
+    /* v5 DISCONNECT 0x04 asks for it */
+    client_t *c = cl_open();
+    send_connect_full(c, MQR_MQTT_V5, "asks", true, 60, NULL, 0, "will/asks", "please");
+    assert_int_equal(expect_connack(c).reason, 0);
+    static const uint8_t disc_will[3] = {0xE0, 0x01, 0x04};
+    cl_send(c, disc_will, 3);
+    expect_publish(s, "will/asks", "please");
+    cl_expect_nothing(s, QUIET_MS);
+    cl_free(a);
+    free(b->buf);
+    free(b);
+    cl_free(c);
+    cl_free(s);
+}
+
+/* ---- bad packets close only their connection -------------------------------- */
+
+static void expect_only_this_closed(client_t *bad, uint8_t reason, client_t *other)
+{
+    if (bad->version == MQR_MQTT_V5) assert_int_equal(expect_disconnect(bad), reason);
+    cl_expect_closed(bad, WAIT_MS);
+    ping(other);
+}
+
+static void test_malformed_remaining_length(void **state)
+{
+    client_t *other = client(MQR_MQTT_V5, "bystander");
+    client_t *bad = client(MQR_MQTT_V5, "bad-rl");
+    static const uint8_t rl[] = {0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01};
+    cl_send(bad, rl, sizeof rl);
+    expect_only_this_closed(bad, MQR_MQTT_RC_MALFORMED, other);
+    cl_free(bad);
+
+    bad = client(MQR_MQTT_V311, "bad-rl4");
+    cl_send(bad, rl, sizeof rl);
+    assert_int_equal(cl_next(bad, WAIT_MS), -1);
+    ping(other);
+    cl_free(bad);
+    assert_int_equal(stats()->malformed, 2);
+    cl_free(other);
+}
+
+static void test_wildcard_in_publish_topic(void **state)
+{
+    client_t *other = client(MQR_MQTT_V311, "bystander");
+    client_t *bad = client(MQR_MQTT_V5, "bad-topic");
+    /* hand-made: the encoder would not stop us, but be explicit */
+    static const uint8_t pub[] = {0x30, 0x07, 0x00, 0x03, 'a', '/', '+', 0x00, 'x'};
+    cl_send(bad, pub, sizeof pub);
+    expect_only_this_closed(bad, MQR_MQTT_RC_TOPIC_NAME_INVALID, other);
+    cl_free(bad);
+    cl_free(other);
+}
+
+static void test_bad_utf8(void **state)
+{
+    client_t *other = client(MQR_MQTT_V5, "bystander");
+    client_t *bad = client(MQR_MQTT_V5, "bad-utf8");
+    /* 0xC0 0x80 is an overlong NUL: not valid MQTT UTF-8 */
+    static const uint8_t pub[] = {0x30, 0x07, 0x00, 0x03, 'a', 0xC0, 0x80, 0x00, 'x'};
+    cl_send(bad, pub, sizeof pub);
+    expect_only_this_closed(bad, MQR_MQTT_RC_MALFORMED, other);
+    cl_free(bad);
+    cl_free(other);
+}
+
+static void test_packet_too_large(void **state)
+{
+    client_t *other = client(MQR_MQTT_V5, "bystander");
+    client_t *bad = client(MQR_MQTT_V5, "too-big");
+    /* a header announcing 2 MiB is refused before the body arrives */
+    static const uint8_t hdr[] = {0x30, 0x80, 0x80, 0x80, 0x01};
+    cl_send(bad, hdr, sizeof hdr);
+    expect_only_this_closed(bad, MQR_MQTT_RC_PACKET_TOO_LARGE, other);
+    cl_free(bad);
+    cl_free(other);
+}
+
+static void test_large_payload(void **state)
+{
+    /* bigger than the copy threshold and the shared read buffer's small-tail
+     * path: read into the connection's own buffer, sent by reference */
+    client_t *s = client(MQR_MQTT_V5, "bigsub");
+    subscribe(s, "big/#", 0);
+    client_t *p = client(MQR_MQTT_V5, "bigpub");
+    size_t n = 60000;
+    char *pl = malloc(n + 1);
+    assert_non_null(pl);
+    for (size_t i = 0; i < n; i++)
+        pl[i] = (char)('a' + i % 26);
+    pl[n] = '\0';
+    send_publish(p, "big/one", pl, 0, false, 0);
+    send_publish(p, "big/two", "small after", 0, false, 0);
+    expect_publish(s, "big/one", pl);
+    expect_publish(s, "big/two", "small after");
+    free(pl);
+    cl_free(s);
+    cl_free(p);
+}
+
+/* ---- limits and shutdown ------------------------------------------------------- */
+
+static void test_slow_subscriber_drops_qos0(void **state)
+{
+    /* a second listener with a tiny output bound on the same engine */
+    mqr_listener_options_t o;
+    mqr__listener_options_init(&o);
+    o.max_out_bytes = 16 * 1024;
+    mqr_listener_t *l;
+    int port = free_port();
+    assert_int_equal(mqr__listener_start_opts(F.e, "127.0.0.1", port, &o, &l), 0);
+    F.extra = l;
+    int saved = F.port;
+    F.port = port;
+    client_t *s = cl_open_rcvbuf(16 * 1024);
+    send_connect(s, MQR_MQTT_V311, "slow", true, 60);
+    assert_int_equal(expect_connack(s).reason, 0);
+    subscribe(s, "flood", 0);
+    F.port = saved;
+    mqr_lconn_t *sc = l->conns;
+    assert_non_null(sc);
+    /* keep the kernel from absorbing the flood on the server side too */
+    int sndbuf = 4096;
+    uv_send_buffer_size((uv_handle_t *)&sc->tcp, &sndbuf);
+    client_t *p = client(MQR_MQTT_V311, "flooder");
+    char pl[1000];
+    memset(pl, 'f', sizeof pl - 1);
+    pl[sizeof pl - 1] = '\0';
+    /* the subscriber reads nothing meanwhile */
+    for (int i = 0; i < 5000; i++)
+        send_publish(p, "flood", pl, 0, false, 0);
+    run_for(100);
+    const mqr_listener_stats_t *st = mqr__listener_stats(l);
+    assert_true(st->dropped > 0);
+    /* memory stayed bounded: what waits is about the bound, not 5 MB */
+    assert_true(sc->out_bytes < o.max_out_bytes + 2048);
+    /* and the subscriber still works once it reads */
+    int got = 0;
+    while (cl_next(s, 500) == 1)
+        got++;
+    assert_true(got > 0);
+    if ((uint64_t)got + st->dropped != 5000)
+        fail_msg(
+            "got %d dropped %llu in %llu; out %zu writing %d segs %zu locked %zu/%zu paused %d",
+            got, (unsigned long long)st->dropped, (unsigned long long)stats()->msgs_in,
+            sc->out_bytes, sc->writing, sc->seg_count, sc->seg_locked, sc->locked_bytes,
+            sc->read_paused);
+    ping(s);
+    cl_free(s);
+    cl_free(p);
+}
+
+static void test_shutdown_disconnects_v5(void **state)
+{
+    client_t *c5 = client(MQR_MQTT_V5, "v5");
+    client_t *c4 = client(MQR_MQTT_V311, "v4");
+    mqr_engine_stop(F.e);
+    turn();
+    assert_int_equal(expect_disconnect(c5), MQR_MQTT_RC_SERVER_SHUTTING_DOWN);
+    cl_expect_closed(c5, WAIT_MS);
+    assert_int_equal(cl_next(c4, WAIT_MS), -1);
+    cl_free(c5);
+    cl_free(c4);
+}
+
+/* The listener survives a restart of the engine with its retained messages. */
+static void test_retained_survives_restart(void **state)
+{
+    client_t *p = client(MQR_MQTT_V311, "pub");
+    send_publish(p, "keep/me", "across", 1, true, 1);
+    expect_ack(p, MQR_MQTT_PUBACK, 1);
+    cl_free(p);
+    mqr_engine_free(F.e);
+    F.e = NULL;
+    engine_start();
+    client_t *s = client(MQR_MQTT_V5, "sub");
+    subscribe(s, "keep/#", 0);
+    mqr_mqtt_publish_t m = expect_publish(s, "keep/me", "across");
+    assert_true(m.retain);
+    cl_free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_connect_v4, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_v5_assigned_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_v4_empty_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_protocol_level, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_first_packet_not_connect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_second_connect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_takeover_v4, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pubsub_qos0_qos1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qos1_window_and_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wildcards, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retained, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retained_puback_after_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unsubscribe, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qos2_inbound_exactly_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v5_subscription_options, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_overlapping_subscriptions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shared_subscription, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_packet_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_topic_alias, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keepalive_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_will, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_remaining_length, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wildcard_in_publish_topic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_utf8, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_packet_too_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_payload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slow_subscriber_drops_qos0, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_disconnects_v5, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retained_survives_restart, setup, teardown),
+    };
+    /* TEST_FILTER=test_will runs one test (a cmocka glob) */
+    if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
