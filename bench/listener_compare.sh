@@ -64,8 +64,10 @@ tmp=$(mktemp -d /tmp/listener_compare.XXXXXX)
 chmod 755 "$tmp" # Mosquitto drops root privileges and must still read its config
 started_pids=()
 
+lg_pid=
 cleanup() {
     local pid
+    [ -n "$lg_pid" ] && kill -TERM "$lg_pid" 2>/dev/null
     for pid in "${started_pids[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
@@ -122,11 +124,11 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
-# CPU ticks (user+system) of one process; ticks the machine spent in
-# processes (user+nice+system: softirq time, where loopback TCP runs, is not
-# charged to any process here) and in total.
+# CPU ticks (user+system) of one process; busy and total ticks of the
+# machine. Busy counts irq and softirq too: a tick spent in softirq (where
+# loopback TCP runs) is charged to the process it interrupted as well.
 proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-sys_ticks() { awk '/^cpu /{p = $2 + $3 + $4; print p, p + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+sys_ticks() { awk '/^cpu /{b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat; }
 clk_tck=$(getconf CLK_TCK)
 ncpu=$(nproc)
 
@@ -154,13 +156,22 @@ run_one() {
     b0=$(proc_ticks "$bpid")
     read -r s0 t0 < <(sys_ticks)
     local start=$EPOCHREALTIME
-    # /usr/bin/time -f gives loadgen's own CPU over its whole life.
-    /usr/bin/time -f "LGTIME %U %S" -o "$out.time" "$loadgen" "${args[@]}" >"$out" 2>"$out.err" || true
+    # In the background so that a signal reaches the trap at once (bash
+    # holds traps while a foreground child runs); `times` before and after
+    # gives loadgen's CPU over its whole life.
+    times >"$out.t0"
+    "$loadgen" "${args[@]}" >"$out" 2>"$out.err" &
+    lg_pid=$!
+    wait "$lg_pid" || true
+    lg_pid=
+    times >"$out.t1"
     local wall
     wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN{print b - a}')
     b1=$(proc_ticks "$bpid")
     read -r s1 t1 < <(sys_ticks)
-    lg=$(awk '/^LGTIME/{print $2 + $3}' "$out.time" 2>/dev/null)
+    lg=$(cat "$out.t0" "$out.t1" | awk '
+        function sec(x, m) { m = x; sub(/m.*/, "", m); sub(/^[0-9]+m/, "", x); sub(/s$/, "", x); return m * 60 + x }
+        NR == 2 { c0 = sec($1) + sec($2) } NR == 4 { c1 = sec($1) + sec($2) } END { print c1 - c0 }')
     grep -v '^RESULT' "$out" | sed 's/^/  /' || true
     sed 's/^/  /' "$out.err" >&2
     local line
