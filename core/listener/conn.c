@@ -573,6 +573,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     l->stats.bytes_in += (uint64_t)nread;
     if (c->state == MQR_LCONN_CLOSING) return; /* lingering: input is ignored */
     c->last_rx_ms = uv_now(l->e->loop);
+    l->read_ms = mqr__now_ms();
 
     uint8_t *data = c->read_own ? c->pend : l->rbuf;
     size_t len = c->pend_len + (size_t)nread;

@@ -93,7 +93,12 @@ void mqr__listener_ack_after_commit(mqr_lconn_t *c, uint8_t type, uint16_t pid, 
     }
     c->acks_waiting++;
     c->refs++;
-    int rc = mqr__store_after_commit(c->l->e->store, on_commit, c);
+    mqr_store_t *store = c->l->e->store;
+    int rc = store ? mqr__store_after_commit(store, on_commit, c) : 0;
+    if (!store) {
+        on_commit(c, 0); /* nothing to wait for */
+        return;
+    }
     if (rc < 0) on_commit(c, rc); /* a failed call never runs the callback */
 }
 
@@ -212,6 +217,7 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         .origin_name = c->client_id,
         .origin_conn = c,
         .expiry_s = p.has_expiry ? p.expiry : 0,
+        .created_ms = l->read_ms,
     };
     mqr_msg_t *m = mqr__msg_new(&in);
     if (m) {
