@@ -148,7 +148,11 @@ void mqr__listener_out_commit(mqr_lconn_t *c, size_t n)
     }
     if (!merged) {
         mqr_oseg_t s = {.buf = uv_buf_init((char *)p, (unsigned)n), .blk = b};
-        if (seg_push(c, &s) < 0) return; /* the bytes stay unused; the packet is lost */
+        if (seg_push(c, &s) < 0) {
+            /* a lost packet would break the stream: give up on the client */
+            mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "out of memory");
+            return;
+        }
     }
     b->used += n;
     c->out_bytes += n;

@@ -655,8 +655,61 @@ static void test_wildcards(void **state)
     expect_publish(s, "x", "yes2");
     expect_publish(s, "x/y/z", "yes3");
     cl_expect_nothing(s, QUIET_MS);
+
+    /* 4.7.2: wildcards at the first level do not match "$" topics */
+    client_t *all = client(MQR_MQTT_V5, "all");
+    subscribe(all, "#", 0);
+    subscribe(all, "+/x", 0);
+    send_publish(p, "$SYS/x", "no", 0, false, 0);
+    send_publish(p, "m/x", "two copies", 0, false, 0);
+    expect_publish(all, "m/x", "two copies");
+    expect_publish(all, "m/x", "two copies");
+    cl_expect_nothing(all, QUIET_MS);
+    cl_free(all);
     cl_free(s);
     cl_free(p);
+}
+
+static uint32_t expiry_of(const mqr_mqtt_publish_t *m)
+{
+    assert_true(m->has_expiry);
+    return m->expiry;
+}
+
+static void test_message_expiry(void **state)
+{
+    client_t *p = client(MQR_MQTT_V5, "pub");
+    uint8_t props[8];
+    size_t plen;
+    mqr_mqtt_pbuild_t b;
+    mqr__mqtt_pb_init(&b, props, sizeof props);
+    mqr__mqtt_pb_u32(&b, MQR_MQTT_PROP_MESSAGE_EXPIRY, 10);
+    assert_int_equal(mqr__mqtt_pb_finish(&b, &plen), 0);
+    send_publish_full(p, "ex/long", "ten", 3, 1, true, 1, false, props, plen);
+    expect_ack(p, MQR_MQTT_PUBACK, 1);
+    mqr__mqtt_pb_init(&b, props, sizeof props);
+    mqr__mqtt_pb_u32(&b, MQR_MQTT_PROP_MESSAGE_EXPIRY, 1);
+    assert_int_equal(mqr__mqtt_pb_finish(&b, &plen), 0);
+    send_publish_full(p, "ex/short", "one", 3, 1, true, 2, false, props, plen);
+    expect_ack(p, MQR_MQTT_PUBACK, 2);
+
+    /* straight away: the expiry goes out as received */
+    client_t *s = client(MQR_MQTT_V5, "early");
+    subscribe(s, "ex/long", 0);
+    mqr_mqtt_publish_t m = expect_publish(s, "ex/long", "ten");
+    assert_int_equal(expiry_of(&m), 10);
+
+    /* 1.2 s later: what is left of it (5.0 §3.3.2.3.3), and the 1 s one is
+     * gone */
+    run_for(1200);
+    client_t *t = client(MQR_MQTT_V5, "late");
+    subscribe(t, "ex/#", 0);
+    m = expect_publish(t, "ex/long", "ten");
+    assert_in_range(expiry_of(&m), 1, 9); /* 9 unless this machine stalled */
+    cl_expect_nothing(t, QUIET_MS);
+    cl_free(p);
+    cl_free(s);
+    cl_free(t);
 }
 
 static void test_retained(void **state)
@@ -1190,6 +1243,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qos1_window_and_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wildcards, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retained, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_message_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retained_puback_after_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unsubscribe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qos2_inbound_exactly_once, setup, teardown),
