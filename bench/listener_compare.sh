@@ -188,6 +188,8 @@ run_one() {
         'BEGIN{printf "%.0f", 100 * d / hz / w}')
     R[$label.$mode.other_cpu_pct.$run]=$(awk -v busy=$((s1 - s0)) -v b=$((b1 - b0)) -v hz="$clk_tck" \
         -v w="$wall" -v lg="${lg:-0}" 'BEGIN{o = 100 * ((busy - b) / hz - lg) / w; printf "%.0f", o < 0 ? 0 : o}')
+    echo "  broker cpu ${R[$label.$mode.broker_cpu_pct.$run]}%, everything else" \
+        "${R[$label.$mode.other_cpu_pct.$run]}% (should be ~0)"
 }
 
 # Median over the runs (numeric), or the first non-ok status.

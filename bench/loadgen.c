@@ -89,7 +89,7 @@ static struct config cfg = {
     .rate = 0,
     .qos = 0,
     .protocol = 4,
-    .batch = 256,
+    .batch = 1024,
     .rcvlowat = -1,
     .coalesce_ns = 50000,
 };
@@ -999,7 +999,7 @@ static void usage(FILE *f)
             "  --topic-prefix P    publishers use P/<index>/data (bench)\n"
             "  --qos 0|1           (0)\n"
             "  --protocol 4|5      MQTT 3.1.1 or 5 (4)\n"
-            "  --batch N           most PUBLISH packets per send() (256)\n"
+            "  --batch N           most PUBLISH packets per send() (1024)\n"
             "  --rcvlowat BYTES    subscriber SO_RCVLOWAT; -1 = automatic: up to 64 KiB in\n"
             "                      closed loop, 0 (off) in fixed-rate mode (-1)\n"
             "  --coalesce-us US    fixed rate: one wake-up sends all messages due within US\n"
