@@ -360,6 +360,7 @@ void mqr__listener_conn_close(mqr_lconn_t *c, mqr_lclose_t how, uint8_t reason, 
     c->state = MQR_LCONN_CLOSING;
     c->close_why = why;
     l->stats.connections_current--;
+    c->pend_len = 0; /* input is ignored from now on */
     if (active) {
         l->stats.clients_current--;
         MQR_LOG_I(MQR_LSN_LOG, "client %s (%s, MQTT %s) disconnected: %s", c->client_id, c->addr,
