@@ -10,6 +10,7 @@ message survives a restart (SIGTERM, start again on the same data dir). Every
 wait is bounded; everything it started is killed and removed on exit.
 """
 import os
+import select
 import shutil
 import signal
 import socket
@@ -101,20 +102,42 @@ def check(cond, what):
 
 # ---- mosquitto_pub / mosquitto_sub ----------------------------------------
 
+_probe_seq = [0]
+
+
 def sub_start(port, version, topic, count, fmt="%t %p", qos=1):
-    """mosquitto_sub in the background, ready once it is subscribed."""
+    """mosquitto_sub in the background, returned once it is subscribed.
+
+    mosquitto_sub has no "ready" signal, so it also subscribes (in the same
+    SUBSCRIBE) to a probe topic holding a retained message: that message comes
+    right after the SUBACK, so once it is printed every filter is in place."""
+    _probe_seq[0] += 1
+    probe = "probe/%d/%d" % (os.getpid(), _probe_seq[0])
+    pub(port, version, probe, "ready", retain=True)
     p = subprocess.Popen(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", version, "-t", topic,
-         "-q", str(qos), "-C", str(count), "-F", fmt, "-W", str(int(TIMEOUT))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.3)  # it connects and subscribes; there is no "ready" signal
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", version, "-t", probe,
+         "-t", topic, "-q", str(qos), "-C", str(count + 1), "-F", fmt, "-W", str(int(TIMEOUT))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = b""
+    deadline = time.monotonic() + TIMEOUT
+    while not line.endswith(b"\n") and time.monotonic() < deadline:
+        r, _, _ = select.select([p.stdout], [], [], 0.1)
+        if r:
+            b = os.read(p.stdout.fileno(), 1)
+            if not b:
+                break
+            line += b
+    check(line.startswith(probe.encode()), "mosquitto_sub not ready: %r" % line)
+    p.probe = (port, probe)
     return p
 
 
 def sub_wait(p):
     out, err = p.communicate(timeout=TIMEOUT + 2)
     check(p.returncode == 0, "mosquitto_sub failed (%s): %s %s" % (p.returncode, out, err))
-    return out.splitlines()
+    port, probe = p.probe
+    pub(port, "mqttv311", probe, "", retain=True)  # now: it would have counted as a message
+    return out.decode().splitlines()
 
 
 def pub(port, version, topic, msg, qos=0, retain=False):
