@@ -218,7 +218,8 @@ void mqr_engine_free(mqr_engine_t *e)
     else
         uv_run(e->loop, UV_RUN_NOWAIT);
     mqr__upstream_free_all(e);
-    while (e->csubs) mqr_unsubscribe(e, e->csubs);
+    while (e->csubs)
+        mqr_unsubscribe(e, e->csubs);
     mqr__retain_close(&e->retain);
     if (e->store) mqr__store_close(e->store);
     e->store = NULL;
@@ -323,8 +324,10 @@ void mqr_unsubscribe(mqr_engine_t *e, mqr_csub_t *s)
 {
     if (!s) return;
     mqr__router_remove(&e->router, s->entry);
-    if (s->prev) s->prev->next = s->next;
-    else e->csubs = s->next;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        e->csubs = s->next;
     if (s->next) s->next->prev = s->prev;
     free(s);
 }
