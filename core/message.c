@@ -24,7 +24,9 @@ mqr_msg_t *mqr__msg_new(const mqr_msg_init_t *in)
     if (in->topic_len > UINT16_MAX || in->payload_len > MQR_MAX_PAYLOAD ||
         in->props_len > MQR_MAX_PAYLOAD)
         return NULL;
-    size_t name_len = in->origin_name ? strlen(in->origin_name) : 0;
+    size_t name_len = in->origin_name_len ? in->origin_name_len
+                      : in->origin_name   ? strlen(in->origin_name)
+                                          : 0;
     size_t total =
         sizeof(mqr_msg_t) + name_len + 1 + in->topic_len + 1 + in->payload_len + 1 + in->props_len;
     mqr_msg_t *m = malloc(total);

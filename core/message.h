@@ -54,6 +54,7 @@ typedef struct {
     bool retain;
     mqr_origin_t origin;
     const char *origin_name; /* may be NULL */
+    size_t origin_name_len;  /* 0 = strlen(origin_name): saves a strlen per message */
     const void *origin_conn; /* may be NULL */
     uint32_t expiry_s;
     uint64_t created_ms; /* 0 = now */

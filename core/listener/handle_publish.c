@@ -215,6 +215,7 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         .retain = p.retain,
         .origin = MQR_ORIGIN_LISTENER,
         .origin_name = c->client_id,
+        .origin_name_len = c->client_id_len,
         .origin_conn = c,
         .expiry_s = p.has_expiry ? p.expiry : 0,
         .created_ms = l->read_ms,
