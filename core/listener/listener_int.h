@@ -51,6 +51,12 @@
  * how long a closing connection may take to get its last packet out. */
 #define MQR_LSN_TICK_MS 250u
 #define MQR_LSN_LINGER_MS 2000u
+/* Sockets beyond max_connections that are still read, to answer their
+ * CONNECT with a refusal rather than a bare close, and how long they get. */
+#define MQR_LSN_OVER_SLACK 16u
+#define MQR_LSN_OVER_WAIT_MS 1000u
+/* Token buckets count in 1/1024 of a token. */
+#define MQR_LSN_TOKEN 1024u
 
 typedef struct mqr_lconn mqr_lconn_t;
 
@@ -102,6 +108,16 @@ typedef struct {
     bool ready;
 } mqr_lack_t;
 
+/* An outbound topic alias (v5): alias i + 1 stands for topic. */
+typedef struct {
+    char *topic;
+    uint32_t hash;
+    uint16_t len;
+} mqr_lout_alias_t;
+
+/* Most aliases the server uses toward one client. */
+#define MQR_LSN_OUT_ALIAS_CAP 64u
+
 /* An inbound topic alias (v5). */
 typedef struct {
     char *p;
@@ -143,6 +159,8 @@ struct mqr_lconn {
     bool eof;          /* the peer's side is gone: nothing more can be sent */
     bool registered;   /* in the client-id map */
     bool will_publish; /* closing: publish the will */
+    bool over_limit;   /* beyond max_connections: its CONNECT gets a refusal */
+    bool rate_paused;  /* publish_rate: input stops until the bucket refills */
 
     char *client_id; /* NUL-terminated, owned */
     size_t client_id_len;
@@ -154,6 +172,9 @@ struct mqr_lconn {
     uint32_t keepalive_ms; /* 1.5 x keep-alive, 0 = none */
     uint32_t session_expiry;
     uint32_t peer_max_packet; /* the client's Maximum Packet Size, 0 = none */
+    /* publish_rate bucket: tokens (x MQR_LSN_TOKEN) as of pub_ms (uv_now,
+     * low 32 bits: only differences are used) */
+    uint32_t pub_tokens, pub_ms;
     bool problem_info;        /* v5 Request Problem Information */
     mqr_msg_t *will;          /* owned */
 
@@ -195,6 +216,10 @@ struct mqr_lconn {
     /* inbound topic aliases 1..alias_max */
     mqr_lalias_t *aliases;
     uint16_t alias_max;
+
+    /* outbound topic aliases 1..out_alias_count, at most out_alias_max */
+    mqr_lout_alias_t *out_aliases;
+    uint16_t out_alias_max, out_alias_count;
 };
 
 /* ---- the listener ----------------------------------------------------- */
@@ -227,6 +252,13 @@ struct mqr_listener {
     uint64_t read_ms;
     mqr_oblock_t *pool; /* spare output blocks */
     unsigned npool;
+
+    /* connect_rate bucket (x MQR_LSN_TOKEN) as of conn_ms (uv_now) */
+    uint64_t conn_tokens, conn_ms;
+
+    /* $SYS statistics (sys.c) */
+    uv_timer_t sys_timer;
+    uint64_t start_ms; /* uv_now at start: uptime */
 };
 
 /* ---- server.c ----------------------------------------------------------- */
@@ -294,6 +326,16 @@ void mqr__listener_ack_after_commit(mqr_lconn_t *c, uint8_t type, uint16_t pid, 
 void mqr__listener_acks_clear(mqr_lconn_t *c);
 void mqr__listener_aliases_clear(mqr_lconn_t *c);
 
+/* alias_out.c: topic aliases toward the client. find returns the alias of
+ * topic (0 = none) and its hash; next the alias a new topic would get (0 =
+ * none left); remember records it once its PUBLISH is encoded. */
+uint16_t mqr__listener_alias_out_find(const mqr_lconn_t *c, const char *topic, size_t len,
+                                      uint32_t *hash);
+uint16_t mqr__listener_alias_out_next(const mqr_lconn_t *c);
+void mqr__listener_alias_out_remember(mqr_lconn_t *c, uint16_t alias, const char *topic,
+                                      size_t len, uint32_t hash);
+void mqr__listener_alias_out_clear(mqr_lconn_t *c);
+
 /* handle_subscribe.c */
 void mqr__listener_subs_clear(mqr_lconn_t *c);
 
@@ -311,6 +353,18 @@ int mqr__listener_send_suback(mqr_lconn_t *c, uint16_t pid, const uint8_t *codes
 int mqr__listener_send_unsuback(mqr_lconn_t *c, uint16_t pid, const uint8_t *codes, size_t n);
 int mqr__listener_send_pingresp(mqr_lconn_t *c);
 int mqr__listener_send_disconnect(mqr_lconn_t *c, uint8_t reason);
+
+/* ---- limits (conn.c, server.c, sys.c) -------------------------------------- */
+
+/* publish_rate: takes a token for one PUBLISH; false when the bucket is
+ * empty (the caller stops reading until mqr__listener_conn_tick resumes). */
+bool mqr__listener_rate_take(mqr_lconn_t *c);
+/* sys.c: starts the $SYS timer (the listener's open_handles counts it) and
+ * stops it at close. */
+void mqr__listener_sys_start(mqr_listener_t *l);
+void mqr__listener_sys_stop(mqr_listener_t *l, uv_close_cb cb);
+/* Publishes the $SYS topics now (also what the timer does). */
+void mqr__listener_sys_publish(mqr_listener_t *l);
 
 /* ---- deliver.c ---------------------------------------------------------- */
 

@@ -101,10 +101,22 @@ int mqr__listener_send_publish(mqr_lconn_t *c, mqr_msg_t *m, uint8_t qos, uint16
             }
         }
     }
+    /* an alias for a topic this client has seen; a new one while any are left */
+    uint32_t alias_hash = 0;
+    bool alias_new = false;
+    if (c->out_alias_max) {
+        p.add_topic_alias = mqr__listener_alias_out_find(c, m->topic, m->topic_len, &alias_hash);
+        if (p.add_topic_alias) {
+            p.topic.len = 0;
+        } else {
+            p.add_topic_alias = mqr__listener_alias_out_next(c);
+            alias_new = p.add_topic_alias != 0;
+        }
+    }
     bool copy = m->payload_len <= MQR_LSN_COPY_MAX;
     /* generous bound of the header: fixed header 5, topic 2 + len, packet id
-     * 2, property length 4 + props, one subscription id 5 */
-    size_t bound = 18 + (size_t)m->topic_len + p.props.len + (copy ? m->payload_len : 0);
+     * 2, property length 4 + props, one subscription id 5, a topic alias 3 */
+    size_t bound = 21 + (size_t)m->topic_len + p.props.len + (copy ? m->payload_len : 0);
     uint8_t *w = mqr__listener_out_reserve(c, bound);
     if (!w) return MQR_ENOMEM;
     size_t head;
@@ -126,6 +138,8 @@ int mqr__listener_send_publish(mqr_lconn_t *c, mqr_msg_t *m, uint8_t qos, uint16
         rc = mqr__listener_out_payload(c, m);
         if (rc < 0) return rc;
     }
+    if (alias_new)
+        mqr__listener_alias_out_remember(c, p.add_topic_alias, m->topic, m->topic_len, alias_hash);
     c->l->stats.msgs_out++;
     MQR_LOG_D(MQR_LSN_LOG, "%s -> PUBLISH %s q%u%s id %u (%u bytes)", c->client_id, m->topic, qos,
               retain ? " retained" : "", pid, m->payload_len);
