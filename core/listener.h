@@ -28,7 +28,14 @@ typedef struct {
      * a v5 client's smaller Receive Maximum wins. Default 32, at most 1024. */
     unsigned max_inflight;
     /* QoS 1/2 messages waiting behind a full in-flight window, per client.
-     * Beyond it new ones are dropped and counted. Default 1000. */
+     * A connected client's queue past it makes the listener stop reading
+     * from the clients whose publishes reach it, until it drains below
+     * half (nothing accepted is dropped; a queue grows past the limit by
+     * what those publishers had already sent, at most 64 x max_queued,
+     * beyond which messages are dropped and counted). An offline
+     * persistent session keeps at most this many; newer ones are dropped
+     * and counted (offline_dropped), logged once per absence. Default
+     * 1000. */
     unsigned max_queued;
     /* Bytes of encoded output waiting for the socket, per client. Beyond it
      * QoS 0 messages to that client are dropped and counted, and the
@@ -45,10 +52,51 @@ typedef struct {
     /* Subscriptions per client; more are refused (SUBACK 0x97 / 0x80).
      * Default 4096. */
     unsigned max_subscriptions;
-    /* Clients at once; more are closed at accept. Default 100000. */
+    /* Open sockets at once (CONNECT sent or not). Beyond it, a few more
+     * (MQR_LSN_OVER_SLACK) are read for their CONNECT, for 1 s at most, and
+     * answered CONNACK 0x97 Quota exceeded (v5) or 0x03 Server unavailable
+     * (3.1.1); past those, sockets are closed at accept. Counted in
+     * connects_over_limit. Default 100000. */
     unsigned max_connections;
     /* A connection must send CONNECT within this. Default 10000 ms. */
     unsigned connect_timeout_ms;
+    /* Longest keep-alive a v5 client may use, in seconds: a client asking
+     * for more, or for none (0), is told this value as Server Keep Alive
+     * (5.0 §3.2.2.3.14). 3.1.1 has no way to say it, so 3.1.1 clients keep
+     * theirs. Default 0: no limit. */
+    unsigned max_keepalive;
+    /* Highest QoS clients may use: 1 or 2 as such, 0 = the default 2,
+     * negative = QoS 0 only. A v5 client is told (CONNACK Maximum QoS) and a
+     * PUBLISH above it closes it with DISCONNECT 0x9B; a 3.1.1 client's is
+     * acknowledged as sent and routed at max_qos. SUBSCRIBE grants at most
+     * this. A v5 will above it is refused with CONNACK 0x9B. */
+    int max_qos;
+    /* PUBLISH packets per second one client may send, as a token bucket of
+     * publish_burst (default: publish_rate, at least 1). Beyond it the
+     * listener stops reading from that client until the bucket refills
+     * (TCP backpressure, nothing is dropped); each pause is counted in
+     * publish_throttled. Default 0: no limit. */
+    unsigned publish_rate;
+    unsigned publish_burst;
+    /* New connections per second on this listener, as a token bucket of
+     * connect_burst (default: connect_rate, at least 1). Beyond it new
+     * sockets are closed at accept, before reading anything, and counted in
+     * connects_rate_limited. Default 0: no limit. */
+    unsigned connect_rate;
+    unsigned connect_burst;
+    /* A client whose full queue holds publishers paused (see max_queued)
+     * and that frees no in-flight room for this long is disconnected (v5
+     * DISCONNECT 0x97 Quota exceeded), so it cannot stall them for ever; a
+     * persistent session keeps its messages. Default 10000 ms. */
+    unsigned stuck_timeout_ms;
+    /* $SYS/broker/... statistics are published (retained, memory only)
+     * every sys_interval_ms. Default 10000; negative: never. */
+    int sys_interval_ms;
+    /* Clients with neither a user name nor an authentication method
+     * (core/listener/handle_auth.c, docs/auth.md): 1 allowed, -1 refused
+     * (CONNACK 0x87 / 0x05), 0 the default: allowed only when the listener
+     * is bound to a loopback address (127.0.0.0/8, ::1). */
+    int allow_anonymous;
 } mqr_listener_options_t;
 
 /* Counters, for the metrics endpoint and tests. Only the listener writes
@@ -69,6 +117,24 @@ typedef struct {
     uint64_t expired;             /* queued deliveries whose message expired first */
     uint64_t keepalive_timeouts;  /* connections closed for silence */
     uint64_t takeovers;           /* connections closed by a newer one with their client id */
+    uint64_t auth_failures;       /* CONNECTs refused by authentication (credentials, SCRAM,
+                                     anonymous rule or the authenticate hook) */
+    uint64_t authz_denied;        /* PUBLISHes and subscriptions refused by the authorize hook */
+    uint64_t connects_over_limit; /* sockets refused for max_connections (closed at accept, or
+                                     CONNACK 0x97 / 0x03 while the few beyond it are read) */
+    uint64_t connects_rate_limited; /* sockets closed at accept for connect_rate */
+    uint64_t connect_timeouts;      /* sockets closed for no CONNECT within connect_timeout_ms */
+    uint64_t publish_throttled;     /* times a client's reading paused for publish_rate */
+    uint64_t qos_exceeded;          /* PUBLISH or will above max_qos (v5: refused; 3.1.1: routed at
+                                       max_qos) */
+    uint64_t too_large_in;          /* packets from clients over max_packet_size */
+    uint64_t unknown_acks;          /* PUBACK/PUBREC/PUBCOMP/PUBREL for a packet id not in use */
+    uint64_t clients_peak;          /* most clients_current seen */
+    uint64_t sessions_offline;      /* persistent sessions whose client is away */
+    uint64_t sessions_expired;      /* persistent sessions ended by their expiry */
+    uint64_t offline_dropped;       /* QoS 1/2 messages refused by a full offline session queue */
+    uint64_t publishers_paused;     /* times a publisher's input paused for a full subscriber queue */
+    uint64_t stuck_disconnects;     /* subscribers closed for no progress while holding publishers */
 } mqr_listener_stats_t;
 
 void mqr__listener_options_init(mqr_listener_options_t *opts);

@@ -3,11 +3,12 @@
  * CONNACK code, or accept it (client id, takeover, limits, will) and answer
  * CONNACK 0.
  *
- * Sessions do not outlive their connection yet: every session starts clean
- * (CONNACK Session Present 0) and a v5 client asking for a Session Expiry
- * Interval is told 0. Username and password are accepted as given (no
- * authentication yet); enhanced authentication (v5 Authentication Method)
- * is refused with 0x8C. It must not route anything but the will, and only
+ * A session that asked to persist (3.1.1 Clean Session 0, v5 Session
+ * Expiry Interval > 0) is resumed by Clean Start 0 (CONNACK Session Present
+ * 1, then what was in flight goes again) or ended by Clean Start 1; see
+ * session.c. Who may connect is handle_auth.c's to say (credentials, SCRAM,
+ * anonymous rule, hooks); it may answer later and call this again with a
+ * copy of the packet. It must not route anything but the will, and only
  * through conn.c when the connection ends.
  */
 #include "listener_int.h"
@@ -76,8 +77,18 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         return 0;
     }
     bool v5 = k.version == MQR_MQTT_V5;
-    if (v5 && k.auth_method.p)
-        return refuse(c, k.version, MQR_MQTT_RC_BAD_AUTH_METHOD, "enhanced authentication");
+    if (c->over_limit) {
+        /* beyond max_connections (server.c let a few through to say so) */
+        return refuse(c, k.version, v5 ? MQR_MQTT_RC_QUOTA_EXCEEDED : 0x03,
+                      "too many connections");
+    }
+    if (k.has_will && k.will_qos > l->opts.max_qos) {
+        l->stats.qos_exceeded++;
+        /* 5.0 §3.2.2.3.4: a will QoS the server cannot honour is refused;
+         * 3.1.1 has no way to say so: its will goes out at max_qos */
+        if (v5) return refuse(c, k.version, MQR_MQTT_RC_QOS_NOT_SUPPORTED, "will QoS above max_qos");
+        k.will_qos = (uint8_t)l->opts.max_qos;
+    }
 
     char assigned[24];
     bool was_assigned = k.client_id.len == 0;
@@ -103,6 +114,19 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     }
     c->version = k.version;
 
+    /* before any takeover: an unproven client must not end a session */
+    int arc = mqr__listener_auth_connect(c, &k, pkt, len);
+    if (arc == 1) {
+        /* answered later (handle_auth.c calls us again); the id is made again */
+        free(c->client_id);
+        c->client_id = NULL;
+        return 0;
+    }
+    if (arc > 1)
+        return refuse(c, k.version,
+                      v5 ? (uint8_t)arc : mqr__mqtt_connack_v3_code((uint8_t)arc),
+                      "not authenticated");
+
     mqr_lconn_t *old = mqr__listener_id_find(l, c->client_id, c->client_id_len);
     if (old) {
         /* 3.1.1 §3.1.4-2, 5.0 §3.1.4: the new connection wins */
@@ -116,6 +140,10 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     if (mqr__listener_id_add(l, c) < 0)
         return refuse(c, k.version, MQR_MQTT_RC_SERVER_UNAVAILABLE, "out of memory");
 
+    /* a v5 client asking for more than the listener allows is told the limit */
+    bool server_keep_alive = v5 && l->opts.max_keepalive &&
+                             (k.keep_alive == 0 || k.keep_alive > l->opts.max_keepalive);
+    if (server_keep_alive) k.keep_alive = (uint16_t)l->opts.max_keepalive;
     c->keepalive_ms = (uint32_t)k.keep_alive * 1500u; /* 3.1.1 §3.1.2.10, 5.0 §3.1.2.10 */
     c->session_expiry = k.session_expiry;
     c->peer_max_packet = v5 ? k.max_packet_size : 0;
@@ -125,12 +153,13 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
                                                                        : MQR_LSN_OUT_ALIAS_CAP)
                           : 0;
     mqr__listener_deliveries_init(c, v5 ? k.receive_max : 0);
+    c->will_delay = v5 && k.has_will ? k.will_delay : 0;
     if (k.has_will) {
         c->will = will_new(c, &k);
         if (!c->will) return refuse(c, k.version, MQR_MQTT_RC_SERVER_UNAVAILABLE, "out of memory");
     }
 
-    uint8_t props[64];
+    uint8_t props[256]; /* room for SCRAM's server-final */
     size_t plen = 0;
     if (v5) {
         mqr_mqtt_pbuild_t b;
@@ -142,17 +171,24 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         if (l->opts.max_packet_size < MQR_MQTT_MAX_PACKET)
             mqr__mqtt_pb_u32(&b, MQR_MQTT_PROP_MAX_PACKET_SIZE, (uint32_t)l->opts.max_packet_size);
         if (c->alias_max) mqr__mqtt_pb_u16(&b, MQR_MQTT_PROP_TOPIC_ALIAS_MAX, c->alias_max);
-        if (k.session_expiry) /* sessions end with the connection, for now */
-            mqr__mqtt_pb_u32(&b, MQR_MQTT_PROP_SESSION_EXPIRY, 0);
+        if (l->opts.max_qos < 2)
+            mqr__mqtt_pb_byte(&b, MQR_MQTT_PROP_MAX_QOS, (uint8_t)l->opts.max_qos);
+        if (server_keep_alive) mqr__mqtt_pb_u16(&b, MQR_MQTT_PROP_SERVER_KEEP_ALIVE, k.keep_alive);
+        mqr__listener_auth_connack_props(c, &b);
         if (mqr__mqtt_pb_finish(&b, &plen) < 0)
             return refuse(c, k.version, MQR_MQTT_RC_IMPL_SPECIFIC, "CONNACK properties");
     }
-    if (mqr__listener_send_connack(c, k.version, false, MQR_MQTT_RC_SUCCESS, props, plen) < 0) {
+    bool present = false;
+    mqr__lsession_connect(c, k.clean_start, &present);
+    if (mqr__listener_send_connack(c, k.version, present, MQR_MQTT_RC_SUCCESS, props, plen) < 0) {
         mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "out of memory");
         return 0;
     }
     c->state = MQR_LCONN_ACTIVE;
     l->stats.clients_current++;
+    if (l->stats.clients_current > l->stats.clients_peak)
+        l->stats.clients_peak = l->stats.clients_current;
+    if (present) mqr__listener_deliveries_resend(c);
     MQR_LOG_I(MQR_LSN_LOG, "client %s connected from %s (MQTT %s, keep-alive %us%s%s%s)",
               c->client_id, c->addr, v5 ? "5.0" : "3.1.1", (unsigned)k.keep_alive,
               k.clean_start ? ", clean" : "", was_assigned ? ", id assigned" : "",

@@ -224,6 +224,21 @@ int mqr__listener_send_disconnect(mqr_lconn_t *c, uint8_t reason)
     mqr_mqtt_disconnect_t d;
     memset(&d, 0, sizeof d);
     d.reason = reason;
+    /* say why in words too (5.0 §3.14.2.2.3), unless that would make the
+     * packet bigger than the client accepts */
+    uint8_t props[256];
+    if (c->close_why) {
+        size_t n = strlen(c->close_why);
+        mqr_mqtt_pbuild_t b;
+        mqr__mqtt_pb_init(&b, props, sizeof props);
+        mqr__mqtt_pb_string(&b, MQR_MQTT_PROP_REASON_STRING, c->close_why, n < 200 ? n : 200);
+        size_t plen;
+        if (mqr__mqtt_pb_finish(&b, &plen) == 0 &&
+            (!c->peer_max_packet || plen + 8 <= c->peer_max_packet)) {
+            d.props.p = props;
+            d.props.len = (uint32_t)plen;
+        }
+    }
     SEND_ENCODED(c, mqr__mqtt_encode_disconnect(&d, c->version, buf_, cap_, &len_),
                  mqr__mqtt_encode_disconnect(&d, c->version, NULL, 0, &len_));
     MQR_LOG_D(MQR_LSN_LOG, "%s -> DISCONNECT 0x%02X", mqr__lconn_name(c), reason);

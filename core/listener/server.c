@@ -27,6 +27,9 @@ void mqr__listener_options_init(mqr_listener_options_t *o)
     o->max_subscriptions = 4096;
     o->max_connections = 100000;
     o->connect_timeout_ms = 10000;
+    o->stuck_timeout_ms = 10000;
+    o->max_qos = 2;
+    o->sys_interval_ms = 10000;
 }
 
 static void normalize(mqr_listener_options_t *o, const mqr_listener_options_t *in)
@@ -42,12 +45,24 @@ static void normalize(mqr_listener_options_t *o, const mqr_listener_options_t *i
     if (!o->max_out_bytes) o->max_out_bytes = d.max_out_bytes;
     if (!o->receive_max) o->receive_max = d.receive_max;
     if (o->receive_max > 65535) o->receive_max = 65535;
+    if (o->max_keepalive > 65535) o->max_keepalive = 65535;
     if (!o->topic_alias_max) o->topic_alias_max = d.topic_alias_max;
     if (o->topic_alias_max < 0) o->topic_alias_max = 0;
     if (o->topic_alias_max > 1024) o->topic_alias_max = 1024;
     if (!o->max_subscriptions) o->max_subscriptions = d.max_subscriptions;
     if (!o->max_connections) o->max_connections = d.max_connections;
     if (!o->connect_timeout_ms) o->connect_timeout_ms = d.connect_timeout_ms;
+    if (!o->stuck_timeout_ms) o->stuck_timeout_ms = d.stuck_timeout_ms;
+    /* from here on max_qos is the QoS itself, 0..2 */
+    if (!o->max_qos || o->max_qos > 2) o->max_qos = 2;
+    if (o->max_qos < 0) o->max_qos = 0;
+    if (o->publish_rate && !o->publish_burst) o->publish_burst = o->publish_rate;
+    if (o->connect_rate && !o->connect_burst) o->connect_burst = o->connect_rate;
+    /* a bucket must hold a whole token; and keep x MQR_LSN_TOKEN in range */
+    if (o->publish_burst > 1000000) o->publish_burst = 1000000;
+    if (o->connect_burst > 1000000) o->connect_burst = 1000000;
+    if (o->publish_rate > 1000000) o->publish_rate = 1000000;
+    if (!o->sys_interval_ms) o->sys_interval_ms = d.sys_interval_ms;
 }
 
 /* ---- client-id map ------------------------------------------------------ */
@@ -62,11 +77,23 @@ static uint64_t hash_id(const char *s, size_t len)
     return h;
 }
 
-mqr_lconn_t *mqr__listener_id_find(mqr_listener_t *l, const char *id, size_t len)
+static mqr_lconn_t *id_find_in(mqr_listener_t *l, const char *id, size_t len)
 {
     if (!l->ids_cap) return NULL;
     for (mqr_lconn_t *c = l->ids[hash_id(id, len) & (l->ids_cap - 1)]; c; c = c->id_next)
         if (c->client_id_len == len && memcmp(c->client_id, id, len) == 0) return c;
+    return NULL;
+}
+
+mqr_lconn_t *mqr__listener_id_find(mqr_listener_t *l, const char *id, size_t len)
+{
+    if (!l->linked) return id_find_in(l, id, len);
+    /* one client-id space for every listener of the engine: a client that
+     * comes back through another listener still takes its session over */
+    for (mqr_listener_t *x = l->e->listeners; x; x = x->e_next) {
+        mqr_lconn_t *c = id_find_in(x, id, len);
+        if (c) return c;
+    }
     return NULL;
 }
 
@@ -142,6 +169,9 @@ void mqr__listener_maybe_free(mqr_listener_t *l)
     mqr__listener_pool_free(l);
     free(l->ids);
     free(l->rbuf);
+    free(l->tbuf);
+    free(l->wsbuf);
+    if (l->ssl_ctx) mqr__ltls_ctx_free(l->ssl_ctx);
     free(l);
 }
 
@@ -187,6 +217,42 @@ static void on_tick(uv_timer_t *h)
         next = c->next; /* c may close, never free, here */
         mqr__listener_conn_tick(c, now);
     }
+    mqr__lsession_tick(l, now);
+}
+
+/* connect_rate: one token per accepted socket. */
+static bool connect_rate_take(mqr_listener_t *l)
+{
+    if (!l->opts.connect_rate) return true;
+    uint64_t now = uv_now(l->e->loop);
+    uint64_t cap = (uint64_t)l->opts.connect_burst * MQR_LSN_TOKEN;
+    uint64_t add = (now - l->conn_ms) * l->opts.connect_rate * MQR_LSN_TOKEN / 1000u;
+    if (add) {
+        l->conn_tokens = l->conn_tokens + add > cap ? cap : l->conn_tokens + add;
+        l->conn_ms = now;
+    }
+    if (l->conn_tokens < MQR_LSN_TOKEN) return false;
+    l->conn_tokens -= MQR_LSN_TOKEN;
+    return true;
+}
+
+/* Closes a just-accepted socket before reading anything: in a flood that is
+ * the cheapest answer, and the log says so once a second, not per socket. */
+static void refuse_at_accept(mqr_lconn_t *c, const char *why)
+{
+    mqr_listener_t *l = c->l;
+    l->stats.connects_refused++;
+    uint64_t now = uv_now(l->e->loop);
+    if (now - l->refuse_log_ms >= 1000u || !l->refuse_log_ms) {
+        l->refuse_log_ms = now;
+        MQR_LOG_W(MQR_LSN_LOG,
+                  "%s:%d: refusing connections: %s (%u open, max %u; %llu refused for the rate, "
+                  "%llu for the limit so far)",
+                  l->host, l->port, why, (unsigned)l->stats.connections_current,
+                  l->opts.max_connections, (unsigned long long)l->stats.connects_rate_limited,
+                  (unsigned long long)l->stats.connects_over_limit);
+    }
+    mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, why);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -217,12 +283,18 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     l->stats.connections_total++;
-    if (l->stats.connections_current > l->opts.max_connections) {
-        MQR_LOG_W(MQR_LSN_LOG, "refusing a connection: %u clients already",
-                  l->opts.max_connections);
-        l->stats.connects_refused++;
-        mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "too many connections");
+    if (!connect_rate_take(l)) {
+        l->stats.connects_rate_limited++;
+        refuse_at_accept(c, "connect rate exceeded");
         return;
+    }
+    if (l->stats.connections_current > l->opts.max_connections) {
+        l->stats.connects_over_limit++;
+        if (l->stats.connections_current > l->opts.max_connections + MQR_LSN_OVER_SLACK) {
+            refuse_at_accept(c, "too many connections");
+            return;
+        }
+        c->over_limit = true; /* conn_start shortens its CONNECT deadline */
     }
     rc = mqr__listener_conn_start(c);
     if (rc < 0) mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "cannot start reading");
@@ -255,9 +327,15 @@ int mqr__listener_start(mqr_engine_t *e, const char *host, int port, mqr_listene
 int mqr__listener_start_opts(mqr_engine_t *e, const char *host, int port,
                              const mqr_listener_options_t *opts, mqr_listener_t **out)
 {
+    return mqr__listener_start_tp(e, host, port == 0 ? 1883 : port, opts, NULL, false, out);
+}
+
+int mqr__listener_start_tp(mqr_engine_t *e, const char *host, int port,
+                           const mqr_listener_options_t *opts, struct ssl_ctx_st *ssl_ctx, bool ws,
+                           mqr_listener_t **out)
+{
     *out = NULL;
     if (!host) host = "127.0.0.1";
-    if (port == 0) port = 1883;
     if (port < 0 || port > 65535) return MQR_EINVAL;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
@@ -270,7 +348,14 @@ int mqr__listener_start_opts(mqr_engine_t *e, const char *host, int port,
     normalize(&l->opts, opts);
     snprintf(l->host, sizeof l->host, "%s", host);
     l->rbuf = malloc(MQR_LSN_RBUF_SIZE);
-    if (!l->rbuf) {
+    if (ssl_ctx || ws) {
+        l->tbuf = malloc(MQR_LSN_TBUF_SIZE);
+        l->wsbuf = ws ? malloc(MQR_LSN_TBUF_SIZE) : NULL;
+    }
+    if (!l->rbuf || ((ssl_ctx || ws) && !l->tbuf) || (ws && !l->wsbuf)) {
+        free(l->rbuf);
+        free(l->tbuf);
+        free(l->wsbuf);
         free(l);
         return MQR_ENOMEM;
     }
@@ -285,6 +370,12 @@ int mqr__listener_start_opts(mqr_engine_t *e, const char *host, int port,
         uv_close((uv_handle_t *)&l->server, on_handle_closed);
         return rc;
     }
+    /* owned from here on: freed with the listener */
+    l->ssl_ctx = ssl_ctx;
+    l->ws = ws;
+    l->e_next = e->listeners;
+    e->listeners = l;
+    l->linked = true;
     struct sockaddr_storage bound;
     int blen = sizeof bound;
     l->port = port;
@@ -302,9 +393,18 @@ int mqr__listener_start_opts(mqr_engine_t *e, const char *host, int port,
     uv_unref((uv_handle_t *)&l->idle);
     uv_timer_start(&l->timer, on_tick, MQR_LSN_TICK_MS, MQR_LSN_TICK_MS);
     uv_unref((uv_handle_t *)&l->timer);
+    l->start_ms = l->conn_ms = uv_now(e->loop);
+    l->conn_tokens = (uint64_t)l->opts.connect_burst * MQR_LSN_TOKEN;
+    mqr__listener_sys_start(l);
+    rc = mqr__lsession_start(l);
+    if (rc < 0) {
+        mqr__listener_close(l);
+        return rc;
+    }
 
-    MQR_LOG_I(MQR_LSN_LOG, "listening on %s:%d (max packet %zu bytes, in-flight %u, queue %u)",
-              host, l->port, l->opts.max_packet_size, l->opts.max_inflight, l->opts.max_queued);
+    MQR_LOG_I(MQR_LSN_LOG, "listening on %s:%d%s (max packet %zu bytes, in-flight %u, queue %u)",
+              host, l->port, ssl_ctx ? (ws ? " (wss)" : " (tls)") : (ws ? " (ws)" : ""),
+              l->opts.max_packet_size, l->opts.max_inflight, l->opts.max_queued);
     *out = l;
     return 0;
 }
@@ -313,6 +413,15 @@ void mqr__listener_close(mqr_listener_t *l)
 {
     if (!l || l->closing) return;
     l->closing = true;
+    if (l->linked) {
+        for (mqr_listener_t **pp = &l->e->listeners; *pp; pp = &(*pp)->e_next) {
+            if (*pp == l) {
+                *pp = l->e_next;
+                break;
+            }
+        }
+        l->linked = false;
+    }
     mqr_lconn_t *next;
     for (mqr_lconn_t *c = l->conns; c; c = next) {
         next = c->next;
@@ -325,10 +434,12 @@ void mqr__listener_close(mqr_listener_t *l)
         mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "server shutting down");
     }
     l->dirty = NULL;
+    mqr__lsession_stop(l); /* offline sessions leave the router; their rows stay */
     uv_close((uv_handle_t *)&l->server, on_handle_closed);
     uv_close((uv_handle_t *)&l->check, on_handle_closed);
     uv_close((uv_handle_t *)&l->idle, on_handle_closed);
     uv_close((uv_handle_t *)&l->timer, on_handle_closed);
+    mqr__listener_sys_stop(l, on_handle_closed);
     MQR_LOG_I(MQR_LSN_LOG, "closed %s:%d", l->host, l->port);
 }
 
