@@ -131,10 +131,17 @@ int mqr__retain_load(mqr_retain_t *r)
     return mqr__store_retain_load(r->store, load_one, r);
 }
 
+/* $SYS/... statistics describe the running process: kept in memory only,
+ * so a restart never serves the last run's figures and they cost no writes. */
+static bool memory_only(const char *topic, size_t len)
+{
+    return len >= 5 && memcmp(topic, "$SYS/", 5) == 0;
+}
+
 int mqr__retain_set(mqr_retain_t *r, mqr_msg_t *msg)
 {
     if (msg->payload_len == 0) return mqr__retain_delete(r, msg->topic, msg->topic_len);
-    if (r->store) {
+    if (r->store && !memory_only(msg->topic, msg->topic_len)) {
         int rc = mqr__store_retain_set(r->store, msg);
         if (rc < 0) return rc;
     }
@@ -144,7 +151,8 @@ int mqr__retain_set(mqr_retain_t *r, mqr_msg_t *msg)
 int mqr__retain_delete(mqr_retain_t *r, const char *topic, size_t len)
 {
     remove_memory(r, topic, len);
-    return r->store ? mqr__store_retain_delete(r->store, topic, len) : 0;
+    return r->store && !memory_only(topic, len) ? mqr__store_retain_delete(r->store, topic, len)
+                                                : 0;
 }
 
 mqr_msg_t *mqr__retain_get(const mqr_retain_t *r, const char *topic, size_t len)

@@ -23,6 +23,7 @@
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void rate_resume(mqr_lconn_t *c, uint64_t now);
 
 /* ---- output blocks ------------------------------------------------------- */
 
@@ -176,7 +177,7 @@ static void resume_reading(mqr_lconn_t *c)
 {
     if (!c->read_paused || c->uv_closing) return;
     c->read_paused = false;
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (!c->rate_paused) uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
 /* Drops the first n bytes of output: written, or given up. */
@@ -423,10 +424,16 @@ void mqr__listener_conn_tick(mqr_lconn_t *c, uint64_t now)
     case MQR_LCONN_NEW:
         if (now >= c->deadline_ms) {
             l->stats.connects_refused++;
+            l->stats.connect_timeouts++;
             mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "no CONNECT in time");
         }
         break;
     case MQR_LCONN_ACTIVE:
+        if (c->rate_paused) {
+            c->last_rx_ms = now; /* we are the ones not reading */
+            rate_resume(c, now);
+            break;
+        }
         if (c->keepalive_ms && now - c->last_rx_ms >= c->keepalive_ms) {
             l->stats.keepalive_timeouts++;
             c->will_publish = true;
@@ -538,6 +545,44 @@ static int dispatch(mqr_lconn_t *c, int type, uint8_t *pkt, size_t len)
     }
 }
 
+/* Refills the publish_rate bucket as of now. */
+static void rate_refill(mqr_lconn_t *c, uint32_t now)
+{
+    const mqr_listener_options_t *o = &c->l->opts;
+    uint64_t cap = (uint64_t)o->publish_burst * MQR_LSN_TOKEN;
+    uint64_t add = (uint64_t)(uint32_t)(now - c->pub_ms) * o->publish_rate * MQR_LSN_TOKEN / 1000u;
+    if (!add) return; /* keep pub_ms: the fraction of a token is not lost */
+    uint64_t t = c->pub_tokens + add;
+    c->pub_tokens = (uint32_t)(t > cap ? cap : t);
+    c->pub_ms = now;
+}
+
+bool mqr__listener_rate_take(mqr_lconn_t *c)
+{
+    if (!c->l->opts.publish_rate) return true;
+    if (c->pub_tokens < MQR_LSN_TOKEN) rate_refill(c, (uint32_t)uv_now(c->l->e->loop));
+    if (c->pub_tokens < MQR_LSN_TOKEN) return false;
+    c->pub_tokens -= MQR_LSN_TOKEN;
+    return true;
+}
+
+static size_t process(mqr_lconn_t *c, uint8_t *data, size_t len);
+
+/* The timer found a throttled client: once a token is back, handle the
+ * packets kept while it waited, then read again. */
+static void rate_resume(mqr_lconn_t *c, uint64_t now)
+{
+    rate_refill(c, (uint32_t)now);
+    if (c->pub_tokens < MQR_LSN_TOKEN) return;
+    c->rate_paused = false;
+    size_t used = process(c, c->pend, c->pend_len);
+    if (c->state == MQR_LCONN_CLOSING) return;
+    if (used && used < c->pend_len) memmove(c->pend, c->pend + used, c->pend_len - used);
+    c->pend_len -= used;
+    if (!c->rate_paused && !c->read_paused && !c->uv_closing)
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
 /* Handles every complete packet in data[0..len); returns the bytes used. */
 static size_t process(mqr_lconn_t *c, uint8_t *data, size_t len)
 {
@@ -548,7 +593,19 @@ static size_t process(mqr_lconn_t *c, uint8_t *data, size_t len)
         int rc = mqr__mqtt_frame(data + off, len - off, max, c->version, &f);
         if (rc == MQR_EINCOMPLETE) break;
         if (rc < 0) {
+            if (rc == MQR_ETOOLARGE) c->l->stats.too_large_in++;
             bad_packet(c, rc, data[off] >> 4);
+            break;
+        }
+        if (f.type == MQR_MQTT_PUBLISH && c->state == MQR_LCONN_ACTIVE &&
+            !mqr__listener_rate_take(c)) {
+            /* over publish_rate: keep the rest, stop reading; the timer
+             * resumes (TCP holds the client back meanwhile) */
+            if (!c->rate_paused) {
+                c->rate_paused = true;
+                c->l->stats.publish_throttled++;
+                uv_read_stop((uv_stream_t *)&c->tcp);
+            }
             break;
         }
         rc = dispatch(c, f.type, data + off, f.total);
@@ -636,7 +693,11 @@ int mqr__listener_conn_start(mqr_lconn_t *c)
     uv_tcp_nodelay(&c->tcp, 1);
     c->sub.deliver = mqr__listener_deliver;
     c->last_rx_ms = uv_now(l->e->loop);
-    c->deadline_ms = c->last_rx_ms + l->opts.connect_timeout_ms;
+    uint32_t wait = l->opts.connect_timeout_ms;
+    if (c->over_limit && wait > MQR_LSN_OVER_WAIT_MS) wait = MQR_LSN_OVER_WAIT_MS;
+    c->deadline_ms = c->last_rx_ms + wait;
+    c->pub_ms = (uint32_t)c->last_rx_ms;
+    c->pub_tokens = l->opts.publish_burst * MQR_LSN_TOKEN;
     MQR_LOG_D(MQR_LSN_LOG, "connection from %s", c->addr);
     return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }

@@ -176,6 +176,7 @@ void mqr__listener_puback(mqr_lconn_t *c, uint16_t pid)
 {
     mqr_ldelivery_t *d = find(c, pid, MQR_LQ_WAIT_PUBACK);
     if (!d) {
+        c->l->stats.unknown_acks++;
         MQR_LOG_D(MQR_LSN_LOG, "%s: PUBACK for unknown id %u ignored", c->client_id, pid);
         return;
     }
@@ -198,6 +199,7 @@ void mqr__listener_pubrec(mqr_lconn_t *c, uint16_t pid, uint8_t reason)
     }
     /* a repeated PUBREC gets the PUBREL again; an unknown id "not found" */
     d = find(c, pid, MQR_LQ_WAIT_PUBCOMP);
+    if (!d) c->l->stats.unknown_acks++;
     mqr__listener_send_ack(c, MQR_MQTT_PUBREL, pid, d ? 0 : MQR_MQTT_RC_PACKET_ID_NOT_FOUND);
 }
 
@@ -205,6 +207,7 @@ void mqr__listener_pubcomp(mqr_lconn_t *c, uint16_t pid)
 {
     mqr_ldelivery_t *d = find(c, pid, MQR_LQ_WAIT_PUBCOMP);
     if (!d) {
+        c->l->stats.unknown_acks++;
         MQR_LOG_D(MQR_LSN_LOG, "%s: PUBCOMP for unknown id %u ignored", c->client_id, pid);
         return;
     }

@@ -193,6 +193,17 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         }
     }
 
+    uint8_t route_qos = p.qos;
+    if (p.qos > l->opts.max_qos) {
+        l->stats.qos_exceeded++;
+        /* v5 told the client its Maximum QoS at CONNACK (5.0 §3.2.2.3.4);
+         * a 3.1.1 client was not, so its message is taken, acknowledged as
+         * its QoS requires, and routed at max_qos */
+        if (c->version == MQR_MQTT_V5)
+            return mqr__listener_conn_fail(c, MQR_MQTT_RC_QOS_NOT_SUPPORTED,
+                                           "PUBLISH QoS above max_qos");
+        route_qos = (uint8_t)l->opts.max_qos;
+    }
     if (p.qos == 2 && qos2_has(c, p.packet_id)) {
         /* a resend before our PUBREC arrived: acknowledged, not routed again */
         mqr__listener_ack(c, MQR_MQTT_PUBREC, p.packet_id, 0);
@@ -211,7 +222,7 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         .payload_len = p.payload.len,
         .props = plen ? p.props.p : NULL,
         .props_len = plen,
-        .qos = p.qos,
+        .qos = route_qos,
         .retain = p.retain,
         .origin = MQR_ORIGIN_LISTENER,
         .origin_name = c->client_id,
@@ -251,6 +262,7 @@ int mqr__listener_handle_pubrel(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     int rc = mqr__mqtt_decode_ack(pkt, len, c->version, &a);
     if (rc < 0) return rc;
     bool had = qos2_remove(c, a.packet_id);
+    if (!had) c->l->stats.unknown_acks++;
     mqr__listener_ack(c, MQR_MQTT_PUBCOMP, a.packet_id,
                       had ? MQR_MQTT_RC_SUCCESS : MQR_MQTT_RC_PACKET_ID_NOT_FOUND);
     return 0;

@@ -100,8 +100,11 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
             codes[i] = v5 ? MQR_MQTT_RC_TOPIC_FILTER_INVALID : 0x80;
             continue;
         }
+        /* granted at most max_qos (3.1.1 §3.9.3, 5.0 §3.9.3: the server
+         * may grant less than asked) */
+        uint8_t granted = se.qos < l->opts.max_qos ? se.qos : (uint8_t)l->opts.max_qos;
         mqr_sub_opts_t o = {
-            .qos = se.qos,
+            .qos = granted,
             .no_local = se.no_local,
             .retain_as_published = se.retain_as_published,
             .retain_handling = se.retain_handling,
@@ -129,7 +132,7 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
                 continue;
             }
         }
-        codes[i] = se.qos; /* every QoS is granted */
+        codes[i] = granted;
         MQR_LOG_D(MQR_LSN_LOG, "%s subscribed to %.*s q%u%s", c->client_id, (int)se.filter.len,
                   se.filter.p, se.qos, existed ? " (replaced)" : "");
         if (!tf.group && (se.retain_handling == 0 || (se.retain_handling == 1 && !existed)))

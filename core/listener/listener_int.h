@@ -255,10 +255,12 @@ struct mqr_listener {
 
     /* connect_rate bucket (x MQR_LSN_TOKEN) as of conn_ms (uv_now) */
     uint64_t conn_tokens, conn_ms;
+    uint64_t refuse_log_ms; /* refusals at accept are logged once a second at most */
 
     /* $SYS statistics (sys.c) */
     uv_timer_t sys_timer;
-    uint64_t start_ms; /* uv_now at start: uptime */
+    uint64_t start_ms;    /* uv_now at start: uptime */
+    struct mqr_lsys *sys; /* load averages, owned */
 };
 
 /* ---- server.c ----------------------------------------------------------- */
