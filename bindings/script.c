@@ -140,6 +140,7 @@ static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *
 
     mqr__lmsg_register(L);
     mqr__lsession_register(L);
+    mqr__llisten_register(L);
 
     /* env maker = sandbox(stdlib_dir, script_dir, rules_api) */
     if (luaL_loadbuffer(L, sandbox_lua, sizeof sandbox_lua - 1, "=sandbox") != 0) {
@@ -325,6 +326,8 @@ static int state_activate(mqr_script_t *h, l_state_t *st, char **errmsg)
         state_close(old);
     }
     mqr__lsession_activate(h, st);
+    mqr__lauth_activate(h, st); /* the new state's hooks, or none */
+    mqr__llisten_activate(h, st);
     for (l_timer_t *t = st->timers; t; t = t->next) {
         if (t->stopped) continue;
         uv_timer_start(&t->handle, timer_fire, t->due_ms, t->repeat_ms);
@@ -401,6 +404,7 @@ static int load_code(mqr_script_t *h, const char *chunkname, const char *path, c
 fail:
     h->loading = NULL;
     mqr__lsession_abandon(h, st);
+    mqr__llisten_abandon(h, st);
     state_close(st);
     return rc;
 }
@@ -552,9 +556,11 @@ static void host_free(void *arg)
 {
     mqr_script_t *h = arg;
     host_stop(h);
+    mqr__lauth_close(h); /* no hook may reach the state closing below */
     state_close(h->cur);
     h->cur = NULL;
     mqr__lsession_close_all(h);
+    mqr__llisten_close_all(h);
     if (h->budget) mqr__budget_free(h->budget);
     free(h->path);
     free(h);

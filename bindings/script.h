@@ -26,6 +26,7 @@ typedef struct l_state l_state_t;
 typedef struct l_route l_route_t;
 typedef struct l_timer l_timer_t;
 typedef struct l_session l_session_t;
+typedef struct l_listen l_listen_t;
 
 /* A route: filter -> Lua handler, optionally bound to one upstream session
  * (then only that session's messages reach it). */
@@ -74,6 +75,21 @@ struct l_session {
     l_state_t *created_by; /* the loading state that created it, until it takes over */
 };
 
+/* A listener a script declared (mq.listen). Kept across reloads when the new
+ * script declares the same configuration, like sessions. */
+struct l_listen {
+    mqr_script_t *host;
+    l_listen_t *next;      /* host->listens */
+    mqr_listener_t *l;     /* NULL while deferred, or when a deferred start failed */
+    char *config_key;      /* every setting joined: equal key = same listener */
+    char *name;            /* "tls 127.0.0.1:8883", for messages */
+    char *strs[4];         /* host, cert, key, cafile: owned copies for a deferred start */
+    mqr_listen_options_t opts;
+    bool deferred;         /* its port is held by a listener the new script drops */
+    l_state_t *claimed_by; /* newest state that declared it */
+    l_state_t *created_by; /* the loading state that created it, until it takes over */
+};
+
 struct l_state {
     lua_State *L;
     mqr_script_t *host;
@@ -92,6 +108,7 @@ struct mqr_script {
     l_state_t *cur;
     l_state_t *loading;
     l_session_t *sessions;
+    l_listen_t *listens;
     char *path; /* the file loaded last, for reload and watching */
     uv_fs_event_t watch;
     bool watching;
@@ -143,6 +160,13 @@ int mqr__lsession_new(lua_State *L); /* mq.session{...} */
 void mqr__lsession_activate(mqr_script_t *h, l_state_t *st);
 void mqr__lsession_abandon(mqr_script_t *h, l_state_t *st);
 void mqr__lsession_close_all(mqr_script_t *h);
+
+/* Listeners (bindings/l_listen.c). */
+void mqr__llisten_register(lua_State *L);
+int mqr__llisten_new(lua_State *L); /* mq.listen{...} */
+void mqr__llisten_activate(mqr_script_t *h, l_state_t *st);
+void mqr__llisten_abandon(mqr_script_t *h, l_state_t *st);
+void mqr__llisten_close_all(mqr_script_t *h);
 
 /* Turns a table of MQTT v5 properties at idx into raw property bytes
  * (malloc'd into *out). Returns 0 or raises on misuse. */

@@ -6,6 +6,7 @@
  * host's would.
  */
 #include "mqrouter.h"
+#include "mqrouter_auth.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -20,9 +21,24 @@ static void usage(FILE *out)
           "SQLite store. The script is reloaded when it changes or on SIGHUP.\n"
           "\n"
           "options:\n"
-          "  --listen HOST:PORT   MQTT listener address (default 127.0.0.1:1883)\n"
-          "  --no-listen          run without the embedded listener\n"
+          "  --listen HOST:PORT   an MQTT (TCP) listener; repeatable (default\n"
+          "                       127.0.0.1:1883 when no --listen* option is given)\n"
+          "  --listen-tls HOST:PORT  an MQTT over TLS listener; repeatable; needs\n"
+          "                       --cert and --key\n"
+          "  --listen-ws HOST:PORT   an MQTT over WebSocket listener (subprotocol mqtt)\n"
+          "  --listen-wss HOST:PORT  MQTT over WebSocket over TLS; needs --cert, --key\n"
+          "  --cert FILE          PEM server certificate (chain) for TLS listeners\n"
+          "  --key FILE           PEM private key of --cert\n"
+          "  --cafile FILE        verify client certificates against these CAs\n"
+          "  --require-cert       refuse TLS clients without a valid certificate\n"
+          "  --no-listen          no listener but those the rules script declares\n"
           "  --data-dir DIR       where the SQLite database lives (default ./data)\n"
+          "  --allow-anonymous    let clients without credentials in on every\n"
+          "                       --listen* listener (default: on loopback only)\n"
+          "  --add-user NAME      add a listener user (or set its password) with the\n"
+          "                       password read from stdin (first line), then exit\n"
+          "  --del-user NAME      remove a listener user, then exit\n"
+          "  --list-users         print the listener users, then exit\n"
           "  --log-level LEVEL    error, warn, info (default) or debug\n"
           "  --budget-ms MS       time budget of one handler call (default 1000)\n"
           "  --no-watch           do not reload when the script file changes\n"
@@ -38,33 +54,123 @@ static int parse_listen(const char *spec, char **host, int *port)
     if (!colon || colon == spec) return -1;
     char *end;
     long p = strtol(colon + 1, &end, 10);
-    if (*end || p <= 0 || p > 65535) return -1;
-    *host = strndup(spec, (size_t)(colon - spec));
+    if (*end || p < 0 || p > 65535) return -1;
+    const char *h = spec;
+    size_t hl = (size_t)(colon - spec);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') { /* [::1]:1883 */
+        h++;
+        hl -= 2;
+    }
+    *host = strndup(h, hl);
     *port = (int)p;
     return *host ? 0 : -1;
+}
+
+/* The --listen* options, started once the engine exists. */
+typedef struct {
+    int type;
+    char *host;
+    int port;
+} cli_listen_t;
+
+static void free_listens(cli_listen_t *l, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(l[i].host);
+}
+
+static int print_user(void *arg, const char *name)
+{
+    (void)arg;
+    printf("%s\n", name);
+    return 0;
+}
+
+/* --add-user, --del-user, --list-users: an engine on the store only. */
+static int users_main(mqr_engine_options_t *o, const char *add, const char *del, int list)
+{
+    o->listen_port = -1;
+    o->handle_signals = 0;
+    o->watch_script = 0;
+    if (o->log_level > MQR_LOG_WARN) o->log_level = MQR_LOG_WARN;
+    char pw[1024];
+    if (add) {
+        if (!fgets(pw, sizeof pw, stdin)) {
+            fprintf(stderr, "mqrouter: --add-user reads the password from stdin: got nothing\n");
+            return 2;
+        }
+        size_t n = strcspn(pw, "\r\n");
+        if (pw[n] == '\0' && n == sizeof pw - 1) {
+            fprintf(stderr, "mqrouter: password too long (at most %zu bytes)\n", sizeof pw - 2);
+            return 2;
+        }
+        pw[n] = '\0';
+    }
+    mqr_engine_t *e;
+    char *err = NULL;
+    int rc = mqr_engine_new(&e, o, NULL, &err);
+    if (rc < 0) {
+        fprintf(stderr, "mqrouter: %s\n", err ? err : mqr_strerror(rc));
+        free(err);
+        return 1;
+    }
+    if (add) {
+        rc = mqr_user_add(e, add, pw, 0);
+        memset(pw, 0, sizeof pw);
+        if (rc < 0) fprintf(stderr, "mqrouter: --add-user %s: %s\n", add, mqr_strerror(rc));
+    }
+    if (rc == 0 && del) {
+        rc = mqr_user_remove(e, del);
+        if (rc < 0) fprintf(stderr, "mqrouter: --del-user %s: %s\n", del, mqr_strerror(rc));
+    }
+    if (rc == 0 && list) rc = mqr_user_list(e, print_user, NULL);
+    mqr_engine_free(e);
+    return rc < 0 ? 1 : 0;
 }
 
 int main(int argc, char **argv)
 {
     enum {
         OPT_LISTEN = 256,
+        OPT_LISTEN_TLS,
+        OPT_LISTEN_WS,
+        OPT_LISTEN_WSS,
+        OPT_CERT,
+        OPT_KEY,
+        OPT_CAFILE,
+        OPT_REQUIRE_CERT,
         OPT_NO_LISTEN,
         OPT_DATA,
         OPT_LOG,
         OPT_BUDGET,
         OPT_NO_WATCH,
         OPT_CHECK,
+        OPT_ALLOW_ANON,
+        OPT_ADD_USER,
+        OPT_DEL_USER,
+        OPT_LIST_USERS,
         OPT_VERSION,
         OPT_HELP
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
+        {"listen-tls", required_argument, NULL, OPT_LISTEN_TLS},
+        {"listen-ws", required_argument, NULL, OPT_LISTEN_WS},
+        {"listen-wss", required_argument, NULL, OPT_LISTEN_WSS},
+        {"cert", required_argument, NULL, OPT_CERT},
+        {"key", required_argument, NULL, OPT_KEY},
+        {"cafile", required_argument, NULL, OPT_CAFILE},
+        {"require-cert", no_argument, NULL, OPT_REQUIRE_CERT},
         {"no-listen", no_argument, NULL, OPT_NO_LISTEN},
         {"data-dir", required_argument, NULL, OPT_DATA},
         {"log-level", required_argument, NULL, OPT_LOG},
         {"budget-ms", required_argument, NULL, OPT_BUDGET},
         {"no-watch", no_argument, NULL, OPT_NO_WATCH},
         {"check", no_argument, NULL, OPT_CHECK},
+        {"allow-anonymous", no_argument, NULL, OPT_ALLOW_ANON},
+        {"add-user", required_argument, NULL, OPT_ADD_USER},
+        {"del-user", required_argument, NULL, OPT_DEL_USER},
+        {"list-users", no_argument, NULL, OPT_LIST_USERS},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
@@ -73,19 +179,52 @@ int main(int argc, char **argv)
     mqr_engine_options_init(&o);
     o.handle_signals = 1;
     o.watch_script = 1;
-    char *host = NULL;
+    cli_listen_t listens[32];
+    int nlisten = 0;
+    const char *cert = NULL, *key = NULL, *cafile = NULL;
+    int require_cert = 0, no_listen = 0;
     int check = 0, c;
+    int allow_anon = -1, list_users = 0;
+    const char *add_user = NULL, *del_user = NULL;
     while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_LISTEN:
-            if (parse_listen(optarg, &host, &o.listen_port) < 0) {
-                fprintf(stderr, "mqrouter: --listen wants HOST:PORT, got '%s'\n", optarg);
+        case OPT_LISTEN_TLS:
+        case OPT_LISTEN_WS:
+        case OPT_LISTEN_WSS: {
+            static const char *const names[] = {"--listen", "--listen-tls", "--listen-ws",
+                                                "--listen-wss"};
+            int type = c == OPT_LISTEN       ? MQR_LISTEN_TCP
+                       : c == OPT_LISTEN_TLS ? MQR_LISTEN_TLS
+                       : c == OPT_LISTEN_WS  ? MQR_LISTEN_WS
+                                             : MQR_LISTEN_WSS;
+            if (nlisten == (int)(sizeof listens / sizeof listens[0])) {
+                fprintf(stderr, "mqrouter: too many listeners\n");
                 return 2;
             }
-            o.listen_host = host;
+            cli_listen_t *li = &listens[nlisten];
+            if (parse_listen(optarg, &li->host, &li->port) < 0) {
+                fprintf(stderr, "mqrouter: %s wants HOST:PORT, got '%s'\n", names[type], optarg);
+                return 2;
+            }
+            li->type = type;
+            nlisten++;
+            break;
+        }
+        case OPT_CERT:
+            cert = optarg;
+            break;
+        case OPT_KEY:
+            key = optarg;
+            break;
+        case OPT_CAFILE:
+            cafile = optarg;
+            break;
+        case OPT_REQUIRE_CERT:
+            require_cert = 1;
             break;
         case OPT_NO_LISTEN:
-            o.listen_port = -1;
+            no_listen = 1;
             break;
         case OPT_DATA:
             o.data_dir = optarg;
@@ -106,6 +245,18 @@ int main(int argc, char **argv)
         case OPT_CHECK:
             check = 1;
             break;
+        case OPT_ALLOW_ANON:
+            allow_anon = 1;
+            break;
+        case OPT_ADD_USER:
+            add_user = optarg;
+            break;
+        case OPT_DEL_USER:
+            del_user = optarg;
+            break;
+        case OPT_LIST_USERS:
+            list_users = 1;
+            break;
         case 'V':
         case OPT_VERSION:
             printf("mqrouter %s\n", mqr_version());
@@ -119,11 +270,32 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (add_user || del_user || list_users) {
+        free_listens(listens, nlisten);
+        if (optind != argc) {
+            usage(stderr);
+            return 2;
+        }
+        return users_main(&o, add_user, del_user, list_users);
+    }
     if (optind != argc - 1) {
         usage(stderr);
         return 2;
     }
     const char *script = argv[optind];
+    for (int i = 0; i < nlisten; i++) {
+        if ((listens[i].type == MQR_LISTEN_TLS || listens[i].type == MQR_LISTEN_WSS) &&
+            (!cert || !key)) {
+            fprintf(stderr, "mqrouter: --listen-tls and --listen-wss need --cert and --key\n");
+            return 2;
+        }
+    }
+    if (require_cert && !cafile) {
+        fprintf(stderr, "mqrouter: --require-cert needs --cafile\n");
+        return 2;
+    }
+    /* the engine's own listener only when no --listen* says otherwise */
+    if (no_listen || nlisten > 0 || check) o.listen_port = -1;
 
     if (check) {
         /* a scratch engine: no listener, in-memory store, nothing persists */
@@ -139,25 +311,48 @@ int main(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "mqrouter: %s\n", err ? err : mqr_strerror(rc));
         free(err);
-        free(host);
+        free_listens(listens, nlisten);
         return 1;
     }
+    for (int i = 0; i < nlisten && !check; i++) {
+        mqr_listen_options_t lo;
+        mqr_listen_options_init(&lo);
+        lo.type = listens[i].type;
+        lo.host = listens[i].host;
+        lo.port = listens[i].port;
+        if (lo.type == MQR_LISTEN_TLS || lo.type == MQR_LISTEN_WSS) {
+            lo.cert_file = cert;
+            lo.key_file = key;
+            lo.ca_file = cafile;
+            lo.require_client_cert = require_cert;
+        }
+        mqr_listener_t *l;
+        rc = mqr_engine_listen(e, &lo, &l, &err);
+        if (rc < 0) {
+            fprintf(stderr, "mqrouter: %s\n", err ? err : mqr_strerror(rc));
+            free(err);
+            mqr_engine_free(e);
+            free_listens(listens, nlisten);
+            return 1;
+        }
+    }
+    if (allow_anon >= 0 && !check) mqr_listener_allow_anonymous(e, allow_anon);
     rc = mqr_engine_load_file(e, script, &err);
     if (rc < 0) {
         fprintf(stderr, "mqrouter: %s: %s\n", mqr_err_name(rc), err ? err : mqr_strerror(rc));
         free(err);
         mqr_engine_free(e);
-        free(host);
+        free_listens(listens, nlisten);
         return 1;
     }
     if (check) {
         printf("%s: OK\n", script);
         mqr_engine_free(e);
-        free(host);
+        free_listens(listens, nlisten);
         return 0;
     }
     rc = mqr_engine_run(e);
     mqr_engine_free(e);
-    free(host);
+    free_listens(listens, nlisten);
     return rc == 0 ? 0 : 1;
 }

@@ -189,6 +189,8 @@ void mqr_engine_stop(mqr_engine_t *e)
         mqr__listener_close(e->listener);
         e->listener = NULL;
     }
+    while (e->listeners) /* mqr_engine_listen()'s; closing unlinks each */
+        mqr__listener_close(e->listeners);
     mqr__upstream_close_all(e);
     if (e->signals_started) {
         uv_close((uv_handle_t *)&e->sig_int, NULL);

@@ -144,6 +144,60 @@ void mqr_engine_stop(mqr_engine_t *e);
 void mqr_engine_free(mqr_engine_t *e);
 struct uv_loop_s *mqr_engine_loop(mqr_engine_t *e);
 
+/* ---- listeners ------------------------------------------------------- */
+
+/* What a listener speaks under MQTT. */
+typedef enum {
+    MQR_LISTEN_TCP = 0, /* plain MQTT over TCP */
+    MQR_LISTEN_TLS = 1, /* MQTT over TLS 1.2+ */
+    MQR_LISTEN_WS = 2,  /* MQTT over WebSocket (subprotocol "mqtt") */
+    MQR_LISTEN_WSS = 3, /* MQTT over WebSocket over TLS */
+} mqr_listen_type_t;
+
+/* One more MQTT listener: where, which transport, and its limits. Every
+ * limit left 0 takes the default documented in docs/lua-api.md (mq.listen). */
+typedef struct {
+    size_t size;      /* sizeof(mqr_listen_options_t): ABI guard */
+    int type;         /* mqr_listen_type_t */
+    const char *host; /* IP literal or name (resolved once); NULL = "127.0.0.1" */
+    int port;         /* 0 = any free port: ask mqr_listener_port() */
+    /* TLS and WSS: PEM files. With ca_file, client certificates are asked
+     * for and verified against it; require_client_cert refuses clients
+     * without a valid one. */
+    const char *cert_file;
+    const char *key_file;
+    const char *ca_file;
+    int require_client_cert;
+    /* limits (0 = default) */
+    size_t max_packet_size;
+    unsigned max_connections;
+    unsigned max_inflight;
+    unsigned max_queued;
+    size_t max_out_bytes;
+    unsigned receive_max;
+    int topic_alias_max;
+    unsigned max_subscriptions;
+    unsigned connect_timeout_ms;
+    unsigned max_keepalive;
+} mqr_listen_options_t;
+
+typedef struct mqr_listener mqr_listener_t;
+
+void mqr_listen_options_init(mqr_listen_options_t *opts);
+
+/* Binds and starts serving a listener on the engine's loop, besides the one
+ * mqr_engine_options_t describes. Every listener shares the engine's
+ * client-id space (a client id connected on one is taken over from any
+ * other). The engine owns it: it closes with mqr_engine_stop(), or earlier
+ * with mqr_listener_close(). On failure returns < 0, *out stays NULL and
+ * *errmsg (if given) receives a malloc'd explanation the caller frees. */
+int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *opts, mqr_listener_t **out,
+                      char **errmsg);
+/* The port actually bound (the one chosen when opts->port was 0). */
+int mqr_listener_port(const mqr_listener_t *l);
+/* Stops listening and closes the listener's clients; l is invalid after. */
+void mqr_listener_close(mqr_listener_t *l);
+
 /* Publishes into the router as origin "c". Topic must be a valid topic name;
  * payload is copied. Returns 0, MQR_ETOPIC, MQR_EQOS, MQR_EROUTELOOP... */
 int mqr_publish(mqr_engine_t *e, const char *topic, const void *payload, size_t len, int qos,

@@ -27,7 +27,7 @@ static void rate_resume(mqr_lconn_t *c, uint64_t now);
 
 /* ---- output blocks ------------------------------------------------------- */
 
-static mqr_oblock_t *block_get(mqr_listener_t *l, size_t need)
+mqr_oblock_t *mqr__listener_block_get(mqr_listener_t *l, size_t need)
 {
     mqr_oblock_t *b;
     if (need <= MQR_LSN_BLOCK_SIZE && l->pool) {
@@ -45,7 +45,7 @@ static mqr_oblock_t *block_get(mqr_listener_t *l, size_t need)
     return b;
 }
 
-static void block_put(mqr_listener_t *l, mqr_oblock_t *b)
+void mqr__listener_block_put(mqr_listener_t *l, mqr_oblock_t *b)
 {
     if (b->cap == MQR_LSN_BLOCK_SIZE && l->npool < MQR_LSN_POOL_MAX && !l->closing) {
         b->next = l->pool;
@@ -73,10 +73,10 @@ static void blocks_trim(mqr_lconn_t *c)
     while ((h = c->blk_head) && h->done == h->used) {
         if (h != c->blk_tail) {
             c->blk_head = h->next;
-            block_put(c->l, h);
+            mqr__listener_block_put(c->l, h);
         } else if (c->seg_count == 0) {
             c->blk_head = c->blk_tail = NULL;
-            block_put(c->l, h);
+            mqr__listener_block_put(c->l, h);
         } else {
             h->used = h->done = 0; /* only payload segments left: reuse it */
             break;
@@ -123,7 +123,7 @@ uint8_t *mqr__listener_out_reserve(mqr_lconn_t *c, size_t n)
 {
     mqr_oblock_t *t = c->blk_tail;
     if (t && t->cap - t->used >= n) return t->data + t->used;
-    mqr_oblock_t *b = block_get(c->l, n);
+    mqr_oblock_t *b = mqr__listener_block_get(c->l, n);
     if (!b) return NULL;
     if (t)
         t->next = b;
@@ -177,7 +177,28 @@ static void resume_reading(mqr_lconn_t *c)
 {
     if (!c->read_paused || c->uv_closing) return;
     c->read_paused = false;
-    if (!c->rate_paused) uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (c->rate_paused || c->blocked_by || c->hold) return;
+    if (c->tp)
+        mqr__ltp_read_start(c);
+    else
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+void mqr__listener_conn_input_pause(mqr_lconn_t *c)
+{
+    if (!c->uv_closing) uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+void mqr__listener_conn_input_resume(mqr_lconn_t *c)
+{
+    if (c->blocked_by || c->read_paused || c->rate_paused || c->uv_closing || c->hold ||
+        c->state == MQR_LCONN_CLOSING)
+        return;
+    c->last_rx_ms = uv_now(c->l->e->loop); /* we were the ones not reading */
+    if (c->tp)
+        mqr__ltp_read_start(c);
+    else
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
 /* Drops the first n bytes of output: written, or given up. */
@@ -202,13 +223,26 @@ static void consume(mqr_lconn_t *c, size_t n)
     if (c->read_paused && c->out_bytes <= c->l->opts.max_out_bytes / 4) resume_reading(c);
 }
 
+size_t mqr__listener_out_take(mqr_lconn_t *c, uint8_t *dst, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->seg_count && n < max; i++) {
+        const mqr_oseg_t *s = seg_at(c, i);
+        size_t k = s->buf.len < max - n ? s->buf.len : max - n;
+        memcpy(dst + n, s->buf.base, k);
+        n += k;
+    }
+    consume(c, n);
+    return n;
+}
+
 static void drop_output(mqr_lconn_t *c)
 {
     consume(c, c->out_bytes);
     while (c->blk_head) {
         mqr_oblock_t *b = c->blk_head;
         c->blk_head = b->next;
-        block_put(c->l, b);
+        mqr__listener_block_put(c->l, b);
     }
     c->blk_tail = NULL;
 }
@@ -250,6 +284,10 @@ static void on_write(uv_write_t *req, int status)
 
 void mqr__listener_out_flush(mqr_lconn_t *c)
 {
+    if (c->tp) {
+        mqr__ltp_flush(c);
+        return;
+    }
     if (c->writing || c->uv_closing || c->eof || c->seg_count == 0) return;
     uv_buf_t bufs[MQR_LSN_MAX_IOV];
     size_t bytes, n;
@@ -316,6 +354,8 @@ static void conn_free(mqr_lconn_t *c)
     free(c->acks);
     free(c->qos2_ids);
     free(c->aliases);
+    free(c->waiters);
+    mqr__listener_auth_free(c);
     free(c);
     mqr__listener_maybe_free(l);
 }
@@ -329,6 +369,7 @@ static void on_close(uv_handle_t *h)
 {
     mqr_lconn_t *c = h->data;
     drop_output(c);
+    if (c->tp) mqr__ltp_free(c);
     mqr__listener_conn_unref(c);
 }
 
@@ -370,7 +411,10 @@ void mqr__listener_conn_close(mqr_lconn_t *c, mqr_lclose_t how, uint8_t reason, 
         MQR_LOG_I(MQR_LSN_LOG, "connection from %s closed before CONNACK: %s", c->addr, why);
     }
 
-    /* the session ends now: no message may reach it from here on */
+    /* a persistent session goes offline with the subscriptions, deliveries
+     * and QoS 2 ids (c keeps none); any other ends now: no message may
+     * reach it from here on */
+    if (active) mqr__lsession_disconnect(c);
     mqr__listener_subs_clear(c);
     mqr__listener_id_remove(l, c);
     mqr__listener_deliveries_clear(c);
@@ -392,6 +436,12 @@ void mqr__listener_conn_close(mqr_lconn_t *c, mqr_lclose_t how, uint8_t reason, 
 
     if (how == MQR_LCLOSE_DISCONNECT && active && c->version == MQR_MQTT_V5 && !c->eof)
         mqr__listener_send_disconnect(c, reason);
+    if (c->tp && how != MQR_LCLOSE_HARD && !c->eof && !c->uv_closing && !l->closing) {
+        c->deadline_ms = uv_now(l->e->loop) + MQR_LSN_LINGER_MS;
+        mqr__ltp_close(c); /* close frame, close_notify, then shutdown */
+        if (!c->uv_closing) resume_reading(c);
+        return;
+    }
     if (how != MQR_LCLOSE_HARD && c->out_bytes && !c->eof && !c->uv_closing && !l->closing) {
         c->deadline_ms = uv_now(l->e->loop) + MQR_LSN_LINGER_MS;
         mqr__listener_out_flush(c);
@@ -434,6 +484,16 @@ void mqr__listener_conn_tick(mqr_lconn_t *c, uint64_t now)
             rate_resume(c, now);
             break;
         }
+        if (c->blocked_by) c->last_rx_ms = now; /* we are the ones not reading */
+        if (c->nwaiters && now - c->progress_ms >= l->opts.stuck_timeout_ms) {
+            /* it holds publishers paused and acknowledges nothing: let them
+             * go; a persistent session keeps its queue offline */
+            l->stats.stuck_disconnects++;
+            c->will_publish = true;
+            mqr__listener_conn_close(c, MQR_LCLOSE_DISCONNECT, MQR_MQTT_RC_QUOTA_EXCEEDED,
+                                     "queue full and no progress");
+            break;
+        }
         if (c->keepalive_ms && now - c->last_rx_ms >= c->keepalive_ms) {
             l->stats.keepalive_timeouts++;
             c->will_publish = true;
@@ -459,9 +519,8 @@ static int pend_reserve(mqr_lconn_t *c, size_t cap)
     return 0;
 }
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+static inline void in_room(mqr_lconn_t *c, uv_buf_t *buf)
 {
-    mqr_lconn_t *c = h->data;
     mqr_listener_t *l = c->l;
     if (c->pend_len >= MQR_LSN_OWN_READ_MIN) {
         /* a big packet in the making: read the rest straight behind it */
@@ -481,6 +540,16 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     c->read_own = false;
     if (c->pend_len) memcpy(l->rbuf, c->pend, c->pend_len);
     *buf = uv_buf_init((char *)l->rbuf + c->pend_len, (unsigned)(MQR_LSN_RBUF_SIZE - c->pend_len));
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    in_room(h->data, buf);
+}
+
+void mqr__listener_in_room(mqr_lconn_t *c, uv_buf_t *buf)
+{
+    in_room(c, buf);
 }
 
 static int bad_packet(mqr_lconn_t *c, int err, int type)
@@ -505,6 +574,8 @@ static int dispatch(mqr_lconn_t *c, int type, uint8_t *pkt, size_t len)
     MQR_LOG_D(MQR_LSN_LOG, "%s <- %s (%zu bytes)", mqr__lconn_name(c),
               mqr__listener_type_name(type), len);
     if (c->state == MQR_LCONN_NEW) {
+        if (type == MQR_MQTT_AUTH && c->auth && c->version == MQR_MQTT_V5)
+            return mqr__listener_handle_auth(c, pkt, len); /* a SCRAM exchange */
         if (type != MQR_MQTT_CONNECT) {
             c->l->stats.malformed++;
             c->l->stats.connects_refused++;
@@ -536,8 +607,7 @@ static int dispatch(mqr_lconn_t *c, int type, uint8_t *pkt, size_t len)
         return mqr__listener_conn_fail(c, MQR_MQTT_RC_PROTOCOL_ERROR, "second CONNECT");
     case MQR_MQTT_AUTH:
         if (c->version == MQR_MQTT_V311) return MQR_EMALFORMED; /* reserved in 3.1.1 */
-        /* no enhanced authentication was agreed at CONNECT */
-        return mqr__listener_conn_fail(c, MQR_MQTT_RC_PROTOCOL_ERROR, "AUTH without a method");
+        return mqr__listener_handle_auth(c, pkt, len); /* re-authentication */
     case 0:
         return MQR_EMALFORMED; /* reserved */
     default:
@@ -579,8 +649,12 @@ static void rate_resume(mqr_lconn_t *c, uint64_t now)
     if (c->state == MQR_LCONN_CLOSING) return;
     if (used && used < c->pend_len) memmove(c->pend, c->pend + used, c->pend_len - used);
     c->pend_len -= used;
-    if (!c->rate_paused && !c->read_paused && !c->uv_closing)
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (!c->rate_paused && !c->read_paused && !c->blocked_by && !c->uv_closing) {
+        if (c->tp)
+            mqr__ltp_read_start(c);
+        else
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
 }
 
 /* Handles every complete packet in data[0..len); returns the bytes used. */
@@ -588,7 +662,7 @@ static size_t process(mqr_lconn_t *c, uint8_t *data, size_t len)
 {
     size_t off = 0;
     size_t max = c->l->opts.max_packet_size;
-    while (off < len && c->state != MQR_LCONN_CLOSING) {
+    while (off < len && c->state != MQR_LCONN_CLOSING && !c->hold) {
         mqr_mqtt_frame_t f;
         int rc = mqr__mqtt_frame(data + off, len - off, max, c->version, &f);
         if (rc == MQR_EINCOMPLETE) break;
@@ -615,31 +689,27 @@ static size_t process(mqr_lconn_t *c, uint8_t *data, size_t len)
     return off;
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+void mqr__listener_conn_read_end(mqr_lconn_t *c, ssize_t nread)
 {
-    mqr_lconn_t *c = s->data;
-    mqr_listener_t *l = c->l;
-    if (nread == 0) return;
-    if (nread < 0) {
-        c->eof = true;
-        uv_read_stop(s);
-        if (c->state == MQR_LCONN_CLOSING) {
-            hard_close(c); /* the client saw our last packet and left */
-            return;
-        }
-        if (c->state == MQR_LCONN_ACTIVE) c->will_publish = true;
-        mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0,
-                                 nread == UV_EOF ? "connection closed by the client"
-                                                 : uv_strerror((int)nread));
+    c->eof = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->state == MQR_LCONN_CLOSING) {
+        hard_close(c); /* the client saw our last packet and left */
         return;
     }
-    l->stats.bytes_in += (uint64_t)nread;
-    if (c->state == MQR_LCONN_CLOSING) return; /* lingering: input is ignored */
-    c->last_rx_ms = uv_now(l->e->loop);
-    l->read_ms = mqr__now_ms();
+    if (c->state == MQR_LCONN_ACTIVE) c->will_publish = true;
+    mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0,
+                             nread == UV_EOF ? "connection closed by the client"
+                                             : uv_strerror((int)nread));
+}
 
+/* nread bytes were put where in_room() said: handle every complete packet,
+ * keep the rest. */
+static inline void in_done(mqr_lconn_t *c, size_t nread)
+{
+    mqr_listener_t *l = c->l;
     uint8_t *data = c->read_own ? c->pend : l->rbuf;
-    size_t len = c->pend_len + (size_t)nread;
+    size_t len = c->pend_len + nread;
     size_t used = process(c, data, len);
     if (c->state == MQR_LCONN_CLOSING) {
         c->pend_len = 0;
@@ -664,8 +734,47 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->out_bytes > l->opts.max_out_bytes / 2 && !c->read_paused) {
         /* the client does not read what we answer: stop taking more from it */
         c->read_paused = true;
-        uv_read_stop(s);
+        uv_read_stop((uv_stream_t *)&c->tcp);
     }
+    if (c->hold) mqr__listener_conn_input_pause(c); /* a CONNECT is being authenticated */
+}
+
+void mqr__listener_conn_unhold(mqr_lconn_t *c)
+{
+    if (!c->hold) return;
+    c->hold = false;
+    if (c->state == MQR_LCONN_CLOSING || c->uv_closing) return;
+    if (c->pend_len) {
+        size_t used = process(c, c->pend, c->pend_len);
+        if (c->state == MQR_LCONN_CLOSING) {
+            c->pend_len = 0;
+            return;
+        }
+        if (used && used < c->pend_len) memmove(c->pend, c->pend + used, c->pend_len - used);
+        c->pend_len -= used;
+    }
+    if (!c->hold) mqr__listener_conn_input_resume(c);
+}
+
+void mqr__listener_in_done(mqr_lconn_t *c, size_t n)
+{
+    in_done(c, n);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    mqr_lconn_t *c = s->data;
+    mqr_listener_t *l = c->l;
+    if (nread == 0) return;
+    if (nread < 0) {
+        mqr__listener_conn_read_end(c, nread);
+        return;
+    }
+    l->stats.bytes_in += (uint64_t)nread;
+    if (c->state == MQR_LCONN_CLOSING) return; /* lingering: input is ignored */
+    c->last_rx_ms = uv_now(l->e->loop);
+    l->read_ms = mqr__now_ms();
+    in_done(c, (size_t)nread);
 }
 
 int mqr__listener_conn_start(mqr_lconn_t *c)
@@ -699,5 +808,6 @@ int mqr__listener_conn_start(mqr_lconn_t *c)
     c->pub_ms = (uint32_t)c->last_rx_ms;
     c->pub_tokens = l->opts.publish_burst * MQR_LSN_TOKEN;
     MQR_LOG_D(MQR_LSN_LOG, "connection from %s", c->addr);
+    if (l->ssl_ctx || l->ws) return mqr__ltp_start(c);
     return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }

@@ -96,7 +96,34 @@ typedef struct {
     uint8_t qos;
     uint8_t state; /* MQR_LQ_* */
     bool retain;
+    uint64_t seq; /* its row in a persistent session's store, 0 = none */
 } mqr_ldelivery_t;
+
+/* A persistent session while its client is away (session.c): it keeps the
+ * subscriptions (trie entries point at sub), the unacknowledged and queued
+ * QoS 1/2 deliveries, the inbound QoS 2 ids, and a delayed will. */
+typedef struct mqr_lsession mqr_lsession_t;
+struct mqr_lsession {
+    mqr_subscriber_t sub; /* first: the router hands it back to its deliver() */
+    mqr_listener_t *l;
+    mqr_lsession_t *next; /* map chain */
+    char *client_id;      /* NUL-terminated, owned */
+    size_t client_id_len;
+    uint8_t version;
+    uint32_t expiry_s;   /* Session Expiry Interval; UINT32_MAX: never */
+    uint64_t expires_ms; /* uv_now when it ends; UINT64_MAX: never */
+    mqr_msg_t *will;     /* delayed will (owned), published at will_ms */
+    uint64_t will_ms;
+    mqr_trie_entry_t **subs; /* opts.tag = index, as in a connection */
+    uint32_t nsubs, subs_cap;
+    mqr_ldelivery_t *msgs; /* in send order: in flight (pid != 0) first, then queued */
+    uint32_t nmsgs, msgs_cap, nqueued;
+    uint64_t *qos2_ids;
+    uint32_t qos2_count;
+    uint16_t next_pid;
+    uint64_t next_seq;
+    bool full_logged; /* the queue-full drop was logged for this absence */
+};
 
 /* An acknowledgement to the client that keeps its place in line: a QoS 1/2
  * answer to a retained publish waits for the store's commit, and the ones
@@ -145,6 +172,7 @@ struct mqr_lconn {
     uv_write_t wreq;
     uv_shutdown_t sreq;
     mqr_listener_t *l;
+    struct mqr_ltp *tp; /* TLS / WebSocket layers (transport.c); NULL: plain TCP */
     mqr_lconn_t *prev, *next; /* every connection not yet freed */
     mqr_lconn_t *dirty_next;  /* output waiting for the end of the loop turn */
     mqr_lconn_t *id_next;     /* client-id map chain */
@@ -161,6 +189,8 @@ struct mqr_lconn {
     bool will_publish; /* closing: publish the will */
     bool over_limit;   /* beyond max_connections: its CONNECT gets a refusal */
     bool rate_paused;  /* publish_rate: input stops until the bucket refills */
+    bool persistent;   /* its session outlives the connection (session.c) */
+    bool stored;       /* its session has rows in the store */
 
     char *client_id; /* NUL-terminated, owned */
     size_t client_id_len;
@@ -209,9 +239,26 @@ struct mqr_lconn {
     uint64_t *qos2_ids;
     uint32_t qos2_count;
 
+    /* persistent sessions (session.c) */
+    uint32_t will_delay; /* v5 Will Delay Interval, seconds */
+    uint64_t next_seq;   /* row id of the session's next stored delivery */
+
+    /* backpressure (deliver.c): publishers whose input is paused because
+     * this client's queue is full (a reference each), and how many full
+     * queues this client's own input waits for */
+    mqr_lconn_t **waiters;
+    uint32_t nwaiters, waiters_cap;
+    uint32_t blocked_by;
+    uint64_t progress_ms; /* uv_now when the client last freed in-flight room */
+
     /* acks in line */
     mqr_lack_t *acks;
     uint32_t ack_head, ack_count, ack_cap, acks_waiting;
+
+    /* authentication (handle_auth.c): user name, SCRAM exchange, a CONNECT
+     * waiting for its password check; NULL for an anonymous client */
+    struct mqr_lauth *auth;
+    bool hold; /* input waits: a CONNECT is being authenticated */
 
     /* inbound topic aliases 1..alias_max */
     mqr_lalias_t *aliases;
@@ -247,11 +294,30 @@ struct mqr_listener {
     uint64_t id_seq; /* for assigned client ids */
 
     uint8_t *rbuf;
+    /* transports (transport.c): what this listener speaks under MQTT, the
+     * TLS context (NULL: none), and the buffers its raw reads and decoded
+     * WebSocket payloads land in (NULL for plain TCP) */
+    bool ws;
+    struct ssl_ctx_st *ssl_ctx;
+    uint8_t *tbuf, *wsbuf;
+    mqr_listener_t *e_next; /* e->listeners */
+    bool linked;            /* in e->listeners */
     /* wall clock (ms) read once per socket read: the creation time of every
      * message in that read (a clock read per message cost 15% of the CPU) */
     uint64_t read_ms;
     mqr_oblock_t *pool; /* spare output blocks */
     unsigned npool;
+
+    /* routing a client's PUBLISH: who sent it (backpressure pauses it) and
+     * whether a session row was written for it (its ack waits for the
+     * commit) */
+    mqr_lconn_t *publisher;
+    bool wrote;
+    /* persistent sessions whose client is away, by client id (session.c) */
+    mqr_lsession_t **sessions;
+    size_t sessions_cap, sessions_count;
+    struct mqr_store_sessions *sstore; /* NULL: no store, sessions in memory only */
+    uint64_t session_tick_ms;
 
     /* connect_rate bucket (x MQR_LSN_TOKEN) as of conn_ms (uv_now) */
     uint64_t conn_tokens, conn_ms;
@@ -262,6 +328,30 @@ struct mqr_listener {
     uint64_t start_ms;    /* uv_now at start: uptime */
     struct mqr_lsys *sys; /* load averages, owned */
 };
+
+/* ---- handle_auth.c ---------------------------------------------------------- */
+
+/* Decides on a decoded CONNECT (k, from pkt[0..len)) before it is
+ * accepted. Returns 0: go on and accept (c->auth holds the user name, if
+ * any); 1: decided later (a password check on the threadpool, or a SCRAM
+ * exchange): the packet is copied, c->hold is set, and handle_connect is
+ * called again with the copy when the answer is known; or a v5 CONNACK
+ * reason (0x80..) to refuse with. */
+int mqr__listener_auth_connect(mqr_lconn_t *c, const mqr_mqtt_connect_t *k, const uint8_t *pkt,
+                               size_t len);
+/* CONNACK properties of a successful enhanced authentication (method and
+ * server-final data), appended to b. */
+void mqr__listener_auth_connack_props(mqr_lconn_t *c, mqr_mqtt_pbuild_t *b);
+/* AUTH from the client (v5): SCRAM continuation, or re-authentication. */
+int mqr__listener_handle_auth(mqr_lconn_t *c, uint8_t *pkt, size_t len);
+/* The authorize hook, cheap when none is set. */
+bool mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size_t len, int qos,
+                             bool retain);
+/* The user name of the connection, NULL if none. */
+const char *mqr__listener_auth_user(const mqr_lconn_t *c);
+void mqr__listener_auth_free(mqr_lconn_t *c);
+/* conn.c: ends c->hold: handles the input kept meanwhile, reads again. */
+void mqr__listener_conn_unhold(mqr_lconn_t *c);
 
 /* ---- server.c ----------------------------------------------------------- */
 
@@ -292,6 +382,10 @@ int mqr__listener_conn_fail(mqr_lconn_t *c, uint8_t reason, const char *why);
 /* The timer's check of one connection. */
 void mqr__listener_conn_tick(mqr_lconn_t *c, uint64_t now);
 void mqr__listener_conn_unref(mqr_lconn_t *c);
+/* Backpressure: stops reading from c / reads again once nothing else holds
+ * its input (output full, publish rate, other full queues). */
+void mqr__listener_conn_input_pause(mqr_lconn_t *c);
+void mqr__listener_conn_input_resume(mqr_lconn_t *c);
 
 /* Room for n more bytes of output, to be made part of the output by
  * mqr__listener_out_commit() (or forgotten). NULL when out of memory. */
@@ -368,6 +462,28 @@ void mqr__listener_sys_stop(mqr_listener_t *l, uv_close_cb cb);
 /* Publishes the $SYS topics now (also what the timer does). */
 void mqr__listener_sys_publish(mqr_listener_t *l);
 
+/* ---- session.c: persistent sessions ------------------------------------------ */
+
+/* Opens the session tables and brings back every stored session, offline. */
+int mqr__lsession_start(mqr_listener_t *l);
+/* Frees the offline sessions (their rows stay) and the statements. */
+void mqr__lsession_stop(mqr_listener_t *l);
+/* CONNECT: ends or resumes the stored/offline session of c->client_id as
+ * clean says, makes c persistent (or not) and writes its row. *present is
+ * the CONNACK Session Present flag. The resumed deliveries wait in c until
+ * mqr__listener_deliveries_resend() after the CONNACK. */
+int mqr__lsession_connect(mqr_lconn_t *c, bool clean, bool *present);
+/* Closing c: a persistent session goes offline with c's state (c is left
+ * empty); a session that ends has its rows deleted. Keeps a delayed will. */
+void mqr__lsession_disconnect(mqr_lconn_t *c);
+/* Timer: ends expired sessions and publishes delayed wills that are due. */
+void mqr__lsession_tick(mqr_listener_t *l, uint64_t now);
+/* Store writes for a persistent connection (no-ops otherwise). */
+void mqr__lsession_sub_put(mqr_lconn_t *c, const char *filter, size_t flen,
+                           const mqr_sub_opts_t *o);
+void mqr__lsession_sub_delete(mqr_lconn_t *c, const char *filter, size_t flen);
+void mqr__lsession_qos2(mqr_lconn_t *c, uint16_t pid, bool add);
+
 /* ---- deliver.c ---------------------------------------------------------- */
 
 /* The router's callback (c->sub.deliver). */
@@ -385,6 +501,17 @@ void mqr__listener_pubcomp(mqr_lconn_t *c, uint16_t pid);
 void mqr__listener_deliveries_clear(mqr_lconn_t *c);
 /* In-flight window for this client: min(Receive Maximum, max_inflight). */
 int mqr__listener_deliveries_init(mqr_lconn_t *c, uint16_t receive_max);
+/* Moves every in-flight and queued delivery, in send order, into a new
+ * array (*out, *n; references move with them). c is left with none. */
+int mqr__listener_deliveries_take(mqr_lconn_t *c, mqr_ldelivery_t **out, uint32_t *n);
+/* Gives c deliveries taken before (in flight ones first, in order; the
+ * references move). Nothing is sent until deliveries_resend(). */
+int mqr__listener_deliveries_give(mqr_lconn_t *c, mqr_ldelivery_t *d, uint32_t n);
+/* After CONNACK: PUBLISH again with DUP=1 (or PUBREL) what was in flight,
+ * then fill the window from the queue. */
+void mqr__listener_deliveries_resend(mqr_lconn_t *c);
+/* Backpressure: lets every publisher paused for c go (c drained or closes). */
+void mqr__listener_waiters_release(mqr_lconn_t *c);
 
 /* The client id once known, else the peer address: for logs. */
 static inline const char *mqr__lconn_name(const mqr_lconn_t *c)
@@ -394,5 +521,85 @@ static inline const char *mqr__lconn_name(const mqr_lconn_t *c)
 
 /* Packet type names for logs. */
 const char *mqr__listener_type_name(int type);
+
+/* ---- transport.c, tls.c, ws.c: layers under MQTT ------------------------
+ * A connection of a TLS or WebSocket listener has c->tp. Raw socket bytes go
+ * up through TLS (decrypt) and WebSocket (unframe) into the MQTT input; the
+ * MQTT output goes down through WebSocket (frame) and TLS (encrypt) into
+ * the transport's wire queue, which is what the socket is written from.
+ * Plain TCP connections never touch any of this. */
+
+#define MQR_LSN_TBUF_SIZE (64u * 1024u)
+/* MQTT output is encoded into the wire queue while less than this waits
+ * there; the rest stays MQTT output (so max_out_bytes still applies). */
+#define MQR_LTP_WIRE_HIGH (256u * 1024u)
+#define MQR_LTP_STAGE (16u * 1024u)
+
+typedef struct mqr_lws mqr_lws_t;
+
+typedef struct mqr_ltp {
+    struct ssl_st *ssl; /* NULL: no TLS layer */
+    struct bio_st *rbio, *wbio;
+    bool tls_done;   /* handshake finished */
+    bool tls_failed; /* fatal TLS error: no close_notify */
+    mqr_lws_t *ws;   /* NULL: no WebSocket layer */
+    /* wire bytes waiting for the socket: blocks from the listener's pool */
+    mqr_oblock_t *w_head, *w_tail;
+    size_t w_bytes;  /* waiting, the ones in the write in flight included */
+    size_t w_locked; /* in the write in flight */
+    bool shutdown_wanted, shutdown_sent;
+} mqr_ltp_t;
+
+/* transport.c */
+int mqr__ltp_start(mqr_lconn_t *c); /* sets up c->tp and starts reading */
+void mqr__ltp_read_start(mqr_lconn_t *c);
+void mqr__ltp_flush(mqr_lconn_t *c);
+/* Graceful end: encodes what is queued, sends the WebSocket close frame and
+ * the TLS close_notify, shuts the socket down once all is written. */
+void mqr__ltp_close(mqr_lconn_t *c);
+void mqr__ltp_free(mqr_lconn_t *c);
+bool mqr__ltp_pending(const mqr_lconn_t *c);
+/* Bytes decoded by the layer below WebSocket (or raw bytes when there is no
+ * TLS): into the WebSocket layer, or into the MQTT input. <0: c is closing. */
+int mqr__ltp_up(mqr_lconn_t *c, const uint8_t *p, size_t n);
+int mqr__ltp_mqtt(mqr_lconn_t *c, const uint8_t *p, size_t n);
+/* Bytes framed by the WebSocket layer (or MQTT bytes when there is none):
+ * through TLS when there is, into the wire queue. */
+int mqr__ltp_down(mqr_lconn_t *c, const uint8_t *p, size_t n);
+int mqr__ltp_wire(mqr_lconn_t *c, const uint8_t *p, size_t n);
+
+/* server.c: a listener with transports (ssl_ctx and ws as the listener's
+ * own from a successful start on; port taken as it is, 0 = any free one). */
+int mqr__listener_start_tp(mqr_engine_t *e, const char *host, int port,
+                           const mqr_listener_options_t *opts, struct ssl_ctx_st *ssl_ctx, bool ws,
+                           mqr_listener_t **out);
+
+/* tls.c */
+int mqr__ltls_ctx_new(const char *cert, const char *key, const char *ca, bool require_cert,
+                      struct ssl_ctx_st **out, char *err, size_t errlen);
+void mqr__ltls_ctx_free(struct ssl_ctx_st *ctx);
+int mqr__ltls_start(mqr_lconn_t *c);
+int mqr__ltls_input(mqr_lconn_t *c, const uint8_t *p, size_t n);
+int mqr__ltls_write(mqr_lconn_t *c, const uint8_t *p, size_t n);
+void mqr__ltls_close_notify(mqr_lconn_t *c);
+void mqr__ltls_free(mqr_lconn_t *c);
+
+/* ws.c */
+int mqr__lws_start(mqr_lconn_t *c);
+int mqr__lws_input(mqr_lconn_t *c, const uint8_t *p, size_t n);
+int mqr__lws_write(mqr_lconn_t *c, const uint8_t *p, size_t n);
+void mqr__lws_close(mqr_lconn_t *c, uint16_t code);
+void mqr__lws_free(mqr_lconn_t *c);
+
+/* conn.c, for the transports: the MQTT input as on_alloc/on_read use it
+ * (room for the next bytes; n bytes were put there), and the MQTT output
+ * taken from the front (copied into dst, at most max; returns the count). */
+void mqr__listener_in_room(mqr_lconn_t *c, uv_buf_t *buf);
+void mqr__listener_in_done(mqr_lconn_t *c, size_t n);
+size_t mqr__listener_out_take(mqr_lconn_t *c, uint8_t *dst, size_t max);
+/* The peer's side ended (EOF or read error): close as on_read does. */
+void mqr__listener_conn_read_end(mqr_lconn_t *c, ssize_t nread);
+void mqr__listener_block_put(mqr_listener_t *l, mqr_oblock_t *b);
+mqr_oblock_t *mqr__listener_block_get(mqr_listener_t *l, size_t need);
 
 #endif

@@ -1,0 +1,309 @@
+/*
+ * l_listen.c — listeners declared by rule scripts:
+ * `local l = mq.listen{ type = "tls", host = "0.0.0.0", port = 8883,
+ *                       cert = "server.pem", key = "server.key", ... }`
+ * with `l:port()`, `l:type()`, `l:host()`.
+ *
+ * Like sessions, listeners belong to the script host, not to a Lua state: a
+ * reload that declares the same listener with the same settings keeps the
+ * socket and its clients; one the new script no longer declares (or
+ * declares differently) is closed when the new script takes over, never
+ * before, and a reload that fails closes only what it opened itself. A
+ * changed listener on the same port cannot be bound while the old one
+ * holds it: it is started at the takeover, right after the old one closes
+ * (a failure then is logged; the new rules run without it).
+ */
+#include "script.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const type_names[] = {"tcp", "tls", "ws", "wss"};
+
+static const char *opt_str(lua_State *L, int t, const char *key)
+{
+    lua_getfield(L, t, key);
+    const char *s = NULL;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "listen option '%s' must be a string", key);
+        s = lua_tostring(L, -1);
+    }
+    lua_pop(L, 1); /* the string stays alive: the table holds it */
+    return s;
+}
+
+static lua_Integer opt_int(lua_State *L, int t, const char *key, lua_Integer lo, lua_Integer hi)
+{
+    lua_getfield(L, t, key);
+    lua_Integer v = 0;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "listen option '%s' must be a number", key);
+        v = lua_tointeger(L, -1);
+        if (v < lo || v > hi) luaL_error(L, "listen option '%s' out of range", key);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static void listen_free(l_listen_t *x)
+{
+    if (x->l && !x->host->e->stopping) mqr_listener_close(x->l);
+    for (int i = 0; i < 4; i++)
+        free(x->strs[i]);
+    free(x->config_key);
+    free(x->name);
+    free(x);
+}
+
+static void unlink_listen(mqr_script_t *h, l_listen_t *x)
+{
+    for (l_listen_t **p = &h->listens; *p; p = &(*p)->next) {
+        if (*p == x) {
+            *p = x->next;
+            return;
+        }
+    }
+}
+
+static int start(l_listen_t *x, char **err)
+{
+    return mqr_engine_listen(x->host->e, &x->opts, &x->l, err);
+}
+
+static const char *known[] = {
+    "type",
+    "host",
+    "port",
+    "cert",
+    "key",
+    "cafile",
+    "require_client_cert",
+    "max_packet_size",
+    "max_connections",
+    "max_inflight",
+    "max_queued",
+    "max_out_bytes",
+    "receive_max",
+    "topic_alias_max",
+    "max_subscriptions",
+    "connect_timeout_ms",
+    "max_keepalive",
+    NULL,
+};
+
+/* listen{ type, host, port, cert, key, cafile, require_client_cert, limits } */
+int mqr__llisten_new(lua_State *L)
+{
+    l_state_t *st = lua_touserdata(L, lua_upvalueindex(1));
+    mqr_script_t *h = st->host;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    /* a misspelt option would silently be a default: refuse it */
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        lua_pop(L, 1);
+        bool ok = false;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            for (const char **k = known; *k && !ok; k++)
+                ok = strcmp(*k, lua_tostring(L, -1)) == 0;
+        if (!ok)
+            return luaL_error(L, "listen: unknown option '%s'",
+                              lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?");
+    }
+
+    mqr_listen_options_t o;
+    mqr_listen_options_init(&o);
+    const char *type = opt_str(L, 1, "type");
+    o.type = -1;
+    for (int i = 0; i < 4; i++)
+        if (strcmp(type ? type : "tcp", type_names[i]) == 0) o.type = i;
+    if (o.type < 0)
+        return luaL_error(L, "listen: type must be \"tcp\", \"tls\", \"ws\" or \"wss\"");
+    bool tls = o.type == MQR_LISTEN_TLS || o.type == MQR_LISTEN_WSS;
+    o.host = opt_str(L, 1, "host");
+    if (!o.host) o.host = "127.0.0.1";
+    lua_getfield(L, 1, "port");
+    bool has_port = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (!has_port) {
+        if (o.type >= MQR_LISTEN_WS)
+            return luaL_error(L, "listen: a %s listener needs a port", type_names[o.type]);
+        o.port = tls ? 8883 : 1883;
+    } else {
+        o.port = (int)opt_int(L, 1, "port", 0, 65535);
+    }
+    o.cert_file = opt_str(L, 1, "cert");
+    o.key_file = opt_str(L, 1, "key");
+    o.ca_file = opt_str(L, 1, "cafile");
+    lua_getfield(L, 1, "require_client_cert");
+    o.require_client_cert = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (tls && (!o.cert_file || !o.key_file))
+        return luaL_error(L, "listen: a %s listener needs cert and key", type_names[o.type]);
+    if (!tls && (o.cert_file || o.key_file || o.ca_file || o.require_client_cert))
+        return luaL_error(L, "listen: cert, key and cafile are for tls and wss listeners");
+    if (o.require_client_cert && !o.ca_file)
+        return luaL_error(L, "listen: require_client_cert needs cafile");
+    o.max_packet_size = (size_t)opt_int(L, 1, "max_packet_size", 0, 268435460);
+    o.max_connections = (unsigned)opt_int(L, 1, "max_connections", 0, 100000000);
+    o.max_inflight = (unsigned)opt_int(L, 1, "max_inflight", 0, 65535);
+    o.max_queued = (unsigned)opt_int(L, 1, "max_queued", 0, 100000000);
+    o.max_out_bytes = (size_t)opt_int(L, 1, "max_out_bytes", 0, (lua_Integer)1 << 40);
+    o.receive_max = (unsigned)opt_int(L, 1, "receive_max", 0, 65535);
+    o.topic_alias_max = (int)opt_int(L, 1, "topic_alias_max", -1, 65535);
+    o.max_subscriptions = (unsigned)opt_int(L, 1, "max_subscriptions", 0, 100000000);
+    o.connect_timeout_ms = (unsigned)opt_int(L, 1, "connect_timeout_ms", 0, 3600000);
+    o.max_keepalive = (unsigned)opt_int(L, 1, "max_keepalive", 0, 65535);
+
+    lua_pushfstring(L, "%s|%s|%d|%s|%s|%s|%d|%d|%d|%d|%d|%d|%d|%d|%d|%d|%d", type_names[o.type],
+                    o.host, o.port, o.cert_file ? o.cert_file : "", o.key_file ? o.key_file : "",
+                    o.ca_file ? o.ca_file : "", o.require_client_cert, (int)o.max_packet_size,
+                    (int)o.max_connections, (int)o.max_inflight, (int)o.max_queued,
+                    (int)(o.max_out_bytes >> 10), (int)o.receive_max, o.topic_alias_max,
+                    (int)o.max_subscriptions, (int)o.connect_timeout_ms, (int)o.max_keepalive);
+    const char *key = lua_tostring(L, -1);
+    lua_pushfstring(L, "%s %s:%d", type_names[o.type], o.host, o.port);
+    const char *name = lua_tostring(L, -1);
+
+    l_listen_t *x = NULL;
+    for (l_listen_t *it = h->listens; it; it = it->next) {
+        if (strcmp(it->config_key, key) != 0) continue;
+        if (it->claimed_by == st) return luaL_error(L, "listener %s declared twice", name);
+        x = it;
+    }
+    if (!x) {
+        x = calloc(1, sizeof *x);
+        if (!x) return luaL_error(L, "out of memory");
+        x->host = h;
+        x->config_key = strdup(key);
+        x->name = strdup(name);
+        const char *src[4] = {o.host, o.cert_file, o.key_file, o.ca_file};
+        for (int i = 0; i < 4; i++)
+            x->strs[i] = src[i] ? strdup(src[i]) : NULL;
+        x->opts = o;
+        x->opts.host = x->strs[0];
+        x->opts.cert_file = x->strs[1];
+        x->opts.key_file = x->strs[2];
+        x->opts.ca_file = x->strs[3];
+        if (!x->config_key || !x->name || !x->strs[0]) {
+            listen_free(x);
+            return luaL_error(L, "out of memory");
+        }
+        char *err = NULL;
+        int rc = start(x, &err);
+        if (rc == UV_EADDRINUSE && o.port != 0) {
+            /* held by a listener of the running rules that this script may
+             * be replacing: start it at the takeover instead */
+            for (l_listen_t *it = h->listens; it; it = it->next)
+                if (it->l && it->claimed_by != st && it->opts.port == o.port) x->deferred = true;
+        }
+        if (rc < 0 && !x->deferred) {
+            lua_pushfstring(L, "%s", err ? err : mqr_strerror(rc));
+            free(err);
+            listen_free(x);
+            return lua_error(L);
+        }
+        free(err);
+        x->created_by = st;
+        x->next = h->listens;
+        h->listens = x;
+    }
+    x->claimed_by = st;
+    lua_pop(L, 2);
+    l_listen_t **ud = lua_newuserdata(L, sizeof *ud);
+    *ud = x;
+    luaL_getmetatable(L, "mqrouter.listener");
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+void mqr__llisten_activate(mqr_script_t *h, l_state_t *st)
+{
+    /* first close what the new rules dropped: their ports may be wanted */
+    for (l_listen_t *x = h->listens, *next; x; x = next) {
+        next = x->next;
+        x->created_by = NULL;
+        if (x->claimed_by == st) continue;
+        unlink_listen(h, x);
+        listen_free(x);
+    }
+    for (l_listen_t *x = h->listens; x; x = x->next) {
+        if (!x->deferred) continue;
+        x->deferred = false;
+        char *err = NULL;
+        int rc = start(x, &err);
+        if (rc < 0)
+            MQR_LOG_E("script", "listener %s not started after the reload: %s", x->name,
+                      err ? err : mqr_strerror(rc));
+        free(err);
+    }
+}
+
+void mqr__llisten_abandon(mqr_script_t *h, l_state_t *st)
+{
+    for (l_listen_t *x = h->listens, *next; x; x = next) {
+        next = x->next;
+        if (x->created_by == st) {
+            unlink_listen(h, x);
+            listen_free(x);
+        } else if (x->claimed_by == st) {
+            x->claimed_by = h->cur;
+        }
+    }
+}
+
+void mqr__llisten_close_all(mqr_script_t *h)
+{
+    while (h->listens) {
+        l_listen_t *x = h->listens;
+        h->listens = x->next;
+        listen_free(x);
+    }
+}
+
+static l_listen_t *check_listen(lua_State *L)
+{
+    l_listen_t **ud = luaL_checkudata(L, 1, "mqrouter.listener");
+    return *ud;
+}
+
+/* l:port() -> the bound port (the chosen one for port = 0), nil when not
+ * listening (a deferred start that failed) */
+static int l_listen_port(lua_State *L)
+{
+    l_listen_t *x = check_listen(L);
+    if (!x->l) return 0;
+    lua_pushinteger(L, mqr_listener_port(x->l));
+    return 1;
+}
+
+static int l_listen_type(lua_State *L)
+{
+    lua_pushstring(L, type_names[check_listen(L)->opts.type]);
+    return 1;
+}
+
+static int l_listen_host(lua_State *L)
+{
+    lua_pushstring(L, check_listen(L)->opts.host);
+    return 1;
+}
+
+void mqr__llisten_register(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"port", l_listen_port},
+        {"type", l_listen_type},
+        {"host", l_listen_host},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, "mqrouter.listener");
+    lua_newtable(L);
+    for (const luaL_Reg *m = methods; m->name; m++) {
+        lua_pushcfunction(L, m->func);
+        lua_setfield(L, -2, m->name);
+    }
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}

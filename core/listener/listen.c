@@ -1,0 +1,98 @@
+/*
+ * listen.c — the public face of listeners (mqr_engine_listen and friends in
+ * mqrouter.h): turns a mqr_listen_options_t into a TLS context and the
+ * listener's own options, and starts it.
+ *
+ * The TLS context is built (certificate, key, CA read from disk) before the
+ * socket is bound, so a bad file fails the call with the reason and leaves
+ * nothing open. It must not keep pointers into the caller's options.
+ */
+#include "listener_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void mqr_listen_options_init(mqr_listen_options_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
+
+static void set_err(char **errmsg, const char *fmt, ...)
+{
+    if (!errmsg) return;
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    *errmsg = strdup(buf);
+}
+
+int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *o, mqr_listener_t **out,
+                      char **errmsg)
+{
+    *out = NULL;
+    if (errmsg) *errmsg = NULL;
+    if (!o || o->size < sizeof *o) {
+        set_err(errmsg, "options struct too small (built against another version?)");
+        return MQR_EINVAL;
+    }
+    if (o->type < MQR_LISTEN_TCP || o->type > MQR_LISTEN_WSS || o->port < 0 || o->port > 65535) {
+        set_err(errmsg, "bad listener type or port");
+        return MQR_EINVAL;
+    }
+    if (e->stopping) {
+        set_err(errmsg, "the engine is stopping");
+        return MQR_ECLOSED;
+    }
+    bool tls = o->type == MQR_LISTEN_TLS || o->type == MQR_LISTEN_WSS;
+    bool ws = o->type == MQR_LISTEN_WS || o->type == MQR_LISTEN_WSS;
+    const char *host = o->host ? o->host : "127.0.0.1";
+    struct ssl_ctx_st *ctx = NULL;
+    if (tls) {
+        char why[512];
+        int rc = mqr__ltls_ctx_new(o->cert_file, o->key_file, o->ca_file,
+                                   o->require_client_cert != 0, &ctx, why, sizeof why);
+        if (rc < 0) {
+            set_err(errmsg, "listener %s:%d: %s", host, o->port, why);
+            return rc;
+        }
+    } else if (o->cert_file || o->key_file || o->ca_file || o->require_client_cert) {
+        set_err(errmsg, "listener %s:%d: certificates are for tls and wss listeners", host,
+                o->port);
+        return MQR_EINVAL;
+    }
+    mqr_listener_options_t lo;
+    memset(&lo, 0, sizeof lo); /* zeros: the defaults */
+    lo.max_packet_size = o->max_packet_size;
+    lo.max_connections = o->max_connections;
+    lo.max_inflight = o->max_inflight;
+    lo.max_queued = o->max_queued;
+    lo.max_out_bytes = o->max_out_bytes;
+    lo.receive_max = o->receive_max;
+    lo.topic_alias_max = o->topic_alias_max;
+    lo.max_subscriptions = o->max_subscriptions;
+    lo.connect_timeout_ms = o->connect_timeout_ms;
+    lo.max_keepalive = o->max_keepalive;
+    int rc = mqr__listener_start_tp(e, host, o->port, &lo, ctx, ws, out);
+    if (rc < 0) {
+        if (ctx) mqr__ltls_ctx_free(ctx);
+        set_err(errmsg, "cannot listen on %s:%d: %s", host, o->port, mqr_strerror(rc));
+        return rc;
+    }
+    return 0;
+}
+
+int mqr_listener_port(const mqr_listener_t *l)
+{
+    return l->port;
+}
+
+void mqr_listener_close(mqr_listener_t *l)
+{
+    if (l && l->e->listener == l) l->e->listener = NULL;
+    mqr__listener_close(l);
+}
