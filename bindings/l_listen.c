@@ -167,11 +167,16 @@ int mqr__llisten_new(lua_State *L)
     const char *name = lua_tostring(L, -1);
 
     l_listen_t *x = NULL;
-    for (l_listen_t *it = h->listens; it; it = it->next) {
+    bool twice = false;
+    for (l_listen_t *it = h->listens; it && !x; it = it->next) {
         if (strcmp(it->config_key, key) != 0) continue;
-        if (it->claimed_by == st) return luaL_error(L, "listener %s declared twice", name);
-        x = it;
+        if (it->claimed_by == st)
+            twice = true;
+        else
+            x = it;
     }
+    /* port 0 asks for any free port: two such declarations are two listeners */
+    if (!x && twice && o.port != 0) return luaL_error(L, "listener %s declared twice", name);
     if (!x) {
         x = calloc(1, sizeof *x);
         if (!x) return luaL_error(L, "out of memory");
@@ -196,7 +201,8 @@ int mqr__llisten_new(lua_State *L)
             /* held by a listener of the running rules that this script may
              * be replacing: start it at the takeover instead */
             for (l_listen_t *it = h->listens; it; it = it->next)
-                if (it->l && it->claimed_by != st && it->opts.port == o.port) x->deferred = true;
+                if (it->l && it->claimed_by != st && mqr_listener_port(it->l) == o.port)
+                    x->deferred = true;
         }
         if (rc < 0 && !x->deferred) {
             lua_pushfstring(L, "%s", err ? err : mqr_strerror(rc));
@@ -273,7 +279,10 @@ static l_listen_t *check_listen(lua_State *L)
 static int l_listen_port(lua_State *L)
 {
     l_listen_t *x = check_listen(L);
-    if (!x->l) return 0;
+    if (!x->l) {
+        lua_pushnil(L);
+        return 1;
+    }
     lua_pushinteger(L, mqr_listener_port(x->l));
     return 1;
 }

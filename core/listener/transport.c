@@ -146,8 +146,8 @@ static void maybe_shutdown(mqr_lconn_t *c)
     if (!tp->shutdown_wanted || tp->shutdown_sent || c->writing || tp->w_bytes || c->uv_closing)
         return;
     tp->shutdown_sent = true;
-    c->sreq.data = c;
-    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
+    mqr_lreqs_t *rq = mqr__listener_reqs(c);
+    if (!rq || uv_shutdown(&rq->s, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
         mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "shutdown");
 }
 
@@ -196,8 +196,9 @@ static void wire_write(mqr_lconn_t *c)
         if ((size_t)r < bytes) break; /* the socket is full */
     }
     n = wire_gather(tp, bufs, MQR_LSN_MAX_IOV, &bytes);
-    c->wreq.data = c;
-    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, (unsigned)n, on_write);
+    mqr_lreqs_t *rq = mqr__listener_reqs(c);
+    int rc =
+        rq ? uv_write(&rq->w, (uv_stream_t *)&c->tcp, bufs, (unsigned)n, on_write) : MQR_ENOMEM;
     if (rc < 0) {
         write_failed(c, rc);
         return;
