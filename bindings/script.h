@@ -177,6 +177,13 @@ void mqr__lprops_push(lua_State *L, const uint8_t *props, size_t len);
 /* Pushes the engine's and st's counters (routes of st). [-0, +1] */
 void mqr__lstats_push(lua_State *L, mqr_engine_t *e, const l_state_t *st);
 
+/* Authentication hooks and users (bindings/l_auth.c): adds authenticate,
+ * authorize and users to the rules table on top [-0, +0]; activate points
+ * the engine's hooks at st's (state activation); close removes them. */
+void mqr__lauth_open(lua_State *L);
+void mqr__lauth_activate(mqr_script_t *h, l_state_t *st);
+void mqr__lauth_close(mqr_script_t *h);
+
 /* Pushes nil, "ENAME: text", "ENAME" and returns 3 (the luv convention). */
 int mqr__lua_fail(lua_State *L, int err, const char *detail);
 

@@ -52,6 +52,10 @@ struct mqr_engine {
     mqr_upstream_t *sessions; /* list of upstream sessions */
     struct mqr_csub *csubs;   /* C subscriptions, freed with the engine */
 
+    /* authentication and authorisation hooks (auth.h), owned by the
+     * bindings; NULL = none: the listener checks this pointer only */
+    struct mqr_auth_hooks *auth_hooks;
+
     void *script; /* the bindings' script host, NULL until a script loads */
     const mqr_script_ops_t *script_ops;
 

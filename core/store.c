@@ -45,6 +45,54 @@ static const mqr_store_migration_t migrations[] = {
         "  key TEXT PRIMARY KEY NOT NULL,"
         "  value"
         ");"},
+    /* persistent listener sessions (core/store_sessions.c): the session,
+     * its subscriptions, its outbound QoS 1/2 messages (queued: pid 0, or
+     * in flight) and its inbound QoS 2 packet ids awaiting PUBREL */
+    {2, "CREATE TABLE sessions ("
+        "  client_id TEXT PRIMARY KEY NOT NULL,"
+        "  version INT NOT NULL,"
+        "  expiry_s INT NOT NULL,"
+        "  disconnected_ms INT NOT NULL DEFAULT 0"
+        ");"
+        "CREATE TABLE session_subs ("
+        "  client_id TEXT NOT NULL REFERENCES sessions(client_id) ON DELETE CASCADE,"
+        "  filter TEXT NOT NULL,"
+        "  qos INT NOT NULL,"
+        "  flags INT NOT NULL,"
+        "  sub_id INT NOT NULL DEFAULT 0,"
+        "  PRIMARY KEY(client_id, filter)"
+        ") WITHOUT ROWID;"
+        "CREATE TABLE session_msgs ("
+        "  client_id TEXT NOT NULL REFERENCES sessions(client_id) ON DELETE CASCADE,"
+        "  seq INT NOT NULL,"
+        "  pid INT NOT NULL DEFAULT 0,"
+        "  state INT NOT NULL DEFAULT 0,"
+        "  qos INT NOT NULL,"
+        "  retain INT NOT NULL DEFAULT 0,"
+        "  sub_id INT NOT NULL DEFAULT 0,"
+        "  topic TEXT NOT NULL,"
+        "  payload BLOB,"
+        "  props BLOB,"
+        "  created_ms INT NOT NULL,"
+        "  expiry_s INT NOT NULL DEFAULT 0,"
+        "  PRIMARY KEY(client_id, seq)"
+        ") WITHOUT ROWID;"
+        "CREATE TABLE session_qos2 ("
+        "  client_id TEXT NOT NULL REFERENCES sessions(client_id) ON DELETE CASCADE,"
+        "  pid INT NOT NULL,"
+        "  PRIMARY KEY(client_id, pid)"
+        ") WITHOUT ROWID;"},
+    /* listener credentials (core/store_auth.c): SCRAM-SHA-256 keys derived
+     * from the password with PBKDF2-HMAC-SHA256 (salt, iterations); the
+     * password and SaltedPassword itself are never stored */
+    {3, "CREATE TABLE credentials ("
+        "  username TEXT PRIMARY KEY NOT NULL,"
+        "  salt BLOB NOT NULL,"
+        "  iterations INT NOT NULL,"
+        "  stored_key BLOB NOT NULL,"
+        "  server_key BLOB NOT NULL,"
+        "  created_ms INT NOT NULL DEFAULT 0"
+        ");"},
 };
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -428,6 +476,27 @@ static int bind_fail(mqr_store_t *s, sqlite3_stmt *st, const char *what)
     int err = sql_fail(s, what);
     sqlite3_clear_bindings(st);
     return err;
+}
+
+sqlite3 *mqr__store_db(mqr_store_t *s)
+{
+    return s && !s->closing ? s->db : NULL;
+}
+
+int mqr__store_write(mqr_store_t *s, sqlite3_stmt *st, const char *what)
+{
+    if (!s || !st) return MQR_EINVAL;
+    if (s->closing) {
+        sqlite3_clear_bindings(st);
+        return MQR_ECLOSED;
+    }
+    return run_write(s, st, what);
+}
+
+int mqr__store_fail(mqr_store_t *s, sqlite3_stmt *st, const char *what)
+{
+    if (!st) return sql_fail(s, what);
+    return bind_fail(s, st, what);
 }
 
 /* ---- retained messages ------------------------------------------------ */

@@ -94,6 +94,20 @@ typedef struct {
 
 void mqr__store_stats(const mqr_store_t *s, mqr_store_stats_t *out);
 
+/* ---- for other store files (store_sessions.c) ------------------------------ */
+
+/* The connection, for preparing statements (finalize them before
+ * mqr__store_close). NULL once closing. */
+sqlite3 *mqr__store_db(mqr_store_t *s);
+
+/* Runs st (bound by the caller) as one write of the turn's group-committed
+ * transaction, then resets it and clears its bindings. Returns 0,
+ * MQR_ECLOSED or MQR_ESTORE (mqr__store_last_error says why). */
+int mqr__store_write(mqr_store_t *s, sqlite3_stmt *st, const char *what);
+
+/* Records SQLite's error for what, clears st's bindings; MQR_ESTORE. */
+int mqr__store_fail(mqr_store_t *s, sqlite3_stmt *st, const char *what);
+
 /* ---- retained messages ------------------------------------------------ */
 
 /* Stores msg as the retained message of its topic, replacing any; an empty

@@ -12,6 +12,8 @@
  */
 #include "listener_int.h"
 
+#include "auth.h"
+
 #include "store.h"
 
 #include <stdlib.h>
@@ -212,6 +214,18 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     if (p.qos && c->qos2_count + c->acks_waiting >= l->opts.receive_max)
         return mqr__listener_conn_fail(c, MQR_MQTT_RC_RECEIVE_MAX_EXCEEDED,
                                        "receive maximum exceeded");
+
+    if (!mqr__listener_authorize(c, MQR_AUTH_PUBLISH, topic, tlen, p.qos, p.retain)) {
+        /* not routed. v5 says so (0x87); 3.1.1 has no negative ack: it is
+         * acknowledged and dropped, as Mosquitto does */
+        if (p.qos == 0) return 0;
+        bool v5 = c->version == MQR_MQTT_V5;
+        if (p.qos == 2 && !v5 && qos2_add(c, p.packet_id) < 0)
+            return mqr__listener_conn_fail(c, MQR_MQTT_RC_UNSPECIFIED, "out of memory");
+        mqr__listener_ack(c, p.qos == 1 ? MQR_MQTT_PUBACK : MQR_MQTT_PUBREC, p.packet_id,
+                          v5 ? MQR_MQTT_RC_NOT_AUTHORIZED : 0);
+        return 0;
+    }
 
     size_t plen = 0;
     if (p.props.len) plen = mqr__mqtt_props_strip(p.props.p, p.props.len, (uint8_t *)p.props.p);

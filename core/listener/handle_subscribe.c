@@ -14,6 +14,8 @@
  */
 #include "listener_int.h"
 
+#include "auth.h"
+
 #include "topic.h"
 
 #include <stdlib.h>
@@ -98,6 +100,11 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         mqr_topic_filter_t tf;
         if (mqr__topic_filter_parse(se.filter.p, se.filter.len, &tf, NULL) < 0) {
             codes[i] = v5 ? MQR_MQTT_RC_TOPIC_FILTER_INVALID : 0x80;
+            continue;
+        }
+        if (!mqr__listener_authorize(c, MQR_AUTH_SUBSCRIBE, se.filter.p, se.filter.len, se.qos,
+                                     false)) {
+            codes[i] = v5 ? MQR_MQTT_RC_NOT_AUTHORIZED : 0x80;
             continue;
         }
         /* granted at most max_qos (3.1.1 §3.9.3, 5.0 §3.9.3: the server

@@ -1,0 +1,166 @@
+/*
+ * auth.h — credentials and the cryptography of client authentication:
+ * PBKDF2-HMAC-SHA256 password keys, the SCRAM-SHA-256 server side (RFC 5802,
+ * RFC 7677) and the credentials table of the store, plus the hooks through
+ * which the bindings let a rules script decide who connects and who may
+ * publish or subscribe to what.
+ *
+ * A password is never stored, nor SaltedPassword (which would let anyone
+ * holding the file log in through SCRAM): only the salt, the iteration count
+ * and the two SCRAM keys derived from it. A plain MQTT password is checked
+ * by deriving the same StoredKey and comparing in constant time.
+ *
+ * The key functions are pure and thread-safe (the listener runs PBKDF2 on
+ * the libuv threadpool). The store functions (store_auth.c) and the hooks
+ * are loop-thread only. Nothing here includes a Lua header or does I/O
+ * other than through the store.
+ */
+#ifndef MQR_AUTH_H
+#define MQR_AUTH_H
+
+#include "engine.h"
+#include "store.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MQR_AUTH_KEY_LEN 32  /* SHA-256 */
+#define MQR_AUTH_SALT_LEN 16 /* random salt of a new user */
+#define MQR_AUTH_SALT_MAX 64
+/* PBKDF2 iterations of a new user. One derivation costs about 20 ms of one
+ * core at this count (bench figure in docs/auth.md); the listener runs it on
+ * the threadpool, and a SCRAM client pays it instead of the server. */
+#define MQR_AUTH_ITERATIONS_DEFAULT 100000u
+#define MQR_AUTH_ITERATIONS_MIN 4096u /* RFC 7677 §4 */
+#define MQR_AUTH_ITERATIONS_MAX 10000000u
+#define MQR_AUTH_USERNAME_MAX 256u
+#define MQR_AUTH_SCRAM_METHOD "SCRAM-SHA-256"
+
+/* What the store keeps of one user. */
+typedef struct {
+    uint8_t salt[MQR_AUTH_SALT_MAX];
+    size_t salt_len;
+    uint32_t iterations;
+    uint8_t stored_key[MQR_AUTH_KEY_LEN];
+    uint8_t server_key[MQR_AUTH_KEY_LEN];
+} mqr_cred_t;
+
+/* ---- keys (any thread) --------------------------------------------------- */
+
+/* PBKDF2-HMAC-SHA256 with a 32-byte output (SCRAM's Hi()). Returns 0 or
+ * MQR_EINVAL (iterations 0 or too large, lengths over INT_MAX). */
+int mqr__auth_pbkdf2(const void *pw, size_t pw_len, const uint8_t *salt, size_t salt_len,
+                     uint32_t iterations, uint8_t out[MQR_AUTH_KEY_LEN]);
+
+/* StoredKey = SHA256(HMAC(salted, "Client Key")), ServerKey = HMAC(salted,
+ * "Server Key"). Either output may be NULL. */
+void mqr__auth_keys(const uint8_t salted[MQR_AUTH_KEY_LEN], uint8_t stored_key[MQR_AUTH_KEY_LEN],
+                    uint8_t server_key[MQR_AUTH_KEY_LEN]);
+
+/* A new user's record: random salt (RAND_bytes), iterations (0 = the
+ * default), keys from pw. Returns 0, MQR_EINVAL (iterations out of range)
+ * or MQR_ENOMEM (no randomness). Costs one PBKDF2. */
+int mqr__auth_cred_make(const void *pw, size_t pw_len, uint32_t iterations, mqr_cred_t *out);
+
+/* Does salted (PBKDF2 of a candidate password with c's salt and count)
+ * give c's StoredKey? Constant time in the key bytes (CRYPTO_memcmp). */
+bool mqr__auth_cred_match(const mqr_cred_t *c, const uint8_t salted[MQR_AUTH_KEY_LEN]);
+
+/* A user name we store: 1..MQR_AUTH_USERNAME_MAX bytes of UTF-8 without
+ * control characters. */
+bool mqr__auth_username_valid(const char *name, size_t len);
+
+/* ---- SCRAM-SHA-256, server side (any thread; one exchange per struct) ----- */
+
+typedef struct {
+    int step;       /* 0: waiting for client-first; 1: server-first sent; 2: done */
+    bool known;     /* the user exists (else a fake salt is offered, then refused) */
+    char *username; /* decoded from n= (malloc'd, NUL-terminated) */
+    size_t username_len;
+    char *client_first_bare; /* for AuthMessage */
+    size_t cfb_len;
+    char *server_first;
+    size_t sf_len;
+    char gs2[64]; /* the gs2-header, which c= must repeat */
+    size_t gs2_len;
+    char nonce[160]; /* client nonce + ours */
+    size_t nonce_len;
+    mqr_cred_t cred;
+} mqr_scram_t;
+
+void mqr__scram_init(mqr_scram_t *s);
+void mqr__scram_free(mqr_scram_t *s);
+
+/* Parses client-first-message ("n,,n=user,r=nonce"). Returns 0 with
+ * s->username set, or MQR_EMALFORMED (bad syntax, channel binding asked for,
+ * mandatory extension, bad user name). */
+int mqr__scram_client_first(mqr_scram_t *s, const void *msg, size_t len);
+
+/* Builds server-first-message ("r=...,s=...,i=...") into *out (malloc'd,
+ * the caller frees; also kept in s). cred NULL: the user is unknown, and a
+ * salt derived from the name and a per-process secret is offered so the
+ * answer does not tell whether the user exists; the exchange then fails at
+ * the proof. server_nonce NULL = 18 random bytes, base64 (tests pass a fixed
+ * one). Returns 0, MQR_EINVAL (wrong step), MQR_ENOMEM. */
+int mqr__scram_server_first(mqr_scram_t *s, const mqr_cred_t *cred, const char *server_nonce,
+                            char **out, size_t *out_len);
+
+/* Checks client-final-message ("c=biws,r=...,p=..."). Returns 0 with the
+ * server-final-message ("v=...") in *out (malloc'd) when the proof is right;
+ * 1 when the proof is wrong or the user unknown (*out NULL); MQR_EMALFORMED
+ * for bad syntax, a different nonce or channel binding; MQR_EINVAL for the
+ * wrong step; MQR_ENOMEM. */
+int mqr__scram_client_final(mqr_scram_t *s, const void *msg, size_t len, char **out,
+                            size_t *out_len);
+
+/* ---- credentials in the store (store_auth.c; loop thread) -------------- */
+
+/* Adds or replaces user's record. Group-committed like every write (flush
+ * the store to have it on disk now). 0, MQR_EINVAL, MQR_ECLOSED, MQR_ESTORE. */
+int mqr__store_cred_put(mqr_store_t *s, const char *user, size_t len, const mqr_cred_t *c);
+/* 0 and *out, MQR_ENOENT when there is no such user, MQR_ESTORE. */
+int mqr__store_cred_get(mqr_store_t *s, const char *user, size_t len, mqr_cred_t *out);
+/* 0, MQR_ENOENT when there was no such user, MQR_ESTORE. */
+int mqr__store_cred_del(mqr_store_t *s, const char *user, size_t len);
+/* cb for every user name in name order; a non-zero return stops the walk
+ * and is returned. cb must not call into the store. */
+int mqr__store_cred_list(mqr_store_t *s, int (*cb)(void *arg, const char *user, size_t len),
+                         void *arg);
+int mqr__store_cred_count(mqr_store_t *s, size_t *count);
+/* Is there any user at all? (O(1), for every CONNECT) */
+int mqr__store_cred_any(mqr_store_t *s, bool *any);
+
+/* ---- hooks (set by the bindings; loop thread) ---------------------------- */
+
+/* Who is asking. Strings are not NUL-terminated unless said; NULL = absent. */
+typedef struct {
+    const char *client_id; /* NUL-terminated */
+    const char *username;  /* NUL-terminated, NULL = none given */
+    const uint8_t *password;
+    size_t password_len;
+    const char *address; /* "ip:port" of the peer, NUL-terminated */
+    int protocol;        /* 4 (3.1.1) or 5 */
+    int port;            /* the listener's port */
+    const char *method;  /* v5 Authentication Method used, NULL = none */
+    bool authenticated;  /* the store's credentials (password or SCRAM) proved it */
+} mqr_auth_client_t;
+
+enum {
+    MQR_AUTH_PUBLISH = 1,
+    MQR_AUTH_SUBSCRIBE = 2,
+};
+
+typedef struct mqr_auth_hooks {
+    /* Returns 0 to let the client in, or the v5 CONNACK reason code to refuse
+     * with (0x80..0xFF; the listener maps it for 3.1.1). NULL = no hook. */
+    int (*authenticate)(void *ud, const mqr_auth_client_t *client);
+    /* true: allowed. topic is a topic name (publish) or filter (subscribe).
+     * NULL = everything allowed. */
+    bool (*authorize)(void *ud, const mqr_auth_client_t *client, int action, const char *topic,
+                      size_t topic_len, int qos, bool retain);
+    void *ud;
+    uint64_t errors; /* hook calls that failed (and so denied) */
+} mqr_auth_hooks_t;
+
+#endif
