@@ -48,6 +48,9 @@ struct mqr_engine {
     mqr_retain_t retain;
     mqr_store_t *store;
     mqr_listener_t *listener;
+    /* the listener whose persistent sessions are stored (the first to
+     * start; core/listener/session.c), NULL when none */
+    mqr_listener_t *sessions_owner;
     mqr_listener_t *listeners; /* every open one, listener included (listener.h) */
     mqr_upstream_t *sessions; /* list of upstream sessions */
     struct mqr_csub *csubs;   /* C subscriptions, freed with the engine */

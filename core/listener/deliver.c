@@ -1,6 +1,7 @@
 /*
  * deliver.c — what one client gets of a routed message, and the outbound
- * QoS 1/2 flow: packet ids, the in-flight window, the queue behind it.
+ * QoS 1/2 flow: packet ids, the in-flight window, the queue behind it, and
+ * backpressure on the publishers that fill it.
  *
  * Overlapping subscriptions: the trie yields one entry per matching
  * subscription and the router calls deliver() once per entry, so a client
@@ -11,13 +12,23 @@
  * permitted behaviours) and it costs nothing on the hot path, where a
  * merged copy would need to know when the router is done with a message.
  *
- * Limits: the window is min(the client's Receive Maximum, max_inflight); the
- * queue behind it holds max_queued messages, then new ones are dropped and
- * counted; QoS 0 never waits in a queue: it goes into the output or, past
- * max_out_bytes of waiting output, is dropped and counted. Nothing here
- * touches the socket.
+ * Limits: the window is min(the client's Receive Maximum, max_inflight).
+ * An accepted QoS 1/2 message is never dropped for a full queue: past
+ * max_queued it is queued anyway and the connection whose PUBLISH is being
+ * routed (l->publisher) stops being read until this queue drains below
+ * half, so the overshoot is bounded by what the paused publishers had
+ * already sent; a safety cap of 64 x max_queued (messages that come from
+ * no pausable client: Lua, upstream sessions) drops and counts. A client
+ * that holds publishers paused and frees no in-flight room for
+ * stuck_timeout_ms is disconnected (conn.c's tick). QoS 0 never waits in a
+ * queue: it goes into the output or, past max_out_bytes of waiting output,
+ * is dropped and counted. For a persistent session every QoS 1/2 delivery
+ * is also a store row (session.c reads them back). Nothing here touches
+ * the socket.
  */
 #include "listener_int.h"
+
+#include "store_sessions.h"
 
 #include <stdlib.h>
 
@@ -48,29 +59,60 @@ static uint16_t next_pid(mqr_lconn_t *c)
     return c->next_pid;
 }
 
-static int start_inflight(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool retain, uint32_t sub_id)
+/* ---- store rows of a persistent session ------------------------------------ */
+
+static void row_put(mqr_lconn_t *c, mqr_ldelivery_t *d)
 {
-    if (!c->inflight) {
-        c->inflight = calloc(c->if_cap, sizeof *c->inflight);
-        if (!c->inflight) return MQR_ENOMEM;
-    }
-    uint16_t pid = next_pid(c);
-    int rc = mqr__listener_send_publish(c, msg, qos, pid, retain, false, sub_id);
+    mqr_listener_t *l = c->l;
+    if (!c->persistent || !l->sstore) return;
+    d->seq = ++c->next_seq;
+    if (mqr__store_session_msg_put(l->sstore, c->client_id, c->client_id_len, d->seq, d->msg,
+                                   d->qos, d->retain, d->sub_id, d->pid, d->state) == 0)
+        l->wrote = true;
+}
+
+static void row_state(mqr_lconn_t *c, const mqr_ldelivery_t *d)
+{
+    if (!d->seq || !c->l->sstore) return;
+    mqr__store_session_msg_state(c->l->sstore, c->client_id, c->client_id_len, d->seq, d->pid,
+                                 d->state);
+}
+
+static void row_delete(mqr_lconn_t *c, const mqr_ldelivery_t *d)
+{
+    if (!d->seq || !c->l->sstore || !c->persistent) return;
+    mqr__store_session_msg_delete(c->l->sstore, c->client_id, c->client_id_len, d->seq);
+}
+
+/* ---- the window and the queue -------------------------------------------------- */
+
+static int ensure_ring(mqr_lconn_t *c)
+{
+    if (c->inflight) return 0;
+    c->inflight = calloc(c->if_cap, sizeof *c->inflight);
+    return c->inflight ? 0 : MQR_ENOMEM;
+}
+
+/* Sends d (its reference moves into the window on success). */
+static int start_inflight(mqr_lconn_t *c, mqr_ldelivery_t d, bool fresh)
+{
+    int rc = ensure_ring(c);
     if (rc < 0) return rc;
-    mqr_ldelivery_t *d = slot(c, c->if_span);
-    d->msg = msg;
-    mqr_msg_ref(msg);
-    d->sub_id = sub_id;
-    d->pid = pid;
-    d->qos = qos;
-    d->retain = retain;
-    d->state = qos == 1 ? MQR_LQ_WAIT_PUBACK : MQR_LQ_WAIT_PUBREC;
+    d.pid = next_pid(c);
+    rc = mqr__listener_send_publish(c, d.msg, d.qos, d.pid, d.retain, false, d.sub_id);
+    if (rc < 0) return rc;
+    d.state = d.qos == 1 ? MQR_LQ_WAIT_PUBACK : MQR_LQ_WAIT_PUBREC;
+    if (fresh)
+        row_put(c, &d);
+    else
+        row_state(c, &d);
+    *slot(c, c->if_span) = d;
     c->if_span++;
     c->if_live++;
     return 0;
 }
 
-static int enqueue(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool retain, uint32_t sub_id)
+static int queue_push(mqr_lconn_t *c, const mqr_ldelivery_t *d)
 {
     if (c->q_count == c->q_cap) {
         uint32_t cap = c->q_cap ? c->q_cap * 2 : 16;
@@ -83,16 +125,55 @@ static int enqueue(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool retain, uin
         c->q_cap = cap;
         c->q_head = 0;
     }
-    mqr_ldelivery_t *d = &c->queue[(c->q_head + c->q_count) & (c->q_cap - 1)];
-    d->msg = msg;
-    mqr_msg_ref(msg);
-    d->sub_id = sub_id;
-    d->pid = 0;
-    d->qos = qos;
-    d->retain = retain;
-    d->state = MQR_LQ_FREE;
+    c->queue[(c->q_head + c->q_count) & (c->q_cap - 1)] = *d;
     c->q_count++;
     return 0;
+}
+
+/* Pauses the publisher being routed until c's queue drains. */
+static void hold_publisher(mqr_lconn_t *c)
+{
+    mqr_listener_t *l = c->l;
+    mqr_lconn_t *p = l->publisher;
+    /* never c itself (its input carries the acks that drain it), nor a
+     * publisher whose own queue is full (two such clients publishing to
+     * each other would wait on each other for ever) */
+    if (!p || p == c || p->state != MQR_LCONN_ACTIVE || p->q_count >= l->opts.max_queued) return;
+    for (uint32_t i = c->nwaiters; i-- > 0;)
+        if (c->waiters[i] == p) return;
+    if (c->nwaiters == c->waiters_cap) {
+        uint32_t cap = c->waiters_cap ? c->waiters_cap * 2 : 4;
+        mqr_lconn_t **w = realloc(c->waiters, cap * sizeof *w);
+        if (!w) return; /* the safety cap still bounds the queue */
+        c->waiters = w;
+        c->waiters_cap = cap;
+    }
+    if (c->nwaiters == 0) c->progress_ms = uv_now(l->e->loop);
+    c->waiters[c->nwaiters++] = p;
+    p->refs++;
+    l->stats.publishers_paused++;
+    if (p->blocked_by++ == 0) {
+        MQR_LOG_D(MQR_LSN_LOG, "%s: queue of %s full, pausing its input", p->client_id,
+                  c->client_id);
+        mqr__listener_conn_input_pause(p);
+    }
+}
+
+void mqr__listener_waiters_release(mqr_lconn_t *c)
+{
+    uint32_t n = c->nwaiters;
+    mqr_lconn_t **w = c->waiters;
+    c->nwaiters = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        mqr_lconn_t *p = w[i];
+        if (--p->blocked_by == 0) mqr__listener_conn_input_resume(p);
+        mqr__listener_conn_unref(p);
+    }
+    if (c->state == MQR_LCONN_CLOSING) {
+        free(c->waiters);
+        c->waiters = NULL;
+        c->waiters_cap = 0;
+    }
 }
 
 /* Moves queued messages into the window while it has room. */
@@ -102,12 +183,15 @@ static void pump(mqr_lconn_t *c)
         mqr_ldelivery_t d = c->queue[c->q_head];
         c->q_head = (c->q_head + 1) & (c->q_cap - 1);
         c->q_count--;
-        if (expired(d.msg))
+        if (expired(d.msg)) {
             c->l->stats.expired++;
-        else
-            start_inflight(c, d.msg, d.qos, d.retain, d.sub_id); /* a failure skips it */
+        } else if (start_inflight(c, d, false) == 0) {
+            continue; /* the reference moved into the window */
+        }
+        row_delete(c, &d); /* expired, or cannot be sent: skipped */
         mqr_msg_unref(d.msg);
     }
+    if (c->nwaiters && c->q_count <= c->l->opts.max_queued / 2) mqr__listener_waiters_release(c);
 }
 
 int mqr__listener_send_message(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool retain,
@@ -125,13 +209,24 @@ int mqr__listener_send_message(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool
         }
         return mqr__listener_send_publish(c, msg, 0, 0, retain, false, sub_id);
     }
-    if (c->q_count == 0 && c->if_span < c->if_cap)
-        return start_inflight(c, msg, qos, retain, sub_id);
-    if (c->q_count >= l->opts.max_queued) {
-        l->stats.dropped++;
-        return MQR_EFULL;
+    mqr_ldelivery_t d = {.msg = msg, .sub_id = sub_id, .qos = qos, .retain = retain};
+    if (c->q_count == 0 && c->if_span < c->if_cap) {
+        int rc = start_inflight(c, d, true);
+        if (rc == 0) mqr_msg_ref(msg);
+        return rc;
     }
-    return enqueue(c, msg, qos, retain, sub_id);
+    if (c->q_count >= l->opts.max_queued) {
+        if (c->q_count >= 64u * l->opts.max_queued) {
+            l->stats.dropped++;
+            return MQR_EFULL;
+        }
+        hold_publisher(c);
+    }
+    int rc = queue_push(c, &d);
+    if (rc < 0) return rc;
+    mqr_msg_ref(msg);
+    row_put(c, &c->queue[(c->q_head + c->q_count - 1) & (c->q_cap - 1)]);
+    return 0;
 }
 
 void mqr__listener_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
@@ -159,16 +254,30 @@ static mqr_ldelivery_t *find(mqr_lconn_t *c, uint16_t pid, uint8_t state)
     return NULL;
 }
 
-static void release(mqr_lconn_t *c, mqr_ldelivery_t *d)
+/* Ends d's flow; the slot stays a hole until compact(). */
+static void drop_slot(mqr_lconn_t *c, mqr_ldelivery_t *d)
 {
+    row_delete(c, d);
     if (d->msg) mqr_msg_unref(d->msg);
     d->msg = NULL;
     d->state = MQR_LQ_FREE;
+    d->seq = 0;
     c->if_live--;
+}
+
+static void compact(mqr_lconn_t *c)
+{
     while (c->if_span && slot(c, 0)->state == MQR_LQ_FREE) {
         c->if_head = (c->if_head + 1) % c->if_cap;
         c->if_span--;
     }
+}
+
+static void release(mqr_lconn_t *c, mqr_ldelivery_t *d)
+{
+    drop_slot(c, d);
+    c->progress_ms = uv_now(c->l->e->loop);
+    compact(c);
     pump(c);
 }
 
@@ -194,6 +303,8 @@ void mqr__listener_pubrec(mqr_lconn_t *c, uint16_t pid, uint8_t reason)
         mqr_msg_unref(d->msg);
         d->msg = NULL;
         d->state = MQR_LQ_WAIT_PUBCOMP;
+        row_state(c, d);
+        c->progress_ms = uv_now(c->l->e->loop);
         mqr__listener_send_ack(c, MQR_MQTT_PUBREL, pid, 0);
         return;
     }
@@ -226,4 +337,79 @@ void mqr__listener_deliveries_clear(mqr_lconn_t *c)
     for (uint32_t i = 0; i < c->q_count; i++)
         mqr_msg_unref(c->queue[(c->q_head + i) & (c->q_cap - 1)].msg);
     c->q_head = c->q_count = 0;
+    mqr__listener_waiters_release(c);
+}
+
+/* ---- a session moving between connections -------------------------------------- */
+
+int mqr__listener_deliveries_take(mqr_lconn_t *c, mqr_ldelivery_t **out, uint32_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    uint32_t total = c->if_live + c->q_count;
+    if (!total) return 0;
+    mqr_ldelivery_t *d = malloc(total * sizeof *d);
+    if (!d) return MQR_ENOMEM;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < c->if_span; i++) {
+        mqr_ldelivery_t *s = slot(c, i);
+        if (s->state == MQR_LQ_FREE) continue;
+        d[k++] = *s;
+        s->msg = NULL;
+        s->state = MQR_LQ_FREE;
+    }
+    for (uint32_t i = 0; i < c->q_count; i++)
+        d[k++] = c->queue[(c->q_head + i) & (c->q_cap - 1)];
+    c->if_head = c->if_span = c->if_live = 0;
+    c->q_head = c->q_count = 0;
+    *out = d;
+    *n = k;
+    return 0;
+}
+
+int mqr__listener_deliveries_give(mqr_lconn_t *c, mqr_ldelivery_t *d, uint32_t n)
+{
+    uint32_t nif = 0;
+    while (nif < n && d[nif].pid && d[nif].state != MQR_LQ_FREE)
+        nif++;
+    /* what was in flight keeps its ids even if the new window is smaller;
+     * the window is back to its size once they are acknowledged */
+    if (nif > c->if_cap) c->if_cap = nif;
+    free(c->inflight);
+    c->inflight = NULL;
+    int rc = ensure_ring(c);
+    for (uint32_t i = 0; i < n; i++) {
+        if (rc == 0 && i < nif) {
+            c->inflight[i] = d[i];
+            continue;
+        }
+        d[i].pid = 0;
+        d[i].state = MQR_LQ_FREE;
+        if (rc == 0) rc = queue_push(c, &d[i]);
+        if (rc < 0 && d[i].msg) mqr_msg_unref(d[i].msg);
+    }
+    if (rc == 0) {
+        c->if_head = 0;
+        c->if_span = c->if_live = nif;
+    }
+    return rc;
+}
+
+void mqr__listener_deliveries_resend(mqr_lconn_t *c)
+{
+    /* 3.1.1 §4.4, 5.0 §4.4: unacknowledged PUBLISH again with DUP=1 and the
+     * same ids, PUBREL for the released ones, in their order, before new
+     * messages */
+    for (uint32_t i = 0; i < c->if_span && c->state == MQR_LCONN_ACTIVE; i++) {
+        mqr_ldelivery_t *d = slot(c, i);
+        if (d->state == MQR_LQ_FREE) continue;
+        if (d->state == MQR_LQ_WAIT_PUBCOMP) {
+            mqr__listener_send_ack(c, MQR_MQTT_PUBREL, d->pid, 0);
+            continue;
+        }
+        int rc = mqr__listener_send_publish(c, d->msg, d->qos, d->pid, d->retain, true, d->sub_id);
+        if (rc < 0) drop_slot(c, d); /* expired, or too big now: the flow ends */
+    }
+    compact(c);
+    pump(c);
 }

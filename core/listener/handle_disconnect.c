@@ -16,6 +16,11 @@ int mqr__listener_handle_disconnect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         return mqr__listener_conn_fail(c, MQR_MQTT_RC_PROTOCOL_ERROR,
                                        "session expiry set at DISCONNECT");
     }
+    if (d.has_session_expiry) {
+        /* 5.0 §3.14.2.2.2: the session now ends (0) or lasts as told */
+        c->session_expiry = d.session_expiry;
+        c->persistent = d.session_expiry > 0;
+    }
     c->will_publish = c->version == MQR_MQTT_V5 && d.reason == MQR_MQTT_RC_DISCONNECT_WITH_WILL;
     const char *why = "DISCONNECT";
     if (c->will_publish) {

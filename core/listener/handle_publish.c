@@ -7,8 +7,11 @@
  * is not routed twice (exactly once). A retained message is also a store
  * write: its PUBACK/PUBREC waits for the store's commit, and every ack
  * behind it waits too, since acks must keep the order of the packets
- * (3.1.1 §4.6, 5.0 §4.6). v5 topic aliases are resolved here. This file
- * never copies a payload: the message is built from the read buffer once.
+ * (3.1.1 §4.6, 5.0 §4.6). So does an ack for a message that a persistent
+ * session stored (queued offline, or in flight to it), and a PUBREC whose
+ * packet id a persistent session stored. v5 topic aliases are resolved
+ * here. This file never copies a payload: the message is built from the
+ * read buffer once.
  */
 #include "listener_int.h"
 
@@ -126,6 +129,7 @@ static int qos2_add(mqr_lconn_t *c, uint16_t pid)
     }
     c->qos2_ids[pid >> 6] |= 1ull << (pid & 63);
     c->qos2_count++;
+    mqr__lsession_qos2(c, pid, true);
     return 0;
 }
 
@@ -134,6 +138,7 @@ static bool qos2_remove(mqr_lconn_t *c, uint16_t pid)
     if (!qos2_has(c, pid)) return false;
     c->qos2_ids[pid >> 6] &= ~(1ull << (pid & 63));
     c->qos2_count--;
+    mqr__lsession_qos2(c, pid, false);
     return true;
 }
 
@@ -246,6 +251,11 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         .created_ms = l->read_ms,
     };
     mqr_msg_t *m = mqr__msg_new(&in);
+    /* deliver.c pauses l->publisher when a subscriber's queue is full, and
+     * session rows written for the message set l->wrote */
+    mqr_lconn_t *outer = l->publisher;
+    l->publisher = c;
+    l->wrote = false;
     if (m) {
         rc = mqr__engine_publish(l->e, m);
         mqr_msg_unref(m);
@@ -253,6 +263,7 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     } else {
         rc = MQR_ENOMEM;
     }
+    l->publisher = outer;
     if (rc < 0)
         MQR_LOG_D(MQR_LSN_LOG, "%s: PUBLISH on %.*s not routed: %s", c->client_id, (int)tlen, topic,
                   mqr_strerror(rc));
@@ -263,7 +274,9 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     uint8_t type = p.qos == 1 ? MQR_MQTT_PUBACK : MQR_MQTT_PUBREC;
     if (p.qos == 2 && reason == MQR_MQTT_RC_SUCCESS && qos2_add(c, p.packet_id) < 0)
         reason = MQR_MQTT_RC_UNSPECIFIED;
-    if (p.retain && rc >= 0)
+    /* a retained message, a message queued for a persistent session or a
+     * stored QoS 2 id is acknowledged once the store has committed it */
+    if ((p.retain || l->wrote) && rc >= 0)
         mqr__listener_ack_after_commit(c, type, p.packet_id, reason);
     else
         mqr__listener_ack(c, type, p.packet_id, reason);

@@ -23,7 +23,7 @@
 static int subs_push(mqr_lconn_t *c, mqr_trie_entry_t *e)
 {
     if (c->nsubs == c->subs_cap) {
-        uint32_t cap = c->subs_cap ? c->subs_cap * 2 : 8;
+        uint32_t cap = c->subs_cap ? c->subs_cap * 2 : 2; /* most clients have one or two */
         mqr_trie_entry_t **s = realloc(c->subs, cap * sizeof *s);
         if (!s) return MQR_ENOMEM;
         c->subs = s;
@@ -140,6 +140,7 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
             }
         }
         codes[i] = granted;
+        mqr__lsession_sub_put(c, se.filter.p, se.filter.len, &ent->opts);
         MQR_LOG_D(MQR_LSN_LOG, "%s subscribed to %.*s q%u%s", c->client_id, (int)se.filter.len,
                   se.filter.p, se.qos, existed ? " (replaced)" : "");
         if (!tf.group && (se.retain_handling == 0 || (se.retain_handling == 1 && !existed)))
@@ -185,7 +186,10 @@ int mqr__listener_handle_unsubscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         }
         mqr_trie_entry_t *ent = mqr__trie_find(&e->router.trie, tf.group, tf.group_len, tf.filter,
                                                tf.filter_len, &c->sub);
-        if (ent) subs_remove(c, ent);
+        if (ent) {
+            subs_remove(c, ent);
+            mqr__lsession_sub_delete(c, f.p, f.len);
+        }
         codes[i] = ent ? MQR_MQTT_RC_SUCCESS : MQR_MQTT_RC_NO_SUBSCRIPTION_EXISTED;
         MQR_LOG_D(MQR_LSN_LOG, "%s unsubscribed from %.*s%s", c->client_id, (int)f.len, f.p,
                   ent ? "" : " (had no such subscription)");
