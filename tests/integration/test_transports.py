@@ -430,8 +430,19 @@ def main():
             stop(b)
         t.check("a client id is taken over across listeners", takeover_across_listeners)
 
-        for p, lg in ((proc, log), (proc2, log2)):
-            assert p.poll() is None, "mqrouter died:\n" + open(lg).read()[-3000:]
+        def clean_exit():
+            # a clean stop with clients of every transport still connected
+            # (under the sanitizers, a leak or an error makes this fail)
+            keep = [paho(tls, "left-tls", ca=t.ca), paho(ws, "left-ws", transport="websockets"),
+                    paho(wss, "left-wss", transport="websockets", ca=t.ca)]
+            for p, lg in ((proc, log), (proc2, log2)):
+                assert p.poll() is None, "mqrouter died:\n" + open(lg).read()[-3000:]
+                p.send_signal(signal.SIGTERM)
+                rc = p.wait(TIMEOUT * 2)
+                assert rc == 0, "exit status %d:\n%s" % (rc, open(lg).read()[-3000:])
+            for c in keep:
+                c.loop_stop()
+        t.check("stops cleanly with clients connected on every transport", clean_exit)
     except Exception:
         traceback.print_exc()
         t.failures += 1
