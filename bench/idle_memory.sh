@@ -16,7 +16,8 @@ usage() {
     cat <<EOF
 usage: $0 [--clients N (10000)] [--mqrouter PATH (or MQROUTER_BIN)]
           [--mosquitto PATH (/usr/sbin/mosquitto)] [--idle PATH (or IDLE_CONNS)]
-          [--settle S (2)] [--keep]
+          [--settle S (2)] [--topic T: every client subscribes to T, not idle/<i>]
+          [--keep]
 EOF
 }
 clients=10000
@@ -24,6 +25,7 @@ mqrouter_bin=${MQROUTER_BIN:-}
 mosquitto=${MOSQUITTO:-/usr/sbin/mosquitto}
 idle=${IDLE_CONNS:-}
 settle=2
+topic_args=()
 keep=0
 while [ $# -gt 0 ]; do
     case $1 in
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
     --mosquitto) mosquitto=$2; shift 2 ;;
     --idle) idle=$2; shift 2 ;;
     --settle) settle=$2; shift 2 ;;
+    --topic) topic_args=(--topic "$2"); shift 2 ;;
     --keep) keep=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "$0: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -85,7 +88,7 @@ measure() { # label pid port
     r0=$(rss_kb "$pid")
     a0=$(anon_kb "$pid")
     # hold the clients until we close its stdin (or 120 s)
-    coproc IDLE { "$idle" --port "$port" --clients "$clients" --hold 120 --timeout 90 2>"$tmp/$label.idle.err"; }
+    coproc IDLE { "$idle" --port "$port" --clients "$clients" "${topic_args[@]}" --hold 120 --timeout 90 2>"$tmp/$label.idle.err"; }
     local ipid=$IDLE_PID
     read -r -t 100 ready <&"${IDLE[0]}" || ready="(no answer)"
     echo "  $label: $ready"

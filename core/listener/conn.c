@@ -45,8 +45,30 @@ mqr_oblock_t *mqr__listener_block_get(mqr_listener_t *l, size_t need)
     return b;
 }
 
+static mqr_oblock_t *small_block_get(mqr_listener_t *l)
+{
+    mqr_oblock_t *b = l->spool;
+    if (b) {
+        l->spool = b->next;
+        l->nspool--;
+    } else {
+        b = malloc(sizeof *b + MQR_LSN_SMALL_BLOCK);
+        if (!b) return NULL;
+        b->cap = MQR_LSN_SMALL_BLOCK;
+    }
+    b->next = NULL;
+    b->used = b->done = 0;
+    return b;
+}
+
 void mqr__listener_block_put(mqr_listener_t *l, mqr_oblock_t *b)
 {
+    if (b->cap == MQR_LSN_SMALL_BLOCK && l->nspool < MQR_LSN_SMALL_POOL_MAX && !l->closing) {
+        b->next = l->spool;
+        l->spool = b;
+        l->nspool++;
+        return;
+    }
     if (b->cap == MQR_LSN_BLOCK_SIZE && l->npool < MQR_LSN_POOL_MAX && !l->closing) {
         b->next = l->pool;
         l->pool = b;
@@ -64,6 +86,12 @@ void mqr__listener_pool_free(mqr_listener_t *l)
         free(b);
     }
     l->npool = 0;
+    while (l->spool) {
+        mqr_oblock_t *b = l->spool;
+        l->spool = b->next;
+        free(b);
+    }
+    l->nspool = 0;
 }
 
 /* Gives back blocks nothing refers to any more. */
@@ -123,7 +151,8 @@ uint8_t *mqr__listener_out_reserve(mqr_lconn_t *c, size_t n)
 {
     mqr_oblock_t *t = c->blk_tail;
     if (t && t->cap - t->used >= n) return t->data + t->used;
-    mqr_oblock_t *b = mqr__listener_block_get(c->l, n);
+    mqr_oblock_t *b = !t && n <= MQR_LSN_SMALL_BLOCK ? small_block_get(c->l)
+                                                     : mqr__listener_block_get(c->l, n);
     if (!b) return NULL;
     if (t)
         t->next = b;
@@ -220,6 +249,13 @@ static void consume(mqr_lconn_t *c, size_t n)
         }
     }
     blocks_trim(c);
+    if (c->seg_count == 0 && c->seg_cap <= 16 && c->segs) {
+        /* all out: an idle client keeps no ring (it was a third of its
+         * memory); the next output gets one back from malloc's cache */
+        free(c->segs);
+        c->segs = NULL;
+        c->seg_cap = c->seg_head = 0;
+    }
     if (c->read_paused && c->out_bytes <= c->l->opts.max_out_bytes / 4) resume_reading(c);
 }
 
@@ -305,8 +341,9 @@ void mqr__listener_out_flush(mqr_lconn_t *c)
         if ((size_t)r < bytes) break; /* the socket is full */
     }
     n = gather(c, bufs, MQR_LSN_MAX_IOV, &bytes);
-    c->wreq.data = c;
-    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, (unsigned)n, on_write);
+    mqr_lreqs_t *rq = mqr__listener_reqs(c);
+    int rc = rq ? uv_write(&rq->w, (uv_stream_t *)&c->tcp, bufs, (unsigned)n, on_write)
+                : MQR_ENOMEM;
     if (rc < 0) {
         write_failed(c, rc);
         return;
@@ -347,6 +384,7 @@ static void conn_free(mqr_lconn_t *c)
     if (c->next) c->next->prev = c->prev;
     l->nconns--;
     free(c->segs);
+    free(c->reqs);
     free(c->pend);
     free(c->client_id);
     free(c->inflight);
@@ -358,6 +396,12 @@ static void conn_free(mqr_lconn_t *c)
     mqr__listener_auth_free(c);
     free(c);
     mqr__listener_maybe_free(l);
+}
+
+mqr_lreqs_t *mqr__listener_reqs(mqr_lconn_t *c)
+{
+    if (!c->reqs && (c->reqs = malloc(sizeof *c->reqs))) c->reqs->w.data = c->reqs->s.data = c;
+    return c->reqs;
 }
 
 void mqr__listener_conn_unref(mqr_lconn_t *c)
@@ -447,8 +491,8 @@ void mqr__listener_conn_close(mqr_lconn_t *c, mqr_lclose_t how, uint8_t reason, 
         mqr__listener_out_flush(c);
         if (c->uv_closing) return; /* the write failed */
         resume_reading(c);
-        c->sreq.data = c;
-        if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) == 0) return;
+        mqr_lreqs_t *rq = mqr__listener_reqs(c);
+        if (rq && uv_shutdown(&rq->s, (uv_stream_t *)&c->tcp, on_shutdown) == 0) return;
     }
     hard_close(c);
 }
@@ -467,9 +511,28 @@ int mqr__listener_conn_fail(mqr_lconn_t *c, uint8_t reason, const char *why)
     return MQR_EPROTOCOL;
 }
 
+/* A client quiet for a second gives back its empty output ring and input
+ * buffer: with many idle clients they were most of the memory of each. The
+ * next packet allocates them again (once per burst, not per packet). */
+static void shrink_idle(mqr_lconn_t *c, uint64_t now)
+{
+    if (now - c->last_rx_ms < 1000u) return;
+    if (c->segs && c->seg_count == 0 && !c->writing) {
+        free(c->segs);
+        c->segs = NULL;
+        c->seg_cap = c->seg_head = 0;
+    }
+    if (c->pend && c->pend_len == 0) {
+        free(c->pend);
+        c->pend = NULL;
+        c->pend_cap = 0;
+    }
+}
+
 void mqr__listener_conn_tick(mqr_lconn_t *c, uint64_t now)
 {
     mqr_listener_t *l = c->l;
+    if (c->state == MQR_LCONN_ACTIVE) shrink_idle(c, now);
     switch (c->state) {
     case MQR_LCONN_NEW:
         if (now >= c->deadline_ms) {

@@ -40,6 +40,11 @@
 /* Output arena blocks, and how many spare ones the listener keeps. */
 #define MQR_LSN_BLOCK_SIZE (64u * 1024u)
 #define MQR_LSN_POOL_MAX 64u
+/* A connection whose output is empty starts with a block this small (most
+ * output of most clients is one CONNACK, SUBACK or PINGRESP): a 64 KiB block
+ * each, in a burst of connects, would stay in the heap long after. */
+#define MQR_LSN_SMALL_BLOCK 512u
+#define MQR_LSN_SMALL_POOL_MAX 256u
 /* Payloads up to this size are copied next to their header; bigger ones are
  * written from the message itself (a reference is held until written). */
 #define MQR_LSN_COPY_MAX 2048u
@@ -59,6 +64,10 @@
 #define MQR_LSN_TOKEN 1024u
 
 typedef struct mqr_lconn mqr_lconn_t;
+typedef struct {
+    uv_write_t w;
+    uv_shutdown_t s;
+} mqr_lreqs_t;
 
 /* ---- output ----------------------------------------------------------- */
 
@@ -169,8 +178,10 @@ typedef enum {
 struct mqr_lconn {
     mqr_subscriber_t sub; /* first: the router hands it back to deliver() */
     uv_tcp_t tcp;         /* data = this */
-    uv_write_t wreq;
-    uv_shutdown_t sreq;
+    /* the write and shutdown requests: allocated at the first uv_write or
+     * uv_shutdown (mqr__listener_reqs), as most clients never need either
+     * (uv_try_write takes their output); freed with the connection */
+    mqr_lreqs_t *reqs;
     mqr_listener_t *l;
     struct mqr_ltp *tp; /* TLS / WebSocket layers (transport.c); NULL: plain TCP */
     mqr_lconn_t *prev, *next; /* every connection not yet freed */
@@ -189,12 +200,14 @@ struct mqr_lconn {
     bool will_publish; /* closing: publish the will */
     bool over_limit;   /* beyond max_connections: its CONNECT gets a refusal */
     bool rate_paused;  /* publish_rate: input stops until the bucket refills */
+    bool problem_info; /* v5 Request Problem Information */
+    bool read_own;     /* this read goes into pend, not the shared buffer */
     bool persistent;   /* its session outlives the connection (session.c) */
     bool stored;       /* its session has rows in the store */
 
     char *client_id; /* NUL-terminated, owned */
     size_t client_id_len;
-    char addr[64]; /* "ip:port" of the peer */
+    char addr[48]; /* "ip:port" of the peer: "[" 39 "]:" 5 fits */
     const char *close_why;
 
     uint64_t last_rx_ms;   /* uv_now of the last read */
@@ -205,19 +218,17 @@ struct mqr_lconn {
     /* publish_rate bucket: tokens (x MQR_LSN_TOKEN) as of pub_ms (uv_now,
      * low 32 bits: only differences are used) */
     uint32_t pub_tokens, pub_ms;
-    bool problem_info;        /* v5 Request Problem Information */
     mqr_msg_t *will;          /* owned */
 
     /* input */
     uint8_t *pend; /* bytes of an incomplete packet (owned) */
     size_t pend_len;
     size_t pend_cap;
-    bool read_own; /* this read goes into pend, not the shared buffer */
 
     /* output */
     mqr_oseg_t *segs; /* ring: segs[(seg_head + i) % seg_cap], i < seg_count */
-    size_t seg_head, seg_count, seg_cap;
-    size_t seg_locked;   /* segments handed to the write in flight */
+    uint32_t seg_head, seg_count, seg_cap;
+    uint32_t seg_locked; /* segments handed to the write in flight */
     size_t locked_bytes; /* their bytes */
     mqr_oblock_t *blk_head, *blk_tail;
     size_t out_bytes; /* all bytes waiting, locked ones included */
@@ -230,9 +241,9 @@ struct mqr_lconn {
      * where an out-of-order ack freed one), then the queue behind it */
     mqr_ldelivery_t *inflight;
     uint32_t if_head, if_span, if_live, if_cap;
-    uint16_t next_pid;
     mqr_ldelivery_t *queue;
     uint32_t q_head, q_count, q_cap;
+    uint16_t next_pid;
 
     /* inbound QoS 2: packet ids received and not yet released (a 65536-bit
      * set, allocated at the first QoS 2 publish) */
@@ -307,6 +318,8 @@ struct mqr_listener {
     uint64_t read_ms;
     mqr_oblock_t *pool; /* spare output blocks */
     unsigned npool;
+    mqr_oblock_t *spool; /* spare small ones (MQR_LSN_SMALL_BLOCK) */
+    unsigned nspool;
 
     /* routing a client's PUBLISH: who sent it (backpressure pauses it) and
      * whether a session row was written for it (its ack waits for the
@@ -352,6 +365,10 @@ const char *mqr__listener_auth_user(const mqr_lconn_t *c);
 void mqr__listener_auth_free(mqr_lconn_t *c);
 /* conn.c: ends c->hold: handles the input kept meanwhile, reads again. */
 void mqr__listener_conn_unhold(mqr_lconn_t *c);
+
+/* conn.c: c's write and shutdown requests (data = c), NULL when out of
+ * memory. */
+mqr_lreqs_t *mqr__listener_reqs(mqr_lconn_t *c);
 
 /* ---- server.c ----------------------------------------------------------- */
 
