@@ -151,8 +151,8 @@ uint8_t *mqr__listener_out_reserve(mqr_lconn_t *c, size_t n)
 {
     mqr_oblock_t *t = c->blk_tail;
     if (t && t->cap - t->used >= n) return t->data + t->used;
-    mqr_oblock_t *b = !t && n <= MQR_LSN_SMALL_BLOCK ? small_block_get(c->l)
-                                                     : mqr__listener_block_get(c->l, n);
+    mqr_oblock_t *b =
+        !t && n <= MQR_LSN_SMALL_BLOCK ? small_block_get(c->l) : mqr__listener_block_get(c->l, n);
     if (!b) return NULL;
     if (t)
         t->next = b;
@@ -342,8 +342,8 @@ void mqr__listener_out_flush(mqr_lconn_t *c)
     }
     n = gather(c, bufs, MQR_LSN_MAX_IOV, &bytes);
     mqr_lreqs_t *rq = mqr__listener_reqs(c);
-    int rc = rq ? uv_write(&rq->w, (uv_stream_t *)&c->tcp, bufs, (unsigned)n, on_write)
-                : MQR_ENOMEM;
+    int rc =
+        rq ? uv_write(&rq->w, (uv_stream_t *)&c->tcp, bufs, (unsigned)n, on_write) : MQR_ENOMEM;
     if (rc < 0) {
         write_failed(c, rc);
         return;
@@ -670,7 +670,7 @@ static int dispatch(mqr_lconn_t *c, int type, uint8_t *pkt, size_t len)
         return mqr__listener_conn_fail(c, MQR_MQTT_RC_PROTOCOL_ERROR, "second CONNECT");
     case MQR_MQTT_AUTH:
         if (c->version == MQR_MQTT_V311) return MQR_EMALFORMED; /* reserved in 3.1.1 */
-        return mqr__listener_handle_auth(c, pkt, len); /* re-authentication */
+        return mqr__listener_handle_auth(c, pkt, len);          /* re-authentication */
     case 0:
         return MQR_EMALFORMED; /* reserved */
     default:

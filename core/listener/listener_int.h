@@ -183,7 +183,7 @@ struct mqr_lconn {
      * (uv_try_write takes their output); freed with the connection */
     mqr_lreqs_t *reqs;
     mqr_listener_t *l;
-    struct mqr_ltp *tp; /* TLS / WebSocket layers (transport.c); NULL: plain TCP */
+    struct mqr_ltp *tp;       /* TLS / WebSocket layers (transport.c); NULL: plain TCP */
     mqr_lconn_t *prev, *next; /* every connection not yet freed */
     mqr_lconn_t *dirty_next;  /* output waiting for the end of the loop turn */
     mqr_lconn_t *id_next;     /* client-id map chain */
@@ -218,7 +218,7 @@ struct mqr_lconn {
     /* publish_rate bucket: tokens (x MQR_LSN_TOKEN) as of pub_ms (uv_now,
      * low 32 bits: only differences are used) */
     uint32_t pub_tokens, pub_ms;
-    mqr_msg_t *will;          /* owned */
+    mqr_msg_t *will; /* owned */
 
     /* input */
     uint8_t *pend; /* bytes of an incomplete packet (owned) */
@@ -445,8 +445,8 @@ void mqr__listener_aliases_clear(mqr_lconn_t *c);
 uint16_t mqr__listener_alias_out_find(const mqr_lconn_t *c, const char *topic, size_t len,
                                       uint32_t *hash);
 uint16_t mqr__listener_alias_out_next(const mqr_lconn_t *c);
-void mqr__listener_alias_out_remember(mqr_lconn_t *c, uint16_t alias, const char *topic,
-                                      size_t len, uint32_t hash);
+void mqr__listener_alias_out_remember(mqr_lconn_t *c, uint16_t alias, const char *topic, size_t len,
+                                      uint32_t hash);
 void mqr__listener_alias_out_clear(mqr_lconn_t *c);
 
 /* handle_subscribe.c */
