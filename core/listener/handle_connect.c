@@ -13,6 +13,8 @@
  */
 #include "listener_int.h"
 
+#include "auth.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -126,6 +128,11 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         return refuse(c, k.version,
                       v5 ? (uint8_t)arc : mqr__mqtt_connack_v3_code((uint8_t)arc),
                       "not authenticated");
+    /* a will is a publish like any other: the authorize hook has its say now */
+    if (k.has_will && !mqr__listener_authorize(c, MQR_AUTH_PUBLISH, k.will_topic.p,
+                                               k.will_topic.len, k.will_qos, k.will_retain))
+        return refuse(c, k.version, v5 ? MQR_MQTT_RC_NOT_AUTHORIZED : MQR_MQTT_V3_NOT_AUTHORIZED,
+                      "will topic not authorised");
 
     mqr_lconn_t *old = mqr__listener_id_find(l, c->client_id, c->client_id_len);
     if (old) {

@@ -370,7 +370,19 @@ with Workspace() as ws:
         for cl in (alice, v5, v3):
             cl.close()
         assert "authorize hook failed" in ws.log()
-    check("mq.authorize: SUBACK 0x87/0x80, PUBACK/PUBREC 0x87, 3.1.1 dropped", authz_hook)
+        # a will is a publish: checked at CONNECT
+        for v5 in (False, True):
+            c = mqtt.Client(client_id="willing", protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
+            c.will_set("secret/will", b"bye")
+            got = []
+            c.on_connect = lambda cl, ud, fl, rc, props=None: got.append(
+                rc.value if v5 else rc)
+            c.connect("127.0.0.1", port)
+            c.loop_start()
+            wait(lambda: got, what="CONNACK")
+            c.loop_stop()
+            assert got[0] == (0x87 if v5 else 5), got
+    check("mq.authorize: SUBACK 0x87/0x80, PUBACK/PUBREC 0x87, 3.1.1 dropped, will", authz_hook)
 
     def reloads():
         before = ws.log().count("reload of")
