@@ -156,7 +156,8 @@ bool mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size
     client_of(c, &cl);
     if (h->authorize(h->ud, &cl, action, topic, len, qos, retain)) return true;
     c->l->stats.authz_denied++;
-    MQR_LOG_I(MQR_LSN_LOG, "client %s: %s on %.*s not authorised", c->client_id,
+    /* debug: a client retrying a denied topic must not flood the log */
+    MQR_LOG_D(MQR_LSN_LOG, "client %s: %s on %.*s not authorised", c->client_id,
               action == MQR_AUTH_PUBLISH ? "PUBLISH" : "SUBSCRIBE", (int)len, topic);
     return false;
 }
@@ -300,7 +301,8 @@ static int scram_start(mqr_lconn_t *c, const uint8_t *data, size_t len)
     return 0;
 }
 
-/* client-final in data: 0 (server_final kept) or a reason to refuse. */
+/* client-final in data: 0 (server_final kept) or a reason to refuse (the
+ * caller logs and counts it). */
 static int scram_finish(mqr_lconn_t *c, const uint8_t *data, size_t len)
 {
     struct mqr_lauth *a = c->auth;
@@ -312,11 +314,11 @@ static int scram_finish(mqr_lconn_t *c, const uint8_t *data, size_t len)
              : MQR_EMALFORMED;
     int code = 0;
     if (rc == 1)
-        code = refused(c, MQR_MQTT_RC_BAD_USERNAME_PASSWORD, "SCRAM proof refused");
+        code = MQR_MQTT_RC_BAD_USERNAME_PASSWORD; /* wrong proof, or no such user */
     else if (rc == MQR_ENOMEM)
         code = MQR_MQTT_RC_SERVER_UNAVAILABLE;
     else if (rc < 0)
-        code = refused(c, MQR_MQTT_RC_NOT_AUTHORIZED, "bad SCRAM client-final-message");
+        code = MQR_MQTT_RC_NOT_AUTHORIZED; /* malformed client-final */
     else if (set_username(a, a->scram.username, a->scram.username_len) < 0)
         code = MQR_MQTT_RC_SERVER_UNAVAILABLE;
     mqr__scram_free(&a->scram);
@@ -368,8 +370,9 @@ int mqr__listener_handle_auth(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         int code = scram_finish(c, p.auth_data.p, p.auth_data.len);
         bool same = code == 0 && prev_user && strcmp(prev_user, a->username) == 0;
         free(prev_user);
-        if (code == 0 && !same) code = refused(c, MQR_MQTT_RC_NOT_AUTHORIZED, "user changed");
+        if (code == 0 && !same) code = MQR_MQTT_RC_NOT_AUTHORIZED; /* another user */
         if (code) {
+            refused(c, code, "re-authentication refused");
             a->authenticated = false;
             return mqr__listener_conn_fail(c, (uint8_t)code, "re-authentication failed");
         }
