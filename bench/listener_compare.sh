@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# listener_compare.sh: runs the listener benchmark (bench/loadgen.c, QoS 0
-# fan-in, 4 publishers -> 1 wildcard subscriber) against Mosquitto and, when
+# listener_compare.sh: runs the listener benchmark (bench/loadgen.c: fan-in,
+# 4 publishers -> 1 wildcard subscriber, or fan-out with --publishers 1
+# --subscribers 50; QoS 0 or --qos 1) against Mosquitto and, when
 # it is given and starts, against mqrouter's embedded listener, then prints
 # both side by side with the ratio mqrouter/mosquitto.
 #
@@ -24,7 +25,8 @@ usage: $0 [options]
   --runs N          runs per mode; the table shows the median (3)
   --rate R          total msgs/s of the fixed-rate mode (40000)
   --window W        per-publisher window of the closed-loop mode (loadgen's default)
-  --publishers N    (4)   --payload BYTES (64)   --protocol 4|5 (4)
+  --publishers N    (4)   --subscribers N (1)   --qos 0|1 (0)
+  --payload BYTES   (64)  --protocol 4|5 (4)
   --keep            keep the temporary directory (configs, logs, raw output)
 EOF
 }
@@ -38,6 +40,8 @@ runs=3
 rate=40000
 window=
 publishers=4
+subscribers=1
+qos=0
 payload=64
 protocol=4
 keep=0
@@ -52,6 +56,8 @@ while [ $# -gt 0 ]; do
     --rate) rate=$2; shift 2 ;;
     --window) window=$2; shift 2 ;;
     --publishers) publishers=$2; shift 2 ;;
+    --subscribers) subscribers=$2; shift 2 ;;
+    --qos) qos=$2; shift 2 ;;
     --payload) payload=$2; shift 2 ;;
     --protocol) protocol=$2; shift 2 ;;
     --keep) keep=1; shift ;;
@@ -138,7 +144,8 @@ if [ -z "$loadgen" ]; then
 fi
 [ -x "$loadgen" ] || { echo "$0: loadgen '$loadgen' is not executable" >&2; exit 1; }
 
-common=(--publishers "$publishers" --payload "$payload" --protocol "$protocol"
+common=(--publishers "$publishers" --subscribers "$subscribers" --qos "$qos"
+    --payload "$payload" --protocol "$protocol"
     --duration "$duration" --warmup "$warmup")
 closed_args=()
 [ -n "$window" ] && closed_args=(--window "$window")
@@ -297,7 +304,8 @@ row() { # name mode field better
     fi
 }
 echo
-echo "QoS 0 fan-in, $publishers publishers -> 1 subscriber on bench/#, $payload-byte payloads," \
+echo "QoS $qos, $publishers publisher(s) -> $subscribers subscriber(s) on bench/#, $payload-byte payloads" \
+    "(msgs/s: deliveries to all subscribers; rate: publishes/s)," \
     "MQTT $([ "$protocol" = 5 ] && echo 5 || echo 3.1.1), ${duration}s measured after ${warmup}s warm-up," \
     "median of $runs run(s)"
 printf '%-28s %14s %14s %10s\n' metric mosquitto mqrouter "mqr/mosq"

@@ -1,7 +1,8 @@
 /*
- * loadgen: the MQTT load generator of the listener benchmark. It runs the
- * QoS 0 fan-in scenario (N publishers -> one wildcard subscriber, all in this
- * process) against any broker and reports what the subscriber received:
+ * loadgen: the MQTT load generator of the listener benchmark. It runs
+ * fan-in (N publishers -> one wildcard subscriber) and fan-out (one
+ * publisher -> S subscribers, --subscribers) scenarios, QoS 0 or 1, all in
+ * this process, against any broker and reports what the subscribers received:
  * msgs/s and end-to-end latency percentiles from a CLOCK_MONOTONIC send time
  * carried in each payload, plus lost messages found from per-publisher
  * sequence numbers. It speaks MQTT 3.1.1 and 5 itself over plain TCP so that
@@ -55,6 +56,7 @@
 #define SUB_RBUF (256 * 1024)
 #define PUB_RBUF 4096
 #define MAX_PUBLISHERS 1024
+#define MAX_SUBSCRIBERS 1024
 
 /* ---- options ---- */
 
@@ -64,6 +66,7 @@ struct config {
     const char *label;
     const char *prefix;
     int publishers;
+    int subscribers; /* each gets every message */
     int payload;
     double duration;
     double warmup;
@@ -82,6 +85,7 @@ static struct config cfg = {
     .label = "broker",
     .prefix = "bench",
     .publishers = 4,
+    .subscribers = 1,
     .payload = 64,
     .duration = 10,
     .warmup = 2,
@@ -133,27 +137,34 @@ struct pub {
     unsigned char *rbuf;
     size_t rlen;
 
-    /* subscriber private */
+    /* subscriber private: next_seq is the lowest over the subscribers (what
+     * every one of them has seen), got and ooo their sums */
     alignas(64) uint64_t next_seq;
     uint64_t got;
     uint64_t ooo; /* duplicates or out of order: never expected on one TCP stream */
 };
 
+/* One subscribing connection (all served by the subscriber thread). */
+struct sconn {
+    int fd;
+    unsigned char *buf;
+    size_t start, end;
+    int lowat;          /* SO_RCVLOWAT is above 1 until the load stops */
+    uint64_t *next_seq; /* per publisher */
+};
+static struct sconn *sconns;
+
 static struct pub *pubs;
 
 struct hist;
 static struct sub {
-    int fd;
     pthread_t thread;
     int started;
-    unsigned char *buf;
-    size_t start, end;
     uint64_t got;       /* our messages, whole run */
     uint64_t in_window; /* our messages received inside the measured interval */
     uint64_t foreign;   /* PUBLISH packets on the filter that are not ours */
     uint64_t last_rx;   /* time the last of our messages arrived */
     uint64_t max_gap;   /* longest time without a message inside the measured interval */
-    int lowat;          /* SO_RCVLOWAT is above 1 until the load stops */
     struct hist *hist;
 } sub;
 
@@ -521,8 +532,9 @@ static int mqtt_connect(const struct addrinfo *ai, const char *client_id, uint64
     return fd;
 }
 
-static int mqtt_subscribe(int fd, const char *filter, uint64_t deadline)
+static int mqtt_subscribe(struct sconn *sc, const char *filter, uint64_t deadline)
 {
+    int fd = sc->fd;
     unsigned char pkt[512];
     size_t flen = strlen(filter);
     if (flen > 400) return -ENAMETOOLONG;
@@ -543,7 +555,7 @@ static int mqtt_subscribe(int fd, const char *filter, uint64_t deadline)
     const unsigned char *body = NULL;
     uint32_t len = 0;
     for (;;) {
-        r = read_packet(fd, sub.buf, SUB_RBUF, &sub.start, &sub.end, deadline, &type, &body, &len);
+        r = read_packet(fd, sc->buf, SUB_RBUF, &sc->start, &sc->end, deadline, &type, &body, &len);
         if (r < 0) return r;
         if ((type & 0xf0) == 0x90) break;
         /* A retained message on the filter may come first; it is not ours. */
@@ -818,8 +830,8 @@ static void *pub_main(void *arg)
 
 /* ---- subscriber thread ---- */
 
-static int sub_handle_publish(unsigned type, const unsigned char *b, uint32_t len, uint64_t now,
-                              unsigned char **ack)
+static int sub_handle_publish(struct sconn *sc, unsigned type, const unsigned char *b, uint32_t len,
+                              uint64_t now, unsigned char **ack)
 {
     unsigned qos = (type >> 1) & 3;
     if (len < 2) return -EPROTO;
@@ -853,8 +865,8 @@ static int sub_handle_publish(unsigned type, const unsigned char *b, uint32_t le
     memcpy(&seq, pl, 8);
     memcpy(&ts, pl + 8, 8);
     struct pub *p = &pubs[idx];
-    if (seq >= p->next_seq) {
-        p->next_seq = seq + 1; /* a gap here is a lost message, counted at the end */
+    if (seq >= sc->next_seq[idx]) {
+        sc->next_seq[idx] = seq + 1; /* a gap here is a lost message, counted at the end */
         p->got++;
         sub.got++;
     } else {
@@ -876,13 +888,56 @@ static void sub_fail(const char *what, int err)
     atomic_store(&stop_flag, 1);
 }
 
+/* Reads what one subscriber socket has and handles every whole packet;
+ * 0, or a negative errno (the run fails). */
+static int sub_read(struct sconn *sc, unsigned char *acks)
+{
+    if (sc->end == SUB_RBUF) return -EMSGSIZE;
+    ssize_t n = recv(sc->fd, sc->buf + sc->end, SUB_RBUF - sc->end, MSG_DONTWAIT);
+    if (n < 0) return errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+    if (n == 0) return -ECONNRESET;
+    sc->end += (size_t)n;
+    uint64_t now = mono_ns();
+    uint64_t prev_rx = sub.last_rx > t_measure ? sub.last_rx : t_measure;
+    unsigned type;
+    const unsigned char *body;
+    uint32_t len;
+    unsigned char *ack = acks;
+    int r, err = 0;
+    while ((r = next_packet(sc->buf, &sc->start, sc->end, &type, &body, &len)) == 1) {
+        unsigned t = type & 0xf0;
+        if (t == 0x30)
+            err = sub_handle_publish(sc, type, body, len, now, &ack);
+        else if (t == 0xe0)
+            err = -ECONNRESET;
+        if (err) break;
+    }
+    if (r < 0) err = -EPROTO;
+    if (sub.last_rx > prev_rx && sub.last_rx <= t_end && sub.last_rx - prev_rx > sub.max_gap)
+        sub.max_gap = sub.last_rx - prev_rx;
+    if (err) return err;
+    if (sc->start) {
+        memmove(sc->buf, sc->buf + sc->start, sc->end - sc->start);
+        sc->end -= sc->start;
+        sc->start = 0;
+    }
+    if (ack != acks && send_all(sc->fd, acks, (size_t)(ack - acks)) < 0) return -EIO;
+    return 0;
+}
+
 static void *sub_main(void *arg)
 {
     (void)arg;
-    const int np = cfg.publishers;
+    const int np = cfg.publishers, ns = cfg.subscribers;
     uint64_t last_ping = mono_ns(), drain_from = 0;
     /* Room for one PUBACK per packet a full read buffer can hold. */
     unsigned char *acks = cfg.qos ? xcalloc(SUB_RBUF / 2 + 16, 1) : NULL;
+    struct pollfd *pfd = xcalloc((size_t)ns, sizeof *pfd);
+    for (int i = 0; i < ns; i++) {
+        pfd[i].fd = sconns[i].fd;
+        pfd[i].events = POLLIN;
+    }
+    int lowat = sconns[0].lowat;
     for (;;) {
         if (atomic_load(&stop_flag)) break;
         uint64_t now = mono_ns();
@@ -890,79 +945,45 @@ static void *sub_main(void *arg)
             uint64_t sent = 0;
             for (int i = 0; i < np; i++)
                 sent += atomic_load(&pubs[i].sent);
-            if (sub.got >= sent) break;
+            if (sub.got >= sent * (uint64_t)ns) break;
             if (!drain_from) drain_from = now;
             if (now - drain_from >= DRAIN_NS) break; /* the rest counts as lost */
         }
         if (now >= t_hard) break;
         if (now - last_ping > (uint64_t)KEEPALIVE_S * NS_PER_S / 2) {
-            send_pingreq(sub.fd);
+            for (int i = 0; i < ns; i++)
+                send_pingreq(sconns[i].fd);
             last_ping = now;
         }
-        if (sub.end == SUB_RBUF) {
-            sub_fail("read", -EMSGSIZE);
+        if (lowat && now >= t_end) {
+            /* The low-water mark drops to 1 at the end of the load, so the
+             * last, short batch is handed over at once. */
+            int one = 1;
+            for (int i = 0; i < ns; i++)
+                setsockopt(sconns[i].fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
+            lowat = 0;
+        }
+        uint64_t left = lowat ? (t_end - now + NS_PER_MS - 1) / NS_PER_MS : SOCK_TIMEOUT_MS;
+        int k = poll(pfd, (nfds_t)ns, left < SOCK_TIMEOUT_MS ? (int)left : SOCK_TIMEOUT_MS);
+        if (k < 0 && errno != EINTR) {
+            sub_fail("poll", -errno);
             break;
         }
-        if (sub.lowat) {
-            /* A blocked recv() keeps the low-water mark it started with, so
-             * wait in poll(), which sees the mark drop to 1 at the end of
-             * the load and hands over the last, short batch at once. */
-            if (now >= t_end) {
-                int one = 1;
-                setsockopt(sub.fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
-                sub.lowat = 0;
-            } else {
-                uint64_t left = (t_end - now + NS_PER_MS - 1) / NS_PER_MS;
-                struct pollfd pfd = {.fd = sub.fd, .events = POLLIN};
-                if (poll(&pfd, 1, left < SOCK_TIMEOUT_MS ? (int)left : SOCK_TIMEOUT_MS) == 0)
-                    continue;
-            }
+        int err = 0;
+        for (int i = 0; k > 0 && i < ns && !err; i++) {
+            if (!pfd[i].revents) continue;
+            err = sub_read(&sconns[i], acks);
         }
-        ssize_t n =
-            recv(sub.fd, sub.buf + sub.end, SUB_RBUF - sub.end, sub.lowat ? MSG_DONTWAIT : 0);
-        if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-            sub_fail("read", -errno);
-            break;
-        }
-        if (n == 0) {
-            sub_fail("read", -ECONNRESET);
-            break;
-        }
-        sub.end += (size_t)n;
-        now = mono_ns();
-        uint64_t prev_rx = sub.last_rx > t_measure ? sub.last_rx : t_measure;
-        unsigned type;
-        const unsigned char *body;
-        uint32_t len;
-        unsigned char *ack = acks;
-        int r, err = 0;
-        while ((r = next_packet(sub.buf, &sub.start, sub.end, &type, &body, &len)) == 1) {
-            unsigned t = type & 0xf0;
-            if (t == 0x30)
-                err = sub_handle_publish(type, body, len, now, &ack);
-            else if (t == 0xe0)
-                err = -ECONNRESET;
-            if (err) break;
-        }
-        if (r < 0) err = -EPROTO;
-        if (sub.last_rx > prev_rx && sub.last_rx <= t_end && sub.last_rx - prev_rx > sub.max_gap)
-            sub.max_gap = sub.last_rx - prev_rx;
         if (err) {
-            sub_fail("stream", err);
-            break;
-        }
-        if (sub.start) {
-            memmove(sub.buf, sub.buf + sub.start, sub.end - sub.start);
-            sub.end -= sub.start;
-            sub.start = 0;
-        }
-        if (ack != acks && send_all(sub.fd, acks, (size_t)(ack - acks)) < 0) {
-            sub_fail("send PUBACK", -EIO);
+            sub_fail("read", err);
             break;
         }
         for (int i = 0; i < np; i++) {
             struct pub *p = &pubs[i];
+            uint64_t m = sconns[0].next_seq[i];
+            for (int j = 1; j < ns; j++)
+                if (sconns[j].next_seq[i] < m) m = sconns[j].next_seq[i];
+            p->next_seq = m;
             if (atomic_load_explicit(&p->rx_mark, memory_order_relaxed) == p->next_seq) continue;
             atomic_store(&p->rx_mark, p->next_seq);
             uint64_t w = atomic_load(&p->wake_at);
@@ -972,6 +993,7 @@ static void *sub_main(void *arg)
             }
         }
     }
+    free(pfd);
     free(acks);
     return NULL;
 }
@@ -982,7 +1004,9 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: loadgen [options]\n"
-            "  QoS 0 fan-in: N publishers -> 1 subscriber on '<prefix>/#', all in this process.\n"
+            "  N publishers -> S subscribers on '<prefix>/#', all in this process: fan-in\n"
+            "  (--publishers 4 --subscribers 1) or fan-out (--publishers 1 --subscribers 50).\n"
+            "  --subscribers S     subscribing connections, each gets every message (1)\n"
             "  --host H            broker address (127.0.0.1)\n"
             "  --port P            broker port (1883)\n"
             "  --label NAME        broker name printed in the results (broker)\n"
@@ -1015,6 +1039,7 @@ static int parse_args(int argc, char **argv)
         {"port", required_argument, 0, 'p'},
         {"label", required_argument, 0, 'l'},
         {"publishers", required_argument, 0, 'n'},
+        {"subscribers", required_argument, 0, 'S'},
         {"payload", required_argument, 0, 's'},
         {"duration", required_argument, 0, 'd'},
         {"warmup", required_argument, 0, 'w'},
@@ -1046,6 +1071,9 @@ static int parse_args(int argc, char **argv)
             break;
         case 't':
             cfg.prefix = optarg;
+            break;
+        case 'S':
+            cfg.subscribers = (int)strtol(optarg, &e, 10);
             break;
         case 'n':
             cfg.publishers = (int)strtol(optarg, &e, 10);
@@ -1093,7 +1121,9 @@ static int parse_args(int argc, char **argv)
     }
     if (optind != argc) return -1;
     const char *bad = NULL;
-    if (cfg.publishers < 1 || cfg.publishers > MAX_PUBLISHERS)
+    if (cfg.subscribers < 1 || cfg.subscribers > MAX_SUBSCRIBERS)
+        bad = "--subscribers";
+    else if (cfg.publishers < 1 || cfg.publishers > MAX_PUBLISHERS)
         bad = "--publishers";
     else if (cfg.payload < PAYLOAD_HDR || cfg.payload > 65536)
         bad = "--payload";
@@ -1154,7 +1184,8 @@ static void report(const char *status, double cpu_pct)
         got += pubs[i].got;
         ooo += pubs[i].ooo;
     }
-    uint64_t lost = sent > got ? sent - got : 0;
+    uint64_t want = sent * (uint64_t)cfg.subscribers;
+    uint64_t lost = want > got ? want - got : 0;
     double mps = (double)sub.in_window / cfg.duration;
     struct hist *h = sub.hist;
     double p50 = hist_pct(h, 50) / 1e3, p99 = hist_pct(h, 99) / 1e3;
@@ -1164,17 +1195,17 @@ static void report(const char *status, double cpu_pct)
         snprintf(setting, sizeof setting, "rate %.0f/s", cfg.rate);
     else
         snprintf(setting, sizeof setting, "window %llu", (unsigned long long)cfg.window);
-    printf("%s %s: %d pubs x %d B, QoS %d, MQTT %s, %s: %.0f msg/s received, latency us "
-           "p50 %.1f p99 %.1f p99.9 %.1f max %.1f, sent %llu lost %llu, loadgen cpu %.0f%% "
-           "[%s]\n",
-           cfg.label, mode, cfg.publishers, cfg.payload, cfg.qos, cfg.protocol == 5 ? "5" : "3.1.1",
-           setting, mps, p50, p99, p999, mx, (unsigned long long)sent, (unsigned long long)lost,
-           cpu_pct, status);
-    printf("RESULT broker=%s mode=%s publishers=%d payload=%d qos=%d protocol=%d window=%llu "
-           "rate=%.0f duration=%g msgs_per_s=%.0f p50_us=%.1f p99_us=%.1f p999_us=%.1f "
-           "max_us=%.1f samples=%llu sent=%llu received=%llu lost=%llu ooo=%llu foreign=%llu "
-           "loadgen_cpu_pct=%.1f status=%s\n",
-           cfg.label, mode, cfg.publishers, cfg.payload, cfg.qos, cfg.protocol,
+    printf("%s %s: %d pubs -> %d subs x %d B, QoS %d, MQTT %s, %s: %.0f msg/s received, "
+           "latency us p50 %.1f p99 %.1f p99.9 %.1f max %.1f, sent %llu lost %llu, loadgen cpu "
+           "%.0f%% [%s]\n",
+           cfg.label, mode, cfg.publishers, cfg.subscribers, cfg.payload, cfg.qos,
+           cfg.protocol == 5 ? "5" : "3.1.1", setting, mps, p50, p99, p999, mx,
+           (unsigned long long)sent, (unsigned long long)lost, cpu_pct, status);
+    printf("RESULT broker=%s mode=%s publishers=%d subscribers=%d payload=%d qos=%d protocol=%d "
+           "window=%llu rate=%.0f duration=%g msgs_per_s=%.0f p50_us=%.1f p99_us=%.1f "
+           "p999_us=%.1f max_us=%.1f samples=%llu sent=%llu received=%llu lost=%llu ooo=%llu "
+           "foreign=%llu loadgen_cpu_pct=%.1f status=%s\n",
+           cfg.label, mode, cfg.publishers, cfg.subscribers, cfg.payload, cfg.qos, cfg.protocol,
            (unsigned long long)cfg.window, cfg.rate, cfg.duration, mps, p50, p99, p999, mx,
            (unsigned long long)h->n, (unsigned long long)sent, (unsigned long long)got,
            (unsigned long long)lost, (unsigned long long)ooo, (unsigned long long)sub.foreign,
@@ -1199,9 +1230,13 @@ int main(int argc, char **argv)
     pubs = aligned_alloc(64, (psize + 63) / 64 * 64);
     if (!pubs) return 1;
     memset(pubs, 0, psize);
-    sub.buf = xcalloc(1, SUB_RBUF);
+    sconns = xcalloc((size_t)cfg.subscribers, sizeof *sconns);
+    for (int i = 0; i < cfg.subscribers; i++) {
+        sconns[i].fd = -1;
+        sconns[i].buf = xcalloc(1, SUB_RBUF);
+        sconns[i].next_seq = xcalloc((size_t)cfg.publishers, sizeof *sconns[i].next_seq);
+    }
     sub.hist = xcalloc(1, sizeof *sub.hist);
-    sub.fd = -1;
     for (int i = 0; i < cfg.publishers; i++)
         pubs[i].fd = -1;
 
@@ -1211,14 +1246,17 @@ int main(int argc, char **argv)
     char id[64], filter[256];
     unsigned rmax;
     int rc = 1;
-    snprintf(id, sizeof id, "loadgen-%d-sub", (int)getpid());
-    sub.fd = mqtt_connect(ai, id, deadline, sub.buf, SUB_RBUF, &sub.start, &sub.end, &rmax);
-    if (sub.fd < 0) goto fail;
     snprintf(filter, sizeof filter, "%s/#", cfg.prefix);
-    int r = mqtt_subscribe(sub.fd, filter, deadline);
-    if (r < 0) {
-        fprintf(stderr, "loadgen: subscribe %s: %s\n", filter, strerror(-r));
-        goto fail;
+    for (int i = 0; i < cfg.subscribers; i++) {
+        struct sconn *sc = &sconns[i];
+        snprintf(id, sizeof id, "loadgen-%d-s%d", (int)getpid(), i);
+        sc->fd = mqtt_connect(ai, id, deadline, sc->buf, SUB_RBUF, &sc->start, &sc->end, &rmax);
+        if (sc->fd < 0) goto fail;
+        int r = mqtt_subscribe(sc, filter, deadline);
+        if (r < 0) {
+            fprintf(stderr, "loadgen: subscribe %s: %s\n", filter, strerror(-r));
+            goto fail;
+        }
     }
     for (int i = 0; i < cfg.publishers; i++) {
         struct pub *p = &pubs[i];
@@ -1245,6 +1283,7 @@ int main(int argc, char **argv)
      * stall (publishers refill with three quarters still outstanding). */
     long lowat = cfg.rcvlowat;
     if (lowat < 0) {
+        /* each subscriber gets every message */
         uint64_t eighth = (uint64_t)cfg.publishers * cfg.window * pubs[0].pkt_len / 8;
         /* Not with QoS 1: the broker's in-flight limit towards the
          * subscriber (Mosquitto: 20 messages) may stay below any mark. */
@@ -1252,10 +1291,12 @@ int main(int argc, char **argv)
     }
     if (lowat > 1) {
         int v = (int)lowat;
-        if (setsockopt(sub.fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v) < 0)
-            fprintf(stderr, "loadgen: SO_RCVLOWAT: %s\n", strerror(errno));
-        else
-            sub.lowat = 1;
+        for (int i = 0; i < cfg.subscribers; i++) {
+            if (setsockopt(sconns[i].fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v) < 0)
+                fprintf(stderr, "loadgen: SO_RCVLOWAT: %s\n", strerror(errno));
+            else
+                sconns[i].lowat = 1;
+        }
     }
 
     t_start = mono_ns() + 20 * NS_PER_MS; /* all threads start together */
@@ -1295,7 +1336,8 @@ int main(int argc, char **argv)
     if (stuck) {
         /* Unblock everyone, then give up on anything still stuck. */
         atomic_store(&stop_flag, 1);
-        shutdown(sub.fd, SHUT_RDWR);
+        for (int i = 0; i < cfg.subscribers; i++)
+            shutdown(sconns[i].fd, SHUT_RDWR);
         for (int i = 0; i < cfg.publishers; i++)
             shutdown(pubs[i].fd, SHUT_RDWR);
         sleep_until(mono_ns() + NS_PER_S);
@@ -1305,7 +1347,8 @@ int main(int argc, char **argv)
 
     for (int i = 0; i < cfg.publishers; i++)
         mqtt_disconnect(pubs[i].fd);
-    mqtt_disconnect(sub.fd);
+    for (int i = 0; i < cfg.subscribers; i++)
+        mqtt_disconnect(sconns[i].fd);
 
     /* Longest silence that is not a stall: a second, or three message
      * intervals at a very low fixed rate. */
@@ -1337,8 +1380,12 @@ out:
         free(pubs[i].out);
         free(pubs[i].rbuf);
     }
-    if (sub.fd >= 0) close(sub.fd);
-    free(sub.buf);
+    for (int i = 0; i < cfg.subscribers; i++) {
+        if (sconns[i].fd >= 0) close(sconns[i].fd);
+        free(sconns[i].buf);
+        free(sconns[i].next_seq);
+    }
+    free(sconns);
     free(sub.hist);
     free(pubs);
     return rc;
