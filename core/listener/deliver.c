@@ -372,8 +372,10 @@ int mqr__listener_deliveries_give(mqr_lconn_t *c, mqr_ldelivery_t *d, uint32_t n
     uint32_t nif = 0;
     while (nif < n && d[nif].pid && d[nif].state != MQR_LQ_FREE)
         nif++;
-    /* what was in flight keeps its ids even if the new window is smaller;
-     * the window is back to its size once they are acknowledged */
+    /* what was in flight goes again with its ids even if the new window is
+     * smaller (a v5 client that lowered its Receive Maximum across the
+     * reconnect): the ring, and so the window, stays that big for this
+     * connection */
     if (nif > c->if_cap) c->if_cap = nif;
     free(c->inflight);
     c->inflight = NULL;

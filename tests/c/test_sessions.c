@@ -685,6 +685,50 @@ static void test_inflight_redelivered_dup(void **state)
     cl_free(p);
 }
 
+static void test_takeover_keeps_session(void **state)
+{
+    client_t *w = client(MQR_MQTT_V311, "tk-watch");
+    subscribe(w, "tk/will", 0);
+    client_t *a = cl_open();
+    sconnect(a, MQR_MQTT_V5, "tk", false, 60, "tk/will", 5);
+    subscribe(a, "tk/data", 1);
+    client_t *p = client(MQR_MQTT_V311, "tk-pub");
+    send_publish(p, "tk/data", "first", 1, false, 1);
+    expect_ack(p, MQR_MQTT_PUBACK, 1);
+    mqr_mqtt_publish_t m = expect_publish(a, "tk/data", "first"); /* not acknowledged */
+    /* the same client id again, the old connection still open */
+    client_t *b = cl_open();
+    mqr_mqtt_connack_t k = sconnect(b, MQR_MQTT_V5, "tk", false, 60, NULL, 0);
+    assert_true(k.session_present);
+    assert_int_equal(expect_disconnect(a), MQR_MQTT_RC_SESSION_TAKEN_OVER);
+    mqr_mqtt_publish_t r = expect_publish(b, "tk/data", "first");
+    assert_true(r.dup);
+    assert_int_equal(r.packet_id, m.packet_id);
+    send_ack(b, MQR_MQTT_PUBACK, r.packet_id);
+    send_publish(p, "tk/data", "second", 1, false, 2);
+    expect_ack(p, MQR_MQTT_PUBACK, 2);
+    r = expect_publish(b, "tk/data", "second");
+    send_ack(b, MQR_MQTT_PUBACK, r.packet_id);
+    /* the will waited for its delay and the session came back in time */
+    cl_expect_nothing(w, QUIET_MS);
+    assert_int_equal(stats()->takeovers, 1);
+    assert_int_equal(stats()->sessions_offline, 0);
+
+    /* Clean Start 1 takes over and ends the old session */
+    client_t *c = cl_open();
+    k = sconnect(c, MQR_MQTT_V5, "tk", true, 60, NULL, 0);
+    assert_false(k.session_present);
+    expect_disconnect(b);
+    send_publish(p, "tk/data", "third", 1, false, 3);
+    expect_ack(p, MQR_MQTT_PUBACK, 3);
+    cl_expect_nothing(c, QUIET_MS);
+    cl_free(a);
+    cl_free(b);
+    cl_free(c);
+    cl_free(p);
+    cl_free(w);
+}
+
 /* ---- QoS 2 exactly once across a reconnect --------------------------------------- */
 
 static void test_qos2_inbound_across_reconnect(void **state)
@@ -991,6 +1035,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_subscriptions_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inflight_redelivered_dup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_takeover_keeps_session, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qos2_inbound_across_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qos2_outbound_pubrel_resent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_session_expiry, setup, teardown),
