@@ -43,8 +43,9 @@ typedef struct {
      * Default 8 MiB. */
     size_t max_out_bytes;
     /* Inbound QoS 1/2 publishes a client may have unacknowledged (the
-     * Receive Maximum a v5 client is told; a 3.1.1 client exceeding it is
-     * disconnected too). Default 1024. */
+     * Receive Maximum a v5 client is told; a 3.1.1 client exceeding it
+     * with QoS 2 is disconnected too, while for acks waiting on the store
+     * its input pauses instead). Default 1024. */
     unsigned receive_max;
     /* Topic aliases a v5 client may set (the Topic Alias Maximum it is
      * told). Default 32, at most 1024; negative: none. */

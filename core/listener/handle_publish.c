@@ -74,8 +74,8 @@ static void on_commit(void *arg, int status)
             a->ready = true;
             c->acks_waiting--;
             if (status < 0) {
-                MQR_LOG_W(MQR_LSN_LOG, "client %s: retained message id %u not stored: %s",
-                          c->client_id, a->pid, mqr_strerror(status));
+                MQR_LOG_W(MQR_LSN_LOG, "client %s: message id %u not stored: %s", c->client_id,
+                          a->pid, mqr_strerror(status));
                 a->reason = MQR_MQTT_RC_UNSPECIFIED;
                 if (c->version == MQR_MQTT_V311) {
                     /* 3.1.1 cannot say "failed": closing is how the client
@@ -86,6 +86,10 @@ static void on_commit(void *arg, int status)
             break;
         }
         if (c->state == MQR_LCONN_ACTIVE) acks_drain(c);
+        if (c->commit_paused && c->acks_waiting == 0) {
+            c->commit_paused = false;
+            if (--c->blocked_by == 0) mqr__listener_conn_input_resume(c);
+        }
     }
     mqr__listener_conn_unref(c);
 }
@@ -98,6 +102,13 @@ void mqr__listener_ack_after_commit(mqr_lconn_t *c, uint8_t type, uint16_t pid, 
     }
     c->acks_waiting++;
     c->refs++;
+    if (c->version != MQR_MQTT_V5 && c->acks_waiting >= c->l->opts.receive_max &&
+        !c->commit_paused) {
+        /* a 3.1.1 client was told no Receive Maximum: rather than closing
+         * it, read no more from it until the store has caught up */
+        c->commit_paused = true;
+        if (c->blocked_by++ == 0) mqr__listener_conn_input_pause(c);
+    }
     mqr_store_t *store = c->l->e->store;
     int rc = store ? mqr__store_after_commit(store, on_commit, c) : 0;
     if (!store) {
@@ -216,7 +227,10 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         mqr__listener_ack(c, MQR_MQTT_PUBREC, p.packet_id, 0);
         return 0;
     }
-    if (p.qos && c->qos2_count + c->acks_waiting >= l->opts.receive_max)
+    /* a v5 client was told the Receive Maximum; acks waiting for the store
+     * count against it (a 3.1.1 client's input pauses instead) */
+    uint32_t waiting = c->version == MQR_MQTT_V5 ? c->acks_waiting : 0;
+    if (p.qos && c->qos2_count + waiting >= l->opts.receive_max)
         return mqr__listener_conn_fail(c, MQR_MQTT_RC_RECEIVE_MAX_EXCEEDED,
                                        "receive maximum exceeded");
 

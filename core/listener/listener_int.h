@@ -260,6 +260,7 @@ struct mqr_lconn {
     mqr_lconn_t **waiters;
     uint32_t nwaiters, waiters_cap;
     uint32_t blocked_by;
+    bool commit_paused; /* a 3.1.1 client's input waits for its acks' commit */
     uint64_t progress_ms; /* uv_now when the client last freed in-flight room */
 
     /* acks in line */

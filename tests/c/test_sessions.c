@@ -892,16 +892,23 @@ static void test_restart_restores(void **state)
 
 /* ---- limits: offline bound, backpressure, stuck subscriber ---------------------------- */
 
-static void extra_listener(unsigned max_queued, unsigned max_inflight, unsigned stuck_ms)
+static void extra_listener_rm(unsigned max_queued, unsigned max_inflight, unsigned stuck_ms,
+                              unsigned receive_max)
 {
     mqr_listener_options_t o;
     mqr__listener_options_init(&o);
+    o.receive_max = receive_max;
     o.max_queued = max_queued;
     o.max_inflight = max_inflight;
     o.stuck_timeout_ms = stuck_ms;
     int port = free_port();
     assert_int_equal(mqr__listener_start_opts(F.e, "127.0.0.1", port, &o, &F.extra), 0);
     F.port = port; /* cl_open connects here from now on */
+}
+
+static void extra_listener(unsigned max_queued, unsigned max_inflight, unsigned stuck_ms)
+{
+    extra_listener_rm(max_queued, max_inflight, stuck_ms, 0);
 }
 
 static const mqr_listener_stats_t *xstats(void)
@@ -1028,6 +1035,40 @@ static void test_stuck_subscriber_disconnected(void **state)
     cl_free(o);
 }
 
+static void test_v4_acks_waiting_for_commit_pause(void **state)
+{
+    /* 3.1.1 clients were told no Receive Maximum: more QoS 1 publishes
+     * waiting for the store's commit than it pauses the client's input
+     * instead of closing it */
+    extra_listener_rm(0, 0, 0, 4);
+    client_t *p = client(MQR_MQTT_V311, "burst");
+    enum { N = 40 };
+    static uint8_t buf[N * 32];
+    size_t len = 0;
+    for (int i = 0; i < N; i++) {
+        mqr_mqtt_publish_t m;
+        memset(&m, 0, sizeof m);
+        char t[16];
+        snprintf(t, sizeof t, "ret/%d", i);
+        m.topic.p = t;
+        m.topic.len = (uint16_t)strlen(t);
+        m.payload.p = (const uint8_t *)"v";
+        m.payload.len = 1;
+        m.qos = 1;
+        m.retain = true; /* its PUBACK waits for the commit */
+        m.packet_id = (uint16_t)(i + 1);
+        size_t n;
+        assert_int_equal(mqr__mqtt_encode_publish(&m, MQR_MQTT_V311, buf + len, 32, &n), 0);
+        len += n;
+    }
+    cl_send(p, buf, len); /* one read: more than 4 wait at once */
+    for (int i = 0; i < N; i++)
+        expect_ack(p, MQR_MQTT_PUBACK, (uint16_t)(i + 1));
+    assert_int_equal(xstats()->malformed, 0);
+    ping(p); /* still connected, reading again */
+    cl_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1044,6 +1085,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_offline_queue_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_no_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stuck_subscriber_disconnected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v4_acks_waiting_for_commit_pause, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
