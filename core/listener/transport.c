@@ -264,8 +264,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         mqr__ltls_input(c, p, (size_t)nread);
     else
         mqr__ltp_up(c, p, (size_t)nread);
-    /* handshake answers, pongs, close replies */
-    if (!c->uv_closing) mqr__ltp_flush(c);
+    /* handshake answers, pongs, close replies go now; MQTT answers wait
+     * for the end of the loop turn (the check handle), batched */
+    if (!c->uv_closing) wire_write(c);
 }
 
 void mqr__ltp_read_start(mqr_lconn_t *c)

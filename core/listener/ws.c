@@ -298,6 +298,16 @@ static int frames_in(mqr_lconn_t *c, mqr_lws_t *w, const uint8_t *p, size_t n)
         mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "WebSocket send failed");
         return MQR_ECLOSED;
     }
+    if (!wslay_event_get_close_received(w->ctx) && !wslay_event_get_read_enabled(w->ctx)) {
+        /* wslay stopped reading: a protocol error (an unmasked frame, a bad
+         * length...); it queued a close frame 1002, which went out above */
+        c->l->stats.malformed++;
+        if (c->state == MQR_LCONN_ACTIVE) c->will_publish = true;
+        MQR_LOG_I(MQR_LSN_LOG, "client %s (%s): WebSocket protocol error, closing",
+                  mqr__lconn_name(c), c->addr);
+        mqr__listener_conn_close(c, MQR_LCLOSE_FLUSH, 0, "WebSocket protocol error");
+        return MQR_EPROTOCOL;
+    }
     if (wslay_event_get_close_received(w->ctx)) {
         /* wslay has echoed the close frame; a close without DISCONNECT is
          * not a normal disconnection (the will goes out) */

@@ -419,6 +419,18 @@ def main():
             s.close()
         t.check("raw WebSocket: split and packed frames, ping, close, text", raw_websocket)
 
+        def unmasked_frame():
+            # RFC 6455 5.1: client frames must be masked; wslay refuses, we close
+            s, resp = upgrade(ws, ws_request(ws))
+            assert resp.startswith(b"HTTP/1.1 101"), resp
+            s.sendall(bytes([0x82, len(CONNECT_V4)]) + CONNECT_V4)
+            frames = read_frames(s, 1)
+            assert frames and frames[0][0] == 0x8, frames
+            assert struct.unpack(">H", frames[0][1][:2])[0] == 1002, frames
+            assert recv_some(s) == b"", "connection left open"
+            s.close()
+        t.check("an unmasked frame gets close 1002 and the end", unmasked_frame)
+
         def takeover_across_listeners():
             gone = threading.Event()
             a = paho(tcp, "same-id")
