@@ -195,7 +195,8 @@ int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *opts, mqr_lis
                       char **errmsg);
 /* The port actually bound (the one chosen when opts->port was 0). */
 int mqr_listener_port(const mqr_listener_t *l);
-/* Stops listening and closes the listener's clients; l is invalid after. */
+/* Stops listening and closes the listener's clients; l is invalid after.
+ * Not after mqr_engine_stop(), which has closed every listener already. */
 void mqr_listener_close(mqr_listener_t *l);
 
 /* Publishes into the router as origin "c". Topic must be a valid topic name;
