@@ -95,6 +95,10 @@ static void push_client(lua_State *L, const mqr_auth_client_t *c, bool with_pass
     }
     lua_pushboolean(L, c->authenticated);
     lua_setfield(L, -2, "authenticated");
+    if (c->cert_subject) {
+        lua_pushstring(L, c->cert_subject);
+        lua_setfield(L, -2, "cert_subject");
+    }
 }
 
 /* The serving state with its hook function pushed, or NULL. [-0, +1|0] */

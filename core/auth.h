@@ -139,11 +139,12 @@ typedef struct {
     const char *username;  /* NUL-terminated, NULL = none given */
     const uint8_t *password;
     size_t password_len;
-    const char *address; /* "ip:port" of the peer, NUL-terminated */
-    int protocol;        /* 4 (3.1.1) or 5 */
-    int port;            /* the listener's port */
-    const char *method;  /* v5 Authentication Method used, NULL = none */
-    bool authenticated;  /* the store's credentials (password or SCRAM) proved it */
+    const char *address;      /* "ip:port" of the peer, NUL-terminated */
+    int protocol;             /* 4 (3.1.1) or 5 */
+    int port;                 /* the listener's port */
+    const char *method;       /* v5 Authentication Method used, NULL = none */
+    bool authenticated;       /* the store's credentials (password or SCRAM) proved it */
+    const char *cert_subject; /* RFC 2253 subject of a verified TLS client certificate */
 } mqr_auth_client_t;
 
 enum {

@@ -19,6 +19,8 @@
 #include "mqrouter_auth.h"
 
 #include <openssl/crypto.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +29,7 @@ struct mqr_lauth {
     char *username;     /* NUL-terminated; NULL = none */
     const char *method; /* MQR_AUTH_SCRAM_METHOD once SCRAM is in use */
     bool authenticated; /* credentials proved: password or SCRAM */
+    char *cert_subject; /* of a TLS client certificate the listener verified */
 
     /* a CONNECT waiting for its answer */
     uint8_t *connect;
@@ -78,6 +81,7 @@ void mqr__listener_auth_free(mqr_lconn_t *c)
     free(a->server_final);
     free(a->connect);
     free(a->username);
+    free(a->cert_subject);
     free(a);
     c->auth = NULL;
 }
@@ -145,6 +149,29 @@ static void client_of(mqr_lconn_t *c, mqr_auth_client_t *cl)
     cl->port = c->l->port;
     cl->method = c->auth ? c->auth->method : NULL;
     cl->authenticated = c->auth && c->auth->authenticated;
+    cl->cert_subject = c->auth ? c->auth->cert_subject : NULL;
+}
+
+/* The subject (RFC 2253) of the client certificate a TLS listener verified
+ * against its CA file, malloc'd; NULL when there is none. */
+static char *tls_subject(mqr_lconn_t *c)
+{
+    if (!c->tp || !c->tp->ssl) return NULL;
+    X509 *cert = SSL_get0_peer_certificate(c->tp->ssl);
+    if (!cert || SSL_get_verify_result(c->tp->ssl) != X509_V_OK) return NULL;
+    BIO *b = BIO_new(BIO_s_mem());
+    if (!b) return NULL;
+    char *out = NULL;
+    if (X509_NAME_print_ex(b, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
+        char *p;
+        long n = BIO_get_mem_data(b, &p);
+        if (n >= 0 && (out = malloc((size_t)n + 1))) {
+            memcpy(out, p, (size_t)n);
+            out[n] = '\0';
+        }
+    }
+    BIO_free(b);
+    return out;
 }
 
 bool mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size_t len, int qos,
@@ -171,8 +198,11 @@ static int decide(mqr_lconn_t *c, const mqr_mqtt_connect_t *k)
     bool hook = h && h->authenticate;
     bool verified = a && a->authenticated;
     bool has_user = a && a->username;
+    bool has_cert = a && a->cert_subject;
     if (!verified) {
-        if (!has_user && !anonymous_allowed(l)) return MQR_MQTT_RC_NOT_AUTHORIZED;
+        /* a verified client certificate is not anonymous, but proves no
+         * user name: a name it comes with is checked as usual */
+        if (!has_user && !has_cert && !anonymous_allowed(l)) return MQR_MQTT_RC_NOT_AUTHORIZED;
         if (has_user && !hook) {
             bool any = true;
             if (mqr__store_cred_any(l->e->store, &any) < 0) return MQR_MQTT_RC_SERVER_UNAVAILABLE;
@@ -399,6 +429,15 @@ int mqr__listener_auth_connect(mqr_lconn_t *c, const mqr_mqtt_connect_t *k, cons
     if (a && (a->scram_on || a->connect)) /* a CONNECT during the first one's exchange */
         return refused(c, MQR_MQTT_RC_PROTOCOL_ERROR, "second CONNECT");
     mqr_listener_t *l = c->l;
+    char *subject = tls_subject(c);
+    if (subject) {
+        if (!(a = auth_get(c))) {
+            free(subject);
+            return MQR_MQTT_RC_SERVER_UNAVAILABLE;
+        }
+        free(a->cert_subject);
+        a->cert_subject = subject;
+    }
     if (k->version == MQR_MQTT_V5 && k->auth_method.p) {
         if (k->auth_method.len != strlen(MQR_AUTH_SCRAM_METHOD) ||
             memcmp(k->auth_method.p, MQR_AUTH_SCRAM_METHOD, k->auth_method.len) != 0)

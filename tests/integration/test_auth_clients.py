@@ -412,6 +412,47 @@ with Workspace() as ws:
             assert paho_connect(ws2, v5) == 0
     check("--allow-anonymous opens a non-loopback listener", allow_anonymous)
 
+    # -- TLS client certificates ---------------------------------------------------
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=ws.dir, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=auth test CA")
+    ws.write("san.cnf", "subjectAltName=IP:127.0.0.1\n")
+    for name, subj, ext in (("server", "/CN=localhost", ["-extfile", "san.cnf"]),
+                            ("dev9", "/O=Acme/CN=device-9", []), ("dev7", "/CN=device-7", [])):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out",
+                name + ".csr", "-subj", subj)
+        openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", name + ".pem", "-days", "2", *ext)
+    tls_rules = ws.write("tls.lua", r'''
+local mq = require "mqrouter"
+mq.authenticate(function(c)
+  if c.cert_subject == "CN=device-9,O=Acme" then return true end
+  return false, "banned"
+end)
+''')
+    tls = free_port()
+    log3 = open(ws.path("tls.log"), "ab")
+    t = subprocess.Popen([BIN, "--no-listen", "--listen-tls", "0.0.0.0:%d" % tls, "--cert",
+                          ws.path("server.pem"), "--key", ws.path("server.key"), "--cafile",
+                          ws.path("ca.pem"), "--data-dir", ws.path("data3"), tls_rules],
+                         stdout=log3, stderr=log3)
+    ws.procs.append(t)
+    wait_port(tls)
+
+    def tls_pub(*args):
+        return mosq_pub(tls, "--cafile", ws.path("ca.pem"), *args)
+
+    def client_certs():
+        # the hook sees the verified subject (RFC 2253 order)
+        assert tls_pub("--cert", ws.path("dev9.pem"), "--key", ws.path("dev9.key")) == 0
+        assert tls_pub("-V", "mqttv5", "--cert", ws.path("dev7.pem"), "--key",
+                       ws.path("dev7.key")) == 0x8A
+        # no certificate, no name: anonymous on 0.0.0.0, refused before the hook
+        assert tls_pub() == 5
+    check("TLS: a verified client certificate's subject reaches the hook", client_certs)
+
 if failures:
     print("%d failed" % len(failures))
     raise SystemExit(1)
