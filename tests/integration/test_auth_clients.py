@@ -196,6 +196,7 @@ mq.authenticate(function(c)
 end)
 mq.authorize(function(c, action, topic, qos, retain)
   if topic == "boom" then error("authorize exploded") end
+  if topic == "spin" then while true do end end
   if topic:sub(1, 7) == "secret/" then return c.username == "alice" end
   if action == "subscribe" and topic == "forbidden/#" then return false end
   return true
@@ -212,7 +213,7 @@ with Workspace() as ws:
 
     port, wide = free_port(), free_port()
     rules = ws.write("rules.lua", PLAIN)
-    p = ws.mqrouter(port, rules, extra=("--listen", "0.0.0.0:%d" % wide))
+    p = ws.mqrouter(port, rules, extra=("--listen", "0.0.0.0:%d" % wide, "--budget-ms", "300"))
     wait_port(wide)
 
     # -- credentials ---------------------------------------------------------
@@ -357,6 +358,13 @@ with Workspace() as ws:
         c.send(packet(0x32, utf8("boom") + struct.pack("!H", 8) + b"\x00" + b"x"))
         first, body = c.read_packet()
         assert first >> 4 == 4 and body[:3] == b"\x00\x08\x87", (hex(first), body)
+        # a hook stuck in a loop is stopped by the handler budget, and denies
+        t0 = time.monotonic()
+        c.send(packet(0x32, utf8("spin") + struct.pack("!H", 9) + b"\x00" + b"x"))
+        first, body = c.read_packet()
+        assert first >> 4 == 4 and body[:3] == b"\x00\x09\x87", (hex(first), body)
+        assert time.monotonic() - t0 < 3
+        assert "authorize hook stopped: exceeded its time budget" in ws.log()
         c.close()
         # 3.1.1: acknowledged, and dropped
         n = len(v3.pubacks)
