@@ -7,11 +7,20 @@
  * declares the same session with the same settings keeps the connection;
  * one the new script no longer declares (or declares differently) is closed
  * when the new script takes over, never before.
+ *
+ * Lifecycle events reach the serving script's mq.on handlers; events that
+ * happen while a new script loads are also kept for it and handed over when
+ * it takes over. The coroutine helpers (mq.spawn, mq.wait_ready,
+ * up:publish_sync, up:messages) and mq.handle are Lua, in session_lua below:
+ * they only ever resume a coroutine from a loop callback (an event, a
+ * message, a timer), so waiting never blocks the loop. Must not: run Lua for
+ * a state that is neither serving nor loading.
  */
 #include "script.h"
 
 #include "topic.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,8 +69,21 @@ static void unlink_session(mqr_script_t *h, l_session_t *s)
     }
 }
 
-/* session{ name, broker, client_id, keepalive, clean, username, password,
- *          version, max_buffered } */
+static double opt_num(lua_State *L, int t, const char *key, double def)
+{
+    lua_getfield(L, t, key);
+    double v = def;
+    if (!lua_isnil(L, -1)) v = luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+#define MAX_BROKERS 16
+
+/* session{ name, broker | brokers, client_id, keepalive, clean, username,
+ *          password, version, max_buffered, session_expiry, prefix,
+ *          will = {topic, payload, qos, retain},
+ *          reconnect = {initial, max, max_attempts} } */
 int mqr__lsession_new(lua_State *L)
 {
     l_state_t *st = lua_touserdata(L, lua_upvalueindex(1));
@@ -71,8 +93,68 @@ int mqr__lsession_new(lua_State *L)
     cfg.name = opt_string(L, 1, "name", NULL);
     cfg.uri = opt_string(L, 1, "broker", NULL);
     if (!cfg.name || !*cfg.name) return luaL_error(L, "session needs a name");
-    if (!cfg.uri)
-        return luaL_error(L, "session '%s' needs a broker (\"tcp://host:port\")", cfg.name);
+    const char *uris[MAX_BROKERS];
+    luaL_Buffer keyb;
+    luaL_buffinit(L, &keyb);
+    lua_getfield(L, 1, "brokers");
+    int brokers_idx = lua_gettop(L); /* stays on the stack: it holds the strings */
+    if (!lua_isnil(L, brokers_idx)) {
+        if (!lua_istable(L, brokers_idx))
+            return luaL_error(L, "session '%s': brokers must be a list of URIs", cfg.name);
+        int n = (int)lua_objlen(L, brokers_idx);
+        if (n < 1 || n > MAX_BROKERS)
+            return luaL_error(L, "session '%s': brokers must list 1 to %d URIs", cfg.name,
+                              MAX_BROKERS);
+        for (int i = 0; i < n; i++) {
+            lua_rawgeti(L, brokers_idx, i + 1);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                return luaL_error(L, "session '%s': brokers[%d] must be a string", cfg.name, i + 1);
+            uris[i] = lua_tostring(L, -1);
+            lua_pop(L, 1);
+        }
+        cfg.uris = uris;
+        cfg.n_uris = n;
+    }
+    if (!cfg.uri && cfg.n_uris == 0)
+        return luaL_error(L, "session '%s' needs a broker (\"tcp://host:port\") or brokers",
+                          cfg.name);
+    lua_getfield(L, 1, "will");
+    int will_idx = lua_gettop(L);
+    if (!lua_isnil(L, will_idx)) {
+        luaL_checktype(L, will_idx, LUA_TTABLE);
+        cfg.will_topic = opt_string(L, will_idx, "topic", NULL);
+        if (!cfg.will_topic) return luaL_error(L, "session '%s': will needs a topic", cfg.name);
+        lua_getfield(L, will_idx, "payload");
+        size_t plen = 0;
+        cfg.will_payload = lua_isnil(L, -1) ? "" : luaL_checklstring(L, -1, &plen);
+        cfg.will_payload_len = plen;
+        lua_pop(L, 1); /* the will table holds it */
+        cfg.will_qos = opt_int(L, will_idx, "qos", 0);
+        cfg.will_retain = opt_int(L, will_idx, "retain", 0);
+    }
+    lua_getfield(L, 1, "reconnect");
+    int rec_idx = lua_gettop(L);
+    if (!lua_isnil(L, rec_idx)) {
+        luaL_checktype(L, rec_idx, LUA_TTABLE);
+        cfg.retry_initial_s = (int)opt_num(L, rec_idx, "initial", 0);
+        cfg.retry_max_s = (int)opt_num(L, rec_idx, "max", 0);
+        cfg.max_reconnects = opt_int(L, rec_idx, "max_attempts", 0);
+    }
+    cfg.session_expiry_s = (int64_t)opt_num(L, 1, "session_expiry", -1);
+    cfg.prefix = opt_string(L, 1, "prefix", NULL);
+    for (int i = 0; i < cfg.n_uris; i++) {
+        luaL_addstring(&keyb, uris[i]);
+        luaL_addchar(&keyb, ',');
+    }
+    luaL_pushresult(&keyb);
+    lua_pushfstring(L, "%s|%s|%s|%d|%d|%d|%d|%f|%s", lua_tostring(L, -1),
+                    cfg.will_topic ? cfg.will_topic : "", cfg.will_payload ? cfg.will_payload : "",
+                    cfg.will_qos, cfg.will_retain, cfg.retry_initial_s, cfg.retry_max_s,
+                    (double)cfg.session_expiry_s, cfg.prefix ? cfg.prefix : "");
+    lua_pushfstring(L, "|%d", cfg.max_reconnects);
+    lua_concat(L, 2);
+    lua_remove(L, -2);
+    const char *extra_key = lua_tostring(L, -1); /* stays on the stack */
     cfg.client_id = opt_string(L, 1, "client_id", NULL);
     cfg.username = opt_string(L, 1, "username", NULL);
     cfg.password = opt_string(L, 1, "password", NULL);
@@ -83,10 +165,10 @@ int mqr__lsession_new(lua_State *L)
     if (cfg.mqtt_version != 4 && cfg.mqtt_version != 5)
         return luaL_error(L, "session '%s': version must be 4 (MQTT 3.1.1) or 5", cfg.name);
 
-    lua_pushfstring(L, "%s|%s|%s|%s|%s|%d|%d|%d|%d", cfg.name, cfg.uri,
+    lua_pushfstring(L, "%s|%s|%s|%s|%s|%d|%d|%d|%d|%s", cfg.name, cfg.uri ? cfg.uri : "",
                     cfg.client_id ? cfg.client_id : "", cfg.username ? cfg.username : "",
                     cfg.password ? cfg.password : "", cfg.keepalive_s, cfg.clean_start,
-                    cfg.max_buffered, cfg.mqtt_version);
+                    cfg.max_buffered, cfg.mqtt_version, extra_key);
     const char *key = lua_tostring(L, -1);
 
     l_session_t *s = NULL;
@@ -119,8 +201,13 @@ int mqr__lsession_new(lua_State *L)
     return 1;
 }
 
+static void flush_pending(l_state_t *st);
+
 void mqr__lsession_activate(mqr_script_t *h, l_state_t *st)
 {
+    /* Events seen while st loaded come first: they happened before the
+     * removals below. */
+    flush_pending(st);
     for (l_session_t *s = h->sessions, *next; s; s = next) {
         next = s->next;
         s->created_by = NULL;
@@ -143,8 +230,11 @@ void mqr__lsession_abandon(mqr_script_t *h, l_state_t *st)
     }
 }
 
+static void observe(void *arg, const mqr_upstream_event_t *ev);
+
 void mqr__lsession_close_all(mqr_script_t *h)
 {
+    mqr__upstream_unobserve(h->e, observe, h);
     while (h->sessions) {
         l_session_t *s = h->sessions;
         h->sessions = s->next;
@@ -181,22 +271,331 @@ static int l_session_publish(lua_State *L)
     return 1;
 }
 
-/* up:route(filter, fn [, {qos}]): subscribes upstream; fn sees only this
- * session's messages. */
+/* up:route(filter, fn [, {qos, dead_letter, no_local, retain_as_published,
+ * retain_handling}]): subscribes upstream; fn sees only this session's
+ * messages. The v5 subscription options apply to the filter on this session
+ * (the last route to set them wins). */
 static int l_session_route(lua_State *L)
 {
     l_session_t *s = check_session(L);
     const char *filter = luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TFUNCTION);
+    if (lua_istable(L, 4)) {
+        lua_getfield(L, 4, "no_local");
+        lua_getfield(L, 4, "retain_as_published");
+        lua_getfield(L, 4, "retain_handling");
+        bool any = !lua_isnil(L, -3) || !lua_isnil(L, -2) || !lua_isnil(L, -1);
+        int rh = (int)luaL_optinteger(L, -1, -1);
+        bool nl = lua_toboolean(L, -3), rap = lua_toboolean(L, -2);
+        lua_pop(L, 3);
+        if (rh < -1 || rh > 2) return luaL_argerror(L, 4, "retain_handling must be 0, 1 or 2");
+        if (any && s->u) {
+            int rc = mqr__upstream_set_sub_options(s->u, filter, nl, rap, rh);
+            if (rc < 0) return luaL_error(L, "route '%s': %s", filter, mqr_strerror(rc));
+        }
+    }
     return mqr__route_declare(L, mqr__state_of(L), filter, 3, s, 4);
 }
 
 static int l_session_state(lua_State *L)
 {
     l_session_t *s = check_session(L);
-    static const char *const names[] = {"connecting", "connected", "disconnected", "closed"};
     mqr_upstream_state_t state = s->u ? mqr__upstream_state(s->u) : MQR_UPSTREAM_CLOSED;
-    lua_pushstring(L, names[state]);
+    lua_pushstring(L, mqr__upstream_state_name(state));
+    return 1;
+}
+
+/* up:close(): disconnects now. The script's handle stays, closed; a reload
+ * that declares the session again opens a new one. */
+static int l_session_close(lua_State *L)
+{
+    l_session_t *s = check_session(L);
+    if (s->u) {
+        mqr_upstream_t *u = s->u;
+        s->u = NULL;
+        s->config_key[0] = '\0'; /* never matches a declaration again */
+        mqr__upstream_close(u);
+    }
+    return 0;
+}
+
+static void set_num(lua_State *L, const char *k, double v)
+{
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_time(lua_State *L, const char *k, uint64_t ms)
+{
+    if (ms) set_num(L, k, (double)ms / 1000.0);
+}
+
+static void push_sub(void *arg, const char *filter, int qos)
+{
+    lua_State *L = arg;
+    int n = (int)lua_objlen(L, -1);
+    lua_pushstring(L, filter);
+    lua_rawseti(L, -2, n + 1);
+}
+
+/* [-0, +1] */
+static void push_status(lua_State *L, mqr_upstream_t *u)
+{
+    mqr_upstream_status_t o;
+    mqr__upstream_status(u, &o);
+    lua_createtable(L, 0, 32);
+    lua_pushstring(L, mqr__upstream_name(u));
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, mqr__upstream_state_name(o.state));
+    lua_setfield(L, -2, "state");
+    lua_pushboolean(L, o.ready);
+    lua_setfield(L, -2, "ready");
+    lua_pushstring(L, o.broker);
+    lua_setfield(L, -2, "broker");
+    if (o.last_error[0]) {
+        lua_pushstring(L, o.last_error);
+        lua_setfield(L, -2, "last_error");
+    }
+    set_time(L, "connected_since", o.connected_since_ms);
+    set_time(L, "last_error_at", o.last_error_at_ms);
+    set_time(L, "last_message_at", o.last_message_at_ms);
+    set_num(L, "connects", (double)o.connects);
+    set_num(L, "reconnects", (double)o.reconnects);
+    set_num(L, "connect_failures", (double)o.connect_failures);
+    set_num(L, "attempt", o.attempt);
+    set_num(L, "inflight", (double)o.inflight);
+    set_num(L, "buffered", (double)o.buffered);
+    set_num(L, "messages_sent", (double)o.messages_sent);
+    set_num(L, "messages_received", (double)o.messages_received);
+    set_num(L, "bytes_sent", (double)o.bytes_sent);
+    set_num(L, "bytes_received", (double)o.bytes_received);
+    set_num(L, "messages_refused", (double)o.messages_refused);
+    set_num(L, "messages_dropped", (double)o.messages_dropped);
+    set_num(L, "publish_full", (double)o.publish_full);
+    set_num(L, "publish_expired", (double)o.publish_expired);
+    set_num(L, "publish_failed", (double)o.publish_failed);
+    set_num(L, "delivered", (double)o.delivered);
+    lua_pushboolean(L, o.clean);
+    lua_setfield(L, -2, "clean");
+    lua_pushboolean(L, o.persistent);
+    lua_setfield(L, -2, "persistent");
+    lua_pushboolean(L, o.auto_reconnect);
+    lua_setfield(L, -2, "auto_reconnect");
+    lua_newtable(L);
+    mqr__upstream_foreach_sub(u, push_sub, L);
+    lua_setfield(L, -2, "subscriptions");
+}
+
+/* up:status() -> table (state "closed" and nothing else once closed) */
+static int l_session_status(lua_State *L)
+{
+    l_session_t *s = check_session(L);
+    if (s->u) {
+        push_status(L, s->u);
+    } else {
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, s->name);
+        lua_setfield(L, -2, "name");
+        lua_pushstring(L, "closed");
+        lua_setfield(L, -2, "state");
+    }
+    return 1;
+}
+
+static mqr_engine_t *engine_of(lua_State *L)
+{
+    return mqr__state_of(L)->host->e;
+}
+
+/* mq.session_status(name) -> table | nil, "ENOENT: ...", "ENOENT" */
+static int l_session_status_by_name(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    mqr_upstream_t *u = mqr__upstream_find(engine_of(L), name);
+    if (!u) return mqr__lua_fail(L, MQR_ENOENT, name);
+    push_status(L, u);
+    return 1;
+}
+
+/* mq.sessions() -> { "name", ... } every open session of the engine */
+static int l_sessions(lua_State *L)
+{
+    lua_newtable(L);
+    int i = 0;
+    for (mqr_upstream_t *u = mqr__upstream_first(engine_of(L)); u; u = mqr__upstream_next(u)) {
+        lua_pushstring(L, mqr__upstream_name(u));
+        lua_rawseti(L, -2, ++i);
+    }
+    return 1;
+}
+
+/* mq.sessions_stats() -> manager totals */
+static int l_sessions_stats(lua_State *L)
+{
+    mqr_upstream_manager_stats_t o;
+    mqr__upstream_manager_stats(engine_of(L), &o);
+    lua_createtable(L, 0, 9);
+    set_num(L, "sessions", o.sessions);
+    set_num(L, "connected", o.connected);
+    set_num(L, "ready", o.ready);
+    set_num(L, "failed", o.failed);
+    set_num(L, "messages_sent", (double)o.messages_sent);
+    set_num(L, "messages_received", (double)o.messages_received);
+    set_num(L, "bytes_sent", (double)o.bytes_sent);
+    set_num(L, "bytes_received", (double)o.bytes_received);
+    set_num(L, "reconnects", (double)o.reconnects);
+    return 1;
+}
+
+/* ---- events and completions into Lua -------------------------------------- */
+
+#define DISPATCH_KEY "mqrouter.session_dispatch"
+#define PENDING_KEY "mqrouter.session_pending"
+
+/* Calls the state's dispatcher with the table on top. [-1, +0] */
+static void dispatch(l_state_t *st)
+{
+    lua_State *L = st->L;
+    lua_getfield(L, LUA_REGISTRYINDEX, DISPATCH_KEY);
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 2);
+        return;
+    }
+    lua_insert(L, -2);
+    mqr__script_call(st, 1, "session event", NULL, NULL);
+}
+
+/* [-0, +1] */
+static void push_event(lua_State *L, const mqr_upstream_event_t *ev)
+{
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, mqr__upstream_event_name(ev->type));
+    lua_setfield(L, -2, "type");
+    lua_pushstring(L, ev->name);
+    lua_setfield(L, -2, "name");
+    set_num(L, "time", (double)ev->time_ms / 1000.0);
+    if (ev->reason) {
+        lua_pushstring(L, ev->reason);
+        lua_setfield(L, -2, "reason");
+    }
+    if (ev->broker) {
+        lua_pushstring(L, ev->broker);
+        lua_setfield(L, -2, "broker");
+    }
+    if (ev->attempt) set_num(L, "attempt", ev->attempt);
+    if (ev->type == MQR_UPEV_STATE_CHANGED) {
+        lua_pushstring(L, mqr__upstream_state_name(ev->old_state));
+        lua_setfield(L, -2, "old");
+        lua_pushstring(L, mqr__upstream_state_name(ev->new_state));
+        lua_setfield(L, -2, "new");
+    }
+}
+
+static void observe(void *arg, const mqr_upstream_event_t *ev)
+{
+    mqr_script_t *h = arg;
+    l_state_t *ld = h->loading;
+    if (ld && ld->L) {
+        lua_State *L = ld->L;
+        lua_getfield(L, LUA_REGISTRYINDEX, PENDING_KEY);
+        if (lua_istable(L, -1)) {
+            push_event(L, ev);
+            lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+        }
+        lua_pop(L, 1);
+    }
+    l_state_t *cur = h->cur;
+    if (cur && cur->L && cur->active) {
+        push_event(cur->L, ev);
+        dispatch(cur);
+    }
+}
+
+static void flush_pending(l_state_t *st)
+{
+    lua_State *L = st->L;
+    if (!L) return;
+    lua_getfield(L, LUA_REGISTRYINDEX, PENDING_KEY);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_newtable(L); /* later events go to the dispatcher directly */
+    lua_setfield(L, LUA_REGISTRYINDEX, PENDING_KEY);
+    int n = (int)lua_objlen(L, -1);
+    for (int i = 1; i <= n && st->active && st->L; i++) {
+        lua_rawgeti(L, -1, i);
+        dispatch(st);
+    }
+    lua_pop(L, 1);
+}
+
+typedef struct {
+    mqr_script_t *h;
+    double id;
+} pub_wait_t;
+
+static void pub_done(void *arg, int status, int reason)
+{
+    pub_wait_t *w = arg;
+    l_state_t *cur = w->h->cur;
+    if (cur && cur->L && cur->active) {
+        lua_State *L = cur->L;
+        lua_createtable(L, 0, 5);
+        lua_pushstring(L, "_publish_done");
+        lua_setfield(L, -2, "type");
+        set_num(L, "id", w->id);
+        lua_pushboolean(L, status == 0);
+        lua_setfield(L, -2, "ok");
+        if (status < 0) {
+            char buf[160];
+            if (reason >= 0x80)
+                snprintf(buf, sizeof buf, "%s: broker answered with reason code 0x%02x",
+                         mqr_err_name(status), reason);
+            else
+                snprintf(buf, sizeof buf, "%s: %s", mqr_err_name(status), mqr_strerror(status));
+            lua_pushstring(L, buf);
+            lua_setfield(L, -2, "err");
+        }
+        set_num(L, "reason", reason);
+        dispatch(cur);
+    }
+    free(w);
+}
+
+/* up:_publish_async(topic, payload, opts) -> id | nil, err, name; the answer
+ * comes as a "_publish_done" event with that id. */
+static int l_session_publish_async(lua_State *L)
+{
+    static double next_id; /* process-wide: ids never repeat across states */
+    l_session_t *s = check_session(L);
+    mqr_msg_init_t in = {.origin = MQR_ORIGIN_LUA};
+    in.topic = luaL_checklstring(L, 2, &in.topic_len);
+    in.payload = luaL_checklstring(L, 3, &in.payload_len);
+    uint8_t *props;
+    mqr__publish_opts(L, 4, &in, &props);
+    const char *why = NULL;
+    int rc = mqr__topic_name_check(in.topic, in.topic_len, &why);
+    if (rc == 0 && !s->u) rc = MQR_ECLOSED;
+    pub_wait_t *w = NULL;
+    if (rc == 0) {
+        w = malloc(sizeof *w);
+        mqr_msg_t *m = w ? mqr__msg_new(&in) : NULL;
+        if (m) {
+            w->h = s->host;
+            w->id = ++next_id;
+            rc = mqr__upstream_publish_cb(s->u, m, pub_done, w);
+        } else {
+            rc = MQR_ENOMEM;
+        }
+        mqr_msg_unref(m);
+    }
+    free(props);
+    if (rc < 0) {
+        free(w);
+        return mqr__lua_fail(L, rc, why);
+    }
+    lua_pushnumber(L, w->id);
     return 1;
 }
 
@@ -213,6 +612,9 @@ void mqr__lsession_register(lua_State *L)
         {"route", l_session_route},
         {"state", l_session_state},
         {"name", l_session_name},
+        {"status", l_session_status},
+        {"close", l_session_close},
+        {"_publish_async", l_session_publish_async},
         {NULL, NULL},
     };
     luaL_newmetatable(L, "mqrouter.session");
@@ -223,4 +625,247 @@ void mqr__lsession_register(lua_State *L)
     }
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
+}
+
+/* ---- the Lua half -----------------------------------------------------------
+ * Receives the rules table, the session methods table and the C helpers;
+ * adds spawn, wait_ready, on, handle, session_messages and the session
+ * methods publish_sync, publish_json, publish_batch and messages; returns
+ * the dispatcher C calls with every event. Runs outside the sandbox (it
+ * needs debug.traceback); what it adds is plain functions. */
+static const char session_lua[] =
+    "local mq, methods, C = ...\n"
+    "local traceback, cresume, yield = debug.traceback, coroutine.resume, coroutine.yield\n"
+    "local EVENTS = { session_added = true, session_connecting = true, session_connected = true,\n"
+    "  session_ready = true, session_disconnected = true, session_reconnecting = true,\n"
+    "  session_removed = true, session_state_changed = true, session_failed = true }\n"
+    "local handlers, ready_waits, pubs = {}, {}, {}\n"
+    "local function resume(co, ...)\n"
+    "  local ok, err = cresume(co, ...)\n"
+    "  if not ok then mq.log.error('coroutine failed: ' .. traceback(co, tostring(err))) end\n"
+    "end\n"
+    "local function current(what)\n"
+    "  local co, main = coroutine.running()\n"
+    "  if not co or main then\n"
+    "    error(what .. ' must be called from a coroutine (start one with mqrouter.spawn)', 3)\n"
+    "  end\n"
+    "  return co\n"
+    "end\n"
+    "function mq.spawn(fn, ...)\n"
+    "  if type(fn) ~= 'function' then error('bad argument #1 to spawn (function expected)', 2) "
+    "end\n"
+    "  local co = coroutine.create(fn)\n"
+    "  resume(co, ...)\n"
+    "  return co\n"
+    "end\n"
+    "local function is_ready(name)\n"
+    "  if name then local st = C.status(name); return st ~= nil and st.ready end\n"
+    "  local names = C.names()\n"
+    "  if #names == 0 then return false end\n"
+    "  for _, n in ipairs(names) do\n"
+    "    local st = C.status(n)\n"
+    "    if st and not st.ready then return false end\n"
+    "  end\n"
+    "  return true\n"
+    "end\n"
+    "function mq.wait_ready(name, timeout)\n"
+    "  if name ~= nil and type(name) ~= 'string' then\n"
+    "    error('bad argument #1 to wait_ready (session name or nil expected)', 2)\n"
+    "  end\n"
+    "  if timeout ~= nil and type(timeout) ~= 'number' then\n"
+    "    error('bad argument #2 to wait_ready (seconds expected)', 2)\n"
+    "  end\n"
+    "  local co = current('wait_ready')\n"
+    "  if is_ready(name) then return true end\n"
+    "  local w = { co = co, name = name }\n"
+    "  ready_waits[w] = true\n"
+    "  if timeout then\n"
+    "    w.timer = mq.after(timeout, function()\n"
+    "      if not ready_waits[w] then return end\n"
+    "      ready_waits[w] = nil\n"
+    "      resume(co, nil, string.format('ETIMEDOUT: %s not ready after %g s',\n"
+    "        name and (\"session '\" .. name .. \"'\") or 'sessions', timeout), 'ETIMEDOUT')\n"
+    "    end)\n"
+    "  end\n"
+    "  return yield()\n"
+    "end\n"
+    "function mq.on(event, fn)\n"
+    "  if not EVENTS[event] then error(\"unknown event '\" .. tostring(event) .. \"'\", 2) end\n"
+    "  if type(fn) ~= 'function' then error('bad argument #2 to on (function expected)', 2) end\n"
+    "  local list = handlers[event] or {}\n"
+    "  handlers[event] = list\n"
+    "  local entry = { fn = fn }\n"
+    "  list[#list + 1] = entry\n"
+    "  return { stop = function()\n"
+    "    for i, e in ipairs(list) do if e == entry then table.remove(list, i) break end end\n"
+    "  end }\n"
+    "end\n"
+    "local function dispatch(ev)\n"
+    "  if ev.type == '_publish_done' then\n"
+    "    local co = pubs[ev.id]\n"
+    "    if not co then return end\n"
+    "    pubs[ev.id] = nil\n"
+    "    if ev.ok then resume(co, true) else resume(co, nil, ev.err, ev.reason) end\n"
+    "    return\n"
+    "  end\n"
+    "  local list = handlers[ev.type]\n"
+    "  if list then\n"
+    "    local copy = { unpack(list) }\n"
+    "    for _, e in ipairs(copy) do\n"
+    "      local ok, err = xpcall(function() return e.fn(ev) end, traceback)\n"
+    "      if not ok then mq.log.error(ev.type .. ' handler failed: ' .. tostring(err)) end\n"
+    "    end\n"
+    "  end\n"
+    "  local done = {}\n"
+    "  for w in pairs(ready_waits) do if is_ready(w.name) then done[#done + 1] = w end end\n"
+    "  for _, w in ipairs(done) do\n"
+    "    ready_waits[w] = nil\n"
+    "    if w.timer then w.timer:stop() end\n"
+    "    resume(w.co, true)\n"
+    "  end\n"
+    "end\n"
+    "function methods.publish_sync(self, topic, payload, opts)\n"
+    "  local co = current('publish_sync')\n"
+    "  local timeout = opts and opts.timeout or 5\n"
+    "  local id, err, name = C.publish_async(self, topic, payload, opts)\n"
+    "  if not id then return nil, err, name end\n"
+    "  pubs[id] = co\n"
+    "  local t = mq.after(timeout, function()\n"
+    "    if not pubs[id] then return end\n"
+    "    pubs[id] = nil\n"
+    "    resume(co, nil, string.format('ETIMEDOUT: no answer to the publish on %s after %g s',\n"
+    "      topic, timeout), 'ETIMEDOUT')\n"
+    "  end)\n"
+    "  local a, b, c = yield()\n"
+    "  t:stop()\n"
+    "  return a, b, c\n"
+    "end\n"
+    "local json\n"
+    "function methods.publish_json(self, topic, value, opts)\n"
+    "  json = json or require('cjson')\n"
+    "  local ok, text = pcall(json.encode, value)\n"
+    "  if not ok then return nil, 'EPAYLOAD: ' .. tostring(text), 'EPAYLOAD' end\n"
+    "  return self:publish(topic, text, opts)\n"
+    "end\n"
+    "function methods.publish_batch(self, list, opts)\n"
+    "  if type(list) ~= 'table' then error('bad argument #1 to publish_batch (table expected)', 2) "
+    "end\n"
+    "  local published, failed, failures = 0, 0, {}\n"
+    "  for i, m in ipairs(list) do\n"
+    "    local topic, payload = m.topic or m[1], m.payload or m[2] or ''\n"
+    "    local o = (m.qos or m.retain or m.properties)\n"
+    "      and { qos = m.qos, retain = m.retain, properties = m.properties } or opts\n"
+    "    local ok, res, err = pcall(self.publish, self, topic, payload, o)\n"
+    "    if ok and res then published = published + 1\n"
+    "    else\n"
+    "      failed = failed + 1\n"
+    "      failures[#failures + 1] = { index = i, topic = topic, err = ok and err or tostring(res) "
+    "}\n"
+    "    end\n"
+    "  end\n"
+    "  return published, failed, failures\n"
+    "end\n"
+    "local function message_iterator(make_route, opts)\n"
+    "  local queue, head, tail, waiting = {}, 1, 0, nil\n"
+    "  local max = opts and opts.max or 1000\n"
+    "  local it = { dropped = 0 }\n"
+    "  it.route = make_route(function(msg)\n"
+    "    if waiting then local co = waiting; waiting = nil; resume(co, msg); return end\n"
+    "    if tail - head + 1 >= max then it.dropped = it.dropped + 1; return end\n"
+    "    tail = tail + 1; queue[tail] = msg\n"
+    "  end)\n"
+    "  function it.next(timeout)\n"
+    "    if head <= tail then\n"
+    "      local m = queue[head]; queue[head] = nil; head = head + 1; return m\n"
+    "    end\n"
+    "    local co = current('the message iterator')\n"
+    "    waiting = co\n"
+    "    local t\n"
+    "    if type(timeout) == 'number' then\n"
+    "      t = mq.after(timeout, function()\n"
+    "        if waiting == co then waiting = nil; resume(co, nil, 'ETIMEDOUT: no message', "
+    "'ETIMEDOUT') end\n"
+    "      end)\n"
+    "    end\n"
+    "    local m, err, name = yield()\n"
+    "    if t then t:stop() end\n"
+    "    return m, err, name\n"
+    "  end\n"
+    "  function it.stop() it.route:stop() end\n"
+    "  return setmetatable(it, { __call = function(self) return self.next() end })\n"
+    "end\n"
+    "function methods.messages(self, filter, opts)\n"
+    "  return message_iterator(function(fn) return self:route(filter, fn, opts) end, opts)\n"
+    "end\n"
+    "local declared, handles = {}, {}\n"
+    "local raw_session = mq.session\n"
+    "function mq.session(cfg)\n"
+    "  local s = raw_session(cfg)\n"
+    "  declared[#declared + 1] = s\n"
+    "  for _, h in ipairs(handles) do\n"
+    "    if not h.stopped then h.routes[#h.routes + 1] = s:route(h.filter, h.fn, h.opts) end\n"
+    "  end\n"
+    "  return s\n"
+    "end\n"
+    "local handle_mt = { __index = {\n"
+    "  stop = function(h)\n"
+    "    if h.stopped then return end\n"
+    "    h.stopped = true\n"
+    "    for _, r in ipairs(h.routes) do r:stop() end\n"
+    "  end } }\n"
+    "function mq.handle(filter, fn, opts)\n"
+    "  if type(filter) ~= 'string' then error('bad argument #1 to handle (string expected)', 2) "
+    "end\n"
+    "  if type(fn) ~= 'function' then error('bad argument #2 to handle (function expected)', 2) "
+    "end\n"
+    "  local h = setmetatable({ filter = filter, fn = fn, opts = opts, routes = {} }, handle_mt)\n"
+    "  for _, s in ipairs(declared) do h.routes[#h.routes + 1] = s:route(filter, fn, opts) end\n"
+    "  handles[#handles + 1] = h\n"
+    "  return h\n"
+    "end\n"
+    "function mq.session_messages(filter, opts)\n"
+    "  return message_iterator(function(fn) return mq.handle(filter, fn, opts) end, opts)\n"
+    "end\n"
+    "return dispatch\n";
+
+static int l_c_status(lua_State *L)
+{
+    mqr_upstream_t *u = mqr__upstream_find(engine_of(L), luaL_checkstring(L, 1));
+    if (!u) return 0;
+    push_status(L, u);
+    return 1;
+}
+
+void mqr__lsession_open(lua_State *L)
+{
+    l_state_t *st = mqr__state_of(L);
+    int api = lua_gettop(L);
+    static const luaL_Reg fns[] = {
+        {"sessions", l_sessions},
+        {"session_status", l_session_status_by_name},
+        {"sessions_stats", l_sessions_stats},
+        {NULL, NULL},
+    };
+    for (const luaL_Reg *f = fns; f->name; f++) {
+        lua_pushcfunction(L, f->func);
+        lua_setfield(L, api, f->name);
+    }
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, PENDING_KEY);
+    if (luaL_loadbuffer(L, session_lua, sizeof session_lua - 1, "=sessions") != 0)
+        lua_error(L); /* a bug in session_lua: state_new runs this unprotected */
+    lua_pushvalue(L, api);
+    luaL_getmetatable(L, "mqrouter.session");
+    lua_getfield(L, -1, "__index");
+    lua_remove(L, -2);
+    lua_createtable(L, 0, 3);
+    lua_pushcfunction(L, l_c_status);
+    lua_setfield(L, -2, "status");
+    lua_pushcfunction(L, l_sessions);
+    lua_setfield(L, -2, "names");
+    lua_pushcfunction(L, l_session_publish_async);
+    lua_setfield(L, -2, "publish_async");
+    lua_call(L, 3, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, DISPATCH_KEY);
+    mqr__upstream_observe(st->host->e, observe, st->host); /* once per host: EEXIST after */
 }

@@ -155,6 +155,7 @@ static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *
     free(sdir);
     mqr__rules_open(L);
     mqr__lauth_open(L);
+    mqr__lsession_open(L);
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, "mqrouter.api");
     if (lua_pcall(L, 3, 1, 0) != 0) {

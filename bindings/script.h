@@ -160,6 +160,9 @@ int mqr__lsession_new(lua_State *L); /* mq.session{...} */
 void mqr__lsession_activate(mqr_script_t *h, l_state_t *st);
 void mqr__lsession_abandon(mqr_script_t *h, l_state_t *st);
 void mqr__lsession_close_all(mqr_script_t *h);
+/* Adds sessions, session_status, on, spawn, wait_ready, handle... to the
+ * rules table on top and installs the state's event dispatcher. [-0, +0] */
+void mqr__lsession_open(lua_State *L);
 
 /* Listeners (bindings/l_listen.c). */
 void mqr__llisten_register(lua_State *L);

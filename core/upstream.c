@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* How long a closing session waits for in-flight messages before the
  * connection is dropped anyway. */
@@ -50,7 +51,28 @@ struct up_sub {
     unsigned refs;
     int qos;
     MQTTAsync_token token; /* of the last SUBSCRIBE sent, to match its answer */
+    bool awaiting;         /* restored after a connect, answer not seen: not ready yet */
     char filter[];
+};
+
+/* v5 subscription options a rule asked for a filter. */
+typedef struct up_subopt up_subopt_t;
+struct up_subopt {
+    up_subopt_t *next;
+    bool no_local, rap;
+    int rh; /* < 0: default */
+    char filter[];
+};
+
+/* A publish whose completion someone waits for (mqr__upstream_publish_cb).
+ * Owned by the session's list until its answer is handled on the loop, or
+ * until the session is freed. */
+typedef struct up_pub up_pub_t;
+struct up_pub {
+    up_pub_t *next;
+    mqr_upstream_t *u;
+    mqr_upstream_done_fn done; /* NULL once answered or cancelled */
+    void *arg;
 };
 
 typedef enum {
@@ -61,6 +83,8 @@ typedef enum {
     EV_SERVER_DISCONNECT,
     EV_SUB_OK,
     EV_SUB_FAILED,
+    EV_CONNECT_OK, /* which URI (text) */
+    EV_PUB_DONE,   /* ptr = the up_pub_t, code = 0 or Paho error */
 } up_ev_type_t;
 
 /* One event from Paho's threads. A message event carries topic, payload and
@@ -72,6 +96,7 @@ struct up_event {
     int code;   /* Paho return code, granted QoS... */
     int reason; /* MQTT reason code, v5 */
     MQTTAsync_token token;
+    void *ptr;
     uint8_t qos;
     bool retain;
     uint32_t expiry_s;
@@ -95,6 +120,28 @@ struct mqr_upstream {
     int clean_start;
     int version; /* 4 or 5 */
     int max_buffered;
+    char **uris; /* failover list, n_uris of them (0: uri alone) */
+    int n_uris;
+    char *will_topic;
+    void *will_payload;
+    size_t will_payload_len;
+    int will_qos, will_retain;
+    int64_t session_expiry_s;
+    int retry_initial_s, retry_max_s, max_reconnects;
+    char *prefix; /* NULL = none */
+    size_t prefix_len;
+    up_subopt_t *subopts;
+    up_pub_t *pubs;
+
+    /* Loop thread only: what status() reports. */
+    char broker[256];
+    char last_error[256];
+    uint64_t last_error_at_ms;
+    uint64_t connected_since_ms;
+    uint64_t last_message_at_ms;
+    unsigned attempt;       /* failed connect attempts in a row */
+    unsigned subs_awaiting; /* restored subscriptions not answered yet */
+    bool ready;
 
     MQTTAsync client;
     mqr_upstream_state_t state;
@@ -128,10 +175,25 @@ struct mqr_upstream {
         uint64_t expired;       /* publishes dropped: message expired */
         uint64_t props_dropped; /* publishes sent without their malformed v5 properties */
         uint64_t connects;
+        uint64_t connect_failures;
+        uint64_t reconnects;
+        uint64_t bytes_sent;
+        uint64_t bytes_received;
+        uint64_t publish_failed;
     } stats;
     uint64_t buffered;     /* publishes accepted while not connected, since the last connect */
     uint64_t dropped_seen; /* u->dropped when last warned about */
 };
+
+/* PAHO_MEMORY_ERROR, not in the public header */
+#define PAHO_OOM (-99)
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    if (!timespec_get(&ts, TIME_UTC)) return (uint64_t)time(NULL) * 1000u;
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 static char *xstrdup(const char *s)
 {
@@ -161,7 +223,7 @@ static int map_paho(int rc)
     case MQTTASYNC_WRONG_MQTT_VERSION:
     case MQTTASYNC_SSL_NOT_SUPPORTED:
         return MQR_EINVAL;
-    case -99: /* PAHO_MEMORY_ERROR, not in the public header */
+    case PAHO_OOM:
         return MQR_ENOMEM;
     default:
         return MQR_EUPSTREAM;
@@ -506,6 +568,46 @@ static void on_connect_failure5(void *ctx, MQTTAsync_failureData5 *d)
                 d ? d->message : NULL);
 }
 
+static void on_connect_ok(void *ctx, MQTTAsync_successData *d)
+{
+    push_simple(ctx, EV_CONNECT_OK, 0, 0, 0, d ? d->alt.connect.serverURI : NULL);
+}
+
+static void on_connect_ok5(void *ctx, MQTTAsync_successData5 *d)
+{
+    push_simple(ctx, EV_CONNECT_OK, 0, 0, 0, d ? d->alt.connect.serverURI : NULL);
+}
+
+static void push_pub_done(up_pub_t *p, int code, int reason)
+{
+    up_event_t *ev = ev_new(EV_PUB_DONE, 0, NULL);
+    if (!ev) return; /* the waiter times out; the record goes with the session */
+    ev->code = code;
+    ev->reason = reason;
+    ev->ptr = p;
+    ev_push(p->u, ev);
+}
+
+static void on_pub_ok(void *ctx, MQTTAsync_successData *d)
+{
+    push_pub_done(ctx, 0, 0);
+}
+
+static void on_pub_ok5(void *ctx, MQTTAsync_successData5 *d)
+{
+    push_pub_done(ctx, 0, d ? (int)d->reasonCode : 0);
+}
+
+static void on_pub_failed(void *ctx, MQTTAsync_failureData *d)
+{
+    push_pub_done(ctx, d && d->code ? d->code : MQTTASYNC_FAILURE, 0);
+}
+
+static void on_pub_failed5(void *ctx, MQTTAsync_failureData5 *d)
+{
+    push_pub_done(ctx, d && d->code ? d->code : MQTTASYNC_FAILURE, d ? (int)d->reasonCode : 0);
+}
+
 static void on_sub_ok(void *ctx, MQTTAsync_successData *d)
 {
     push_simple(ctx, EV_SUB_OK, d ? d->alt.qos : 0, 0, d ? d->token : 0, NULL);
@@ -549,16 +651,199 @@ static void on_disconnect_failed(void *ctx, MQTTAsync_failureData *d)
 
 /* ---- loop side ---------------------------------------------------------- */
 
+/* ---- observers (every session of an engine) ------------------------------
+ * The engine struct has no slot for them, so they live in one process-wide
+ * list keyed by engine. Engines on different threads may use it at once:
+ * the list is under a mutex, never held while an observer runs. */
+
+typedef struct up_obs up_obs_t;
+struct up_obs {
+    up_obs_t *next;
+    mqr_engine_t *e;
+    mqr_upstream_observer_fn fn;
+    void *arg;
+};
+
+typedef struct up_wait up_wait_t;
+struct up_wait {
+    up_wait_t *next; /* waits, while the timer is open */
+    mqr_engine_t *e;
+    char *name; /* NULL = every session */
+    mqr_upstream_ready_fn cb;
+    void *arg;
+    uv_timer_t timer;
+    bool done;
+};
+
+static uv_once_t obs_once = UV_ONCE_INIT;
+static uv_mutex_t obs_lock;
+static up_obs_t *observers;
+static up_wait_t *waits;
+
+static void obs_init(void)
+{
+    uv_mutex_init(&obs_lock);
+}
+
+int mqr__upstream_observe(mqr_engine_t *e, mqr_upstream_observer_fn fn, void *arg)
+{
+    uv_once(&obs_once, obs_init);
+    up_obs_t *o = malloc(sizeof *o);
+    if (!o) return MQR_ENOMEM;
+    o->e = e;
+    o->fn = fn;
+    o->arg = arg;
+    uv_mutex_lock(&obs_lock);
+    up_obs_t **pp = &observers;
+    while (*pp && !((*pp)->e == e && (*pp)->fn == fn && (*pp)->arg == arg))
+        pp = &(*pp)->next;
+    if (*pp) {
+        free(o);
+        o = NULL;
+    } else {
+        o->next = NULL; /* appended: observers run in the order added */
+        *pp = o;
+    }
+    uv_mutex_unlock(&obs_lock);
+    return o ? 0 : MQR_EEXIST;
+}
+
+void mqr__upstream_unobserve(mqr_engine_t *e, mqr_upstream_observer_fn fn, void *arg)
+{
+    uv_once(&obs_once, obs_init);
+    uv_mutex_lock(&obs_lock);
+    for (up_obs_t **pp = &observers; *pp; pp = &(*pp)->next) {
+        up_obs_t *o = *pp;
+        if (o->e == e && o->fn == fn && o->arg == arg) {
+            *pp = o->next;
+            free(o);
+            break;
+        }
+    }
+    uv_mutex_unlock(&obs_lock);
+}
+
+static bool obs_registered(mqr_engine_t *e, mqr_upstream_observer_fn fn, void *arg)
+{
+    bool found = false;
+    uv_mutex_lock(&obs_lock);
+    for (up_obs_t *o = observers; o && !found; o = o->next)
+        found = o->e == e && o->fn == fn && o->arg == arg;
+    uv_mutex_unlock(&obs_lock);
+    return found;
+}
+
+/* Observers may (un)register others and close sessions while we iterate:
+ * take a snapshot and check each entry is still registered before calling. */
+static void emit(mqr_upstream_t *u, mqr_upstream_event_t *ev)
+{
+    ev->u = u;
+    ev->name = u->name;
+    ev->time_ms = wall_ms();
+    if (!ev->broker) ev->broker = u->broker[0] ? u->broker : u->uri;
+    uv_once(&obs_once, obs_init);
+    enum { MAXSNAP = 64 };
+    struct {
+        mqr_upstream_observer_fn fn;
+        void *arg;
+    } snap[MAXSNAP];
+    int n = 0;
+    uv_mutex_lock(&obs_lock);
+    for (up_obs_t *o = observers; o && n < MAXSNAP; o = o->next)
+        if (o->e == u->e) {
+            snap[n].fn = o->fn;
+            snap[n].arg = o->arg;
+            n++;
+        }
+    uv_mutex_unlock(&obs_lock);
+    for (int i = 0; i < n; i++)
+        if (i == 0 || obs_registered(u->e, snap[i].fn, snap[i].arg)) snap[i].fn(snap[i].arg, ev);
+}
+
+static void emit_simple(mqr_upstream_t *u, mqr_upstream_event_type_t type, const char *reason,
+                        unsigned attempt)
+{
+    mqr_upstream_event_t ev = {.type = type, .reason = reason, .attempt = attempt};
+    emit(u, &ev);
+}
+
+const char *mqr__upstream_state_name(mqr_upstream_state_t st)
+{
+    static const char *const names[] = {"connecting", "connected", "disconnected", "closed",
+                                        "failed"};
+    return (unsigned)st < sizeof names / sizeof names[0] ? names[st] : "?";
+}
+
+const char *mqr__upstream_event_name(mqr_upstream_event_type_t t)
+{
+    static const char *const names[] = {
+        "session_added",   "session_connecting",    "session_connected",
+        "session_ready",   "session_disconnected",  "session_reconnecting",
+        "session_removed", "session_state_changed", "session_failed",
+    };
+    return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "?";
+}
+
 static void set_state(mqr_upstream_t *u, mqr_upstream_state_t st, const char *reason)
 {
     if (u->state == st) return;
+    mqr_upstream_state_t old = u->state;
     u->state = st;
-    static const char *const names[] = {"connecting", "connected", "disconnected", "closed"};
-    MQR_LOG_I("upstream", "session '%s' %s (%s): %s", u->name, names[st], u->uri, reason);
-    if (u->observer) u->observer(u->observer_arg, u, st, reason);
+    MQR_LOG_I("upstream", "session '%s' %s (%s): %s", u->name, mqr__upstream_state_name(st),
+              u->broker[0] ? u->broker : u->uri, reason);
+    if (st != MQR_UPSTREAM_CONNECTED) {
+        u->ready = false;
+        u->connected_since_ms = 0;
+    }
+    mqr_upstream_event_t ev = {
+        .type = MQR_UPEV_STATE_CHANGED, .reason = reason, .old_state = old, .new_state = st};
+    emit(u, &ev);
+    if (u->observer && st <= MQR_UPSTREAM_CLOSED) u->observer(u->observer_arg, u, st, reason);
 }
 
-static void send_subscribe(mqr_upstream_t *u, up_sub_t *s)
+static void note_error(mqr_upstream_t *u, const char *why)
+{
+    snprintf(u->last_error, sizeof u->last_error, "%s", why);
+    u->last_error_at_ms = wall_ms();
+}
+
+static void check_ready(mqr_upstream_t *u)
+{
+    if (u->ready || u->closing || u->state != MQR_UPSTREAM_CONNECTED || u->subs_awaiting) return;
+    u->ready = true;
+    emit_simple(u, MQR_UPEV_READY, NULL, 0);
+}
+
+/* The filter as sent upstream: the session's prefix goes after a
+ * "$share/<group>/" part. Returns malloc'd text, or NULL without a prefix
+ * (then use filter) — or when out of memory (*oom set). */
+static char *remote_name(const mqr_upstream_t *u, const char *filter, bool *oom)
+{
+    *oom = false;
+    if (!u->prefix) return NULL;
+    size_t skip = 0;
+    if (strncmp(filter, "$share/", 7) == 0) {
+        const char *slash = strchr(filter + 7, '/');
+        if (slash) skip = (size_t)(slash + 1 - filter);
+    }
+    size_t n = strlen(filter) + u->prefix_len + 1;
+    char *r = malloc(n);
+    if (!r) {
+        *oom = true;
+        return NULL;
+    }
+    snprintf(r, n, "%.*s%s%s", (int)skip, filter, u->prefix, filter + skip);
+    return r;
+}
+
+static up_subopt_t *subopt_find(const mqr_upstream_t *u, const char *filter)
+{
+    for (up_subopt_t *o = u->subopts; o; o = o->next)
+        if (strcmp(o->filter, filter) == 0) return o;
+    return NULL;
+}
+
+static int send_subscribe(mqr_upstream_t *u, up_sub_t *s)
 {
     MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
     r.context = u;
@@ -568,11 +853,21 @@ static void send_subscribe(mqr_upstream_t *u, up_sub_t *s)
         /* Re-subscribing after a reconnect must not replay retained
          * messages for a subscription the broker kept. */
         r.subscribeOptions.retainHandling = 1;
+        up_subopt_t *o = subopt_find(u, s->filter);
+        if (o) {
+            r.subscribeOptions.noLocal = o->no_local;
+            r.subscribeOptions.retainAsPublished = o->rap;
+            if (o->rh >= 0) r.subscribeOptions.retainHandling = (unsigned char)o->rh;
+        }
     } else {
         r.onSuccess = on_sub_ok;
         r.onFailure = on_sub_failed;
     }
-    int rc = MQTTAsync_subscribe(u->client, s->filter, s->qos, &r);
+    bool oom;
+    char *remote = remote_name(u, s->filter, &oom);
+    int rc =
+        oom ? PAHO_OOM : MQTTAsync_subscribe(u->client, remote ? remote : s->filter, s->qos, &r);
+    free(remote);
     if (rc == MQTTASYNC_SUCCESS) {
         s->token = r.token;
     } else if (rc != MQTTASYNC_DISCONNECTED) {
@@ -581,6 +876,7 @@ static void send_subscribe(mqr_upstream_t *u, up_sub_t *s)
         MQR_LOG_W("upstream", "session '%s': cannot subscribe to '%s': %s", u->name, s->filter,
                   MQTTAsync_strerror(rc));
     }
+    return rc;
 }
 
 static up_sub_t *sub_by_token(mqr_upstream_t *u, MQTTAsync_token token)
@@ -593,8 +889,15 @@ static up_sub_t *sub_by_token(mqr_upstream_t *u, MQTTAsync_token token)
 static void deliver(mqr_upstream_t *u, up_event_t *ev)
 {
     u->stats.received++;
+    u->stats.bytes_received += ev->payload_len;
+    u->last_message_at_ms = wall_ms();
     const char *topic = ev->data;
-    int rc = mqr__topic_name_validate(topic, ev->topic_len);
+    size_t topic_len = ev->topic_len;
+    if (u->prefix && topic_len > u->prefix_len && memcmp(topic, u->prefix, u->prefix_len) == 0) {
+        topic += u->prefix_len;
+        topic_len -= u->prefix_len;
+    }
+    int rc = mqr__topic_name_validate(topic, topic_len);
     if (rc < 0) {
         u->stats.refused++;
         MQR_LOG_W("upstream", "session '%s': dropped a message with an invalid topic: %s", u->name,
@@ -603,7 +906,7 @@ static void deliver(mqr_upstream_t *u, up_event_t *ev)
     }
     mqr_msg_init_t in = {
         .topic = topic,
-        .topic_len = ev->topic_len,
+        .topic_len = topic_len,
         .payload = ev->data + ev->topic_len + 1,
         .payload_len = ev->payload_len,
         .props = (const uint8_t *)ev->data + ev->topic_len + 1 + ev->payload_len,
@@ -632,6 +935,34 @@ static void deliver(mqr_upstream_t *u, up_event_t *ev)
     mqr_msg_unref(m);
 }
 
+/* max_reconnects failed attempts in a row: stop Paho retrying and say so. */
+static void give_up(mqr_upstream_t *u, const char *why)
+{
+    char reason[320];
+    snprintf(reason, sizeof reason, "gave up after %u failed attempt(s): %s", u->attempt, why);
+    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+    d.timeout = 0;
+    /* Not connected: returns DISCONNECTED and just stops the retries. */
+    MQTTAsync_disconnect(u->client, &d);
+    MQR_LOG_E("upstream", "session '%s': %s", u->name, reason);
+    set_state(u, MQR_UPSTREAM_FAILED, reason);
+    if (!u->closing) emit_simple(u, MQR_UPEV_FAILED, reason, u->attempt);
+}
+
+static void pub_done(mqr_upstream_t *u, up_event_t *ev)
+{
+    up_pub_t *p = ev->ptr;
+    for (up_pub_t **pp = &u->pubs; *pp; pp = &(*pp)->next) {
+        if (*pp != p) continue;
+        *pp = p->next;
+        int status = ev->code == 0 && ev->reason < 0x80 ? 0 : MQR_EUPSTREAM;
+        if (status < 0) u->stats.publish_failed++;
+        if (p->done) p->done(p->arg, status, ev->reason);
+        free(p);
+        return;
+    }
+}
+
 static void handle_event(mqr_upstream_t *u, up_event_t *ev)
 {
     char why[256];
@@ -639,33 +970,61 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
     case EV_MESSAGE:
         deliver(u, ev);
         break;
+    case EV_CONNECT_OK:
+        if (ev->text) snprintf(u->broker, sizeof u->broker, "%s", ev->text);
+        break;
+    case EV_PUB_DONE:
+        pub_done(u, ev);
+        break;
     case EV_CONNECTED:
         u->stats.connects++;
+        if (u->ever_connected || u->attempt) u->stats.reconnects++;
         u->buffered = 0;
         u->connect_failing = false;
+        u->attempt = 0;
         u->server_reason[0] = '\0';
+        u->connected_since_ms = wall_ms();
+        if (!u->broker[0] && u->n_uris == 0) snprintf(u->broker, sizeof u->broker, "%s", u->uri);
         set_state(u, MQR_UPSTREAM_CONNECTED, u->ever_connected ? "reconnected" : "connected");
         u->ever_connected = true;
         /* The observer may have closed us; then Paho is no longer ours. */
         if (u->closing || u->state != MQR_UPSTREAM_CONNECTED) break;
-        for (up_sub_t *s = u->subs; s; s = s->next)
-            send_subscribe(u, s);
+        emit_simple(u, MQR_UPEV_CONNECTED, NULL, 0);
+        if (u->closing || u->state != MQR_UPSTREAM_CONNECTED) break;
+        u->subs_awaiting = 0;
+        for (up_sub_t *s = u->subs; s; s = s->next) {
+            s->awaiting = send_subscribe(u, s) == MQTTASYNC_SUCCESS;
+            if (s->awaiting) u->subs_awaiting++;
+        }
+        check_ready(u);
         break;
     case EV_SERVER_DISCONNECT:
         snprintf(u->server_reason, sizeof u->server_reason, "broker sent DISCONNECT: %s%s%s",
                  MQTTReasonCode_toString((enum MQTTReasonCodes)ev->reason), ev->text ? ", " : "",
                  ev->text ? ev->text : "");
         break;
-    case EV_LOST:
-        snprintf(why, sizeof why, "%s, reconnecting",
-                 u->server_reason[0] ? u->server_reason
-                 : ev->text          ? ev->text
-                                     : "connection lost");
+    case EV_LOST: {
+        const char *cause = u->server_reason[0] ? u->server_reason
+                            : ev->text          ? ev->text
+                                                : "connection lost";
+        char cause_copy[200];
+        snprintf(cause_copy, sizeof cause_copy, "%s", cause);
+        snprintf(why, sizeof why, "%s, reconnecting", cause_copy);
         u->server_reason[0] = '\0';
+        note_error(u, cause_copy);
         set_state(u, MQR_UPSTREAM_DISCONNECTED, why);
+        if (u->closing) break;
+        emit_simple(u, MQR_UPEV_DISCONNECTED, cause_copy, 0);
+        if (u->closing) break;
+        emit_simple(u, MQR_UPEV_RECONNECTING, NULL, 1);
         break;
+    }
     case EV_CONNECT_FAILED:
+        if (u->state == MQR_UPSTREAM_FAILED) break;
         describe_failure(why, sizeof why, ev->code, ev->reason, ev->text);
+        note_error(u, why);
+        u->stats.connect_failures++;
+        u->attempt++;
         /* One warning per outage; Paho keeps retrying with backoff. */
         if (!u->connect_failing)
             MQR_LOG_W("upstream", "session '%s': cannot connect to %s: %s (retrying)", u->name,
@@ -674,12 +1033,22 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
             MQR_LOG_D("upstream", "session '%s': cannot connect to %s: %s (retrying)", u->name,
                       u->uri, why);
         u->connect_failing = true;
+        if (u->max_reconnects > 0 && u->attempt >= (unsigned)u->max_reconnects) {
+            give_up(u, why);
+            break;
+        }
+        emit_simple(u, MQR_UPEV_RECONNECTING, why, u->attempt + 1);
         break;
     case EV_SUB_OK: {
         up_sub_t *s = sub_by_token(u, ev->token);
         if (s && ev->code < s->qos)
             MQR_LOG_I("upstream", "session '%s': broker granted QoS %d for '%s' (asked %d)",
                       u->name, ev->code, s->filter, s->qos);
+        if (s && s->awaiting) {
+            s->awaiting = false;
+            u->subs_awaiting--;
+            check_ready(u);
+        }
         break;
     }
     case EV_SUB_FAILED: {
@@ -691,6 +1060,13 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
                          NULL);
         MQR_LOG_W("upstream", "session '%s': broker refused subscription to '%s': %s", u->name,
                   s->filter, why);
+        note_error(u, why);
+        /* Answered all the same: a refused filter does not hold up ready. */
+        if (s->awaiting) {
+            s->awaiting = false;
+            u->subs_awaiting--;
+            check_ready(u);
+        }
         break;
     }
     }
@@ -746,6 +1122,20 @@ static void session_free(mqr_upstream_t *u)
         free(s);
         s = next;
     }
+    for (up_subopt_t *o = u->subopts, *next; o; o = next) {
+        next = o->next;
+        free(o);
+    }
+    for (up_pub_t *p = u->pubs, *next; p; p = next) {
+        next = p->next;
+        free(p);
+    }
+    for (int i = 0; i < u->n_uris; i++)
+        free(u->uris[i]);
+    free(u->uris);
+    free(u->will_topic);
+    free(u->will_payload);
+    free(u->prefix);
     uv_cond_destroy(&u->cond);
     uv_mutex_destroy(&u->lock);
     free(u->name);
@@ -852,17 +1242,33 @@ static int start_connect(mqr_upstream_t *u)
         o = o5;
         o.cleanstart = u->clean_start != 0;
         o.onFailure5 = on_connect_failure5;
-        if (!u->clean_start) {
+        o.onSuccess5 = on_connect_ok5;
+        if (!u->clean_start || u->session_expiry_s >= 0) {
             /* v5 ends a session when the connection closes unless told
              * otherwise; a resumable session is what clean_start = 0 asks. */
             MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL};
-            p.value.integer4 = 0xFFFFFFFFu;
+            p.value.integer4 =
+                u->session_expiry_s >= 0 ? (unsigned)u->session_expiry_s : 0xFFFFFFFFu;
             if (MQTTProperties_add(&props, &p) != 0) return MQR_ENOMEM;
             o.connectProperties = &props;
         }
     } else {
         o.cleansession = u->clean_start != 0;
         o.onFailure = on_connect_failure;
+        o.onSuccess = on_connect_ok;
+    }
+    MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
+    if (u->will_topic) {
+        will.topicName = u->will_topic;
+        will.payload.data = u->will_payload;
+        will.payload.len = (int)u->will_payload_len;
+        will.qos = u->will_qos;
+        will.retained = u->will_retain;
+        o.will = &will;
+    }
+    if (u->n_uris > 0) {
+        o.serverURIs = u->uris;
+        o.serverURIcount = u->n_uris;
     }
     o.MQTTVersion = u->version;
     o.keepAliveInterval = u->keepalive_s;
@@ -870,8 +1276,8 @@ static int start_connect(mqr_upstream_t *u)
     o.password = u->password;
     o.connectTimeout = UP_CONNECT_TIMEOUT_S;
     o.automaticReconnect = 1;
-    o.minRetryInterval = UP_RETRY_MIN_S;
-    o.maxRetryInterval = UP_RETRY_MAX_S;
+    o.minRetryInterval = u->retry_initial_s;
+    o.maxRetryInterval = u->retry_max_s;
     o.context = u;
     int rc = MQTTAsync_connect(u->client, &o); /* copies what it keeps */
     MQTTProperties_free(&props);
@@ -881,7 +1287,18 @@ static int start_connect(mqr_upstream_t *u)
 int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_upstream_t **out)
 {
     *out = NULL;
-    if (!cfg || !cfg->name || !cfg->name[0] || !cfg->uri || !cfg->uri[0]) return MQR_EINVAL;
+    if (!cfg || !cfg->name || !cfg->name[0]) return MQR_EINVAL;
+    if (cfg->n_uris < 0 || (cfg->n_uris > 0 && !cfg->uris)) return MQR_EINVAL;
+    for (int i = 0; i < cfg->n_uris; i++)
+        if (!cfg->uris[i] || !cfg->uris[i][0]) return MQR_EINVAL;
+    if (cfg->n_uris == 0 && (!cfg->uri || !cfg->uri[0])) return MQR_EINVAL;
+    if (cfg->will_topic &&
+        (mqr__topic_name_validate(cfg->will_topic, strlen(cfg->will_topic)) < 0 ||
+         cfg->will_qos < 0 || cfg->will_qos > 2 || cfg->will_payload_len > 65535))
+        return MQR_EINVAL;
+    if (cfg->retry_initial_s < 0 || cfg->retry_max_s < 0 || cfg->max_reconnects < 0 ||
+        cfg->session_expiry_s > 0xFFFFFFFFll)
+        return MQR_EINVAL;
     int version = cfg->mqtt_version ? cfg->mqtt_version : MQTTVERSION_3_1_1;
     if (version != MQTTVERSION_3_1_1 && version != MQTTVERSION_5) return MQR_EINVAL;
     if (cfg->keepalive_s < 0 || cfg->keepalive_s > 65535 || cfg->max_buffered < 0)
@@ -897,8 +1314,38 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     u->clean_start = cfg->clean_start;
     u->max_buffered = cfg->max_buffered ? cfg->max_buffered : 10000;
     u->state = MQR_UPSTREAM_CONNECTING;
+    u->session_expiry_s = cfg->session_expiry_s;
+    u->retry_initial_s = cfg->retry_initial_s ? cfg->retry_initial_s : UP_RETRY_MIN_S;
+    u->retry_max_s = cfg->retry_max_s ? cfg->retry_max_s : UP_RETRY_MAX_S;
+    if (u->retry_max_s < u->retry_initial_s) u->retry_max_s = u->retry_initial_s;
+    u->max_reconnects = cfg->max_reconnects;
+    u->will_qos = cfg->will_qos;
+    u->will_retain = cfg->will_retain;
+    bool oom = false;
+    if (cfg->n_uris > 0) {
+        u->uris = calloc((size_t)cfg->n_uris, sizeof *u->uris);
+        oom |= !u->uris;
+        for (int i = 0; u->uris && i < cfg->n_uris; i++) {
+            u->uris[i] = strdup(cfg->uris[i]);
+            oom |= !u->uris[i];
+        }
+        if (u->uris) u->n_uris = cfg->n_uris;
+    }
+    if (cfg->will_topic) {
+        u->will_topic = strdup(cfg->will_topic);
+        u->will_payload_len = cfg->will_payload_len;
+        u->will_payload = malloc(cfg->will_payload_len + 1);
+        oom |= !u->will_topic || !u->will_payload;
+        if (u->will_payload && cfg->will_payload_len)
+            memcpy(u->will_payload, cfg->will_payload, cfg->will_payload_len);
+    }
+    if (cfg->prefix && cfg->prefix[0]) {
+        u->prefix = strdup(cfg->prefix);
+        u->prefix_len = strlen(cfg->prefix);
+        oom |= !u->prefix;
+    }
     u->name = strdup(cfg->name);
-    u->uri = strdup(cfg->uri);
+    u->uri = strdup(cfg->uri && cfg->uri[0] ? cfg->uri : cfg->uris[0]);
     if (cfg->client_id) {
         u->client_id = strdup(cfg->client_id);
     } else if (u->name) {
@@ -907,18 +1354,13 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     }
     u->username = xstrdup(cfg->username);
     u->password = xstrdup(cfg->password);
-    if (!u->name || !u->uri || !u->client_id || (cfg->username && !u->username) ||
-        (cfg->password && !u->password)) {
-        free(u->name);
-        free(u->uri);
-        free(u->client_id);
-        free(u->username);
-        free(u->password);
-        free(u);
-        return MQR_ENOMEM;
-    }
     uv_mutex_init(&u->lock);
     uv_cond_init(&u->cond);
+    if (oom || !u->name || !u->uri || !u->client_id || (cfg->username && !u->username) ||
+        (cfg->password && !u->password)) {
+        session_free(u);
+        return MQR_ENOMEM;
+    }
 
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
     co.MQTTVersion = version;
@@ -950,6 +1392,8 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     u->async.data = u;
     u->next = e->sessions;
     e->sessions = u;
+    emit_simple(u, MQR_UPEV_ADDED, NULL, 0);
+    emit_simple(u, MQR_UPEV_CONNECTING, NULL, 0);
 
     rc = start_connect(u);
     if (rc < 0) {
@@ -957,6 +1401,7 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
                   mqr_strerror(rc));
         u->closing = true;
         u->state = MQR_UPSTREAM_CLOSED;
+        emit_simple(u, MQR_UPEV_REMOVED, mqr_strerror(rc), 0);
         begin_close(u);
         return rc;
     }
@@ -1035,19 +1480,79 @@ int mqr__upstream_unsubscribe(mqr_upstream_t *u, const char *filter)
     if (!s) return MQR_ENOENT;
     if (--s->refs > 0) return 0;
     *pp = s->next;
+    if (s->awaiting) u->subs_awaiting--;
     if (u->state == MQR_UPSTREAM_CONNECTED) {
         /* If this fails the broker keeps sending until the next clean
          * start; such messages simply find no route. */
-        int rc = MQTTAsync_unsubscribe(u->client, s->filter, NULL);
+        bool oom;
+        char *remote = remote_name(u, s->filter, &oom);
+        int rc =
+            oom ? PAHO_OOM : MQTTAsync_unsubscribe(u->client, remote ? remote : s->filter, NULL);
+        free(remote);
         if (rc != MQTTASYNC_SUCCESS && rc != MQTTASYNC_DISCONNECTED)
             MQR_LOG_W("upstream", "session '%s': cannot unsubscribe from '%s': %s", u->name,
                       s->filter, MQTTAsync_strerror(rc));
     }
     free(s);
+    check_ready(u);
     return 0;
 }
 
+int mqr__upstream_set_sub_options(mqr_upstream_t *u, const char *filter, bool no_local,
+                                  bool retain_as_published, int retain_handling)
+{
+    if (!filter || retain_handling > 2) return MQR_EINVAL;
+    if (u->closing) return MQR_ECLOSED;
+    up_subopt_t *o = subopt_find(u, filter);
+    if (!o) {
+        size_t len = strlen(filter);
+        o = malloc(sizeof *o + len + 1);
+        if (!o) return MQR_ENOMEM;
+        memcpy(o->filter, filter, len + 1);
+        o->next = u->subopts;
+        u->subopts = o;
+    }
+    o->no_local = no_local;
+    o->rap = retain_as_published;
+    o->rh = retain_handling;
+    return 0;
+}
+
+static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p);
+
 int mqr__upstream_publish(mqr_upstream_t *u, const mqr_msg_t *msg)
+{
+    return publish(u, msg, NULL);
+}
+
+int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstream_done_fn done,
+                             void *arg)
+{
+    if (!msg || !done) return MQR_EINVAL;
+    if (u->closing) return MQR_ECLOSED;
+    up_pub_t *p = malloc(sizeof *p);
+    if (!p) return MQR_ENOMEM;
+    p->u = u;
+    p->done = done;
+    p->arg = arg;
+    /* Listed before sending: Paho may answer on its thread at once. */
+    p->next = u->pubs;
+    u->pubs = p;
+    int rc = publish(u, msg, p);
+    if (rc == 1) rc = MQR_EINVAL; /* expired: nothing will answer */
+    if (rc < 0) {
+        for (up_pub_t **pp = &u->pubs; *pp; pp = &(*pp)->next)
+            if (*pp == p) {
+                *pp = p->next;
+                break;
+            }
+        free(p);
+    }
+    return rc;
+}
+
+/* Returns 0, 1 when the message expired (dropped), or < 0. */
+static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
 {
     if (!msg) return MQR_EINVAL;
     if (u->closing) return MQR_ECLOSED;
@@ -1059,7 +1564,7 @@ int mqr__upstream_publish(mqr_upstream_t *u, const mqr_msg_t *msg)
         if (age_s >= msg->expiry_s) {
             /* An expired message must not be forwarded (MQTT 5, 3.3.2.3.3). */
             u->stats.expired++;
-            return 0;
+            return p ? 1 : 0;
         }
         expiry = msg->expiry_s - (uint32_t)age_s;
     }
@@ -1070,6 +1575,16 @@ int mqr__upstream_publish(mqr_upstream_t *u, const mqr_msg_t *msg)
     pm.retained = msg->retain;
     /* Without a response struct Paho ignores the message's properties. */
     MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
+    if (p) {
+        r.context = p;
+        if (u->version == MQTTVERSION_5) {
+            r.onSuccess5 = on_pub_ok5;
+            r.onFailure5 = on_pub_failed5;
+        } else {
+            r.onSuccess = on_pub_ok;
+            r.onFailure = on_pub_failed;
+        }
+    }
     if (u->version == MQTTVERSION_5) {
         if (msg->props_len) {
             int prc = props_decode(msg->props, msg->props_len, &pm.properties);
@@ -1081,22 +1596,30 @@ int mqr__upstream_publish(mqr_upstream_t *u, const mqr_msg_t *msg)
             }
         }
         if (expiry) {
-            MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL};
-            p.value.integer4 = expiry;
-            if (MQTTProperties_add(&pm.properties, &p) != 0) {
+            MQTTProperty xp = {.identifier = MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL};
+            xp.value.integer4 = expiry;
+            if (MQTTProperties_add(&pm.properties, &xp) != 0) {
                 MQTTProperties_free(&pm.properties);
                 return MQR_ENOMEM;
             }
         }
     }
-    int rc = MQTTAsync_sendMessage(u->client, msg->topic, &pm, &r); /* copies everything */
+    bool oom;
+    char *remote = remote_name(u, msg->topic, &oom);
+    int rc = oom ? PAHO_OOM
+                 : MQTTAsync_sendMessage(u->client, remote ? remote : msg->topic, &pm,
+                                         &r); /* copies everything */
+    free(remote);
     MQTTProperties_free(&pm.properties);
     rc = map_paho(rc);
     if (rc == 0 && u->state != MQR_UPSTREAM_CONNECTED) u->buffered++;
-    if (rc == 0)
+    if (rc == 0) {
         u->stats.sent++;
-    else if (rc == MQR_EFULL)
+        u->stats.bytes_sent += msg->payload_len;
+        u->last_message_at_ms = wall_ms();
+    } else if (rc == MQR_EFULL) {
         u->stats.full++;
+    }
     return rc;
 }
 
@@ -1104,8 +1627,21 @@ void mqr__upstream_close(mqr_upstream_t *u)
 {
     if (!u || u->closing) return;
     u->closing = true;
+    mqr_upstream_state_t old = u->state;
     u->state = MQR_UPSTREAM_CLOSED;
+    u->ready = false;
     MQR_LOG_I("upstream", "session '%s' closing (%s)", u->name, u->uri);
+    for (up_pub_t *p = u->pubs; p; p = p->next) {
+        mqr_upstream_done_fn done = p->done;
+        p->done = NULL;
+        if (done) done(p->arg, MQR_ECLOSED, 0);
+    }
+    mqr_upstream_event_t sc = {.type = MQR_UPEV_STATE_CHANGED,
+                               .reason = "closed",
+                               .old_state = old,
+                               .new_state = MQR_UPSTREAM_CLOSED};
+    emit(u, &sc);
+    emit_simple(u, MQR_UPEV_REMOVED, "closed", 0);
     if (u->buffered)
         MQR_LOG_W("upstream",
                   "session '%s': %llu message(s) buffered while disconnected are dropped", u->name,
@@ -1113,10 +1649,214 @@ void mqr__upstream_close(mqr_upstream_t *u)
     begin_close(u);
 }
 
+/* ---- waiting for ready ------------------------------------------------- */
+
+static bool is_ready(mqr_engine_t *e, const char *name)
+{
+    if (name) {
+        mqr_upstream_t *u = mqr__upstream_find(e, name);
+        return u && u->ready;
+    }
+    unsigned n = 0;
+    for (mqr_upstream_t *u = e->sessions; u; u = u->next) {
+        if (u->closing) continue;
+        if (!u->ready) return false;
+        n++;
+    }
+    return n > 0;
+}
+
+static void wait_closed(uv_handle_t *h)
+{
+    up_wait_t *w = h->data;
+    uv_mutex_lock(&obs_lock);
+    for (up_wait_t **pp = &waits; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    uv_mutex_unlock(&obs_lock);
+    free(w->name);
+    free(w);
+}
+
+static void wait_observe(void *arg, const mqr_upstream_event_t *ev);
+
+static void wait_finish(up_wait_t *w, int status)
+{
+    if (w->done) return;
+    w->done = true;
+    mqr__upstream_unobserve(w->e, wait_observe, w);
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, wait_closed);
+    w->cb(w->arg, status);
+}
+
+static void wait_observe(void *arg, const mqr_upstream_event_t *ev)
+{
+    up_wait_t *w = arg;
+    if (is_ready(w->e, w->name)) wait_finish(w, 0);
+}
+
+static void wait_timer(uv_timer_t *t)
+{
+    up_wait_t *w = t->data;
+    wait_finish(w, is_ready(w->e, w->name) ? 0 : UV_ETIMEDOUT);
+}
+
+static void wait_check_now(uv_timer_t *t)
+{
+    up_wait_t *w = t->data;
+    if (is_ready(w->e, w->name)) wait_finish(w, 0);
+}
+
+int mqr__upstream_wait_ready(mqr_engine_t *e, const char *name, uint64_t timeout_ms,
+                             mqr_upstream_ready_fn cb, void *arg)
+{
+    if (!cb) return MQR_EINVAL;
+    if (e->stopping) return MQR_ECLOSED;
+    up_wait_t *w = calloc(1, sizeof *w);
+    if (!w) return MQR_ENOMEM;
+    w->e = e;
+    w->cb = cb;
+    w->arg = arg;
+    if (name && !(w->name = strdup(name))) {
+        free(w);
+        return MQR_ENOMEM;
+    }
+    int rc = uv_timer_init(e->loop, &w->timer);
+    if (rc < 0) {
+        free(w->name);
+        free(w);
+        return rc;
+    }
+    w->timer.data = w;
+    rc = mqr__upstream_observe(e, wait_observe, w);
+    if (rc < 0) {
+        w->done = true;
+        uv_close((uv_handle_t *)&w->timer, wait_closed);
+        return rc;
+    }
+    uv_once(&obs_once, obs_init);
+    uv_mutex_lock(&obs_lock);
+    w->next = waits;
+    waits = w;
+    uv_mutex_unlock(&obs_lock);
+    if (is_ready(e, name))
+        uv_timer_start(&w->timer, wait_check_now, 0, 0);
+    else
+        uv_timer_start(&w->timer, wait_timer, timeout_ms, 0);
+    return 0;
+}
+
+/* ---- status ------------------------------------------------------------- */
+
+void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->state = u->state;
+    o->ready = u->ready;
+    o->clean = u->clean_start != 0;
+    o->persistent = false; /* Paho persistence: memory only for now */
+    o->auto_reconnect = u->state != MQR_UPSTREAM_FAILED && !u->closing;
+    o->broker = u->broker[0] ? u->broker : u->uri;
+    o->last_error = u->last_error;
+    o->last_error_at_ms = u->last_error_at_ms;
+    o->connected_since_ms = u->connected_since_ms;
+    o->last_message_at_ms = u->last_message_at_ms;
+    o->connects = u->stats.connects;
+    o->reconnects = u->stats.reconnects;
+    o->connect_failures = u->stats.connect_failures;
+    o->attempt = u->attempt;
+    for (up_sub_t *s = u->subs; s; s = s->next)
+        o->subscriptions++;
+    if (!u->closing) {
+        MQTTAsync_token *tokens = NULL;
+        if (MQTTAsync_getPendingTokens(u->client, &tokens) == MQTTASYNC_SUCCESS && tokens)
+            for (MQTTAsync_token *t = tokens; *t != -1; t++)
+                o->inflight++;
+        MQTTAsync_free(tokens);
+    }
+    o->buffered = u->state == MQR_UPSTREAM_CONNECTED ? 0 : u->buffered;
+    o->messages_sent = u->stats.sent;
+    o->bytes_sent = u->stats.bytes_sent;
+    o->messages_received = u->stats.received;
+    o->bytes_received = u->stats.bytes_received;
+    o->messages_refused = u->stats.refused;
+    o->publish_full = u->stats.full;
+    o->publish_expired = u->stats.expired;
+    o->publish_failed = u->stats.publish_failed;
+    uv_mutex_lock(&u->lock);
+    o->messages_dropped = u->dropped;
+    o->delivered = u->delivered;
+    uv_mutex_unlock(&u->lock);
+}
+
+void mqr__upstream_foreach_sub(const mqr_upstream_t *u,
+                               void (*fn)(void *arg, const char *filter, int qos), void *arg)
+{
+    for (const up_sub_t *s = u->subs; s; s = s->next)
+        fn(arg, s->filter, s->qos);
+}
+
+mqr_upstream_t *mqr__upstream_first(mqr_engine_t *e)
+{
+    mqr_upstream_t *u = e->sessions;
+    while (u && u->closing)
+        u = u->next;
+    return u;
+}
+
+mqr_upstream_t *mqr__upstream_next(mqr_upstream_t *u)
+{
+    u = u->next;
+    while (u && u->closing)
+        u = u->next;
+    return u;
+}
+
+void mqr__upstream_manager_stats(mqr_engine_t *e, mqr_upstream_manager_stats_t *o)
+{
+    memset(o, 0, sizeof *o);
+    for (mqr_upstream_t *u = mqr__upstream_first(e); u; u = mqr__upstream_next(u)) {
+        o->sessions++;
+        o->connected += u->state == MQR_UPSTREAM_CONNECTED;
+        o->ready += u->ready;
+        o->failed += u->state == MQR_UPSTREAM_FAILED;
+        o->messages_sent += u->stats.sent;
+        o->messages_received += u->stats.received;
+        o->bytes_sent += u->stats.bytes_sent;
+        o->bytes_received += u->stats.bytes_received;
+        o->reconnects += u->stats.reconnects;
+    }
+}
+
+static bool has_waits(mqr_engine_t *e)
+{
+    bool any = false;
+    uv_once(&obs_once, obs_init);
+    uv_mutex_lock(&obs_lock);
+    for (up_wait_t *w = waits; w && !any; w = w->next)
+        any = w->e == e;
+    uv_mutex_unlock(&obs_lock);
+    return any;
+}
+
 void mqr__upstream_close_all(mqr_engine_t *e)
 {
     for (mqr_upstream_t *u = e->sessions; u; u = u->next)
         mqr__upstream_close(u);
+    /* Waits still open end now; each is finished once, then only closing. */
+    for (;;) {
+        up_wait_t *found = NULL;
+        uv_once(&obs_once, obs_init);
+        uv_mutex_lock(&obs_lock);
+        for (up_wait_t *w = waits; w && !found; w = w->next)
+            if (w->e == e && !w->done) found = w;
+        uv_mutex_unlock(&obs_lock);
+        if (!found) break;
+        wait_finish(found, MQR_ECLOSED);
+    }
 }
 
 void mqr__upstream_free_all(mqr_engine_t *e)
@@ -1126,8 +1866,8 @@ void mqr__upstream_free_all(mqr_engine_t *e)
      * (destroy on a worker, then the async handle's close). On the engine's
      * own loop that has happened already; on a host's loop drive it here so
      * nothing of the engine outlives mqr_engine_free(). */
-    while (e->sessions) {
-        if (uv_run(e->loop, UV_RUN_ONCE) == 0 && e->sessions) {
+    while (e->sessions || has_waits(e)) {
+        if (uv_run(e->loop, UV_RUN_ONCE) == 0 && (e->sessions || has_waits(e))) {
             MQR_LOG_E("upstream", "sessions still open with an idle loop; leaking them");
             break;
         }

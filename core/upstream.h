@@ -18,7 +18,11 @@ typedef enum {
     MQR_UPSTREAM_CONNECTED = 1,
     MQR_UPSTREAM_DISCONNECTED = 2, /* lost; Paho reconnects */
     MQR_UPSTREAM_CLOSED = 3,
+    MQR_UPSTREAM_FAILED = 4, /* gave up after max_reconnects failed attempts */
 } mqr_upstream_state_t;
+
+/* "connecting", "connected", ... */
+const char *mqr__upstream_state_name(mqr_upstream_state_t st);
 
 typedef struct {
     const char *name;      /* unique per engine */
@@ -31,7 +35,123 @@ typedef struct {
     const char *password;  /* may be NULL */
     int mqtt_version;      /* 4 (3.1.1, default) or 5 */
     int max_buffered;      /* messages kept while disconnected; 0 = 10000 */
+    /* Failover: when n_uris > 0 these are tried in turn (Paho's serverURIs)
+     * and uri, if set, is only the name used in logs before the first
+     * connect. */
+    const char *const *uris;
+    int n_uris;
+    /* Will: sent by the broker when the connection dies without DISCONNECT. */
+    const char *will_topic; /* NULL = no will */
+    const void *will_payload;
+    size_t will_payload_len;
+    int will_qos;
+    int will_retain;
+    /* v5 Session Expiry Interval; < 0 = default (0 with clean start,
+     * "never" without). Ignored on 3.1.1. */
+    int64_t session_expiry_s;
+    /* Reconnect backoff: Paho doubles from initial to max (seconds). */
+    int retry_initial_s; /* 0 = 1 */
+    int retry_max_s;     /* 0 = 30 */
+    /* Failed attempts in a row (first connect or reconnect) after which the
+     * session stops trying and enters MQR_UPSTREAM_FAILED; 0 = never. */
+    int max_reconnects;
+    /* Added to every topic published and filter subscribed upstream, and
+     * stripped from topics received (those without it pass unchanged).
+     * NULL or "" = none. */
+    const char *prefix;
 } mqr_upstream_config_t;
+
+/* ---- lifecycle events ----------------------------------------------------
+ * Observers see every session of an engine, on the loop thread. For one
+ * change of state the order is: STATE_CHANGED, then the specific event
+ * (CONNECTED, DISCONNECTED, ...). READY follows CONNECTED once every
+ * subscription restored after the connect has been answered by the broker
+ * (at once when there is none). REMOVED comes last, from close. */
+typedef enum {
+    MQR_UPEV_ADDED = 0,
+    MQR_UPEV_CONNECTING,
+    MQR_UPEV_CONNECTED,
+    MQR_UPEV_READY,
+    MQR_UPEV_DISCONNECTED,
+    MQR_UPEV_RECONNECTING,
+    MQR_UPEV_REMOVED,
+    MQR_UPEV_STATE_CHANGED,
+    MQR_UPEV_FAILED, /* gave up: max_reconnects reached */
+    MQR_UPEV_COUNT_
+} mqr_upstream_event_type_t;
+
+typedef struct {
+    mqr_upstream_event_type_t type;
+    mqr_upstream_t *u;
+    const char *name;   /* the session's name */
+    uint64_t time_ms;   /* wall clock, ms since the epoch */
+    const char *reason; /* DISCONNECTED, FAILED, STATE_CHANGED: why; else NULL */
+    const char *broker; /* URI in use (CONNECTED) or last tried; may be NULL */
+    unsigned attempt;   /* RECONNECTING: 1, 2, ... */
+    mqr_upstream_state_t old_state, new_state; /* STATE_CHANGED */
+} mqr_upstream_event_t;
+
+/* "session_added", "session_connected", ... */
+const char *mqr__upstream_event_name(mqr_upstream_event_type_t t);
+
+typedef void (*mqr_upstream_observer_fn)(void *arg, const mqr_upstream_event_t *ev);
+
+/* Adds / removes an observer of every session of e (several may be added;
+ * the same fn+arg once). Loop thread. An observer may close sessions and
+ * add or remove observers. */
+int mqr__upstream_observe(mqr_engine_t *e, mqr_upstream_observer_fn fn, void *arg);
+void mqr__upstream_unobserve(mqr_engine_t *e, mqr_upstream_observer_fn fn, void *arg);
+
+/* Calls cb(arg, 0) once the named session (name NULL: every open session,
+ * and at least one) is ready, or cb(arg, UV_ETIMEDOUT) after timeout_ms, or
+ * cb(arg, MQR_ECLOSED) if the engine closes its sessions first. Never calls
+ * cb from inside this call (an already ready session answers on the next
+ * loop turn). */
+typedef void (*mqr_upstream_ready_fn)(void *arg, int status);
+int mqr__upstream_wait_ready(mqr_engine_t *e, const char *name, uint64_t timeout_ms,
+                             mqr_upstream_ready_fn cb, void *arg);
+
+/* ---- status and metrics --------------------------------------------------
+ * Counters are totals since the session was created. Names map to
+ * Prometheus metrics (docs/upstream.md). */
+typedef struct {
+    mqr_upstream_state_t state;
+    bool ready;
+    bool clean, persistent, auto_reconnect;
+    const char *broker;          /* URI connected to (or last tried) */
+    const char *last_error;      /* "" when none */
+    uint64_t connected_since_ms; /* wall clock; 0 when not connected */
+    uint64_t last_error_at_ms;
+    uint64_t last_message_at_ms; /* last message sent or received */
+    uint64_t connects;
+    uint64_t reconnects; /* connection attempts after the first */
+    uint64_t connect_failures;
+    unsigned attempt; /* failed attempts in a row now */
+    unsigned subscriptions;
+    size_t inflight;   /* publishes Paho has not completed (sent or buffered) */
+    uint64_t buffered; /* publishes accepted while disconnected, since the last connect */
+    uint64_t messages_sent, bytes_sent;
+    uint64_t messages_received, bytes_received;
+    uint64_t messages_refused; /* received but not routed */
+    uint64_t messages_dropped; /* received but the incoming queue was full */
+    uint64_t publish_full, publish_expired, publish_failed;
+    uint64_t delivered; /* QoS 1/2 publishes the broker completed */
+} mqr_upstream_status_t;
+
+void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *out);
+/* Calls fn for every subscription: filter as the rules see it (without
+ * prefix), QoS. */
+void mqr__upstream_foreach_sub(const mqr_upstream_t *u,
+                               void (*fn)(void *arg, const char *filter, int qos), void *arg);
+/* The open (not closing) sessions of e, first to last created. */
+mqr_upstream_t *mqr__upstream_first(mqr_engine_t *e);
+mqr_upstream_t *mqr__upstream_next(mqr_upstream_t *u);
+
+typedef struct {
+    unsigned sessions, connected, ready, failed;
+    uint64_t messages_sent, messages_received, bytes_sent, bytes_received, reconnects;
+} mqr_upstream_manager_stats_t;
+void mqr__upstream_manager_stats(mqr_engine_t *e, mqr_upstream_manager_stats_t *out);
 
 /* Observer of state changes, on the loop thread (the bindings turn these into
  * Lua events). Called only when the state actually changes, and not for
@@ -52,6 +172,12 @@ void mqr__upstream_set_observer(mqr_upstream_t *u, mqr_upstream_event_fn fn, voi
  * restored after every reconnect. */
 int mqr__upstream_subscribe(mqr_upstream_t *u, const char *filter, int qos);
 int mqr__upstream_unsubscribe(mqr_upstream_t *u, const char *filter);
+/* v5 subscription options for filter, used by every SUBSCRIBE of it sent
+ * from now on (set before subscribing to have them from the start).
+ * retain_handling: 0 send, 1 only for new subscriptions, 2 never; < 0 =
+ * the default (1 when re-subscribing after a reconnect, 0 otherwise). */
+int mqr__upstream_set_sub_options(mqr_upstream_t *u, const char *filter, bool no_local,
+                                  bool retain_as_published, int retain_handling);
 
 /* Sends msg's topic, payload, QoS and retain flag (and v5 properties on a v5
  * session). While disconnected, buffered up to max_buffered, then MQR_EFULL.
@@ -59,6 +185,14 @@ int mqr__upstream_unsubscribe(mqr_upstream_t *u, const char *filter);
  * otherwise a v5 session sends what is left of it as Message Expiry. Raw
  * properties a PUBLISH cannot carry make it send without properties (logged). */
 int mqr__upstream_publish(mqr_upstream_t *u, const mqr_msg_t *msg);
+/* Same, and calls done(arg, status, reason) on the loop thread when the
+ * broker completed it (QoS 1: PUBACK, 2: PUBCOMP, 0: written): status 0, or
+ * MQR_EUPSTREAM with the v5 reason code (or 0), or MQR_ECLOSED when the
+ * session closes first. done is not called when this returns < 0. An
+ * expired message is refused here with MQR_EINVAL. */
+typedef void (*mqr_upstream_done_fn)(void *arg, int status, int reason);
+int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstream_done_fn done,
+                             void *arg);
 
 /* Disconnects and frees the session (the free completes asynchronously: the
  * Paho client is destroyed on a libuv worker thread, then the session's
