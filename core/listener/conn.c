@@ -846,18 +846,20 @@ int mqr__listener_conn_start(mqr_lconn_t *c)
     struct sockaddr_storage ss;
     int len = sizeof ss;
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        char ip[48] = "?";
-        int port = 0;
+        /* 39 characters hold any IPv6 text inet_ntop makes (v4-mapped ones
+         * are "::ffff:a.b.c.d"), so "[ip]:port" fits c->addr */
+        char ip[40] = "?";
+        uint16_t port = 0;
         if (ss.ss_family == AF_INET6) {
             struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
             uv_ip6_name(a, ip, sizeof ip);
             port = ntohs(a->sin6_port);
-            snprintf(c->addr, sizeof c->addr, "[%s]:%d", ip, port);
+            snprintf(c->addr, sizeof c->addr, "[%s]:%u", ip, (unsigned)port);
         } else {
             struct sockaddr_in *a = (struct sockaddr_in *)&ss;
             uv_ip4_name(a, ip, sizeof ip);
             port = ntohs(a->sin_port);
-            snprintf(c->addr, sizeof c->addr, "%s:%d", ip, port);
+            snprintf(c->addr, sizeof c->addr, "%s:%u", ip, (unsigned)port);
         }
     } else {
         snprintf(c->addr, sizeof c->addr, "?");
