@@ -461,7 +461,9 @@ static int load_session(void *arg, const char *id, size_t len, int version, uint
         }
         left = end - x->wall_ms;
     }
-    if (find(x->l, id, len)) return 0;
+    /* already here: offline, or connected through another listener (a
+     * listener started after the first one closed) */
+    if (find_any(x->l, id, len) || mqr__listener_id_find(x->l, id, len)) return 0;
     mqr_lsession_t *s = session_new(x->l, id, len);
     if (!s) return MQR_ENOMEM;
     if (map_add(x->l, s) < 0) {
