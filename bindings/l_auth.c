@@ -21,6 +21,7 @@
 
 #define KEY_AUTHN "mqrouter.auth.authenticate"
 #define KEY_AUTHZ "mqrouter.auth.authorize"
+#define KEY_AUTHZ_CACHE "mqrouter.auth.authorize_cache"
 
 /* ---- calling the hooks ---------------------------------------------------- */
 
@@ -167,9 +168,13 @@ void mqr__lauth_activate(mqr_script_t *h, l_state_t *st)
     bool authn = st && st->L && state_has(st, KEY_AUTHN);
     bool authz = st && st->L && state_has(st, KEY_AUTHZ);
     if (!authn && !authz) {
-        if (e->auth_hooks) e->auth_hooks->authenticate = NULL;
-        if (e->auth_hooks) e->auth_hooks->authorize = NULL;
-        return; /* the table stays for its error count */
+        if (e->auth_hooks) {
+            e->auth_hooks->authenticate = NULL;
+            e->auth_hooks->authorize = NULL;
+            e->auth_hooks->authorize_cacheable = false;
+            e->auth_hooks->generation++;
+        }
+        return; /* the table stays for its counters */
     }
     if (!e->auth_hooks) {
         e->auth_hooks = calloc(1, sizeof *e->auth_hooks);
@@ -181,6 +186,10 @@ void mqr__lauth_activate(mqr_script_t *h, l_state_t *st)
     e->auth_hooks->ud = h;
     e->auth_hooks->authenticate = authn ? hook_authenticate : NULL;
     e->auth_hooks->authorize = authz ? hook_authorize : NULL;
+    lua_getfield(st->L, LUA_REGISTRYINDEX, KEY_AUTHZ_CACHE);
+    e->auth_hooks->authorize_cacheable = authz && lua_toboolean(st->L, -1);
+    lua_pop(st->L, 1);
+    e->auth_hooks->generation++; /* answers cached so far were another function's */
 }
 
 void mqr__lauth_close(mqr_script_t *h)
@@ -209,6 +218,15 @@ static int l_authenticate(lua_State *L)
 
 static int l_authorize(lua_State *L)
 {
+    bool cache = false;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "cache");
+        cache = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pushboolean(L, cache);
+    lua_setfield(L, LUA_REGISTRYINDEX, KEY_AUTHZ_CACHE);
     return set_hook(L, KEY_AUTHZ);
 }
 

@@ -162,6 +162,12 @@ typedef struct mqr_auth_hooks {
                       size_t topic_len, int qos, bool retain);
     void *ud;
     uint64_t errors; /* hook calls that failed (and so denied) */
+    /* authorize's answers may be kept per connection and (action, topic,
+     * QoS, retain) while generation stays the same; the bindings bump it
+     * whenever the hooks change */
+    bool authorize_cacheable;
+    uint32_t generation;
+    uint64_t cache_hits;
 } mqr_auth_hooks_t;
 
 #endif

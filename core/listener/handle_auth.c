@@ -24,12 +24,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Cached authorize answers of one connection (opt-in, auth.h). */
+#define AUTHZ_CACHE_SLOTS 16u
+#define AUTHZ_CACHE_TOPIC_MAX 256u
+
+typedef struct {
+    char *topic; /* NULL = empty slot */
+    uint16_t len;
+    uint8_t key; /* action, QoS and retain */
+    bool allow;
+    uint32_t generation;
+} authz_slot_t;
+
 struct mqr_lauth {
     mqr_lconn_t *c;
-    char *username;     /* NUL-terminated; NULL = none */
-    const char *method; /* MQR_AUTH_SCRAM_METHOD once SCRAM is in use */
-    bool authenticated; /* credentials proved: password or SCRAM */
-    char *cert_subject; /* of a TLS client certificate the listener verified */
+    authz_slot_t *cache; /* AUTHZ_CACHE_SLOTS, allocated at the first use */
+    char *username;      /* NUL-terminated; NULL = none */
+    const char *method;  /* MQR_AUTH_SCRAM_METHOD once SCRAM is in use */
+    bool authenticated;  /* credentials proved: password or SCRAM */
+    char *cert_subject;  /* of a TLS client certificate the listener verified */
 
     /* a CONNECT waiting for its answer */
     uint8_t *connect;
@@ -82,6 +95,10 @@ void mqr__listener_auth_free(mqr_lconn_t *c)
     free(a->connect);
     free(a->username);
     free(a->cert_subject);
+    if (a->cache)
+        for (unsigned i = 0; i < AUTHZ_CACHE_SLOTS; i++)
+            free(a->cache[i].topic);
+    free(a->cache);
     free(a);
     c->auth = NULL;
 }
@@ -174,14 +191,52 @@ static char *tls_subject(mqr_lconn_t *c)
     return out;
 }
 
+/* The slot for (key, topic): exact match only (a hash collision must never
+ * hand out another topic's answer). */
+static authz_slot_t *cache_slot(struct mqr_lauth *a, uint8_t key, const char *t, size_t n)
+{
+    uint32_t x = 2166136261u ^ key;
+    for (size_t i = 0; i < n; i++)
+        x = (x ^ (uint8_t)t[i]) * 16777619u;
+    return &a->cache[x % AUTHZ_CACHE_SLOTS];
+}
+
 bool mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size_t len, int qos,
                              bool retain)
 {
     mqr_auth_hooks_t *h = c->l->e->auth_hooks;
     if (!h || !h->authorize) return true;
+    authz_slot_t *slot = NULL;
+    uint8_t key = (uint8_t)(action << 3 | (qos & 3) << 1 | (retain ? 1 : 0));
+    if (h->authorize_cacheable && len <= AUTHZ_CACHE_TOPIC_MAX) {
+        struct mqr_lauth *a = auth_get(c);
+        if (a && !a->cache) a->cache = calloc(AUTHZ_CACHE_SLOTS, sizeof *a->cache);
+        if (a && a->cache) {
+            slot = cache_slot(a, key, topic, len);
+            if (slot->topic && slot->generation == h->generation && slot->key == key &&
+                slot->len == len && memcmp(slot->topic, topic, len) == 0) {
+                h->cache_hits++;
+                if (!slot->allow) c->l->stats.authz_denied++;
+                return slot->allow;
+            }
+        }
+    }
     mqr_auth_client_t cl;
     client_of(c, &cl);
-    if (h->authorize(h->ud, &cl, action, topic, len, qos, retain)) return true;
+    uint32_t gen = h->generation;
+    bool allow = h->authorize(h->ud, &cl, action, topic, len, qos, retain);
+    /* the hook may have replaced the hooks (a new script): keep nothing then */
+    h = c->l->e->auth_hooks;
+    if (slot && h && h->generation == gen && c->auth && c->auth->cache) {
+        char *copy = malloc(len ? len : 1);
+        if (copy) {
+            memcpy(copy, topic, len);
+            free(slot->topic);
+            *slot = (authz_slot_t){
+                .topic = copy, .len = (uint16_t)len, .key = key, .allow = allow, .generation = gen};
+        }
+    }
+    if (allow) return true;
     c->l->stats.authz_denied++;
     /* debug: a client retrying a denied topic must not flood the log */
     MQR_LOG_D(MQR_LSN_LOG, "client %s: %s on %.*s not authorised", c->client_id,

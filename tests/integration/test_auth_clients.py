@@ -408,6 +408,39 @@ with Workspace() as ws:
         anon.close()
     check("a failed reload keeps the hooks, a good one without hooks drops them", reloads)
 
+    def cached():
+        n = ws.log().count("reloaded")
+        ws.write("rules.lua", r'''
+local mq = require "mqrouter"
+local calls = 0
+mq.authorize(function(c, action, topic)
+  calls = calls + 1
+  return topic ~= "no/x"
+end, { cache = true })
+mq.route("calls/get", function() mq.publish("calls/n", tostring(calls)) end)
+''')
+        p.send_signal(signal.SIGHUP)
+        wait(lambda: ws.log().count("reloaded") > n, what="reload")
+        sub = Paho(port, "calls-sub", True)
+        assert sub.subscribe("calls/n", 0) == [0]  # call 1
+        c = Client(port)
+        c.send(connect_v5_raw("cached-pub"))
+        assert c.read_packet()[0] >> 4 == 2
+        pid = 1
+        for topic, times, code in (("a/x", 5, 0), ("no/x", 3, 0x87)):  # calls 2 and 3
+            for _ in range(times):
+                c.send(packet(0x32, utf8(topic) + struct.pack("!H", pid) + b"\x00" + b"x"))
+                first, body = c.read_packet()
+                got = body[2] if len(body) > 2 else 0  # success may be the short form
+                assert first >> 4 == 4 and got == code, (topic, body)
+                pid += 1
+        c.send(packet(0x30, utf8("calls/get") + b"\x00" + b"?"))  # call 4
+        wait(lambda: sub.got, what="calls/n")
+        assert sub.got == [("calls/n", b"4")], sub.got
+        sub.close()
+        c.close()
+    check("mq.authorize(fn, {cache = true}) asks once per client and topic", cached)
+
     ws2 = free_port()
     data2 = ws.path("data2")
     log = open(ws.path("open.log"), "ab")
