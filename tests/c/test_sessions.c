@@ -890,6 +890,36 @@ static void test_restart_restores(void **state)
     cl_free(s);
 }
 
+static void test_restart_keeps_subscription_options(void **state)
+{
+    client_t *s = pclient(MQR_MQTT_V5, "opts", false, NULL);
+    send_subscribe_full(s, 3, "o/#", 1, true, true, 2, 9); /* no local, RAP, RH 2, id 9 */
+    cl_expect(s, MQR_MQTT_SUBACK);
+    send_subscribe_full(s, 4, "$share/g/sh/#", 2, false, false, 0, 0);
+    cl_expect(s, MQR_MQTT_SUBACK);
+    cl_disconnect(s);
+    engine_restart();
+    s = pclient(MQR_MQTT_V5, "opts", false, NULL);
+    client_t *p = client(MQR_MQTT_V311, "optpub");
+    send_publish(p, "o/1", "kept", 1, true, 1);
+    expect_ack(p, MQR_MQTT_PUBACK, 1);
+    mqr_mqtt_publish_t m = expect_publish(s, "o/1", "kept");
+    assert_int_equal(m.sub_id_count, 1);
+    assert_int_equal(m.sub_id, 9);
+    assert_true(m.retain); /* retain as published came back too */
+    assert_int_equal(m.qos, 1);
+    send_ack(s, MQR_MQTT_PUBACK, m.packet_id);
+    send_publish(p, "sh/x", "shared", 2, false, 2);
+    expect_ack(p, MQR_MQTT_PUBREC, 2);
+    m = expect_publish(s, "sh/x", "shared");
+    assert_int_equal(m.qos, 2);
+    /* no local: its own publish does not come back */
+    send_publish(s, "o/2", "mine", 0, false, 0);
+    cl_expect_nothing(s, QUIET_MS);
+    cl_free(s);
+    cl_free(p);
+}
+
 /* ---- limits: offline bound, backpressure, stuck subscriber ---------------------------- */
 
 static void extra_listener_rm(unsigned max_queued, unsigned max_inflight, unsigned stuck_ms,
@@ -1082,6 +1112,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_session_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_will_delay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_restores, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_keeps_subscription_options, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_queue_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_no_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stuck_subscriber_disconnected, setup, teardown),
