@@ -153,6 +153,8 @@ struct mqr_upstream {
     void *observer_arg;
     up_sub_t *subs;
     uv_async_t async;
+    uv_timer_t retry; /* next connect attempt */
+    int open_handles; /* async + retry, until both closed */
     uv_work_t destroy_req;
 
     /* Shared with Paho's threads (and the destroying worker): under lock. */
@@ -935,15 +937,38 @@ static void deliver(mqr_upstream_t *u, up_event_t *ev)
     mqr_msg_unref(m);
 }
 
-/* max_reconnects failed attempts in a row: stop Paho retrying and say so. */
+static int start_connect(mqr_upstream_t *u);
+static void handle_event(mqr_upstream_t *u, up_event_t *ev);
+
+static void on_retry(uv_timer_t *t)
+{
+    mqr_upstream_t *u = t->data;
+    if (u->closing || u->state == MQR_UPSTREAM_FAILED) return;
+    int rc = start_connect(u);
+    if (rc < 0) {
+        /* Counted like an attempt that failed on the wire. */
+        up_event_t ev = {.type = EV_CONNECT_FAILED, .code = MQTTASYNC_FAILURE};
+        ev.text = mqr_strerror(rc);
+        handle_event(u, &ev);
+    }
+}
+
+/* Next attempt after initial * 2^(attempt-1) seconds, at most max. */
+static void schedule_retry(mqr_upstream_t *u)
+{
+    uint64_t delay = (uint64_t)u->retry_initial_s * 1000u;
+    for (unsigned i = 1; i < u->attempt && delay < (uint64_t)u->retry_max_s * 1000u; i++)
+        delay *= 2;
+    if (delay > (uint64_t)u->retry_max_s * 1000u) delay = (uint64_t)u->retry_max_s * 1000u;
+    uv_timer_start(&u->retry, on_retry, delay, 0);
+}
+
+/* max_reconnects failed attempts in a row: stop retrying and say so. */
 static void give_up(mqr_upstream_t *u, const char *why)
 {
     char reason[320];
     snprintf(reason, sizeof reason, "gave up after %u failed attempt(s): %s", u->attempt, why);
-    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
-    d.timeout = 0;
-    /* Not connected: returns DISCONNECTED and just stops the retries. */
-    MQTTAsync_disconnect(u->client, &d);
+    uv_timer_stop(&u->retry);
     MQR_LOG_E("upstream", "session '%s': %s", u->name, reason);
     set_state(u, MQR_UPSTREAM_FAILED, reason);
     if (!u->closing) emit_simple(u, MQR_UPEV_FAILED, reason, u->attempt);
@@ -1017,6 +1042,7 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
         emit_simple(u, MQR_UPEV_DISCONNECTED, cause_copy, 0);
         if (u->closing) break;
         emit_simple(u, MQR_UPEV_RECONNECTING, NULL, 1);
+        if (!u->closing) schedule_retry(u);
         break;
     }
     case EV_CONNECT_FAILED:
@@ -1038,6 +1064,7 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
             break;
         }
         emit_simple(u, MQR_UPEV_RECONNECTING, why, u->attempt + 1);
+        if (!u->closing && u->state != MQR_UPSTREAM_FAILED) schedule_retry(u);
         break;
     case EV_SUB_OK: {
         up_sub_t *s = sub_by_token(u, ev->token);
@@ -1159,6 +1186,7 @@ static void unlink_session(mqr_upstream_t *u)
 static void on_async_closed(uv_handle_t *h)
 {
     mqr_upstream_t *u = h->data;
+    if (--u->open_handles > 0) return;
     unlink_session(u);
     session_free(u);
 }
@@ -1222,10 +1250,12 @@ static void after_destroy(uv_work_t *req, int status)
 {
     mqr_upstream_t *u = req->data;
     uv_close((uv_handle_t *)&u->async, on_async_closed);
+    uv_close((uv_handle_t *)&u->retry, on_async_closed);
 }
 
 static void begin_close(mqr_upstream_t *u)
 {
+    uv_timer_stop(&u->retry);
     u->destroy_req.data = u;
     if (uv_queue_work(u->e->loop, &u->destroy_req, destroy_work, after_destroy) < 0) {
         destroy_work(&u->destroy_req);
@@ -1275,9 +1305,10 @@ static int start_connect(mqr_upstream_t *u)
     o.username = u->username;
     o.password = u->password;
     o.connectTimeout = UP_CONNECT_TIMEOUT_S;
-    o.automaticReconnect = 1;
-    o.minRetryInterval = u->retry_initial_s;
-    o.maxRetryInterval = u->retry_max_s;
+    /* Reconnecting is ours (retry timer): Paho's automatic reconnect neither
+     * retries a first connect that failed nor reports its failed attempts,
+     * and both are needed to count attempts and stop at max_reconnects. */
+    o.automaticReconnect = 0;
     o.context = u;
     int rc = MQTTAsync_connect(u->client, &o); /* copies what it keeps */
     MQTTProperties_free(&props);
@@ -1384,6 +1415,11 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     if (rc == MQTTASYNC_SUCCESS && version == MQTTVERSION_5)
         rc = MQTTAsync_setDisconnected(u->client, u, on_server_disconnect);
     int urc = rc == MQTTASYNC_SUCCESS ? uv_async_init(e->loop, &u->async, on_async) : 0;
+    if (rc == MQTTASYNC_SUCCESS && urc == 0) {
+        uv_timer_init(e->loop, &u->retry); /* cannot fail */
+        u->retry.data = u;
+        u->open_handles = 2;
+    }
     if (rc != MQTTASYNC_SUCCESS || urc < 0) {
         MQTTAsync_destroy(&u->client);
         session_free(u);
