@@ -963,6 +963,23 @@ static void schedule_retry(mqr_upstream_t *u)
     uv_timer_start(&u->retry, on_retry, delay, 0);
 }
 
+/* Paho reports the URI it connected to without its scheme: name the
+ * configured one. */
+static void set_broker(mqr_upstream_t *u, const char *reported)
+{
+    const char *found = reported;
+    int n = u->n_uris > 0 ? u->n_uris : 1;
+    for (int i = 0; i < n; i++) {
+        const char *c = u->n_uris > 0 ? u->uris[i] : u->uri;
+        const char *rest = strstr(c, "://");
+        if (strcmp(c, reported) == 0 || (rest && strcmp(rest + 3, reported) == 0)) {
+            found = c;
+            break;
+        }
+    }
+    snprintf(u->broker, sizeof u->broker, "%s", found);
+}
+
 /* max_reconnects failed attempts in a row: stop retrying and say so. */
 static void give_up(mqr_upstream_t *u, const char *why)
 {
@@ -996,7 +1013,7 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
         deliver(u, ev);
         break;
     case EV_CONNECT_OK:
-        if (ev->text) snprintf(u->broker, sizeof u->broker, "%s", ev->text);
+        if (ev->text) set_broker(u, ev->text);
         break;
     case EV_PUB_DONE:
         pub_done(u, ev);

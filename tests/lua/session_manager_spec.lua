@@ -1,0 +1,259 @@
+-- The session manager from Lua, against real Mosquitto brokers on free
+-- loopback ports: events in order, status, wait_ready (and its timeout),
+-- publish_sync, publish_batch, publish_json, prefix both ways, mq.handle
+-- over every session, up:messages in a coroutine, handlers swapped on reload.
+local mqrouter = require "mqrouter"
+local h = require "helpers"
+
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  return ok == 0 or ok == true
+end
+
+local function free_port()
+  local p = io.popen([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])']])
+  local port = tonumber(p:read("*l"))
+  p:close()
+  return port
+end
+
+-- A mosquitto daemon on a free port; stop() kills it.
+local function broker(dir)
+  local b = { port = free_port(), dir = dir }
+  local conf = ("%s/mosq-%d.conf"):format(dir, b.port)
+  b.pidfile = ("%s/mosq-%d.pid"):format(dir, b.port)
+  h.write(conf, ("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\npid_file %s\n%s")
+    :format(b.port, b.pidfile, (os.getenv("USER") == "root" or sh("test $(id -u) = 0")) and "user root\n" or ""))
+  assert(sh(("mosquitto -d -c %s 2>/dev/null"):format(conf)), "mosquitto did not start")
+  for _ = 1, 100 do
+    if sh(("mosquitto_pub -p %d -t probe -n 2>/dev/null"):format(b.port)) then break end
+    sh("sleep 0.05")
+  end
+  b.uri = ("tcp://127.0.0.1:%d"):format(b.port)
+  function b.stop()
+    sh(("kill $(cat %s) 2>/dev/null"):format(b.pidfile))
+  end
+  function b.pub(topic, payload)
+    assert(sh(("mosquitto_pub -p %d -q 1 -t '%s' -m '%s'"):format(b.port, topic, payload)))
+  end
+  return b
+end
+
+local function payloads(cap, prefix)
+  local out = {}
+  for _, m in ipairs(cap:messages()) do
+    if not prefix or m.topic:sub(1, #prefix) == prefix then out[#out + 1] = m.payload end
+  end
+  return out
+end
+
+describe("session manager", function()
+  local e, dir, brokers
+  before_each(function()
+    dir = h.tmpdir()
+    brokers = {}
+    e = h.engine()
+  end)
+  after_each(function()
+    e:close()
+    for _, b in ipairs(brokers) do b.stop() end
+    os.execute("rm -rf " .. dir)
+  end)
+  local function start_broker()
+    local b = broker(dir)
+    brokers[#brokers + 1] = b
+    return b
+  end
+
+  it("reports events in order, status and the session list", function()
+    local b = start_broker()
+    local cap = e:capture("#")
+    assert(e:load(([[
+      local mq = require "mqrouter"
+      for _, ev in ipairs({ "session_added", "session_connecting", "session_connected",
+                            "session_ready", "session_state_changed" }) do
+        mq.on(ev, function(ev)
+          assert(type(ev.time) == "number" and ev.time > 1e9)
+          mq.publish("ev/" .. ev.name, ev.type .. (ev.new and (":" .. ev.old .. ">" .. ev.new) or ""))
+        end)
+      end
+      local up = mq.session{ name = "one", broker = "%s", keepalive = 20 }
+      up:route("in/#", function() end, { qos = 1 })
+      mq.spawn(function()
+        local ok, err = mq.wait_ready("one", 5)
+        local st = up:status()
+        mq.publish("result/ready", tostring(ok) .. " " .. tostring(err))
+        mq.publish("result/status", table.concat({ st.state, tostring(st.ready), st.broker,
+          st.subscriptions[1], tostring(st.connected_since > 0), tostring(st.clean),
+          tostring(st.auto_reconnect), tostring(st.reconnects) }, ","))
+        mq.publish("result/list", table.concat(mq.sessions(), ","))
+        local s2 = mq.session_status("one")
+        mq.publish("result/by_name", s2.state)
+        local none, e2 = mq.session_status("nope")
+        mq.publish("result/none", tostring(none) .. " " .. e2)
+      end)
+    ]]):format(b.uri)))
+    assert.is_true(h.run_until(e, function() return #payloads(cap, "result/none") > 0 end, 8))
+    assert.are.same({ "true nil" }, payloads(cap, "result/ready"))
+    assert.are.same({ "connected,true," .. b.uri .. ",in/#,true,true,true,0" },
+      payloads(cap, "result/status"))
+    assert.are.same({ "one" }, payloads(cap, "result/list"))
+    assert.are.same({ "connected" }, payloads(cap, "result/by_name"))
+    assert.matches("^nil ENOENT", payloads(cap, "result/none")[1])
+    assert.are.same({ "session_added", "session_connecting",
+      "session_state_changed:connecting>connected", "session_connected", "session_ready" },
+      payloads(cap, "ev/one"))
+  end)
+
+  it("wait_ready times out on a port nobody answers, without blocking the loop", function()
+    local cap = e:capture("result/#")
+    local t0 = os.time()
+    assert(e:load(([[
+      local mq = require "mqrouter"
+      mq.session{ name = "dead", broker = "tcp://127.0.0.1:%d" }
+      mq.spawn(function()
+        local ok, err, name = mq.wait_ready("dead", 1)
+        mq.publish("result/wait", tostring(ok) .. "|" .. tostring(err) .. "|" .. tostring(name))
+      end)
+      mq.every(0.1, function() mq.publish("result/tick", "t") end)
+      local ok, err = pcall(mq.wait_ready, "dead", 1)
+      mq.publish("result/outside", tostring(ok) .. "|" .. tostring(err))
+    ]]):format(free_port())))
+    assert.is_true(h.run_until(e, function() return #payloads(cap, "result/wait") > 0 end, 5))
+    local got = payloads(cap, "result/wait")[1]
+    assert.matches("^nil|ETIMEDOUT: session 'dead' not ready after 1 s|ETIMEDOUT$", got)
+    assert.is_true(os.time() - t0 <= 3)
+    assert.is_true(#payloads(cap, "result/tick") >= 5) -- timers ran while it waited
+    assert.matches("must be called from a coroutine", payloads(cap, "result/outside")[1], 1, true)
+  end)
+
+  it("publish_sync waits for the PUBACK; publish_batch counts; publish_json encodes", function()
+    local b = start_broker()
+    local cap = e:capture("result/#")
+    assert(e:load(([[
+      local mq = require "mqrouter"
+      local cjson = require "cjson"
+      local up = mq.session{ name = "p", broker = "%s", version = 5 }
+      up:route("back/#", function(msg)
+        mq.publish("result/back", msg.topic .. "=" .. msg.payload)
+      end)
+      mq.spawn(function()
+        assert(mq.wait_ready(nil, 5))
+        local ok, err, rc = up:publish_sync("back/sync", "s1", { qos = 1, timeout = 5 })
+        mq.publish("result/sync1", tostring(ok) .. " " .. tostring(err))
+        ok = up:publish_sync("back/sync2", "s2", { qos = 2,
+          properties = { content_type = "text/plain", user = { k = "v" } } })
+        mq.publish("result/sync2", tostring(ok))
+        local n, failed, failures = up:publish_batch({
+          { topic = "back/b1", payload = "1" },
+          { topic = "back/b2", payload = "2", qos = 1 },
+          { topic = "bad/#", payload = "3" },
+          { "back/b3", "4" },
+        })
+        mq.publish("result/batch", n .. " " .. failed .. " " .. failures[1].index .. " " ..
+          failures[1].err)
+        assert(up:publish_json("back/json", { temp = 21.5, tags = { "a" } }))
+      end)
+    ]]):format(b.uri)))
+    assert.is_true(h.run_until(e, function()
+      return #payloads(cap, "result/back") >= 6
+    end, 8))
+    assert.are.same({ "true nil" }, payloads(cap, "result/sync1"))
+    assert.are.same({ "true" }, payloads(cap, "result/sync2"))
+    assert.matches("^3 1 3 ETOPIC", payloads(cap, "result/batch")[1])
+    local back = table.concat(payloads(cap, "result/back"), ";")
+    assert.matches("back/sync=s1", back, 1, true)
+    assert.matches("back/b3=4", back, 1, true)
+    local json = back:match("back/json=([^;]+)")
+    local cjson = require "cjson"
+    assert.are.same({ temp = 21.5, tags = { "a" } }, cjson.decode(json))
+  end)
+
+  it("adds the prefix on publish, strips it on receive; mq.handle sees every session", function()
+    local b1, b2 = start_broker(), start_broker()
+    local cap = e:capture("result/#")
+    assert(e:load(([[
+      local mq = require "mqrouter"
+      local a = mq.session{ name = "a", broker = "%s", prefix = "edge-1/" }
+      local handle = mq.handle("in/#", function(msg)
+        mq.publish("result/seen", msg.source .. ":" .. msg.topic .. "=" .. msg.payload)
+      end, { qos = 1 })
+      local b = mq.session{ name = "b", broker = "%s" } -- declared after handle: covered too
+      mq.spawn(function()
+        assert(mq.wait_ready(nil, 5))
+        mq.publish("result/ready", "yes")
+        assert(a:publish_sync("out/x", "from-a", { qos = 1, retain = true }))
+        mq.publish("result/published", "yes")
+        local n = 0
+        local it = mq.session_messages("stop/#")
+        for msg in it do
+          n = n + 1
+          mq.publish("result/iter", msg.source .. ":" .. msg.topic)
+          if n == 2 then break end
+        end
+        it.stop()
+        handle:stop()
+        mq.publish("result/subs", #a:status().subscriptions .. " " .. #b:status().subscriptions)
+      end)
+    ]]):format(b1.uri, b2.uri)))
+    assert.is_true(h.run_until(e, function() return #payloads(cap, "result/published") > 0 end, 8))
+    -- the prefixed (retained) publish reached broker 1 as edge-1/out/x
+    local sub = io.popen(("mosquitto_sub -p %d -t 'edge-1/out/#' -C 1 -W 5 -v"):format(b1.port))
+    assert.are.equal("edge-1/out/x from-a", sub:read("*l"))
+    b1.pub("edge-1/in/x", "p1") -- arrives stripped
+    b2.pub("in/y", "p2")
+    assert.is_true(h.run_until(e, function() return #payloads(cap, "result/seen") >= 2 end, 5))
+    local seen = payloads(cap, "result/seen")
+    table.sort(seen)
+    assert.are.same({ "a:in/x=p1", "b:in/y=p2" }, seen)
+    sub:close()
+    b1.pub("edge-1/stop/1", "s")
+    b2.pub("stop/2", "s")
+    assert.is_true(h.run_until(e, function() return #payloads(cap, "result/subs") > 0 end, 5))
+    local iter = payloads(cap, "result/iter")
+    table.sort(iter)
+    assert.are.same({ "a:stop/1", "b:stop/2" }, iter)
+    assert.are.same({ "0 0" }, payloads(cap, "result/subs")) -- stop() unsubscribed upstream
+  end)
+
+  it("reaches failed after max_attempts and reports it", function()
+    local cap = e:capture("result/#")
+    assert(e:load(([[
+      local mq = require "mqrouter"
+      mq.on("session_reconnecting", function(ev) mq.publish("result/attempt", tostring(ev.attempt)) end)
+      mq.on("session_failed", function(ev) mq.publish("result/failed", ev.reason) end)
+      mq.session{ name = "f", broker = "tcp://127.0.0.1:%d",
+                  reconnect = { initial = 1, max = 1, max_attempts = 2 } }
+    ]]):format(free_port())))
+    assert.is_true(h.run_until(e, function() return #payloads(cap, "result/failed") > 0 end, 8))
+    assert.are.same({ "2" }, payloads(cap, "result/attempt"))
+    assert.matches("gave up after 2", payloads(cap, "result/failed")[1])
+    local st = mqrouter -- the status is also readable from a later script
+    assert(st)
+  end)
+
+  it("keeps a failed reload's event handlers out; swaps them on a good one", function()
+    local b = start_broker()
+    local path = dir .. "/rules.lua"
+    local cap = e:capture("result/#")
+    local function rules(tag, extra)
+      return ([[
+        local mq = require "mqrouter"
+        local up = mq.session{ name = "r", broker = "%s" }
+        mq.on("session_state_changed", function(ev) mq.publish("result/%s", ev.new) end)
+        %s
+      ]]):format(b.uri, tag, extra or "")
+    end
+    h.write(path, rules("v1"))
+    assert(e:load_file(path))
+    assert.is_true(h.run_until(e, function() return #payloads(cap, "result/v1") > 0 end, 5))
+    h.write(path, rules("bad", "error('boom')"))
+    assert.is_nil(e:reload())
+    h.write(path, rules("v2", "mq.after(0.2, function() up:close() end)"))
+    assert(e:reload())
+    assert.is_true(h.run_until(e, function() return #payloads(cap, "result/v2") > 0 end, 5))
+    assert.are.same({ "connected" }, payloads(cap, "result/v1"))
+    assert.are.same({ "closed" }, payloads(cap, "result/v2"))
+    assert.are.same({}, payloads(cap, "result/bad"))
+  end)
+end)
