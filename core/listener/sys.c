@@ -12,9 +12,10 @@
  * Its only state is the load averages (l->sys). It must not publish while
  * the listener closes.
  *
- * What is counted is this listener's clients only (the messages a Lua rule
- * or an upstream session publishes are not "received" here); with several
- * listeners each publishes its own figures under the same names.
+ * What is counted is the listeners' clients only (the messages a Lua rule
+ * or an upstream session publishes are not "received" here). With several
+ * listeners, every one runs the timer but only the first of e->listeners
+ * publishes, the sums over all of them, so the figures do not flap.
  */
 #include "listener_int.h"
 
@@ -95,20 +96,57 @@ static void publish_load(mqr_listener_t *l, const char *what, const sys_load_t *
     }
 }
 
+/* The engine's figures: every open listener's, added up. */
+static void sum_stats(const mqr_listener_t *l, mqr_listener_stats_t *st, uint64_t *start,
+                      uint64_t *nsubs)
+{
+    memset(st, 0, sizeof *st);
+    *start = l->start_ms;
+    *nsubs = 0;
+    for (const mqr_listener_t *x = l->e->listeners; x; x = x->e_next) {
+        if (x->closing) continue;
+        const mqr_listener_stats_t *a = &x->stats;
+        st->clients_current += a->clients_current;
+        st->clients_peak += a->clients_peak;
+        st->connects_refused += a->connects_refused;
+        st->connections_total += a->connections_total;
+        st->msgs_in += a->msgs_in;
+        st->msgs_out += a->msgs_out;
+        st->dropped += a->dropped + a->dropped_too_large;
+        st->bytes_in += a->bytes_in;
+        st->bytes_out += a->bytes_out;
+        if (x->start_ms < *start) *start = x->start_ms;
+        for (const mqr_lconn_t *c = x->conns; c; c = c->next)
+            *nsubs += c->nsubs;
+    }
+}
+
 void mqr__listener_sys_publish(mqr_listener_t *l)
 {
     if (l->closing) return;
-    const mqr_listener_stats_t *st = &l->stats;
+    const mqr_listener_t *first = l->e->listeners;
+    while (first && first->closing)
+        first = first->e_next;
+    if (first && first != l) return; /* the first one publishes for all */
+    mqr_listener_stats_t sum;
+    uint64_t start, nsubs;
+    if (first)
+        sum_stats(l, &sum, &start, &nsubs);
+    else { /* not (yet) in the engine's list: its own figures */
+        sum = l->stats;
+        sum.dropped += sum.dropped_too_large;
+        start = l->start_ms;
+        nsubs = 0;
+        for (const mqr_lconn_t *c = l->conns; c; c = c->next)
+            nsubs += c->nsubs;
+    }
+    const mqr_listener_stats_t *st = &sum;
     uint64_t now = uv_now(l->e->loop);
 
     publish(l, "version", "mqrouter version " MQR_VERSION_STRING);
     char buf[48];
-    snprintf(buf, sizeof buf, "%llu seconds", (unsigned long long)((now - l->start_ms) / 1000u));
+    snprintf(buf, sizeof buf, "%llu seconds", (unsigned long long)((now - start) / 1000u));
     publish(l, "uptime", buf);
-
-    uint64_t nsubs = 0;
-    for (const mqr_lconn_t *c = l->conns; c; c = c->next)
-        nsubs += c->nsubs;
     publish_u64(l, "clients/connected", st->clients_current);
     /* sessions end with their connection: total = connected, for now */
     publish_u64(l, "clients/total", st->clients_current);
@@ -119,24 +157,24 @@ void mqr__listener_sys_publish(mqr_listener_t *l)
     publish_u64(l, "messages/sent", st->msgs_out);
     publish_u64(l, "publish/messages/received", st->msgs_in);
     publish_u64(l, "publish/messages/sent", st->msgs_out);
-    publish_u64(l, "publish/messages/dropped", st->dropped + st->dropped_too_large);
+    publish_u64(l, "publish/messages/dropped", st->dropped);
     publish_u64(l, "bytes/received", st->bytes_in);
     publish_u64(l, "bytes/sent", st->bytes_out);
     publish_u64(l, "subscriptions/count", nsubs);
 
     struct mqr_lsys *s = l->sys;
     if (s) {
-        bool first = s->at_ms == 0;
-        uint64_t dt = first ? 0 : now - s->at_ms;
-        if (first || dt > 0) {
-            load_update(&s->recv, st->msgs_in, dt, first);
-            load_update(&s->sent, st->msgs_out, dt, first);
-            load_update(&s->bytes_recv, st->bytes_in, dt, first);
-            load_update(&s->bytes_sent, st->bytes_out, dt, first);
-            load_update(&s->conns, st->connections_total, dt, first);
+        bool initial = s->at_ms == 0;
+        uint64_t dt = initial ? 0 : now - s->at_ms;
+        if (initial || dt > 0) {
+            load_update(&s->recv, st->msgs_in, dt, initial);
+            load_update(&s->sent, st->msgs_out, dt, initial);
+            load_update(&s->bytes_recv, st->bytes_in, dt, initial);
+            load_update(&s->bytes_sent, st->bytes_out, dt, initial);
+            load_update(&s->conns, st->connections_total, dt, initial);
             s->at_ms = now ? now : 1;
         }
-        if (!first) {
+        if (!initial) {
             publish_load(l, "messages/received", &s->recv);
             publish_load(l, "messages/sent", &s->sent);
             publish_load(l, "bytes/received", &s->bytes_recv);

@@ -186,10 +186,10 @@ def main():
         except OSError:
             time.sleep(0.1)
     probe = Client(pnum)
-    probe.login("fuzz-probe")
+    probe.login("fuzz-probe", keepalive=0)  # silent for minutes: no keep-alive
     probe.sub("probe/#")
     pub = Client(pnum)
-    pub.login("fuzz-probe-pub")
+    pub.login("fuzz-probe-pub", keepalive=0)
 
     def alive(i):
         pub.send(publish("probe/x", str(i).encode()))
