@@ -281,9 +281,11 @@ static int decide(mqr_lconn_t *c, const mqr_mqtt_connect_t *k)
 static int refused(mqr_lconn_t *c, int code, const char *why)
 {
     c->l->stats.auth_failures++;
+    /* the name is the client's: no control characters into the log */
+    const char *user = c->auth ? c->auth->username : NULL;
+    if (user && !mqr__auth_username_valid(user, strlen(user))) user = "(unprintable name)";
     MQR_LOG_I(MQR_LSN_LOG, "connection from %s%s%s: authentication failed: %s (0x%02X)", c->addr,
-              c->auth && c->auth->username ? " as " : "",
-              c->auth && c->auth->username ? c->auth->username : "", why, code);
+              user ? " as " : "", user ? user : "", why, code);
     return code;
 }
 
