@@ -1513,6 +1513,7 @@ int mqr__upstream_subscribe(mqr_upstream_t *u, const char *filter, int qos)
     s->refs = 1;
     s->qos = qos;
     s->token = 0;
+    s->awaiting = false;
     memcpy(s->filter, filter, len + 1);
     s->next = u->subs;
     u->subs = s;

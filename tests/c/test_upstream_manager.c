@@ -602,20 +602,20 @@ static void test_publish_done(void **state)
         assert_int_equal(st.bytes_received, 10);
         assert_int_equal(st.subscriptions, 1);
         assert_true(st.last_message_at_ms > 0);
-        /* a publish whose session closes first is answered ECLOSED */
-        broker_stop(&c->broker);
-        wait_event(c, MQR_UPEV_DISCONNECTED, version - 3, 5000);
+        /* a publish whose session closes before its answer reached the loop
+         * is answered ECLOSED, at once (connected, so Paho still sends it:
+         * a publish buffered while disconnected would hit Paho's leak of
+         * buffered messages at destroy, #1474) */
         c->done_calls = 0;
         mqr_msg_t *m = make_msg("echo/y", "z", 1);
         assert_int_equal(mqr__upstream_publish_cb(u, m, on_done, c), 0);
         mqr_msg_unref(m);
-        mqr__upstream_status(u, &st);
-        assert_int_equal(st.buffered, 1);
         mqr__upstream_close(u);
         assert_int_equal(c->done_calls, 1);
         assert_int_equal(c->done_status, MQR_ECLOSED);
+        run_for(c, 100);
+        assert_int_equal(c->done_calls, 1); /* and never again */
         mqr_unsubscribe(c->e, cs);
-        broker_start(&c->broker);
     }
 }
 
