@@ -465,6 +465,7 @@ void mqr__listener_conn_close(mqr_lconn_t *c, mqr_lclose_t how, uint8_t reason, 
     mqr__listener_aliases_clear(c);
     mqr__listener_alias_out_clear(c);
     mqr__listener_acks_clear(c);
+    mqr__listener_auth_cancel(c); /* a password check not started yet never runs */
     free(c->qos2_ids);
     c->qos2_ids = NULL;
     c->qos2_count = 0;

@@ -331,6 +331,13 @@ static void pw_done(uv_work_t *w, int status)
     mqr__listener_conn_unref(c);
 }
 
+void mqr__listener_auth_cancel(mqr_lconn_t *c)
+{
+    struct mqr_lauth *a = c->auth;
+    /* fails harmlessly (UV_EBUSY) once the work has started */
+    if (a && a->pw) uv_cancel((uv_req_t *)&a->work);
+}
+
 static int keep_connect(struct mqr_lauth *a, const uint8_t *pkt, size_t len)
 {
     a->connect = malloc(len);

@@ -364,6 +364,9 @@ bool mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size
 /* The user name of the connection, NULL if none. */
 const char *mqr__listener_auth_user(const mqr_lconn_t *c);
 void mqr__listener_auth_free(mqr_lconn_t *c);
+/* The connection is closing: a password check still queued for the
+ * threadpool is cancelled (its callback still runs, and only unrefs). */
+void mqr__listener_auth_cancel(mqr_lconn_t *c);
 /* conn.c: ends c->hold: handles the input kept meanwhile, reads again. */
 void mqr__listener_conn_unhold(mqr_lconn_t *c);
 
