@@ -320,6 +320,7 @@ static void pw_done(uv_work_t *w, int status)
     mqr_lconn_t *c = a->c;
     bool match = status == 0 && a->match;
     pw_wipe(a);
+    c->l->auth_pending--;
     if (c->state == MQR_LCONN_NEW) {
         a->authenticated = match;
         a->verdict = match ? 0 : MQR_MQTT_RC_BAD_USERNAME_PASSWORD;
@@ -525,6 +526,11 @@ int mqr__listener_auth_connect(mqr_lconn_t *c, const mqr_mqtt_connect_t *k, cons
     }
     if (rc < 0) return MQR_MQTT_RC_SERVER_UNAVAILABLE;
     if (!k->has_password) return refused(c, MQR_MQTT_RC_BAD_USERNAME_PASSWORD, "no password");
+    if (l->auth_pending >= MQR_LSN_AUTH_PENDING_MAX) {
+        /* a connect flood: answer now rather than queue a minute of PBKDF2 */
+        OPENSSL_cleanse(&a->cred, sizeof a->cred);
+        return refused(c, MQR_MQTT_RC_SERVER_BUSY, "too many password checks waiting");
+    }
     a->pw = malloc(k->password.len ? k->password.len : 1);
     if (!a->pw || keep_connect(a, pkt, len) < 0) {
         pw_wipe(a);
@@ -541,5 +547,6 @@ int mqr__listener_auth_connect(mqr_lconn_t *c, const mqr_mqtt_connect_t *k, cons
     }
     c->refs++; /* pw_done's */
     c->hold = true;
+    l->auth_pending++;
     return 1;
 }

@@ -56,6 +56,9 @@
  * how long a closing connection may take to get its last packet out. */
 #define MQR_LSN_TICK_MS 250u
 #define MQR_LSN_LINGER_MS 2000u
+/* Password checks (PBKDF2 on the threadpool) waiting at once per listener:
+ * at ~46 ms each on 4 threads, about 12 s of backlog. */
+#define MQR_LSN_AUTH_PENDING_MAX 1024u
 /* Sockets beyond max_connections that are still read, to answer their
  * CONNECT with a refusal rather than a bare close, and how long they get. */
 #define MQR_LSN_OVER_SLACK 16u
@@ -317,6 +320,9 @@ struct mqr_listener {
     /* wall clock (ms) read once per socket read: the creation time of every
      * message in that read (a clock read per message cost 15% of the CPU) */
     uint64_t read_ms;
+    /* password checks queued or running on the threadpool (handle_auth.c);
+     * beyond MQR_LSN_AUTH_PENDING_MAX a CONNECT is refused (server busy) */
+    unsigned auth_pending;
     mqr_oblock_t *pool; /* spare output blocks */
     unsigned npool;
     mqr_oblock_t *spool; /* spare small ones (MQR_LSN_SMALL_BLOCK) */
