@@ -301,6 +301,7 @@ int main(int argc, char **argv)
         /* a scratch engine: no listener, in-memory store, nothing persists */
         o.listen_port = -1;
         o.data_dir = "";
+        o.check_only = 1; /* mq.listen validates, binds nothing */
         o.handle_signals = 0;
         o.watch_script = 0;
         if (o.log_level > MQR_LOG_WARN) o.log_level = MQR_LOG_WARN;

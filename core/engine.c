@@ -130,6 +130,7 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
     e->handler_budget_ms = opts->handler_budget_ms ? opts->handler_budget_ms : 1000;
     e->watch_script = opts->watch_script != 0;
     e->handle_signals = opts->handle_signals != 0;
+    e->check_only = opts->check_only != 0;
 
     if ((rc = mqr__router_init(&e->router)) < 0) goto fail;
 

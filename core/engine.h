@@ -43,6 +43,7 @@ struct mqr_engine {
     unsigned handler_budget_ms;
     bool watch_script;
     bool handle_signals;
+    bool check_only; /* mqr_engine_options_t.check_only */
 
     mqr_router_t router;
     mqr_retain_t retain;

@@ -110,6 +110,8 @@ typedef struct {
     unsigned handler_budget_ms; /* stuck-handler budget; 0 = 1000, MQR_BUDGET_OFF = none */
     int watch_script;           /* reload the script when its file changes */
     int handle_signals;         /* SIGINT/SIGTERM stop, SIGHUP reloads */
+    int check_only;             /* a scratch engine (mqrouter --check): listeners are
+                                   validated (options, certificate files), never bound */
 } mqr_engine_options_t;
 
 #define MQR_BUDGET_OFF 0xFFFFFFFFu
@@ -193,6 +195,8 @@ void mqr_listen_options_init(mqr_listen_options_t *opts);
  * *errmsg (if given) receives a malloc'd explanation the caller frees. */
 int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *opts, mqr_listener_t **out,
                       char **errmsg);
+/* With mqr_engine_options_t.check_only, the options and certificate files
+ * are checked, nothing is bound, 0 is returned and *out stays NULL. */
 /* The port actually bound (the one chosen when opts->port was 0). */
 int mqr_listener_port(const mqr_listener_t *l);
 /* Stops listening and closes the listener's clients; l is invalid after.

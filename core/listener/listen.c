@@ -65,6 +65,11 @@ int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *o, mqr_listen
                 o->port);
         return MQR_EINVAL;
     }
+    if (e->check_only) {
+        /* checked what can be checked without taking the port */
+        if (ctx) mqr__ltls_ctx_free(ctx);
+        return 0;
+    }
     mqr_listener_options_t lo;
     memset(&lo, 0, sizeof lo); /* zeros: the defaults */
     lo.max_packet_size = o->max_packet_size;

@@ -442,6 +442,24 @@ def main():
             stop(b)
         t.check("a client id is taken over across listeners", takeover_across_listeners)
 
+        def check_mode():
+            # --check validates mq.listen without taking the (busy) port
+            rules = t.p("listen.lua")
+            with open(rules, "w") as f:
+                f.write('local mq = require "mqrouter"\n'
+                        'local l = mq.listen{ port = %d }\n'
+                        'mq.listen{ type = "tls", port = %d, cert = "%s", key = "%s" }\n'
+                        'assert(l:port() == nil)\n'
+                        % (tcp, tls, t.p("server.pem"), t.p("server.key")))
+            r = run([MQROUTER, "--check", rules])
+            assert r.returncode == 0 and b"OK" in r.stdout, (r.stdout, r.stderr)
+            with open(rules, "a") as f:
+                f.write('mq.listen{ type = "tls", port = 1, cert = "/nonexistent.pem", '
+                        'key = "/nonexistent.key" }\n')
+            r = run([MQROUTER, "--check", rules])
+            assert r.returncode != 0 and b"/nonexistent.pem" in r.stderr, (r.stdout, r.stderr)
+        t.check("--check validates listeners without binding", check_mode)
+
         def clean_exit():
             # a clean stop with clients of every transport still connected
             # (under the sanitizers, a leak or an error makes this fail)
