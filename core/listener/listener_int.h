@@ -44,7 +44,7 @@
  * output of most clients is one CONNACK, SUBACK or PINGRESP): a 64 KiB block
  * each, in a burst of connects, would stay in the heap long after. */
 #define MQR_LSN_SMALL_BLOCK 512u
-#define MQR_LSN_SMALL_POOL_MAX 256u
+#define MQR_LSN_SMALL_POOL_MAX 64u
 /* Payloads up to this size are copied next to their header; bigger ones are
  * written from the message itself (a reference is held until written). */
 #define MQR_LSN_COPY_MAX 2048u
