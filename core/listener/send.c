@@ -161,6 +161,57 @@ int mqr__listener_send_connack(mqr_lconn_t *c, int version, bool session_present
     return 0;
 }
 
+/* Words for the failure reasons the listener sends, as a v5 Reason String
+ * (5.0 §3.4.2.2.2 and alike), so a client's logs say more than a number. */
+static const char *reason_text(uint8_t reason)
+{
+    switch (reason) {
+    case MQR_MQTT_RC_UNSPECIFIED:
+        return "the server could not handle the message";
+    case MQR_MQTT_RC_IMPL_SPECIFIC:
+        return "refused by the server's rules";
+    case MQR_MQTT_RC_NOT_AUTHORIZED:
+        return "not authorized";
+    case MQR_MQTT_RC_TOPIC_FILTER_INVALID:
+        return "topic filter invalid";
+    case MQR_MQTT_RC_TOPIC_NAME_INVALID:
+        return "topic name invalid";
+    case MQR_MQTT_RC_PACKET_ID_IN_USE:
+        return "packet identifier in use";
+    case MQR_MQTT_RC_PACKET_ID_NOT_FOUND:
+        return "packet identifier not found";
+    case MQR_MQTT_RC_QUOTA_EXCEEDED:
+        return "quota exceeded";
+    case MQR_MQTT_RC_PAYLOAD_FORMAT_INVALID:
+        return "payload format invalid";
+    case MQR_MQTT_RC_QOS_NOT_SUPPORTED:
+        return "QoS not supported";
+    case MQR_MQTT_RC_SHARED_SUB_NOT_SUPPORTED:
+        return "shared subscriptions not supported";
+    case MQR_MQTT_RC_SUB_ID_NOT_SUPPORTED:
+        return "subscription identifiers not supported";
+    case MQR_MQTT_RC_WILDCARD_SUB_NOT_SUPPORTED:
+        return "wildcard subscriptions not supported";
+    default:
+        return NULL;
+    }
+}
+
+/* A Reason String property for a failure, into buf; its length, or 0 when
+ * the client asked for no problem information or there is nothing to say. */
+static size_t reason_props(const mqr_lconn_t *c, uint8_t reason, uint8_t *buf, size_t cap)
+{
+    const char *text = reason >= 0x80 && c->problem_info ? reason_text(reason) : NULL;
+    if (!text) return 0;
+    mqr_mqtt_pbuild_t b;
+    mqr__mqtt_pb_init(&b, buf, cap);
+    mqr__mqtt_pb_string(&b, MQR_MQTT_PROP_REASON_STRING, text, strlen(text));
+    size_t len;
+    if (mqr__mqtt_pb_finish(&b, &len) < 0) return 0;
+    /* never beyond what the client accepts (5.0 §3.4.2.2.2) */
+    return c->peer_max_packet && len + 8 > c->peer_max_packet ? 0 : len;
+}
+
 int mqr__listener_send_ack(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reason)
 {
     mqr_mqtt_ack_t a;
@@ -168,11 +219,17 @@ int mqr__listener_send_ack(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t r
     a.type = type;
     a.packet_id = pid;
     a.reason = c->version == MQR_MQTT_V5 ? reason : 0;
-    /* short: at most 4 bytes, no size pass needed */
-    uint8_t *w = mqr__listener_out_reserve(c, 8);
+    uint8_t props[96];
+    if (c->version == MQR_MQTT_V5) {
+        a.props.len = (uint32_t)reason_props(c, reason, props, sizeof props);
+        if (a.props.len) a.props.p = props;
+    }
+    /* at most 4 bytes, or 5 + the reason string: no size pass needed */
+    size_t cap = 8 + a.props.len;
+    uint8_t *w = mqr__listener_out_reserve(c, cap);
     if (!w) return MQR_ENOMEM;
     size_t len;
-    int rc = mqr__mqtt_encode_ack(&a, c->version, w, 8, &len);
+    int rc = mqr__mqtt_encode_ack(&a, c->version, w, cap, &len);
     if (rc < 0) return rc;
     mqr__listener_out_commit(c, len);
     MQR_LOG_D(MQR_LSN_LOG, "%s -> %s id %u 0x%02X", mqr__lconn_name(c),
@@ -187,6 +244,13 @@ int mqr__listener_send_suback(mqr_lconn_t *c, uint16_t pid, const uint8_t *codes
     a.packet_id = pid;
     a.codes = codes;
     a.count = (uint32_t)n;
+    uint8_t props[96];
+    for (size_t i = 0; c->version == MQR_MQTT_V5 && i < n; i++) {
+        if (codes[i] < 0x80) continue;
+        a.props.len = (uint32_t)reason_props(c, codes[i], props, sizeof props);
+        if (a.props.len) a.props.p = props;
+        break; /* one reason string: the first failure's */
+    }
     SEND_ENCODED(c, mqr__mqtt_encode_suback(&a, c->version, buf_, cap_, &len_),
                  mqr__mqtt_encode_suback(&a, c->version, NULL, 0, &len_));
     MQR_LOG_D(MQR_LSN_LOG, "%s -> SUBACK id %u (%zu)", c->client_id, pid, n);
