@@ -90,6 +90,14 @@ static const char *known[] = {
     "max_subscriptions",
     "connect_timeout_ms",
     "max_keepalive",
+    "max_qos",
+    "publish_rate",
+    "publish_burst",
+    "connect_rate",
+    "connect_burst",
+    "stuck_timeout_ms",
+    "sys_interval_ms",
+    "allow_anonymous",
     NULL,
 };
 
@@ -155,6 +163,21 @@ int mqr__llisten_new(lua_State *L)
     o.max_subscriptions = (unsigned)opt_int(L, 1, "max_subscriptions", 0, 100000000);
     o.connect_timeout_ms = (unsigned)opt_int(L, 1, "connect_timeout_ms", 0, 3600000);
     o.max_keepalive = (unsigned)opt_int(L, 1, "max_keepalive", 0, 65535);
+    o.max_qos = (int)opt_int(L, 1, "max_qos", 0, 2);
+    if (o.max_qos == 0) {
+        lua_getfield(L, 1, "max_qos");
+        if (!lua_isnil(L, -1)) o.max_qos = -1; /* an explicit 0: QoS 0 only */
+        lua_pop(L, 1);
+    }
+    o.publish_rate = (unsigned)opt_int(L, 1, "publish_rate", 0, 1000000);
+    o.publish_burst = (unsigned)opt_int(L, 1, "publish_burst", 0, 1000000);
+    o.connect_rate = (unsigned)opt_int(L, 1, "connect_rate", 0, 1000000);
+    o.connect_burst = (unsigned)opt_int(L, 1, "connect_burst", 0, 1000000);
+    o.stuck_timeout_ms = (unsigned)opt_int(L, 1, "stuck_timeout_ms", 0, 86400000);
+    o.sys_interval_ms = (int)opt_int(L, 1, "sys_interval_ms", -1, 86400000);
+    lua_getfield(L, 1, "allow_anonymous");
+    if (!lua_isnil(L, -1)) o.allow_anonymous = lua_toboolean(L, -1) ? 1 : -1;
+    lua_pop(L, 1);
 
     lua_pushfstring(L, "%s|%s|%d|%s|%s|%s|%d|%d|%d|%d|%d|%d|%d|%d|%d|%d|%d", type_names[o.type],
                     o.host, o.port, o.cert_file ? o.cert_file : "", o.key_file ? o.key_file : "",
@@ -162,6 +185,10 @@ int mqr__llisten_new(lua_State *L)
                     (int)o.max_connections, (int)o.max_inflight, (int)o.max_queued,
                     (int)(o.max_out_bytes >> 10), (int)o.receive_max, o.topic_alias_max,
                     (int)o.max_subscriptions, (int)o.connect_timeout_ms, (int)o.max_keepalive);
+    lua_pushfstring(L, "|%d|%d|%d|%d|%d|%d|%d|%d", o.max_qos, (int)o.publish_rate,
+                    (int)o.publish_burst, (int)o.connect_rate, (int)o.connect_burst,
+                    (int)o.stuck_timeout_ms, o.sys_interval_ms, o.allow_anonymous);
+    lua_concat(L, 2);
     const char *key = lua_tostring(L, -1);
     lua_pushfstring(L, "%s %s:%d", type_names[o.type], o.host, o.port);
     const char *name = lua_tostring(L, -1);

@@ -9,6 +9,8 @@
 #include "mqrouter_auth.h"
 
 #include <getopt.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,9 @@ static void usage(FILE *out)
           "  --key FILE           PEM private key of --cert\n"
           "  --cafile FILE        verify client certificates against these CAs\n"
           "  --require-cert       refuse TLS clients without a valid certificate\n"
+          "  --limit KEY=VALUE    a limit of every --listen* listener; repeatable;\n"
+          "                       keys: see docs/listener.md (max_connections,\n"
+          "                       max_packet_size, max_qos, publish_rate, ...)\n"
           "  --no-listen          no listener but those the rules script declares\n"
           "  --data-dir DIR       where the SQLite database lives (default ./data)\n"
           "  --allow-anonymous    let clients without credentials in on every\n"
@@ -46,6 +51,73 @@ static void usage(FILE *out)
           "  --version            print the version and exit\n"
           "  --help               this text\n",
           out);
+}
+
+/* --limit KEY=VALUE: the numeric fields of mqr_listen_options_t by name. */
+#define LIMIT_FIELD(name, type, sign)                                                              \
+    {                                                                                              \
+#name, offsetof(mqr_listen_options_t, name), sizeof(type), sign                            \
+    }
+static const struct {
+    const char *name;
+    size_t offset, size;
+    bool is_signed;
+} limit_fields[] = {
+    LIMIT_FIELD(max_packet_size, size_t, false),
+    LIMIT_FIELD(max_connections, unsigned, false),
+    LIMIT_FIELD(max_inflight, unsigned, false),
+    LIMIT_FIELD(max_queued, unsigned, false),
+    LIMIT_FIELD(max_out_bytes, size_t, false),
+    LIMIT_FIELD(receive_max, unsigned, false),
+    LIMIT_FIELD(topic_alias_max, int, true),
+    LIMIT_FIELD(max_subscriptions, unsigned, false),
+    LIMIT_FIELD(connect_timeout_ms, unsigned, false),
+    LIMIT_FIELD(max_keepalive, unsigned, false),
+    LIMIT_FIELD(max_qos, int, true),
+    LIMIT_FIELD(publish_rate, unsigned, false),
+    LIMIT_FIELD(publish_burst, unsigned, false),
+    LIMIT_FIELD(connect_rate, unsigned, false),
+    LIMIT_FIELD(connect_burst, unsigned, false),
+    LIMIT_FIELD(stuck_timeout_ms, unsigned, false),
+    LIMIT_FIELD(sys_interval_ms, int, true),
+};
+#define N_LIMIT_FIELDS (sizeof limit_fields / sizeof limit_fields[0])
+
+typedef struct {
+    unsigned field;
+    long long value;
+} cli_limit_t;
+
+static int parse_limit(const char *spec, cli_limit_t *out)
+{
+    const char *eq = strchr(spec, '=');
+    if (!eq) return -1;
+    for (unsigned i = 0; i < N_LIMIT_FIELDS; i++) {
+        if (strlen(limit_fields[i].name) != (size_t)(eq - spec) ||
+            strncmp(limit_fields[i].name, spec, (size_t)(eq - spec)) != 0)
+            continue;
+        char *end;
+        long long v = strtoll(eq + 1, &end, 10);
+        if (!eq[1] || *end || (!limit_fields[i].is_signed && v < 0) || v > 0x7fffffffll ||
+            v < -0x7fffffffll)
+            return -1;
+        out->field = i;
+        out->value = v;
+        return 0;
+    }
+    return -1;
+}
+
+static void apply_limit(mqr_listen_options_t *lo, const cli_limit_t *l)
+{
+    char *p = (char *)lo + limit_fields[l->field].offset;
+    if (limit_fields[l->field].size == sizeof(size_t)) {
+        size_t v = (size_t)l->value;
+        memcpy(p, &v, sizeof v);
+    } else {
+        int v = (int)l->value; /* int and unsigned share size and layout here */
+        memcpy(p, &v, sizeof v);
+    }
 }
 
 static int parse_listen(const char *spec, char **host, int *port)
@@ -139,6 +211,7 @@ int main(int argc, char **argv)
         OPT_KEY,
         OPT_CAFILE,
         OPT_REQUIRE_CERT,
+        OPT_LIMIT,
         OPT_NO_LISTEN,
         OPT_DATA,
         OPT_LOG,
@@ -161,6 +234,7 @@ int main(int argc, char **argv)
         {"key", required_argument, NULL, OPT_KEY},
         {"cafile", required_argument, NULL, OPT_CAFILE},
         {"require-cert", no_argument, NULL, OPT_REQUIRE_CERT},
+        {"limit", required_argument, NULL, OPT_LIMIT},
         {"no-listen", no_argument, NULL, OPT_NO_LISTEN},
         {"data-dir", required_argument, NULL, OPT_DATA},
         {"log-level", required_argument, NULL, OPT_LOG},
@@ -180,6 +254,8 @@ int main(int argc, char **argv)
     o.handle_signals = 1;
     o.watch_script = 1;
     cli_listen_t listens[32];
+    cli_limit_t limits[64];
+    int nlimits = 0;
     int nlisten = 0;
     const char *cert = NULL, *key = NULL, *cafile = NULL;
     int require_cert = 0, no_listen = 0;
@@ -222,6 +298,15 @@ int main(int argc, char **argv)
             break;
         case OPT_REQUIRE_CERT:
             require_cert = 1;
+            break;
+        case OPT_LIMIT:
+            if (nlimits == (int)(sizeof limits / sizeof limits[0]) ||
+                parse_limit(optarg, &limits[nlimits]) < 0) {
+                fprintf(stderr, "mqrouter: --limit wants KEY=NUMBER with a known key, got '%s'\n",
+                        optarg);
+                return 2;
+            }
+            nlimits++;
             break;
         case OPT_NO_LISTEN:
             no_listen = 1;
@@ -321,6 +406,8 @@ int main(int argc, char **argv)
         lo.type = listens[i].type;
         lo.host = listens[i].host;
         lo.port = listens[i].port;
+        for (int k = 0; k < nlimits; k++)
+            apply_limit(&lo, &limits[k]);
         if (lo.type == MQR_LISTEN_TLS || lo.type == MQR_LISTEN_WSS) {
             lo.cert_file = cert;
             lo.key_file = key;

@@ -181,6 +181,14 @@ typedef struct {
     unsigned max_subscriptions;
     unsigned connect_timeout_ms;
     unsigned max_keepalive;
+    int max_qos;               /* 1 or 2; 0 = 2; negative = QoS 0 only */
+    unsigned publish_rate;     /* PUBLISH/s per client, 0 = no limit; over it reading pauses */
+    unsigned publish_burst;    /* token bucket size, 0 = publish_rate */
+    unsigned connect_rate;     /* new connections/s, 0 = no limit; over it closed at accept */
+    unsigned connect_burst;    /* 0 = connect_rate */
+    unsigned stuck_timeout_ms; /* 0 = 10000, see docs/listener.md */
+    int sys_interval_ms;       /* $SYS refresh, 0 = 10000, negative = off */
+    int allow_anonymous;       /* 1 yes, -1 no, 0 = only on a loopback address */
 } mqr_listen_options_t;
 
 typedef struct mqr_listener mqr_listener_t;

@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 void mqr_listen_options_init(mqr_listen_options_t *o)
@@ -82,6 +83,19 @@ int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *o, mqr_listen
     lo.max_subscriptions = o->max_subscriptions;
     lo.connect_timeout_ms = o->connect_timeout_ms;
     lo.max_keepalive = o->max_keepalive;
+    /* fields added later: read only what the caller's struct has */
+#define HAS(field) (o->size >= offsetof(mqr_listen_options_t, field) + sizeof o->field)
+    if (HAS(allow_anonymous)) {
+        lo.max_qos = o->max_qos;
+        lo.publish_rate = o->publish_rate;
+        lo.publish_burst = o->publish_burst;
+        lo.connect_rate = o->connect_rate;
+        lo.connect_burst = o->connect_burst;
+        lo.stuck_timeout_ms = o->stuck_timeout_ms;
+        lo.sys_interval_ms = o->sys_interval_ms;
+        lo.allow_anonymous = o->allow_anonymous;
+    }
+#undef HAS
     int rc = mqr__listener_start_tp(e, host, o->port, &lo, ctx, ws, out);
     if (rc < 0) {
         if (ctx) mqr__ltls_ctx_free(ctx);
