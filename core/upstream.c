@@ -944,6 +944,9 @@ static void on_retry(uv_timer_t *t)
 {
     mqr_upstream_t *u = t->data;
     if (u->closing || u->state == MQR_UPSTREAM_FAILED) return;
+    /* A fresh MQTTAsync_connect(): MQTTAsync_reconnect() re-queues the
+     * first connect command, which after a failed attempt does nothing at
+     * all (no callback) in Paho 1.3.12. */
     int rc = start_connect(u);
     if (rc < 0) {
         /* Counted like an attempt that failed on the wire. */
