@@ -621,8 +621,9 @@ static void test_connect_rate(void **state)
     int closed = 0;
     for (int i = 0; i < 10; i++)
         if (cl_next(x[i], 1) == -1) closed++;
-    /* the burst, and the refill of ~100 ms at most */
-    assert_in_range(closed, 4, 5);
+    /* 5 take the burst's tokens, 5 are closed; fewer if the loop was slow
+     * to accept them (4 tokens a second come back meanwhile) */
+    assert_in_range(closed, 2, 5);
     assert_int_equal(mqr__listener_stats(l)->connects_rate_limited, (uint64_t)closed);
     /* a second later the bucket has tokens again */
     run_for(600);
