@@ -226,6 +226,40 @@ describe("session manager", function()
     assert.are.same({ "0 0" }, payloads(cap, "result/subs")) -- stop() unsubscribed upstream
   end)
 
+  it("passes v5 subscription options and publish properties", function()
+    local b = start_broker()
+    assert(sh(("mosquitto_pub -p %d -r -q 1 -t keep/1 -m old"):format(b.port)))
+    local cap = e:capture("result/#")
+    assert(e:load(([[
+      local mq = require "mqrouter"
+      local up = mq.session{ name = "v5", broker = "%s", version = 5 }
+      up:route("keep/#", function(msg) mq.publish("result/keep", msg.payload) end,
+               { qos = 1, retain_handling = 2 })
+      up:route("all/#", function(msg) mq.publish("result/all", msg.payload) end)
+      up:route("props/#", function(msg)
+        local p = msg.properties
+        mq.publish("result/props", p.content_type .. " " .. p.user.k .. " " .. p.response_topic)
+      end, { no_local = false })
+      mq.spawn(function()
+        assert(mq.wait_ready("v5", 5))
+        assert(up:publish_sync("props/x", "p", { qos = 1, properties = {
+          content_type = "text/plain", response_topic = "reply/x", user = { k = "v" } } }))
+        assert(up:publish_sync("keep/2", "new", { qos = 1 }))
+      end)
+    ]]):format(b.uri)))
+    assert.is_true(h.run_until(e, function()
+      return #payloads(cap, "result/props") > 0 and #payloads(cap, "result/keep") > 0
+    end, 8))
+    assert.are.same({ "text/plain v reply/x" }, payloads(cap, "result/props"))
+    assert.are.same({ "new" }, payloads(cap, "result/keep")) -- not the retained "old"
+    local bad = e:load([[
+      local mq = require "mqrouter"
+      mq.session{ name = "x", broker = "tcp://127.0.0.1:1" }:route("a", function() end,
+        { retain_handling = 3 })
+    ]])
+    assert.is_nil(bad)
+  end)
+
   it("reaches failed after max_attempts and reports it", function()
     local cap = e:capture("result/#")
     assert(e:load(([[
