@@ -195,22 +195,27 @@ struct mqr_lconn {
     uint8_t state;   /* mqr_lconn_state_t */
     uint8_t version; /* 0 before CONNECT, then 4 or 5 */
     bool dirty;
-    bool writing;      /* a uv_write is in flight */
-    bool read_paused;  /* too much output waiting: input stops */
-    bool uv_closing;   /* uv_close called */
-    bool eof;          /* the peer's side is gone: nothing more can be sent */
-    bool registered;   /* in the client-id map */
-    bool will_publish; /* closing: publish the will */
-    bool over_limit;   /* beyond max_connections: its CONNECT gets a refusal */
-    bool rate_paused;  /* publish_rate: input stops until the bucket refills */
-    bool problem_info; /* v5 Request Problem Information */
-    bool read_own;     /* this read goes into pend, not the shared buffer */
-    bool persistent;   /* its session outlives the connection (session.c) */
-    bool stored;       /* its session has rows in the store */
+    bool writing;       /* a uv_write is in flight */
+    bool read_paused;   /* too much output waiting: input stops */
+    bool uv_closing;    /* uv_close called */
+    bool eof;           /* the peer's side is gone: nothing more can be sent */
+    bool registered;    /* in the client-id map */
+    bool will_publish;  /* closing: publish the will */
+    bool over_limit;    /* beyond max_connections: its CONNECT gets a refusal */
+    bool rate_paused;   /* publish_rate: input stops until the bucket refills */
+    bool problem_info;  /* v5 Request Problem Information */
+    bool read_own;      /* this read goes into pend, not the shared buffer */
+    bool persistent;    /* its session outlives the connection (session.c) */
+    bool stored;        /* its session has rows in the store */
+    bool commit_paused; /* a 3.1.1 client's input waits for its acks' commit (deliver.c) */
+    bool hold;          /* input waits: a CONNECT is being authenticated (handle_auth.c) */
+    uint16_t next_pid;  /* outbound QoS 1/2 packet ids (deliver.c) */
+    uint16_t alias_max; /* inbound topic aliases 1..alias_max */
+    uint16_t out_alias_max, out_alias_count; /* outbound topic aliases (alias_out.c) */
+    uint16_t client_id_len;                  /* MQTT strings are at most 65535 bytes */
 
-    char *client_id; /* NUL-terminated, owned */
-    size_t client_id_len;
-    char addr[48]; /* "ip:port" of the peer: "[" 39 "]:" 5 fits */
+    char *client_id; /* NUL-terminated, owned; client_id_len above */
+    char addr[48];   /* "ip:port" of the peer: "[" 39 "]:" 5 fits */
     const char *close_why;
 
     uint64_t last_rx_ms;   /* uv_now of the last read */
@@ -224,9 +229,9 @@ struct mqr_lconn {
     mqr_msg_t *will; /* owned */
 
     /* input */
-    uint8_t *pend; /* bytes of an incomplete packet (owned) */
-    size_t pend_len;
-    size_t pend_cap;
+    uint8_t *pend;     /* bytes of an incomplete packet (owned) */
+    uint32_t pend_len; /* packets are at most 268435460 bytes */
+    uint32_t pend_cap;
 
     /* output */
     mqr_oseg_t *segs; /* ring: segs[(seg_head + i) % seg_cap], i < seg_count */
@@ -246,15 +251,12 @@ struct mqr_lconn {
     uint32_t if_head, if_span, if_live, if_cap;
     mqr_ldelivery_t *queue;
     uint32_t q_head, q_count, q_cap;
-    uint16_t next_pid;
 
     /* inbound QoS 2: packet ids received and not yet released (a 65536-bit
      * set, allocated at the first QoS 2 publish) */
     uint64_t *qos2_ids;
     uint32_t qos2_count;
-
-    /* persistent sessions (session.c) */
-    uint32_t will_delay; /* v5 Will Delay Interval, seconds */
+    uint32_t will_delay; /* persistent sessions (session.c): v5 Will Delay Interval, s */
     uint64_t next_seq;   /* row id of the session's next stored delivery */
 
     /* backpressure (deliver.c): publishers whose input is paused because
@@ -263,7 +265,6 @@ struct mqr_lconn {
     mqr_lconn_t **waiters;
     uint32_t nwaiters, waiters_cap;
     uint32_t blocked_by;
-    bool commit_paused; /* a 3.1.1 client's input waits for its acks' commit */
     uint64_t progress_ms; /* uv_now when the client last freed in-flight room */
 
     /* acks in line */
@@ -273,15 +274,11 @@ struct mqr_lconn {
     /* authentication (handle_auth.c): user name, SCRAM exchange, a CONNECT
      * waiting for its password check; NULL for an anonymous client */
     struct mqr_lauth *auth;
-    bool hold; /* input waits: a CONNECT is being authenticated */
 
-    /* inbound topic aliases 1..alias_max */
+    /* inbound topic aliases (alias_max above) */
     mqr_lalias_t *aliases;
-    uint16_t alias_max;
-
-    /* outbound topic aliases 1..out_alias_count, at most out_alias_max */
+    /* outbound topic aliases (out_alias_max/count above) */
     mqr_lout_alias_t *out_aliases;
-    uint16_t out_alias_max, out_alias_count;
 };
 
 /* ---- the listener ----------------------------------------------------- */
