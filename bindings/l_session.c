@@ -176,6 +176,10 @@ int mqr__lsession_new(lua_State *L)
         if (strcmp(it->name, cfg.name) != 0) continue;
         if (it->claimed_by == st) return luaL_error(L, "session '%s' declared twice", cfg.name);
         if (strcmp(it->config_key, key) == 0) s = it;
+        /* Declared with other settings: the new one connects now, the old
+         * one serves until the new script takes over, then closes. */
+        else if (it->u)
+            cfg.replaces = 1;
     }
     if (!s) {
         s = calloc(1, sizeof *s);
@@ -800,7 +804,8 @@ static const char session_lua[] =
     "local declared, handles = {}, {}\n"
     "local raw_session = mq.session\n"
     "function mq.session(cfg)\n"
-    "  local s = raw_session(cfg)\n"
+    "  local ok, s = pcall(raw_session, cfg)\n"
+    "  if not ok then error((tostring(s):gsub('^sessions:%d+: ', '')), 2) end\n"
     "  declared[#declared + 1] = s\n"
     "  for _, h in ipairs(handles) do\n"
     "    if not h.stopped then h.routes[#h.routes + 1] = s:route(h.filter, h.fn, h.opts) end\n"

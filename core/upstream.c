@@ -1355,7 +1355,7 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     if (cfg->keepalive_s < 0 || cfg->keepalive_s > 65535 || cfg->max_buffered < 0)
         return MQR_EINVAL;
     if (e->stopping) return MQR_ECLOSED;
-    if (mqr__upstream_find(e, cfg->name)) return MQR_EEXIST;
+    if (!cfg->replaces && mqr__upstream_find(e, cfg->name)) return MQR_EEXIST;
 
     mqr_upstream_t *u = calloc(1, sizeof *u);
     if (!u) return MQR_ENOMEM;

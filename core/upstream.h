@@ -59,6 +59,10 @@ typedef struct {
      * stripped from topics received (those without it pass unchanged).
      * NULL or "" = none. */
     const char *prefix;
+    /* Non-zero: an open session of the same name may exist (a reload
+     * replacing it; the caller closes the old one). Lookups by name find
+     * the newest. */
+    int replaces;
 } mqr_upstream_config_t;
 
 /* ---- lifecycle events ----------------------------------------------------

@@ -276,6 +276,34 @@ describe("session manager", function()
     assert(st)
   end)
 
+  it("replaces a session whose settings a reload changes", function()
+    local b1, b2 = start_broker(), start_broker()
+    local cap = e:capture("result/#")
+    local function rules(uri)
+      return ([[
+        local mq = require "mqrouter"
+        local up = mq.session{ name = "moving", broker = "%s" }
+        up:route("in/#", function(msg) mq.publish("result/in", msg.payload) end, { qos = 1 })
+        mq.on("session_removed", function(ev) mq.publish("result/removed", ev.name) end)
+        mq.spawn(function()
+          assert(mq.wait_ready("moving", 5))
+          mq.publish("result/ready", up:status().broker)
+        end)
+      ]]):format(uri)
+    end
+    assert(e:load(rules(b1.uri)))
+    assert.is_true(h.run_until(e, function() return #payloads(cap, "result/ready") == 1 end, 5))
+    assert(e:load(rules(b2.uri)))
+    assert.is_true(h.run_until(e, function() return #payloads(cap, "result/ready") == 2 end, 5))
+    assert.are.same({ b1.uri, b2.uri }, payloads(cap, "result/ready"))
+    assert.are.same({ "moving" }, payloads(cap, "result/removed")) -- the old one
+    b1.pub("in/y", "via-b1") -- the old session is gone
+    b2.pub("in/x", "via-b2")
+    assert.is_true(h.run_until(e, function() return #payloads(cap, "result/in") > 0 end, 5))
+    e:run(0.2)
+    assert.are.same({ "via-b2" }, payloads(cap, "result/in"))
+  end)
+
   it("keeps a failed reload's event handlers out; swaps them on a good one", function()
     local b = start_broker()
     local path = dir .. "/rules.lua"
