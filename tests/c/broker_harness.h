@@ -1,0 +1,146 @@
+/*
+ * broker_harness.h — a real Mosquitto for the upstream-session C tests:
+ * started on a free loopback port with a generated configuration, waited
+ * for until it accepts, killed in the teardown (and, through
+ * PR_SET_PDEATHSIG, when the test process dies), plus the time helpers the
+ * tests wait with.
+ *
+ * Included once by each test program that needs a broker; functions are
+ * static inline only so that a test need not use all of them.
+ */
+#ifndef MQR_BROKER_HARNESS_H
+#define MQR_BROKER_HARNESS_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#define MOSQUITTO "/usr/sbin/mosquitto"
+
+/* ---- a broker on loopback ---------------------------------------------- */
+
+typedef struct {
+    pid_t pid;
+    int port;
+    char dir[64];
+} broker_t;
+
+static inline uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static inline void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static inline int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static inline bool port_accepts(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return false;
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Starts mosquitto on b->port (picking a free one when 0) and waits until it
+ * accepts connections. */
+static inline void broker_start(broker_t *b)
+{
+    if (!b->dir[0]) {
+        snprintf(b->dir, sizeof b->dir, "/tmp/mqr-upstream-XXXXXX");
+        assert_non_null(mkdtemp(b->dir));
+    }
+    if (!b->port) b->port = free_port();
+    char conf[128];
+    snprintf(conf, sizeof conf, "%s/mosquitto.conf", b->dir);
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f, "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", b->port);
+    /* As root mosquitto would switch to its own user, and a change of
+     * credentials clears PR_SET_PDEATHSIG. */
+    if (geteuid() == 0) fprintf(f, "user root\n");
+    fclose(f);
+
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* Dies with us, however we die. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(1);
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) {
+            dup2(null, STDOUT_FILENO);
+            dup2(null, STDERR_FILENO);
+        }
+        execl(MOSQUITTO, "mosquitto", "-c", conf, (char *)NULL);
+        _exit(127);
+    }
+    b->pid = pid;
+    uint64_t deadline = now_ms() + 5000;
+    while (!port_accepts(b->port)) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            b->pid = 0;
+            fail_msg("mosquitto exited at start (port %d)", b->port);
+        }
+        if (now_ms() > deadline) fail_msg("mosquitto does not accept on port %d", b->port);
+        sleep_ms(20);
+    }
+}
+
+static inline void broker_stop(broker_t *b)
+{
+    if (b->pid > 0) {
+        kill(b->pid, SIGKILL);
+        waitpid(b->pid, NULL, 0);
+        b->pid = 0;
+    }
+}
+
+static inline void broker_cleanup(broker_t *b)
+{
+    broker_stop(b);
+    if (b->dir[0]) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/mosquitto.conf", b->dir);
+        unlink(path);
+        rmdir(b->dir);
+        b->dir[0] = '\0';
+    }
+}
+
+#endif
