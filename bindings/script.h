@@ -79,11 +79,11 @@ struct l_session {
  * script declares the same configuration, like sessions. */
 struct l_listen {
     mqr_script_t *host;
-    l_listen_t *next;      /* host->listens */
-    mqr_listener_t *l;     /* NULL while deferred, or when a deferred start failed */
-    char *config_key;      /* every setting joined: equal key = same listener */
-    char *name;            /* "tls 127.0.0.1:8883", for messages */
-    char *strs[4];         /* host, cert, key, cafile: owned copies for a deferred start */
+    l_listen_t *next;  /* host->listens */
+    mqr_listener_t *l; /* NULL while deferred, or when a deferred start failed */
+    char *config_key;  /* every setting joined: equal key = same listener */
+    char *name;        /* "tls 127.0.0.1:8883", for messages */
+    char *strs[4];     /* host, cert, key, cafile: owned copies for a deferred start */
     mqr_listen_options_t opts;
     bool deferred;         /* its port is held by a listener the new script drops */
     l_state_t *claimed_by; /* newest state that declared it */

@@ -103,26 +103,26 @@ typedef struct {
 /* Counters, for the metrics endpoint and tests. Only the listener writes
  * them; read them on the loop thread. */
 typedef struct {
-    uint64_t connections_total;   /* accepted sockets */
-    uint64_t connections_current; /* open sockets (CONNECT or not) */
-    uint64_t clients_current;     /* of those, past a successful CONNECT */
-    uint64_t connects_refused;    /* CONNACK with a failure code, or closed before one */
-    uint64_t msgs_in;             /* PUBLISH packets received and routed */
-    uint64_t msgs_out;            /* PUBLISH packets encoded for clients */
-    uint64_t bytes_in;            /* bytes read from sockets */
-    uint64_t bytes_out;           /* bytes written to sockets */
-    uint64_t malformed;           /* connections closed for a bad packet (framing, decoding,
-                                     protocol rule) */
-    uint64_t dropped;             /* deliveries dropped: output buffer or queue full */
-    uint64_t dropped_too_large;   /* deliveries skipped: over the client's Maximum Packet Size */
-    uint64_t expired;             /* queued deliveries whose message expired first */
-    uint64_t keepalive_timeouts;  /* connections closed for silence */
-    uint64_t takeovers;           /* connections closed by a newer one with their client id */
-    uint64_t auth_failures;       /* CONNECTs refused by authentication (credentials, SCRAM,
-                                     anonymous rule or the authenticate hook) */
-    uint64_t authz_denied;        /* PUBLISHes and subscriptions refused by the authorize hook */
-    uint64_t connects_over_limit; /* sockets refused for max_connections (closed at accept, or
-                                     CONNACK 0x97 / 0x03 while the few beyond it are read) */
+    uint64_t connections_total;     /* accepted sockets */
+    uint64_t connections_current;   /* open sockets (CONNECT or not) */
+    uint64_t clients_current;       /* of those, past a successful CONNECT */
+    uint64_t connects_refused;      /* CONNACK with a failure code, or closed before one */
+    uint64_t msgs_in;               /* PUBLISH packets received and routed */
+    uint64_t msgs_out;              /* PUBLISH packets encoded for clients */
+    uint64_t bytes_in;              /* bytes read from sockets */
+    uint64_t bytes_out;             /* bytes written to sockets */
+    uint64_t malformed;             /* connections closed for a bad packet (framing, decoding,
+                                       protocol rule) */
+    uint64_t dropped;               /* deliveries dropped: output buffer or queue full */
+    uint64_t dropped_too_large;     /* deliveries skipped: over the client's Maximum Packet Size */
+    uint64_t expired;               /* queued deliveries whose message expired first */
+    uint64_t keepalive_timeouts;    /* connections closed for silence */
+    uint64_t takeovers;             /* connections closed by a newer one with their client id */
+    uint64_t auth_failures;         /* CONNECTs refused by authentication (credentials, SCRAM,
+                                       anonymous rule or the authenticate hook) */
+    uint64_t authz_denied;          /* PUBLISHes and subscriptions refused by the authorize hook */
+    uint64_t connects_over_limit;   /* sockets refused for max_connections (closed at accept, or
+                                       CONNACK 0x97 / 0x03 while the few beyond it are read) */
     uint64_t connects_rate_limited; /* sockets closed at accept for connect_rate */
     uint64_t connect_timeouts;      /* sockets closed for no CONNECT within connect_timeout_ms */
     uint64_t publish_throttled;     /* times a client's reading paused for publish_rate */
@@ -134,8 +134,8 @@ typedef struct {
     uint64_t sessions_offline;      /* persistent sessions whose client is away */
     uint64_t sessions_expired;      /* persistent sessions ended by their expiry */
     uint64_t offline_dropped;       /* QoS 1/2 messages refused by a full offline session queue */
-    uint64_t publishers_paused;     /* times a publisher's input paused for a full subscriber queue */
-    uint64_t stuck_disconnects;     /* subscribers closed for no progress while holding publishers */
+    uint64_t publishers_paused; /* times a publisher's input paused for a full subscriber queue */
+    uint64_t stuck_disconnects; /* subscribers closed for no progress while holding publishers */
 } mqr_listener_stats_t;
 
 void mqr__listener_options_init(mqr_listener_options_t *opts);

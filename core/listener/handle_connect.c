@@ -81,14 +81,14 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     bool v5 = k.version == MQR_MQTT_V5;
     if (c->over_limit) {
         /* beyond max_connections (server.c let a few through to say so) */
-        return refuse(c, k.version, v5 ? MQR_MQTT_RC_QUOTA_EXCEEDED : 0x03,
-                      "too many connections");
+        return refuse(c, k.version, v5 ? MQR_MQTT_RC_QUOTA_EXCEEDED : 0x03, "too many connections");
     }
     if (k.has_will && k.will_qos > l->opts.max_qos) {
         l->stats.qos_exceeded++;
         /* 5.0 §3.2.2.3.4: a will QoS the server cannot honour is refused;
          * 3.1.1 has no way to say so: its will goes out at max_qos */
-        if (v5) return refuse(c, k.version, MQR_MQTT_RC_QOS_NOT_SUPPORTED, "will QoS above max_qos");
+        if (v5)
+            return refuse(c, k.version, MQR_MQTT_RC_QOS_NOT_SUPPORTED, "will QoS above max_qos");
         k.will_qos = (uint8_t)l->opts.max_qos;
     }
 
@@ -125,8 +125,7 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         return 0;
     }
     if (arc > 1)
-        return refuse(c, k.version,
-                      v5 ? (uint8_t)arc : mqr__mqtt_connack_v3_code((uint8_t)arc),
+        return refuse(c, k.version, v5 ? (uint8_t)arc : mqr__mqtt_connack_v3_code((uint8_t)arc),
                       "not authenticated");
     /* a will is a publish like any other: the authorize hook has its say now */
     if (k.has_will && !mqr__listener_authorize(c, MQR_AUTH_PUBLISH, k.will_topic.p,
@@ -148,17 +147,17 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         return refuse(c, k.version, MQR_MQTT_RC_SERVER_UNAVAILABLE, "out of memory");
 
     /* a v5 client asking for more than the listener allows is told the limit */
-    bool server_keep_alive = v5 && l->opts.max_keepalive &&
-                             (k.keep_alive == 0 || k.keep_alive > l->opts.max_keepalive);
+    bool server_keep_alive =
+        v5 && l->opts.max_keepalive && (k.keep_alive == 0 || k.keep_alive > l->opts.max_keepalive);
     if (server_keep_alive) k.keep_alive = (uint16_t)l->opts.max_keepalive;
     c->keepalive_ms = (uint32_t)k.keep_alive * 1500u; /* 3.1.1 §3.1.2.10, 5.0 §3.1.2.10 */
     c->session_expiry = k.session_expiry;
     c->peer_max_packet = v5 ? k.max_packet_size : 0;
     c->problem_info = v5 && k.request_problem_info;
     c->alias_max = v5 ? (uint16_t)l->opts.topic_alias_max : 0;
-    c->out_alias_max = v5 ? (k.topic_alias_max < MQR_LSN_OUT_ALIAS_CAP ? k.topic_alias_max
-                                                                       : MQR_LSN_OUT_ALIAS_CAP)
-                          : 0;
+    c->out_alias_max =
+        v5 ? (k.topic_alias_max < MQR_LSN_OUT_ALIAS_CAP ? k.topic_alias_max : MQR_LSN_OUT_ALIAS_CAP)
+           : 0;
     mqr__listener_deliveries_init(c, v5 ? k.receive_max : 0);
     c->will_delay = v5 && k.has_will ? k.will_delay : 0;
     if (k.has_will) {
