@@ -387,12 +387,8 @@ static void conn_free(mqr_lconn_t *c)
     free(c->reqs);
     free(c->pend);
     free(c->client_id);
-    free(c->inflight);
-    free(c->queue);
-    free(c->acks);
-    free(c->qos2_ids);
+    mqr__listener_qstate_free(c);
     free(c->aliases);
-    free(c->waiters);
     mqr__listener_auth_free(c);
     free(c);
     mqr__listener_maybe_free(l);
@@ -466,9 +462,11 @@ void mqr__listener_conn_close(mqr_lconn_t *c, mqr_lclose_t how, uint8_t reason, 
     mqr__listener_alias_out_clear(c);
     mqr__listener_acks_clear(c);
     mqr__listener_auth_cancel(c); /* a password check not started yet never runs */
-    free(c->qos2_ids);
-    c->qos2_ids = NULL;
-    c->qos2_count = 0;
+    if (c->qs) {
+        free(c->qs->qos2_ids);
+        c->qs->qos2_ids = NULL;
+        c->qs->qos2_count = 0;
+    }
     if (c->will) {
         mqr_msg_t *will = c->will;
         c->will = NULL;
@@ -549,7 +547,7 @@ void mqr__listener_conn_tick(mqr_lconn_t *c, uint64_t now)
             break;
         }
         if (c->blocked_by) c->last_rx_ms = now; /* we are the ones not reading */
-        if (c->nwaiters && now - c->progress_ms >= l->opts.stuck_timeout_ms) {
+        if (c->qs && c->qs->nwaiters && now - c->qs->progress_ms >= l->opts.stuck_timeout_ms) {
             /* it holds publishers paused and acknowledges nothing: let them
              * go; a persistent session keeps its queue offline */
             l->stats.stuck_disconnects++;

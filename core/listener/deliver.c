@@ -46,9 +46,30 @@ int mqr__listener_deliveries_init(mqr_lconn_t *c, uint16_t receive_max)
     return 0;
 }
 
-static inline mqr_ldelivery_t *slot(mqr_lconn_t *c, uint32_t i)
+mqr_lqs_t *mqr__listener_qstate(mqr_lconn_t *c)
 {
-    return &c->inflight[(c->if_head + i) % c->if_cap];
+    if (!c->qs) c->qs = calloc(1, sizeof *c->qs);
+    return c->qs;
+}
+
+void mqr__listener_qstate_free(mqr_lconn_t *c)
+{
+    mqr_lqs_t *q = c->qs;
+    if (!q) return;
+    free(q->inflight);
+    free(q->queue);
+    free(q->acks);
+    free(q->qos2_ids);
+    free(q->waiters);
+    free(q);
+    c->qs = NULL;
+}
+
+/* Only with c->qs allocated. */
+static inline mqr_ldelivery_t *slot(const mqr_lconn_t *c, uint32_t i)
+{
+    const mqr_lqs_t *q = c->qs;
+    return &q->inflight[(q->if_head + i) % c->if_cap];
 }
 
 static uint16_t next_pid(mqr_lconn_t *c)
@@ -65,7 +86,7 @@ static void row_put(mqr_lconn_t *c, mqr_ldelivery_t *d)
 {
     mqr_listener_t *l = c->l;
     if (!c->persistent || !l->sstore) return;
-    d->seq = ++c->next_seq;
+    d->seq = ++c->qs->next_seq;
     if (mqr__store_session_msg_put(l->sstore, c->client_id, c->client_id_len, d->seq, d->msg,
                                    d->qos, d->retain, d->sub_id, d->pid, d->state) == 0)
         l->wrote = true;
@@ -86,11 +107,13 @@ static void row_delete(mqr_lconn_t *c, const mqr_ldelivery_t *d)
 
 /* ---- the window and the queue -------------------------------------------------- */
 
+/* Only with c->qs allocated. */
 static int ensure_ring(mqr_lconn_t *c)
 {
-    if (c->inflight) return 0;
-    c->inflight = calloc(c->if_cap, sizeof *c->inflight);
-    return c->inflight ? 0 : MQR_ENOMEM;
+    mqr_lqs_t *q = c->qs;
+    if (q->inflight) return 0;
+    q->inflight = calloc(c->if_cap, sizeof *q->inflight);
+    return q->inflight ? 0 : MQR_ENOMEM;
 }
 
 /* Sends d (its reference moves into the window on success). */
@@ -106,27 +129,27 @@ static int start_inflight(mqr_lconn_t *c, mqr_ldelivery_t d, bool fresh)
         row_put(c, &d);
     else
         row_state(c, &d);
-    *slot(c, c->if_span) = d;
-    c->if_span++;
-    c->if_live++;
+    *slot(c, c->qs->if_span) = d;
+    c->qs->if_span++;
+    c->qs->if_live++;
     return 0;
 }
 
-static int queue_push(mqr_lconn_t *c, const mqr_ldelivery_t *d)
+static int queue_push(mqr_lqs_t *s, const mqr_ldelivery_t *d)
 {
-    if (c->q_count == c->q_cap) {
-        uint32_t cap = c->q_cap ? c->q_cap * 2 : 16;
+    if (s->q_count == s->q_cap) {
+        uint32_t cap = s->q_cap ? s->q_cap * 2 : 16;
         mqr_ldelivery_t *q = malloc(cap * sizeof *q);
         if (!q) return MQR_ENOMEM;
-        for (uint32_t i = 0; i < c->q_count; i++)
-            q[i] = c->queue[(c->q_head + i) & (c->q_cap - 1)];
-        free(c->queue);
-        c->queue = q;
-        c->q_cap = cap;
-        c->q_head = 0;
+        for (uint32_t i = 0; i < s->q_count; i++)
+            q[i] = s->queue[(s->q_head + i) & (s->q_cap - 1)];
+        free(s->queue);
+        s->queue = q;
+        s->q_cap = cap;
+        s->q_head = 0;
     }
-    c->queue[(c->q_head + c->q_count) & (c->q_cap - 1)] = *d;
-    c->q_count++;
+    s->queue[(s->q_head + s->q_count) & (s->q_cap - 1)] = *d;
+    s->q_count++;
     return 0;
 }
 
@@ -135,21 +158,24 @@ static void hold_publisher(mqr_lconn_t *c)
 {
     mqr_listener_t *l = c->l;
     mqr_lconn_t *p = l->publisher;
+    mqr_lqs_t *q = c->qs;
     /* never c itself (its input carries the acks that drain it), nor a
      * publisher whose own queue is full (two such clients publishing to
      * each other would wait on each other for ever) */
-    if (!p || p == c || p->state != MQR_LCONN_ACTIVE || p->q_count >= l->opts.max_queued) return;
-    for (uint32_t i = c->nwaiters; i-- > 0;)
-        if (c->waiters[i] == p) return;
-    if (c->nwaiters == c->waiters_cap) {
-        uint32_t cap = c->waiters_cap ? c->waiters_cap * 2 : 4;
-        mqr_lconn_t **w = realloc(c->waiters, cap * sizeof *w);
+    if (!p || p == c || p->state != MQR_LCONN_ACTIVE ||
+        (p->qs && p->qs->q_count >= l->opts.max_queued))
+        return;
+    for (uint32_t i = q->nwaiters; i-- > 0;)
+        if (q->waiters[i] == p) return;
+    if (q->nwaiters == q->waiters_cap) {
+        uint32_t cap = q->waiters_cap ? q->waiters_cap * 2 : 4;
+        mqr_lconn_t **w = realloc(q->waiters, cap * sizeof *w);
         if (!w) return; /* the safety cap still bounds the queue */
-        c->waiters = w;
-        c->waiters_cap = cap;
+        q->waiters = w;
+        q->waiters_cap = cap;
     }
-    if (c->nwaiters == 0) c->progress_ms = uv_now(l->e->loop);
-    c->waiters[c->nwaiters++] = p;
+    if (q->nwaiters == 0) q->progress_ms = uv_now(l->e->loop);
+    q->waiters[q->nwaiters++] = p;
     p->refs++;
     l->stats.publishers_paused++;
     if (p->blocked_by++ == 0) {
@@ -161,28 +187,31 @@ static void hold_publisher(mqr_lconn_t *c)
 
 void mqr__listener_waiters_release(mqr_lconn_t *c)
 {
-    uint32_t n = c->nwaiters;
-    mqr_lconn_t **w = c->waiters;
-    c->nwaiters = 0;
+    mqr_lqs_t *q = c->qs;
+    if (!q) return;
+    uint32_t n = q->nwaiters;
+    mqr_lconn_t **w = q->waiters;
+    q->nwaiters = 0;
     for (uint32_t i = 0; i < n; i++) {
         mqr_lconn_t *p = w[i];
         if (--p->blocked_by == 0) mqr__listener_conn_input_resume(p);
         mqr__listener_conn_unref(p);
     }
     if (c->state == MQR_LCONN_CLOSING) {
-        free(c->waiters);
-        c->waiters = NULL;
-        c->waiters_cap = 0;
+        free(q->waiters);
+        q->waiters = NULL;
+        q->waiters_cap = 0;
     }
 }
 
 /* Moves queued messages into the window while it has room. */
 static void pump(mqr_lconn_t *c)
 {
-    while (c->q_count && c->if_span < c->if_cap && c->state == MQR_LCONN_ACTIVE) {
-        mqr_ldelivery_t d = c->queue[c->q_head];
-        c->q_head = (c->q_head + 1) & (c->q_cap - 1);
-        c->q_count--;
+    mqr_lqs_t *q = c->qs;
+    while (q->q_count && q->if_span < c->if_cap && c->state == MQR_LCONN_ACTIVE) {
+        mqr_ldelivery_t d = q->queue[q->q_head];
+        q->q_head = (q->q_head + 1) & (q->q_cap - 1);
+        q->q_count--;
         if (expired(d.msg)) {
             c->l->stats.expired++;
         } else if (start_inflight(c, d, false) == 0) {
@@ -191,7 +220,7 @@ static void pump(mqr_lconn_t *c)
         row_delete(c, &d); /* expired, or cannot be sent: skipped */
         mqr_msg_unref(d.msg);
     }
-    if (c->nwaiters && c->q_count <= c->l->opts.max_queued / 2) mqr__listener_waiters_release(c);
+    if (q->nwaiters && q->q_count <= c->l->opts.max_queued / 2) mqr__listener_waiters_release(c);
 }
 
 int mqr__listener_send_message(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool retain,
@@ -209,23 +238,25 @@ int mqr__listener_send_message(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool
         }
         return mqr__listener_send_publish(c, msg, 0, 0, retain, false, sub_id);
     }
+    mqr_lqs_t *q = mqr__listener_qstate(c);
+    if (!q) return MQR_ENOMEM;
     mqr_ldelivery_t d = {.msg = msg, .sub_id = sub_id, .qos = qos, .retain = retain};
-    if (c->q_count == 0 && c->if_span < c->if_cap) {
+    if (q->q_count == 0 && q->if_span < c->if_cap) {
         int rc = start_inflight(c, d, true);
         if (rc == 0) mqr_msg_ref(msg);
         return rc;
     }
-    if (c->q_count >= l->opts.max_queued) {
-        if (c->q_count >= 64u * l->opts.max_queued) {
+    if (q->q_count >= l->opts.max_queued) {
+        if (q->q_count >= 64u * l->opts.max_queued) {
             l->stats.dropped++;
             return MQR_EFULL;
         }
         hold_publisher(c);
     }
-    int rc = queue_push(c, &d);
+    int rc = queue_push(q, &d);
     if (rc < 0) return rc;
     mqr_msg_ref(msg);
-    row_put(c, &c->queue[(c->q_head + c->q_count - 1) & (c->q_cap - 1)]);
+    row_put(c, &q->queue[(q->q_head + q->q_count - 1) & (q->q_cap - 1)]);
     return 0;
 }
 
@@ -246,8 +277,9 @@ void mqr__listener_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_tri
 
 static mqr_ldelivery_t *find(mqr_lconn_t *c, uint16_t pid, uint8_t state)
 {
+    if (!c->qs) return NULL;
     /* acks come in order (4.6), so this is nearly always the first one */
-    for (uint32_t i = 0; i < c->if_span; i++) {
+    for (uint32_t i = 0; i < c->qs->if_span; i++) {
         mqr_ldelivery_t *d = slot(c, i);
         if (d->pid == pid && d->state == state) return d;
     }
@@ -262,21 +294,22 @@ static void drop_slot(mqr_lconn_t *c, mqr_ldelivery_t *d)
     d->msg = NULL;
     d->state = MQR_LQ_FREE;
     d->seq = 0;
-    c->if_live--;
+    c->qs->if_live--;
 }
 
 static void compact(mqr_lconn_t *c)
 {
-    while (c->if_span && slot(c, 0)->state == MQR_LQ_FREE) {
-        c->if_head = (c->if_head + 1) % c->if_cap;
-        c->if_span--;
+    mqr_lqs_t *q = c->qs;
+    while (q->if_span && slot(c, 0)->state == MQR_LQ_FREE) {
+        q->if_head = (q->if_head + 1) % c->if_cap;
+        q->if_span--;
     }
 }
 
 static void release(mqr_lconn_t *c, mqr_ldelivery_t *d)
 {
     drop_slot(c, d);
-    c->progress_ms = uv_now(c->l->e->loop);
+    c->qs->progress_ms = uv_now(c->l->e->loop);
     compact(c);
     pump(c);
 }
@@ -304,7 +337,7 @@ void mqr__listener_pubrec(mqr_lconn_t *c, uint16_t pid, uint8_t reason)
         d->msg = NULL;
         d->state = MQR_LQ_WAIT_PUBCOMP;
         row_state(c, d);
-        c->progress_ms = uv_now(c->l->e->loop);
+        c->qs->progress_ms = uv_now(c->l->e->loop);
         mqr__listener_send_ack(c, MQR_MQTT_PUBREL, pid, 0);
         return;
     }
@@ -327,16 +360,18 @@ void mqr__listener_pubcomp(mqr_lconn_t *c, uint16_t pid)
 
 void mqr__listener_deliveries_clear(mqr_lconn_t *c)
 {
-    for (uint32_t i = 0; i < c->if_span; i++) {
+    mqr_lqs_t *q = c->qs;
+    if (!q) return;
+    for (uint32_t i = 0; i < q->if_span; i++) {
         mqr_ldelivery_t *d = slot(c, i);
         if (d->msg) mqr_msg_unref(d->msg);
         d->msg = NULL;
         d->state = MQR_LQ_FREE;
     }
-    c->if_head = c->if_span = c->if_live = 0;
-    for (uint32_t i = 0; i < c->q_count; i++)
-        mqr_msg_unref(c->queue[(c->q_head + i) & (c->q_cap - 1)].msg);
-    c->q_head = c->q_count = 0;
+    q->if_head = q->if_span = q->if_live = 0;
+    for (uint32_t i = 0; i < q->q_count; i++)
+        mqr_msg_unref(q->queue[(q->q_head + i) & (q->q_cap - 1)].msg);
+    q->q_head = q->q_count = 0;
     mqr__listener_waiters_release(c);
 }
 
@@ -346,22 +381,24 @@ int mqr__listener_deliveries_take(mqr_lconn_t *c, mqr_ldelivery_t **out, uint32_
 {
     *out = NULL;
     *n = 0;
-    uint32_t total = c->if_live + c->q_count;
+    mqr_lqs_t *q = c->qs;
+    if (!q) return 0;
+    uint32_t total = q->if_live + q->q_count;
     if (!total) return 0;
     mqr_ldelivery_t *d = malloc(total * sizeof *d);
     if (!d) return MQR_ENOMEM;
     uint32_t k = 0;
-    for (uint32_t i = 0; i < c->if_span; i++) {
+    for (uint32_t i = 0; i < q->if_span; i++) {
         mqr_ldelivery_t *s = slot(c, i);
         if (s->state == MQR_LQ_FREE) continue;
         d[k++] = *s;
         s->msg = NULL;
         s->state = MQR_LQ_FREE;
     }
-    for (uint32_t i = 0; i < c->q_count; i++)
-        d[k++] = c->queue[(c->q_head + i) & (c->q_cap - 1)];
-    c->if_head = c->if_span = c->if_live = 0;
-    c->q_head = c->q_count = 0;
+    for (uint32_t i = 0; i < q->q_count; i++)
+        d[k++] = q->queue[(q->q_head + i) & (q->q_cap - 1)];
+    q->if_head = q->if_span = q->if_live = 0;
+    q->q_head = q->q_count = 0;
     *out = d;
     *n = k;
     return 0;
@@ -377,22 +414,28 @@ int mqr__listener_deliveries_give(mqr_lconn_t *c, mqr_ldelivery_t *d, uint32_t n
      * reconnect): the ring, and so the window, stays that big for this
      * connection */
     if (nif > c->if_cap) c->if_cap = nif;
-    free(c->inflight);
-    c->inflight = NULL;
+    mqr_lqs_t *q = n ? mqr__listener_qstate(c) : c->qs;
+    if (!q) {
+        for (uint32_t i = 0; i < n; i++)
+            if (d[i].msg) mqr_msg_unref(d[i].msg);
+        return n ? MQR_ENOMEM : 0;
+    }
+    free(q->inflight);
+    q->inflight = NULL;
     int rc = ensure_ring(c);
     for (uint32_t i = 0; i < n; i++) {
         if (rc == 0 && i < nif) {
-            c->inflight[i] = d[i];
+            q->inflight[i] = d[i];
             continue;
         }
         d[i].pid = 0;
         d[i].state = MQR_LQ_FREE;
-        if (rc == 0) rc = queue_push(c, &d[i]);
+        if (rc == 0) rc = queue_push(q, &d[i]);
         if (rc < 0 && d[i].msg) mqr_msg_unref(d[i].msg);
     }
     if (rc == 0) {
-        c->if_head = 0;
-        c->if_span = c->if_live = nif;
+        q->if_head = 0;
+        q->if_span = q->if_live = nif;
     }
     return rc;
 }
@@ -402,7 +445,8 @@ void mqr__listener_deliveries_resend(mqr_lconn_t *c)
     /* 3.1.1 §4.4, 5.0 §4.4: unacknowledged PUBLISH again with DUP=1 and the
      * same ids, PUBREL for the released ones, in their order, before new
      * messages */
-    for (uint32_t i = 0; i < c->if_span && c->state == MQR_LCONN_ACTIVE; i++) {
+    if (!c->qs) return;
+    for (uint32_t i = 0; i < c->qs->if_span && c->state == MQR_LCONN_ACTIVE; i++) {
         mqr_ldelivery_t *d = slot(c, i);
         if (d->state == MQR_LQ_FREE) continue;
         if (d->state == MQR_LQ_WAIT_PUBCOMP) {

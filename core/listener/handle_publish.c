@@ -26,36 +26,39 @@
 
 static int ack_push(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reason, bool ready)
 {
-    if (c->ack_count == c->ack_cap) {
-        uint32_t cap = c->ack_cap ? c->ack_cap * 2 : 16;
+    mqr_lqs_t *q = mqr__listener_qstate(c);
+    if (!q) return MQR_ENOMEM;
+    if (q->ack_count == q->ack_cap) {
+        uint32_t cap = q->ack_cap ? q->ack_cap * 2 : 16;
         mqr_lack_t *a = malloc(cap * sizeof *a);
         if (!a) return MQR_ENOMEM;
-        for (uint32_t i = 0; i < c->ack_count; i++)
-            a[i] = c->acks[(c->ack_head + i) & (c->ack_cap - 1)];
-        free(c->acks);
-        c->acks = a;
-        c->ack_cap = cap;
-        c->ack_head = 0;
+        for (uint32_t i = 0; i < q->ack_count; i++)
+            a[i] = q->acks[(q->ack_head + i) & (q->ack_cap - 1)];
+        free(q->acks);
+        q->acks = a;
+        q->ack_cap = cap;
+        q->ack_head = 0;
     }
-    c->acks[(c->ack_head + c->ack_count) & (c->ack_cap - 1)] =
+    q->acks[(q->ack_head + q->ack_count) & (q->ack_cap - 1)] =
         (mqr_lack_t){.pid = pid, .type = type, .reason = reason, .ready = ready};
-    c->ack_count++;
+    q->ack_count++;
     return 0;
 }
 
 static void acks_drain(mqr_lconn_t *c)
 {
-    while (c->ack_count && c->acks[c->ack_head].ready) {
-        mqr_lack_t a = c->acks[c->ack_head];
-        c->ack_head = (c->ack_head + 1) & (c->ack_cap - 1);
-        c->ack_count--;
+    mqr_lqs_t *q = c->qs;
+    while (q->ack_count && q->acks[q->ack_head].ready) {
+        mqr_lack_t a = q->acks[q->ack_head];
+        q->ack_head = (q->ack_head + 1) & (q->ack_cap - 1);
+        q->ack_count--;
         mqr__listener_send_ack(c, a.type, a.pid, a.reason);
     }
 }
 
 void mqr__listener_ack(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reason)
 {
-    if (c->ack_count == 0) {
+    if (!c->qs || c->qs->ack_count == 0) {
         mqr__listener_send_ack(c, type, pid, reason);
         return;
     }
@@ -66,13 +69,15 @@ void mqr__listener_ack(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reaso
 static void on_commit(void *arg, int status)
 {
     mqr_lconn_t *c = arg;
-    if (c->state == MQR_LCONN_ACTIVE) {
+    /* an active connection's qs holds the ack this callback is for */
+    mqr_lqs_t *q = c->qs;
+    if (c->state == MQR_LCONN_ACTIVE && q) {
         /* callbacks come in registration order: ours is the first waiting */
-        for (uint32_t i = 0; i < c->ack_count; i++) {
-            mqr_lack_t *a = &c->acks[(c->ack_head + i) & (c->ack_cap - 1)];
+        for (uint32_t i = 0; i < q->ack_count; i++) {
+            mqr_lack_t *a = &q->acks[(q->ack_head + i) & (q->ack_cap - 1)];
             if (a->ready) continue;
             a->ready = true;
-            c->acks_waiting--;
+            q->acks_waiting--;
             if (status < 0) {
                 MQR_LOG_W(MQR_LSN_LOG, "client %s: message id %u not stored: %s", c->client_id,
                           a->pid, mqr_strerror(status));
@@ -86,7 +91,7 @@ static void on_commit(void *arg, int status)
             break;
         }
         if (c->state == MQR_LCONN_ACTIVE) acks_drain(c);
-        if (c->commit_paused && c->acks_waiting == 0) {
+        if (c->commit_paused && q->acks_waiting == 0) {
             c->commit_paused = false;
             if (--c->blocked_by == 0) mqr__listener_conn_input_resume(c);
         }
@@ -100,9 +105,9 @@ void mqr__listener_ack_after_commit(mqr_lconn_t *c, uint8_t type, uint16_t pid, 
         mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "out of memory");
         return;
     }
-    c->acks_waiting++;
+    c->qs->acks_waiting++;
     c->refs++;
-    if (c->version != MQR_MQTT_V5 && c->acks_waiting >= c->l->opts.receive_max &&
+    if (c->version != MQR_MQTT_V5 && c->qs->acks_waiting >= c->l->opts.receive_max &&
         !c->commit_paused) {
         /* a 3.1.1 client was told no Receive Maximum: rather than closing
          * it, read no more from it until the store has caught up */
@@ -121,25 +126,28 @@ void mqr__listener_ack_after_commit(mqr_lconn_t *c, uint8_t type, uint16_t pid, 
 void mqr__listener_acks_clear(mqr_lconn_t *c)
 {
     /* callbacks still pending find the connection closing and only unref */
-    c->ack_head = c->ack_count = 0;
-    c->acks_waiting = 0;
+    if (!c->qs) return;
+    c->qs->ack_head = c->qs->ack_count = 0;
+    c->qs->acks_waiting = 0;
 }
 
 /* ---- inbound QoS 2 packet ids ------------------------------------------------ */
 
 static bool qos2_has(const mqr_lconn_t *c, uint16_t pid)
 {
-    return c->qos2_ids && (c->qos2_ids[pid >> 6] >> (pid & 63)) & 1u;
+    return c->qs && c->qs->qos2_ids && (c->qs->qos2_ids[pid >> 6] >> (pid & 63)) & 1u;
 }
 
 static int qos2_add(mqr_lconn_t *c, uint16_t pid)
 {
-    if (!c->qos2_ids) {
-        c->qos2_ids = calloc(65536 / 64, sizeof *c->qos2_ids);
-        if (!c->qos2_ids) return MQR_ENOMEM;
+    mqr_lqs_t *q = mqr__listener_qstate(c);
+    if (!q) return MQR_ENOMEM;
+    if (!q->qos2_ids) {
+        q->qos2_ids = calloc(65536 / 64, sizeof *q->qos2_ids);
+        if (!q->qos2_ids) return MQR_ENOMEM;
     }
-    c->qos2_ids[pid >> 6] |= 1ull << (pid & 63);
-    c->qos2_count++;
+    q->qos2_ids[pid >> 6] |= 1ull << (pid & 63);
+    q->qos2_count++;
     mqr__lsession_qos2(c, pid, true);
     return 0;
 }
@@ -147,8 +155,8 @@ static int qos2_add(mqr_lconn_t *c, uint16_t pid)
 static bool qos2_remove(mqr_lconn_t *c, uint16_t pid)
 {
     if (!qos2_has(c, pid)) return false;
-    c->qos2_ids[pid >> 6] &= ~(1ull << (pid & 63));
-    c->qos2_count--;
+    c->qs->qos2_ids[pid >> 6] &= ~(1ull << (pid & 63));
+    c->qs->qos2_count--;
     mqr__lsession_qos2(c, pid, false);
     return true;
 }
@@ -229,8 +237,9 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     }
     /* a v5 client was told the Receive Maximum; acks waiting for the store
      * count against it (a 3.1.1 client's input pauses instead) */
-    uint32_t waiting = c->version == MQR_MQTT_V5 ? c->acks_waiting : 0;
-    if (p.qos && c->qos2_count + waiting >= l->opts.receive_max)
+    const mqr_lqs_t *q = c->qs;
+    uint32_t waiting = q && c->version == MQR_MQTT_V5 ? q->acks_waiting : 0;
+    if (p.qos && q && q->qos2_count + waiting >= l->opts.receive_max)
         return mqr__listener_conn_fail(c, MQR_MQTT_RC_RECEIVE_MAX_EXCEEDED,
                                        "receive maximum exceeded");
 

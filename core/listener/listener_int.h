@@ -163,6 +163,31 @@ typedef struct {
     uint16_t len;
 } mqr_lalias_t;
 
+/* The state of a connection that only QoS 1/2 traffic and backpressure use
+ * (deliver.c, handle_publish.c, session.c). */
+typedef struct mqr_lqs {
+    /* outbound QoS 1/2: a ring of in-flight deliveries in send order (holes
+     * where an out-of-order ack freed one; its size is the connection's
+     * if_cap), then the queue behind it */
+    mqr_ldelivery_t *inflight;
+    uint32_t if_head, if_span, if_live;
+    uint32_t q_head, q_count, q_cap;
+    mqr_ldelivery_t *queue;
+    /* inbound QoS 2: packet ids received and not yet released (a 65536-bit
+     * set, allocated at the first QoS 2 publish) */
+    uint64_t *qos2_ids;
+    uint32_t qos2_count;
+    /* acks in line (handle_publish.c) */
+    uint32_t ack_head, ack_count, ack_cap, acks_waiting;
+    mqr_lack_t *acks;
+    /* backpressure (deliver.c): publishers whose input is paused because
+     * this client's queue is full (a reference each) */
+    mqr_lconn_t **waiters;
+    uint32_t nwaiters, waiters_cap;
+    uint64_t progress_ms; /* uv_now when the client last freed in-flight room */
+    uint64_t next_seq;    /* row id of the session's next stored delivery */
+} mqr_lqs_t;
+
 /* ---- a connection ------------------------------------------------------- */
 
 typedef enum {
@@ -223,6 +248,7 @@ struct mqr_lconn {
     uint32_t keepalive_ms; /* 1.5 x keep-alive, 0 = none */
     uint32_t session_expiry;
     uint32_t peer_max_packet; /* the client's Maximum Packet Size, 0 = none */
+    uint32_t will_delay;      /* persistent sessions (session.c): v5 Will Delay Interval, s */
     /* publish_rate bucket: tokens (x MQR_LSN_TOKEN) as of pub_ms (uv_now,
      * low 32 bits: only differences are used) */
     uint32_t pub_tokens, pub_ms;
@@ -245,31 +271,12 @@ struct mqr_lconn {
     mqr_trie_entry_t **subs;
     uint32_t nsubs, subs_cap;
 
-    /* outbound QoS 1/2: a ring of in-flight deliveries in send order (holes
-     * where an out-of-order ack freed one), then the queue behind it */
-    mqr_ldelivery_t *inflight;
-    uint32_t if_head, if_span, if_live, if_cap;
-    mqr_ldelivery_t *queue;
-    uint32_t q_head, q_count, q_cap;
-
-    /* inbound QoS 2: packet ids received and not yet released (a 65536-bit
-     * set, allocated at the first QoS 2 publish) */
-    uint64_t *qos2_ids;
-    uint32_t qos2_count;
-    uint32_t will_delay; /* persistent sessions (session.c): v5 Will Delay Interval, s */
-    uint64_t next_seq;   /* row id of the session's next stored delivery */
-
-    /* backpressure (deliver.c): publishers whose input is paused because
-     * this client's queue is full (a reference each), and how many full
-     * queues this client's own input waits for */
-    mqr_lconn_t **waiters;
-    uint32_t nwaiters, waiters_cap;
-    uint32_t blocked_by;
-    uint64_t progress_ms; /* uv_now when the client last freed in-flight room */
-
-    /* acks in line */
-    mqr_lack_t *acks;
-    uint32_t ack_head, ack_count, ack_cap, acks_waiting;
+    /* outbound QoS 1/2, inbound QoS 2, backpressure and acks in line:
+     * allocated at first use (mqr__listener_qstate), as an idle QoS 0
+     * subscriber never needs any of it; NULL reads as all empty */
+    struct mqr_lqs *qs;
+    uint32_t if_cap;     /* the in-flight window (deliveries_init) */
+    uint32_t blocked_by; /* full queues (and commits) this client's input waits for */
 
     /* authentication (handle_auth.c): user name, SCRAM exchange, a CONNECT
      * waiting for its password check; NULL for an anonymous client */
@@ -517,6 +524,10 @@ void mqr__listener_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_tri
  * behind it (dropped when that is full). Returns 0 or why it was not sent. */
 int mqr__listener_send_message(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool retain,
                                uint32_t sub_id);
+/* c->qs, allocated at the first call; NULL when out of memory. */
+mqr_lqs_t *mqr__listener_qstate(mqr_lconn_t *c);
+/* Frees c->qs (what it still points to included). */
+void mqr__listener_qstate_free(mqr_lconn_t *c);
 /* Client acks: free the matching in-flight slot and refill the window. */
 void mqr__listener_puback(mqr_lconn_t *c, uint16_t pid);
 void mqr__listener_pubrec(mqr_lconn_t *c, uint16_t pid, uint8_t reason);

@@ -268,12 +268,14 @@ void mqr__lsession_disconnect(mqr_lconn_t *c)
     s->msgs_cap = s->nmsgs;
     for (uint32_t i = 0; i < s->nmsgs; i++)
         if (!s->msgs[i].pid) s->nqueued++;
-    s->qos2_ids = c->qos2_ids;
-    s->qos2_count = c->qos2_count;
-    c->qos2_ids = NULL;
-    c->qos2_count = 0;
+    if (c->qs) {
+        s->qos2_ids = c->qs->qos2_ids;
+        s->qos2_count = c->qs->qos2_count;
+        c->qs->qos2_ids = NULL;
+        c->qs->qos2_count = 0;
+        s->next_seq = c->qs->next_seq;
+    }
     s->next_pid = c->next_pid;
-    s->next_seq = c->next_seq;
     if (c->will && c->will_publish && c->will_delay) {
         /* 5.0 §3.1.2.5: published when the delay or the session ends */
         uint32_t delay = c->will_delay < s->expiry_s ? c->will_delay : s->expiry_s;
@@ -311,11 +313,19 @@ int mqr__lsession_connect(mqr_lconn_t *c, bool clean, bool *present)
         subs_point(c->subs, c->nsubs, &c->sub);
         s->subs = NULL;
         s->nsubs = 0;
-        c->qos2_ids = s->qos2_ids;
-        c->qos2_count = s->qos2_count;
-        s->qos2_ids = NULL;
-        c->next_seq = s->next_seq;
-        int rc = mqr__listener_deliveries_give(c, s->msgs, s->nmsgs);
+        /* only a session with something to bring back needs c->qs */
+        mqr_lqs_t *q = s->qos2_ids || s->next_seq ? mqr__listener_qstate(c) : c->qs;
+        int rc = 0;
+        if (q) {
+            q->qos2_ids = s->qos2_ids;
+            q->qos2_count = s->qos2_count;
+            s->qos2_ids = NULL;
+            q->next_seq = s->next_seq;
+        } else if (s->qos2_ids || s->next_seq) {
+            rc = MQR_ENOMEM; /* the QoS 2 ids are forgotten: logged below */
+        }
+        int grc = mqr__listener_deliveries_give(c, s->msgs, s->nmsgs);
+        if (rc == 0) rc = grc;
         s->nmsgs = 0; /* the references moved (or were dropped) */
         c->next_pid = s->next_pid;
         if (rc < 0)
