@@ -3,7 +3,7 @@
  * started on a free loopback port with a generated configuration, waited
  * for until it accepts, killed in the teardown (and, through
  * PR_SET_PDEATHSIG, when the test process dies), plus the time helpers the
- * tests wait with.
+ * tests wait with, and helpers that run mosquitto_pub / mosquitto_sub.
  *
  * Included once by each test program that needs a broker; functions are
  * static inline only so that a test need not use all of them.
@@ -141,6 +141,62 @@ static inline void broker_cleanup(broker_t *b)
         rmdir(b->dir);
         b->dir[0] = '\0';
     }
+}
+
+/* ---- mosquitto client tools ---------------------------------------------- */
+
+static inline int sh(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A mosquitto_sub whose output we read while the loop runs. */
+typedef struct {
+    FILE *f;
+    char out[8192];
+    size_t len;
+} sub_proc_t;
+
+static inline void sub_start(sub_proc_t *s, const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    memset(s, 0, sizeof *s);
+    s->f = popen(cmd, "r");
+    assert_non_null(s->f);
+    int fd = fileno(s->f);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+static inline bool sub_has(void *arg, const void *needle)
+{
+    sub_proc_t *s = arg;
+    for (;;) {
+        ssize_t n = read(fileno(s->f), s->out + s->len, sizeof s->out - 1 - s->len);
+        if (n <= 0) break;
+        s->len += (size_t)n;
+        s->out[s->len] = '\0';
+    }
+    return strstr(s->out, needle) != NULL;
+}
+
+static inline int sub_finish(sub_proc_t *s)
+{
+    int fd = fileno(s->f);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    sub_has(s, "\x01"); /* drain the rest */
+    int st = pclose(s->f);
+    s->f = NULL;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 #endif

@@ -125,17 +125,6 @@ static void wait_state(ctx_t *c, mqr_upstream_state_t st, int timeout_ms)
                  (int)last_state(c), c->reason);
 }
 
-static int sh(const char *fmt, ...)
-{
-    char cmd[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* Publishes with mosquitto_pub until a message reaches the engine. The
  * session subscribes when its connect is drained, and its SUBACK is not
  * observable, so the first publish may beat the SUBSCRIBE to the broker:
@@ -151,39 +140,6 @@ static int pub_until_received(ctx_t *c, const char *args)
     return 0;
 }
 
-/* A mosquitto_sub whose output we read while the loop runs. */
-typedef struct {
-    FILE *f;
-    char out[8192];
-    size_t len;
-} sub_proc_t;
-
-static void sub_start(sub_proc_t *s, const char *fmt, ...)
-{
-    char cmd[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    memset(s, 0, sizeof *s);
-    s->f = popen(cmd, "r");
-    assert_non_null(s->f);
-    int fd = fileno(s->f);
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-}
-
-static bool sub_has(void *arg, const void *needle)
-{
-    sub_proc_t *s = arg;
-    for (;;) {
-        ssize_t n = read(fileno(s->f), s->out + s->len, sizeof s->out - 1 - s->len);
-        if (n <= 0) break;
-        s->len += (size_t)n;
-        s->out[s->len] = '\0';
-    }
-    return strstr(s->out, needle) != NULL;
-}
-
 static bool sub_wait(ctx_t *c, sub_proc_t *s, const char *needle, int timeout_ms)
 {
     uv_loop_t *loop = mqr_engine_loop(c->e);
@@ -194,16 +150,6 @@ static bool sub_wait(ctx_t *c, sub_proc_t *s, const char *needle, int timeout_ms
         if (now_ms() >= deadline) return false;
         sleep_ms(2);
     }
-}
-
-static int sub_finish(sub_proc_t *s)
-{
-    int fd = fileno(s->f);
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    sub_has(s, "\x01"); /* drain the rest */
-    int st = pclose(s->f);
-    s->f = NULL;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static mqr_upstream_t *session(ctx_t *c, const char *name, int port, int version, int max_buffered)
