@@ -295,11 +295,40 @@ static size_t gather(mqr_lconn_t *c, uv_buf_t *bufs, size_t max, size_t *bytes)
     return n;
 }
 
-static void write_failed(mqr_lconn_t *c, int err)
+void mqr__listener_write_failed(mqr_lconn_t *c, int err)
 {
     c->eof = true;
     if (c->state == MQR_LCONN_ACTIVE) c->will_publish = true;
     mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, uv_strerror(err));
+}
+
+size_t mqr__listener_write(mqr_lconn_t *c, mqr_lgather_fn gather_fn, mqr_lconsume_fn consume_fn,
+                           uv_write_cb done)
+{
+    uv_buf_t bufs[MQR_LSN_MAX_IOV];
+    size_t bytes, n;
+    for (;;) {
+        n = gather_fn(c, bufs, MQR_LSN_MAX_IOV, &bytes);
+        if (bytes == 0) return 0;
+        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)n);
+        if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
+        if (r < 0) {
+            mqr__listener_write_failed(c, r);
+            return 0;
+        }
+        c->l->stats.bytes_out += (uint64_t)r;
+        consume_fn(c, (size_t)r);
+        if ((size_t)r < bytes) break; /* the socket is full */
+    }
+    n = gather_fn(c, bufs, MQR_LSN_MAX_IOV, &bytes);
+    mqr_lreqs_t *rq = mqr__listener_reqs(c);
+    int rc = rq ? uv_write(&rq->w, (uv_stream_t *)&c->tcp, bufs, (unsigned)n, done) : MQR_ENOMEM;
+    if (rc < 0) {
+        mqr__listener_write_failed(c, rc);
+        return 0;
+    }
+    c->writing = true;
+    return bytes;
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -312,7 +341,7 @@ static void on_write(uv_write_t *req, int status)
     if (status == 0) c->l->stats.bytes_out += b;
     consume(c, b);
     if (status < 0) {
-        if (!c->uv_closing) write_failed(c, status);
+        if (!c->uv_closing) mqr__listener_write_failed(c, status);
         return;
     }
     if (c->seg_count) mqr__listener_out_flush(c);
@@ -325,31 +354,9 @@ void mqr__listener_out_flush(mqr_lconn_t *c)
         return;
     }
     if (c->writing || c->uv_closing || c->eof || c->seg_count == 0) return;
-    uv_buf_t bufs[MQR_LSN_MAX_IOV];
-    size_t bytes, n;
-    for (;;) {
-        n = gather(c, bufs, MQR_LSN_MAX_IOV, &bytes);
-        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)n);
-        if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
-        if (r < 0) {
-            write_failed(c, r);
-            return;
-        }
-        c->l->stats.bytes_out += (uint64_t)r;
-        consume(c, (size_t)r);
-        if (c->seg_count == 0) return;
-        if ((size_t)r < bytes) break; /* the socket is full */
-    }
-    n = gather(c, bufs, MQR_LSN_MAX_IOV, &bytes);
-    mqr_lreqs_t *rq = mqr__listener_reqs(c);
-    int rc =
-        rq ? uv_write(&rq->w, (uv_stream_t *)&c->tcp, bufs, (unsigned)n, on_write) : MQR_ENOMEM;
-    if (rc < 0) {
-        write_failed(c, rc);
-        return;
-    }
-    c->writing = true;
-    c->seg_locked = n;
+    size_t bytes = mqr__listener_write(c, gather, consume, on_write);
+    if (!bytes) return;
+    c->seg_locked = c->seg_count < MQR_LSN_MAX_IOV ? c->seg_count : MQR_LSN_MAX_IOV;
     c->locked_bytes = bytes;
 }
 

@@ -424,6 +424,18 @@ uint8_t *mqr__listener_out_reserve(mqr_lconn_t *c, size_t n);
 void mqr__listener_out_commit(mqr_lconn_t *c, size_t n);
 /* Appends msg's payload by reference. */
 int mqr__listener_out_payload(mqr_lconn_t *c, mqr_msg_t *msg);
+/* The write path both plain output and the TLS/WebSocket wire queue use:
+ * uv_try_write what gather offers while the socket takes all of it (consume
+ * drops what went), then one uv_write of the rest with done as callback
+ * (c->writing set). Returns the bytes handed to uv_write, which done must
+ * consume; 0 when everything went at once or a write failed (then the
+ * connection is closing, see mqr__listener_write_failed). */
+typedef size_t (*mqr_lgather_fn)(mqr_lconn_t *c, uv_buf_t *bufs, size_t max, size_t *bytes);
+typedef void (*mqr_lconsume_fn)(mqr_lconn_t *c, size_t n);
+size_t mqr__listener_write(mqr_lconn_t *c, mqr_lgather_fn gather_fn, mqr_lconsume_fn consume_fn,
+                           uv_write_cb done);
+/* A write to the socket failed: close at once, publishing the will. */
+void mqr__listener_write_failed(mqr_lconn_t *c, int err);
 /* Writes what is waiting (uv_try_write, then uv_write for the rest). */
 void mqr__listener_out_flush(mqr_lconn_t *c);
 /* Flushes every dirty connection (the check handle, and close). */

@@ -151,13 +151,6 @@ static void maybe_shutdown(mqr_lconn_t *c)
         mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "shutdown");
 }
 
-static void write_failed(mqr_lconn_t *c, int err)
-{
-    c->eof = true;
-    if (c->state == MQR_LCONN_ACTIVE) c->will_publish = true;
-    mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, uv_strerror(err));
-}
-
 static void wire_write(mqr_lconn_t *c);
 
 static void on_write(uv_write_t *req, int status)
@@ -170,41 +163,22 @@ static void on_write(uv_write_t *req, int status)
     if (status == 0) c->l->stats.bytes_out += b;
     wire_consume(c, b);
     if (status < 0) {
-        if (!c->uv_closing) write_failed(c, status);
+        if (!c->uv_closing) mqr__listener_write_failed(c, status);
         return;
     }
     mqr__ltp_flush(c);
+}
+
+static size_t wire_gather_of(mqr_lconn_t *c, uv_buf_t *bufs, size_t max, size_t *bytes)
+{
+    return wire_gather(c->tp, bufs, max, bytes);
 }
 
 static void wire_write(mqr_lconn_t *c)
 {
     mqr_ltp_t *tp = c->tp;
     if (c->writing || c->uv_closing || c->eof || tp->w_bytes == 0) return;
-    uv_buf_t bufs[MQR_LSN_MAX_IOV];
-    size_t bytes, n;
-    for (;;) {
-        n = wire_gather(tp, bufs, MQR_LSN_MAX_IOV, &bytes);
-        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)n);
-        if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
-        if (r < 0) {
-            write_failed(c, r);
-            return;
-        }
-        c->l->stats.bytes_out += (uint64_t)r;
-        wire_consume(c, (size_t)r);
-        if (tp->w_bytes == 0) return;
-        if ((size_t)r < bytes) break; /* the socket is full */
-    }
-    n = wire_gather(tp, bufs, MQR_LSN_MAX_IOV, &bytes);
-    mqr_lreqs_t *rq = mqr__listener_reqs(c);
-    int rc =
-        rq ? uv_write(&rq->w, (uv_stream_t *)&c->tcp, bufs, (unsigned)n, on_write) : MQR_ENOMEM;
-    if (rc < 0) {
-        write_failed(c, rc);
-        return;
-    }
-    c->writing = true;
-    tp->w_locked = bytes;
+    tp->w_locked = mqr__listener_write(c, wire_gather_of, wire_consume, on_write);
 }
 
 void mqr__ltp_flush(mqr_lconn_t *c)
