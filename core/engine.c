@@ -11,6 +11,7 @@
 #include "store.h"
 #include "topic.h"
 #include "upstream.h"
+#include "upstream_persist.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -221,6 +222,8 @@ void mqr_engine_free(mqr_engine_t *e)
     else
         uv_run(e->loop, UV_RUN_NOWAIT);
     mqr__upstream_free_all(e);
+    mqr__upstream_persist_close(e->upstream_persist);
+    e->upstream_persist = NULL;
     while (e->csubs)
         mqr_unsubscribe(e, e->csubs);
     mqr__retain_close(&e->retain);

@@ -53,8 +53,12 @@ struct mqr_engine {
      * start; core/listener/session.c), NULL when none */
     mqr_listener_t *sessions_owner;
     mqr_listener_t *listeners; /* every open one, listener included (listener.h) */
-    mqr_upstream_t *sessions;  /* list of upstream sessions */
-    struct mqr_csub *csubs;    /* C subscriptions, freed with the engine */
+    mqr_upstream_t *sessions;  /* list of upstream sessions, newest first */
+    /* their stored messages (upstream_persist.h), opened at the first
+     * persistent session; failed: not retried, sessions stay in memory */
+    struct mqr_upstream_persist *upstream_persist;
+    bool upstream_persist_failed;
+    struct mqr_csub *csubs; /* C subscriptions, freed with the engine */
 
     /* authentication and authorisation hooks (auth.h), owned by the
      * bindings; NULL = none: the listener checks this pointer only */

@@ -22,6 +22,7 @@
 #include "upstream.h"
 
 #include "topic.h"
+#include "upstream_persist.h"
 
 #include <MQTTAsync.h>
 
@@ -133,6 +134,23 @@ struct mqr_upstream {
     up_subopt_t *subopts;
     up_pub_t *pubs;
 
+    /* Persistence (upstream_persist.h): records keyed by the name. A session
+     * replacing an open one of the same name (a reload with other settings)
+     * must not have a Paho client reading and writing those records while
+     * the old one still does: it stays without a client ("dormant") until
+     * the predecessor is destroyed, then restores what it left. Publishes
+     * meanwhile wait in early[]. */
+    bool persistent;
+    bool discard;         /* close gives the records up (loop thread) */
+    bool discard_records; /* decided at begin_close, read by the destroying worker */
+    MQTTClient_persistence phooks;
+    mqr_upstream_t *predecessor, *successor;
+    struct up_early {
+        mqr_msg_t *msg;
+        up_pub_t *pub;
+    } * early;
+    size_t n_early, cap_early;
+
     /* Loop thread only: what status() reports. */
     char broker[256];
     char last_error[256];
@@ -151,6 +169,8 @@ struct mqr_upstream {
     char server_reason[160]; /* v5 DISCONNECT from the broker, for the next "lost" */
     mqr_upstream_event_fn observer;
     void *observer_arg;
+    mqr_upstream_credentials_fn credentials;
+    void *credentials_arg;
     up_sub_t *subs;
     uv_async_t async;
     uv_timer_t retry; /* next connect attempt */
@@ -938,6 +958,8 @@ static void deliver(mqr_upstream_t *u, up_event_t *ev)
 }
 
 static int start_connect(mqr_upstream_t *u);
+static int create_client(mqr_upstream_t *u);
+static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p);
 static void handle_event(mqr_upstream_t *u, up_event_t *ev);
 
 static void on_retry(uv_timer_t *t)
@@ -948,7 +970,7 @@ static void on_retry(uv_timer_t *t)
      * first connect command, which after a failed attempt does nothing at
      * all (no callback) in Paho 1.3.12. */
     int rc = start_connect(u);
-    if (rc < 0) {
+    if (rc < 0 && !u->closing) {
         /* Counted like an attempt that failed on the wire. */
         up_event_t ev = {.type = EV_CONNECT_FAILED, .code = MQTTASYNC_FAILURE};
         ev.text = mqr_strerror(rc);
@@ -1003,6 +1025,18 @@ static void pub_done(mqr_upstream_t *u, up_event_t *ev)
         int status = ev->code == 0 && ev->reason < 0x80 ? 0 : MQR_EUPSTREAM;
         if (status < 0) u->stats.publish_failed++;
         if (p->done) p->done(p->arg, status, ev->reason);
+        free(p);
+        return;
+    }
+}
+
+/* Answers (and frees) a waited-for publish that never reached Paho. */
+static void pub_answer(up_pub_t *p, int status)
+{
+    for (up_pub_t **pp = &p->u->pubs; *pp; pp = &(*pp)->next) {
+        if (*pp != p) continue;
+        *pp = p->next;
+        if (p->done) p->done(p->arg, status, 0);
         free(p);
         return;
     }
@@ -1177,6 +1211,10 @@ static void session_free(mqr_upstream_t *u)
         next = p->next;
         free(p);
     }
+    for (size_t i = 0; i < u->n_early; i++)
+        mqr_msg_unref(u->early[i].msg);
+    free(u->early);
+    mqr__upstream_persist_release(&u->phooks);
     for (int i = 0; i < u->n_uris; i++)
         free(u->uris[i]);
     free(u->uris);
@@ -1233,6 +1271,7 @@ static void on_async_closed(uv_handle_t *h)
 static void destroy_work(uv_work_t *req)
 {
     mqr_upstream_t *u = req->data;
+    if (!u->client) return; /* dormant: never had one */
     MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
     d.timeout = UP_CLOSE_TIMEOUT_MS;
     d.onSuccess = on_disconnect_ok;
@@ -1264,11 +1303,21 @@ static void destroy_work(uv_work_t *req)
         uv_mutex_unlock(&u->lock);
     }
     MQTTAsync_destroy(&u->client);
+    /* Nothing of Paho's touches the records any more. */
+    if (u->discard_records) mqr__upstream_persist_discard(u->e->upstream_persist, u->name);
 }
+
+static void wake_successor(mqr_upstream_t *u);
 
 static void after_destroy(uv_work_t *req, int status)
 {
     mqr_upstream_t *u = req->data;
+    (void)status;
+    if (u->successor) {
+        mqr_upstream_t *next = u->successor;
+        u->successor = NULL;
+        wake_successor(next);
+    }
     uv_close((uv_handle_t *)&u->async, on_async_closed);
     uv_close((uv_handle_t *)&u->retry, on_async_closed);
 }
@@ -1276,6 +1325,16 @@ static void after_destroy(uv_work_t *req, int status)
 static void begin_close(mqr_upstream_t *u)
 {
     uv_timer_stop(&u->retry);
+    if (u->predecessor) {
+        /* Dormant: the predecessor hands over to u's successor, if any,
+         * which must go on waiting for it. */
+        u->predecessor->successor = u->successor;
+        if (u->successor) u->successor->predecessor = u->predecessor;
+        u->predecessor = u->successor = NULL;
+    }
+    /* A successor takes the records over; otherwise they stay for the next
+     * start unless the session was discarded. */
+    u->discard_records = u->discard && u->persistent && !u->successor;
     u->destroy_req.data = u;
     if (uv_queue_work(u->e->loop, &u->destroy_req, destroy_work, after_destroy) < 0) {
         destroy_work(&u->destroy_req);
@@ -1285,6 +1344,16 @@ static void begin_close(mqr_upstream_t *u)
 
 static int start_connect(mqr_upstream_t *u)
 {
+    if (!u->client) {
+        int rc = create_client(u);
+        if (rc < 0) return rc;
+    }
+    /* Fresh credentials for this attempt (Paho has no client-side v5 AUTH
+     * exchange to renew them on a live connection). The hook may close u. */
+    if (u->credentials) {
+        u->credentials(u->credentials_arg, u, u->attempt);
+        if (u->closing) return MQR_ECLOSED;
+    }
     MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer;
     MQTTAsync_connectOptions o5 = MQTTAsync_connectOptions_initializer5;
     MQTTProperties props = MQTTProperties_initializer;
@@ -1333,6 +1402,124 @@ static int start_connect(mqr_upstream_t *u)
     int rc = MQTTAsync_connect(u->client, &o); /* copies what it keeps */
     MQTTProperties_free(&props);
     return map_paho(rc);
+}
+
+static void log_connecting(mqr_upstream_t *u)
+{
+    MQR_LOG_I("upstream", "session '%s' connecting to %s (MQTT %s, client id '%s'%s)", u->name,
+              u->uri, u->version == MQTTVERSION_5 ? "5" : "3.1.1", u->client_id,
+              u->persistent ? ", persistent" : "");
+}
+
+/* The engine's upstream store, opened at the first persistent session.
+ * NULL (and logged) when it cannot be opened: sessions then keep their
+ * buffers in memory. */
+static mqr_upstream_persist_t *engine_persist(mqr_engine_t *e)
+{
+    if (e->upstream_persist || e->upstream_persist_failed) return e->upstream_persist;
+    if (!e->data_dir || !e->data_dir[0]) return NULL;
+    size_t n = strlen(e->data_dir) + sizeof "/upstream.db";
+    char *path = malloc(n);
+    if (!path) return NULL;
+    snprintf(path, n, "%s/upstream.db", e->data_dir);
+    char *why = NULL;
+    int rc = mqr__upstream_persist_open(path, &e->upstream_persist, &why);
+    if (rc < 0) {
+        e->upstream_persist_failed = true;
+        MQR_LOG_E("upstream", "%s; sessions keep their buffers in memory only",
+                  why ? why : mqr_strerror(rc));
+    }
+    free(why);
+    free(path);
+    return e->upstream_persist;
+}
+
+/* Decides whether u persists; returns the open persistent session of its
+ * name that u replaces and must wait for (see struct), or NULL. */
+static mqr_upstream_t *persist_setup(mqr_upstream_t *u, const mqr_upstream_config_t *cfg, int *rc)
+{
+    mqr_engine_t *e = u->e;
+    *rc = 0;
+    bool want = cfg->persist == 0 ? e->data_dir && e->data_dir[0] : cfg->persist > 0;
+    mqr_upstream_persist_t *p = want ? engine_persist(e) : NULL;
+    if (!p) return NULL;
+    if ((*rc = mqr__upstream_persist_hooks(p, u->name, &u->phooks)) < 0) return NULL;
+    u->persistent = true;
+    for (mqr_upstream_t *o = e->sessions; o; o = o->next) /* newest first */
+        if (!o->closing && o->persistent && strcmp(o->name, u->name) == 0) return o;
+    return NULL;
+}
+
+/* Creates the Paho client (restoring the records of a persistent session)
+ * and sets its callbacks; then hands it what was published meanwhile. */
+static int create_client(mqr_upstream_t *u)
+{
+    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+    co.MQTTVersion = u->version;
+    co.sendWhileDisconnected = 1;
+    co.allowDisconnectedSendAtAnyTime = 1; /* buffer before the first connect too */
+    co.maxBufferedMessages = u->max_buffered;
+    co.deleteOldestMessages = 0; /* a full buffer refuses the newest: MQR_EFULL */
+    co.restoreMessages = 1;
+    co.persistQoS0 = 0; /* QoS 0 may be lost by definition */
+    int rc = MQTTAsync_createWithOptions(&u->client, u->uri, u->client_id,
+                                         u->persistent ? MQTTCLIENT_PERSISTENCE_USER
+                                                       : MQTTCLIENT_PERSISTENCE_NONE,
+                                         u->persistent ? &u->phooks : NULL, &co);
+    if (rc != MQTTASYNC_SUCCESS) {
+        MQR_LOG_E("upstream", "session '%s': cannot create a client for %s: %s", u->name, u->uri,
+                  MQTTAsync_strerror(rc));
+        u->client = NULL;
+        return map_paho(rc);
+    }
+    /* Callbacks must be in place before connecting; none can fire before. */
+    rc = MQTTAsync_setCallbacks(u->client, u, on_lost, on_message, on_delivered);
+    if (rc == MQTTASYNC_SUCCESS) rc = MQTTAsync_setConnected(u->client, u, on_connected);
+    if (rc == MQTTASYNC_SUCCESS && u->version == MQTTVERSION_5)
+        rc = MQTTAsync_setDisconnected(u->client, u, on_server_disconnect);
+    if (rc != MQTTASYNC_SUCCESS) {
+        MQTTAsync_destroy(&u->client);
+        u->client = NULL;
+        return map_paho(rc);
+    }
+    if (u->persistent) {
+        int64_t n = mqr__upstream_persist_count(u->e->upstream_persist, u->name);
+        if (n > 0)
+            MQR_LOG_I("upstream", "session '%s': %lld stored message record(s) restored", u->name,
+                      (long long)n);
+    }
+    /* What was published while the session waited for its predecessor. */
+    for (size_t i = 0; i < u->n_early; i++) {
+        struct up_early *x = &u->early[i];
+        int prc = publish(u, x->msg, x->pub);
+        if (prc != 0 && x->pub) pub_answer(x->pub, prc < 0 ? prc : MQR_EINVAL);
+        if (prc < 0)
+            MQR_LOG_W("upstream", "session '%s': a message published while waiting is lost: %s",
+                      u->name, mqr_strerror(prc));
+        mqr_msg_unref(x->msg);
+    }
+    free(u->early);
+    u->early = NULL;
+    u->n_early = u->cap_early = 0;
+    return 0;
+}
+
+/* The predecessor is gone: create the client (restoring what it left) and
+ * connect. */
+static void wake_successor(mqr_upstream_t *u)
+{
+    u->predecessor = NULL;
+    if (u->closing) return;
+    int rc = start_connect(u);
+    if (u->closing) return;
+    if (rc < 0) {
+        /* Counted like an attempt that failed on the wire: retried. */
+        up_event_t ev = {.type = EV_CONNECT_FAILED, .code = MQTTASYNC_FAILURE};
+        ev.text = mqr_strerror(rc);
+        handle_event(u, &ev);
+        return;
+    }
+    log_connecting(u);
 }
 
 int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_upstream_t **out)
@@ -1413,44 +1600,38 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
         return MQR_ENOMEM;
     }
 
-    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
-    co.MQTTVersion = version;
-    co.sendWhileDisconnected = 1;
-    co.allowDisconnectedSendAtAnyTime = 1; /* buffer before the first connect too */
-    co.maxBufferedMessages = u->max_buffered;
-    co.deleteOldestMessages = 0; /* a full buffer refuses the newest: MQR_EFULL */
-    /* Persistence: memory only for now; buffered and in-flight messages die
-     * with the process. */
-    int rc = MQTTAsync_createWithOptions(&u->client, u->uri, u->client_id,
-                                         MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
-    if (rc != MQTTASYNC_SUCCESS) {
-        MQR_LOG_E("upstream", "session '%s': cannot create a client for %s: %s", u->name, u->uri,
-                  MQTTAsync_strerror(rc));
+    int rc;
+    mqr_upstream_t *pred = persist_setup(u, cfg, &rc);
+    if (rc == 0 && !pred) rc = create_client(u);
+    int urc = rc == 0 ? uv_async_init(e->loop, &u->async, on_async) : 0;
+    if (rc < 0 || urc < 0) {
+        if (u->client) MQTTAsync_destroy(&u->client);
         session_free(u);
-        return map_paho(rc);
+        return rc < 0 ? rc : urc;
     }
-    /* Callbacks must be in place before connecting; none can fire before. */
-    rc = MQTTAsync_setCallbacks(u->client, u, on_lost, on_message, on_delivered);
-    if (rc == MQTTASYNC_SUCCESS) rc = MQTTAsync_setConnected(u->client, u, on_connected);
-    if (rc == MQTTASYNC_SUCCESS && version == MQTTVERSION_5)
-        rc = MQTTAsync_setDisconnected(u->client, u, on_server_disconnect);
-    int urc = rc == MQTTASYNC_SUCCESS ? uv_async_init(e->loop, &u->async, on_async) : 0;
-    if (rc == MQTTASYNC_SUCCESS && urc == 0) {
-        uv_timer_init(e->loop, &u->retry); /* cannot fail */
-        u->retry.data = u;
-        u->open_handles = 2;
-    }
-    if (rc != MQTTASYNC_SUCCESS || urc < 0) {
-        MQTTAsync_destroy(&u->client);
-        session_free(u);
-        return urc < 0 ? urc : map_paho(rc);
-    }
+    uv_timer_init(e->loop, &u->retry); /* cannot fail */
     u->async.data = u;
+    u->retry.data = u;
+    u->open_handles = 2;
+    if (pred) {
+        /* defensive: a newer open successor would have been found first */
+        if (pred->successor) pred->successor->predecessor = NULL;
+        pred->successor = u;
+        u->predecessor = pred;
+    }
     u->next = e->sessions;
     e->sessions = u;
     emit_simple(u, MQR_UPEV_ADDED, NULL, 0);
     emit_simple(u, MQR_UPEV_CONNECTING, NULL, 0);
 
+    if (u->predecessor) {
+        MQR_LOG_I("upstream",
+                  "session '%s' waits for the session it replaces to close, then takes over "
+                  "its stored messages",
+                  u->name);
+        *out = u;
+        return 0;
+    }
     rc = start_connect(u);
     if (rc < 0) {
         MQR_LOG_E("upstream", "session '%s': cannot connect to %s: %s", u->name, u->uri,
@@ -1461,8 +1642,7 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
         begin_close(u);
         return rc;
     }
-    MQR_LOG_I("upstream", "session '%s' connecting to %s (MQTT %s, client id '%s')", u->name,
-              u->uri, version == MQTTVERSION_5 ? "5" : "3.1.1", u->client_id);
+    log_connecting(u);
     *out = u;
     return 0;
 }
@@ -1483,6 +1663,29 @@ const char *mqr__upstream_name(const mqr_upstream_t *u)
 mqr_upstream_state_t mqr__upstream_state(const mqr_upstream_t *u)
 {
     return u->state;
+}
+
+void mqr__upstream_set_credentials_hook(mqr_upstream_t *u, mqr_upstream_credentials_fn fn,
+                                        void *arg)
+{
+    u->credentials = fn;
+    u->credentials_arg = arg;
+}
+
+int mqr__upstream_set_credentials(mqr_upstream_t *u, const char *username, const char *password)
+{
+    char *nu = username ? strdup(username) : NULL;
+    char *np = password ? strdup(password) : NULL;
+    if ((username && !nu) || (password && !np)) {
+        free(nu);
+        free(np);
+        return MQR_ENOMEM;
+    }
+    free(u->username);
+    free(u->password);
+    u->username = nu;
+    u->password = np;
+    return 0;
 }
 
 void mqr__upstream_set_observer(mqr_upstream_t *u, mqr_upstream_event_fn fn, void *arg)
@@ -1608,6 +1811,29 @@ int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstre
     return rc;
 }
 
+/* Keeps msg for the client a dormant session will create (see struct),
+ * within the same bound as Paho's buffer. */
+static int publish_early(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
+{
+    if (u->n_early >= (size_t)u->max_buffered) {
+        u->stats.full++;
+        return MQR_EFULL;
+    }
+    if (u->n_early == u->cap_early) {
+        size_t cap = u->cap_early ? u->cap_early * 2 : 16;
+        struct up_early *bigger = realloc(u->early, cap * sizeof *bigger);
+        if (!bigger) return MQR_ENOMEM;
+        u->early = bigger;
+        u->cap_early = cap;
+    }
+    /* counted as sent when handed to Paho */
+    mqr_msg_ref((mqr_msg_t *)msg);
+    u->early[u->n_early].msg = (mqr_msg_t *)msg;
+    u->early[u->n_early].pub = p;
+    u->n_early++;
+    return 0;
+}
+
 /* Returns 0, 1 when the message expired (dropped), or < 0. */
 static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
 {
@@ -1625,6 +1851,7 @@ static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
         }
         expiry = msg->expiry_s - (uint32_t)age_s;
     }
+    if (!u->client) return publish_early(u, msg, p);
     MQTTAsync_message pm = MQTTAsync_message_initializer;
     pm.payload = (void *)msg->payload;
     pm.payloadlen = (int)msg->payload_len;
@@ -1699,11 +1926,24 @@ void mqr__upstream_close(mqr_upstream_t *u)
                                .new_state = MQR_UPSTREAM_CLOSED};
     emit(u, &sc);
     emit_simple(u, MQR_UPEV_REMOVED, "closed", 0);
-    if (u->buffered)
+    uint64_t waiting = (u->state == MQR_UPSTREAM_CONNECTED ? 0 : u->buffered) + u->n_early;
+    if (waiting && u->persistent && !u->discard)
+        MQR_LOG_I("upstream",
+                  "session '%s': %llu message(s) buffered while disconnected stay stored for "
+                  "the next start",
+                  u->name, (unsigned long long)waiting);
+    else if (waiting)
         MQR_LOG_W("upstream",
                   "session '%s': %llu message(s) buffered while disconnected are dropped", u->name,
-                  (unsigned long long)u->buffered);
+                  (unsigned long long)waiting);
     begin_close(u);
+}
+
+void mqr__upstream_discard(mqr_upstream_t *u)
+{
+    if (!u || u->closing) return;
+    u->discard = true;
+    mqr__upstream_close(u);
 }
 
 /* ---- waiting for ready ------------------------------------------------- */
@@ -1814,7 +2054,7 @@ void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *o)
     o->state = u->state;
     o->ready = u->ready;
     o->clean = u->clean_start != 0;
-    o->persistent = false; /* Paho persistence: memory only for now */
+    o->persistent = u->persistent;
     o->auto_reconnect = u->state != MQR_UPSTREAM_FAILED && !u->closing;
     o->broker = u->broker[0] ? u->broker : u->uri;
     o->last_error = u->last_error;
@@ -1827,14 +2067,14 @@ void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *o)
     o->attempt = u->attempt;
     for (up_sub_t *s = u->subs; s; s = s->next)
         o->subscriptions++;
-    if (!u->closing) {
+    if (!u->closing && u->client) {
         MQTTAsync_token *tokens = NULL;
         if (MQTTAsync_getPendingTokens(u->client, &tokens) == MQTTASYNC_SUCCESS && tokens)
             for (MQTTAsync_token *t = tokens; *t != -1; t++)
                 o->inflight++;
         MQTTAsync_free(tokens);
     }
-    o->buffered = u->state == MQR_UPSTREAM_CONNECTED ? 0 : u->buffered;
+    o->buffered = (u->state == MQR_UPSTREAM_CONNECTED ? 0 : u->buffered) + u->n_early;
     o->messages_sent = u->stats.sent;
     o->bytes_sent = u->stats.bytes_sent;
     o->messages_received = u->stats.received;

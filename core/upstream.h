@@ -59,6 +59,12 @@ typedef struct {
      * stripped from topics received (those without it pass unchanged).
      * NULL or "" = none. */
     const char *prefix;
+    /* Persistence of QoS 1/2 messages buffered or in flight through Paho's
+     * user persistence into <data_dir>/upstream.db (upstream_persist.h),
+     * keyed by the session's name, restored when a session of that name is
+     * created again: 0 = on when the engine has a data directory, > 0 = on,
+     * < 0 = off (memory only). */
+    int persist;
     /* Non-zero: an open session of the same name may exist (a reload
      * replacing it; the caller closes the old one). Lookups by name find
      * the newest. */
@@ -172,6 +178,18 @@ const char *mqr__upstream_name(const mqr_upstream_t *u);
 mqr_upstream_state_t mqr__upstream_state(const mqr_upstream_t *u);
 void mqr__upstream_set_observer(mqr_upstream_t *u, mqr_upstream_event_fn fn, void *arg);
 
+/* Called on the loop thread right before every connect attempt (the first
+ * one starts inside mqr__upstream_new(), before a hook can be set; attempt:
+ * failed attempts in a row so far), so that credentials
+ * that expire (tokens) can be renewed with mqr__upstream_set_credentials().
+ * Paho has no client-side MQTT v5 AUTH exchange, so a new connection is the
+ * only moment credentials change. The hook may close u. NULL removes it. */
+typedef void (*mqr_upstream_credentials_fn)(void *arg, mqr_upstream_t *u, unsigned attempt);
+void mqr__upstream_set_credentials_hook(mqr_upstream_t *u, mqr_upstream_credentials_fn fn,
+                                        void *arg);
+/* Username and password (copied; NULL = none) of the next connects. */
+int mqr__upstream_set_credentials(mqr_upstream_t *u, const char *username, const char *password);
+
 /* Subscriptions are counted per filter (several routes may want one) and
  * restored after every reconnect. */
 int mqr__upstream_subscribe(mqr_upstream_t *u, const char *filter, int qos);
@@ -201,9 +219,15 @@ int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstre
 /* Disconnects and frees the session (the free completes asynchronously: the
  * Paho client is destroyed on a libuv worker thread, then the session's
  * async handle closes). From the call on, u is no longer found by name, its
- * functions return MQR_ECLOSED and no message of it is routed any more;
- * messages still buffered in Paho are dropped. */
+ * functions return MQR_ECLOSED and no message of it is routed any more.
+ * Messages still buffered are dropped, or with persistence stay stored for
+ * the next session of that name. */
 void mqr__upstream_close(mqr_upstream_t *u);
+/* Closes like mqr__upstream_close() but keeps nothing: the stored messages
+ * of a persistent session (buffered, in flight) are deleted, unless a
+ * session replacing it takes them over. For a session the rules no longer
+ * declare; mqr__upstream_close() keeps them for the next start. */
+void mqr__upstream_discard(mqr_upstream_t *u);
 void mqr__upstream_close_all(mqr_engine_t *e);
 /* Closes what is still open and runs the loop until every session is freed
  * (at once when the engine's own loop has run already). */

@@ -1,0 +1,369 @@
+/*
+ * upstream_persist.c — Paho's user persistence hooks over one SQLite table
+ * (see upstream_persist.h for why it is a file and connection of its own).
+ *
+ * Table records(session, key, value): Paho's key ("c-12", "s-3", ...) within
+ * a session's name, and the record as Paho handed it (its buffers joined).
+ * Buffers handed back to Paho (pget, pkeys) are allocated with
+ * MQTTAsync_malloc: Paho frees them with its own tracking allocator, which
+ * leaks (and complains about) memory it did not allocate itself.
+ *
+ * Every hook takes the mutex for its whole statement, so the connection is
+ * used by one thread at a time; statements are prepared once.
+ */
+#include "upstream_persist.h"
+
+#include "mqrouter.h"
+
+#include <MQTTAsync.h>
+#include <sqlite3.h>
+#include <uv.h>
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCHEMA_VERSION 1
+#define BUSY_TIMEOUT_MS 5000
+
+enum { ST_PUT, ST_GET, ST_REMOVE, ST_KEYS, ST_CLEAR, ST_CONTAINS, ST_COUNT, ST_N_ };
+
+static const char *const statement_sql[ST_N_] = {
+    [ST_PUT] = "INSERT OR REPLACE INTO records(session, key, value) VALUES (?1, ?2, ?3)",
+    [ST_GET] = "SELECT value FROM records WHERE session = ?1 AND key = ?2",
+    [ST_REMOVE] = "DELETE FROM records WHERE session = ?1 AND key = ?2",
+    [ST_KEYS] = "SELECT key FROM records WHERE session = ?1",
+    [ST_CLEAR] = "DELETE FROM records WHERE session = ?1",
+    [ST_CONTAINS] = "SELECT 1 FROM records WHERE session = ?1 AND key = ?2",
+    [ST_COUNT] = "SELECT count(*) FROM records WHERE session = ?1",
+};
+
+struct mqr_upstream_persist {
+    uv_mutex_t lock;
+    sqlite3 *db;
+    sqlite3_stmt *st[ST_N_];
+    mqr_upstream_persist_stats_t stats;
+};
+
+/* The context Paho hands every hook (through popen's handle). */
+typedef struct {
+    mqr_upstream_persist_t *p;
+    char name[];
+} session_ctx_t;
+
+static char *errtext(const char *path, const char *what, sqlite3 *db)
+{
+    const char *why = db ? sqlite3_errmsg(db) : "out of memory";
+    size_t n = strlen(path) + strlen(what) + strlen(why) + 32;
+    char *t = malloc(n);
+    if (t) snprintf(t, n, "upstream store %s: %s: %s", path, what, why);
+    return t;
+}
+
+static int exec(sqlite3 *db, const char *sql)
+{
+    return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : MQR_ESTORE;
+}
+
+static int user_version(sqlite3 *db, int *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) *out = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_OK ? 0 : MQR_ESTORE;
+}
+
+static int setup(mqr_upstream_persist_t *p, const char *path, char **errmsg)
+{
+    sqlite3_extended_result_codes(p->db, 1);
+    sqlite3_busy_timeout(p->db, BUSY_TIMEOUT_MS);
+    int version = 0;
+    if (user_version(p->db, &version) < 0) {
+        *errmsg = errtext(path, "cannot read schema version", p->db);
+        return MQR_ESTORE;
+    }
+    if (version > SCHEMA_VERSION) {
+        char why[96];
+        snprintf(why, sizeof why, "schema version %d is newer than this program's %d", version,
+                 SCHEMA_VERSION);
+        *errmsg = errtext(path, why, NULL);
+        return MQR_ESCHEMA;
+    }
+    if (exec(p->db, "PRAGMA journal_mode = WAL") < 0 ||
+        exec(p->db, "PRAGMA synchronous = NORMAL") < 0) {
+        *errmsg = errtext(path, "cannot set journal mode", p->db);
+        return MQR_ESTORE;
+    }
+    if (version < 1 &&
+        (exec(p->db, "BEGIN IMMEDIATE") < 0 || exec(p->db, "CREATE TABLE records ("
+                                                           "  session TEXT NOT NULL,"
+                                                           "  key TEXT NOT NULL,"
+                                                           "  value BLOB NOT NULL,"
+                                                           "  PRIMARY KEY(session, key)"
+                                                           ") WITHOUT ROWID;"
+                                                           "PRAGMA user_version = 1;"
+                                                           "COMMIT") < 0)) {
+        *errmsg = errtext(path, "cannot create the schema", p->db);
+        exec(p->db, "ROLLBACK");
+        return MQR_ESTORE;
+    }
+    for (int i = 0; i < ST_N_; i++)
+        if (sqlite3_prepare_v3(p->db, statement_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &p->st[i],
+                               NULL) != SQLITE_OK) {
+            *errmsg = errtext(path, "cannot prepare a statement", p->db);
+            return MQR_ESTORE;
+        }
+    return 0;
+}
+
+int mqr__upstream_persist_open(const char *path, mqr_upstream_persist_t **out, char **errmsg)
+{
+    *out = NULL;
+    *errmsg = NULL;
+    mqr_upstream_persist_t *p = calloc(1, sizeof *p);
+    if (!p) return MQR_ENOMEM;
+    uv_mutex_init(&p->lock);
+    /* FULLMUTEX is not needed (our mutex serialises), NOMUTEX skips
+     * SQLite's own locking. */
+    int rc = sqlite3_open_v2(
+        path, &p->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int err = 0;
+    if (!p->db) {
+        err = MQR_ENOMEM;
+    } else if (rc != SQLITE_OK) {
+        *errmsg = errtext(path, "cannot open", p->db);
+        err = MQR_ESTORE;
+    } else {
+        err = setup(p, path, errmsg);
+    }
+    if (err) {
+        mqr__upstream_persist_close(p);
+        return err;
+    }
+    *out = p;
+    return 0;
+}
+
+void mqr__upstream_persist_close(mqr_upstream_persist_t *p)
+{
+    if (!p) return;
+    for (int i = 0; i < ST_N_; i++)
+        sqlite3_finalize(p->st[i]);
+    if (p->db) sqlite3_close_v2(p->db);
+    uv_mutex_destroy(&p->lock);
+    free(p);
+}
+
+/* ---- the hooks (any thread) -------------------------------------------- */
+
+/* Locks, binds the session (and key) to statement i. */
+static sqlite3_stmt *begin(session_ctx_t *c, int i, const char *key)
+{
+    uv_mutex_lock(&c->p->lock);
+    sqlite3_stmt *st = c->p->st[i];
+    sqlite3_bind_text(st, 1, c->name, -1, SQLITE_STATIC);
+    if (key) sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    return st;
+}
+
+/* Resets st, unlocks; a failure is counted unless it is an answer
+ * ("no such key"). */
+static int end(session_ctx_t *c, sqlite3_stmt *st, int rc, bool answer)
+{
+    if (rc < 0 && !answer) c->p->stats.failures++;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    uv_mutex_unlock(&c->p->lock);
+    return rc;
+}
+
+static int p_open(void **handle, const char *client_id, const char *server_uri, void *context)
+{
+    (void)client_id;
+    (void)server_uri;
+    *handle = context;
+    return 0;
+}
+
+static int p_close(void *handle)
+{
+    (void)handle;
+    return 0;
+}
+
+static int p_put(void *handle, char *key, int bufcount, char *buffers[], int buflens[])
+{
+    session_ctx_t *c = handle;
+    size_t total = 0;
+    for (int i = 0; i < bufcount; i++)
+        total += (size_t)buflens[i];
+    char *blob = malloc(total ? total : 1);
+    if (!blob) return MQTTCLIENT_PERSISTENCE_ERROR;
+    size_t off = 0;
+    for (int i = 0; i < bufcount; i++) {
+        if (buflens[i] > 0) memcpy(blob + off, buffers[i], (size_t)buflens[i]);
+        off += (size_t)buflens[i];
+    }
+    sqlite3_stmt *st = begin(c, ST_PUT, key);
+    sqlite3_bind_blob(st, 3, blob, (int)total, SQLITE_STATIC);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : MQTTCLIENT_PERSISTENCE_ERROR;
+    if (rc == 0) c->p->stats.puts++;
+    end(c, st, rc, false);
+    free(blob);
+    return rc;
+}
+
+static int p_get(void *handle, char *key, char **buffer, int *buflen)
+{
+    session_ctx_t *c = handle;
+    sqlite3_stmt *st = begin(c, ST_GET, key);
+    int rc = MQTTCLIENT_PERSISTENCE_ERROR;
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        int n = sqlite3_column_bytes(st, 0);
+        const void *v = sqlite3_column_blob(st, 0);
+        char *b = MQTTAsync_malloc(n ? (size_t)n : 1);
+        if (b) {
+            if (n) memcpy(b, v, (size_t)n);
+            *buffer = b;
+            *buflen = n;
+            rc = 0;
+        }
+    }
+    return end(c, st, rc, step == SQLITE_DONE);
+}
+
+static int p_remove(void *handle, char *key)
+{
+    session_ctx_t *c = handle;
+    sqlite3_stmt *st = begin(c, ST_REMOVE, key);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : MQTTCLIENT_PERSISTENCE_ERROR;
+    if (rc == 0) c->p->stats.removes++;
+    return end(c, st, rc, false);
+}
+
+static int p_keys(void *handle, char ***keys, int *nkeys)
+{
+    session_ctx_t *c = handle;
+    *keys = NULL;
+    *nkeys = 0;
+    sqlite3_stmt *st = begin(c, ST_KEYS, NULL);
+    char **list = NULL;
+    int n = 0, cap = 0, rc = 0, step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            int ncap = cap ? cap * 2 : 64;
+            char **bigger = MQTTAsync_malloc((size_t)ncap * sizeof *bigger);
+            if (!bigger) {
+                rc = MQTTCLIENT_PERSISTENCE_ERROR;
+                break;
+            }
+            if (n) memcpy(bigger, list, (size_t)n * sizeof *list);
+            MQTTAsync_free(list);
+            list = bigger;
+            cap = ncap;
+        }
+        const char *k = (const char *)sqlite3_column_text(st, 0);
+        size_t len = strlen(k ? k : "");
+        if (!(list[n] = MQTTAsync_malloc(len + 1))) {
+            rc = MQTTCLIENT_PERSISTENCE_ERROR;
+            break;
+        }
+        memcpy(list[n++], k ? k : "", len + 1);
+    }
+    if (rc == 0 && step != SQLITE_DONE) rc = MQTTCLIENT_PERSISTENCE_ERROR;
+    if (rc < 0) {
+        for (int i = 0; i < n; i++)
+            MQTTAsync_free(list[i]);
+        MQTTAsync_free(list);
+    } else {
+        *keys = list;
+        *nkeys = n;
+    }
+    return end(c, st, rc, false);
+}
+
+static int p_clear(void *handle)
+{
+    session_ctx_t *c = handle;
+    sqlite3_stmt *st = begin(c, ST_CLEAR, NULL);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : MQTTCLIENT_PERSISTENCE_ERROR;
+    return end(c, st, rc, false);
+}
+
+static int p_contains(void *handle, char *key)
+{
+    session_ctx_t *c = handle;
+    sqlite3_stmt *st = begin(c, ST_CONTAINS, key);
+    int step = sqlite3_step(st);
+    int rc = step == SQLITE_ROW ? 0 : MQTTCLIENT_PERSISTENCE_ERROR;
+    return end(c, st, rc, step == SQLITE_DONE);
+}
+
+/* ---- for the session (loop thread) ------------------------------------- */
+
+static session_ctx_t *ctx_new(mqr_upstream_persist_t *p, const char *name)
+{
+    size_t n = strlen(name) + 1;
+    session_ctx_t *c = malloc(sizeof *c + n);
+    if (!c) return NULL;
+    c->p = p;
+    memcpy(c->name, name, n);
+    return c;
+}
+
+int mqr__upstream_persist_hooks(mqr_upstream_persist_t *p, const char *name,
+                                MQTTClient_persistence *out)
+{
+    memset(out, 0, sizeof *out);
+    session_ctx_t *c = ctx_new(p, name);
+    if (!c) return MQR_ENOMEM;
+    out->context = c;
+    out->popen = p_open;
+    out->pclose = p_close;
+    out->pput = p_put;
+    out->pget = p_get;
+    out->premove = p_remove;
+    out->pkeys = p_keys;
+    out->pclear = p_clear;
+    out->pcontainskey = p_contains;
+    return 0;
+}
+
+void mqr__upstream_persist_release(MQTTClient_persistence *hooks)
+{
+    if (!hooks) return;
+    free(hooks->context);
+    hooks->context = NULL;
+}
+
+int mqr__upstream_persist_discard(mqr_upstream_persist_t *p, const char *name)
+{
+    session_ctx_t *c = ctx_new(p, name);
+    if (!c) return MQR_ENOMEM;
+    int rc = p_clear(c) == 0 ? 0 : MQR_ESTORE;
+    free(c);
+    return rc;
+}
+
+int64_t mqr__upstream_persist_count(mqr_upstream_persist_t *p, const char *name)
+{
+    uv_mutex_lock(&p->lock);
+    sqlite3_stmt *st = p->st[ST_COUNT];
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : MQR_ESTORE;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    uv_mutex_unlock(&p->lock);
+    return n;
+}
+
+void mqr__upstream_persist_stats(mqr_upstream_persist_t *p, mqr_upstream_persist_stats_t *out)
+{
+    uv_mutex_lock(&p->lock);
+    *out = p->stats;
+    uv_mutex_unlock(&p->lock);
+}

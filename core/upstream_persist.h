@@ -1,0 +1,66 @@
+/*
+ * upstream_persist.h — Paho's user persistence for upstream sessions, kept
+ * in SQLite.
+ *
+ * With persistence, Paho writes every QoS 1/2 publish it buffers while
+ * disconnected ("c-" command records) and every QoS 1/2 packet in flight
+ * ("s-", "sc-", "r-" records) through these hooks, removes them when they
+ * complete, and reads them all back when a client of the same session is
+ * created again — after a restart or a kill -9. Records are rows of one table
+ * keyed by the session's name and Paho's key.
+ *
+ * Threads: Paho calls the hooks from whatever thread drives it — the loop
+ * (sendMessage), its send and receive threads, the worker that destroys a
+ * client — so the store has its own connection, file and mutex. It is a file
+ * of its own (upstream.db beside mqrouter.db), not a table in the engine's
+ * store: the engine's connection keeps a write transaction open for a whole
+ * loop turn (group commit), and a hook called on the loop thread inside that
+ * turn would wait for a lock its own thread holds.
+ *
+ * Durability: every hook call is its own transaction, committed before it
+ * returns, with synchronous = NORMAL: a record survives the process dying
+ * (kill -9) at any point after the call returned; a power cut can lose the
+ * last records before a checkpoint (Paho's own file persistence does no
+ * fsync at all).
+ */
+#ifndef MQR_UPSTREAM_PERSIST_H
+#define MQR_UPSTREAM_PERSIST_H
+
+#include <MQTTClientPersistence.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mqr_upstream_persist mqr_upstream_persist_t;
+
+/* Opens (creating if needed) the database at path. Returns 0 and *out, or
+ * MQR_ESTORE / MQR_ESCHEMA / MQR_ENOMEM with *errmsg (malloc'd, the caller
+ * frees it) naming the file and the cause. Loop thread. */
+int mqr__upstream_persist_open(const char *path, mqr_upstream_persist_t **out, char **errmsg);
+
+/* Closes the database. Every Paho client using it must be destroyed first.
+ * p may be NULL. */
+void mqr__upstream_persist_close(mqr_upstream_persist_t *p);
+
+/* One session's view: fills *out with the hooks and a context for the
+ * records of session name (copied). Pass *out to MQTTAsync_createWithOptions
+ * with MQTTCLIENT_PERSISTENCE_USER; free the context with
+ * mqr__upstream_persist_release() once that client is destroyed. */
+int mqr__upstream_persist_hooks(mqr_upstream_persist_t *p, const char *name,
+                                MQTTClient_persistence *out);
+void mqr__upstream_persist_release(MQTTClient_persistence *hooks);
+
+/* Deletes every record of session name: its buffered and in-flight
+ * messages are given up. Any thread; no client of that session may be open. */
+int mqr__upstream_persist_discard(mqr_upstream_persist_t *p, const char *name);
+
+/* Number of records of session name (buffered commands and packets in
+ * flight), or < 0. */
+int64_t mqr__upstream_persist_count(mqr_upstream_persist_t *p, const char *name);
+
+typedef struct {
+    uint64_t puts, removes, failures;
+} mqr_upstream_persist_stats_t;
+void mqr__upstream_persist_stats(mqr_upstream_persist_t *p, mqr_upstream_persist_stats_t *out);
+
+#endif

@@ -1,0 +1,101 @@
+#!/usr/bin/python3
+"""A reload that changes a persistent session's settings hands its stored
+messages over: 1 000 QoS 1 messages wait in the old session (broker down),
+the rules file changes the session's keepalive, the new session waits for
+the old one to close, restores its records, and when the broker comes up
+every message arrives (and the new session's publishes made during the
+reload too). A reload that drops the session gives its records up."""
+import os
+import sqlite3
+import threading
+
+import paho.mqtt.client as mqtt
+
+from mqr_it import Workspace, free_port, wait
+
+N = 1000
+
+RULES = """
+local mq = require "mqrouter"
+local up = mq.session{{ name = "up", broker = "tcp://127.0.0.1:{up}", keepalive = {ka},
+                        reconnect = {{ initial = 1, max = 1 }} }}
+mq.route("in/#", function(msg)
+  assert(up:publish("fwd/" .. msg.topic, msg.payload, {{ qos = 1 }}))
+end)
+mq.log.info("LOADED keepalive {ka}")
+"""
+
+DROPPED = """
+local mq = require "mqrouter"
+mq.log.info("LOADED without session")
+"""
+
+
+def records(ws):
+    con = sqlite3.connect(ws.path("data/upstream.db"), timeout=5)
+    try:
+        return con.execute("SELECT count(*) FROM records WHERE session = 'up'").fetchone()[0]
+    finally:
+        con.close()
+
+
+def publish_all(port, prefix, n):
+    pub = mqtt.Client(client_id="reload-pub-" + prefix)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    infos = [pub.publish(f"in/{prefix}", f"{prefix}-{i}", qos=1) for i in range(n)]
+    for info in infos:
+        info.wait_for_publish(20)
+    pub.disconnect()
+    pub.loop_stop()
+
+
+with Workspace() as ws:
+    up, port = free_port(), free_port()
+    ws.mqrouter(port, ws.write("rules.lua", RULES.format(up=up, ka=30)))
+    wait(lambda: "LOADED keepalive 30" in ws.log(), 10, "the rules")
+    publish_all(port, "a", N)
+    assert records(ws) >= N
+
+    ws.write("rules.lua", RULES.format(up=up, ka=40))
+    wait(lambda: "LOADED keepalive 40" in ws.log(), 10, "the reload")
+    wait(lambda: "restored" in ws.log(), 10, "the new session to restore the old one's records")
+    assert "waits for the session it replaces" in ws.log()
+    publish_all(port, "b", 10)
+
+    got = set()
+    lock = threading.Lock()
+    ready = threading.Event()
+    ws.mosquitto(up)
+    sink = mqtt.Client(client_id="reload-sink")
+    sink.on_connect = lambda c, u, f, rc: c.subscribe("fwd/#", qos=1)
+    sink.on_subscribe = lambda *a: ready.set()
+
+    def on_message(c, u, m):
+        with lock:
+            got.add(m.payload.decode())
+    sink.on_message = on_message
+    sink.connect("127.0.0.1", up)
+    sink.loop_start()
+    assert ready.wait(10)
+    want = {f"a-{i}" for i in range(N)} | {f"b-{i}" for i in range(10)}
+
+    def arrived():
+        with lock:
+            return want <= got
+    wait(arrived, 30, "every message published before and during the reload")
+    wait(lambda: records(ws) == 0, 10, "no record left")
+    print(f"ok: {N} stored messages handed over across a reload with new settings")
+
+    # the broker goes away again, messages wait, the session is dropped: given up
+    sink.loop_stop()
+    for p in ws.procs[1:]:
+        p.terminate()
+        p.wait(10)
+    wait(lambda: "session_disconnected" in ws.log() or "lost" in ws.log(), 10, "the loss")
+    publish_all(port, "c", 50)
+    wait(lambda: records(ws) >= 50, 10, "50 stored records")
+    ws.write("rules.lua", DROPPED)
+    wait(lambda: "LOADED without session" in ws.log(), 10, "the reload dropping the session")
+    wait(lambda: records(ws) == 0, 10, "the dropped session's records to be deleted")
+    print("ok: a dropped session's records are deleted")
