@@ -51,9 +51,57 @@ static int opt_int(lua_State *L, int t, const char *key, int def)
     return v;
 }
 
-static void session_free(l_session_t *s)
+/* discard: the rules dropped the session, so are its stored messages;
+ * otherwise (engine stopping, a failed load) they stay for the next start. */
+#define CRED_KEY "mqrouter.session_credentials"
+
+/* The argument of a credentials hook: { name =, attempt = }. [-0, +1] */
+static void push_cred_info(lua_State *L, const char *name, unsigned attempt)
 {
-    if (s->u) mqr__upstream_close(s->u);
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "name");
+    lua_pushinteger(L, (lua_Integer)attempt);
+    lua_setfield(L, -2, "attempt");
+}
+
+/* Before every connect attempt: the credentials function of the newest
+ * script that declared the session, if it gave one, returns username,
+ * password (nil: none), or nothing to keep the current ones. Its errors are
+ * logged; the attempt goes on with the credentials it had. */
+static void cred_hook(void *arg, mqr_upstream_t *u, unsigned attempt)
+{
+    l_session_t *s = arg;
+    l_state_t *st = s->claimed_by;
+    if (!st || !st->L) return;
+    lua_State *L = st->L;
+    int top = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, CRED_KEY);
+    if (lua_istable(L, -1)) lua_getfield(L, -1, s->name);
+    if (lua_isfunction(L, -1)) {
+        int base = lua_gettop(L) - 1;
+        push_cred_info(L, s->name, attempt);
+        char what[96];
+        snprintf(what, sizeof what, "credentials hook of session '%s'", s->name);
+        if (mqr__script_call_results(st, 1, LUA_MULTRET, what, NULL, NULL) == 0 &&
+            lua_gettop(L) > base) {
+            const char *user = lua_isstring(L, base + 1) ? lua_tostring(L, base + 1) : NULL;
+            const char *pass = lua_isstring(L, base + 2) ? lua_tostring(L, base + 2) : NULL;
+            int rc = mqr__upstream_set_credentials(u, user, pass);
+            if (rc < 0)
+                MQR_LOG_E("upstream", "session '%s': cannot set credentials: %s", s->name,
+                          mqr_strerror(rc));
+        }
+    }
+    lua_settop(L, top);
+}
+
+static void session_free(l_session_t *s, bool discard)
+{
+    if (s->u && discard)
+        mqr__upstream_discard(s->u);
+    else if (s->u)
+        mqr__upstream_close(s->u);
     free(s->name);
     free(s->config_key);
     free(s);
@@ -153,6 +201,8 @@ int mqr__lsession_new(lua_State *L)
                     (double)cfg.session_expiry_s, cfg.prefix ? cfg.prefix : "");
     lua_pushfstring(L, "|%d", cfg.max_reconnects);
     lua_concat(L, 2);
+    lua_pushfstring(L, "|%d", opt_int(L, 1, "persist", -2));
+    lua_concat(L, 2);
     lua_remove(L, -2);
     const char *extra_key = lua_tostring(L, -1); /* stays on the stack */
     cfg.client_id = opt_string(L, 1, "client_id", NULL);
@@ -162,6 +212,11 @@ int mqr__lsession_new(lua_State *L)
     cfg.clean_start = opt_int(L, 1, "clean", 1);
     cfg.max_buffered = opt_int(L, 1, "max_buffered", 10000);
     cfg.mqtt_version = opt_int(L, 1, "version", 4);
+    lua_getfield(L, 1, "persist");
+    if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+        return luaL_error(L, "session '%s': persist must be a boolean", cfg.name);
+    cfg.persist = lua_isnil(L, -1) ? 0 : lua_toboolean(L, -1) ? 1 : -1;
+    lua_pop(L, 1);
     if (cfg.mqtt_version != 4 && cfg.mqtt_version != 5)
         return luaL_error(L, "session '%s': version must be 4 (MQTT 3.1.1) or 5", cfg.name);
 
@@ -181,6 +236,33 @@ int mqr__lsession_new(lua_State *L)
         else if (it->u)
             cfg.replaces = 1;
     }
+    lua_getfield(L, 1, "credentials");
+    if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+        return luaL_error(L, "session '%s': credentials must be a function", cfg.name);
+    int cred_idx = lua_gettop(L);
+    /* This state's hook for the name, found by cred_hook at every connect. */
+    lua_getfield(L, LUA_REGISTRYINDEX, CRED_KEY);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, CRED_KEY);
+    }
+    lua_pushvalue(L, cred_idx);
+    lua_setfield(L, -2, cfg.name);
+    lua_pop(L, 1);
+    if (!s && lua_isfunction(L, cred_idx)) {
+        /* The first connect starts in mqr__upstream_new: ask now. An error
+         * here is the script's, at load. */
+        lua_pushvalue(L, cred_idx);
+        push_cred_info(L, cfg.name, 0);
+        if (lua_pcall(L, 1, 2, 0) != 0)
+            return luaL_error(L, "session '%s': credentials hook failed: %s", cfg.name,
+                              lua_tostring(L, -1));
+        /* the results stay on the stack while cfg points at them */
+        if (lua_isstring(L, -2)) cfg.username = lua_tostring(L, -2);
+        if (lua_isstring(L, -1)) cfg.password = lua_tostring(L, -1);
+    }
     if (!s) {
         s = calloc(1, sizeof *s);
         if (!s) return luaL_error(L, "out of memory");
@@ -189,15 +271,15 @@ int mqr__lsession_new(lua_State *L)
         s->config_key = strdup(key);
         int rc = (s->name && s->config_key) ? mqr__upstream_new(h->e, &cfg, &s->u) : MQR_ENOMEM;
         if (rc < 0) {
-            session_free(s);
+            session_free(s, false);
             return luaL_error(L, "session '%s': %s", cfg.name, mqr_strerror(rc));
         }
         s->created_by = st;
         s->next = h->sessions;
         h->sessions = s;
+        mqr__upstream_set_credentials_hook(s->u, cred_hook, s);
     }
     s->claimed_by = st;
-    lua_pop(L, 1);
     l_session_t **ud = lua_newuserdata(L, sizeof *ud);
     *ud = s;
     luaL_getmetatable(L, "mqrouter.session");
@@ -217,7 +299,7 @@ void mqr__lsession_activate(mqr_script_t *h, l_state_t *st)
         s->created_by = NULL;
         if (s->claimed_by == st) continue;
         unlink_session(h, s);
-        session_free(s);
+        session_free(s, true);
     }
 }
 
@@ -227,7 +309,7 @@ void mqr__lsession_abandon(mqr_script_t *h, l_state_t *st)
         next = s->next;
         if (s->created_by == st) {
             unlink_session(h, s);
-            session_free(s);
+            session_free(s, false);
         } else if (s->claimed_by == st) {
             s->claimed_by = h->cur;
         }
@@ -242,7 +324,7 @@ void mqr__lsession_close_all(mqr_script_t *h)
     while (h->sessions) {
         l_session_t *s = h->sessions;
         h->sessions = s->next;
-        session_free(s);
+        session_free(s, false);
     }
 }
 
@@ -318,7 +400,7 @@ static int l_session_close(lua_State *L)
         mqr_upstream_t *u = s->u;
         s->u = NULL;
         s->config_key[0] = '\0'; /* never matches a declaration again */
-        mqr__upstream_close(u);
+        mqr__upstream_discard(u);
     }
     return 0;
 }

@@ -227,6 +227,12 @@ static void state_close(l_state_t *st)
 int mqr__script_call(l_state_t *st, int nargs, const char *what, uint64_t *errors,
                      uint64_t *budget_errors)
 {
+    return mqr__script_call_results(st, nargs, 0, what, errors, budget_errors);
+}
+
+int mqr__script_call_results(l_state_t *st, int nargs, int nresults, const char *what,
+                             uint64_t *errors, uint64_t *budget_errors)
+{
     lua_State *L = st->L;
     mqr_script_t *h = st->host;
     int base = lua_gettop(L) - nargs;
@@ -234,7 +240,7 @@ int mqr__script_call(l_state_t *st, int nargs, const char *what, uint64_t *error
     lua_insert(L, base);
     h->call_depth++;
     if (h->budget) mqr__budget_enter(h->budget, L);
-    int rc = lua_pcall(L, nargs, 0, base);
+    int rc = lua_pcall(L, nargs, nresults, base);
     bool tripped = h->budget ? mqr__budget_leave(h->budget) : false;
     h->call_depth--;
     if (rc == 0) {

@@ -139,6 +139,10 @@ l_state_t *mqr__state_of(lua_State *L);
  * arguments. [-(nargs+1), +0] */
 int mqr__script_call(l_state_t *st, int nargs, const char *what, uint64_t *errors,
                      uint64_t *budget_errors);
+/* The same, keeping nresults results on the stack when it returns 0.
+ * [-(nargs+1), +nresults on success, +0 on error] */
+int mqr__script_call_results(l_state_t *st, int nargs, int nresults, const char *what,
+                             uint64_t *errors, uint64_t *budget_errors);
 
 /* Pushes a message as a "mqrouter.message" userdata (takes a ref). [-0, +1] */
 void mqr__lmsg_push(lua_State *L, mqr_msg_t *msg);
