@@ -12,7 +12,11 @@ Phase 2, in flight: the session is connected through a TCP relay that the
 test switches to swallowing everything, so the next messages are sent but
 never acknowledged (clean = false: in flight is session state to keep);
 kill -9, relay back to passing, restart: every one arrives (duplicates
-allowed, QoS 1)."""
+allowed, QoS 1).
+
+Phase 3, the broker's side of the session: mqrouter is killed, the broker
+keeps the session (clean = false) and queues QoS 1 messages for its
+subscription; after the restart they reach the session's route."""
 import os
 import signal
 import socket
@@ -36,6 +40,7 @@ mq.route("in/#", function(msg)
   assert(up:publish("fwd/" .. msg.topic, msg.payload, {{ qos = 1 }}))
 end)
 mq.on("session_ready", function(ev) mq.log.info("READY " .. ev.name) end)
+up:route("cmd/#", function(msg) mq.log.info("CMD " .. msg.payload) end, {{ qos = 1 }})
 """
 
 
@@ -167,5 +172,20 @@ with Workspace() as ws:
     wait(lambda: records(ws) == 0, 10, "the delivered messages' records to be removed")
     print(f"phase 2: {N2} messages in flight, kill -9, all delivered; no record left")
     assert "stored message record(s) restored" in ws.log()
+
+    # ---- phase 3: queued by the broker for the session while mqrouter is dead
+    wait(lambda: ws.log().count("READY up") >= 2, 10, "the session to be ready again")
+    mqr.send_signal(signal.SIGKILL)
+    mqr.wait(10)
+    cmd = mqtt.Client(client_id="persist-cmd")
+    cmd.connect("127.0.0.1", broker_port)
+    cmd.loop_start()
+    for i in range(5):
+        cmd.publish("cmd/x", f"queued-{i}", qos=1).wait_for_publish(10)
+    cmd.loop_stop()
+    mqr = ws.mqrouter(port, rules)
+    wait(lambda: all(f"CMD queued-{i}" in ws.log() for i in range(5)), 15,
+         "the messages the broker queued for the session")
+    print("phase 3: messages queued by the broker while mqrouter was dead reach the route")
     relay.stop = True
     sink.c.loop_stop()
