@@ -150,6 +150,10 @@ struct mqr_upstream {
         up_pub_t *pub;
     } * early;
     size_t n_early, cap_early;
+    /* A lost clean = false persistent session rebuilds its Paho client from
+     * the records (see rebuild_client); no Paho call while this is set. */
+    bool rebuilding;
+    uv_work_t rebuild_req;
 
     /* Loop thread only: what status() reports. */
     char broker[256];
@@ -961,11 +965,13 @@ static int start_connect(mqr_upstream_t *u);
 static int create_client(mqr_upstream_t *u);
 static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p);
 static void handle_event(mqr_upstream_t *u, up_event_t *ev);
+static void rebuild_client(mqr_upstream_t *u);
+static void begin_close(mqr_upstream_t *u);
 
 static void on_retry(uv_timer_t *t)
 {
     mqr_upstream_t *u = t->data;
-    if (u->closing || u->state == MQR_UPSTREAM_FAILED) return;
+    if (u->closing || u->rebuilding || u->state == MQR_UPSTREAM_FAILED) return;
     /* A fresh MQTTAsync_connect(): MQTTAsync_reconnect() re-queues the
      * first connect command, which after a failed attempt does nothing at
      * all (no callback) in Paho 1.3.12. */
@@ -1045,6 +1051,9 @@ static void pub_answer(up_pub_t *p, int status)
 static void handle_event(mqr_upstream_t *u, up_event_t *ev)
 {
     char why[256];
+    /* What the client being rebuilt still reports about its connection is
+     * history: the new client starts from its own connect. */
+    if (u->rebuilding && ev->type != EV_MESSAGE && ev->type != EV_PUB_DONE) return;
     switch (ev->type) {
     case EV_MESSAGE:
         deliver(u, ev);
@@ -1096,7 +1105,11 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
         emit_simple(u, MQR_UPEV_DISCONNECTED, cause_copy, 0);
         if (u->closing) break;
         emit_simple(u, MQR_UPEV_RECONNECTING, NULL, 1);
-        if (!u->closing) schedule_retry(u);
+        if (u->closing) break;
+        if (u->persistent && !u->clean_start)
+            rebuild_client(u);
+        else
+            schedule_retry(u);
         break;
     }
     case EV_CONNECT_FAILED:
@@ -1322,9 +1335,48 @@ static void after_destroy(uv_work_t *req, int status)
     uv_close((uv_handle_t *)&u->retry, on_async_closed);
 }
 
+/* Paho 1.3.12 can lose the topic of a message it was writing when the
+ * connection broke (it frees the string while the in-flight entry still
+ * points at it) and then resends garbage after every reconnect, which the
+ * broker rejects as malformed: the session never recovers (captured, see
+ * docs/upstream.md). A persistent session's records hold every in-flight
+ * message intact, so after a loss such a session destroys its client and
+ * creates a new one, which restores them, instead of reconnecting the old
+ * one. With clean = true Paho drops in-flight messages at the reconnect
+ * anyway, so nothing is resent and the old client is kept. Destroying
+ * takes Paho's global lock and can block: a worker does it. */
+static void rebuild_work(uv_work_t *req)
+{
+    mqr_upstream_t *u = req->data;
+    MQTTAsync_destroy(&u->client);
+}
+
+static void after_rebuild(uv_work_t *req, int status)
+{
+    mqr_upstream_t *u = req->data;
+    (void)status;
+    u->rebuilding = false;
+    u->client = NULL; /* the next attempt creates it (create_client) */
+    if (u->closing)
+        begin_close(u);
+    else
+        schedule_retry(u);
+}
+
+static void rebuild_client(mqr_upstream_t *u)
+{
+    u->rebuilding = true;
+    u->rebuild_req.data = u;
+    if (uv_queue_work(u->e->loop, &u->rebuild_req, rebuild_work, after_rebuild) < 0) {
+        rebuild_work(&u->rebuild_req);
+        after_rebuild(&u->rebuild_req, 0);
+    }
+}
+
 static void begin_close(mqr_upstream_t *u)
 {
     uv_timer_stop(&u->retry);
+    if (u->rebuilding) return; /* after_rebuild comes back here */
     if (u->predecessor) {
         /* Dormant: the predecessor hands over to u's successor, if any,
          * which must go on waiting for it. */
@@ -1851,7 +1903,7 @@ static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
         }
         expiry = msg->expiry_s - (uint32_t)age_s;
     }
-    if (!u->client) return publish_early(u, msg, p);
+    if (!u->client || u->rebuilding) return publish_early(u, msg, p);
     MQTTAsync_message pm = MQTTAsync_message_initializer;
     pm.payload = (void *)msg->payload;
     pm.payloadlen = (int)msg->payload_len;
@@ -2067,7 +2119,7 @@ void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *o)
     o->attempt = u->attempt;
     for (up_sub_t *s = u->subs; s; s = s->next)
         o->subscriptions++;
-    if (!u->closing && u->client) {
+    if (!u->closing && u->client && !u->rebuilding) {
         MQTTAsync_token *tokens = NULL;
         if (MQTTAsync_getPendingTokens(u->client, &tokens) == MQTTASYNC_SUCCESS && tokens)
             for (MQTTAsync_token *t = tokens; *t != -1; t++)
