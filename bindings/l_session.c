@@ -567,6 +567,12 @@ static void push_event(lua_State *L, const mqr_upstream_event_t *ev)
 static void observe(void *arg, const mqr_upstream_event_t *ev)
 {
     mqr_script_t *h = arg;
+    /* Closed from elsewhere (the engine stopping closes every session, and
+     * its loop frees them before the scripts go): forget it, so that
+     * neither a route's stop nor session_free reaches it afterwards. */
+    if (ev->type == MQR_UPEV_REMOVED)
+        for (l_session_t *s = h->sessions; s; s = s->next)
+            if (s->u == ev->u) s->u = NULL;
     l_state_t *ld = h->loading;
     if (ld && ld->L) {
         lua_State *L = ld->L;
