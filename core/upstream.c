@@ -1111,6 +1111,12 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
             snprintf(tls_why, sizeof tls_why, "TLS: %s", u->tls.error);
             u->tls.error[0] = '\0';
             describe_failure(why, sizeof why, 0, 0, tls_why);
+        } else if (u->tls.on && ev->text && strcmp(ev->text, "TCP/TLS connect failure") == 0) {
+            /* Failures Paho sees outside OpenSSL's error queue look like an
+             * unreachable broker: name them too. */
+            describe_failure(why, sizeof why, ev->code, ev->reason,
+                             "TCP/TLS connect failure; no TLS reason given: broker unreachable, "
+                             "host name not in its certificate, or client certificate refused");
         } else {
             describe_failure(why, sizeof why, ev->code, ev->reason, ev->text);
         }

@@ -349,7 +349,10 @@ static void test_no_client_cert(void **state)
     mqr_upstream_t *u = session(c, "tls-c", uri, &tls);
     mqr_upstream_status_t st;
     wait_refused(c, u, &st);
-    print_message("no client certificate: last_error '%s'\n", st.last_error);
+    /* Over TLS 1.3 the refusal comes after the handshake, where Paho
+     * reports no OpenSSL reason: the text names the possible causes. */
+    if (!strstr(st.last_error, "client certificate refused"))
+        fail_msg("last_error: '%s'", st.last_error);
 }
 
 /* The host name check: a certificate for another name is refused unless
@@ -370,7 +373,8 @@ static void test_hostname(void **state)
     wait_connected(c, any);
     mqr_upstream_status_t st;
     wait_refused(c, strict, &st);
-    print_message("wrong host name: last_error '%s'\n", st.last_error);
+    if (!strstr(st.last_error, "host name not in its certificate"))
+        fail_msg("last_error: '%s'", st.last_error);
 }
 
 /* (d) Settings that cannot work are refused at creation, with the reason. */
