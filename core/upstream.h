@@ -54,6 +54,9 @@ typedef struct {
      * connect. */
     const char *const *uris;
     int n_uris;
+    /* TLS settings, NULL = none (a TLS URI then uses mqr_upstream_tls_t's defaults).
+     * Given, every URI must be ssl://, mqtts:// or wss://; copied. */
+    const mqr_upstream_tls_t *tls;
     /* Will: sent by the broker when the connection dies without DISCONNECT. */
     const char *will_topic; /* NULL = no will */
     const void *will_payload;
@@ -77,15 +80,12 @@ typedef struct {
      * replacing it; the caller closes the old one). Lookups by name find
      * the newest. */
     int replaces;
-    /* TLS settings, NULL = none (a TLS URI then uses the defaults above).
-     * Given, every URI must be ssl://, mqtts:// or wss://; copied. */
-    const mqr_upstream_tls_t *tls;
 } mqr_upstream_config_t;
 
 /* What mqr__upstream_new() checks of cfg's TLS side, with the reason in
  * err: TLS settings with a URI that is not TLS, files that cannot be read
  * or parsed, a key that does not match its certificate or needs another
- * password. Returns 0 or MQR_EINVAL. Any thread; reads the files. */
+ * password. Returns 0, MQR_EINVAL (or MQR_ENOMEM). Any thread; reads the files. */
 int mqr__upstream_tls_check(const mqr_upstream_config_t *cfg, char *err, size_t errlen);
 /* ssl://, mqtts:// or wss:// (case-insensitive). */
 bool mqr__upstream_uri_is_tls(const char *uri);
