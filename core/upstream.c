@@ -1038,6 +1038,26 @@ static void tls_note(mqr_upstream_t *u, const char *line)
         snprintf(u->tls.error + n, sizeof u->tls.error - n, "%s%s", n ? "; " : "", r);
 }
 
+/* The reason of a failed TLS attempt. When Paho could not build its
+ * context, OpenSSL's report lacks its first line (Paho takes it off the
+ * queue before printing the rest), so "system lib" may be all it says:
+ * then the files are checked again here to name the one at fault. */
+static void tls_failure(mqr_upstream_t *u, char *why, size_t n)
+{
+    mqr_upstream_tls_t t = {.cafile = u->tls.cafile,
+                            .capath = u->tls.capath,
+                            .cert = u->tls.cert,
+                            .key = u->tls.key,
+                            .key_password = u->tls.key_password};
+    char err[200];
+    if ((t.cafile || t.capath || t.cert) &&
+        mqr__upstream_tls_check_files(&t, err, sizeof err) == MQR_EINVAL)
+        snprintf(why, n, "TLS: %s", err);
+    else
+        snprintf(why, n, "TLS: %s", u->tls.error);
+    u->tls.error[0] = '\0';
+}
+
 static void handle_event(mqr_upstream_t *u, up_event_t *ev)
 {
     char why[256];
@@ -1107,16 +1127,20 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
         if (u->state == MQR_UPSTREAM_FAILED) break;
         if (u->tls.error[0]) {
             /* Paho says only "TCP/TLS connect failure"; OpenSSL said why. */
-            char tls_why[sizeof u->tls.error + 8];
-            snprintf(tls_why, sizeof tls_why, "TLS: %s", u->tls.error);
-            u->tls.error[0] = '\0';
-            describe_failure(why, sizeof why, 0, 0, tls_why);
-        } else if (u->tls.on && ev->text && strcmp(ev->text, "TCP/TLS connect failure") == 0) {
-            /* Failures Paho sees outside OpenSSL's error queue look like an
-             * unreachable broker: name them too. */
-            describe_failure(why, sizeof why, ev->code, ev->reason,
-                             "TCP/TLS connect failure; no TLS reason given: broker unreachable, "
-                             "host name not in its certificate, or client certificate refused");
+            tls_failure(u, why, sizeof why);
+        } else if (u->tls.on && ev->text &&
+                   (strcmp(ev->text, "TCP/TLS connect failure") == 0 ||
+                    strcmp(ev->text, "TCP connect completion failure") == 0)) {
+            /* Failures Paho sees outside OpenSSL's error queue (a host name
+             * check, over TLS 1.3 a refused client certificate, whose alert
+             * comes on the first read) look like a broker that is down or
+             * hangs up: name them too. */
+            char hint[200];
+            snprintf(hint, sizeof hint,
+                     "%s; no TLS reason given: broker unreachable, host name not in its "
+                     "certificate, or client certificate missing or refused",
+                     ev->text);
+            describe_failure(why, sizeof why, ev->code, ev->reason, hint);
         } else {
             describe_failure(why, sizeof why, ev->code, ev->reason, ev->text);
         }

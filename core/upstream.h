@@ -87,6 +87,9 @@ typedef struct {
  * or parsed, a key that does not match its certificate or needs another
  * password. Returns 0, MQR_EINVAL (or MQR_ENOMEM). Any thread; reads the files. */
 int mqr__upstream_tls_check(const mqr_upstream_config_t *cfg, char *err, size_t errlen);
+/* The file part of that check: files of t readable and parsed, key and
+ * certificate matching. 0, MQR_EINVAL or MQR_ENOMEM, the reason in err. */
+int mqr__upstream_tls_check_files(const mqr_upstream_tls_t *t, char *err, size_t errlen);
 /* ssl://, mqtts:// or wss:// (case-insensitive). */
 bool mqr__upstream_uri_is_tls(const char *uri);
 /* The reason of one line of OpenSSL's error report (ERR_print_errors_cb),

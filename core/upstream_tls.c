@@ -70,7 +70,7 @@ static int pw_cb(char *buf, int size, int rwflag, void *arg)
     return (int)n;
 }
 
-static int check_files(const mqr_upstream_tls_t *t, char *err, size_t errlen)
+int mqr__upstream_tls_check_files(const mqr_upstream_tls_t *t, char *err, size_t errlen)
 {
     if (t->cafile && readable("CA file", t->cafile, err, errlen) < 0) return MQR_EINVAL;
     if (t->capath) {
@@ -155,7 +155,7 @@ int mqr__upstream_tls_check(const mqr_upstream_config_t *cfg, char *err, size_t 
         snprintf(err, errlen, "a TLS key or key password needs a client certificate (cert)");
         return MQR_EINVAL;
     }
-    return check_files(t, err, errlen);
+    return mqr__upstream_tls_check_files(t, err, errlen);
 }
 
 /* OpenSSL 3 writes "<thread>:error:<code>:<library>:<function>:<reason>:

@@ -149,7 +149,7 @@ static int teardown(void **state)
 
 static void start_broker(ctx_t *c)
 {
-    c->tls_port = free_port();
+    if (!c->tls_port) c->tls_port = free_port();
     c->wrong_port = free_port();
     snprintf(c->broker.extra, sizeof c->broker.extra,
              "listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n"
@@ -336,6 +336,13 @@ static void test_wrong_ca(void **state)
         fail_msg("last_error does not name the certificate: '%s'", st.last_error);
     assert_true(log_has("certificate verify failed"));
     assert_true(log_has("session 'tls-b': cannot connect"));
+
+    /* No TLS settings at all: verified against the system's CAs, which do
+     * not know ours. */
+    mqr_upstream_t *d = session(c, "tls-default", uri, NULL);
+    wait_refused(c, d, &st);
+    if (!strstr(st.last_error, "certificate verify failed"))
+        fail_msg("last_error does not name the certificate: '%s'", st.last_error);
 }
 
 /* (c) No client certificate where the broker requires one. */
@@ -351,8 +358,43 @@ static void test_no_client_cert(void **state)
     wait_refused(c, u, &st);
     /* Over TLS 1.3 the refusal comes after the handshake, where Paho
      * reports no OpenSSL reason: the text names the possible causes. */
-    if (!strstr(st.last_error, "client certificate refused"))
+    if (!strstr(st.last_error, "client certificate missing or refused"))
         fail_msg("last_error: '%s'", st.last_error);
+}
+
+static bool error_has(ctx_t *c, const void *arg)
+{
+    const char *const *want = arg;
+    mqr_upstream_status_t st;
+    mqr__upstream_status((mqr_upstream_t *)want[0], &st);
+    return strstr(st.last_error, want[1]) != NULL;
+}
+
+/* A client certificate removed after the session was made: Paho fails to
+ * build its TLS context at the next attempt and last_error names the
+ * file. */
+static void test_file_gone(void **state)
+{
+    ctx_t *c = *state;
+    c->tls_port = free_port(); /* nobody listens yet */
+    char uri[64];
+    snprintf(uri, sizeof uri, "ssl://127.0.0.1:%d", c->tls_port);
+    char gone[128];
+    snprintf(gone, sizeof gone, "%s", cert("gone.pem"));
+    assert_int_equal(sh("cp %s %s", cert("client.pem"), gone), 0);
+    mqr_upstream_tls_t tls = {.cafile = cert("ca.pem"), .cert = gone, .key = cert("client.key")};
+    mqr_upstream_t *u = session(c, "tls-gone", uri, &tls);
+    assert_int_equal(unlink(gone), 0);
+    start_broker(c);
+    char text[200];
+    snprintf(text, sizeof text, "TLS: certificate %s: No such file or directory", gone);
+    const void *want[] = {u, text};
+    if (!run_until(c, error_has, want, 8000)) {
+        mqr_upstream_status_t st;
+        mqr__upstream_status(u, &st);
+        fail_msg("last_error: '%s'\nlog:\n%s", st.last_error, logbuf);
+    }
+    assert_int_not_equal(mqr__upstream_state(u), MQR_UPSTREAM_CONNECTED);
 }
 
 /* The host name check: a certificate for another name is refused unless
@@ -472,6 +514,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrong_ca, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_client_cert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostname, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_settings, setup, teardown),
         cmocka_unit_test(test_reason_text),
     };
