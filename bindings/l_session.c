@@ -128,10 +128,70 @@ static double opt_num(lua_State *L, int t, const char *key, double def)
 
 #define MAX_BROKERS 16
 
+static const char *const tls_strings[] = {"cafile", "capath", "cert", "key", "key_password", NULL};
+
+/* session{ tls = { cafile, capath, cert, key, key_password, verify,
+ * verify_hostname } } at index t (a table, or nil: no TLS settings) into
+ * *tls; returns tls or NULL. Pushes the key text of these settings for the
+ * session's config key [-0, +1]; the strings stay alive in the table. */
+static const mqr_upstream_tls_t *opt_tls(lua_State *L, int t, const char *name,
+                                         mqr_upstream_tls_t *tls)
+{
+    if (lua_isnil(L, t)) {
+        lua_pushliteral(L, "-");
+        return NULL;
+    }
+    if (!lua_istable(L, t)) luaL_error(L, "session '%s': tls must be a table", name);
+    /* a misspelt option would silently be a default: refuse it */
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        bool ok = k && (strcmp(k, "verify") == 0 || strcmp(k, "verify_hostname") == 0);
+        for (int i = 0; k && !ok && tls_strings[i]; i++)
+            ok = strcmp(k, tls_strings[i]) == 0;
+        if (!ok) luaL_error(L, "session '%s': unknown tls option '%s'", name, k ? k : "?");
+    }
+    const char *v[5];
+    for (int i = 0; tls_strings[i]; i++) {
+        lua_getfield(L, t, tls_strings[i]);
+        v[i] = NULL;
+        if (!lua_isnil(L, -1)) {
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "session '%s': tls option '%s' must be a string", name,
+                           tls_strings[i]);
+            v[i] = lua_tostring(L, -1);
+        }
+        lua_pop(L, 1);
+    }
+    bool flags[2];
+    static const char *const flag_names[] = {"verify", "verify_hostname"};
+    for (int i = 0; i < 2; i++) {
+        lua_getfield(L, t, flag_names[i]);
+        if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+            luaL_error(L, "session '%s': tls option '%s' must be a boolean", name, flag_names[i]);
+        flags[i] = lua_isnil(L, -1) || lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    *tls = (mqr_upstream_tls_t){
+        .cafile = v[0],
+        .capath = v[1],
+        .cert = v[2],
+        .key = v[3],
+        .key_password = v[4],
+        .no_verify = !flags[0],
+        .no_verify_hostname = !flags[1],
+    };
+    lua_pushfstring(L, "%s|%s|%s|%s|%s|%d|%d", v[0] ? v[0] : "", v[1] ? v[1] : "", v[2] ? v[2] : "",
+                    v[3] ? v[3] : "", v[4] ? v[4] : "", (int)flags[0], (int)flags[1]);
+    return tls;
+}
+
 /* session{ name, broker | brokers, client_id, keepalive, clean, username,
  *          password, version, max_buffered, session_expiry, prefix,
  *          will = {topic, payload, qos, retain},
- *          reconnect = {initial, max, max_attempts} } */
+ *          reconnect = {initial, max, max_attempts},
+ *          tls = {cafile, capath, cert, key, key_password, verify, verify_hostname} } */
 int mqr__lsession_new(lua_State *L)
 {
     l_state_t *st = lua_touserdata(L, lua_upvalueindex(1));
@@ -219,11 +279,20 @@ int mqr__lsession_new(lua_State *L)
     lua_pop(L, 1);
     if (cfg.mqtt_version != 4 && cfg.mqtt_version != 5)
         return luaL_error(L, "session '%s': version must be 4 (MQTT 3.1.1) or 5", cfg.name);
+    lua_getfield(L, 1, "tls"); /* stays on the stack: it holds the strings */
+    mqr_upstream_tls_t tls;
+    cfg.tls = opt_tls(L, lua_gettop(L), cfg.name, &tls);
+    const char *tls_key = lua_tostring(L, -1); /* stays on the stack */
+    /* Checked on every declaration, kept sessions too: a file gone since is
+     * a failed load (the old rules keep serving), not a reconnect loop. */
+    char tls_err[512];
+    if (mqr__upstream_tls_check(&cfg, tls_err, sizeof tls_err) < 0)
+        return luaL_error(L, "session '%s': %s", cfg.name, tls_err);
 
-    lua_pushfstring(L, "%s|%s|%s|%s|%s|%d|%d|%d|%d|%s", cfg.name, cfg.uri ? cfg.uri : "",
+    lua_pushfstring(L, "%s|%s|%s|%s|%s|%d|%d|%d|%d|%s|%s", cfg.name, cfg.uri ? cfg.uri : "",
                     cfg.client_id ? cfg.client_id : "", cfg.username ? cfg.username : "",
                     cfg.password ? cfg.password : "", cfg.keepalive_s, cfg.clean_start,
-                    cfg.max_buffered, cfg.mqtt_version, extra_key);
+                    cfg.max_buffered, cfg.mqtt_version, extra_key, tls_key);
     const char *key = lua_tostring(L, -1);
 
     l_session_t *s = NULL;
@@ -580,6 +649,12 @@ static void push_event(lua_State *L, const mqr_upstream_event_t *ev)
 static void observe(void *arg, const mqr_upstream_event_t *ev)
 {
     mqr_script_t *h = arg;
+    /* Closed from elsewhere (the engine stopping closes every session, and
+     * its loop frees them before the scripts go): forget it, so that
+     * neither a route's stop nor session_free reaches it afterwards. */
+    if (ev->type == MQR_UPEV_REMOVED)
+        for (l_session_t *s = h->sessions; s; s = s->next)
+            if (s->u == ev->u) s->u = NULL;
     l_state_t *ld = h->loading;
     if (ld && ld->L) {
         lua_State *L = ld->L;

@@ -86,6 +86,7 @@ typedef enum {
     EV_SUB_FAILED,
     EV_CONNECT_OK, /* which URI (text) */
     EV_PUB_DONE,   /* ptr = the up_pub_t, code = 0 or Paho error */
+    EV_TLS_ERROR,  /* one line of OpenSSL's error report (text) */
 } up_ev_type_t;
 
 /* One event from Paho's threads. A message event carries topic, payload and
@@ -133,6 +134,12 @@ struct mqr_upstream {
     size_t prefix_len;
     up_subopt_t *subopts;
     up_pub_t *pubs;
+    struct {
+        bool on; /* a broker URI is ssl://, mqtts:// or wss://: connect with SSL options */
+        char *cafile, *capath, *cert, *key, *key_password;
+        bool no_verify, no_verify_hostname;
+        char error[200]; /* loop: OpenSSL's reasons since the last attempt ended */
+    } tls;
 
     /* Persistence (upstream_persist.h): records keyed by the name. A session
      * replacing an open one of the same name (a reload with other settings)
@@ -573,6 +580,17 @@ static void on_server_disconnect(void *ctx, MQTTProperties *props, enum MQTTReas
         t = text;
     }
     push_simple(ctx, EV_SERVER_DISCONNECT, 0, (int)rc, 0, t);
+}
+
+/* Paho's OpenSSL error report (ERR_print_errors_cb), one line per call,
+ * when making the TLS context or the handshake fails. The loop extracts
+ * the reason; returning 1 asks for the next line. */
+static int on_ssl_error(const char *str, size_t len, void *ctx)
+{
+    char line[256];
+    snprintf(line, sizeof line, "%.*s", (int)(len < sizeof line ? len : sizeof line - 1), str);
+    push_simple(ctx, EV_TLS_ERROR, 0, 0, 0, line);
+    return 1;
 }
 
 static void on_delivered(void *ctx, MQTTAsync_token token)
@@ -1048,6 +1066,38 @@ static void pub_answer(up_pub_t *p, int status)
     }
 }
 
+/* Collects the reasons of OpenSSL's report for the failure that follows. */
+static void tls_note(mqr_upstream_t *u, const char *line)
+{
+    if (!line) return;
+    char r[160];
+    mqr__upstream_tls_reason(line, strlen(line), r, sizeof r);
+    MQR_LOG_D("upstream", "session '%s': TLS: %s", u->name, r);
+    size_t n = strlen(u->tls.error);
+    if (!strstr(u->tls.error, r) && n + 3 < sizeof u->tls.error)
+        snprintf(u->tls.error + n, sizeof u->tls.error - n, "%s%s", n ? "; " : "", r);
+}
+
+/* The reason of a failed TLS attempt. When Paho could not build its
+ * context, OpenSSL's report lacks its first line (Paho takes it off the
+ * queue before printing the rest), so "system lib" may be all it says:
+ * then the files are checked again here to name the one at fault. */
+static void tls_failure(mqr_upstream_t *u, char *why, size_t n)
+{
+    mqr_upstream_tls_t t = {.cafile = u->tls.cafile,
+                            .capath = u->tls.capath,
+                            .cert = u->tls.cert,
+                            .key = u->tls.key,
+                            .key_password = u->tls.key_password};
+    char err[200];
+    if ((t.cafile || t.capath || t.cert) &&
+        mqr__upstream_tls_check_files(&t, err, sizeof err) == MQR_EINVAL)
+        snprintf(why, n, "TLS: %s", err);
+    else
+        snprintf(why, n, "TLS: %s", u->tls.error);
+    u->tls.error[0] = '\0';
+}
+
 static void handle_event(mqr_upstream_t *u, up_event_t *ev)
 {
     char why[256];
@@ -1064,6 +1114,9 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
     case EV_PUB_DONE:
         pub_done(u, ev);
         break;
+    case EV_TLS_ERROR:
+        tls_note(u, ev->text);
+        break;
     case EV_CONNECTED:
         u->stats.connects++;
         if (u->ever_connected || u->attempt) u->stats.reconnects++;
@@ -1071,6 +1124,7 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
         u->connect_failing = false;
         u->attempt = 0;
         u->server_reason[0] = '\0';
+        u->tls.error[0] = '\0';
         u->connected_since_ms = wall_ms();
         if (!u->broker[0] && u->n_uris == 0) snprintf(u->broker, sizeof u->broker, "%s", u->uri);
         set_state(u, MQR_UPSTREAM_CONNECTED, u->ever_connected ? "reconnected" : "connected");
@@ -1096,7 +1150,11 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
                             : ev->text          ? ev->text
                                                 : "connection lost";
         char cause_copy[200];
-        snprintf(cause_copy, sizeof cause_copy, "%s", cause);
+        if (u->tls.error[0] && !u->server_reason[0])
+            snprintf(cause_copy, sizeof cause_copy, "TLS: %.190s", u->tls.error);
+        else
+            snprintf(cause_copy, sizeof cause_copy, "%s", cause);
+        u->tls.error[0] = '\0';
         snprintf(why, sizeof why, "%s, reconnecting", cause_copy);
         u->server_reason[0] = '\0';
         note_error(u, cause_copy);
@@ -1114,7 +1172,25 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
     }
     case EV_CONNECT_FAILED:
         if (u->state == MQR_UPSTREAM_FAILED) break;
-        describe_failure(why, sizeof why, ev->code, ev->reason, ev->text);
+        if (u->tls.error[0]) {
+            /* Paho says only "TCP/TLS connect failure"; OpenSSL said why. */
+            tls_failure(u, why, sizeof why);
+        } else if (u->tls.on && ev->text &&
+                   (strcmp(ev->text, "TCP/TLS connect failure") == 0 ||
+                    strcmp(ev->text, "TCP connect completion failure") == 0)) {
+            /* Failures Paho sees outside OpenSSL's error queue (a host name
+             * check, over TLS 1.3 a refused client certificate, whose alert
+             * comes on the first read) look like a broker that is down or
+             * hangs up: name them too. */
+            char hint[200];
+            snprintf(hint, sizeof hint,
+                     "%s; no TLS reason given: broker unreachable, host name not in its "
+                     "certificate, or client certificate missing or refused",
+                     ev->text);
+            describe_failure(why, sizeof why, ev->code, ev->reason, hint);
+        } else {
+            describe_failure(why, sizeof why, ev->code, ev->reason, ev->text);
+        }
         note_error(u, why);
         u->stats.connect_failures++;
         u->attempt++;
@@ -1234,6 +1310,11 @@ static void session_free(mqr_upstream_t *u)
     free(u->will_topic);
     free(u->will_payload);
     free(u->prefix);
+    free(u->tls.cafile);
+    free(u->tls.capath);
+    free(u->tls.cert);
+    free(u->tls.key);
+    free(u->tls.key_password);
     uv_cond_destroy(&u->cond);
     uv_mutex_destroy(&u->lock);
     free(u->name);
@@ -1446,6 +1527,21 @@ static int start_connect(mqr_upstream_t *u)
     o.username = u->username;
     o.password = u->password;
     o.connectTimeout = UP_CONNECT_TIMEOUT_S;
+    MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+    if (u->tls.on) {
+        ssl.trustStore = u->tls.cafile; /* neither this nor CApath: the system's store */
+        ssl.CApath = u->tls.capath;
+        ssl.keyStore = u->tls.cert;
+        ssl.privateKey = u->tls.key;
+        /* Never NULL with a certificate: OpenSSL would prompt on the
+         * terminal, from Paho's thread, for an encrypted key. */
+        ssl.privateKeyPassword = u->tls.key_password || !u->tls.cert ? u->tls.key_password : "";
+        ssl.enableServerCertAuth = !u->tls.no_verify;
+        ssl.verify = !u->tls.no_verify && !u->tls.no_verify_hostname; /* host name check */
+        ssl.ssl_error_cb = on_ssl_error;
+        ssl.ssl_error_context = u;
+        o.ssl = &ssl;
+    }
     /* Reconnecting is ours (retry timer): Paho's automatic reconnect neither
      * retries a first connect that failed nor reports its failed attempts,
      * and both are needed to count attempts and stop at max_reconnects. */
@@ -1593,6 +1689,12 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     if (version != MQTTVERSION_3_1_1 && version != MQTTVERSION_5) return MQR_EINVAL;
     if (cfg->keepalive_s < 0 || cfg->keepalive_s > 65535 || cfg->max_buffered < 0)
         return MQR_EINVAL;
+    char tls_err[512];
+    int trc = mqr__upstream_tls_check(cfg, tls_err, sizeof tls_err);
+    if (trc < 0) {
+        MQR_LOG_E("upstream", "session '%s': %s", cfg->name, tls_err);
+        return trc;
+    }
     if (e->stopping) return MQR_ECLOSED;
     if (!cfg->replaces && mqr__upstream_find(e, cfg->name)) return MQR_EEXIST;
 
@@ -1644,6 +1746,21 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     }
     u->username = xstrdup(cfg->username);
     u->password = xstrdup(cfg->password);
+    for (int i = 0; i < (cfg->n_uris > 0 ? cfg->n_uris : 1); i++)
+        u->tls.on |= mqr__upstream_uri_is_tls(cfg->n_uris > 0 ? cfg->uris[i] : cfg->uri);
+    const mqr_upstream_tls_t *t = cfg->tls;
+    if (t) {
+        u->tls.cafile = xstrdup(t->cafile);
+        u->tls.capath = xstrdup(t->capath);
+        u->tls.cert = xstrdup(t->cert);
+        u->tls.key = xstrdup(t->key);
+        u->tls.key_password = xstrdup(t->key_password);
+        u->tls.no_verify = t->no_verify;
+        u->tls.no_verify_hostname = t->no_verify_hostname;
+        oom |= (t->cafile && !u->tls.cafile) || (t->capath && !u->tls.capath) ||
+               (t->cert && !u->tls.cert) || (t->key && !u->tls.key) ||
+               (t->key_password && !u->tls.key_password);
+    }
     uv_mutex_init(&u->lock);
     uv_cond_init(&u->cond);
     if (oom || !u->name || !u->uri || !u->client_id || (cfg->username && !u->username) ||

@@ -24,9 +24,23 @@ typedef enum {
 /* "connecting", "connected", ... */
 const char *mqr__upstream_state_name(mqr_upstream_state_t st);
 
+/* TLS settings of a session whose brokers are ssl://, mqtts:// or wss://
+ * (Paho's MQTTAsync_SSLOptions). Files are PEM. Zeroed means: verify the
+ * broker's certificate against the system's CA store and check that it
+ * names the host of the URI; no client certificate. */
+typedef struct {
+    const char *cafile;       /* CA certificates the broker's must chain to; NULL = system */
+    const char *capath;       /* directory of CA certificates (c_rehash layout); may be NULL */
+    const char *cert;         /* client certificate (chain); NULL = none */
+    const char *key;          /* its private key; NULL = inside cert */
+    const char *key_password; /* of an encrypted key; NULL = none */
+    bool no_verify;           /* accept any broker certificate (and any host name) */
+    bool no_verify_hostname;  /* verify the chain, not that it names the host */
+} mqr_upstream_tls_t;
+
 typedef struct {
     const char *name;      /* unique per engine */
-    const char *uri;       /* "tcp://127.0.0.1:1883" (ssl:// later) */
+    const char *uri;       /* "tcp://127.0.0.1:1883", "ssl://host:8883", "wss://..." */
     const char *client_id; /* NULL = "mqrouter-<name>" */
     int keepalive_s;       /* 0 = 30 */
     int clean_start;       /* taken as given: non-zero = clean start; callers default it to 1
@@ -40,6 +54,9 @@ typedef struct {
      * connect. */
     const char *const *uris;
     int n_uris;
+    /* TLS settings, NULL = none (a TLS URI then uses mqr_upstream_tls_t's defaults).
+     * Given, every URI must be ssl://, mqtts:// or wss://; copied. */
+    const mqr_upstream_tls_t *tls;
     /* Will: sent by the broker when the connection dies without DISCONNECT. */
     const char *will_topic; /* NULL = no will */
     const void *will_payload;
@@ -70,6 +87,20 @@ typedef struct {
      * the newest. */
     int replaces;
 } mqr_upstream_config_t;
+
+/* What mqr__upstream_new() checks of cfg's TLS side, with the reason in
+ * err: TLS settings with a URI that is not TLS, files that cannot be read
+ * or parsed, a key that does not match its certificate or needs another
+ * password. Returns 0, MQR_EINVAL (or MQR_ENOMEM). Any thread; reads the files. */
+int mqr__upstream_tls_check(const mqr_upstream_config_t *cfg, char *err, size_t errlen);
+/* The file part of that check: files of t readable and parsed, key and
+ * certificate matching. 0, MQR_EINVAL or MQR_ENOMEM, the reason in err. */
+int mqr__upstream_tls_check_files(const mqr_upstream_tls_t *t, char *err, size_t errlen);
+/* ssl://, mqtts:// or wss:// (case-insensitive). */
+bool mqr__upstream_uri_is_tls(const char *uri);
+/* The reason of one line of OpenSSL's error report (ERR_print_errors_cb),
+ * e.g. "certificate verify failed", with its extra data if any. */
+void mqr__upstream_tls_reason(const char *line, size_t len, char *out, size_t outlen);
 
 /* ---- lifecycle events ----------------------------------------------------
  * Observers see every session of an engine, on the loop thread. For one

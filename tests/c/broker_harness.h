@@ -36,6 +36,7 @@ typedef struct {
     pid_t pid;
     int port;
     char dir[64];
+    char extra[1024]; /* appended to the configuration (more listeners, TLS) */
 } broker_t;
 
 static inline uint64_t now_ms(void)
@@ -92,6 +93,7 @@ static inline void broker_start(broker_t *b)
     /* As root mosquitto would switch to its own user, and a change of
      * credentials clears PR_SET_PDEATHSIG. */
     if (geteuid() == 0) fprintf(f, "user root\n");
+    fputs(b->extra, f);
     fclose(f);
 
     pid_t parent = getpid();
