@@ -55,6 +55,9 @@ struct mqr_engine {
     mqr_listener_t *listeners; /* every open one, listener included (listener.h) */
     mqr_upstream_t *sessions;  /* list of upstream sessions */
     struct mqr_csub *csubs;    /* C subscriptions, freed with the engine */
+    /* broker queues (queue.h): every queue and pub/sub subscriber, their
+     * memory total; NULL until mqr__queues_init */
+    struct mqr_queues *queues;
 
     /* authentication and authorisation hooks (auth.h), owned by the
      * bindings; NULL = none: the listener checks this pointer only */
