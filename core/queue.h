@@ -392,8 +392,9 @@ int mqr__queues_health(mqr_engine_t *e, mqr_queues_health_t *out);
 /* Puts an entry back as it was stored: ready with that id (later ids continue
  * above it), priority, wall-clock expiry (0 = never; already passed = counted
  * expired) and attempts made. Ignores the limits (what was accepted stays
- * accepted) and calls no store op. Returns 0, MQR_ECLOSED, MQR_EEXIST (id in
- * use), MQR_EINVAL, MQR_ENOMEM. */
+ * accepted) and calls no store op. Ids must be unique (the store's
+ * primary key): they are not checked. Returns 0, MQR_ECLOSED, MQR_EINVAL,
+ * MQR_ENOMEM. */
 int mqr__queue_restore(mqr_queue_t *q, uint64_t id, mqr_msg_t *msg, int priority,
                        uint64_t expires_wall_ms, unsigned attempts);
 
