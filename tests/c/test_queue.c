@@ -65,9 +65,7 @@ static uint64_t pub(mqr_queue_t *q, const char *payload, int prio, int64_t ttl)
     return id;
 }
 
-static void noop_timer(uv_timer_t *t)
-{
-}
+static void noop_timer(uv_timer_t *t) {}
 
 /* Runs the loop for about ms milliseconds (a timer of ours bounds it). */
 static void spin(mqr_engine_t *e, unsigned ms)
@@ -247,9 +245,9 @@ static void test_ttl_expiry(void **state)
     mqr_queue_config_t c = cfg_named("ttl");
     c.default_ttl_ms = 30;
     mqr_queue_t *q = queue(e, &c);
-    pub(q, "short1", MQR_PRIO_HIGH, 20);  /* own TTL */
-    pub(q, "short2", MQR_PRIO_LOW, 0);    /* the queue's 30 ms */
-    pub(q, "forever", MQR_PRIO_LOW, -1);  /* never */
+    pub(q, "short1", MQR_PRIO_HIGH, 20); /* own TTL */
+    pub(q, "short2", MQR_PRIO_LOW, 0);   /* the queue's 30 ms */
+    pub(q, "forever", MQR_PRIO_LOW, -1); /* never */
     pub(q, "long", MQR_PRIO_NORMAL, 5000);
     /* no consumer: the timer counts them */
     spin(e, 80);
@@ -605,8 +603,8 @@ static void test_competing_consumers(void **state)
     mqr_engine_t *e = engine(0);
     mqr_queue_config_t c = cfg_named("work");
     mqr_queue_t *q = queue(e, &c);
-    rec_t r[3] = {{.answer = MQR_QUEUE_LATER}, {.answer = MQR_QUEUE_LATER},
-                  {.answer = MQR_QUEUE_LATER}};
+    rec_t r[3] = {
+        {.answer = MQR_QUEUE_LATER}, {.answer = MQR_QUEUE_LATER}, {.answer = MQR_QUEUE_LATER}};
     for (int i = 0; i < 3; i++)
         assert_int_equal(mqr__queue_consume(q, on_delivery, &r[i], 2, &r[i].self), 0);
     for (int i = 0; i < 12; i++) {
