@@ -205,6 +205,39 @@ static void priorities(long n)
     mqr_engine_free(e);
 }
 
+static long sub_got;
+static void on_sub(void *arg, mqr_queue_sub_t *sub, mqr_msg_t *msg)
+{
+    sub_got++;
+}
+
+/* pub/sub: mqr_publish through the router into 100 subscriber buffers */
+static void fanout(long n)
+{
+    mqr_engine_t *e = engine();
+    enum { SUBS = 100 };
+    mqr_queue_sub_config_t sc = {.max_buffered = 100000};
+    for (int i = 0; i < SUBS; i++) {
+        mqr_queue_sub_t *sub;
+        if (mqr__queue_sub_new(e, "sensors/#", &sc, on_sub, NULL, &sub) < 0) exit(1);
+    }
+    sub_got = 0;
+    double t0 = now_s();
+    for (long i = 0; i < n; i += 1000) {
+        for (long k = i; k < i + 1000 && k < n; k++)
+            if (mqr_publish(e, topic, payload, sizeof payload, 0, 0) < 0) exit(1);
+        long want = (i + 1000 < n ? i + 1000 : n) * SUBS;
+        while (sub_got < want)
+            uv_run(mqr_engine_loop(e), UV_RUN_NOWAIT);
+    }
+    double dt = now_s() - t0;
+    mqr_queues_health_t h;
+    mqr__queues_health(e, &h);
+    if (h.sub_dropped) exit(1);
+    report("pub/sub, 100 subscribers, deliveries", "msg/s", n * SUBS, dt);
+    mqr_engine_free(e);
+}
+
 static void memory(long n)
 {
     mqr_engine_t *e = engine();
@@ -271,6 +304,7 @@ int main(int argc, char **argv)
     pub_consume_ack(n, true);
     ack_later(n);
     priorities(n);
+    fanout(n / 20);
     memory(1000000);
     transactions(n / 4);
     return 0;

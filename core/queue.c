@@ -598,6 +598,8 @@ uint64_t mqr__q_expiry(mqr_queue_t *q, const mqr_msg_t *msg, const mqr_queue_pub
 {
     int64_t ttl = opts ? opts->ttl_ms : 0;
     if (ttl == 0) ttl = q->cfg.default_ttl_ms;
+    /* loop time is cached per turn: a TTL counts from the real now */
+    if (ttl > 0 || msg->expiry_s) uv_update_time(q->set->loop);
     uint64_t now = mqr__q_now(q->set);
     uint64_t at = ttl > 0 ? now + (uint64_t)ttl : 0;
     if (msg->expiry_s) { /* MQTT v5 message expiry: a bound, never an extension */
