@@ -728,6 +728,68 @@ static void test_batch_publish_receive(void **state)
     mqr_engine_free(e);
 }
 
+/* ---- many entries: the id map and the TTL heap under random order ---- */
+
+static void test_many_random(void **state)
+{
+    mqr_engine_t *e = engine(0);
+    mqr_queue_config_t c = cfg_named("many");
+    mqr_queue_t *q = queue(e, &c);
+    enum { N = 5000 };
+    static uint64_t ids[N];
+    static mqr_queue_delivery_t d[N];
+    for (int i = 0; i < N; i++)
+        ids[i] = pub(q, "m", i % MQR_PRIO_LEVELS, 0);
+    assert_int_equal(mqr__queue_receive(q, N, d), N);
+    for (int i = 1; i < N; i++)
+        assert_true(d[i].priority <= d[i - 1].priority);
+    unsigned x = 7;
+    for (int i = N - 1; i > 0; i--) { /* shuffle */
+        x = x * 1103515245u + 12345u;
+        int j = (int)((x >> 8) % (unsigned)(i + 1));
+        uint64_t t = ids[i];
+        ids[i] = ids[j];
+        ids[j] = t;
+    }
+    int nacked = 0;
+    for (int i = 0; i < N; i++) {
+        if (i % 101 == 1) { /* some go back instead */
+            assert_int_equal(mqr__queue_nack(q, ids[i], 0), 0);
+            nacked++;
+            continue;
+        }
+        assert_int_equal(mqr__queue_ack(q, ids[i]), 0);
+        if (i % 7 == 0) assert_int_equal(mqr__queue_ack(q, ids[i]), MQR_ENOENT);
+    }
+    /* the nacked ones came back ready; take and ack them */
+    mqr_queue_stats_t s = stats(q);
+    assert_int_equal(s.in_flight, 0);
+    int back = mqr__queue_receive(q, N, d);
+    assert_int_equal(back, (int)s.ready);
+    assert_int_equal(back, nacked);
+    for (int i = 0; i < back; i++)
+        assert_int_equal(mqr__queue_ack(q, d[i].id), 0);
+    assert_int_equal(stats(q).acked, N);
+
+    /* random TTLs, half of them taken out of the middle of the heap */
+    int left = 0;
+    for (int i = 0; i < 2000; i++) {
+        x = x * 1103515245u + 12345u;
+        pub(q, "t", (int)((x >> 4) % 5), 1 + (int64_t)((x >> 12) % 40));
+    }
+    int took = mqr__queue_receive(q, 1000, d);
+    assert_true(took > 900); /* a few may expire already */
+    left = 2000 - took;
+    for (int i = 0; i < took; i++)
+        assert_int_equal(mqr__queue_ack(q, d[i].id), 0);
+    spin(e, 80);
+    s = stats(q);
+    assert_int_equal(s.depth, 0);
+    assert_int_equal(s.expired, (uint64_t)left);
+    assert_int_equal(s.bytes, 0);
+    mqr_engine_free(e);
+}
+
 /* ---- metrics and health ---- */
 
 static void test_metrics_and_health(void **state)
@@ -975,6 +1037,7 @@ int main(void)
         cmocka_unit_test(test_competing_consumers),
         cmocka_unit_test(test_settle_inside_callback),
         cmocka_unit_test(test_batch_publish_receive),
+        cmocka_unit_test(test_many_random),
         cmocka_unit_test(test_metrics_and_health),
         cmocka_unit_test(test_close_with_everything_held),
         cmocka_unit_test(test_close_from_callback),
