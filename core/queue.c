@@ -653,6 +653,16 @@ int mqr__queue_publish(mqr_queue_t *q, mqr_msg_t *msg, const mqr_queue_pub_opts_
     int prio = opts ? opts->priority : MQR_PRIO_NORMAL;
     if ((unsigned)prio >= MQR_PRIO_LEVELS) return MQR_EINVAL;
     int rc = 0;
+    uint64_t key = opts && q->cfg.dedup_window ? opts->dedup_id : 0;
+    if (key) {
+        uint64_t first;
+        if ((rc = mqr__q_dedup_check(q, key, &first)) < 0) return rc;
+        if (rc == 1) {
+            q->st.duplicates++;
+            if (id) *id = first;
+            return 0;
+        }
+    }
     uint64_t at = mqr__q_expiry(q, msg, opts, &rc);
     if (rc < 0) return rc;
     size_t bytes = mqr__q_entry_bytes(msg);
@@ -669,6 +679,7 @@ int mqr__queue_publish(mqr_queue_t *q, mqr_msg_t *msg, const mqr_queue_pub_opts_
     }
     q->st.published++;
     if (id) *id = e->id;
+    if (key) mqr__q_dedup_add(q, key, e->id);
     mqr__q_make_ready(q, e, false);
     return 0;
 }
@@ -786,6 +797,7 @@ static void add_stats(mqr_queue_stats_t *t, const mqr_queue_stats_t *x)
     t->discarded += x->discarded;
     t->refused_full += x->refused_full;
     t->refused_memory += x->refused_memory;
+    t->duplicates += x->duplicates;
     t->depth += x->depth;
     t->ready += x->ready;
     t->delayed += x->delayed;

@@ -136,6 +136,10 @@ typedef struct {
     mqr_queue_dead_fn on_dead;   /* may be NULL */
     void *on_dead_arg;
     bool durable; /* call the store ops (mqr__queues_set_store_ops) */
+    /* De-duplication: the last dedup_window caller ids (opts.dedup_id) are
+     * remembered; publishing one of them again enqueues nothing, returns 0
+     * and the first publish's entry id (counted `duplicates`). 0 = off. */
+    size_t dedup_window;
 } mqr_queue_config_t;
 
 void mqr__queue_config_init(mqr_queue_config_t *cfg);
@@ -164,8 +168,10 @@ bool mqr__queue_closed(const mqr_queue_t *q);
 /* ---- publishing --------------------------------------------------------- */
 
 typedef struct {
-    int priority;   /* 0..4; MQR_PRIO_NORMAL when opts is NULL */
-    int64_t ttl_ms; /* > 0 this TTL; 0 = the queue's default; < 0 = never expires */
+    int priority;      /* 0..4; MQR_PRIO_NORMAL when opts is NULL */
+    int64_t ttl_ms;    /* > 0 this TTL; 0 = the queue's default; < 0 = never expires */
+    uint64_t dedup_id; /* the caller's id for de-duplication (cfg.dedup_window); 0 = none.
+                          mqr__queue_publish only */
 } mqr_queue_pub_opts_t;
 
 #define MQR_QUEUE_PUB_OPTS_INIT                                                                    \
@@ -348,6 +354,7 @@ typedef struct {
     uint64_t discarded;      /* would have been dead-lettered, but dead_letter is off */
     uint64_t refused_full;   /* publishes refused: max_messages */
     uint64_t refused_memory; /* publishes refused: memory limit */
+    uint64_t duplicates;     /* publishes skipped: dedup_id seen in the window */
     size_t depth;            /* ready + delayed (waiting for a consumer) */
     size_t ready;
     size_t delayed; /* waiting out a nack backoff */

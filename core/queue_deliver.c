@@ -471,6 +471,7 @@ void mqr__q_teardown(mqr_queue_t *q)
     mqr__q_heap_free(&q->ttl);
     mqr__q_heap_free(&q->delayed);
     mqr__q_map_free(&q->ids);
+    mqr__q_dedup_free(q);
     q->held = q->nready = q->ndelayed = q->ninflight = q->ready_bytes = 0;
     mqr__q_teardown_handles(q);
 }

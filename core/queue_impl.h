@@ -78,6 +78,7 @@ struct mqr_queue_consumer {
 };
 
 typedef struct mqr_qbind mqr_qbind_t;
+typedef struct mqr_qdedup mqr_qdedup_t;
 
 struct mqr_queue {
     mqr_queues_t *set;
@@ -108,6 +109,7 @@ struct mqr_queue {
     size_t nconsumers;
 
     mqr_qbind_t *binds;
+    mqr_qdedup_t *dedup; /* cfg.dedup_window: allocated at the first dedup id */
 
     uv_timer_t timer;
     uint64_t timer_at; /* loop time the timer is armed for; UINT64_MAX = not armed */
@@ -267,6 +269,15 @@ int mqr__q_tx_init(mqr_queues_t *s);
 /* Drops q's pending entries from every open transaction (q closing). */
 void mqr__q_tx_forget_queue(mqr_queues_t *s, mqr_queue_t *q);
 void mqr__q_tx_free_all(mqr_queues_t *s);
+
+/* ---- queue_dedup.c ---- */
+
+/* 1 and *id when key was accepted within the window, 0 when not, or
+ * MQR_ENOMEM (the window could not be set up). */
+int mqr__q_dedup_check(mqr_queue_t *q, uint64_t key, uint64_t *id);
+/* Remembers key -> id (after a check; never allocates). */
+void mqr__q_dedup_add(mqr_queue_t *q, uint64_t key, uint64_t id);
+void mqr__q_dedup_free(mqr_queue_t *q);
 
 /* ---- queue_pubsub.c ---- */
 

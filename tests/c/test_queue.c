@@ -728,6 +728,61 @@ static void test_batch_publish_receive(void **state)
     mqr_engine_free(e);
 }
 
+/* ---- de-duplication by the caller's id ---- */
+
+static uint64_t pub_dd(mqr_queue_t *q, uint64_t key)
+{
+    mqr_msg_t *m = mk("t", "d");
+    mqr_queue_pub_opts_t o = {.priority = MQR_PRIO_NORMAL, .dedup_id = key};
+    uint64_t id = 0;
+    assert_int_equal(mqr__queue_publish(q, m, &o, &id), 0);
+    mqr_msg_unref(m);
+    return id;
+}
+
+static void test_dedup(void **state)
+{
+    mqr_engine_t *e = engine(0);
+    mqr_queue_config_t c = cfg_named("dedup");
+    c.dedup_window = 3;
+    mqr_queue_t *q = queue(e, &c);
+    uint64_t a = pub_dd(q, 101), b = pub_dd(q, 102), cc = pub_dd(q, 103);
+    assert_true(a < b && b < cc);
+    assert_int_equal(pub_dd(q, 102), b); /* seen: nothing enqueued */
+    assert_int_equal(stats(q).depth, 3);
+    assert_int_equal(stats(q).duplicates, 1);
+    mqr_queue_delivery_t d[3];
+    assert_int_equal(mqr__queue_receive(q, 3, d), 3);
+    assert_int_equal(mqr__queue_ack(q, b), 0);
+    assert_int_equal(pub_dd(q, 102), b); /* still within the window once acked */
+    uint64_t x = pub_dd(q, 104);         /* forgets 101 */
+    assert_true(x > cc);
+    assert_true(pub_dd(q, 101) > x);
+    assert_int_equal(pub_dd(q, 0), x + 2); /* 0 = no dedup id */
+    assert_int_equal(stats(q).duplicates, 2);
+
+    /* a larger window under churn: exactly the last `window` keys are known */
+    mqr_queue_config_t c2 = cfg_named("dedup2");
+    c2.dedup_window = 100;
+    c2.max_messages = 5000;
+    mqr_queue_t *q2 = queue(e, &c2);
+    uint64_t keys[1000];
+    unsigned r = 99;
+    for (int i = 0; i < 1000; i++) {
+        r = r * 1103515245u + 12345u;
+        keys[i] = ((uint64_t)r << 20) | (uint64_t)i; /* distinct, scattered */
+        pub_dd(q2, keys[i]);
+    }
+    size_t depth = stats(q2).depth;
+    for (int i = 900; i < 1000; i++)
+        pub_dd(q2, keys[i]);
+    assert_int_equal(stats(q2).depth, depth);
+    assert_int_equal(stats(q2).duplicates, 100);
+    pub_dd(q2, keys[899]);
+    assert_int_equal(stats(q2).depth, depth + 1);
+    mqr_engine_free(e);
+}
+
 /* ---- many entries: the id map and the TTL heap under random order ---- */
 
 static void test_many_random(void **state)
@@ -1038,6 +1093,7 @@ int main(void)
         cmocka_unit_test(test_settle_inside_callback),
         cmocka_unit_test(test_batch_publish_receive),
         cmocka_unit_test(test_many_random),
+        cmocka_unit_test(test_dedup),
         cmocka_unit_test(test_metrics_and_health),
         cmocka_unit_test(test_close_with_everything_held),
         cmocka_unit_test(test_close_from_callback),
