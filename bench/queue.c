@@ -117,11 +117,20 @@ static void report(const char *label, const char *unit, long n, double dt)
     printf("RESULT bench=queue case=\"%s\" per_s=%.0f ns_each=%.1f\n", label, n / dt, dt / n * 1e9);
 }
 
-static void pub_consume_ack(long n, bool shared)
+static int on_batch(void *arg, mqr_queue_t *q, const mqr_queue_delivery_t *d, size_t n)
+{
+    consumed += (long)n;
+    return MQR_QUEUE_ACK;
+}
+
+static void pub_consume_ack(long n, bool shared, bool batch)
 {
     mqr_engine_t *e = engine();
     mqr_queue_t *q = queue(e, "bench");
-    mqr__queue_consume(q, on_msg, NULL, 0, NULL);
+    if (batch)
+        mqr__queue_consume_batch(q, on_batch, NULL, 0, 64, NULL);
+    else
+        mqr__queue_consume(q, on_msg, NULL, 0, NULL);
     consumed = 0;
     mqr_msg_t *one = mk(0);
     double t0 = now_s();
@@ -141,7 +150,9 @@ static void pub_consume_ack(long n, bool shared)
         fprintf(stderr, "acked %llu of %ld\n", (unsigned long long)s.acked, n);
         exit(1);
     }
-    report(shared ? "publish->consume->ack, shared message" : "publish->consume->ack, new 64 B msg",
+    report(batch    ? "publish->batch consumer (64)->ack, new 64 B msg"
+           : shared ? "publish->consume->ack, shared message"
+                    : "publish->consume->ack, new 64 B msg",
            "msg/s", n, dt);
     mqr_engine_free(e);
 }
@@ -300,8 +311,9 @@ int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 2000000;
     memset(payload, 'x', sizeof payload);
-    pub_consume_ack(n, false);
-    pub_consume_ack(n, true);
+    pub_consume_ack(n, false, false);
+    pub_consume_ack(n, true, false);
+    pub_consume_ack(n, false, true);
     ack_later(n);
     priorities(n);
     fanout(n / 20);

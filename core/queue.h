@@ -227,6 +227,18 @@ typedef int (*mqr_queue_consume_fn)(void *arg, mqr_queue_t *q, const mqr_queue_d
 int mqr__queue_consume(mqr_queue_t *q, mqr_queue_consume_fn fn, void *arg, unsigned prefetch,
                        mqr_queue_consumer_t **out);
 
+/* A consumer handed up to max_batch messages per call (1..MQR_QUEUE_MAX_BATCH),
+ * for callers whose per-call cost is high (a Lua handler). The n deliveries
+ * are in flight when fn runs (ack/nack/reject by id work inside it); fn
+ * returns MQR_QUEUE_ACK to ack every one still in flight, or MQR_QUEUE_LATER.
+ * Competes round-robin with the other consumers, batch by batch; prefetch
+ * caps its unsettled messages as for mqr__queue_consume. */
+#define MQR_QUEUE_MAX_BATCH 256
+typedef int (*mqr_queue_batch_fn)(void *arg, mqr_queue_t *q, const mqr_queue_delivery_t *d,
+                                  size_t n);
+int mqr__queue_consume_batch(mqr_queue_t *q, mqr_queue_batch_fn fn, void *arg, unsigned prefetch,
+                             unsigned max_batch, mqr_queue_consumer_t **out);
+
 /* Removes a consumer; its unsettled deliveries go back to the front of their
  * level at once (attempts kept). May be called from its own callback. */
 void mqr__queue_cancel(mqr_queue_t *q, mqr_queue_consumer_t *c);

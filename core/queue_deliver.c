@@ -216,15 +216,17 @@ int mqr__queue_ack_batch(mqr_queue_t *q, const uint64_t *ids, size_t n)
 
 /* ---- consumers ---- */
 
-int mqr__queue_consume(mqr_queue_t *q, mqr_queue_consume_fn fn, void *arg, unsigned prefetch,
-                       mqr_queue_consumer_t **out)
+static int add_consumer(mqr_queue_t *q, mqr_queue_consume_fn fn, mqr_queue_batch_fn batch_fn,
+                        void *arg, unsigned prefetch, unsigned max_batch,
+                        mqr_queue_consumer_t **out)
 {
     if (out) *out = NULL;
     if (q->closed) return MQR_ECLOSED;
-    if (!fn) return MQR_EINVAL;
     mqr_queue_consumer_t *c = calloc(1, sizeof *c);
     if (!c) return MQR_ENOMEM;
     c->fn = fn;
+    c->batch_fn = batch_fn;
+    c->max_batch = max_batch;
     c->arg = arg;
     c->prefetch = prefetch;
     if (!q->consumers) {
@@ -241,6 +243,20 @@ int mqr__queue_consume(mqr_queue_t *q, mqr_queue_consume_fn fn, void *arg, unsig
     mqr__q_kick(q);
     if (out) *out = c;
     return 0;
+}
+
+int mqr__queue_consume(mqr_queue_t *q, mqr_queue_consume_fn fn, void *arg, unsigned prefetch,
+                       mqr_queue_consumer_t **out)
+{
+    if (!fn && !q->closed) return MQR_EINVAL;
+    return add_consumer(q, fn, NULL, arg, prefetch, 0, out);
+}
+
+int mqr__queue_consume_batch(mqr_queue_t *q, mqr_queue_batch_fn fn, void *arg, unsigned prefetch,
+                             unsigned max_batch, mqr_queue_consumer_t **out)
+{
+    if ((!fn || max_batch == 0 || max_batch > MQR_QUEUE_MAX_BATCH) && !q->closed) return MQR_EINVAL;
+    return add_consumer(q, NULL, fn, arg, prefetch, max_batch, out);
 }
 
 void mqr__q_requeue_owned(mqr_queue_t *q, mqr_queue_consumer_t *c)
@@ -341,6 +357,56 @@ static void deliver(mqr_queue_t *q, mqr_queue_consumer_t *c, mqr_qentry_t *e, ui
     if (c->cancelled && !c->busy && !q->closed) finish_cancel(q, c);
 }
 
+/* Takes up to max ready entries into flight for c (expired ones expire on
+ * the way) and fills d; returns how many. Each costs one unit of *budget. */
+static size_t take_batch(mqr_queue_t *q, mqr_queue_consumer_t *c, size_t max, unsigned *budget,
+                         uint64_t now, mqr_queue_delivery_t *d)
+{
+    size_t n = 0;
+    while (n < max && *budget && q->ready_mask && !q->closed) {
+        mqr_qentry_t *e = mqr__q_peek_ready(q);
+        mqr__q_unready(q, e);
+        (*budget)--;
+        if (e->expires_at && e->expires_at <= now) {
+            mqr__q_expire(q, e);
+            continue;
+        }
+        if (e->attempts < UINT16_MAX) e->attempts++;
+        if (to_inflight(q, e, c, now) < 0) {
+            e->attempts--;
+            mqr__q_make_ready(q, e, true);
+            break;
+        }
+        c->unacked++;
+        if (e->attempts > 1) q->st.redelivered++;
+        q->st.delivered++;
+        d[n++] = (mqr_queue_delivery_t){
+            .id = e->id, .msg = e->msg, .attempts = e->attempts, .priority = e->prio};
+    }
+    return n;
+}
+
+static void deliver_batch(mqr_queue_t *q, mqr_queue_consumer_t *c, unsigned *budget, uint64_t now)
+{
+    mqr_queue_delivery_t d[MQR_QUEUE_MAX_BATCH];
+    size_t max = c->max_batch;
+    if (c->prefetch && c->prefetch - c->unacked < max) max = c->prefetch - c->unacked;
+    size_t n = take_batch(q, c, max, budget, now, d);
+    if (n == 0) return;
+    c->busy++;
+    int r = c->batch_fn(c->arg, q, d, n);
+    c->busy--;
+    if (r == MQR_QUEUE_ACK && !q->closed) {
+        for (size_t i = 0; i < n && !q->closed; i++) {
+            mqr_qentry_t *e = mqr__q_map_get(&q->ids, d[i].id);
+            if (!e) continue; /* settled inside the call */
+            take_inflight(q, e);
+            settle_ack(q, e);
+        }
+    }
+    if (c->cancelled && !c->busy && !q->closed) finish_cancel(q, c);
+}
+
 /* Delivers up to budget entries; true when ready work remains for later. */
 static bool dispatch(mqr_queue_t *q, unsigned budget)
 {
@@ -349,6 +415,10 @@ static bool dispatch(mqr_queue_t *q, unsigned budget)
     while (budget && q->ready_mask && !q->closed) {
         mqr_queue_consumer_t *c = pick(q);
         if (!c) break;
+        if (c->batch_fn) {
+            deliver_batch(q, c, &budget, now);
+            continue;
+        }
         mqr_qentry_t *e = mqr__q_peek_ready(q);
         mqr__q_unready(q, e);
         budget--;

@@ -70,7 +70,9 @@ typedef struct {
 struct mqr_queue_consumer {
     mqr_queue_consumer_t *next, *prev; /* ring of q's consumers */
     mqr_queue_consume_fn fn;
+    mqr_queue_batch_fn batch_fn; /* a batch consumer: fn is NULL */
     void *arg;
+    unsigned max_batch;
     unsigned prefetch; /* 0 = no limit */
     unsigned unacked;
     unsigned busy;  /* inside fn */

@@ -686,6 +686,82 @@ static void test_settle_inside_callback(void **state)
     mqr_engine_free(e);
 }
 
+/* ---- batch consumers ---- */
+
+typedef struct {
+    int answer;
+    int calls;
+    size_t sizes[32];
+    size_t total;
+    uint64_t ids[256];
+    bool ack_first_inside;
+} batch_rec_t;
+
+static int on_batch(void *arg, mqr_queue_t *q, const mqr_queue_delivery_t *d, size_t n)
+{
+    batch_rec_t *b = arg;
+    if (b->calls < 32) b->sizes[b->calls] = n;
+    b->calls++;
+    for (size_t i = 0; i < n; i++) {
+        if (b->total < 256) b->ids[b->total] = d[i].id;
+        b->total++;
+    }
+    if (b->ack_first_inside) assert_int_equal(mqr__queue_ack(q, d[0].id), 0);
+    return b->answer;
+}
+
+static void test_batch_consumer(void **state)
+{
+    mqr_engine_t *e = engine(0);
+    mqr_queue_config_t c = cfg_named("batchc");
+    mqr_queue_t *q = queue(e, &c);
+    batch_rec_t b = {.answer = MQR_QUEUE_ACK, .ack_first_inside = true};
+    assert_int_equal(mqr__queue_consume_batch(q, on_batch, &b, 0, 0, NULL), MQR_EINVAL);
+    assert_int_equal(mqr__queue_consume_batch(q, on_batch, &b, 0, MQR_QUEUE_MAX_BATCH + 1, NULL),
+                     MQR_EINVAL);
+    assert_int_equal(mqr__queue_consume_batch(q, on_batch, &b, 0, 4, NULL), 0);
+    for (int i = 0; i < 10; i++)
+        pub(q, "x", MQR_PRIO_NORMAL, 0);
+    turns(e, 3);
+    assert_int_equal(b.calls, 3);
+    assert_int_equal(b.sizes[0], 4);
+    assert_int_equal(b.sizes[1], 4);
+    assert_int_equal(b.sizes[2], 2);
+    mqr_queue_stats_t s = stats(q);
+    assert_int_equal(s.acked, 10);
+    assert_int_equal(s.in_flight, 0);
+
+    /* settled later, prefetch caps the batches */
+    mqr_queue_config_t c2 = cfg_named("batchl");
+    mqr_queue_t *q2 = queue(e, &c2);
+    batch_rec_t l = {.answer = MQR_QUEUE_LATER};
+    mqr_queue_consumer_t *lc;
+    assert_int_equal(mqr__queue_consume_batch(q2, on_batch, &l, 5, 4, &lc), 0);
+    for (int i = 0; i < 12; i++)
+        pub(q2, "y", MQR_PRIO_NORMAL, 0);
+    turns(e, 3);
+    assert_int_equal(l.calls, 2);
+    assert_int_equal(l.sizes[0], 4);
+    assert_int_equal(l.sizes[1], 1);
+    assert_int_equal(stats(q2).in_flight, 5);
+    assert_int_equal(mqr__queue_ack_batch(q2, l.ids, 5), 5);
+    turns(e, 3);
+    assert_int_equal(l.total, 10);
+    assert_int_equal(stats(q2).in_flight, 5);
+    /* competing with a single consumer: both get work */
+    rec_t r = {.answer = MQR_QUEUE_ACK};
+    assert_int_equal(mqr__queue_consume(q2, on_delivery, &r, 0, NULL), 0);
+    turns(e, 3);
+    assert_int_equal(r.calls, 2);
+    /* cancelling the batch consumer puts its five back, and the other takes them */
+    mqr__queue_cancel(q2, lc);
+    turns(e, 3);
+    assert_int_equal(r.calls, 7);
+    s = stats(q2);
+    assert_int_equal(s.depth + s.in_flight, 0);
+    mqr_engine_free(e);
+}
+
 /* ---- batch ---- */
 
 static void test_batch_publish_receive(void **state)
@@ -1092,6 +1168,7 @@ int main(void)
         cmocka_unit_test(test_competing_consumers),
         cmocka_unit_test(test_settle_inside_callback),
         cmocka_unit_test(test_batch_publish_receive),
+        cmocka_unit_test(test_batch_consumer),
         cmocka_unit_test(test_many_random),
         cmocka_unit_test(test_dedup),
         cmocka_unit_test(test_metrics_and_health),
