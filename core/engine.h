@@ -55,13 +55,14 @@ struct mqr_engine {
     mqr_listener_t *listeners; /* every open one, listener included (listener.h) */
     mqr_upstream_t *sessions;  /* list of upstream sessions */
     struct mqr_csub *csubs;    /* C subscriptions, freed with the engine */
-    /* broker queues (queue.h): every queue and pub/sub subscriber, their
-     * memory total; NULL until mqr__queues_init */
-    struct mqr_queues *queues;
 
     /* authentication and authorisation hooks (auth.h), owned by the
      * bindings; NULL = none: the listener checks this pointer only */
     struct mqr_auth_hooks *auth_hooks;
+
+    /* broker queues (queue.h): every queue and pub/sub subscriber, their
+     * memory total; NULL until mqr__queues_init */
+    struct mqr_queues *queues;
 
     void *script; /* the bindings' script host, NULL until a script loads */
     const mqr_script_ops_t *script_ops;
