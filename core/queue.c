@@ -472,6 +472,16 @@ int mqr__queue_find(mqr_engine_t *e, const char *name, mqr_queue_t **out)
     return 0;
 }
 
+int mqr__queues_foreach(mqr_engine_t *e, int (*fn)(void *arg, mqr_queue_t *q), void *arg)
+{
+    if (!e->queues) return MQR_ENOTINIT;
+    for (mqr_queue_t *q = e->queues->queues; q; q = q->next) {
+        int rc = fn(arg, q);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 void mqr__queue_ref(mqr_queue_t *q)
 {
     q->refs++;

@@ -153,6 +153,11 @@ int mqr__queue_new(mqr_engine_t *e, const mqr_queue_config_t *cfg, mqr_queue_t *
 /* Finds an open queue by name (borrowed). MQR_ENOTINIT, MQR_ENOENT. */
 int mqr__queue_find(mqr_engine_t *e, const char *name, mqr_queue_t **out);
 
+/* Calls fn for each open queue (newest first) until it returns non-zero,
+ * which is returned; 0 after all, or MQR_ENOTINIT. fn must not close or
+ * create queues. For metrics exporters and admin listings. */
+int mqr__queues_foreach(mqr_engine_t *e, int (*fn)(void *arg, mqr_queue_t *q), void *arg);
+
 /* Closes q: its consumers are cancelled, every entry (ready, delayed, in
  * flight, in open transactions, dead) is released, the name is free again.
  * Further calls on q return MQR_ECLOSED; the struct lives while references
@@ -416,5 +421,11 @@ int mqr__queues_health(mqr_engine_t *e, mqr_queues_health_t *out);
  * MQR_ENOMEM. */
 int mqr__queue_restore(mqr_queue_t *q, uint64_t id, mqr_msg_t *msg, int priority,
                        uint64_t expires_wall_ms, unsigned attempts);
+
+/* Puts a stored dead letter back into q's DLQ (oldest first, as stored),
+ * with its id, reason, attempts and time of death. Counts it in the DLQ's
+ * depth, not in its totals (those are since the queue opened). Returns 0,
+ * MQR_ECLOSED, MQR_ENODLQ, MQR_EINVAL, MQR_ENOMEM. */
+int mqr__queue_restore_dead(mqr_queue_t *q, const mqr_queue_dead_t *dead);
 
 #endif

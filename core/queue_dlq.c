@@ -150,6 +150,30 @@ int mqr__queue_redrive(mqr_queue_t *q, size_t max)
     return (int)n;
 }
 
+int mqr__queue_restore_dead(mqr_queue_t *q, const mqr_queue_dead_t *dead)
+{
+    int rc = dlq_check(q);
+    if (rc < 0) return rc;
+    if (!dead || !dead->msg || dead->id == 0 || (unsigned)dead->priority >= MQR_PRIO_LEVELS ||
+        dead->reason < 0 || dead->reason >= MQR_QREASON_COUNT)
+        return MQR_EINVAL;
+    mqr_qentry_t *e =
+        mqr__q_new_entry(q, dead->msg, dead->priority, 0, mqr__q_entry_bytes(dead->msg));
+    if (!e) return MQR_ENOMEM;
+    q->next_id--; /* the stored id is used instead */
+    e->id = dead->id;
+    if (dead->id >= q->next_id) q->next_id = dead->id + 1;
+    q->held--; /* dead letters are not held */
+    e->state = QE_DEAD;
+    e->reason = (uint8_t)dead->reason;
+    e->attempts = dead->attempts > UINT16_MAX ? UINT16_MAX : (uint16_t)dead->attempts;
+    e->due = dead->dead_at_ms;
+    mqr__q_list_push_back(&q->dlq, e);
+    q->ndead++;
+    q->dst.depth_by_reason[dead->reason]++;
+    return 0;
+}
+
 int mqr__queue_dlq_purge(mqr_queue_t *q, size_t max)
 {
     int rc = dlq_check(q);

@@ -469,9 +469,26 @@ static void test_store_ops(void **state)
     mqr_engine_free(e);
 }
 
+static int count_queue(void *arg, mqr_queue_t *q)
+{
+    (*(int *)arg)++;
+    return strcmp(mqr__queue_name(q), "stop") == 0 ? 7 : 0;
+}
+
 static void test_restore(void **state)
 {
     mqr_engine_t *e = engine();
+    int n = 0;
+    assert_int_equal(mqr__queues_foreach(e, count_queue, &n), 0);
+    assert_int_equal(n, 0);
+    queue(e, "one");
+    queue(e, "two");
+    assert_int_equal(mqr__queues_foreach(e, count_queue, &n), 0);
+    assert_int_equal(n, 2);
+    queue(e, "stop");
+    n = 0;
+    assert_int_equal(mqr__queues_foreach(e, count_queue, &n), 7);
+    assert_int_equal(n, 1); /* newest first */
     mqr_queue_t *q = queue(e, "restored");
     mqr_msg_t *m1 = mk("t", "one"), *m2 = mk("t", "two"), *m3 = mk("t", "old");
     assert_int_equal(mqr__queue_restore(q, 41, m1, MQR_PRIO_LOW, 0, 2), 0);
@@ -489,6 +506,34 @@ static void test_restore(void **state)
     mqr_queue_stats_t s;
     assert_int_equal(mqr__queue_stats(q, &s), 0);
     assert_int_equal(s.expired, 1);
+
+    /* dead letters come back into the DLQ as they were */
+    mqr_queue_dead_t dead = {.id = 100,
+                             .msg = m3,
+                             .reason = MQR_QREASON_MAX_ATTEMPTS,
+                             .attempts = 5,
+                             .priority = MQR_PRIO_LOW,
+                             .dead_at_ms = 1234};
+    assert_int_equal(mqr__queue_restore_dead(q, &dead), 0);
+    dead.reason = 9;
+    assert_int_equal(mqr__queue_restore_dead(q, &dead), MQR_EINVAL);
+    mqr_queue_dead_t got[2];
+    assert_int_equal(mqr__queue_dlq_list(q, 0, 2, got), 1);
+    assert_int_equal(got[0].id, 100);
+    assert_int_equal(got[0].attempts, 5);
+    assert_int_equal(got[0].reason, MQR_QREASON_MAX_ATTEMPTS);
+    assert_int_equal(got[0].dead_at_ms, 1234);
+    mqr_queue_dlq_stats_t ds;
+    assert_int_equal(mqr__queue_dlq_stats(q, &ds), 0);
+    assert_int_equal(ds.depth, 1);
+    assert_int_equal(ds.depth_by_reason[MQR_QREASON_MAX_ATTEMPTS], 1);
+    assert_int_equal(ds.total, 0);
+    assert_int_equal(mqr__queue_publish(q, m1, NULL, &id), 0);
+    assert_int_equal(id, 101);
+    assert_int_equal(mqr__queue_redrive(q, 0), 1);
+    assert_int_equal(mqr__queue_stats(q, &s), 0);
+    assert_int_equal(s.ready, 3); /* 42, 101 and the re-driven one */
+    assert_int_equal(s.dead, 0);
     mqr_msg_unref(m1);
     mqr_msg_unref(m2);
     mqr_msg_unref(m3);
