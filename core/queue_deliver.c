@@ -392,7 +392,7 @@ static void deliver_batch(mqr_queue_t *q, mqr_queue_consumer_t *c, unsigned *bud
     size_t max = c->max_batch;
     if (c->prefetch && c->prefetch - c->unacked < max) max = c->prefetch - c->unacked;
     size_t n = take_batch(q, c, max, budget, now, d);
-    if (n == 0) return;
+    if (n == 0 || q->closed) return; /* a dead-letter hook may have closed q */
     c->busy++;
     int r = c->batch_fn(c->arg, q, d, n);
     c->busy--;
