@@ -1068,6 +1068,49 @@ static void test_close_from_callback(void **state)
     mqr_engine_free(e);
 }
 
+/* a dead-letter hook that closes its queue, from the timer and from a nack */
+static void close_on_dead(void *arg, mqr_queue_t *q, const mqr_queue_dead_t *d)
+{
+    (*(int *)arg)++;
+    mqr__queue_close(q);
+}
+
+static void test_close_from_dead_letter_hook(void **state)
+{
+    mqr_engine_t *e = engine(0);
+    int calls = 0;
+    mqr_queue_config_t c = cfg_named("hook");
+    c.dead_letter_expired = true;
+    c.on_dead = close_on_dead;
+    c.on_dead_arg = &calls;
+    mqr_queue_t *q = queue(e, &c);
+    mqr__queue_ref(q); /* to look at it after the close */
+    for (int i = 0; i < 5; i++)
+        pub(q, "x", MQR_PRIO_NORMAL, 5);
+    pub(q, "y", MQR_PRIO_NORMAL, 0);
+    spin(e, 30);
+    assert_int_equal(calls, 1); /* the first expiry closed it; the rest went with it */
+    assert_true(mqr__queue_closed(q));
+    mqr_queues_health_t h;
+    mqr__queues_health(e, &h);
+    assert_int_equal(h.bytes, 0);
+    mqr__queue_unref(q);
+
+    c.name = "hook2";
+    c.max_attempts = 1;
+    mqr_queue_t *q2 = queue(e, &c);
+    mqr__queue_ref(q2);
+    uint64_t id = pub(q2, "z", MQR_PRIO_NORMAL, 0);
+    pub(q2, "w", MQR_PRIO_NORMAL, 0);
+    mqr_queue_delivery_t d[2];
+    assert_int_equal(mqr__queue_receive(q2, 2, d), 2);
+    assert_int_equal(mqr__queue_nack(q2, id, 0), 0);
+    assert_int_equal(calls, 2);
+    assert_int_equal(mqr__queue_ack(q2, d[1].id), MQR_ECLOSED);
+    mqr__queue_unref(q2);
+    mqr_engine_free(e);
+}
+
 /* an engine stopped with work pending in its queues still stops */
 static void test_stop_does_not_wait_for_timers(void **state)
 {
@@ -1174,6 +1217,7 @@ int main(void)
         cmocka_unit_test(test_metrics_and_health),
         cmocka_unit_test(test_close_with_everything_held),
         cmocka_unit_test(test_close_from_callback),
+        cmocka_unit_test(test_close_from_dead_letter_hook),
         cmocka_unit_test(test_stop_does_not_wait_for_timers),
         cmocka_unit_test(test_errors),
     };
