@@ -8,6 +8,7 @@
 #include "engine.h"
 
 #include "listener.h"
+#include "queue.h"
 #include "store.h"
 #include "topic.h"
 #include "upstream.h"
@@ -216,6 +217,7 @@ void mqr_engine_free(mqr_engine_t *e)
     mqr_engine_stop(e);
     if (e->script && e->script_ops && e->script_ops->free) e->script_ops->free(e->script);
     e->script = NULL;
+    mqr__queues_free(e); /* before the router: queue subscribers are in its trie */
     /* let every closing handle finish before freeing what they point into */
     if (e->owns_loop)
         uv_run(e->loop, UV_RUN_DEFAULT);

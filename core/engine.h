@@ -64,6 +64,10 @@ struct mqr_engine {
      * bindings; NULL = none: the listener checks this pointer only */
     struct mqr_auth_hooks *auth_hooks;
 
+    /* broker queues (queue.h): every queue and pub/sub subscriber, their
+     * memory total; NULL until mqr__queues_init */
+    struct mqr_queues *queues;
+
     void *script; /* the bindings' script host, NULL until a script loads */
     const mqr_script_ops_t *script_ops;
 

@@ -48,7 +48,14 @@ const char *mqr_version(void);
     XX(ENOMEM, -4218, "out of memory")                                                             \
     XX(EINVAL, -4219, "invalid argument")                                                          \
     XX(ESCHEMA, -4220, "store schema is newer than this program")                                  \
-    XX(EPAYLOAD, -4221, "invalid payload")
+    XX(EPAYLOAD, -4221, "invalid payload")                                                         \
+    XX(ENOTINIT, -4230, "queues not initialised")                                                  \
+    XX(EEXPIRED, -4231, "message expired")                                                         \
+    XX(ETXNOENT, -4232, "transaction not found")                                                   \
+    XX(ETXTIMEOUT, -4233, "transaction timed out (rolled back)")                                   \
+    XX(EMEMLIMIT, -4234, "memory limit exceeded")                                                  \
+    XX(ENODLQ, -4235, "dead letters disabled")                                                     \
+    XX(EQNAME, -4236, "invalid queue name")
 
 #define XX(name, val, msg) MQR_##name = (val),
 typedef enum { MQR_ERRNO_MAP(XX) MQR_ERRNO_MAX_ = -4300 } mqr_errno_t;
