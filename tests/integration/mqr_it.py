@@ -45,6 +45,7 @@ class Workspace:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="mqr-it-")
         self.procs = []
+        self.routers = []  # mqrouter processes: a stop must exit 0
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -61,6 +62,7 @@ class Workspace:
         p = subprocess.Popen([BIN, "--listen", f"127.0.0.1:{port}", "--data-dir",
                               self.path(data), *extra, script], stdout=log, stderr=log)
         self.procs.append(p)
+        self.routers.append(p)
         wait_port(port)
         return p
 
@@ -80,15 +82,27 @@ class Workspace:
         except FileNotFoundError:
             return ""
 
-    def close(self):
+    def close(self, check=True):
+        """Stops what is still running. An mqrouter stopped here must exit 0:
+        a graceful stop that fails, crashes or (under the sanitizers) reports
+        a leak fails the test. Processes the test killed itself are not
+        checked."""
+        stopped = []
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
+                stopped.append(p)
         for p in self.procs:
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
+        bad = [p.returncode for p in self.routers if p in stopped and p.returncode != 0]
+        if check and bad:
+            sys.stderr.write("--- mqrouter log:\n" + self.log()[-6000:])
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise AssertionError(f"mqrouter did not stop cleanly on SIGTERM: exit {bad}")
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
@@ -97,4 +111,4 @@ class Workspace:
     def __exit__(self, *exc):
         if exc[0] is not None:
             sys.stderr.write("--- mqrouter log:\n" + self.log()[-4000:])
-        self.close()
+        self.close(check=exc[0] is None)
