@@ -30,6 +30,26 @@
 
 #define MOSQUITTO "/usr/sbin/mosquitto"
 
+/* ---- an engine without listener or data directory --------------------- */
+
+/* The engine the upstream tests drive; NULL (and said why) on failure. */
+static inline mqr_engine_t *test_engine_new(int log_level)
+{
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_port = -1;
+    o.data_dir = "";
+    o.log_level = log_level;
+    mqr_engine_t *e = NULL;
+    char *err = NULL;
+    if (mqr_engine_new(&e, &o, NULL, &err) != 0) {
+        fprintf(stderr, "engine: %s\n", err ? err : "?");
+        free(err);
+        return NULL;
+    }
+    return e;
+}
+
 /* ---- a broker on loopback ---------------------------------------------- */
 
 typedef struct {

@@ -193,15 +193,7 @@ static int setup(void **state)
 {
     ctx_t *c = calloc(1, sizeof *c);
     if (!c) return -1;
-    mqr_engine_options_t o;
-    mqr_engine_options_init(&o);
-    o.listen_port = -1;
-    o.data_dir = "";
-    o.log_level = MQR_LOG_INFO;
-    char *err = NULL;
-    if (mqr_engine_new(&c->e, &o, NULL, &err) != 0) {
-        fprintf(stderr, "engine: %s\n", err ? err : "?");
-        free(err);
+    if (!(c->e = test_engine_new(MQR_LOG_INFO))) {
         free(c);
         return -1;
     }
