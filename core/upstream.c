@@ -14,10 +14,11 @@
  * queue mutex — a callback waiting for that mutex holds Paho's global one,
  * and Paho functions take it too.
  *
- * Delivery caveat: Paho acknowledges an incoming QoS 1/2 message to the broker
- * as soon as the messageArrived callback returns 1, which happens once the
- * message is copied into the queue, before the loop has routed it. A crash in
- * that window loses the message although the broker saw it acknowledged.
+ * Delivery: Paho acknowledges an incoming QoS 1/2 message to the broker as
+ * soon as the messageArrived callback returns 1, before the loop has routed
+ * it. A persistent session's callback therefore writes the message to the
+ * inbox (upstream_persist.h) first, and the loop deletes it once routed;
+ * without persistence a crash in that window loses the message.
  */
 #include "upstream.h"
 
@@ -103,6 +104,7 @@ struct up_event {
     bool retain;
     uint32_t expiry_s;
     uint64_t arrived_ms;
+    uint64_t inbox_seq; /* EV_MESSAGE kept in the inbox under this seq; 0 = not kept */
     size_t topic_len;
     size_t payload_len;
     size_t props_len;
@@ -161,6 +163,9 @@ struct mqr_upstream {
      * the records (see rebuild_client); no Paho call while this is set. */
     bool rebuilding;
     uv_work_t rebuild_req;
+    bool inbox_loaded;   /* this session routed what an earlier one left */
+    uint64_t inbox_seq;  /* last seq given (under lock: Paho's thread) */
+    uint64_t inbox_fail; /* messages not written to the inbox (under lock) */
 
     /* Loop thread only: what status() reports. */
     char broker[256];
@@ -518,6 +523,35 @@ static void push_simple(mqr_upstream_t *u, up_ev_type_t type, int code, int reas
     ev_push(u, ev);
 }
 
+/* Paho's thread: writes an incoming QoS 1/2 message to the inbox before
+ * Paho acknowledges it (see upstream_persist.h). Failing that, it goes on
+ * unprotected, counted. */
+static void inbox_keep(mqr_upstream_t *u, up_event_t *ev)
+{
+    uv_mutex_lock(&u->lock);
+    uint64_t seq = ++u->inbox_seq;
+    uv_mutex_unlock(&u->lock);
+    mqr_upstream_inbox_rec_t r = {
+        .seq = seq,
+        .qos = ev->qos,
+        .retain = ev->retain,
+        .expiry_s = ev->expiry_s,
+        .arrived_ms = ev->arrived_ms,
+        .topic_len = ev->topic_len,
+        .payload_len = ev->payload_len,
+        .props_len = ev->props_len,
+        .data = ev->data,
+        .data_len = ev->topic_len + 1 + ev->payload_len + ev->props_len,
+    };
+    if (mqr__upstream_inbox_put(u->e->upstream_persist, u->name, &r) == 0) {
+        ev->inbox_seq = seq;
+    } else {
+        uv_mutex_lock(&u->lock);
+        u->inbox_fail++;
+        uv_mutex_unlock(&u->lock);
+    }
+}
+
 static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *m)
 {
     mqr_upstream_t *u = ctx;
@@ -554,6 +588,7 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
         ev->expiry_s = props_encode(&m->properties, (uint8_t *)ev->data + tlen + 1 + plen);
     MQTTAsync_freeMessage(&m);
     MQTTAsync_free(topic);
+    if (u->persistent && ev->qos > 0) inbox_keep(u, ev);
     ev_push(u, ev);
     return 1;
 }
@@ -930,7 +965,17 @@ static up_sub_t *sub_by_token(mqr_upstream_t *u, MQTTAsync_token token)
     return NULL;
 }
 
+static void route_message(mqr_upstream_t *u, up_event_t *ev);
+
+/* Routes a message event, then forgets its inbox copy: routed (or refused
+ * for good) is done. */
 static void deliver(mqr_upstream_t *u, up_event_t *ev)
+{
+    route_message(u, ev);
+    if (ev->inbox_seq) mqr__upstream_inbox_delete(u->e->upstream_persist, u->name, ev->inbox_seq);
+}
+
+static void route_message(mqr_upstream_t *u, up_event_t *ev)
 {
     u->stats.received++;
     u->stats.bytes_received += ev->payload_len;
@@ -1598,6 +1643,44 @@ static mqr_upstream_t *persist_setup(mqr_upstream_t *u, const mqr_upstream_confi
     return NULL;
 }
 
+static int inbox_event(void *arg, const mqr_upstream_inbox_rec_t *r)
+{
+    mqr_upstream_t *u = arg;
+    up_event_t *ev = ev_new(EV_MESSAGE, r->data_len, NULL);
+    if (!ev) return MQR_ENOMEM;
+    ev->qos = r->qos;
+    ev->retain = r->retain;
+    ev->expiry_s = r->expiry_s;
+    ev->arrived_ms = r->arrived_ms;
+    ev->topic_len = r->topic_len;
+    ev->payload_len = r->payload_len;
+    ev->props_len = r->props_len;
+    ev->inbox_seq = r->seq;
+    memcpy(ev->data, r->data, r->data_len);
+    ((char *)ev->data)[r->topic_len] = '\0';
+    if (r->seq > u->inbox_seq) u->inbox_seq = r->seq;
+    ev_push(u, ev);
+    return 0;
+}
+
+/* Queues for routing what arrived before a crash and was never routed; the
+ * loop routes it once the script that created the session has loaded. Runs
+ * before the session's first client can call on_message, so nothing else
+ * touches inbox_seq. */
+static void inbox_load(mqr_upstream_t *u)
+{
+    u->inbox_loaded = true;
+    size_t before = u->pending_msgs;
+    int rc = mqr__upstream_inbox_load(u->e->upstream_persist, u->name, inbox_event, u);
+    if (rc < 0)
+        MQR_LOG_E("upstream", "session '%s': cannot read its inbox: %s", u->name, mqr_strerror(rc));
+    if (u->pending_msgs > before)
+        MQR_LOG_I("upstream",
+                  "session '%s': %zu message(s) received before the last stop and not routed "
+                  "are routed now",
+                  u->name, u->pending_msgs - before);
+}
+
 /* Creates the Paho client (restoring the records of a persistent session)
  * and sets its callbacks; then hands it what was published meanwhile. */
 static int create_client(mqr_upstream_t *u)
@@ -1658,6 +1741,7 @@ static void wake_successor(mqr_upstream_t *u)
 {
     u->predecessor = NULL;
     if (u->closing) return;
+    if (u->persistent && !u->inbox_loaded) inbox_load(u);
     int rc = start_connect(u);
     if (u->closing) return;
     if (rc < 0) {
@@ -1782,6 +1866,7 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     u->async.data = u;
     u->retry.data = u;
     u->open_handles = 2;
+    if (u->persistent && !pred) inbox_load(u);
     if (pred) {
         /* defensive: a newer open successor would have been found first */
         if (pred->successor) pred->successor->predecessor = NULL;

@@ -25,10 +25,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define BUSY_TIMEOUT_MS 5000
 
-enum { ST_PUT, ST_GET, ST_REMOVE, ST_KEYS, ST_CLEAR, ST_CONTAINS, ST_COUNT, ST_N_ };
+enum {
+    ST_PUT,
+    ST_GET,
+    ST_REMOVE,
+    ST_KEYS,
+    ST_CLEAR,
+    ST_CONTAINS,
+    ST_COUNT,
+    ST_INBOX_PUT,
+    ST_INBOX_DELETE,
+    ST_INBOX_LOAD,
+    ST_INBOX_CLEAR,
+    ST_N_
+};
 
 static const char *const statement_sql[ST_N_] = {
     [ST_PUT] = "INSERT OR REPLACE INTO records(session, key, value) VALUES (?1, ?2, ?3)",
@@ -38,6 +51,13 @@ static const char *const statement_sql[ST_N_] = {
     [ST_CLEAR] = "DELETE FROM records WHERE session = ?1",
     [ST_CONTAINS] = "SELECT 1 FROM records WHERE session = ?1 AND key = ?2",
     [ST_COUNT] = "SELECT count(*) FROM records WHERE session = ?1",
+    [ST_INBOX_PUT] = "INSERT OR REPLACE INTO inbox(session, seq, qos, retain, expiry_s, arrived_ms,"
+                     " topic_len, payload_len, props_len, data)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [ST_INBOX_DELETE] = "DELETE FROM inbox WHERE session = ?1 AND seq = ?2",
+    [ST_INBOX_LOAD] = "SELECT seq, qos, retain, expiry_s, arrived_ms, topic_len, payload_len,"
+                      " props_len, data FROM inbox WHERE session = ?1 ORDER BY seq",
+    [ST_INBOX_CLEAR] = "DELETE FROM inbox WHERE session = ?1",
 };
 
 struct mqr_upstream_persist {
@@ -107,6 +127,27 @@ static int setup(mqr_upstream_persist_t *p, const char *path, char **errmsg)
                                                            "PRAGMA user_version = 1;"
                                                            "COMMIT") < 0)) {
         *errmsg = errtext(path, "cannot create the schema", p->db);
+        exec(p->db, "ROLLBACK");
+        return MQR_ESTORE;
+    }
+    /* 2: messages that arrived from the broker and are not routed yet */
+    if (version < 2 &&
+        (exec(p->db, "BEGIN IMMEDIATE") < 0 || exec(p->db, "CREATE TABLE inbox ("
+                                                           "  session TEXT NOT NULL,"
+                                                           "  seq INT NOT NULL,"
+                                                           "  qos INT NOT NULL,"
+                                                           "  retain INT NOT NULL,"
+                                                           "  expiry_s INT NOT NULL,"
+                                                           "  arrived_ms INT NOT NULL,"
+                                                           "  topic_len INT NOT NULL,"
+                                                           "  payload_len INT NOT NULL,"
+                                                           "  props_len INT NOT NULL,"
+                                                           "  data BLOB NOT NULL,"
+                                                           "  PRIMARY KEY(session, seq)"
+                                                           ") WITHOUT ROWID;"
+                                                           "PRAGMA user_version = 2;"
+                                                           "COMMIT") < 0)) {
+        *errmsg = errtext(path, "cannot add the inbox", p->db);
         exec(p->db, "ROLLBACK");
         return MQR_ESTORE;
     }
@@ -345,7 +386,80 @@ int mqr__upstream_persist_discard(mqr_upstream_persist_t *p, const char *name)
     session_ctx_t *c = ctx_new(p, name);
     if (!c) return MQR_ENOMEM;
     int rc = p_clear(c) == 0 ? 0 : MQR_ESTORE;
+    sqlite3_stmt *st = begin(c, ST_INBOX_CLEAR, NULL);
+    int irc = sqlite3_step(st) == SQLITE_DONE ? 0 : MQR_ESTORE;
+    end(c, st, irc, false);
     free(c);
+    return rc < 0 ? rc : irc;
+}
+
+/* ---- the inbox ---------------------------------------------------------- */
+
+int mqr__upstream_inbox_put(mqr_upstream_persist_t *p, const char *name,
+                            const mqr_upstream_inbox_rec_t *r)
+{
+    uv_mutex_lock(&p->lock);
+    sqlite3_stmt *st = p->st[ST_INBOX_PUT];
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)r->seq);
+    sqlite3_bind_int(st, 3, r->qos);
+    sqlite3_bind_int(st, 4, r->retain);
+    sqlite3_bind_int64(st, 5, r->expiry_s);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)r->arrived_ms);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)r->topic_len);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)r->payload_len);
+    sqlite3_bind_int64(st, 9, (sqlite3_int64)r->props_len);
+    sqlite3_bind_blob(st, 10, r->data, (int)r->data_len, SQLITE_STATIC);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : MQR_ESTORE;
+    if (rc < 0) p->stats.failures++;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    uv_mutex_unlock(&p->lock);
+    return rc;
+}
+
+int mqr__upstream_inbox_delete(mqr_upstream_persist_t *p, const char *name, uint64_t seq)
+{
+    uv_mutex_lock(&p->lock);
+    sqlite3_stmt *st = p->st[ST_INBOX_DELETE];
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : MQR_ESTORE;
+    if (rc < 0) p->stats.failures++;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    uv_mutex_unlock(&p->lock);
+    return rc;
+}
+
+int mqr__upstream_inbox_load(mqr_upstream_persist_t *p, const char *name,
+                             int (*cb)(void *arg, const mqr_upstream_inbox_rec_t *r), void *arg)
+{
+    uv_mutex_lock(&p->lock);
+    sqlite3_stmt *st = p->st[ST_INBOX_LOAD];
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int rc = 0, step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        mqr_upstream_inbox_rec_t r = {
+            .seq = (uint64_t)sqlite3_column_int64(st, 0),
+            .qos = (uint8_t)sqlite3_column_int(st, 1),
+            .retain = sqlite3_column_int(st, 2) != 0,
+            .expiry_s = (uint32_t)sqlite3_column_int64(st, 3),
+            .arrived_ms = (uint64_t)sqlite3_column_int64(st, 4),
+            .topic_len = (size_t)sqlite3_column_int64(st, 5),
+            .payload_len = (size_t)sqlite3_column_int64(st, 6),
+            .props_len = (size_t)sqlite3_column_int64(st, 7),
+            .data = sqlite3_column_blob(st, 8),
+            .data_len = (size_t)sqlite3_column_bytes(st, 8),
+        };
+        /* a record whose parts do not add up is skipped, not trusted */
+        if (r.topic_len + 1 + r.payload_len + r.props_len != r.data_len) continue;
+        if ((rc = cb(arg, &r)) != 0) break;
+    }
+    if (rc == 0 && step != SQLITE_DONE) rc = MQR_ESTORE;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    uv_mutex_unlock(&p->lock);
     return rc;
 }
 

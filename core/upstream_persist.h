@@ -28,6 +28,7 @@
 
 #include <MQTTClientPersistence.h>
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,13 +51,40 @@ int mqr__upstream_persist_hooks(mqr_upstream_persist_t *p, const char *name,
                                 MQTTClient_persistence *out);
 void mqr__upstream_persist_release(MQTTClient_persistence *hooks);
 
-/* Deletes every record of session name: its buffered and in-flight
- * messages are given up. Any thread; no client of that session may be open. */
+/* Deletes every record of session name (inbox included): its buffered and
+ * in-flight messages are given up. Any thread; no client of that session may be open. */
 int mqr__upstream_persist_discard(mqr_upstream_persist_t *p, const char *name);
 
 /* Number of records of session name (buffered commands and packets in
  * flight), or < 0. */
 int64_t mqr__upstream_persist_count(mqr_upstream_persist_t *p, const char *name);
+
+/* ---- the inbox ----------------------------------------------------------
+ * Paho acknowledges an incoming QoS 1/2 message to the broker when its
+ * callback returns, before the loop has routed it. So the callback writes
+ * the message here first, the loop deletes it once routed, and a session
+ * created again routes what is left (a crash in between). data is topic,
+ * NUL, payload, raw v5 properties; the lengths say where each part ends. */
+typedef struct {
+    uint64_t seq;
+    uint8_t qos;
+    bool retain;
+    uint32_t expiry_s;
+    uint64_t arrived_ms;
+    size_t topic_len, payload_len, props_len;
+    const void *data;
+    size_t data_len;
+} mqr_upstream_inbox_rec_t;
+
+/* Any thread; each is one committed transaction. */
+int mqr__upstream_inbox_put(mqr_upstream_persist_t *p, const char *name,
+                            const mqr_upstream_inbox_rec_t *r);
+int mqr__upstream_inbox_delete(mqr_upstream_persist_t *p, const char *name, uint64_t seq);
+/* Calls cb for the session's records in seq order (r valid during the
+ * call); cb returns 0 to go on. Holds the store's mutex: cb must not call
+ * into it. */
+int mqr__upstream_inbox_load(mqr_upstream_persist_t *p, const char *name,
+                             int (*cb)(void *arg, const mqr_upstream_inbox_rec_t *r), void *arg);
 
 typedef struct {
     uint64_t puts, removes, failures;
