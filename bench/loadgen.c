@@ -6,7 +6,9 @@
  * msgs/s and end-to-end latency percentiles from a CLOCK_MONOTONIC send time
  * carried in each payload, plus lost messages found from per-publisher
  * sequence numbers. It speaks MQTT 3.1.1 and 5 itself over plain TCP so that
- * it measures the broker, not a client library.
+ * it measures the broker, not a client library. With --sub-host/--sub-port
+ * the subscribers connect to another broker than the publishers, which
+ * measures a forwarding path (a bridge, an upstream session) end to end.
  *
  * It must not use mqrouter's own code (it measures mqrouter, and has to work
  * against a tree where mqrouter does not build) nor Paho, and it must never
@@ -63,6 +65,8 @@
 struct config {
     const char *host;
     const char *port;
+    const char *sub_host; /* where the subscribers connect; NULL: same as host */
+    const char *sub_port; /* NULL: same as port */
     const char *label;
     const char *prefix;
     int publishers;
@@ -472,7 +476,10 @@ static int mqtt_connect(const struct addrinfo *ai, const char *client_id, uint64
 {
     int fd = tcp_connect(ai, deadline);
     if (fd < 0) {
-        fprintf(stderr, "loadgen: connect to %s:%s: %s\n", cfg.host, cfg.port, strerror(-fd));
+        char h[NI_MAXHOST] = "?", s[NI_MAXSERV] = "?";
+        getnameinfo(ai->ai_addr, ai->ai_addrlen, h, sizeof h, s, sizeof s,
+                    NI_NUMERICHOST | NI_NUMERICSERV);
+        fprintf(stderr, "loadgen: connect to %s:%s: %s\n", h, s, strerror(-fd));
         return fd;
     }
     unsigned char pkt[128];
@@ -1009,6 +1016,9 @@ static void usage(FILE *f)
             "  --subscribers S     subscribing connections, each gets every message (1)\n"
             "  --host H            broker address (127.0.0.1)\n"
             "  --port P            broker port (1883)\n"
+            "  --sub-host H        the subscribers connect to H instead of --host, e.g. the\n"
+            "                      far end of a bridge (default: --host)\n"
+            "  --sub-port P        the subscribers connect to port P (default: --port)\n"
             "  --label NAME        broker name printed in the results (broker)\n"
             "  --publishers N      publishing connections (4)\n"
             "  --payload BYTES     payload size, >= %d (64)\n"
@@ -1037,6 +1047,8 @@ static int parse_args(int argc, char **argv)
     static const struct option longopts[] = {
         {"host", required_argument, 0, 'h'},
         {"port", required_argument, 0, 'p'},
+        {"sub-host", required_argument, 0, 'j'},
+        {"sub-port", required_argument, 0, 'k'},
         {"label", required_argument, 0, 'l'},
         {"publishers", required_argument, 0, 'n'},
         {"subscribers", required_argument, 0, 'S'},
@@ -1065,6 +1077,12 @@ static int parse_args(int argc, char **argv)
             break;
         case 'p':
             cfg.port = optarg;
+            break;
+        case 'j':
+            cfg.sub_host = optarg;
+            break;
+        case 'k':
+            cfg.sub_port = optarg;
             break;
         case 'l':
             cfg.label = optarg;
@@ -1220,10 +1238,21 @@ int main(int argc, char **argv)
         return 2;
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    struct addrinfo *sai = NULL; /* the subscribers' broker, when not the publishers' */
     int gr = getaddrinfo(cfg.host, cfg.port, &hints, &ai);
     if (gr != 0) {
         fprintf(stderr, "loadgen: %s:%s: %s\n", cfg.host, cfg.port, gai_strerror(gr));
         return 1;
+    }
+    if (cfg.sub_host || cfg.sub_port) {
+        const char *sh = cfg.sub_host ? cfg.sub_host : cfg.host;
+        const char *sp = cfg.sub_port ? cfg.sub_port : cfg.port;
+        gr = getaddrinfo(sh, sp, &hints, &sai);
+        if (gr != 0) {
+            fprintf(stderr, "loadgen: %s:%s: %s\n", sh, sp, gai_strerror(gr));
+            freeaddrinfo(ai);
+            return 1;
+        }
     }
 
     size_t psize = sizeof(struct pub) * (size_t)cfg.publishers;
@@ -1250,7 +1279,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < cfg.subscribers; i++) {
         struct sconn *sc = &sconns[i];
         snprintf(id, sizeof id, "loadgen-%d-s%d", (int)getpid(), i);
-        sc->fd = mqtt_connect(ai, id, deadline, sc->buf, SUB_RBUF, &sc->start, &sc->end, &rmax);
+        sc->fd = mqtt_connect(sai ? sai : ai, id, deadline, sc->buf, SUB_RBUF, &sc->start, &sc->end,
+                              &rmax);
         if (sc->fd < 0) goto fail;
         int r = mqtt_subscribe(sc, filter, deadline);
         if (r < 0) {
@@ -1275,6 +1305,8 @@ int main(int argc, char **argv)
     }
     freeaddrinfo(ai);
     ai = NULL;
+    if (sai) freeaddrinfo(sai);
+    sai = NULL;
 
     /* In closed loop the subscriber only wakes once a batch is waiting:
      * otherwise the broker pays a cross-CPU wakeup on nearly every write
@@ -1371,6 +1403,7 @@ int main(int argc, char **argv)
 
 fail:
     if (ai) freeaddrinfo(ai);
+    if (sai) freeaddrinfo(sai);
     atomic_store(&stop_flag, 1);
     report("error", 0);
 out:

@@ -1,0 +1,446 @@
+#!/usr/bin/env bash
+# upstream_forward.sh: the forwarding benchmark of mqrouter's upstream
+# sessions. Publishers (bench/loadgen.c) connect to a forwarder, which sends
+# everything on bench/# to an "upstream" Mosquitto where loadgen's subscriber
+# listens: msgs/s, end-to-end latency and lost messages, in closed loop and
+# at a fixed rate, QoS 0 and QoS 1. Two forwarders, in the same run:
+#
+#   bridge    an edge Mosquitto with a `connection` bridge to the upstream
+#             (topic bench/# out <qos>, cleansession true)
+#   mqrouter  `mqrouter rules.lua`: the embedded listener takes the
+#             publishers, a route on bench/# calls up:publish() on one
+#             upstream session at the publish's QoS
+#
+# Every broker runs on a free loopback port, is started here and killed on
+# exit; nothing else is touched. A benchmark, not a test: it never passes or
+# fails on a figure. See bench/README.md for what it prints.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+usage() {
+    cat <<EOF
+usage: $0 [options]
+  --mqrouter PATH   mqrouter binary (or env MQROUTER_BIN); skipped if missing
+                    or not forwarding within 5 s
+  --loadgen PATH    loadgen binary (or env LOADGEN); default: compile
+                    $here/loadgen.c into a temporary directory
+  --mosquitto PATH  (or env MOSQUITTO; default /usr/sbin/mosquitto)
+  --duration S      measured seconds per run (10)
+  --warmup S        seconds of load before measuring (2)
+  --runs N          runs per mode; the table shows the median (3)
+  --rate R          total msgs/s of the fixed-rate mode (10000)
+  --qos LIST        QoS of the publishes: 0, 1 or 0,1 (0,1)
+  --window W        per-publisher window of the closed-loop mode (loadgen's default)
+  --publishers N    (4)   --payload BYTES (64)
+  --queue N         messages a forwarder may hold for the upstream before it
+                    refuses or drops: the edge's max_queued_messages and the
+                    session's max_buffered (100000)
+  --inflight N      the edge's (and the upstream's) max_inflight_messages:
+                    QoS 1 messages sent and not yet acknowledged (1000)
+  --keep            keep the temporary directory (configs, logs, raw output)
+EOF
+}
+
+mqrouter_bin=${MQROUTER_BIN:-}
+loadgen=${LOADGEN:-}
+mosquitto=${MOSQUITTO:-/usr/sbin/mosquitto}
+duration=10
+warmup=2
+runs=3
+rate=10000
+qos_list=0,1
+window=
+publishers=4
+payload=64
+queue=100000
+inflight=1000
+keep=0
+while [ $# -gt 0 ]; do
+    case $1 in
+    --mqrouter) mqrouter_bin=$2; shift 2 ;;
+    --loadgen) loadgen=$2; shift 2 ;;
+    --mosquitto) mosquitto=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    --qos) qos_list=$2; shift 2 ;;
+    --window) window=$2; shift 2 ;;
+    --publishers) publishers=$2; shift 2 ;;
+    --payload) payload=$2; shift 2 ;;
+    --queue) queue=$2; shift 2 ;;
+    --inflight) inflight=$2; shift 2 ;;
+    --keep) keep=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "$0: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+qos_list=${qos_list//,/ }
+for q in $qos_list; do
+    case $q in 0 | 1) ;; *) echo "$0: --qos takes 0, 1 or 0,1" >&2; exit 2 ;; esac
+done
+
+tmp=$(mktemp -d /tmp/upstream_forward.XXXXXX)
+chmod 755 "$tmp" # Mosquitto drops root privileges and must still read its config
+started_pids=()
+helper_pid= # the loadgen or probe client running now, if any
+
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+    local pid
+    [ -n "$helper_pid" ] && kill -TERM "$helper_pid" 2>/dev/null
+    for pid in "${started_pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${started_pids[@]}"; do
+        for _ in $(seq 20); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$keep" = 1 ]; then
+        echo "kept $tmp"
+    else
+        rm -rf "$tmp"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null && return
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        if ! ss -Hltn "sport = :$p" | grep -q .; then
+            echo "$p"
+            return
+        fi
+    done
+}
+
+# Waits until something listens on 127.0.0.1:$1 and process $2 is alive.
+wait_listen() {
+    local port=$1 pid=$2 deadline=$((SECONDS + 5))
+    while [ $SECONDS -le $deadline ]; do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if ss -Hltn "sport = :$port" | grep -q .; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+stop_pid() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 30); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# The path forwarder -> upstream works: a message published to the forwarder
+# reaches a subscriber of the upstream (the bridge or the session may still
+# be connecting when the forwarder already listens). Probes on bench/probe,
+# before loadgen subscribes, so loadgen never sees them. Without the
+# mosquitto clients it just waits 2 s.
+probe_path() {
+    local fport=$1 uport=$2 out=$tmp/probe.out
+    if ! command -v mosquitto_sub >/dev/null || ! command -v mosquitto_pub >/dev/null; then
+        sleep 2
+        return 0
+    fi
+    : >"$out"
+    mosquitto_sub -h 127.0.0.1 -p "$uport" -t bench/probe -C 1 -W 6 >"$out" 2>/dev/null &
+    helper_pid=$!
+    local deadline=$((SECONDS + 5))
+    while [ $SECONDS -le $deadline ] && kill -0 "$helper_pid" 2>/dev/null; do
+        sleep 0.2
+        timeout 2 mosquitto_pub -h 127.0.0.1 -p "$fport" -t bench/probe -m probe -q 1 \
+            >/dev/null 2>&1 || true
+    done
+    wait "$helper_pid" 2>/dev/null || true
+    helper_pid=
+    [ -s "$out" ]
+}
+
+# CPU ticks (user+system, all threads) of one process; busy and total ticks
+# of the machine (busy counts irq and softirq: loopback TCP runs there).
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+sys_ticks() { awk '/^cpu /{b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat; }
+clk_tck=$(getconf CLK_TCK)
+pct() { awk -v d="$1" -v hz="$clk_tck" -v w="$2" 'BEGIN{printf "%.0f", 100 * d / hz / w}'; } # ticks, seconds
+ncpu=$(nproc)
+
+if [ -z "$loadgen" ]; then
+    loadgen=$tmp/loadgen
+    cc -O2 -std=c11 -Wall -Wextra -pthread "$here/loadgen.c" -o "$loadgen"
+fi
+[ -x "$loadgen" ] || { echo "$0: loadgen '$loadgen' is not executable" >&2; exit 1; }
+if ! "$loadgen" --help | grep -q -- --sub-port; then
+    echo "$0: $loadgen has no --sub-port (an older build?)" >&2
+    exit 1
+fi
+
+declare -A R # R[system.qos.mode.field.run] = value, from the RESULT lines
+
+# One loadgen run: publishers to the forwarder (pid fpid, port fport),
+# subscriber to the upstream (upid, uport). Records the RESULT fields plus
+# the CPU of both brokers and of everything else.
+run_one() {
+    local sys=$1 q=$2 mode=$3 run=$4 fpid=$5 fport=$6 upid=$7 uport=$8
+    local args=(--publishers "$publishers" --payload "$payload" --qos "$q"
+        --duration "$duration" --warmup "$warmup"
+        --host 127.0.0.1 --port "$fport" --sub-port "$uport" --label "$sys")
+    if [ "$mode" = rate ]; then
+        args+=(--rate "$rate")
+    elif [ -n "$window" ]; then
+        args+=(--window "$window")
+    fi
+    local k=$sys.$q.$mode out=$tmp/$sys.qos$q.$mode.$run.out
+    local f0 u0 s0 t0 f1 u1 s1 t1 lg wall
+    f0=$(proc_ticks "$fpid")
+    u0=$(proc_ticks "$upid")
+    read -r s0 t0 < <(sys_ticks)
+    local start=$EPOCHREALTIME
+    # In the background so that a signal reaches the trap at once; `times`
+    # before and after gives loadgen's CPU. loadgen ends by itself within
+    # warmup + duration + ~5 s; timeout is a second guard.
+    times >"$out.t0"
+    timeout -k 2 "$(awk -v w="$warmup" -v d="$duration" 'BEGIN{printf "%d", w + d + 30}')" \
+        "$loadgen" "${args[@]}" >"$out" 2>"$out.err" &
+    helper_pid=$!
+    wait "$helper_pid" || true
+    helper_pid=
+    times >"$out.t1"
+    wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN{print b - a}')
+    f1=$(proc_ticks "$fpid")
+    u1=$(proc_ticks "$upid")
+    read -r s1 t1 < <(sys_ticks)
+    lg=$(cat "$out.t0" "$out.t1" | awk '
+        function sec(x, m) { m = x; sub(/m.*/, "", m); sub(/^[0-9]+m/, "", x); sub(/s$/, "", x); return m * 60 + x }
+        NR == 2 { c0 = sec($1) + sec($2) } NR == 4 { c1 = sec($1) + sec($2) } END { print c1 - c0 }')
+    grep -v '^RESULT' "$out" | sed 's/^/  /' || true
+    sed 's/^/  /' "$out.err" >&2
+    local line kv
+    line=$(grep '^RESULT' "$out" || true)
+    if [ -z "$line" ]; then
+        R[$k.status.$run]=failed
+        return
+    fi
+    for kv in ${line#RESULT }; do
+        R[$k.${kv%%=*}.$run]=${kv#*=}
+    done
+    R[$k.fwd_cpu_pct.$run]=$(pct $((f1 - f0)) "$wall")
+    R[$k.up_cpu_pct.$run]=$(pct $((u1 - u0)) "$wall")
+    R[$k.other_cpu_pct.$run]=$(awk -v busy=$((s1 - s0)) -v b=$((f1 - f0 + u1 - u0)) -v hz="$clk_tck" \
+        -v w="$wall" -v lg="${lg:-0}" 'BEGIN{o = 100 * ((busy - b) / hz - lg) / w; printf "%.0f", o < 0 ? 0 : o}')
+    echo "  forwarder cpu ${R[$k.fwd_cpu_pct.$run]}%, upstream cpu ${R[$k.up_cpu_pct.$run]}%," \
+        "everything else ${R[$k.other_cpu_pct.$run]}% (should be ~0)"
+}
+
+# Median over the runs (numeric), or "-".
+median() {
+    local k=$1 field=$2 i vals=()
+    for i in $(seq "$runs"); do
+        [ -n "${R[$k.$field.$i]:-}" ] && vals+=("${R[$k.$field.$i]}")
+    done
+    [ ${#vals[@]} -eq 0 ] && { echo "-"; return; }
+    printf '%s\n' "${vals[@]}" | sort -g | awk '{v[NR] = $1} END{print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
+# The first non-ok status of the runs, or ok.
+status_of() {
+    local k=$1 i s
+    for i in $(seq "$runs"); do
+        s=${R[$k.status.$i]:-failed}
+        [ "$s" != ok ] && { echo "$s"; return; }
+    done
+    echo ok
+}
+
+bench_system() {
+    local sys=$1 q=$2 fpid=$3 fport=$4 upid=$5 uport=$6 mode i
+    for mode in closed rate; do
+        for i in $(seq "$runs"); do
+            echo "$sys QoS $q $mode run $i/$runs"
+            run_one "$sys" "$q" "$mode" "$i" "$fpid" "$fport" "$upid" "$uport"
+        done
+    done
+}
+
+# The upstream broker, fresh for each system and QoS. max_queued_messages:
+# Mosquitto drops a message for an online client whose queue holds that
+# many; max_inflight_messages bounds its QoS 1 deliveries to loadgen's
+# subscriber in flight (default 20). Both are raised so that the upstream,
+# common to both systems, holds neither back (see --queue, --inflight).
+start_upstream() {
+    local name=$1
+    uport=$(free_port)
+    cat >"$tmp/$name.conf" <<EOF
+listener $uport 127.0.0.1
+allow_anonymous true
+set_tcp_nodelay true
+max_queued_messages $queue
+max_inflight_messages $inflight
+persistence false
+EOF
+    "$mosquitto" -c "$tmp/$name.conf" >"$tmp/$name.log" 2>&1 &
+    upid=$!
+    started_pids+=("$upid")
+    if ! wait_listen "$uport" "$upid"; then
+        echo "$0: the upstream mosquitto did not listen on $uport:" >&2
+        cat "$tmp/$name.log" >&2
+        exit 1
+    fi
+}
+
+# Is the machine quiet? Other work running now makes every figure noisy.
+read -r s0 t0 < <(sys_ticks)
+sleep 1
+read -r s1 t1 < <(sys_ticks)
+idle_check=$(awk -v b=$((s1 - s0)) -v t=$((t1 - t0)) -v n="$ncpu" 'BEGIN{printf "%.0f", t ? 100 * n * b / t : 0}')
+echo "machine: $ncpu CPUs, $idle_check% of one CPU busy before the run (kernel $(uname -r))," \
+    "mosquitto $("$mosquitto" -h 2>&1 | awk 'NR==1{print $3}')"
+if [ "$idle_check" -gt 10 ]; then
+    echo "WARNING: the machine is not idle; figures will be noisy (see other_cpu in the table)"
+fi
+
+have_mqr=0
+mqr_note=
+if [ -z "$mqrouter_bin" ]; then
+    mqr_note="skipped (no --mqrouter and no MQROUTER_BIN)"
+elif [ ! -x "$mqrouter_bin" ]; then
+    mqr_note="skipped ($mqrouter_bin is not an executable)"
+fi
+
+for q in $qos_list; do
+    # ---- bridge: edge Mosquitto -> upstream Mosquitto ----
+    # The edge's max_queued_messages also bounds the bridge's queue towards
+    # the upstream: past it the edge drops (QoS 0 and 1 alike), so it gets
+    # --queue like the session's max_buffered. max_inflight_messages bounds
+    # the bridge's QoS 1 publishes awaiting PUBACK (default 20: one round
+    # trip per 20 messages would throttle the bridge, not measure it).
+    start_upstream "upstream-bridge-qos$q"
+    fport=$(free_port)
+    cat >"$tmp/edge-qos$q.conf" <<EOF
+listener $fport 127.0.0.1
+allow_anonymous true
+set_tcp_nodelay true
+max_queued_messages $queue
+max_inflight_messages $inflight
+persistence false
+
+connection upstream
+address 127.0.0.1:$uport
+clientid edge-bridge-qos$q
+topic bench/# out $q
+cleansession true
+notifications false
+keepalive_interval 60
+EOF
+    "$mosquitto" -c "$tmp/edge-qos$q.conf" >"$tmp/edge-qos$q.log" 2>&1 &
+    fpid=$!
+    started_pids+=("$fpid")
+    if ! wait_listen "$fport" "$fpid" || ! probe_path "$fport" "$uport"; then
+        echo "$0: the bridge did not forward within 5 s; edge log:" >&2
+        tail -n 20 "$tmp/edge-qos$q.log" >&2
+        exit 1
+    fi
+    echo "bridge QoS $q: edge mosquitto on 127.0.0.1:$fport (pid $fpid)" \
+        "-> upstream on 127.0.0.1:$uport (pid $upid)"
+    bench_system bridge "$q" "$fpid" "$fport" "$upid" "$uport"
+    stop_pid "$fpid"
+    stop_pid "$upid"
+
+    # ---- mqrouter: listener -> route -> upstream session ----
+    [ -n "$mqr_note" ] && continue
+    start_upstream "upstream-mqrouter-qos$q"
+    fport=$(free_port)
+    mkdir -p "$tmp/mqrouter-data-qos$q"
+    cat >"$tmp/rules-qos$q.lua" <<EOF
+-- forwarding benchmark: everything the listener's clients publish on bench/#
+-- goes to the upstream broker at the publish's QoS.
+local mq = require "mqrouter"
+local up = mq.session{ name = "upstream", broker = "tcp://127.0.0.1:$uport",
+                       max_buffered = $queue }
+local routed, refused, why = 0, 0, nil
+mq.route("bench/#", function(msg)
+  if msg.origin ~= "listener" then return end
+  routed = routed + 1
+  local ok, err = up:publish(msg.topic, msg.payload, { qos = msg.qos })
+  if not ok then refused = refused + 1; why = err end
+end)
+-- Once a second, when something changed: what the session refused.
+local seen = -1
+mq.every(1, function()
+  if routed == seen then return end
+  seen = routed
+  local s = up:status()
+  mq.log.info(("forward: routed %d refused %d (%s) sent %d delivered %d"):format(
+    routed, refused, why or "-", s.messages_sent, s.delivered))
+end)
+EOF
+    "$mqrouter_bin" --listen "127.0.0.1:$fport" --data-dir "$tmp/mqrouter-data-qos$q" --no-watch \
+        "$tmp/rules-qos$q.lua" >"$tmp/mqrouter-qos$q.log" 2>&1 &
+    fpid=$!
+    started_pids+=("$fpid")
+    if wait_listen "$fport" "$fpid" && probe_path "$fport" "$uport"; then
+        echo "mqrouter QoS $q: on 127.0.0.1:$fport (pid $fpid) -> upstream on 127.0.0.1:$uport (pid $upid)"
+        have_mqr=1
+        bench_system mqrouter "$q" "$fpid" "$fport" "$upid" "$uport"
+        sleep 1.2 # one more stats line
+        echo "  mqrouter, last stats: $(grep -o 'forward: .*' "$tmp/mqrouter-qos$q.log" | tail -n 1)"
+    else
+        mqr_note="skipped (not forwarding within 5 s); its output: $(tail -n 5 "$tmp/mqrouter-qos$q.log")"
+    fi
+    stop_pid "$fpid"
+    stop_pid "$upid"
+done
+
+# ---- tables ----
+row() { # name qos mode field
+    local name=$1 q=$2 mode=$3 field=$4 b m ratio
+    b=$(median "bridge.$q.$mode" "$field")
+    m=$(median "mqrouter.$q.$mode" "$field")
+    ratio=$(awk -v a="$m" -v b="$b" 'BEGIN{if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b}')
+    printf '%-30s %14s %14s %10s\n' "$name" "$b" "$m" "$ratio"
+}
+rc=0
+for q in $qos_list; do
+    echo
+    echo "QoS $q forwarding: $publishers publisher(s) -> forwarder -> upstream mosquitto -> 1 subscriber" \
+        "on bench/#, $payload-byte payloads, ${duration}s measured after ${warmup}s warm-up," \
+        "median of $runs run(s); queue $queue, in-flight $inflight"
+    printf '%-30s %14s %14s %10s\n' metric bridge mqrouter "mqr/bridge"
+    row "closed msgs/s (higher=better)" "$q" closed msgs_per_s
+    row "closed p50 us" "$q" closed p50_us
+    row "closed p99 us" "$q" closed p99_us
+    row "closed lost" "$q" closed lost
+    row "closed forwarder cpu %" "$q" closed fwd_cpu_pct
+    row "closed upstream cpu %" "$q" closed up_cpu_pct
+    row "closed loadgen cpu %" "$q" closed loadgen_cpu_pct
+    row "closed other cpu %" "$q" closed other_cpu_pct
+    row "rate${rate} msgs/s" "$q" rate msgs_per_s
+    row "rate${rate} p50 us" "$q" rate p50_us
+    row "rate${rate} p99 us" "$q" rate p99_us
+    row "rate${rate} p99.9 us" "$q" rate p999_us
+    row "rate${rate} max us" "$q" rate max_us
+    row "rate${rate} lost" "$q" rate lost
+    row "rate${rate} forwarder cpu %" "$q" rate fwd_cpu_pct
+    row "rate${rate} upstream cpu %" "$q" rate up_cpu_pct
+    row "rate${rate} other cpu %" "$q" rate other_cpu_pct
+    printf '%-30s %14s %14s\n' "status closed / rate" \
+        "$(status_of "bridge.$q.closed")/$(status_of "bridge.$q.rate")" \
+        "$([ "$have_mqr" = 1 ] && echo "$(status_of "mqrouter.$q.closed")/$(status_of "mqrouter.$q.rate")" || echo skipped)"
+    if [ "$(status_of "bridge.$q.closed")" != ok ] || [ "$(status_of "bridge.$q.rate")" != ok ]; then
+        rc=1
+    fi
+done
+[ -n "$mqr_note" ] && echo "mqrouter: $mqr_note"
+exit "$rc"
