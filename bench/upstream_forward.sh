@@ -33,6 +33,8 @@ usage: $0 [options]
   --qos LIST        QoS of the publishes: 0, 1 or 0,1 (0,1)
   --window W        per-publisher window of the closed-loop mode (loadgen's default)
   --publishers N    (4)   --payload BYTES (64)
+  --persist on|off  the mqrouter session's persist option: QoS 1 messages in
+                    flight written to data/upstream.db (on, the default)
   --queue N         messages a forwarder may hold for the upstream before it
                     refuses or drops: the edge's max_queued_messages and the
                     session's max_buffered (100000)
@@ -54,6 +56,7 @@ window=
 publishers=4
 payload=64
 queue=100000
+persist=true
 inflight=1000
 keep=0
 while [ $# -gt 0 ]; do
@@ -70,6 +73,7 @@ while [ $# -gt 0 ]; do
     --publishers) publishers=$2; shift 2 ;;
     --payload) payload=$2; shift 2 ;;
     --queue) queue=$2; shift 2 ;;
+    --persist) case $2 in on) persist=true ;; off) persist=false ;; *) usage; exit 2 ;; esac; shift 2 ;;
     --inflight) inflight=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -368,7 +372,7 @@ EOF
 -- goes to the upstream broker at the publish's QoS.
 local mq = require "mqrouter"
 local up = mq.session{ name = "upstream", broker = "tcp://127.0.0.1:$uport",
-                       max_buffered = $queue }
+                       max_buffered = $queue, persist = $persist }
 local routed, refused, why = 0, 0, nil
 mq.route("bench/#", function(msg)
   if msg.origin ~= "listener" then return end

@@ -530,6 +530,7 @@ static void push_status(lua_State *L, mqr_upstream_t *u)
     set_num(L, "publish_expired", (double)o.publish_expired);
     set_num(L, "publish_failed", (double)o.publish_failed);
     set_num(L, "delivered", (double)o.delivered);
+    set_num(L, "stored", (double)o.stored);
     lua_pushboolean(L, o.clean);
     lua_setfield(L, -2, "clean");
     lua_pushboolean(L, o.persistent);

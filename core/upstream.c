@@ -1616,7 +1616,7 @@ static mqr_upstream_persist_t *engine_persist(mqr_engine_t *e)
     if (!path) return NULL;
     snprintf(path, n, "%s/upstream.db", e->data_dir);
     char *why = NULL;
-    int rc = mqr__upstream_persist_open(path, &e->upstream_persist, &why);
+    int rc = mqr__upstream_persist_open(e->loop, path, &e->upstream_persist, &why);
     if (rc < 0) {
         e->upstream_persist_failed = true;
         MQR_LOG_E("upstream", "%s; sessions keep their buffers in memory only",
@@ -2309,6 +2309,10 @@ void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *o)
     o->ready = u->ready;
     o->clean = u->clean_start != 0;
     o->persistent = u->persistent;
+    if (u->persistent) {
+        int64_t n = mqr__upstream_persist_count(u->e->upstream_persist, u->name);
+        o->stored = n > 0 ? (uint64_t)n : 0;
+    }
     o->auto_reconnect = u->state != MQR_UPSTREAM_FAILED && !u->closing;
     o->broker = u->broker[0] ? u->broker : u->uri;
     o->last_error = u->last_error;

@@ -176,6 +176,9 @@ typedef struct {
     uint64_t messages_refused; /* received but not routed */
     uint64_t messages_dropped; /* received but the incoming queue was full */
     uint64_t publish_full, publish_expired, publish_failed;
+    /* persistent sessions: records in upstream.db (buffered, in flight, and
+     * received messages not routed yet); 0 otherwise */
+    uint64_t stored;
     uint64_t delivered; /* QoS 1/2 publishes the broker completed */
 } mqr_upstream_status_t;
 

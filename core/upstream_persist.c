@@ -40,6 +40,9 @@ enum {
     ST_INBOX_DELETE,
     ST_INBOX_LOAD,
     ST_INBOX_CLEAR,
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
     ST_N_
 };
 
@@ -50,7 +53,8 @@ static const char *const statement_sql[ST_N_] = {
     [ST_KEYS] = "SELECT key FROM records WHERE session = ?1",
     [ST_CLEAR] = "DELETE FROM records WHERE session = ?1",
     [ST_CONTAINS] = "SELECT 1 FROM records WHERE session = ?1 AND key = ?2",
-    [ST_COUNT] = "SELECT count(*) FROM records WHERE session = ?1",
+    [ST_COUNT] = "SELECT (SELECT count(*) FROM records WHERE session = ?1)"
+                 " + (SELECT count(*) FROM inbox WHERE session = ?1)",
     [ST_INBOX_PUT] = "INSERT OR REPLACE INTO inbox(session, seq, qos, retain, expiry_s, arrived_ms,"
                      " topic_len, payload_len, props_len, data)"
                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -58,6 +62,27 @@ static const char *const statement_sql[ST_N_] = {
     [ST_INBOX_LOAD] = "SELECT seq, qos, retain, expiry_s, arrived_ms, topic_len, payload_len,"
                       " props_len, data FROM inbox WHERE session = ?1 ORDER BY seq",
     [ST_INBOX_CLEAR] = "DELETE FROM inbox WHERE session = ?1",
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+};
+
+/* Deletes wait in memory until the next write commits them in its
+ * transaction (see "deferred deletes" below). */
+#define PEND_BUCKETS 1024u
+#define PEND_MAX 4096u
+#define PEND_FLUSH_MS 200
+
+enum { PEND_RECORD, PEND_INBOX };
+
+typedef struct pend pend_t;
+struct pend {
+    pend_t *next;
+    uint32_t hash;
+    int kind;
+    uint64_t seq;    /* PEND_INBOX */
+    const char *key; /* PEND_RECORD: inside text[], after the name */
+    char text[];     /* session name, NUL, key, NUL */
 };
 
 struct mqr_upstream_persist {
@@ -65,7 +90,13 @@ struct mqr_upstream_persist {
     sqlite3 *db;
     sqlite3_stmt *st[ST_N_];
     mqr_upstream_persist_stats_t stats;
+    pend_t *pend[PEND_BUCKETS];
+    size_t npend;
+    uv_timer_t flush_timer; /* loop thread: commits removals left pending when idle */
+    bool timer_open;
 };
+
+static int pend_flush(mqr_upstream_persist_t *p, const char *name);
 
 /* The context Paho hands every hook (through popen's handle). */
 typedef struct {
@@ -113,7 +144,8 @@ static int setup(mqr_upstream_persist_t *p, const char *path, char **errmsg)
         return MQR_ESCHEMA;
     }
     if (exec(p->db, "PRAGMA journal_mode = WAL") < 0 ||
-        exec(p->db, "PRAGMA synchronous = NORMAL") < 0) {
+        exec(p->db, "PRAGMA synchronous = NORMAL") < 0 ||
+        exec(p->db, "PRAGMA locking_mode = EXCLUSIVE") < 0) {
         *errmsg = errtext(path, "cannot set journal mode", p->db);
         return MQR_ESTORE;
     }
@@ -160,7 +192,32 @@ static int setup(mqr_upstream_persist_t *p, const char *path, char **errmsg)
     return 0;
 }
 
-int mqr__upstream_persist_open(const char *path, mqr_upstream_persist_t **out, char **errmsg)
+static void on_flush_timer(uv_timer_t *t)
+{
+    mqr_upstream_persist_t *p = t->data;
+    uv_mutex_lock(&p->lock);
+    pend_flush(p, NULL);
+    uv_mutex_unlock(&p->lock);
+}
+
+static void free_persist(mqr_upstream_persist_t *p)
+{
+    for (unsigned b = 0; b < PEND_BUCKETS; b++)
+        for (pend_t *x = p->pend[b], *next; x; x = next) {
+            next = x->next;
+            free(x);
+        }
+    uv_mutex_destroy(&p->lock);
+    free(p);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    free_persist(h->data);
+}
+
+int mqr__upstream_persist_open(uv_loop_t *loop, const char *path, mqr_upstream_persist_t **out,
+                               char **errmsg)
 {
     *out = NULL;
     *errmsg = NULL;
@@ -184,6 +241,11 @@ int mqr__upstream_persist_open(const char *path, mqr_upstream_persist_t **out, c
         mqr__upstream_persist_close(p);
         return err;
     }
+    uv_timer_init(loop, &p->flush_timer); /* cannot fail */
+    p->flush_timer.data = p;
+    p->timer_open = true;
+    uv_timer_start(&p->flush_timer, on_flush_timer, PEND_FLUSH_MS, PEND_FLUSH_MS);
+    uv_unref((uv_handle_t *)&p->flush_timer);
     *out = p;
     return 0;
 }
@@ -191,11 +253,148 @@ int mqr__upstream_persist_open(const char *path, mqr_upstream_persist_t **out, c
 void mqr__upstream_persist_close(mqr_upstream_persist_t *p)
 {
     if (!p) return;
+    if (p->db && p->st[ST_N_ - 1]) pend_flush(p, NULL);
     for (int i = 0; i < ST_N_; i++)
         sqlite3_finalize(p->st[i]);
     if (p->db) sqlite3_close_v2(p->db);
-    uv_mutex_destroy(&p->lock);
-    free(p);
+    p->db = NULL;
+    if (p->timer_open) /* the memory goes with the handle */
+        uv_close((uv_handle_t *)&p->flush_timer, on_timer_closed);
+    else
+        free_persist(p);
+}
+
+/* ---- deferred deletes ----------------------------------------------------
+ * A message costs Paho four writes: its command record, its in-flight
+ * record, and the removal of each; an inbox message two. Each write is a
+ * commit. Removals need not be durable at once — a removal lost in a crash
+ * only makes a message be sent (or routed) once more, which QoS 1 allows,
+ * while QoS 2 resends are answered from the broker's state — so they wait
+ * here and go into the transaction of the next write (or of a flush, at
+ * PEND_MAX, a read of keys, a close). That halves the commits per message.
+ * A write or a read of a key cancels or hides its pending removal first.
+ * Under the lock. */
+
+static uint32_t pend_hash(int kind, const char *name, const char *key, uint64_t seq)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)kind;
+    for (const char *c = name; *c; c++)
+        h = (h ^ (uint8_t)*c) * 16777619u;
+    h = (h ^ 0xff) * 16777619u;
+    if (key)
+        for (const char *c = key; *c; c++)
+            h = (h ^ (uint8_t)*c) * 16777619u;
+    return h ^ (uint32_t)seq ^ (uint32_t)(seq >> 32);
+}
+
+static pend_t **pend_find(mqr_upstream_persist_t *p, int kind, const char *name, const char *key,
+                          uint64_t seq, uint32_t h)
+{
+    pend_t **pp = &p->pend[h % PEND_BUCKETS];
+    for (; *pp; pp = &(*pp)->next) {
+        pend_t *x = *pp;
+        if (x->hash == h && x->kind == kind && x->seq == seq && strcmp(x->text, name) == 0 &&
+            (!key || strcmp(x->key, key) == 0))
+            break;
+    }
+    return pp;
+}
+
+/* Forgets a pending removal; true if there was one. */
+static bool pend_take(mqr_upstream_persist_t *p, int kind, const char *name, const char *key,
+                      uint64_t seq)
+{
+    pend_t **pp = pend_find(p, kind, name, key, seq, pend_hash(kind, name, key, seq));
+    pend_t *x = *pp;
+    if (!x) return false;
+    *pp = x->next;
+    free(x);
+    p->npend--;
+    return true;
+}
+
+static bool pend_has(mqr_upstream_persist_t *p, int kind, const char *name, const char *key,
+                     uint64_t seq)
+{
+    return *pend_find(p, kind, name, key, seq, pend_hash(kind, name, key, seq)) != NULL;
+}
+
+static int pend_add(mqr_upstream_persist_t *p, int kind, const char *name, const char *key,
+                    uint64_t seq)
+{
+    uint32_t h = pend_hash(kind, name, key, seq);
+    if (*pend_find(p, kind, name, key, seq, h)) return 0;
+    size_t nl = strlen(name) + 1, kl = key ? strlen(key) + 1 : 1;
+    pend_t *x = malloc(sizeof *x + nl + kl);
+    if (!x) return MQR_ENOMEM;
+    x->hash = h;
+    x->kind = kind;
+    x->seq = seq;
+    memcpy(x->text, name, nl);
+    memcpy(x->text + nl, key ? key : "", kl);
+    x->key = x->text + nl;
+    x->next = p->pend[h % PEND_BUCKETS];
+    p->pend[h % PEND_BUCKETS] = x;
+    p->npend++;
+    return 0;
+}
+
+static int step_reset(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : MQR_ESTORE;
+}
+
+/* Runs the pending removals (of session name only, or all with NULL) inside
+ * the caller's transaction and forgets them. */
+static int pend_apply(mqr_upstream_persist_t *p, const char *name)
+{
+    int rc = 0;
+    for (unsigned b = 0; b < PEND_BUCKETS; b++) {
+        for (pend_t **pp = &p->pend[b]; *pp;) {
+            pend_t *x = *pp;
+            if (name && strcmp(x->text, name) != 0) {
+                pp = &x->next;
+                continue;
+            }
+            sqlite3_stmt *st = p->st[x->kind == PEND_INBOX ? ST_INBOX_DELETE : ST_REMOVE];
+            sqlite3_bind_text(st, 1, x->text, -1, SQLITE_STATIC);
+            if (x->kind == PEND_INBOX)
+                sqlite3_bind_int64(st, 2, (sqlite3_int64)x->seq);
+            else
+                sqlite3_bind_text(st, 2, x->key, -1, SQLITE_STATIC);
+            if (step_reset(st) < 0) rc = MQR_ESTORE;
+            *pp = x->next;
+            free(x);
+            p->npend--;
+            p->stats.removes++;
+        }
+    }
+    return rc;
+}
+
+static int tx_begin(mqr_upstream_persist_t *p)
+{
+    return step_reset(p->st[ST_BEGIN]);
+}
+
+static int tx_end(mqr_upstream_persist_t *p, int rc)
+{
+    if (rc == 0 && step_reset(p->st[ST_COMMIT]) == 0) return 0;
+    step_reset(p->st[ST_ROLLBACK]);
+    p->stats.failures++;
+    return MQR_ESTORE;
+}
+
+/* Commits the pending removals of session name (NULL: all). */
+static int pend_flush(mqr_upstream_persist_t *p, const char *name)
+{
+    if (!p->npend) return 0;
+    int rc = tx_begin(p);
+    if (rc == 0) rc = pend_apply(p, name);
+    return tx_end(p, rc);
 }
 
 /* ---- the hooks (any thread) -------------------------------------------- */
@@ -231,8 +430,11 @@ static int p_open(void **handle, const char *client_id, const char *server_uri, 
 
 static int p_close(void *handle)
 {
-    (void)handle;
-    return 0;
+    session_ctx_t *c = handle;
+    uv_mutex_lock(&c->p->lock);
+    int rc = pend_flush(c->p, c->name);
+    uv_mutex_unlock(&c->p->lock);
+    return rc == 0 ? 0 : MQTTCLIENT_PERSISTENCE_ERROR;
 }
 
 static int p_put(void *handle, char *key, int bufcount, char *buffers[], int buflens[])
@@ -248,13 +450,23 @@ static int p_put(void *handle, char *key, int bufcount, char *buffers[], int buf
         if (buflens[i] > 0) memcpy(blob + off, buffers[i], (size_t)buflens[i]);
         off += (size_t)buflens[i];
     }
-    sqlite3_stmt *st = begin(c, ST_PUT, key);
-    sqlite3_bind_blob(st, 3, blob, (int)total, SQLITE_STATIC);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : MQTTCLIENT_PERSISTENCE_ERROR;
-    if (rc == 0) c->p->stats.puts++;
-    end(c, st, rc, false);
+    mqr_upstream_persist_t *p = c->p;
+    uv_mutex_lock(&p->lock);
+    pend_take(p, PEND_RECORD, c->name, key, 0);
+    int rc = tx_begin(p);
+    if (rc == 0) pend_apply(p, NULL); /* a failed delete only costs a duplicate */
+    if (rc == 0) {
+        sqlite3_stmt *st = p->st[ST_PUT];
+        sqlite3_bind_text(st, 1, c->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, blob, (int)total, SQLITE_STATIC);
+        rc = step_reset(st);
+    }
+    rc = tx_end(p, rc);
+    if (rc == 0) p->stats.puts++;
+    uv_mutex_unlock(&p->lock);
     free(blob);
-    return rc;
+    return rc == 0 ? 0 : MQTTCLIENT_PERSISTENCE_ERROR;
 }
 
 static int p_get(void *handle, char *key, char **buffer, int *buflen)
@@ -262,7 +474,7 @@ static int p_get(void *handle, char *key, char **buffer, int *buflen)
     session_ctx_t *c = handle;
     sqlite3_stmt *st = begin(c, ST_GET, key);
     int rc = MQTTCLIENT_PERSISTENCE_ERROR;
-    int step = sqlite3_step(st);
+    int step = pend_has(c->p, PEND_RECORD, c->name, key, 0) ? SQLITE_DONE : sqlite3_step(st);
     if (step == SQLITE_ROW) {
         int n = sqlite3_column_bytes(st, 0);
         const void *v = sqlite3_column_blob(st, 0);
@@ -280,10 +492,13 @@ static int p_get(void *handle, char *key, char **buffer, int *buflen)
 static int p_remove(void *handle, char *key)
 {
     session_ctx_t *c = handle;
-    sqlite3_stmt *st = begin(c, ST_REMOVE, key);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : MQTTCLIENT_PERSISTENCE_ERROR;
-    if (rc == 0) c->p->stats.removes++;
-    return end(c, st, rc, false);
+    mqr_upstream_persist_t *p = c->p;
+    uv_mutex_lock(&p->lock);
+    int rc = pend_add(p, PEND_RECORD, c->name, key, 0);
+    if (rc == 0 && p->npend >= PEND_MAX) rc = pend_flush(p, NULL);
+    if (rc < 0) p->stats.failures++;
+    uv_mutex_unlock(&p->lock);
+    return rc == 0 ? 0 : MQTTCLIENT_PERSISTENCE_ERROR;
 }
 
 static int p_keys(void *handle, char ***keys, int *nkeys)
@@ -292,6 +507,7 @@ static int p_keys(void *handle, char ***keys, int *nkeys)
     *keys = NULL;
     *nkeys = 0;
     sqlite3_stmt *st = begin(c, ST_KEYS, NULL);
+    pend_flush(c->p, c->name); /* the keys Paho sees are the ones left */
     char **list = NULL;
     int n = 0, cap = 0, rc = 0, step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
@@ -331,6 +547,7 @@ static int p_clear(void *handle)
 {
     session_ctx_t *c = handle;
     sqlite3_stmt *st = begin(c, ST_CLEAR, NULL);
+    pend_flush(c->p, c->name);
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : MQTTCLIENT_PERSISTENCE_ERROR;
     return end(c, st, rc, false);
 }
@@ -339,7 +556,7 @@ static int p_contains(void *handle, char *key)
 {
     session_ctx_t *c = handle;
     sqlite3_stmt *st = begin(c, ST_CONTAINS, key);
-    int step = sqlite3_step(st);
+    int step = pend_has(c->p, PEND_RECORD, c->name, key, 0) ? SQLITE_DONE : sqlite3_step(st);
     int rc = step == SQLITE_ROW ? 0 : MQTTCLIENT_PERSISTENCE_ERROR;
     return end(c, st, rc, step == SQLITE_DONE);
 }
@@ -387,6 +604,7 @@ int mqr__upstream_persist_discard(mqr_upstream_persist_t *p, const char *name)
     if (!c) return MQR_ENOMEM;
     int rc = p_clear(c) == 0 ? 0 : MQR_ESTORE;
     sqlite3_stmt *st = begin(c, ST_INBOX_CLEAR, NULL);
+    pend_flush(p, name);
     int irc = sqlite3_step(st) == SQLITE_DONE ? 0 : MQR_ESTORE;
     end(c, st, irc, false);
     free(c);
@@ -399,6 +617,9 @@ int mqr__upstream_inbox_put(mqr_upstream_persist_t *p, const char *name,
                             const mqr_upstream_inbox_rec_t *r)
 {
     uv_mutex_lock(&p->lock);
+    pend_take(p, PEND_INBOX, name, NULL, r->seq);
+    int rc = tx_begin(p);
+    if (rc == 0) pend_apply(p, NULL);
     sqlite3_stmt *st = p->st[ST_INBOX_PUT];
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)r->seq);
@@ -410,10 +631,11 @@ int mqr__upstream_inbox_put(mqr_upstream_persist_t *p, const char *name,
     sqlite3_bind_int64(st, 8, (sqlite3_int64)r->payload_len);
     sqlite3_bind_int64(st, 9, (sqlite3_int64)r->props_len);
     sqlite3_bind_blob(st, 10, r->data, (int)r->data_len, SQLITE_STATIC);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : MQR_ESTORE;
-    if (rc < 0) p->stats.failures++;
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    if (rc == 0)
+        rc = step_reset(st);
+    else
+        sqlite3_clear_bindings(st);
+    rc = tx_end(p, rc);
     uv_mutex_unlock(&p->lock);
     return rc;
 }
@@ -421,13 +643,9 @@ int mqr__upstream_inbox_put(mqr_upstream_persist_t *p, const char *name,
 int mqr__upstream_inbox_delete(mqr_upstream_persist_t *p, const char *name, uint64_t seq)
 {
     uv_mutex_lock(&p->lock);
-    sqlite3_stmt *st = p->st[ST_INBOX_DELETE];
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : MQR_ESTORE;
+    int rc = pend_add(p, PEND_INBOX, name, NULL, seq);
+    if (rc == 0 && p->npend >= PEND_MAX) rc = pend_flush(p, NULL);
     if (rc < 0) p->stats.failures++;
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
     uv_mutex_unlock(&p->lock);
     return rc;
 }
@@ -436,6 +654,7 @@ int mqr__upstream_inbox_load(mqr_upstream_persist_t *p, const char *name,
                              int (*cb)(void *arg, const mqr_upstream_inbox_rec_t *r), void *arg)
 {
     uv_mutex_lock(&p->lock);
+    pend_flush(p, name);
     sqlite3_stmt *st = p->st[ST_INBOX_LOAD];
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     int rc = 0, step;
@@ -466,6 +685,7 @@ int mqr__upstream_inbox_load(mqr_upstream_persist_t *p, const char *name,
 int64_t mqr__upstream_persist_count(mqr_upstream_persist_t *p, const char *name)
 {
     uv_mutex_lock(&p->lock);
+    pend_flush(p, name);
     sqlite3_stmt *st = p->st[ST_COUNT];
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : MQR_ESTORE;

@@ -27,6 +27,7 @@
 #define MQR_UPSTREAM_PERSIST_H
 
 #include <MQTTClientPersistence.h>
+#include <uv.h>
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -36,11 +37,14 @@ typedef struct mqr_upstream_persist mqr_upstream_persist_t;
 
 /* Opens (creating if needed) the database at path. Returns 0 and *out, or
  * MQR_ESTORE / MQR_ESCHEMA / MQR_ENOMEM with *errmsg (malloc'd, the caller
- * frees it) naming the file and the cause. Loop thread. */
-int mqr__upstream_persist_open(const char *path, mqr_upstream_persist_t **out, char **errmsg);
+ * frees it) naming the file and the cause. Loop thread; one unref'd timer
+ * on loop commits removals left pending (see the .c) every 200 ms. */
+int mqr__upstream_persist_open(uv_loop_t *loop, const char *path, mqr_upstream_persist_t **out,
+                               char **errmsg);
 
-/* Closes the database. Every Paho client using it must be destroyed first.
- * p may be NULL. */
+/* Commits what is pending and closes the database. Every Paho client using
+ * it must be destroyed first. The memory is released when the timer's close
+ * callback runs (the loop must run once more). p may be NULL. */
 void mqr__upstream_persist_close(mqr_upstream_persist_t *p);
 
 /* One session's view: fills *out with the hooks and a context for the
@@ -55,8 +59,8 @@ void mqr__upstream_persist_release(MQTTClient_persistence *hooks);
  * in-flight messages are given up. Any thread; no client of that session may be open. */
 int mqr__upstream_persist_discard(mqr_upstream_persist_t *p, const char *name);
 
-/* Number of records of session name (buffered commands and packets in
- * flight), or < 0. */
+/* Number of records of session name (buffered commands, packets in flight,
+ * inbox), or < 0. */
 int64_t mqr__upstream_persist_count(mqr_upstream_persist_t *p, const char *name);
 
 /* ---- the inbox ----------------------------------------------------------

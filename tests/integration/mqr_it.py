@@ -41,6 +41,27 @@ def wait(pred, timeout=10, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+class Retained:
+    """The latest payload (text) of a retained topic on mqrouter's listener:
+    how tests read figures the rules publish (e.g. a session's status)."""
+
+    def __init__(self, port, topic):
+        import paho.mqtt.client as mqtt
+        self.value = None
+        self.c = mqtt.Client()
+        self.c.on_connect = lambda c, u, f, rc: c.subscribe(topic)
+        self.c.on_message = lambda c, u, m: setattr(self, "value", m.payload.decode())
+        self.c.reconnect_delay_set(0.1, 0.5)
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+
+    def number(self):
+        return int(float(self.value)) if self.value is not None else -1
+
+    def close(self):
+        self.c.loop_stop()
+
+
 class Workspace:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="mqr-it-")

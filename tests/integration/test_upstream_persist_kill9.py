@@ -26,7 +26,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from mqr_it import Workspace, free_port, wait
+from mqr_it import Retained, Workspace, free_port, wait
 
 N1 = 2000
 N2 = 300
@@ -41,6 +41,9 @@ mq.route("in/#", function(msg)
 end)
 mq.on("session_ready", function(ev) mq.log.info("READY " .. ev.name) end)
 up:route("cmd/#", function(msg) mq.log.info("CMD " .. msg.payload) end, {{ qos = 1 }})
+mq.every(0.1, function()
+  mq.publish("status/stored", tostring(up:status().stored), {{ retain = true }})
+end)
 """
 
 
@@ -94,6 +97,8 @@ class Relay:
 
 
 def records(ws):
+    """Rows of upstream.db, read while mqrouter is not running (it keeps the
+    file locked)."""
     db = ws.path("data/upstream.db")
     if not os.path.exists(db):
         return -1
@@ -146,30 +151,32 @@ with Workspace() as ws:
 
     # ---- phase 1: buffered while the broker is down
     mqr = ws.mqrouter(port, rules)
+    stored = Retained(port, "status/stored")
     publish_all(port, "a", N1)
-    assert records(ws) >= N1, f"only {records(ws)} records stored for {N1} buffered messages"
     mqr.send_signal(signal.SIGKILL)
     mqr.wait(10)
+    assert records(ws) >= N1, f"only {records(ws)} records stored for {N1} buffered messages"
 
     ws.mosquitto(broker_port)
     sink = Sink(broker_port)
     mqr = ws.mqrouter(port, rules)
     wait(lambda: sink.count("a") == N1, 30, f"{N1} buffered messages after kill -9")
-    wait(lambda: records(ws) == 0, 10, "the delivered messages' records to be removed")
+    wait(lambda: stored.number() == 0, 10, "the delivered messages' records to be removed")
     print(f"phase 1: {N1} messages buffered, kill -9, all delivered; no record left")
 
     # ---- phase 2: in flight (sent, never acknowledged) at the kill
     wait(lambda: "READY up" in ws.log(), 10, "the session to be ready")
     relay.swallow = True
     publish_all(port, "b", N2)
-    wait(lambda: records(ws) >= N2, 10, f"{N2} in-flight records")
+    wait(lambda: stored.number() >= N2, 10, f"{N2} in-flight records")
     assert sink.count("b") == 0, "the relay let messages through"
     mqr.send_signal(signal.SIGKILL)
     mqr.wait(10)
     relay.swallow = False  # connections opened from now on pass
     mqr = ws.mqrouter(port, rules)
     wait(lambda: sink.count("b") == N2, 30, f"{N2} in-flight messages after kill -9")
-    wait(lambda: records(ws) == 0, 10, "the delivered messages' records to be removed")
+    stored.value = None
+    wait(lambda: stored.number() == 0, 10, "the delivered messages' records to be removed")
     print(f"phase 2: {N2} messages in flight, kill -9, all delivered; no record left")
     assert "stored message record(s) restored" in ws.log()
 
@@ -189,3 +196,4 @@ with Workspace() as ws:
     print("phase 3: messages queued by the broker while mqrouter was dead reach the route")
     relay.stop = True
     sink.c.loop_stop()
+    stored.close()

@@ -6,12 +6,13 @@ the old one to close, restores its records, and when the broker comes up
 every message arrives (and the new session's publishes made during the
 reload too). A reload that drops the session gives its records up."""
 import os
+import signal
 import sqlite3
 import threading
 
 import paho.mqtt.client as mqtt
 
-from mqr_it import Workspace, free_port, wait
+from mqr_it import Retained, Workspace, free_port, wait
 
 N = 1000
 
@@ -21,6 +22,9 @@ local up = mq.session{{ name = "up", broker = "tcp://127.0.0.1:{up}", keepalive 
                         reconnect = {{ initial = 1, max = 1 }} }}
 mq.route("in/#", function(msg)
   assert(up:publish("fwd/" .. msg.topic, msg.payload, {{ qos = 1 }}))
+end)
+mq.every(0.1, function()
+  mq.publish("status/stored", tostring(up:status().stored), {{ retain = true }})
 end)
 mq.log.info("LOADED keepalive {ka}")
 """
@@ -32,6 +36,8 @@ mq.log.info("LOADED without session")
 
 
 def records(ws):
+    """Rows of upstream.db, read once mqrouter stopped (it keeps the file
+    locked)."""
     con = sqlite3.connect(ws.path("data/upstream.db"), timeout=5)
     try:
         return con.execute("SELECT count(*) FROM records WHERE session = 'up'").fetchone()[0]
@@ -52,10 +58,11 @@ def publish_all(port, prefix, n):
 
 with Workspace() as ws:
     up, port = free_port(), free_port()
-    ws.mqrouter(port, ws.write("rules.lua", RULES.format(up=up, ka=30)))
+    mqr = ws.mqrouter(port, ws.write("rules.lua", RULES.format(up=up, ka=30)))
     wait(lambda: "LOADED keepalive 30" in ws.log(), 10, "the rules")
+    stored = Retained(port, "status/stored")
     publish_all(port, "a", N)
-    assert records(ws) >= N
+    wait(lambda: stored.number() >= N, 10, f"{N} stored records")
 
     ws.write("rules.lua", RULES.format(up=up, ka=40))
     wait(lambda: "LOADED keepalive 40" in ws.log(), 10, "the reload")
@@ -84,7 +91,7 @@ with Workspace() as ws:
         with lock:
             return want <= got
     wait(arrived, 30, "every message published before and during the reload")
-    wait(lambda: records(ws) == 0, 10, "no record left")
+    wait(lambda: stored.number() == 0, 10, "no record left")
     print(f"ok: {N} stored messages handed over across a reload with new settings")
 
     # the broker goes away again, messages wait, the session is dropped: given up
@@ -94,8 +101,12 @@ with Workspace() as ws:
         p.wait(10)
     wait(lambda: "session_disconnected" in ws.log() or "lost" in ws.log(), 10, "the loss")
     publish_all(port, "c", 50)
-    wait(lambda: records(ws) >= 50, 10, "50 stored records")
+    wait(lambda: stored.number() >= 50, 10, "50 stored records")
+    stored.close()
     ws.write("rules.lua", DROPPED)
     wait(lambda: "LOADED without session" in ws.log(), 10, "the reload dropping the session")
-    wait(lambda: records(ws) == 0, 10, "the dropped session's records to be deleted")
+    wait(lambda: "session 'up' closing" in ws.log(), 10, "the session to close")
+    mqr.send_signal(signal.SIGTERM)
+    assert mqr.wait(10) == 0
+    assert records(ws) == 0, "the dropped session's records are still there"
     print("ok: a dropped session's records are deleted")
