@@ -436,8 +436,10 @@ static int load(mqr_store_queues_t *sq, int k, sqlite3_int64 qid, sq_rows_t *out
 
 /* ---- restore --------------------------------------------------------------- */
 
-/* Runs inside mqr__queue_new for a durable queue. Rows are read in full
- * before the queue sees them: restoring an expired entry deletes its row. */
+/* Runs inside mqr__queue_new for a durable queue. Dead letters first, then
+ * entries: restoring an expired entry may dead-letter it (its row moves to
+ * queue_dead) or delete its row, so each set of rows is read in full before
+ * the queue sees any of it. */
 static int restore(void *ctx, mqr_queue_t *q)
 {
     mqr_store_queues_t *sq = ctx;
@@ -447,16 +449,7 @@ static int restore(void *ctx, mqr_queue_t *q)
     int rc = rec_new(sq, q, &next_id, &r);
     if (rc < 0) return rc;
     sq_rows_t rows = {0};
-    rc = load(sq, SQ_LOAD, r->qid, &rows);
-    uint64_t now = mqr__now_ms();
-    for (size_t i = 0; rc == 0 && i < rows.n; i++) {
-        sq_row_t *w = &rows.v[i];
-        if (w->expires_ms && w->expires_ms <= now) sq->stats.restored_expired++;
-        rc = mqr__queue_restore(q, w->id, w->msg, w->prio, w->expires_ms, w->attempts);
-        if (rc == 0) sq->stats.restored++;
-    }
-    rows_free(&rows);
-    if (rc == 0) rc = load(sq, SQ_LOAD_DEAD, r->qid, &rows);
+    rc = load(sq, SQ_LOAD_DEAD, r->qid, &rows);
     for (size_t i = 0; rc == 0 && i < rows.n; i++) {
         sq_row_t *w = &rows.v[i];
         mqr_queue_dead_t d = {.id = w->id,
@@ -471,6 +464,15 @@ static int restore(void *ctx, mqr_queue_t *q)
             break;
         }
         if (rc == 0) sq->stats.restored_dead++;
+    }
+    rows_free(&rows);
+    if (rc == 0) rc = load(sq, SQ_LOAD, r->qid, &rows);
+    uint64_t now = mqr__now_ms();
+    for (size_t i = 0; rc == 0 && i < rows.n; i++) {
+        sq_row_t *w = &rows.v[i];
+        if (w->expires_ms && w->expires_ms <= now) sq->stats.restored_expired++;
+        rc = mqr__queue_restore(q, w->id, w->msg, w->prio, w->expires_ms, w->attempts);
+        if (rc == 0) sq->stats.restored++;
     }
     rows_free(&rows);
     if (rc == 0) rc = mqr__queue_restore_ids(q, next_id);
