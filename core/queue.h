@@ -210,7 +210,10 @@ typedef struct {
  *   MQR_EMEMLIMIT   the queue's or the engine's memory limit reached (and
  *                   nothing to drop);
  *   a store error   (durable queue, stored callback failed).
- * A refused publish changes nothing but the refusal counters. */
+ * A refused publish changes nothing but the refusal counters. On a durable
+ * queue, 0 means enqueued and written into the store's open transaction: the
+ * entry is durable once mqr__store_after_commit(e->store, cb, arg), called
+ * after this returns, reports status 0 (store_queue.h). */
 int mqr__queue_publish(mqr_queue_t *q, mqr_msg_t *msg, const mqr_queue_pub_opts_t *opts,
                        uint64_t *id);
 
