@@ -4,7 +4,9 @@
  * them: stored entries come back (ids, priorities, topics, payloads,
  * properties), acked ones do not, dead letters come back with their reason
  * and attempts, entries whose TTL passed while the engine was down are
- * dropped and counted, ids are never given twice, replay by topic filter,
+ * dropped and counted, ids are never given twice, transactions are stored
+ * at commit only, entries dropped for room leave the store, replay by topic
+ * filter,
  * the listener's PUBACK waits for the commit of a message routed into a
  * durable queue, and a child killed with SIGKILL mid-stream loses nothing it
  * was told was committed and redelivers nothing whose ack was committed.
@@ -322,6 +324,50 @@ static void test_reopen_in_process(void **state)
     wait_commit(e);
     assert_int_equal(peer_count(dir, "SELECT count(*) FROM queue_msgs"), 0);
     assert_int_equal(peer_count(dir, "SELECT count(*) FROM queues WHERE name = 'volatile'"), 0);
+    mqr_engine_free(e);
+    remove_dir(dir);
+}
+
+/* Transactions are stored at commit (a rolled-back one leaves nothing), and
+ * an entry dropped for room (drop_oldest) is gone from the store too. */
+static void test_tx_and_drops(void **state)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    mqr_queue_config_t c;
+    cfg_default(&c, "txq");
+    c.max_messages = 3;
+    c.drop_oldest = true;
+    mqr_engine_t *e = engine_at(dir);
+    mqr_queue_t *q = durable_queue(e, &c);
+    mqr_msg_t *m1 = mk("tx/1", "committed-1"), *m2 = mk("tx/2", "committed-2");
+    mqr_msg_t *m3 = mk("tx/3", "rolled-back");
+    uint64_t tx;
+    assert_int_equal(mqr__queue_tx_begin(e, 0, &tx), 0);
+    assert_int_equal(mqr__queue_tx_publish(e, tx, q, m1, NULL), 0);
+    assert_int_equal(mqr__queue_tx_publish(e, tx, q, m2, NULL), 0);
+    wait_commit(e);
+    assert_int_equal(peer_count(dir, "SELECT count(*) FROM queue_msgs"), 0); /* not yet */
+    assert_int_equal(mqr__queue_tx_commit(e, tx), 0);
+    assert_int_equal(mqr__queue_tx_begin(e, 0, &tx), 0);
+    assert_int_equal(mqr__queue_tx_publish(e, tx, q, m3, NULL), 0);
+    assert_int_equal(mqr__queue_tx_rollback(e, tx), 0);
+    mqr_msg_unref(m1);
+    mqr_msg_unref(m2);
+    mqr_msg_unref(m3);
+    pub(q, "drop/1", "third", MQR_PRIO_NORMAL, 0);
+    pub(q, "drop/2", "fourth", MQR_PRIO_NORMAL, 0); /* drops tx/1, the oldest */
+    wait_commit(e);
+    assert_int_equal(peer_count(dir, "SELECT count(*) FROM queue_msgs"), 3);
+    mqr_engine_free(e);
+
+    e = engine_at(dir);
+    q = durable_queue(e, &c);
+    mqr_queue_delivery_t d[4];
+    assert_int_equal(mqr__queue_receive(q, 4, d), 3);
+    assert_string_equal(d[0].msg->topic, "tx/2");
+    assert_string_equal(d[1].msg->topic, "drop/1");
+    assert_string_equal(d[2].msg->topic, "drop/2");
     mqr_engine_free(e);
     remove_dir(dir);
 }
@@ -699,6 +745,7 @@ int main(void)
         cmocka_unit_test(test_entries_survive_restart),
         cmocka_unit_test(test_expired_at_restore_dead_lettered),
         cmocka_unit_test(test_reopen_in_process),
+        cmocka_unit_test(test_tx_and_drops),
         cmocka_unit_test(test_replay_by_topic),
         cmocka_unit_test_setup_teardown(test_puback_after_durable_commit, setup, teardown),
         cmocka_unit_test(test_kill9_mid_stream),
