@@ -6,10 +6,10 @@
  * and attempts, entries whose TTL passed while the engine was down are
  * dropped and counted, ids are never given twice, transactions are stored
  * at commit only, entries dropped for room leave the store, replay by topic
- * filter,
- * the listener's PUBACK waits for the commit of a message routed into a
- * durable queue, and a child killed with SIGKILL mid-stream loses nothing it
- * was told was committed and redelivers nothing whose ack was committed.
+ * filter, the listener's PUBACK waits for the commit of a message routed
+ * into a durable queue, and a child killed with SIGKILL mid-stream loses
+ * nothing it was told was committed and redelivers nothing whose ack was
+ * committed.
  */
 #include "listener_harness.h"
 } /* the harness leaves ping() open for its includer to close */
