@@ -24,9 +24,24 @@
 
 /* ---- helpers ----------------------------------------------------------------- */
 
+/* Every test's directory is under one made for the run, removed at its end
+ * even when a test failed half way. */
+static char g_base[32];
+
+static int group_setup(void **state)
+{
+    snprintf(g_base, sizeof g_base, "/tmp/mqr-qdur-XXXXXX");
+    return mkdtemp(g_base) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    return nftw(g_base, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void make_dir(char *dir, size_t n)
 {
-    snprintf(dir, n, "/tmp/mqr-qdur-XXXXXX");
+    snprintf(dir, n, "%s/XXXXXX", g_base);
     assert_non_null(mkdtemp(dir));
 }
 
@@ -133,7 +148,7 @@ static void expect_delivery(const mqr_queue_delivery_t *d, uint64_t id, const ch
 
 static void test_entries_survive_restart(void **state)
 {
-    char dir[64];
+    char dir[128];
     make_dir(dir, sizeof dir);
     mqr_queue_config_t c;
     cfg_default(&c, "orders");
@@ -253,7 +268,7 @@ static void test_entries_survive_restart(void **state)
  * dead letters are stored under their new id. */
 static void test_expired_at_restore_dead_lettered(void **state)
 {
-    char dir[64];
+    char dir[128];
     make_dir(dir, sizeof dir);
     mqr_queue_config_t c;
     cfg_default(&c, "ttl");
@@ -302,7 +317,7 @@ static void test_expired_at_restore_dead_lettered(void **state)
  * entries back: closing is not deleting. A volatile queue stores nothing. */
 static void test_reopen_in_process(void **state)
 {
-    char dir[64];
+    char dir[128];
     make_dir(dir, sizeof dir);
     mqr_queue_config_t c;
     cfg_default(&c, "again");
@@ -332,7 +347,7 @@ static void test_reopen_in_process(void **state)
  * an entry dropped for room (drop_oldest) is gone from the store too. */
 static void test_tx_and_drops(void **state)
 {
-    char dir[64];
+    char dir[128];
     make_dir(dir, sizeof dir);
     mqr_queue_config_t c;
     cfg_default(&c, "txq");
@@ -410,7 +425,7 @@ static void on_seen(void *arg, mqr_msg_t *m)
 
 static void test_replay_by_topic(void **state)
 {
-    char dir[64];
+    char dir[128];
     make_dir(dir, sizeof dir);
     mqr_queue_config_t c;
     cfg_default(&c, "events");
@@ -625,7 +640,7 @@ static void crash_child(const char *dir, int fd)
 
 static void test_kill9_mid_stream(void **state)
 {
-    char dir[64];
+    char dir[128];
     make_dir(dir, sizeof dir);
     unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
     srand(seed);
@@ -750,5 +765,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_puback_after_durable_commit, setup, teardown),
         cmocka_unit_test(test_kill9_mid_stream),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
