@@ -10,6 +10,7 @@
 #include "listener.h"
 #include "queue.h"
 #include "store.h"
+#include "store_queue.h"
 #include "topic.h"
 #include "upstream.h"
 #include "upstream_persist.h"
@@ -153,6 +154,11 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
     }
     rc = mqr__store_open(&e->store, e->loop, e->db_path, NULL, errmsg);
     if (rc < 0) goto fail;
+    if (strcmp(e->db_path, ":memory:") != 0 &&
+        (rc = mqr__store_queues_open(e->store, e, &e->store_queues)) < 0) {
+        set_err(errmsg, "%s", mqr__store_last_error(e->store));
+        goto fail;
+    }
     if ((rc = mqr__retain_init(&e->retain, e->store)) < 0) goto fail;
     if ((rc = mqr__retain_load(&e->retain)) < 0) {
         set_err(errmsg, "cannot load retained messages from %s", e->db_path);
@@ -229,6 +235,8 @@ void mqr_engine_free(mqr_engine_t *e)
     while (e->csubs)
         mqr_unsubscribe(e, e->csubs);
     mqr__retain_close(&e->retain);
+    mqr__store_queues_close(e->store_queues); /* its statements, before the store */
+    e->store_queues = NULL;
     if (e->store) mqr__store_close(e->store);
     e->store = NULL;
     mqr__router_close(&e->router);

@@ -67,6 +67,9 @@ struct mqr_engine {
     /* broker queues (queue.h): every queue and pub/sub subscriber, their
      * memory total; NULL until mqr__queues_init */
     struct mqr_queues *queues;
+    /* durable queues' rows in the store (store_queue.h); NULL without a
+     * file store */
+    struct mqr_store_queues *store_queues;
 
     void *script; /* the bindings' script host, NULL until a script loads */
     const mqr_script_ops_t *script_ops;

@@ -10,6 +10,8 @@
  */
 #include "queue_impl.h"
 
+#include "store_queue.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -346,6 +348,7 @@ int mqr__queues_init(mqr_engine_t *e, const mqr_queues_options_t *opts)
     mqr__q_tx_init(s); /* the tx timer, counted in handles_open */
     if (e->stopping) set_unref_all(s);
     e->queues = s;
+    mqr__store_queues_attach(e); /* durable queues go to a file store, if any */
     return 0;
 }
 
@@ -382,6 +385,14 @@ int mqr__queues_set_store_ops(mqr_engine_t *e, const mqr_queue_store_ops_t *ops,
     if (!e->queues) return MQR_ENOTINIT;
     e->queues->ops = ops;
     e->queues->ops_ctx = ctx;
+    return 0;
+}
+
+int mqr__queues_set_restore(mqr_engine_t *e, mqr_queue_restore_fn fn, void *ctx)
+{
+    if (!e->queues) return MQR_ENOTINIT;
+    e->queues->restore = fn;
+    e->queues->restore_ctx = ctx;
     return 0;
 }
 
@@ -457,6 +468,13 @@ int mqr__queue_new(mqr_engine_t *e, const mqr_queue_config_t *cfg, mqr_queue_t *
     if (s->queues) s->queues->prev = q;
     s->queues = q;
     s->nqueues++;
+    if (q->cfg.durable && s->restore) {
+        int rc = s->restore(s->restore_ctx, q);
+        if (rc < 0) {
+            mqr__queue_close(q); /* closing is not deleting: the rows stay */
+            return rc;
+        }
+    }
     *out = q;
     return 0;
 }
@@ -771,6 +789,13 @@ int mqr__queue_restore(mqr_queue_t *q, uint64_t id, mqr_msg_t *msg, int priority
         return 0;
     }
     mqr__q_make_ready(q, e, false);
+    return 0;
+}
+
+int mqr__queue_restore_ids(mqr_queue_t *q, uint64_t next_id)
+{
+    if (q->closed) return MQR_ECLOSED;
+    if (next_id > q->next_id) q->next_id = next_id;
     return 0;
 }
 

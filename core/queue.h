@@ -19,6 +19,10 @@
  * cfg.durable calls the store ops installed with mqr__queues_set_store_ops()
  * at the moments an entry becomes visible, is acknowledged, is dead-lettered
  * or is removed, and mqr__queue_restore() puts stored entries back at start.
+ * With a file store, core/store_queue.c implements it (store_queue.h): a
+ * durable publish is durable once the store has committed it, which the
+ * caller learns with mqr__store_after_commit(e->store, cb, arg) right after
+ * mqr__queue_publish() returned 0 (cb's status 0 = on disk).
  *
  * docs/queues.md tells the behaviour in full; this header says who owns what.
  */
@@ -102,6 +106,18 @@ typedef struct {
 } mqr_queue_store_ops_t;
 
 int mqr__queues_set_store_ops(mqr_engine_t *e, const mqr_queue_store_ops_t *ops, void *ctx);
+
+/* The other half of the seam: fn(ctx, q) runs inside mqr__queue_new for a
+ * queue created with cfg.durable, once it exists and before it is returned,
+ * to put its stored entries back (mqr__queue_restore, mqr__queue_restore_dead,
+ * mqr__queue_restore_ids). A failure (< 0) closes the queue (nothing is
+ * deleted) and mqr__queue_new returns that code. fn NULL: nothing restored.
+ *
+ * When the engine keeps a file store, mqr__queues_init installs the store's
+ * ops and restore function (core/store_queue.c) itself; setting others here
+ * replaces them. */
+typedef int (*mqr_queue_restore_fn)(void *ctx, mqr_queue_t *q);
+int mqr__queues_set_restore(mqr_engine_t *e, mqr_queue_restore_fn fn, void *ctx);
 
 /* ---- queues ------------------------------------------------------------- */
 
@@ -194,7 +210,10 @@ typedef struct {
  *   MQR_EMEMLIMIT   the queue's or the engine's memory limit reached (and
  *                   nothing to drop);
  *   a store error   (durable queue, stored callback failed).
- * A refused publish changes nothing but the refusal counters. */
+ * A refused publish changes nothing but the refusal counters. On a durable
+ * queue, 0 means enqueued and written into the store's open transaction: the
+ * entry is durable once mqr__store_after_commit(e->store, cb, arg), called
+ * after this returns, reports status 0 (store_queue.h). */
 int mqr__queue_publish(mqr_queue_t *q, mqr_msg_t *msg, const mqr_queue_pub_opts_t *opts,
                        uint64_t *id);
 
@@ -427,5 +446,10 @@ int mqr__queue_restore(mqr_queue_t *q, uint64_t id, mqr_msg_t *msg, int priority
  * depth, not in its totals (those are since the queue opened). Returns 0,
  * MQR_ECLOSED, MQR_ENODLQ, MQR_EINVAL, MQR_ENOMEM. */
 int mqr__queue_restore_dead(mqr_queue_t *q, const mqr_queue_dead_t *dead);
+
+/* Ids given from now on are at least next_id (never lowers them): the store
+ * keeps a high-water mark so that ids acked before a restart are not given
+ * again. Returns 0 or MQR_ECLOSED. */
+int mqr__queue_restore_ids(mqr_queue_t *q, uint64_t next_id);
 
 #endif

@@ -152,6 +152,8 @@ struct mqr_queues {
 
     const mqr_queue_store_ops_t *ops;
     void *ops_ctx;
+    mqr_queue_restore_fn restore; /* durable queues, in mqr__queue_new */
+    void *restore_ctx;
 
     /* transactions */
     uint64_t next_txid;

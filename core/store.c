@@ -93,6 +93,45 @@ static const mqr_store_migration_t migrations[] = {
         "  server_key BLOB NOT NULL,"
         "  created_ms INT NOT NULL DEFAULT 0"
         ");"},
+    /* durable queues (core/store_queue.c): one row per queue name (qid, and
+     * next_id, a high-water mark so ids are never given twice), its entries
+     * not yet acknowledged or removed, and its dead letters */
+    {4, "CREATE TABLE queues ("
+        "  qid INTEGER PRIMARY KEY,"
+        "  name TEXT UNIQUE NOT NULL,"
+        "  next_id INT NOT NULL DEFAULT 1"
+        ");"
+        "CREATE TABLE queue_msgs ("
+        "  qid INT NOT NULL,"
+        "  id INT NOT NULL,"
+        "  priority INT NOT NULL,"
+        "  expires_ms INT NOT NULL DEFAULT 0,"
+        "  attempts INT NOT NULL DEFAULT 0,"
+        "  qos INT NOT NULL DEFAULT 0,"
+        "  retain INT NOT NULL DEFAULT 0,"
+        "  topic TEXT NOT NULL,"
+        "  payload BLOB,"
+        "  props BLOB,"
+        "  created_ms INT NOT NULL,"
+        "  expiry_s INT NOT NULL DEFAULT 0,"
+        "  PRIMARY KEY(qid, id)"
+        ") WITHOUT ROWID;"
+        "CREATE TABLE queue_dead ("
+        "  qid INT NOT NULL,"
+        "  id INT NOT NULL,"
+        "  priority INT NOT NULL,"
+        "  reason INT NOT NULL,"
+        "  attempts INT NOT NULL,"
+        "  dead_ms INT NOT NULL,"
+        "  qos INT NOT NULL DEFAULT 0,"
+        "  retain INT NOT NULL DEFAULT 0,"
+        "  topic TEXT NOT NULL,"
+        "  payload BLOB,"
+        "  props BLOB,"
+        "  created_ms INT NOT NULL,"
+        "  expiry_s INT NOT NULL DEFAULT 0,"
+        "  PRIMARY KEY(qid, id)"
+        ") WITHOUT ROWID;"},
 };
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

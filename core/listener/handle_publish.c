@@ -8,8 +8,10 @@
  * write: its PUBACK/PUBREC waits for the store's commit, and every ack
  * behind it waits too, since acks must keep the order of the packets
  * (3.1.1 §4.6, 5.0 §4.6). So does an ack for a message that a persistent
- * session stored (queued offline, or in flight to it), and a PUBREC whose
- * packet id a persistent session stored. v5 topic aliases are resolved
+ * session stored (queued offline, or in flight to it), a PUBREC whose
+ * packet id a persistent session stored, and in general any ack for a
+ * message whose routing wrote to the store (a durable queue bound to its
+ * topic): the store's write counter tells. v5 topic aliases are resolved
  * here. This file never copies a payload: the message is built from the
  * read buffer once.
  */
@@ -23,6 +25,14 @@
 #include <string.h>
 
 /* ---- acks in order -------------------------------------------------------- */
+
+static uint64_t store_writes(const mqr_store_t *store)
+{
+    if (!store) return 0;
+    mqr_store_stats_t st;
+    mqr__store_stats(store, &st);
+    return st.writes;
+}
 
 static int ack_push(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reason, bool ready)
 {
@@ -279,6 +289,8 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     mqr_lconn_t *outer = l->publisher;
     l->publisher = c;
     l->wrote = false;
+    /* any store write made while routing it (a durable queue, ...) */
+    uint64_t writes = store_writes(l->e->store);
     if (m) {
         rc = mqr__engine_publish(l->e, m);
         mqr_msg_unref(m);
@@ -298,8 +310,9 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     if (p.qos == 2 && reason == MQR_MQTT_RC_SUCCESS && qos2_add(c, p.packet_id) < 0)
         reason = MQR_MQTT_RC_UNSPECIFIED;
     /* a retained message, a message queued for a persistent session or a
-     * stored QoS 2 id is acknowledged once the store has committed it */
-    if ((p.retain || l->wrote) && rc >= 0)
+     * durable queue, a stored QoS 2 id: whatever routing wrote to the store
+     * is acknowledged once the store has committed it */
+    if ((p.retain || l->wrote || store_writes(l->e->store) != writes) && rc >= 0)
         mqr__listener_ack_after_commit(c, type, p.packet_id, reason);
     else
         mqr__listener_ack(c, type, p.packet_id, reason);
