@@ -440,5 +440,6 @@ static inline void ping(client_t *c)
     cl_send(c, req, 2);
     cl_expect(c, MQR_MQTT_PINGRESP);
     assert_int_equal(c->pkt_len, 2);
+}
 
 #endif

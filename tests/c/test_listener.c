@@ -32,7 +32,6 @@
 #include <cmocka.h>
 
 #include "listener_harness.h"
-}
 
 /* ---- CONNECT / CONNACK ---------------------------------------------------- */
 

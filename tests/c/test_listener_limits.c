@@ -34,7 +34,6 @@
 #include <cmocka.h>
 
 #include "listener_harness.h"
-}
 
 /* ---- CONNECT / CONNACK ---------------------------------------------------- */
 

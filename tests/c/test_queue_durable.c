@@ -12,7 +12,6 @@
  * committed.
  */
 #include "listener_harness.h"
-} /* the harness leaves ping() open for its includer to close */
 
 #include "engine.h"
 #include "queue.h"

@@ -33,7 +33,6 @@
 #include <cmocka.h>
 
 #include "listener_harness.h"
-}
 
 /* ---- session helpers ------------------------------------------------------ */
 
