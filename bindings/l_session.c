@@ -761,6 +761,72 @@ static int l_session_publish_async(lua_State *L)
     return 1;
 }
 
+/* The answer of a SUBSCRIBE, UNSUBSCRIBE or ping comes like a publish's:
+ * a "_publish_done" event with the id returned here. */
+static int start_async(lua_State *L, l_session_t *s, int kind, const char *filter, int qos)
+{
+    static double next_id;
+    if (!s->u) return mqr__lua_fail(L, MQR_ECLOSED, NULL);
+    pub_wait_t *w = malloc(sizeof *w);
+    if (!w) return mqr__lua_fail(L, MQR_ENOMEM, NULL);
+    w->h = s->host;
+    w->id = -(++next_id); /* negative: never equal to a publish's id */
+    int rc = kind == 0   ? mqr__upstream_subscribe_cb(s->u, filter, qos, pub_done, w)
+             : kind == 1 ? mqr__upstream_unsubscribe_cb(s->u, filter, pub_done, w)
+                         : mqr__upstream_ping_cb(s->u, pub_done, w);
+    if (rc < 0) {
+        free(w);
+        return mqr__lua_fail(L, rc, NULL);
+    }
+    lua_pushnumber(L, w->id);
+    return 1;
+}
+
+/* up:_subscribe_async(filter, qos) -> id | nil, err, name */
+static int l_session_subscribe_async(lua_State *L)
+{
+    l_session_t *s = check_session(L);
+    const char *filter = luaL_checkstring(L, 2);
+    int qos = (int)luaL_optinteger(L, 3, 0);
+    if (qos < 0 || qos > 2) return luaL_argerror(L, 3, "QoS must be 0, 1 or 2");
+    return start_async(L, s, 0, filter, qos);
+}
+
+static int l_session_unsubscribe_async(lua_State *L)
+{
+    l_session_t *s = check_session(L);
+    return start_async(L, s, 1, luaL_checkstring(L, 2), 0);
+}
+
+static int l_session_ping_async(lua_State *L)
+{
+    return start_async(L, check_session(L), 2, NULL, 0);
+}
+
+/* up:subscribe(filter [, qos]) -> true | nil, err, name: one more reference
+ * on filter (restored after reconnects) without waiting for the answer;
+ * up:unsubscribe(filter) drops one. */
+static int l_session_subscribe(lua_State *L)
+{
+    l_session_t *s = check_session(L);
+    const char *filter = luaL_checkstring(L, 2);
+    int qos = (int)luaL_optinteger(L, 3, 0);
+    if (qos < 0 || qos > 2) return luaL_argerror(L, 3, "QoS must be 0, 1 or 2");
+    int rc = s->u ? mqr__upstream_subscribe(s->u, filter, qos) : MQR_ECLOSED;
+    if (rc < 0) return mqr__lua_fail(L, rc, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_session_unsubscribe(lua_State *L)
+{
+    l_session_t *s = check_session(L);
+    int rc = s->u ? mqr__upstream_unsubscribe(s->u, luaL_checkstring(L, 2)) : MQR_ECLOSED;
+    if (rc < 0) return mqr__lua_fail(L, rc, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_session_name(lua_State *L)
 {
     lua_pushstring(L, check_session(L)->name);
@@ -777,6 +843,8 @@ void mqr__lsession_register(lua_State *L)
         {"status", l_session_status},
         {"close", l_session_close},
         {"_publish_async", l_session_publish_async},
+        {"subscribe", l_session_subscribe},
+        {"unsubscribe", l_session_unsubscribe},
         {NULL, NULL},
     };
     luaL_newmetatable(L, "mqrouter.session");
@@ -867,7 +935,8 @@ static const char session_lua[] =
     "    local co = pubs[ev.id]\n"
     "    if not co then return end\n"
     "    pubs[ev.id] = nil\n"
-    "    if ev.ok then resume(co, true) else resume(co, nil, ev.err, ev.reason) end\n"
+    "    if ev.ok then resume(co, true, nil, ev.reason) else resume(co, nil, ev.err, ev.reason) "
+    "end\n"
     "    return\n"
     "  end\n"
     "  local list = handlers[ev.type]\n"
@@ -886,21 +955,54 @@ static const char session_lua[] =
     "    resume(w.co, true)\n"
     "  end\n"
     "end\n"
-    "function methods.publish_sync(self, topic, payload, opts)\n"
-    "  local co = current('publish_sync')\n"
-    "  local timeout = opts and opts.timeout or 5\n"
-    "  local id, err, name = C.publish_async(self, topic, payload, opts)\n"
-    "  if not id then return nil, err, name end\n"
+    "local function wait_answer(co, id, timeout, what)\n"
     "  pubs[id] = co\n"
     "  local t = mq.after(timeout, function()\n"
     "    if not pubs[id] then return end\n"
     "    pubs[id] = nil\n"
-    "    resume(co, nil, string.format('ETIMEDOUT: no answer to the publish on %s after %g s',\n"
-    "      topic, timeout), 'ETIMEDOUT')\n"
+    "    resume(co, nil, string.format('ETIMEDOUT: no answer to the %s after %g s', what, "
+    "timeout),\n"
+    "      'ETIMEDOUT')\n"
     "  end)\n"
     "  local a, b, c = yield()\n"
     "  t:stop()\n"
     "  return a, b, c\n"
+    "end\n"
+    "function methods.publish_sync(self, topic, payload, opts)\n"
+    "  local co = current('publish_sync')\n"
+    "  local id, err, name = C.publish_async(self, topic, payload, opts)\n"
+    "  if not id then return nil, err, name end\n"
+    "  local ok, e, reason = wait_answer(co, id, opts and opts.timeout or 5, 'publish on ' .. "
+    "topic)\n"
+    "  if ok then return true end\n"
+    "  return nil, e, reason\n"
+    "end\n"
+    "function methods.subscribe_sync(self, filter, opts)\n"
+    "  local co = current('subscribe_sync')\n"
+    "  local id, err, name = C.subscribe_async(self, filter, opts and opts.qos or 0)\n"
+    "  if not id then return nil, err, name end\n"
+    "  local ok, e, reason = wait_answer(co, id, opts and opts.timeout or 5,\n"
+    "    'subscription to ' .. filter)\n"
+    "  if ok then return reason end\n"
+    "  return nil, e, reason\n"
+    "end\n"
+    "function methods.unsubscribe_sync(self, filter, opts)\n"
+    "  local co = current('unsubscribe_sync')\n"
+    "  local id, err, name = C.unsubscribe_async(self, filter)\n"
+    "  if not id then return nil, err, name end\n"
+    "  local ok, e, reason = wait_answer(co, id, opts and opts.timeout or 5,\n"
+    "    'unsubscribe from ' .. filter)\n"
+    "  if ok then return true, reason end\n"
+    "  return nil, e, reason\n"
+    "end\n"
+    "function methods.ping(self, timeout)\n"
+    "  local co = current('ping')\n"
+    "  local t0 = mq.now()\n"
+    "  local id, err, name = C.ping_async(self)\n"
+    "  if not id then return nil, err, name end\n"
+    "  local ok, e, reason = wait_answer(co, id, timeout or 5, 'ping')\n"
+    "  if ok then return mq.now() - t0 end\n"
+    "  return nil, e, reason\n"
     "end\n"
     "local json\n"
     "function methods.publish_json(self, topic, value, opts)\n"
@@ -1028,6 +1130,12 @@ void mqr__lsession_open(lua_State *L)
     lua_setfield(L, -2, "names");
     lua_pushcfunction(L, l_session_publish_async);
     lua_setfield(L, -2, "publish_async");
+    lua_pushcfunction(L, l_session_subscribe_async);
+    lua_setfield(L, -2, "subscribe_async");
+    lua_pushcfunction(L, l_session_unsubscribe_async);
+    lua_setfield(L, -2, "unsubscribe_async");
+    lua_pushcfunction(L, l_session_ping_async);
+    lua_setfield(L, -2, "ping_async");
     lua_call(L, 3, 1);
     lua_setfield(L, LUA_REGISTRYINDEX, DISPATCH_KEY);
     mqr__upstream_observe(st->host->e, observe, st->host); /* once per host: EEXIST after */

@@ -54,6 +54,8 @@ struct up_sub {
     int qos;
     MQTTAsync_token token; /* of the last SUBSCRIBE sent, to match its answer */
     bool awaiting;         /* restored after a connect, answer not seen: not ready yet */
+    bool pending;          /* a SUBSCRIBE sent and not answered */
+    int granted;           /* the last answer: granted QoS (v5: reason code); -1 none */
     char filter[];
 };
 
@@ -75,6 +77,7 @@ struct up_pub {
     mqr_upstream_t *u;
     mqr_upstream_done_fn done; /* NULL once answered or cancelled */
     void *arg;
+    up_sub_t *sub; /* waiting for this subscription's SUBACK (else NULL) */
 };
 
 typedef enum {
@@ -949,6 +952,7 @@ static int send_subscribe(mqr_upstream_t *u, up_sub_t *s)
     free(remote);
     if (rc == MQTTASYNC_SUCCESS) {
         s->token = r.token;
+        s->pending = true;
     } else if (rc != MQTTASYNC_DISCONNECTED) {
         /* DISCONNECTED: the loss is queued for us; we subscribe again on
          * reconnect. */
@@ -1096,6 +1100,22 @@ static void pub_done(mqr_upstream_t *u, up_event_t *ev)
         if (p->done) p->done(p->arg, status, ev->reason);
         free(p);
         return;
+    }
+}
+
+/* Answers (and frees) every waiter of s's SUBACK. A waiter may close u. */
+static void answer_sub_waiters(mqr_upstream_t *u, up_sub_t *s, int status, int reason)
+{
+    for (;;) {
+        up_pub_t **pp = &u->pubs;
+        while (*pp && (*pp)->sub != s)
+            pp = &(*pp)->next;
+        up_pub_t *p = *pp;
+        if (!p) return;
+        *pp = p->next;
+        if (p->done) p->done(p->arg, status, reason);
+        free(p);
+        if (u->closing) return;
     }
 }
 
@@ -1256,6 +1276,11 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
         break;
     case EV_SUB_OK: {
         up_sub_t *s = sub_by_token(u, ev->token);
+        if (s) {
+            s->pending = false;
+            s->granted = ev->code;
+            answer_sub_waiters(u, s, ev->code < 0x80 ? 0 : MQR_EUPSTREAM, ev->code);
+        }
         if (s && ev->code < s->qos)
             MQR_LOG_I("upstream", "session '%s': broker granted QoS %d for '%s' (asked %d)",
                       u->name, ev->code, s->filter, s->qos);
@@ -1270,6 +1295,9 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
         up_sub_t *s = sub_by_token(u, ev->token);
         /* Interrupted by a disconnect: the reconnect subscribes again. */
         if (ev->code == MQTTASYNC_OPERATION_INCOMPLETE || !s) break;
+        s->pending = false;
+        s->granted = ev->reason ? ev->reason : 0x80;
+        answer_sub_waiters(u, s, MQR_EUPSTREAM, s->granted);
         describe_failure(why, sizeof why, ev->code == MQTT_BAD_SUBSCRIBE ? 0 : ev->code,
                          ev->reason ? ev->reason : (ev->code == MQTT_BAD_SUBSCRIBE ? 0x80 : 0),
                          NULL);
@@ -1974,6 +2002,8 @@ int mqr__upstream_subscribe(mqr_upstream_t *u, const char *filter, int qos)
     s->qos = qos;
     s->token = 0;
     s->awaiting = false;
+    s->pending = false;
+    s->granted = -1;
     memcpy(s->filter, filter, len + 1);
     s->next = u->subs;
     u->subs = s;
@@ -1994,6 +2024,7 @@ int mqr__upstream_unsubscribe(mqr_upstream_t *u, const char *filter)
     if (!s) return MQR_ENOENT;
     if (--s->refs > 0) return 0;
     *pp = s->next;
+    answer_sub_waiters(u, s, MQR_ECLOSED, 0);
     if (s->awaiting) u->subs_awaiting--;
     if (u->state == MQR_UPSTREAM_CONNECTED) {
         /* If this fails the broker keeps sending until the next clean
@@ -2033,6 +2064,137 @@ int mqr__upstream_set_sub_options(mqr_upstream_t *u, const char *filter, bool no
 }
 
 static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p);
+
+/* A waiter listed in u->pubs (so that close answers it), or NULL. */
+static up_pub_t *waiter_new(mqr_upstream_t *u, mqr_upstream_done_fn done, void *arg)
+{
+    up_pub_t *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->u = u;
+    p->done = done;
+    p->arg = arg;
+    p->next = u->pubs;
+    u->pubs = p;
+    return p;
+}
+
+static void waiter_drop(mqr_upstream_t *u, up_pub_t *p)
+{
+    for (up_pub_t **pp = &u->pubs; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    free(p);
+}
+
+/* Answers p on a later loop turn, through the session's own queue. */
+static int waiter_answer_later(up_pub_t *p, int code, int reason)
+{
+    up_event_t *ev = ev_new(EV_PUB_DONE, 0, NULL);
+    if (!ev) return MQR_ENOMEM;
+    ev->code = code;
+    ev->reason = reason;
+    ev->ptr = p;
+    ev_push(p->u, ev);
+    return 0;
+}
+
+int mqr__upstream_subscribe_cb(mqr_upstream_t *u, const char *filter, int qos,
+                               mqr_upstream_done_fn done, void *arg)
+{
+    if (!done) return MQR_EINVAL;
+    int rc = mqr__upstream_subscribe(u, filter, qos);
+    if (rc < 0) return rc;
+    up_sub_t *s = u->subs;
+    while (s && strcmp(s->filter, filter) != 0)
+        s = s->next;
+    up_pub_t *p = s ? waiter_new(u, done, arg) : NULL;
+    if (!p) {
+        mqr__upstream_unsubscribe(u, filter);
+        return MQR_ENOMEM;
+    }
+    /* Answered already and nothing newer on the way: say so now (on the
+     * next turn); otherwise at the next SUBACK, after a reconnect if need be. */
+    if (u->state == MQR_UPSTREAM_CONNECTED && !s->pending && s->granted >= 0) {
+        rc = waiter_answer_later(p, s->granted < 0x80 ? 0 : MQTT_BAD_SUBSCRIBE, s->granted);
+        if (rc < 0) {
+            waiter_drop(u, p);
+            mqr__upstream_unsubscribe(u, filter);
+        }
+        return rc;
+    }
+    p->sub = s;
+    return 0;
+}
+
+/* Sends an UNSUBSCRIBE of remote filter f whose UNSUBACK answers p. */
+static int send_unsubscribe(mqr_upstream_t *u, const char *f, up_pub_t *p)
+{
+    MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
+    r.context = p;
+    if (u->version == MQTTVERSION_5) {
+        r.onSuccess5 = on_pub_ok5;
+        r.onFailure5 = on_pub_failed5;
+    } else {
+        r.onSuccess = on_pub_ok;
+        r.onFailure = on_pub_failed;
+    }
+    return map_paho(MQTTAsync_unsubscribe(u->client, f, &r));
+}
+
+int mqr__upstream_unsubscribe_cb(mqr_upstream_t *u, const char *filter, mqr_upstream_done_fn done,
+                                 void *arg)
+{
+    if (!filter || !done) return MQR_EINVAL;
+    if (u->closing) return MQR_ECLOSED;
+    up_sub_t *s = u->subs;
+    while (s && strcmp(s->filter, filter) != 0)
+        s = s->next;
+    if (!s) return MQR_ENOENT;
+    if (u->state != MQR_UPSTREAM_CONNECTED || !u->client || u->rebuilding) return MQR_ENOTCONN;
+    up_pub_t *p = waiter_new(u, done, arg);
+    if (!p) return MQR_ENOMEM;
+    int rc;
+    if (s->refs > 1) {
+        /* Other routes still want the filter: it stays subscribed, and the
+         * broker has nothing to answer. */
+        s->refs--;
+        rc = waiter_answer_later(p, 0, 0);
+    } else {
+        bool oom;
+        char *remote = remote_name(u, filter, &oom);
+        rc = oom ? MQR_ENOMEM : send_unsubscribe(u, remote ? remote : filter, p);
+        free(remote);
+        if (rc == 0) {
+            /* gone from the session's list now: not restored after a reconnect */
+            up_sub_t **pp = &u->subs;
+            while (*pp != s)
+                pp = &(*pp)->next;
+            *pp = s->next;
+            if (s->awaiting) u->subs_awaiting--;
+            answer_sub_waiters(u, s, MQR_ECLOSED, 0);
+            free(s);
+            check_ready(u);
+        }
+    }
+    if (rc < 0) waiter_drop(u, p);
+    return rc;
+}
+
+int mqr__upstream_ping_cb(mqr_upstream_t *u, mqr_upstream_done_fn done, void *arg)
+{
+    if (!done) return MQR_EINVAL;
+    if (u->closing) return MQR_ECLOSED;
+    if (u->state != MQR_UPSTREAM_CONNECTED || !u->client || u->rebuilding) return MQR_ENOTCONN;
+    up_pub_t *p = waiter_new(u, done, arg);
+    if (!p) return MQR_ENOMEM;
+    /* Paho's MQTTAsync has no call that sends a PINGREQ; an UNSUBSCRIBE of
+     * a filter nobody uses is the same round trip and changes nothing. */
+    int rc = send_unsubscribe(u, "$mqrouter/ping", p);
+    if (rc < 0) waiter_drop(u, p);
+    return rc;
+}
 
 int mqr__upstream_publish(mqr_upstream_t *u, const mqr_msg_t *msg)
 {

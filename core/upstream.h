@@ -250,6 +250,29 @@ typedef void (*mqr_upstream_done_fn)(void *arg, int status, int reason);
 int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstream_done_fn done,
                              void *arg);
 
+/* Subscribes like mqr__upstream_subscribe() (one more reference on filter)
+ * and calls done(arg, status, reason) on the loop thread when the broker
+ * answered its SUBACK: status 0 and reason = the granted QoS (v5: the
+ * reason code), or MQR_EUPSTREAM and the failure code (0x80...), or
+ * MQR_ECLOSED when the session closes or the filter is unsubscribed first.
+ * Not connected: the answer comes with the SUBACK after the next connect.
+ * A filter already subscribed and answered is answered again at once (on
+ * the next loop turn, never inside this call). */
+int mqr__upstream_subscribe_cb(mqr_upstream_t *u, const char *filter, int qos,
+                               mqr_upstream_done_fn done, void *arg);
+/* Drops one reference on filter; when it was the last, sends UNSUBSCRIBE
+ * and done() gets the UNSUBACK (v5 reason code in reason). When other
+ * references remain nothing is sent and done(arg, 0, 0) comes on the next
+ * turn. MQR_ENOENT (not subscribed), MQR_ENOTCONN (not connected: use
+ * mqr__upstream_unsubscribe, which needs no answer). */
+int mqr__upstream_unsubscribe_cb(mqr_upstream_t *u, const char *filter, mqr_upstream_done_fn done,
+                                 void *arg);
+/* A round trip to the broker: done() when it answered. Paho's MQTTAsync has
+ * no call that sends a PINGREQ, so this sends an UNSUBSCRIBE of a filter
+ * nobody subscribes ("$mqrouter/ping"), which changes nothing
+ * and takes the same path. MQR_ENOTCONN when not connected. */
+int mqr__upstream_ping_cb(mqr_upstream_t *u, mqr_upstream_done_fn done, void *arg);
+
 /* Disconnects and frees the session (the free completes asynchronously: the
  * Paho client is destroyed on a libuv worker thread, then the session's
  * async handle closes). From the call on, u is no longer found by name, its

@@ -137,6 +137,58 @@ describe("session manager", function()
     assert.matches("must be called from a coroutine", payloads(cap, "result/outside")[1], 1, true)
   end)
 
+  it("subscribe_sync gets the SUBACK, unsubscribe_sync the UNSUBACK, ping a round trip", function()
+    for _, version in ipairs({ 4, 5 }) do
+      local b = start_broker()
+      local cap = e:capture("result/#")
+      assert(e:load(([[
+        local mq = require "mqrouter"
+        local up = mq.session{ name = "s", broker = "%s", version = %d }
+        mq.route("sub/#", function(msg)
+          if msg.origin == "session" then mq.publish("result/got", msg.payload) end
+        end)
+        mq.spawn(function()
+          assert(mq.wait_ready("s", 5))
+          local granted, err = up:subscribe_sync("sub/#", { qos = 1 })
+          mq.publish("result/granted", tostring(granted) .. " " .. tostring(err))
+          local again = up:subscribe_sync("sub/#", { qos = 1 }) -- answered already
+          mq.publish("result/again", tostring(again))
+          local bad, berr, breason = up:subscribe_sync("bad/#/x")
+          mq.publish("result/bad", tostring(bad) .. " " .. tostring(breason))
+          local rtt = up:ping(2)
+          mq.publish("result/ping", type(rtt) .. " " .. tostring(rtt and rtt < 2))
+          mq.publish("result/ready", "1")
+        end)
+        mq.route("result/unsub", function()
+          mq.spawn(function()
+            local ok1 = up:unsubscribe_sync("sub/#") -- one reference left
+            local ok2, reason = up:unsubscribe_sync("sub/#")
+            local gone, gerr = up:unsubscribe_sync("sub/#")
+            mq.publish("result/unsubbed", tostring(ok1) .. " " .. tostring(ok2) .. " " ..
+              tostring(gone) .. " " .. tostring(gerr):match("^%%u+"))
+          end)
+        end)
+      ]]):format(b.uri, version)))
+      assert.is_true(h.run_until(e, function() return #payloads(cap, "result/ready") == 1 end, 8))
+      assert.same({ "1 nil" }, payloads(cap, "result/granted"))
+      assert.same({ "1" }, payloads(cap, "result/again"))
+      assert.matches("^nil ", payloads(cap, "result/bad")[1])
+      assert.same({ "number true" }, payloads(cap, "result/ping"))
+      b.pub("sub/x", "through")
+      assert.is_true(h.run_until(e, function() return #payloads(cap, "result/got") == 1 end, 5))
+      e:publish("result/unsub", "go")
+      assert.is_true(h.run_until(e, function()
+        return #payloads(cap, "result/unsubbed") == 1
+      end, 5))
+      assert.same({ "true true nil ENOENT" }, payloads(cap, "result/unsubbed"))
+      b.pub("sub/x", "not any more")
+      h.run_until(e, function() return false end, 0.5)
+      assert.same({ "through" }, payloads(cap, "result/got"))
+      e:close()
+      e = h.engine()
+    end
+  end)
+
   it("publish_sync waits for the PUBACK; publish_batch counts; publish_json encodes", function()
     local b = start_broker()
     local cap = e:capture("result/#")
