@@ -11,6 +11,7 @@
 
 #include "queue.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -433,16 +434,33 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, l
     lua_pop(L, 1);
 }
 
+/* Keeps this module mapped until the process exits: lua_close() would
+ * otherwise dlclose it while the log sink and captured lines it owns are
+ * still installed and referenced (leak checkers then see them as lost). */
+static void stay_loaded(void)
+{
+    Dl_info info;
+    if (dladdr((void *)&stay_loaded, &info) && info.dli_fname)
+        dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE | RTLD_NOLOAD);
+}
+
 int luaopen_mqrouter(lua_State *L);
 int luaopen_mqrouter(lua_State *L)
 {
+    stay_loaded();
     static const luaL_Reg engine_methods[] = {
-        {"load", l_engine_load},     {"load_file", l_engine_load_file},
-        {"reload", l_engine_reload}, {"publish", l_engine_publish},
-        {"step", l_engine_step},     {"run", l_engine_run},
-        {"stats", l_engine_stats},   {"capture", l_engine_capture},
-        {"queue_stats", l_engine_queue_stats}, {"run_until", l_engine_run_until},
-        {"close", l_engine_close},   {NULL, NULL},
+        {"load", l_engine_load},
+        {"load_file", l_engine_load_file},
+        {"reload", l_engine_reload},
+        {"publish", l_engine_publish},
+        {"step", l_engine_step},
+        {"run", l_engine_run},
+        {"stats", l_engine_stats},
+        {"capture", l_engine_capture},
+        {"queue_stats", l_engine_queue_stats},
+        {"run_until", l_engine_run_until},
+        {"close", l_engine_close},
+        {NULL, NULL},
     };
     static const luaL_Reg capture_methods[] = {
         {"messages", l_capture_messages},

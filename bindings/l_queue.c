@@ -61,9 +61,10 @@ struct l_queue {
     uint64_t dead_published, dead_publish_failed;
 };
 
-/* The handler call running now (a stack: a handler may publish into a route
- * that reaches another consumer's... never, but a dead-letter publish can
- * run a route handler). msg:defer() marks its message here. */
+/* A consumer handler call in progress, on the C stack. Calls nest (a
+ * handler's msg:nack() may dead-letter, whose MQTT publish may run a route
+ * that pulls from another queue), so they form a stack; msg:defer() marks
+ * its message in the frame of the call that handed it out. */
 enum { QF_DEFERRED = 1 };
 struct l_qframe {
     l_qframe_t *prev;
@@ -223,8 +224,8 @@ static void on_dead(void *arg, mqr_queue_t *q, const mqr_queue_dead_t *dd)
 
 /* ---- queue messages ------------------------------------------------------------- */
 
-static void push_qmsg(lua_State *L, l_queue_t *lq, const mqr_queue_delivery_t *d,
-                      uint64_t serial, size_t idx)
+static void push_qmsg(lua_State *L, l_queue_t *lq, const mqr_queue_delivery_t *d, uint64_t serial,
+                      size_t idx)
 {
     l_qmsg_t *m = lua_newuserdata(L, sizeof *m);
     m->msg = d->msg;
@@ -376,8 +377,8 @@ static int l_qmsg_gc(lua_State *L)
 static int l_qmsg_tostring(lua_State *L)
 {
     l_qmsg_t *m = check_qmsg(L);
-    lua_pushfstring(L, "queue message(%s #%d, %s, %d bytes, attempt %d)", m->lq->d.name,
-                    (int)m->id, m->msg->topic, (int)m->msg->payload_len, (int)m->attempts);
+    lua_pushfstring(L, "queue message(%s #%d, %s, %d bytes, attempt %d)", m->lq->d.name, (int)m->id,
+                    m->msg->topic, (int)m->msg->payload_len, (int)m->attempts);
     return 1;
 }
 
@@ -706,7 +707,7 @@ static int l_q_publish_batch(lua_State *L)
         } else {
             failed++;
             if (msg) mqr__lua_fail(L, rc, lq->d.name); /* else build pushed them */
-            lua_createtable(L, 0, 3); /* [nil, err, name, failure] */
+            lua_createtable(L, 0, 3);                  /* [nil, err, name, failure] */
             lua_pushinteger(L, i);
             lua_setfield(L, -2, "index");
             lua_pushvalue(L, -3);
@@ -995,9 +996,9 @@ static int l_q_tostring(lua_State *L)
 /* ---- mq.queue -------------------------------------------------------------------- */
 
 static const char *const known[] = {
-    "durable",      "ack_timeout", "max_attempts", "dead_letter", "dead_letter_expired",
-    "dlq_max",      "priority",    "ttl",          "max_memory",  "max_messages",
-    "drop_oldest",  "backoff",     "dedup",        NULL,
+    "durable",     "ack_timeout", "max_attempts", "dead_letter", "dead_letter_expired",
+    "dlq_max",     "priority",    "ttl",          "max_memory",  "max_messages",
+    "drop_oldest", "backoff",     "dedup",        NULL,
 };
 
 static double opt_number(lua_State *L, int t, const char *key, double def, double lo, double hi)
@@ -1005,7 +1006,8 @@ static double opt_number(lua_State *L, int t, const char *key, double def, doubl
     lua_getfield(L, t, key);
     double v = def;
     if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "queue option '%s' must be a number", key);
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "queue option '%s' must be a number", key);
         v = lua_tonumber(L, -1);
         if (!(v >= lo && v <= hi)) luaL_error(L, "queue option '%s' out of range", key);
     }
@@ -1076,7 +1078,8 @@ int mqr__lqueue_new(lua_State *L)
     bool priorities = opt_bool(L, 2, "priority", false);
     lua_getfield(L, 2, "backoff");
     if (!lua_isnil(L, -1)) {
-        if (!lua_istable(L, -1)) return luaL_error(L, "queue option 'backoff' must be {initial, max}");
+        if (!lua_istable(L, -1))
+            return luaL_error(L, "queue option 'backoff' must be {initial, max}");
         lua_rawgeti(L, -1, 1);
         lua_rawgeti(L, -2, 2);
         double b0 = lua_tonumber(L, -2), b1 = lua_isnil(L, -1) ? b0 : lua_tonumber(L, -1);
@@ -1094,8 +1097,8 @@ int mqr__lqueue_new(lua_State *L)
         dead_topic = lua_tostring(L, -1);
         const char *why = NULL;
         if (mqr__topic_name_check(dead_topic, strlen(dead_topic), &why) < 0)
-            return luaL_error(L, "queue '%s': invalid dead_letter topic '%s': %s", name,
-                              dead_topic, why ? why : "invalid");
+            return luaL_error(L, "queue '%s': invalid dead_letter topic '%s': %s", name, dead_topic,
+                              why ? why : "invalid");
     } else if (lua_type(L, -1) == LUA_TBOOLEAN) {
         cfg.dead_letter = lua_toboolean(L, -1);
     } else if (!lua_isnil(L, -1)) {
@@ -1228,7 +1231,8 @@ static int l_tx_publish(lua_State *L)
 static int tx_end(lua_State *L, bool commit)
 {
     l_tx_t *tx = check_tx(L);
-    int rc = commit ? mqr__queue_tx_commit(tx->e, tx->txid) : mqr__queue_tx_rollback(tx->e, tx->txid);
+    int rc =
+        commit ? mqr__queue_tx_commit(tx->e, tx->txid) : mqr__queue_tx_rollback(tx->e, tx->txid);
     tx->done = true;
     if (rc < 0) return mqr__lua_fail(L, rc, NULL);
     lua_pushboolean(L, 1);
