@@ -378,6 +378,65 @@ describe("mq.queue", function()
     assert.are.same({ "m1", "m2" }, payloads(ok))
   end)
 
+  it("stops a consumer over its budget and nacks its message", function()
+    e:close()
+    e = h.engine({ budget_ms = 50 })
+    load([[
+      local q = mq.queue("slow", { max_attempts = 1, dead_letter = "dead" })
+      q:publish("spin")
+      q:consume(function(m) while true do end end)
+    ]])
+    local cap = e:capture("dead")
+    assert.is_true(wait_count(cap, 1, 3))
+    assert.are.equal("max_attempts", user_props(cap:messages()[1])["mqrouter-reason"])
+    assert.are.equal(1, e:stats().budget_errors)
+    assert.are.equal(1, e:queue_stats("slow").nacked)
+  end)
+
+  it("cancels a consumer; its held messages go back; defer() only inside the handler", function()
+    load([[
+      local q = mq.queue("c")
+      local kept
+      local c = q:consume(function(m) m:defer(); kept = m end)
+      q:publish("a")
+      mq.route("cancel", function()
+        local ok, err, name = kept:defer()
+        mq.publish("late-defer", tostring(name))
+        c:cancel()
+        mq.publish("cstats", c:stats().calls .. " " .. tostring(c:stats().active))
+        mq.publish("back", q:stats().ready)
+        q:close()
+        mq.publish("closed", tostring(q:closed()) .. " " .. select(3, q:publish("x")) .. " " ..
+          select(3, q:consume(function() end)) .. " " .. select(3, kept:ack()))
+      end)
+    ]])
+    e:run_until(function() return e:queue_stats("c").in_flight == 1 end, 2)
+    local cap = e:capture("#")
+    e:publish("cancel", "")
+    local got = {}
+    for _, m in ipairs(cap:messages()) do got[m.topic] = m.payload end
+    assert.are.equal("ENOENT", got["late-defer"])
+    assert.are.equal("1 false", got.cstats)
+    assert.are.equal("1", got.back)
+    assert.are.equal("true ECLOSED ECLOSED ECLOSED", got.closed)
+  end)
+
+  it("reports a full queue in the engine's health", function()
+    load([[
+      local q = mq.queue("h", { max_messages = 10 })
+      mq.route("fill", function(m)
+        for i = 1, tonumber(m.payload) do q:publish("x") end
+        mq.publish("status", mq.queues_health().status .. " " ..
+          mq.queues_health().totals.depth)
+      end)
+    ]])
+    local cap = e:capture("status")
+    e:publish("fill", "1")
+    e:publish("fill", "7")
+    e:publish("fill", "2")
+    assert.are.same({ "ok 1", "degraded 8", "full 10" }, payloads(cap))
+  end)
+
   it("lists queues and the engine's queue health", function()
     load([[
       mq.queue("b"); mq.queue("a", { max_messages = 10 })
