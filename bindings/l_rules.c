@@ -297,11 +297,18 @@ int mqr__rules_open(lua_State *L)
     lua_pop(L, 1);
 
     static const luaL_Reg fns[] = {
-        {"route", l_route},           {"publish", l_publish}, {"every", l_every},
-        {"after", l_after},           {"stats", l_stats},     {"session", mqr__lsession_new},
-        {"listen", mqr__llisten_new}, {"queue", mqr__lqueue_new},
-        {"transaction", mqr__lqueue_transaction}, {"queues", mqr__lqueue_names},
-        {"queues_health", mqr__lqueue_health}, {NULL, NULL},
+        {"route", l_route},
+        {"publish", l_publish},
+        {"every", l_every},
+        {"after", l_after},
+        {"stats", l_stats},
+        {"session", mqr__lsession_new},
+        {"listen", mqr__llisten_new},
+        {"queue", mqr__lqueue_new},
+        {"transaction", mqr__lqueue_transaction},
+        {"queues", mqr__lqueue_names},
+        {"queues_health", mqr__lqueue_health},
+        {NULL, NULL},
     };
     lua_newtable(L);
     for (const luaL_Reg *f = fns; f->name; f++) {

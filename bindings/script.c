@@ -758,7 +758,8 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
                 qttl = -1;
             else if (!lua_isnil(L, -1)) {
                 double s = luaL_checknumber(L, -1);
-                if (!(s > 0) || s > 1e9) return luaL_argerror(L, opts_idx, "ttl must be seconds > 0");
+                if (!(s > 0) || s > 1e9)
+                    return luaL_argerror(L, opts_idx, "ttl must be seconds > 0");
                 qttl = (int64_t)(s * 1000.0 + 0.999);
             }
             lua_pop(L, 2);

@@ -39,11 +39,11 @@ struct l_route {
     mqr_trie_entry_t *entry; /* NULL until activated, and after stop */
     l_session_t *session;    /* NULL = every origin */
     char *filter;
-    char *dead_letter; /* topic for messages the handler failed on; NULL = drop */
-    char *name;        /* for logs and stats: "route 'sensors/#' (rules.lua:12)" */
-    int fn_ref;               /* LUA_NOREF when the route feeds a queue */
-    struct mqr_queue *queue;  /* a route into a queue (a reference), else NULL */
-    int queue_priority;       /* its publish options */
+    char *dead_letter;       /* topic for messages the handler failed on; NULL = drop */
+    char *name;              /* for logs and stats: "route 'sensors/#' (rules.lua:12)" */
+    int fn_ref;              /* LUA_NOREF when the route feeds a queue */
+    struct mqr_queue *queue; /* a route into a queue (a reference), else NULL */
+    int queue_priority;      /* its publish options */
     int64_t queue_ttl_ms;
     int qos;
     bool stopped;
@@ -115,7 +115,7 @@ struct mqr_script {
     l_session_t *sessions;
     l_listen_t *listens;
     l_qhost_t *qhost; /* queues the scripts declared (l_queue.c); NULL until the first */
-    char *path; /* the file loaded last, for reload and watching */
+    char *path;       /* the file loaded last, for reload and watching */
     uv_fs_event_t watch;
     bool watching;
     uv_timer_t debounce;
@@ -187,10 +187,10 @@ void mqr__llisten_close_all(mqr_script_t *h);
  * across reloads like listeners; consumers belong to a state: started when
  * it takes over, cancelled when it closes. */
 void mqr__lqueue_register(lua_State *L);
-int mqr__lqueue_new(lua_State *L);          /* mq.queue(name [, opts]) */
-int mqr__lqueue_transaction(lua_State *L);  /* mq.transaction([timeout]) */
-int mqr__lqueue_names(lua_State *L);        /* mq.queues() */
-int mqr__lqueue_health(lua_State *L);       /* mq.queues_health() */
+int mqr__lqueue_new(lua_State *L);         /* mq.queue(name [, opts]) */
+int mqr__lqueue_transaction(lua_State *L); /* mq.transaction([timeout]) */
+int mqr__lqueue_names(lua_State *L);       /* mq.queues() */
+int mqr__lqueue_health(lua_State *L);      /* mq.queues_health() */
 /* The queue of the mq.queue handle at idx (a reference for the caller), or
  * NULL when idx holds no queue handle. Raises when the queue is closed. */
 struct mqr_queue *mqr__lqueue_take(lua_State *L, int idx);
