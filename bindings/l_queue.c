@@ -679,7 +679,7 @@ static int l_q_publish(lua_State *L)
 }
 
 /* q:publish_batch({ payload | { payload, priority, ttl, id, topic, ... }, ... })
- *   -> published, failed, { { index, error, name }... } */
+ *   -> published, failed, { { index, err, name }... } */
 static int l_q_publish_batch(lua_State *L)
 {
     l_queue_t *lq = check_queue(L, 1);
@@ -711,7 +711,7 @@ static int l_q_publish_batch(lua_State *L)
             lua_pushinteger(L, i);
             lua_setfield(L, -2, "index");
             lua_pushvalue(L, -3);
-            lua_setfield(L, -2, "error");
+            lua_setfield(L, -2, "err");
             lua_pushvalue(L, -2);
             lua_setfield(L, -2, "name");
             lua_rawseti(L, fidx, failed);

@@ -268,7 +268,7 @@ describe("mq.queue", function()
         for i = 1, 3 do try(drop, tostring(i)) end
         local n, failed, failures = full:publish_batch({ "y", { payload = "z", ttl = 1 } })
         mq.publish("batch", n .. " " .. failed .. " " .. failures[1].name .. " " ..
-          failures[2].index .. " " .. failures[1].error:match("^%u+"))
+          failures[2].index .. " " .. failures[1].err:match("^%u+"))
         full:close()
         try(full, "x")
       end)
