@@ -14,6 +14,7 @@
 #ifndef MQR_SCRIPT_H
 #define MQR_SCRIPT_H
 
+#include "decl.h"
 #include "engine.h"
 #include "upstream.h"
 
@@ -81,18 +82,15 @@ struct l_session {
 };
 
 /* A listener a script declared (mq.listen). Kept across reloads when the new
- * script declares the same configuration, like sessions. */
+ * script declares the same configuration, like sessions (decl.h). */
 struct l_listen {
+    l_decl_t d; /* first: host->listens; d.name is "tls 127.0.0.1:8883" (for
+                   messages), d.config_key every setting joined */
     mqr_script_t *host;
-    l_listen_t *next;  /* host->listens */
     mqr_listener_t *l; /* NULL while deferred, or when a deferred start failed */
-    char *config_key;  /* every setting joined: equal key = same listener */
-    char *name;        /* "tls 127.0.0.1:8883", for messages */
     char *strs[4];     /* host, cert, key, cafile: owned copies for a deferred start */
     mqr_listen_options_t opts;
-    bool deferred;         /* its port is held by a listener the new script drops */
-    l_state_t *claimed_by; /* newest state that declared it */
-    l_state_t *created_by; /* the loading state that created it, until it takes over */
+    bool deferred; /* its port is held by a listener the new script drops */
 };
 
 struct l_state {
@@ -113,9 +111,9 @@ struct mqr_script {
     l_state_t *cur;
     l_state_t *loading;
     l_session_t *sessions;
-    l_listen_t *listens;
-    l_qhost_t *qhost; /* queues the scripts declared (l_queue.c); NULL until the first */
-    char *path;       /* the file loaded last, for reload and watching */
+    l_decl_list_t listens; /* of l_listen_t */
+    l_qhost_t *qhost;      /* queues the scripts declared (l_queue.c); NULL until the first */
+    char *path;            /* the file loaded last, for reload and watching */
     uv_fs_event_t watch;
     bool watching;
     uv_timer_t debounce;
