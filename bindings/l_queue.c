@@ -631,9 +631,10 @@ static mqr_msg_t *build(lua_State *L, l_queue_t *lq, int pidx, int oidx, mqr_que
         }
         lua_pop(L, 3);
     }
-    mqr_msg_t *given = mqr__lmsg_test(L, pidx);
-    if (!given) {
-        l_qmsg_t *qm = luaL_testudata(L, pidx, QMSG_MT);
+    mqr_msg_t *given = NULL;
+    if (lua_type(L, pidx) == LUA_TUSERDATA) {
+        given = mqr__lmsg_test(L, pidx);
+        l_qmsg_t *qm = given ? NULL : luaL_testudata(L, pidx, QMSG_MT);
         if (qm) given = qm->msg;
     }
     if (given) {
