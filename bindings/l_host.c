@@ -9,6 +9,9 @@
  */
 #include "script.h"
 
+#include "queue.h"
+
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,6 +252,51 @@ static int l_engine_stats(lua_State *L)
     return 1;
 }
 
+/* e:queue_stats(name) -> the stats of the engine's queue name (as
+ * q:stats() shows them to rules) | nil, err, name */
+static int l_engine_queue_stats(lua_State *L)
+{
+    l_engine_t *le = check_engine(L);
+    const char *name = luaL_checkstring(L, 2);
+    mqr_queue_t *q;
+    int rc = le->e->queues ? mqr__queue_find(le->e, name, &q) : MQR_ENOTINIT;
+    if (rc < 0) return mqr__lua_fail(L, rc, name);
+    return mqr__lqueue_push_stats(L, q);
+}
+
+/* e:run_until(pred, seconds) runs the loop until pred() is true (checked
+ * after each loop turn, at least every 10 ms) or seconds passed; returns
+ * pred()'s last value. */
+static int l_engine_run_until(lua_State *L)
+{
+    l_engine_t *le = check_engine(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    double s = luaL_checknumber(L, 3);
+    uv_loop_t *loop = mqr_engine_loop(le->e);
+    uv_timer_t t;
+    uv_timer_init(loop, &t);
+    uv_update_time(loop);
+    uint64_t end = uv_now(loop) + (uint64_t)(s * 1000.0);
+    bool ok = false;
+    int rc = 0;
+    for (;;) {
+        lua_pushvalue(L, 2);
+        if ((rc = lua_pcall(L, 0, 1, 0)) != 0) break; /* the error stays on the stack */
+        ok = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (ok || uv_now(loop) >= end) break;
+        uint64_t left = end - uv_now(loop);
+        uv_timer_start(&t, wake, left < 10 ? left : 10, 0);
+        uv_run(loop, UV_RUN_ONCE);
+        uv_update_time(loop);
+    }
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (rc != 0) return lua_error(L);
+    lua_pushboolean(L, ok);
+    return 1;
+}
+
 /* ---- captures ---- */
 
 static void capture_msg(void *arg, mqr_msg_t *msg)
@@ -386,15 +434,33 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, l
     lua_pop(L, 1);
 }
 
+/* Keeps this module mapped until the process exits: lua_close() would
+ * otherwise dlclose it while the log sink and captured lines it owns are
+ * still installed and referenced (leak checkers then see them as lost). */
+static void stay_loaded(void)
+{
+    Dl_info info;
+    if (dladdr((void *)&stay_loaded, &info) && info.dli_fname)
+        dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE | RTLD_NOLOAD);
+}
+
 int luaopen_mqrouter(lua_State *L);
 int luaopen_mqrouter(lua_State *L)
 {
+    stay_loaded();
     static const luaL_Reg engine_methods[] = {
-        {"load", l_engine_load},     {"load_file", l_engine_load_file},
-        {"reload", l_engine_reload}, {"publish", l_engine_publish},
-        {"step", l_engine_step},     {"run", l_engine_run},
-        {"stats", l_engine_stats},   {"capture", l_engine_capture},
-        {"close", l_engine_close},   {NULL, NULL},
+        {"load", l_engine_load},
+        {"load_file", l_engine_load_file},
+        {"reload", l_engine_reload},
+        {"publish", l_engine_publish},
+        {"step", l_engine_step},
+        {"run", l_engine_run},
+        {"stats", l_engine_stats},
+        {"capture", l_engine_capture},
+        {"queue_stats", l_engine_queue_stats},
+        {"run_until", l_engine_run_until},
+        {"close", l_engine_close},
+        {NULL, NULL},
     };
     static const luaL_Reg capture_methods[] = {
         {"messages", l_capture_messages},

@@ -4,11 +4,12 @@
  *                       cert = "server.pem", key = "server.key", ... }`
  * with `l:port()`, `l:type()`, `l:host()`.
  *
- * Like sessions, listeners belong to the script host, not to a Lua state: a
- * reload that declares the same listener with the same settings keeps the
- * socket and its clients; one the new script no longer declares (or
- * declares differently) is closed when the new script takes over, never
- * before, and a reload that fails closes only what it opened itself. A
+ * Like sessions and queues, listeners belong to the script host, not to a
+ * Lua state (the claim/takeover/abandon bookkeeping is decl.c's): a reload
+ * that declares the same listener with the same settings keeps the socket
+ * and its clients; one the new script no longer declares (or declares
+ * differently) is closed when the new script takes over, never before, and
+ * a reload that fails closes only what it opened itself. A
  * changed listener on the same port cannot be bound while the old one
  * holds it: it is started at the takeover, right after the old one closes
  * (a failure then is logged; the new rules run without it).
@@ -52,19 +53,15 @@ static void listen_free(l_listen_t *x)
     if (x->l && !x->host->e->stopping) mqr_listener_close(x->l);
     for (int i = 0; i < 4; i++)
         free(x->strs[i]);
-    free(x->config_key);
-    free(x->name);
+    free(x->d.config_key);
+    free(x->d.name);
     free(x);
 }
 
-static void unlink_listen(mqr_script_t *h, l_listen_t *x)
+static void drop_listen(l_decl_t *d, mqr_decl_why_t why)
 {
-    for (l_listen_t **p = &h->listens; *p; p = &(*p)->next) {
-        if (*p == x) {
-            *p = x->next;
-            return;
-        }
-    }
+    (void)why;
+    listen_free((l_listen_t *)d);
 }
 
 static int start(l_listen_t *x, char **err)
@@ -195,9 +192,10 @@ int mqr__llisten_new(lua_State *L)
 
     l_listen_t *x = NULL;
     bool twice = false;
-    for (l_listen_t *it = h->listens; it && !x; it = it->next) {
-        if (strcmp(it->config_key, key) != 0) continue;
-        if (it->claimed_by == st)
+    for (l_decl_t *d = h->listens.head; d && !x; d = d->next) {
+        l_listen_t *it = (l_listen_t *)d;
+        if (strcmp(it->d.config_key, key) != 0) continue;
+        if (it->d.claimed_by == st)
             twice = true;
         else
             x = it;
@@ -208,8 +206,8 @@ int mqr__llisten_new(lua_State *L)
         x = calloc(1, sizeof *x);
         if (!x) return luaL_error(L, "out of memory");
         x->host = h;
-        x->config_key = strdup(key);
-        x->name = strdup(name);
+        x->d.config_key = strdup(key);
+        x->d.name = strdup(name);
         const char *src[4] = {o.host, o.cert_file, o.key_file, o.ca_file};
         for (int i = 0; i < 4; i++)
             x->strs[i] = src[i] ? strdup(src[i]) : NULL;
@@ -218,7 +216,7 @@ int mqr__llisten_new(lua_State *L)
         x->opts.cert_file = x->strs[1];
         x->opts.key_file = x->strs[2];
         x->opts.ca_file = x->strs[3];
-        if (!x->config_key || !x->name || !x->strs[0]) {
+        if (!x->d.config_key || !x->d.name || !x->strs[0]) {
             listen_free(x);
             return luaL_error(L, "out of memory");
         }
@@ -227,9 +225,11 @@ int mqr__llisten_new(lua_State *L)
         if (rc == UV_EADDRINUSE && o.port != 0) {
             /* held by a listener of the running rules that this script may
              * be replacing: start it at the takeover instead */
-            for (l_listen_t *it = h->listens; it; it = it->next)
-                if (it->l && it->claimed_by != st && mqr_listener_port(it->l) == o.port)
+            for (l_decl_t *d = h->listens.head; d; d = d->next) {
+                l_listen_t *it = (l_listen_t *)d;
+                if (it->l && it->d.claimed_by != st && mqr_listener_port(it->l) == o.port)
                     x->deferred = true;
+            }
         }
         if (rc < 0 && !x->deferred) {
             lua_pushfstring(L, "%s", err ? err : mqr_strerror(rc));
@@ -238,11 +238,9 @@ int mqr__llisten_new(lua_State *L)
             return lua_error(L);
         }
         free(err);
-        x->created_by = st;
-        x->next = h->listens;
-        h->listens = x;
+        mqr__decl_add(&h->listens, &x->d, st);
     }
-    x->claimed_by = st;
+    x->d.claimed_by = st;
     lua_pop(L, 2);
     l_listen_t **ud = lua_newuserdata(L, sizeof *ud);
     *ud = x;
@@ -254,20 +252,15 @@ int mqr__llisten_new(lua_State *L)
 void mqr__llisten_activate(mqr_script_t *h, l_state_t *st)
 {
     /* first close what the new rules dropped: their ports may be wanted */
-    for (l_listen_t *x = h->listens, *next; x; x = next) {
-        next = x->next;
-        x->created_by = NULL;
-        if (x->claimed_by == st) continue;
-        unlink_listen(h, x);
-        listen_free(x);
-    }
-    for (l_listen_t *x = h->listens; x; x = x->next) {
+    mqr__decl_takeover(&h->listens, st, drop_listen);
+    for (l_decl_t *d = h->listens.head; d; d = d->next) {
+        l_listen_t *x = (l_listen_t *)d;
         if (!x->deferred) continue;
         x->deferred = false;
         char *err = NULL;
         int rc = start(x, &err);
         if (rc < 0)
-            MQR_LOG_E("script", "listener %s not started after the reload: %s", x->name,
+            MQR_LOG_E("script", "listener %s not started after the reload: %s", x->d.name,
                       err ? err : mqr_strerror(rc));
         free(err);
     }
@@ -275,24 +268,12 @@ void mqr__llisten_activate(mqr_script_t *h, l_state_t *st)
 
 void mqr__llisten_abandon(mqr_script_t *h, l_state_t *st)
 {
-    for (l_listen_t *x = h->listens, *next; x; x = next) {
-        next = x->next;
-        if (x->created_by == st) {
-            unlink_listen(h, x);
-            listen_free(x);
-        } else if (x->claimed_by == st) {
-            x->claimed_by = h->cur;
-        }
-    }
+    mqr__decl_abandon(&h->listens, st, h->cur, drop_listen);
 }
 
 void mqr__llisten_close_all(mqr_script_t *h)
 {
-    while (h->listens) {
-        l_listen_t *x = h->listens;
-        h->listens = x->next;
-        listen_free(x);
-    }
+    mqr__decl_drop_all(&h->listens, drop_listen);
 }
 
 static l_listen_t *check_listen(lua_State *L)

@@ -30,11 +30,8 @@ static mqr_msg_t *check_msg(lua_State *L, int idx)
     return m->msg;
 }
 
-static int l_msg_index(lua_State *L)
+int mqr__lmsg_field(lua_State *L, mqr_msg_t *msg, const char *k)
 {
-    mqr_msg_t *msg = check_msg(L, 1);
-    size_t len;
-    const char *k = luaL_checklstring(L, 2, &len);
     switch (k[0]) {
     case 't':
         if (strcmp(k, "topic") == 0) {
@@ -81,6 +78,20 @@ static int l_msg_index(lua_State *L)
         }
         break;
     }
+    return 0;
+}
+
+mqr_msg_t *mqr__lmsg_test(lua_State *L, int idx)
+{
+    l_msg_t *m = luaL_testudata(L, idx, "mqrouter.message");
+    return m ? m->msg : NULL;
+}
+
+static int l_msg_index(lua_State *L)
+{
+    mqr_msg_t *msg = check_msg(L, 1);
+    const char *k = luaL_checkstring(L, 2);
+    if (mqr__lmsg_field(L, msg, k)) return 1;
     /* methods */
     lua_getmetatable(L, 1);
     lua_getfield(L, -1, "methods");

@@ -28,12 +28,13 @@ static l_state_t *state_up(lua_State *L)
     return lua_touserdata(L, lua_upvalueindex(1));
 }
 
-/* route(filter, fn [, {qos, dead_letter}]) */
+/* route(filter, fn | queue [, {qos, dead_letter [, priority, ttl]}]) */
 static int l_route(lua_State *L)
 {
     l_state_t *st = state_up(L);
     const char *filter = luaL_checkstring(L, 1);
-    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (!lua_isfunction(L, 2) && !luaL_testudata(L, 2, "mqrouter.queue"))
+        return luaL_typerror(L, 2, "function or queue");
     return mqr__route_declare(L, st, filter, 2, NULL, 3);
 }
 
@@ -296,9 +297,18 @@ int mqr__rules_open(lua_State *L)
     lua_pop(L, 1);
 
     static const luaL_Reg fns[] = {
-        {"route", l_route},           {"publish", l_publish}, {"every", l_every},
-        {"after", l_after},           {"stats", l_stats},     {"session", mqr__lsession_new},
-        {"listen", mqr__llisten_new}, {NULL, NULL},
+        {"route", l_route},
+        {"publish", l_publish},
+        {"every", l_every},
+        {"after", l_after},
+        {"stats", l_stats},
+        {"session", mqr__lsession_new},
+        {"listen", mqr__llisten_new},
+        {"queue", mqr__lqueue_new},
+        {"transaction", mqr__lqueue_transaction},
+        {"queues", mqr__lqueue_names},
+        {"queues_health", mqr__lqueue_health},
+        {NULL, NULL},
     };
     lua_newtable(L);
     for (const luaL_Reg *f = fns; f->name; f++) {

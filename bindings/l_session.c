@@ -434,7 +434,8 @@ static int l_session_route(lua_State *L)
 {
     l_session_t *s = check_session(L);
     const char *filter = luaL_checkstring(L, 2);
-    luaL_checktype(L, 3, LUA_TFUNCTION);
+    if (!lua_isfunction(L, 3) && !luaL_testudata(L, 3, "mqrouter.queue"))
+        return luaL_typerror(L, 3, "function or queue"); /* a queue: into it */
     if (lua_istable(L, 4)) {
         lua_getfield(L, 4, "no_local");
         lua_getfield(L, 4, "retain_as_published");

@@ -12,6 +12,7 @@
 
 #include "budget.h"
 #include "mqtt/codec.h"
+#include "queue.h"
 #include "topic.h"
 
 #include <errno.h>
@@ -141,6 +142,7 @@ static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *
     mqr__lmsg_register(L);
     mqr__lsession_register(L);
     mqr__llisten_register(L);
+    mqr__lqueue_register(L);
 
     /* env maker = sandbox(stdlib_dir, script_dir, rules_api) */
     if (luaL_loadbuffer(L, sandbox_lua, sizeof sandbox_lua - 1, "=sandbox") != 0) {
@@ -200,12 +202,14 @@ static void state_close(l_state_t *st)
         if (r->entry) mqr__router_remove(&e->router, r->entry);
         if (r->entry && r->session && r->session->u)
             mqr__upstream_unsubscribe(r->session->u, r->filter);
+        if (r->queue) mqr__queue_unref(r->queue);
         free(r->filter);
         free(r->name);
         free(r->dead_letter);
         free(r);
     }
     st->routes = NULL;
+    mqr__lqueue_state_close(st); /* its consumers call into st->L */
     l_timer_t *timers = st->timers;
     st->timers = NULL;
     if (st->L) lua_close(st->L);
@@ -336,6 +340,7 @@ static int state_activate(mqr_script_t *h, l_state_t *st, char **errmsg)
     mqr__lsession_activate(h, st);
     mqr__lauth_activate(h, st); /* the new state's hooks, or none */
     mqr__llisten_activate(h, st);
+    mqr__lqueue_activate(h, st);
     for (l_timer_t *t = st->timers; t; t = t->next) {
         if (t->stopped) continue;
         uv_timer_start(&t->handle, timer_fire, t->due_ms, t->repeat_ms);
@@ -413,6 +418,7 @@ fail:
     h->loading = NULL;
     mqr__lsession_abandon(h, st);
     mqr__llisten_abandon(h, st);
+    mqr__lqueue_abandon(h, st);
     state_close(st);
     return rc;
 }
@@ -569,6 +575,7 @@ static void host_free(void *arg)
     h->cur = NULL;
     mqr__lsession_close_all(h);
     mqr__llisten_close_all(h);
+    mqr__lqueue_close_all(h);
     if (h->budget) mqr__budget_free(h->budget);
     free(h->path);
     free(h);
@@ -698,6 +705,20 @@ static void route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie
     if (!st->active || r->stopped) return;
     if (r->session && msg->origin_conn != (const void *)r->session->u) return;
     r->calls++;
+    if (r->queue) { /* into a queue, topic and all; refusals are the queue's to count */
+        mqr_queue_pub_opts_t o = {.priority = r->queue_priority, .ttl_ms = r->queue_ttl_ms};
+        int rc = mqr__queue_publish(r->queue, msg, &o, NULL);
+        if (rc < 0) {
+            r->errors++;
+            snprintf(st->host->last_error, sizeof st->host->last_error, "queue '%s': %s: %s",
+                     mqr__queue_name(r->queue), mqr_err_name(rc), mqr_strerror(rc));
+            if ((r->errors & (r->errors - 1)) == 0) /* 1st, 2nd, 4th... */
+                MQR_LOG_W("rules", "%s: %s (%llu so far)", r->name, st->host->last_error,
+                          (unsigned long long)r->errors);
+            if (r->dead_letter) dead_letter(r, msg, st->host->last_error);
+        }
+        return;
+    }
     lua_State *L = st->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_ref);
     mqr__lmsg_push(L, msg);
@@ -714,6 +735,11 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
         return luaL_error(L, "invalid route filter '%s': %s", filter, why ? why : "invalid");
     int qos = 0;
     const char *dlq = NULL;
+    bool to_queue = !lua_isfunction(L, fn_idx);
+    if (to_queue && !luaL_testudata(L, fn_idx, "mqrouter.queue"))
+        return luaL_argerror(L, fn_idx, "function or queue expected");
+    int qprio = 2;
+    int64_t qttl = 0;
     if (opts_idx && !lua_isnoneornil(L, opts_idx)) {
         luaL_checktype(L, opts_idx, LUA_TTABLE);
         lua_getfield(L, opts_idx, "qos");
@@ -724,9 +750,27 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
         if (qos < 0 || qos > 2) return luaL_argerror(L, opts_idx, "qos must be 0, 1 or 2");
         if (dlq && mqr__topic_name_check(dlq, strlen(dlq), &why) < 0)
             return luaL_error(L, "invalid dead_letter topic '%s': %s", dlq, why);
+        if (to_queue) {
+            lua_getfield(L, opts_idx, "priority");
+            if (!lua_isnil(L, -1)) qprio = mqr__lqueue_priority(L, lua_gettop(L));
+            lua_getfield(L, opts_idx, "ttl");
+            if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+                qttl = -1;
+            else if (!lua_isnil(L, -1)) {
+                double s = luaL_checknumber(L, -1);
+                if (!(s > 0) || s > 1e9)
+                    return luaL_argerror(L, opts_idx, "ttl must be seconds > 0");
+                qttl = (int64_t)(s * 1000.0 + 0.999);
+            }
+            lua_pop(L, 2);
+        }
     }
+    struct mqr_queue *queue = to_queue ? mqr__lqueue_take(L, fn_idx) : NULL; /* may raise */
     l_route_t *r = calloc(1, sizeof *r);
-    if (!r) return luaL_error(L, "out of memory");
+    if (!r) {
+        if (queue) mqr__queue_unref(queue);
+        return luaL_error(L, "out of memory");
+    }
     r->base.deliver = route_deliver;
     r->st = st;
     r->session = session;
@@ -749,10 +793,18 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
         free(r->filter);
         free(r->name);
         free(r);
+        if (queue) mqr__queue_unref(queue);
         return luaL_error(L, "out of memory");
     }
-    lua_pushvalue(L, fn_idx);
-    r->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    r->queue = queue;
+    r->queue_priority = qprio;
+    r->queue_ttl_ms = qttl;
+    if (queue) {
+        r->fn_ref = LUA_NOREF;
+    } else {
+        lua_pushvalue(L, fn_idx);
+        r->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     /* keep declaration order: append */
     l_route_t **tail = &st->routes;
     while (*tail)

@@ -14,6 +14,7 @@
 #ifndef MQR_SCRIPT_H
 #define MQR_SCRIPT_H
 
+#include "decl.h"
 #include "engine.h"
 #include "upstream.h"
 
@@ -27,6 +28,8 @@ typedef struct l_route l_route_t;
 typedef struct l_timer l_timer_t;
 typedef struct l_session l_session_t;
 typedef struct l_listen l_listen_t;
+typedef struct l_qhost l_qhost_t;
+struct mqr_queue;
 
 /* A route: filter -> Lua handler, optionally bound to one upstream session
  * (then only that session's messages reach it). */
@@ -37,9 +40,12 @@ struct l_route {
     mqr_trie_entry_t *entry; /* NULL until activated, and after stop */
     l_session_t *session;    /* NULL = every origin */
     char *filter;
-    char *dead_letter; /* topic for messages the handler failed on; NULL = drop */
-    char *name;        /* for logs and stats: "route 'sensors/#' (rules.lua:12)" */
-    int fn_ref;
+    char *dead_letter;       /* topic for messages the handler failed on; NULL = drop */
+    char *name;              /* for logs and stats: "route 'sensors/#' (rules.lua:12)" */
+    int fn_ref;              /* LUA_NOREF when the route feeds a queue */
+    struct mqr_queue *queue; /* a route into a queue (a reference), else NULL */
+    int queue_priority;      /* its publish options */
+    int64_t queue_ttl_ms;
     int qos;
     bool stopped;
     uint64_t calls;
@@ -76,18 +82,15 @@ struct l_session {
 };
 
 /* A listener a script declared (mq.listen). Kept across reloads when the new
- * script declares the same configuration, like sessions. */
+ * script declares the same configuration, like sessions (decl.h). */
 struct l_listen {
+    l_decl_t d; /* first: host->listens; d.name is "tls 127.0.0.1:8883" (for
+                   messages), d.config_key every setting joined */
     mqr_script_t *host;
-    l_listen_t *next;  /* host->listens */
     mqr_listener_t *l; /* NULL while deferred, or when a deferred start failed */
-    char *config_key;  /* every setting joined: equal key = same listener */
-    char *name;        /* "tls 127.0.0.1:8883", for messages */
     char *strs[4];     /* host, cert, key, cafile: owned copies for a deferred start */
     mqr_listen_options_t opts;
-    bool deferred;         /* its port is held by a listener the new script drops */
-    l_state_t *claimed_by; /* newest state that declared it */
-    l_state_t *created_by; /* the loading state that created it, until it takes over */
+    bool deferred; /* its port is held by a listener the new script drops */
 };
 
 struct l_state {
@@ -108,8 +111,9 @@ struct mqr_script {
     l_state_t *cur;
     l_state_t *loading;
     l_session_t *sessions;
-    l_listen_t *listens;
-    char *path; /* the file loaded last, for reload and watching */
+    l_decl_list_t listens; /* of l_listen_t */
+    l_qhost_t *qhost;      /* queues the scripts declared (l_queue.c); NULL until the first */
+    char *path;            /* the file loaded last, for reload and watching */
     uv_fs_event_t watch;
     bool watching;
     uv_timer_t debounce;
@@ -148,8 +152,10 @@ int mqr__script_call_results(l_state_t *st, int nargs, int nresults, const char 
 void mqr__lmsg_push(lua_State *L, mqr_msg_t *msg);
 void mqr__lmsg_register(lua_State *L);
 
-/* Declares a route (rules API and session objects). opts_idx: a table
- * {qos, dead_letter} or none. Raises on misuse. [-0, +1] */
+/* Declares a route (rules API and session objects). fn_idx: the handler,
+ * or a queue (mq.queue) the route publishes into. opts_idx: a table
+ * {qos, dead_letter [, priority, ttl for a queue]} or none. Raises on
+ * misuse. [-0, +1] */
 int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_idx,
                        l_session_t *session, int opts_idx);
 
@@ -174,6 +180,33 @@ int mqr__llisten_new(lua_State *L); /* mq.listen{...} */
 void mqr__llisten_activate(mqr_script_t *h, l_state_t *st);
 void mqr__llisten_abandon(mqr_script_t *h, l_state_t *st);
 void mqr__llisten_close_all(mqr_script_t *h);
+
+/* Queues (bindings/l_queue.c). The queues belong to the host and are kept
+ * across reloads like listeners; consumers belong to a state: started when
+ * it takes over, cancelled when it closes. */
+void mqr__lqueue_register(lua_State *L);
+int mqr__lqueue_new(lua_State *L);         /* mq.queue(name [, opts]) */
+int mqr__lqueue_transaction(lua_State *L); /* mq.transaction([timeout]) */
+int mqr__lqueue_names(lua_State *L);       /* mq.queues() */
+int mqr__lqueue_health(lua_State *L);      /* mq.queues_health() */
+/* The queue of the mq.queue handle at idx (a reference for the caller), or
+ * NULL when idx holds no queue handle. Raises when the queue is closed. */
+struct mqr_queue *mqr__lqueue_take(lua_State *L, int idx);
+/* Reads a priority (0..4 or "lowest".."highest") at idx; raises. */
+int mqr__lqueue_priority(lua_State *L, int idx);
+/* Pushes a queue's stats table; nil, err, name when closed. Returns the
+ * number of values pushed. */
+int mqr__lqueue_push_stats(lua_State *L, struct mqr_queue *q);
+void mqr__lqueue_activate(mqr_script_t *h, l_state_t *st);
+void mqr__lqueue_abandon(mqr_script_t *h, l_state_t *st);
+void mqr__lqueue_state_close(l_state_t *st); /* before its lua_close */
+void mqr__lqueue_close_all(mqr_script_t *h);
+
+/* Message fields for other userdata that carry a message (l_message.c):
+ * pushes field k of msg and returns 1, or returns 0 for no such field. */
+int mqr__lmsg_field(lua_State *L, mqr_msg_t *msg, const char *k);
+/* The message of a "mqrouter.message" userdata at idx, or NULL. */
+mqr_msg_t *mqr__lmsg_test(lua_State *L, int idx);
 
 /* Turns a table of MQTT v5 properties at idx into raw property bytes
  * (malloc'd into *out). Returns 0 or raises on misuse. */
