@@ -127,6 +127,47 @@ static double opt_num(lua_State *L, int t, const char *key, double def)
 }
 
 #define MAX_BROKERS 16
+#define MAX_MAP_RULES 64
+
+/* The `map` option: { { local, remote }, ... } (topic_map.h). Fills map with
+ * the 2n strings; leaves the table and a key string (the rules joined) on
+ * the stack and returns the key. Misuse raises. [-0, +2] */
+static const char *opt_map(lua_State *L, const char *name, const char **map, size_t *n_out)
+{
+    lua_getfield(L, 1, "map");
+    int t = lua_gettop(L);
+    *n_out = 0;
+    if (!lua_isnil(L, t)) {
+        if (!lua_istable(L, t))
+            luaL_error(L, "session '%s': map must be a list of { local, remote } pairs", name);
+        size_t n = lua_objlen(L, t);
+        if (n > MAX_MAP_RULES)
+            luaL_error(L, "session '%s': map has more than %d rules", name, MAX_MAP_RULES);
+        for (size_t i = 0; i < n; i++) {
+            lua_rawgeti(L, t, (int)i + 1);
+            lua_rawgeti(L, -1, 1);
+            lua_rawgeti(L, -2, 2);
+            if (!lua_istable(L, -3) || lua_type(L, -2) != LUA_TSTRING ||
+                lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L,
+                           "session '%s': map[%d] must be { local, remote } (two topic patterns)",
+                           name, (int)i + 1);
+            /* the rule table holds the strings */
+            map[2 * i] = lua_tostring(L, -2);
+            map[2 * i + 1] = lua_tostring(L, -1);
+            lua_pop(L, 3);
+        }
+        *n_out = n;
+    }
+    luaL_Buffer b; /* nothing else may be pushed while it is open */
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < 2 * *n_out; i++) {
+        luaL_addstring(&b, map[i]);
+        luaL_addchar(&b, i % 2 ? ';' : '>');
+    }
+    luaL_pushresult(&b);
+    return lua_tostring(L, -1);
+}
 
 static const char *const tls_strings[] = {"cafile", "capath", "cert", "key", "key_password", NULL};
 
@@ -289,10 +330,14 @@ int mqr__lsession_new(lua_State *L)
     if (mqr__upstream_tls_check(&cfg, tls_err, sizeof tls_err) < 0)
         return luaL_error(L, "session '%s': %s", cfg.name, tls_err);
 
-    lua_pushfstring(L, "%s|%s|%s|%s|%s|%d|%d|%d|%d|%s|%s", cfg.name, cfg.uri ? cfg.uri : "",
+    const char *map[2 * MAX_MAP_RULES];
+    const char *map_key = opt_map(L, cfg.name, map, &cfg.n_map); /* both stay on the stack */
+    cfg.map = map;
+
+    lua_pushfstring(L, "%s|%s|%s|%s|%s|%d|%d|%d|%d|%s|%s|%s", cfg.name, cfg.uri ? cfg.uri : "",
                     cfg.client_id ? cfg.client_id : "", cfg.username ? cfg.username : "",
                     cfg.password ? cfg.password : "", cfg.keepalive_s, cfg.clean_start,
-                    cfg.max_buffered, cfg.mqtt_version, extra_key, tls_key);
+                    cfg.max_buffered, cfg.mqtt_version, extra_key, tls_key, map_key);
     const char *key = lua_tostring(L, -1);
 
     l_session_t *s = NULL;
@@ -1004,6 +1049,21 @@ static const char session_lua[] =
     "  local ok, e, reason = wait_answer(co, id, timeout or 5, 'ping')\n"
     "  if ok then return mq.now() - t0 end\n"
     "  return nil, e, reason\n"
+    "end\n"
+    "function mq.publish_to(sessions, topic, payload, opts)\n"
+    "  if type(sessions) ~= 'table' then\n"
+    "    error('bad argument #1 to publish_to (list of sessions expected)', 2)\n"
+    "  end\n"
+    "  local published, failed, failures = 0, 0, {}\n"
+    "  for i, s in ipairs(sessions) do\n"
+    "    local ok, err, name = s:publish(topic, payload, opts)\n"
+    "    if ok then published = published + 1\n"
+    "    else\n"
+    "      failed = failed + 1\n"
+    "      failures[#failures + 1] = { index = i, session = s:name(), err = err, name = name }\n"
+    "    end\n"
+    "  end\n"
+    "  return published, failed, failures\n"
     "end\n"
     "local json\n"
     "function methods.publish_json(self, topic, value, opts)\n"

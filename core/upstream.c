@@ -23,6 +23,7 @@
 #include "upstream.h"
 
 #include "topic.h"
+#include "topic_map.h"
 #include "upstream_persist.h"
 
 #include <MQTTAsync.h>
@@ -137,6 +138,7 @@ struct mqr_upstream {
     int retry_initial_s, retry_max_s, max_reconnects;
     char *prefix; /* NULL = none */
     size_t prefix_len;
+    mqr_topic_map_t *map; /* level mapping (topic_map.h); NULL = none */
     up_subopt_t *subopts;
     up_pub_t *pubs;
     struct {
@@ -902,12 +904,26 @@ static void check_ready(mqr_upstream_t *u)
 static char *remote_name(const mqr_upstream_t *u, const char *filter, bool *oom)
 {
     *oom = false;
-    if (!u->prefix) return NULL;
+    if (!u->prefix && !u->map) return NULL;
     size_t skip = 0;
     if (strncmp(filter, "$share/", 7) == 0) {
         const char *slash = strchr(filter + 7, '/');
         if (slash) skip = (size_t)(slash + 1 - filter);
     }
+    if (u->map) { /* a rule that matches wins over the prefix */
+        char *mapped = mqr__topic_map_apply(u->map, MQR_MAP_TO_REMOTE, filter + skip, oom);
+        if (*oom) return NULL;
+        if (mapped && !skip) return mapped;
+        if (mapped) {
+            size_t n = skip + strlen(mapped) + 1;
+            char *r = malloc(n);
+            if (r) snprintf(r, n, "%.*s%s", (int)skip, filter, mapped);
+            *oom = !r;
+            free(mapped);
+            return r;
+        }
+    }
+    if (!u->prefix) return NULL;
     size_t n = strlen(filter) + u->prefix_len + 1;
     char *r = malloc(n);
     if (!r) {
@@ -970,6 +986,7 @@ static up_sub_t *sub_by_token(mqr_upstream_t *u, MQTTAsync_token token)
 }
 
 static void route_message(mqr_upstream_t *u, up_event_t *ev);
+static void route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, size_t topic_len);
 
 /* Routes a message event, then forgets its inbox copy: routed (or refused
  * for good) is done. */
@@ -986,10 +1003,28 @@ static void route_message(mqr_upstream_t *u, up_event_t *ev)
     u->last_message_at_ms = wall_ms();
     const char *topic = ev->data;
     size_t topic_len = ev->topic_len;
-    if (u->prefix && topic_len > u->prefix_len && memcmp(topic, u->prefix, u->prefix_len) == 0) {
+    bool oom = false;
+    char *mapped = u->map ? mqr__topic_map_apply(u->map, MQR_MAP_TO_LOCAL, topic, &oom) : NULL;
+    if (mapped) {
+        topic = mapped;
+        topic_len = strlen(mapped);
+    } else if (u->prefix && topic_len > u->prefix_len &&
+               memcmp(topic, u->prefix, u->prefix_len) == 0) {
         topic += u->prefix_len;
         topic_len -= u->prefix_len;
     }
+    if (oom) {
+        u->stats.refused++;
+        MQR_LOG_W("upstream", "session '%s': dropped a message: out of memory", u->name);
+        return;
+    }
+    route_named(u, ev, topic, topic_len);
+    free(mapped);
+}
+
+/* Routes ev under the (rewritten) local topic. */
+static void route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, size_t topic_len)
+{
     int rc = mqr__topic_name_validate(topic, topic_len);
     if (rc < 0) {
         u->stats.refused++;
@@ -1383,6 +1418,7 @@ static void session_free(mqr_upstream_t *u)
     free(u->will_topic);
     free(u->will_payload);
     free(u->prefix);
+    mqr__topic_map_free(u->map);
     free(u->tls.cafile);
     free(u->tls.capath);
     free(u->tls.cert);
@@ -1810,8 +1846,24 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     if (e->stopping) return MQR_ECLOSED;
     if (!cfg->replaces && mqr__upstream_find(e, cfg->name)) return MQR_EEXIST;
 
+    mqr_topic_map_t *map = NULL;
+    if (cfg->n_map > 0) {
+        const char *why = NULL;
+        size_t bad = 0;
+        int mrc = mqr__topic_map_new(cfg->map, cfg->n_map, &map, &why, &bad);
+        if (mrc < 0) {
+            if (why)
+                MQR_LOG_E("upstream", "session '%s': topic map rule %zu: %s", cfg->name, bad + 1,
+                          why);
+            return mrc;
+        }
+    }
     mqr_upstream_t *u = calloc(1, sizeof *u);
-    if (!u) return MQR_ENOMEM;
+    if (!u) {
+        mqr__topic_map_free(map);
+        return MQR_ENOMEM;
+    }
+    u->map = map;
     u->e = e;
     u->version = version;
     u->keepalive_s = cfg->keepalive_s ? cfg->keepalive_s : 30;

@@ -76,6 +76,11 @@ typedef struct {
      * stripped from topics received (those without it pass unchanged).
      * NULL or "" = none. */
     const char *prefix;
+    /* Level mapping, n_map rules as 2 * n_map strings (local pattern,
+     * remote pattern, ...; topic_map.h): a topic or filter that a rule
+     * matches is rewritten by it (both ways) instead of taking the prefix. */
+    const char *const *map;
+    size_t n_map;
     /* Persistence of QoS 1/2 messages buffered or in flight through Paho's
      * user persistence into <data_dir>/upstream.db (upstream_persist.h),
      * keyed by the session's name, restored when a session of that name is

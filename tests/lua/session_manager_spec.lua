@@ -189,6 +189,30 @@ describe("session manager", function()
     end
   end)
 
+  it("publish_to sends one message through several sessions and counts the failures", function()
+    local b1, b2 = start_broker(), start_broker()
+    local cap = e:capture("result/#")
+    assert(e:load(([[
+      local mq = require "mqrouter"
+      local a = mq.session{ name = "a", broker = "%s" }
+      local b = mq.session{ name = "b", broker = "%s" }
+      local gone = mq.session{ name = "gone", broker = "%s" }
+      gone:close()
+      a:route("fan/#", function(m) mq.publish("result/a", m.payload) end)
+      b:route("fan/#", function(m) mq.publish("result/b", m.payload) end)
+      mq.spawn(function()
+        assert(mq.wait_ready(nil, 5))
+        local n, failed, failures = mq.publish_to({ a, b, gone }, "fan/out", "x", { qos = 1 })
+        mq.publish("result/count", n .. " " .. failed .. " " .. failures[1].index .. " " ..
+          failures[1].session .. " " .. failures[1].name)
+      end)
+    ]]):format(b1.uri, b2.uri, b1.uri)))
+    assert.is_true(h.run_until(e, function()
+      return #payloads(cap, "result/a") == 1 and #payloads(cap, "result/b") == 1
+    end, 8))
+    assert.same({ "2 1 3 gone ECLOSED" }, payloads(cap, "result/count"))
+  end)
+
   it("publish_sync waits for the PUBACK; publish_batch counts; publish_json encodes", function()
     local b = start_broker()
     local cap = e:capture("result/#")
