@@ -27,6 +27,7 @@
 #include "decl.h"
 #include "mqtt/codec.h"
 #include "queue.h"
+#include "store_queue.h"
 #include "topic.h"
 
 #include <math.h>
@@ -943,6 +944,27 @@ static int l_q_redrive(lua_State *L)
 }
 
 /* q:dlq_purge([n]) -> removed */
+/* q:replay([filter [, { dead = bool }]]) -> n: publishes again the stored
+ * (durable) messages of q whose topic matches filter ("#" by default),
+ * oldest first, dead letters too with dead = true; q itself is unchanged.
+ * nil, err, name for a queue that is not durable. */
+static int l_q_replay(lua_State *L)
+{
+    l_queue_t *lq = check_queue(L, 1);
+    const char *filter = luaL_optstring(L, 2, "#");
+    unsigned flags = 0;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        lua_getfield(L, 3, "dead");
+        if (lua_toboolean(L, -1)) flags |= MQR_QREPLAY_DEAD;
+        lua_pop(L, 1);
+    }
+    int rc = mqr__store_queue_replay(lq->qh->h->e, lq->q, filter, flags, NULL, NULL);
+    if (rc < 0) return mqr__lua_fail(L, rc, lq->d.name);
+    lua_pushinteger(L, rc);
+    return 1;
+}
+
 static int l_q_dlq_purge(lua_State *L)
 {
     l_queue_t *lq = check_queue(L, 1);
@@ -1432,6 +1454,7 @@ void mqr__lqueue_register(lua_State *L)
         {"redrive", l_q_redrive},
         {"dlq_stats", l_q_dlq_stats},
         {"dlq_purge", l_q_dlq_purge},
+        {"replay", l_q_replay},
         {"close", l_q_close},
         {"closed", l_q_closed},
         {"name", l_q_name},

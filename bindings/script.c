@@ -143,6 +143,7 @@ static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *
     mqr__lsession_register(L);
     mqr__llisten_register(L);
     mqr__lqueue_register(L);
+    mqr__lsub_register(L);
 
     /* env maker = sandbox(stdlib_dir, script_dir, rules_api) */
     if (luaL_loadbuffer(L, sandbox_lua, sizeof sandbox_lua - 1, "=sandbox") != 0) {
@@ -210,6 +211,7 @@ static void state_close(l_state_t *st)
     }
     st->routes = NULL;
     mqr__lqueue_state_close(st); /* its consumers call into st->L */
+    mqr__lsub_state_close(st);
     l_timer_t *timers = st->timers;
     st->timers = NULL;
     if (st->L) lua_close(st->L);
@@ -341,6 +343,7 @@ static int state_activate(mqr_script_t *h, l_state_t *st, char **errmsg)
     mqr__lauth_activate(h, st); /* the new state's hooks, or none */
     mqr__llisten_activate(h, st);
     mqr__lqueue_activate(h, st);
+    mqr__lsub_activate(st);
     for (l_timer_t *t = st->timers; t; t = t->next) {
         if (t->stopped) continue;
         uv_timer_start(&t->handle, timer_fire, t->due_ms, t->repeat_ms);

@@ -28,6 +28,7 @@ typedef struct l_route l_route_t;
 typedef struct l_timer l_timer_t;
 typedef struct l_session l_session_t;
 typedef struct l_listen l_listen_t;
+typedef struct l_sub l_sub_t;
 typedef struct l_qhost l_qhost_t;
 struct mqr_queue;
 
@@ -99,6 +100,7 @@ struct l_state {
     char *chunkname;
     l_route_t *routes;
     l_timer_t *timers;
+    l_sub_t *subs; /* buffered subscribers (l_subscribe.c) */
     int traceback_ref;
     int env_ref;
     bool active;
@@ -185,6 +187,11 @@ void mqr__llisten_close_all(mqr_script_t *h);
  * across reloads like listeners; consumers belong to a state: started when
  * it takes over, cancelled when it closes. */
 void mqr__lqueue_register(lua_State *L);
+/* mq.subscribe(filter, fn [, opts]) (l_subscribe.c) */
+int mqr__lsub_new(lua_State *L);
+void mqr__lsub_register(lua_State *L);
+void mqr__lsub_activate(l_state_t *st);    /* st took over: start its subscribers */
+void mqr__lsub_state_close(l_state_t *st); /* before its lua_close */
 int mqr__lqueue_new(lua_State *L);         /* mq.queue(name [, opts]) */
 int mqr__lqueue_transaction(lua_State *L); /* mq.transaction([timeout]) */
 int mqr__lqueue_names(lua_State *L);       /* mq.queues() */

@@ -571,6 +571,35 @@ describe("mq.queue", function()
     end)
   end)
 
+  it("replays the stored messages of a durable queue by topic filter", function()
+    local dir = h.tmpdir()
+    local de = h.engine({ data_dir = dir })
+    local cap = de:capture("t/#")
+    local res = de:capture("result")
+    assert(de:load([[
+      local mq = require "mqrouter"
+      local q = mq.queue("r", { durable = true })
+      local mem = mq.queue("m")
+      q:publish("1", { topic = "t/a" })
+      q:publish("2", { topic = "t/b" })
+      q:publish("3", { topic = "u/c" })
+      mq.route("go", function()
+        local n = q:replay("t/#")
+        local ok, err, name = mem:replay()
+        mq.publish("result", n .. " " .. q:stats().depth .. " " .. tostring(ok) .. " " .. name)
+      end)
+    ]]))
+    de:run(0.05)
+    assert(de:publish("go", ""))
+    assert.is_true(h.run_until(de, function() return res:count() == 1 end, 2))
+    assert.equals("2 3 nil EINVAL", res:messages()[1].payload)
+    local got = {}
+    for _, m in ipairs(cap:messages()) do got[#got + 1] = m.topic .. "=" .. m.payload end
+    assert.same({ "t/a=1", "t/b=2" }, got)
+    de:close()
+    os.execute("rm -rf " .. dir)
+  end)
+
   it("runs the orders example: orders/# into a durable queue, retries, dlq/orders", function()
     load([[
       local orders = mq.queue("orders", { durable = true, max_attempts = 3,

@@ -1,0 +1,227 @@
+/*
+ * l_subscribe.c — `mq.subscribe(filter, fn [, { buffer, drop_oldest, batch }])`:
+ * a buffered in-process subscriber (core/queue_pubsub.c) whose handler is
+ * Lua. Unlike a route, which runs inside the publisher's call, a subscriber
+ * gets its messages on later loop turns through a bounded buffer of its
+ * own; when the handler falls behind and the buffer is full, the newest
+ * message (or, with drop_oldest, the oldest buffered one) is dropped and
+ * counted in `sub:stats().dropped`.
+ *
+ * A subscriber belongs to the state that declared it, like a route: one
+ * declared while a script loads starts when that script takes over, and a
+ * reload closes the old state's subscribers with the old state (their
+ * buffered messages are dropped: the new script's own subscribers receive
+ * from the takeover on).
+ */
+#include "script.h"
+
+#include "queue.h"
+#include "topic.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SUB_MT "mqrouter.subscriber"
+
+struct l_sub {
+    l_sub_t *next; /* st->subs */
+    l_state_t *st;
+    char *filter;
+    char *name; /* "subscriber 'f' (rules.lua:12)" */
+    mqr_queue_sub_config_t cfg;
+    mqr_queue_sub_t *sub; /* NULL until started, and after stop */
+    int fn_ref;
+    bool stopped;
+    l_sub_t **ud; /* the Lua handle, cleared when it is collected */
+    uint64_t calls, errors, budget_errors;
+};
+
+static void on_message(void *arg, mqr_queue_sub_t *sub, mqr_msg_t *msg)
+{
+    (void)sub;
+    l_sub_t *s = arg;
+    l_state_t *st = s->st;
+    if (!st->active || !st->L) return; /* closed with the state first */
+    lua_State *L = st->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn_ref);
+    mqr__lmsg_push(L, msg);
+    s->calls++;
+    mqr__script_call(st, 1, s->name, &s->errors, &s->budget_errors);
+}
+
+static int sub_start(l_sub_t *s)
+{
+    if (s->sub || s->stopped) return 0;
+    mqr_engine_t *e = s->st->host->e;
+    if (!e->queues) {
+        int rc = mqr__queues_init(e, NULL);
+        if (rc < 0 && rc != MQR_EEXIST) return rc;
+    }
+    return mqr__queue_sub_new(e, s->filter, &s->cfg, on_message, s, &s->sub);
+}
+
+static void sub_stop(l_sub_t *s)
+{
+    s->stopped = true;
+    if (s->sub) mqr__queue_sub_close(s->sub);
+    s->sub = NULL;
+}
+
+static void sub_free(l_sub_t *s)
+{
+    sub_stop(s);
+    if (s->ud) *s->ud = NULL;
+    free(s->filter);
+    free(s->name);
+    free(s);
+}
+
+static l_sub_t *check_sub(lua_State *L)
+{
+    l_sub_t **ud = luaL_checkudata(L, 1, SUB_MT);
+    return *ud;
+}
+
+/* sub:stop(): no more deliveries; what is buffered is dropped */
+static int l_sub_stop(lua_State *L)
+{
+    l_sub_t *s = check_sub(L);
+    if (s) sub_stop(s);
+    return 0;
+}
+
+static void set_num(lua_State *L, const char *key, double v)
+{
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, key);
+}
+
+/* sub:stats() -> { received, delivered, dropped, buffered, errors,
+ * budget_errors, active } */
+static int l_sub_stats(lua_State *L)
+{
+    l_sub_t *s = check_sub(L);
+    lua_createtable(L, 0, 7);
+    if (!s) return 1;
+    mqr_queue_sub_stats_t o = {0};
+    if (s->sub) mqr__queue_sub_stats(s->sub, &o);
+    set_num(L, "received", (double)o.received);
+    set_num(L, "delivered", (double)o.delivered);
+    set_num(L, "dropped", (double)o.dropped);
+    set_num(L, "buffered", (double)o.buffered);
+    set_num(L, "errors", (double)s->errors);
+    set_num(L, "budget_errors", (double)s->budget_errors);
+    lua_pushboolean(L, s->sub != NULL);
+    lua_setfield(L, -2, "active");
+    return 1;
+}
+
+static int l_sub_gc(lua_State *L)
+{
+    l_sub_t **ud = luaL_checkudata(L, 1, SUB_MT);
+    if (*ud) (*ud)->ud = NULL;
+    return 0;
+}
+
+static void opt_size(lua_State *L, int t, const char *key, lua_Integer max, lua_Integer *v)
+{
+    lua_getfield(L, t, key);
+    if (!lua_isnil(L, -1)) {
+        if (!lua_isnumber(L, -1)) luaL_error(L, "subscribe option '%s' must be a number", key);
+        *v = lua_tointeger(L, -1);
+        if (*v < 1 || *v > max) luaL_error(L, "subscribe option '%s' must be 1..%d", key, (int)max);
+    }
+    lua_pop(L, 1);
+}
+
+int mqr__lsub_new(lua_State *L)
+{
+    const char *filter = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_Integer buffer = 1000, batch = 256;
+    bool drop_oldest = false;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        opt_size(L, 3, "buffer", 10000000, &buffer);
+        opt_size(L, 3, "batch", 100000, &batch);
+        lua_getfield(L, 3, "drop_oldest");
+        drop_oldest = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    l_state_t *st = mqr__state_of(L);
+    l_sub_t *s = calloc(1, sizeof *s);
+    if (!s || !(s->filter = strdup(filter))) {
+        free(s);
+        return luaL_error(L, "out of memory");
+    }
+    s->st = st;
+    s->cfg.max_buffered = (size_t)buffer;
+    s->cfg.drop_oldest = drop_oldest;
+    s->cfg.batch = (unsigned)batch;
+    lua_Debug ar;
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
+        lua_pushfstring(L, "subscriber '%s' (%s:%d)", filter, ar.short_src, ar.currentline);
+    else
+        lua_pushfstring(L, "subscriber '%s'", filter);
+    s->name = strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    lua_pushvalue(L, 2);
+    s->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    l_sub_t **ud = lua_newuserdata(L, sizeof *ud);
+    *ud = s;
+    s->ud = ud;
+    luaL_getmetatable(L, SUB_MT);
+    lua_setmetatable(L, -2);
+    s->next = st->subs;
+    st->subs = s;
+    if (st->active) { /* declared at run time */
+        int rc = sub_start(s);
+        if (rc < 0) {
+            sub_stop(s);
+            return mqr__lua_fail(L, rc, filter);
+        }
+    } else {
+        /* checked now, so a bad filter fails the load, not the takeover */
+        const char *why = NULL;
+        int rc = mqr__topic_filter_check(filter, strlen(filter), &why);
+        if (rc < 0)
+            return luaL_error(L, "subscribe '%s': %s", filter, why ? why : mqr_strerror(rc));
+    }
+    return 1;
+}
+
+void mqr__lsub_activate(l_state_t *st)
+{
+    for (l_sub_t *s = st->subs; s; s = s->next) {
+        int rc = sub_start(s);
+        if (rc < 0) MQR_LOG_E("rules", "%s not started: %s", s->name, mqr_strerror(rc));
+    }
+}
+
+void mqr__lsub_state_close(l_state_t *st)
+{
+    while (st->subs) {
+        l_sub_t *s = st->subs;
+        st->subs = s->next;
+        sub_free(s);
+    }
+}
+
+void mqr__lsub_register(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"stop", l_sub_stop},
+        {"stats", l_sub_stats},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, SUB_MT);
+    lua_newtable(L);
+    for (const luaL_Reg *m = methods; m->name; m++) {
+        lua_pushcfunction(L, m->func);
+        lua_setfield(L, -2, m->name);
+    }
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_sub_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}
