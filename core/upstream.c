@@ -2186,18 +2186,25 @@ int mqr__upstream_subscribe_cb(mqr_upstream_t *u, const char *filter, int qos,
     return 0;
 }
 
+/* Response options whose answer (success or failure) reaches waiter p as an
+ * EV_PUB_DONE event. */
+static void answer_to(const mqr_upstream_t *u, up_pub_t *p, MQTTAsync_responseOptions *r)
+{
+    r->context = p;
+    if (u->version == MQTTVERSION_5) {
+        r->onSuccess5 = on_pub_ok5;
+        r->onFailure5 = on_pub_failed5;
+    } else {
+        r->onSuccess = on_pub_ok;
+        r->onFailure = on_pub_failed;
+    }
+}
+
 /* Sends an UNSUBSCRIBE of remote filter f whose UNSUBACK answers p. */
 static int send_unsubscribe(mqr_upstream_t *u, const char *f, up_pub_t *p)
 {
     MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
-    r.context = p;
-    if (u->version == MQTTVERSION_5) {
-        r.onSuccess5 = on_pub_ok5;
-        r.onFailure5 = on_pub_failed5;
-    } else {
-        r.onSuccess = on_pub_ok;
-        r.onFailure = on_pub_failed;
-    }
+    answer_to(u, p, &r);
     return map_paho(MQTTAsync_unsubscribe(u->client, f, &r));
 }
 
@@ -2342,16 +2349,7 @@ static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
     pm.retained = msg->retain;
     /* Without a response struct Paho ignores the message's properties. */
     MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
-    if (p) {
-        r.context = p;
-        if (u->version == MQTTVERSION_5) {
-            r.onSuccess5 = on_pub_ok5;
-            r.onFailure5 = on_pub_failed5;
-        } else {
-            r.onSuccess = on_pub_ok;
-            r.onFailure = on_pub_failed;
-        }
-    }
+    if (p) answer_to(u, p, &r);
     if (u->version == MQTTVERSION_5) {
         if (msg->props_len) {
             int prc = props_decode(msg->props, msg->props_len, &pm.properties);
