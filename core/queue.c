@@ -608,6 +608,7 @@ int mqr__q_make_room(mqr_queue_t *q, size_t n, size_t bytes)
                q->bytes - q->ready_bytes + bytes <= q->cfg.max_bytes &&
                s->bytes - q->ready_bytes + bytes <= s->max_bytes;
     if (!can) {
+        s->e->stats.refused_no_room++;
         if (full_n) {
             q->st.refused_full++;
             return MQR_EFULL;

@@ -2298,6 +2298,7 @@ static int publish_early(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
 {
     if (u->n_early >= (size_t)u->max_buffered) {
         u->stats.full++;
+        u->e->stats.refused_no_room++;
         return MQR_EFULL;
     }
     if (u->n_early == u->cap_early) {
@@ -2389,6 +2390,7 @@ static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
         u->last_message_at_ms = wall_ms();
     } else if (rc == MQR_EFULL) {
         u->stats.full++;
+        u->e->stats.refused_no_room++;
         warn_full(u, "refusing new publishes (EFULL)");
     }
     return rc;
