@@ -697,12 +697,16 @@ int mqr__queue_publish(mqr_queue_t *q, mqr_msg_t *msg, const mqr_queue_pub_opts_
     size_t bytes = mqr__q_entry_bytes(msg);
     if ((rc = mqr__q_make_room(q, 1, bytes)) < 0) return rc;
     mqr_qentry_t *e = mqr__q_new_entry(q, msg, prio, at, bytes);
-    if (!e) return MQR_ENOMEM;
+    if (!e) {
+        q->set->e->stats.refused_no_room++;
+        return MQR_ENOMEM;
+    }
     mqr_queues_t *s = q->set;
     if (q->cfg.durable && s->ops && s->ops->stored) {
         rc = s->ops->stored(s->ops_ctx, q, e->id, msg, prio, mqr__q_wall_expiry(q, at));
         if (rc < 0) {
             mqr__q_drop_new(q, e);
+            s->e->stats.refused_no_room++; /* not kept: nobody may be told it was */
             return rc;
         }
     }
