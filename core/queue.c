@@ -566,6 +566,7 @@ void mqr__q_make_ready(mqr_queue_t *q, mqr_qentry_t *e, bool front)
         mqr__q_list_push_back(&q->ready[e->prio], e);
     q->ready_mask |= 1u << e->prio;
     q->nready++;
+    q->nready_prio[e->prio]++;
     q->ready_bytes += mqr__q_entry_bytes(e->msg);
     /* an entry that cannot enter the heap (no memory) still expires when it
      * would be delivered; only the early count is lost */
@@ -580,6 +581,7 @@ void mqr__q_unready(mqr_queue_t *q, mqr_qentry_t *e)
     if (!l->head) q->ready_mask &= ~(1u << e->prio);
     if (e->hidx != MQR_QHIDX_NONE) mqr__q_heap_remove(&q->ttl, e);
     q->nready--;
+    q->nready_prio[e->prio]--;
     q->ready_bytes -= mqr__q_entry_bytes(e->msg);
 }
 
@@ -811,6 +813,8 @@ int mqr__queue_stats(const mqr_queue_t *q, mqr_queue_stats_t *out)
     if (q->closed) return MQR_ECLOSED;
     *out = q->st;
     out->ready = q->nready;
+    for (int p = 0; p < MQR_PRIO_LEVELS; p++)
+        out->ready_by_priority[p] = q->nready_prio[p];
     out->delayed = q->ndelayed;
     out->depth = q->nready + q->ndelayed;
     out->in_flight = q->ninflight + (q->delivering ? 1 : 0);
