@@ -59,6 +59,10 @@ struct l_queue {
     char *dead_topic;    /* MQTT topic for dead letters; NULL = none */
     char *pending_topic; /* declared by a loading state: used once it takes over */
     bool has_pending;
+    /* other tunable settings declared by a loading state (reconfigure at
+     * takeover) */
+    mqr_queue_config_t pending_cfg;
+    char *pending_key;
     uint64_t dead_published, dead_publish_failed;
 };
 
@@ -135,6 +139,7 @@ static void lq_unref(l_queue_t *lq)
     free(lq->d.config_key);
     free(lq->dead_topic);
     free(lq->pending_topic);
+    free(lq->pending_key);
     free(lq);
 }
 
@@ -1135,26 +1140,39 @@ int mqr__lqueue_new(lua_State *L)
     if (cfg.dead_letter_expired && !cfg.dead_letter)
         return luaL_error(L, "queue '%s': dead_letter_expired needs dead letters", name);
 
-    /* every core setting: the same key keeps the queue over a reload */
+    /* every core setting: the same key keeps the queue over a reload as it
+     * is; one that differs only in the tunable part (after '/') keeps it and
+     * changes those settings when the new script takes over */
     char key[512];
-    snprintf(key, sizeof key, "%d|%u|%u|%u|%u|%lld|%zu|%zu|%d|%zu|%zu|%d|%d|%d", cfg.durable,
-             cfg.ack_timeout_ms, cfg.max_attempts, cfg.backoff_initial_ms, cfg.backoff_max_ms,
-             (long long)cfg.default_ttl_ms, cfg.max_messages, cfg.max_bytes, cfg.drop_oldest,
-             cfg.dlq_max_messages, cfg.dedup_window, cfg.dead_letter, cfg.dead_letter_expired,
-             priorities);
+    snprintf(key, sizeof key, "%d|%zu|%d/%u|%u|%u|%u|%lld|%zu|%zu|%d|%zu|%d|%d", cfg.durable,
+             cfg.dedup_window, priorities, cfg.ack_timeout_ms, cfg.max_attempts,
+             cfg.backoff_initial_ms, cfg.backoff_max_ms, (long long)cfg.default_ttl_ms,
+             cfg.max_messages, cfg.max_bytes, cfg.drop_oldest, cfg.dlq_max_messages,
+             cfg.dead_letter, cfg.dead_letter_expired);
+    size_t fixed_len = (size_t)(strchr(key, '/') - key);
 
     l_qhost_t *qh = qhost(h);
     if (!qh) return luaL_error(L, "out of memory");
     l_queue_t *lq = (l_queue_t *)mqr__decl_find(&qh->queues, name);
     if (lq) {
         if (lq->d.claimed_by == st) return luaL_error(L, "queue '%s' declared twice", name);
-        if (strcmp(lq->d.config_key, key) != 0)
+        if (strncmp(lq->d.config_key, key, fixed_len + 1) != 0)
             return luaL_error(L,
-                              "queue '%s' is already open with other settings: changing them "
-                              "would drop its messages (close it first, or use another name)",
+                              "queue '%s' is already open with other durable, dedup or priority "
+                              "settings: changing them would drop its messages (close it first, "
+                              "or use another name)",
                               name);
         char *topic = dead_topic ? strdup(dead_topic) : NULL;
         if (dead_topic && !topic) return luaL_error(L, "out of memory");
+        free(lq->pending_key);
+        lq->pending_key = NULL;
+        if (strcmp(lq->d.config_key, key) != 0) {
+            if (!(lq->pending_key = strdup(key))) {
+                free(topic);
+                return luaL_error(L, "out of memory");
+            }
+            lq->pending_cfg = cfg;
+        }
         l_queue_t **ud = lua_newuserdata(L, sizeof *ud);
         *ud = lq;
         lq->refs++;
@@ -1370,6 +1388,18 @@ void mqr__lqueue_activate(mqr_script_t *h, l_state_t *st)
         lq->dead_topic = lq->pending_topic;
         lq->pending_topic = NULL;
         lq->has_pending = false;
+        if (lq->pending_key) {
+            int rc = mqr__queue_reconfigure(lq->q, &lq->pending_cfg);
+            if (rc == 0) {
+                free(d->config_key);
+                d->config_key = lq->pending_key;
+                MQR_LOG_I("rules", "queue '%s': new settings", d->name);
+            } else {
+                free(lq->pending_key);
+                MQR_LOG_E("rules", "queue '%s' keeps its settings: %s", d->name, mqr_strerror(rc));
+            }
+            lq->pending_key = NULL;
+        }
     }
     mqr__decl_takeover(&qh->queues, st, drop_queue);
     for (l_qcons_t *c = qh->consumers; c; c = c->next) {
@@ -1391,6 +1421,8 @@ void mqr__lqueue_abandon(mqr_script_t *h, l_state_t *st)
         free(lq->pending_topic);
         lq->pending_topic = NULL;
         lq->has_pending = false;
+        free(lq->pending_key);
+        lq->pending_key = NULL;
     }
     mqr__decl_abandon(&qh->queues, st, h->cur, drop_queue);
 }

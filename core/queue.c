@@ -426,6 +426,44 @@ static void on_queue_timer_closed(uv_handle_t *h)
     mqr__queue_unref(h->data);
 }
 
+/* 0 means "the default" in the settings that have one. */
+static void apply_defaults(mqr_queue_config_t *c)
+{
+    if (!c->ack_timeout_ms) c->ack_timeout_ms = DEF_ACK_TIMEOUT_MS;
+    if (!c->max_attempts) c->max_attempts = DEF_MAX_ATTEMPTS;
+    if (!c->backoff_initial_ms) c->backoff_initial_ms = DEF_BACKOFF_INITIAL_MS;
+    if (!c->backoff_max_ms) c->backoff_max_ms = DEF_BACKOFF_MAX_MS;
+    if (c->backoff_max_ms < c->backoff_initial_ms) c->backoff_max_ms = c->backoff_initial_ms;
+    if (!c->max_messages) c->max_messages = DEF_MAX_MESSAGES;
+    if (!c->max_bytes) c->max_bytes = DEF_MAX_BYTES;
+    if (!c->dlq_max_messages) c->dlq_max_messages = DEF_DLQ_MAX;
+    if (!c->dead_letter) c->dead_letter_expired = false;
+}
+
+int mqr__queue_reconfigure(mqr_queue_t *q, const mqr_queue_config_t *cfg)
+{
+    if (!cfg) return MQR_EINVAL;
+    if (q->closed) return MQR_ECLOSED;
+    if (cfg->default_ttl_ms < 0 || cfg->durable != q->cfg.durable ||
+        cfg->dedup_window != q->cfg.dedup_window)
+        return MQR_EINVAL;
+    mqr_queue_config_t c = q->cfg;
+    c.default_ttl_ms = cfg->default_ttl_ms;
+    c.ack_timeout_ms = cfg->ack_timeout_ms;
+    c.max_attempts = cfg->max_attempts;
+    c.backoff_initial_ms = cfg->backoff_initial_ms;
+    c.backoff_max_ms = cfg->backoff_max_ms;
+    c.max_messages = cfg->max_messages;
+    c.max_bytes = cfg->max_bytes;
+    c.drop_oldest = cfg->drop_oldest;
+    c.dead_letter = cfg->dead_letter;
+    c.dead_letter_expired = cfg->dead_letter_expired;
+    c.dlq_max_messages = cfg->dlq_max_messages;
+    apply_defaults(&c);
+    q->cfg = c;
+    return 0;
+}
+
 int mqr__queue_new(mqr_engine_t *e, const mqr_queue_config_t *cfg, mqr_queue_t **out)
 {
     mqr_queues_t *s = e->queues;
@@ -444,16 +482,7 @@ int mqr__queue_new(mqr_engine_t *e, const mqr_queue_config_t *cfg, mqr_queue_t *
     }
     q->cfg = *cfg;
     q->cfg.name = q->name;
-    if (!q->cfg.ack_timeout_ms) q->cfg.ack_timeout_ms = DEF_ACK_TIMEOUT_MS;
-    if (!q->cfg.max_attempts) q->cfg.max_attempts = DEF_MAX_ATTEMPTS;
-    if (!q->cfg.backoff_initial_ms) q->cfg.backoff_initial_ms = DEF_BACKOFF_INITIAL_MS;
-    if (!q->cfg.backoff_max_ms) q->cfg.backoff_max_ms = DEF_BACKOFF_MAX_MS;
-    if (q->cfg.backoff_max_ms < q->cfg.backoff_initial_ms)
-        q->cfg.backoff_max_ms = q->cfg.backoff_initial_ms;
-    if (!q->cfg.max_messages) q->cfg.max_messages = DEF_MAX_MESSAGES;
-    if (!q->cfg.max_bytes) q->cfg.max_bytes = DEF_MAX_BYTES;
-    if (!q->cfg.dlq_max_messages) q->cfg.dlq_max_messages = DEF_DLQ_MAX;
-    if (!q->cfg.dead_letter) q->cfg.dead_letter_expired = false;
+    apply_defaults(&q->cfg);
     q->set = s;
     q->refs = 2; /* the engine's, and the timer handle's until it is closed */
     q->next_id = 1;

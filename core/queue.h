@@ -180,6 +180,15 @@ int mqr__queues_foreach(mqr_engine_t *e, int (*fn)(void *arg, mqr_queue_t *q), v
  * remain. Idempotent; may be called from q's own callbacks. */
 void mqr__queue_close(mqr_queue_t *q);
 
+/* Changes an open queue's settings in place (a reload that declares it
+ * with others): TTL default, ack timeout, attempts, backoff, limits,
+ * drop_oldest, dead letters, DLQ size (the dead-letter hook stays). Messages held
+ * keep what they were given (a TTL, an ack deadline already running); new
+ * publishes and deliveries follow the new settings; a lower limit refuses
+ * new publishes until the queue is under it. durable and dedup_window
+ * cannot change (MQR_EINVAL). Returns 0, MQR_EINVAL, MQR_ECLOSED. */
+int mqr__queue_reconfigure(mqr_queue_t *q, const mqr_queue_config_t *cfg);
+
 void mqr__queue_ref(mqr_queue_t *q);
 void mqr__queue_unref(mqr_queue_t *q);
 
