@@ -43,7 +43,7 @@ static const char sandbox_lua[] =
     "}\n"
     "local safe_os = { time = os.time, clock = os.clock, date = os.date,\n"
     "  difftime = os.difftime, getenv = os.getenv }\n"
-    "local c_modules = { cjson = true, ['cjson.safe'] = true }\n"
+    "local c_modules = { cjson = true, ['cjson.safe'] = true, zlib = true }\n"
     "local loaded, loading = { mqrouter = mq }, {}\n"
     "local new_env\n"
     "local function find(name)\n"
