@@ -94,12 +94,12 @@ function M.twins(o)
   t.routes = {
     mq.route(prefix .. "/+/reported", function(msg)
       local v = json.decode_or_error(msg.payload, "reported state of " .. msg.topic)
-      if type(v) ~= "table" then error("reported state of " .. msg.topic .. " is not a JSON object", 0) end
+      if type(v) ~= "table" or #v > 0 then error("reported state of " .. msg.topic .. " is not a JSON object", 0) end
       t:report(msg.topic:match(pat), v)
     end),
     mq.route(prefix .. "/+/desired/set", function(msg)
       local v = json.decode_or_error(msg.payload, "desired state of " .. msg.topic)
-      if type(v) ~= "table" then error("desired state of " .. msg.topic .. " is not a JSON object", 0) end
+      if type(v) ~= "table" or #v > 0 then error("desired state of " .. msg.topic .. " is not a JSON object", 0) end
       t:desire(msg.topic:match(pat), v)
     end),
   }
