@@ -56,7 +56,8 @@ end
 --   above, below  threshold: fires when a reading is > above or < below
 --   hysteresis  clears only once the reading is back past the threshold
 --               by this much (0)
---   hold        the condition must hold this many seconds before firing (0)
+--   hold        a threshold or rate condition must hold this many seconds
+--               before firing (0)
 --   clear_hold  ... and be gone this many seconds before resolving (0)
 --   rate        { max = n, per = s }: fires when |change| per s seconds
 --               between two readings exceeds max (per = 1)
@@ -127,7 +128,7 @@ function Rule:step(key, kind, cond, value, now, extra)
   if not s.active then
     if cond then
       s.pending = s.pending or now
-      if now - s.pending >= (self.o.hold or 0) then
+      if kind == "missing" or now - s.pending >= (self.o.hold or 0) then
         s.active, s.since, s.level, s.count, s.cleared = true, now, 1, 1, nil
         self:escalate(key, kind, s, now, true)
       end

@@ -236,8 +236,10 @@ local Presence = {}
 Presence.__index = Presence
 
 -- device.presence{ prefix = "devices", timeout = 60, status = "status",
--- on_change = fn } -> presence. Any message on <prefix>/<id>/... marks the
--- device online; no message for timeout seconds, or "offline" / "false" /
+-- ignore = { ... }, on_change = fn } -> presence. A message on
+-- <prefix>/<id>/<rest> marks the device online, unless rules published it
+-- or <rest> is in ignore (default: what apps and rules send the device:
+-- "desired/set", "delta", "twin", "online", "cmd"); no message for timeout seconds, or "offline" / "false" /
 -- "0" on <prefix>/<id>/<status> (a last will), marks it offline. Changes
 -- are published retained as "true"/"false" on <prefix>/<id>/online and
 -- passed to on_change(id, online).
@@ -246,12 +248,15 @@ function M.presence(o)
   o, prefix = check_prefix(o, "presence")
   local timeout = o.timeout or 60
   local p = setmetatable({ prefix = prefix, timeout = timeout, o = o, status = o.status or "status",
-    last = {}, online = {} }, Presence)
+    last = {}, online = {}, ignore = {} }, Presence)
+  for _, sub in ipairs(o.ignore or { "desired/set", "delta", "twin", "online", "cmd" }) do
+    p.ignore[sub] = true
+  end
   local pat = "^" .. prefix:gsub("%p", "%%%0") .. "/([^/]+)/(.*)$"
   p.route = mq.route(prefix .. "/+/#", function(msg)
     if msg.origin == "lua" then return end -- what rules publish (our own online topic...)
     local id, rest = msg.topic:match(pat)
-    if not id then return end
+    if not id or p.ignore[rest] then return end
     if rest == p.status and (msg.payload == "offline" or msg.payload == "false" or msg.payload == "0") then
       p:set(id, false)
       return

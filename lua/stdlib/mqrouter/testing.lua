@@ -46,6 +46,7 @@ local msg_mt = {
 local function new(opts)
   opts = opts or {}
   local clock = opts.clock or "fake"
+  mqrouter.set_log_level(opts.log_level or "info")
   mqrouter.capture_logs(true, opts.echo_logs)
   local e, err = mqrouter.engine{ data_dir = opts.data_dir or "", clock = clock,
     start_time = opts.start_time, budget_ms = opts.budget_ms, listen = opts.listen }
@@ -58,7 +59,9 @@ end
 
 -- testing.load(path [, opts]) -> harness. opts: clock = "fake" (default)
 -- or "real"; start_time (seconds since the epoch, default now); data_dir
--- ("" = in memory, the default); budget_ms; echo_logs. A script that fails
+-- ("" = in memory, the default); budget_ms; log_level (the lowest level
+-- captured, "info" by default: it is the process's level while the harness
+-- runs); echo_logs (copy log lines to stderr too). A script that fails
 -- to load raises with its error.
 function M.load(path, opts)
   local h = new(opts)
