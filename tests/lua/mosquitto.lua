@@ -40,9 +40,9 @@ function M.broker(dir, port, persist)
   end
   b.uri = ("tcp://127.0.0.1:%d"):format(b.port)
   function b.stop()
-    M.sh(("kill $(cat %s) 2>/dev/null"):format(b.pidfile))
+    M.sh(("kill $(cat %s 2>/dev/null) 2>/dev/null"):format(b.pidfile))
     for _ = 1, 100 do -- gone (and its database written) before a restart
-      if not M.sh(("kill -0 $(cat %s) 2>/dev/null"):format(b.pidfile)) then break end
+      if not M.sh(("kill -0 $(cat %s 2>/dev/null) 2>/dev/null"):format(b.pidfile)) then break end
       M.sh("sleep 0.05")
     end
   end
@@ -54,15 +54,23 @@ end
 
 -- M.watch(broker, filter, dir) -> watcher: a persistent QoS 1 subscriber
 -- session ("-c") made now, then read by a background mosquitto_sub;
--- watcher.lines() -> "topic payload" lines received so far.
+-- watcher.lines() -> "topic payload" lines received so far;
+-- watcher.stop() ends the reader (the session stays on the broker);
+-- watcher.resume() starts a reader again on the same session, appending.
 function M.watch(b, filter, dir)
   local id = "watch-" .. b.port
   local out = ("%s/watch-%d.txt"):format(dir, b.port)
-  assert(M.sh(("mosquitto_sub -p %d -c -i %s -q 1 -t '%s' -W 1 -C 1 >/dev/null 2>&1; true")
+  local pidfile = out .. ".pid"
+  assert(M.sh(("mosquitto_sub -p %d -c -i %s -q 1 -t '%s' -E >/dev/null 2>&1")
     :format(b.port, id, filter)))
-  M.sh(("(mosquitto_sub -p %d -c -i %s -q 1 -t '%s' -v -W 20 > %s 2>/dev/null &)")
-    :format(b.port, id, filter, out))
   local w = {}
+  function w.resume()
+    M.sh(("mosquitto_sub -p %d -c -i %s -q 1 -t '%s' -v -W 60 >> %s 2>/dev/null & echo $! > %s")
+      :format(b.port, id, filter, out, pidfile))
+  end
+  function w.stop()
+    M.sh(("kill $(cat %s) 2>/dev/null; true"):format(pidfile))
+  end
   function w.lines()
     local f = io.open(out, "rb")
     if not f then return {} end
@@ -71,6 +79,7 @@ function M.watch(b, filter, dir)
     f:close()
     return list
   end
+  w.resume()
   return w
 end
 
