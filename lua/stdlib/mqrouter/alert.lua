@@ -107,8 +107,8 @@ function Rule:publish(key, kind, s, state, now)
     mq.publish(topic, assert(json.encode(ev)), { qos = qos, retain = retain })
   end
   if self.o.log ~= false then
-    mq.log(state == "resolved" and "info" or "warn", ("alert %s %s %s: %s (%s)"):format(
-      self.name, key, state, tostring(s.value), level))
+    mq.log(state == "resolved" and "info" or "warn", ("alert %s %s %s %s: %s (%s)"):format(
+      self.name, key, kind, state, kind == "missing" and "no reading" or tostring(s.value), level))
   end
   if self.o.on_change then self.o.on_change(ev) end
   s.last_notify = now

@@ -6,8 +6,9 @@
 --   local s = json.encode({ temp = 21.5 })          -- '{"temp":21.5}'
 --   local t = json.decode_msg(msg)                  -- error names the topic
 --
--- Encoding: tables with keys 1..n are arrays (sparse ones with holes are
--- encoded with nulls), other tables objects; json.null stands for null both
+-- Encoding: tables with keys 1..n are arrays (holes become null, up to
+-- twice as many slots as values), other tables objects with their keys
+-- sorted, so equal values give equal text; json.null stands for null both
 -- ways; an empty table encodes as {} (json.array{} makes it []); numbers
 -- keep up to 14 significant digits. Decoding nests at most 100 levels.
 -- Failures (not JSON, a value JSON cannot hold) return nil, "EJSON: ...",
@@ -38,41 +39,68 @@ local function fail(what)
   return nil, "EJSON: " .. what, "EJSON"
 end
 
--- Empty tables marked with array_mt become "[]": cjson has no marker of its
--- own in Debian's 2.1.0, so they are swapped for a sentinel string first.
-local EMPTY = "\0mqrouter-empty-array\0"
-local function mark(v, depth)
-  if type(v) ~= "table" then return v end
+-- Tables are walked here rather than by cjson so that object keys come
+-- out sorted: the same value always encodes to the same text (retained
+-- messages compare equal, tests can match payloads). Scalars go through
+-- cjson.
+local encode_value
+
+local function encode_table(t, depth, out)
   if depth > 100 then error("nesting deeper than 100 levels", 0) end
-  if next(v) == nil then
-    if getmetatable(v) == array_mt then return EMPTY end
-    return v
-  end
-  local copy
-  for k, x in pairs(v) do
-    local y = mark(x, depth + 1)
-    if y ~= x then
-      copy = copy or {}
-      copy[k] = y
+  local n, max, keys, all_int = 0, 0, {}, true
+  for k in pairs(t) do
+    n = n + 1
+    if type(k) == "number" and k > 0 and k == math.floor(k) then
+      if k > max then max = k end
+    else
+      all_int = false
+      if type(k) ~= "string" and type(k) ~= "number" then
+        error("cannot encode a table key of type " .. type(k), 0)
+      end
     end
+    keys[n] = k
   end
-  if not copy then return v end
-  for k, x in pairs(v) do
-    if copy[k] == nil then copy[k] = x end
+  if n == 0 then
+    out[#out + 1] = getmetatable(t) == array_mt and "[]" or "{}"
+  elseif all_int and max <= math.max(10, 2 * n) then
+    out[#out + 1] = "["
+    for i = 1, max do
+      if i > 1 then out[#out + 1] = "," end
+      local v = t[i]
+      if v == nil then out[#out + 1] = "null" else encode_value(v, depth + 1, out) end
+    end
+    out[#out + 1] = "]"
+  else
+    if all_int then error("cannot encode a sparse array (keys up to " .. max .. ")", 0) end
+    for i, k in ipairs(keys) do keys[i] = tostring(k) end
+    table.sort(keys)
+    out[#out + 1] = "{"
+    for i, k in ipairs(keys) do
+      if i > 1 then out[#out + 1] = "," end
+      out[#out + 1] = codec.encode(k)
+      out[#out + 1] = ":"
+      local v = t[k]
+      if v == nil then v = t[tonumber(k)] end
+      encode_value(v, depth + 1, out)
+    end
+    out[#out + 1] = "}"
   end
-  return copy
 end
 
--- encode(value) -> string | nil, err, "EJSON"
-function M.encode(value)
-  local ok, marked = pcall(mark, value, 0)
-  if not ok then return fail(marked) end
-  local ok2, s = pcall(codec.encode, marked)
-  if not ok2 then return fail(s) end
-  if marked ~= value or s:find(EMPTY, 1, true) then
-    s = s:gsub('"\\u0000mqrouter%-empty%-array\\u0000"', "[]")
+encode_value = function(v, depth, out)
+  if type(v) == "table" then
+    encode_table(v, depth, out)
+  else
+    out[#out + 1] = codec.encode(v)
   end
-  return s
+end
+
+-- encode(value) -> string | nil, err, "EJSON". Object keys are sorted.
+function M.encode(value)
+  local out = {}
+  local ok, err = pcall(encode_value, value, 0, out)
+  if not ok then return fail(err) end
+  return table.concat(out)
 end
 
 -- decode(text) -> value | nil, err, "EJSON"
