@@ -171,7 +171,8 @@ function M.commands(o)
   o, prefix = check_prefix(o, "commands")
   local timeout = o.timeout or 10
   if type(timeout) ~= "number" or timeout <= 0 then error("device.commands: timeout must be seconds > 0", 2) end
-  local c = setmetatable({ prefix = prefix, timeout = timeout, pending = {}, seq = 0,
+  local c = setmetatable({ prefix = prefix, timeout = timeout, pending = {},
+    ids = kv.open("mqrouter.command-ids"),
     sent = 0, answered = 0, timed_out = 0, late = 0 }, Commands)
   c.route = mq.route(prefix .. "/+/cmd/response", function(msg)
     local r = json.decode_or_error(msg.payload, "command response on " .. msg.topic)
@@ -200,8 +201,9 @@ end
 function Commands:send(id, name, args, cb, o)
   if type(id) ~= "string" or type(name) ~= "string" then error("commands:send(id, name, args, callback)", 2) end
   if type(cb) ~= "function" then error("commands:send: callback function expected", 2) end
-  self.seq = self.seq + 1
-  local rid = ("%s-%d"):format(name, self.seq)
+  -- the counter lives in mqrouter.kv: ids stay unique across reloads, so a
+  -- late answer to a request of the old rules never matches a new one
+  local rid = ("%s-%d"):format(name, self.ids:incr(self.prefix))
   local timeout = o and o.timeout or self.timeout
   local p = { cb = cb }
   self.pending[rid] = p
