@@ -189,3 +189,34 @@ describe("mqrouter.alert", function()
     assert.are.same({ "true alert 31" }, h:payloads("out"))
   end)
 end)
+
+describe("mqrouter.alert across a reload", function()
+  it("the new rules take over a firing alert and resolve it", function()
+    local h_ = require "helpers"
+    local dir = h_.tmpdir()
+    local path = dir .. "/rules.lua"
+    h_.write(path, [[
+      local alert = require "mqrouter.alert"
+      local a = alert.new{ name = "hot", above = 30,
+        escalate = { { after = 0, level = "warning" }, { after = 60, level = "critical" } } }
+      a:route("sensors/+/temp", { key = "^sensors/([^/]+)/" })
+    ]])
+    local h = t.load(path, { start_time = T0 })
+    h:publish("sensors/r1/temp", "35")
+    h:advance(10)
+    assert(h:reload())
+    h:advance(50)                            -- escalation goes on from the original start
+    local a = alerts(h)
+    assert.are.equal(2, #a)
+    assert.are.same({ "critical", T0 }, { a[2].level, a[2].since })
+    h:publish("sensors/r1/temp", "20")
+    a = alerts(h)
+    assert.are.equal(3, #a)
+    assert.are.same({ "resolved", "r1" }, { a[3].state, a[3].key })
+    assert(h:reload())
+    h:publish("sensors/r1/temp", "20")       -- resolved: nothing left to take over
+    assert.are.equal(3, #alerts(h))
+    h:close()
+    os.execute("rm -rf " .. dir)
+  end)
+end)

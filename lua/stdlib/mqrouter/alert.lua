@@ -15,6 +15,7 @@
 local mq = require "mqrouter"
 local json = require "mqrouter.json"
 local payload = require "mqrouter.payload"
+local kv = require "mqrouter.kv"
 
 local M = {}
 
@@ -22,7 +23,7 @@ local OPTIONS = { name = "string", topic = "string", above = "number", below = "
   hysteresis = "number", hold = "number", clear_hold = "number", rate = "table",
   missing = "number", expect = "table", escalate = "table", ["repeat"] = "number",
   recovery = "boolean", qos = "number", retain = "boolean", tick = "number",
-  on_change = "function", log = "boolean" }
+  on_change = "function", log = "boolean", persist = "boolean" }
 
 local Rule = {}
 Rule.__index = Rule
@@ -72,6 +73,11 @@ end
 --   qos, retain of alert messages (1, true)
 --   tick        how often timers check hold, missing data, escalation (1 s)
 --   on_change   function(event) called for every message published
+--   persist     keep firing alerts in SQLite too (see below)
+-- Firing alerts are kept in mqrouter.kv under the rule's name: the rule
+-- of the same name in the rules that replace these at a reload takes them
+-- over (with persist = true, a restart too), so the next reading resolves
+-- them instead of leaving a stale retained alert.
 function M.new(o)
   check_opts(o)
   local r = setmetatable({}, Rule)
@@ -83,6 +89,11 @@ function M.new(o)
   r.keys = {} -- key -> { last_value, last_time, kinds = { kind -> state } }
   local t0 = mq.now()
   for _, k in ipairs(o.expect or {}) do r.keys[k] = { last_time = t0, kinds = {} } end
+  -- firing alerts are kept in mqrouter.kv, so the rule that replaces this
+  -- one at a reload resolves them (or escalates them) instead of leaving
+  -- a stale retained alert behind
+  r.saved = kv.open("mqrouter.alert/" .. r.name, { persist = o.persist })
+  r:restore(t0)
   r.timer = mq.every(o.tick or 1, function() r:check() end)
   r.suppressed = 0
   return r
@@ -112,6 +123,37 @@ function Rule:publish(key, kind, s, state, now)
   end
   if self.o.on_change then self.o.on_change(ev) end
   s.last_notify = now
+  self:save(key, kind, s)
+end
+
+-- Firing state of (key, kind) into kv, or out of it once resolved.
+function Rule:save(key, kind, s)
+  local id = kind .. "/" .. key
+  if s.active then
+    self.saved:set(id, { key = key, kind = kind, since = s.since, level = s.level, count = s.count,
+      value = s.value, threshold = s.threshold, last_notify = s.last_notify })
+  else
+    self.saved:delete(id)
+  end
+end
+
+-- Takes over the firing alerts a previous rule of this name left in kv.
+-- Their keys count as seen at t0 (for missing data).
+function Rule:restore(t0)
+  for _, id in ipairs(self.saved:keys()) do
+    local v = self.saved:get(id)
+    if type(v) == "table" and type(v.key) == "string" and type(v.kind) == "string" then
+      local k = self.keys[v.key]
+      if not k then
+        k = { last_time = t0, kinds = {} }
+        self.keys[v.key] = k
+      end
+      k.kinds[v.kind] = { active = true, cond = true, since = v.since, count = v.count or 0,
+        level = math.min(v.level or 1, #self.levels), value = v.value, threshold = v.threshold,
+        last_notify = v.last_notify or t0 }
+      if v.kind == "missing" then k.kinds[v.kind].cond = true end
+    end
+  end
 end
 
 -- Moves one condition of one key: cond is whether it holds now.
