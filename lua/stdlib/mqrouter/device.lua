@@ -241,7 +241,8 @@ Presence.__index = Presence
 -- ignore = { ... }, on_change = fn } -> presence. A message on
 -- <prefix>/<id>/<rest> marks the device online, unless rules published it
 -- or <rest> is in ignore (default: what apps and rules send the device:
--- "desired/set", "delta", "twin", "online", "cmd"); no message for timeout seconds, or "offline" / "false" /
+-- "desired/set", "delta", "twin", "online", "cmd"); persist keeps the
+-- online set in SQLite (it is in mqrouter.kv across reloads anyway); no message for timeout seconds, or "offline" / "false" /
 -- "0" on <prefix>/<id>/<status> (a last will), marks it offline. Changes
 -- are published retained as "true"/"false" on <prefix>/<id>/online and
 -- passed to on_change(id, online).
@@ -265,6 +266,13 @@ function M.presence(o)
     end
     p:seen(id)
   end)
+  -- who is online is kept in mqrouter.kv: after a reload those devices
+  -- count as seen at that moment (their timeout starts again)
+  p.saved = kv.open("mqrouter.presence/" .. prefix, { persist = o.persist })
+  local now = mq.now()
+  for _, id in ipairs(p.saved:keys()) do
+    p.online[id], p.last[id] = true, now
+  end
   p.timer = mq.every(o.tick or math.min(1, timeout / 4), function() p:check() end)
   return p
 end
@@ -272,6 +280,7 @@ end
 function Presence:set(id, online)
   if (self.online[id] or false) == online then return end
   self.online[id] = online
+  if online then self.saved:set(id, "1") else self.saved:delete(id) end
   mq.publish(self.prefix .. "/" .. id .. "/online", online and "true" or "false", { retain = true, qos = 1 })
   if self.o.on_change then self.o.on_change(id, online) end
 end
