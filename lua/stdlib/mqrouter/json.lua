@@ -45,6 +45,13 @@ end
 -- cjson.
 local encode_value
 
+-- cjson writes "/" as "\/": valid, but topics read badly. The pair can
+-- only come from that escape (a backslash is written "\\"), so it is
+-- undone safely.
+local function encode_string(v)
+  return (codec.encode(v):gsub("\\/", "/"))
+end
+
 local function encode_table(t, depth, out)
   if depth > 100 then error("nesting deeper than 100 levels", 0) end
   local n, max, keys, all_int = 0, 0, {}, true
@@ -77,7 +84,7 @@ local function encode_table(t, depth, out)
     out[#out + 1] = "{"
     for i, k in ipairs(keys) do
       if i > 1 then out[#out + 1] = "," end
-      out[#out + 1] = codec.encode(k)
+      out[#out + 1] = encode_string(k)
       out[#out + 1] = ":"
       local v = t[k]
       if v == nil then v = t[tonumber(k)] end
@@ -90,6 +97,8 @@ end
 encode_value = function(v, depth, out)
   if type(v) == "table" then
     encode_table(v, depth, out)
+  elseif type(v) == "string" then
+    out[#out + 1] = encode_string(v)
   else
     out[#out + 1] = codec.encode(v)
   end

@@ -35,13 +35,14 @@ function M.number(text, field)
       if type(v) ~= "table" then return fail("no field '%s'", field) end
       v = v[part]
     end
-    if type(v) == "number" then return v end
+    if type(v) == "number" then return v end -- JSON has no inf or nan
     if type(v) == "string" then return M.number(v) end
     return fail("field '%s' is not a number", field)
   end
   local s = text:match("^%s*(.-)%s*$")
   local n = tonumber(s)
-  if n then return n end
+  if n and n == n and n ~= math.huge and n ~= -math.huge then return n end
+  if n then return fail("%q is not a finite number", text) end
   local num = s:match("^([-+]?%d*[.,]?%d+[eE][-+]?%d+)") or s:match("^([-+]?%d*[.,]?%d+)")
   if num then
     n = tonumber((num:gsub(",", ".")))
