@@ -125,6 +125,8 @@ static int l_engine_new(lua_State *L)
     o.listen_port = -1;
     o.data_dir = "";
     char host[256];
+    bool fake = false;
+    uint64_t start_ms = 0;
     if (lua_istable(L, 1)) {
         lua_getfield(L, 1, "listen");
         if (lua_type(L, -1) == LUA_TSTRING) {
@@ -138,6 +140,17 @@ static int l_engine_new(lua_State *L)
         lua_getfield(L, 1, "watch");
         o.watch_script = lua_toboolean(L, -1);
         lua_pop(L, 4);
+        lua_getfield(L, 1, "clock");
+        if (!lua_isnil(L, -1) &&
+            !(lua_type(L, -1) == LUA_TSTRING && (strcmp(lua_tostring(L, -1), "fake") == 0 ||
+                                                 strcmp(lua_tostring(L, -1), "real") == 0)))
+            return luaL_argerror(L, 1, "clock must be \"fake\" or \"real\"");
+        fake = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "fake") == 0;
+        lua_getfield(L, 1, "start_time");
+        double start = luaL_optnumber(L, -1, (double)mqr__now_ms() / 1000.0);
+        if (!(start >= 0)) return luaL_argerror(L, 1, "start_time must be seconds >= 0");
+        start_ms = (uint64_t)(start * 1000.0 + 0.5);
+        lua_pop(L, 2);
     }
     l_engine_t *le = lua_newuserdata(L, sizeof *le);
     memset(le, 0, sizeof *le);
@@ -151,6 +164,40 @@ static int l_engine_new(lua_State *L)
         free(err);
         return 2;
     }
+    if (fake) {
+        mqr_script_t *h = mqr__script_host(le->e);
+        if (!h) return luaL_error(L, "out of memory");
+        mqr__script_fake_clock(h, start_ms);
+    }
+    return 1;
+}
+
+/* The script host of an engine with a fake clock; raises otherwise. */
+static mqr_script_t *fake_host(lua_State *L, l_engine_t *le)
+{
+    mqr_script_t *h = le->e->script;
+    if (!h || !h->fake_clock)
+        luaL_error(L, "this engine has a real clock (create it with clock = \"fake\")");
+    return h;
+}
+
+/* e:advance(seconds) -> timer calls: moves a fake clock forward, firing
+ * the timers that fall due on the way (script.c, mqr__script_advance). */
+static int l_engine_advance(lua_State *L)
+{
+    l_engine_t *le = check_engine(L);
+    double s = luaL_checknumber(L, 2);
+    if (!(s >= 0) || s > 1e9) return luaL_argerror(L, 2, "seconds must be >= 0");
+    mqr_script_t *h = fake_host(L, le);
+    lua_pushinteger(L, (lua_Integer)mqr__script_advance(h, (uint64_t)(s * 1000.0 + 0.5)));
+    return 1;
+}
+
+/* e:now() -> the engine's clock in seconds since the epoch (fake or real) */
+static int l_engine_now(lua_State *L)
+{
+    l_engine_t *le = check_engine(L);
+    lua_pushnumber(L, (lua_Number)mqr__script_now_ms(le->e->script) / 1000.0);
     return 1;
 }
 
@@ -200,6 +247,8 @@ static int l_engine_publish(lua_State *L)
 {
     l_engine_t *le = check_engine(L);
     mqr_msg_init_t in = {.origin = MQR_ORIGIN_C, .origin_name = "host"};
+    mqr_script_t *h = le->e->script;
+    if (h && h->fake_clock) in.created_ms = h->clock_ms;
     in.topic = luaL_checklstring(L, 2, &in.topic_len);
     in.payload = luaL_checklstring(L, 3, &in.payload_len);
     uint8_t *props;
@@ -376,6 +425,8 @@ static int l_capture_messages(lua_State *L)
         lua_setfield(L, -2, "source");
         mqr__lprops_push(L, m->props, m->props_len);
         lua_setfield(L, -2, "properties");
+        lua_pushnumber(L, (lua_Number)m->created_ms / 1000.0);
+        lua_setfield(L, -2, "time");
         lua_rawseti(L, -2, (int)i + 1);
     }
     return 1;
@@ -459,6 +510,8 @@ int luaopen_mqrouter(lua_State *L)
         {"capture", l_engine_capture},
         {"queue_stats", l_engine_queue_stats},
         {"run_until", l_engine_run_until},
+        {"advance", l_engine_advance},
+        {"now", l_engine_now},
         {"close", l_engine_close},
         {NULL, NULL},
     };

@@ -75,6 +75,7 @@ static int l_publish(lua_State *L)
     in.payload = luaL_checklstring(L, 2, &in.payload_len);
     uint8_t *props;
     mqr__publish_opts(L, 3, &in, &props);
+    if (st->host->fake_clock) in.created_ms = st->host->clock_ms;
     in.origin_name =
         st->chunkname[0] == '@' || st->chunkname[0] == '=' ? st->chunkname + 1 : st->chunkname;
     const char *why = NULL;
@@ -270,7 +271,8 @@ static int l_topic_matches(lua_State *L)
 
 static int l_now(lua_State *L)
 {
-    lua_pushnumber(L, (lua_Number)mqr__now_ms() / 1000.0);
+    l_state_t *st = mqr__state_of(L);
+    lua_pushnumber(L, (lua_Number)mqr__script_now_ms(st ? st->host : NULL) / 1000.0);
     return 1;
 }
 

@@ -64,7 +64,9 @@ struct l_timer {
     uint64_t repeat_ms; /* 0 = once */
     bool started;
     bool stopped;
-    l_timer_t **ud; /* the Lua handle's slot, cleared when either side goes */
+    uint64_t fake_due; /* fake clock: when it fires next (host->clock_ms scale) */
+    uint64_t seq;      /* fake clock: declaration order, breaks ties */
+    l_timer_t **ud;    /* the Lua handle's slot, cleared when either side goes */
     char *name;
     uint64_t calls;
     uint64_t errors;
@@ -128,10 +130,35 @@ struct mqr_script {
     uint64_t handler_errors;
     uint64_t budget_errors;
     char last_error[512]; /* first line of the last failed call's error */
+    /* Fake clock (busted host, mqrouter.testing): while on, mq.now() and the
+     * time of messages published from Lua or the host read clock_ms, and
+     * script timers are not started on the loop: mqr__script_advance()
+     * fires them as it moves clock_ms forward. Off (the default) changes
+     * nothing. */
+    bool fake_clock;
+    uint64_t clock_ms;
+    uint64_t timer_seq;
+    struct l_kv *kv; /* the key-value store (l_kv.c), NULL until first used */
 };
 
 /* The host of engine e, created on first use. NULL when out of memory. */
 mqr_script_t *mqr__script_host(mqr_engine_t *e);
+
+/* Fake clock: turns it on at start_ms (ms since the epoch). */
+void mqr__script_fake_clock(mqr_script_t *h, uint64_t start_ms);
+/* Moves the fake clock forward by ms, firing every timer that falls due on
+ * the way in time order (declaration order for equal times), the clock
+ * reading each timer's due time while it runs; the loop runs one
+ * non-blocking turn after each so work deferred to a later turn happens.
+ * Returns the number of timer calls. */
+unsigned mqr__script_advance(mqr_script_t *h, uint64_t ms);
+/* Now in ms since the epoch: the fake clock when on, else the wall clock. */
+uint64_t mqr__script_now_ms(const mqr_script_t *h);
+
+/* The key-value store (l_kv.c): adds kv to the rules table on top
+ * [-0, +0]; free releases it with the host. */
+void mqr__lkv_open(lua_State *L);
+void mqr__lkv_free(mqr_script_t *h);
 
 /* The rules API table of a rules state ("mqrouter" inside scripts). [-0, +1] */
 int mqr__rules_open(lua_State *L);

@@ -132,6 +132,14 @@ static const mqr_store_migration_t migrations[] = {
         "  expiry_s INT NOT NULL DEFAULT 0,"
         "  PRIMARY KEY(qid, id)"
         ") WITHOUT ROWID;"},
+    /* the Lua key-value store's persistent entries (core/store_kv.c,
+     * bindings/l_kv.c): the value as bytes, json = 1 when it is JSON text */
+    {5, "CREATE TABLE kv ("
+        "  key TEXT PRIMARY KEY NOT NULL,"
+        "  value BLOB NOT NULL,"
+        "  json INT NOT NULL DEFAULT 0,"
+        "  updated_ms INT NOT NULL DEFAULT 0"
+        ");"},
 };
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
