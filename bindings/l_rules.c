@@ -308,6 +308,7 @@ int mqr__rules_open(lua_State *L)
         {"transaction", mqr__lqueue_transaction},
         {"queues", mqr__lqueue_names},
         {"queues_health", mqr__lqueue_health},
+        {"admin", mqr__ladmin},
         {NULL, NULL},
     };
     lua_newtable(L);
