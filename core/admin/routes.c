@@ -1154,6 +1154,8 @@ static void h_retained_delete(actx_t *x)
 
 /* ---- the table ---- */
 
+static void h_index(actx_t *x);
+
 typedef struct {
     int method;
     const char *pattern; /* {x}: one path segment; {x+}: the rest of the path */
@@ -1164,6 +1166,7 @@ typedef struct {
 static const route_t routes[] = {
     {HTTP_GET, "/health", h_health, true},
     {HTTP_GET, "/metrics", h_metrics, false},
+    {HTTP_GET, "/api/v1", h_index, false},
     {HTTP_GET, "/api/v1/stats", h_stats, false},
     {HTTP_POST, "/api/v1/publish", h_publish, false},
     {HTTP_POST, "/api/v1/publish/batch", h_publish_batch, false},
@@ -1269,6 +1272,26 @@ void mqr__admin_route(mqr_admin_t *a, const mqr_areq_t *req, mqr_ares_t *res)
     actx_t x = {.a = a, .e = a->e, .req = req, .res = res, .arg = arg};
     hit->fn(&x);
     free(arg);
+}
+
+/* GET /api/v1: every endpoint, as docs/openapi.yaml spells its paths */
+static void h_index(actx_t *x)
+{
+    cJSON *o = ok_json(x, 200);
+    cJSON_AddStringToObject(o, "version", MQR_VERSION_STRING);
+    cJSON *list = cJSON_AddArrayToObject(o, "endpoints");
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        char path[128];
+        const char *p = routes[i].pattern;
+        size_t n = 0;
+        for (; *p && n + 1 < sizeof path; p++)
+            if (*p != '+') path[n++] = *p; /* {topic+} is {topic} there */
+        path[n] = '\0';
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "method", http_method_str(routes[i].method));
+        cJSON_AddStringToObject(e, "path", path);
+        cJSON_AddItemToArray(list, e);
+    }
 }
 
 void mqr__admin_foreach_route(void (*fn)(void *arg, const char *method, const char *pattern),
