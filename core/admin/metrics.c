@@ -343,25 +343,41 @@ static void route_sample(void *arg, const mqr_admin_route_t *r)
     sample(&f[R_ERRORS].b, f[R_ERRORS].name, "route", r->name, ex, r->errors);
     sample(&f[R_BUDGET].b, f[R_BUDGET].name, "route", r->name, ex, r->budget_errors);
     sample(&f[R_DEAD].b, f[R_DEAD].name, "route", r->name, ex, r->dead_lettered);
+    /* a route into a queue has no handler to time; one never timed (no
+     * call since the admin API started) has no series yet, as is usual for
+     * labelled histograms: idle routes cost a scrape nothing here */
+    if (!r->latency || !r->latency->count) {
+        free(extra.p);
+        return;
+    }
+    /* the histogram's series carry the route label only (its name holds
+     * the filter already): 16 lines per route, the bulk of a scrape */
     static const double bounds[] = MQR_ADMIN_LAT_BOUNDS;
-    static const mqr_admin_hist_t none;
-    const mqr_admin_hist_t *h = r->latency ? r->latency : &none;
+    const mqr_admin_hist_t *h = r->latency;
     mqr_abuf_t *b = &f[R_LATENCY].b;
+    mqr_abuf_t lbl = {0};
+    mqr__abuf_str(&lbl, "{route=\"");
+    label_value(&lbl, r->name);
+    mqr__abuf_str(&lbl, "\"");
+    const char *l = lbl.p ? lbl.p : "{";
     uint64_t cum = 0;
     for (int i = 0; i <= MQR_ADMIN_LAT_NBOUNDS; i++) {
         cum += h->bucket[i];
-        mqr__abuf_str(b, "mqrouter_route_handler_duration_seconds_bucket{route=\"");
-        label_value(b, r->name);
-        mqr__abuf_printf(b, "\"%s", ex);
         if (i < MQR_ADMIN_LAT_NBOUNDS)
-            mqr__abuf_printf(b, ",le=\"%g\"} %llu\n", bounds[i], (unsigned long long)cum);
+            mqr__abuf_printf(b,
+                             "mqrouter_route_handler_duration_seconds_bucket%s,le=\"%g\"} %llu\n",
+                             l, bounds[i], (unsigned long long)cum);
         else
-            mqr__abuf_printf(b, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+            mqr__abuf_printf(b,
+                             "mqrouter_route_handler_duration_seconds_bucket%s,le=\"+Inf\"} %llu\n",
+                             l, (unsigned long long)cum);
     }
-    mqr__abuf_str(b, "mqrouter_route_handler_duration_seconds_sum{route=\"");
-    label_value(b, r->name);
-    mqr__abuf_printf(b, "\"%s} %.9f\n", ex, (double)h->sum_ns / 1e9);
-    sample(b, "mqrouter_route_handler_duration_seconds_count", "route", r->name, ex, h->count);
+    mqr__abuf_printf(b, "mqrouter_route_handler_duration_seconds_sum%s} %.9f\n", l,
+                     (double)h->sum_ns / 1e9);
+    mqr__abuf_printf(b, "mqrouter_route_handler_duration_seconds_count%s} %llu\n", l,
+                     (unsigned long long)h->count);
+    if (lbl.failed) b->failed = true;
+    free(lbl.p);
     free(extra.p);
 }
 
