@@ -8,6 +8,7 @@ the upstream broker, a real paho client the listener's subscriber."""
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -168,6 +169,47 @@ def main():
                            capture_output=True, timeout=20)
         check(b"Re-using existing connection" in r.stderr or
               b"Reusing existing connection" in r.stderr, "keep-alive reuses the connection")
+
+        # ---- HTTP framing on a raw socket: pipelining, split writes, close ----
+        def raw(data, chunks=1, timeout=5):
+            s = socket.create_connection(("127.0.0.1", aport), timeout=timeout)
+            step = max(1, len(data) // chunks)
+            for i in range(0, len(data), step):
+                s.sendall(data[i:i + step])
+                if chunks > 1:
+                    time.sleep(0.005)
+            out = b""
+            try:
+                while True:
+                    b = s.recv(65536)
+                    if not b:
+                        break
+                    out += b
+            except socket.timeout:
+                out += b"<open>"
+            s.close()
+            return out
+
+        auth = f"Authorization: Bearer {TOKEN}\r\n".encode()
+        two = (b"GET /api/v1/rules HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n" +
+               b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        out = raw(two)
+        check(out.count(b"HTTP/1.1 ") == 2 and out.index(b"200 OK") < out.index(b"404 Not Found")
+              and not out.endswith(b"<open>"), f"pipelined answers in order, then closed: {out[:200]}")
+        out = raw(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", chunks=40)
+        check(out.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in out,
+              f"a request split in 40 writes: {out[:100]}")
+        out = raw(b"GET /health HTTP/1.0\r\n\r\n")
+        check(out.startswith(b"HTTP/1.1 200") and b"Connection: close" in out and
+              not out.endswith(b"<open>"), "HTTP/1.0 is answered and closed")
+        out = raw(b"\x16\x03\x01garbage\r\n\r\n")
+        check(out.startswith(b"HTTP/1.1 400") and not out.endswith(b"<open>"),
+              f"garbage: 400 and closed: {out[:80]}")
+        out = raw(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=1)
+        check(out.startswith(b"HTTP/1.1 200") and out.endswith(b"<open>"),
+              "HTTP/1.1 stays open (keep-alive)")
+        out = raw(b"GET /api/v1/retained/a%zz HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n")
+        check(out.startswith(b"HTTP/1.1 400"), f"bad percent-encoding: {out[:80]}")
 
         # ---- sessions ----
         wait(lambda: api.ok("GET", "/api/v1/sessions/up")["state"] == "connected",
