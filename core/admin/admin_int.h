@@ -78,6 +78,65 @@ struct mqr_admin {
     unsigned open_handles;
 };
 
+/* What a handler gets (routes.c fills it): arg is the {name} or {topic} of
+ * the path, decoded. */
+typedef struct {
+    mqr_admin_t *a;
+    mqr_engine_t *e;
+    const mqr_areq_t *req;
+    mqr_ares_t *res;
+    const char *arg;
+} mqr_actx_t;
+
+typedef void (*mqr_admin_handler_fn)(mqr_actx_t *x);
+
+/* Helpers of routes.c for the handlers. */
+/* An engine error (MQR_E*) as an HTTP answer: status from the code. */
+void mqr__admin_engine_error(mqr_actx_t *x, int rc, const char *what);
+/* Sets status and an empty JSON object as the body; returns it. */
+cJSON *mqr__admin_ok(mqr_actx_t *x, int status);
+void mqr__admin_num(cJSON *o, const char *k, double v);
+/* The value of key in the query string, decoded ('+' is a space): 1 found,
+ * 0 absent, -1 malformed or too long for out. */
+int mqr__admin_qparam(const char *q, const char *key, char *out, size_t outlen);
+/* offset (>= 0) and limit (1..1000) from the query; false after answering
+ * 400 bad_pagination. */
+bool mqr__admin_page(mqr_actx_t *x, size_t *offset, size_t *limit);
+/* Answers {items: [], total, offset, limit}; returns items. */
+cJSON *mqr__admin_page_json(mqr_actx_t *x, size_t total, size_t offset, size_t limit);
+/* The request body as a JSON object (or array if allowed), for the caller
+ * to delete; NULL after answering 400. */
+cJSON *mqr__admin_body(mqr_actx_t *x, bool allow_array);
+/* Field k of o: a string (NULL when absent), an integer in lo..hi (dflt
+ * when absent; booleans are 0/1); *bad set on a wrong type or range. */
+const char *mqr__admin_jstr(const cJSON *o, const char *k, bool *bad);
+int mqr__admin_jint(const cJSON *o, const char *k, int dflt, int lo, int hi, bool *bad);
+/* Adds "payload" and "encoding" (utf-8 text, or base64) to o (api_message.c). */
+void mqr__admin_add_payload(cJSON *o, const void *p, size_t n);
+
+/* The handlers (api_*.c), named as their routes in routes.c. */
+void mqr__admin_h_health(mqr_actx_t *x);
+void mqr__admin_h_metrics(mqr_actx_t *x);
+void mqr__admin_h_stats(mqr_actx_t *x);
+void mqr__admin_h_index(mqr_actx_t *x);
+void mqr__admin_h_publish(mqr_actx_t *x);
+void mqr__admin_h_publish_batch(mqr_actx_t *x);
+void mqr__admin_h_sessions_list(mqr_actx_t *x);
+void mqr__admin_h_session_add(mqr_actx_t *x);
+void mqr__admin_h_session_get(mqr_actx_t *x);
+void mqr__admin_h_session_delete(mqr_actx_t *x);
+void mqr__admin_h_queues_list(mqr_actx_t *x);
+void mqr__admin_h_queue_get(mqr_actx_t *x);
+void mqr__admin_h_queue_dlq(mqr_actx_t *x);
+void mqr__admin_h_queue_redrive(mqr_actx_t *x);
+void mqr__admin_h_rules(mqr_actx_t *x);
+void mqr__admin_h_routes(mqr_actx_t *x);
+void mqr__admin_h_reload(mqr_actx_t *x);
+void mqr__admin_h_retained_list(mqr_actx_t *x);
+void mqr__admin_h_retained_get(mqr_actx_t *x);
+void mqr__admin_h_retained_put(mqr_actx_t *x);
+void mqr__admin_h_retained_delete(mqr_actx_t *x);
+
 /* routes.c: answers req into res (status, body). */
 void mqr__admin_route(mqr_admin_t *a, const mqr_areq_t *req, mqr_ares_t *res);
 /* An error body {"error":{"code":..., "message":...}} with status. */
