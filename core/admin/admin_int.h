@@ -19,6 +19,7 @@
 #define MQR_ADMIN_IDLE_MS 30000          /* keep-alive connection without a request */
 #define MQR_ADMIN_REQUEST_MS 10000       /* a request must arrive whole within this */
 #define MQR_ADMIN_MAX_CONNS 256
+#define MQR_ADMIN_MAX_OUT (16 * 1024 * 1024) /* answers queued for a client before it is paused */
 
 typedef struct mqr_aconn mqr_aconn_t;
 

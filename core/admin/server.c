@@ -32,6 +32,11 @@ struct mqr_aconn {
     int error_status; /* a limit a callback hit: answered with this, then closed */
     bool closing;
     bool close_after; /* close once the writes are done */
+    /* backpressure: a client not reading its answers (pipelining) stops
+     * being read, its unparsed bytes kept, until the output drains */
+    bool held;
+    char *pending;
+    size_t pending_len;
     unsigned writes;
     unsigned handles;
 };
@@ -131,6 +136,7 @@ static void conn_closed(uv_handle_t *h)
     abuf_free(&c->hfield);
     abuf_free(&c->hvalue);
     abuf_free(&c->auth);
+    free(c->pending);
     free(c);
     admin_maybe_free(a);
 }
@@ -195,13 +201,32 @@ typedef struct {
     char data[];
 } awrite_t;
 
+static void feed(mqr_aconn_t *c, const char *data, size_t n);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
 static void on_written(uv_write_t *w, int status)
 {
     awrite_t *aw = (awrite_t *)w;
     mqr_aconn_t *c = aw->c;
     free(aw);
     c->writes--;
-    if (status < 0 || (c->close_after && c->writes == 0)) conn_close(c);
+    if (status < 0 || (c->close_after && c->writes == 0)) {
+        conn_close(c);
+        return;
+    }
+    if (c->held && !c->closing && c->tcp.write_queue_size <= MQR_ADMIN_MAX_OUT / 4) {
+        c->held = false;
+        http_parser_pause(&c->parser, 0);
+        char *p = c->pending;
+        size_t n = c->pending_len;
+        c->pending = NULL;
+        c->pending_len = 0;
+        if (n) feed(c, p, n);
+        free(p);
+        if (!c->held && !c->closing && !c->close_after)
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
 }
 
 /* Writes the response; res's body is consumed. */
@@ -442,6 +467,12 @@ static int on_message_complete(http_parser *p)
         http_parser_pause(p, 1);
     } else if (!c->closing) {
         uv_timer_start(&c->timer, on_timeout, MQR_ADMIN_IDLE_MS, 0);
+        if (c->tcp.write_queue_size > MQR_ADMIN_MAX_OUT) { /* the client is not reading */
+            MQR_LOG_D(MQR_ADMIN_LOG, "a client has %zu bytes of answers unread: paused",
+                      c->tcp.write_queue_size);
+            c->held = true;
+            http_parser_pause(p, 1);
+        }
     }
     return 0;
 }
@@ -461,18 +492,25 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(read_buf, sizeof read_buf);
 }
 
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+/* Parses n bytes; answers every complete request in them. */
+static void feed(mqr_aconn_t *c, const char *data, size_t n)
 {
-    mqr_aconn_t *c = s->data;
-    if (n == 0) return;
-    if (n < 0) {
-        conn_close(c);
+    size_t done = http_parser_execute(&c->parser, &settings, data, n);
+    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+    if (err == HPE_PAUSED) {
+        if (!c->held || c->close_after || c->closing) return; /* the last answer is out */
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        if (done < n) { /* the requests behind, parsed once the output drains */
+            c->pending = malloc(n - done);
+            if (!c->pending) {
+                conn_close(c);
+                return;
+            }
+            memcpy(c->pending, data + done, n - done);
+            c->pending_len = n - done;
+        }
         return;
     }
-    if (c->close_after) return; /* answered for the last time; bytes after are ignored */
-    size_t done = http_parser_execute(&c->parser, &settings, buf->base, (size_t)n);
-    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-    if (err == HPE_PAUSED) return; /* close_after is set */
     if (err != HPE_OK) {
         int st = c->error_status ? c->error_status : 400;
         const char *code = st == 413   ? "too_large"
@@ -482,9 +520,19 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         char msg[160];
         snprintf(msg, sizeof msg, "%s", st == 400 ? http_errno_description(err) : status_text(st));
         respond_error_close(c, st, code, msg);
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    mqr_aconn_t *c = s->data;
+    if (n == 0) return;
+    if (n < 0) {
+        conn_close(c);
         return;
     }
-    (void)done;
+    if (c->close_after || c->held) return; /* answered for the last time / paused */
+    feed(c, buf->base, (size_t)n);
 }
 
 static void on_connection(uv_stream_t *server, int status)
