@@ -21,12 +21,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Handler latency histogram: upper bounds in seconds (Prometheus "le"),
- * then +Inf. Buckets are kept per bucket (not cumulative); metrics.c adds
- * them up. */
-#define MQR_ADMIN_LAT_BOUNDS                                                                       \
+/* Handler latency histogram: upper bounds in seconds as Prometheus "le"
+ * labels, then +Inf; mqr__admin_hist_add() holds the same bounds in ns.
+ * Buckets are kept per bucket (not cumulative); metrics.c adds them up. */
+#define MQR_ADMIN_LAT_LE                                                                           \
     {                                                                                              \
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0      \
+        "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", \
+            "0.25", "0.5", "1", "+Inf"                                                             \
     }
 #define MQR_ADMIN_LAT_NBOUNDS 13
 

@@ -21,6 +21,20 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+/* Appends " <v>\n": the hot path of a scrape, so no printf. */
+static void value_u64(mqr_abuf_t *b, uint64_t v)
+{
+    char tmp[24];
+    char *p = tmp + sizeof tmp;
+    *--p = '\n';
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    *--p = ' ';
+    mqr__abuf_add(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
 static void head(mqr_abuf_t *b, const char *name, const char *type, const char *help)
 {
     mqr__abuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -35,7 +49,8 @@ static void one(mqr_abuf_t *b, const char *name, const char *type, const char *h
 static void one_u(mqr_abuf_t *b, const char *name, const char *type, const char *help, uint64_t v)
 {
     head(b, name, type, help);
-    mqr__abuf_printf(b, "%s %llu\n", name, (unsigned long long)v);
+    mqr__abuf_str(b, name);
+    value_u64(b, v);
 }
 
 /* Appends v as a label value: backslash, double quote and newline escaped. */
@@ -63,7 +78,8 @@ static void sample(mqr_abuf_t *b, const char *name, const char *key, const char 
     label_value(b, value);
     mqr__abuf_str(b, "\"");
     if (extra) mqr__abuf_str(b, extra);
-    mqr__abuf_printf(b, "} %llu\n", (unsigned long long)v);
+    mqr__abuf_str(b, "}");
+    value_u64(b, v);
 }
 
 /* A family of labelled samples built during a pass. */
@@ -352,7 +368,7 @@ static void route_sample(void *arg, const mqr_admin_route_t *r)
     }
     /* the histogram's series carry the route label only (its name holds
      * the filter already): 16 lines per route, the bulk of a scrape */
-    static const double bounds[] = MQR_ADMIN_LAT_BOUNDS;
+    static const char *const le[MQR_ADMIN_LAT_NBOUNDS + 1] = MQR_ADMIN_LAT_LE;
     const mqr_admin_hist_t *h = r->latency;
     mqr_abuf_t *b = &f[R_LATENCY].b;
     mqr_abuf_t lbl = {0};
@@ -360,22 +376,24 @@ static void route_sample(void *arg, const mqr_admin_route_t *r)
     label_value(&lbl, r->name);
     mqr__abuf_str(&lbl, "\"");
     const char *l = lbl.p ? lbl.p : "{";
+    size_t llen = lbl.p ? lbl.len : 1;
+    static const char bucket[] = "mqrouter_route_handler_duration_seconds_bucket";
     uint64_t cum = 0;
     for (int i = 0; i <= MQR_ADMIN_LAT_NBOUNDS; i++) {
         cum += h->bucket[i];
-        if (i < MQR_ADMIN_LAT_NBOUNDS)
-            mqr__abuf_printf(b,
-                             "mqrouter_route_handler_duration_seconds_bucket%s,le=\"%g\"} %llu\n",
-                             l, bounds[i], (unsigned long long)cum);
-        else
-            mqr__abuf_printf(b,
-                             "mqrouter_route_handler_duration_seconds_bucket%s,le=\"+Inf\"} %llu\n",
-                             l, (unsigned long long)cum);
+        mqr__abuf_add(b, bucket, sizeof bucket - 1);
+        mqr__abuf_add(b, l, llen);
+        mqr__abuf_str(b, ",le=\"");
+        mqr__abuf_str(b, le[i]);
+        mqr__abuf_str(b, "\"}");
+        value_u64(b, cum);
     }
     mqr__abuf_printf(b, "mqrouter_route_handler_duration_seconds_sum%s} %.9f\n", l,
                      (double)h->sum_ns / 1e9);
-    mqr__abuf_printf(b, "mqrouter_route_handler_duration_seconds_count%s} %llu\n", l,
-                     (unsigned long long)h->count);
+    mqr__abuf_str(b, "mqrouter_route_handler_duration_seconds_count");
+    mqr__abuf_add(b, l, llen);
+    mqr__abuf_str(b, "}");
+    value_u64(b, h->count);
     if (lbl.failed) b->failed = true;
     free(lbl.p);
     free(extra.p);
