@@ -33,6 +33,8 @@ typedef struct {
 
 void mqr__abuf_add(mqr_abuf_t *b, const char *s, size_t n);
 void mqr__abuf_str(mqr_abuf_t *b, const char *s);
+/* Room for n bytes at least (a hint: failure is not reported). */
+void mqr__abuf_reserve(mqr_abuf_t *b, size_t n);
 void mqr__abuf_printf(mqr_abuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* One request, as routes.c sees it. */
@@ -75,6 +77,8 @@ struct mqr_admin {
     char **api_sessions;
     size_t n_api_sessions;
     uint64_t requests, responses_4xx, responses_5xx;
+    size_t metrics_size; /* the last scrape's, reserved for the next */
+    uint64_t metrics_ns; /* how long the last scrape took to build */
     uint64_t start_ms;
     unsigned open_handles;
 };

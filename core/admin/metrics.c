@@ -475,5 +475,7 @@ void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out)
                      (unsigned long long)a->responses_4xx);
     mqr__abuf_printf(out, "mqrouter_admin_errors_total{class=\"5xx\"} %llu\n",
                      (unsigned long long)a->responses_5xx);
+    one(out, "mqrouter_admin_scrape_duration_seconds", "gauge",
+        "Time the previous GET /metrics took to build its text.", (double)a->metrics_ns / 1e9);
     process_metrics(a, out);
 }

@@ -65,6 +65,16 @@ void mqr__abuf_add(mqr_abuf_t *b, const char *s, size_t n)
     b->p[b->len] = '\0';
 }
 
+void mqr__abuf_reserve(mqr_abuf_t *b, size_t n)
+{
+    if (b->failed || b->cap >= n + 1) return;
+    char *p = realloc(b->p, n + 1);
+    if (!p) return; /* not an error: adding grows it later */
+    if (!b->p) p[0] = '\0';
+    b->p = p;
+    b->cap = n + 1;
+}
+
 void mqr__abuf_str(mqr_abuf_t *b, const char *s)
 {
     mqr__abuf_add(b, s, strlen(s));
@@ -198,6 +208,7 @@ static const char *status_text(int s)
 typedef struct {
     uv_write_t req;
     mqr_aconn_t *c;
+    char *owned; /* the body, when not in data */
     char data[];
 } awrite_t;
 
@@ -209,6 +220,7 @@ static void on_written(uv_write_t *w, int status)
 {
     awrite_t *aw = (awrite_t *)w;
     mqr_aconn_t *c = aw->c;
+    free(aw->owned);
     free(aw);
     c->writes--;
     if (status < 0 || (c->close_after && c->writes == 0)) {
@@ -271,20 +283,31 @@ static void conn_respond(mqr_aconn_t *c, mqr_ares_t *res, bool keep_alive)
                  res->content_type ? res->content_type : "application/json", blen,
                  keep_alive ? "keep-alive" : "close", res->extra_headers ? res->extra_headers : "");
     if (res->status == 204) blen = 0;
-    awrite_t *aw = malloc(sizeof *aw + (size_t)hn + blen);
+    /* a body built in memory is handed to libuv as it is (a scrape can be
+     * megabytes: no copy); fixed texts are copied after the head */
+    char *owned = NULL;
+    if (json) {
+        owned = json;
+    } else if (body == res->text.p && blen) {
+        owned = res->text.p;
+        res->text.p = NULL;
+    }
+    abuf_free(&res->text);
+    size_t inline_len = owned ? 0 : blen;
+    awrite_t *aw = malloc(sizeof *aw + (size_t)hn + inline_len);
     if (!aw) {
-        free(json);
-        abuf_free(&res->text);
+        free(owned);
         conn_close(c);
         return;
     }
     memcpy(aw->data, head, (size_t)hn);
-    memcpy(aw->data + hn, body, blen);
-    free(json);
-    abuf_free(&res->text);
+    memcpy(aw->data + hn, body, inline_len);
     aw->c = c;
-    uv_buf_t b = uv_buf_init(aw->data, (unsigned)((size_t)hn + blen));
-    if (uv_write(&aw->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
+    aw->owned = owned;
+    uv_buf_t b[2] = {uv_buf_init(aw->data, (unsigned)((size_t)hn + inline_len)),
+                     uv_buf_init(owned, (unsigned)blen)};
+    if (uv_write(&aw->req, (uv_stream_t *)&c->tcp, b, owned && blen ? 2 : 1, on_written) < 0) {
+        free(owned);
         free(aw);
         conn_close(c);
         return;
