@@ -127,7 +127,7 @@ struct mqr_script {
     uint64_t reload_failures;
     uint64_t handler_errors;
     uint64_t budget_errors;
-    char last_error[512]; /* first line of the last failed call's error */
+    char last_error[512];          /* first line of the last failed call's error */
     mqr_admin_hooks_t admin_hooks; /* e->admin_hooks points here (l_admin.c) */
 };
 
