@@ -108,6 +108,7 @@ static void families_flush(mqr_abuf_t *out, family_t *f, size_t n)
 static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
 {
     mqr_listener_stats_t s = {0};
+    uint64_t pkts[16] = {0};
     uint64_t subs = 0, inflight = 0, queued = 0;
     for (const mqr_listener_t *l = e->listeners; l; l = l->e_next) {
         if (l->closing) continue;
@@ -125,6 +126,8 @@ static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
         s.auth_failures += a->auth_failures;
         s.keepalive_timeouts += a->keepalive_timeouts;
         s.sessions_offline += a->sessions_offline;
+        for (int t = 0; t < 16; t++)
+            pkts[t] += a->packets_in[t];
         for (const mqr_lconn_t *c = l->conns; c; c = c->next) {
             subs += c->nsubs;
             if (c->qs) {
@@ -142,10 +145,19 @@ static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
     one_u(b, "mqtt_auth_failures_total", "counter", "CONNECTs refused by authentication.",
           s.auth_failures);
     head(b, "mqtt_messages_received_total", "counter",
-         "Packets received from listener clients, by type (PUBLISH only for now).");
-    mqr__abuf_printf(b, "mqtt_messages_received_total{type=\"publish\"} %llu\n",
-                     (unsigned long long)s.msgs_in);
-    head(b, "mqtt_messages_sent_total", "counter", "Packets sent to listener clients, by type.");
+         "Packets received from listener clients, by MQTT packet type.");
+    /* the packet types a client may send, by their number */
+    static const char *const types[16] = {
+        [1] = "connect",  [3] = "publish",     [4] = "puback",    [5] = "pubrec",
+        [6] = "pubrel",   [7] = "pubcomp",     [8] = "subscribe", [10] = "unsubscribe",
+        [12] = "pingreq", [14] = "disconnect", [15] = "auth"};
+    for (int t = 0; t < 16; t++) {
+        if (!types[t]) continue;
+        mqr__abuf_printf(b, "mqtt_messages_received_total{type=\"%s\"}", types[t]);
+        value_u64(b, pkts[t]);
+    }
+    head(b, "mqtt_messages_sent_total", "counter",
+         "PUBLISH packets sent to listener clients (other types are not counted yet).");
     mqr__abuf_printf(b, "mqtt_messages_sent_total{type=\"publish\"} %llu\n",
                      (unsigned long long)s.msgs_out);
     one_u(b, "mqtt_messages_dropped_total", "counter",

@@ -642,6 +642,7 @@ static int dispatch(mqr_lconn_t *c, int type, uint8_t *pkt, size_t len)
 {
     MQR_LOG_D(MQR_LSN_LOG, "%s <- %s (%zu bytes)", mqr__lconn_name(c),
               mqr__listener_type_name(type), len);
+    c->l->stats.packets_in[type & 15]++;
     if (c->state == MQR_LCONN_NEW) {
         if (type == MQR_MQTT_AUTH && c->auth && c->version == MQR_MQTT_V5)
             return mqr__listener_handle_auth(c, pkt, len); /* a SCRAM exchange */

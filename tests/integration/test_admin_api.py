@@ -373,6 +373,13 @@ def main():
                        'le="+Inf"} ', "process_resident_memory_bytes ",
                        "mqrouter_lua_memory_bytes ", "mqtt_retained_messages "):
             check(needle in text, f"metrics contain {needle!r}")
+        def metric(prefix):
+            ln = [x for x in text.splitlines() if x.startswith(prefix + " ")]
+            return float(ln[0].split()[-1]) if ln else -1
+        check(metric('mqtt_messages_received_total{type="connect"}') >= 2 and
+              metric('mqtt_messages_received_total{type="subscribe"}') >= 2 and
+              metric('mqtt_messages_received_total{type="pingreq"}') >= 0,
+              "packets received by type")
         lua_mem = [ln for ln in text.splitlines() if ln.startswith("mqrouter_lua_memory_bytes ")]
         check(lua_mem and int(lua_mem[0].split()[1]) > 10000, f"Lua memory {lua_mem}")
         if promtool:
