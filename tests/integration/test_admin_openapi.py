@@ -136,6 +136,7 @@ def main():
                 check(code != 401, f"{what}: documented without security, answered 401")
             else:
                 check(code == 401, f"{what}: answered {code} without a token, not 401")
+                check("401" in op.get("responses", {}), f"{what}: 401 not documented")
             code, ctype, text = curl(base, method, url, BODIES.get((method, path)))
             responses = op.get("responses", {})
             check(str(code) in responses, f"{what}: status {code} is not documented ({text[:200]})")
