@@ -456,7 +456,7 @@ int main(int argc, char **argv)
     if (admin_tokens && admin_port < 0) {
         fprintf(stderr, "mqrouter: --admin-tokens needs --admin\n");
         rc = -1;
-    } else if (admin_port >= 0 && !check) {
+    } else if (admin_port >= 0) { /* with --check: validated, not bound */
         char **tokens = NULL;
         size_t ntokens = 0;
         rc = admin_tokens ? mqr_admin_tokens_read(admin_tokens, &tokens, &ntokens, &err) : 0;

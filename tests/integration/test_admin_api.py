@@ -407,6 +407,11 @@ def main():
                            capture_output=True, timeout=20)
         check(r.returncode == 1 and b"needs tokens" in r.stderr,
               f"0.0.0.0 without tokens refused: {r.returncode} {r.stderr[-300:]}")
+        r = subprocess.run([os.environ["MQROUTER_BIN"], "--check", "--admin", "127.0.0.1:9",
+                            "--admin-tokens", ws.path("missing"), script],
+                           capture_output=True, timeout=20)
+        check(r.returncode == 1 and b"cannot read tokens" in r.stderr,
+              f"--check reads the tokens file: {r.returncode} {r.stderr[-300:]}")
 
     if failures:
         print(f"{len(failures)} failure(s)")
