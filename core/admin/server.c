@@ -551,6 +551,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     mqr_aconn_t *c = s->data;
     if (n == 0) return;
     if (n < 0) {
+        if (n == UV_EOF && c->writes > 0) { /* half-closed: the answers still go out */
+            uv_read_stop(s);
+            c->close_after = true;
+            return;
+        }
         conn_close(c);
         return;
     }
