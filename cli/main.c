@@ -270,7 +270,7 @@ int main(int argc, char **argv)
     int check = 0, c;
     int allow_anon = -1, list_users = 0;
     const char *add_user = NULL, *del_user = NULL;
-    char *admin_host = NULL;
+    char admin_host[256] = "127.0.0.1";
     int admin_port = -1;
     const char *admin_tokens = NULL;
     while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
@@ -323,14 +323,17 @@ int main(int argc, char **argv)
             no_listen = 1;
             break;
         case OPT_ADMIN: {
-            free(admin_host);
-            admin_host = NULL;
-            char *end;
+            char *end, *h = NULL;
             long p = strtol(optarg, &end, 10);
             if (!*end && end != optarg && p >= 0 && p <= 65535) { /* PORT alone */
-                admin_host = strdup("127.0.0.1");
+                snprintf(admin_host, sizeof admin_host, "127.0.0.1");
                 admin_port = (int)p;
-            } else if (parse_listen(optarg, &admin_host, &admin_port) < 0) {
+            } else if (parse_listen(optarg, &h, &admin_port) == 0 &&
+                       strlen(h) < sizeof admin_host) {
+                snprintf(admin_host, sizeof admin_host, "%s", h);
+                free(h);
+            } else {
+                free(h);
                 fprintf(stderr, "mqrouter: --admin wants HOST:PORT, got '%s'\n", optarg);
                 return 2;
             }
@@ -469,7 +472,6 @@ int main(int argc, char **argv)
             free(err);
         }
     }
-    free(admin_host);
     if (rc < 0) {
         mqr_engine_free(e);
         free_listens(listens, nlisten);
