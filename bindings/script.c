@@ -725,9 +725,9 @@ static void route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_ref);
     mqr__lmsg_push(L, msg);
     /* handler latency for /metrics: timed only while the admin API runs */
-    uint64_t t0 = st->host->e->admin ? uv_hrtime() : 0;
+    uint64_t t0 = st->host->e->admin ? mqr__admin_ticks() : 0;
     int rc = mqr__script_call(st, 1, r->name, &r->errors, &r->budget_errors);
-    if (t0) mqr__admin_hist_add(&r->latency, uv_hrtime() - t0);
+    if (t0) mqr__admin_hist_add_ticks(&r->latency, mqr__admin_ticks() - t0);
     if (rc < 0 && r->dead_letter) dead_letter(r, msg, st->host->last_error);
 }
 
