@@ -108,7 +108,7 @@ static void families_flush(mqr_abuf_t *out, family_t *f, size_t n)
 static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
 {
     mqr_listener_stats_t s = {0};
-    uint64_t pkts[16] = {0};
+    uint64_t pkts[16] = {0}, pkts_out[16] = {0};
     uint64_t subs = 0, inflight = 0, queued = 0;
     for (const mqr_listener_t *l = e->listeners; l; l = l->e_next) {
         if (l->closing) continue;
@@ -126,8 +126,10 @@ static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
         s.auth_failures += a->auth_failures;
         s.keepalive_timeouts += a->keepalive_timeouts;
         s.sessions_offline += a->sessions_offline;
-        for (int t = 0; t < 16; t++)
+        for (int t = 0; t < 16; t++) {
             pkts[t] += a->packets_in[t];
+            pkts_out[t] += a->packets_out[t];
+        }
         for (const mqr_lconn_t *c = l->conns; c; c = c->next) {
             subs += c->nsubs;
             if (c->qs) {
@@ -157,9 +159,16 @@ static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
         value_u64(b, pkts[t]);
     }
     head(b, "mqtt_messages_sent_total", "counter",
-         "PUBLISH packets sent to listener clients (other types are not counted yet).");
-    mqr__abuf_printf(b, "mqtt_messages_sent_total{type=\"publish\"} %llu\n",
-                     (unsigned long long)s.msgs_out);
+         "Packets sent to listener clients, by MQTT packet type.");
+    static const char *const out_types[16] = {
+        [2] = "connack",   [3] = "publish",     [4] = "puback", [5] = "pubrec",
+        [6] = "pubrel",    [7] = "pubcomp",     [9] = "suback", [11] = "unsuback",
+        [13] = "pingresp", [14] = "disconnect", [15] = "auth"};
+    for (int t = 0; t < 16; t++) {
+        if (!out_types[t]) continue;
+        mqr__abuf_printf(b, "mqtt_messages_sent_total{type=\"%s\"}", out_types[t]);
+        value_u64(b, pkts_out[t]);
+    }
     one_u(b, "mqtt_messages_dropped_total", "counter",
           "Deliveries to listener clients dropped (buffer or queue full, too large).", s.dropped);
     one_u(b, "mqtt_bytes_received_total", "counter", "Bytes read from listener sockets.",

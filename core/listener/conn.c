@@ -186,6 +186,7 @@ void mqr__listener_out_commit(mqr_lconn_t *c, size_t n)
     }
     b->used += n;
     c->out_bytes += n;
+    c->l->stats.packets_out[p[0] >> 4]++; /* every commit starts a packet */
     mark_dirty(c);
     if (c->out_bytes - c->locked_bytes >= MQR_LSN_FLUSH_AT && !c->writing)
         mqr__listener_out_flush(c);

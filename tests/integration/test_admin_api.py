@@ -380,6 +380,10 @@ def main():
               metric('mqtt_messages_received_total{type="subscribe"}') >= 2 and
               metric('mqtt_messages_received_total{type="pingreq"}') >= 0,
               "packets received by type")
+        check(metric('mqtt_messages_sent_total{type="connack"}') >= 2 and
+              metric('mqtt_messages_sent_total{type="suback"}') >= 2 and
+              metric('mqtt_messages_sent_total{type="publish"}') >= 5,
+              "packets sent by type")
         lua_mem = [ln for ln in text.splitlines() if ln.startswith("mqrouter_lua_memory_bytes ")]
         check(lua_mem and int(lua_mem[0].split()[1]) > 10000, f"Lua memory {lua_mem}")
         if promtool:
