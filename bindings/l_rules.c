@@ -311,6 +311,7 @@ int mqr__rules_open(lua_State *L)
         {"queues", mqr__lqueue_names},
         {"queues_health", mqr__lqueue_health},
         {"subscribe", mqr__lsub_new},
+        {"admin", mqr__ladmin},
         {NULL, NULL},
     };
     lua_newtable(L);

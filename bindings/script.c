@@ -636,6 +636,7 @@ static void host_free(void *arg)
 {
     mqr_script_t *h = arg;
     host_stop(h);
+    if (h->e->admin_hooks == &h->admin_hooks) h->e->admin_hooks = NULL;
     mqr__lauth_close(h); /* no hook may reach the state closing below */
     state_close(h->cur);
     h->cur = NULL;
@@ -667,6 +668,7 @@ mqr_script_t *mqr__script_host(mqr_engine_t *e)
     }
     e->script = h;
     e->script_ops = &host_ops;
+    mqr__ladmin_hooks(h);
     mqr__engine_reload_hook = engine_reload;
     return h;
 }
@@ -789,8 +791,11 @@ static void route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie
     lua_State *L = st->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_ref);
     mqr__lmsg_push(L, msg);
-    if (mqr__script_call(st, 1, r->name, &r->errors, &r->budget_errors) < 0 && r->dead_letter)
-        dead_letter(r, msg, st->host->last_error);
+    /* handler latency for /metrics: timed only while the admin API runs */
+    uint64_t t0 = st->host->e->admin ? mqr__admin_ticks() : 0;
+    int rc = mqr__script_call(st, 1, r->name, &r->errors, &r->budget_errors);
+    if (t0) mqr__admin_hist_add_ticks(&r->latency, mqr__admin_ticks() - t0);
+    if (rc < 0 && r->dead_letter) dead_letter(r, msg, st->host->last_error);
 }
 
 int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_idx,

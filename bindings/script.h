@@ -14,6 +14,7 @@
 #ifndef MQR_SCRIPT_H
 #define MQR_SCRIPT_H
 
+#include "admin/admin.h"
 #include "decl.h"
 #include "engine.h"
 #include "upstream.h"
@@ -53,6 +54,7 @@ struct l_route {
     uint64_t errors;
     uint64_t budget_errors;
     uint64_t dead_lettered;
+    mqr_admin_hist_t latency; /* handler time, recorded while the admin API runs */
 };
 
 struct l_timer {
@@ -139,6 +141,7 @@ struct mqr_script {
     uint64_t clock_ms;
     uint64_t timer_seq;
     struct l_kv *kv; /* the key-value store (l_kv.c), NULL until first used */
+    mqr_admin_hooks_t admin_hooks; /* e->admin_hooks points here (l_admin.c) */
 };
 
 /* The host of engine e, created on first use. NULL when out of memory. */
@@ -257,6 +260,11 @@ void mqr__lstats_push(lua_State *L, mqr_engine_t *e, const l_state_t *st);
 void mqr__lauth_open(lua_State *L);
 void mqr__lauth_activate(mqr_script_t *h, l_state_t *st);
 void mqr__lauth_close(mqr_script_t *h);
+
+/* The admin API (bindings/l_admin.c): fills h->admin_hooks and points the
+ * engine at them; mq.admin{host, port, tokens, tokens_file}. */
+void mqr__ladmin_hooks(mqr_script_t *h);
+int mqr__ladmin(lua_State *L);
 
 /* Pushes nil, "ENAME: text", "ENAME" and returns 3 (the luv convention). */
 int mqr__lua_fail(lua_State *L, int err, const char *detail);

@@ -38,6 +38,10 @@ static void usage(FILE *out)
           "                       max_packet_size, max_qos, publish_rate, ...)\n"
           "  --no-listen          no listener but those the rules script declares\n"
           "  --data-dir DIR       where the SQLite database lives (default ./data)\n"
+          "  --admin HOST:PORT    serve the admin HTTP API, /health and /metrics\n"
+          "                       (docs/admin.md); PORT alone means 127.0.0.1:PORT\n"
+          "  --admin-tokens FILE  its bearer tokens, one per line (required unless\n"
+          "                       HOST is a loopback address)\n"
           "  --allow-anonymous    let clients without credentials in on every\n"
           "                       --listen* listener (default: on loopback only)\n"
           "  --add-user NAME      add a listener user (or set its password) with the\n"
@@ -213,6 +217,8 @@ int main(int argc, char **argv)
         OPT_REQUIRE_CERT,
         OPT_LIMIT,
         OPT_NO_LISTEN,
+        OPT_ADMIN,
+        OPT_ADMIN_TOKENS,
         OPT_DATA,
         OPT_LOG,
         OPT_BUDGET,
@@ -236,6 +242,8 @@ int main(int argc, char **argv)
         {"require-cert", no_argument, NULL, OPT_REQUIRE_CERT},
         {"limit", required_argument, NULL, OPT_LIMIT},
         {"no-listen", no_argument, NULL, OPT_NO_LISTEN},
+        {"admin", required_argument, NULL, OPT_ADMIN},
+        {"admin-tokens", required_argument, NULL, OPT_ADMIN_TOKENS},
         {"data-dir", required_argument, NULL, OPT_DATA},
         {"log-level", required_argument, NULL, OPT_LOG},
         {"budget-ms", required_argument, NULL, OPT_BUDGET},
@@ -262,6 +270,9 @@ int main(int argc, char **argv)
     int check = 0, c;
     int allow_anon = -1, list_users = 0;
     const char *add_user = NULL, *del_user = NULL;
+    char admin_host[256] = "127.0.0.1";
+    int admin_port = -1;
+    const char *admin_tokens = NULL;
     while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_LISTEN:
@@ -310,6 +321,26 @@ int main(int argc, char **argv)
             break;
         case OPT_NO_LISTEN:
             no_listen = 1;
+            break;
+        case OPT_ADMIN: {
+            char *end, *h = NULL;
+            long p = strtol(optarg, &end, 10);
+            if (!*end && end != optarg && p >= 0 && p <= 65535) { /* PORT alone */
+                snprintf(admin_host, sizeof admin_host, "127.0.0.1");
+                admin_port = (int)p;
+            } else if (parse_listen(optarg, &h, &admin_port) == 0 &&
+                       strlen(h) < sizeof admin_host) {
+                snprintf(admin_host, sizeof admin_host, "%s", h);
+                free(h);
+            } else {
+                free(h);
+                fprintf(stderr, "mqrouter: --admin wants HOST:PORT, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        }
+        case OPT_ADMIN_TOKENS:
+            admin_tokens = optarg;
             break;
         case OPT_DATA:
             o.data_dir = optarg;
@@ -425,6 +456,27 @@ int main(int argc, char **argv)
         }
     }
     if (allow_anon >= 0 && !check) mqr_listener_allow_anonymous(e, allow_anon);
+    if (admin_tokens && admin_port < 0) {
+        fprintf(stderr, "mqrouter: --admin-tokens needs --admin\n");
+        rc = -1;
+    } else if (admin_port >= 0) { /* with --check: validated, not bound */
+        char **tokens = NULL;
+        size_t ntokens = 0;
+        rc = admin_tokens ? mqr_admin_tokens_read(admin_tokens, &tokens, &ntokens, &err) : 0;
+        if (rc == 0)
+            rc = mqr_engine_admin(e, admin_host, admin_port, (const char *const *)tokens, ntokens,
+                                  &err);
+        mqr_admin_tokens_free(tokens, ntokens);
+        if (rc < 0) {
+            fprintf(stderr, "mqrouter: %s\n", err ? err : mqr_strerror(rc));
+            free(err);
+        }
+    }
+    if (rc < 0) {
+        mqr_engine_free(e);
+        free_listens(listens, nlisten);
+        return 1;
+    }
     rc = mqr_engine_load_file(e, script, &err);
     if (rc < 0) {
         fprintf(stderr, "mqrouter: %s: %s\n", mqr_err_name(rc), err ? err : mqr_strerror(rc));

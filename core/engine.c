@@ -7,6 +7,8 @@
  */
 #include "engine.h"
 
+#include "admin/admin.h"
+
 #include "listener.h"
 #include "queue.h"
 #include "store.h"
@@ -194,6 +196,7 @@ void mqr_engine_stop(mqr_engine_t *e)
     if (e->stopping) return;
     e->stopping = true;
     if (e->script && e->script_ops && e->script_ops->stop) e->script_ops->stop(e->script);
+    mqr__admin_close(e->admin);
     if (e->listener) {
         mqr__listener_close(e->listener);
         e->listener = NULL;

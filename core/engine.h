@@ -71,6 +71,11 @@ struct mqr_engine {
      * file store */
     struct mqr_store_queues *store_queues;
 
+    /* the admin HTTP API (core/admin/admin.h), NULL when not served; its
+     * hooks into the rules, filled by the bindings, NULL = none */
+    struct mqr_admin *admin;
+    struct mqr_admin_hooks *admin_hooks;
+
     void *script; /* the bindings' script host, NULL until a script loads */
     const mqr_script_ops_t *script_ops;
 

@@ -138,6 +138,8 @@ typedef struct {
     uint64_t offline_dropped;       /* QoS 1/2 messages refused by a full offline session queue */
     uint64_t publishers_paused; /* times a publisher's input paused for a full subscriber queue */
     uint64_t stuck_disconnects; /* subscribers closed for no progress while holding publishers */
+    uint64_t packets_in[16];    /* packets received, by MQTT packet type (1 CONNECT .. 15 AUTH) */
+    uint64_t packets_out[16];   /* packets encoded for clients, by type (counted at commit) */
 } mqr_listener_stats_t;
 
 void mqr__listener_options_init(mqr_listener_options_t *opts);

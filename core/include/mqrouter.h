@@ -218,6 +218,25 @@ int mqr_listener_port(const mqr_listener_t *l);
  * Not after mqr_engine_stop(), which has closed every listener already. */
 void mqr_listener_close(mqr_listener_t *l);
 
+/* ---- admin HTTP API ---------------------------------------------------- */
+
+/* Serves the admin API, /health and /metrics (docs/admin.md) on host:port
+ * (an IP address; NULL = "127.0.0.1"; port 0 = any free port) on the
+ * engine's loop until mqr_engine_stop(). tokens: ntokens bearer tokens,
+ * kept only as SHA-256 digests; with none the API is open, which only a
+ * loopback address allows (MQR_EINVAL otherwise). One per engine
+ * (MQR_EEXIST). On failure *errmsg (if given) gets a malloc'd reason. */
+int mqr_engine_admin(mqr_engine_t *e, const char *host, int port, const char *const *tokens,
+                     size_t ntokens, char **errmsg);
+/* Reads bearer tokens from a file, one per line (blank lines and lines
+ * starting with '#' skipped, surrounding spaces trimmed) into a malloc'd
+ * array of malloc'd strings; free with mqr_admin_tokens_free(). MQR_EINVAL
+ * for a file without tokens. Any thread. */
+int mqr_admin_tokens_read(const char *path, char ***tokens, size_t *ntokens, char **errmsg);
+void mqr_admin_tokens_free(char **tokens, size_t ntokens);
+/* The port the admin API is bound to, -1 when it is not served. */
+int mqr_engine_admin_port(const mqr_engine_t *e);
+
 /* Publishes into the router as origin "c". Topic must be a valid topic name;
  * payload is copied. Returns 0, MQR_ETOPIC, MQR_EQOS, MQR_EROUTELOOP... */
 int mqr_publish(mqr_engine_t *e, const char *topic, const void *payload, size_t len, int qos,

@@ -186,6 +186,7 @@ void mqr__listener_out_commit(mqr_lconn_t *c, size_t n)
     }
     b->used += n;
     c->out_bytes += n;
+    c->l->stats.packets_out[p[0] >> 4]++; /* every commit starts a packet */
     mark_dirty(c);
     if (c->out_bytes - c->locked_bytes >= MQR_LSN_FLUSH_AT && !c->writing)
         mqr__listener_out_flush(c);
@@ -642,6 +643,7 @@ static int dispatch(mqr_lconn_t *c, int type, uint8_t *pkt, size_t len)
 {
     MQR_LOG_D(MQR_LSN_LOG, "%s <- %s (%zu bytes)", mqr__lconn_name(c),
               mqr__listener_type_name(type), len);
+    c->l->stats.packets_in[type & 15]++;
     if (c->state == MQR_LCONN_NEW) {
         if (type == MQR_MQTT_AUTH && c->auth && c->version == MQR_MQTT_V5)
             return mqr__listener_handle_auth(c, pkt, len); /* a SCRAM exchange */

@@ -1,0 +1,169 @@
+/*
+ * admin_int.h — what the files of core/admin/ share: the server's state,
+ * one request and its response, and the functions each file offers the
+ * others. Not for use outside core/admin/.
+ */
+#ifndef MQR_ADMIN_INT_H
+#define MQR_ADMIN_INT_H
+
+#include "admin.h"
+
+#include <cjson/cJSON.h>
+#include <http_parser.h>
+#include <uv.h>
+
+#define MQR_ADMIN_LOG "admin"
+#define MQR_ADMIN_MAX_URL 8192           /* request line target */
+#define MQR_ADMIN_MAX_HEADERS 16384      /* every header field and value */
+#define MQR_ADMIN_MAX_BODY (1024 * 1024) /* a request body */
+#define MQR_ADMIN_IDLE_MS 30000          /* keep-alive connection without a request */
+#define MQR_ADMIN_REQUEST_MS 10000       /* a request must arrive whole within this */
+#define MQR_ADMIN_MAX_CONNS 256
+#define MQR_ADMIN_MAX_OUT (16 * 1024 * 1024) /* answers queued for a client before it is paused */
+
+typedef struct mqr_aconn mqr_aconn_t;
+
+/* A growable byte buffer. On allocation failure it stays as it was and
+ * failed is set: the caller answers 500. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} mqr_abuf_t;
+
+void mqr__abuf_add(mqr_abuf_t *b, const char *s, size_t n);
+void mqr__abuf_str(mqr_abuf_t *b, const char *s);
+/* Room for n bytes at least (a hint: failure is not reported). */
+void mqr__abuf_reserve(mqr_abuf_t *b, size_t n);
+void mqr__abuf_printf(mqr_abuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* One request, as routes.c sees it. */
+typedef struct {
+    int method;        /* HTTP_GET ... (http_parser) */
+    const char *path;  /* percent-decoded, NUL-terminated, without query */
+    const char *query; /* raw query string, "" when none */
+    const char *body;
+    size_t body_len;
+    const char *authorization; /* the header's value, NULL when absent */
+} mqr_areq_t;
+
+/* Its answer: status, and either a JSON value (owned; NULL = no body) or
+ * text in the buffer with content_type. */
+typedef struct {
+    int status;
+    cJSON *json;
+    mqr_abuf_t text;
+    const char *content_type;
+    const char *extra_headers; /* e.g. "WWW-Authenticate: Bearer\r\n", static */
+} mqr_ares_t;
+
+struct mqr_admin {
+    mqr_engine_t *e;
+    uv_tcp_t tcp;
+    char *host;
+    int port;
+    bool loopback;
+    bool closing;
+    mqr_aconn_t *conns;
+    unsigned nconns;
+    unsigned char (*tokens)[32]; /* SHA-256 of each token */
+    size_t ntokens;
+    /* rates (routes.c): the figures of the last two samples */
+    uv_timer_t rate_timer;
+    struct mqr_arate {
+        uint64_t at_ms, published, msgs_in, msgs_out, bytes_in, bytes_out;
+    } rate_prev, rate_last;
+    /* sessions added through the API: only those may be removed by it */
+    char **api_sessions;
+    size_t n_api_sessions;
+    uint64_t requests, responses_4xx, responses_5xx;
+    size_t metrics_size; /* the last scrape's, reserved for the next */
+    uint64_t metrics_ns; /* how long the last scrape took to build */
+    uint64_t start_ms;
+    unsigned open_handles;
+};
+
+/* What a handler gets (routes.c fills it): arg is the {name} or {topic} of
+ * the path, decoded. */
+typedef struct {
+    mqr_admin_t *a;
+    mqr_engine_t *e;
+    const mqr_areq_t *req;
+    mqr_ares_t *res;
+    const char *arg;
+} mqr_actx_t;
+
+typedef void (*mqr_admin_handler_fn)(mqr_actx_t *x);
+
+/* Helpers of routes.c for the handlers. */
+/* An engine error (MQR_E*) as an HTTP answer: status from the code. */
+void mqr__admin_engine_error(mqr_actx_t *x, int rc, const char *what);
+/* Sets status and an empty JSON object as the body; returns it. */
+cJSON *mqr__admin_ok(mqr_actx_t *x, int status);
+void mqr__admin_num(cJSON *o, const char *k, double v);
+/* The value of key in the query string, decoded ('+' is a space): 1 found,
+ * 0 absent, -1 malformed or too long for out. */
+int mqr__admin_qparam(const char *q, const char *key, char *out, size_t outlen);
+/* offset (>= 0) and limit (1..1000) from the query; false after answering
+ * 400 bad_pagination. */
+bool mqr__admin_page(mqr_actx_t *x, size_t *offset, size_t *limit);
+/* Answers {items: [], total, offset, limit}; returns items. */
+cJSON *mqr__admin_page_json(mqr_actx_t *x, size_t total, size_t offset, size_t limit);
+/* The request body as a JSON object (or array if allowed), for the caller
+ * to delete; NULL after answering 400. */
+cJSON *mqr__admin_body(mqr_actx_t *x, bool allow_array);
+/* Field k of o: a string (NULL when absent), an integer in lo..hi (dflt
+ * when absent; booleans are 0/1); *bad set on a wrong type or range. */
+const char *mqr__admin_jstr(const cJSON *o, const char *k, bool *bad);
+int mqr__admin_jint(const cJSON *o, const char *k, int dflt, int lo, int hi, bool *bad);
+/* Adds "payload" and "encoding" (utf-8 text, or base64) to o (api_message.c). */
+void mqr__admin_add_payload(cJSON *o, const void *p, size_t n);
+
+/* The handlers (api_*.c), named as their routes in routes.c. */
+void mqr__admin_h_health(mqr_actx_t *x);
+void mqr__admin_h_metrics(mqr_actx_t *x);
+void mqr__admin_h_stats(mqr_actx_t *x);
+void mqr__admin_h_index(mqr_actx_t *x);
+void mqr__admin_h_publish(mqr_actx_t *x);
+void mqr__admin_h_publish_batch(mqr_actx_t *x);
+void mqr__admin_h_sessions_list(mqr_actx_t *x);
+void mqr__admin_h_session_add(mqr_actx_t *x);
+void mqr__admin_h_session_get(mqr_actx_t *x);
+void mqr__admin_h_session_delete(mqr_actx_t *x);
+void mqr__admin_h_queues_list(mqr_actx_t *x);
+void mqr__admin_h_queue_get(mqr_actx_t *x);
+void mqr__admin_h_queue_dlq(mqr_actx_t *x);
+void mqr__admin_h_queue_redrive(mqr_actx_t *x);
+void mqr__admin_h_rules(mqr_actx_t *x);
+void mqr__admin_h_routes(mqr_actx_t *x);
+void mqr__admin_h_reload(mqr_actx_t *x);
+void mqr__admin_h_retained_list(mqr_actx_t *x);
+void mqr__admin_h_retained_get(mqr_actx_t *x);
+void mqr__admin_h_retained_put(mqr_actx_t *x);
+void mqr__admin_h_retained_delete(mqr_actx_t *x);
+
+/* routes.c: answers req into res (status, body). */
+void mqr__admin_route(mqr_admin_t *a, const mqr_areq_t *req, mqr_ares_t *res);
+/* An error body {"error":{"code":..., "message":...}} with status. */
+void mqr__admin_error(mqr_ares_t *res, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Takes a rate sample (routes.c). */
+void mqr__admin_rate_sample(mqr_admin_t *a);
+/* Every method+path pattern the router knows, for tests and docs: calls fn
+ * for each ("GET", "/api/v1/queues/{name}"). */
+void mqr__admin_foreach_route(void (*fn)(void *arg, const char *method, const char *pattern),
+                              void *arg);
+
+/* metrics.c: the Prometheus text exposition of everything. */
+void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out);
+
+/* auth.c */
+int mqr__admin_auth_set(mqr_admin_t *a, const char *const *tokens, size_t n);
+void mqr__admin_auth_free(mqr_admin_t *a);
+/* 0 allowed, 1 no credentials, 2 wrong credentials. */
+int mqr__admin_auth_check(const mqr_admin_t *a, const char *authorization);
+
+/* Engine health: true when healthy; reasons get short texts otherwise. */
+bool mqr__admin_healthy(mqr_admin_t *a, cJSON *reasons);
+
+#endif

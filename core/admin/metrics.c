@@ -1,0 +1,502 @@
+/*
+ * metrics.c — GET /metrics: every figure of the engine in the Prometheus
+ * text exposition format (version 0.0.4).
+ *
+ * Names: the listener's as mqtt_*, the upstream sessions' as docs/upstream.md
+ * maps them (label session), queues, rule routes (with a handler latency
+ * histogram) and the engine as mqrouter_*, the process as process_*.
+ * Samples of one family must be contiguous, so labelled families are built
+ * in one buffer each during a single pass over the sessions, queues and
+ * routes, then appended in order. Read-only: a scrape changes nothing.
+ */
+#include "admin_int.h"
+
+#include "listener/listener_int.h"
+#include "queue.h"
+#include "upstream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+/* Appends " <v>\n": the hot path of a scrape, so no printf. */
+static void value_u64(mqr_abuf_t *b, uint64_t v)
+{
+    char tmp[24];
+    char *p = tmp + sizeof tmp;
+    *--p = '\n';
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    *--p = ' ';
+    mqr__abuf_add(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
+static void head(mqr_abuf_t *b, const char *name, const char *type, const char *help)
+{
+    mqr__abuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void one(mqr_abuf_t *b, const char *name, const char *type, const char *help, double v)
+{
+    head(b, name, type, help);
+    mqr__abuf_printf(b, "%s %.17g\n", name, v);
+}
+
+static void one_u(mqr_abuf_t *b, const char *name, const char *type, const char *help, uint64_t v)
+{
+    head(b, name, type, help);
+    mqr__abuf_str(b, name);
+    value_u64(b, v);
+}
+
+/* Appends v as a label value: backslash, double quote and newline escaped. */
+static void label_value(mqr_abuf_t *b, const char *v)
+{
+    const char *run = v;
+    for (const char *p = v; *p; p++) {
+        const char *esc = *p == '\\' ? "\\\\" : *p == '"' ? "\\\"" : *p == '\n' ? "\\n" : NULL;
+        if (!esc) continue;
+        mqr__abuf_add(b, run, (size_t)(p - run));
+        mqr__abuf_str(b, esc);
+        run = p + 1;
+    }
+    mqr__abuf_str(b, run);
+}
+
+/* name{key="value"[,extra]} v */
+static void sample(mqr_abuf_t *b, const char *name, const char *key, const char *value,
+                   const char *extra, uint64_t v)
+{
+    mqr__abuf_str(b, name);
+    mqr__abuf_str(b, "{");
+    mqr__abuf_str(b, key);
+    mqr__abuf_str(b, "=\"");
+    label_value(b, value);
+    mqr__abuf_str(b, "\"");
+    if (extra) mqr__abuf_str(b, extra);
+    mqr__abuf_str(b, "}");
+    value_u64(b, v);
+}
+
+/* A family of labelled samples built during a pass. */
+typedef struct {
+    const char *name, *type, *help;
+    mqr_abuf_t b;
+} family_t;
+#define F(n, t, h)                                                                                 \
+    {                                                                                              \
+        .name = n, .type = t, .help = h                                                            \
+    }
+
+static void families_flush(mqr_abuf_t *out, family_t *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        head(out, f[i].name, f[i].type, f[i].help);
+        if (f[i].b.failed) out->failed = true;
+        if (f[i].b.len) mqr__abuf_add(out, f[i].b.p, f[i].b.len);
+        free(f[i].b.p);
+        f[i].b = (mqr_abuf_t){0};
+    }
+}
+
+/* ---- listener ---- */
+
+static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
+{
+    mqr_listener_stats_t s = {0};
+    uint64_t pkts[16] = {0}, pkts_out[16] = {0};
+    uint64_t subs = 0, inflight = 0, queued = 0;
+    for (const mqr_listener_t *l = e->listeners; l; l = l->e_next) {
+        if (l->closing) continue;
+        const mqr_listener_stats_t *a = &l->stats;
+        s.clients_current += a->clients_current;
+        s.connections_current += a->connections_current;
+        s.connections_total += a->connections_total;
+        s.connects_refused += a->connects_refused;
+        s.msgs_in += a->msgs_in;
+        s.msgs_out += a->msgs_out;
+        s.bytes_in += a->bytes_in;
+        s.bytes_out += a->bytes_out;
+        s.malformed += a->malformed;
+        s.dropped += a->dropped + a->dropped_too_large;
+        s.auth_failures += a->auth_failures;
+        s.keepalive_timeouts += a->keepalive_timeouts;
+        s.sessions_offline += a->sessions_offline;
+        for (int t = 0; t < 16; t++) {
+            pkts[t] += a->packets_in[t];
+            pkts_out[t] += a->packets_out[t];
+        }
+        for (const mqr_lconn_t *c = l->conns; c; c = c->next) {
+            subs += c->nsubs;
+            if (c->qs) {
+                inflight += c->qs->if_live;
+                queued += c->qs->q_count;
+            }
+        }
+    }
+    one_u(b, "mqtt_clients_connected", "gauge", "Listener clients past a successful CONNECT.",
+          s.clients_current);
+    one_u(b, "mqtt_connections_current", "gauge", "Open listener sockets.", s.connections_current);
+    one_u(b, "mqtt_connections_total", "counter", "Listener sockets accepted.",
+          s.connections_total);
+    one_u(b, "mqtt_connects_refused_total", "counter", "CONNECTs refused.", s.connects_refused);
+    one_u(b, "mqtt_auth_failures_total", "counter", "CONNECTs refused by authentication.",
+          s.auth_failures);
+    head(b, "mqtt_messages_received_total", "counter",
+         "Packets received from listener clients, by MQTT packet type.");
+    /* the packet types a client may send, by their number */
+    static const char *const types[16] = {
+        [1] = "connect",  [3] = "publish",     [4] = "puback",    [5] = "pubrec",
+        [6] = "pubrel",   [7] = "pubcomp",     [8] = "subscribe", [10] = "unsubscribe",
+        [12] = "pingreq", [14] = "disconnect", [15] = "auth"};
+    for (int t = 0; t < 16; t++) {
+        if (!types[t]) continue;
+        mqr__abuf_printf(b, "mqtt_messages_received_total{type=\"%s\"}", types[t]);
+        value_u64(b, pkts[t]);
+    }
+    head(b, "mqtt_messages_sent_total", "counter",
+         "Packets sent to listener clients, by MQTT packet type.");
+    static const char *const out_types[16] = {
+        [2] = "connack",   [3] = "publish",     [4] = "puback", [5] = "pubrec",
+        [6] = "pubrel",    [7] = "pubcomp",     [9] = "suback", [11] = "unsuback",
+        [13] = "pingresp", [14] = "disconnect", [15] = "auth"};
+    for (int t = 0; t < 16; t++) {
+        if (!out_types[t]) continue;
+        mqr__abuf_printf(b, "mqtt_messages_sent_total{type=\"%s\"}", out_types[t]);
+        value_u64(b, pkts_out[t]);
+    }
+    one_u(b, "mqtt_messages_dropped_total", "counter",
+          "Deliveries to listener clients dropped (buffer or queue full, too large).", s.dropped);
+    one_u(b, "mqtt_bytes_received_total", "counter", "Bytes read from listener sockets.",
+          s.bytes_in);
+    one_u(b, "mqtt_bytes_sent_total", "counter", "Bytes written to listener sockets.", s.bytes_out);
+    one_u(b, "mqtt_malformed_packets_total", "counter", "Connections closed for a bad packet.",
+          s.malformed);
+    one_u(b, "mqtt_keepalive_timeouts_total", "counter", "Connections closed for silence.",
+          s.keepalive_timeouts);
+    one_u(b, "mqtt_subscriptions", "gauge", "Subscriptions of connected listener clients.", subs);
+    one_u(b, "mqtt_retained_messages", "gauge", "Retained messages held.", e->retain.count);
+    one_u(b, "mqtt_inflight_messages", "gauge",
+          "Outbound QoS 1/2 messages sent to listener clients and not acknowledged.", inflight);
+    one_u(b, "mqtt_queued_messages", "gauge",
+          "Outbound QoS 1/2 messages waiting behind full in-flight windows.", queued);
+    one_u(b, "mqtt_sessions_offline", "gauge", "Persistent sessions whose client is away.",
+          s.sessions_offline);
+}
+
+/* ---- upstream sessions (docs/upstream.md, "Metrics") ---- */
+
+enum {
+    S_CONNECTED,
+    S_READY,
+    S_FAILED,
+    S_CONNECTS,
+    S_RECONNECTS,
+    S_CONNECT_FAILURES,
+    S_SENT,
+    S_RECEIVED,
+    S_BYTES_SENT,
+    S_BYTES_RECEIVED,
+    S_REFUSED,
+    S_DROPPED,
+    S_PUBLISH_REFUSED,
+    S_PUBLISH_FAILED,
+    S_DELIVERED,
+    S_INFLIGHT,
+    S_BUFFERED,
+    S_SUBS,
+    S_SINCE,
+    S_LAST,
+    S_N
+};
+
+static void session_metrics(mqr_engine_t *e, mqr_abuf_t *out)
+{
+    family_t f[S_N] = {
+        F("mqtt_session_connected", "gauge", "1 when the session is connected."),
+        F("mqtt_session_ready", "gauge", "1 when connected and subscribed."),
+        F("mqtt_session_failed", "gauge", "1 when the session gave up reconnecting."),
+        F("mqtt_session_connects_total", "counter", "Successful connects."),
+        F("mqtt_session_reconnects_total", "counter", "Connection attempts after the first."),
+        F("mqtt_session_connect_failures_total", "counter", "Failed connection attempts."),
+        F("mqtt_session_messages_sent_total", "counter", "Messages published to the broker."),
+        F("mqtt_session_messages_received_total", "counter", "Messages received from the broker."),
+        F("mqtt_session_bytes_sent_total", "counter", "Payload bytes published."),
+        F("mqtt_session_bytes_received_total", "counter", "Payload bytes received."),
+        F("mqtt_session_messages_refused_total", "counter", "Messages received but not routed."),
+        F("mqtt_session_messages_dropped_total", "counter",
+          "Messages received but the incoming queue was full."),
+        F("mqtt_session_publish_refused_total", "counter", "Publishes refused, by reason."),
+        F("mqtt_session_publish_failed_total", "counter",
+          "Waited-for publishes the broker refused."),
+        F("mqtt_session_delivered_total", "counter", "QoS 1/2 publishes the broker completed."),
+        F("mqtt_session_inflight_messages", "gauge", "Publishes not completed."),
+        F("mqtt_session_buffered_messages", "gauge",
+          "Publishes accepted while disconnected, since the last connect."),
+        F("mqtt_session_subscriptions", "gauge", "Subscriptions of the session."),
+        F("mqtt_session_connected_since_seconds", "gauge",
+          "When the current connection started (Unix time), 0 when not connected."),
+        F("mqtt_session_last_message_timestamp_seconds", "gauge",
+          "When a message was last sent or received (Unix time)."),
+    };
+    for (mqr_upstream_t *u = mqr__upstream_first(e); u; u = mqr__upstream_next(u)) {
+        mqr_upstream_status_t st;
+        mqr__upstream_status(u, &st);
+        const char *n = mqr__upstream_name(u);
+        sample(&f[S_CONNECTED].b, f[S_CONNECTED].name, "session", n, NULL,
+               st.state == MQR_UPSTREAM_CONNECTED);
+        sample(&f[S_READY].b, f[S_READY].name, "session", n, NULL, st.ready);
+        sample(&f[S_FAILED].b, f[S_FAILED].name, "session", n, NULL,
+               st.state == MQR_UPSTREAM_FAILED);
+#define S(k, v) sample(&f[k].b, f[k].name, "session", n, NULL, v)
+        S(S_CONNECTS, st.connects);
+        S(S_RECONNECTS, st.reconnects);
+        S(S_CONNECT_FAILURES, st.connect_failures);
+        S(S_SENT, st.messages_sent);
+        S(S_RECEIVED, st.messages_received);
+        S(S_BYTES_SENT, st.bytes_sent);
+        S(S_BYTES_RECEIVED, st.bytes_received);
+        S(S_REFUSED, st.messages_refused);
+        S(S_DROPPED, st.messages_dropped);
+        sample(&f[S_PUBLISH_REFUSED].b, f[S_PUBLISH_REFUSED].name, "session", n, ",reason=\"full\"",
+               st.publish_full);
+        sample(&f[S_PUBLISH_REFUSED].b, f[S_PUBLISH_REFUSED].name, "session", n,
+               ",reason=\"expired\"", st.publish_expired);
+        S(S_PUBLISH_FAILED, st.publish_failed);
+        S(S_DELIVERED, st.delivered);
+        S(S_INFLIGHT, st.inflight);
+        S(S_BUFFERED, st.buffered);
+        S(S_SUBS, st.subscriptions);
+        S(S_SINCE, st.connected_since_ms / 1000u);
+        S(S_LAST, st.last_message_at_ms / 1000u);
+#undef S
+    }
+    families_flush(out, f, S_N);
+    mqr_upstream_manager_stats_t ms;
+    mqr__upstream_manager_stats(e, &ms);
+    one_u(out, "mqtt_sessions", "gauge", "Upstream sessions open.", ms.sessions);
+    one_u(out, "mqtt_sessions_connected", "gauge", "Upstream sessions connected.", ms.connected);
+    one_u(out, "mqtt_sessions_ready", "gauge", "Upstream sessions ready.", ms.ready);
+    one_u(out, "mqtt_sessions_failed", "gauge", "Upstream sessions that gave up.", ms.failed);
+}
+
+/* ---- queues ---- */
+
+enum {
+    Q_DEPTH,
+    Q_MSGS,
+    Q_BYTES,
+    Q_CONSUMERS,
+    Q_PUBLISHED,
+    Q_DELIVERED,
+    Q_ACKED,
+    Q_NACKED,
+    Q_REJECTED,
+    Q_REDELIVERED,
+    Q_EXPIRED,
+    Q_DROPPED,
+    Q_DEAD_LETTERED,
+    Q_REFUSED,
+    Q_N
+};
+
+static int queue_sample(void *arg, mqr_queue_t *q)
+{
+    family_t *f = arg;
+    mqr_queue_stats_t st;
+    if (mqr__queue_stats(q, &st) < 0) return 0;
+    const char *n = mqr__queue_name(q);
+#define Q(k, v) sample(&f[k].b, f[k].name, "queue", n, NULL, v)
+    Q(Q_DEPTH, st.depth);
+    sample(&f[Q_MSGS].b, f[Q_MSGS].name, "queue", n, ",state=\"ready\"", st.ready);
+    sample(&f[Q_MSGS].b, f[Q_MSGS].name, "queue", n, ",state=\"delayed\"", st.delayed);
+    sample(&f[Q_MSGS].b, f[Q_MSGS].name, "queue", n, ",state=\"in_flight\"", st.in_flight);
+    sample(&f[Q_MSGS].b, f[Q_MSGS].name, "queue", n, ",state=\"pending_tx\"", st.pending_tx);
+    sample(&f[Q_MSGS].b, f[Q_MSGS].name, "queue", n, ",state=\"dead\"", st.dead);
+    Q(Q_BYTES, st.bytes);
+    Q(Q_CONSUMERS, st.consumers);
+    Q(Q_PUBLISHED, st.published);
+    Q(Q_DELIVERED, st.delivered);
+    Q(Q_ACKED, st.acked);
+    Q(Q_NACKED, st.nacked);
+    Q(Q_REJECTED, st.rejected);
+    Q(Q_REDELIVERED, st.redelivered);
+    Q(Q_EXPIRED, st.expired);
+    Q(Q_DROPPED, st.dropped);
+    Q(Q_DEAD_LETTERED, st.dead_lettered);
+    sample(&f[Q_REFUSED].b, f[Q_REFUSED].name, "queue", n, ",reason=\"full\"", st.refused_full);
+    sample(&f[Q_REFUSED].b, f[Q_REFUSED].name, "queue", n, ",reason=\"memory\"", st.refused_memory);
+#undef Q
+    return 0;
+}
+
+static void queue_metrics(mqr_engine_t *e, mqr_abuf_t *out)
+{
+    family_t f[Q_N] = {
+        F("mqrouter_queue_depth", "gauge", "Entries waiting for a consumer (ready + delayed)."),
+        F("mqrouter_queue_messages", "gauge", "Entries held, by state."),
+        F("mqrouter_queue_bytes", "gauge", "Memory accounted to the queue."),
+        F("mqrouter_queue_consumers", "gauge", "Consumers attached."),
+        F("mqrouter_queue_published_total", "counter", "Entries accepted."),
+        F("mqrouter_queue_delivered_total", "counter", "Deliveries, redeliveries included."),
+        F("mqrouter_queue_acked_total", "counter", "Entries acknowledged."),
+        F("mqrouter_queue_nacked_total", "counter", "Negative acknowledgements."),
+        F("mqrouter_queue_rejected_total", "counter", "Entries rejected by a consumer."),
+        F("mqrouter_queue_redelivered_total", "counter", "Deliveries after the first."),
+        F("mqrouter_queue_expired_total", "counter", "Entries whose TTL passed."),
+        F("mqrouter_queue_dropped_total", "counter", "Entries dropped to make room."),
+        F("mqrouter_queue_dead_lettered_total", "counter", "Entries moved to the DLQ."),
+        F("mqrouter_queue_refused_total", "counter", "Publishes refused, by reason."),
+    };
+    mqr__queues_foreach(e, queue_sample, f);
+    families_flush(out, f, Q_N);
+    mqr_queues_health_t h;
+    if (mqr__queues_health(e, &h) >= 0) {
+        one_u(out, "mqrouter_queues", "gauge", "Open queues.", h.queues);
+        one_u(out, "mqrouter_queues_memory_bytes", "gauge", "Memory of every queue and subscriber.",
+              h.bytes);
+        one_u(out, "mqrouter_queues_memory_limit_bytes", "gauge",
+              "The engine-wide queue memory limit.", h.max_bytes);
+    }
+}
+
+/* ---- routes ---- */
+
+enum { R_CALLS, R_ERRORS, R_BUDGET, R_DEAD, R_LATENCY, R_N };
+
+static void route_sample(void *arg, const mqr_admin_route_t *r)
+{
+    family_t *f = arg;
+    mqr_abuf_t extra = {0};
+    mqr__abuf_str(&extra, ",filter=\"");
+    label_value(&extra, r->filter);
+    mqr__abuf_str(&extra, "\"");
+    const char *ex = extra.p ? extra.p : "";
+    sample(&f[R_CALLS].b, f[R_CALLS].name, "route", r->name, ex, r->calls);
+    sample(&f[R_ERRORS].b, f[R_ERRORS].name, "route", r->name, ex, r->errors);
+    sample(&f[R_BUDGET].b, f[R_BUDGET].name, "route", r->name, ex, r->budget_errors);
+    sample(&f[R_DEAD].b, f[R_DEAD].name, "route", r->name, ex, r->dead_lettered);
+    /* a route into a queue has no handler to time; one never timed (no
+     * call since the admin API started) has no series yet, as is usual for
+     * labelled histograms: idle routes cost a scrape nothing here */
+    if (!r->latency || !r->latency->count) {
+        free(extra.p);
+        return;
+    }
+    /* the histogram's series carry the route label only (its name holds
+     * the filter already): 16 lines per route, the bulk of a scrape */
+    static const char *const le[MQR_ADMIN_LAT_NBOUNDS + 1] = MQR_ADMIN_LAT_LE;
+    const mqr_admin_hist_t *h = r->latency;
+    mqr_abuf_t *b = &f[R_LATENCY].b;
+    mqr_abuf_t lbl = {0};
+    mqr__abuf_str(&lbl, "{route=\"");
+    label_value(&lbl, r->name);
+    mqr__abuf_str(&lbl, "\"");
+    const char *l = lbl.p ? lbl.p : "{";
+    size_t llen = lbl.p ? lbl.len : 1;
+    static const char bucket[] = "mqrouter_route_handler_duration_seconds_bucket";
+    uint64_t cum = 0;
+    for (int i = 0; i <= MQR_ADMIN_LAT_NBOUNDS; i++) {
+        cum += h->bucket[i];
+        mqr__abuf_add(b, bucket, sizeof bucket - 1);
+        mqr__abuf_add(b, l, llen);
+        mqr__abuf_str(b, ",le=\"");
+        mqr__abuf_str(b, le[i]);
+        mqr__abuf_str(b, "\"}");
+        value_u64(b, cum);
+    }
+    mqr__abuf_printf(b, "mqrouter_route_handler_duration_seconds_sum%s} %.9f\n", l,
+                     (double)h->sum_ns / 1e9);
+    mqr__abuf_str(b, "mqrouter_route_handler_duration_seconds_count");
+    mqr__abuf_add(b, l, llen);
+    mqr__abuf_str(b, "}");
+    value_u64(b, h->count);
+    if (lbl.failed) b->failed = true;
+    free(lbl.p);
+    free(extra.p);
+}
+
+static void route_metrics(mqr_engine_t *e, mqr_abuf_t *out)
+{
+    family_t f[R_N] = {
+        F("mqrouter_route_calls_total", "counter", "Messages delivered to the route."),
+        F("mqrouter_route_errors_total", "counter", "Handler errors (or queue refusals)."),
+        F("mqrouter_route_budget_errors_total", "counter", "Handler calls over the time budget."),
+        F("mqrouter_route_dead_lettered_total", "counter",
+          "Messages sent to the route's dead-letter topic."),
+        F("mqrouter_route_handler_duration_seconds", "histogram",
+          "Time spent in the route's Lua handler per message."),
+    };
+    const mqr_admin_hooks_t *h = e->admin_hooks;
+    if (h && h->foreach_route) h->foreach_route(h->ctx, route_sample, f);
+    families_flush(out, f, R_N);
+    mqr_admin_rules_info_t ri = {.last_error = ""};
+    if (h && h->rules_info) h->rules_info(h->ctx, &ri);
+    one_u(out, "mqrouter_rules_loaded", "gauge", "1 when a rules script serves traffic.",
+          ri.loaded);
+    one_u(out, "mqrouter_rules_reloads_total", "counter", "Successful reloads.", ri.reloads);
+    one_u(out, "mqrouter_rules_reload_failures_total", "counter", "Failed reloads.",
+          ri.reload_failures);
+    one_u(out, "mqrouter_rules_handler_errors_total", "counter", "Errors of every Lua call.",
+          ri.handler_errors);
+    one_u(out, "mqrouter_rules_budget_errors_total", "counter",
+          "Lua calls stopped by the time budget.", ri.budget_errors);
+    one_u(out, "mqrouter_lua_memory_bytes", "gauge", "Memory of the Lua states.",
+          h && h->lua_memory ? h->lua_memory(h->ctx) : 0);
+}
+
+/* ---- process ---- */
+
+static void process_metrics(mqr_admin_t *a, mqr_abuf_t *b)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned long long vsz = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &vsz, &rss) != 2) vsz = rss = 0;
+        fclose(f);
+    }
+    one_u(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+          rss * (unsigned long long)page);
+    one_u(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+          vsz * (unsigned long long)page);
+    struct rusage ru;
+    double cpu = 0;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+              ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+    one(b, "process_cpu_seconds_total", "counter", "User and system CPU time spent in seconds.",
+        cpu);
+    one(b, "process_start_time_seconds", "gauge",
+        "Start time of the admin server since the Unix epoch in seconds.",
+        (double)(a->start_ms / 1000u));
+}
+
+void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out)
+{
+    mqr_engine_t *e = a->e;
+    listener_metrics(e, out);
+    session_metrics(e, out);
+    queue_metrics(e, out);
+    route_metrics(e, out);
+    one_u(out, "mqrouter_messages_published_total", "counter", "Messages that entered the router.",
+          e->stats.published);
+    one_u(out, "mqrouter_messages_refused_total", "counter",
+          "Publishes refused (bad topic, routing loop, no memory).", e->stats.refused);
+    one_u(out, "mqrouter_routing_loops_total", "counter", "Publishes stopped for nesting too deep.",
+          e->router.loops);
+    one_u(out, "mqrouter_admin_requests_total", "counter", "Admin API requests answered.",
+          a->requests);
+    head(out, "mqrouter_admin_errors_total", "counter", "Admin API error answers, by class.");
+    mqr__abuf_printf(out, "mqrouter_admin_errors_total{class=\"4xx\"} %llu\n",
+                     (unsigned long long)a->responses_4xx);
+    mqr__abuf_printf(out, "mqrouter_admin_errors_total{class=\"5xx\"} %llu\n",
+                     (unsigned long long)a->responses_5xx);
+    one(out, "mqrouter_admin_scrape_duration_seconds", "gauge",
+        "Time the previous GET /metrics took to build its text.", (double)a->metrics_ns / 1e9);
+    process_metrics(a, out);
+}

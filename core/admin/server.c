@@ -1,0 +1,766 @@
+/*
+ * server.c — the admin API's HTTP/1.1 server on the engine's loop.
+ *
+ * libuv accepts and reads; http-parser (Debian libhttp-parser) frames
+ * requests, so no HTTP is parsed by hand. Each complete request is answered
+ * at once by routes.c (every endpoint is synchronous on the loop thread),
+ * which keeps pipelined requests in order. Limits: request target, headers
+ * and body sizes (413/431/414), connections at once, a time limit for a
+ * request to arrive whole and an idle timeout for keep-alive connections.
+ * It must not block the loop: no request does disk or network waits here.
+ */
+#include "admin_int.h"
+
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#ifdef MQR_ADMIN_HAVE_TSC
+#include <cpuid.h>
+#endif
+
+struct mqr_aconn {
+    mqr_admin_t *a;
+    mqr_aconn_t *prev, *next;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    http_parser parser;
+    mqr_abuf_t url, body, hfield, hvalue, auth;
+    bool in_value;
+    bool have_auth;
+    size_t header_bytes;
+    int error_status; /* a limit a callback hit: answered with this, then closed */
+    bool closing;
+    bool close_after; /* close once the writes are done */
+    /* backpressure: a client not reading its answers (pipelining) stops
+     * being read, its unparsed bytes kept, until the output drains */
+    bool held;
+    char *pending;
+    size_t pending_len;
+    unsigned writes;
+    unsigned handles;
+};
+
+bool mqr__admin_use_tsc = false;
+double mqr__admin_ns_per_tick = 1.0;
+
+void mqr__admin_clock_init(void)
+{
+#ifdef MQR_ADMIN_HAVE_TSC
+    static bool done;
+    if (done) return;
+    done = true;
+    unsigned a, b, c, d;
+    /* CPUID 0x80000007 EDX bit 8: invariant TSC (constant rate, runs in
+     * every C-state), so ticks measure time on any core */
+    if (!__get_cpuid(0x80000007, &a, &b, &c, &d) || !(d & (1u << 8))) return;
+    uint64_t h0 = uv_hrtime(), t0 = __rdtsc(), h1, t1;
+    do { /* 2 ms against uv_hrtime: its own cost is 0.003 % of that */
+        h1 = uv_hrtime();
+        t1 = __rdtsc();
+    } while (h1 - h0 < 2000000);
+    if (t1 <= t0) return;
+    mqr__admin_ns_per_tick = (double)(h1 - h0) / (double)(t1 - t0);
+    mqr__admin_use_tsc = true;
+#endif
+}
+
+static char read_buf[65536]; /* loop thread only; a read is handled before the next */
+
+/* ---- buffers ---- */
+
+void mqr__abuf_add(mqr_abuf_t *b, const char *s, size_t n)
+{
+    if (b->failed) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->failed = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void mqr__abuf_reserve(mqr_abuf_t *b, size_t n)
+{
+    if (b->failed || b->cap >= n + 1) return;
+    char *p = realloc(b->p, n + 1);
+    if (!p) return; /* not an error: adding grows it later */
+    if (!b->p) p[0] = '\0';
+    b->p = p;
+    b->cap = n + 1;
+}
+
+void mqr__abuf_str(mqr_abuf_t *b, const char *s)
+{
+    mqr__abuf_add(b, s, strlen(s));
+}
+
+void mqr__abuf_printf(mqr_abuf_t *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n < sizeof tmp) {
+        mqr__abuf_add(b, tmp, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        b->failed = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    mqr__abuf_add(b, big, (size_t)n);
+    free(big);
+}
+
+static void abuf_reset(mqr_abuf_t *b)
+{
+    b->len = 0;
+    b->failed = false;
+    if (b->p) b->p[0] = '\0';
+}
+
+static void abuf_free(mqr_abuf_t *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- connections ---- */
+
+static void admin_maybe_free(mqr_admin_t *a)
+{
+    if (!a->closing || a->open_handles || a->conns) return;
+    mqr__admin_auth_free(a);
+    for (size_t i = 0; i < a->n_api_sessions; i++)
+        free(a->api_sessions[i]);
+    free(a->api_sessions);
+    free(a->host);
+    free(a);
+}
+
+static void conn_closed(uv_handle_t *h)
+{
+    mqr_aconn_t *c = h->data;
+    if (--c->handles) return;
+    mqr_admin_t *a = c->a;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        a->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    a->nconns--;
+    abuf_free(&c->url);
+    abuf_free(&c->body);
+    abuf_free(&c->hfield);
+    abuf_free(&c->hvalue);
+    abuf_free(&c->auth);
+    free(c->pending);
+    free(c);
+    admin_maybe_free(a);
+}
+
+static void conn_close(mqr_aconn_t *c)
+{
+    if (c->closing) return;
+    c->closing = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_close((uv_handle_t *)&c->tcp, conn_closed);
+    uv_close((uv_handle_t *)&c->timer, conn_closed);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+static const char *status_text(int s)
+{
+    switch (s) {
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Entity";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
+    }
+}
+
+typedef struct {
+    uv_write_t req;
+    mqr_aconn_t *c;
+    char *owned; /* the body, when not in data */
+    char data[];
+} awrite_t;
+
+static void feed(mqr_aconn_t *c, const char *data, size_t n);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+static void on_written(uv_write_t *w, int status)
+{
+    awrite_t *aw = (awrite_t *)w;
+    mqr_aconn_t *c = aw->c;
+    free(aw->owned);
+    free(aw);
+    c->writes--;
+    if (status < 0 || (c->close_after && c->writes == 0)) {
+        conn_close(c);
+        return;
+    }
+    if (c->held && !c->closing && c->tcp.write_queue_size <= MQR_ADMIN_MAX_OUT / 4) {
+        c->held = false;
+        http_parser_pause(&c->parser, 0);
+        char *p = c->pending;
+        size_t n = c->pending_len;
+        c->pending = NULL;
+        c->pending_len = 0;
+        if (n) feed(c, p, n);
+        free(p);
+        if (!c->held && !c->closing && !c->close_after)
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
+}
+
+/* Writes the response; res's body is consumed. */
+static void conn_respond(mqr_aconn_t *c, mqr_ares_t *res, bool keep_alive)
+{
+    mqr_admin_t *a = c->a;
+    a->requests++;
+    char *json = NULL;
+    const char *body = "";
+    size_t blen = 0;
+    if (res->json) {
+        json = cJSON_PrintUnformatted(res->json);
+        cJSON_Delete(res->json);
+        res->json = NULL;
+        if (!json) {
+            res->status = 500;
+            body = "{\"error\":{\"code\":\"no_memory\",\"message\":\"out of memory\"}}";
+        } else {
+            body = json;
+        }
+        blen = strlen(body);
+        res->content_type = "application/json";
+    } else if (res->text.failed) {
+        res->status = 500;
+        res->content_type = "application/json";
+        body = "{\"error\":{\"code\":\"no_memory\",\"message\":\"out of memory\"}}";
+        blen = strlen(body);
+    } else if (res->text.len) {
+        body = res->text.p;
+        blen = res->text.len;
+    }
+    if (res->status >= 500)
+        a->responses_5xx++;
+    else if (res->status >= 400)
+        a->responses_4xx++;
+    char head[512];
+    int hn =
+        snprintf(head, sizeof head,
+                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                 "Cache-Control: no-store\r\nConnection: %s\r\n%s\r\n",
+                 res->status, status_text(res->status),
+                 res->content_type ? res->content_type : "application/json", blen,
+                 keep_alive ? "keep-alive" : "close", res->extra_headers ? res->extra_headers : "");
+    if (res->status == 204) blen = 0;
+    /* a body built in memory is handed to libuv as it is (a scrape can be
+     * megabytes: no copy); fixed texts are copied after the head */
+    char *owned = NULL;
+    if (json) {
+        owned = json;
+    } else if (body == res->text.p && blen) {
+        owned = res->text.p;
+        res->text.p = NULL;
+    }
+    abuf_free(&res->text);
+    size_t inline_len = owned ? 0 : blen;
+    awrite_t *aw = malloc(sizeof *aw + (size_t)hn + inline_len);
+    if (!aw) {
+        free(owned);
+        conn_close(c);
+        return;
+    }
+    memcpy(aw->data, head, (size_t)hn);
+    memcpy(aw->data + hn, body, inline_len);
+    aw->c = c;
+    aw->owned = owned;
+    uv_buf_t b[2] = {uv_buf_init(aw->data, (unsigned)((size_t)hn + inline_len)),
+                     uv_buf_init(owned, (unsigned)blen)};
+    if (uv_write(&aw->req, (uv_stream_t *)&c->tcp, b, owned && blen ? 2 : 1, on_written) < 0) {
+        free(owned);
+        free(aw);
+        conn_close(c);
+        return;
+    }
+    c->writes++;
+    if (!keep_alive) c->close_after = true;
+}
+
+static void respond_error_close(mqr_aconn_t *c, int status, const char *code, const char *msg)
+{
+    mqr_ares_t res = {0};
+    mqr__admin_error(&res, status, code, "%s", msg);
+    conn_respond(c, &res, false);
+}
+
+/* ---- http-parser callbacks ---- */
+
+static int on_message_begin(http_parser *p)
+{
+    mqr_aconn_t *c = p->data;
+    abuf_reset(&c->url);
+    abuf_reset(&c->body);
+    abuf_reset(&c->hfield);
+    abuf_reset(&c->hvalue);
+    abuf_reset(&c->auth);
+    c->have_auth = false;
+    c->in_value = false;
+    c->header_bytes = 0;
+    uv_timer_start(&c->timer, on_timeout, MQR_ADMIN_REQUEST_MS, 0);
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    mqr_aconn_t *c = p->data;
+    if (c->url.len + n > MQR_ADMIN_MAX_URL) {
+        c->error_status = 414;
+        return -1;
+    }
+    mqr__abuf_add(&c->url, at, n);
+    return 0;
+}
+
+static void header_done(mqr_aconn_t *c)
+{
+    if (c->hfield.len == 13 && strncasecmp(c->hfield.p, "authorization", 13) == 0) {
+        abuf_reset(&c->auth);
+        mqr__abuf_add(&c->auth, c->hvalue.p ? c->hvalue.p : "", c->hvalue.len);
+        c->have_auth = true;
+    }
+    abuf_reset(&c->hfield);
+    abuf_reset(&c->hvalue);
+}
+
+static int header_limit(mqr_aconn_t *c, size_t n)
+{
+    c->header_bytes += n;
+    if (c->header_bytes > MQR_ADMIN_MAX_HEADERS) {
+        c->error_status = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    mqr_aconn_t *c = p->data;
+    if (header_limit(c, n)) return -1;
+    if (c->in_value) {
+        header_done(c);
+        c->in_value = false;
+    }
+    mqr__abuf_add(&c->hfield, at, n);
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    mqr_aconn_t *c = p->data;
+    if (header_limit(c, n)) return -1;
+    c->in_value = true;
+    mqr__abuf_add(&c->hvalue, at, n);
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    mqr_aconn_t *c = p->data;
+    if (c->in_value) header_done(c);
+    c->in_value = false;
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > MQR_ADMIN_MAX_BODY) {
+        c->error_status = 413;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    mqr_aconn_t *c = p->data;
+    if (c->body.len + n > MQR_ADMIN_MAX_BODY) {
+        c->error_status = 413;
+        return -1;
+    }
+    mqr__abuf_add(&c->body, at, n);
+    return 0;
+}
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes n bytes of s into out (n + 1 bytes). -1 on a bad escape
+ * or an encoded NUL. */
+static int pct_decode(const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            int hi = i + 2 < n ? hexval((unsigned char)s[i + 1]) : -1;
+            int lo = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) return -1;
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    mqr_aconn_t *c = p->data;
+    mqr_admin_t *a = c->a;
+    bool keep_alive = http_should_keep_alive(p) && !a->closing;
+    if (c->url.failed || c->body.failed || c->auth.failed) {
+        respond_error_close(c, 500, "no_memory", "out of memory");
+        http_parser_pause(p, 1);
+        return 0;
+    }
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    const char *url = c->url.p ? c->url.p : "";
+    if (http_parser_parse_url(url, c->url.len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH))) {
+        respond_error_close(c, 400, "bad_request", "request target is not a path");
+        http_parser_pause(p, 1);
+        return 0;
+    }
+    size_t plen = u.field_data[UF_PATH].len;
+    char *path = malloc(plen + 1);
+    if (!path || pct_decode(url + u.field_data[UF_PATH].off, plen, path) < 0) {
+        free(path);
+        respond_error_close(c, 400, "bad_request", "bad percent-encoding in the path");
+        http_parser_pause(p, 1);
+        return 0;
+    }
+    char *query = NULL;
+    if (u.field_set & (1 << UF_QUERY))
+        query = strndup(url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
+    mqr_areq_t req = {
+        .method = p->method,
+        .path = path,
+        .query = query ? query : "",
+        .body = c->body.p ? c->body.p : "",
+        .body_len = c->body.len,
+        .authorization = c->have_auth ? (c->auth.p ? c->auth.p : "") : NULL,
+    };
+    mqr_ares_t res = {.status = 200};
+    mqr__admin_route(a, &req, &res);
+    free(path);
+    free(query);
+    conn_respond(c, &res, keep_alive);
+    if (!keep_alive) {
+        http_parser_pause(p, 1);
+    } else if (!c->closing) {
+        uv_timer_start(&c->timer, on_timeout, MQR_ADMIN_IDLE_MS, 0);
+        if (c->tcp.write_queue_size > MQR_ADMIN_MAX_OUT) { /* the client is not reading */
+            MQR_LOG_D(MQR_ADMIN_LOG, "a client has %zu bytes of answers unread: paused",
+                      c->tcp.write_queue_size);
+            c->held = true;
+            http_parser_pause(p, 1);
+        }
+    }
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    *buf = uv_buf_init(read_buf, sizeof read_buf);
+}
+
+/* Parses n bytes; answers every complete request in them. */
+static void feed(mqr_aconn_t *c, const char *data, size_t n)
+{
+    size_t done = http_parser_execute(&c->parser, &settings, data, n);
+    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+    if (err == HPE_PAUSED) {
+        if (!c->held || c->close_after || c->closing) return; /* the last answer is out */
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        if (done < n) { /* the requests behind, parsed once the output drains */
+            c->pending = malloc(n - done);
+            if (!c->pending) {
+                conn_close(c);
+                return;
+            }
+            memcpy(c->pending, data + done, n - done);
+            c->pending_len = n - done;
+        }
+        return;
+    }
+    if (err != HPE_OK) {
+        int st = c->error_status ? c->error_status : 400;
+        const char *code = st == 413   ? "too_large"
+                           : st == 414 ? "url_too_long"
+                           : st == 431 ? "headers_too_large"
+                                       : "bad_request";
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s", st == 400 ? http_errno_description(err) : status_text(st));
+        respond_error_close(c, st, code, msg);
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    mqr_aconn_t *c = s->data;
+    if (n == 0) return;
+    if (n < 0) {
+        if (n == UV_EOF && c->writes > 0) { /* half-closed: the answers still go out */
+            uv_read_stop(s);
+            c->close_after = true;
+            return;
+        }
+        conn_close(c);
+        return;
+    }
+    if (c->close_after || c->held) return; /* answered for the last time / paused */
+    feed(c, buf->base, (size_t)n);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    mqr_admin_t *a = server->data;
+    if (status < 0 || a->closing) return;
+    mqr_aconn_t *c = calloc(1, sizeof *c);
+    if (!c) return;
+    c->a = a;
+    uv_tcp_init(a->e->loop, &c->tcp);
+    uv_timer_init(a->e->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->handles = 2;
+    c->next = a->conns;
+    if (a->conns) a->conns->prev = c;
+    a->conns = c;
+    a->nconns++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 || a->nconns > MQR_ADMIN_MAX_CONNS) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    uv_timer_start(&c->timer, on_timeout, MQR_ADMIN_REQUEST_MS, 0);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) conn_close(c);
+}
+
+/* ---- server lifecycle ---- */
+
+static void server_closed(uv_handle_t *h)
+{
+    mqr_admin_t *a = h->data;
+    a->open_handles--;
+    admin_maybe_free(a);
+}
+
+static void on_rate(uv_timer_t *t)
+{
+    mqr__admin_rate_sample(t->data);
+}
+
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        static const unsigned char lo[16] = {[15] = 1};
+        return memcmp(&in6->sin6_addr, lo, 16) == 0;
+    }
+    return false;
+}
+
+static void set_err(char **errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(char **errmsg, const char *fmt, ...)
+{
+    if (!errmsg) return;
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    *errmsg = strdup(buf);
+}
+
+int mqr__admin_start(mqr_engine_t *e, const char *host, int port, const char *const *tokens,
+                     size_t ntokens, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    if (e->admin) {
+        set_err(errmsg, "the admin API is already served on %s:%d", e->admin->host, e->admin->port);
+        return MQR_EEXIST;
+    }
+    if (!host || !host[0] || strcmp(host, "localhost") == 0) host = "127.0.0.1";
+    if (port < 0 || port > 65535) {
+        set_err(errmsg, "admin port %d out of range", port);
+        return MQR_EINVAL;
+    }
+    struct sockaddr_storage ss;
+    int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss)
+                               : uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+    if (rc < 0) {
+        set_err(errmsg, "admin host '%s' is not an IP address", host);
+        return MQR_EINVAL;
+    }
+    mqr_admin_t *a = calloc(1, sizeof *a);
+    if (!a || !(a->host = strdup(host))) {
+        free(a);
+        return MQR_ENOMEM;
+    }
+    a->e = e;
+    a->loopback = is_loopback((struct sockaddr *)&ss);
+    a->start_ms = mqr__now_ms();
+    if ((rc = mqr__admin_auth_set(a, tokens, ntokens)) < 0) {
+        if (rc == MQR_EINVAL)
+            set_err(errmsg, "the admin API on a non-loopback address (%s) needs tokens", host);
+        free(a->host);
+        free(a);
+        return rc;
+    }
+    if (e->check_only) { /* validated, nothing bound */
+        mqr__admin_auth_free(a);
+        free(a->host);
+        free(a);
+        return 0;
+    }
+    uv_tcp_init(e->loop, &a->tcp);
+    a->tcp.data = a;
+    a->open_handles = 1;
+    rc = uv_tcp_bind(&a->tcp, (struct sockaddr *)&ss, 0);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&a->tcp, 128, on_connection);
+    if (rc < 0) {
+        set_err(errmsg, "cannot serve the admin API on %s:%d: %s", host, port, uv_strerror(rc));
+        a->closing = true;
+        uv_close((uv_handle_t *)&a->tcp, server_closed);
+        return rc;
+    }
+    struct sockaddr_storage bound;
+    int blen = sizeof bound;
+    uv_tcp_getsockname(&a->tcp, (struct sockaddr *)&bound, &blen);
+    a->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                : ((struct sockaddr_in *)&bound)->sin_port);
+    uv_timer_init(e->loop, &a->rate_timer);
+    a->rate_timer.data = a;
+    a->open_handles++;
+    mqr__admin_rate_sample(a);
+    uv_timer_start(&a->rate_timer, on_rate, 5000, 5000);
+    uv_unref((uv_handle_t *)&a->rate_timer);
+    mqr__admin_clock_init();
+    e->admin = a;
+    MQR_LOG_I(MQR_ADMIN_LOG, "admin API on http://%s%s%s:%d/ (%s)", strchr(host, ':') ? "[" : "",
+              host, strchr(host, ':') ? "]" : "", a->port,
+              a->ntokens ? "bearer tokens" : "no tokens: loopback only");
+    return 0;
+}
+
+int mqr__admin_set_tokens(mqr_admin_t *a, const char *const *tokens, size_t ntokens)
+{
+    return mqr__admin_auth_set(a, tokens, ntokens);
+}
+
+void mqr__admin_close(mqr_admin_t *a)
+{
+    if (!a || a->closing) return;
+    a->closing = true;
+    if (a->e->admin == a) a->e->admin = NULL;
+    uv_close((uv_handle_t *)&a->tcp, server_closed);
+    uv_close((uv_handle_t *)&a->rate_timer, server_closed);
+    for (mqr_aconn_t *c = a->conns; c; c = c->next)
+        conn_close(c);
+}
+
+int mqr__admin_port(const mqr_admin_t *a)
+{
+    return a->port;
+}
+
+const char *mqr__admin_host(const mqr_admin_t *a)
+{
+    return a->host;
+}
+
+int mqr_engine_admin(mqr_engine_t *e, const char *host, int port, const char *const *tokens,
+                     size_t ntokens, char **errmsg)
+{
+    return mqr__admin_start(e, host, port, tokens, ntokens, errmsg);
+}
+
+int mqr_engine_admin_port(const mqr_engine_t *e)
+{
+    return e->admin ? e->admin->port : -1;
+}

@@ -1,0 +1,220 @@
+/*
+ * test_admin.c — the admin API's pieces without HTTP: bearer tokens (kept
+ * as digests, checked in constant time, the loopback rule), the token file
+ * reader, the Prometheus text (label escaping, one block per family,
+ * histogram buckets adding up) and the route table, on a real engine.
+ * tests/integration/test_admin_api.py drives the HTTP side with curl.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "admin/admin_int.h"
+#include "mqrouter.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static mqr_engine_t *engine(void)
+{
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_port = -1;
+    o.data_dir = "";
+    o.log_level = MQR_LOG_ERROR;
+    mqr_engine_t *e = NULL;
+    char *err = NULL;
+    if (mqr_engine_new(&e, &o, NULL, &err) < 0) fail_msg("engine: %s", err);
+    return e;
+}
+
+static void test_tokens(void **state)
+{
+    mqr_engine_t *e = engine();
+    const char *toks[] = {"alpha", "beta-token"};
+    assert_int_equal(mqr_engine_admin(e, "127.0.0.1", 0, toks, 2, NULL), 0);
+    mqr_admin_t *a = e->admin;
+    assert_non_null(a);
+    assert_true(mqr_engine_admin_port(e) > 0);
+    /* only digests are kept: no copy of a token in the server's memory */
+    assert_int_equal(a->ntokens, 2);
+    assert_null(memmem(a->tokens, a->ntokens * 32, "alpha", 5));
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer alpha"), 0);
+    assert_int_equal(mqr__admin_auth_check(a, "bearer   beta-token  "), 0);
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer alph"), 2);
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer alphaa"), 2);
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer "), 1);
+    assert_int_equal(mqr__admin_auth_check(a, "Basic YWxwaGE="), 1);
+    assert_int_equal(mqr__admin_auth_check(a, NULL), 1);
+    /* replaced: the old ones stop working */
+    const char *one[] = {"gamma"};
+    assert_int_equal(mqr__admin_set_tokens(a, one, 1), 0);
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer alpha"), 2);
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer gamma"), 0);
+    /* none on loopback: open */
+    assert_int_equal(mqr__admin_set_tokens(a, NULL, 0), 0);
+    assert_int_equal(mqr__admin_auth_check(a, NULL), 0);
+    /* one admin server per engine */
+    char *err = NULL;
+    assert_int_equal(mqr_engine_admin(e, "127.0.0.1", 0, NULL, 0, &err), MQR_EEXIST);
+    free(err);
+    mqr_engine_free(e);
+}
+
+static void test_non_loopback_needs_tokens(void **state)
+{
+    mqr_engine_t *e = engine();
+    char *err = NULL;
+    assert_int_equal(mqr_engine_admin(e, "0.0.0.0", 0, NULL, 0, &err), MQR_EINVAL);
+    assert_non_null(strstr(err, "needs tokens"));
+    free(err);
+    assert_int_equal(mqr_engine_admin_port(e), -1);
+    const char *t[] = {""};
+    assert_int_equal(mqr_engine_admin(e, "127.0.0.1", 0, t, 1, NULL), MQR_EINVAL);
+    assert_int_equal(mqr_engine_admin(e, "not-an-ip", 0, NULL, 0, &err), MQR_EINVAL);
+    free(err);
+    const char *ok[] = {"x"};
+    assert_int_equal(mqr_engine_admin(e, "0.0.0.0", 0, ok, 1, NULL), 0);
+    /* with tokens a non-loopback server cannot drop them all */
+    assert_int_equal(mqr__admin_set_tokens(e->admin, NULL, 0), MQR_EINVAL);
+    assert_int_equal(mqr__admin_auth_check(e->admin, "Bearer x"), 0);
+    mqr_engine_free(e);
+}
+
+static void test_token_file(void **state)
+{
+    char path[] = "/tmp/mqr-admin-tokens-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "# tokens\n\n  one  \r\ntwo\n#three\n";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    char **t = NULL;
+    size_t n = 0;
+    assert_int_equal(mqr_admin_tokens_read(path, &t, &n, NULL), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(t[0], "one");
+    assert_string_equal(t[1], "two");
+    mqr_admin_tokens_free(t, n);
+    FILE *f = fopen(path, "w");
+    fputs("# nothing\n\n", f);
+    fclose(f);
+    char *err = NULL;
+    assert_int_equal(mqr_admin_tokens_read(path, &t, &n, &err), MQR_EINVAL);
+    assert_non_null(strstr(err, "no token"));
+    free(err);
+    unlink(path);
+    assert_int_equal(mqr_admin_tokens_read(path, &t, &n, &err), MQR_EINVAL);
+    assert_non_null(strstr(err, "cannot read"));
+    free(err);
+}
+
+/* the value of the first line starting with prefix, or -1 */
+static double value_of(const char *text, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, prefix, n) == 0) return atof(p + n);
+    return -1;
+}
+
+static void test_metrics_text(void **state)
+{
+    mqr_engine_t *e = engine();
+    assert_int_equal(mqr_engine_admin(e, "127.0.0.1", 0, NULL, 0, NULL), 0);
+    char *err = NULL;
+    /* a chunk name with a quote and a backslash: both end up in the label */
+    int rc = mqr_engine_load_string(e, "we\"ird\\name",
+                                    "local mq = require 'mqrouter'\n"
+                                    "mq.route('a/#', function(m) end)\n"
+                                    "mq.route('b', function(m) error('no') end)\n",
+                                    &err);
+    if (rc < 0) fail_msg("load: %s", err);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(mqr_publish(e, "a/1", "x", 1, 0, 0), 0);
+    mqr_publish(e, "b", "x", 1, 0, 0);
+    mqr_abuf_t b = {0};
+    mqr__admin_metrics(e->admin, &b);
+    assert_false(b.failed);
+    const char *t = b.p;
+    /* escaped label value */
+    assert_non_null(strstr(t, "mqrouter_route_calls_total{route=\"route 'a/#' "
+                              "(we\\\"ird\\\\name:2)\",filter=\"a/#\"} 5\n"));
+    assert_non_null(strstr(t, "mqrouter_route_errors_total{route=\"route 'b' "
+                              "(we\\\"ird\\\\name:3)\",filter=\"b\"} 1\n"));
+    /* buckets are cumulative and end at the count */
+    double inf = value_of(t, "mqrouter_route_handler_duration_seconds_bucket{route=\"route 'a/#' "
+                             "(we\\\"ird\\\\name:2)\",le=\"+Inf\"} ");
+    double cnt = value_of(t, "mqrouter_route_handler_duration_seconds_count{route=\"route 'a/#' "
+                             "(we\\\"ird\\\\name:2)\"} ");
+    assert_true(inf == 5 && cnt == 5);
+    double low = value_of(t, "mqrouter_route_handler_duration_seconds_bucket{route=\"route 'a/#' "
+                             "(we\\\"ird\\\\name:2)\",le=\"0.0001\"} ");
+    assert_true(low >= 0 && low <= 5);
+    /* every family's TYPE line appears once, before its samples */
+    const char *fam = "# TYPE mqrouter_route_calls_total counter\n";
+    const char *first = strstr(t, fam);
+    assert_non_null(first);
+    assert_null(strstr(first + 1, fam));
+    assert_true(strstr(t, "mqrouter_route_calls_total{") > first);
+    assert_true(value_of(t, "mqrouter_messages_published_total ") >= 6);
+    assert_true(value_of(t, "mqrouter_rules_handler_errors_total ") == 1);
+    assert_true(value_of(t, "mqrouter_lua_memory_bytes ") > 1000);
+    assert_true(value_of(t, "process_resident_memory_bytes ") > 1e6);
+    free(b.p);
+    mqr_engine_free(e);
+}
+
+static void count_route(void *arg, const char *method, const char *pattern)
+{
+    int *n = arg;
+    assert_non_null(method);
+    assert_true(pattern[0] == '/');
+    (*n)++;
+}
+
+static void test_routes(void **state)
+{
+    mqr_engine_t *e = engine();
+    assert_int_equal(mqr_engine_admin(e, "127.0.0.1", 0, NULL, 0, NULL), 0);
+    int n = 0;
+    mqr__admin_foreach_route(count_route, &n);
+    assert_true(n >= 20);
+    mqr_areq_t req = {.method = HTTP_GET, .path = "/api/v1/queues/x/dlq", .query = "", .body = ""};
+    mqr_ares_t res = {0};
+    mqr__admin_route(e->admin, &req, &res);
+    assert_int_equal(res.status, 404); /* no such queue (queues not even initialised) */
+    cJSON_Delete(res.json);
+    req.method = HTTP_PATCH;
+    res = (mqr_ares_t){0};
+    mqr__admin_route(e->admin, &req, &res);
+    assert_int_equal(res.status, 405);
+    cJSON_Delete(res.json);
+    req = (mqr_areq_t){.method = HTTP_GET, .path = "/api/v1/queues", .query = "limit=5&offset=0"};
+    res = (mqr_ares_t){0};
+    mqr__admin_route(e->admin, &req, &res);
+    assert_int_equal(res.status, 200);
+    assert_int_equal(cJSON_GetObjectItem(res.json, "limit")->valueint, 5);
+    cJSON_Delete(res.json);
+    req.query = "limit=5x";
+    res = (mqr_ares_t){0};
+    mqr__admin_route(e->admin, &req, &res);
+    assert_int_equal(res.status, 400);
+    cJSON_Delete(res.json);
+    mqr_engine_free(e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tokens),     cmocka_unit_test(test_non_loopback_needs_tokens),
+        cmocka_unit_test(test_token_file), cmocka_unit_test(test_metrics_text),
+        cmocka_unit_test(test_routes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

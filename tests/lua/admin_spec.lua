@@ -1,0 +1,64 @@
+-- mq.admin: starting the admin API from rules, its answers and its misuse.
+-- The HTTP side is tested with curl in tests/integration/test_admin_api.py.
+local mqrouter = require "mqrouter"
+local h = require "helpers"
+
+describe("mq.admin", function()
+  local e
+  before_each(function()
+    mqrouter.capture_logs(true)
+    e = h.engine()
+  end)
+  after_each(function()
+    e:close()
+    mqrouter.capture_logs(false)
+  end)
+
+  -- runs code in a script whose last line publishes table.concat(out, "|")
+  local function run(code)
+    local cap = e:capture("out")
+    assert(e:load("local mq = require 'mqrouter'\nlocal out = {}\n" .. code ..
+                  "\nmq.publish('out', table.concat(out, '|'))\n"))
+    local msgs = cap:messages()
+    cap:stop()
+    return msgs[1] and msgs[1].payload
+  end
+
+  it("starts on a free port and only replaces the tokens when called again", function()
+    local got = run([[
+      local p = assert(mq.admin{ port = 0, tokens = { "one" } })
+      out[1] = tostring(p > 0)
+      out[2] = tostring(mq.admin{ port = p, tokens = { "two" } } == p)
+      out[3] = tostring(mq.admin{ host = "localhost", port = 0, tokens = { "three" } } == p)
+      local ok, err, name = mq.admin{ port = p + 1 }
+      out[4] = tostring(ok)
+      out[5] = name
+    ]])
+    assert.are.equal("true|true|true|nil|EEXIST", got)
+  end)
+
+  it("refuses a non-loopback address without tokens", function()
+    local got = run([[
+      local ok, err, name = mq.admin{ host = "0.0.0.0", port = 0 }
+      out[1] = tostring(ok)
+      out[2] = name
+      out[3] = tostring(err:find("needs tokens") ~= nil)
+      local ok2, err2, name2 = mq.admin{ port = 0, tokens_file = "/nonexistent/tokens" }
+      out[4] = tostring(ok2)
+      out[5] = name2
+    ]])
+    assert.are.equal("nil|EINVAL|true|nil|EINVAL", got)
+  end)
+
+  it("raises on misuse", function()
+    local got = run([[
+      out[1] = tostring(pcall(mq.admin))
+      out[2] = tostring(pcall(mq.admin, { port = "x" }))
+      out[3] = tostring(pcall(mq.admin, { port = 70000 }))
+      out[4] = tostring(pcall(mq.admin, { port = 0, tokens = { 1 } }))
+      out[5] = tostring(pcall(mq.admin, { port = 0, tokens = { "" } }))
+      out[6] = tostring(pcall(mq.admin, { port = 0, tokens = "abc" }))
+    ]])
+    assert.are.equal("false|false|false|false|false|false", got)
+  end)
+end)
