@@ -13,6 +13,11 @@ const char *mqr_version(void)
     return MQR_VERSION_STRING;
 }
 
+unsigned mqr_version_hex(void)
+{
+    return MQR_VERSION_HEX;
+}
+
 const char *mqr_strerror(int err)
 {
     switch (err) {
