@@ -11,15 +11,15 @@
 
 #include <string.h>
 
-int mqr__abi_copy(void *dst, size_t dst_size, const void *src)
+int mqr__abi_copy(void *dst, size_t dst_size, size_t min_size, const void *src)
 {
     size_t size;
     memcpy(&size, src, sizeof size);
-    if (size < sizeof size) return MQR_EINVAL;
+    if (size < sizeof size || size < min_size) return MQR_EINVAL;
     if (size > dst_size) {
         const unsigned char *p = (const unsigned char *)src;
         for (size_t i = dst_size; i < size; i++)
-            if (p[i]) return MQR_EINVAL;
+            if (p[i]) return MQR_ETOOLARGE;
         size = dst_size;
     }
     memcpy((char *)dst + sizeof size, (const char *)src + sizeof size, size - sizeof size);

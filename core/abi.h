@@ -15,10 +15,12 @@
 
 /* dst (dst_size bytes, already holding the defaults, its size field
  * included) receives the first min(src's size, dst_size) bytes of src; the
- * size field of dst keeps dst_size. Returns 0, or MQR_EINVAL when src's
- * size cannot even hold the size field, or exceeds dst_size with a non-zero
- * byte beyond it. */
-int mqr__abi_copy(void *dst, size_t dst_size, const void *src);
+ * size field of dst keeps dst_size. min_size is the size of the oldest
+ * layout the library still reads (the struct as first released). Returns
+ * 0; MQR_ETOOLARGE when src's size exceeds dst_size with a non-zero byte
+ * beyond it (a newer host asking for something this library lacks);
+ * MQR_EINVAL when it is below min_size. */
+int mqr__abi_copy(void *dst, size_t dst_size, size_t min_size, const void *src);
 
 /* For the *_init_sized functions: zeroes size bytes of the caller's struct
  * and copies the first min(size, full_size) bytes of defaults (a full

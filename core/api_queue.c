@@ -37,7 +37,7 @@ int mqr_queue_new(mqr_engine_t *e, const mqr_queue_options_t *opts, mqr_queue_t 
     if (!e || !opts || !out) return MQR_EINVAL;
     mqr_queue_options_t o;
     mqr_queue_options_init(&o);
-    int rc = mqr__abi_copy(&o, sizeof o, opts);
+    int rc = mqr__abi_copy(&o, sizeof o, sizeof o, opts);
     if (rc < 0) return rc;
     if (!o.name) return MQR_EINVAL;
     if (e->stopping) return MQR_ECLOSED;

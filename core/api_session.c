@@ -57,9 +57,11 @@ int mqr_session_add(mqr_engine_t *e, const mqr_session_options_t *opts, mqr_sess
     }
     mqr_session_options_t o;
     mqr_session_options_init(&o);
-    if (mqr__abi_copy(&o, sizeof o, opts) < 0) {
-        set_err(errmsg, "bad options size (built against another version?)");
-        return MQR_EINVAL;
+    int rc = mqr__abi_copy(&o, sizeof o, sizeof o, opts);
+    if (rc < 0) {
+        set_err(errmsg, "options struct too %s (built against another version?)",
+                rc == MQR_ETOOLARGE ? "large" : "small");
+        return rc;
     }
     if (!o.name || !o.name[0] || !o.uri || !o.uri[0]) {
         set_err(errmsg, "a session needs a name and a uri");
@@ -91,7 +93,7 @@ int mqr_session_add(mqr_engine_t *e, const mqr_session_options_t *opts, mqr_sess
         .persist = o.persist,
     };
     char why[512];
-    int rc = mqr__upstream_tls_check(&cfg, why, sizeof why);
+    rc = mqr__upstream_tls_check(&cfg, why, sizeof why);
     if (rc < 0) {
         set_err(errmsg, "session '%s': %s", o.name, why);
         return rc;

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,9 +113,14 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
      * the newer fields at their defaults (abi.h) */
     mqr_engine_options_t def;
     engine_defaults(&def);
-    if (opts && mqr__abi_copy(&def, sizeof def, opts) < 0) {
-        set_err(errmsg, "bad options size %zu (built against another version?)", opts->size);
-        return MQR_EINVAL;
+    /* the oldest layout read: before check_only was added */
+    int arc =
+        opts ? mqr__abi_copy(&def, sizeof def, offsetof(mqr_engine_options_t, check_only), opts)
+             : 0;
+    if (arc < 0) {
+        set_err(errmsg, "options struct too %s (size %zu; built against another version?)",
+                arc == MQR_ETOOLARGE ? "large" : "small", opts->size);
+        return arc;
     }
     opts = &def;
     mqr_engine_t *e = calloc(1, sizeof *e);

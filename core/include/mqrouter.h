@@ -23,8 +23,11 @@
  *   start with a `size` field. Fill options with their *_init() (a macro that
  *   passes sizeof the struct the host was compiled with); the library reads
  *   only the fields that size covers and defaults the rest, so a host built
- *   against an older, smaller struct keeps working. A size larger than the
- *   library knows is accepted only when the extra bytes are zero.
+ *   against an older, smaller struct keeps working (MQR_EINVAL below the
+ *   struct's first released layout). A size larger than the library knows
+ *   is accepted when the extra bytes are zero, else MQR_ETOOLARGE (the host
+ *   asks for something this library lacks). Statistics structs: the host
+ *   sets size, the library fills that much. Fields are only ever appended.
  */
 #ifndef MQROUTER_H
 #define MQROUTER_H
@@ -173,8 +176,8 @@ void mqr_engine_options_init_sized(mqr_engine_options_t *opts, size_t size);
  * must outlive the engine), the host runs it and may keep its own handles on
  * it. Opens the store and starts the listener (unless listen_port is -1).
  * Returns 0 and *out, or < 0 with *out NULL and *errmsg (if errmsg is not
- * NULL) a malloc'd explanation the caller frees: MQR_EINVAL (opts->size 0
- * or a larger struct with non-zero unknown fields), MQR_ENOMEM, MQR_ESTORE,
+ * NULL) a malloc'd explanation the caller frees: MQR_EINVAL / MQR_ETOOLARGE
+ * (opts->size, see ABI above), MQR_ENOMEM, MQR_ESTORE,
  * MQR_ESCHEMA, a libuv code (data directory, bind). The calling thread
  * becomes the loop thread. */
 struct uv_loop_s;
@@ -271,7 +274,8 @@ void mqr_listen_options_init_sized(mqr_listen_options_t *opts, size_t size);
  * client-id space (a client id connected on one is taken over from any
  * other). The engine owns it: it closes with mqr_engine_stop(), or earlier
  * with mqr_listener_close(); *out is borrowed until then. On failure returns
- * < 0 (MQR_EINVAL: options, certificates; MQR_ECLOSED: engine stopping; a
+ * < 0 (MQR_EINVAL: options, certificates; MQR_ETOOLARGE: opts->size, see
+ * ABI above; MQR_ECLOSED: engine stopping; a
  * libuv code: bind), *out stays NULL and *errmsg (if given) receives a
  * malloc'd explanation the caller frees.
  * With mqr_engine_options_t.check_only, the options and certificate files
@@ -352,10 +356,11 @@ void mqr_queue_options_init_sized(mqr_queue_options_t *opts, size_t size);
 #define mqr_queue_options_init(opts) mqr_queue_options_init_sized((opts), sizeof *(opts))
 
 /* Creates a queue (name copied). The engine owns it: *out is borrowed,
- * valid until mqr_queue_close() or mqr_engine_free(). Returns 0, MQR_EINVAL
- * (NULL or bad options), MQR_EQNAME, MQR_EEXIST (the name is taken, by the
- * host or a script: use mqr_queue_find), MQR_ENOMEM, MQR_ESTORE (durable),
- * MQR_ECLOSED (engine stopping). */
+ * valid until mqr_queue_close() or mqr_engine_free(). Returns 0,
+ * MQR_EINVAL (NULL or bad options), MQR_ETOOLARGE (opts->size), MQR_EQNAME,
+ * MQR_EEXIST (the name is taken, by the host or a script: use
+ * mqr_queue_find), MQR_ENOMEM, MQR_ESTORE (durable), MQR_ECLOSED (engine
+ * stopping). */
 int mqr_queue_new(mqr_engine_t *e, const mqr_queue_options_t *opts, mqr_queue_t **out);
 /* Finds an open queue by name (borrowed as above). MQR_ENOENT. */
 int mqr_queue_find(mqr_engine_t *e, const char *name, mqr_queue_t **out);
@@ -427,7 +432,8 @@ typedef struct {
     size_t in_flight, dead, bytes, consumers;
 } mqr_queue_info_t;
 #define mqr_queue_info_init(info) ((void)((info)->size = sizeof *(info)))
-/* Returns 0, MQR_EINVAL (out->size too small), MQR_ECLOSED. */
+/* Returns 0, MQR_EINVAL (NULL, or out->size smaller than the size field),
+ * MQR_ECLOSED. */
 int mqr_queue_stats(const mqr_queue_t *q, mqr_queue_info_t *out);
 
 /* ---- upstream sessions ---------------------------------------------------
@@ -477,7 +483,8 @@ void mqr_session_options_init_sized(mqr_session_options_t *opts, size_t size);
 /* Creates a session and starts connecting (strings copied). The engine owns
  * it: *out is borrowed until mqr_session_remove() or mqr_engine_free().
  * Returns 0, or < 0 with *errmsg (if given, caller frees) saying why:
- * MQR_EINVAL (options, URI, TLS files), MQR_EEXIST (name taken), MQR_ENOMEM,
+ * MQR_EINVAL (options, URI, TLS files), MQR_ETOOLARGE (opts->size),
+ * MQR_EEXIST (name taken), MQR_ENOMEM,
  * MQR_EUPSTREAM (Paho refused the client), MQR_ECLOSED (engine stopping). */
 int mqr_session_add(mqr_engine_t *e, const mqr_session_options_t *opts, mqr_session_t **out,
                     char **errmsg);
@@ -518,7 +525,7 @@ typedef struct {
     unsigned subscriptions;
 } mqr_session_info_t;
 #define mqr_session_info_init(info) ((void)((info)->size = sizeof *(info)))
-/* 0, MQR_EINVAL (out->size too small). */
+/* 0, MQR_EINVAL (NULL, or out->size smaller than the size field). */
 int mqr_session_status(mqr_session_t *s, mqr_session_info_t *out);
 /* "connecting", "connected", "disconnected", "closed", "failed";
  * "unknown" otherwise. Any thread. */

@@ -44,9 +44,13 @@ int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *o, mqr_listen
      * leaves the newer fields at their defaults (abi.h) */
     mqr_listen_options_t copy;
     memset(&copy, 0, sizeof copy);
-    if (!o || mqr__abi_copy(&copy, sizeof copy, o) < 0) {
-        set_err(errmsg, "bad options size (built against another version?)");
-        return MQR_EINVAL;
+    /* the oldest layout read: before the rate limits and anonymous access */
+    int arc = o ? mqr__abi_copy(&copy, sizeof copy, offsetof(mqr_listen_options_t, max_qos), o)
+                : MQR_EINVAL;
+    if (arc < 0) {
+        set_err(errmsg, "options struct too %s (built against another version?)",
+                arc == MQR_ETOOLARGE ? "large" : "small");
+        return arc;
     }
     o = &copy;
     if (o->type < MQR_LISTEN_TCP || o->type > MQR_LISTEN_WSS || o->port < 0 || o->port > 65535) {
