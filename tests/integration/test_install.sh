@@ -95,3 +95,14 @@ if cmake -S "$WORK/toonew" -B "$WORK/toonew/b" -DCMAKE_PREFIX_PATH="$prefix" >/d
   fail "find_package(mqrouter 99) succeeded"
 fi
 note "find_package(mqrouter 99) refused"
+
+# the public API test, built from the installed headers alone (no source
+# tree include path but the test's own helpers), passes there too
+cc -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -I "$MQROUTER_SRC/tests/c" \
+  -o "$WORK/test_public_api" "$MQROUTER_SRC/tests/c/test_public_api.c" \
+  $(pkg-config --cflags --libs mqrouter libuv cmocka) -Wl,-rpath,"$libdir" \
+  || fail "test_public_api does not build against the installed headers"
+env -u MQROUTER_LUA_DIR "$WORK/test_public_api" >"$WORK/api.out" 2>&1 \
+  || { cat "$WORK/api.out"; fail "test_public_api failed against the installed library"; }
+grep -q "PASSED  \] 12 test(s)" "$WORK/api.out" || { cat "$WORK/api.out"; fail "not every API test ran"; }
+note "test_public_api built from the installed headers and passed"
