@@ -10,6 +10,9 @@ source "$(dirname "$0")/lib.sh"
 
 : "${MQROUTER_BUILD:?MQROUTER_BUILD must point at the build tree}"
 prefix="$WORK/prefix"
+# a sanitizer build installs sanitized libraries: build the hosts alike
+san=""
+[[ "${MQR_SANITIZE:-}" == 1 ]] && san="-fsanitize=address,undefined -fno-omit-frame-pointer"
 cmake --install "$MQROUTER_BUILD" --prefix "$prefix" >"$WORK/install.log" 2>&1 \
   || { cat "$WORK/install.log"; fail "cmake --install failed"; }
 note "installed to a temporary prefix"
@@ -54,7 +57,7 @@ check_run() { # check_run NAME BINARY
 }
 
 # 1. a plain compiler and pkg-config, against the installed shared library
-cc -std=gnu11 -Wall -Wextra -Werror -o "$WORK/embed_pc" "$MQROUTER_SRC/scripts/examples/embed/embed.c" \
+cc -std=gnu11 -Wall -Wextra -Werror $san -o "$WORK/embed_pc" "$MQROUTER_SRC/scripts/examples/embed/embed.c" \
   $(pkg-config --cflags --libs mqrouter libuv) -Wl,-rpath,"$libdir" \
   || fail "building with pkg-config failed"
 ldd "$WORK/embed_pc" | grep -q "$libdir/libmqrouter.so" || fail "embed_pc does not use the installed library"
@@ -63,6 +66,7 @@ note "built with pkg-config --cflags --libs mqrouter, ran, counts right"
 
 # 2. the example's own CMake project: find_package(mqrouter), shared library
 cmake -S "$MQROUTER_SRC/scripts/examples/embed" -B "$WORK/cm-shared" -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCMAKE_C_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" \
   >"$WORK/cm-shared.log" 2>&1 && cmake --build "$WORK/cm-shared" >>"$WORK/cm-shared.log" 2>&1 \
   || { cat "$WORK/cm-shared.log"; fail "building with find_package(mqrouter) failed"; }
 ldd "$WORK/cm-shared/embed" | grep -q "$libdir/libmqrouter.so" || fail "cmake build does not use the installed library"
@@ -80,7 +84,8 @@ pkg_check_modules(LIBUV REQUIRED IMPORTED_TARGET libuv)
 add_executable(tiny "$MQROUTER_SRC/scripts/examples/embed/embed.c")
 target_link_libraries(tiny PRIVATE mqrouter::mqrouter_static PkgConfig::LIBUV)
 CMAKE
-cmake -S "$WORK/tiny" -B "$WORK/tiny/build" -DCMAKE_PREFIX_PATH="$prefix" >"$WORK/tiny.log" 2>&1 \
+cmake -S "$WORK/tiny" -B "$WORK/tiny/build" -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCMAKE_C_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" >"$WORK/tiny.log" 2>&1 \
   && cmake --build "$WORK/tiny/build" >>"$WORK/tiny.log" 2>&1 \
   || { cat "$WORK/tiny.log"; fail "building on mqrouter::mqrouter_static failed"; }
 if ldd "$WORK/tiny/build/tiny" | grep -q libmqrouter; then fail "static build links libmqrouter.so"; fi
@@ -98,7 +103,7 @@ note "find_package(mqrouter 99) refused"
 
 # the public API test, built from the installed headers alone (no source
 # tree include path but the test's own helpers), passes there too
-cc -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -I "$MQROUTER_SRC/tests/c" \
+cc -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter $san -I "$MQROUTER_SRC/tests/c" \
   -o "$WORK/test_public_api" "$MQROUTER_SRC/tests/c/test_public_api.c" \
   $(pkg-config --cflags --libs mqrouter libuv cmocka) -Wl,-rpath,"$libdir" \
   || fail "test_public_api does not build against the installed headers"
