@@ -211,9 +211,11 @@ void mqr_engine_stop(mqr_engine_t *e);
 /* Frees the engine (stopping it first if needed) and everything it owns:
  * queues, sessions, C subscriptions, Lua states, the store. Runs the loop
  * (UV_RUN_NOWAIT on a host loop, to the end on its own) so that its handles
- * finish closing; afterwards a host loop holds none of the engine's handles
- * and uv_loop_close() can succeed once the host's own are closed. Not from
- * inside an engine callback. NULL is ignored. */
+ * finish closing. On a host loop, run it once more afterwards
+ * (uv_run(loop, UV_RUN_DEFAULT) returns as soon as nothing is left): then
+ * no handle of the engine remains and uv_loop_close() returns 0 once the
+ * host's own are closed. Not from inside an engine callback. NULL is
+ * ignored. */
 void mqr_engine_free(mqr_engine_t *e);
 /* The loop the engine runs on (its own or the host's). */
 struct uv_loop_s *mqr_engine_loop(mqr_engine_t *e);

@@ -36,6 +36,18 @@ if [[ -d "$MQROUTER_SRC/lua/stdlib" ]]; then
 fi
 note "headers (public only), libraries, CLI, pkg-config and CMake files in place"
 
+# each public header stands alone, in strict C99 and (when g++ is there) C++
+lua_cflags=$(pkg-config --cflags luajit)
+for h in mqrouter.h mqrouter_auth.h mqrouter_lua.h; do
+  echo "#include <$h>" | cc -std=c99 -Wall -Wextra -Wpedantic -Werror -fsyntax-only \
+    -I "$prefix/include" $lua_cflags -x c - || fail "$h does not compile alone as C99"
+  if command -v g++ >/dev/null; then
+    echo "#include <$h>" | g++ -std=c++11 -Wall -Wextra -Wpedantic -Werror -fsyntax-only \
+      -I "$prefix/include" $lua_cflags -x c++ - || fail "$h does not compile alone as C++"
+  fi
+done
+note "each public header compiles alone (C99, C++11)"
+
 # the installed header's version macros match what the library says
 hdr_version=$(sed -n 's/^#define MQR_VERSION_STRING "\(.*\)"$/\1/p' "$prefix/include/mqrouter.h")
 [[ "$("$prefix/bin/mqrouter" --version)" == "mqrouter $hdr_version" ]] \
