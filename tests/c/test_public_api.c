@@ -595,6 +595,91 @@ static void test_queues(void **state)
     host_free(&h);
 }
 
+/* ---- listener users (mqrouter_auth.h) and logging ----------------------------------------------
+ */
+
+static int collect_user(void *arg, const char *name)
+{
+    char *names = arg;
+    strcat(names, name);
+    strcat(names, ",");
+    return 0;
+}
+
+static int stop_walk(void *arg, const char *name)
+{
+    (void)arg;
+    (void)name;
+    return 7;
+}
+
+static void test_users(void **state)
+{
+    (void)state;
+    host_t h;
+    host_new(&h);
+    assert_int_equal(mqr_listener_allow_anonymous(h.e, 0), MQR_ENOENT); /* no listener */
+    assert_int_equal(mqr_user_add(h.e, "", "pw", 0), MQR_EINVAL);
+    assert_int_equal(mqr_user_add(h.e, "bob", "pw", 100), MQR_EINVAL); /* iterations */
+    assert_int_equal(mqr_user_add(h.e, "bob", "pw", 4096), 0);
+    assert_int_equal(mqr_user_add(h.e, "alice", "pw", 4096), 0);
+    char names[64] = "";
+    assert_int_equal(mqr_user_list(h.e, collect_user, names), 0);
+    assert_string_equal(names, "alice,bob,");
+    assert_int_equal(mqr_user_list(h.e, stop_walk, NULL), 7);
+    assert_int_equal(mqr_user_remove(h.e, "bob"), 0);
+    assert_int_equal(mqr_user_remove(h.e, "bob"), MQR_ENOENT);
+    mqr_listen_options_t lo;
+    mqr_listen_options_init(&lo);
+    mqr_listener_t *l;
+    assert_int_equal(mqr_engine_listen(h.e, &lo, &l, NULL), 0);
+    assert_int_equal(mqr_listener_allow_anonymous(h.e, 1), 0);
+    host_free(&h);
+}
+
+typedef struct {
+    unsigned lines;
+    char component[16];
+    char text[256];
+} logged_t;
+
+static void sink(void *arg, int level, const char *component, const char *text)
+{
+    logged_t *lg = arg;
+    if (level != MQR_LOG_ERROR) return;
+    lg->lines++;
+    snprintf(lg->component, sizeof lg->component, "%s", component);
+    snprintf(lg->text, sizeof lg->text, "%s", text);
+}
+
+static void test_log_sink(void **state)
+{
+    (void)state;
+    host_t h;
+    host_new(&h);
+    logged_t lg;
+    memset(&lg, 0, sizeof lg);
+    mqr_log_set_sink(sink, &lg);
+    assert_int_equal(
+        mqr_engine_load_string(h.e, "failing",
+                               "local mq = require 'mqrouter'\n"
+                               "mq.route('x', function() error('handler says no') end)\n",
+                               NULL),
+        0);
+    assert_int_equal(mqr_publish(h.e, "x", "", 0, 0, 0), 0);
+    assert_true(lg.lines >= 1);
+    assert_string_equal(lg.component, "rules");
+    assert_non_null(strstr(lg.text, "handler says no"));
+    /* below the level: not even handed to the sink */
+    mqr_log_set_level(-1);
+    unsigned before = lg.lines;
+    assert_int_equal(mqr_publish(h.e, "x", "", 0, 0, 0), 0);
+    assert_int_equal(lg.lines, before);
+    mqr_log_set_level(MQR_LOG_ERROR);
+    mqr_log_set_sink(NULL, NULL);
+    host_free(&h);
+}
+
 /* ---- upstream sessions -------------------------------------------------------------------- */
 
 static void test_session_errors(void **state)
@@ -731,6 +816,8 @@ int main(void)
         cmocka_unit_test(test_publish_subscribe),
         cmocka_unit_test(test_lua_register),
         cmocka_unit_test(test_queues),
+        cmocka_unit_test(test_users),
+        cmocka_unit_test(test_log_sink),
         cmocka_unit_test(test_session_errors),
         cmocka_unit_test(test_session_broker),
     };
