@@ -263,6 +263,80 @@ static void test_host_loop(void **state)
     host_free(&h);
 }
 
+static void on_host_tick(uv_timer_t *t)
+{
+    unsigned *ticks = t->data;
+    (*ticks)++;
+}
+
+/* Everything at once on a host loop that has its own timer: a file store, a
+ * durable queue holding a message, a listener, rules with a timer. Stop,
+ * run the loop to completion, free, close: nothing left. The message is
+ * still there for the next engine on that store. */
+static void test_host_loop_full_stop(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/mqr-public-api-store-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    for (int round = 0; round < 2; round++) {
+        uv_loop_t loop;
+        assert_int_equal(uv_loop_init(&loop), 0);
+        uv_timer_t tick;
+        unsigned ticks = 0;
+        uv_timer_init(&loop, &tick);
+        tick.data = &ticks;
+        uv_timer_start(&tick, on_host_tick, 1, 1);
+
+        mqr_engine_options_t o;
+        mqr_engine_options_init(&o);
+        o.listen_port = -1; /* not 1883: a listener on a free port below */
+        o.data_dir = dir;
+        o.log_level = MQR_LOG_ERROR;
+        mqr_listen_options_t lo;
+        mqr_listen_options_init(&lo);
+        mqr_engine_t *e;
+        char *err = NULL;
+        int rc = mqr_engine_new(&e, &o, &loop, &err);
+        if (rc < 0) fail_msg("engine: %s", err);
+        mqr_listener_t *l;
+        assert_int_equal(mqr_engine_listen(e, &lo, &l, NULL), 0);
+        assert_int_equal(mqr_engine_load_string(e, "timers",
+                                                "local mq = require 'mqrouter'\n"
+                                                "mq.every(0.001, function() end)\n",
+                                                NULL),
+                         0);
+        mqr_queue_options_t qo;
+        mqr_queue_options_init(&qo);
+        qo.name = "durable";
+        qo.durable = 1;
+        mqr_queue_t *q;
+        assert_int_equal(mqr_queue_new(e, &qo, &q), 0);
+        mqr_queue_info_t qi;
+        mqr_queue_info_init(&qi);
+        assert_int_equal(mqr_queue_stats(q, &qi), 0);
+        if (round == 0) {
+            assert_int_equal(qi.depth, 0);
+            assert_int_equal(mqr_queue_publish(q, "t", "kept", 4, MQR_PRIO_NORMAL, -1, NULL), 0);
+        } else {
+            assert_int_equal(qi.depth, 1); /* stored by the first round */
+        }
+        spin_for(&loop, 30);
+        assert_true(ticks > 3); /* the host's work ran alongside */
+
+        uv_close((uv_handle_t *)&tick, NULL);
+        mqr_engine_stop(e);
+        uint64_t t0 = now_ms();
+        assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        assert_true(now_ms() - t0 < 2000);
+        mqr_engine_free(e);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* ---- scripts -------------------------------------------------------------------------- */
 
 static void test_scripts(void **state)
@@ -812,6 +886,7 @@ int main(void)
         cmocka_unit_test(test_listen_options_abi),
         cmocka_unit_test(test_owned_loop_run_stop),
         cmocka_unit_test(test_host_loop),
+        cmocka_unit_test(test_host_loop_full_stop),
         cmocka_unit_test(test_scripts),
         cmocka_unit_test(test_publish_subscribe),
         cmocka_unit_test(test_lua_register),
