@@ -267,7 +267,8 @@ typedef struct {
 
 typedef struct mqr_listener mqr_listener_t;
 
-/* Zeroes *opts (every default) and sets opts->size = size. Any thread. */
+/* Zeroes *opts (every default) and sets opts->size = size. Use the macro.
+ * Any thread. */
 void mqr_listen_options_init_sized(mqr_listen_options_t *opts, size_t size);
 #define mqr_listen_options_init(opts) mqr_listen_options_init_sized((opts), sizeof *(opts))
 
@@ -353,7 +354,8 @@ typedef struct {
     size_t dedup_window;         /* dedup ids remembered (mqr_queue_publish_ex); 0 = off */
 } mqr_queue_options_t;
 
-/* Defaults (dead_letter = 1, everything else 0) and opts->size = size. */
+/* Defaults (dead_letter = 1, everything else 0) and opts->size = size.
+ * Use the macro. Any thread. */
 void mqr_queue_options_init_sized(mqr_queue_options_t *opts, size_t size);
 #define mqr_queue_options_init(opts) mqr_queue_options_init_sized((opts), sizeof *(opts))
 
@@ -478,7 +480,8 @@ typedef struct {
     int tls_no_verify; /* accept any broker certificate */
 } mqr_session_options_t;
 
-/* Defaults (clean_start = 1, mqtt_version = 4, the rest 0) and size. */
+/* Defaults (clean_start = 1, mqtt_version = 4, the rest 0) and
+ * opts->size = size. Use the macro. Any thread. */
 void mqr_session_options_init_sized(mqr_session_options_t *opts, size_t size);
 #define mqr_session_options_init(opts) mqr_session_options_init_sized((opts), sizeof *(opts))
 
