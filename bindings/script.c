@@ -29,7 +29,7 @@
 /* Where `require` finds the stdlib: $MQROUTER_LUA_DIR, else the installed
  * location compiled in, else (a build tree never installed) the source
  * tree's (CMakeLists.txt, "embedding"). */
-static const char *stdlib_dir(void)
+const char *mqr__script_stdlib_dir(void)
 {
     const char *env = getenv("MQROUTER_LUA_DIR");
     if (env && *env) return env;
@@ -166,7 +166,7 @@ static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *
         state_close(st);
         return NULL;
     }
-    lua_pushstring(L, stdlib_dir());
+    lua_pushstring(L, mqr__script_stdlib_dir());
     char *sdir = dir_of(path);
     lua_pushstring(L, sdir ? sdir : ".");
     free(sdir);

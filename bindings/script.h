@@ -132,6 +132,11 @@ struct mqr_script {
     char last_error[512]; /* first line of the last failed call's error */
 };
 
+/* The Lua stdlib directory: $MQROUTER_LUA_DIR, else the installed one
+ * compiled in (MQR_STDLIB_DIR), else the source tree's (a build tree never
+ * installed). Use this, not the macros. */
+const char *mqr__script_stdlib_dir(void);
+
 /* The host's registered C functions (l_cfunc.c): put into st's rules API
  * table before its script runs (MQR_ESCRIPT, *errmsg saying which, when one
  * clashes with a built-in), and freed with the host. */
