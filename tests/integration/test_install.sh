@@ -48,6 +48,20 @@ for h in mqrouter.h mqrouter_auth.h mqrouter_lua.h; do
 done
 note "each public header compiles alone (C99, C++11)"
 
+# where scripts' require finds the stdlib: $MQROUTER_LUA_DIR first, else the
+# installed location compiled in, else (never installed there) the source tree
+mkdir -p "$WORK/scripts" "$prefix/share/mqrouter/lua/mqrouter"
+printf 'return { answer = 42 }\n' >"$prefix/share/mqrouter/lua/mqrouter/embedtest.lua"
+printf 'local t = require "mqrouter.embedtest"\nassert(t.answer == 42)\n' >"$WORK/scripts/req.lua"
+MQROUTER_LUA_DIR="$prefix/share/mqrouter/lua" "$prefix/bin/mqrouter" --check "$WORK/scripts/req.lua" \
+  >"$WORK/req.out" 2>&1 || { cat "$WORK/req.out"; fail "stdlib module not found through MQROUTER_LUA_DIR"; }
+if env -u MQROUTER_LUA_DIR "$prefix/bin/mqrouter" --check "$WORK/scripts/req.lua" >"$WORK/req.out" 2>&1; then
+  fail "found the module without MQROUTER_LUA_DIR (the configured prefix is not $prefix)"
+fi
+grep -qE "not found in $WORK/scripts or (.*/share/mqrouter/lua|$MQROUTER_SRC/lua/stdlib)\b" "$WORK/req.out" \
+  || { cat "$WORK/req.out"; fail "require did not look in the compiled-in stdlib directory"; }
+note "require: MQROUTER_LUA_DIR first, then the compiled-in directory ($(grep -m1 -o 'or [^ ]*' "$WORK/req.out"))"
+
 # the installed header's version macros match what the library says
 hdr_version=$(sed -n 's/^#define MQR_VERSION_STRING "\(.*\)"$/\1/p' "$prefix/include/mqrouter.h")
 [[ "$("$prefix/bin/mqrouter" --version)" == "mqrouter $hdr_version" ]] \
@@ -72,7 +86,8 @@ check_run() { # check_run NAME BINARY
 cc -std=gnu11 -Wall -Wextra -Werror $san -o "$WORK/embed_pc" "$MQROUTER_SRC/scripts/examples/embed/embed.c" \
   $(pkg-config --cflags --libs mqrouter libuv) -Wl,-rpath,"$libdir" \
   || fail "building with pkg-config failed"
-ldd "$WORK/embed_pc" | grep -q "$libdir/libmqrouter.so" || fail "embed_pc does not use the installed library"
+ldd "$WORK/embed_pc" >"$WORK/ldd.out" # (not piped into grep -q: SIGPIPE under pipefail)
+grep -q "$libdir/libmqrouter.so" "$WORK/ldd.out" || fail "embed_pc does not use the installed library"
 check_run pkg-config "$WORK/embed_pc"
 note "built with pkg-config --cflags --libs mqrouter, ran, counts right"
 
@@ -81,7 +96,8 @@ cmake -S "$MQROUTER_SRC/scripts/examples/embed" -B "$WORK/cm-shared" -DCMAKE_PRE
   -DCMAKE_C_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" \
   >"$WORK/cm-shared.log" 2>&1 && cmake --build "$WORK/cm-shared" >>"$WORK/cm-shared.log" 2>&1 \
   || { cat "$WORK/cm-shared.log"; fail "building with find_package(mqrouter) failed"; }
-ldd "$WORK/cm-shared/embed" | grep -q "$libdir/libmqrouter.so" || fail "cmake build does not use the installed library"
+ldd "$WORK/cm-shared/embed" >"$WORK/ldd.out"
+grep -q "$libdir/libmqrouter.so" "$WORK/ldd.out" || fail "cmake build does not use the installed library"
 check_run cmake-shared "$WORK/cm-shared/embed"
 note "built with find_package(mqrouter) -> mqrouter::mqrouter, ran, counts right"
 
@@ -100,7 +116,8 @@ cmake -S "$WORK/tiny" -B "$WORK/tiny/build" -DCMAKE_PREFIX_PATH="$prefix" \
   -DCMAKE_C_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" >"$WORK/tiny.log" 2>&1 \
   && cmake --build "$WORK/tiny/build" >>"$WORK/tiny.log" 2>&1 \
   || { cat "$WORK/tiny.log"; fail "building on mqrouter::mqrouter_static failed"; }
-if ldd "$WORK/tiny/build/tiny" | grep -q libmqrouter; then fail "static build links libmqrouter.so"; fi
+ldd "$WORK/tiny/build/tiny" >"$WORK/ldd.out"
+if grep -q libmqrouter "$WORK/ldd.out"; then fail "static build links libmqrouter.so"; fi
 check_run cmake-static "$WORK/tiny/build/tiny"
 note "built on mqrouter::mqrouter_static, ran, counts right"
 
