@@ -66,69 +66,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-tmp=$(mktemp -d /tmp/listener_compare.XXXXXX)
-chmod 755 "$tmp" # Mosquitto drops root privileges and must still read its config
-started_pids=()
-
-lg_pid=
-cleanup() {
-    local pid
-    [ -n "$lg_pid" ] && kill -TERM "$lg_pid" 2>/dev/null
-    for pid in "${started_pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${started_pids[@]}"; do
-        for _ in $(seq 20); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$keep" = 1 ]; then
-        echo "kept $tmp"
-    else
-        rm -rf "$tmp"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null && return
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        if ! ss -Hltn "sport = :$p" | grep -q .; then
-            echo "$p"
-            return
-        fi
-    done
-}
-
-# Waits until something listens on 127.0.0.1:$1 and process $2 is alive;
-# looks at the socket table rather than connecting, so the broker sees no
-# stray client.
-wait_listen() {
-    local port=$1 pid=$2 deadline=$((SECONDS + 5))
-    while [ $SECONDS -le $deadline ]; do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if ss -Hltn "sport = :$port" | grep -q .; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
-stop_pid() {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 30); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+bench_tmpdir listener_compare
 
 # CPU ticks (user+system) of one process; busy and total ticks of the
 # machine. Busy counts irq and softirq too: a tick spent in softirq (where
@@ -168,9 +108,9 @@ run_one() {
     # gives loadgen's CPU over its whole life.
     times >"$out.t0"
     "$loadgen" "${args[@]}" >"$out" 2>"$out.err" &
-    lg_pid=$!
-    wait "$lg_pid" || true
-    lg_pid=
+    helper_pid=$!
+    wait "$helper_pid" || true
+    helper_pid=
     times >"$out.t1"
     local wall
     wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN{print b - a}')

@@ -85,68 +85,9 @@ for q in $qos_list; do
     case $q in 0 | 1) ;; *) echo "$0: --qos takes 0, 1 or 0,1" >&2; exit 2 ;; esac
 done
 
-tmp=$(mktemp -d /tmp/upstream_forward.XXXXXX)
-chmod 755 "$tmp" # Mosquitto drops root privileges and must still read its config
-started_pids=()
-helper_pid= # the loadgen or probe client running now, if any
-
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-    local pid
-    [ -n "$helper_pid" ] && kill -TERM "$helper_pid" 2>/dev/null
-    for pid in "${started_pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${started_pids[@]}"; do
-        for _ in $(seq 20); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$keep" = 1 ]; then
-        echo "kept $tmp"
-    else
-        rm -rf "$tmp"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null && return
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        if ! ss -Hltn "sport = :$p" | grep -q .; then
-            echo "$p"
-            return
-        fi
-    done
-}
-
-# Waits until something listens on 127.0.0.1:$1 and process $2 is alive.
-wait_listen() {
-    local port=$1 pid=$2 deadline=$((SECONDS + 5))
-    while [ $SECONDS -le $deadline ]; do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if ss -Hltn "sport = :$port" | grep -q .; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
-stop_pid() {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 30); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+bench_tmpdir upstream_forward
 
 # The path forwarder -> upstream works: a message published to the forwarder
 # reaches a subscriber of the upstream (the bridge or the session may still

@@ -839,6 +839,10 @@ int mqr__lqueue_push_stats(lua_State *L, mqr_queue_t *q)
     set_num(L, "duplicates", (double)s.duplicates);
     set_num(L, "depth", (double)s.depth);
     set_num(L, "ready", (double)s.ready);
+    lua_createtable(L, 0, MQR_PRIO_LEVELS); /* by_priority = { lowest = n, ... } */
+    for (int p = 0; p < MQR_PRIO_LEVELS; p++)
+        set_num(L, prio_names[p], (double)s.ready_by_priority[p]);
+    lua_setfield(L, -2, "by_priority");
     set_num(L, "delayed", (double)s.delayed);
     set_num(L, "in_flight", (double)s.in_flight);
     set_num(L, "pending_tx", (double)s.pending_tx);

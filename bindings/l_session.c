@@ -312,6 +312,11 @@ int mqr__lsession_new(lua_State *L)
     cfg.keepalive_s = opt_int(L, 1, "keepalive", 30);
     cfg.clean_start = opt_int(L, 1, "clean", 1);
     cfg.max_buffered = opt_int(L, 1, "max_buffered", 10000);
+    const char *on_full = opt_string(L, 1, "on_full", "refuse");
+    if (strcmp(on_full, "refuse") != 0 && strcmp(on_full, "drop_oldest") != 0)
+        return luaL_error(L, "session '%s': on_full must be \"refuse\" or \"drop_oldest\"",
+                          cfg.name);
+    cfg.drop_oldest = on_full[0] == 'd';
     cfg.mqtt_version = opt_int(L, 1, "version", 4);
     lua_getfield(L, 1, "persist");
     if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
@@ -338,6 +343,8 @@ int mqr__lsession_new(lua_State *L)
                     cfg.client_id ? cfg.client_id : "", cfg.username ? cfg.username : "",
                     cfg.password ? cfg.password : "", cfg.keepalive_s, cfg.clean_start,
                     cfg.max_buffered, cfg.mqtt_version, extra_key, tls_key, map_key);
+    lua_pushstring(L, cfg.drop_oldest ? "|drop_oldest" : "|refuse");
+    lua_concat(L, 2);
     const char *key = lua_tostring(L, -1);
 
     l_session_t *s = NULL;
@@ -573,6 +580,7 @@ static void push_status(lua_State *L, mqr_upstream_t *u)
     set_num(L, "messages_refused", (double)o.messages_refused);
     set_num(L, "messages_dropped", (double)o.messages_dropped);
     set_num(L, "publish_full", (double)o.publish_full);
+    set_num(L, "publish_dropped", (double)o.publish_dropped);
     set_num(L, "publish_expired", (double)o.publish_expired);
     set_num(L, "publish_failed", (double)o.publish_failed);
     set_num(L, "delivered", (double)o.delivered);

@@ -80,6 +80,11 @@ struct mqr_engine {
     struct {
         uint64_t published; /* messages that entered the router */
         uint64_t refused;   /* publishes refused (bad topic, loop, no memory) */
+        /* a subscriber that must keep a message it was routed could not
+         * (a full queue or session buffer, no memory, a store error): whoever
+         * handed the message in must not be told it was accepted (the
+         * listener compares this around routing a QoS 1/2 PUBLISH) */
+        uint64_t refused_no_room;
     } stats;
 };
 

@@ -566,6 +566,7 @@ void mqr__q_make_ready(mqr_queue_t *q, mqr_qentry_t *e, bool front)
         mqr__q_list_push_back(&q->ready[e->prio], e);
     q->ready_mask |= 1u << e->prio;
     q->nready++;
+    q->nready_prio[e->prio]++;
     q->ready_bytes += mqr__q_entry_bytes(e->msg);
     /* an entry that cannot enter the heap (no memory) still expires when it
      * would be delivered; only the early count is lost */
@@ -580,6 +581,7 @@ void mqr__q_unready(mqr_queue_t *q, mqr_qentry_t *e)
     if (!l->head) q->ready_mask &= ~(1u << e->prio);
     if (e->hidx != MQR_QHIDX_NONE) mqr__q_heap_remove(&q->ttl, e);
     q->nready--;
+    q->nready_prio[e->prio]--;
     q->ready_bytes -= mqr__q_entry_bytes(e->msg);
 }
 
@@ -608,6 +610,7 @@ int mqr__q_make_room(mqr_queue_t *q, size_t n, size_t bytes)
                q->bytes - q->ready_bytes + bytes <= q->cfg.max_bytes &&
                s->bytes - q->ready_bytes + bytes <= s->max_bytes;
     if (!can) {
+        s->e->stats.refused_no_room++;
         if (full_n) {
             q->st.refused_full++;
             return MQR_EFULL;
@@ -696,12 +699,16 @@ int mqr__queue_publish(mqr_queue_t *q, mqr_msg_t *msg, const mqr_queue_pub_opts_
     size_t bytes = mqr__q_entry_bytes(msg);
     if ((rc = mqr__q_make_room(q, 1, bytes)) < 0) return rc;
     mqr_qentry_t *e = mqr__q_new_entry(q, msg, prio, at, bytes);
-    if (!e) return MQR_ENOMEM;
+    if (!e) {
+        q->set->e->stats.refused_no_room++;
+        return MQR_ENOMEM;
+    }
     mqr_queues_t *s = q->set;
     if (q->cfg.durable && s->ops && s->ops->stored) {
         rc = s->ops->stored(s->ops_ctx, q, e->id, msg, prio, mqr__q_wall_expiry(q, at));
         if (rc < 0) {
             mqr__q_drop_new(q, e);
+            s->e->stats.refused_no_room++; /* not kept: nobody may be told it was */
             return rc;
         }
     }
@@ -806,6 +813,8 @@ int mqr__queue_stats(const mqr_queue_t *q, mqr_queue_stats_t *out)
     if (q->closed) return MQR_ECLOSED;
     *out = q->st;
     out->ready = q->nready;
+    for (int p = 0; p < MQR_PRIO_LEVELS; p++)
+        out->ready_by_priority[p] = q->nready_prio[p];
     out->delayed = q->ndelayed;
     out->depth = q->nready + q->ndelayed;
     out->in_flight = q->ninflight + (q->delivering ? 1 : 0);

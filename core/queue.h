@@ -370,7 +370,8 @@ typedef struct {
     uint64_t duplicates;     /* publishes skipped: dedup_id seen in the window */
     size_t depth;            /* ready + delayed (waiting for a consumer) */
     size_t ready;
-    size_t delayed; /* waiting out a nack backoff */
+    size_t ready_by_priority[MQR_PRIO_LEVELS]; /* [MQR_PRIO_LOWEST .. MQR_PRIO_HIGHEST] */
+    size_t delayed;                            /* waiting out a nack backoff */
     size_t in_flight;
     size_t pending_tx; /* published in open transactions */
     size_t dead;       /* in the DLQ */

@@ -119,7 +119,8 @@ struct mqr_queue {
     size_t held;        /* ready + delayed + delivering + in flight + pending */
     size_t ready_bytes; /* the part of bytes that READY entries hold */
     size_t nready, ndelayed, ninflight, npending, ndead;
-    size_t bytes; /* held and dead entries */
+    size_t nready_prio[MQR_PRIO_LEVELS]; /* ready entries per priority */
+    size_t bytes;                        /* held and dead entries */
     mqr_queue_stats_t st;
     mqr_queue_dlq_stats_t dst;
 };

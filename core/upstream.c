@@ -128,7 +128,9 @@ struct mqr_upstream {
     int clean_start;
     int version; /* 4 or 5 */
     int max_buffered;
-    char **uris; /* failover list, n_uris of them (0: uri alone) */
+    bool drop_oldest; /* a full buffer drops its oldest (else refuses the newest) */
+    bool full_warned; /* warn_full said so since the last connect */
+    char **uris;      /* failover list, n_uris of them (0: uri alone) */
     int n_uris;
     char *will_topic;
     void *will_payload;
@@ -211,12 +213,13 @@ struct mqr_upstream {
 
     /* Loop thread only. */
     struct {
-        uint64_t received;      /* messages that arrived from the broker */
-        uint64_t refused;       /* of those, not routed (bad topic, no memory, router refused) */
-        uint64_t sent;          /* publishes accepted by Paho (sent or buffered) */
-        uint64_t full;          /* publishes refused: buffer full */
-        uint64_t expired;       /* publishes dropped: message expired */
-        uint64_t props_dropped; /* publishes sent without their malformed v5 properties */
+        uint64_t received;       /* messages that arrived from the broker */
+        uint64_t refused;        /* of those, not routed (bad topic, no memory, router refused) */
+        uint64_t sent;           /* publishes accepted by Paho (sent or buffered) */
+        uint64_t full;           /* publishes refused: buffer full */
+        uint64_t dropped_oldest; /* buffered publishes dropped to make room (drop_oldest) */
+        uint64_t expired;        /* publishes dropped: message expired */
+        uint64_t props_dropped;  /* publishes sent without their malformed v5 properties */
         uint64_t connects;
         uint64_t connect_failures;
         uint64_t reconnects;
@@ -1221,6 +1224,7 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
         u->stats.connects++;
         if (u->ever_connected || u->attempt) u->stats.reconnects++;
         u->buffered = 0;
+        u->full_warned = false;
         u->connect_failing = false;
         u->attempt = 0;
         u->server_reason[0] = '\0';
@@ -1754,7 +1758,8 @@ static int create_client(mqr_upstream_t *u)
     co.sendWhileDisconnected = 1;
     co.allowDisconnectedSendAtAnyTime = 1; /* buffer before the first connect too */
     co.maxBufferedMessages = u->max_buffered;
-    co.deleteOldestMessages = 0; /* a full buffer refuses the newest: MQR_EFULL */
+    /* A full buffer refuses the newest (MQR_EFULL) or drops the oldest. */
+    co.deleteOldestMessages = u->drop_oldest;
     co.restoreMessages = 1;
     co.persistQoS0 = 0; /* QoS 0 may be lost by definition */
     int rc = MQTTAsync_createWithOptions(&u->client, u->uri, u->client_id,
@@ -1869,6 +1874,7 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     u->keepalive_s = cfg->keepalive_s ? cfg->keepalive_s : 30;
     u->clean_start = cfg->clean_start;
     u->max_buffered = cfg->max_buffered ? cfg->max_buffered : 10000;
+    u->drop_oldest = cfg->drop_oldest != 0;
     u->state = MQR_UPSTREAM_CONNECTING;
     u->session_expiry_s = cfg->session_expiry_s;
     u->retry_initial_s = cfg->retry_initial_s ? cfg->retry_initial_s : UP_RETRY_MIN_S;
@@ -2180,18 +2186,25 @@ int mqr__upstream_subscribe_cb(mqr_upstream_t *u, const char *filter, int qos,
     return 0;
 }
 
+/* Response options whose answer (success or failure) reaches waiter p as an
+ * EV_PUB_DONE event. */
+static void answer_to(const mqr_upstream_t *u, up_pub_t *p, MQTTAsync_responseOptions *r)
+{
+    r->context = p;
+    if (u->version == MQTTVERSION_5) {
+        r->onSuccess5 = on_pub_ok5;
+        r->onFailure5 = on_pub_failed5;
+    } else {
+        r->onSuccess = on_pub_ok;
+        r->onFailure = on_pub_failed;
+    }
+}
+
 /* Sends an UNSUBSCRIBE of remote filter f whose UNSUBACK answers p. */
 static int send_unsubscribe(mqr_upstream_t *u, const char *f, up_pub_t *p)
 {
     MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
-    r.context = p;
-    if (u->version == MQTTVERSION_5) {
-        r.onSuccess5 = on_pub_ok5;
-        r.onFailure5 = on_pub_failed5;
-    } else {
-        r.onSuccess = on_pub_ok;
-        r.onFailure = on_pub_failed;
-    }
+    answer_to(u, p, &r);
     return map_paho(MQTTAsync_unsubscribe(u->client, f, &r));
 }
 
@@ -2285,6 +2298,7 @@ static int publish_early(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
 {
     if (u->n_early >= (size_t)u->max_buffered) {
         u->stats.full++;
+        u->e->stats.refused_no_room++;
         return MQR_EFULL;
     }
     if (u->n_early == u->cap_early) {
@@ -2300,6 +2314,15 @@ static int publish_early(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
     u->early[u->n_early].pub = p;
     u->n_early++;
     return 0;
+}
+
+/* Once per outage (and once while connected): the buffer bound was hit. */
+static void warn_full(mqr_upstream_t *u, const char *what)
+{
+    if (u->full_warned) return;
+    u->full_warned = true;
+    MQR_LOG_W("upstream", "session '%s': %d messages waiting for the broker (max_buffered): %s",
+              u->name, u->max_buffered, what);
 }
 
 /* Returns 0, 1 when the message expired (dropped), or < 0. */
@@ -2327,16 +2350,7 @@ static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
     pm.retained = msg->retain;
     /* Without a response struct Paho ignores the message's properties. */
     MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
-    if (p) {
-        r.context = p;
-        if (u->version == MQTTVERSION_5) {
-            r.onSuccess5 = on_pub_ok5;
-            r.onFailure5 = on_pub_failed5;
-        } else {
-            r.onSuccess = on_pub_ok;
-            r.onFailure = on_pub_failed;
-        }
-    }
+    if (p) answer_to(u, p, &r);
     if (u->version == MQTTVERSION_5) {
         if (msg->props_len) {
             int prc = props_decode(msg->props, msg->props_len, &pm.properties);
@@ -2364,13 +2378,20 @@ static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
     free(remote);
     MQTTProperties_free(&pm.properties);
     rc = map_paho(rc);
-    if (rc == 0 && u->state != MQR_UPSTREAM_CONNECTED) u->buffered++;
+    if (rc == 0 && u->state != MQR_UPSTREAM_CONNECTED &&
+        ++u->buffered > (uint64_t)u->max_buffered && u->drop_oldest) {
+        /* Paho made room by dropping the oldest buffered publish */
+        u->stats.dropped_oldest++;
+        warn_full(u, "dropping the oldest");
+    }
     if (rc == 0) {
         u->stats.sent++;
         u->stats.bytes_sent += msg->payload_len;
         u->last_message_at_ms = wall_ms();
     } else if (rc == MQR_EFULL) {
         u->stats.full++;
+        u->e->stats.refused_no_room++;
+        warn_full(u, "refusing new publishes (EFULL)");
     }
     return rc;
 }
@@ -2553,6 +2574,7 @@ void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *o)
     o->bytes_received = u->stats.bytes_received;
     o->messages_refused = u->stats.refused;
     o->publish_full = u->stats.full;
+    o->publish_dropped = u->stats.dropped_oldest;
     o->publish_expired = u->stats.expired;
     o->publish_failed = u->stats.publish_failed;
     uv_mutex_lock(&u->lock);

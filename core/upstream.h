@@ -49,6 +49,8 @@ typedef struct {
     const char *password;  /* may be NULL */
     int mqtt_version;      /* 4 (3.1.1, default) or 5 */
     int max_buffered;      /* messages kept while disconnected; 0 = 10000 */
+    int drop_oldest;       /* non-zero: a full buffer drops its oldest message instead of
+                            * refusing the new one with MQR_EFULL (both counted, warned) */
     /* Failover: when n_uris > 0 these are tried in turn (Paho's serverURIs)
      * and uri, if set, is only the name used in logs before the first
      * connect. */
@@ -181,6 +183,7 @@ typedef struct {
     uint64_t messages_refused; /* received but not routed */
     uint64_t messages_dropped; /* received but the incoming queue was full */
     uint64_t publish_full, publish_expired, publish_failed;
+    uint64_t publish_dropped; /* buffered publishes dropped for room (drop_oldest) */
     /* persistent sessions: records in upstream.db (buffered, in flight, and
      * received messages not routed yet); 0 otherwise */
     uint64_t stored;

@@ -291,6 +291,7 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     l->wrote = false;
     /* any store write made while routing it (a durable queue, ...) */
     uint64_t writes = store_writes(l->e->store);
+    uint64_t no_room = l->e->stats.refused_no_room;
     if (m) {
         rc = mqr__engine_publish(l->e, m);
         mqr_msg_unref(m);
@@ -303,6 +304,28 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         MQR_LOG_D(MQR_LSN_LOG, "%s: PUBLISH on %.*s not routed: %s", c->client_id, (int)tlen, topic,
                   mqr_strerror(rc));
     if (p.qos == 0) return 0;
+
+    /* A subscriber that had to take it (a queue, an upstream session a
+     * route forwarded it to) had no room: acknowledging would lose a message
+     * the client then forgets. v5 says so (Quota exceeded, the client may
+     * send it again); 3.1.1 has no negative ack, so the connection closes
+     * unacknowledged and the client sends it again after reconnecting. */
+    if (rc >= 0 && l->e->stats.refused_no_room != no_room) {
+        l->stats.refused_no_room++;
+        if (c->version != MQR_MQTT_V5) {
+            MQR_LOG_I(MQR_LSN_LOG,
+                      "client %s (%s): a queue or session buffer its QoS %d PUBLISH was routed "
+                      "to is full: closing unacknowledged",
+                      mqr__lconn_name(c), c->addr, p.qos);
+            c->will_publish = true; /* not a normal disconnection */
+            mqr__listener_conn_close(c, MQR_LCLOSE_DISCONNECT, MQR_MQTT_RC_QUOTA_EXCEEDED,
+                                     "no room");
+            return MQR_EFULL;
+        }
+        mqr__listener_ack(c, p.qos == 1 ? MQR_MQTT_PUBACK : MQR_MQTT_PUBREC, p.packet_id,
+                          MQR_MQTT_RC_QUOTA_EXCEEDED);
+        return 0;
+    }
 
     /* v5 says why it failed; 3.1.1 has no negative ack and gets a plain one */
     uint8_t reason = rc < 0 ? MQR_MQTT_RC_UNSPECIFIED : MQR_MQTT_RC_SUCCESS;

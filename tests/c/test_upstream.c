@@ -341,6 +341,52 @@ static void test_reconnect(void **state)
     mqr_unsubscribe(c->e, cs);
 }
 
+/* (3b) drop_oldest: a full buffer drops its oldest message instead of
+ * refusing the new one; counted; the three newest reach the broker. */
+static void test_drop_oldest(void **state)
+{
+    ctx_t *c = *state;
+    int port = free_port(); /* the broker starts later, on this port */
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", port);
+    mqr_upstream_config_t cfg = {
+        .name = "full",
+        .uri = uri,
+        .clean_start = 1,
+        .max_buffered = 3,
+        .drop_oldest = 1,
+        .retry_initial_s = 1,
+        .retry_max_s = 1,
+    };
+    mqr_upstream_t *u = NULL;
+    assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), 0);
+    mqr__upstream_set_observer(u, on_state, c);
+    const char *payloads[] = {"m1", "m2", "m3", "m4", "m5"};
+    for (int i = 0; i < 5; i++) {
+        char topic[32];
+        snprintf(topic, sizeof topic, "out/drop/%d", i + 1);
+        mqr_msg_t *m = make_msg(topic, payloads[i], 1, true, NULL, 0);
+        assert_int_equal(mqr__upstream_publish(u, m), 0); /* never EFULL */
+        mqr_msg_unref(m);
+    }
+    mqr_upstream_status_t st;
+    mqr__upstream_status(u, &st);
+    assert_int_equal(st.publish_dropped, 2);
+    assert_int_equal(st.publish_full, 0);
+
+    c->broker.port = port;
+    broker_start(&c->broker);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 20000);
+    sub_proc_t s;
+    sub_start(&s, "mosquitto_sub -p %d -t 'out/drop/#' -C 3 -W 5 -v", port);
+    int rc = sub_finish(&s);
+    assert_int_equal(rc, 0);
+    if (!strstr(s.out, "out/drop/3 m3") || !strstr(s.out, "out/drop/4 m4") ||
+        !strstr(s.out, "out/drop/5 m5") || strstr(s.out, "out/drop/1") ||
+        strstr(s.out, "out/drop/2"))
+        fail_msg("the three newest should have been kept: '%s'", s.out);
+}
+
 /* (4) Closing while connecting to a dead port. ASan checks that nothing
  * leaks or is used after free. (Nothing is published here: Paho 1.3.12 leaks
  * publishes still buffered when a client is destroyed, its issue #1474.) */
@@ -597,6 +643,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_receive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drop_oldest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_connecting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_host_loop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),

@@ -58,17 +58,21 @@ describe("mq.queue", function()
   end)
 
   it("delivers the highest priority first, FIFO within a level", function()
+    local by = e:capture("by")
     load([[
       local q = mq.queue("p", { priority = true })
       for i, p in ipairs({ "low", 4, "normal", "highest", 0, "high", 1 }) do
         q:publish(tostring(i) .. ":" .. tostring(p), { priority = p })
       end
+      local bp = q:stats().by_priority
+      mq.publish("by", table.concat({ bp.lowest, bp.low, bp.normal, bp.high, bp.highest }, " "))
       q:consume(function(m) mq.publish("out", m.payload) end)
     ]])
     local cap = e:capture("out")
     assert.is_true(wait_count(cap, 7))
     assert.are.same({ "2:4", "4:highest", "6:high", "3:normal", "1:low", "7:1", "5:0" },
       payloads(cap))
+    assert.are.same({ "1 2 1 1 2" }, payloads(by)) -- ready per level before consuming
   end)
 
   it("refuses priorities on a queue declared without them, and bad values", function()
