@@ -84,6 +84,7 @@ int mqr_session_add(mqr_engine_t *e, const mqr_session_options_t *opts, mqr_sess
         .password = o.password,
         .mqtt_version = o.mqtt_version,
         .max_buffered = o.max_buffered,
+        .drop_oldest = o.drop_oldest,
         .tls = has_tls ? &tls : NULL,
         .session_expiry_s = -1,
         .retry_initial_s = o.retry_initial_s,
@@ -178,6 +179,8 @@ int mqr_session_status(mqr_session_t *s, mqr_session_info_t *out)
         .messages_received = st.messages_received,
         .messages_dropped = st.messages_dropped,
         .buffered = st.buffered,
+        .publish_full = st.publish_full,
+        .publish_dropped = st.publish_dropped,
         .inflight = st.inflight,
         .subscriptions = st.subscriptions,
     };

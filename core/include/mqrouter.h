@@ -468,6 +468,7 @@ typedef struct {
     int keepalive_s;       /* 0 = 30 */
     int clean_start;       /* default 1; 0 resumes the broker's session */
     int max_buffered;      /* publishes kept while disconnected; 0 = 10000 */
+    int drop_oldest;       /* full buffer: drop its oldest publish (else refuse, MQR_EFULL) */
     int max_reconnects;    /* failed attempts in a row before FAILED; 0 = never give up */
     int retry_initial_s;   /* reconnect backoff: 0 = 1 */
     int retry_max_s;       /* 0 = 30 */
@@ -510,8 +511,8 @@ void mqr_session_remove(mqr_session_t *s);
 int mqr_session_subscribe(mqr_session_t *s, const char *filter, int qos);
 int mqr_session_unsubscribe(mqr_session_t *s, const char *filter);
 /* Sends topic + payload (copied) to the broker; while disconnected buffered
- * up to max_buffered. 0, MQR_EINVAL, MQR_ETOPIC, MQR_EQOS, MQR_EFULL,
- * MQR_ECLOSED, MQR_EUPSTREAM, MQR_ENOMEM. */
+ * up to max_buffered (then refused, or the oldest dropped with drop_oldest). 0, MQR_EINVAL,
+ * MQR_ETOPIC, MQR_EQOS, MQR_EFULL, MQR_ECLOSED, MQR_EUPSTREAM, MQR_ENOMEM. */
 int mqr_session_publish(mqr_session_t *s, const char *topic, const void *payload, size_t len,
                         int qos, int retain);
 
@@ -525,7 +526,8 @@ typedef struct {
     const char *last_error;
     uint64_t connects, reconnects, connect_failures;
     uint64_t messages_sent, messages_received, messages_dropped;
-    uint64_t buffered; /* accepted while disconnected since the last connect */
+    uint64_t buffered;                      /* accepted while disconnected since the last connect */
+    uint64_t publish_full, publish_dropped; /* refused / dropped: buffer full */
     size_t inflight;
     unsigned subscriptions;
 } mqr_session_info_t;

@@ -786,6 +786,29 @@ static void test_session_errors(void **state)
     so.size = 4;
     assert_int_equal(mqr_session_add(h.e, &so, &s, NULL), MQR_EINVAL);
     assert_null(mqr_session_find(h.e, "s"));
+    /* no broker: publishes wait in the buffer, refused or dropped when full */
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", free_port());
+    for (int drop = 0; drop < 2; drop++) {
+        mqr_session_options_init(&so);
+        so.name = drop ? "dropping" : "refusing";
+        so.uri = uri;
+        so.max_buffered = 2;
+        so.drop_oldest = drop;
+        so.persist = -1;
+        assert_int_equal(mqr_session_add(h.e, &so, &s, NULL), 0);
+        assert_int_equal(mqr_session_publish(s, "t", "1", 1, 1, 0), 0);
+        assert_int_equal(mqr_session_publish(s, "t", "2", 1, 1, 0), 0);
+        assert_int_equal(mqr_session_publish(s, "t", "3", 1, 1, 0), drop ? 0 : MQR_EFULL);
+        mqr_session_info_t si;
+        mqr_session_info_init(&si);
+        assert_int_equal(mqr_session_status(s, &si), 0);
+        assert_int_not_equal(si.state, MQR_SESSION_CONNECTED);
+        assert_int_equal(si.publish_full, drop ? 0 : 1);
+        assert_int_equal(si.publish_dropped, drop ? 1 : 0);
+        mqr_session_remove(s);
+    }
+    spin_for(&h.loop, 20);
     assert_string_equal(mqr_session_state_name(MQR_SESSION_CONNECTED), "connected");
     assert_string_equal(mqr_session_state_name(MQR_SESSION_FAILED), "failed");
     assert_string_equal(mqr_session_state_name(99), "unknown");
