@@ -20,10 +20,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #ifndef MQR_STDLIB_DIR
 #define MQR_STDLIB_DIR "lua/stdlib"
 #endif
+
+/* Where `require` finds the stdlib: $MQROUTER_LUA_DIR, else the installed
+ * location compiled in, else (a build tree never installed) the source
+ * tree's (CMakeLists.txt, "embedding"). */
+const char *mqr__script_stdlib_dir(void)
+{
+    const char *env = getenv("MQROUTER_LUA_DIR");
+    if (env && *env) return env;
+#ifdef MQR_STDLIB_BUILD_DIR
+    struct stat sb;
+    if (stat(MQR_STDLIB_DIR, &sb) != 0 || !S_ISDIR(sb.st_mode)) return MQR_STDLIB_BUILD_DIR;
+#endif
+    return MQR_STDLIB_DIR;
+}
 
 static void state_close(l_state_t *st);
 
@@ -151,8 +166,7 @@ static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *
         state_close(st);
         return NULL;
     }
-    const char *stdlib = getenv("MQROUTER_LUA_DIR");
-    lua_pushstring(L, stdlib && *stdlib ? stdlib : MQR_STDLIB_DIR);
+    lua_pushstring(L, mqr__script_stdlib_dir());
     char *sdir = dir_of(path);
     lua_pushstring(L, sdir ? sdir : ".");
     free(sdir);
@@ -438,7 +452,8 @@ static int load_code(mqr_script_t *h, const char *chunkname, const char *path, c
     if (!st) return MQR_ENOMEM;
     lua_State *L = st->L;
     h->loading = st;
-    int rc = 0;
+    int rc = mqr__lcfunc_install(h, st, errmsg); /* the host's C functions (mqrouter_lua.h) */
+    if (rc < 0) goto fail;
     if (luaL_loadbufferx(L, code, len, chunkname, "t") != 0) {
         if (errmsg) *errmsg = strdup(lua_tostring(L, -1));
         rc = MQR_ESCRIPT;
@@ -644,6 +659,7 @@ static void host_free(void *arg)
     mqr__llisten_close_all(h);
     mqr__lqueue_close_all(h);
     mqr__lkv_free(h);
+    mqr__lcfunc_free_all(h);
     if (h->budget) mqr__budget_free(h->budget);
     free(h->path);
     free(h);

@@ -31,6 +31,7 @@ typedef struct l_session l_session_t;
 typedef struct l_listen l_listen_t;
 typedef struct l_sub l_sub_t;
 typedef struct l_qhost l_qhost_t;
+typedef struct l_cfunc l_cfunc_t;
 struct mqr_queue;
 
 /* A route: filter -> Lua handler, optionally bound to one upstream session
@@ -119,6 +120,7 @@ struct mqr_script {
     l_session_t *sessions;
     l_decl_list_t listens; /* of l_listen_t */
     l_qhost_t *qhost;      /* queues the scripts declared (l_queue.c); NULL until the first */
+    l_cfunc_t *cfuncs;     /* C functions the host registered (l_cfunc.c, mqrouter_lua.h) */
     char *path;            /* the file loaded last, for reload and watching */
     uv_fs_event_t watch;
     bool watching;
@@ -143,6 +145,17 @@ struct mqr_script {
     struct l_kv *kv; /* the key-value store (l_kv.c), NULL until first used */
     mqr_admin_hooks_t admin_hooks; /* e->admin_hooks points here (l_admin.c) */
 };
+
+/* The Lua stdlib directory: $MQROUTER_LUA_DIR, else the installed one
+ * compiled in (MQR_STDLIB_DIR), else the source tree's (a build tree never
+ * installed). Use this, not the macros. */
+const char *mqr__script_stdlib_dir(void);
+
+/* The host's registered C functions (l_cfunc.c): put into st's rules API
+ * table before its script runs (MQR_ESCRIPT, *errmsg saying which, when one
+ * clashes with a built-in), and freed with the host. */
+int mqr__lcfunc_install(mqr_script_t *h, l_state_t *st, char **errmsg);
+void mqr__lcfunc_free_all(mqr_script_t *h);
 
 /* The host of engine e, created on first use. NULL when out of memory. */
 mqr_script_t *mqr__script_host(mqr_engine_t *e);

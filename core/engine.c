@@ -7,6 +7,7 @@
  */
 #include "engine.h"
 
+#include "abi.h"
 #include "admin/admin.h"
 
 #include "listener.h"
@@ -19,6 +20,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,13 +28,18 @@
 
 int (*mqr__engine_reload_hook)(mqr_engine_t *e, char **errmsg);
 
-void mqr_engine_options_init(mqr_engine_options_t *o)
+static void engine_defaults(mqr_engine_options_t *o)
 {
     memset(o, 0, sizeof *o);
     o->size = sizeof *o;
     o->log_level = MQR_LOG_INFO;
-    o->handle_signals = 0;
-    o->watch_script = 0;
+}
+
+void mqr_engine_options_init_sized(mqr_engine_options_t *o, size_t size)
+{
+    mqr_engine_options_t def;
+    engine_defaults(&def);
+    mqr__abi_init(o, size, &def, sizeof def);
 }
 
 static char *xstrdup(const char *s)
@@ -104,15 +111,20 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
 {
     *out = NULL;
     if (errmsg) *errmsg = NULL;
+    /* the caller's struct over the defaults: a smaller (older) one leaves
+     * the newer fields at their defaults (abi.h) */
     mqr_engine_options_t def;
-    if (!opts) {
-        mqr_engine_options_init(&def);
-        opts = &def;
+    engine_defaults(&def);
+    /* the oldest layout read: before check_only was added */
+    int arc =
+        opts ? mqr__abi_copy(&def, sizeof def, offsetof(mqr_engine_options_t, check_only), opts)
+             : 0;
+    if (arc < 0) {
+        set_err(errmsg, "options struct too %s (size %zu; built against another version?)",
+                arc == MQR_ETOOLARGE ? "large" : "small", opts->size);
+        return arc;
     }
-    if (opts->size < sizeof(mqr_engine_options_t)) {
-        set_err(errmsg, "options struct too small (built against another version?)");
-        return MQR_EINVAL;
-    }
+    opts = &def;
     mqr_engine_t *e = calloc(1, sizeof *e);
     if (!e) return MQR_ENOMEM;
     int rc;
@@ -216,6 +228,7 @@ void mqr_engine_stop(mqr_engine_t *e)
 
 int mqr_engine_run(mqr_engine_t *e)
 {
+    if (!e->owns_loop) return MQR_EINVAL; /* the host runs its own loop */
     uv_run(e->loop, UV_RUN_DEFAULT);
     return 0;
 }

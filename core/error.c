@@ -13,6 +13,11 @@ const char *mqr_version(void)
     return MQR_VERSION_STRING;
 }
 
+unsigned mqr_version_hex(void)
+{
+    return MQR_VERSION_HEX;
+}
+
 const char *mqr_strerror(int err)
 {
     switch (err) {
@@ -23,8 +28,13 @@ const char *mqr_strerror(int err)
 #undef XX
     case 0:
         return "success";
-    default:
+#define XX(code, _) case UV_##code:
+        UV_ERRNO_MAP(XX)
+#undef XX
         return uv_strerror(err);
+    default:
+        /* libuv would malloc (and leak) a text for a code it does not know */
+        return "unknown error";
     }
 }
 
@@ -38,7 +48,11 @@ const char *mqr_err_name(int err)
 #undef XX
     case 0:
         return "OK";
-    default:
+#define XX(code, _) case UV_##code:
+        UV_ERRNO_MAP(XX)
+#undef XX
         return uv_err_name(err);
+    default:
+        return "EUNKNOWN"; /* as for mqr_strerror: never libuv's malloc'd text */
     }
 }

@@ -41,15 +41,8 @@ typedef struct mqr_queue mqr_queue_t;
 typedef struct mqr_queue_consumer mqr_queue_consumer_t;
 typedef struct mqr_queue_sub mqr_queue_sub_t;
 
-/* Priority levels: higher first, FIFO within a level. */
-enum {
-    MQR_PRIO_LOWEST = 0,
-    MQR_PRIO_LOW = 1,
-    MQR_PRIO_NORMAL = 2,
-    MQR_PRIO_HIGH = 3,
-    MQR_PRIO_HIGHEST = 4,
-    MQR_PRIO_LEVELS = 5,
-};
+/* Priority levels MQR_PRIO_* and the consumer's return values
+ * MQR_QUEUE_ACK... are public: mqrouter.h. */
 
 /* Why a message left its queue without an ack (dead letters carry it). */
 typedef enum {
@@ -233,24 +226,8 @@ int mqr__queue_publish_batch(mqr_queue_t *q, mqr_msg_t *const *msgs, size_t n,
 
 /* ---- consuming ---------------------------------------------------------- */
 
-/* What a consumer is handed: msg is borrowed until the entry is settled (ack,
- * nack, reject, or the queue closes); ref it to keep it longer. */
-typedef struct {
-    uint64_t id;
-    mqr_msg_t *msg;
-    unsigned attempts; /* 1 on the first delivery */
-    int priority;
-} mqr_queue_delivery_t;
-
-/* What a consumer callback returns. */
-enum {
-    MQR_QUEUE_LATER = 0,  /* the consumer settles it later (ack/nack/reject by id) */
-    MQR_QUEUE_ACK = 1,    /* done */
-    MQR_QUEUE_NACK = 2,   /* failed: redeliver after the queue's backoff */
-    MQR_QUEUE_REJECT = 3, /* failed for good: dead-letter now (reason rejected) */
-};
-
-typedef int (*mqr_queue_consume_fn)(void *arg, mqr_queue_t *q, const mqr_queue_delivery_t *d);
+/* mqr_queue_delivery_t, MQR_QUEUE_LATER/ACK/NACK/REJECT and
+ * mqr_queue_consume_fn are public (mqrouter.h). */
 
 /* Adds a competing consumer: ready messages go round-robin to the consumers
  * that have room (fewer than prefetch unsettled; prefetch 0 = no limit).

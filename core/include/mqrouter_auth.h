@@ -5,6 +5,8 @@
  * Users live in the engine's store as salted PBKDF2-HMAC-SHA256 keys (see
  * docs/auth.md); passwords are never kept. Loop thread only, like every
  * engine call. Each call that writes commits the store before returning.
+ * Strings passed in are read during the call only; errors are 0 or a
+ * negative MQR_E* as in mqrouter.h.
  */
 #ifndef MQROUTER_AUTH_H
 #define MQROUTER_AUTH_H
@@ -24,8 +26,10 @@ int mqr_user_add(mqr_engine_t *e, const char *name, const char *password, unsign
 /* Removes a user. MQR_ENOENT when there was none. */
 int mqr_user_remove(mqr_engine_t *e, const char *name);
 
-/* cb(arg, name) for every user, in name order; a non-zero return stops the
- * walk and is returned. cb must not call back into the engine. */
+/* cb(arg, name) for every user, in name order (name valid during the call);
+ * a non-zero return stops the walk and is returned; else 0, MQR_EINVAL,
+ * MQR_ECLOSED or MQR_ESTORE.
+ * cb must not call back into the engine. */
 int mqr_user_list(mqr_engine_t *e, int (*cb)(void *arg, const char *name), void *arg);
 
 /* Anonymous clients (no user name, no authentication method) on every

@@ -9,16 +9,19 @@
  */
 #include "listener_int.h"
 
+#include "abi.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
 
-void mqr_listen_options_init(mqr_listen_options_t *o)
+void mqr_listen_options_init_sized(mqr_listen_options_t *o, size_t size)
 {
-    memset(o, 0, sizeof *o);
-    o->size = sizeof *o;
+    mqr_listen_options_t def;
+    memset(&def, 0, sizeof def);
+    mqr__abi_init(o, size, &def, sizeof def);
 }
 
 static void set_err(char **errmsg, const char *fmt, ...)
@@ -37,10 +40,19 @@ int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *o, mqr_listen
 {
     *out = NULL;
     if (errmsg) *errmsg = NULL;
-    if (!o || o->size < sizeof *o) {
-        set_err(errmsg, "options struct too small (built against another version?)");
-        return MQR_EINVAL;
+    /* the caller's struct over zeros (every default): a smaller (older) one
+     * leaves the newer fields at their defaults (abi.h) */
+    mqr_listen_options_t copy;
+    memset(&copy, 0, sizeof copy);
+    /* the oldest layout read: before the rate limits and anonymous access */
+    int arc = o ? mqr__abi_copy(&copy, sizeof copy, offsetof(mqr_listen_options_t, max_qos), o)
+                : MQR_EINVAL;
+    if (arc < 0) {
+        set_err(errmsg, "options struct too %s (built against another version?)",
+                arc == MQR_ETOOLARGE ? "large" : "small");
+        return arc;
     }
+    o = &copy;
     if (o->type < MQR_LISTEN_TCP || o->type > MQR_LISTEN_WSS || o->port < 0 || o->port > 65535) {
         set_err(errmsg, "bad listener type or port");
         return MQR_EINVAL;
@@ -83,19 +95,14 @@ int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *o, mqr_listen
     lo.max_subscriptions = o->max_subscriptions;
     lo.connect_timeout_ms = o->connect_timeout_ms;
     lo.max_keepalive = o->max_keepalive;
-    /* fields added later: read only what the caller's struct has */
-#define HAS(field) (o->size >= offsetof(mqr_listen_options_t, field) + sizeof o->field)
-    if (HAS(allow_anonymous)) {
-        lo.max_qos = o->max_qos;
-        lo.publish_rate = o->publish_rate;
-        lo.publish_burst = o->publish_burst;
-        lo.connect_rate = o->connect_rate;
-        lo.connect_burst = o->connect_burst;
-        lo.stuck_timeout_ms = o->stuck_timeout_ms;
-        lo.sys_interval_ms = o->sys_interval_ms;
-        lo.allow_anonymous = o->allow_anonymous;
-    }
-#undef HAS
+    lo.max_qos = o->max_qos;
+    lo.publish_rate = o->publish_rate;
+    lo.publish_burst = o->publish_burst;
+    lo.connect_rate = o->connect_rate;
+    lo.connect_burst = o->connect_burst;
+    lo.stuck_timeout_ms = o->stuck_timeout_ms;
+    lo.sys_interval_ms = o->sys_interval_ms;
+    lo.allow_anonymous = o->allow_anonymous;
     int rc = mqr__listener_start_tp(e, host, o->port, &lo, ctx, ws, out);
     if (rc < 0) {
         if (ctx) mqr__ltls_ctx_free(ctx);
