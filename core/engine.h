@@ -70,6 +70,8 @@ struct mqr_engine {
     /* durable queues' rows in the store (store_queue.h); NULL without a
      * file store */
     struct mqr_store_queues *store_queues;
+    /* devices and topics seen (registry.h); NULL until the engine is up */
+    struct mqr_registry *registry;
 
     void *script; /* the bindings' script host, NULL until a script loads */
     const mqr_script_ops_t *script_ops;
