@@ -272,7 +272,7 @@ int mqr__engine_publish(mqr_engine_t *e, mqr_msg_t *msg)
         return rc;
     }
     e->stats.published++;
-    if (e->registry) mqr__topics_seen(e->registry, msg->topic, msg->topic_len);
+    if (e->registry) mqr__topics_seen(e->registry, msg->topic, msg->topic_len, msg->created_ms);
     return 0;
 }
 

@@ -221,8 +221,9 @@ typedef struct {
     bool retained;        /* a retained message is held for it */
 } mqr_topic_info_t;
 
-/* Hot path (mqr__engine_publish): one hash lookup. */
-void mqr__topics_seen(mqr_registry_t *r, const char *topic, size_t len);
+/* Hot path (mqr__engine_publish): one hash lookup. when_ms: the message's
+ * creation time (the listener reads the clock once per socket read). */
+void mqr__topics_seen(mqr_registry_t *r, const char *topic, size_t len, uint64_t when_ms);
 /* The bound; lowering it below the count keeps what is tracked (new ones
  * are refused until the count is under it). 0 = the default. */
 void mqr__topics_set_max(mqr_registry_t *r, size_t max);

@@ -108,7 +108,7 @@ static int tgrow(struct mqr_topics *t)
     return 0;
 }
 
-void mqr__topics_seen(mqr_registry_t *r, const char *topic, size_t len)
+void mqr__topics_seen(mqr_registry_t *r, const char *topic, size_t len, uint64_t when_ms)
 {
     struct mqr_topics *t = *mqr__registry_topics_slot(r);
     if (!t || (topic[0] == '$' && len >= 5 && memcmp(topic, "$SYS/", 5) == 0))
@@ -131,7 +131,7 @@ void mqr__topics_seen(mqr_registry_t *r, const char *topic, size_t len)
         t->index_stale = true;
     }
     e->msgs++;
-    e->last_ms = mqr__now_ms();
+    e->last_ms = when_ms; /* no clock read per message */
 }
 
 void mqr__topics_stats(mqr_registry_t *r, mqr_registry_stats_t *out);
