@@ -16,6 +16,7 @@
 #include "topic.h"
 #include "utf8.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,9 @@
 void mqr__topics_free(mqr_registry_t *r);
 
 struct mqr_registry {
+    /* first: registry_topics.c reads it through a cast on the hot path
+     * (a pointer to a struct is a pointer to its first member) */
+    struct mqr_topics *topics;
     mqr_engine_t *e;
     mqr_device_t **buckets;
     size_t cap, count;
@@ -39,8 +43,8 @@ struct mqr_registry {
     void *observer_ud;
     mqr_device_mapper_fn mapper;
     void *mapper_ud;
-    struct mqr_topics *topics; /* registry_topics.c */
 };
+_Static_assert(offsetof(struct mqr_registry, topics) == 0, "topics first");
 
 /* registry_topics.c reaches its table through these */
 struct mqr_topics **mqr__registry_topics_slot(mqr_registry_t *r);

@@ -31,6 +31,7 @@ struct mqr_topics {
     tentry_t **buckets;
     size_t cap, count, max;
     uint64_t dropped;
+    tentry_t *last; /* the entry of the previous publish: bursts on one topic skip the hash */
     tentry_t **index;
     size_t index_len;
     bool index_stale;
@@ -110,11 +111,18 @@ static int tgrow(struct mqr_topics *t)
 
 void mqr__topics_seen(mqr_registry_t *r, const char *topic, size_t len, uint64_t when_ms)
 {
-    struct mqr_topics *t = *mqr__registry_topics_slot(r);
-    if (!t || (topic[0] == '$' && len >= 5 && memcmp(topic, "$SYS/", 5) == 0))
+    struct mqr_topics *t = *(struct mqr_topics **)r; /* its first member */
+    if (!t) return;
+    tentry_t *e = t->last;
+    if (e && e->len == len && memcmp(e->topic, topic, len) == 0) {
+        e->msgs++;
+        e->last_ms = when_ms;
+        return;
+    }
+    if (topic[0] == '$' && len >= 5 && memcmp(topic, "$SYS/", 5) == 0)
         return; /* the engine's own statistics are not traffic */
     uint32_t h = thash(topic, len);
-    tentry_t *e = tfind(t, topic, len, h);
+    e = tfind(t, topic, len, h);
     if (!e) {
         if (t->count >= t->max || tgrow(t) < 0 || !(e = malloc(sizeof *e + len + 1))) {
             t->dropped++;
@@ -132,6 +140,7 @@ void mqr__topics_seen(mqr_registry_t *r, const char *topic, size_t len, uint64_t
     }
     e->msgs++;
     e->last_ms = when_ms; /* no clock read per message */
+    t->last = e;
 }
 
 void mqr__topics_stats(mqr_registry_t *r, mqr_registry_stats_t *out);
