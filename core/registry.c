@@ -13,6 +13,7 @@
 #include "registry.h"
 
 #include "listener.h"
+#include "mqrouter_auth.h"
 #include "topic.h"
 #include "utf8.h"
 
@@ -621,6 +622,16 @@ void mqr__registry_conn_offline(mqr_registry_t *r, mqr_device_t *d, const char *
         set_status(d->r, d, MQR_DEVICE_OFFLINE);
     }
     device_unref(d);
+}
+
+/* ---- users' tenants (mqrouter_auth.h) ------------------------------------------ */
+
+int mqr_user_set_tenant(mqr_engine_t *e, const char *name, const char *tenant)
+{
+    if (!e || !name || !e->store) return MQR_EINVAL;
+    int rc = mqr__store_cred_tenant_set(e->store, name, tenant);
+    if (rc == 0) rc = mqr__store_flush(e->store);
+    return rc;
 }
 
 /* ---- retained messages ---------------------------------------------------------- */

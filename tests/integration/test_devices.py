@@ -8,11 +8,12 @@ survive a restart; two tenants' paho clients (users with a tenant) see
 only their own topics, under a mountpoint the rest of the engine sees."""
 import json
 import signal
+import subprocess
 import time
 
 import paho.mqtt.client as mqtt
 
-from mqr_it import Workspace, free_port, wait
+from mqr_it import BIN, Workspace, free_port, wait
 from mqtt_raw import Client, connect_v5
 
 failures = []
@@ -94,6 +95,11 @@ def main():
     port = free_port()
     with Workspace() as ws:
         rules = ws.write("rules.lua", RULES)
+        # a user of tenant acme added from the command line
+        r = subprocess.run([BIN, "--data-dir", ws.path("data"), "--add-user", "carol",
+                            "--tenant", "acme"], input="pw-c\n", capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
         router = ws.mqrouter(port, rules)
         obs = Observer(port)
 
@@ -138,8 +144,10 @@ def main():
         def tenants_isolated():
             a = paho(port, "a-dev", "alice", "pw-a")
             b = paho(port, "b-dev", "bob", "pw-b", v5=True)
+            c = paho(port, "c-dev", "carol", "pw-c")
             a.subscribe("t/#")
             b.subscribe("t/#")
+            c.subscribe("t/x")
             time.sleep(0.3)
             a.publish("t/x", "from-a").wait_for_publish()
             b.publish("t/x", "from-b").wait_for_publish()
@@ -150,15 +158,17 @@ def main():
             obs.c.publish("acme/t/cmd", "for-a")
             obs.c.publish("t/plain", "for-nobody")
             wait(lambda: ("t/cmd", "for-a") in a.got, 5, "a gets acme/t/cmd as t/cmd")
+            wait(lambda: ("t/x", "from-a") in c.got, 5, "carol (acme too) gets alice's")
             time.sleep(0.3)
             assert a.got == [("t/x", "from-a"), ("t/cmd", "for-a")], a.got
             assert b.got == [("t/x", "from-b")], b.got
             # the tenant's device is found in its tenant only
             assert obs.device("a-dev", "acme")["status"] == "online"
             assert obs.device("a-dev") is None
-            for c in (a, b):
-                c.disconnect()
-                c.loop_stop()
+            assert c.got == [("t/x", "from-a")], c.got
+            for cl in (a, b, c):
+                cl.disconnect()
+                cl.loop_stop()
             wait(lambda: obs.device("a-dev", "acme")["status"] == "offline", 5, "a offline")
 
         def survives_restart():
