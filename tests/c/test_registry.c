@@ -545,11 +545,68 @@ static void test_tenants(void **state)
     assert_true(info.tracked);
     assert_int_equal(info.subscribers, 2); /* a's t/# and root's # */
     /* $SYS filters are not mounted */
-    subscribe(a, "$SYS/broker/uptime", 0);
+    client_t *a2 = tenant_client("a2", "alice", "pw-a");
+    subscribe(a2, "$SYS/broker/uptime", 0);
     mqr__listener_sys_publish(F.e->listener);
-    cl_expect(a, MQR_MQTT_PUBLISH);
+    mqr_mqtt_publish_t sys = expect_publish(a2, NULL, NULL);
+    assert_int_equal(sys.topic.len, strlen("$SYS/broker/uptime"));
+    assert_memory_equal(sys.topic.p, "$SYS/broker/uptime", sys.topic.len);
+    cl_free(a2);
+    /* a shared subscription is mounted behind "$share/<group>/" */
+    subscribe(b, "$share/g/s/#", 0);
+    assert_int_equal(mqr_publish(F.e, "globex/s/1", "shared", 6, 0, 0), 0);
+    expect_publish(b, "s/1", "shared");
+    expect_publish(root, "globex/s/1", "shared");
+    assert_int_equal(mqr_publish(F.e, "s/1", "plain", 5, 0, 0), 0);
+    expect_publish(root, "s/1", "plain");
+    cl_expect_nothing(b, QUIET_MS);
+    /* unsubscribing takes the mounted filter away (v5 UNSUBACK 0x00, not
+     * 0x11 "no subscription existed") */
+    uint8_t unsub[64];
+    size_t n;
+    mqr_mqtt_str_t f = {.p = "t/#", .len = 3};
+    mqr_mqtt_unsubscribe_t u = {.packet_id = 9};
+    assert_int_equal(mqr__mqtt_encode_unsubscribe(&u, &f, 1, MQR_MQTT_V5, unsub, sizeof unsub, &n),
+                     0);
+    cl_send(a, unsub, n);
+    cl_expect(a, MQR_MQTT_UNSUBACK);
+    mqr_mqtt_unsuback_t ua;
+    assert_int_equal(mqr__mqtt_decode_unsuback(a->pkt, a->pkt_len, MQR_MQTT_V5, &ua), 0);
+    assert_int_equal(ua.count, 1);
+    assert_int_equal(ua.codes[0], 0);
+    assert_int_equal(mqr_publish(F.e, "acme/t/after", "x", 1, 0, 0), 0);
+    expect_publish(root, "acme/t/after", "x");
+    cl_expect_nothing(a, QUIET_MS);
     cl_free(a);
     cl_free(b);
+
+    /* a tenant's will goes under its mountpoint */
+    client_t *w = cl_open();
+    w->version = MQR_MQTT_V5;
+    mqr_mqtt_connect_t k;
+    memset(&k, 0, sizeof k);
+    k.version = MQR_MQTT_V5;
+    k.clean_start = true;
+    k.keep_alive = 60;
+    k.client_id.p = "w1";
+    k.client_id.len = 2;
+    k.has_username = true;
+    k.username.p = "alice";
+    k.username.len = 5;
+    k.has_password = true;
+    k.password.p = (const uint8_t *)"pw-a";
+    k.password.len = 4;
+    k.has_will = true;
+    k.will_topic.p = "t/gone";
+    k.will_topic.len = 6;
+    k.will_payload.p = (const uint8_t *)"bye";
+    k.will_payload.len = 3;
+    uint8_t buf[512];
+    assert_int_equal(mqr__mqtt_encode_connect(&k, buf, sizeof buf, &n), 0);
+    cl_send(w, buf, n);
+    assert_int_equal(expect_connack(w).reason, 0);
+    cl_free(w); /* no DISCONNECT: the will goes */
+    expect_publish(root, "acme/t/gone", "bye");
     cl_free(root);
 }
 
