@@ -231,7 +231,7 @@ static int l_dev_map(lua_State *L)
 
 /* ---- events ---------------------------------------------------------------------- */
 
-static void observe(void *ud, const mqr_device_info_t *d, int old)
+static void observe(void *ud, const mqr_device_info_t *d, int old, const char *why)
 {
     mqr_script_t *h = ud;
     l_state_t *st = h->cur;
@@ -243,6 +243,7 @@ static void observe(void *ud, const mqr_device_info_t *d, int old)
     set_str(L, "id", d->id);
     if (d->tenant[0]) set_str(L, "tenant", d->tenant);
     set_str(L, "old", mqr__device_status_name(old));
+    set_str(L, "reason", why);
     set_num(L, "time", (double)d->status_ms / 1000.0);
     push_device(L, d);
     lua_setfield(L, -2, "device");

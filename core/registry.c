@@ -236,16 +236,16 @@ void mqr__device_mark(mqr_device_t *d)
     r->dirty = d;
 }
 
-static void notify(mqr_registry_t *r, mqr_device_t *d, int old)
+static void notify(mqr_registry_t *r, mqr_device_t *d, int old, const char *why)
 {
     if (!r->observer || old == d->status) return;
     mqr_device_info_t info;
     info_of(d, &info);
-    r->observer(r->observer_ud, &info, old);
+    r->observer(r->observer_ud, &info, old, why ? why : "");
 }
 
 /* A status change: written at once (with the counters), then observers. */
-static void set_status(mqr_registry_t *r, mqr_device_t *d, int status)
+static void set_status(mqr_registry_t *r, mqr_device_t *d, int status, const char *why)
 {
     int old = d->status;
     if (old == status) return;
@@ -256,7 +256,7 @@ static void set_status(mqr_registry_t *r, mqr_device_t *d, int status)
     if (mqr__store_device_counters(r->e->store, d) < 0)
         MQR_LOG_W("registry", "device %s%s%s: status not stored: %s", d->tenant,
                   d->tenant[0] ? "/" : "", d->id, mqr__store_last_error(r->e->store));
-    notify(r, d, old);
+    notify(r, d, old, why);
 }
 
 /* ---- lifecycle ------------------------------------------------------------- */
@@ -485,7 +485,7 @@ int mqr__device_set_status(mqr_registry_t *r, const char *tenant, const char *id
     if (status < MQR_DEVICE_UNKNOWN || status > MQR_DEVICE_OFFLINE) return MQR_EINVAL;
     mqr_device_t *d = find(r, norm_tenant(tenant), id);
     if (!d) return MQR_ENOENT;
-    set_status(r, d, status);
+    set_status(r, d, status, "set by hand");
     return 0;
 }
 
@@ -609,7 +609,7 @@ mqr_device_t *mqr__registry_conn_online(mqr_registry_t *r, const char *tenant,
     d->refs++;
     d->conns++;
     d->last_seen_ms = mqr__now_ms();
-    set_status(r, d, MQR_DEVICE_ONLINE);
+    set_status(r, d, MQR_DEVICE_ONLINE, "connected");
     return d;
 }
 
@@ -619,7 +619,7 @@ void mqr__registry_conn_offline(mqr_registry_t *r, mqr_device_t *d, const char *
     if (d->conns) d->conns--;
     if (d->r && d->conns == 0) {
         d->last_seen_ms = mqr__now_ms();
-        set_status(d->r, d, MQR_DEVICE_OFFLINE);
+        set_status(d->r, d, MQR_DEVICE_OFFLINE, why);
     }
     device_unref(d);
 }

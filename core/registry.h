@@ -153,8 +153,12 @@ int mqr__device_list(mqr_registry_t *r, const mqr_device_query_t *q, mqr_device_
 const char *mqr__device_status_name(int status); /* "unknown", "online", "offline" */
 int mqr__device_status_parse(const char *s);     /* -1 when not one of those */
 
-/* Status changes (online/offline, by a connection or by hand). */
-typedef void (*mqr_device_observer_fn)(void *ud, const mqr_device_info_t *d, int old_status);
+/* Status changes (online/offline, by a connection or by hand). why: a
+ * static text, "connected", "set by hand", or why the connection ended
+ * ("keep-alive timeout", "client disconnected", "connection lost", ...:
+ * the listener's close reason). */
+typedef void (*mqr_device_observer_fn)(void *ud, const mqr_device_info_t *d, int old_status,
+                                       const char *why);
 void mqr__registry_set_observer(mqr_registry_t *r, mqr_device_observer_fn fn, void *ud);
 /* Which device a client is: fn writes the device id (NUL-terminated, at
  * most cap bytes) for client_id (tenant the client's, "" none) and returns

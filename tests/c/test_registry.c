@@ -279,16 +279,16 @@ static void test_persistence(void **state)
 /* ---- status and counters from real clients --------------------------------------- */
 
 typedef struct {
-    char events[16][48];
+    char events[16][96];
     int n;
 } events_t;
 
-static void observe(void *ud, const mqr_device_info_t *d, int old)
+static void observe(void *ud, const mqr_device_info_t *d, int old, const char *why)
 {
     events_t *ev = ud;
     if (ev->n < 16)
-        snprintf(ev->events[ev->n++], 48, "%s:%s<-%s", d->id, mqr__device_status_name(d->status),
-                 mqr__device_status_name(old));
+        snprintf(ev->events[ev->n++], 96, "%s:%s<-%s (%s)", d->id,
+                 mqr__device_status_name(d->status), mqr__device_status_name(old), why);
 }
 
 static void test_status_follows_connections(void **state)
@@ -317,8 +317,8 @@ static void test_status_follows_connections(void **state)
     /* PUBLISH of "data/x" + "hello" at QoS 0: 2 + 2 + 6 + 5 bytes */
     assert_true(d.bytes_out >= 4 * 13);
     assert_int_equal(ev.n, 2);
-    assert_string_equal(ev.events[0], "sub:online<-unknown");
-    assert_string_equal(ev.events[1], "pub:online<-unknown");
+    assert_string_equal(ev.events[0], "sub:online<-unknown (connected)");
+    assert_string_equal(ev.events[1], "pub:online<-unknown (connected)");
 
     /* DISCONNECT and a dropped socket both make it offline */
     uint8_t disc[2] = {0xE0, 0};
@@ -332,8 +332,8 @@ static void test_status_follows_connections(void **state)
     assert_int_equal(mqr__device_get(R(), NULL, "sub", &d), 0);
     assert_int_equal(d.status, MQR_DEVICE_OFFLINE);
     assert_int_equal(ev.n, 4);
-    assert_string_equal(ev.events[2], "pub:offline<-online");
-    assert_string_equal(ev.events[3], "sub:offline<-online");
+    assert_string_equal(ev.events[2], "pub:offline<-online (DISCONNECT)");
+    assert_string_equal(ev.events[3], "sub:offline<-online (connection closed by the client)");
 
     /* registered while connected: online at once; unregistered while
      * connected: the connection keeps counting into nothing, safely */
@@ -351,6 +351,8 @@ static void test_status_follows_connections(void **state)
 
 static void test_keepalive_lapse(void **state)
 {
+    events_t ev = {0};
+    mqr__registry_set_observer(R(), observe, &ev);
     reg(NULL, "sleepy", "sensor");
     client_t *c = cl_open();
     send_connect(c, MQR_MQTT_V311, "sleepy", true, 1); /* 1 s: lapses after 1.5 s */
@@ -365,6 +367,9 @@ static void test_keepalive_lapse(void **state)
         if (d.status == MQR_DEVICE_OFFLINE) break;
     }
     assert_int_equal(d.status, MQR_DEVICE_OFFLINE);
+    assert_int_equal(ev.n, 2);
+    assert_string_equal(ev.events[1], "sleepy:offline<-online (keep-alive timeout)");
+    mqr__registry_set_observer(R(), NULL, NULL);
     cl_free(c);
 }
 

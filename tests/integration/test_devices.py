@@ -41,7 +41,7 @@ if not mq.users.tenant("alice") then
   assert(mq.users.tenant("bob", "globex"))
 end
 mq.on("device_online", function(ev) mq.publish("events", "online " .. ev.id) end)
-mq.on("device_offline", function(ev) mq.publish("events", "offline " .. ev.id) end)
+mq.on("device_offline", function(ev) mq.publish("events", "offline " .. ev.id .. ": " .. ev.reason) end)
 -- ask/<tenant or _>/<id> -> answer: the device as JSON
 mq.route("ask/+/+", function(m)
   local t, id = m.topic:match("ask/([^/]+)/(.+)")
@@ -121,7 +121,8 @@ def main():
             c.disconnect()
             c.loop_stop()
             wait(lambda: obs.device("sensor-1")["status"] == "offline", 5, "offline")
-            assert "online sensor-1" in obs.events() and "offline sensor-1" in obs.events()
+            assert "online sensor-1" in obs.events(), obs.events()
+            assert "offline sensor-1: DISCONNECT" in obs.events(), obs.events()
 
         def dropped_socket():
             c = Client(port)
@@ -139,6 +140,7 @@ def main():
             t0 = time.time()
             wait(lambda: obs.device("sleepy")["status"] == "offline", 6, "keep-alive lapse")
             assert time.time() - t0 >= 1.0
+            assert "offline sleepy: keep-alive timeout" in obs.events(), obs.events()
             c.close()
 
         def tenants_isolated():
