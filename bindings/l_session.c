@@ -675,6 +675,11 @@ static void dispatch(l_state_t *st)
     mqr__script_call(st, 1, "session event", NULL, NULL);
 }
 
+void mqr__lsession_dispatch(l_state_t *st)
+{
+    dispatch(st);
+}
+
 /* [-0, +1] */
 static void push_event(lua_State *L, const mqr_upstream_event_t *ev)
 {
@@ -922,7 +927,8 @@ static const char session_lua[] =
     "local traceback, cresume, yield = debug.traceback, coroutine.resume, coroutine.yield\n"
     "local EVENTS = { session_added = true, session_connecting = true, session_connected = true,\n"
     "  session_ready = true, session_disconnected = true, session_reconnecting = true,\n"
-    "  session_removed = true, session_state_changed = true, session_failed = true }\n"
+    "  session_removed = true, session_state_changed = true, session_failed = true,\n"
+    "  device_online = true, device_offline = true }\n"
     "local handlers, ready_waits, pubs = {}, {}, {}\n"
     "local function resume(co, ...)\n"
     "  local ok, err = cresume(co, ...)\n"

@@ -174,6 +174,7 @@ static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *
     mqr__lauth_open(L);
     mqr__lsession_open(L);
     mqr__lkv_open(L);
+    mqr__lregistry_open(L);
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, "mqrouter.api");
     if (lua_pcall(L, 3, 1, 0) != 0) {
@@ -653,6 +654,7 @@ static void host_free(void *arg)
     host_stop(h);
     if (h->e->admin_hooks == &h->admin_hooks) h->e->admin_hooks = NULL;
     mqr__lauth_close(h); /* no hook may reach the state closing below */
+    mqr__lregistry_close(h);
     state_close(h->cur);
     h->cur = NULL;
     mqr__lsession_close_all(h);

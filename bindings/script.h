@@ -279,6 +279,16 @@ void mqr__lauth_close(mqr_script_t *h);
 void mqr__ladmin_hooks(mqr_script_t *h);
 int mqr__ladmin(lua_State *L);
 
+/* Hands the event table on top of st's stack to its mq.on handlers (the
+ * dispatcher of l_session.c). [-1, +0] */
+void mqr__lsession_dispatch(l_state_t *st);
+
+/* Devices, topics, retained messages (bindings/l_registry.c): adds
+ * devices, topics, retained and users.tenant to the rules table on top and
+ * observes the registry for device events [-0, +0]; close stops observing. */
+void mqr__lregistry_open(lua_State *L);
+void mqr__lregistry_close(mqr_script_t *h);
+
 /* Pushes nil, "ENAME: text", "ENAME" and returns 3 (the luv convention). */
 int mqr__lua_fail(lua_State *L, int err, const char *detail);
 

@@ -46,6 +46,8 @@ static void usage(FILE *out)
           "                       --listen* listener (default: on loopback only)\n"
           "  --add-user NAME      add a listener user (or set its password) with the\n"
           "                       password read from stdin (first line), then exit\n"
+          "  --tenant TENANT      with --add-user: the user's tenant (its clients'\n"
+          "                       topics go under TENANT/, docs/registry.md)\n"
           "  --del-user NAME      remove a listener user, then exit\n"
           "  --list-users         print the listener users, then exit\n"
           "  --log-level LEVEL    error, warn, info (default) or debug\n"
@@ -163,7 +165,8 @@ static int print_user(void *arg, const char *name)
 }
 
 /* --add-user, --del-user, --list-users: an engine on the store only. */
-static int users_main(mqr_engine_options_t *o, const char *add, const char *del, int list)
+static int users_main(mqr_engine_options_t *o, const char *add, const char *tenant, const char *del,
+                      int list)
 {
     o->listen_port = -1;
     o->handle_signals = 0;
@@ -194,6 +197,10 @@ static int users_main(mqr_engine_options_t *o, const char *add, const char *del,
         rc = mqr_user_add(e, add, pw, 0);
         memset(pw, 0, sizeof pw);
         if (rc < 0) fprintf(stderr, "mqrouter: --add-user %s: %s\n", add, mqr_strerror(rc));
+        if (rc == 0 && tenant) {
+            rc = mqr_user_set_tenant(e, add, tenant);
+            if (rc < 0) fprintf(stderr, "mqrouter: --tenant %s: %s\n", tenant, mqr_strerror(rc));
+        }
     }
     if (rc == 0 && del) {
         rc = mqr_user_remove(e, del);
@@ -228,6 +235,7 @@ int main(int argc, char **argv)
         OPT_ADD_USER,
         OPT_DEL_USER,
         OPT_LIST_USERS,
+        OPT_TENANT,
         OPT_VERSION,
         OPT_HELP
     };
@@ -252,6 +260,7 @@ int main(int argc, char **argv)
         {"allow-anonymous", no_argument, NULL, OPT_ALLOW_ANON},
         {"add-user", required_argument, NULL, OPT_ADD_USER},
         {"del-user", required_argument, NULL, OPT_DEL_USER},
+        {"tenant", required_argument, NULL, OPT_TENANT},
         {"list-users", no_argument, NULL, OPT_LIST_USERS},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, OPT_HELP},
@@ -269,7 +278,7 @@ int main(int argc, char **argv)
     int require_cert = 0, no_listen = 0;
     int check = 0, c;
     int allow_anon = -1, list_users = 0;
-    const char *add_user = NULL, *del_user = NULL;
+    const char *add_user = NULL, *del_user = NULL, *tenant = NULL;
     char admin_host[256] = "127.0.0.1";
     int admin_port = -1;
     const char *admin_tokens = NULL;
@@ -370,6 +379,9 @@ int main(int argc, char **argv)
         case OPT_DEL_USER:
             del_user = optarg;
             break;
+        case OPT_TENANT:
+            tenant = optarg;
+            break;
         case OPT_LIST_USERS:
             list_users = 1;
             break;
@@ -386,13 +398,18 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (tenant && !add_user) {
+        fprintf(stderr, "mqrouter: --tenant goes with --add-user\n");
+        free_listens(listens, nlisten);
+        return 2;
+    }
     if (add_user || del_user || list_users) {
         free_listens(listens, nlisten);
         if (optind != argc) {
             usage(stderr);
             return 2;
         }
-        return users_main(&o, add_user, del_user, list_users);
+        return users_main(&o, add_user, tenant, del_user, list_users);
     }
     if (optind != argc - 1) {
         usage(stderr);

@@ -12,6 +12,7 @@
 
 #include "listener.h"
 #include "queue.h"
+#include "registry.h"
 #include "store.h"
 #include "store_queue.h"
 #include "topic.h"
@@ -178,6 +179,10 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
         set_err(errmsg, "cannot load retained messages from %s", e->db_path);
         goto fail;
     }
+    if ((rc = mqr__registry_open(e)) < 0) {
+        set_err(errmsg, "cannot load the device registry from %s", e->db_path);
+        goto fail;
+    }
     if (e->listen_port > 0) {
         rc = mqr__listener_start(e, e->listen_host, e->listen_port, &e->listener);
         if (rc < 0) {
@@ -216,6 +221,7 @@ void mqr_engine_stop(mqr_engine_t *e)
     while (e->listeners) /* mqr_engine_listen()'s; closing unlinks each */
         mqr__listener_close(e->listeners);
     mqr__upstream_close_all(e);
+    mqr__registry_stop(e->registry); /* devices went offline above: counters out */
     if (e->signals_started) {
         uv_close((uv_handle_t *)&e->sig_int, NULL);
         uv_close((uv_handle_t *)&e->sig_term, NULL);
@@ -250,6 +256,7 @@ void mqr_engine_free(mqr_engine_t *e)
     e->upstream_persist = NULL;
     while (e->csubs)
         mqr_unsubscribe(e, e->csubs);
+    mqr__registry_close(e->registry);
     mqr__retain_close(&e->retain);
     mqr__store_queues_close(e->store_queues); /* its statements, before the store */
     e->store_queues = NULL;
@@ -281,6 +288,7 @@ int mqr__engine_publish(mqr_engine_t *e, mqr_msg_t *msg)
         return rc;
     }
     e->stats.published++;
+    if (e->registry) mqr__topics_seen(e->registry, msg->topic, msg->topic_len, msg->created_ms);
     return 0;
 }
 

@@ -70,6 +70,8 @@ struct mqr_engine {
     /* durable queues' rows in the store (store_queue.h); NULL without a
      * file store */
     struct mqr_store_queues *store_queues;
+    /* devices and topics seen (registry.h); NULL until the engine is up */
+    struct mqr_registry *registry;
 
     /* the admin HTTP API (core/admin/admin.h), NULL when not served; its
      * hooks into the rules, filled by the bindings, NULL = none */

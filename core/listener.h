@@ -164,4 +164,8 @@ int mqr__listener_port(const mqr_listener_t *l);
 /* The listener's counters (borrowed, live). */
 const mqr_listener_stats_t *mqr__listener_stats(const mqr_listener_t *l);
 
+/* A device was registered (registry.c): the connected client of that id,
+ * if any and of that tenant, makes it online. */
+void mqr__listener_device_attach(mqr_engine_t *e, const char *tenant, const char *id);
+
 #endif

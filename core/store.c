@@ -140,6 +140,26 @@ static const mqr_store_migration_t migrations[] = {
         "  json INT NOT NULL DEFAULT 0,"
         "  updated_ms INT NOT NULL DEFAULT 0"
         ");"},
+    /* the device registry (core/store_registry.c): one row per (tenant, id),
+     * status and counters written lazily (registry.h); and the tenant of a
+     * listener user ('' = none) */
+    {6, "CREATE TABLE devices ("
+        "  tenant TEXT NOT NULL DEFAULT '',"
+        "  id TEXT NOT NULL,"
+        "  name TEXT NOT NULL DEFAULT '',"
+        "  type TEXT NOT NULL DEFAULT '',"
+        "  metadata TEXT NOT NULL DEFAULT '{}',"
+        "  status INT NOT NULL DEFAULT 0,"
+        "  status_ms INT NOT NULL DEFAULT 0,"
+        "  created_ms INT NOT NULL DEFAULT 0,"
+        "  last_seen_ms INT NOT NULL DEFAULT 0,"
+        "  msgs_in INT NOT NULL DEFAULT 0,"
+        "  msgs_out INT NOT NULL DEFAULT 0,"
+        "  bytes_in INT NOT NULL DEFAULT 0,"
+        "  bytes_out INT NOT NULL DEFAULT 0,"
+        "  PRIMARY KEY(tenant, id)"
+        ") WITHOUT ROWID;"
+        "ALTER TABLE credentials ADD COLUMN tenant TEXT NOT NULL DEFAULT '';"},
 };
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

@@ -32,6 +32,12 @@ int mqr_user_remove(mqr_engine_t *e, const char *name);
  * cb must not call back into the engine. */
 int mqr_user_list(mqr_engine_t *e, int (*cb)(void *arg, const char *name), void *arg);
 
+/* Puts a user in a tenant (tenant NULL or "": in none). A client logged in
+ * as that user has its topics under "<tenant>/" (docs/registry.md). Takes
+ * effect at the user's next CONNECT. Returns 0, MQR_ENOENT (no such user),
+ * MQR_EINVAL (tenant not 1..64 characters of A-Z a-z 0-9 _ -), MQR_ESTORE. */
+int mqr_user_set_tenant(mqr_engine_t *e, const char *name, const char *tenant);
+
 /* Anonymous clients (no user name, no authentication method) on every
  * listener the engine has open now: 1 allowed, 0 refused, -1 the default
  * (allowed only when the listener is bound to a loopback address).

@@ -395,6 +395,7 @@ static void conn_free(mqr_lconn_t *c)
     free(c->reqs);
     free(c->pend);
     free(c->client_id);
+    free(c->mount);
     mqr__listener_qstate_free(c);
     free(c->aliases);
     mqr__listener_auth_free(c);
@@ -463,6 +464,7 @@ void mqr__listener_conn_close(mqr_lconn_t *c, mqr_lclose_t how, uint8_t reason, 
      * and QoS 2 ids (c keeps none); any other ends now: no message may
      * reach it from here on */
     if (active) mqr__lsession_disconnect(c);
+    mqr__listener_device_offline(c, why);
     mqr__listener_subs_clear(c);
     mqr__listener_id_remove(l, c);
     mqr__listener_deliveries_clear(c);

@@ -108,6 +108,11 @@ const char *mqr__listener_auth_user(const mqr_lconn_t *c)
     return c->auth ? c->auth->username : NULL;
 }
 
+bool mqr__listener_auth_verified(const mqr_lconn_t *c)
+{
+    return c->auth && c->auth->authenticated;
+}
+
 static int set_username(struct mqr_lauth *a, const char *p, size_t n)
 {
     char *u = malloc(n + 1);

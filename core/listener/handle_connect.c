@@ -14,6 +14,7 @@
 #include "listener_int.h"
 
 #include "auth.h"
+#include "topic.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -34,13 +35,21 @@ static int refuse(mqr_lconn_t *c, int version, uint8_t code, const char *why)
 
 static mqr_msg_t *will_new(mqr_lconn_t *c, mqr_mqtt_connect_t *k)
 {
+    char tbuf[256], *heap = NULL;
+    const char *topic = k->will_topic.p;
+    size_t tlen = k->will_topic.len;
+    if (c->mount) {
+        /* a tenant's will goes where its publishes go */
+        topic = mqr__listener_mount(c, topic, tlen, false, tbuf, sizeof tbuf, &heap, &tlen);
+        if (!topic) return NULL;
+    }
     size_t plen = 0;
     if (k->will_props.len)
         plen =
             mqr__mqtt_props_strip(k->will_props.p, k->will_props.len, (uint8_t *)k->will_props.p);
     mqr_msg_init_t in = {
-        .topic = k->will_topic.p,
-        .topic_len = k->will_topic.len,
+        .topic = topic,
+        .topic_len = tlen,
         .payload = k->will_payload.p,
         .payload_len = k->will_payload.len,
         .props = plen ? k->will_props.p : NULL,
@@ -54,7 +63,9 @@ static mqr_msg_t *will_new(mqr_lconn_t *c, mqr_mqtt_connect_t *k)
         .origin_conn = NULL,
         .expiry_s = k->will_has_expiry ? k->will_expiry : 0,
     };
-    return mqr__msg_new(&in);
+    mqr_msg_t *m = tlen <= MQR_TOPIC_MAX_LEN ? mqr__msg_new(&in) : NULL;
+    free(heap);
+    return m;
 }
 
 int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
@@ -127,6 +138,9 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     if (arc > 1)
         return refuse(c, k.version, v5 ? (uint8_t)arc : mqr__mqtt_connack_v3_code((uint8_t)arc),
                       "not authenticated");
+    /* a tenant's user: its topics live under the tenant's mountpoint */
+    if (mqr__listener_tenant_connect(c) < 0)
+        return refuse(c, k.version, MQR_MQTT_RC_SERVER_UNAVAILABLE, "tenant lookup failed");
     /* a will is a publish like any other: the authorize hook has its say now */
     if (k.has_will && !mqr__listener_authorize(c, MQR_AUTH_PUBLISH, k.will_topic.p,
                                                k.will_topic.len, k.will_qos, k.will_retain))
@@ -194,6 +208,7 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     l->stats.clients_current++;
     if (l->stats.clients_current > l->stats.clients_peak)
         l->stats.clients_peak = l->stats.clients_current;
+    mqr__listener_device_online(c);
     if (present) mqr__listener_deliveries_resend(c);
     MQR_LOG_I(MQR_LSN_LOG, "client %s connected from %s (MQTT %s, keep-alive %us%s%s%s)",
               c->client_id, c->addr, v5 ? "5.0" : "3.1.1", (unsigned)k.keep_alive,

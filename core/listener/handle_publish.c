@@ -19,7 +19,9 @@
 
 #include "auth.h"
 
+#include "registry.h"
 #include "store.h"
+#include "topic.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -267,9 +269,22 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
 
     size_t plen = 0;
     if (p.props.len) plen = mqr__mqtt_props_strip(p.props.p, p.props.len, (uint8_t *)p.props.p);
+    if (c->device) mqr__device_count_in(c->device, len, l->read_ms);
+    char mbuf[256], *mheap = NULL;
+    size_t mlen = tlen;
+    if (c->mount) {
+        /* a tenant's client publishes under its mountpoint (authorize saw
+         * the topic as the client sent it) */
+        topic = mqr__listener_mount(c, topic, tlen, false, mbuf, sizeof mbuf, &mheap, &mlen);
+        if (!topic || mlen > MQR_TOPIC_MAX_LEN) {
+            free(mheap);
+            return mqr__listener_conn_fail(c, MQR_MQTT_RC_TOPIC_NAME_INVALID,
+                                           "topic too long under the tenant's mountpoint");
+        }
+    }
     mqr_msg_init_t in = {
         .topic = topic,
-        .topic_len = tlen,
+        .topic_len = mlen,
         .payload = p.payload.p,
         .payload_len = p.payload.len,
         .props = plen ? p.props.p : NULL,
@@ -284,6 +299,7 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         .created_ms = l->read_ms,
     };
     mqr_msg_t *m = mqr__msg_new(&in);
+    free(mheap);
     /* deliver.c pauses l->publisher when a subscriber's queue is full, and
      * session rows written for the message set l->wrote */
     mqr_lconn_t *outer = l->publisher;
@@ -301,8 +317,8 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     }
     l->publisher = outer;
     if (rc < 0)
-        MQR_LOG_D(MQR_LSN_LOG, "%s: PUBLISH on %.*s not routed: %s", c->client_id, (int)tlen, topic,
-                  mqr_strerror(rc));
+        MQR_LOG_D(MQR_LSN_LOG, "%s: PUBLISH on %.*s not routed: %s", c->client_id, (int)tlen,
+                  p.topic_alias && !p.topic.len ? "(alias)" : p.topic.p, mqr_strerror(rc));
     if (p.qos == 0) return 0;
 
     /* A subscriber that had to take it (a queue, an upstream session a

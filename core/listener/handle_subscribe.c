@@ -107,6 +107,18 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
             codes[i] = v5 ? MQR_MQTT_RC_NOT_AUTHORIZED : 0x80;
             continue;
         }
+        char mbuf[256], *mheap = NULL;
+        const char *fp = se.filter.p;
+        size_t fl = se.filter.len;
+        if (c->mount) {
+            /* under the tenant's mountpoint ("$share/<g>/" stays in front) */
+            fp = mqr__listener_mount(c, fp, fl, true, mbuf, sizeof mbuf, &mheap, &fl);
+            if (!fp || mqr__topic_filter_parse(fp, fl, &tf, NULL) < 0) {
+                free(mheap);
+                codes[i] = v5 ? MQR_MQTT_RC_TOPIC_FILTER_INVALID : 0x80;
+                continue;
+            }
+        }
         /* granted at most max_qos (3.1.1 §3.9.3, 5.0 §3.9.3: the server
          * may grant less than asked) */
         uint8_t granted = se.qos < l->opts.max_qos ? se.qos : (uint8_t)l->opts.max_qos;
@@ -124,6 +136,7 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
             o.tag = ent->opts.tag;
             ent->opts = o;
         } else if (c->nsubs >= l->opts.max_subscriptions) {
+            free(mheap);
             codes[i] = v5 ? MQR_MQTT_RC_QUOTA_EXCEEDED : 0x80;
             continue;
         } else {
@@ -135,14 +148,16 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
                 ent = NULL;
             }
             if (!ent) {
+                free(mheap);
                 codes[i] = 0x80;
                 continue;
             }
         }
         codes[i] = granted;
-        mqr__lsession_sub_put(c, se.filter.p, se.filter.len, &ent->opts);
-        MQR_LOG_D(MQR_LSN_LOG, "%s subscribed to %.*s q%u%s", c->client_id, (int)se.filter.len,
-                  se.filter.p, se.qos, existed ? " (replaced)" : "");
+        mqr__lsession_sub_put(c, fp, fl, &ent->opts);
+        MQR_LOG_D(MQR_LSN_LOG, "%s subscribed to %.*s q%u%s", c->client_id, (int)fl, fp, se.qos,
+                  existed ? " (replaced)" : "");
+        free(mheap);
         if (!tf.group && (se.retain_handling == 0 || (se.retain_handling == 1 && !existed)))
             retained[nret++] = ent;
     }
@@ -180,7 +195,18 @@ int mqr__listener_handle_unsubscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     mqr__mqtt_unsub_iter(&it, &u, c->version);
     for (; mqr__mqtt_unsub_next(&it, &f); i++) {
         mqr_topic_filter_t tf;
+        char mbuf[256], *mheap = NULL;
+        if (c->mount && mqr__topic_filter_parse(f.p, f.len, &tf, NULL) == 0) {
+            size_t fl;
+            const char *fp =
+                mqr__listener_mount(c, f.p, f.len, true, mbuf, sizeof mbuf, &mheap, &fl);
+            if (fp) {
+                f.p = fp;
+                f.len = (uint16_t)(fl > 65535 ? 65535 : fl);
+            }
+        }
         if (mqr__topic_filter_parse(f.p, f.len, &tf, NULL) < 0) {
+            free(mheap);
             codes[i] = MQR_MQTT_RC_TOPIC_FILTER_INVALID;
             continue;
         }
@@ -193,6 +219,7 @@ int mqr__listener_handle_unsubscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         codes[i] = ent ? MQR_MQTT_RC_SUCCESS : MQR_MQTT_RC_NO_SUBSCRIPTION_EXISTED;
         MQR_LOG_D(MQR_LSN_LOG, "%s unsubscribed from %.*s%s", c->client_id, (int)f.len, f.p,
                   ent ? "" : " (had no such subscription)");
+        free(mheap);
     }
     rc = mqr__listener_send_unsuback(c, u.packet_id, v5 ? codes : NULL, v5 ? i : 0);
     if (codes != codes_small) free(codes);

@@ -286,6 +286,13 @@ struct mqr_lconn {
     mqr_lalias_t *aliases;
     /* outbound topic aliases (out_alias_max/count above) */
     mqr_lout_alias_t *out_aliases;
+
+    /* the registry's device this client is (a reference; NULL: none) and
+     * its tenant's mountpoint "<tenant>/" (owned; NULL: no tenant), set at
+     * CONNECT (device.c) */
+    struct mqr_device *device;
+    char *mount;
+    uint16_t mount_len;
 };
 
 /* ---- the listener ----------------------------------------------------- */
@@ -373,6 +380,8 @@ bool mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size
                              bool retain);
 /* The user name of the connection, NULL if none. */
 const char *mqr__listener_auth_user(const mqr_lconn_t *c);
+/* Did the store's credentials prove that user name (password or SCRAM)? */
+bool mqr__listener_auth_verified(const mqr_lconn_t *c);
 void mqr__listener_auth_free(mqr_lconn_t *c);
 /* The connection is closing: a password check still queued for the
  * threadpool is cancelled (its callback still runs, and only unrefs). */
@@ -559,6 +568,21 @@ int mqr__listener_deliveries_give(mqr_lconn_t *c, mqr_ldelivery_t *d, uint32_t n
 void mqr__listener_deliveries_resend(mqr_lconn_t *c);
 /* Backpressure: lets every publisher paused for c go (c drained or closes). */
 void mqr__listener_waiters_release(mqr_lconn_t *c);
+
+/* ---- device.c: the registry and tenants ---------------------------------------- */
+
+/* CONNECT accepted: the tenant of its user (store) sets c->mount. Returns
+ * 0 or MQR_ENOMEM / MQR_ESTORE (the CONNECT is refused). */
+int mqr__listener_tenant_connect(mqr_lconn_t *c);
+/* CONNACK sent: its device goes online. */
+void mqr__listener_device_online(mqr_lconn_t *c);
+/* The connection ends: its device goes offline (why: the close reason). */
+void mqr__listener_device_offline(mqr_lconn_t *c, const char *why);
+/* t[0..len) under c's mountpoint, into buf (cap bytes) or a malloc'd copy
+ * (*heap, the caller frees); filter: "$share/<g>/" keeps its place in front
+ * and "$SYS/..." filters stay as they are. NULL when out of memory. */
+const char *mqr__listener_mount(const mqr_lconn_t *c, const char *t, size_t len, bool filter,
+                                char *buf, size_t cap, char **heap, size_t *out_len);
 
 /* The client id once known, else the peer address: for logs. */
 static inline const char *mqr__lconn_name(const mqr_lconn_t *c)

@@ -9,6 +9,8 @@
  */
 #include "listener_int.h"
 
+#include "registry.h"
+
 #include <string.h>
 
 /* Encodes with fn (size pass, then write pass) into the output. */
@@ -70,6 +72,11 @@ int mqr__listener_send_publish(mqr_lconn_t *c, mqr_msg_t *m, uint8_t qos, uint16
     p.packet_id = pid;
     p.topic.p = m->topic;
     p.topic.len = m->topic_len;
+    if (c->mount && m->topic_len > c->mount_len && memcmp(m->topic, c->mount, c->mount_len) == 0) {
+        /* a tenant's client sees its topics without the mountpoint */
+        p.topic.p += c->mount_len;
+        p.topic.len = (uint16_t)(m->topic_len - c->mount_len);
+    }
     p.props.p = NULL;
     p.props.len = 0;
     p.payload.p = m->payload;
@@ -105,7 +112,7 @@ int mqr__listener_send_publish(mqr_lconn_t *c, mqr_msg_t *m, uint8_t qos, uint16
     uint32_t alias_hash = 0;
     bool alias_new = false;
     if (c->out_alias_max) {
-        p.add_topic_alias = mqr__listener_alias_out_find(c, m->topic, m->topic_len, &alias_hash);
+        p.add_topic_alias = mqr__listener_alias_out_find(c, p.topic.p, p.topic.len, &alias_hash);
         if (p.add_topic_alias) {
             p.topic.len = 0;
         } else {
@@ -116,6 +123,8 @@ int mqr__listener_send_publish(mqr_lconn_t *c, mqr_msg_t *m, uint8_t qos, uint16
     bool copy = m->payload_len <= MQR_LSN_COPY_MAX;
     /* generous bound of the header: fixed header 5, topic 2 + len, packet id
      * 2, property length 4 + props, one subscription id 5, a topic alias 3 */
+    const char *alias_topic = p.topic.p;
+    size_t alias_len = p.topic.len;
     size_t bound = 21 + (size_t)m->topic_len + p.props.len + (copy ? m->payload_len : 0);
     uint8_t *w = mqr__listener_out_reserve(c, bound);
     if (!w) return MQR_ENOMEM;
@@ -139,8 +148,9 @@ int mqr__listener_send_publish(mqr_lconn_t *c, mqr_msg_t *m, uint8_t qos, uint16
         if (rc < 0) return rc;
     }
     if (alias_new)
-        mqr__listener_alias_out_remember(c, p.add_topic_alias, m->topic, m->topic_len, alias_hash);
+        mqr__listener_alias_out_remember(c, p.add_topic_alias, alias_topic, alias_len, alias_hash);
     c->l->stats.msgs_out++;
+    if (c->device) mqr__device_count_out(c->device, total);
     MQR_LOG_D(MQR_LSN_LOG, "%s -> PUBLISH %s q%u%s id %u (%u bytes)", c->client_id, m->topic, qos,
               retain ? " retained" : "", pid, m->payload_len);
     return 0;
