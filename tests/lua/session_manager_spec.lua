@@ -5,48 +5,11 @@
 local mqrouter = require "mqrouter"
 local h = require "helpers"
 
--- Child processes run without the sanitizer runtimes an ASan build
--- preloads into the luajit host (they would report their own leaks).
-local function clean(cmd)
-  return "env -u LD_PRELOAD sh -c '" .. cmd:gsub("'", "'\\''") .. "'"
-end
-
-local function sh(cmd)
-  local ok = os.execute(clean(cmd))
-  return ok == 0 or ok == true
-end
+local mosq = require "mosquitto" -- real brokers on free loopback ports
+local sh, broker, free_port = mosq.sh, mosq.broker, mosq.free_port
 
 local function popen(cmd)
-  return io.popen(clean(cmd))
-end
-
-local function free_port()
-  local p = popen([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])']])
-  local port = tonumber(p:read("*l"))
-  p:close()
-  return port
-end
-
--- A mosquitto daemon on a free port; stop() kills it.
-local function broker(dir)
-  local b = { port = free_port(), dir = dir }
-  local conf = ("%s/mosq-%d.conf"):format(dir, b.port)
-  b.pidfile = ("%s/mosq-%d.pid"):format(dir, b.port)
-  h.write(conf, ("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\npid_file %s\n%s")
-    :format(b.port, b.pidfile, (os.getenv("USER") == "root" or sh("test $(id -u) = 0")) and "user root\n" or ""))
-  assert(sh(("mosquitto -d -c %s 2>/dev/null"):format(conf)), "mosquitto did not start")
-  for _ = 1, 100 do
-    if sh(("mosquitto_pub -p %d -t probe -n 2>/dev/null"):format(b.port)) then break end
-    sh("sleep 0.05")
-  end
-  b.uri = ("tcp://127.0.0.1:%d"):format(b.port)
-  function b.stop()
-    sh(("kill $(cat %s) 2>/dev/null"):format(b.pidfile))
-  end
-  function b.pub(topic, payload)
-    assert(sh(("mosquitto_pub -p %d -q 1 -t '%s' -m '%s'"):format(b.port, topic, payload)))
-  end
-  return b
+  return io.popen("env -u LD_PRELOAD sh -c '" .. cmd:gsub("'", "'\\''") .. "'")
 end
 
 local function payloads(cap, prefix)

@@ -10,23 +10,8 @@
 local mqrouter = require "mqrouter"
 local h = require "helpers"
 
--- Child processes run without the sanitizer runtimes an ASan build
--- preloads into the luajit host.
-local function clean(cmd)
-  return "env -u LD_PRELOAD sh -c '" .. cmd:gsub("'", "'\\''") .. "'"
-end
-
-local function sh(cmd)
-  local ok = os.execute(clean(cmd))
-  return ok == 0 or ok == true
-end
-
-local function free_port()
-  local p = io.popen(clean([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])']]))
-  local port = tonumber(p:read("*l"))
-  p:close()
-  return port
-end
+local mosq = require "mosquitto" -- sh and free_port for the broker below
+local sh, free_port = mosq.sh, mosq.free_port
 
 local function make_certs(dir)
   local function openssl(args)
