@@ -340,12 +340,20 @@ static void timer_start(l_timer_t *t)
  * take a minute. The fake clock replaces, for one engine, the time scripts
  * see (mq.now, msg.time of what Lua and the host publish) and the loop's
  * timers under mq.every/mq.after with a counter that only the host moves.
- * Nothing else changes: sockets, queues' own timers and the budget keep
- * real time. */
+ * Queues follow it too (ack timeouts, nack backoff, TTL, transaction
+ * timeouts: core/queue reads e->clock_fn). Sockets, upstream sessions and
+ * the handler budget keep real time. */
+static uint64_t fake_now(void *arg)
+{
+    return ((const mqr_script_t *)arg)->clock_ms;
+}
+
 void mqr__script_fake_clock(mqr_script_t *h, uint64_t start_ms)
 {
     h->fake_clock = true;
     h->clock_ms = start_ms;
+    h->e->clock_fn = fake_now;
+    h->e->clock_arg = h;
 }
 
 uint64_t mqr__script_now_ms(const mqr_script_t *h)
@@ -375,14 +383,25 @@ unsigned mqr__script_advance(mqr_script_t *h, uint64_t ms)
     uv_loop_t *loop = h->e->loop;
     l_timer_t *t;
     /* bounded: a timer of 0 s that re-arms itself forever stops here */
-    while (calls < 1000000 && (t = next_due(h, until)) != NULL) {
-        h->clock_ms = t->fake_due;
-        if (t->repeat_ms) t->fake_due += t->repeat_ms;
-        timer_fire(&t->handle); /* may release t (one-shot, stop) */
-        calls++;
+    for (; calls < 1000000; calls++) {
+        t = next_due(h, until);
+        /* queue deadlines (redeliveries, expiries, tx timeouts) interleave
+         * with script timers in time order; a timer wins a tie */
+        uint64_t q_at = mqr__queues_next_due(h->e);
+        if (q_at <= until && (!t || q_at < t->fake_due)) {
+            h->clock_ms = q_at > h->clock_ms ? q_at : h->clock_ms;
+            mqr__queues_clock_moved(h->e);
+        } else if (t) {
+            h->clock_ms = t->fake_due;
+            if (t->repeat_ms) t->fake_due += t->repeat_ms;
+            timer_fire(&t->handle); /* may release t (one-shot, stop) */
+        } else {
+            break;
+        }
         uv_run(loop, UV_RUN_NOWAIT);
     }
     h->clock_ms = until;
+    mqr__queues_clock_moved(h->e);
     uv_run(loop, UV_RUN_NOWAIT);
     return calls;
 }

@@ -84,6 +84,12 @@ struct mqr_engine {
     uv_signal_t sig_int, sig_term, sig_hup;
     bool signals_started;
 
+    /* A fake clock for rule tests (bindings' mqrouter.testing): when set,
+     * queues read their time from it instead of the loop's (ms, monotonic)
+     * and mqr__queues_clock_moved() runs what fell due. NULL = real time. */
+    uint64_t (*clock_fn)(void *arg);
+    void *clock_arg;
+
     struct {
         uint64_t published; /* messages that entered the router */
         uint64_t refused;   /* publishes refused (bad topic, loop, no memory) */

@@ -352,6 +352,33 @@ int mqr__queues_init(mqr_engine_t *e, const mqr_queues_options_t *opts)
     return 0;
 }
 
+uint64_t mqr__queues_next_due(mqr_engine_t *e)
+{
+    mqr_queues_t *s = e->queues;
+    if (!s) return UINT64_MAX;
+    uint64_t at = s->tx_timer_at;
+    for (mqr_queue_t *q = s->queues; q; q = q->next)
+        if (!q->closed && q->timer_at < at) at = q->timer_at;
+    return at;
+}
+
+void mqr__queues_clock_moved(mqr_engine_t *e)
+{
+    mqr_queues_t *s = e->queues;
+    if (!s) return;
+    uint64_t now = mqr__q_now(s);
+    if (s->tx_timer_at <= now) {
+        uv_timer_stop(&s->tx_timer);
+        mqr__q_tx_tick(s);
+    }
+    for (mqr_queue_t *q = s->queues, *next; q; q = next) {
+        next = q->next; /* the timer's work may close q (not free it: a reference) */
+        if (q->closed || q->timer_at > now) continue;
+        uv_timer_stop(&q->timer);
+        mqr__q_on_timer(&q->timer);
+    }
+}
+
 void mqr__queues_free(mqr_engine_t *e)
 {
     mqr_queues_t *s = e->queues;

@@ -72,6 +72,12 @@ int mqr__queues_init(mqr_engine_t *e, const mqr_queues_options_t *opts);
  * uv_loop_close, as mqr_engine_free does). Safe when never initialised. */
 void mqr__queues_free(mqr_engine_t *e);
 
+/* For a fake clock (engine.h clock_fn): the earliest time some queue or
+ * transaction has work due (UINT64_MAX: none), and running what is due by
+ * the clock's now, as the timers would on a real clock. Loop thread. */
+uint64_t mqr__queues_next_due(mqr_engine_t *e);
+void mqr__queues_clock_moved(mqr_engine_t *e);
+
 /* Changes the engine-wide memory limit (0 = default). Entries already held
  * stay; new publishes see the new limit. */
 int mqr__queues_set_max_bytes(mqr_engine_t *e, size_t max_bytes);

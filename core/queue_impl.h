@@ -174,7 +174,7 @@ struct mqr_queues {
 
 static inline uint64_t mqr__q_now(const mqr_queues_t *s)
 {
-    return uv_now(s->loop);
+    return s->e->clock_fn ? s->e->clock_fn(s->e->clock_arg) : uv_now(s->loop);
 }
 
 static inline size_t mqr__q_entry_bytes(const mqr_msg_t *m)
@@ -244,6 +244,8 @@ uint64_t mqr__q_wall_expiry(mqr_queue_t *q, uint64_t expires_at);
 void mqr__q_kick(mqr_queue_t *q);
 /* Arms q's timer for `at` (loop time) if that is earlier than armed. */
 void mqr__q_arm(mqr_queue_t *q, uint64_t at);
+/* Runs the transactions' timeouts that fell due (the tx timer's work). */
+void mqr__q_tx_tick(mqr_queues_t *s);
 /* Recomputes and arms the timer from the heaps and the in-flight list. */
 void mqr__q_rearm(mqr_queue_t *q);
 /* Serves the dispatch list (the idle callback). */

@@ -111,7 +111,11 @@ static void remove_tombstone(mqr_queues_t *s, mqr_qtx_t *tx)
 
 static void on_tx_timer(uv_timer_t *t)
 {
-    mqr_queues_t *s = t->data;
+    mqr__q_tx_tick(t->data);
+}
+
+void mqr__q_tx_tick(mqr_queues_t *s)
+{
     s->tx_timer_at = UINT64_MAX;
     uint64_t now = mqr__q_now(s), next = UINT64_MAX;
     for (mqr_qtx_t *tx = s->txs, *nx; tx; tx = nx) {

@@ -36,6 +36,53 @@ describe("fake clock", function()
     assert.are.equal(T0 + 2, cap:messages()[6].time)
   end)
 
+  it("drives queues: ack timeouts, nack backoff and TTL follow the virtual time", function()
+    e = h.engine{ clock = "fake", start_time = T0 }
+    assert(e:load([[
+      local mq = require "mqrouter"
+      local held = mq.queue("held", { ack_timeout = 30 })
+      held:consume(function(m)
+        mq.publish("got/held", m.payload .. ":" .. m.attempts)
+        m:defer() -- never settled: redelivered after the ack timeout
+      end)
+      held:publish("h")
+      local retry = mq.queue("retry", { backoff = { 10, 10 }, max_attempts = 5 })
+      retry:consume(function(m)
+        mq.publish("got/retry", m.payload .. ":" .. m.attempts)
+        return m.attempts >= 3 -- fails twice, with a 10 s backoff each time
+      end)
+      retry:publish("r")
+      local ttl = mq.queue("ttl")
+      ttl:publish("t", { ttl = 5 })
+      mq.route("stats", function()
+        mq.publish("got/expired", tostring(ttl:stats().expired))
+      end)
+    ]]))
+    local cap = e:capture("got/#")
+    local function got(topic)
+      local out = {}
+      for _, m in ipairs(cap:messages()) do
+        if m.topic == topic then out[#out + 1] = m.payload end
+      end
+      return out
+    end
+    e:advance(0) -- first deliveries
+    assert.are.same({ "h:1" }, got("got/held"))
+    assert.are.same({ "r:1" }, got("got/retry"))
+    e:advance(9)
+    assert.are.same({ "r:1" }, got("got/retry")) -- still backing off
+    e:advance(2) -- 11 s
+    assert.are.same({ "r:1", "r:2" }, got("got/retry"))
+    e:advance(10) -- 21 s
+    assert.are.same({ "r:1", "r:2", "r:3" }, got("got/retry"))
+    assert.are.same({ "h:1" }, got("got/held"))
+    e:advance(10) -- 31 s: the ack timeout of 30 s passed
+    assert.are.same({ "h:1", "h:2" }, got("got/held"))
+    e:publish("stats", "")
+    e:advance(0)
+    assert.are.same({ "1" }, got("got/expired")) -- the TTL of 5 s passed, counted without a consumer
+  end)
+
   it("does not move without advance, and a stopped timer stays stopped", function()
     e = h.engine{ clock = "fake", start_time = T0 }
     assert(e:load([[
