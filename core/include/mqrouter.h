@@ -560,10 +560,54 @@ int mqr_session_status(mqr_session_t *s, mqr_session_info_t *out);
 const char *mqr_session_state_name(int state);
 
 /* ---- device registry ------------------------------------------------------
- * TODO: the device registry (core/registry) is being built; its C API
- * (look up, list and update devices, watch their state) will be declared
- * here as mqr_registry_*() with the same conventions. Nothing is declared
- * yet. */
+ * Devices the engine knows (docs/registry.md): registered here, from Lua
+ * (mq.devices) or the admin API, persisted in the store; a device whose
+ * client id connects to a listener is "online" until that connection ends.
+ * tenant: "" or NULL = none. All functions: loop thread. Strings handed
+ * out are borrowed until the next call that changes the registry. */
+
+/* Registers a device or updates the name, type and metadata (JSON text;
+ * NULL = "{}") of the one with that tenant and id, keeping its status and
+ * counters. *created (may be NULL) says which. Returns 0, MQR_EINVAL (bad
+ * tenant or id, name/type too long, metadata not JSON: *errmsg, if given,
+ * gets a malloc'd reason the caller frees), MQR_ENOMEM, MQR_ESTORE. */
+int mqr_device_register(mqr_engine_t *e, const char *tenant, const char *id, const char *name,
+                        const char *type, const char *metadata_json, int *created,
+                        char **errmsg);
+/* 0, MQR_ENOENT. */
+int mqr_device_unregister(mqr_engine_t *e, const char *tenant, const char *id);
+/* Sets the status by hand ("online", "offline", "unknown"); the next
+ * connect or disconnect of its client changes it again. 0, MQR_ENOENT,
+ * MQR_EINVAL. */
+int mqr_device_set_status(mqr_engine_t *e, const char *tenant, const char *id, const char *status);
+
+/* A device as the registry shows it. Set size = sizeof first
+ * (mqr_device_view_init): only that much is filled. */
+typedef struct {
+    size_t size;
+    const char *tenant; /* "" = none */
+    const char *id, *name, *type;
+    const char *metadata; /* JSON text */
+    const char *status;   /* "unknown", "online", "offline" */
+    uint64_t status_ms;   /* wall clock (ms since the epoch) of the last change; 0 never */
+    uint64_t created_ms, last_seen_ms;
+    uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
+} mqr_device_view_t;
+#define mqr_device_view_init(v) ((void)((v)->size = sizeof *(v)))
+/* 0 and *out, MQR_ENOENT, MQR_EINVAL (NULL or out->size too small). */
+int mqr_device_get(mqr_engine_t *e, const char *tenant, const char *id, mqr_device_view_t *out);
+/* One page of devices in (tenant, id) order: tenant NULL = every tenant
+ * ("" = those of none), type/status/prefix NULL = any; limit 1..1000 (0 =
+ * 100). fn gets each (view borrowed for the call; a non-zero return stops
+ * the page there). next (next_cap >= 512 bytes, or NULL) receives the
+ * cursor of the following page, "" when there is none; pass it as cursor.
+ * Returns the number given to fn, or MQR_EINVAL (limit, cursor, status,
+ * tenant), MQR_ETOOLARGE (next_cap too small for the cursor), MQR_ENOMEM.
+ * fn must not change the registry. */
+typedef int (*mqr_device_view_fn)(void *arg, const mqr_device_view_t *d);
+int mqr_device_list(mqr_engine_t *e, const char *tenant, const char *type, const char *status,
+                    const char *prefix, unsigned limit, const char *cursor, mqr_device_view_fn fn,
+                    void *arg, char *next, size_t next_cap);
 
 #ifdef __cplusplus
 }

@@ -711,6 +711,77 @@ static void test_users(void **state)
     host_free(&h);
 }
 
+static int collect_device(void *arg, const mqr_device_view_t *d)
+{
+    char *ids = arg;
+    strcat(ids, d->id);
+    strcat(ids, ",");
+    return 0;
+}
+
+/* The public registry: register (and refusal with its reason), get with a
+ * full and a smaller view, a paginated list, status by hand, unregister. */
+static void test_devices(void **state)
+{
+    (void)state;
+    host_t h;
+    host_new(&h);
+    int created = -1;
+    char *err = NULL;
+    assert_int_equal(
+        mqr_device_register(h.e, NULL, "pump-1", "Pump", "pump", "{\"kw\":3}", &created, &err), 0);
+    assert_int_equal(created, 1);
+    assert_null(err);
+    assert_int_equal(
+        mqr_device_register(h.e, NULL, "pump-1", "Pump 1", "pump", NULL, &created, NULL), 0);
+    assert_int_equal(created, 0); /* updated */
+    assert_int_equal(mqr_device_register(h.e, NULL, "pump-2", NULL, "pump", NULL, NULL, NULL), 0);
+    assert_int_equal(mqr_device_register(h.e, "acme", "valve-1", NULL, "valve", NULL, NULL, NULL),
+                     0);
+    assert_int_equal(mqr_device_register(h.e, NULL, "bad", NULL, NULL, "{not json", &created, &err),
+                     MQR_EINVAL);
+    assert_non_null(err);
+    free(err);
+
+    mqr_device_view_t v;
+    mqr_device_view_init(&v);
+    assert_int_equal(mqr_device_get(h.e, NULL, "pump-1", &v), 0);
+    assert_string_equal(v.name, "Pump 1");
+    assert_string_equal(v.status, "unknown");
+    assert_string_equal(v.tenant, "");
+    assert_int_equal(mqr_device_get(h.e, NULL, "valve-1", &v), MQR_ENOENT); /* other tenant */
+    struct {
+        size_t size;
+        const char *tenant, *id;
+    } small = {.size = sizeof small};
+    assert_int_equal(mqr_device_get(h.e, "acme", "valve-1", (mqr_device_view_t *)&small), 0);
+    assert_string_equal(small.id, "valve-1"); /* filled only as far as the host's struct goes */
+
+    char ids[128] = "", next[512];
+    assert_int_equal(mqr_device_list(h.e, NULL, NULL, NULL, NULL, 2, NULL, collect_device, ids,
+                                     next, sizeof next),
+                     2);
+    assert_string_equal(ids, "pump-1,pump-2,");
+    assert_int_equal(mqr_device_list(h.e, NULL, NULL, NULL, NULL, 2, next, collect_device, ids,
+                                     next, sizeof next),
+                     1);
+    assert_string_equal(ids, "pump-1,pump-2,valve-1,");
+    assert_string_equal(next, "");
+    assert_int_equal(
+        mqr_device_list(h.e, NULL, NULL, "sleeping", NULL, 0, NULL, collect_device, ids, NULL, 0),
+        MQR_EINVAL);
+
+    assert_int_equal(mqr_device_set_status(h.e, NULL, "pump-2", "online"), 0);
+    ids[0] = '\0';
+    assert_int_equal(
+        mqr_device_list(h.e, "", NULL, "online", NULL, 0, NULL, collect_device, ids, NULL, 0), 1);
+    assert_string_equal(ids, "pump-2,");
+    assert_int_equal(mqr_device_set_status(h.e, NULL, "pump-2", "asleep"), MQR_EINVAL);
+    assert_int_equal(mqr_device_unregister(h.e, NULL, "pump-2"), 0);
+    assert_int_equal(mqr_device_unregister(h.e, NULL, "pump-2"), MQR_ENOENT);
+    host_free(&h);
+}
+
 typedef struct {
     unsigned lines;
     char component[16];
@@ -942,6 +1013,7 @@ int main(void)
         cmocka_unit_test(test_lua_register),
         cmocka_unit_test(test_queues),
         cmocka_unit_test(test_users),
+        cmocka_unit_test(test_devices),
         cmocka_unit_test(test_log_sink),
         cmocka_unit_test(test_session_errors),
         cmocka_unit_test(test_session_broker),

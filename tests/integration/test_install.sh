@@ -138,5 +138,6 @@ cc -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter $san -I "$MQROUTER_SRC
   || fail "test_public_api does not build against the installed headers"
 env -u MQROUTER_LUA_DIR "$WORK/test_public_api" >"$WORK/api.out" 2>&1 \
   || { cat "$WORK/api.out"; fail "test_public_api failed against the installed library"; }
-grep -q "PASSED  \] 15 test(s)" "$WORK/api.out" || { cat "$WORK/api.out"; fail "not every API test ran"; }
+ntests=$(grep -c 'cmocka_unit_test(' "$MQROUTER_SRC/tests/c/test_public_api.c")
+grep -q "PASSED  \] $ntests test(s)" "$WORK/api.out" || { cat "$WORK/api.out"; fail "not every API test ran"; }
 note "test_public_api built from the installed headers and passed"
