@@ -7,7 +7,8 @@
  * Every handler runs on the loop thread and answers before returning; none
  * waits on the network or the disk. A tenant's token may call only the
  * routes marked `tenant` (the registries', which scope what they show to
- * the tenant: api_registry.c); every other one answers it 403.
+ * the tenant: api_registry.c, and publish, under the tenant's prefix:
+ * api_message.c); every other one answers it 403.
  * docs/openapi.yaml lists exactly what the table holds, which
  * tests/integration/test_admin_openapi.py checks.
  */
@@ -234,8 +235,8 @@ static const route_t routes[] = {
     {HTTP_GET, "/metrics", mqr__admin_h_metrics, false, false},
     {HTTP_GET, "/api/v1", mqr__admin_h_index, false, true},
     {HTTP_GET, "/api/v1/stats", mqr__admin_h_stats, false, false},
-    {HTTP_POST, "/api/v1/publish", mqr__admin_h_publish, false, false},
-    {HTTP_POST, "/api/v1/publish/batch", mqr__admin_h_publish_batch, false, false},
+    {HTTP_POST, "/api/v1/publish", mqr__admin_h_publish, false, true},
+    {HTTP_POST, "/api/v1/publish/batch", mqr__admin_h_publish_batch, false, true},
     {HTTP_GET, "/api/v1/sessions", mqr__admin_h_sessions_list, false, false},
     {HTTP_POST, "/api/v1/sessions", mqr__admin_h_session_add, false, false},
     {HTTP_GET, "/api/v1/sessions/{name}", mqr__admin_h_session_get, false, false},

@@ -223,11 +223,36 @@ def main():
         check(info and info["messages"] == 0, f"globex's topic is not acme's: {info}")
         api.ok("GET", "/api/v1/topics/validate?topic=a", token=ACME)
         for m, p in [("GET", "/api/v1/stats"), ("GET", "/metrics"), ("GET", "/api/v1/sessions"),
-                     ("GET", "/api/v1/queues"), ("GET", "/api/v1/rules"),
-                     ("POST", "/api/v1/rules/reload"), ("POST", "/api/v1/publish"),
-                     ("GET", "/api/v1/retained")]:
-            api.err(m, p, {"topic": "acme/x", "payload": "p"} if m == "POST" else None,
+                     ("POST", "/api/v1/sessions"), ("GET", "/api/v1/queues"),
+                     ("GET", "/api/v1/rules"), ("POST", "/api/v1/rules/reload"),
+                     ("GET", "/api/v1/retained"), ("PUT", "/api/v1/retained/acme/x"),
+                     ("DELETE", "/api/v1/retained/globex/x")]:
+            api.err(m, p, {"name": "s", "payload": "p"} if m in ("POST", "PUT") else None,
                     token=ACME, status=403, code="forbidden")
+        # a tenant publishes under its prefix only: its topic names are relative
+        got = []
+        sub = mqtt.Client(client_id="watcher")
+        sub.on_connect = lambda cl, u, f, rc: cl.subscribe("#", 1)
+        sub.on_message = lambda cl, u, msg: None if msg.retain else got.append(msg.topic)
+        sub.connect("127.0.0.1", mport)
+        sub.loop_start()
+        wait(lambda: api.ok("GET", "/api/v1/topics/info?topic=z/probe")["subscribers"] >= 2,
+             what="watcher subscribed")
+        r = api.ok("POST", "/api/v1/publish", {"topic": "line/2", "payload": "p"}, token=ACME)
+        check(r == {"published": 1}, f"tenant publish: {r}")
+        r = api.ok("POST", "/api/v1/publish/batch",
+                   [{"topic": "globex/y", "payload": "p"}, {"topic": "a/#", "payload": "p"}],
+                   token=ACME)
+        check(r and r["published"] == 1 and r["failed"] == 1, f"tenant batch: {r}")
+        wait(lambda: len(got) >= 2, what="tenant publishes delivered")
+        check(sorted(got) == ["acme/globex/y", "acme/line/2"], f"under acme/ only: {got}")
+        doc = api.ok("GET", "/api/v1/topics", token=ACME)
+        check([t["topic"] for t in doc["items"]] == ["globex/y", "line/1", "line/2"],
+              f"acme's topics after publishing: {doc}")
+        check([t["topic"] for t in api.ok("GET", "/api/v1/topics", token=GLOBEX)["items"]]
+              == ["x"], "globex does not see them")
+        sub.loop_stop()
+        sub.disconnect()
         api.ok("GET", "/api/v1", token=ACME)
 
         # ---- unregister ----
