@@ -1,7 +1,7 @@
 /*
  * admin.c — what the admin API costs and how fast it answers.
  *
- *   bench_admin [objects] [seconds] [messages]
+ *   bench_admin [objects] [seconds] [messages] [devices]
  *
  * 1. Handler latency timing: messages/s through one trivial Lua route,
  *    published from C, without and with the admin API (with it, every
@@ -11,7 +11,10 @@
  *    retained messages, its admin API on a loopback port; from the main
  *    thread, over one keep-alive connection: GET /health requests/s for
  *    `seconds`, then the time of GET /metrics (mean, max of 20 scrapes, and
- *    its size) and of GET /api/v1/queues?limit=1000.
+ *    its size) and of GET /api/v1/queues?limit=1000. The registry holds
+ *    `devices` devices (registered through the C API, default 10 000)
+ *    and as many topics (published to once each), so the scrape and
+ *    GET /api/v1/devices and /api/v1/topics (limit=1000) are timed with them.
  * Not a test: it checks only that answers are 200 and whole.
  */
 #include "mqrouter.h"
@@ -19,6 +22,7 @@
 #include "admin/admin.h"
 #include "engine.h"
 #include "queue.h"
+#include "registry.h"
 #include "upstream.h"
 
 #include <arpa/inet.h>
@@ -90,6 +94,7 @@ static void timing_case(long n, int admin, double *rate)
 
 typedef struct {
     int objects;
+    int devices;
     atomic_int port; /* 0 until the admin API listens, -1 on failure */
     uv_async_t stop;
     mqr_engine_t *e;
@@ -151,6 +156,19 @@ static void server_thread(void *arg)
         snprintf(topic, sizeof topic, "dev/%d/state", i);
         mqr_publish(e, topic, "on", 2, 0, 1);
     }
+    /* the registry: devices registered, topics seen once each */
+    mqr__topics_set_max(e->registry, (size_t)s->devices + (size_t)s->objects + 16);
+    for (int i = 0; i < s->devices; i++) {
+        char id[32], topic[64];
+        snprintf(id, sizeof id, "dev-%05d", i);
+        mqr_device_spec_t sp = {.id = id,
+                                .name = "bench device",
+                                .type = i % 2 ? "pump" : "valve",
+                                .metadata = "{\"site\":\"north\"}"};
+        if (mqr__device_register(e->registry, &sp, NULL, NULL) < 0) exit(1);
+        snprintf(topic, sizeof topic, "site/%d/temp", i);
+        mqr_publish(e, topic, "21.5", 4, 0, 0);
+    }
     uv_async_init(mqr_engine_loop(e), &s->stop, on_stop);
     s->stop.data = s;
     atomic_store(&s->port, mqr_engine_admin_port(e));
@@ -194,6 +212,7 @@ int main(int argc, char **argv)
     int objects = argc > 1 ? atoi(argv[1]) : 1000;
     double seconds = argc > 2 ? atof(argv[2]) : 2.0;
     long n = argc > 3 ? atol(argv[3]) : 2000000;
+    int devices = argc > 4 ? atoi(argv[4]) : 10000;
 
     /* alternating rounds, best of each: the machine's noise is larger than
      * the difference measured */
@@ -232,7 +251,7 @@ int main(int argc, char **argv)
            "cost_pct=%.1f timing_ns=%.1f timing_hrtime_ns=%.1f\n",
            off, on, (off - on) / off * 100.0, per_call, per_call_hr);
 
-    server_t s = {.objects = objects};
+    server_t s = {.objects = objects, .devices = devices};
     uv_thread_t th;
     uv_thread_create(&th, server_thread, &s);
     while (atomic_load(&s.port) == 0)
@@ -276,16 +295,30 @@ int main(int argc, char **argv)
     /* the server's own figure: building the text, without the transfer */
     const char *g = strstr(buf, "\nmqrouter_admin_scrape_duration_seconds ");
     double build_ms = g ? atof(g + 40) * 1e3 : -1;
-    printf("GET /metrics (%d sessions, queues, routes, retained): mean %.1f ms, max %.1f ms, "
-           "%ld bytes; built in %.1f ms\n",
-           objects, sum / 20 * 1e3, max * 1e3, size, build_ms);
+    printf("GET /metrics (%d sessions, queues, routes, retained; %d devices, %d topics): "
+           "mean %.1f ms, max %.1f ms, %ld bytes; built in %.1f ms\n",
+           objects, devices, devices, sum / 20 * 1e3, max * 1e3, size, build_ms);
     double a = now_s();
     long qsize = get(fd, "/api/v1/queues?limit=1000", &buf, &cap);
     double qd = now_s() - a;
     printf("GET /api/v1/queues?limit=1000: %.1f ms, %ld bytes\n", qd * 1e3, qsize);
-    printf("RESULT bench=admin case=\"http\" objects=%d health_req_per_s=%.0f metrics_ms_mean=%.2f "
-           "metrics_ms_max=%.2f metrics_build_ms=%.2f metrics_bytes=%ld queues_list_ms=%.2f\n",
-           objects, rps, sum / 20 * 1e3, max * 1e3, build_ms, size, qd * 1e3);
+    a = now_s();
+    long dsize = get(fd, "/api/v1/devices?limit=1000", &buf, &cap);
+    double dd = now_s() - a;
+    a = now_s();
+    long tsize = get(fd, "/api/v1/topics?limit=1000", &buf, &cap);
+    double td_first = now_s() - a; /* sorts the topic index once */
+    a = now_s();
+    tsize = get(fd, "/api/v1/topics?limit=1000", &buf, &cap);
+    double td = now_s() - a;
+    printf("GET /api/v1/devices?limit=1000: %.1f ms, %ld bytes; /api/v1/topics?limit=1000: "
+           "%.1f ms (first %.1f ms), %ld bytes\n",
+           dd * 1e3, dsize, td * 1e3, td_first * 1e3, tsize);
+    printf("RESULT bench=admin case=\"http\" objects=%d devices=%d topics=%d "
+           "health_req_per_s=%.0f metrics_ms_mean=%.2f metrics_ms_max=%.2f metrics_build_ms=%.2f "
+           "metrics_bytes=%ld queues_list_ms=%.2f devices_list_ms=%.2f topics_list_ms=%.2f\n",
+           objects, devices, devices, rps, sum / 20 * 1e3, max * 1e3, build_ms, size, qd * 1e3,
+           dd * 1e3, td * 1e3);
     close(fd);
     free(buf);
     uv_async_send(&s.stop);

@@ -157,7 +157,9 @@ int mqr__ladmin(lua_State *L)
                     (port == 0 || port == mqr__admin_port(e->admin));
         if (same) {
             rc = mqr__admin_set_tokens(e->admin, all, nt + nf);
-            if (rc < 0) err = strdup("the admin API on a non-loopback address needs tokens");
+            if (rc < 0)
+                err = strdup(nt + nf ? "a token entry is malformed (TOKEN or TOKEN tenant=NAME)"
+                                     : "the admin API on a non-loopback address needs tokens");
         } else {
             rc = MQR_EEXIST;
             err = strdup("the admin API already runs on another address (restart to move it)");

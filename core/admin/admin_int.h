@@ -67,6 +67,7 @@ struct mqr_admin {
     mqr_aconn_t *conns;
     unsigned nconns;
     unsigned char (*tokens)[32]; /* SHA-256 of each token */
+    char **token_tenants;        /* each token's tenant, NULL: none */
     size_t ntokens;
     /* rates (routes.c): the figures of the last two samples */
     uv_timer_t rate_timer;
@@ -91,6 +92,7 @@ typedef struct {
     const mqr_areq_t *req;
     mqr_ares_t *res;
     const char *arg;
+    const char *tenant; /* the token's tenant, NULL: an untenanted token */
 } mqr_actx_t;
 
 typedef void (*mqr_admin_handler_fn)(mqr_actx_t *x);
@@ -141,6 +143,14 @@ void mqr__admin_h_retained_list(mqr_actx_t *x);
 void mqr__admin_h_retained_get(mqr_actx_t *x);
 void mqr__admin_h_retained_put(mqr_actx_t *x);
 void mqr__admin_h_retained_delete(mqr_actx_t *x);
+void mqr__admin_h_devices_list(mqr_actx_t *x);
+void mqr__admin_h_device_register(mqr_actx_t *x);
+void mqr__admin_h_device_get(mqr_actx_t *x);
+void mqr__admin_h_device_update(mqr_actx_t *x);
+void mqr__admin_h_device_delete(mqr_actx_t *x);
+void mqr__admin_h_topics_list(mqr_actx_t *x);
+void mqr__admin_h_topic_info(mqr_actx_t *x);
+void mqr__admin_h_topic_validate(mqr_actx_t *x);
 
 /* routes.c: answers req into res (status, body). */
 void mqr__admin_route(mqr_admin_t *a, const mqr_areq_t *req, mqr_ares_t *res);
@@ -160,8 +170,10 @@ void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out);
 /* auth.c */
 int mqr__admin_auth_set(mqr_admin_t *a, const char *const *tokens, size_t n);
 void mqr__admin_auth_free(mqr_admin_t *a);
-/* 0 allowed, 1 no credentials, 2 wrong credentials. */
-int mqr__admin_auth_check(const mqr_admin_t *a, const char *authorization);
+/* Each token is "<token>" or "<token> tenant=<tenant>" (docs/admin.md).
+ * 0 allowed (*tenant: the token's tenant, NULL for none), 1 no
+ * credentials, 2 wrong credentials. */
+int mqr__admin_auth_check(const mqr_admin_t *a, const char *authorization, const char **tenant);
 
 /* Engine health: true when healthy; reasons get short texts otherwise. */
 bool mqr__admin_healthy(mqr_admin_t *a, cJSON *reasons);

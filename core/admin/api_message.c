@@ -3,7 +3,8 @@
  * batch with published/failed counts) and the retained messages (list,
  * get, set, delete), and the payload conventions they share: a string
  * payload as is or base64, any other JSON value as its JSON text; shown as
- * UTF-8 text when it is, else base64.
+ * UTF-8 text when it is, else base64. A tenant's token publishes under
+ * "<tenant>/" (its topics are relative, as its clients' are).
  */
 #include "admin_int.h"
 
@@ -11,6 +12,7 @@
 #include "utf8.h"
 
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -112,8 +114,10 @@ static bool read_qos_retain(const cJSON *m, int *qos, bool *retain, const char *
     return true;
 }
 
-/* Publishes one message object; 0 or an error with *why / the engine code. */
-static int publish_one(mqr_engine_t *e, const cJSON *m, const char **why)
+/* Publishes one message object; 0 or an error with *why / the engine code.
+ * tenant (NULL: none): the topic is the tenant's, published as
+ * "<tenant>/<topic>" as its clients' are (docs/registry.md). */
+static int publish_one(mqr_engine_t *e, const char *tenant, const cJSON *m, const char **why)
 {
     *why = NULL;
     if (!cJSON_IsObject(m)) {
@@ -128,25 +132,39 @@ static int publish_one(mqr_engine_t *e, const cJSON *m, const char **why)
     int qos;
     bool retain;
     if (!read_qos_retain(m, &qos, &retain, why)) return MQR_EINVAL;
-    size_t plen = 0;
-    char *payload = read_payload(m, &plen, why);
-    if (!payload) return *why ? MQR_EINVAL : MQR_ENOMEM;
     size_t tlen = strlen(t->valuestring);
     int rc = mqr__topic_name_check(t->valuestring, tlen, why);
-    if (rc == 0) {
-        mqr_msg_init_t in = {
-            .topic = t->valuestring,
-            .topic_len = tlen,
-            .payload = payload,
-            .payload_len = plen,
-            .qos = qos,
-            .retain = retain,
-            .origin = MQR_ORIGIN_C,
-            .origin_name = "admin",
-        };
-        rc = mqr__engine_publish_data(e, &in);
+    if (rc < 0) return rc;
+    char *full = NULL;
+    const char *topic = t->valuestring;
+    if (tenant) {
+        if (asprintf(&full, "%s/%s", tenant, t->valuestring) < 0) return MQR_ENOMEM;
+        topic = full;
+        tlen = strlen(full);
+        if ((rc = mqr__topic_name_check(topic, tlen, why)) < 0) { /* too long now */
+            free(full);
+            return rc;
+        }
     }
+    size_t plen = 0;
+    char *payload = read_payload(m, &plen, why);
+    if (!payload) {
+        free(full);
+        return *why ? MQR_EINVAL : MQR_ENOMEM;
+    }
+    mqr_msg_init_t in = {
+        .topic = topic,
+        .topic_len = tlen,
+        .payload = payload,
+        .payload_len = plen,
+        .qos = qos,
+        .retain = retain,
+        .origin = MQR_ORIGIN_C,
+        .origin_name = "admin",
+    };
+    rc = mqr__engine_publish_data(e, &in);
     free(payload);
+    free(full);
     return rc;
 }
 
@@ -157,7 +175,7 @@ void mqr__admin_h_publish(mqr_actx_t *x)
     cJSON *j = mqr__admin_body(x, false);
     if (!j) return;
     const char *why = NULL;
-    int rc = publish_one(x->e, j, &why);
+    int rc = publish_one(x->e, x->tenant, j, &why);
     cJSON_Delete(j);
     if (rc < 0) {
         if (why)
@@ -192,7 +210,7 @@ void mqr__admin_h_publish_batch(mqr_actx_t *x)
     cJSON_ArrayForEach(m, msgs)
     {
         const char *why = NULL;
-        int rc = publish_one(x->e, m, &why);
+        int rc = publish_one(x->e, x->tenant, m, &why);
         if (rc == 0) {
             ok++;
         } else {

@@ -1,12 +1,14 @@
 /*
  * api_stats.c — GET /health, GET /metrics (text from metrics.c) and GET
- * /api/v1/stats: what makes the engine unhealthy, the totals, and the rates
+ * /api/v1/stats: what makes the engine unhealthy, the totals (the device
+ * and topic registries' included), and the rates
  * from the samples the server's timer takes every 5 s.
  */
 #include "admin_int.h"
 
 #include "listener/listener_int.h"
 #include "queue.h"
+#include "registry.h"
 #include "upstream.h"
 
 #include <stdio.h>
@@ -167,6 +169,15 @@ void mqr__admin_h_stats(mqr_actx_t *x)
     mqr__admin_num(r, "budget_errors", (double)ri.budget_errors);
     mqr__admin_num(r, "reloads", (double)ri.reloads);
     mqr__admin_num(r, "reload_failures", (double)ri.reload_failures);
+
+    cJSON *rg = cJSON_AddObjectToObject(o, "registry");
+    mqr_registry_stats_t rs = {0};
+    if (e->registry) mqr__registry_stats(e->registry, &rs);
+    mqr__admin_num(rg, "devices", (double)rs.devices);
+    mqr__admin_num(rg, "devices_online", (double)rs.online);
+    mqr__admin_num(rg, "topics", (double)rs.topics);
+    mqr__admin_num(rg, "topics_max", (double)rs.topics_max);
+    mqr__admin_num(rg, "topics_dropped", (double)rs.topics_dropped);
 
     struct mqr_arate now, base;
     sample_now(x->a, &now);

@@ -2,7 +2,7 @@
  * metrics.c — GET /metrics: every figure of the engine in the Prometheus
  * text exposition format (version 0.0.4).
  *
- * Names: the listener's as mqtt_*, the upstream sessions' as docs/upstream.md
+ * Names: the listener's and the registry's as mqtt_*, the upstream sessions' as docs/upstream.md
  * maps them (label session), queues, rule routes (with a handler latency
  * histogram) and the engine as mqrouter_*, the process as process_*.
  * Samples of one family must be contiguous, so labelled families are built
@@ -13,6 +13,7 @@
 
 #include "listener/listener_int.h"
 #include "queue.h"
+#include "registry.h"
 #include "upstream.h"
 
 #include <stdio.h>
@@ -449,6 +450,25 @@ static void route_metrics(mqr_engine_t *e, mqr_abuf_t *out)
           h && h->lua_memory ? h->lua_memory(h->ctx) : 0);
 }
 
+/* ---- registry ---- */
+
+/* Aggregates only: no series per device or per topic, so a scrape costs
+ * the same with ten devices or a million. */
+static void registry_metrics(mqr_engine_t *e, mqr_abuf_t *out)
+{
+    mqr_registry_stats_t st = {0};
+    if (e->registry) mqr__registry_stats(e->registry, &st);
+    one_u(out, "mqtt_devices", "gauge", "Devices registered (every tenant).", st.devices);
+    one_u(out, "mqtt_devices_online", "gauge", "Registered devices online now.", st.online);
+    one_u(out, "mqtt_topics_tracked", "gauge", "Topics seen through the router and tracked.",
+          st.topics);
+    one_u(out, "mqtt_topics_max", "gauge", "The bound of the topic table.", st.topics_max);
+    one_u(out, "mqtt_topics_dropped_total", "counter",
+          "Publishes on topics not tracked because the table was full.", st.topics_dropped);
+    one_u(out, "mqrouter_registry_flushes_total", "counter",
+          "Device counter rows written to the store.", st.flushes);
+}
+
 /* ---- process ---- */
 
 static void process_metrics(mqr_admin_t *a, mqr_abuf_t *b)
@@ -483,6 +503,7 @@ void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out)
     session_metrics(e, out);
     queue_metrics(e, out);
     route_metrics(e, out);
+    registry_metrics(e, out);
     one_u(out, "mqrouter_messages_published_total", "counter", "Messages that entered the router.",
           e->stats.published);
     one_u(out, "mqrouter_messages_refused_total", "counter",

@@ -5,10 +5,12 @@
  * pagination, request bodies.
  *
  * Every handler runs on the loop thread and answers before returning; none
- * waits on the network or the disk. The device and topic registries get
- * their endpoints in the table below (/api/v1/devices, /api/v1/topics)
- * when they land; docs/openapi.yaml lists exactly what the table holds,
- * which tests/integration/test_admin_openapi.py checks.
+ * waits on the network or the disk. A tenant's token may call only the
+ * routes marked `tenant` (the registries', which scope what they show to
+ * the tenant: api_registry.c, and publish, under the tenant's prefix:
+ * api_message.c); every other one answers it 403.
+ * docs/openapi.yaml lists exactly what the table holds, which
+ * tests/integration/test_admin_openapi.py checks.
  */
 #include "admin_int.h"
 
@@ -224,33 +226,41 @@ typedef struct {
     int method;
     const char *pattern; /* {x}: one path segment; {x+}: the rest of the path */
     mqr_admin_handler_fn fn;
-    bool open; /* no token needed */
+    bool open;   /* no token needed */
+    bool tenant; /* a tenant's token may call it */
 } route_t;
 
 static const route_t routes[] = {
-    {HTTP_GET, "/health", mqr__admin_h_health, true},
-    {HTTP_GET, "/metrics", mqr__admin_h_metrics, false},
-    {HTTP_GET, "/api/v1", mqr__admin_h_index, false},
-    {HTTP_GET, "/api/v1/stats", mqr__admin_h_stats, false},
-    {HTTP_POST, "/api/v1/publish", mqr__admin_h_publish, false},
-    {HTTP_POST, "/api/v1/publish/batch", mqr__admin_h_publish_batch, false},
-    {HTTP_GET, "/api/v1/sessions", mqr__admin_h_sessions_list, false},
-    {HTTP_POST, "/api/v1/sessions", mqr__admin_h_session_add, false},
-    {HTTP_GET, "/api/v1/sessions/{name}", mqr__admin_h_session_get, false},
-    {HTTP_DELETE, "/api/v1/sessions/{name}", mqr__admin_h_session_delete, false},
-    {HTTP_GET, "/api/v1/queues", mqr__admin_h_queues_list, false},
-    {HTTP_GET, "/api/v1/queues/{name}", mqr__admin_h_queue_get, false},
-    {HTTP_GET, "/api/v1/queues/{name}/dlq", mqr__admin_h_queue_dlq, false},
-    {HTTP_POST, "/api/v1/queues/{name}/redrive", mqr__admin_h_queue_redrive, false},
-    {HTTP_GET, "/api/v1/rules", mqr__admin_h_rules, false},
-    {HTTP_GET, "/api/v1/rules/routes", mqr__admin_h_routes, false},
-    {HTTP_POST, "/api/v1/rules/reload", mqr__admin_h_reload, false},
-    {HTTP_GET, "/api/v1/retained", mqr__admin_h_retained_list, false},
-    {HTTP_GET, "/api/v1/retained/{topic+}", mqr__admin_h_retained_get, false},
-    {HTTP_PUT, "/api/v1/retained/{topic+}", mqr__admin_h_retained_put, false},
-    {HTTP_DELETE, "/api/v1/retained/{topic+}", mqr__admin_h_retained_delete, false},
-    /* the device and topic registries (core/registry*.c) add
-     * /api/v1/devices... and /api/v1/topics... here */
+    {HTTP_GET, "/health", mqr__admin_h_health, true, false},
+    {HTTP_GET, "/metrics", mqr__admin_h_metrics, false, false},
+    {HTTP_GET, "/api/v1", mqr__admin_h_index, false, true},
+    {HTTP_GET, "/api/v1/stats", mqr__admin_h_stats, false, false},
+    {HTTP_POST, "/api/v1/publish", mqr__admin_h_publish, false, true},
+    {HTTP_POST, "/api/v1/publish/batch", mqr__admin_h_publish_batch, false, true},
+    {HTTP_GET, "/api/v1/sessions", mqr__admin_h_sessions_list, false, false},
+    {HTTP_POST, "/api/v1/sessions", mqr__admin_h_session_add, false, false},
+    {HTTP_GET, "/api/v1/sessions/{name}", mqr__admin_h_session_get, false, false},
+    {HTTP_DELETE, "/api/v1/sessions/{name}", mqr__admin_h_session_delete, false, false},
+    {HTTP_GET, "/api/v1/queues", mqr__admin_h_queues_list, false, false},
+    {HTTP_GET, "/api/v1/queues/{name}", mqr__admin_h_queue_get, false, false},
+    {HTTP_GET, "/api/v1/queues/{name}/dlq", mqr__admin_h_queue_dlq, false, false},
+    {HTTP_POST, "/api/v1/queues/{name}/redrive", mqr__admin_h_queue_redrive, false, false},
+    {HTTP_GET, "/api/v1/rules", mqr__admin_h_rules, false, false},
+    {HTTP_GET, "/api/v1/rules/routes", mqr__admin_h_routes, false, false},
+    {HTTP_POST, "/api/v1/rules/reload", mqr__admin_h_reload, false, false},
+    {HTTP_GET, "/api/v1/retained", mqr__admin_h_retained_list, false, false},
+    {HTTP_GET, "/api/v1/retained/{topic+}", mqr__admin_h_retained_get, false, false},
+    {HTTP_PUT, "/api/v1/retained/{topic+}", mqr__admin_h_retained_put, false, false},
+    {HTTP_DELETE, "/api/v1/retained/{topic+}", mqr__admin_h_retained_delete, false, false},
+    {HTTP_GET, "/api/v1/devices", mqr__admin_h_devices_list, false, true},
+    {HTTP_POST, "/api/v1/devices", mqr__admin_h_device_register, false, true},
+    {HTTP_GET, "/api/v1/devices/{id+}", mqr__admin_h_device_get, false, true},
+    {HTTP_PATCH, "/api/v1/devices/{id+}", mqr__admin_h_device_update, false, true},
+    {HTTP_DELETE, "/api/v1/devices/{id+}", mqr__admin_h_device_delete, false, true},
+    {HTTP_GET, "/api/v1/topics", mqr__admin_h_topics_list, false, true},
+    {HTTP_GET, "/api/v1/topics/info", mqr__admin_h_topic_info, false, true},
+    {HTTP_GET, "/api/v1/topics/validate", mqr__admin_h_topic_validate, false, true},
+    {HTTP_POST, "/api/v1/topics/validate", mqr__admin_h_topic_validate, false, true},
 };
 
 /* Does path match pattern? *arg gets the {x} part (malloc'd) if any. */
@@ -320,8 +330,9 @@ void mqr__admin_route(mqr_admin_t *a, const mqr_areq_t *req, mqr_ares_t *res)
             mqr__admin_error(res, 404, "not_found", "no endpoint %s", req->path);
         return;
     }
+    const char *tenant = NULL;
     if (!hit->open) {
-        int au = mqr__admin_auth_check(a, req->authorization);
+        int au = mqr__admin_auth_check(a, req->authorization, &tenant);
         if (au) {
             free(arg);
             mqr__admin_error(res, 401, au == 1 ? "unauthorized" : "invalid_token", "%s",
@@ -332,8 +343,15 @@ void mqr__admin_route(mqr_admin_t *a, const mqr_areq_t *req, mqr_ares_t *res)
                                            "error=\"invalid_token\"\r\n";
             return;
         }
+        if (tenant && !hit->tenant) {
+            free(arg);
+            mqr__admin_error(res, 403, "forbidden",
+                             "a token of tenant '%s' may not call %s %s (engine-wide)", tenant,
+                             http_method_str(req->method), req->path);
+            return;
+        }
     }
-    mqr_actx_t x = {.a = a, .e = a->e, .req = req, .res = res, .arg = arg};
+    mqr_actx_t x = {.a = a, .e = a->e, .req = req, .res = res, .arg = arg, .tenant = tenant};
     hit->fn(&x);
     free(arg);
 }

@@ -686,7 +686,10 @@ int mqr__admin_start(mqr_engine_t *e, const char *host, int port, const char *co
     a->loopback = is_loopback((struct sockaddr *)&ss);
     a->start_ms = mqr__now_ms();
     if ((rc = mqr__admin_auth_set(a, tokens, ntokens)) < 0) {
-        if (rc == MQR_EINVAL)
+        if (rc == MQR_EINVAL && ntokens)
+            set_err(errmsg, "a token entry is malformed (TOKEN or TOKEN tenant=NAME, NAME of "
+                            "[A-Za-z0-9_-])");
+        else if (rc == MQR_EINVAL)
             set_err(errmsg, "the admin API on a non-loopback address (%s) needs tokens", host);
         free(a->host);
         free(a);

@@ -36,29 +36,40 @@ static mqr_engine_t *engine(void)
 static void test_tokens(void **state)
 {
     mqr_engine_t *e = engine();
-    const char *toks[] = {"alpha", "beta-token"};
-    assert_int_equal(mqr_engine_admin(e, "127.0.0.1", 0, toks, 2, NULL), 0);
+    const char *ten = NULL;
+    const char *toks[] = {"alpha", "beta-token", "acme-tok tenant=acme"};
+    assert_int_equal(mqr_engine_admin(e, "127.0.0.1", 0, toks, 3, NULL), 0);
     mqr_admin_t *a = e->admin;
     assert_non_null(a);
     assert_true(mqr_engine_admin_port(e) > 0);
     /* only digests are kept: no copy of a token in the server's memory */
-    assert_int_equal(a->ntokens, 2);
+    assert_int_equal(a->ntokens, 3);
     assert_null(memmem(a->tokens, a->ntokens * 32, "alpha", 5));
-    assert_int_equal(mqr__admin_auth_check(a, "Bearer alpha"), 0);
-    assert_int_equal(mqr__admin_auth_check(a, "bearer   beta-token  "), 0);
-    assert_int_equal(mqr__admin_auth_check(a, "Bearer alph"), 2);
-    assert_int_equal(mqr__admin_auth_check(a, "Bearer alphaa"), 2);
-    assert_int_equal(mqr__admin_auth_check(a, "Bearer "), 1);
-    assert_int_equal(mqr__admin_auth_check(a, "Basic YWxwaGE="), 1);
-    assert_int_equal(mqr__admin_auth_check(a, NULL), 1);
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer alpha", &ten), 0);
+    assert_int_equal(mqr__admin_auth_check(a, "bearer   beta-token  ", &ten), 0);
+    assert_null(ten);
+    /* a tenant's token: the token alone authenticates, and carries its tenant */
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer acme-tok", &ten), 0);
+    assert_string_equal(ten, "acme");
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer acme-tok tenant=acme", &ten), 2);
+    assert_null(ten);
+    const char *badten[] = {"t tenant=a/b", "t owner=x", "t tenant=a extra"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(mqr__admin_set_tokens(a, &badten[i], 1), MQR_EINVAL);
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer acme-tok", &ten), 0); /* kept */
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer alph", &ten), 2);
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer alphaa", &ten), 2);
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer ", &ten), 1);
+    assert_int_equal(mqr__admin_auth_check(a, "Basic YWxwaGE=", &ten), 1);
+    assert_int_equal(mqr__admin_auth_check(a, NULL, &ten), 1);
     /* replaced: the old ones stop working */
     const char *one[] = {"gamma"};
     assert_int_equal(mqr__admin_set_tokens(a, one, 1), 0);
-    assert_int_equal(mqr__admin_auth_check(a, "Bearer alpha"), 2);
-    assert_int_equal(mqr__admin_auth_check(a, "Bearer gamma"), 0);
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer alpha", &ten), 2);
+    assert_int_equal(mqr__admin_auth_check(a, "Bearer gamma", &ten), 0);
     /* none on loopback: open */
     assert_int_equal(mqr__admin_set_tokens(a, NULL, 0), 0);
-    assert_int_equal(mqr__admin_auth_check(a, NULL), 0);
+    assert_int_equal(mqr__admin_auth_check(a, NULL, &ten), 0);
     /* one admin server per engine */
     char *err = NULL;
     assert_int_equal(mqr_engine_admin(e, "127.0.0.1", 0, NULL, 0, &err), MQR_EEXIST);
@@ -70,6 +81,7 @@ static void test_non_loopback_needs_tokens(void **state)
 {
     mqr_engine_t *e = engine();
     char *err = NULL;
+    const char *ten = NULL;
     assert_int_equal(mqr_engine_admin(e, "0.0.0.0", 0, NULL, 0, &err), MQR_EINVAL);
     assert_non_null(strstr(err, "needs tokens"));
     free(err);
@@ -82,7 +94,7 @@ static void test_non_loopback_needs_tokens(void **state)
     assert_int_equal(mqr_engine_admin(e, "0.0.0.0", 0, ok, 1, NULL), 0);
     /* with tokens a non-loopback server cannot drop them all */
     assert_int_equal(mqr__admin_set_tokens(e->admin, NULL, 0), MQR_EINVAL);
-    assert_int_equal(mqr__admin_auth_check(e->admin, "Bearer x"), 0);
+    assert_int_equal(mqr__admin_auth_check(e->admin, "Bearer x", &ten), 0);
     mqr_engine_free(e);
 }
 

@@ -30,8 +30,12 @@ BODIES = {
     ("POST", "/api/v1/sessions"): {"name": "s1", "uri": "tcp://127.0.0.1:1"},
     ("POST", "/api/v1/queues/{name}/redrive"): {"max": 0},
     ("PUT", "/api/v1/retained/{topic}"): {"payload": "on"},
+    ("POST", "/api/v1/devices"): {"id": "dev-1", "type": "pump", "metadata": {"a": 1}},
+    ("PATCH", "/api/v1/devices/{id}"): {"status": "offline"},
+    ("POST", "/api/v1/topics/validate"): {"topic": "a/+", "wildcards": True},
 }
-ORDER = {"POST": 0, "PUT": 1, "GET": 2, "DELETE": 3}
+QUERY = {"/api/v1/topics/info": "?topic=t/1", "/api/v1/topics/validate": "?topic=a/b"}
+ORDER = {"POST": 0, "PUT": 1, "PATCH": 1, "GET": 2, "DELETE": 3}
 TYPES = {"integer": int, "number": (int, float), "string": str, "boolean": bool,
          "array": list, "object": dict}
 
@@ -130,6 +134,7 @@ def main():
         for method, path, op in ops:
             what = f"{method} {path}"
             url = path.replace("{name}", NAME.get(path, "jobs")).replace("{topic}", TOPIC)
+            url = url.replace("{id}", "dev-1") + QUERY.get(path, "")
             open_op = op.get("security", spec.get("security")) == []
             code, _, _ = curl(base, method, url, BODIES.get((method, path)), token=None)
             if open_op:

@@ -50,6 +50,20 @@ describe("mq.admin", function()
     assert.are.equal("nil|EINVAL|true|nil|EINVAL", got)
   end)
 
+  it("takes tenant tokens as \"TOKEN tenant=NAME\" and refuses malformed ones", function()
+    local got = run([[
+      local p = assert(mq.admin{ port = 0, tokens = { "one", "two tenant=acme" } })
+      out[1] = tostring(p > 0)
+      local ok, err, name = mq.admin{ port = p, tokens = { "three tenant=a/b" } }
+      out[2] = tostring(ok)
+      out[3] = name
+      out[4] = tostring(err:find("malformed") ~= nil)
+      ok, err, name = mq.admin{ port = p, tokens = { "three owner=x" } }
+      out[5] = name
+    ]])
+    assert.are.equal("true|nil|EINVAL|true|EINVAL", got)
+  end)
+
   it("raises on misuse", function()
     local got = run([[
       out[1] = tostring(pcall(mq.admin))
