@@ -155,28 +155,13 @@ void mqr__topics_stats(mqr_registry_t *r, mqr_registry_stats_t *out)
 
 /* ---- info ------------------------------------------------------------------ */
 
-typedef struct {
-    const char *topic;
-    size_t len;
-    uint64_t n;
-} count_ctx_t;
-
-static int count_one(mqr_trie_entry_t *e, void *arg)
-{
-    count_ctx_t *x = arg;
-    size_t flen;
-    const char *f = mqr__trie_entry_filter(e, &flen);
-    if (mqr__topic_matches(f, flen, x->topic, x->len)) x->n++;
-    return 0;
-}
-
-/* Walks every trie entry (an admin call: O(subscriptions)); the trie's own
- * match would advance shared subscriptions' round robin. */
+/* Entries of the router's trie that match topic: O(levels), and it leaves
+ * shared subscriptions' round robin alone. */
 static uint64_t subscribers(mqr_engine_t *e, const char *topic, size_t len)
 {
-    count_ctx_t x = {.topic = topic, .len = len};
-    mqr__trie_foreach(&e->router.trie, count_one, &x);
-    return x.n;
+    size_t n = 0;
+    mqr__trie_count_matches(&e->router.trie, topic, len, &n);
+    return n;
 }
 
 static void fill(mqr_engine_t *e, const tentry_t *te, const char *topic, size_t len,

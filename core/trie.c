@@ -585,7 +585,11 @@ typedef struct {
 
 #define STACK_INLINE 64
 
-int mqr__trie_match(mqr_trie_t *t, const char *topic, size_t len, mqr_trie_matches_t *out)
+/* Calls visit(node, arg) for every node whose entries match topic (the walk
+ * of mqr__trie_match and mqr__trie_count_matches); a negative return stops
+ * it. */
+static inline int walk(mqr_trie_t *t, const char *topic, size_t len,
+                       int (*visit)(mqr_trie_node_t *n, void *arg), void *arg)
 {
     frame_t inline_stack[STACK_INLINE];
     frame_t *stack = inline_stack;
@@ -601,9 +605,9 @@ int mqr__trie_match(mqr_trie_t *t, const char *topic, size_t len, mqr_trie_match
         for (;;) {
             bool wild = !(dollar && n == &t->root);
             /* '#' also matches the parent level: "a/#" matches "a". */
-            if (n->hash && wild && (rc = collect(n->hash, out)) < 0) goto out;
+            if (n->hash && wild && (rc = visit(n->hash, arg)) < 0) goto out;
             if (pos > len) {
-                if ((rc = collect(n, out)) < 0) goto out;
+                if ((rc = visit(n, arg)) < 0) goto out;
                 break;
             }
             const char *s = topic + pos;
@@ -634,4 +638,30 @@ int mqr__trie_match(mqr_trie_t *t, const char *topic, size_t len, mqr_trie_match
 out:
     if (stack != inline_stack) free(stack);
     return rc;
+}
+
+static int collect_visit(mqr_trie_node_t *n, void *arg)
+{
+    return collect(n, arg);
+}
+
+int mqr__trie_match(mqr_trie_t *t, const char *topic, size_t len, mqr_trie_matches_t *out)
+{
+    return walk(t, topic, len, collect_visit, out);
+}
+
+/* Every entry, shared group members included; no round robin moves. */
+static int count_visit(mqr_trie_node_t *n, void *arg)
+{
+    size_t *c = arg;
+    *c += n->nsubs;
+    for (mqr_trie_group_t *g = n->groups; g; g = g->next)
+        *c += g->n;
+    return 0;
+}
+
+int mqr__trie_count_matches(mqr_trie_t *t, const char *topic, size_t len, size_t *out)
+{
+    *out = 0;
+    return walk(t, topic, len, count_visit, out);
 }

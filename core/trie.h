@@ -179,5 +179,9 @@ void mqr__trie_matches_free(mqr_trie_matches_t *m);
  * found so far). Allocates only when out outgrows its inline room, or for a
  * topic of more than about 60 levels whose walk branches on '+'. */
 int mqr__trie_match(mqr_trie_t *t, const char *topic, size_t len, mqr_trie_matches_t *out);
+/* How many entries match topic (every member of a share group counted),
+ * without touching any group's round robin: for statistics. 0 or
+ * MQR_ENOMEM (*out then partial). */
+int mqr__trie_count_matches(mqr_trie_t *t, const char *topic, size_t len, size_t *out);
 
 #endif

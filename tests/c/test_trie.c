@@ -449,6 +449,41 @@ static void test_remove_during_hold(void **state)
 
 /* ---- shared subscriptions ---- */
 
+/* mqr__trie_count_matches counts every entry a publish on the topic would
+ * reach (each member of a share group), follows the '$' rule, and moves no
+ * round robin: the next match still starts with the first member. */
+static void test_count_matches(void **state)
+{
+    (void)state;
+    mqr_trie_t t;
+    mqr__trie_init(&t);
+    mqr_trie_entry_t *g1 = add_shared(&t, "g", "a/+", 1);
+    add_shared(&t, "g", "a/+", 2);
+    add(&t, "a/+", 3);
+    add(&t, "a/#", 4);
+    add(&t, "#", 5);
+    add(&t, "a/b", 6);
+    add(&t, "$SYS/#", 7);
+    size_t n = 99;
+    assert_int_equal(mqr__trie_count_matches(&t, "a/b", 3, &n), 0);
+    assert_int_equal(n, 6); /* g1, g2, a/+, a/#, #, a/b */
+    assert_int_equal(mqr__trie_count_matches(&t, "a/c", 3, &n), 0);
+    assert_int_equal(n, 5);
+    assert_int_equal(mqr__trie_count_matches(&t, "a", 1, &n), 0);
+    assert_int_equal(n, 2); /* a/# (the parent level) and # */
+    assert_int_equal(mqr__trie_count_matches(&t, "$SYS/x", 6, &n), 0);
+    assert_int_equal(n, 1); /* '#' does not reach a '$' topic */
+    assert_int_equal(mqr__trie_count_matches(&t, "z", 1, &n), 0);
+    assert_int_equal(n, 1);
+    mqr_trie_matches_t m;
+    mqr__trie_matches_init(&m);
+    mqr__trie_matches_reset(&m);
+    assert_int_equal(mqr__trie_match(&t, "a/b", 3, &m), 0);
+    assert_true(has(&m, g1)); /* the round robin had not moved */
+    mqr__trie_matches_free(&m);
+    mqr__trie_close(&t);
+}
+
 static void test_shared_round_robin(void **state)
 {
     (void)state;
@@ -755,6 +790,7 @@ int main(void)
         cmocka_unit_test(test_empty_levels),
         cmocka_unit_test(test_random_cross_check),
         cmocka_unit_test(test_remove_during_hold),
+        cmocka_unit_test(test_count_matches),
         cmocka_unit_test(test_shared_round_robin),
         cmocka_unit_test(test_many_siblings),
         cmocka_unit_test(test_growth),
