@@ -142,7 +142,7 @@ struct mqr_script {
     bool fake_clock;
     uint64_t clock_ms;
     uint64_t timer_seq;
-    struct l_kv *kv; /* the key-value store (l_kv.c), NULL until first used */
+    struct l_kv *kv;               /* the key-value store (l_kv.c), NULL until first used */
     mqr_admin_hooks_t admin_hooks; /* e->admin_hooks points here (l_admin.c) */
 };
 

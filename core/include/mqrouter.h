@@ -572,8 +572,7 @@ const char *mqr_session_state_name(int state);
  * tenant or id, name/type too long, metadata not JSON: *errmsg, if given,
  * gets a malloc'd reason the caller frees), MQR_ENOMEM, MQR_ESTORE. */
 int mqr_device_register(mqr_engine_t *e, const char *tenant, const char *id, const char *name,
-                        const char *type, const char *metadata_json, int *created,
-                        char **errmsg);
+                        const char *type, const char *metadata_json, int *created, char **errmsg);
 /* 0, MQR_ENOENT. */
 int mqr_device_unregister(mqr_engine_t *e, const char *tenant, const char *id);
 /* Sets the status by hand ("online", "offline", "unknown"); the next
