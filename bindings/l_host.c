@@ -471,20 +471,6 @@ static int l_engine_close(lua_State *L)
     return 0;
 }
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc)
-{
-    luaL_newmetatable(L, name);
-    lua_newtable(L);
-    for (const luaL_Reg *m = methods; m->name; m++) {
-        lua_pushcfunction(L, m->func);
-        lua_setfield(L, -2, m->name);
-    }
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-}
-
 /* Keeps this module mapped until the process exits: lua_close() would
  * otherwise dlclose it while the log sink and captured lines it owns are
  * still installed and referenced (leak checkers then see them as lost). */
@@ -522,8 +508,8 @@ int luaopen_mqrouter(lua_State *L)
         {"stop", l_capture_stop},
         {NULL, NULL},
     };
-    new_class(L, "mqrouter.host.engine", engine_methods, l_engine_close);
-    new_class(L, "mqrouter.host.capture", capture_methods, l_capture_gc);
+    mqr__lua_class(L, "mqrouter.host.engine", engine_methods, l_engine_close, NULL);
+    mqr__lua_class(L, "mqrouter.host.capture", capture_methods, l_capture_gc, NULL);
     lua_newtable(L);
     lua_pushcfunction(L, l_engine_new);
     lua_setfield(L, -2, "engine");

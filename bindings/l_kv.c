@@ -271,9 +271,6 @@ void mqr__lkv_open(lua_State *L)
         {"keys", l_kv_keys}, {"count", l_kv_count}, {NULL, NULL},
     };
     lua_createtable(L, 0, 5);
-    for (const luaL_Reg *f = fns; f->name; f++) {
-        lua_pushcfunction(L, f->func);
-        lua_setfield(L, -2, f->name);
-    }
+    luaL_setfuncs(L, fns, 0);
     lua_setfield(L, -2, "kv");
 }

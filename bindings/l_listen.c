@@ -315,12 +315,5 @@ void mqr__llisten_register(lua_State *L)
         {"host", l_listen_host},
         {NULL, NULL},
     };
-    luaL_newmetatable(L, "mqrouter.listener");
-    lua_newtable(L);
-    for (const luaL_Reg *m = methods; m->name; m++) {
-        lua_pushcfunction(L, m->func);
-        lua_setfield(L, -2, m->name);
-    }
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    mqr__lua_class(L, "mqrouter.listener", methods, NULL, NULL);
 }

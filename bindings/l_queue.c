@@ -1458,25 +1458,6 @@ void mqr__lqueue_close_all(mqr_script_t *h)
 
 /* ---- registration ------------------------------------------------------------------------ */
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
-                      lua_CFunction tostring)
-{
-    luaL_newmetatable(L, name);
-    lua_newtable(L);
-    for (const luaL_Reg *m = methods; m->name; m++) {
-        lua_pushcfunction(L, m->func);
-        lua_setfield(L, -2, m->name);
-    }
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    if (tostring) {
-        lua_pushcfunction(L, tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
-}
-
 void mqr__lqueue_register(lua_State *L)
 {
     static const luaL_Reg queue_methods[] = {
@@ -1507,9 +1488,9 @@ void mqr__lqueue_register(lua_State *L)
         {"rollback", l_tx_rollback},
         {NULL, NULL},
     };
-    new_class(L, QUEUE_MT, queue_methods, l_q_gc, l_q_tostring);
-    new_class(L, CONSUMER_MT, cons_methods, l_cons_gc, NULL);
-    new_class(L, TX_MT, tx_methods, l_tx_gc, NULL);
+    mqr__lua_class(L, QUEUE_MT, queue_methods, l_q_gc, l_q_tostring);
+    mqr__lua_class(L, CONSUMER_MT, cons_methods, l_cons_gc, NULL);
+    mqr__lua_class(L, TX_MT, tx_methods, l_tx_gc, NULL);
 
     luaL_newmetatable(L, QMSG_MT);
     lua_pushcfunction(L, l_qmsg_index);

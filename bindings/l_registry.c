@@ -441,10 +441,7 @@ void mqr__lregistry_open(lua_State *L)
         {NULL, NULL},
     };
     lua_createtable(L, 0, 6);
-    for (const luaL_Reg *f = dev; f->name; f++) {
-        lua_pushcfunction(L, f->func);
-        lua_setfield(L, -2, f->name);
-    }
+    luaL_setfuncs(L, dev, 0);
     if (luaL_loadbuffer(L, registry_lua, sizeof registry_lua - 1, "=registry") != 0)
         lua_error(L); /* a bug in registry_lua */
     lua_pushvalue(L, -2);
@@ -458,10 +455,7 @@ void mqr__lregistry_open(lua_State *L)
         {NULL, NULL},
     };
     lua_createtable(L, 0, 3);
-    for (const luaL_Reg *f = top; f->name; f++) {
-        lua_pushcfunction(L, f->func);
-        lua_setfield(L, -2, f->name);
-    }
+    luaL_setfuncs(L, top, 0);
     lua_setfield(L, api, "topics");
 
     static const luaL_Reg ret[] = {
@@ -471,10 +465,7 @@ void mqr__lregistry_open(lua_State *L)
         {NULL, NULL},
     };
     lua_createtable(L, 0, 3);
-    for (const luaL_Reg *f = ret; f->name; f++) {
-        lua_pushcfunction(L, f->func);
-        lua_setfield(L, -2, f->name);
-    }
+    luaL_setfuncs(L, ret, 0);
     lua_setfield(L, api, "retained");
 
     lua_getfield(L, api, "users");

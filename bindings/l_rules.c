@@ -12,6 +12,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+void mqr__lua_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+                    lua_CFunction tostring)
+{
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    if (gc) {
+        lua_pushcfunction(L, gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    if (tostring) {
+        lua_pushcfunction(L, tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+}
+
 int mqr__lua_fail(lua_State *L, int err, const char *detail)
 {
     lua_pushnil(L);
@@ -280,23 +298,11 @@ int mqr__rules_open(lua_State *L)
 {
     l_state_t *st = mqr__state_of(L);
 
-    luaL_newmetatable(L, "mqrouter.route");
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_route_stop);
-    lua_setfield(L, -2, "stop");
-    lua_pushcfunction(L, l_route_stats);
-    lua_setfield(L, -2, "stats");
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, "mqrouter.timer");
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_timer_stop);
-    lua_setfield(L, -2, "stop");
-    lua_pushcfunction(L, l_timer_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    static const luaL_Reg route_methods[] = {
+        {"stop", l_route_stop}, {"stats", l_route_stats}, {NULL, NULL}};
+    mqr__lua_class(L, "mqrouter.route", route_methods, NULL, NULL);
+    static const luaL_Reg timer_methods[] = {{"stop", l_timer_stop}, {NULL, NULL}};
+    mqr__lua_class(L, "mqrouter.timer", timer_methods, l_timer_gc, NULL);
 
     static const luaL_Reg fns[] = {
         {"route", l_route},
@@ -315,11 +321,8 @@ int mqr__rules_open(lua_State *L)
         {NULL, NULL},
     };
     lua_newtable(L);
-    for (const luaL_Reg *f = fns; f->name; f++) {
-        lua_pushlightuserdata(L, st);
-        lua_pushcclosure(L, f->func, 1);
-        lua_setfield(L, -2, f->name);
-    }
+    lua_pushlightuserdata(L, st); /* each function's upvalue: the state */
+    luaL_setfuncs(L, fns, 1);
     lua_pushcfunction(L, l_topic_valid);
     lua_setfield(L, -2, "topic_valid");
     lua_pushcfunction(L, l_topic_matches);

@@ -906,14 +906,7 @@ void mqr__lsession_register(lua_State *L)
         {"unsubscribe", l_session_unsubscribe},
         {NULL, NULL},
     };
-    luaL_newmetatable(L, "mqrouter.session");
-    lua_newtable(L);
-    for (const luaL_Reg *m = methods; m->name; m++) {
-        lua_pushcfunction(L, m->func);
-        lua_setfield(L, -2, m->name);
-    }
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    mqr__lua_class(L, "mqrouter.session", methods, NULL, NULL);
 }
 
 /* ---- the Lua half -----------------------------------------------------------
@@ -1186,10 +1179,9 @@ void mqr__lsession_open(lua_State *L)
         {"sessions_stats", l_sessions_stats},
         {NULL, NULL},
     };
-    for (const luaL_Reg *f = fns; f->name; f++) {
-        lua_pushcfunction(L, f->func);
-        lua_setfield(L, api, f->name);
-    }
+    lua_pushvalue(L, api);
+    luaL_setfuncs(L, fns, 0);
+    lua_pop(L, 1);
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, PENDING_KEY);
     if (luaL_loadbuffer(L, session_lua, sizeof session_lua - 1, "=sessions") != 0)

@@ -214,14 +214,5 @@ void mqr__lsub_register(lua_State *L)
         {"stats", l_sub_stats},
         {NULL, NULL},
     };
-    luaL_newmetatable(L, SUB_MT);
-    lua_newtable(L);
-    for (const luaL_Reg *m = methods; m->name; m++) {
-        lua_pushcfunction(L, m->func);
-        lua_setfield(L, -2, m->name);
-    }
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_sub_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    mqr__lua_class(L, SUB_MT, methods, l_sub_gc, NULL);
 }
