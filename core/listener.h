@@ -164,6 +164,16 @@ int mqr__listener_port(const mqr_listener_t *l);
 /* The listener's counters (borrowed, live). */
 const mqr_listener_stats_t *mqr__listener_stats(const mqr_listener_t *l);
 
+/* The engine's listener figures: every open listener's counters added up
+ * (dropped_too_large stays apart from dropped), the earliest start, and
+ * what their connections hold now. Loop thread. */
+typedef struct {
+    mqr_listener_stats_t stats;
+    uint64_t start_ms; /* loop time; 0 without an open listener */
+    uint64_t subscriptions, inflight, queued;
+} mqr_listener_totals_t;
+void mqr__listener_totals(const mqr_engine_t *e, mqr_listener_totals_t *out);
+
 /* A device was registered (registry.c): the connected client of that id,
  * if any and of that tenant, makes it online. */
 void mqr__listener_device_attach(mqr_engine_t *e, const char *tenant, const char *id);

@@ -106,39 +106,25 @@ static void families_flush(mqr_abuf_t *out, family_t *f, size_t n)
 
 /* ---- listener ---- */
 
+/* A counter with one series per MQTT packet type the names give. */
+static void by_type(mqr_abuf_t *b, const char *name, const char *help, const char *const types[16],
+                    const uint64_t counts[16])
+{
+    head(b, name, "counter", help);
+    for (int t = 0; t < 16; t++) {
+        if (!types[t]) continue;
+        mqr__abuf_printf(b, "%s{type=\"%s\"}", name, types[t]);
+        value_u64(b, counts[t]);
+    }
+}
+
 static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
 {
-    mqr_listener_stats_t s = {0};
-    uint64_t pkts[16] = {0}, pkts_out[16] = {0};
-    uint64_t subs = 0, inflight = 0, queued = 0;
-    for (const mqr_listener_t *l = e->listeners; l; l = l->e_next) {
-        if (l->closing) continue;
-        const mqr_listener_stats_t *a = &l->stats;
-        s.clients_current += a->clients_current;
-        s.connections_current += a->connections_current;
-        s.connections_total += a->connections_total;
-        s.connects_refused += a->connects_refused;
-        s.msgs_in += a->msgs_in;
-        s.msgs_out += a->msgs_out;
-        s.bytes_in += a->bytes_in;
-        s.bytes_out += a->bytes_out;
-        s.malformed += a->malformed;
-        s.dropped += a->dropped + a->dropped_too_large;
-        s.auth_failures += a->auth_failures;
-        s.keepalive_timeouts += a->keepalive_timeouts;
-        s.sessions_offline += a->sessions_offline;
-        for (int t = 0; t < 16; t++) {
-            pkts[t] += a->packets_in[t];
-            pkts_out[t] += a->packets_out[t];
-        }
-        for (const mqr_lconn_t *c = l->conns; c; c = c->next) {
-            subs += c->nsubs;
-            if (c->qs) {
-                inflight += c->qs->if_live;
-                queued += c->qs->q_count;
-            }
-        }
-    }
+    mqr_listener_totals_t tot;
+    mqr__listener_totals(e, &tot);
+    mqr_listener_stats_t s = tot.stats;
+    s.dropped += s.dropped_too_large;
+    uint64_t subs = tot.subscriptions, inflight = tot.inflight, queued = tot.queued;
     one_u(b, "mqtt_clients_connected", "gauge", "Listener clients past a successful CONNECT.",
           s.clients_current);
     one_u(b, "mqtt_connections_current", "gauge", "Open listener sockets.", s.connections_current);
@@ -147,29 +133,19 @@ static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
     one_u(b, "mqtt_connects_refused_total", "counter", "CONNECTs refused.", s.connects_refused);
     one_u(b, "mqtt_auth_failures_total", "counter", "CONNECTs refused by authentication.",
           s.auth_failures);
-    head(b, "mqtt_messages_received_total", "counter",
-         "Packets received from listener clients, by MQTT packet type.");
-    /* the packet types a client may send, by their number */
-    static const char *const types[16] = {
+    /* the packet types a client may send, and a server, by their number */
+    static const char *const in_types[16] = {
         [1] = "connect",  [3] = "publish",     [4] = "puback",    [5] = "pubrec",
         [6] = "pubrel",   [7] = "pubcomp",     [8] = "subscribe", [10] = "unsubscribe",
         [12] = "pingreq", [14] = "disconnect", [15] = "auth"};
-    for (int t = 0; t < 16; t++) {
-        if (!types[t]) continue;
-        mqr__abuf_printf(b, "mqtt_messages_received_total{type=\"%s\"}", types[t]);
-        value_u64(b, pkts[t]);
-    }
-    head(b, "mqtt_messages_sent_total", "counter",
-         "Packets sent to listener clients, by MQTT packet type.");
     static const char *const out_types[16] = {
         [2] = "connack",   [3] = "publish",     [4] = "puback", [5] = "pubrec",
         [6] = "pubrel",    [7] = "pubcomp",     [9] = "suback", [11] = "unsuback",
         [13] = "pingresp", [14] = "disconnect", [15] = "auth"};
-    for (int t = 0; t < 16; t++) {
-        if (!out_types[t]) continue;
-        mqr__abuf_printf(b, "mqtt_messages_sent_total{type=\"%s\"}", out_types[t]);
-        value_u64(b, pkts_out[t]);
-    }
+    by_type(b, "mqtt_messages_received_total",
+            "Packets received from listener clients, by MQTT packet type.", in_types, s.packets_in);
+    by_type(b, "mqtt_messages_sent_total", "Packets sent to listener clients, by MQTT packet type.",
+            out_types, s.packets_out);
     one_u(b, "mqtt_messages_dropped_total", "counter",
           "Deliveries to listener clients dropped (buffer or queue full, too large).", s.dropped);
     one_u(b, "mqtt_bytes_received_total", "counter", "Bytes read from listener sockets.",

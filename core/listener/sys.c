@@ -96,29 +96,32 @@ static void publish_load(mqr_listener_t *l, const char *what, const sys_load_t *
     }
 }
 
-/* The engine's figures: every open listener's, added up. */
-static void sum_stats(const mqr_listener_t *l, mqr_listener_stats_t *st, uint64_t *start,
-                      uint64_t *nsubs)
+/* Every field of mqr_listener_stats_t is a uint64_t counter (keep it so):
+ * the sum adds them as an array. */
+_Static_assert(sizeof(mqr_listener_stats_t) % sizeof(uint64_t) == 0,
+               "listener stats are uint64_t counters");
+
+static void add_listener(mqr_listener_totals_t *t, const mqr_listener_t *x)
 {
-    memset(st, 0, sizeof *st);
-    *start = l->start_ms;
-    *nsubs = 0;
-    for (const mqr_listener_t *x = l->e->listeners; x; x = x->e_next) {
-        if (x->closing) continue;
-        const mqr_listener_stats_t *a = &x->stats;
-        st->clients_current += a->clients_current;
-        st->clients_peak += a->clients_peak;
-        st->connects_refused += a->connects_refused;
-        st->connections_total += a->connections_total;
-        st->msgs_in += a->msgs_in;
-        st->msgs_out += a->msgs_out;
-        st->dropped += a->dropped + a->dropped_too_large;
-        st->bytes_in += a->bytes_in;
-        st->bytes_out += a->bytes_out;
-        if (x->start_ms < *start) *start = x->start_ms;
-        for (const mqr_lconn_t *c = x->conns; c; c = c->next)
-            *nsubs += c->nsubs;
+    uint64_t *sum = (uint64_t *)&t->stats;
+    const uint64_t *a = (const uint64_t *)&x->stats;
+    for (size_t i = 0; i < sizeof t->stats / sizeof *sum; i++)
+        sum[i] += a[i];
+    if (!t->start_ms || x->start_ms < t->start_ms) t->start_ms = x->start_ms;
+    for (const mqr_lconn_t *c = x->conns; c; c = c->next) {
+        t->subscriptions += c->nsubs;
+        if (c->qs) {
+            t->inflight += c->qs->if_live;
+            t->queued += c->qs->q_count;
+        }
     }
+}
+
+void mqr__listener_totals(const mqr_engine_t *e, mqr_listener_totals_t *out)
+{
+    memset(out, 0, sizeof *out);
+    for (const mqr_listener_t *x = e->listeners; x; x = x->e_next)
+        if (!x->closing) add_listener(out, x);
 }
 
 void mqr__listener_sys_publish(mqr_listener_t *l)
@@ -128,19 +131,16 @@ void mqr__listener_sys_publish(mqr_listener_t *l)
     while (first && first->closing)
         first = first->e_next;
     if (first && first != l) return; /* the first one publishes for all */
-    mqr_listener_stats_t sum;
-    uint64_t start, nsubs;
-    if (first)
-        sum_stats(l, &sum, &start, &nsubs);
-    else { /* not (yet) in the engine's list: its own figures */
-        sum = l->stats;
-        sum.dropped += sum.dropped_too_large;
-        start = l->start_ms;
-        nsubs = 0;
-        for (const mqr_lconn_t *c = l->conns; c; c = c->next)
-            nsubs += c->nsubs;
+    mqr_listener_totals_t t;
+    if (first) {
+        mqr__listener_totals(l->e, &t);
+    } else { /* not (yet) in the engine's list: its own figures */
+        memset(&t, 0, sizeof t);
+        add_listener(&t, l);
     }
-    const mqr_listener_stats_t *st = &sum;
+    t.stats.dropped += t.stats.dropped_too_large;
+    const mqr_listener_stats_t *st = &t.stats;
+    uint64_t start = t.start_ms, nsubs = t.subscriptions;
     uint64_t now = uv_now(l->e->loop);
 
     publish(l, "version", "mqrouter version " MQR_VERSION_STRING);
