@@ -30,26 +30,6 @@
 
 #define MOSQUITTO "/usr/sbin/mosquitto"
 
-/* ---- an engine without listener or data directory --------------------- */
-
-/* The engine the upstream tests drive; NULL (and said why) on failure. */
-static inline mqr_engine_t *test_engine_new(int log_level)
-{
-    mqr_engine_options_t o;
-    mqr_engine_options_init(&o);
-    o.listen_port = -1;
-    o.data_dir = "";
-    o.log_level = log_level;
-    mqr_engine_t *e = NULL;
-    char *err = NULL;
-    if (mqr_engine_new(&e, &o, NULL, &err) != 0) {
-        fprintf(stderr, "engine: %s\n", err ? err : "?");
-        free(err);
-        return NULL;
-    }
-    return e;
-}
-
 /* ---- a broker on loopback ---------------------------------------------- */
 
 typedef struct {
@@ -70,6 +50,41 @@ static inline void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* ---- an engine without listener or data directory --------------------- */
+
+/* Drives e's loop until pred(arg, want) holds (pred NULL: never) or
+ * timeout_ms passes; true when pred held. */
+static inline bool engine_run_until(mqr_engine_t *e, bool (*pred)(void *arg, const void *want),
+                                    void *arg, const void *want, int timeout_ms)
+{
+    uv_loop_t *loop = mqr_engine_loop(e);
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (pred && pred(arg, want)) return true;
+        if (now_ms() >= deadline) return false;
+        sleep_ms(2);
+    }
+}
+
+/* The engine the upstream tests drive; NULL (and said why) on failure. */
+static inline mqr_engine_t *test_engine_new(int log_level)
+{
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_port = -1;
+    o.data_dir = "";
+    o.log_level = log_level;
+    mqr_engine_t *e = NULL;
+    char *err = NULL;
+    if (mqr_engine_new(&e, &o, NULL, &err) != 0) {
+        fprintf(stderr, "engine: %s\n", err ? err : "?");
+        free(err);
+        return NULL;
+    }
+    return e;
 }
 
 static inline int free_port(void)

@@ -103,14 +103,7 @@ static bool got_msgs(void *arg, const void *want)
 static bool run_until(ctx_t *c, bool (*pred)(void *, const void *), const void *want,
                       int timeout_ms)
 {
-    uv_loop_t *loop = mqr_engine_loop(c->e);
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    for (;;) {
-        uv_run(loop, UV_RUN_NOWAIT);
-        if (pred && pred(c, want)) return true;
-        if (now_ms() >= deadline) return false;
-        sleep_ms(2);
-    }
+    return engine_run_until(c->e, pred, c, want, timeout_ms);
 }
 
 static void run_for(ctx_t *c, int ms)

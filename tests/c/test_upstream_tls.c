@@ -166,36 +166,28 @@ static void on_msg(void *arg, mqr_msg_t *msg)
     c->nmsgs++;
 }
 
-typedef bool (*pred_fn)(ctx_t *c, const void *arg);
-
-static bool run_until(ctx_t *c, pred_fn pred, const void *arg, int timeout_ms)
+static bool run_until(ctx_t *c, bool (*pred)(void *c, const void *arg), const void *arg,
+                      int timeout_ms)
 {
-    uv_loop_t *loop = mqr_engine_loop(c->e);
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    for (;;) {
-        uv_run(loop, UV_RUN_NOWAIT);
-        if (pred && pred(c, arg)) return true;
-        if (now_ms() >= deadline) return false;
-        sleep_ms(2);
-    }
+    return engine_run_until(c->e, pred, c, arg, timeout_ms);
 }
 
-static bool is_state(ctx_t *c, const void *arg)
+static bool is_state(void *c, const void *arg)
 {
     const mqr_upstream_t *u = arg;
     return mqr__upstream_state(u) == MQR_UPSTREAM_CONNECTED;
 }
 
-static bool has_failures(ctx_t *c, const void *arg)
+static bool has_failures(void *c, const void *arg)
 {
     mqr_upstream_status_t st;
     mqr__upstream_status((mqr_upstream_t *)arg, &st);
     return st.connect_failures >= 2;
 }
 
-static bool got_msg(ctx_t *c, const void *arg)
+static bool got_msg(void *c, const void *arg)
 {
-    return c->nmsgs > 0;
+    return ((ctx_t *)c)->nmsgs > 0;
 }
 
 static mqr_upstream_t *session(ctx_t *c, const char *name, const char *uri,
@@ -354,7 +346,7 @@ static void test_no_client_cert(void **state)
         fail_msg("last_error: '%s'", st.last_error);
 }
 
-static bool error_has(ctx_t *c, const void *arg)
+static bool error_has(void *c, const void *arg)
 {
     const char *const *want = arg;
     mqr_upstream_status_t st;
