@@ -87,9 +87,10 @@ static void row_put(mqr_lconn_t *c, mqr_ldelivery_t *d)
     mqr_listener_t *l = c->l;
     if (!c->persistent || !l->sstore) return;
     d->seq = ++c->qs->next_seq;
-    if (mqr__store_session_msg_put(l->sstore, c->client_id, c->client_id_len, d->seq, d->msg,
-                                   d->qos, d->retain, d->sub_id, d->pid, d->state) == 0)
-        l->wrote = true;
+    /* the publisher's ack waits for the commit: handle_publish sees the
+     * store's write counter move */
+    mqr__store_session_msg_put(l->sstore, c->client_id, c->client_id_len, d->seq, d->msg, d->qos,
+                               d->retain, d->sub_id, d->pid, d->state);
 }
 
 static void row_state(mqr_lconn_t *c, const mqr_ldelivery_t *d)

@@ -300,12 +300,11 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     };
     mqr_msg_t *m = mqr__msg_new(&in);
     free(mheap);
-    /* deliver.c pauses l->publisher when a subscriber's queue is full, and
-     * session rows written for the message set l->wrote */
+    /* deliver.c pauses l->publisher when a subscriber's queue is full */
     mqr_lconn_t *outer = l->publisher;
     l->publisher = c;
-    l->wrote = false;
-    /* any store write made while routing it (a durable queue, ...) */
+    /* any store write made while routing it (rows of persistent sessions,
+     * a durable queue, ...) */
     uint64_t writes = store_writes(l->e->store);
     uint64_t no_room = l->e->stats.refused_no_room;
     if (m) {
@@ -351,7 +350,7 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     /* a retained message, a message queued for a persistent session or a
      * durable queue, a stored QoS 2 id: whatever routing wrote to the store
      * is acknowledged once the store has committed it */
-    if ((p.retain || l->wrote || store_writes(l->e->store) != writes) && rc >= 0)
+    if ((p.retain || store_writes(l->e->store) != writes) && rc >= 0)
         mqr__listener_ack_after_commit(c, type, p.packet_id, reason);
     else
         mqr__listener_ack(c, type, p.packet_id, reason);

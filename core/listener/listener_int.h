@@ -339,11 +339,8 @@ struct mqr_listener {
     mqr_oblock_t *spool; /* spare small ones (MQR_LSN_SMALL_BLOCK) */
     unsigned nspool;
 
-    /* routing a client's PUBLISH: who sent it (backpressure pauses it) and
-     * whether a session row was written for it (its ack waits for the
-     * commit) */
+    /* routing a client's PUBLISH: who sent it (backpressure pauses it) */
     mqr_lconn_t *publisher;
-    bool wrote;
     /* persistent sessions whose client is away, by client id (session.c) */
     mqr_lsession_t **sessions;
     size_t sessions_cap, sessions_count;

@@ -221,9 +221,9 @@ static void session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_tr
         return;
     }
     mqr_msg_ref(msg);
-    if (l->sstore && mqr__store_session_msg_put(l->sstore, s->client_id, s->client_id_len, d.seq,
-                                                msg, qos, d.retain, d.sub_id, 0, MQR_LQ_FREE) == 0)
-        l->wrote = true; /* the publisher's ack waits for the commit */
+    if (l->sstore) /* the publisher's ack waits for the commit (the store's write counter) */
+        mqr__store_session_msg_put(l->sstore, s->client_id, s->client_id_len, d.seq, msg, qos,
+                                   d.retain, d.sub_id, 0, MQR_LQ_FREE);
 }
 
 /* ---- moving state between a connection and a session ------------------------------ */
@@ -373,8 +373,7 @@ void mqr__lsession_qos2(mqr_lconn_t *c, uint16_t pid, bool add)
     mqr_listener_t *l = c->l;
     if (!c->persistent || !l->sstore) return;
     if (add) {
-        if (mqr__store_session_qos2_put(l->sstore, c->client_id, c->client_id_len, pid) == 0)
-            l->wrote = true;
+        mqr__store_session_qos2_put(l->sstore, c->client_id, c->client_id_len, pid);
     } else {
         mqr__store_session_qos2_delete(l->sstore, c->client_id, c->client_id_len, pid);
     }
