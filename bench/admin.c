@@ -180,7 +180,7 @@ static void server_thread(void *arg)
 static long get(int fd, const char *path, char **buf, size_t *cap)
 {
     char req[256];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: bench\r\n\r\n", path);
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path);
     if (write(fd, req, (size_t)n) != n) return -1;
     size_t have = 0;
     long body = -1;

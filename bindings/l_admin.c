@@ -2,9 +2,10 @@
  * l_admin.c — the admin API as the rules see it, and what the bindings tell
  * the admin API about the rules.
  *
- * mq.admin{host, port, tokens, tokens_file} starts the engine's admin HTTP
- * server (core/admin/) or, when it already runs on that address, replaces
- * its tokens; it returns the bound port. The hooks answer for the running
+ * mq.admin{host, port, tokens, tokens_file, hosts, origins, require_token}
+ * starts the engine's admin HTTP server (core/admin/) or, when it already
+ * runs on that address, replaces its tokens, Host names, origins and token
+ * requirement (all or nothing); it returns the bound port. The hooks answer for the running
  * state: its routes and their counters and latency histograms, reload, and
  * the Lua memory of the states. Nothing here runs Lua for the API.
  */
@@ -100,30 +101,78 @@ void mqr__ladmin_hooks(mqr_script_t *h)
 
 /* ---- mq.admin ---- */
 
-/* mq.admin{host = "127.0.0.1", port = 8081, tokens = {...}, tokens_file = path}
+/* The length of the list opt of the options table at 1; raises naming the
+ * option when it is not a list of non-empty strings. [-0, +0] */
+static size_t check_list(lua_State *L, const char *opt)
+{
+    lua_getfield(L, 1, opt);
+    int t = lua_gettop(L);
+    if (!lua_isnil(L, t) && !lua_istable(L, t))
+        luaL_error(L, "admin: %s must be a list of strings, got %s", opt, luaL_typename(L, t));
+    size_t n = lua_isnil(L, t) ? 0 : lua_objlen(L, t);
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, t, (int)i);
+        if (lua_type(L, -1) != LUA_TSTRING || lua_objlen(L, -1) == 0)
+            luaL_error(L, "admin: %s[%d] must be a non-empty string, got %s", opt, (int)i,
+                       luaL_typename(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return n;
+}
+
+/* Points v[0..n) at the strings of the (checked) list opt; the options
+ * table keeps them alive. [-0, +0] */
+static void fill_list(lua_State *L, const char *opt, const char **v, size_t n)
+{
+    lua_getfield(L, 1, opt);
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, -1, (int)i + 1);
+        v[i] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+static const char *const admin_options[] = {"host",  "port",    "tokens",        "tokens_file",
+                                            "hosts", "origins", "require_token", NULL};
+
+/* mq.admin{host = "127.0.0.1", port = 8081, tokens = {...}, tokens_file = path,
+ *          hosts = {...}, origins = {...}, require_token = false}
  * -> port | nil, err, name */
 int mqr__ladmin(lua_State *L)
 {
     l_state_t *st = lua_touserdata(L, lua_upvalueindex(1));
     mqr_engine_t *e = st->host->e;
-    luaL_checktype(L, 1, LUA_TTABLE);
+    mqr__lua_check_options(L, 1, "admin", admin_options);
+    lua_settop(L, 1);
+    mqr_admin_options_t o;
+    mqr_admin_options_init(&o);
     lua_getfield(L, 1, "host");
-    const char *host = luaL_optstring(L, -1, "127.0.0.1");
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        return luaL_error(L, "admin: host must be an IP address string, got %s",
+                          luaL_typename(L, -1));
+    o.host = luaL_optstring(L, -1, "127.0.0.1");
     lua_getfield(L, 1, "port");
-    int port = (int)luaL_checkinteger(L, -1);
-    if (port < 0 || port > 65535) return luaL_argerror(L, 1, "port must be 0..65535");
+    if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) != (lua_Number)lua_tointeger(L, -1))
+        return luaL_error(L, "admin: port must be an integer 0..65535, got %s",
+                          luaL_typename(L, -1));
+    o.port = (int)lua_tointeger(L, -1);
+    if (o.port < 0 || o.port > 65535)
+        return luaL_error(L, "admin: port must be 0..65535, got %d", o.port);
+    lua_getfield(L, 1, "require_token");
+    if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+        return luaL_error(L, "admin: require_token must be a boolean, got %s",
+                          luaL_typename(L, -1));
+    o.require_token = lua_toboolean(L, -1);
     lua_getfield(L, 1, "tokens_file");
-    const char *file = luaL_optstring(L, -1, NULL);
-    lua_getfield(L, 1, "tokens");
-    int tidx = lua_gettop(L);
-    if (!lua_isnil(L, tidx)) luaL_checktype(L, tidx, LUA_TTABLE);
-    size_t nt = lua_isnil(L, tidx) ? 0 : lua_objlen(L, tidx);
-    for (size_t i = 1; i <= nt; i++) {
-        lua_rawgeti(L, tidx, (int)i);
-        if (lua_type(L, -1) != LUA_TSTRING || lua_objlen(L, -1) == 0)
-            return luaL_argerror(L, 1, "tokens must be non-empty strings");
-        lua_pop(L, 1);
-    }
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        return luaL_error(L, "admin: tokens_file must be a path string, got %s",
+                          luaL_typename(L, -1));
+    const char *file = lua_tostring(L, -1);
+    lua_settop(L, 1);
+    /* everything that can raise is checked before anything is allocated */
+    size_t nt = check_list(L, "tokens"), nh = check_list(L, "hosts"), no = check_list(L, "origins");
     char **ftok = NULL;
     size_t nf = 0;
     char *err = NULL;
@@ -131,41 +180,43 @@ int mqr__ladmin(lua_State *L)
         int rc = mqr_admin_tokens_read(file, &ftok, &nf, &err);
         if (rc < 0) {
             lua_pushnil(L);
-            lua_pushstring(L, err ? err : mqr_strerror(rc));
+            lua_pushfstring(L, "%s: %s", mqr_err_name(rc), err ? err : mqr_strerror(rc));
             lua_pushstring(L, mqr_err_name(rc));
             free(err);
             return 3;
         }
     }
-    const char **all = calloc(nt + nf + 1, sizeof *all);
+    const char **all = calloc(nt + nf + nh + no + 1, sizeof *all);
     if (!all) {
         mqr_admin_tokens_free(ftok, nf);
-        return luaL_error(L, "out of memory");
+        return mqr__lua_fail(L, MQR_ENOMEM, "admin");
     }
-    for (size_t i = 0; i < nt; i++) {
-        lua_rawgeti(L, tidx, (int)i + 1);
-        all[i] = lua_tostring(L, -1); /* the table keeps it alive */
-        lua_pop(L, 1);
-    }
+    const char **hosts = all + nt + nf, **origins = hosts + nh;
+    fill_list(L, "tokens", all, nt);
+    fill_list(L, "hosts", hosts, nh);
+    fill_list(L, "origins", origins, no);
     for (size_t i = 0; i < nf; i++)
         all[nt + i] = ftok[i];
+    o.tokens = all;
+    o.ntokens = nt + nf;
+    o.hosts = hosts;
+    o.nhosts = nh;
+    o.origins = origins;
+    o.norigins = no;
     int rc;
     if (e->admin) {
         const char *h = mqr__admin_host(e->admin);
-        bool same = (strcmp(host, h) == 0 ||
-                     (strcmp(host, "localhost") == 0 && strcmp(h, "127.0.0.1") == 0)) &&
-                    (port == 0 || port == mqr__admin_port(e->admin));
+        bool same = (strcmp(o.host, h) == 0 ||
+                     (strcmp(o.host, "localhost") == 0 && strcmp(h, "127.0.0.1") == 0)) &&
+                    (o.port == 0 || o.port == mqr__admin_port(e->admin));
         if (same) {
-            rc = mqr__admin_set_tokens(e->admin, all, nt + nf);
-            if (rc < 0)
-                err = strdup(nt + nf ? "a token entry is malformed (TOKEN or TOKEN tenant=NAME)"
-                                     : "the admin API on a non-loopback address needs tokens");
+            rc = mqr__admin_configure(e->admin, &o, &err);
         } else {
             rc = MQR_EEXIST;
             err = strdup("the admin API already runs on another address (restart to move it)");
         }
     } else {
-        rc = mqr__admin_start(e, host, port, all, nt + nf, &err);
+        rc = mqr__admin_start(e, &o, &err);
     }
     free(all);
     mqr_admin_tokens_free(ftok, nf);
@@ -177,6 +228,6 @@ int mqr__ladmin(lua_State *L)
         return 3;
     }
     free(err);
-    lua_pushinteger(L, e->admin ? mqr__admin_port(e->admin) : port);
+    lua_pushinteger(L, e->admin ? mqr__admin_port(e->admin) : o.port);
     return 1;
 }

@@ -291,6 +291,10 @@ void mqr__lregistry_close(mqr_script_t *h);
 
 /* Pushes nil, "ENAME: text", "ENAME" and returns 3 (the luv convention). */
 int mqr__lua_fail(lua_State *L, int err, const char *detail);
+/* Raises "<fname>: unknown option 'x' (it takes a, b, ...)" when the table at
+ * idx has a key not in known (NULL-terminated): a misspelt option would
+ * silently be a default. [-0, +0] */
+void mqr__lua_check_options(lua_State *L, int idx, const char *fname, const char *const *known);
 /* Registers metatable name for a userdata type: methods as its __index
  * table, and __gc / __tostring when given (may be NULL). [-0, +0] */
 void mqr__lua_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,

@@ -43,6 +43,12 @@ static void usage(FILE *out)
           "  --admin-tokens FILE  its bearer tokens, one per line, \"TOKEN\" or\n"
           "                       \"TOKEN tenant=NAME\" (a tenant's token sees only its\n"
           "                       devices and topics); required unless HOST is loopback\n"
+          "  --admin-require-token  refuse to start the admin API without tokens, on\n"
+          "                       loopback too (docs/security.md)\n"
+          "  --admin-host NAME    a Host name the admin API answers to besides its\n"
+          "                       address and localhost (a proxy's name); repeatable\n"
+          "  --admin-origin URL   a web origin (scheme://host[:port]) whose pages may\n"
+          "                       call the admin API (CORS); repeatable\n"
           "  --allow-anonymous    let clients without credentials in on every\n"
           "                       --listen* listener (default: on loopback only)\n"
           "  --add-user NAME      add a listener user (or set its password) with the\n"
@@ -227,6 +233,9 @@ int main(int argc, char **argv)
         OPT_NO_LISTEN,
         OPT_ADMIN,
         OPT_ADMIN_TOKENS,
+        OPT_ADMIN_HOST,
+        OPT_ADMIN_ORIGIN,
+        OPT_ADMIN_REQUIRE_TOKEN,
         OPT_DATA,
         OPT_LOG,
         OPT_BUDGET,
@@ -253,6 +262,9 @@ int main(int argc, char **argv)
         {"no-listen", no_argument, NULL, OPT_NO_LISTEN},
         {"admin", required_argument, NULL, OPT_ADMIN},
         {"admin-tokens", required_argument, NULL, OPT_ADMIN_TOKENS},
+        {"admin-host", required_argument, NULL, OPT_ADMIN_HOST},
+        {"admin-origin", required_argument, NULL, OPT_ADMIN_ORIGIN},
+        {"admin-require-token", no_argument, NULL, OPT_ADMIN_REQUIRE_TOKEN},
         {"data-dir", required_argument, NULL, OPT_DATA},
         {"log-level", required_argument, NULL, OPT_LOG},
         {"budget-ms", required_argument, NULL, OPT_BUDGET},
@@ -283,6 +295,9 @@ int main(int argc, char **argv)
     char admin_host[256] = "127.0.0.1";
     int admin_port = -1;
     const char *admin_tokens = NULL;
+    const char *admin_hosts[16], *admin_origins[16];
+    size_t admin_nhosts = 0, admin_norigins = 0;
+    int admin_require_token = 0;
     while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_LISTEN:
@@ -351,6 +366,21 @@ int main(int argc, char **argv)
         }
         case OPT_ADMIN_TOKENS:
             admin_tokens = optarg;
+            break;
+        case OPT_ADMIN_HOST:
+        case OPT_ADMIN_ORIGIN: {
+            bool is_host = c == OPT_ADMIN_HOST;
+            size_t *n = is_host ? &admin_nhosts : &admin_norigins;
+            if (*n == sizeof admin_hosts / sizeof admin_hosts[0]) {
+                fprintf(stderr, "mqrouter: at most %zu --admin-%s\n",
+                        sizeof admin_hosts / sizeof admin_hosts[0], is_host ? "host" : "origin");
+                return 2;
+            }
+            (is_host ? admin_hosts : admin_origins)[(*n)++] = optarg;
+            break;
+        }
+        case OPT_ADMIN_REQUIRE_TOKEN:
+            admin_require_token = 1;
             break;
         case OPT_DATA:
             o.data_dir = optarg;
@@ -474,16 +504,26 @@ int main(int argc, char **argv)
         }
     }
     if (allow_anon >= 0 && !check) mqr_listener_allow_anonymous(e, allow_anon);
-    if (admin_tokens && admin_port < 0) {
-        fprintf(stderr, "mqrouter: --admin-tokens needs --admin\n");
+    if ((admin_tokens || admin_nhosts || admin_norigins || admin_require_token) && admin_port < 0) {
+        fprintf(stderr, "mqrouter: --admin-tokens, --admin-host, --admin-origin and "
+                        "--admin-require-token need --admin\n");
         rc = -1;
     } else if (admin_port >= 0) { /* with --check: validated, not bound */
         char **tokens = NULL;
         size_t ntokens = 0;
         rc = admin_tokens ? mqr_admin_tokens_read(admin_tokens, &tokens, &ntokens, &err) : 0;
-        if (rc == 0)
-            rc = mqr_engine_admin(e, admin_host, admin_port, (const char *const *)tokens, ntokens,
-                                  &err);
+        mqr_admin_options_t ao;
+        mqr_admin_options_init(&ao);
+        ao.host = admin_host;
+        ao.port = admin_port;
+        ao.tokens = (const char *const *)tokens;
+        ao.ntokens = ntokens;
+        ao.require_token = admin_require_token;
+        ao.hosts = admin_hosts;
+        ao.nhosts = admin_nhosts;
+        ao.origins = admin_origins;
+        ao.norigins = admin_norigins;
+        if (rc == 0) rc = mqr_engine_admin_start(e, &ao, &err);
         mqr_admin_tokens_free(tokens, ntokens);
         if (rc < 0) {
             fprintf(stderr, "mqrouter: %s\n", err ? err : mqr_strerror(rc));

@@ -69,7 +69,8 @@ static int make_dirs(const char *dir)
         if (mkdir(path, 0755) < 0 && errno != EEXIST) return -errno;
         *p = '/';
     }
-    if (mkdir(path, 0755) < 0 && errno != EEXIST) return -errno;
+    /* the data directory itself: users' keys and messages, the engine's user only */
+    if (mkdir(path, 0700) < 0 && errno != EEXIST) return -errno;
     return 0;
 }
 

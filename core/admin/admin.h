@@ -121,13 +121,15 @@ typedef struct mqr_admin_hooks {
 
 typedef struct mqr_admin mqr_admin_t;
 
-/* Starts serving host:port (an IP literal; port 0 = any free port) on e's
- * loop. tokens: n bearer tokens (copied as SHA-256 digests, never kept in
- * clear); with none, the API is open, which only a loopback address
- * allows (MQR_EINVAL otherwise). */
-int mqr__admin_start(mqr_engine_t *e, const char *host, int port, const char *const *tokens,
-                     size_t ntokens, char **errmsg);
-/* Replaces the tokens (same rule as at start). */
+/* Starts serving o->host:o->port (an IP literal; port 0 = any free port)
+ * on e's loop. Tokens are copied as SHA-256 digests, never kept in clear;
+ * with none, the API is open, which only a loopback address allows, and
+ * not even there with o->require_token (MQR_EINVAL). */
+int mqr__admin_start(mqr_engine_t *e, const mqr_admin_options_t *o, char **errmsg);
+/* Replaces tokens, hosts, origins and require_token of a running server
+ * (o->host and o->port are not looked at): all or nothing. */
+int mqr__admin_configure(mqr_admin_t *a, const mqr_admin_options_t *o, char **errmsg);
+/* Replaces the tokens only (same rules). */
 int mqr__admin_set_tokens(mqr_admin_t *a, const char *const *tokens, size_t ntokens);
 /* Closes the socket and every connection; the memory goes with the close
  * callbacks (the next loop turn). NULL is fine. */

@@ -18,7 +18,9 @@
 #define MQR_ADMIN_MAX_BODY (1024 * 1024) /* a request body */
 #define MQR_ADMIN_IDLE_MS 30000          /* keep-alive connection without a request */
 #define MQR_ADMIN_REQUEST_MS 10000       /* a request must arrive whole within this */
-#define MQR_ADMIN_MAX_CONNS 256
+#define MQR_ADMIN_MAX_CONNS 256          /* at the cap the oldest idle one makes room */
+#define MQR_ADMIN_READ_BUF 65536
+#define MQR_ADMIN_MAX_ORIGIN 256             /* an allowed origin, scheme://host:port */
 #define MQR_ADMIN_MAX_OUT (16 * 1024 * 1024) /* answers queued for a client before it is paused */
 
 typedef struct mqr_aconn mqr_aconn_t;
@@ -45,6 +47,14 @@ typedef struct {
     const char *body;
     size_t body_len;
     const char *authorization; /* the header's value, NULL when absent */
+    /* what guard.c decides on; each NULL when the header is absent */
+    const char *host;
+    const char *origin;
+    const char *content_type;
+    const char *fetch_site; /* Sec-Fetch-Site */
+    bool host_repeated;     /* more than one Host (or Origin) header */
+    bool http11;            /* HTTP/1.1 or later: Host is mandatory */
+    bool has_body;          /* a body was announced (Content-Length > 0, chunked) */
 } mqr_areq_t;
 
 /* Its answer: status, and either a JSON value (owned; NULL = no body) or
@@ -55,7 +65,20 @@ typedef struct {
     mqr_abuf_t text;
     const char *content_type;
     const char *extra_headers; /* e.g. "WWW-Authenticate: Bearer\r\n", static */
+    /* a configured origin that may read the answer (CORS), borrowed from
+     * the request; preflight: answer an OPTIONS preflight for it */
+    const char *allow_origin;
+    bool preflight;
 } mqr_ares_t;
+
+/* Why guard.c refused a request: the label of its counter. */
+typedef enum {
+    MQR_ADMIN_REFUSE_HOST,         /* Host not ours: DNS rebinding */
+    MQR_ADMIN_REFUSE_ORIGIN,       /* a foreign Origin */
+    MQR_ADMIN_REFUSE_FETCH_SITE,   /* a browser's cross-site write without Origin */
+    MQR_ADMIN_REFUSE_CONTENT_TYPE, /* a body that is not application/json */
+    MQR_ADMIN_REFUSE_N
+} mqr_admin_refuse_t;
 
 struct mqr_admin {
     mqr_engine_t *e;
@@ -66,9 +89,23 @@ struct mqr_admin {
     bool closing;
     mqr_aconn_t *conns;
     unsigned nconns;
+    bool wildcard;               /* bound to 0.0.0.0 or ::: any IP literal names us */
+    unsigned nlive;              /* connections not closing (nconns counts those too) */
+    char *read_buf;              /* MQR_ADMIN_READ_BUF bytes: a read is handled before the next */
     unsigned char (*tokens)[32]; /* SHA-256 of each token */
     char **token_tenants;        /* each token's tenant, NULL: none */
     size_t ntokens;
+    bool require_token; /* refuse to run without tokens, on loopback too */
+    /* guard.c: Host names besides our address and localhost, and origins
+     * allowed to call across origins; lower case */
+    char **hosts;
+    size_t nhosts;
+    char **origins;
+    size_t norigins;
+    uint64_t refused[MQR_ADMIN_REFUSE_N];
+    uint64_t refuse_logged_ms; /* the last refusal logged at warning */
+    /* connections closed by the server, by why */
+    uint64_t conns_evicted, conns_request_timeout, conns_idle_timeout;
     /* rates (routes.c): the figures of the last two samples */
     uv_timer_t rate_timer;
     struct mqr_arate {
@@ -166,6 +203,21 @@ void mqr__admin_foreach_route(void (*fn)(void *arg, const char *method, const ch
 
 /* metrics.c: the Prometheus text exposition of everything. */
 void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out);
+
+/* guard.c: true when req may reach the routes; otherwise res holds the
+ * refusal (421, 403, 415, 400) and it was counted. Sets res->allow_origin
+ * for a configured origin, and res->preflight for its CORS preflight. */
+bool mqr__admin_guard(mqr_admin_t *a, const mqr_areq_t *req, mqr_ares_t *res);
+/* Replaces the extra Host names and allowed origins (copied, checked: all
+ * or nothing). MQR_EINVAL with *errmsg naming the bad entry. */
+int mqr__admin_access_set(mqr_admin_t *a, const char *const *hosts, size_t nhosts,
+                          const char *const *origins, size_t norigins, char **errmsg);
+void mqr__admin_access_free(mqr_admin_t *a);
+/* The label of a refusal's counter ("host", "origin", ...). */
+const char *mqr__admin_refuse_name(mqr_admin_refuse_t why);
+
+/* *errmsg (when errmsg is not NULL) gets a malloc'd message (server.c). */
+void mqr__admin_set_err(char **errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* auth.c */
 int mqr__admin_auth_set(mqr_admin_t *a, const char *const *tokens, size_t n);

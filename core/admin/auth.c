@@ -80,7 +80,7 @@ int mqr__admin_auth_set(mqr_admin_t *a, const char *const *tokens, size_t n)
             SHA256((const unsigned char *)tokens[i], tl, h[i]);
         }
     }
-    if (!n && !a->loopback) {
+    if (!n && (!a->loopback || a->require_token)) {
         free(h);
         return MQR_EINVAL;
     }

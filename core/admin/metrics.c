@@ -493,6 +493,26 @@ void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out)
                      (unsigned long long)a->responses_4xx);
     mqr__abuf_printf(out, "mqrouter_admin_errors_total{class=\"5xx\"} %llu\n",
                      (unsigned long long)a->responses_5xx);
+    head(out, "mqrouter_admin_requests_refused_total", "counter",
+         "Admin requests refused before any endpoint: a foreign Host (DNS rebinding), a "
+         "foreign Origin, a browser's cross-site write, a body that is not JSON.");
+    for (int i = 0; i < MQR_ADMIN_REFUSE_N; i++)
+        mqr__abuf_printf(out, "mqrouter_admin_requests_refused_total{reason=\"%s\"} %llu\n",
+                         mqr__admin_refuse_name((mqr_admin_refuse_t)i),
+                         (unsigned long long)a->refused[i]);
+    one_u(out, "mqrouter_admin_connections", "gauge", "Admin API connections open.", a->nlive);
+    head(out, "mqrouter_admin_connections_closed_total", "counter",
+         "Admin connections the server closed: the oldest idle one for a new one at the cap, "
+         "a request not whole in time, a keep-alive connection idle too long.");
+    const struct {
+        const char *reason;
+        uint64_t n;
+    } closed[] = {{"evicted", a->conns_evicted},
+                  {"request_timeout", a->conns_request_timeout},
+                  {"idle_timeout", a->conns_idle_timeout}};
+    for (size_t i = 0; i < sizeof closed / sizeof closed[0]; i++)
+        mqr__abuf_printf(out, "mqrouter_admin_connections_closed_total{reason=\"%s\"} %llu\n",
+                         closed[i].reason, (unsigned long long)closed[i].n);
     one(out, "mqrouter_admin_scrape_duration_seconds", "gauge",
         "Time the previous GET /metrics took to build its text.", (double)a->metrics_ns / 1e9);
     process_metrics(a, out);

@@ -1,8 +1,8 @@
 /*
  * routes.c — the admin API's route table: which method and path run which
- * handler (api_*.c), the bearer-token check, and the helpers every handler
- * uses: JSON error bodies, engine errors as HTTP statuses, query parameters,
- * pagination, request bodies.
+ * handler (api_*.c) once guard.c let the request through, the bearer-token
+ * check, and the helpers every handler uses: JSON error bodies, engine
+ * errors as HTTP statuses, query parameters, pagination, request bodies.
  *
  * Every handler runs on the loop thread and answers before returning; none
  * waits on the network or the disk. A tenant's token may call only the
@@ -302,6 +302,11 @@ static bool match(const char *pattern, const char *path, char **arg)
 
 void mqr__admin_route(mqr_admin_t *a, const mqr_areq_t *req, mqr_ares_t *res)
 {
+    if (!mqr__admin_guard(a, req, res)) return;
+    if (res->preflight) { /* a configured origin asks before calling: CORS headers only */
+        res->status = 204;
+        return;
+    }
     const route_t *hit = NULL;
     char *arg = NULL;
     bool path_known = false;

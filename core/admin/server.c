@@ -4,16 +4,23 @@
  * libuv accepts and reads; http-parser (Debian libhttp-parser) frames
  * requests, so no HTTP is parsed by hand. Each complete request is answered
  * at once by routes.c (every endpoint is synchronous on the loop thread),
- * which keeps pipelined requests in order. Limits: request target, headers
- * and body sizes (413/431/414), connections at once, a time limit for a
- * request to arrive whole and an idle timeout for keep-alive connections.
- * It must not block the loop: no request does disk or network waits here.
+ * which keeps pipelined requests in order, after guard.c let it through
+ * (Host, Origin, content type). Limits: request target, headers and body
+ * sizes (413/431/414), a time limit for a request to arrive whole
+ * (slowloris), an idle timeout for keep-alive connections, and connections
+ * at once, where a new one makes room by closing the oldest idle one (so
+ * idle sockets any local process opens cannot lock out a scrape). Every
+ * answer carries headers that keep browsers from sniffing, framing or
+ * caching it. It must not block the loop: no request does disk or network
+ * waits here.
  */
 #include "admin_int.h"
 
+#include "abi.h"
 #include "log.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,15 +29,24 @@
 #include <cpuid.h>
 #endif
 
+/* The request headers kept (guard.c and routes.c look at them). */
+enum { AH_AUTHORIZATION, AH_HOST, AH_ORIGIN, AH_CONTENT_TYPE, AH_FETCH_SITE, AH_N };
+static const char *const kept_headers[AH_N] = {"authorization", "host", "origin", "content-type",
+                                               "sec-fetch-site"};
+
 struct mqr_aconn {
     mqr_admin_t *a;
     mqr_aconn_t *prev, *next;
     uv_tcp_t tcp;
     uv_timer_t timer;
     http_parser parser;
-    mqr_abuf_t url, body, hfield, hvalue, auth;
+    mqr_abuf_t url, body, hfield, hvalue;
+    mqr_abuf_t hdr[AH_N];
+    unsigned char seen[AH_N]; /* how often each came (a second Host is refused) */
     bool in_value;
-    bool have_auth;
+    bool in_request;     /* a request has begun and is not complete yet */
+    bool body_announced; /* Content-Length > 0 or chunked */
+    uint64_t since_ms;   /* accepted, or the last request began or was answered */
     size_t header_bytes;
     int error_status; /* a limit a callback hit: answered with this, then closed */
     bool closing;
@@ -47,12 +63,9 @@ struct mqr_aconn {
 bool mqr__admin_use_tsc = false;
 double mqr__admin_ns_per_tick = 1.0;
 
-void mqr__admin_clock_init(void)
-{
 #ifdef MQR_ADMIN_HAVE_TSC
-    static bool done;
-    if (done) return;
-    done = true;
+static void clock_calibrate(void)
+{
     unsigned a, b, c, d;
     /* CPUID 0x80000007 EDX bit 8: invariant TSC (constant rate, runs in
      * every C-state), so ticks measure time on any core */
@@ -64,11 +77,19 @@ void mqr__admin_clock_init(void)
     } while (h1 - h0 < 2000000);
     if (t1 <= t0) return;
     mqr__admin_ns_per_tick = (double)(h1 - h0) / (double)(t1 - t0);
-    mqr__admin_use_tsc = true;
+    mqr__admin_use_tsc = true; /* last: the factor is set before anyone reads ticks */
+}
+#endif
+
+void mqr__admin_clock_init(void)
+{
+#ifdef MQR_ADMIN_HAVE_TSC
+    /* engines may start admin servers on different threads at once; uv_once
+     * runs the calibration once and makes every caller wait for its end */
+    static uv_once_t once = UV_ONCE_INIT;
+    uv_once(&once, clock_calibrate);
 #endif
 }
-
-static char read_buf[65536]; /* loop thread only; a read is handled before the next */
 
 /* ---- buffers ---- */
 
@@ -146,15 +167,33 @@ static void abuf_free(mqr_abuf_t *b)
 
 /* ---- connections ---- */
 
+void mqr__admin_set_err(char **errmsg, const char *fmt, ...)
+{
+    if (!errmsg) return;
+    char buf[320];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    *errmsg = strdup(buf);
+}
+
+static void admin_free(mqr_admin_t *a)
+{
+    mqr__admin_auth_free(a);
+    mqr__admin_access_free(a);
+    free(a->read_buf);
+    free(a->host);
+    free(a);
+}
+
 static void admin_maybe_free(mqr_admin_t *a)
 {
     if (!a->closing || a->open_handles || a->conns) return;
-    mqr__admin_auth_free(a);
     for (size_t i = 0; i < a->n_api_sessions; i++)
         free(a->api_sessions[i]);
     free(a->api_sessions);
-    free(a->host);
-    free(a);
+    admin_free(a);
 }
 
 static void conn_closed(uv_handle_t *h)
@@ -172,7 +211,8 @@ static void conn_closed(uv_handle_t *h)
     abuf_free(&c->body);
     abuf_free(&c->hfield);
     abuf_free(&c->hvalue);
-    abuf_free(&c->auth);
+    for (int i = 0; i < AH_N; i++)
+        abuf_free(&c->hdr[i]);
     free(c->pending);
     free(c);
     admin_maybe_free(a);
@@ -182,6 +222,7 @@ static void conn_close(mqr_aconn_t *c)
 {
     if (c->closing) return;
     c->closing = true;
+    c->a->nlive--;
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
     uv_close((uv_handle_t *)&c->timer, conn_closed);
@@ -189,7 +230,12 @@ static void conn_close(mqr_aconn_t *c)
 
 static void on_timeout(uv_timer_t *t)
 {
-    conn_close(t->data);
+    mqr_aconn_t *c = t->data;
+    if (c->in_request)
+        c->a->conns_request_timeout++;
+    else
+        c->a->conns_idle_timeout++;
+    conn_close(c);
 }
 
 static const char *status_text(int s)
@@ -205,6 +251,8 @@ static const char *status_text(int s)
         return "Bad Request";
     case 401:
         return "Unauthorized";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
@@ -219,6 +267,8 @@ static const char *status_text(int s)
         return "URI Too Long";
     case 415:
         return "Unsupported Media Type";
+    case 421:
+        return "Misdirected Request";
     case 422:
         return "Unprocessable Entity";
     case 431:
@@ -301,14 +351,29 @@ static void conn_respond(mqr_aconn_t *c, mqr_ares_t *res, bool keep_alive)
         a->responses_5xx++;
     else if (res->status >= 400)
         a->responses_4xx++;
-    char head[512];
-    int hn =
-        snprintf(head, sizeof head,
-                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                 "Cache-Control: no-store\r\nConnection: %s\r\n%s\r\n",
-                 res->status, status_text(res->status),
-                 res->content_type ? res->content_type : "application/json", blen,
-                 keep_alive ? "keep-alive" : "close", res->extra_headers ? res->extra_headers : "");
+    /* An answer is never cached, sniffed as another type, framed by another
+     * page or read by a page of another origin without CORS; the policy
+     * allows nothing to load from it. A configured origin gets CORS. */
+    char cors[MQR_ADMIN_MAX_ORIGIN + 256] = "";
+    if (res->allow_origin)
+        snprintf(cors, sizeof cors, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n%s",
+                 res->allow_origin,
+                 res->preflight ? "Access-Control-Allow-Methods: GET, POST, PUT, PATCH, DELETE\r\n"
+                                  "Access-Control-Allow-Headers: Authorization, Content-Type\r\n"
+                                  "Access-Control-Max-Age: 600\r\n"
+                                : "");
+    char head[1024 + sizeof cors];
+    int hn = snprintf(
+        head, sizeof head,
+        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+        "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+        "X-Frame-Options: DENY\r\n"
+        "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
+        "Referrer-Policy: no-referrer\r\nCross-Origin-Resource-Policy: same-origin\r\n"
+        "Connection: %s\r\n%s%s\r\n",
+        res->status, status_text(res->status),
+        res->content_type ? res->content_type : "application/json", blen,
+        keep_alive ? "keep-alive" : "close", cors, res->extra_headers ? res->extra_headers : "");
     if (res->status == 204) blen = 0;
     /* a body built in memory is handed to libuv as it is (a scrape can be
      * megabytes: no copy); fixed texts are copied after the head */
@@ -359,9 +424,13 @@ static int on_message_begin(http_parser *p)
     abuf_reset(&c->body);
     abuf_reset(&c->hfield);
     abuf_reset(&c->hvalue);
-    abuf_reset(&c->auth);
-    c->have_auth = false;
+    for (int i = 0; i < AH_N; i++)
+        abuf_reset(&c->hdr[i]);
+    memset(c->seen, 0, sizeof c->seen);
     c->in_value = false;
+    c->in_request = true;
+    c->body_announced = false;
+    c->since_ms = uv_now(c->a->e->loop);
     c->header_bytes = 0;
     uv_timer_start(&c->timer, on_timeout, MQR_ADMIN_REQUEST_MS, 0);
     return 0;
@@ -380,10 +449,14 @@ static int on_url(http_parser *p, const char *at, size_t n)
 
 static void header_done(mqr_aconn_t *c)
 {
-    if (c->hfield.len == 13 && strncasecmp(c->hfield.p, "authorization", 13) == 0) {
-        abuf_reset(&c->auth);
-        mqr__abuf_add(&c->auth, c->hvalue.p ? c->hvalue.p : "", c->hvalue.len);
-        c->have_auth = true;
+    for (int i = 0; i < AH_N; i++) {
+        if (c->hfield.len != strlen(kept_headers[i]) ||
+            strncasecmp(c->hfield.p, kept_headers[i], c->hfield.len) != 0)
+            continue;
+        abuf_reset(&c->hdr[i]); /* the last one counts; a second Host is refused */
+        mqr__abuf_add(&c->hdr[i], c->hvalue.p ? c->hvalue.p : "", c->hvalue.len);
+        if (c->seen[i] < 255) c->seen[i]++;
+        break;
     }
     abuf_reset(&c->hfield);
     abuf_reset(&c->hvalue);
@@ -429,6 +502,8 @@ static int on_headers_complete(http_parser *p)
         c->error_status = 413;
         return -1;
     }
+    c->body_announced =
+        (p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length);
     return 0;
 }
 
@@ -471,12 +546,23 @@ static int pct_decode(const char *s, size_t n, char *out)
     return 0;
 }
 
+/* A kept header's value, NULL when it did not come. */
+static const char *header(const mqr_aconn_t *c, int which)
+{
+    return c->seen[which] ? (c->hdr[which].p ? c->hdr[which].p : "") : NULL;
+}
+
 static int on_message_complete(http_parser *p)
 {
     mqr_aconn_t *c = p->data;
+    c->in_request = false;
+    c->since_ms = uv_now(c->a->e->loop);
     mqr_admin_t *a = c->a;
     bool keep_alive = http_should_keep_alive(p) && !a->closing;
-    if (c->url.failed || c->body.failed || c->auth.failed) {
+    bool failed = c->url.failed || c->body.failed;
+    for (int i = 0; i < AH_N; i++)
+        failed |= c->hdr[i].failed;
+    if (failed) {
         respond_error_close(c, 500, "no_memory", "out of memory");
         http_parser_pause(p, 1);
         return 0;
@@ -506,7 +592,14 @@ static int on_message_complete(http_parser *p)
         .query = query ? query : "",
         .body = c->body.p ? c->body.p : "",
         .body_len = c->body.len,
-        .authorization = c->have_auth ? (c->auth.p ? c->auth.p : "") : NULL,
+        .authorization = header(c, AH_AUTHORIZATION),
+        .host = header(c, AH_HOST),
+        .origin = header(c, AH_ORIGIN),
+        .content_type = header(c, AH_CONTENT_TYPE),
+        .fetch_site = header(c, AH_FETCH_SITE),
+        .host_repeated = c->seen[AH_HOST] > 1 || c->seen[AH_ORIGIN] > 1,
+        .http11 = p->http_major > 1 || (p->http_major == 1 && p->http_minor >= 1),
+        .has_body = c->body_announced || c->body.len > 0,
     };
     mqr_ares_t res = {.status = 200};
     mqr__admin_route(a, &req, &res);
@@ -539,7 +632,8 @@ static const http_parser_settings settings = {
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    *buf = uv_buf_init(read_buf, sizeof read_buf);
+    mqr_aconn_t *c = h->data;
+    *buf = uv_buf_init(c->a->read_buf, MQR_ADMIN_READ_BUF);
 }
 
 /* Parses n bytes; answers every complete request in them. */
@@ -590,6 +684,21 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     feed(c, buf->base, (size_t)n);
 }
 
+/* At the cap: the connection to close for a new one. The one idle the
+ * longest (no request begun, no answer being written); failing that, the
+ * one whose request has been arriving the longest (a slow sender); never
+ * one that is writing. NULL when every one is writing. */
+static mqr_aconn_t *eviction_victim(mqr_admin_t *a)
+{
+    mqr_aconn_t *idle = NULL, *slow = NULL;
+    for (mqr_aconn_t *c = a->conns; c; c = c->next) {
+        if (c->closing || c->writes) continue;
+        mqr_aconn_t **best = c->in_request ? &slow : &idle;
+        if (!*best || c->since_ms <= (*best)->since_ms) *best = c;
+    }
+    return idle ? idle : slow;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     mqr_admin_t *a = server->data;
@@ -597,6 +706,7 @@ static void on_connection(uv_stream_t *server, int status)
     mqr_aconn_t *c = calloc(1, sizeof *c);
     if (!c) return;
     c->a = a;
+    c->since_ms = uv_now(a->e->loop);
     uv_tcp_init(a->e->loop, &c->tcp);
     uv_timer_init(a->e->loop, &c->timer);
     c->tcp.data = c;
@@ -606,9 +716,21 @@ static void on_connection(uv_stream_t *server, int status)
     if (a->conns) a->conns->prev = c;
     a->conns = c;
     a->nconns++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 || a->nconns > MQR_ADMIN_MAX_CONNS) {
+    a->nlive++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         conn_close(c);
         return;
+    }
+    if (a->nlive > MQR_ADMIN_MAX_CONNS) {
+        mqr_aconn_t *victim = eviction_victim(a);
+        if (!victim || victim == c) {
+            conn_close(c);
+            return;
+        }
+        a->conns_evicted++;
+        MQR_LOG_D(MQR_ADMIN_LOG, "%u connections: the oldest %s one closed for a new one",
+                  MQR_ADMIN_MAX_CONNS, victim->in_request ? "slow" : "idle");
+        conn_close(victim);
     }
     uv_tcp_nodelay(&c->tcp, 1);
     http_parser_init(&c->parser, HTTP_REQUEST);
@@ -645,69 +767,87 @@ static bool is_loopback(const struct sockaddr *sa)
     return false;
 }
 
-static void set_err(char **errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_err(char **errmsg, const char *fmt, ...)
+/* Tokens, Host names, origins and require_token from o: all or nothing. */
+static int configure(mqr_admin_t *a, const mqr_admin_options_t *o, char **errmsg)
 {
-    if (!errmsg) return;
-    char buf[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    *errmsg = strdup(buf);
+    mqr_admin_t scratch = {0}; /* the lists are checked before anything changes */
+    int rc = mqr__admin_access_set(&scratch, o->hosts, o->nhosts, o->origins, o->norigins, errmsg);
+    if (rc < 0) return rc;
+    bool was_required = a->require_token;
+    a->require_token = o->require_token != 0;
+    if ((rc = mqr__admin_auth_set(a, o->tokens, o->ntokens)) < 0) {
+        a->require_token = was_required;
+        mqr__admin_access_free(&scratch);
+        if (rc == MQR_EINVAL && o->ntokens)
+            mqr__admin_set_err(errmsg, "a token entry is malformed (TOKEN or TOKEN tenant=NAME, "
+                                       "NAME of [A-Za-z0-9_-])");
+        else if (rc == MQR_EINVAL && o->require_token)
+            mqr__admin_set_err(errmsg, "tokens are required (--admin-require-token) but none "
+                                       "were given");
+        else if (rc == MQR_EINVAL)
+            mqr__admin_set_err(errmsg, "the admin API on a non-loopback address (%s) needs tokens",
+                               a->host);
+        return rc;
+    }
+    mqr__admin_access_free(a);
+    a->hosts = scratch.hosts;
+    a->nhosts = scratch.nhosts;
+    a->origins = scratch.origins;
+    a->norigins = scratch.norigins;
+    return 0;
 }
 
-int mqr__admin_start(mqr_engine_t *e, const char *host, int port, const char *const *tokens,
-                     size_t ntokens, char **errmsg)
+static bool is_wildcard(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+    static const unsigned char any[16];
+    return memcmp(&((const struct sockaddr_in6 *)sa)->sin6_addr, any, 16) == 0;
+}
+
+int mqr__admin_start(mqr_engine_t *e, const mqr_admin_options_t *o, char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
     if (e->admin) {
-        set_err(errmsg, "the admin API is already served on %s:%d", e->admin->host, e->admin->port);
+        mqr__admin_set_err(errmsg, "the admin API is already served on %s:%d", e->admin->host,
+                           e->admin->port);
         return MQR_EEXIST;
     }
+    const char *host = o->host;
+    int port = o->port;
     if (!host || !host[0] || strcmp(host, "localhost") == 0) host = "127.0.0.1";
     if (port < 0 || port > 65535) {
-        set_err(errmsg, "admin port %d out of range", port);
+        mqr__admin_set_err(errmsg, "admin port %d out of range (0..65535)", port);
         return MQR_EINVAL;
     }
     struct sockaddr_storage ss;
     int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss)
                                : uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
     if (rc < 0) {
-        set_err(errmsg, "admin host '%s' is not an IP address", host);
+        mqr__admin_set_err(errmsg, "admin host '%s' is not an IP address", host);
         return MQR_EINVAL;
     }
     mqr_admin_t *a = calloc(1, sizeof *a);
-    if (!a || !(a->host = strdup(host))) {
-        free(a);
+    if (!a || !(a->host = strdup(host)) || !(a->read_buf = malloc(MQR_ADMIN_READ_BUF))) {
+        if (a) admin_free(a);
         return MQR_ENOMEM;
     }
     a->e = e;
     a->loopback = is_loopback((struct sockaddr *)&ss);
+    a->wildcard = is_wildcard((struct sockaddr *)&ss);
     a->start_ms = mqr__now_ms();
-    if ((rc = mqr__admin_auth_set(a, tokens, ntokens)) < 0) {
-        if (rc == MQR_EINVAL && ntokens)
-            set_err(errmsg, "a token entry is malformed (TOKEN or TOKEN tenant=NAME, NAME of "
-                            "[A-Za-z0-9_-])");
-        else if (rc == MQR_EINVAL)
-            set_err(errmsg, "the admin API on a non-loopback address (%s) needs tokens", host);
-        free(a->host);
-        free(a);
+    if ((rc = configure(a, o, errmsg)) < 0 || e->check_only) { /* check_only: validated */
+        admin_free(a);
         return rc;
-    }
-    if (e->check_only) { /* validated, nothing bound */
-        mqr__admin_auth_free(a);
-        free(a->host);
-        free(a);
-        return 0;
     }
     uv_tcp_init(e->loop, &a->tcp);
     a->tcp.data = a;
     a->open_handles = 1;
     rc = uv_tcp_bind(&a->tcp, (struct sockaddr *)&ss, 0);
-    if (rc == 0) rc = uv_listen((uv_stream_t *)&a->tcp, 128, on_connection);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&a->tcp, 511, on_connection);
     if (rc < 0) {
-        set_err(errmsg, "cannot serve the admin API on %s:%d: %s", host, port, uv_strerror(rc));
+        mqr__admin_set_err(errmsg, "cannot serve the admin API on %s:%d: %s", host, port,
+                           uv_strerror(rc));
         a->closing = true;
         uv_close((uv_handle_t *)&a->tcp, server_closed);
         return rc;
@@ -729,6 +869,12 @@ int mqr__admin_start(mqr_engine_t *e, const char *host, int port, const char *co
               host, strchr(host, ':') ? "]" : "", a->port,
               a->ntokens ? "bearer tokens" : "no tokens: loopback only");
     return 0;
+}
+
+int mqr__admin_configure(mqr_admin_t *a, const mqr_admin_options_t *o, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    return configure(a, o, errmsg);
 }
 
 int mqr__admin_set_tokens(mqr_admin_t *a, const char *const *tokens, size_t ntokens)
@@ -757,10 +903,36 @@ const char *mqr__admin_host(const mqr_admin_t *a)
     return a->host;
 }
 
+void mqr_admin_options_init_sized(mqr_admin_options_t *o, size_t size)
+{
+    static const mqr_admin_options_t def = {.host = "127.0.0.1"};
+    mqr__abi_init(o, size, &def, sizeof def);
+}
+
+int mqr_engine_admin_start(mqr_engine_t *e, const mqr_admin_options_t *opts, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    mqr_admin_options_t o;
+    memset(&o, 0, sizeof o);
+    int rc = opts ? mqr__abi_copy(&o, sizeof o, sizeof o, opts) : MQR_EINVAL;
+    if (rc < 0) {
+        mqr__admin_set_err(errmsg, "admin options struct too %s (built against another version?)",
+                           rc == MQR_ETOOLARGE ? "large" : "small");
+        return rc;
+    }
+    return mqr__admin_start(e, &o, errmsg);
+}
+
 int mqr_engine_admin(mqr_engine_t *e, const char *host, int port, const char *const *tokens,
                      size_t ntokens, char **errmsg)
 {
-    return mqr__admin_start(e, host, port, tokens, ntokens, errmsg);
+    mqr_admin_options_t o;
+    mqr_admin_options_init(&o);
+    o.host = host;
+    o.port = port;
+    o.tokens = tokens;
+    o.ntokens = ntokens;
+    return mqr__admin_start(e, &o, errmsg);
 }
 
 int mqr_engine_admin_port(const mqr_engine_t *e)

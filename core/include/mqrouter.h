@@ -302,6 +302,34 @@ void mqr_listener_close(mqr_listener_t *l);
  * caller frees it). Loop thread. */
 int mqr_engine_admin(mqr_engine_t *e, const char *host, int port, const char *const *tokens,
                      size_t ntokens, char **errmsg);
+
+/* Everything the admin server can be told (docs/admin.md, docs/security.md).
+ * A browser on the machine must not reach the API for another site: the
+ * server answers only requests whose Host names its address, "localhost"
+ * or one of hosts (DNS rebinding), whose Origin, when sent, is its own or
+ * one of origins, and whose body is application/json. */
+typedef struct {
+    size_t size;               /* set by mqr_admin_options_init: ABI guard */
+    const char *host;          /* an IP address; NULL = "127.0.0.1" */
+    int port;                  /* 0 = any free port: ask mqr_engine_admin_port() */
+    const char *const *tokens; /* "TOKEN" or "TOKEN tenant=NAME", kept as digests */
+    size_t ntokens;
+    int require_token;        /* refuse to serve without tokens, on loopback too */
+    const char *const *hosts; /* more names a request's Host may give (a proxy's) */
+    size_t nhosts;
+    const char *const *origins; /* "scheme://host[:port]" pages allowed to call (CORS) */
+    size_t norigins;
+} mqr_admin_options_t;
+
+/* Zeroes *opts (every default) and sets opts->size = size. Use the macro.
+ * Any thread. */
+void mqr_admin_options_init_sized(mqr_admin_options_t *opts, size_t size);
+#define mqr_admin_options_init(opts) mqr_admin_options_init_sized((opts), sizeof *(opts))
+
+/* mqr_engine_admin() with every option. MQR_EINVAL for a malformed token,
+ * host name or origin, or no tokens where they are needed (off loopback,
+ * or require_token); the rest as mqr_engine_admin(). */
+int mqr_engine_admin_start(mqr_engine_t *e, const mqr_admin_options_t *opts, char **errmsg);
 /* Reads bearer tokens from a file, one per line (blank lines and lines
  * starting with '#' skipped, surrounding spaces trimmed) into a malloc'd
  * array of malloc'd strings; free with mqr_admin_tokens_free(). MQR_EINVAL

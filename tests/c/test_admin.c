@@ -221,12 +221,141 @@ static void test_routes(void **state)
     mqr_engine_free(e);
 }
 
+/* guard.c's decisions, request by request; tests/integration/
+ * test_admin_security.py sends the same over HTTP. */
+static int guard_status(mqr_admin_t *a, int method, const char *host, const char *origin,
+                        const char *ctype, const char *site, bool body)
+{
+    mqr_areq_t req = {.method = method,
+                      .path = "/api/v1/publish",
+                      .query = "",
+                      .body = "",
+                      .host = host,
+                      .origin = origin,
+                      .content_type = ctype,
+                      .fetch_site = site,
+                      .http11 = true,
+                      .has_body = body};
+    mqr_ares_t res = {.status = 200};
+    bool pass = mqr__admin_guard(a, &req, &res);
+    cJSON_Delete(res.json);
+    assert_true(pass == (res.status == 200 || res.preflight));
+    return res.preflight ? 204 : res.status;
+}
+
+static void test_guard(void **state)
+{
+    mqr_engine_t *e = engine();
+    mqr_admin_options_t o;
+    mqr_admin_options_init(&o);
+    o.port = 0;
+    const char *hosts[] = {"Admin.Example", "[::1]"}, *origins[] = {"https://Dash.example:8443/"};
+    o.hosts = hosts;
+    o.nhosts = 2;
+    o.origins = origins;
+    o.norigins = 1;
+    assert_int_equal(mqr_engine_admin_start(e, &o, NULL), 0);
+    mqr_admin_t *a = e->admin;
+    const int P = HTTP_POST, G = HTTP_GET;
+    const char *J = "application/json";
+    /* Host: ours (any port, any case), localhost, configured names */
+    assert_int_equal(guard_status(a, G, "127.0.0.1:8080", NULL, NULL, NULL, false), 200);
+    assert_int_equal(guard_status(a, G, "LOCALHOST", NULL, NULL, NULL, false), 200);
+    assert_int_equal(guard_status(a, G, "admin.example:1", NULL, NULL, NULL, false), 200);
+    assert_int_equal(guard_status(a, G, "[::1]:8080", NULL, NULL, NULL, false), 200);
+    assert_int_equal(guard_status(a, G, "evil.example", NULL, NULL, NULL, false), 421);
+    assert_int_equal(guard_status(a, G, "127.0.0.2", NULL, NULL, NULL, false), 421);
+    assert_int_equal(guard_status(a, G, "localhost.evil", NULL, NULL, NULL, false), 421);
+    assert_int_equal(guard_status(a, G, "::1", NULL, NULL, NULL, false), 421); /* no brackets */
+    assert_int_equal(guard_status(a, G, "[::1", NULL, NULL, NULL, false), 421);
+    assert_int_equal(guard_status(a, G, "", NULL, NULL, NULL, false), 421);
+    assert_int_equal(guard_status(a, G, NULL, NULL, NULL, NULL, false), 400);
+    /* Origin: own, configured (CORS), anything else */
+    assert_int_equal(guard_status(a, P, "localhost:81", "http://localhost:81", J, NULL, true), 200);
+    assert_int_equal(guard_status(a, P, "localhost:81", "https://localhost:81", J, NULL, true),
+                     403);
+    assert_int_equal(guard_status(a, P, "localhost:81", "http://localhost:82", J, NULL, true), 403);
+    assert_int_equal(guard_status(a, P, "localhost", "https://dash.example:8443", J, NULL, true),
+                     200);
+    assert_int_equal(
+        guard_status(a, HTTP_OPTIONS, "localhost", "https://dash.example:8443", NULL, NULL, false),
+        204);
+    assert_int_equal(guard_status(a, P, "localhost", "https://dash.example", J, NULL, true), 403);
+    assert_int_equal(guard_status(a, G, "localhost", "null", NULL, NULL, false), 403);
+    /* no Origin: fetch metadata of a browser decides writes */
+    assert_int_equal(guard_status(a, P, "localhost", NULL, J, "cross-site", true), 403);
+    assert_int_equal(guard_status(a, P, "localhost", NULL, J, "same-site", true), 403);
+    assert_int_equal(guard_status(a, P, "localhost", NULL, J, "same-origin", true), 200);
+    assert_int_equal(guard_status(a, P, "localhost", NULL, J, "none", true), 200);
+    assert_int_equal(guard_status(a, G, "localhost", NULL, NULL, "cross-site", false), 200);
+    /* bodies are JSON */
+    assert_int_equal(
+        guard_status(a, P, "localhost", NULL, "Application/JSON ; charset=utf-8", NULL, true), 200);
+    assert_int_equal(guard_status(a, P, "localhost", NULL, "text/plain", NULL, true), 415);
+    assert_int_equal(guard_status(a, P, "localhost", NULL, "application/json-x", NULL, true), 415);
+    assert_int_equal(guard_status(a, P, "localhost", NULL, NULL, NULL, true), 415);
+    assert_int_equal(guard_status(a, P, "localhost", NULL, NULL, NULL, false), 200);
+    assert_int_equal(a->refused[MQR_ADMIN_REFUSE_HOST], 6);
+    assert_int_equal(a->refused[MQR_ADMIN_REFUSE_ORIGIN], 4);
+    assert_int_equal(a->refused[MQR_ADMIN_REFUSE_FETCH_SITE], 2);
+    assert_int_equal(a->refused[MQR_ADMIN_REFUSE_CONTENT_TYPE], 3);
+
+    /* reconfiguring is all or nothing */
+    char *err = NULL;
+    const char *bad_origin[] = {"https://ok.example", "dash.example"};
+    o.origins = bad_origin;
+    o.norigins = 2;
+    assert_int_equal(mqr__admin_configure(a, &o, &err), MQR_EINVAL);
+    assert_non_null(strstr(err, "'dash.example' is not scheme://host[:port]"));
+    free(err);
+    assert_int_equal(a->norigins, 1);
+    assert_string_equal(a->origins[0], "https://dash.example:8443"); /* lower case, no '/' */
+    o.origins = origins;
+    o.norigins = 1;
+    o.require_token = 1;
+    assert_int_equal(mqr__admin_configure(a, &o, &err), MQR_EINVAL);
+    assert_non_null(strstr(err, "tokens are required"));
+    free(err);
+    assert_false(a->require_token);
+    mqr_engine_free(e);
+
+    /* a wildcard address answers to any IP literal, still not to names */
+    e = engine();
+    const char *tok[] = {"t"};
+    mqr_admin_options_init(&o);
+    o.host = "0.0.0.0";
+    o.tokens = tok;
+    o.ntokens = 1;
+    assert_int_equal(mqr_engine_admin_start(e, &o, NULL), 0);
+    assert_int_equal(guard_status(e->admin, G, "192.0.2.7:8080", NULL, NULL, NULL, false), 200);
+    assert_int_equal(guard_status(e->admin, G, "[2001:db8::1]", NULL, NULL, NULL, false), 200);
+    assert_int_equal(guard_status(e->admin, G, "rebind.example", NULL, NULL, NULL, false), 421);
+    mqr_engine_free(e);
+
+    /* bad names and origins at start; require_token without tokens */
+    const char *bad_host[] = {"a b"};
+    e = engine();
+    mqr_admin_options_init(&o);
+    o.hosts = bad_host;
+    o.nhosts = 1;
+    assert_int_equal(mqr_engine_admin_start(e, &o, &err), MQR_EINVAL);
+    assert_non_null(strstr(err, "'a b'"));
+    free(err);
+    mqr_admin_options_init(&o);
+    o.require_token = 1;
+    assert_int_equal(mqr_engine_admin_start(e, &o, &err), MQR_EINVAL);
+    assert_non_null(strstr(err, "tokens are required"));
+    free(err);
+    assert_int_equal(mqr_engine_admin_port(e), -1);
+    mqr_engine_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tokens),     cmocka_unit_test(test_non_loopback_needs_tokens),
         cmocka_unit_test(test_token_file), cmocka_unit_test(test_metrics_text),
-        cmocka_unit_test(test_routes),
+        cmocka_unit_test(test_routes),     cmocka_unit_test(test_guard),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

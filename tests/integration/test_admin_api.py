@@ -191,12 +191,12 @@ def main():
             return out
 
         auth = f"Authorization: Bearer {TOKEN}\r\n".encode()
-        two = (b"GET /api/v1/rules HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n" +
-               b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        two = (b"GET /api/v1/rules HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth + b"\r\n" +
+               b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         out = raw(two)
         check(out.count(b"HTTP/1.1 ") == 2 and out.index(b"200 OK") < out.index(b"404 Not Found")
               and not out.endswith(b"<open>"), f"pipelined answers in order, then closed: {out[:200]}")
-        out = raw(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", chunks=40)
+        out = raw(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", chunks=40)
         check(out.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in out,
               f"a request split in 40 writes: {out[:100]}")
         out = raw(b"GET /health HTTP/1.0\r\n\r\n")
@@ -205,10 +205,10 @@ def main():
         out = raw(b"\x16\x03\x01garbage\r\n\r\n")
         check(out.startswith(b"HTTP/1.1 400") and not out.endswith(b"<open>"),
               f"garbage: 400 and closed: {out[:80]}")
-        out = raw(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=1)
+        out = raw(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", timeout=1)
         check(out.startswith(b"HTTP/1.1 200") and out.endswith(b"<open>"),
               "HTTP/1.1 stays open (keep-alive)")
-        out = raw(b"GET /api/v1/retained/a%zz HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n")
+        out = raw(b"GET /api/v1/retained/a%zz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth + b"\r\n")
         check(out.startswith(b"HTTP/1.1 400"), f"bad percent-encoding: {out[:80]}")
 
         # ---- sessions ----
@@ -329,9 +329,9 @@ def main():
         for i in range(24):
             api.ok("PUT", f"/api/v1/retained/big/{i}", {"payload": "x" * 700000})
         s = socket.create_connection(("127.0.0.1", aport), timeout=10)
-        req = (b"GET /api/v1/retained?filter=big/%23&limit=1000 HTTP/1.1\r\nHost: x\r\n" + auth +
+        req = (b"GET /api/v1/retained?filter=big/%23&limit=1000 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth +
                b"\r\n")
-        s.sendall(req * 6 + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(req * 6 + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         time.sleep(1.0)  # the server holds the rest while ~17 MB wait for this reader
         out = bytearray()
         while True:

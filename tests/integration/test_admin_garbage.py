@@ -78,9 +78,13 @@ def request(rng, token):
                                "messages": [rand_json(rng) for _ in range(3)]}).encode()
         if rng.random() < 0.2:
             body = body[:rng.randrange(len(body) + 1)]
-    headers = [f"{method} {path} HTTP/1.1", "Host: x"]
+    headers = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
     if rng.random() < 0.8:
         headers.append(f"Authorization: Bearer {token if rng.random() < 0.8 else 'bad'}")
+    if rng.random() < 0.9:  # mostly JSON, so bodies get past the content-type check
+        headers.append(rng.choice(["Content-Type: application/json",
+                                   "Content-Type: application/json; charset=utf-8",
+                                   "Content-Type: text/plain"]))
     chunked = rng.random() < 0.15
     if chunked:
         headers.append("Transfer-Encoding: chunked")
@@ -129,7 +133,7 @@ def send(port, data, rng):
 
 def health(port):
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     out = b""
     while True:
         b = s.recv(65536)

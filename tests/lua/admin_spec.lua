@@ -64,6 +64,38 @@ describe("mq.admin", function()
     assert.are.equal("true|nil|EINVAL|true|EINVAL", got)
   end)
 
+  it("takes Host names, origins and require_token; refuses malformed ones", function()
+    local got = run([[
+      local ok, err, name = mq.admin{ port = 0, require_token = true }
+      out[1] = tostring(ok)
+      out[2] = name
+      out[3] = tostring(err:find("tokens are required", 1, true) ~= nil)
+      ok, err, name = mq.admin{ port = 0, origins = { "evil.example" } }
+      out[4] = name
+      out[5] = tostring(err:find("'evil.example' is not scheme://host[:port]", 1, true) ~= nil)
+      ok, err, name = mq.admin{ port = 0, hosts = { "bad host" } }
+      out[6] = name
+      out[7] = tostring(err:find("'bad host'", 1, true) ~= nil)
+      local p = assert(mq.admin{ port = 0, tokens = { "t" }, require_token = true,
+                                 hosts = { "admin.example" },
+                                 origins = { "https://dash.example:8443" } })
+      out[8] = tostring(p > 0)
+      -- all or nothing: a bad origin keeps the tokens too
+      ok, err, name = mq.admin{ port = p, require_token = true, origins = { "ftp://x" } }
+      out[9] = name
+      ok, err, name = mq.admin{ port = p, require_token = true }
+      out[10] = name
+    ]])
+    assert.are.equal("nil|EINVAL|true|EINVAL|true|EINVAL|true|true|EINVAL|EINVAL", got)
+  end)
+
+  it("raises on a misspelt option, naming it", function()
+    local loaded, lerr = e:load("require('mqrouter').admin{ port = 0, token = { 'x' } }")
+    assert.is_nil(loaded)
+    assert.truthy(lerr:find("admin: unknown option 'token' (it takes host, port, tokens",
+                            1, true), lerr)
+  end)
+
   it("raises on misuse", function()
     local got = run([[
       out[1] = tostring(pcall(mq.admin))
@@ -72,7 +104,10 @@ describe("mq.admin", function()
       out[4] = tostring(pcall(mq.admin, { port = 0, tokens = { 1 } }))
       out[5] = tostring(pcall(mq.admin, { port = 0, tokens = { "" } }))
       out[6] = tostring(pcall(mq.admin, { port = 0, tokens = "abc" }))
+      out[7] = tostring(pcall(mq.admin, { port = 0, hosts = "h" }))
+      out[8] = tostring(pcall(mq.admin, { port = 0, origins = { 1 } }))
+      out[9] = tostring(pcall(mq.admin, { port = 0, require_token = "yes" }))
     ]])
-    assert.are.equal("false|false|false|false|false|false", got)
+    assert.are.equal("false|false|false|false|false|false|false|false|false", got)
   end)
 end)
