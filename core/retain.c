@@ -34,7 +34,7 @@ static bool expired(const mqr_msg_t *m, uint64_t now)
 int mqr__retain_init(mqr_retain_t *r, mqr_store_t *store)
 {
     r->cap = 64;
-    r->count = r->used = 0;
+    r->count = r->sys_count = r->used = 0;
     r->store = store;
     r->slots = calloc(r->cap, sizeof *r->slots);
     return r->slots ? 0 : MQR_ENOMEM;
@@ -46,7 +46,7 @@ void mqr__retain_close(mqr_retain_t *r)
         if (is_live(r->slots[i])) mqr_msg_unref(r->slots[i]);
     free(r->slots);
     r->slots = NULL;
-    r->count = r->used = r->cap = 0;
+    r->count = r->sys_count = r->used = r->cap = 0;
 }
 
 /* Index of the slot holding topic, or of the slot where it would go. */
@@ -103,6 +103,7 @@ static int put_memory(mqr_retain_t *r, mqr_msg_t *msg)
     } else {
         if (!r->slots[i]) r->used++;
         r->count++;
+        if (msg->topic_len && msg->topic[0] == '$') r->sys_count++;
     }
     r->slots[i] = msg;
     return 0;
@@ -113,6 +114,7 @@ static void remove_memory(mqr_retain_t *r, const char *topic, size_t len)
     bool found;
     size_t i = find_slot(r, topic, len, &found);
     if (!found) return;
+    if (len && topic[0] == '$') r->sys_count--;
     mqr_msg_unref(r->slots[i]);
     r->slots[i] = TOMBSTONE;
     r->count--;

@@ -19,7 +19,8 @@ typedef struct mqr_store mqr_store_t;
 typedef struct {
     mqr_msg_t **slots; /* open addressing by topic hash; NULL = empty, tombstones below */
     size_t cap;        /* power of two */
-    size_t count;
+    size_t count;       /* every retained message */
+    size_t sys_count;   /* of those, on $ topics (the engine's own $SYS figures) */
     size_t used;        /* count + tombstones */
     mqr_store_t *store; /* may be NULL: memory only */
 } mqr_retain_t;
@@ -36,6 +37,13 @@ int mqr__retain_set(mqr_retain_t *r, mqr_msg_t *msg);
 /* The retained message of exactly this topic (borrowed), or NULL. */
 mqr_msg_t *mqr__retain_get(const mqr_retain_t *r, const char *topic, size_t len);
 int mqr__retain_delete(mqr_retain_t *r, const char *topic, size_t len);
+
+/* Retained messages that clients or rules set: the engine's own $SYS
+ * figures are not counted. */
+static inline size_t mqr__retain_user_count(const mqr_retain_t *r)
+{
+    return r->count - r->sys_count;
+}
 
 /* Calls fn for every retained message whose topic matches filter (borrowed,
  * ref to keep), skipping expired ones. Stops early if fn returns non-zero. */

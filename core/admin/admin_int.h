@@ -149,8 +149,11 @@ bool mqr__admin_page(mqr_actx_t *x, size_t *offset, size_t *limit);
 /* Answers {items: [], total, offset, limit}; returns items. */
 cJSON *mqr__admin_page_json(mqr_actx_t *x, size_t total, size_t offset, size_t limit);
 /* The request body as a JSON object (or array if allowed), for the caller
- * to delete; NULL after answering 400. */
-cJSON *mqr__admin_body(mqr_actx_t *x, bool allow_array);
+ * to delete; NULL after answering 400, also when an object has a field not
+ * in known (NULL-terminated): 400 unknown_field naming it. */
+cJSON *mqr__admin_body(mqr_actx_t *x, bool allow_array, const char *const *known);
+/* The first key of object o not in known (NULL-terminated), or NULL. */
+const char *mqr__admin_unknown_key(const cJSON *o, const char *const *known);
 /* Field k of o: a string (NULL when absent), an integer in lo..hi (dflt
  * when absent; booleans are 0/1); *bad set on a wrong type or range. */
 const char *mqr__admin_jstr(const cJSON *o, const char *k, bool *bad);
@@ -227,7 +230,13 @@ void mqr__admin_auth_free(mqr_admin_t *a);
  * credentials, 2 wrong credentials. */
 int mqr__admin_auth_check(const mqr_admin_t *a, const char *authorization, const char **tenant);
 
-/* Engine health: true when healthy; reasons get short texts otherwise. */
-bool mqr__admin_healthy(mqr_admin_t *a, cJSON *reasons);
+/* Engine health (api_stats.c); reasons gets a short text for each thing
+ * that is not right. Unhealthy: it cannot serve (GET /health answers 503). */
+typedef enum {
+    MQR_ADMIN_HEALTH_OK,
+    MQR_ADMIN_HEALTH_DEGRADED,
+    MQR_ADMIN_HEALTH_UNHEALTHY
+} mqr_admin_health_t;
+mqr_admin_health_t mqr__admin_health(mqr_admin_t *a, cJSON *reasons);
 
 #endif

@@ -54,9 +54,9 @@ static char *read_payload(const cJSON *m, size_t *len, const char **why)
         *why = "encoding must be \"utf-8\" or \"base64\"";
         return NULL;
     }
-    if (!pl || cJSON_IsNull(pl)) {
-        *len = 0;
-        return strdup("");
+    if (!pl || cJSON_IsNull(pl)) { /* "" is the caller's explicit choice */
+        *why = "payload is required (\"\" for an empty one)";
+        return NULL;
     }
     if (cJSON_IsString(pl)) {
         size_t n = strlen(pl->valuestring);
@@ -90,6 +90,10 @@ static char *read_payload(const cJSON *m, size_t *len, const char **why)
     return s;
 }
 
+static const char *const message_fields[] = {"topic", "payload", "encoding", "qos", "retain", NULL};
+static const char *const retained_fields[] = {"payload", "encoding", "qos", NULL};
+static const char *const batch_fields[] = {"messages", NULL};
+
 static bool read_qos_retain(const cJSON *m, int *qos, bool *retain, const char **why)
 {
     const cJSON *q = cJSON_GetObjectItemCaseSensitive(m, "qos");
@@ -114,14 +118,23 @@ static bool read_qos_retain(const cJSON *m, int *qos, bool *retain, const char *
     return true;
 }
 
-/* Publishes one message object; 0 or an error with *why / the engine code.
+/* Publishes one message object; 0 or an error with *why (static text or
+ * buf) / the engine code.
  * tenant (NULL: none): the topic is the tenant's, published as
  * "<tenant>/<topic>" as its clients' are (docs/registry.md). */
-static int publish_one(mqr_engine_t *e, const char *tenant, const cJSON *m, const char **why)
+static int publish_one(mqr_engine_t *e, const char *tenant, const cJSON *m, const char **why,
+                       char *buf, size_t bufn)
 {
     *why = NULL;
     if (!cJSON_IsObject(m)) {
         *why = "a message must be a JSON object";
+        return MQR_EINVAL;
+    }
+    const char *unknown = mqr__admin_unknown_key(m, message_fields);
+    if (unknown) {
+        snprintf(buf, bufn, "unknown field '%.80s' (known: topic, payload, encoding, qos, retain)",
+                 unknown);
+        *why = buf;
         return MQR_EINVAL;
     }
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "topic");
@@ -172,10 +185,11 @@ static int publish_one(mqr_engine_t *e, const char *tenant, const cJSON *m, cons
 
 void mqr__admin_h_publish(mqr_actx_t *x)
 {
-    cJSON *j = mqr__admin_body(x, false);
+    cJSON *j = mqr__admin_body(x, false, message_fields);
     if (!j) return;
     const char *why = NULL;
-    int rc = publish_one(x->e, x->tenant, j, &why);
+    char buf[160];
+    int rc = publish_one(x->e, x->tenant, j, &why, buf, sizeof buf);
     cJSON_Delete(j);
     if (rc < 0) {
         if (why)
@@ -190,7 +204,7 @@ void mqr__admin_h_publish(mqr_actx_t *x)
 
 void mqr__admin_h_publish_batch(mqr_actx_t *x)
 {
-    cJSON *j = mqr__admin_body(x, true);
+    cJSON *j = mqr__admin_body(x, true, batch_fields);
     if (!j) return;
     const cJSON *msgs = cJSON_IsArray(j) ? j : cJSON_GetObjectItemCaseSensitive(j, "messages");
     if (!cJSON_IsArray(msgs)) {
@@ -210,7 +224,8 @@ void mqr__admin_h_publish_batch(mqr_actx_t *x)
     cJSON_ArrayForEach(m, msgs)
     {
         const char *why = NULL;
-        int rc = publish_one(x->e, x->tenant, m, &why);
+        char buf[160];
+        int rc = publish_one(x->e, x->tenant, m, &why, buf, sizeof buf);
         if (rc == 0) {
             ok++;
         } else {
@@ -300,7 +315,7 @@ void mqr__admin_h_retained_get(mqr_actx_t *x)
 void mqr__admin_h_retained_put(mqr_actx_t *x)
 {
     if (!topic_arg(x)) return;
-    cJSON *j = mqr__admin_body(x, false);
+    cJSON *j = mqr__admin_body(x, false, retained_fields);
     if (!j) return;
     const char *why = NULL;
     int qos;

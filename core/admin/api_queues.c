@@ -157,7 +157,8 @@ void mqr__admin_h_queue_redrive(mqr_actx_t *x)
     if (!q) return;
     size_t max = 0;
     if (x->req->body_len) {
-        cJSON *j = mqr__admin_body(x, false);
+        static const char *const fields[] = {"max", NULL};
+        cJSON *j = mqr__admin_body(x, false, fields);
         if (!j) return;
         bool bad = false;
         int m = mqr__admin_jint(j, "max", 0, 0, 1000000000, &bad);

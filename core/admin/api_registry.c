@@ -179,6 +179,9 @@ void mqr__admin_h_devices_list(mqr_actx_t *x)
 
 /* Reads name, type, metadata of body (metadata: any JSON value, printed
  * back to text into *meta, malloc'd). false after answering 400. */
+static const char *const register_fields[] = {"id", "tenant", "name", "type", "metadata", NULL};
+static const char *const update_fields[] = {"status", "name", "type", "metadata", NULL};
+
 static bool spec_fields(mqr_actx_t *x, const cJSON *j, mqr_device_spec_t *s, char **meta)
 {
     bool bad = false;
@@ -224,7 +227,7 @@ void mqr__admin_h_device_register(mqr_actx_t *x)
 {
     mqr_registry_t *r = registry(x);
     if (!r) return;
-    cJSON *j = mqr__admin_body(x, false);
+    cJSON *j = mqr__admin_body(x, false, register_fields);
     if (!j) return;
     bool bad = false;
     mqr_device_spec_t s = {0};
@@ -290,7 +293,7 @@ void mqr__admin_h_device_update(mqr_actx_t *x)
     mqr_registry_t *r = registry(x);
     char tenant[MQR_TENANT_MAX + 2];
     if (!r || !req_tenant(x, tenant, sizeof tenant, NULL)) return;
-    cJSON *j = mqr__admin_body(x, false);
+    cJSON *j = mqr__admin_body(x, false, update_fields);
     if (!j) return;
     mqr_device_info_t d;
     if (mqr__device_get(r, tenant, x->arg, &d) < 0) {
@@ -473,7 +476,8 @@ void mqr__admin_h_topic_validate(mqr_actx_t *x)
     char *topic = NULL;
     bool wild = false;
     if (x->req->method == HTTP_POST) {
-        cJSON *j = mqr__admin_body(x, false);
+        static const char *const fields[] = {"topic", "wildcards", NULL};
+        cJSON *j = mqr__admin_body(x, false, fields);
         if (!j) return;
         bool bad = false;
         const char *t = mqr__admin_jstr(j, "topic", &bad);

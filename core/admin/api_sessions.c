@@ -92,7 +92,14 @@ void mqr__admin_h_session_get(mqr_actx_t *x)
 
 void mqr__admin_h_session_add(mqr_actx_t *x)
 {
-    cJSON *j = mqr__admin_body(x, false);
+    static const char *const fields[] = {"name",          "uri",
+                                         "client_id",     "username",
+                                         "password",      "prefix",
+                                         "keepalive",     "clean_start",
+                                         "mqtt_version",  "max_reconnects",
+                                         "retry_initial", "retry_max",
+                                         "subscriptions", NULL};
+    cJSON *j = mqr__admin_body(x, false, fields);
     if (!j) return;
     bool bad = false;
     mqr_upstream_config_t cfg = {0};

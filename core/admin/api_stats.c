@@ -16,50 +16,53 @@
 
 /* ---- health and stats ---- */
 
-bool mqr__admin_healthy(mqr_admin_t *a, cJSON *reasons)
+/* Only what stops the engine from serving is unhealthy: stopping, or no
+ * rules. A full queue or a session that gave up is degraded: the engine
+ * still routes everything else, and a restart would not mend either. */
+mqr_admin_health_t mqr__admin_health(mqr_admin_t *a, cJSON *reasons)
 {
     mqr_engine_t *e = a->e;
-    bool ok = true;
+    mqr_admin_health_t level = MQR_ADMIN_HEALTH_OK;
     char buf[256];
-    if (e->stopping) {
-        cJSON_AddItemToArray(reasons, cJSON_CreateString("engine stopping"));
-        ok = false;
-    }
+#define REASON(lvl, text)                                                                          \
+    do {                                                                                           \
+        cJSON_AddItemToArray(reasons, cJSON_CreateString(text));                                   \
+        if (level < (lvl)) level = (lvl);                                                          \
+    } while (0)
+    if (e->stopping) REASON(MQR_ADMIN_HEALTH_UNHEALTHY, "engine stopping");
     mqr_queues_health_t qh;
     int qs = mqr__queues_health(e, &qh);
     if (qs == MQR_QHEALTH_FULL || qs == MQR_QHEALTH_STOPPED) {
         snprintf(buf, sizeof buf, "queues %s", mqr__queues_status_name(qs));
-        cJSON_AddItemToArray(reasons, cJSON_CreateString(buf));
-        ok = false;
+        REASON(qs == MQR_QHEALTH_STOPPED ? MQR_ADMIN_HEALTH_UNHEALTHY : MQR_ADMIN_HEALTH_DEGRADED,
+               buf);
     }
     for (mqr_upstream_t *u = mqr__upstream_first(e); u; u = mqr__upstream_next(u)) {
         if (mqr__upstream_state(u) != MQR_UPSTREAM_FAILED) continue;
         snprintf(buf, sizeof buf, "session '%s' failed", mqr__upstream_name(u));
-        cJSON_AddItemToArray(reasons, cJSON_CreateString(buf));
-        ok = false;
+        REASON(MQR_ADMIN_HEALTH_DEGRADED, buf);
     }
     const mqr_admin_hooks_t *h = e->admin_hooks;
     if (h && h->rules_info) {
         mqr_admin_rules_info_t ri = {.last_error = ""};
         h->rules_info(h->ctx, &ri);
-        if (!ri.loaded) {
-            cJSON_AddItemToArray(reasons, cJSON_CreateString("no rules loaded"));
-            ok = false;
-        }
+        if (!ri.loaded) REASON(MQR_ADMIN_HEALTH_UNHEALTHY, "no rules loaded");
     }
-    return ok;
+#undef REASON
+    return level;
 }
 
 void mqr__admin_h_health(mqr_actx_t *x)
 {
+    static const char *const names[] = {"ok", "degraded", "unhealthy"};
     cJSON *o = mqr__admin_ok(x, 200);
     cJSON *reasons = cJSON_CreateArray();
-    bool ok = mqr__admin_healthy(x->a, reasons);
-    cJSON_AddStringToObject(o, "status", ok ? "ok" : "unhealthy");
+    mqr_admin_health_t level = mqr__admin_health(x->a, reasons);
+    cJSON_AddStringToObject(o, "status", names[level]);
     cJSON_AddItemToObject(o, "reasons", reasons);
     cJSON_AddStringToObject(o, "version", MQR_VERSION_STRING);
     mqr__admin_num(o, "uptime_s", (double)(mqr__now_ms() - x->a->start_ms) / 1000.0);
-    if (!ok) x->res->status = 503;
+    if (level == MQR_ADMIN_HEALTH_UNHEALTHY) x->res->status = 503;
 }
 
 void mqr__admin_h_metrics(mqr_actx_t *x)
@@ -134,7 +137,7 @@ void mqr__admin_h_stats(mqr_actx_t *x)
     mqr__admin_num(m, "listener_sent", (double)ls.msgs_out);
     mqr__admin_num(m, "upstream_received", (double)ms.messages_received);
     mqr__admin_num(m, "upstream_sent", (double)ms.messages_sent);
-    mqr__admin_num(m, "retained", (double)e->retain.count);
+    mqr__admin_num(m, "retained", (double)mqr__retain_user_count(&e->retain));
 
     cJSON *b = cJSON_AddObjectToObject(o, "bytes");
     mqr__admin_num(b, "listener_received", (double)ls.bytes_in);

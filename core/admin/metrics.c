@@ -156,13 +156,14 @@ static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
     one_u(b, "mqtt_keepalive_timeouts_total", "counter", "Connections closed for silence.",
           s.keepalive_timeouts);
     one_u(b, "mqtt_subscriptions", "gauge", "Subscriptions of connected listener clients.", subs);
-    one_u(b, "mqtt_retained_messages", "gauge", "Retained messages held.", e->retain.count);
+    one_u(b, "mqtt_retained_messages", "gauge", "Retained messages held (the engine's $SYS topics not counted).",
+          mqr__retain_user_count(&e->retain));
     one_u(b, "mqtt_inflight_messages", "gauge",
           "Outbound QoS 1/2 messages sent to listener clients and not acknowledged.", inflight);
     one_u(b, "mqtt_queued_messages", "gauge",
           "Outbound QoS 1/2 messages waiting behind full in-flight windows.", queued);
-    one_u(b, "mqtt_sessions_offline", "gauge", "Persistent sessions whose client is away.",
-          s.sessions_offline);
+    one_u(b, "mqtt_persistent_sessions_offline", "gauge",
+          "Persistent sessions whose client is away.", s.sessions_offline);
 }
 
 /* ---- upstream sessions (docs/upstream.md, "Metrics") ---- */
@@ -194,30 +195,37 @@ enum {
 static void session_metrics(mqr_engine_t *e, mqr_abuf_t *out)
 {
     family_t f[S_N] = {
-        F("mqtt_session_connected", "gauge", "1 when the session is connected."),
-        F("mqtt_session_ready", "gauge", "1 when connected and subscribed."),
-        F("mqtt_session_failed", "gauge", "1 when the session gave up reconnecting."),
-        F("mqtt_session_connects_total", "counter", "Successful connects."),
-        F("mqtt_session_reconnects_total", "counter", "Connection attempts after the first."),
-        F("mqtt_session_connect_failures_total", "counter", "Failed connection attempts."),
-        F("mqtt_session_messages_sent_total", "counter", "Messages published to the broker."),
-        F("mqtt_session_messages_received_total", "counter", "Messages received from the broker."),
-        F("mqtt_session_bytes_sent_total", "counter", "Payload bytes published."),
-        F("mqtt_session_bytes_received_total", "counter", "Payload bytes received."),
-        F("mqtt_session_messages_refused_total", "counter", "Messages received but not routed."),
-        F("mqtt_session_messages_dropped_total", "counter",
+        F("mqrouter_upstream_session_connected", "gauge", "1 when the session is connected."),
+        F("mqrouter_upstream_session_ready", "gauge", "1 when connected and subscribed."),
+        F("mqrouter_upstream_session_failed", "gauge", "1 when the session gave up reconnecting."),
+        F("mqrouter_upstream_session_connects_total", "counter", "Successful connects."),
+        F("mqrouter_upstream_session_reconnects_total", "counter",
+          "Connection attempts after the first."),
+        F("mqrouter_upstream_session_connect_failures_total", "counter",
+          "Failed connection attempts."),
+        F("mqrouter_upstream_session_messages_sent_total", "counter",
+          "Messages published to the broker."),
+        F("mqrouter_upstream_session_messages_received_total", "counter",
+          "Messages received from the broker."),
+        F("mqrouter_upstream_session_bytes_sent_total", "counter", "Payload bytes published."),
+        F("mqrouter_upstream_session_bytes_received_total", "counter", "Payload bytes received."),
+        F("mqrouter_upstream_session_messages_refused_total", "counter",
+          "Messages received but not routed."),
+        F("mqrouter_upstream_session_messages_dropped_total", "counter",
           "Messages received but the incoming queue was full."),
-        F("mqtt_session_publish_refused_total", "counter", "Publishes refused, by reason."),
-        F("mqtt_session_publish_failed_total", "counter",
+        F("mqrouter_upstream_session_publish_refused_total", "counter",
+          "Publishes refused, by reason."),
+        F("mqrouter_upstream_session_publish_failed_total", "counter",
           "Waited-for publishes the broker refused."),
-        F("mqtt_session_delivered_total", "counter", "QoS 1/2 publishes the broker completed."),
-        F("mqtt_session_inflight_messages", "gauge", "Publishes not completed."),
-        F("mqtt_session_buffered_messages", "gauge",
+        F("mqrouter_upstream_session_delivered_total", "counter",
+          "QoS 1/2 publishes the broker completed."),
+        F("mqrouter_upstream_session_inflight_messages", "gauge", "Publishes not completed."),
+        F("mqrouter_upstream_session_buffered_messages", "gauge",
           "Publishes accepted while disconnected, since the last connect."),
-        F("mqtt_session_subscriptions", "gauge", "Subscriptions of the session."),
-        F("mqtt_session_connected_since_seconds", "gauge",
+        F("mqrouter_upstream_session_subscriptions", "gauge", "Subscriptions of the session."),
+        F("mqrouter_upstream_session_connected_since_seconds", "gauge",
           "When the current connection started (Unix time), 0 when not connected."),
-        F("mqtt_session_last_message_timestamp_seconds", "gauge",
+        F("mqrouter_upstream_session_last_message_timestamp_seconds", "gauge",
           "When a message was last sent or received (Unix time)."),
     };
     for (mqr_upstream_t *u = mqr__upstream_first(e); u; u = mqr__upstream_next(u)) {
@@ -255,10 +263,12 @@ static void session_metrics(mqr_engine_t *e, mqr_abuf_t *out)
     families_flush(out, f, S_N);
     mqr_upstream_manager_stats_t ms;
     mqr__upstream_manager_stats(e, &ms);
-    one_u(out, "mqtt_sessions", "gauge", "Upstream sessions open.", ms.sessions);
-    one_u(out, "mqtt_sessions_connected", "gauge", "Upstream sessions connected.", ms.connected);
-    one_u(out, "mqtt_sessions_ready", "gauge", "Upstream sessions ready.", ms.ready);
-    one_u(out, "mqtt_sessions_failed", "gauge", "Upstream sessions that gave up.", ms.failed);
+    one_u(out, "mqrouter_upstream_sessions", "gauge", "Upstream sessions open.", ms.sessions);
+    one_u(out, "mqrouter_upstream_sessions_connected", "gauge", "Upstream sessions connected.",
+          ms.connected);
+    one_u(out, "mqrouter_upstream_sessions_ready", "gauge", "Upstream sessions ready.", ms.ready);
+    one_u(out, "mqrouter_upstream_sessions_failed", "gauge", "Upstream sessions that gave up.",
+          ms.failed);
 }
 
 /* ---- queues ---- */

@@ -170,9 +170,22 @@ cJSON *mqr__admin_page_json(mqr_actx_t *x, size_t total, size_t offset, size_t l
     return items;
 }
 
+const char *mqr__admin_unknown_key(const cJSON *o, const char *const *known)
+{
+    const cJSON *f;
+    cJSON_ArrayForEach(f, o)
+    {
+        bool ok = false;
+        for (const char *const *k = known; *k && !ok; k++)
+            ok = strcmp(*k, f->string) == 0;
+        if (!ok) return f->string;
+    }
+    return NULL;
+}
+
 /* The request body as a JSON object (or array when arrays are allowed);
  * NULL after answering 400. The caller deletes it. */
-cJSON *mqr__admin_body(mqr_actx_t *x, bool allow_array)
+cJSON *mqr__admin_body(mqr_actx_t *x, bool allow_array, const char *const *known)
 {
     if (x->req->body_len == 0) {
         mqr__admin_error(x->res, 400, "malformed_json", "a JSON body is required");
@@ -189,6 +202,17 @@ cJSON *mqr__admin_body(mqr_actx_t *x, bool allow_array)
     if (!cJSON_IsObject(j) && !(allow_array && cJSON_IsArray(j))) {
         cJSON_Delete(j);
         mqr__admin_error(x->res, 400, "bad_request", "the body must be a JSON object");
+        return NULL;
+    }
+    const char *unknown = cJSON_IsObject(j) ? mqr__admin_unknown_key(j, known) : NULL;
+    if (unknown) { /* a misspelt field would silently be a default */
+        char list[256] = "";
+        for (const char *const *k = known; *k; k++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+                     k == known ? "" : ", ", *k);
+        mqr__admin_error(x->res, 400, "unknown_field", "unknown field '%.100s' (known: %s)",
+                         unknown, list);
+        cJSON_Delete(j);
         return NULL;
     }
     return j;

@@ -183,7 +183,7 @@ void mqr__listener_sys_publish(mqr_listener_t *l)
         }
     }
     /* last, so it counts the ones above */
-    publish_u64(l, "retained messages/count", l->e->retain.count);
+    publish_u64(l, "retained messages/count", mqr__retain_user_count(&l->e->retain));
 }
 
 static void on_sys(uv_timer_t *h)
