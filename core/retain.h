@@ -17,8 +17,8 @@
 typedef struct mqr_store mqr_store_t;
 
 typedef struct {
-    mqr_msg_t **slots; /* open addressing by topic hash; NULL = empty, tombstones below */
-    size_t cap;        /* power of two */
+    mqr_msg_t **slots;  /* open addressing by topic hash; NULL = empty, tombstones below */
+    size_t cap;         /* power of two */
     size_t count;       /* every retained message */
     size_t sys_count;   /* of those, on $ topics (the engine's own $SYS figures) */
     size_t used;        /* count + tombstones */
