@@ -4,15 +4,13 @@
 # (tests/integration/js/mqttjs_ws.js).
 #
 # `npm install mqtt` goes into $MQROUTER_BUILD/npm-mqttjs once and is reused.
-# Skipped (exit 77) only when node or npm are not installed at all; a failed
-# install is a failure with the reason, never a skip.
+# node and npm come from deps/debian-packages.txt; without them, or when the
+# install fails, the test fails with the reason.
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  echo "SKIP: node/npm not installed (MQTT.js cannot run)"
-  exit 77
-fi
+command -v node >/dev/null && command -v npm >/dev/null ||
+  fail "node and npm are needed (./dev setup installs them: deps/debian-packages.txt)"
 dir=${MQROUTER_BUILD:-$WORK}/npm-mqttjs
 if [[ ! -f "$dir/node_modules/mqtt/package.json" ]]; then
   mkdir -p "$dir"
