@@ -66,13 +66,16 @@ static bool spin_until(uv_loop_t *loop, const unsigned *flag, unsigned want, int
     return true;
 }
 
-static void spin_for(uv_loop_t *loop, int ms)
+/* Runs the loop until pred(arg) holds or ms pass; pred's last answer. */
+static bool spin_until_pred(uv_loop_t *loop, bool (*pred)(void *arg), void *arg, int ms)
 {
     uint64_t end = now_ms() + (uint64_t)ms;
-    while (now_ms() < end) {
+    while (!pred(arg)) {
+        if (now_ms() > end) return false;
         uv_run(loop, UV_RUN_NOWAIT);
         sleep_ms(2);
     }
+    return true;
 }
 
 /* ---- version and errors --------------------------------------------------- */
@@ -320,8 +323,7 @@ static void test_host_loop_full_stop(void **state)
         } else {
             assert_int_equal(qi.depth, 1); /* stored by the first round */
         }
-        spin_for(&loop, 30);
-        assert_true(ticks > 3); /* the host's work ran alongside */
+        assert_true(spin_until(&loop, &ticks, 4, 2000)); /* the host's work runs alongside */
 
         uv_close((uv_handle_t *)&tick, NULL);
         mqr_engine_stop(e);
@@ -562,6 +564,14 @@ static int on_job(void *arg, mqr_queue_t *q, const mqr_queue_delivery_t *d)
     return c->answer;
 }
 
+/* The queue's figures once the consumer's last answer is counted. */
+static bool queue_settled(void *arg)
+{
+    mqr_queue_info_t qi;
+    mqr_queue_info_init(&qi);
+    return mqr_queue_stats(arg, &qi) == 0 && qi.acked == 2 && qi.in_flight == 0;
+}
+
 static void test_queues(void **state)
 {
     (void)state;
@@ -638,7 +648,7 @@ static void test_queues(void **state)
     c.answer = MQR_QUEUE_ACK;
     assert_true(spin_until(&h.loop, &c.n, 4, 2000));
     assert_int_equal(c.ids[3], id);
-    spin_for(&h.loop, 20);
+    assert_true(spin_until_pred(&h.loop, queue_settled, q, 2000));
     mqr_queue_info_init(&qi);
     assert_int_equal(mqr_queue_stats(q, &qi), 0);
     assert_int_equal(qi.acked, 2);
@@ -905,12 +915,19 @@ static void test_session_errors(void **state)
         }
         mqr_session_remove(ss[drop]);
     }
-    spin_for(&h.loop, 20);
     assert_string_equal(mqr_session_state_name(MQR_SESSION_CONNECTED), "connected");
     assert_string_equal(mqr_session_state_name(MQR_SESSION_FAILED), "failed");
     assert_string_equal(mqr_session_state_name(99), "unknown");
     host_free(&h);
     broker_cleanup(&b);
+}
+
+/* A publish and a receipt counted in the session's status. */
+static bool session_counted(void *arg)
+{
+    mqr_session_info_t si;
+    mqr_session_info_init(&si);
+    return mqr_session_status(arg, &si) == 0 && si.messages_sent >= 1 && si.messages_received >= 1;
 }
 
 static void test_session_broker(void **state)
@@ -972,8 +989,13 @@ static void test_session_broker(void **state)
 
     /* host -> session -> broker -> mosquitto_sub */
     sub_proc_t sub;
-    sub_start(&sub, "mosquitto_sub -p %d -t to-broker/# -v -C 1 -W 5", b.port);
-    sleep_ms(300); /* its subscription is in place */
+    sub_start(&sub, "stdbuf -oL mosquitto_sub -p %d -t to-broker/# -v -C 1 -W 5 -d 2>&1", b.port);
+    end = now_ms() + 5000;
+    while (!sub_has(&sub, "received SUBACK")) { /* its subscription is in place */
+        if (now_ms() > end) fail_msg("mosquitto_sub did not subscribe: %s", sub.out);
+        uv_run(&h.loop, UV_RUN_NOWAIT);
+        sleep_ms(5);
+    }
     assert_int_equal(mqr_session_publish(s, "to-broker/#", "x", 1, 0, 0), MQR_ETOPIC);
     assert_int_equal(mqr_session_publish(s, "to-broker/y", "x", 1, 3, 0), MQR_EQOS);
     assert_int_equal(mqr_session_publish(s, "to-broker/y", "from host", 9, 1, 0), 0);
@@ -984,11 +1006,11 @@ static void test_session_broker(void **state)
         sleep_ms(5);
     }
     assert_int_equal(sub_finish(&sub), 0);
-    spin_for(&h.loop, 50);
+    assert_true(spin_until_pred(&h.loop, session_counted, s, 2000));
     mqr_session_info_init(&si);
     assert_int_equal(mqr_session_status(s, &si), 0);
-    assert_true(si.messages_sent >= 1);
-    assert_true(si.messages_received >= 1);
+    assert_int_equal(si.messages_sent, 1);     /* "from host"; the refused two never left */
+    assert_int_equal(si.messages_received, 1); /* from-broker/x */
     assert_non_null(strstr(si.broker, "127.0.0.1"));
 
     assert_int_equal(mqr_session_unsubscribe(s, "from-broker/#"), 0);

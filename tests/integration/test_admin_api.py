@@ -5,12 +5,15 @@ endpoint, authentication (missing, wrong and right bearer tokens), bad input
 bodies), health turning unhealthy and back, keep-alive, and /metrics checked
 by Prometheus' own parser (`promtool check metrics`). A real Mosquitto is
 the upstream broker, a real paho client the listener's subscriber."""
+import fcntl
 import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -85,6 +88,12 @@ class Api:
         return doc
 
 
+def unread(sock):
+    """Bytes waiting in sock's receive queue (FIONREAD)."""
+    buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    return struct.unpack("i", buf)[0]
+
+
 def main():
     promtool = shutil.which("promtool")
     assert promtool, "promtool (Debian package prometheus, deps/debian-packages.txt) is needed"
@@ -118,15 +127,14 @@ def main():
         check("GET" in d["error"]["message"], "405 names the allowed methods")
 
         # ---- publish ----
-        got = []
+        got, subacks = [], []
         sub = mqtt.Client()
         sub.on_connect = lambda c, u, f, rc: c.subscribe([("out/#", 0), ("raw/#", 0)])
+        sub.on_subscribe = lambda c, u, mid, q: subacks.append(mid)
         sub.on_message = lambda c, u, m: got.append((m.topic, m.payload))
         sub.connect("127.0.0.1", mport)
         sub.loop_start()
-        wait(lambda: api.ok("GET", "/api/v1/stats")["sessions"]["listener_clients"] == 1,
-             what="subscriber connected")
-        time.sleep(0.3)
+        wait(lambda: subacks, what="the subscriber's SUBACK")
         r = api.ok("POST", "/api/v1/publish", {"topic": "sensors/a/t", "payload": "21.5"})
         check(r == {"published": 1}, f"publish answer {r}")
         api.ok("POST", "/api/v1/publish", {"topic": "raw/json", "payload": {"a": [1, 2]}})
@@ -361,7 +369,8 @@ def main():
         req = (b"GET /api/v1/retained?filter=big/%23&limit=1000 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth +
                b"\r\n")
         s.sendall(req * 6 + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        time.sleep(1.0)  # the server holds the rest while ~17 MB wait for this reader
+        # the first answer (~17 MB) arriving unread makes the server hold the rest
+        wait(lambda: unread(s) > 0, what="the first answer arriving")
         out = bytearray()
         while True:
             b = s.recv(1 << 20)

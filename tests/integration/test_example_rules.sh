@@ -8,10 +8,11 @@ port=$(free_port)
 cp "$MQROUTER_SRC/scripts/examples/rules.lua" "$WORK/rules.lua"
 start_mqrouter "$port" "$WORK/data" "$WORK/rules.lua"
 
-mosquitto_sub -p "$port" -t 'alerts/#' -v -C 1 -W 10 >"$WORK/sub.out" &
+# -d prints the SUBACK: nothing is published before the subscription is in place
+stdbuf -oL mosquitto_sub -p "$port" -t 'alerts/#' -v -C 1 -W 10 -d >"$WORK/sub.out" 2>&1 &
 sub=$!
 PIDS+=("$sub")
-sleep 0.3 # the subscription is in place before anything is published
+wait_for "$WORK/sub.out" "received SUBACK"
 mosquitto_pub -p "$port" -t sensors/room1/temperature -m abc
 mosquitto_pub -p "$port" -t sensors/room1/temperature -m 20
 mosquitto_pub -p "$port" -t sensors/room1/temperature -m 31

@@ -2,7 +2,6 @@
 """A route forwards listener traffic to a real Mosquitto through an upstream
 session, and the session's own route brings the broker's messages back."""
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 
@@ -19,6 +18,8 @@ cloud:route("commands/#", function(msg)
   assert(msg.origin == "session" and msg.source == "cloud")
   mq.publish("local/" .. msg.topic, msg.payload)
 end)
+-- connected and its subscription answered by the broker
+mq.on("session_ready", function(ev) mq.log.info("READY " .. ev.name) end)
 """
 
 
@@ -46,12 +47,10 @@ with Workspace() as ws:
     up, port = free_port(), free_port()
     ws.mosquitto(up)
     ws.mqrouter(port, ws.write("rules.lua", RULES.format(up=up)))
-    wait(lambda: "session 'cloud'" in ws.log() and "connected" in ws.log(), 10,
-         "the upstream session to connect")
+    wait(lambda: "READY cloud" in ws.log(), 10, "the upstream session, subscribed")
 
     cloud_sub, cloud_got = collector(up, "edge/#")
     local_sub, local_got = collector(port, "local/#")
-    time.sleep(0.5)  # the session's upstream subscription is in place
 
     pub = mqtt.Client()
     pub.connect("127.0.0.1", port)

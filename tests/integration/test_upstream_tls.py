@@ -9,7 +9,6 @@ with the openssl command line."""
 import os
 import subprocess
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 
@@ -36,6 +35,8 @@ for _, s in ipairs(sessions) do
     mq.publish("local/" .. msg.source .. "/" .. msg.topic, msg.payload)
   end, {{ qos = 1 }})
 end
+-- connected and its subscriptions answered by the broker
+mq.on("session_ready", function(ev) mq.log.info("READY " .. ev.name) end)
 """
 
 
@@ -108,12 +109,11 @@ with Workspace() as ws:
     port = free_port()
     ws.mqrouter(port, ws.write("rules.lua", RULES.format(d=d, mosq_tls=mosq_tls, wss=wss)))
     for name in ("mosq", "ws"):
-        wait(lambda: f"session '{name}' connected" in ws.log(), 15, f"session {name} to connect")
+        wait(lambda: f"READY {name}" in ws.log(), 15, f"session {name}, subscribed")
 
     mosq_sub, mosq_got = collector(mosq_plain, "edge/#")
     far_sub, far_got = collector(far_plain, "edge/#")
     local_sub, local_got = collector(port, "local/#")
-    time.sleep(0.5)  # the sessions' upstream subscriptions are in place
 
     pub = mqtt.Client()
     pub.connect("127.0.0.1", port)

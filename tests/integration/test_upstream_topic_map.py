@@ -5,7 +5,6 @@ Mosquitto: published topics are rewritten by the first rule that matches
 filters, received topics are mapped back, and topics no rule matches take
 the prefix."""
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 
@@ -44,8 +43,7 @@ with Workspace() as ws:
     ws.mqrouter(port, ws.write("rules.lua", RULES.format(up=up)))
     wait(lambda: "READY" in ws.log(), 10, "the session")
     cloud, cloud_got = collector(up, "#")
-    local, local_got = collector(port, "local/#")
-    time.sleep(0.3)
+    local, local_got = collector(port, "local/#")  # SUBACK: the listener routes to it
 
     pub = mqtt.Client()
     pub.connect("127.0.0.1", port)
