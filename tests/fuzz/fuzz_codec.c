@@ -31,6 +31,10 @@
  *       tests/fuzz/fuzz_codec.c core/mqtt/codec.c core/mqtt/props.c \
  *       core/mqtt/decode.c core/mqtt/encode.c core/utf8.c -o /tmp/seedgen
  *   /tmp/seedgen tests/fuzz/corpus/codec
+ *
+ * ctest replays that corpus on every build with this file linked to
+ * replay_main.c (fuzz/codec_corpus): copy an input libFuzzer found crashing
+ * into tests/fuzz/corpus/codec, fix the codec, and it stays tested.
  */
 #include "mqtt/codec.h"
 

@@ -7,7 +7,9 @@ exits cleanly with no sanitizer report in its log. Meant for a build with
 and the fuzzer says which stream did it (the stream is saved to a file so
 the case can be replayed with --replay FILE).
 
-It is not part of ctest (it runs for as long as you ask). Usage:
+ctest runs it for 8 s from a fixed seed (fuzz/listener_seed, so the same
+first streams every build, under the sanitizers in that pass); longer runs
+are by hand, for as long as you ask. Usage:
 
     cmake -S . -B build-asan -DMQR_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DMQR_BENCH=OFF
     cmake --build build-asan -j2 --target mqrouter
