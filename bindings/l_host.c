@@ -313,6 +313,40 @@ static int l_engine_queue_stats(lua_State *L)
     return mqr__lqueue_push_stats(L, q);
 }
 
+/* e:session(name) -> {state, ready, buffered, inflight, subscriptions,
+ * connect_failures, messages_sent, messages_received} | nil, err, name:
+ * what the public C API says of an upstream session (tests read it). */
+static int l_engine_session(lua_State *L)
+{
+    l_engine_t *le = check_engine(L);
+    const char *name = luaL_checkstring(L, 2);
+    mqr_session_t *s = mqr_session_find(le->e, name);
+    if (!s) return mqr__lua_fail(L, MQR_ENOENT, name);
+    mqr_session_info_t si;
+    mqr_session_info_init(&si);
+    int rc = mqr_session_status(s, &si);
+    if (rc < 0) return mqr__lua_fail(L, rc, name);
+    lua_createtable(L, 0, 8); /* [-0, +1] */
+    lua_pushstring(L, mqr_session_state_name(si.state));
+    lua_setfield(L, -2, "state");
+    lua_pushboolean(L, si.ready);
+    lua_setfield(L, -2, "ready");
+    const struct {
+        const char *k;
+        double v;
+    } nums[] = {{"buffered", (double)si.buffered},
+                {"inflight", (double)si.inflight},
+                {"subscriptions", (double)si.subscriptions},
+                {"connect_failures", (double)si.connect_failures},
+                {"messages_sent", (double)si.messages_sent},
+                {"messages_received", (double)si.messages_received}};
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        lua_pushnumber(L, nums[i].v);
+        lua_setfield(L, -2, nums[i].k);
+    }
+    return 1;
+}
+
 /* e:run_until(pred, seconds) runs the loop until pred() is true (checked
  * after each loop turn, at least every 10 ms) or seconds passed; returns
  * pred()'s last value. */
@@ -495,6 +529,7 @@ int luaopen_mqrouter(lua_State *L)
         {"stats", l_engine_stats},
         {"capture", l_engine_capture},
         {"queue_stats", l_engine_queue_stats},
+        {"session", l_engine_session},
         {"run_until", l_engine_run_until},
         {"advance", l_engine_advance},
         {"now", l_engine_now},

@@ -1,12 +1,21 @@
 -- Every `lua` example in docs/lua-api.md and docs/stdlib.md loads cleanly
--- into a fresh engine, and its test lines hold, in order:
---   -- test: publish T P -> T2 P2     publishing T P makes T2 P2 come out
---   -- test: publish T P -> nothing   ... and nothing else
---   -- test: advance S -> T2 P2       (stdlib.md: a fake clock) moving time
---                                     S seconds makes T2 P2 come out
--- The loop runs after each publish (up to 3 s) so that work done on later
+-- into a fresh engine, carries test lines, and they hold, in order:
+--   -- test: STEP -> EXPECT
+-- STEP is what is done:
+--   publish T P     publish P on T into the engine
+--   advance S       move the fake clock S seconds (a block with an advance
+--                   step runs on the fake clock)
+--   loaded          nothing: what loading the example did
+-- EXPECT is what must follow:
+--   T2 P2           exactly one message on T2, payload P2
+--   nothing         no message but the one published
+--   log TEXT        a log line containing TEXT (since the previous step)
+--   session N F V   upstream session N's status field F reads V (state,
+--                   ready, buffered, ...; polled up to 3 s)
+-- The loop runs after each step (up to 3 s) so that work done on later
 -- loop turns (queue consumers, retries) counts too.
 local h = require "helpers"
+local mqrouter = require "mqrouter"
 
 local function examples(path)
   local f = assert(io.open(path, "rb"))
@@ -30,33 +39,61 @@ for _, doc in ipairs(DOCS) do
     it("has examples", function() assert.is_true(#blocks >= doc.min) end)
 
     for i, code in ipairs(blocks) do
-      it("example " .. i .. " runs", function()
+      it("example " .. i .. " is tested and its tests hold", function()
+        assert.truthy(code:find("%-%- test: "), "example " .. i .. " has no -- test: line")
         local opts = {}
         for k, v in pairs(doc.opts or {}) do opts[k] = v end
+        if code:find("%-%- test: advance ") then opts.clock = "fake" end
+        mqrouter.set_log_level("info")
+        mqrouter.capture_logs(true)
+        mqrouter.logs() -- start from nothing
         local e = h.engine(opts)
         local ok, err = e:load(code, "example" .. i .. ".lua")
         assert(ok, err)
-        for verb, arg1, arg2, out_topic, out_payload in
-            code:gmatch("%-%- test: (%a+) (%S+) ?(%S*) %-> (%S+) ?([^\n]*)") do
-          local cap = e:capture(out_topic == "nothing" and "#" or out_topic)
+        for step, expect in code:gmatch("%-%- test: ([^\n]-) %-> ([^\n]*)") do
+          local verb, arg1, arg2 = step:match("^(%a+) ?(%S*) ?(%S*)$")
+          local out_topic, out_payload = expect:match("^(%S+) ?(.*)$")
+          local kind = (out_topic == "log" or out_topic == "session" or out_topic == "nothing")
+                       and out_topic or "message"
+          local cap = kind ~= "log" and kind ~= "session" and
+                      e:capture(kind == "nothing" and "#" or out_topic) or nil
           if verb == "advance" then
             e:advance(tonumber(arg1))
-          else
+          elseif verb == "publish" then
             assert(e:publish(arg1, arg2))
+          else
+            assert.are.equal("loaded", verb, "unknown test step: " .. step)
           end
-          if out_topic == "nothing" then
+          if kind == "nothing" then
             e:run(0.05)
             -- only the published message itself
             assert.are.equal(verb == "publish" and 1 or 0, cap:count())
+          elseif kind == "log" then
+            local lines = {}
+            assert.is_true(h.run_until(e, function()
+              for _, l in ipairs(mqrouter.logs()) do lines[#lines + 1] = l end
+              return h.find_log(lines, out_payload, true) ~= nil
+            end, 3), "no log line with '" .. out_payload .. "' after " .. step .. ":\n" ..
+                     table.concat(lines, "\n"))
+          elseif kind == "session" then
+            local name, field, want = out_payload:match("^(%S+) (%S+) (%S+)$")
+            local got
+            h.run_until(e, function()
+              got = tostring(assert(e:session(name))[field])
+              return got == want
+            end, 3)
+            assert.are.equal(want, got, "session " .. name .. " " .. field .. " after " .. step)
           else
             e:run_until(function() return cap:count() >= 1 end, verb == "advance" and 0.2 or 3)
             local got = cap:messages()
-            assert.are.equal(1, #got, "no " .. out_topic .. " after " .. verb .. " " .. arg1)
+            assert.are.equal(1, #got, "no " .. out_topic .. " after " .. step)
             assert.are.equal(out_payload, got[1].payload)
           end
-          cap:stop()
+          if cap then cap:stop() end
         end
         e:close()
+        mqrouter.capture_logs(false)
+        mqrouter.set_log_level(os.getenv("MQR_TEST_LOG_LEVEL") or "warn")
       end)
     end
   end)

@@ -37,9 +37,10 @@ function M.write(path, text)
   f:close()
 end
 
-function M.find_log(lines, pattern)
+-- The first line that has pattern (plain text when plain is true).
+function M.find_log(lines, pattern, plain)
   for _, l in ipairs(lines) do
-    if l:find(pattern) then return l end
+    if l:find(pattern, 1, plain) then return l end
   end
 end
 
