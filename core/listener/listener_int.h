@@ -350,6 +350,8 @@ struct mqr_listener {
     /* connect_rate bucket (x MQR_LSN_TOKEN) as of conn_ms (uv_now) */
     uint64_t conn_tokens, conn_ms;
     uint64_t refuse_log_ms; /* refusals at accept are logged once a second at most */
+    uint64_t row_log_ms;    /* so are session rows the store refused (wall clock) */
+    uint64_t fail_log_ms;   /* and PUBLISHes refused for a failed routing (wall clock) */
 
     /* $SYS statistics (sys.c) */
     uv_timer_t sys_timer;
@@ -531,15 +533,25 @@ void mqr__lsession_tick(mqr_listener_t *l, uint64_t now);
 void mqr__lsession_sub_put(mqr_lconn_t *c, const char *filter, size_t flen,
                            const mqr_sub_opts_t *o);
 void mqr__lsession_sub_delete(mqr_lconn_t *c, const char *filter, size_t flen);
-void mqr__lsession_qos2(mqr_lconn_t *c, uint16_t pid, bool add);
+/* Stores (add) or deletes the row of an inbound QoS 2 packet id: 0 (not a
+ * persistent session: nothing to store), MQR_DELIVER_STORED (the ack waits
+ * for the commit) or the store's error, counted and logged. */
+int mqr__lsession_qos2(mqr_lconn_t *c, uint16_t pid, bool add);
+/* A session row the store refused (rc): counted in session_rows_failed,
+ * logged once a second at most with the store's reason. */
+void mqr__lsession_row_failed(mqr_listener_t *l, const char *client_id, int rc);
 
 /* ---- deliver.c ---------------------------------------------------------- */
 
-/* The router's callback (c->sub.deliver). */
-void mqr__listener_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
+/* The router's callback (c->sub.deliver); its result as router.h says. */
+int mqr__listener_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
 /* Sends msg (borrowed) at qos: QoS 0 straight into the output (dropped when
  * it is over max_out_bytes), QoS 1/2 into the in-flight window or the queue
- * behind it (dropped when that is full). Returns 0 or why it was not sent. */
+ * behind it (dropped when that is full). Returns 0, MQR_DELIVER_STORED (a
+ * persistent session's row was written), or why it was not sent; a QoS 1/2
+ * message whose row the store refused is still sent (the client is here)
+ * and returns the store's error, so its publisher is not told it is
+ * durable. */
 int mqr__listener_send_message(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool retain,
                                uint32_t sub_id);
 /* c->qs, allocated at the first call; NULL when out of memory. */

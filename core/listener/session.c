@@ -117,7 +117,7 @@ static void map_remove(mqr_listener_t *l, mqr_lsession_t *s)
 
 /* ---- one offline session ----------------------------------------------------------- */
 
-static void session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
+static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
 
 static mqr_lsession_t *session_new(mqr_listener_t *l, const char *id, size_t len)
 {
@@ -187,16 +187,19 @@ static int msgs_push(mqr_lsession_t *s, const mqr_ldelivery_t *d)
     return 0;
 }
 
-static void session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+/* Queues msg for an absent client. A message whose row the store refused
+ * is not kept in memory either: its publisher is told it was not taken
+ * (and may send it again), so holding it would only make a duplicate. */
+static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
 {
     mqr_lsession_t *s = (mqr_lsession_t *)self;
     mqr_listener_t *l = s->l;
     const mqr_sub_opts_t *o = &entry->opts;
     uint8_t qos = msg->qos < o->qos ? msg->qos : o->qos;
-    if (qos == 0) return; /* not queued for an absent client (Mosquitto's default too) */
+    if (qos == 0) return 0; /* not queued for an absent client (Mosquitto's default too) */
     if (msg->expiry_s && msg->created_ms + (uint64_t)msg->expiry_s * 1000u <= mqr__now_ms()) {
         l->stats.expired++;
-        return;
+        return 0;
     }
     if (s->nqueued >= l->opts.max_queued) {
         l->stats.offline_dropped++;
@@ -207,23 +210,45 @@ static void session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_tr
                       "messages are dropped until it comes back",
                       s->client_id, l->opts.max_queued);
         }
-        return;
+        return 0; /* the documented bound of an offline queue (docs/listener.md) */
     }
     mqr_ldelivery_t d = {
         .msg = msg,
         .sub_id = o->subscription_id,
         .qos = qos,
         .retain = o->retain_as_published && msg->retain,
-        .seq = l->sstore ? ++s->next_seq : 0,
+        .seq = l->sstore ? s->next_seq + 1 : 0,
     };
     if (msgs_push(s, &d) < 0) {
         l->stats.offline_dropped++;
-        return;
+        return MQR_ENOMEM;
     }
+    if (!l->sstore) {
+        mqr_msg_ref(msg);
+        return 0;
+    }
+    int rc = mqr__store_session_msg_put(l->sstore, s->client_id, s->client_id_len, d.seq, msg, qos,
+                                        d.retain, d.sub_id, 0, MQR_LQ_FREE);
+    if (rc < 0) {
+        s->nmsgs--; /* the one msgs_push added */
+        s->nqueued--;
+        mqr__lsession_row_failed(l, s->client_id, rc);
+        return rc;
+    }
+    s->next_seq = d.seq;
     mqr_msg_ref(msg);
-    if (l->sstore) /* the publisher's ack waits for the commit (the store's write counter) */
-        mqr__store_session_msg_put(l->sstore, s->client_id, s->client_id_len, d.seq, msg, qos,
-                                   d.retain, d.sub_id, 0, MQR_LQ_FREE);
+    return MQR_DELIVER_STORED; /* the publisher's ack waits for the commit */
+}
+
+void mqr__lsession_row_failed(mqr_listener_t *l, const char *client_id, int rc)
+{
+    l->stats.session_rows_failed++;
+    uint64_t now = mqr__now_ms();
+    if (now - l->row_log_ms < 1000u) return; /* a failing disk fails every row: one line a second */
+    l->row_log_ms = now;
+    MQR_LOG_W(MQR_LSN_LOG, "client %s: session row not stored: %s (%llu failed writes so far)",
+              client_id, l->e->store ? mqr__store_last_error(l->e->store) : mqr_strerror(rc),
+              (unsigned long long)l->stats.session_rows_failed);
 }
 
 /* ---- moving state between a connection and a session ------------------------------ */
@@ -368,15 +393,17 @@ void mqr__lsession_sub_delete(mqr_lconn_t *c, const char *filter, size_t flen)
     mqr__store_session_sub_delete(c->l->sstore, c->client_id, c->client_id_len, filter, flen);
 }
 
-void mqr__lsession_qos2(mqr_lconn_t *c, uint16_t pid, bool add)
+int mqr__lsession_qos2(mqr_lconn_t *c, uint16_t pid, bool add)
 {
     mqr_listener_t *l = c->l;
-    if (!c->persistent || !l->sstore) return;
-    if (add) {
-        mqr__store_session_qos2_put(l->sstore, c->client_id, c->client_id_len, pid);
-    } else {
-        mqr__store_session_qos2_delete(l->sstore, c->client_id, c->client_id_len, pid);
+    if (!c->persistent || !l->sstore) return 0;
+    int rc = add ? mqr__store_session_qos2_put(l->sstore, c->client_id, c->client_id_len, pid)
+                 : mqr__store_session_qos2_delete(l->sstore, c->client_id, c->client_id_len, pid);
+    if (rc < 0) {
+        mqr__lsession_row_failed(l, c->client_id, rc);
+        return rc;
     }
+    return MQR_DELIVER_STORED;
 }
 
 /* ---- expiry and delayed wills -------------------------------------------------------- */

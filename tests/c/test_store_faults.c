@@ -1,0 +1,345 @@
+/*
+ * test_store_faults.c — nothing lost, nothing false: what a publisher of
+ * the embedded listener is told when the store refuses a write that its
+ * message needed, or a subscriber cannot take it.
+ *
+ * The failures are real: a second SQLite connection holds the database's
+ * write lock (as a backup tool or the sqlite3 shell would), so the engine's
+ * next write fails inside SQLite with SQLITE_BUSY. Only the wait for the
+ * lock is shortened (the store's busy timeout), so a test does not spend
+ * five seconds per refused write. Clients are raw sockets; after each
+ * failure the engine restarts on the same file to show that what was
+ * acknowledged is there and what was refused is not.
+ *
+ * The one thing not real is memory exhaustion: a subscriber that reports
+ * MQR_ENOMEM stands for one that could not allocate.
+ */
+#include "listener.h"
+#include "listener/listener_int.h"
+#include "mqtt/codec.h"
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <setjmp.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "listener_harness.h"
+
+/* ---- the other writer ------------------------------------------------------ */
+
+static sqlite3 *locker;
+
+/* Takes the database's write lock from a second connection; the engine's
+ * writes fail (SQLITE_BUSY) until unlock_store(). */
+static void lock_store(void)
+{
+    run_for(10); /* the engine commits what it has before the loop sleeps */
+    assert_int_equal(sqlite3_open(F.e->db_path, &locker), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(locker, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    /* how long the store waits for a lock held elsewhere (5 s by default) */
+    sqlite3_busy_timeout(mqr__store_db(F.e->store), 20);
+}
+
+static void unlock_store(void)
+{
+    assert_int_equal(sqlite3_exec(locker, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(locker), SQLITE_OK);
+    locker = NULL;
+}
+
+static int fault_teardown(void **state)
+{
+    if (locker) {
+        sqlite3_exec(locker, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(locker);
+        locker = NULL;
+    }
+    return teardown(state);
+}
+
+/* ---- clients with sessions ------------------------------------------------------- */
+
+/* A client with a persistent session (v5: Session Expiry 3600; 3.1.1: Clean
+ * Session 0); *present gets the CONNACK's Session Present flag. */
+static client_t *pclient(int version, const char *id, bool *present)
+{
+    client_t *c = cl_open();
+    c->version = version;
+    mqr_mqtt_connect_t k;
+    memset(&k, 0, sizeof k);
+    k.version = (uint8_t)version;
+    k.clean_start = false;
+    k.keep_alive = 60;
+    uint8_t props[16];
+    size_t plen = 0;
+    if (version == MQR_MQTT_V5) {
+        mqr_mqtt_pbuild_t b;
+        mqr__mqtt_pb_init(&b, props, sizeof props);
+        mqr__mqtt_pb_u32(&b, MQR_MQTT_PROP_SESSION_EXPIRY, 3600);
+        assert_int_equal(mqr__mqtt_pb_finish(&b, &plen), 0);
+        k.props.p = props;
+        k.props.len = (uint32_t)plen;
+    }
+    k.client_id.p = id;
+    k.client_id.len = (uint16_t)strlen(id);
+    uint8_t buf[256];
+    size_t n;
+    assert_int_equal(mqr__mqtt_encode_connect(&k, buf, sizeof buf, &n), 0);
+    cl_send(c, buf, n);
+    mqr_mqtt_connack_t a = expect_connack(c);
+    assert_int_equal(a.reason, 0);
+    if (present) *present = a.session_present;
+    return c;
+}
+
+static void cl_disconnect(client_t *c)
+{
+    static const uint8_t d[2] = {0xE0, 0x00};
+    cl_send(c, d, 2);
+    cl_expect_closed(c, WAIT_MS);
+    cl_free(c);
+}
+
+static bool one_offline(void)
+{
+    return stats()->sessions_offline == 1;
+}
+
+static void wait_for(bool (*cond)(void), int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (!cond() && now_ms() < end) {
+        turn();
+        sleep_us(500);
+    }
+    assert_true(cond());
+}
+
+static void engine_restart(void)
+{
+    mqr_engine_free(F.e);
+    F.e = NULL;
+    engine_start();
+}
+
+/* A persistent subscriber to filter, gone offline. */
+static void offline_subscriber(int version, const char *id, const char *filter)
+{
+    client_t *s = pclient(version, id, NULL);
+    subscribe(s, filter, 1);
+    cl_disconnect(s);
+    wait_for(one_offline, WAIT_MS);
+}
+
+/* The subscriber comes back after a restart: it gets exactly the one
+ * message that was acknowledged, nothing else. */
+static void expect_only_after_restart(int version, const char *id, const char *topic,
+                                      const char *payload)
+{
+    engine_restart();
+    bool present = false;
+    client_t *s = pclient(version, id, &present);
+    assert_true(present);
+    mqr_mqtt_publish_t m = expect_publish(s, topic, payload);
+    send_ack(s, MQR_MQTT_PUBACK, m.packet_id);
+    cl_expect_nothing(s, QUIET_MS);
+    cl_free(s);
+}
+
+/* The connection must close without sending anything first. */
+static void expect_closed_unacknowledged(client_t *c)
+{
+    int r = cl_next(c, WAIT_MS);
+    if (r == 1)
+        fail_msg("got %s, expected the connection to close", mqr__listener_type_name(pkt_type(c)));
+    if (r == 0) fail_msg("connection still open after %d ms", WAIT_MS);
+}
+
+/* ---- a session row the store refuses -------------------------------------------- */
+
+static void test_v5_offline_row_refused(void **state)
+{
+    offline_subscriber(MQR_MQTT_V5, "keeper", "f/#");
+    client_t *p = client(MQR_MQTT_V5, "pub");
+    lock_store();
+    send_publish(p, "f/1", "lost", 1, false, 1);
+    mqr_mqtt_ack_t a = expect_ack(p, MQR_MQTT_PUBACK, 1);
+    assert_int_equal(a.reason, MQR_MQTT_RC_UNSPECIFIED);
+    assert_int_equal(stats()->refused_failed, 1);
+    assert_int_equal(stats()->session_rows_failed, 1);
+    unlock_store();
+    ping(p); /* the publisher is still served */
+    send_publish(p, "f/2", "kept", 1, false, 2);
+    a = expect_ack(p, MQR_MQTT_PUBACK, 2);
+    assert_int_equal(a.reason, MQR_MQTT_RC_SUCCESS);
+    cl_free(p);
+    expect_only_after_restart(MQR_MQTT_V5, "keeper", "f/2", "kept");
+}
+
+static void test_v311_offline_row_refused_closes(void **state)
+{
+    offline_subscriber(MQR_MQTT_V311, "keeper4", "g/#");
+    client_t *p = client(MQR_MQTT_V311, "pub4");
+    lock_store();
+    send_publish(p, "g/1", "lost", 1, false, 1);
+    expect_closed_unacknowledged(p);
+    cl_free(p);
+    assert_int_equal(stats()->refused_failed, 1);
+    unlock_store();
+    /* the engine keeps serving: the client comes back and sends again */
+    p = client(MQR_MQTT_V311, "pub4");
+    send_publish(p, "g/2", "kept", 1, false, 2);
+    mqr_mqtt_ack_t a = expect_ack(p, MQR_MQTT_PUBACK, 2);
+    assert_int_equal(a.reason, 0);
+    cl_free(p);
+    expect_only_after_restart(MQR_MQTT_V311, "keeper4", "g/2", "kept");
+}
+
+/* A connected persistent subscriber gets the message at once even when its
+ * row is refused (it is here); its publisher is still not told the message
+ * is safe, and after a restart only the stored one comes back. */
+static void test_connected_row_refused(void **state)
+{
+    client_t *s = pclient(MQR_MQTT_V5, "online", NULL);
+    subscribe(s, "h/#", 1);
+    client_t *p = client(MQR_MQTT_V5, "pub5");
+    lock_store();
+    send_publish(p, "h/1", "live", 1, false, 1);
+    mqr_mqtt_ack_t a = expect_ack(p, MQR_MQTT_PUBACK, 1);
+    assert_int_equal(a.reason, MQR_MQTT_RC_UNSPECIFIED);
+    mqr_mqtt_publish_t m = expect_publish(s, "h/1", "live");
+    unlock_store();
+    send_ack(s, MQR_MQTT_PUBACK, m.packet_id);
+    send_publish(p, "h/2", "kept", 1, false, 2);
+    a = expect_ack(p, MQR_MQTT_PUBACK, 2);
+    assert_int_equal(a.reason, MQR_MQTT_RC_SUCCESS);
+    expect_publish(s, "h/2", "kept"); /* not acknowledged: sent again after the restart */
+    cl_free(s);
+    cl_free(p);
+    run_for(20);
+    expect_only_after_restart(MQR_MQTT_V5, "online", "h/2", "kept");
+}
+
+/* A persistent publisher's QoS 2 packet id is a row too: without it a
+ * restart would forget the id, so PUBREC refuses and nothing is routed. */
+static void test_qos2_id_row_refused(void **state)
+{
+    client_t *s = client(MQR_MQTT_V5, "watcher");
+    subscribe(s, "q/#", 2);
+    client_t *p = pclient(MQR_MQTT_V5, "pub2", NULL);
+    lock_store();
+    send_publish(p, "q/1", "once", 2, false, 5);
+    mqr_mqtt_ack_t a = expect_ack(p, MQR_MQTT_PUBREC, 5);
+    assert_int_equal(a.reason, MQR_MQTT_RC_UNSPECIFIED);
+    cl_expect_nothing(s, QUIET_MS); /* not routed */
+    assert_int_equal(stats()->refused_failed, 1);
+    unlock_store();
+    /* the flow ended (5.0 §4.3.3): the same id is a new message */
+    send_publish(p, "q/1", "once", 2, false, 5);
+    a = expect_ack(p, MQR_MQTT_PUBREC, 5);
+    assert_int_equal(a.reason, MQR_MQTT_RC_SUCCESS);
+    send_ack(p, MQR_MQTT_PUBREL, 5);
+    a = expect_ack(p, MQR_MQTT_PUBCOMP, 5);
+    assert_int_equal(a.reason, MQR_MQTT_RC_SUCCESS);
+    mqr_mqtt_publish_t m = expect_publish(s, "q/1", "once");
+    send_ack(s, MQR_MQTT_PUBREC, m.packet_id);
+    expect_ack(s, MQR_MQTT_PUBREL, m.packet_id);
+    send_ack(s, MQR_MQTT_PUBCOMP, m.packet_id);
+    cl_expect_nothing(s, QUIET_MS); /* exactly once */
+    cl_free(s);
+    cl_free(p);
+}
+
+/* ---- routing that fails: 3.1.1 is never told "taken" ------------------------------ */
+
+static void test_v311_retained_refused_closes(void **state)
+{
+    client_t *p = client(MQR_MQTT_V311, "rpub");
+    lock_store();
+    send_publish(p, "r/1", "lost", 1, true, 1);
+    expect_closed_unacknowledged(p);
+    cl_free(p);
+    assert_int_equal(stats()->refused_failed, 1);
+    unlock_store();
+    p = client(MQR_MQTT_V311, "rpub");
+    send_publish(p, "r/2", "kept", 1, true, 2);
+    expect_ack(p, MQR_MQTT_PUBACK, 2);
+    cl_free(p);
+    engine_restart();
+    client_t *s = client(MQR_MQTT_V311, "rsub");
+    subscribe(s, "r/#", 1);
+    mqr_mqtt_publish_t m = expect_publish(s, "r/2", "kept");
+    assert_true(m.retain);
+    send_ack(s, MQR_MQTT_PUBACK, m.packet_id);
+    cl_expect_nothing(s, QUIET_MS);
+    cl_free(s);
+}
+
+/* ---- a subscriber out of memory ------------------------------------------------------ */
+
+static int nomem_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+{
+    return MQR_ENOMEM;
+}
+
+static int warnings;
+
+static void count_warnings(void *arg, int level, const char *component, const char *text)
+{
+    if (level == MQR_LOG_WARN && strcmp(component, "router") == 0 && strstr(text, "out of memory"))
+        warnings++;
+}
+
+static void test_nomem_delivery_counted_and_refused(void **state)
+{
+    mqr_subscriber_t sub = {.deliver = nomem_deliver};
+    mqr_sub_opts_t o = {.qos = 1};
+    mqr_trie_entry_t *ent = mqr__router_add(&F.e->router, "m/#", 3, &sub, &o);
+    assert_non_null(ent);
+    mqr_log_set_sink(count_warnings, NULL);
+    client_t *p5 = client(MQR_MQTT_V5, "mpub5");
+    send_publish(p5, "m/1", "x", 1, false, 1);
+    mqr_mqtt_ack_t a = expect_ack(p5, MQR_MQTT_PUBACK, 1);
+    assert_int_equal(a.reason, MQR_MQTT_RC_UNSPECIFIED);
+    client_t *p4 = client(MQR_MQTT_V311, "mpub4");
+    send_publish(p4, "m/2", "x", 1, false, 1);
+    expect_closed_unacknowledged(p4);
+    send_publish(p5, "m/3", "x", 0, false, 0); /* QoS 0: counted, nobody to tell */
+    ping(p5);
+    mqr_log_set_sink(NULL, NULL);
+    assert_int_equal(F.e->router.dropped_nomem, 3);
+    assert_int_equal(warnings, 1); /* one line a second, not one per message */
+    assert_int_equal(stats()->refused_failed, 2);
+    mqr__router_remove(&F.e->router, ent);
+    cl_free(p4);
+    cl_free(p5);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_v5_offline_row_refused, setup, fault_teardown),
+        cmocka_unit_test_setup_teardown(test_v311_offline_row_refused_closes, setup,
+                                        fault_teardown),
+        cmocka_unit_test_setup_teardown(test_connected_row_refused, setup, fault_teardown),
+        cmocka_unit_test_setup_teardown(test_qos2_id_row_refused, setup, fault_teardown),
+        cmocka_unit_test_setup_teardown(test_v311_retained_refused_closes, setup, fault_teardown),
+        cmocka_unit_test_setup_teardown(test_nomem_delivery_counted_and_refused, setup,
+                                        fault_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
