@@ -5,11 +5,12 @@
  *
  * The failures are real: a second SQLite connection holds the database's
  * write lock (as a backup tool or the sqlite3 shell would), so the engine's
- * next write fails inside SQLite with SQLITE_BUSY. Only the wait for the
- * lock is shortened (the store's busy timeout), so a test does not spend
- * five seconds per refused write. Clients are raw sockets; after each
- * failure the engine restarts on the same file to show that what was
- * acknowledged is there and what was refused is not.
+ * next write fails inside SQLite with SQLITE_BUSY; or the database may not
+ * grow (max_page_count at its size: SQLITE_FULL inside the statement, what
+ * a full disk does). Only the wait for the lock is shortened (the store's
+ * busy timeout), so a test does not spend five seconds per refused write. Clients are raw sockets;
+ * after each failure the engine restarts on the same file to show that what was acknowledged is
+ * there and what was refused is not.
  *
  * The one thing not real is memory exhaustion: a subscriber that reports
  * MQR_ENOMEM stands for one that could not allocate.
@@ -190,6 +191,41 @@ static void test_v5_offline_row_refused(void **state)
     expect_only_after_restart(MQR_MQTT_V5, "keeper", "f/2", "kept");
 }
 
+/* The database cannot grow (a full disk, as SQLite sees it: SQLITE_FULL
+ * inside the statement, which may roll back the whole transaction). */
+static void db_limit(bool full)
+{
+    sqlite3 *db = mqr__store_db(F.e->store);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA page_count", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    long long pages = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld", full ? pages : 1ll << 30);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+}
+
+static void test_v5_full_database_row_refused(void **state)
+{
+    offline_subscriber(MQR_MQTT_V5, "keeperf", "d/#");
+    client_t *p = client(MQR_MQTT_V5, "pubf");
+    static char big[60001];
+    memset(big, 'x', sizeof big - 1); /* overflow pages the file has no room for */
+    run_for(10);
+    db_limit(true);
+    send_publish(p, "d/1", big, 1, false, 1);
+    mqr_mqtt_ack_t a = expect_ack(p, MQR_MQTT_PUBACK, 1);
+    assert_int_equal(a.reason, MQR_MQTT_RC_UNSPECIFIED);
+    assert_int_equal(stats()->refused_failed, 1);
+    db_limit(false);
+    send_publish(p, "d/2", "kept", 1, false, 2);
+    a = expect_ack(p, MQR_MQTT_PUBACK, 2);
+    assert_int_equal(a.reason, MQR_MQTT_RC_SUCCESS);
+    cl_free(p);
+    expect_only_after_restart(MQR_MQTT_V5, "keeperf", "d/2", "kept");
+}
+
 static void test_v311_offline_row_refused_closes(void **state)
 {
     offline_subscriber(MQR_MQTT_V311, "keeper4", "g/#");
@@ -333,6 +369,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_v5_offline_row_refused, setup, fault_teardown),
+        cmocka_unit_test_setup_teardown(test_v5_full_database_row_refused, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_v311_offline_row_refused_closes, setup,
                                         fault_teardown),
         cmocka_unit_test_setup_teardown(test_connected_row_refused, setup, fault_teardown),
