@@ -529,9 +529,10 @@ int mqr__lsession_connect(mqr_lconn_t *c, bool clean, bool *present);
 void mqr__lsession_disconnect(mqr_lconn_t *c);
 /* Timer: ends expired sessions and publishes delayed wills that are due. */
 void mqr__lsession_tick(mqr_listener_t *l, uint64_t now);
-/* Store writes for a persistent connection (no-ops otherwise). */
-void mqr__lsession_sub_put(mqr_lconn_t *c, const char *filter, size_t flen,
-                           const mqr_sub_opts_t *o);
+/* Store writes for a persistent connection (no-ops otherwise). sub_put:
+ * 0 (nothing to store), MQR_DELIVER_STORED or the store's error (counted and
+ * logged, as for every session row). */
+int mqr__lsession_sub_put(mqr_lconn_t *c, const char *filter, size_t flen, const mqr_sub_opts_t *o);
 void mqr__lsession_sub_delete(mqr_lconn_t *c, const char *filter, size_t flen);
 /* Stores (add) or deletes the row of an inbound QoS 2 packet id: 0 (not a
  * persistent session: nothing to store), MQR_DELIVER_STORED (the ack waits

@@ -378,13 +378,18 @@ int mqr__lsession_connect(mqr_lconn_t *c, bool clean, bool *present)
 
 /* ---- store writes of a connected persistent session ----------------------------- */
 
-void mqr__lsession_sub_put(mqr_lconn_t *c, const char *filter, size_t flen, const mqr_sub_opts_t *o)
+int mqr__lsession_sub_put(mqr_lconn_t *c, const char *filter, size_t flen, const mqr_sub_opts_t *o)
 {
-    if (!c->persistent || !c->l->sstore) return;
+    if (!c->persistent || !c->l->sstore) return 0;
     uint8_t flags = (uint8_t)((o->no_local ? 1 : 0) | (o->retain_as_published ? 2 : 0) |
                               ((o->retain_handling & 3) << 2));
-    mqr__store_session_sub_put(c->l->sstore, c->client_id, c->client_id_len, filter, flen, o->qos,
-                               flags, o->subscription_id);
+    int rc = mqr__store_session_sub_put(c->l->sstore, c->client_id, c->client_id_len, filter, flen,
+                                        o->qos, flags, o->subscription_id);
+    if (rc < 0) {
+        mqr__lsession_row_failed(c->l, c->client_id, rc);
+        return rc;
+    }
+    return MQR_DELIVER_STORED;
 }
 
 void mqr__lsession_sub_delete(mqr_lconn_t *c, const char *filter, size_t flen)

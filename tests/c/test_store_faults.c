@@ -300,6 +300,39 @@ static void test_qos2_id_row_refused(void **state)
     cl_free(p);
 }
 
+/* A persistent session's subscription is a row: refused, it is not made
+ * either (it would be gone after a restart). */
+static void test_subscription_row_refused(void **state)
+{
+    client_t *s = pclient(MQR_MQTT_V5, "subr", NULL);
+    lock_store();
+    send_subscribe_full(s, 3, "s/#", 1, false, false, 0, 0);
+    cl_expect(s, MQR_MQTT_SUBACK);
+    mqr_mqtt_suback_t sa;
+    assert_int_equal(mqr__mqtt_decode_suback(s->pkt, s->pkt_len, s->version, &sa), 0);
+    assert_int_equal(sa.count, 1);
+    assert_int_equal(sa.codes[0], MQR_MQTT_RC_UNSPECIFIED);
+    unlock_store();
+    client_t *p = client(MQR_MQTT_V5, "spub");
+    send_publish(p, "s/1", "none", 1, false, 1);
+    expect_ack(p, MQR_MQTT_PUBACK, 1);
+    cl_expect_nothing(s, QUIET_MS); /* no subscription */
+    subscribe(s, "s/#", 1);
+    cl_free(s);
+    cl_free(p);
+    run_for(20);
+    engine_restart();
+    bool present = false;
+    s = pclient(MQR_MQTT_V5, "subr", &present);
+    assert_true(present);
+    p = client(MQR_MQTT_V5, "spub");
+    send_publish(p, "s/2", "after", 1, false, 2);
+    expect_ack(p, MQR_MQTT_PUBACK, 2);
+    expect_publish(s, "s/2", "after");
+    cl_free(s);
+    cl_free(p);
+}
+
 /* ---- routing that fails: 3.1.1 is never told "taken" ------------------------------ */
 
 static void test_v311_retained_refused_closes(void **state)
@@ -374,6 +407,7 @@ int main(void)
                                         fault_teardown),
         cmocka_unit_test_setup_teardown(test_connected_row_refused, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_qos2_id_row_refused, setup, fault_teardown),
+        cmocka_unit_test_setup_teardown(test_subscription_row_refused, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_v311_retained_refused_closes, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_nomem_delivery_counted_and_refused, setup,
                                         fault_teardown),
