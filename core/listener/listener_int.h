@@ -522,7 +522,10 @@ void mqr__lsession_stop(mqr_listener_t *l);
 /* CONNECT: ends or resumes the stored/offline session of c->client_id as
  * clean says, makes c persistent (or not) and writes its row. *present is
  * the CONNACK Session Present flag. The resumed deliveries wait in c until
- * mqr__listener_deliveries_resend() after the CONNACK. */
+ * mqr__listener_deliveries_resend() after the CONNACK. Returns 0, or the
+ * store's error when it refused the rows (the session's, or deleting those
+ * of a session that ends): then nothing changed and the CONNECT must be
+ * refused. */
 int mqr__lsession_connect(mqr_lconn_t *c, bool clean, bool *present);
 /* Closing c: a persistent session goes offline with c's state (c is left
  * empty); a session that ends has its rows deleted. Keeps a delayed will. */

@@ -168,9 +168,13 @@ static void session_free(mqr_lsession_t *s, bool will)
     free(s);
 }
 
-static void rows_delete(mqr_listener_t *l, const char *id, size_t len)
+/* 0, or the store's error (counted and logged). */
+static int rows_delete(mqr_listener_t *l, const char *id, size_t len)
 {
-    if (l->sstore) mqr__store_session_delete(l->sstore, id, len);
+    if (!l->sstore) return 0;
+    int rc = mqr__store_session_delete(l->sstore, id, len);
+    if (rc < 0) mqr__lsession_row_failed(l, id, rc);
+    return rc;
 }
 
 static int msgs_push(mqr_lsession_t *s, const mqr_ldelivery_t *d)
@@ -308,9 +312,12 @@ void mqr__lsession_disconnect(mqr_lconn_t *c)
         s->will_ms = now + (uint64_t)delay * 1000u;
         c->will = NULL;
     }
-    if (l->sstore)
-        mqr__store_session_put(l->sstore, s->client_id, s->client_id_len, s->version, s->expiry_s,
-                               mqr__now_ms());
+    /* a failed update (counted) only makes the expiry count from the next
+     * start-up instead of from now */
+    int rc;
+    if (l->sstore && (rc = mqr__store_session_put(l->sstore, s->client_id, s->client_id_len,
+                                                  s->version, s->expiry_s, mqr__now_ms())) < 0)
+        mqr__lsession_row_failed(l, s->client_id, rc);
     MQR_LOG_D(MQR_LSN_LOG, "client %s: session kept (%u subscriptions, %u messages)", s->client_id,
               s->nsubs, s->nmsgs);
 }
@@ -322,6 +329,25 @@ int mqr__lsession_connect(mqr_lconn_t *c, bool clean, bool *present)
     if (c->version != MQR_MQTT_V5) c->session_expiry = clean ? 0 : UINT32_MAX;
     c->persistent = c->session_expiry > 0;
     mqr_lsession_t *s = find_any(l, c->client_id, c->client_id_len);
+    bool resume = s && !clean;
+    if (l->sstore) {
+        /* The rows first, while nothing in memory has moved: a refusal
+         * leaves the session as it was. Rows of a session that does not go
+         * on (ended, or unknown here: kept by a listener that has closed
+         * since) go; a failed delete matters only for a session we know
+         * of (a clean client's CONNECT does not depend on a working store). */
+        int rc = 0;
+        if (!resume || !c->persistent) {
+            rc = rows_delete(l, c->client_id, c->client_id_len);
+            if (!s) rc = 0;
+        }
+        if (rc == 0 && c->persistent) {
+            rc = mqr__store_session_put(l->sstore, c->client_id, c->client_id_len, c->version,
+                                        c->session_expiry, 0);
+            if (rc < 0) mqr__lsession_row_failed(l, c->client_id, rc);
+        }
+        if (rc < 0) return rc;
+    }
     if (s) {
         map_remove(s->l, s);
         if (clean) {
@@ -360,17 +386,6 @@ int mqr__lsession_connect(mqr_lconn_t *c, bool clean, bool *present)
             s->will = NULL;
         }
         session_free(s, false);
-    }
-    if (l->sstore) {
-        /* rows of a session that did not resume (ended, or unknown here:
-         * kept by a listener that has closed since) go */
-        if (!*present)
-            rows_delete(l, c->client_id, c->client_id_len);
-        else if (!c->persistent)
-            rows_delete(l, c->client_id, c->client_id_len);
-        if (c->persistent)
-            mqr__store_session_put(l->sstore, c->client_id, c->client_id_len, c->version,
-                                   c->session_expiry, 0);
     }
     c->stored = c->persistent && l->sstore;
     return 0;

@@ -74,11 +74,10 @@ static int fault_teardown(void **state)
 
 /* ---- clients with sessions ------------------------------------------------------- */
 
-/* A client with a persistent session (v5: Session Expiry 3600; 3.1.1: Clean
- * Session 0); *present gets the CONNACK's Session Present flag. */
-static client_t *pclient(int version, const char *id, bool *present)
+/* CONNECT asking for a persistent session (v5: Session Expiry 3600;
+ * 3.1.1: Clean Session 0); returns the CONNACK. */
+static mqr_mqtt_connack_t pconnect(client_t *c, int version, const char *id)
 {
-    client_t *c = cl_open();
     c->version = version;
     mqr_mqtt_connect_t k;
     memset(&k, 0, sizeof k);
@@ -101,7 +100,15 @@ static client_t *pclient(int version, const char *id, bool *present)
     size_t n;
     assert_int_equal(mqr__mqtt_encode_connect(&k, buf, sizeof buf, &n), 0);
     cl_send(c, buf, n);
-    mqr_mqtt_connack_t a = expect_connack(c);
+    return expect_connack(c);
+}
+
+/* A client with a persistent session; *present gets the CONNACK's Session
+ * Present flag. */
+static client_t *pclient(int version, const char *id, bool *present)
+{
+    client_t *c = cl_open();
+    mqr_mqtt_connack_t a = pconnect(c, version, id);
     assert_int_equal(a.reason, 0);
     if (present) *present = a.session_present;
     return c;
@@ -333,6 +340,38 @@ static void test_subscription_row_refused(void **state)
     cl_free(p);
 }
 
+/* A session the store cannot keep is not promised: CONNACK refuses it
+ * (v5 0x88, 3.1.1 0x03) and the offline session stays as it was; a client
+ * without a session does not need the store and connects. */
+static void test_connect_session_row_refused(void **state)
+{
+    offline_subscriber(MQR_MQTT_V5, "back", "c/#");
+    client_t *p = client(MQR_MQTT_V5, "cpub");
+    send_publish(p, "c/1", "waiting", 1, false, 1);
+    expect_ack(p, MQR_MQTT_PUBACK, 1);
+    lock_store();
+    client_t *s = cl_open();
+    assert_int_equal(pconnect(s, MQR_MQTT_V5, "back").reason, MQR_MQTT_RC_SERVER_UNAVAILABLE);
+    cl_expect_closed(s, WAIT_MS);
+    cl_free(s);
+    s = cl_open();
+    assert_int_equal(pconnect(s, MQR_MQTT_V311, "new4").reason, MQR_MQTT_V3_SERVER_UNAVAILABLE);
+    cl_expect_closed(s, WAIT_MS);
+    cl_free(s);
+    client_t *clean = client(MQR_MQTT_V5, "clean");
+    ping(clean);
+    cl_free(clean);
+    assert_int_equal(stats()->sessions_offline, 1);
+    unlock_store();
+    bool present = false;
+    s = pclient(MQR_MQTT_V5, "back", &present);
+    assert_true(present);
+    mqr_mqtt_publish_t m = expect_publish(s, "c/1", "waiting");
+    send_ack(s, MQR_MQTT_PUBACK, m.packet_id);
+    cl_free(s);
+    cl_free(p);
+}
+
 /* ---- routing that fails: 3.1.1 is never told "taken" ------------------------------ */
 
 static void test_v311_retained_refused_closes(void **state)
@@ -408,6 +447,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connected_row_refused, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_qos2_id_row_refused, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_subscription_row_refused, setup, fault_teardown),
+        cmocka_unit_test_setup_teardown(test_connect_session_row_refused, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_v311_retained_refused_closes, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_nomem_delivery_counted_and_refused, setup,
                                         fault_teardown),
