@@ -372,6 +372,48 @@ static void test_connect_session_row_refused(void **state)
     cl_free(p);
 }
 
+/* A durable queue bound to the topic whose row the store refuses: the
+ * publisher hears it (0x80: not kept, rather than 0x97: no room), and after
+ * a restart the queue holds what was acknowledged. */
+static mqr_queue_t *durable_queue(void)
+{
+    mqr_queue_options_t qo;
+    mqr_queue_options_init(&qo);
+    qo.name = "orders";
+    qo.durable = 1;
+    mqr_queue_t *q;
+    assert_int_equal(mqr_queue_new(F.e, &qo, &q), 0);
+    return q;
+}
+
+static size_t depth(mqr_queue_t *q)
+{
+    mqr_queue_info_t qi;
+    mqr_queue_info_init(&qi);
+    assert_int_equal(mqr_queue_stats(q, &qi), 0);
+    return qi.depth;
+}
+
+static void test_durable_queue_write_refused(void **state)
+{
+    mqr_queue_t *q = durable_queue();
+    assert_int_equal(mqr_queue_bind(q, "o/#"), 0);
+    client_t *p = client(MQR_MQTT_V5, "opub");
+    lock_store();
+    send_publish(p, "o/1", "lost", 1, false, 1);
+    mqr_mqtt_ack_t a = expect_ack(p, MQR_MQTT_PUBACK, 1);
+    assert_int_equal(a.reason, MQR_MQTT_RC_UNSPECIFIED);
+    assert_int_equal(depth(q), 0);
+    unlock_store();
+    send_publish(p, "o/2", "kept", 1, false, 2);
+    a = expect_ack(p, MQR_MQTT_PUBACK, 2);
+    assert_int_equal(a.reason, MQR_MQTT_RC_SUCCESS);
+    cl_free(p);
+    engine_restart();
+    q = durable_queue();
+    assert_int_equal(depth(q), 1);
+}
+
 /* ---- routing that fails: 3.1.1 is never told "taken" ------------------------------ */
 
 static void test_v311_retained_refused_closes(void **state)
@@ -448,6 +490,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qos2_id_row_refused, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_subscription_row_refused, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_connect_session_row_refused, setup, fault_teardown),
+        cmocka_unit_test_setup_teardown(test_durable_queue_write_refused, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_v311_retained_refused_closes, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_nomem_delivery_counted_and_refused, setup,
                                         fault_teardown),
