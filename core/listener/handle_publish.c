@@ -73,6 +73,31 @@ void mqr__listener_ack(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reaso
         mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "out of memory");
 }
 
+static bool qos2_remove(mqr_lconn_t *c, uint16_t pid);
+
+/* A commit that lost the rows an ack waited for. */
+static void commit_failed(mqr_lconn_t *c, mqr_lack_t *a, int status)
+{
+    mqr_listener_t *l = c->l;
+    l->stats.refused_failed++;
+    uint64_t now = mqr__now_ms();
+    if (now - l->fail_log_ms >= 1000u) { /* a failed commit fails every waiter: one line */
+        l->fail_log_ms = now;
+        MQR_LOG_W(MQR_LSN_LOG, "client %s: message id %u not stored: %s (%llu refused so far)",
+                  c->client_id, a->pid, mqr_strerror(status),
+                  (unsigned long long)l->stats.refused_failed);
+    }
+    a->reason = MQR_MQTT_RC_UNSPECIFIED;
+    /* the QoS 2 id's row is lost too: kept in memory, the message sent
+     * again under it would be taken for a duplicate and never routed */
+    if (a->type == MQR_MQTT_PUBREC) qos2_remove(c, a->pid);
+    if (c->version == MQR_MQTT_V311) {
+        /* 3.1.1 cannot say "failed": closing is how the client learns it
+         * was not taken */
+        mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "store commit failed");
+    }
+}
+
 static void on_commit(void *arg, int status)
 {
     mqr_lconn_t *c = arg;
@@ -85,16 +110,7 @@ static void on_commit(void *arg, int status)
             if (a->ready) continue;
             a->ready = true;
             q->acks_waiting--;
-            if (status < 0) {
-                MQR_LOG_W(MQR_LSN_LOG, "client %s: message id %u not stored: %s", c->client_id,
-                          a->pid, mqr_strerror(status));
-                a->reason = MQR_MQTT_RC_UNSPECIFIED;
-                if (c->version == MQR_MQTT_V311) {
-                    /* 3.1.1 cannot say "failed": closing is how the client
-                     * learns it was not taken */
-                    mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "store commit failed");
-                }
-            }
+            if (status < 0) commit_failed(c, a, status);
             break;
         }
         if (c->state == MQR_LCONN_ACTIVE) acks_drain(c);

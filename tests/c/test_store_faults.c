@@ -40,6 +40,127 @@
 
 #include "listener_harness.h"
 
+/* ---- a disk that fills up -------------------------------------------------------
+ * A VFS over the default one whose writes fail with SQLITE_FULL while
+ * disk_full is set, as writes to a full file system do. A small write
+ * stays in SQLite's page cache until COMMIT, so this is how a commit
+ * fails after every statement of the turn succeeded. */
+
+static sqlite3_vfs *real_vfs;
+static sqlite3_vfs full_vfs;
+static bool disk_full;
+
+typedef struct {
+    sqlite3_file base;
+    sqlite3_file *real; /* right behind this struct */
+} full_file_t;
+
+#define REAL(f) (((full_file_t *)(f))->real)
+
+static int ff_close(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xClose(REAL(f));
+}
+static int ff_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
+{
+    return REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
+}
+static int ff_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+{
+    if (disk_full) return SQLITE_FULL;
+    return REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
+}
+static int ff_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+    return REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+static int ff_sync(sqlite3_file *f, int flags)
+{
+    return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+static int ff_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+    return REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+static int ff_lock(sqlite3_file *f, int l)
+{
+    return REAL(f)->pMethods->xLock(REAL(f), l);
+}
+static int ff_unlock(sqlite3_file *f, int l)
+{
+    return REAL(f)->pMethods->xUnlock(REAL(f), l);
+}
+static int ff_reserved(sqlite3_file *f, int *out)
+{
+    return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+static int ff_control(sqlite3_file *f, int op, void *arg)
+{
+    return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+static int ff_sector(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int ff_device(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+static int ff_shm_map(sqlite3_file *f, int pg, int pgsz, int extend, void volatile **pp)
+{
+    return REAL(f)->pMethods->xShmMap(REAL(f), pg, pgsz, extend, pp);
+}
+static int ff_shm_lock(sqlite3_file *f, int off, int n, int flags)
+{
+    return REAL(f)->pMethods->xShmLock(REAL(f), off, n, flags);
+}
+static void ff_shm_barrier(sqlite3_file *f)
+{
+    REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int ff_shm_unmap(sqlite3_file *f, int del)
+{
+    return REAL(f)->pMethods->xShmUnmap(REAL(f), del);
+}
+static int ff_fetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp)
+{
+    return REAL(f)->pMethods->xFetch(REAL(f), off, n, pp);
+}
+static int ff_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
+{
+    return REAL(f)->pMethods->xUnfetch(REAL(f), off, p);
+}
+
+static const sqlite3_io_methods full_io = {
+    3,           ff_close,       ff_read,      ff_write,   ff_truncate, ff_sync,   ff_size,
+    ff_lock,     ff_unlock,      ff_reserved,  ff_control, ff_sector,   ff_device, ff_shm_map,
+    ff_shm_lock, ff_shm_barrier, ff_shm_unmap, ff_fetch,   ff_unfetch,
+};
+
+static int ff_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
+{
+    full_file_t *ff = (full_file_t *)f;
+    ff->real = (sqlite3_file *)(ff + 1);
+    int rc = real_vfs->xOpen(real_vfs, name, ff->real, flags, out);
+    /* every method of the real file is used as is: version 3 like unix's */
+    f->pMethods = rc == SQLITE_OK ? &full_io : NULL;
+    return rc;
+}
+
+static void full_vfs_register(void)
+{
+    real_vfs = sqlite3_vfs_find(NULL);
+    assert_non_null(real_vfs);
+    assert_true(real_vfs->pNext == NULL || real_vfs->iVersion >= 1);
+    full_vfs = *real_vfs;
+    full_vfs.zName = "mqr-full";
+    full_vfs.szOsFile = (int)sizeof(full_file_t) + real_vfs->szOsFile;
+    full_vfs.xOpen = ff_open;
+    full_vfs.pNext = NULL;
+    /* the default: the engine opens its database with no VFS named */
+    assert_int_equal(sqlite3_vfs_register(&full_vfs, 1), SQLITE_OK);
+}
+
 /* ---- the other writer ------------------------------------------------------ */
 
 static sqlite3 *locker;
@@ -64,6 +185,7 @@ static void unlock_store(void)
 
 static int fault_teardown(void **state)
 {
+    disk_full = false;
     if (locker) {
         sqlite3_exec(locker, "ROLLBACK", NULL, NULL, NULL);
         sqlite3_close(locker);
@@ -414,6 +536,37 @@ static void test_durable_queue_write_refused(void **state)
     assert_int_equal(depth(q), 1);
 }
 
+/* The rows were written, the commit was not: the acks that waited for it
+ * are refused (v5 0x80, 3.1.1 closed), the QoS 2 id is forgotten with its
+ * row, and after a restart only what was committed is there. */
+static void test_commit_refused(void **state)
+{
+    offline_subscriber(MQR_MQTT_V5, "keeperc", "k/#");
+    client_t *p5 = pclient(MQR_MQTT_V5, "cpub5", NULL);
+    client_t *p4 = client(MQR_MQTT_V311, "cpub4");
+    run_for(10);
+    disk_full = true;
+    send_publish(p5, "k/1", "lost", 1, false, 1);
+    mqr_mqtt_ack_t a = expect_ack(p5, MQR_MQTT_PUBACK, 1);
+    assert_int_equal(a.reason, MQR_MQTT_RC_UNSPECIFIED);
+    send_publish(p5, "k/2", "lost", 2, false, 2);
+    a = expect_ack(p5, MQR_MQTT_PUBREC, 2);
+    assert_int_equal(a.reason, MQR_MQTT_RC_UNSPECIFIED);
+    send_publish(p4, "k/3", "lost", 1, false, 3);
+    expect_closed_unacknowledged(p4);
+    cl_free(p4);
+    assert_int_equal(stats()->refused_failed, 3);
+    disk_full = false;
+    /* the flow of id 2 ended: the same id is a new message, routed */
+    send_publish(p5, "k/4", "kept", 2, false, 2);
+    a = expect_ack(p5, MQR_MQTT_PUBREC, 2);
+    assert_int_equal(a.reason, MQR_MQTT_RC_SUCCESS);
+    send_ack(p5, MQR_MQTT_PUBREL, 2);
+    expect_ack(p5, MQR_MQTT_PUBCOMP, 2);
+    cl_free(p5);
+    expect_only_after_restart(MQR_MQTT_V5, "keeperc", "k/4", "kept");
+}
+
 /* ---- routing that fails: 3.1.1 is never told "taken" ------------------------------ */
 
 static void test_v311_retained_refused_closes(void **state)
@@ -491,9 +644,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_subscription_row_refused, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_connect_session_row_refused, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_durable_queue_write_refused, setup, fault_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_refused, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_v311_retained_refused_closes, setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_nomem_delivery_counted_and_refused, setup,
                                         fault_teardown),
     };
+    full_vfs_register();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
