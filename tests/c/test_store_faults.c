@@ -5,12 +5,14 @@
  *
  * The failures are real: a second SQLite connection holds the database's
  * write lock (as a backup tool or the sqlite3 shell would), so the engine's
- * next write fails inside SQLite with SQLITE_BUSY; or the database may not
+ * next write fails inside SQLite with SQLITE_BUSY; the database may not
  * grow (max_page_count at its size: SQLITE_FULL inside the statement, what
- * a full disk does). Only the wait for the lock is shortened (the store's
- * busy timeout), so a test does not spend five seconds per refused write. Clients are raw sockets;
- * after each failure the engine restarts on the same file to show that what was acknowledged is
- * there and what was refused is not.
+ * a full disk does); or a VFS over the default one fails every file write
+ * with SQLITE_FULL, so a COMMIT fails after its statements succeeded. Only
+ * the wait for the lock is shortened (the store's busy timeout), so a test
+ * does not spend five seconds per refused write. Clients are raw sockets;
+ * after a failure the engine restarts on the same file to show that what
+ * was acknowledged is there and what was refused is not.
  *
  * The one thing not real is memory exhaustion: a subscriber that reports
  * MQR_ENOMEM stands for one that could not allocate.
@@ -132,9 +134,25 @@ static int ff_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
 }
 
 static const sqlite3_io_methods full_io = {
-    3,           ff_close,       ff_read,      ff_write,   ff_truncate, ff_sync,   ff_size,
-    ff_lock,     ff_unlock,      ff_reserved,  ff_control, ff_sector,   ff_device, ff_shm_map,
-    ff_shm_lock, ff_shm_barrier, ff_shm_unmap, ff_fetch,   ff_unfetch,
+    .iVersion = 3,
+    .xClose = ff_close,
+    .xRead = ff_read,
+    .xWrite = ff_write,
+    .xTruncate = ff_truncate,
+    .xSync = ff_sync,
+    .xFileSize = ff_size,
+    .xLock = ff_lock,
+    .xUnlock = ff_unlock,
+    .xCheckReservedLock = ff_reserved,
+    .xFileControl = ff_control,
+    .xSectorSize = ff_sector,
+    .xDeviceCharacteristics = ff_device,
+    .xShmMap = ff_shm_map,
+    .xShmLock = ff_shm_lock,
+    .xShmBarrier = ff_shm_barrier,
+    .xShmUnmap = ff_shm_unmap,
+    .xFetch = ff_fetch,
+    .xUnfetch = ff_unfetch,
 };
 
 static int ff_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
@@ -142,8 +160,12 @@ static int ff_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flag
     full_file_t *ff = (full_file_t *)f;
     ff->real = (sqlite3_file *)(ff + 1);
     int rc = real_vfs->xOpen(real_vfs, name, ff->real, flags, out);
-    /* every method of the real file is used as is: version 3 like unix's */
-    f->pMethods = rc == SQLITE_OK ? &full_io : NULL;
+    /* full_io forwards every method of version 3, which unix files have */
+    f->pMethods = rc == SQLITE_OK && ff->real->pMethods->iVersion >= 3 ? &full_io : NULL;
+    if (rc == SQLITE_OK && !f->pMethods) {
+        ff->real->pMethods->xClose(ff->real);
+        rc = SQLITE_CANTOPEN;
+    }
     return rc;
 }
 
@@ -151,7 +173,6 @@ static void full_vfs_register(void)
 {
     real_vfs = sqlite3_vfs_find(NULL);
     assert_non_null(real_vfs);
-    assert_true(real_vfs->pNext == NULL || real_vfs->iVersion >= 1);
     full_vfs = *real_vfs;
     full_vfs.zName = "mqr-full";
     full_vfs.szOsFile = (int)sizeof(full_file_t) + real_vfs->szOsFile;
