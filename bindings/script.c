@@ -291,7 +291,7 @@ int mqr__script_call_results(l_state_t *st, int nargs, int nresults, const char 
 
 /* ---- activation --------------------------------------------------------- */
 
-static void route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
+static int route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
 
 /* Ends a timer before its state does: after a one-shot fired, or stop().
  * The handle's memory goes in timer_closed. */
@@ -804,12 +804,14 @@ static void dead_letter(l_route_t *r, mqr_msg_t *msg, const char *error)
     free(props);
 }
 
-static void route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+/* A handler error follows the route's error policy, and a queue notes its
+ * own outcome in the publish context (router.h): nothing to return. */
+static int route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
 {
     l_route_t *r = (l_route_t *)self;
     l_state_t *st = r->st;
-    if (!st->active || r->stopped) return;
-    if (r->session && msg->origin_conn != (const void *)r->session->u) return;
+    if (!st->active || r->stopped) return 0;
+    if (r->session && msg->origin_conn != (const void *)r->session->u) return 0;
     r->calls++;
     if (r->queue) { /* into a queue, topic and all; refusals are the queue's to count */
         mqr_queue_pub_opts_t o = {.priority = r->queue_priority, .ttl_ms = r->queue_ttl_ms};
@@ -823,7 +825,7 @@ static void route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie
                           (unsigned long long)r->errors);
             if (r->dead_letter) dead_letter(r, msg, st->host->last_error);
         }
-        return;
+        return 0;
     }
     lua_State *L = st->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_ref);
@@ -833,6 +835,7 @@ static void route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie
     int rc = mqr__script_call(st, 1, r->name, &r->errors, &r->budget_errors);
     if (t0) mqr__admin_hist_add_ticks(&r->latency, mqr__admin_ticks() - t0);
     if (rc < 0 && r->dead_letter) dead_letter(r, msg, st->host->last_error);
+    return 0;
 }
 
 int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_idx,

@@ -293,6 +293,20 @@ int mqr__engine_publish(mqr_engine_t *e, mqr_msg_t *msg)
     return 0;
 }
 
+int mqr__engine_publish_ctx(mqr_engine_t *e, mqr_msg_t *msg, mqr_pubctx_t *ctx)
+{
+    *ctx = (mqr_pubctx_t){0};
+    /* an ingress inside another's routing (a will published by a close
+     * there) keeps its own context; the outer one gets it back after */
+    mqr_pubctx_t *outer = e->router.pub;
+    e->router.pub = ctx;
+    uint64_t upstream_full = e->stats.refused_no_room;
+    int rc = mqr__engine_publish(e, msg);
+    ctx->no_room += (uint32_t)(e->stats.refused_no_room - upstream_full);
+    e->router.pub = outer;
+    return rc;
+}
+
 int mqr__engine_publish_data(mqr_engine_t *e, const mqr_msg_init_t *init)
 {
     if (init->qos < 0 || init->qos > 2) return MQR_EQOS;
@@ -331,10 +345,11 @@ struct mqr_csub {
     void *arg;
 };
 
-static void csub_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+static int csub_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
 {
     mqr_csub_t *s = (mqr_csub_t *)self;
-    s->fn(s->arg, msg);
+    s->fn(s->arg, msg); /* the public callback has no way to refuse */
+    return 0;
 }
 
 int mqr_subscribe(mqr_engine_t *e, const char *filter, mqr_msg_fn fn, void *arg, mqr_csub_t **out)

@@ -93,16 +93,23 @@ struct mqr_engine {
     struct {
         uint64_t published; /* messages that entered the router */
         uint64_t refused;   /* publishes refused (bad topic, loop, no memory) */
-        /* a subscriber that must keep a message it was routed could not
-         * (a full queue or session buffer, no memory, a store error): whoever
-         * handed the message in must not be told it was accepted (the
-         * listener compares this around routing a QoS 1/2 PUBLISH) */
+        /* an upstream session that had no room for a message a route
+         * forwarded to it. Subscribers and queues tell the publish context
+         * instead (router.h); mqr__engine_publish_ctx folds this one in
+         * until upstream.c notes into the context too */
         uint64_t refused_no_room;
     } stats;
 };
 
 /* Puts msg (borrowed) through retain and the router. */
 int mqr__engine_publish(mqr_engine_t *e, mqr_msg_t *msg);
+
+/* The same, for an ingress that acknowledges what it hands in: *ctx (the
+ * caller's, zeroed here) says what became of msg at its subscribers, those
+ * of the publishes its handlers made while it was routed included. Returns
+ * what mqr__engine_publish returns; a retained message the store refused
+ * is a negative return, not a ctx entry. */
+int mqr__engine_publish_ctx(mqr_engine_t *e, mqr_msg_t *msg, mqr_pubctx_t *ctx);
 
 /* Builds a message, validates topic and QoS, and publishes it. */
 int mqr__engine_publish_data(mqr_engine_t *e, const mqr_msg_init_t *init);

@@ -131,6 +131,11 @@ typedef struct {
     uint64_t too_large_in;          /* packets from clients over max_packet_size */
     uint64_t refused_no_room;       /* QoS 1/2 PUBLISHes a queue or session buffer they were
                                        routed to had no room for (v5: 0x97; 3.1.1: closed) */
+    uint64_t refused_failed;        /* QoS 1/2 PUBLISHes whose routing failed: no memory, the
+                                       store refused a session row, the QoS 2 id or the
+                                       retained message (v5: 0x80; 3.1.1: closed) */
+    uint64_t session_rows_failed;   /* session rows the store refused (subscriptions, messages,
+                                       QoS 2 ids) */
     uint64_t unknown_acks;          /* PUBACK/PUBREC/PUBCOMP/PUBREL for a packet id not in use */
     uint64_t clients_peak;          /* most clients_current seen */
     uint64_t sessions_offline;      /* persistent sessions whose client is away */

@@ -666,7 +666,8 @@ int mqr__q_make_room(mqr_queue_t *q, size_t n, size_t bytes)
                q->bytes - q->ready_bytes + bytes <= q->cfg.max_bytes &&
                s->bytes - q->ready_bytes + bytes <= s->max_bytes;
     if (!can) {
-        s->e->stats.refused_no_room++;
+        /* a route that put the message here: its publisher is told */
+        mqr__router_note(&s->e->router, full_n ? MQR_EFULL : MQR_EMEMLIMIT);
         if (full_n) {
             q->st.refused_full++;
             return MQR_EFULL;
@@ -756,15 +757,17 @@ int mqr__queue_publish(mqr_queue_t *q, mqr_msg_t *msg, const mqr_queue_pub_opts_
     if ((rc = mqr__q_make_room(q, 1, bytes)) < 0) return rc;
     mqr_qentry_t *e = mqr__q_new_entry(q, msg, prio, at, bytes);
     if (!e) {
-        q->set->e->stats.refused_no_room++;
+        mqr__router_note(&q->set->e->router, MQR_ENOMEM);
         return MQR_ENOMEM;
     }
     mqr_queues_t *s = q->set;
     if (q->cfg.durable && s->ops && s->ops->stored) {
         rc = s->ops->stored(s->ops_ctx, q, e->id, msg, prio, mqr__q_wall_expiry(q, at));
+        /* not kept: nobody may be told it was; kept: its ack waits for the
+         * commit */
+        mqr__router_note(&s->e->router, rc < 0 ? rc : MQR_DELIVER_STORED);
         if (rc < 0) {
             mqr__q_drop_new(q, e);
-            s->e->stats.refused_no_room++; /* not kept: nobody may be told it was */
             return rc;
         }
     }
@@ -812,7 +815,9 @@ int mqr__queue_publish_batch(mqr_queue_t *q, mqr_msg_t *const *msgs, size_t n,
                 mqr__q_drop_new(q, first);
                 first = nx;
             }
-            return rc < 0 ? rc : MQR_ENOMEM;
+            rc = rc < 0 ? rc : MQR_ENOMEM;
+            mqr__router_note(&s->e->router, rc);
+            return rc;
         }
         e->next = NULL;
         if (last)
@@ -821,6 +826,7 @@ int mqr__queue_publish_batch(mqr_queue_t *q, mqr_msg_t *const *msgs, size_t n,
             first = e;
         last = e;
     }
+    if (durable && n) mqr__router_note(&s->e->router, MQR_DELIVER_STORED);
     for (size_t i = 0; first; i++) {
         mqr_qentry_t *nx = first->next;
         if (ids) ids[i] = first->id;

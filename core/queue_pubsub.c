@@ -91,24 +91,24 @@ static void sub_schedule(mqr_queue_sub_t *sub)
     mqr__q_signal(s);
 }
 
-static void sub_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+static int sub_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
 {
     mqr_queue_sub_t *sub = (mqr_queue_sub_t *)self;
-    if (sub->closed) return;
+    if (sub->closed) return 0;
     mqr_queues_t *s = sub->set;
     sub->st.received++;
     size_t b = sub_bytes(msg);
     while (sub->count >= sub->cfg.max_buffered || s->bytes + b > s->max_bytes) {
         if (!sub->cfg.drop_oldest || sub->count == 0) {
             sub->st.dropped++;
-            return;
+            return 0; /* a full buffer drops by its documented policy */
         }
         mqr_msg_unref(ring_pop(sub));
         sub->st.dropped++;
     }
     if (sub->count == sub->cap && ring_grow(sub) < 0) {
         sub->st.dropped++;
-        return;
+        return MQR_ENOMEM; /* no policy says so: the router counts it */
     }
     mqr_msg_ref(msg);
     sub->ring[(sub->head + sub->count) % sub->cap] = msg;
@@ -116,6 +116,7 @@ static void sub_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_e
     sub->st.bytes += b;
     s->bytes += b;
     sub_schedule(sub);
+    return 0;
 }
 
 int mqr__queue_sub_new(mqr_engine_t *e, const char *filter, const mqr_queue_sub_config_t *cfg,
@@ -220,11 +221,14 @@ void mqr__q_subs_free_all(mqr_queues_t *s)
 
 /* ---- bindings: router -> queue ---- */
 
-static void bind_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+static int bind_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
 {
     mqr_qbind_t *b = (mqr_qbind_t *)self;
-    /* refusals are counted by the queue (refused_full, refused_memory) */
+    /* the queue counts refusals (refused_full, refused_memory) and notes
+     * its outcome in the publish context itself, as it does when a Lua
+     * route puts the message there: returning it too would count it twice */
     (void)mqr__queue_publish(b->q, msg, &b->opts, NULL);
+    return 0;
 }
 
 int mqr__queue_bind(mqr_queue_t *q, const char *filter, const mqr_queue_pub_opts_t *opts)

@@ -4,20 +4,55 @@
  * Matches are collected first and delivered after, with the trie held: a
  * subscriber that changes subscriptions while being called cannot disturb
  * the walk, and an entry removed mid-delivery is skipped, never freed under
- * our feet.
+ * our feet. Every deliver() result goes into the routing ingress's publish
+ * context (mqr__router_note): none is dropped on the floor here.
  */
 #include "router.h"
+
+#include "log.h"
 
 int mqr__router_init(mqr_router_t *r)
 {
     r->depth = 0;
     r->routed = r->deliveries = r->unrouted = r->loops = 0;
+    r->dropped_nomem = r->nomem_log_ms = 0;
+    r->pub = NULL;
     return mqr__trie_init(&r->trie);
 }
 
 void mqr__router_close(mqr_router_t *r)
 {
     mqr__trie_close(&r->trie);
+}
+
+void mqr__router_note(mqr_router_t *r, int result)
+{
+    if (result == 0 || r->depth == 0) return;
+    mqr_pubctx_t *p = r->pub;
+    if (result == MQR_DELIVER_STORED) {
+        if (p) p->stored++;
+        return;
+    }
+    if (result > 0) return; /* no other positive result is defined */
+    if (result == MQR_EFULL || result == MQR_EMEMLIMIT) {
+        if (p) p->no_room++;
+        return;
+    }
+    if (result == MQR_ENOMEM) {
+        r->dropped_nomem++;
+        /* a process out of memory fails every delivery: one line a second */
+        uint64_t now = mqr__now_ms();
+        if (now - r->nomem_log_ms >= 1000u) {
+            r->nomem_log_ms = now;
+            MQR_LOG_W("router",
+                      "a subscriber could not take a message: out of memory (%llu so far)",
+                      (unsigned long long)r->dropped_nomem);
+        }
+    }
+    if (p) {
+        p->failed++;
+        if (!p->error) p->error = result;
+    }
 }
 
 int mqr__router_publish(mqr_router_t *r, mqr_msg_t *msg)
@@ -55,7 +90,7 @@ int mqr__router_publish(mqr_router_t *r, mqr_msg_t *msg)
         mqr_trie_entry_t *e = m.entries[i];
         if (!mqr__trie_entry_alive(e)) continue;
         mqr_subscriber_t *s = e->sub;
-        s->deliver(s, msg, e);
+        mqr__router_note(r, s->deliver(s, msg, e));
         n++;
     }
     mqr_msg_unref(msg);

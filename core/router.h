@@ -9,6 +9,13 @@
  * deliver(). Delivery is synchronous and may nest (a handler that
  * publishes); nesting deeper than MQR_ROUTER_MAX_DEPTH is refused as a
  * routing loop.
+ *
+ * What became of a message is told, not inferred: each deliver() returns a
+ * result, and whatever a subscriber does with the message further on (a Lua
+ * route putting it into a queue) is noted with mqr__router_note(). Both land
+ * in the publish context of the ingress that is routing it (r->pub), which
+ * reads it to decide its acknowledgement (DESIGN.md: no counters diffed
+ * around a publish).
  */
 #ifndef MQR_ROUTER_H
 #define MQR_ROUTER_H
@@ -18,20 +25,42 @@
 
 #define MQR_ROUTER_MAX_DEPTH 16
 
+/* A result of deliver() beside 0: taken, and written to the store, so an
+ * acknowledgement that promises durability waits for the commit. */
+#define MQR_DELIVER_STORED 1
+
+/* What became of one published message, for the ingress that routes it:
+ * filled while routing (nested publishes of its handlers included), read
+ * after. The ingress owns it (on its stack). */
+typedef struct mqr_pubctx {
+    uint32_t no_room; /* a subscriber that had to keep it had no room (a full queue or session
+                         buffer): MQR_EFULL, MQR_EMEMLIMIT */
+    uint32_t stored;  /* store writes made to keep it: the ack waits for the commit */
+    uint32_t failed;  /* a subscriber that had to keep it could not (no memory, a store error) */
+    int error;        /* the first failure's MQR_E* code, 0 without one */
+} mqr_pubctx_t;
+
 typedef struct mqr_subscriber mqr_subscriber_t;
 struct mqr_subscriber {
     /* msg is borrowed for the call; ref it to keep it. entry is the matching
-     * subscription (its opts carry QoS, no-local, subscription id...). */
-    void (*deliver)(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
+     * subscription (its opts carry QoS, no-local, subscription id...).
+     * Returns 0 (taken, or let go as the subscriber's own documented policy
+     * says, which it counts), MQR_DELIVER_STORED, or a negative MQR_E* when
+     * it could not take a message it should have: then whoever handed the
+     * message in must not be told it was accepted. */
+    int (*deliver)(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
 };
 
 typedef struct {
     mqr_trie_t trie;
     int depth;
-    uint64_t routed;     /* messages matched */
-    uint64_t deliveries; /* subscriber calls */
-    uint64_t unrouted;   /* messages no subscription wanted */
-    uint64_t loops;      /* publishes refused for nesting too deep */
+    uint64_t routed;        /* messages matched */
+    uint64_t deliveries;    /* subscriber calls */
+    uint64_t unrouted;      /* messages no subscription wanted */
+    uint64_t loops;         /* publishes refused for nesting too deep */
+    uint64_t dropped_nomem; /* deliveries a subscriber could not take for lack of memory */
+    uint64_t nomem_log_ms;  /* last warning about them (wall clock): one a second at most */
+    mqr_pubctx_t *pub;      /* the context of the publish being routed; NULL outside one */
 } mqr_router_t;
 
 int mqr__router_init(mqr_router_t *r);
@@ -40,6 +69,13 @@ void mqr__router_close(mqr_router_t *r);
 /* Delivers msg (borrowed) to every matching subscriber. Returns the number of
  * deliveries, or MQR_EROUTELOOP / MQR_ENOMEM. */
 int mqr__router_publish(mqr_router_t *r, mqr_msg_t *msg);
+
+/* A subscriber's result for the message being routed (a deliver() result,
+ * or what a queue made of it when a route put it there): folded into r->pub
+ * and counted (MQR_ENOMEM: dropped_nomem, with a warning). 0 and results
+ * noted outside routing (depth 0: the caller has the result itself) change
+ * nothing. */
+void mqr__router_note(mqr_router_t *r, int result);
 
 /* Subscribe/unsubscribe helpers over the trie; filter must be validated. */
 mqr_trie_entry_t *mqr__router_add(mqr_router_t *r, const char *filter, size_t len,

@@ -23,8 +23,9 @@
  * stuck_timeout_ms is disconnected (conn.c's tick). QoS 0 never waits in a
  * queue: it goes into the output or, past max_out_bytes of waiting output,
  * is dropped and counted. For a persistent session every QoS 1/2 delivery
- * is also a store row (session.c reads them back). Nothing here touches
- * the socket.
+ * is also a store row (session.c reads them back); deliver() tells the
+ * router whether it wrote one or the store refused it, which decides the
+ * publisher's acknowledgement. Nothing here touches the socket.
  */
 #include "listener_int.h"
 
@@ -82,28 +83,40 @@ static uint16_t next_pid(mqr_lconn_t *c)
 
 /* ---- store rows of a persistent session ------------------------------------ */
 
-static void row_put(mqr_lconn_t *c, mqr_ldelivery_t *d)
+/* 0 (no row to keep), MQR_DELIVER_STORED (the publisher's ack waits for the
+ * commit) or the store's error: then d has no row (seq 0), and later state
+ * changes do not try to update one. */
+static int row_put(mqr_lconn_t *c, mqr_ldelivery_t *d)
 {
     mqr_listener_t *l = c->l;
-    if (!c->persistent || !l->sstore) return;
+    if (!c->persistent || !l->sstore) return 0;
     d->seq = ++c->qs->next_seq;
-    /* the publisher's ack waits for the commit: handle_publish sees the
-     * store's write counter move */
-    mqr__store_session_msg_put(l->sstore, c->client_id, c->client_id_len, d->seq, d->msg, d->qos,
-                               d->retain, d->sub_id, d->pid, d->state);
+    int rc = mqr__store_session_msg_put(l->sstore, c->client_id, c->client_id_len, d->seq, d->msg,
+                                        d->qos, d->retain, d->sub_id, d->pid, d->state);
+    if (rc < 0) {
+        d->seq = 0;
+        mqr__lsession_row_failed(l, c->client_id, rc);
+        return rc;
+    }
+    return MQR_DELIVER_STORED;
 }
 
+/* A failed update or delete acknowledges nothing: after a restart the row
+ * is sent again as it was (a duplicate QoS 1/2 allows), so it is only
+ * counted and logged. */
 static void row_state(mqr_lconn_t *c, const mqr_ldelivery_t *d)
 {
     if (!d->seq || !c->l->sstore) return;
-    mqr__store_session_msg_state(c->l->sstore, c->client_id, c->client_id_len, d->seq, d->pid,
-                                 d->state);
+    int rc = mqr__store_session_msg_state(c->l->sstore, c->client_id, c->client_id_len, d->seq,
+                                          d->pid, d->state);
+    if (rc < 0) mqr__lsession_row_failed(c->l, c->client_id, rc);
 }
 
 static void row_delete(mqr_lconn_t *c, const mqr_ldelivery_t *d)
 {
     if (!d->seq || !c->l->sstore || !c->persistent) return;
-    mqr__store_session_msg_delete(c->l->sstore, c->client_id, c->client_id_len, d->seq);
+    int rc = mqr__store_session_msg_delete(c->l->sstore, c->client_id, c->client_id_len, d->seq);
+    if (rc < 0) mqr__lsession_row_failed(c->l, c->client_id, rc);
 }
 
 /* ---- the window and the queue -------------------------------------------------- */
@@ -117,8 +130,9 @@ static int ensure_ring(mqr_lconn_t *c)
     return q->inflight ? 0 : MQR_ENOMEM;
 }
 
-/* Sends d (its reference moves into the window on success). */
-static int start_inflight(mqr_lconn_t *c, mqr_ldelivery_t d, bool fresh)
+/* Sends d (its reference moves into the window on success). Returns < 0
+ * when it was not sent; else, for a fresh one, *row is row_put's result. */
+static int start_inflight(mqr_lconn_t *c, mqr_ldelivery_t d, bool fresh, int *row)
 {
     int rc = ensure_ring(c);
     if (rc < 0) return rc;
@@ -127,7 +141,7 @@ static int start_inflight(mqr_lconn_t *c, mqr_ldelivery_t d, bool fresh)
     if (rc < 0) return rc;
     d.state = d.qos == 1 ? MQR_LQ_WAIT_PUBACK : MQR_LQ_WAIT_PUBREC;
     if (fresh)
-        row_put(c, &d);
+        *row = row_put(c, &d);
     else
         row_state(c, &d);
     *slot(c, c->qs->if_span) = d;
@@ -215,7 +229,7 @@ static void pump(mqr_lconn_t *c)
         q->q_count--;
         if (expired(d.msg)) {
             c->l->stats.expired++;
-        } else if (start_inflight(c, d, false) == 0) {
+        } else if (start_inflight(c, d, false, NULL) == 0) {
             continue; /* the reference moved into the window */
         }
         row_delete(c, &d); /* expired, or cannot be sent: skipped */
@@ -243,9 +257,11 @@ int mqr__listener_send_message(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool
     if (!q) return MQR_ENOMEM;
     mqr_ldelivery_t d = {.msg = msg, .sub_id = sub_id, .qos = qos, .retain = retain};
     if (q->q_count == 0 && q->if_span < c->if_cap) {
-        int rc = start_inflight(c, d, true);
-        if (rc == 0) mqr_msg_ref(msg);
-        return rc;
+        int row = 0;
+        int rc = start_inflight(c, d, true, &row);
+        if (rc < 0) return rc;
+        mqr_msg_ref(msg);
+        return row;
     }
     if (q->q_count >= l->opts.max_queued) {
         if (q->q_count >= 64u * l->opts.max_queued) {
@@ -257,21 +273,25 @@ int mqr__listener_send_message(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool
     int rc = queue_push(q, &d);
     if (rc < 0) return rc;
     mqr_msg_ref(msg);
-    row_put(c, &q->queue[(q->q_head + q->q_count - 1) & (q->q_cap - 1)]);
-    return 0;
+    return row_put(c, &q->queue[(q->q_head + q->q_count - 1) & (q->q_cap - 1)]);
 }
 
-void mqr__listener_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+int mqr__listener_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
 {
     mqr_lconn_t *c = (mqr_lconn_t *)self;
-    if (c->state != MQR_LCONN_ACTIVE) return;
+    if (c->state != MQR_LCONN_ACTIVE) return 0;
     const mqr_sub_opts_t *o = &entry->opts;
-    if (o->no_local && msg->origin_conn == c) return;
+    if (o->no_local && msg->origin_conn == c) return 0;
     uint8_t qos = msg->qos < o->qos ? msg->qos : o->qos;
     /* 3.1.1 §3.3.1.3: a forwarded message goes out with RETAIN 0; v5 keeps it
      * when the subscription asked for Retain As Published */
     bool retain = o->retain_as_published && msg->retain;
-    mqr__listener_send_message(c, msg, qos, retain, o->subscription_id);
+    int rc = mqr__listener_send_message(c, msg, qos, retain, o->subscription_id);
+    /* what the specifications let a server drop (expired, over the client's
+     * Maximum Packet Size) and QoS 0 over max_out_bytes are counted drops,
+     * not refusals; anything else a QoS 1/2 copy could not get is */
+    if (rc == MQR_ENOENT || rc == MQR_ETOOLARGE || (rc < 0 && qos == 0)) return 0;
+    return rc;
 }
 
 /* ---- acknowledgements from the client ------------------------------------ */

@@ -199,7 +199,11 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
             return refuse(c, k.version, MQR_MQTT_RC_IMPL_SPECIFIC, "CONNACK properties");
     }
     bool present = false;
-    mqr__lsession_connect(c, k.clean_start, &present);
+    /* a session the store cannot keep (or end) must not be promised */
+    if (mqr__lsession_connect(c, k.clean_start, &present) < 0)
+        return refuse(c, k.version,
+                      v5 ? MQR_MQTT_RC_SERVER_UNAVAILABLE : MQR_MQTT_V3_SERVER_UNAVAILABLE,
+                      "session not stored");
     if (mqr__listener_send_connack(c, k.version, present, MQR_MQTT_RC_SUCCESS, props, plen) < 0) {
         mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "out of memory");
         return 0;

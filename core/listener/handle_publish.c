@@ -11,9 +11,12 @@
  * session stored (queued offline, or in flight to it), a PUBREC whose
  * packet id a persistent session stored, and in general any ack for a
  * message whose routing wrote to the store (a durable queue bound to its
- * topic): the store's write counter tells. v5 topic aliases are resolved
- * here. This file never copies a payload: the message is built from the
- * read buffer once.
+ * topic): the publish context the engine fills while routing tells
+ * (router.h). It also tells when a subscriber that had to keep the message
+ * could not (no room; no memory or a store write refused): then the
+ * message is not acknowledged as taken, whatever the protocol version.
+ * v5 topic aliases are resolved here. This file never copies a payload: the
+ * message is built from the read buffer once.
  */
 #include "listener_int.h"
 
@@ -27,14 +30,6 @@
 #include <string.h>
 
 /* ---- acks in order -------------------------------------------------------- */
-
-static uint64_t store_writes(const mqr_store_t *store)
-{
-    if (!store) return 0;
-    mqr_store_stats_t st;
-    mqr__store_stats(store, &st);
-    return st.writes;
-}
 
 static int ack_push(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reason, bool ready)
 {
@@ -78,6 +73,31 @@ void mqr__listener_ack(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reaso
         mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "out of memory");
 }
 
+static bool qos2_remove(mqr_lconn_t *c, uint16_t pid);
+
+/* A commit that lost the rows an ack waited for. */
+static void commit_failed(mqr_lconn_t *c, mqr_lack_t *a, int status)
+{
+    mqr_listener_t *l = c->l;
+    l->stats.refused_failed++;
+    uint64_t now = mqr__now_ms();
+    if (now - l->fail_log_ms >= 1000u) { /* a failed commit fails every waiter: one line */
+        l->fail_log_ms = now;
+        MQR_LOG_W(MQR_LSN_LOG, "client %s: message id %u not stored: %s (%llu refused so far)",
+                  c->client_id, a->pid, mqr_strerror(status),
+                  (unsigned long long)l->stats.refused_failed);
+    }
+    a->reason = MQR_MQTT_RC_UNSPECIFIED;
+    /* the QoS 2 id's row is lost too: kept in memory, the message sent
+     * again under it would be taken for a duplicate and never routed */
+    if (a->type == MQR_MQTT_PUBREC) qos2_remove(c, a->pid);
+    if (c->version == MQR_MQTT_V311) {
+        /* 3.1.1 cannot say "failed": closing is how the client learns it
+         * was not taken */
+        mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "store commit failed");
+    }
+}
+
 static void on_commit(void *arg, int status)
 {
     mqr_lconn_t *c = arg;
@@ -90,16 +110,7 @@ static void on_commit(void *arg, int status)
             if (a->ready) continue;
             a->ready = true;
             q->acks_waiting--;
-            if (status < 0) {
-                MQR_LOG_W(MQR_LSN_LOG, "client %s: message id %u not stored: %s", c->client_id,
-                          a->pid, mqr_strerror(status));
-                a->reason = MQR_MQTT_RC_UNSPECIFIED;
-                if (c->version == MQR_MQTT_V311) {
-                    /* 3.1.1 cannot say "failed": closing is how the client
-                     * learns it was not taken */
-                    mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "store commit failed");
-                }
-            }
+            if (status < 0) commit_failed(c, a, status);
             break;
         }
         if (c->state == MQR_LCONN_ACTIVE) acks_drain(c);
@@ -150,6 +161,9 @@ static bool qos2_has(const mqr_lconn_t *c, uint16_t pid)
     return c->qs && c->qs->qos2_ids && (c->qs->qos2_ids[pid >> 6] >> (pid & 63)) & 1u;
 }
 
+/* Remembers pid until PUBREL: 0, MQR_DELIVER_STORED (a persistent session's
+ * row: the PUBREC waits for the commit), or an error and nothing kept (a
+ * PUBREC for an id that a restart would forget is no exactly-once). */
 static int qos2_add(mqr_lconn_t *c, uint16_t pid)
 {
     mqr_lqs_t *q = mqr__listener_qstate(c);
@@ -158,10 +172,11 @@ static int qos2_add(mqr_lconn_t *c, uint16_t pid)
         q->qos2_ids = calloc(65536 / 64, sizeof *q->qos2_ids);
         if (!q->qos2_ids) return MQR_ENOMEM;
     }
+    int rc = mqr__lsession_qos2(c, pid, true);
+    if (rc < 0) return rc;
     q->qos2_ids[pid >> 6] |= 1ull << (pid & 63);
     q->qos2_count++;
-    mqr__lsession_qos2(c, pid, true);
-    return 0;
+    return rc;
 }
 
 static bool qos2_remove(mqr_lconn_t *c, uint16_t pid)
@@ -169,7 +184,9 @@ static bool qos2_remove(mqr_lconn_t *c, uint16_t pid)
     if (!qos2_has(c, pid)) return false;
     c->qs->qos2_ids[pid >> 6] &= ~(1ull << (pid & 63));
     c->qs->qos2_count--;
-    mqr__lsession_qos2(c, pid, false);
+    /* a row left behind (counted, logged there) keeps the id after a
+     * restart, where PUBREL releases it again */
+    (void)mqr__lsession_qos2(c, pid, false);
     return true;
 }
 
@@ -203,6 +220,40 @@ static int alias_set(mqr_lconn_t *c, uint16_t alias, const char *topic, uint16_t
 }
 
 /* ---- PUBLISH ---------------------------------------------------------------- */
+
+/* Routing a QoS 1/2 PUBLISH failed (no memory, the store refused the
+ * retained message, a session row or the QoS 2 id): some subscriber that
+ * had to keep it does not, so it must not be acknowledged as taken. v5 says
+ * so (0x80, the client may send it again); 3.1.1 has no negative ack, so
+ * the connection closes unacknowledged (as for a full queue) and the client
+ * sends it again after reconnecting. */
+static int refuse_failed(mqr_lconn_t *c, const mqr_mqtt_publish_t *p, uint8_t type, uint16_t tlen,
+                         int why)
+{
+    mqr_listener_t *l = c->l;
+    l->stats.refused_failed++;
+    bool v5 = c->version == MQR_MQTT_V5;
+    /* a failing disk or a process out of memory fails every PUBLISH: one
+     * line a second, with the count */
+    uint64_t now = mqr__now_ms();
+    if (now - l->fail_log_ms >= 1000u) {
+        l->fail_log_ms = now;
+        MQR_LOG_W(MQR_LSN_LOG,
+                  "client %s (%s): QoS %d PUBLISH on %.*s not taken: %s; %s (%llu refused so far)",
+                  mqr__lconn_name(c), c->addr, p->qos, (int)tlen,
+                  p->topic_alias && !p->topic.len ? "(alias)" : p->topic.p, mqr_strerror(why),
+                  v5 ? "answered 0x80" : "closing unacknowledged",
+                  (unsigned long long)l->stats.refused_failed);
+    }
+    if (!v5) {
+        c->will_publish = true; /* not a normal disconnection */
+        mqr__listener_conn_close(c, MQR_LCLOSE_DISCONNECT, MQR_MQTT_RC_UNSPECIFIED,
+                                 "PUBLISH not taken");
+        return why;
+    }
+    mqr__listener_ack(c, type, p->packet_id, MQR_MQTT_RC_UNSPECIFIED);
+    return 0;
+}
 
 int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
 {
@@ -261,7 +312,8 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         if (p.qos == 0) return 0;
         bool v5 = c->version == MQR_MQTT_V5;
         if (p.qos == 2 && !v5 && qos2_add(c, p.packet_id) < 0)
-            return mqr__listener_conn_fail(c, MQR_MQTT_RC_UNSPECIFIED, "out of memory");
+            return mqr__listener_conn_fail(c, MQR_MQTT_RC_UNSPECIFIED,
+                                           "QoS 2 packet id not kept (memory or store)");
         mqr__listener_ack(c, p.qos == 1 ? MQR_MQTT_PUBACK : MQR_MQTT_PUBREC, p.packet_id,
                           v5 ? MQR_MQTT_RC_NOT_AUTHORIZED : 0);
         return 0;
@@ -300,32 +352,49 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     };
     mqr_msg_t *m = mqr__msg_new(&in);
     free(mheap);
+    uint8_t type = p.qos == 1 ? MQR_MQTT_PUBACK : MQR_MQTT_PUBREC;
+    /* The QoS 2 id is kept before the message is routed: when the store
+     * cannot keep it, nothing went anywhere and "not taken" is the whole
+     * truth (after routing, the subscribers would have it already). */
+    int q2 = 0;
+    if (p.qos == 2 && m && (q2 = qos2_add(c, p.packet_id)) < 0) {
+        mqr_msg_unref(m);
+        return refuse_failed(c, &p, type, tlen, q2);
+    }
+    bool id_kept = p.qos == 2 && m;
     /* deliver.c pauses l->publisher when a subscriber's queue is full */
     mqr_lconn_t *outer = l->publisher;
     l->publisher = c;
-    /* any store write made while routing it (rows of persistent sessions,
-     * a durable queue, ...) */
-    uint64_t writes = store_writes(l->e->store);
-    uint64_t no_room = l->e->stats.refused_no_room;
+    /* what became of it at each subscriber that must keep it (a queue, a
+     * persistent session's row, an upstream session's buffer) */
+    mqr_pubctx_t pc;
     if (m) {
-        rc = mqr__engine_publish(l->e, m);
+        rc = mqr__engine_publish_ctx(l->e, m, &pc);
         mqr_msg_unref(m);
         l->stats.msgs_in++;
     } else {
         rc = MQR_ENOMEM;
+        pc = (mqr_pubctx_t){0};
     }
     l->publisher = outer;
-    if (rc < 0)
-        MQR_LOG_D(MQR_LSN_LOG, "%s: PUBLISH on %.*s not routed: %s", c->client_id, (int)tlen,
-                  p.topic_alias && !p.topic.len ? "(alias)" : p.topic.p, mqr_strerror(rc));
-    if (p.qos == 0) return 0;
+    if (p.qos == 0) {
+        if (rc < 0)
+            MQR_LOG_D(MQR_LSN_LOG, "%s: PUBLISH on %.*s not routed: %s", c->client_id, (int)tlen,
+                      p.topic_alias && !p.topic.len ? "(alias)" : p.topic.p, mqr_strerror(rc));
+        return 0;
+    }
+    if (rc >= 0 && pc.failed) rc = pc.error;
+    /* refused: the id is not kept, the client sends the message again as a
+     * new one */
+    if ((rc < 0 || pc.no_room) && id_kept) qos2_remove(c, p.packet_id);
+    if (rc < 0) return refuse_failed(c, &p, type, tlen, rc);
 
     /* A subscriber that had to take it (a queue, an upstream session a
      * route forwarded it to) had no room: acknowledging would lose a message
      * the client then forgets. v5 says so (Quota exceeded, the client may
      * send it again); 3.1.1 has no negative ack, so the connection closes
      * unacknowledged and the client sends it again after reconnecting. */
-    if (rc >= 0 && l->e->stats.refused_no_room != no_room) {
+    if (pc.no_room) {
         l->stats.refused_no_room++;
         if (c->version != MQR_MQTT_V5) {
             MQR_LOG_I(MQR_LSN_LOG,
@@ -337,23 +406,17 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
                                      "no room");
             return MQR_EFULL;
         }
-        mqr__listener_ack(c, p.qos == 1 ? MQR_MQTT_PUBACK : MQR_MQTT_PUBREC, p.packet_id,
-                          MQR_MQTT_RC_QUOTA_EXCEEDED);
+        mqr__listener_ack(c, type, p.packet_id, MQR_MQTT_RC_QUOTA_EXCEEDED);
         return 0;
     }
 
-    /* v5 says why it failed; 3.1.1 has no negative ack and gets a plain one */
-    uint8_t reason = rc < 0 ? MQR_MQTT_RC_UNSPECIFIED : MQR_MQTT_RC_SUCCESS;
-    uint8_t type = p.qos == 1 ? MQR_MQTT_PUBACK : MQR_MQTT_PUBREC;
-    if (p.qos == 2 && reason == MQR_MQTT_RC_SUCCESS && qos2_add(c, p.packet_id) < 0)
-        reason = MQR_MQTT_RC_UNSPECIFIED;
     /* a retained message, a message queued for a persistent session or a
      * durable queue, a stored QoS 2 id: whatever routing wrote to the store
      * is acknowledged once the store has committed it */
-    if ((p.retain || store_writes(l->e->store) != writes) && rc >= 0)
-        mqr__listener_ack_after_commit(c, type, p.packet_id, reason);
+    if (p.retain || pc.stored || q2 == MQR_DELIVER_STORED)
+        mqr__listener_ack_after_commit(c, type, p.packet_id, MQR_MQTT_RC_SUCCESS);
     else
-        mqr__listener_ack(c, type, p.packet_id, reason);
+        mqr__listener_ack(c, type, p.packet_id, MQR_MQTT_RC_SUCCESS);
     return 0;
 }
 

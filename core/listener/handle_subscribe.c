@@ -132,6 +132,7 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         mqr_trie_entry_t *ent = mqr__trie_find(&e->router.trie, tf.group, tf.group_len, tf.filter,
                                                tf.filter_len, &c->sub);
         bool existed = ent != NULL;
+        mqr_sub_opts_t before = existed ? ent->opts : o;
         if (ent) {
             o.tag = ent->opts.tag;
             ent->opts = o;
@@ -153,8 +154,18 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
                 continue;
             }
         }
+        if (mqr__lsession_sub_put(c, fp, fl, &ent->opts) < 0) {
+            /* a persistent session's subscription the store refused would
+             * be gone after a restart: refused now, as it was before */
+            if (existed)
+                ent->opts = before;
+            else
+                subs_remove(c, ent);
+            free(mheap);
+            codes[i] = v5 ? MQR_MQTT_RC_UNSPECIFIED : 0x80;
+            continue;
+        }
         codes[i] = granted;
-        mqr__lsession_sub_put(c, fp, fl, &ent->opts);
         MQR_LOG_D(MQR_LSN_LOG, "%s subscribed to %.*s q%u%s", c->client_id, (int)fl, fp, se.qos,
                   existed ? " (replaced)" : "");
         free(mheap);

@@ -350,6 +350,8 @@ struct mqr_listener {
     /* connect_rate bucket (x MQR_LSN_TOKEN) as of conn_ms (uv_now) */
     uint64_t conn_tokens, conn_ms;
     uint64_t refuse_log_ms; /* refusals at accept are logged once a second at most */
+    uint64_t row_log_ms;    /* so are session rows the store refused (wall clock) */
+    uint64_t fail_log_ms;   /* and PUBLISHes refused for a failed routing (wall clock) */
 
     /* $SYS statistics (sys.c) */
     uv_timer_t sys_timer;
@@ -520,26 +522,40 @@ void mqr__lsession_stop(mqr_listener_t *l);
 /* CONNECT: ends or resumes the stored/offline session of c->client_id as
  * clean says, makes c persistent (or not) and writes its row. *present is
  * the CONNACK Session Present flag. The resumed deliveries wait in c until
- * mqr__listener_deliveries_resend() after the CONNACK. */
+ * mqr__listener_deliveries_resend() after the CONNACK. Returns 0, or the
+ * store's error when it refused the rows (the session's, or deleting those
+ * of a session that ends): then nothing changed and the CONNECT must be
+ * refused. */
 int mqr__lsession_connect(mqr_lconn_t *c, bool clean, bool *present);
 /* Closing c: a persistent session goes offline with c's state (c is left
  * empty); a session that ends has its rows deleted. Keeps a delayed will. */
 void mqr__lsession_disconnect(mqr_lconn_t *c);
 /* Timer: ends expired sessions and publishes delayed wills that are due. */
 void mqr__lsession_tick(mqr_listener_t *l, uint64_t now);
-/* Store writes for a persistent connection (no-ops otherwise). */
-void mqr__lsession_sub_put(mqr_lconn_t *c, const char *filter, size_t flen,
-                           const mqr_sub_opts_t *o);
+/* Store writes for a persistent connection (no-ops otherwise). sub_put:
+ * 0 (nothing to store), MQR_DELIVER_STORED or the store's error (counted and
+ * logged, as for every session row). */
+int mqr__lsession_sub_put(mqr_lconn_t *c, const char *filter, size_t flen, const mqr_sub_opts_t *o);
 void mqr__lsession_sub_delete(mqr_lconn_t *c, const char *filter, size_t flen);
-void mqr__lsession_qos2(mqr_lconn_t *c, uint16_t pid, bool add);
+/* Stores (add) or deletes the row of an inbound QoS 2 packet id: 0 (not a
+ * persistent session: nothing to store), MQR_DELIVER_STORED (the ack waits
+ * for the commit) or the store's error, counted and logged. */
+int mqr__lsession_qos2(mqr_lconn_t *c, uint16_t pid, bool add);
+/* A session row the store refused (rc): counted in session_rows_failed,
+ * logged once a second at most with the store's reason. */
+void mqr__lsession_row_failed(mqr_listener_t *l, const char *client_id, int rc);
 
 /* ---- deliver.c ---------------------------------------------------------- */
 
-/* The router's callback (c->sub.deliver). */
-void mqr__listener_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
+/* The router's callback (c->sub.deliver); its result as router.h says. */
+int mqr__listener_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
 /* Sends msg (borrowed) at qos: QoS 0 straight into the output (dropped when
  * it is over max_out_bytes), QoS 1/2 into the in-flight window or the queue
- * behind it (dropped when that is full). Returns 0 or why it was not sent. */
+ * behind it (dropped when that is full). Returns 0, MQR_DELIVER_STORED (a
+ * persistent session's row was written), or why it was not sent; a QoS 1/2
+ * message whose row the store refused is still sent (the client is here)
+ * and returns the store's error, so its publisher is not told it is
+ * durable. */
 int mqr__listener_send_message(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool retain,
                                uint32_t sub_id);
 /* c->qs, allocated at the first call; NULL when out of memory. */

@@ -117,7 +117,7 @@ static void map_remove(mqr_listener_t *l, mqr_lsession_t *s)
 
 /* ---- one offline session ----------------------------------------------------------- */
 
-static void session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
+static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
 
 static mqr_lsession_t *session_new(mqr_listener_t *l, const char *id, size_t len)
 {
@@ -168,9 +168,13 @@ static void session_free(mqr_lsession_t *s, bool will)
     free(s);
 }
 
-static void rows_delete(mqr_listener_t *l, const char *id, size_t len)
+/* 0, or the store's error (counted and logged). */
+static int rows_delete(mqr_listener_t *l, const char *id, size_t len)
 {
-    if (l->sstore) mqr__store_session_delete(l->sstore, id, len);
+    if (!l->sstore) return 0;
+    int rc = mqr__store_session_delete(l->sstore, id, len);
+    if (rc < 0) mqr__lsession_row_failed(l, id, rc);
+    return rc;
 }
 
 static int msgs_push(mqr_lsession_t *s, const mqr_ldelivery_t *d)
@@ -187,16 +191,19 @@ static int msgs_push(mqr_lsession_t *s, const mqr_ldelivery_t *d)
     return 0;
 }
 
-static void session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+/* Queues msg for an absent client. A message whose row the store refused
+ * is not kept in memory either: its publisher is told it was not taken
+ * (and may send it again), so holding it would only make a duplicate. */
+static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
 {
     mqr_lsession_t *s = (mqr_lsession_t *)self;
     mqr_listener_t *l = s->l;
     const mqr_sub_opts_t *o = &entry->opts;
     uint8_t qos = msg->qos < o->qos ? msg->qos : o->qos;
-    if (qos == 0) return; /* not queued for an absent client (Mosquitto's default too) */
+    if (qos == 0) return 0; /* not queued for an absent client (Mosquitto's default too) */
     if (msg->expiry_s && msg->created_ms + (uint64_t)msg->expiry_s * 1000u <= mqr__now_ms()) {
         l->stats.expired++;
-        return;
+        return 0;
     }
     if (s->nqueued >= l->opts.max_queued) {
         l->stats.offline_dropped++;
@@ -207,23 +214,45 @@ static void session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_tr
                       "messages are dropped until it comes back",
                       s->client_id, l->opts.max_queued);
         }
-        return;
+        return 0; /* the documented bound of an offline queue (docs/listener.md) */
     }
     mqr_ldelivery_t d = {
         .msg = msg,
         .sub_id = o->subscription_id,
         .qos = qos,
         .retain = o->retain_as_published && msg->retain,
-        .seq = l->sstore ? ++s->next_seq : 0,
+        .seq = l->sstore ? s->next_seq + 1 : 0,
     };
     if (msgs_push(s, &d) < 0) {
         l->stats.offline_dropped++;
-        return;
+        return MQR_ENOMEM;
     }
+    if (!l->sstore) {
+        mqr_msg_ref(msg);
+        return 0;
+    }
+    int rc = mqr__store_session_msg_put(l->sstore, s->client_id, s->client_id_len, d.seq, msg, qos,
+                                        d.retain, d.sub_id, 0, MQR_LQ_FREE);
+    if (rc < 0) {
+        s->nmsgs--; /* the one msgs_push added */
+        s->nqueued--;
+        mqr__lsession_row_failed(l, s->client_id, rc);
+        return rc;
+    }
+    s->next_seq = d.seq;
     mqr_msg_ref(msg);
-    if (l->sstore) /* the publisher's ack waits for the commit (the store's write counter) */
-        mqr__store_session_msg_put(l->sstore, s->client_id, s->client_id_len, d.seq, msg, qos,
-                                   d.retain, d.sub_id, 0, MQR_LQ_FREE);
+    return MQR_DELIVER_STORED; /* the publisher's ack waits for the commit */
+}
+
+void mqr__lsession_row_failed(mqr_listener_t *l, const char *client_id, int rc)
+{
+    l->stats.session_rows_failed++;
+    uint64_t now = mqr__now_ms();
+    if (now - l->row_log_ms < 1000u) return; /* a failing disk fails every row: one line a second */
+    l->row_log_ms = now;
+    MQR_LOG_W(MQR_LSN_LOG, "client %s: session row not stored: %s (%llu failed writes so far)",
+              client_id, l->e->store ? mqr__store_last_error(l->e->store) : mqr_strerror(rc),
+              (unsigned long long)l->stats.session_rows_failed);
 }
 
 /* ---- moving state between a connection and a session ------------------------------ */
@@ -283,9 +312,12 @@ void mqr__lsession_disconnect(mqr_lconn_t *c)
         s->will_ms = now + (uint64_t)delay * 1000u;
         c->will = NULL;
     }
-    if (l->sstore)
-        mqr__store_session_put(l->sstore, s->client_id, s->client_id_len, s->version, s->expiry_s,
-                               mqr__now_ms());
+    /* a failed update (counted) only makes the expiry count from the next
+     * start-up instead of from now */
+    int rc;
+    if (l->sstore && (rc = mqr__store_session_put(l->sstore, s->client_id, s->client_id_len,
+                                                  s->version, s->expiry_s, mqr__now_ms())) < 0)
+        mqr__lsession_row_failed(l, s->client_id, rc);
     MQR_LOG_D(MQR_LSN_LOG, "client %s: session kept (%u subscriptions, %u messages)", s->client_id,
               s->nsubs, s->nmsgs);
 }
@@ -297,6 +329,25 @@ int mqr__lsession_connect(mqr_lconn_t *c, bool clean, bool *present)
     if (c->version != MQR_MQTT_V5) c->session_expiry = clean ? 0 : UINT32_MAX;
     c->persistent = c->session_expiry > 0;
     mqr_lsession_t *s = find_any(l, c->client_id, c->client_id_len);
+    bool resume = s && !clean;
+    if (l->sstore) {
+        /* The rows first, while nothing in memory has moved: a refusal
+         * leaves the session as it was. Rows of a session that does not go
+         * on (ended, or unknown here: kept by a listener that has closed
+         * since) go; a failed delete matters only for a session we know
+         * of (a clean client's CONNECT does not depend on a working store). */
+        int rc = 0;
+        if (!resume || !c->persistent) {
+            rc = rows_delete(l, c->client_id, c->client_id_len);
+            if (!s) rc = 0;
+        }
+        if (rc == 0 && c->persistent) {
+            rc = mqr__store_session_put(l->sstore, c->client_id, c->client_id_len, c->version,
+                                        c->session_expiry, 0);
+            if (rc < 0) mqr__lsession_row_failed(l, c->client_id, rc);
+        }
+        if (rc < 0) return rc;
+    }
     if (s) {
         map_remove(s->l, s);
         if (clean) {
@@ -336,30 +387,24 @@ int mqr__lsession_connect(mqr_lconn_t *c, bool clean, bool *present)
         }
         session_free(s, false);
     }
-    if (l->sstore) {
-        /* rows of a session that did not resume (ended, or unknown here:
-         * kept by a listener that has closed since) go */
-        if (!*present)
-            rows_delete(l, c->client_id, c->client_id_len);
-        else if (!c->persistent)
-            rows_delete(l, c->client_id, c->client_id_len);
-        if (c->persistent)
-            mqr__store_session_put(l->sstore, c->client_id, c->client_id_len, c->version,
-                                   c->session_expiry, 0);
-    }
     c->stored = c->persistent && l->sstore;
     return 0;
 }
 
 /* ---- store writes of a connected persistent session ----------------------------- */
 
-void mqr__lsession_sub_put(mqr_lconn_t *c, const char *filter, size_t flen, const mqr_sub_opts_t *o)
+int mqr__lsession_sub_put(mqr_lconn_t *c, const char *filter, size_t flen, const mqr_sub_opts_t *o)
 {
-    if (!c->persistent || !c->l->sstore) return;
+    if (!c->persistent || !c->l->sstore) return 0;
     uint8_t flags = (uint8_t)((o->no_local ? 1 : 0) | (o->retain_as_published ? 2 : 0) |
                               ((o->retain_handling & 3) << 2));
-    mqr__store_session_sub_put(c->l->sstore, c->client_id, c->client_id_len, filter, flen, o->qos,
-                               flags, o->subscription_id);
+    int rc = mqr__store_session_sub_put(c->l->sstore, c->client_id, c->client_id_len, filter, flen,
+                                        o->qos, flags, o->subscription_id);
+    if (rc < 0) {
+        mqr__lsession_row_failed(c->l, c->client_id, rc);
+        return rc;
+    }
+    return MQR_DELIVER_STORED;
 }
 
 void mqr__lsession_sub_delete(mqr_lconn_t *c, const char *filter, size_t flen)
@@ -368,15 +413,17 @@ void mqr__lsession_sub_delete(mqr_lconn_t *c, const char *filter, size_t flen)
     mqr__store_session_sub_delete(c->l->sstore, c->client_id, c->client_id_len, filter, flen);
 }
 
-void mqr__lsession_qos2(mqr_lconn_t *c, uint16_t pid, bool add)
+int mqr__lsession_qos2(mqr_lconn_t *c, uint16_t pid, bool add)
 {
     mqr_listener_t *l = c->l;
-    if (!c->persistent || !l->sstore) return;
-    if (add) {
-        mqr__store_session_qos2_put(l->sstore, c->client_id, c->client_id_len, pid);
-    } else {
-        mqr__store_session_qos2_delete(l->sstore, c->client_id, c->client_id_len, pid);
+    if (!c->persistent || !l->sstore) return 0;
+    int rc = add ? mqr__store_session_qos2_put(l->sstore, c->client_id, c->client_id_len, pid)
+                 : mqr__store_session_qos2_delete(l->sstore, c->client_id, c->client_id_len, pid);
+    if (rc < 0) {
+        mqr__lsession_row_failed(l, c->client_id, rc);
+        return rc;
     }
+    return MQR_DELIVER_STORED;
 }
 
 /* ---- expiry and delayed wills -------------------------------------------------------- */

@@ -1,7 +1,8 @@
 /*
  * test_engine.c — the engine through the public API: publish and C
  * subscriptions, shared messages in fan-out, removal during delivery,
- * routing loops, retained messages across a restart, and stop/free order.
+ * routing loops, retained messages across a restart, stop/free order, and
+ * the publish context an ingress reads after routing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -143,6 +144,93 @@ static void test_routing_loop(void **state)
     mqr_engine_free(e);
 }
 
+/* ---- the publish context ---- */
+
+typedef struct {
+    mqr_subscriber_t base;
+    int result;            /* what deliver() answers */
+    const char *republish; /* publishes this topic from inside deliver() */
+    mqr_engine_t *e;
+} fixed_sub_t;
+
+static int fixed_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+{
+    fixed_sub_t *f = (fixed_sub_t *)self;
+    if (f->republish) mqr_publish(f->e, f->republish, "n", 1, 1, 0);
+    return f->result;
+}
+
+static mqr_trie_entry_t *fixed(mqr_engine_t *e, fixed_sub_t *f, const char *filter, int result)
+{
+    *f = (fixed_sub_t){.base.deliver = fixed_deliver, .result = result, .e = e};
+    mqr_sub_opts_t o = {.qos = 2};
+    mqr_trie_entry_t *ent = mqr__router_add(&e->router, filter, strlen(filter), &f->base, &o);
+    assert_non_null(ent);
+    return ent;
+}
+
+static mqr_pubctx_t route(mqr_engine_t *e, const char *topic)
+{
+    mqr_msg_init_t in = {.topic = topic, .topic_len = strlen(topic), .qos = 1};
+    mqr_msg_t *m = mqr__msg_new(&in);
+    assert_non_null(m);
+    mqr_pubctx_t pc;
+    assert_int_equal(mqr__engine_publish_ctx(e, m, &pc), 0);
+    mqr_msg_unref(m);
+    assert_null(e->router.pub); /* nobody else's from here on */
+    return pc;
+}
+
+static void test_publish_context(void **state)
+{
+    mqr_engine_t *e = engine("");
+    fixed_sub_t f[6];
+    mqr_trie_entry_t *ents[6] = {
+        fixed(e, &f[0], "a/#", 0),          fixed(e, &f[1], "a/#", MQR_DELIVER_STORED),
+        fixed(e, &f[2], "a/#", MQR_EFULL),  fixed(e, &f[3], "a/#", MQR_EMEMLIMIT),
+        fixed(e, &f[4], "a/#", MQR_ESTORE), fixed(e, &f[5], "a/#", MQR_ENOMEM),
+    };
+    mqr_pubctx_t pc = route(e, "a/1");
+    assert_int_equal(pc.stored, 1);
+    assert_int_equal(pc.no_room, 2);
+    assert_int_equal(pc.failed, 2);
+    assert_int_equal(pc.error, MQR_ESTORE); /* the first failure */
+    assert_int_equal(e->router.dropped_nomem, 1);
+    for (int i = 0; i < 6; i++)
+        mqr__router_remove(&e->router, ents[i]);
+
+    /* a handler's publish while routing counts for the message that caused
+     * it: its publisher hears about it */
+    fixed_sub_t h, inner;
+    mqr_trie_entry_t *eh = fixed(e, &h, "b/1", 0);
+    h.republish = "b/2";
+    mqr_trie_entry_t *ei = fixed(e, &inner, "b/2", MQR_ENOMEM);
+    pc = route(e, "b/1");
+    assert_int_equal(pc.failed, 1);
+    assert_int_equal(pc.error, MQR_ENOMEM);
+    assert_int_equal(e->router.dropped_nomem, 2);
+    /* outside any routing a result concerns nobody */
+    mqr__router_note(&e->router, MQR_ENOMEM);
+    assert_int_equal(e->router.dropped_nomem, 2);
+    mqr__router_remove(&e->router, eh);
+    mqr__router_remove(&e->router, ei);
+
+    /* a real queue bound to the topic: full, then taken */
+    mqr_queue_options_t qo;
+    mqr_queue_options_init(&qo);
+    qo.name = "one";
+    qo.max_messages = 1;
+    mqr_queue_t *q;
+    assert_int_equal(mqr_queue_new(e, &qo, &q), 0);
+    assert_int_equal(mqr_queue_bind(q, "c/#"), 0);
+    pc = route(e, "c/1");
+    assert_int_equal(pc.no_room + pc.failed + pc.stored, 0);
+    pc = route(e, "c/2");
+    assert_int_equal(pc.no_room, 1);
+    assert_int_equal(pc.failed, 0);
+    mqr_engine_free(e);
+}
+
 static void test_retained_survive_restart(void **state)
 {
     char dir[] = "/tmp/mqr-engine-XXXXXX";
@@ -234,6 +322,7 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_remove_during_delivery),
         cmocka_unit_test(test_routing_loop),
+        cmocka_unit_test(test_publish_context),
         cmocka_unit_test(test_retained_survive_restart),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_host_loop),
