@@ -148,6 +148,17 @@ static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
             out_types, s.packets_out);
     one_u(b, "mqtt_messages_dropped_total", "counter",
           "Deliveries to listener clients dropped (buffer or queue full, too large).", s.dropped);
+    /* QoS 1/2 PUBLISHes not acknowledged as taken (docs/listener.md) */
+    head(b, "mqtt_publishes_refused_total", "counter",
+         "QoS 1/2 PUBLISHes refused unacknowledged (v5 reason code, 3.1.1 connection closed): "
+         "no room in a queue or session buffer, or routing or a store write failed.");
+    mqr__abuf_printf(b, "mqtt_publishes_refused_total{reason=\"no_room\"} %llu\n",
+                     (unsigned long long)s.refused_no_room);
+    mqr__abuf_printf(b, "mqtt_publishes_refused_total{reason=\"failed\"} %llu\n",
+                     (unsigned long long)s.refused_failed);
+    one_u(b, "mqtt_persistent_session_rows_failed_total", "counter",
+          "Persistent-session rows the store refused (subscriptions, messages, state).",
+          s.session_rows_failed);
     one_u(b, "mqtt_bytes_received_total", "counter", "Bytes read from listener sockets.",
           s.bytes_in);
     one_u(b, "mqtt_bytes_sent_total", "counter", "Bytes written to listener sockets.", s.bytes_out);
@@ -496,6 +507,8 @@ void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out)
           "Publishes refused (bad topic, routing loop, no memory).", e->stats.refused);
     one_u(out, "mqrouter_routing_loops_total", "counter", "Publishes stopped for nesting too deep.",
           e->router.loops);
+    one_u(out, "mqrouter_deliveries_dropped_nomem_total", "counter",
+          "Deliveries a subscriber could not take for lack of memory.", e->router.dropped_nomem);
     one_u(out, "mqrouter_admin_requests_total", "counter", "Admin API requests answered.",
           a->requests);
     head(out, "mqrouter_admin_errors_total", "counter", "Admin API error answers, by class.");
