@@ -141,3 +141,27 @@ env -u MQROUTER_LUA_DIR "$WORK/test_public_api" >"$WORK/api.out" 2>&1 \
 ntests=$(grep -c 'cmocka_unit_test(' "$MQROUTER_SRC/tests/c/test_public_api.c")
 grep -q "PASSED  \] $ntests test(s)" "$WORK/api.out" || { cat "$WORK/api.out"; fail "not every API test ran"; }
 note "test_public_api built from the installed headers and passed"
+
+# the testing kit from the installed copy: the host module and the stdlib,
+# found through LUA_CPATH / LUA_PATH as docs/stdlib.md says, test a rule
+cat >"$WORK/kit.lua" <<'LUA'
+local t = require "mqrouter.testing"
+local h = t.load_string([[
+local mq = require "mqrouter"
+mq.route("in/#", function(msg) mq.publish("out/" .. msg.topic, msg.payload) end)
+]])
+assert(h:publish("in/a", "42"))
+local got = h:published("out/#")
+assert(#got == 1 and got[1].topic == "out/in/a" and got[1].payload == "42", "rule output")
+h:close()
+print("kit ok")
+LUA
+preload=""
+[[ "${MQR_SANITIZE:-}" == 1 ]] && preload="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)"
+modpath=$(find "$prefix" -path '*/lua/5.1/mqrouter.so' | head -1)
+[[ -n "$modpath" ]] || fail "the busted host module (lib/lua/5.1/mqrouter.so) is not installed"
+LD_PRELOAD="$preload" LUA_CPATH="$(dirname "$modpath")/?.so;;" \
+  LUA_PATH="$prefix/share/mqrouter/lua/?.lua;;" MQROUTER_LUA_DIR="$prefix/share/mqrouter/lua" \
+  luajit "$WORK/kit.lua" >"$WORK/kit.out" 2>&1 || { cat "$WORK/kit.out"; fail "the testing kit from the install"; }
+grep -q "kit ok" "$WORK/kit.out" || { cat "$WORK/kit.out"; fail "the testing kit did not run"; }
+note "mqrouter.testing ran from the installed module and stdlib"
