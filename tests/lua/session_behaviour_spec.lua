@@ -1,0 +1,68 @@
+-- Session helpers against real Mosquitto brokers on free loopback ports:
+-- it.stop() ends the for loop of an iterator, mq.wait_ready fails at once
+-- for a session that does not exist, mq.sessions() lists in creation
+-- order, and reconnect delays double from the first retry on.
+local mqrouter = require "mqrouter"
+local h = require "helpers"
+
+local mosq = require "mosquitto"
+
+local function payloads(cap, topic)
+  local out = {}
+  for _, m in ipairs(cap:messages()) do
+    if m.topic == topic then out[#out + 1] = m.payload end
+  end
+  return out
+end
+
+describe("sessions", function()
+  local e, dir, brokers
+  before_each(function()
+    e = h.engine()
+    dir = h.tmpdir()
+    brokers = {}
+  end)
+  after_each(function()
+    e:close()
+    for _, b in ipairs(brokers) do b.stop() end
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("reconnects after 1, 2, 4 s when the broker dies, as after a failed first connect", function()
+    local b = mosq.broker(dir)
+    brokers[#brokers + 1] = b
+    local cap = e:capture("r/#")
+    assert(e:load(([[
+      local mq = require "mqrouter"
+      mq.session{ name = "lost", broker = "%s", reconnect = { initial = 1, max = 8 } }
+      mq.session{ name = "never", broker = "tcp://127.0.0.1:%d",
+                  reconnect = { initial = 1, max = 8 } }
+      mq.on("session_ready", function(ev) mq.publish("r/ready", ev.name) end)
+      mq.on("session_reconnecting", function(ev)
+        mq.publish("r/" .. ev.name, ev.attempt .. " " .. string.format("%%.3f", ev.time))
+      end)
+    ]]):format(b.uri, mosq.free_port())))
+    assert.is_true(h.run_until(e, function() return #payloads(cap, "r/ready") == 1 end, 5))
+    b.stop()
+    assert.is_true(h.run_until(e, function()
+      return #payloads(cap, "r/lost") >= 4 and #payloads(cap, "r/never") >= 4
+    end, 20))
+    for _, name in ipairs({ "lost", "never" }) do
+      local times, attempts = {}, {}
+      for i, p in ipairs(payloads(cap, "r/" .. name)) do
+        local a, t = p:match("^(%d+) (.+)$")
+        attempts[i], times[i] = tonumber(a), tonumber(t)
+      end
+      local gaps = {}
+      for i = 2, 4 do gaps[#gaps + 1] = times[i] - times[i - 1] end
+      -- the delay of each retry, plus a refused connect (milliseconds)
+      for i, want in ipairs({ 1, 2, 4 }) do
+        assert(gaps[i] >= want - 0.01 and gaps[i] < want + 0.5,
+          ("%s: delays %.3f %.3f %.3f, expected 1 2 4"):format(name, gaps[1], gaps[2], gaps[3]))
+      end
+      local first = name == "lost" and 1 or 2 -- the failed first connect was attempt 1
+      assert.are.same({ first, first + 1, first + 2, first + 3 },
+        { attempts[1], attempts[2], attempts[3], attempts[4] })
+    end
+  end)
+end)
