@@ -627,14 +627,20 @@ static int l_session_status_by_name(lua_State *L)
     return 1;
 }
 
-/* mq.sessions() -> { "name", ... } every open session of the engine */
+/* mq.sessions() -> { "name", ... } every open session of the engine, in
+ * creation order. The engine's list runs newest first (a name's newest
+ * session is the one found), hence filled from the end. */
 static int l_sessions(lua_State *L)
 {
-    lua_newtable(L);
-    int i = 0;
-    for (mqr_upstream_t *u = mqr__upstream_first(engine_of(L)); u; u = mqr__upstream_next(u)) {
+    mqr_engine_t *e = engine_of(L);
+    int n = 0;
+    for (mqr_upstream_t *u = mqr__upstream_first(e); u; u = mqr__upstream_next(u))
+        n++;
+    lua_createtable(L, n, 0);
+    int i = n;
+    for (mqr_upstream_t *u = mqr__upstream_first(e); u; u = mqr__upstream_next(u)) {
         lua_pushstring(L, mqr__upstream_name(u));
-        lua_rawseti(L, -2, ++i);
+        lua_rawseti(L, -2, i--);
     }
     return 1;
 }

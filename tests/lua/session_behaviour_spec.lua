@@ -28,6 +28,20 @@ describe("sessions", function()
     os.execute("rm -rf " .. dir)
   end)
 
+  it("mq.sessions() lists the sessions in creation order", function()
+    local cap = e:capture("r/#")
+    local port = mosq.free_port()
+    assert(e:load(([[
+      local mq = require "mqrouter"
+      for _, n in ipairs({ "b", "c", "a", "d" }) do
+        mq.session{ name = n, broker = "tcp://127.0.0.1:%d" }
+      end
+      mq.route("list", function() mq.publish("r/list", table.concat(mq.sessions(), ",")) end)
+    ]]):format(port)))
+    assert(e:publish("list", ""))
+    assert.are.same({ "b,c,a,d" }, payloads(cap, "r/list"))
+  end)
+
   it("reconnects after 1, 2, 4 s when the broker dies, as after a failed first connect", function()
     local b = mosq.broker(dir)
     brokers[#brokers + 1] = b
