@@ -28,6 +28,30 @@ describe("sessions", function()
     os.execute("rm -rf " .. dir)
   end)
 
+  it("mq.wait_ready fails at once for a session that does not exist", function()
+    local cap = e:capture("r/#")
+    assert(e:load(([[
+      local mq = require "mqrouter"
+      local up = mq.session{ name = "dead", broker = "tcp://127.0.0.1:%d" }
+      mq.spawn(function()
+        local ok, err, name = mq.wait_ready("no-such-session", 5)
+        mq.publish("r/none", tostring(ok) .. "|" .. tostring(err) .. "|" .. tostring(name))
+      end)
+      mq.spawn(function()
+        local ok, err, name = mq.wait_ready("dead", 30)
+        mq.publish("r/removed", tostring(ok) .. "|" .. tostring(err) .. "|" .. tostring(name))
+      end)
+      mq.route("close", function() up:close() end)
+    ]]):format(mosq.free_port())))
+    -- answered while the script loaded, not after the timeout
+    assert.are.same({ "nil|ENOENT: no session 'no-such-session'|ENOENT" },
+      payloads(cap, "r/none"))
+    assert.are.same({}, payloads(cap, "r/removed"))
+    assert(e:publish("close", ""))
+    assert.is_true(h.run_until(e, function() return #payloads(cap, "r/removed") == 1 end, 2))
+    assert.are.same({ "nil|ENOENT: no session 'dead'|ENOENT" }, payloads(cap, "r/removed"))
+  end)
+
   it("mq.sessions() lists the sessions in creation order", function()
     local cap = e:capture("r/#")
     local port = mosq.free_port()
