@@ -28,6 +28,48 @@ describe("sessions", function()
     os.execute("rm -rf " .. dir)
   end)
 
+  for _, form in ipairs({ "up:messages", "mq.session_messages" }) do
+    it("it.stop() ends the for loop of " .. form .. ", from inside or outside it", function()
+      local b = mosq.broker(dir)
+      brokers[#brokers + 1] = b
+      local cap = e:capture("r/#")
+      assert(e:load(([[
+        local mq = require "mqrouter"
+        local up = mq.session{ name = "s", broker = "%s" }
+        local function iter(filter) return %s(filter, { qos = 1 }) end
+        mq.on("session_ready", function() mq.publish("r/ready", "1") end)
+        local outer = iter("a/#")
+        mq.spawn(function()
+          for msg in outer do mq.publish("r/a", msg.payload) end
+          mq.publish("r/a_ended", "1")
+        end)
+        mq.route("stop_a", function() outer.stop() end)
+        mq.spawn(function()
+          local inner = iter("b/#")
+          for msg in inner do
+            mq.publish("r/b", msg.payload)
+            if msg.payload == "last" then inner.stop() end
+          end
+          local m, err = inner.next()
+          mq.publish("r/b_ended", tostring(m) .. " " .. tostring(err))
+        end)
+      ]]):format(b.uri, form == "up:messages" and "up:messages" or "mq.session_messages")))
+      assert.is_true(h.run_until(e, function() return #payloads(cap, "r/ready") == 1 end, 5))
+      b.pub("a/x", "one")
+      assert.is_true(h.run_until(e, function() return #payloads(cap, "r/a") == 1 end, 5))
+      assert(e:publish("stop_a", ""))
+      assert.is_true(h.run_until(e, function() return #payloads(cap, "r/a_ended") == 1 end, 2))
+      b.pub("b/x", "first")
+      b.pub("b/x", "last")
+      assert.is_true(h.run_until(e, function() return #payloads(cap, "r/b_ended") == 1 end, 5))
+      assert.are.same({ "first", "last" }, payloads(cap, "r/b"))
+      assert.are.same({ "nil nil" }, payloads(cap, "r/b_ended"))
+      b.pub("a/x", "after-stop")
+      e:run(0.2)
+      assert.are.same({ "one" }, payloads(cap, "r/a"))
+    end)
+  end
+
   it("mq.wait_ready fails at once for a session that does not exist", function()
     local cap = e:capture("r/#")
     assert(e:load(([[
