@@ -199,9 +199,10 @@ void mqr__liter_takeover(l_state_t *st, l_state_t *old)
 {
     if (!old) return;
     /* Same key: the new iterator gets the old one's messages ahead of any
-     * of its own (it can have none yet: its route starts with this swap). */
+     * of its own (it can have none yet: its route starts with this swap).
+     * Empty ones pair too, so that the n-th pairs with the n-th. */
     for (l_iter_t *o = old->iters; o; o = o->next) {
-        if (o->stopped || !o->count) continue;
+        if (o->stopped) continue;
         for (l_iter_t *n = st->iters; n; n = n->next) {
             if (n->kept || n->stopped || strcmp(n->key, o->key) != 0) continue;
             mqr_msg_t *m;
