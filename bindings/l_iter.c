@@ -17,6 +17,7 @@
  */
 #include "script.h"
 
+#include "handover.h"
 #include "topic.h"
 
 #include <stdlib.h>
@@ -225,20 +226,35 @@ void mqr__liter_takeover(l_state_t *st, l_state_t *old)
             break;
         }
     }
+    bool handing = false;
+    for (l_iter_t *o = old->iters; o && !handing; o = o->next)
+        handing = !o->stopped && o->count;
+    if (!handing) return; /* the common case: every iterator kept */
     /* The rest: each message to the first new iterator that would have
-     * received it and has room, oldest first. */
+     * received it, does not hold it yet (fan-out shares a message between
+     * iterators) and has room, oldest first. */
+    l_handover_t held = L_HANDOVER_INIT;
+    for (l_iter_t *n = st->iters; n; n = n->next)
+        for (size_t i = 0; n->kept && i < n->count; i++)
+            (void)mqr__handover_add(&held, n, n->ring[(n->head + i) % n->cap]);
     for (l_iter_t *o = old->iters; o; o = o->next) {
         if (o->stopped || !o->count) continue;
         uint64_t dropped = 0;
         mqr_msg_t *m;
         while ((m = ring_pop(o))) {
-            l_iter_t *n = st->iters;
-            while (n && (n->stopped || n->count >= n->max || !wants(n, m)))
-                n = n->next;
-            if (!n || !ring_push(n, m)) {
-                mqr_msg_unref(m);
-                dropped++;
+            bool taken = false, had = false;
+            for (l_iter_t *n = st->iters; n && !taken; n = n->next) {
+                if (n->stopped || !wants(n, m)) continue;
+                if (mqr__handover_has(&held, n, m)) {
+                    had = true;
+                } else if (n->count < n->max && ring_push(n, m)) {
+                    (void)mqr__handover_add(&held, n, m);
+                    taken = true;
+                }
             }
+            if (taken) continue;
+            mqr_msg_unref(m);
+            if (!had) dropped++; /* else another old iterator's copy reached it */
         }
         if (dropped) {
             st->host->reload_dropped += dropped;
@@ -249,6 +265,7 @@ void mqr__liter_takeover(l_state_t *st, l_state_t *old)
                       o->source ? o->source : "every session");
         }
     }
+    mqr__handover_free(&held);
 }
 
 void mqr__liter_wake(l_state_t *st)

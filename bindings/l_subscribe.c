@@ -18,6 +18,7 @@
  */
 #include "script.h"
 
+#include "handover.h"
 #include "queue.h"
 #include "topic.h"
 
@@ -208,18 +209,41 @@ int mqr__lsub_new(lua_State *L)
     return 1;
 }
 
-/* The first of st's running subscribers whose filter matches msg's topic
- * and that has room for it: msg is appended to it. False when none took it. */
-static bool hand_to_taker(l_state_t *st, mqr_msg_t *msg)
+typedef enum { HAND_TAKEN, HAND_HELD, HAND_NONE } hand_result_t;
+
+/* Gives msg to the first of st's running subscribers whose filter matches
+ * its topic, that does not hold it yet and has room. HAND_HELD: none took
+ * it, but one that matches holds it already (another old subscriber's copy
+ * reached it): nothing is lost. */
+static hand_result_t hand_to_taker(l_state_t *st, mqr_msg_t *msg, l_handover_t *held)
 {
+    hand_result_t res = HAND_NONE;
     for (l_sub_t *s = st->subs; s; s = s->next) {
         if (!s->sub) continue;
         mqr_topic_filter_t tf;
         if (mqr__topic_filter_parse(s->filter, strlen(s->filter), &tf, NULL) < 0) continue;
         if (!mqr__topic_matches(tf.filter, tf.filter_len, msg->topic, msg->topic_len)) continue;
-        if (mqr__queue_sub_put(s->sub, msg) == 0) return true;
+        if (mqr__handover_has(held, s, msg)) {
+            res = HAND_HELD;
+            continue;
+        }
+        if (mqr__queue_sub_put(s->sub, msg) == 0) {
+            (void)mqr__handover_add(held, s, msg);
+            return HAND_TAKEN;
+        }
     }
-    return false;
+    return res;
+}
+
+typedef struct {
+    l_handover_t *held;
+    const l_sub_t *taker;
+} held_note_t;
+
+static void note_held(void *arg, mqr_msg_t *msg)
+{
+    held_note_t *n = arg;
+    (void)mqr__handover_add(n->held, n->taker, msg);
 }
 
 void mqr__lsub_takeover(l_state_t *st, l_state_t *old)
@@ -241,14 +265,27 @@ void mqr__lsub_takeover(l_state_t *st, l_state_t *old)
         int rc = sub_start(s);
         if (rc < 0) MQR_LOG_E("rules", "%s not started: %s", s->name, mqr_strerror(rc));
     }
+    bool handing = false;
+    for (l_sub_t *o = old ? old->subs : NULL; o && !handing; o = o->next) {
+        mqr_queue_sub_stats_t qs = {0};
+        if (o->sub) mqr__queue_sub_stats(o->sub, &qs);
+        handing = qs.buffered > 0;
+    }
+    if (!handing) return; /* the common case: every subscriber kept */
+    l_handover_t held = L_HANDOVER_INIT;
+    for (l_sub_t *s = st->subs; s; s = s->next) {
+        if (!s->kept) continue;
+        held_note_t n = {&held, s};
+        mqr__queue_sub_foreach(s->sub, note_held, &n);
+    }
     /* The rest of the old ones: oldest message first, so each taker gets
      * them in the order they arrived, before anything newer. */
-    for (l_sub_t *o = old ? old->subs : NULL; o; o = o->next) {
+    for (l_sub_t *o = old->subs; o; o = o->next) {
         if (!o->sub) continue;
         uint64_t dropped = 0;
         mqr_msg_t *m;
         while ((m = mqr__queue_sub_take(o->sub))) {
-            if (!hand_to_taker(st, m)) dropped++;
+            if (hand_to_taker(st, m, &held) == HAND_NONE) dropped++;
             mqr_msg_unref(m);
         }
         if (dropped) {
@@ -259,6 +296,7 @@ void mqr__lsub_takeover(l_state_t *st, l_state_t *old)
                       (unsigned long long)dropped, o->name);
         }
     }
+    mqr__handover_free(&held);
 }
 
 void mqr__lsub_state_close(l_state_t *st)

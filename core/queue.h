@@ -371,6 +371,10 @@ void mqr__queue_sub_stats(const mqr_queue_sub_t *sub, mqr_queue_sub_stats_t *out
 void mqr__queue_sub_rebind(mqr_queue_sub_t *sub, mqr_queue_sub_fn fn, void *arg);
 mqr_msg_t *mqr__queue_sub_take(mqr_queue_sub_t *sub);
 int mqr__queue_sub_put(mqr_queue_sub_t *sub, mqr_msg_t *msg);
+/* Calls fn(arg, msg) for each waiting message, oldest first; msg is
+ * borrowed, and fn must not change the subscriber. */
+void mqr__queue_sub_foreach(const mqr_queue_sub_t *sub, void (*fn)(void *arg, mqr_msg_t *msg),
+                            void *arg);
 
 /* Routes messages matching filter into q (priority and TTL from opts, NULL
  * = defaults); refusals (full...) are counted in q's stats. The binding goes

@@ -208,6 +208,13 @@ int mqr__queue_sub_put(mqr_queue_sub_t *sub, mqr_msg_t *msg)
     return rc;
 }
 
+void mqr__queue_sub_foreach(const mqr_queue_sub_t *sub, void (*fn)(void *arg, mqr_msg_t *msg),
+                            void *arg)
+{
+    for (size_t i = 0; i < sub->count; i++)
+        fn(arg, sub->ring[(sub->head + i) % sub->cap]);
+}
+
 void mqr__queue_sub_stats(const mqr_queue_sub_t *sub, mqr_queue_sub_stats_t *out)
 {
     *out = sub->st;
