@@ -244,7 +244,7 @@ static void push_route_stats(lua_State *L, const l_route_t *r)
 void mqr__lstats_push(lua_State *L, mqr_engine_t *e, const l_state_t *st)
 {
     const mqr_script_t *h = e->script;
-    lua_createtable(L, 0, 9);
+    lua_createtable(L, 0, 10);
     lua_newtable(L);
     int i = 0;
     for (const l_route_t *r = st ? st->routes : NULL; r; r = r->next) {
@@ -259,6 +259,7 @@ void mqr__lstats_push(lua_State *L, mqr_engine_t *e, const l_state_t *st)
     set_num(L, "reload_failures", h ? h->reload_failures : 0);
     set_num(L, "handler_errors", h ? h->handler_errors : 0);
     set_num(L, "budget_errors", h ? h->budget_errors : 0);
+    set_num(L, "reload_dropped", h ? h->reload_dropped : 0);
 }
 
 static int l_route_stats(lua_State *L)

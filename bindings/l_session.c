@@ -627,14 +627,20 @@ static int l_session_status_by_name(lua_State *L)
     return 1;
 }
 
-/* mq.sessions() -> { "name", ... } every open session of the engine */
+/* mq.sessions() -> { "name", ... } every open session of the engine, in
+ * creation order. The engine's list runs newest first (a name's newest
+ * session is the one found), hence filled from the end. */
 static int l_sessions(lua_State *L)
 {
-    lua_newtable(L);
-    int i = 0;
-    for (mqr_upstream_t *u = mqr__upstream_first(engine_of(L)); u; u = mqr__upstream_next(u)) {
+    mqr_engine_t *e = engine_of(L);
+    int n = 0;
+    for (mqr_upstream_t *u = mqr__upstream_first(e); u; u = mqr__upstream_next(u))
+        n++;
+    lua_createtable(L, n, 0);
+    int i = n;
+    for (mqr_upstream_t *u = mqr__upstream_first(e); u; u = mqr__upstream_next(u)) {
         lua_pushstring(L, mqr__upstream_name(u));
-        lua_rawseti(L, -2, ++i);
+        lua_rawseti(L, -2, i--);
     }
     return 1;
 }
@@ -951,6 +957,7 @@ static const char session_lua[] =
     "  end\n"
     "  return true\n"
     "end\n"
+    "local function no_session(name) return \"ENOENT: no session '\" .. name .. \"'\" end\n"
     "function mq.wait_ready(name, timeout)\n"
     "  if name ~= nil and type(name) ~= 'string' then\n"
     "    error('bad argument #1 to wait_ready (session name or nil expected)', 2)\n"
@@ -959,6 +966,7 @@ static const char session_lua[] =
     "    error('bad argument #2 to wait_ready (seconds expected)', 2)\n"
     "  end\n"
     "  local co = current('wait_ready')\n"
+    "  if name and not C.status(name) then return nil, no_session(name), 'ENOENT' end\n"
     "  if is_ready(name) then return true end\n"
     "  local w = { co = co, name = name }\n"
     "  ready_waits[w] = true\n"
@@ -1001,11 +1009,14 @@ static const char session_lua[] =
     "    end\n"
     "  end\n"
     "  local done = {}\n"
-    "  for w in pairs(ready_waits) do if is_ready(w.name) then done[#done + 1] = w end end\n"
+    "  for w in pairs(ready_waits) do\n"
+    "    if is_ready(w.name) or (w.name and not C.status(w.name)) then done[#done + 1] = w end\n"
+    "  end\n"
     "  for _, w in ipairs(done) do\n"
     "    ready_waits[w] = nil\n"
     "    if w.timer then w.timer:stop() end\n"
-    "    resume(w.co, true)\n"
+    "    if is_ready(w.name) then resume(w.co, true)\n"
+    "    else resume(w.co, nil, no_session(w.name), 'ENOENT') end -- removed meanwhile\n"
     "  end\n"
     "end\n"
     "local function wait_answer(co, id, timeout, what)\n"
@@ -1097,37 +1108,56 @@ static const char session_lua[] =
     "  end\n"
     "  return published, failed, failures\n"
     "end\n"
-    "local function message_iterator(make_route, opts)\n"
-    "  local queue, head, tail, waiting = {}, 1, 0, nil\n"
+    "-- The messages that arrive while no coroutine waits wait in a C buffer\n"
+    "-- (l_iter.c), so a reload can hand them to the new rules; wake is how\n"
+    "-- that buffer hands them to a coroutine waiting in the new ones.\n"
+    "local function message_iterator(fname, make_route, source, filter, opts)\n"
     "  local max = opts and opts.max or 1000\n"
-    "  local it = { dropped = 0 }\n"
+    "  if type(max) ~= 'number' or max < 1 then\n"
+    "    error('bad option max to ' .. fname .. ' (a number >= 1 expected)', 3)\n"
+    "  end\n"
+    "  local waiting, stopped, buf = nil, false, nil\n"
+    "  local function hand(...) local co = waiting; waiting = nil; resume(co, ...) end\n"
+    "  buf = C.iter_new(source, filter, max, function()\n"
+    "    if waiting and not stopped then local m = buf:pop(); if m then hand(m) end end\n"
+    "  end)\n"
+    "  local it = {}\n"
     "  it.route = make_route(function(msg)\n"
-    "    if waiting then local co = waiting; waiting = nil; resume(co, msg); return end\n"
-    "    if tail - head + 1 >= max then it.dropped = it.dropped + 1; return end\n"
-    "    tail = tail + 1; queue[tail] = msg\n"
+    "    if stopped then return end\n"
+    "    if waiting then hand(msg) else buf:push(msg) end\n"
     "  end)\n"
     "  function it.next(timeout)\n"
-    "    if head <= tail then\n"
-    "      local m = queue[head]; queue[head] = nil; head = head + 1; return m\n"
-    "    end\n"
+    "    local m = buf:pop()\n"
+    "    if m or stopped then return m end\n"
     "    local co = current('the message iterator')\n"
     "    waiting = co\n"
     "    local t\n"
     "    if type(timeout) == 'number' then\n"
     "      t = mq.after(timeout, function()\n"
-    "        if waiting == co then waiting = nil; resume(co, nil, 'ETIMEDOUT: no message', "
-    "'ETIMEDOUT') end\n"
+    "        if waiting == co then hand(nil, 'ETIMEDOUT: no message', 'ETIMEDOUT') end\n"
     "      end)\n"
     "    end\n"
-    "    local m, err, name = yield()\n"
+    "    local m2, err, name = yield()\n"
     "    if t then t:stop() end\n"
-    "    return m, err, name\n"
+    "    return m2, err, name\n"
     "  end\n"
-    "  function it.stop() it.route:stop() end\n"
-    "  return setmetatable(it, { __call = function(self) return self.next() end })\n"
+    "  -- Ends the subscription and the for loop: a coroutine waiting gets nil\n"
+    "  -- now, next() returns nil from now on; what waited is counted dropped.\n"
+    "  function it.stop()\n"
+    "    if stopped then return end\n"
+    "    stopped = true\n"
+    "    it.route:stop()\n"
+    "    buf:stop()\n"
+    "    if waiting then hand(nil) end\n"
+    "  end\n"
+    "  return setmetatable(it, { __call = function(self) return self.next() end,\n"
+    "    __index = function(_, k) if k == 'dropped' then return buf:dropped() end end })\n"
     "end\n"
     "function methods.messages(self, filter, opts)\n"
-    "  return message_iterator(function(fn) return self:route(filter, fn, opts) end, opts)\n"
+    "  if type(filter) ~= 'string' then error('bad argument #1 to messages (filter expected)', 2) "
+    "end\n"
+    "  return message_iterator('messages', function(fn) return self:route(filter, fn, opts) end,\n"
+    "    self:name(), filter, opts)\n"
     "end\n"
     "local declared, handles = {}, {}\n"
     "local raw_session = mq.session\n"
@@ -1157,7 +1187,12 @@ static const char session_lua[] =
     "  return h\n"
     "end\n"
     "function mq.session_messages(filter, opts)\n"
-    "  return message_iterator(function(fn) return mq.handle(filter, fn, opts) end, opts)\n"
+    "  if type(filter) ~= 'string' then\n"
+    "    error('bad argument #1 to session_messages (filter expected)', 2)\n"
+    "  end\n"
+    "  return message_iterator('session_messages',\n"
+    "    function(fn) return mq.handle(filter, fn, opts) end,\n"
+    "    nil, filter, opts)\n"
     "end\n"
     "return dispatch\n";
 
@@ -1203,6 +1238,8 @@ void mqr__lsession_open(lua_State *L)
     lua_setfield(L, -2, "unsubscribe_async");
     lua_pushcfunction(L, l_session_ping_async);
     lua_setfield(L, -2, "ping_async");
+    lua_pushcfunction(L, mqr__liter_new);
+    lua_setfield(L, -2, "iter_new");
     lua_call(L, 3, 1);
     lua_setfield(L, LUA_REGISTRYINDEX, DISPATCH_KEY);
     mqr__upstream_observe(st->host->e, observe, st->host); /* once per host: EEXIST after */

@@ -9,12 +9,16 @@
  *
  * A subscriber belongs to the state that declared it, like a route: one
  * declared while a script loads starts when that script takes over, and a
- * reload closes the old state's subscribers with the old state (their
- * buffered messages are dropped: the new script's own subscribers receive
- * from the takeover on).
+ * reload closes the old state's subscribers with the old state. What waits
+ * in them is not lost with them (mqr__lsub_takeover): a subscriber the new
+ * script declares again with the same filter and options is kept, buffer
+ * and all; the messages of one it does not are handed to a new subscriber
+ * whose filter matches, and only those nobody takes are dropped, counted
+ * and logged.
  */
 #include "script.h"
 
+#include "handover.h"
 #include "queue.h"
 #include "topic.h"
 
@@ -24,10 +28,12 @@
 #define SUB_MT "mqrouter.subscriber"
 
 struct l_sub {
-    l_sub_t *next; /* st->subs */
+    l_sub_t *next; /* st->subs, in declaration order */
     l_state_t *st;
     char *filter;
     char *name; /* "subscriber 'f' (rules.lua:12)" */
+    char *key;  /* filter and options: equal keys = the same subscriber across a reload */
+    bool kept;  /* took over an old state's subscriber */
     mqr_queue_sub_config_t cfg;
     mqr_queue_sub_t *sub; /* NULL until started, and after stop */
     int fn_ref;
@@ -73,6 +79,7 @@ static void sub_free(l_sub_t *s)
     if (s->ud) *s->ud = NULL;
     free(s->filter);
     free(s->name);
+    free(s->key);
     free(s);
 }
 
@@ -165,6 +172,16 @@ int mqr__lsub_new(lua_State *L)
         lua_pushfstring(L, "subscriber '%s'", filter);
     s->name = strdup(lua_tostring(L, -1));
     lua_pop(L, 1);
+    lua_pushfstring(L, "%s|%d|%d|%d", filter, (int)buffer, (int)batch, (int)drop_oldest);
+    s->key = strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (!s->name || !s->key) {
+        free(s->name);
+        free(s->key);
+        free(s->filter);
+        free(s);
+        return luaL_error(L, "out of memory");
+    }
     lua_pushvalue(L, 2);
     s->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     l_sub_t **ud = lua_newuserdata(L, sizeof *ud);
@@ -172,8 +189,10 @@ int mqr__lsub_new(lua_State *L)
     s->ud = ud;
     luaL_getmetatable(L, SUB_MT);
     lua_setmetatable(L, -2);
-    s->next = st->subs;
-    st->subs = s;
+    l_sub_t **tail = &st->subs; /* declaration order: a reload pairs them by it */
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = s;
     if (st->active) { /* declared at run time */
         int rc = sub_start(s);
         if (rc < 0) {
@@ -190,12 +209,94 @@ int mqr__lsub_new(lua_State *L)
     return 1;
 }
 
-void mqr__lsub_activate(l_state_t *st)
+typedef enum { HAND_TAKEN, HAND_HELD, HAND_NONE } hand_result_t;
+
+/* Gives msg to the first of st's running subscribers whose filter matches
+ * its topic, that does not hold it yet and has room. HAND_HELD: none took
+ * it, but one that matches holds it already (another old subscriber's copy
+ * reached it): nothing is lost. */
+static hand_result_t hand_to_taker(l_state_t *st, mqr_msg_t *msg, l_handover_t *held)
 {
+    hand_result_t res = HAND_NONE;
+    for (l_sub_t *s = st->subs; s; s = s->next) {
+        if (!s->sub) continue;
+        mqr_topic_filter_t tf;
+        if (mqr__topic_filter_parse(s->filter, strlen(s->filter), &tf, NULL) < 0) continue;
+        if (!mqr__topic_matches(tf.filter, tf.filter_len, msg->topic, msg->topic_len)) continue;
+        if (mqr__handover_has(held, s, msg)) {
+            res = HAND_HELD;
+            continue;
+        }
+        if (mqr__queue_sub_put(s->sub, msg) == 0) {
+            (void)mqr__handover_add(held, s, msg);
+            return HAND_TAKEN;
+        }
+    }
+    return res;
+}
+
+typedef struct {
+    l_handover_t *held;
+    const l_sub_t *taker;
+} held_note_t;
+
+static void note_held(void *arg, mqr_msg_t *msg)
+{
+    held_note_t *n = arg;
+    (void)mqr__handover_add(n->held, n->taker, msg);
+}
+
+void mqr__lsub_takeover(l_state_t *st, l_state_t *old)
+{
+    /* Same key: the new declaration takes the old subscriber over as it
+     * is, so its trie entry never leaves and its buffer stays in order. */
+    for (l_sub_t *o = old ? old->subs : NULL; o; o = o->next) {
+        if (!o->sub) continue;
+        for (l_sub_t *s = st->subs; s; s = s->next) {
+            if (s->kept || s->sub || s->stopped || strcmp(s->key, o->key) != 0) continue;
+            s->sub = o->sub;
+            o->sub = NULL;
+            s->kept = true;
+            mqr__queue_sub_rebind(s->sub, on_message, s);
+            break;
+        }
+    }
     for (l_sub_t *s = st->subs; s; s = s->next) {
         int rc = sub_start(s);
         if (rc < 0) MQR_LOG_E("rules", "%s not started: %s", s->name, mqr_strerror(rc));
     }
+    bool handing = false;
+    for (l_sub_t *o = old ? old->subs : NULL; o && !handing; o = o->next) {
+        mqr_queue_sub_stats_t qs = {0};
+        if (o->sub) mqr__queue_sub_stats(o->sub, &qs);
+        handing = qs.buffered > 0;
+    }
+    if (!handing) return; /* the common case: every subscriber kept */
+    l_handover_t held = L_HANDOVER_INIT;
+    for (l_sub_t *s = st->subs; s; s = s->next) {
+        if (!s->kept) continue;
+        held_note_t n = {&held, s};
+        mqr__queue_sub_foreach(s->sub, note_held, &n);
+    }
+    /* The rest of the old ones: oldest message first, so each taker gets
+     * them in the order they arrived, before anything newer. */
+    for (l_sub_t *o = old->subs; o; o = o->next) {
+        if (!o->sub) continue;
+        uint64_t dropped = 0;
+        mqr_msg_t *m;
+        while ((m = mqr__queue_sub_take(o->sub))) {
+            if (hand_to_taker(st, m, &held) == HAND_NONE) dropped++;
+            mqr_msg_unref(m);
+        }
+        if (dropped) {
+            st->host->reload_dropped += dropped;
+            MQR_LOG_W("rules",
+                      "reload: %llu message(s) waiting in %s had no taker in the new rules "
+                      "(no subscriber matching them with room): dropped",
+                      (unsigned long long)dropped, o->name);
+        }
+    }
+    mqr__handover_free(&held);
 }
 
 void mqr__lsub_state_close(l_state_t *st)

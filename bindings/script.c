@@ -159,6 +159,7 @@ static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *
     mqr__llisten_register(L);
     mqr__lqueue_register(L);
     mqr__lsub_register(L);
+    mqr__liter_register(L);
 
     /* env maker = sandbox(stdlib_dir, script_dir, rules_api) */
     if (luaL_loadbuffer(L, sandbox_lua, sizeof sandbox_lua - 1, "=sandbox") != 0) {
@@ -228,6 +229,7 @@ static void state_close(l_state_t *st)
     st->routes = NULL;
     mqr__lqueue_state_close(st); /* its consumers call into st->L */
     mqr__lsub_state_close(st);
+    mqr__liter_state_close(st);
     l_timer_t *timers = st->timers;
     st->timers = NULL;
     if (st->L) lua_close(st->L);
@@ -433,6 +435,11 @@ static int state_activate(mqr_script_t *h, l_state_t *st, char **errmsg)
     l_state_t *old = h->cur;
     h->cur = st;
     st->active = true;
+    /* What waits in the old state's buffers goes to the new one's before
+     * the old state closes, and before any Lua of the new state runs (the
+     * events flushed below), so it comes ahead of anything newer. */
+    mqr__lsub_takeover(st, old);
+    mqr__liter_takeover(st, old);
     if (old) {
         old->active = false;
         state_close(old);
@@ -441,11 +448,11 @@ static int state_activate(mqr_script_t *h, l_state_t *st, char **errmsg)
     mqr__lauth_activate(h, st); /* the new state's hooks, or none */
     mqr__llisten_activate(h, st);
     mqr__lqueue_activate(h, st);
-    mqr__lsub_activate(st);
     for (l_timer_t *t = st->timers; t; t = t->next) {
         if (t->stopped) continue;
         timer_start(t);
     }
+    mqr__liter_wake(st); /* coroutines waiting on iterators that were handed messages */
     return 0;
 }
 

@@ -30,6 +30,7 @@ typedef struct l_timer l_timer_t;
 typedef struct l_session l_session_t;
 typedef struct l_listen l_listen_t;
 typedef struct l_sub l_sub_t;
+typedef struct l_iter l_iter_t;
 typedef struct l_qhost l_qhost_t;
 typedef struct l_cfunc l_cfunc_t;
 struct mqr_queue;
@@ -105,7 +106,8 @@ struct l_state {
     char *chunkname;
     l_route_t *routes;
     l_timer_t *timers;
-    l_sub_t *subs; /* buffered subscribers (l_subscribe.c) */
+    l_sub_t *subs;   /* buffered subscribers (l_subscribe.c) */
+    l_iter_t *iters; /* buffers of the session iterators (l_iter.c) */
     int traceback_ref;
     int env_ref;
     bool active;
@@ -133,7 +135,8 @@ struct mqr_script {
     uint64_t reload_failures;
     uint64_t handler_errors;
     uint64_t budget_errors;
-    char last_error[512]; /* first line of the last failed call's error */
+    uint64_t reload_dropped; /* buffered messages a reload found no taker for */
+    char last_error[512];    /* first line of the last failed call's error */
     /* Fake clock (busted host, mqrouter.testing): while on, mq.now() and the
      * time of messages published from Lua or the host read clock_ms, and
      * script timers are not started on the loop: mqr__script_advance()
@@ -233,8 +236,26 @@ void mqr__lqueue_register(lua_State *L);
 /* mq.subscribe(filter, fn [, opts]) (l_subscribe.c) */
 int mqr__lsub_new(lua_State *L);
 void mqr__lsub_register(lua_State *L);
-void mqr__lsub_activate(l_state_t *st);    /* st took over: start its subscribers */
+/* st takes over from old (NULL at the first load), before old closes: st's
+ * subscribers start, each taking over the old subscriber declared with the
+ * same filter and options (the n-th such declaration the n-th), buffer,
+ * counters and all. What waits in an old subscriber nobody takes over goes,
+ * oldest first, to the first of st's subscribers (declaration order) whose
+ * filter matches the topic and has room; the rest is dropped, counted in
+ * host->reload_dropped and logged at warning level. */
+void mqr__lsub_takeover(l_state_t *st, l_state_t *old);
 void mqr__lsub_state_close(l_state_t *st); /* before its lua_close */
+/* The buffers of the session iterators (l_iter.c). new: iter_new(source |
+ * nil, filter, max, wake) for session_lua [-0, +1]. takeover: like
+ * mqr__lsub_takeover for iterators, pairing by (session, filter, max) and
+ * handing the rest to a new iterator whose filter and session match. wake:
+ * after a takeover, calls the wake function of every iterator of st that
+ * holds messages. state_close: frees st's buffers, before its lua_close. */
+void mqr__liter_register(lua_State *L);
+int mqr__liter_new(lua_State *L);
+void mqr__liter_takeover(l_state_t *st, l_state_t *old);
+void mqr__liter_wake(l_state_t *st);
+void mqr__liter_state_close(l_state_t *st);
 int mqr__lqueue_new(lua_State *L);         /* mq.queue(name [, opts]) */
 int mqr__lqueue_transaction(lua_State *L); /* mq.transaction([timeout]) */
 int mqr__lqueue_names(lua_State *L);       /* mq.queues() */

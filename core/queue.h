@@ -361,6 +361,21 @@ int mqr__queue_sub_new(mqr_engine_t *e, const char *filter, const mqr_queue_sub_
 void mqr__queue_sub_close(mqr_queue_sub_t *sub);
 void mqr__queue_sub_stats(const mqr_queue_sub_t *sub, mqr_queue_sub_stats_t *out);
 
+/* A reload hands what waits in a subscriber to the new rules. rebind: the
+ * same subscriber (its trie entry, buffer and counters) calls fn(arg) from
+ * now on. take: the oldest waiting message, whose reference moves to the
+ * caller, or NULL when none waits. put: appends msg (takes a reference of
+ * its own) after what waits, as if it had just matched; MQR_EFULL (nothing
+ * changes, nothing counted) when the buffer or the engine's queue memory
+ * has no room, MQR_ECLOSED after close, MQR_ENOMEM. */
+void mqr__queue_sub_rebind(mqr_queue_sub_t *sub, mqr_queue_sub_fn fn, void *arg);
+mqr_msg_t *mqr__queue_sub_take(mqr_queue_sub_t *sub);
+int mqr__queue_sub_put(mqr_queue_sub_t *sub, mqr_msg_t *msg);
+/* Calls fn(arg, msg) for each waiting message, oldest first; msg is
+ * borrowed, and fn must not change the subscriber. */
+void mqr__queue_sub_foreach(const mqr_queue_sub_t *sub, void (*fn)(void *arg, mqr_msg_t *msg),
+                            void *arg);
+
 /* Routes messages matching filter into q (priority and TTL from opts, NULL
  * = defaults); refusals (full...) are counted in q's stats. The binding goes
  * with the queue. Returns 0, MQR_ECLOSED, MQR_ETOPIC, MQR_ENOMEM. */

@@ -8,12 +8,15 @@
  * the ring, and the set's dispatch hands the messages to the callback on a
  * later loop turn. Full ring (max_buffered, or the engine's queue memory
  * limit): the new message is dropped, or the oldest with drop_oldest; both
- * counted. A binding (mqr__queue_bind) is a trie entry that publishes each
+ * counted. A reload keeps a subscriber for the new rules (rebind) or moves
+ * what waits in it to another (take, put): nothing waiting is dropped by
+ * the swap itself. A binding (mqr__queue_bind) is a trie entry that publishes each
  * matching message into a queue.
  */
 #include "queue_impl.h"
 #include "topic.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,6 +94,20 @@ static void sub_schedule(mqr_queue_sub_t *sub)
     mqr__q_signal(s);
 }
 
+/* Appends msg (b bytes accounted) after what waits; the caller checked the
+ * limits. */
+static int ring_push(mqr_queue_sub_t *sub, mqr_msg_t *msg, size_t b)
+{
+    if (sub->count == sub->cap && ring_grow(sub) < 0) return MQR_ENOMEM;
+    mqr_msg_ref(msg);
+    sub->ring[(sub->head + sub->count) % sub->cap] = msg;
+    sub->count++;
+    sub->st.bytes += b;
+    sub->set->bytes += b;
+    sub_schedule(sub);
+    return 0;
+}
+
 static int sub_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
 {
     mqr_queue_sub_t *sub = (mqr_queue_sub_t *)self;
@@ -106,16 +123,10 @@ static int sub_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_en
         mqr_msg_unref(ring_pop(sub));
         sub->st.dropped++;
     }
-    if (sub->count == sub->cap && ring_grow(sub) < 0) {
+    if (ring_push(sub, msg, b) < 0) {
         sub->st.dropped++;
         return MQR_ENOMEM; /* no policy says so: the router counts it */
     }
-    mqr_msg_ref(msg);
-    sub->ring[(sub->head + sub->count) % sub->cap] = msg;
-    sub->count++;
-    sub->st.bytes += b;
-    s->bytes += b;
-    sub_schedule(sub);
     return 0;
 }
 
@@ -176,6 +187,36 @@ void mqr__queue_sub_close(mqr_queue_sub_t *sub)
     s->nsubs--;
     s->sub_dropped_closed += sub->st.dropped;
     if (!sub->pending && !sub->busy) free(sub);
+}
+
+void mqr__queue_sub_rebind(mqr_queue_sub_t *sub, mqr_queue_sub_fn fn, void *arg)
+{
+    assert(sub && fn && !sub->closed);
+    sub->fn = fn;
+    sub->arg = arg;
+}
+
+mqr_msg_t *mqr__queue_sub_take(mqr_queue_sub_t *sub)
+{
+    return sub->count ? ring_pop(sub) : NULL;
+}
+
+int mqr__queue_sub_put(mqr_queue_sub_t *sub, mqr_msg_t *msg)
+{
+    if (sub->closed) return MQR_ECLOSED;
+    mqr_queues_t *s = sub->set;
+    size_t b = sub_bytes(msg);
+    if (sub->count >= sub->cfg.max_buffered || s->bytes + b > s->max_bytes) return MQR_EFULL;
+    int rc = ring_push(sub, msg, b);
+    if (rc == 0) sub->st.received++;
+    return rc;
+}
+
+void mqr__queue_sub_foreach(const mqr_queue_sub_t *sub, void (*fn)(void *arg, mqr_msg_t *msg),
+                            void *arg)
+{
+    for (size_t i = 0; i < sub->count; i++)
+        fn(arg, sub->ring[(sub->head + i) % sub->cap]);
 }
 
 void mqr__queue_sub_stats(const mqr_queue_sub_t *sub, mqr_queue_sub_stats_t *out)

@@ -181,6 +181,7 @@ struct mqr_upstream {
     uint64_t connected_since_ms;
     uint64_t last_message_at_ms;
     unsigned attempt;       /* failed connect attempts in a row */
+    unsigned retries;       /* retries scheduled since the last connect: the backoff step */
     unsigned subs_awaiting; /* restored subscriptions not answered yet */
     bool ready;
 
@@ -1089,13 +1090,19 @@ static void on_retry(uv_timer_t *t)
     }
 }
 
-/* Next attempt after initial * 2^(attempt-1) seconds, at most max. */
+/* The n-th retry since the last connect (n = 0, 1, ...) comes after
+ * initial * 2^n seconds, at most max: 1, 2, 4, ... s. Counted apart from
+ * attempt: that one counts failed attempts, and a lost connection starts
+ * its retries with none failed while a failed first connect starts with
+ * one, which gave the first step twice after a loss (1, 1, 2, 4 s). */
 static void schedule_retry(mqr_upstream_t *u)
 {
+    uint64_t max = (uint64_t)u->retry_max_s * 1000u;
     uint64_t delay = (uint64_t)u->retry_initial_s * 1000u;
-    for (unsigned i = 1; i < u->attempt && delay < (uint64_t)u->retry_max_s * 1000u; i++)
+    for (unsigned i = 0; i < u->retries && delay < max; i++)
         delay *= 2;
-    if (delay > (uint64_t)u->retry_max_s * 1000u) delay = (uint64_t)u->retry_max_s * 1000u;
+    if (delay > max) delay = max;
+    u->retries++;
     uv_timer_start(&u->retry, on_retry, delay, 0);
 }
 
@@ -1227,6 +1234,7 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
         u->full_warned = false;
         u->connect_failing = false;
         u->attempt = 0;
+        u->retries = 0;
         u->server_reason[0] = '\0';
         u->tls.error[0] = '\0';
         u->connected_since_ms = wall_ms();

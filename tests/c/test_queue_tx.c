@@ -332,6 +332,66 @@ static void test_pubsub_memory_limit(void **state)
     mqr_engine_free(e);
 }
 
+/* What a reload does with a subscriber (bindings/l_subscribe.c): rebind
+ * keeps it (entry, buffer, counters) for another callback; take and put
+ * move waiting messages to another one, in order, within its limits. */
+static void test_pubsub_rebind_take_put(void **state)
+{
+    mqr_engine_t *e = engine();
+    subrec_t a = {0}, a2 = {0}, b = {0};
+    mqr_queue_sub_config_t small = {.max_buffered = 3};
+    assert_int_equal(mqr__queue_sub_new(e, "k/#", NULL, on_sub, &a, &a.self), 0);
+    assert_int_equal(mqr__queue_sub_new(e, "other", &small, on_sub, &b, &b.self), 0);
+    for (int i = 0; i < 6; i++) {
+        char p[8];
+        snprintf(p, sizeof p, "%d", i);
+        assert_int_equal(mqr_publish(e, "k/x", p, strlen(p), 0, 0), 0);
+    }
+    /* rebound before any dispatch: the new callback gets all six, in order */
+    mqr__queue_sub_rebind(a.self, on_sub, &a2);
+    turns(e, 3);
+    assert_int_equal(a.r.calls, 0);
+    assert_int_equal(a2.r.calls, 6);
+    assert_string_equal(a2.r.got[0], "0");
+    assert_string_equal(a2.r.got[5], "5");
+    mqr_queue_sub_stats_t st;
+    mqr__queue_sub_stats(a.self, &st);
+    assert_int_equal(st.received, 6);
+    assert_int_equal(st.delivered, 6);
+
+    /* take the oldest four from a into b: three fit, the fourth is EFULL
+     * with nothing counted, and stays the caller's */
+    for (int i = 0; i < 4; i++) {
+        char p[8];
+        snprintf(p, sizeof p, "m%d", i);
+        assert_int_equal(mqr_publish(e, "k/y", p, strlen(p), 0, 0), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        mqr_msg_t *m = mqr__queue_sub_take(a.self);
+        assert_non_null(m);
+        assert_int_equal(mqr__queue_sub_put(b.self, m), 0);
+        mqr_msg_unref(m);
+    }
+    mqr_msg_t *m = mqr__queue_sub_take(a.self);
+    assert_non_null(m);
+    assert_int_equal(mqr__queue_sub_put(b.self, m), MQR_EFULL);
+    mqr_msg_unref(m);
+    assert_null(mqr__queue_sub_take(a.self));
+    mqr__queue_sub_stats(b.self, &st);
+    assert_int_equal(st.received, 3);
+    assert_int_equal(st.buffered, 3);
+    assert_int_equal(st.dropped, 0);
+    mqr_queues_health_t h;
+    mqr__queues_health(e, &h);
+    assert_int_equal(h.bytes, st.bytes); /* a's share went with the messages */
+    turns(e, 3);
+    assert_int_equal(b.r.calls, 3);
+    assert_string_equal(b.r.got[0], "m0");
+    assert_string_equal(b.r.got[2], "m2");
+    assert_int_equal(a2.r.calls, 6);
+    mqr_engine_free(e);
+}
+
 /* ---- routing into a queue ---- */
 
 static void test_bind(void **state)
@@ -547,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_tx_rollback_and_timeout),
         cmocka_unit_test(test_pubsub_bounded_buffers),
         cmocka_unit_test(test_pubsub_memory_limit),
+        cmocka_unit_test(test_pubsub_rebind_take_put),
         cmocka_unit_test(test_bind),
         cmocka_unit_test(test_store_ops),
         cmocka_unit_test(test_restore),
