@@ -28,6 +28,7 @@ static void hook_rules_info(void *ctx, mqr_admin_rules_info_t *out)
     out->reload_failures = h->reload_failures;
     out->handler_errors = h->handler_errors;
     out->budget_errors = h->budget_errors;
+    out->reload_dropped = h->reload_dropped;
     out->last_error = h->last_error;
 }
 

@@ -103,7 +103,8 @@ typedef struct {
     const char *path; /* the script file, or NULL when loaded from a string / none */
     bool loaded;
     uint64_t reloads, reload_failures, handler_errors, budget_errors;
-    const char *last_error; /* "" when none */
+    uint64_t reload_dropped; /* buffered messages a reload found no taker for */
+    const char *last_error;  /* "" when none */
 } mqr_admin_rules_info_t;
 
 /* What the bindings answer. Every pointer may be NULL (no script host):

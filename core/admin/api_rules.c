@@ -52,6 +52,7 @@ void mqr__admin_h_rules(mqr_actx_t *x)
     mqr__admin_num(o, "reload_failures", (double)ri.reload_failures);
     mqr__admin_num(o, "handler_errors", (double)ri.handler_errors);
     mqr__admin_num(o, "budget_errors", (double)ri.budget_errors);
+    mqr__admin_num(o, "reload_dropped", (double)ri.reload_dropped);
     cJSON_AddStringToObject(o, "last_error", ri.last_error ? ri.last_error : "");
     rcollect_t c = {0};
     if (h && h->foreach_route) h->foreach_route(h->ctx, route_item, &c);

@@ -72,11 +72,19 @@ void mqr__admin_h_sessions_list(mqr_actx_t *x)
     size_t total = 0;
     for (mqr_upstream_t *u = mqr__upstream_first(x->e); u; u = mqr__upstream_next(u))
         total++;
+    /* the engine keeps them newest first; the API lists in creation order */
+    mqr_upstream_t **all = total ? malloc(total * sizeof *all) : NULL;
+    if (total && !all) {
+        mqr__admin_engine_error(x, MQR_ENOMEM, "sessions");
+        return;
+    }
+    size_t n = total;
+    for (mqr_upstream_t *u = mqr__upstream_first(x->e); u; u = mqr__upstream_next(u))
+        all[--n] = u;
     cJSON *items = mqr__admin_page_json(x, total, off, lim);
-    size_t i = 0;
-    for (mqr_upstream_t *u = mqr__upstream_first(x->e); u && i < off + lim;
-         u = mqr__upstream_next(u), i++)
-        if (i >= off) cJSON_AddItemToArray(items, session_json(x->a, u, false));
+    for (size_t i = off; i < total && i < off + lim; i++)
+        cJSON_AddItemToArray(items, session_json(x->a, all[i], false));
+    free(all);
 }
 
 void mqr__admin_h_session_get(mqr_actx_t *x)

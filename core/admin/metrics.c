@@ -167,7 +167,8 @@ static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
     one_u(b, "mqtt_keepalive_timeouts_total", "counter", "Connections closed for silence.",
           s.keepalive_timeouts);
     one_u(b, "mqtt_subscriptions", "gauge", "Subscriptions of connected listener clients.", subs);
-    one_u(b, "mqtt_retained_messages", "gauge", "Retained messages held (the engine's $SYS topics not counted).",
+    one_u(b, "mqtt_retained_messages", "gauge",
+          "Retained messages held (the engine's $SYS topics not counted).",
           mqr__retain_user_count(&e->retain));
     one_u(b, "mqtt_inflight_messages", "gauge",
           "Outbound QoS 1/2 messages sent to listener clients and not acknowledged.", inflight);
@@ -443,6 +444,9 @@ static void route_metrics(mqr_engine_t *e, mqr_abuf_t *out)
           ri.handler_errors);
     one_u(out, "mqrouter_rules_budget_errors_total", "counter",
           "Lua calls stopped by the time budget.", ri.budget_errors);
+    one_u(out, "mqrouter_rules_reload_dropped_total", "counter",
+          "Messages waiting in a subscriber or iterator that a reload found no taker for.",
+          ri.reload_dropped);
     one_u(out, "mqrouter_lua_memory_bytes", "gauge", "Memory of the Lua states.",
           h && h->lua_memory ? h->lua_memory(h->ctx) : 0);
 }

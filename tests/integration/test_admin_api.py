@@ -259,7 +259,10 @@ def main():
         wait(lambda: api.ok("GET", "/api/v1/sessions/api1")["messages_received"] >= 1,
              what="api session receives")
         r = api.ok("GET", "/api/v1/sessions?limit=1&offset=1")
-        check(r and r["total"] == 2 and len(r["items"]) == 1, f"session page {r}")
+        check(r and r["total"] == 2 and [x["name"] for x in r["items"]] == ["api1"],
+              f"session page, creation order {r}")
+        r = api.ok("GET", "/api/v1/sessions")
+        check([x["name"] for x in r["items"]] == ["up", "api1"], f"sessions in creation order {r}")
         api.err("POST", "/api/v1/sessions", {"name": "api1", "uri": "tcp://127.0.0.1:1"},
                 status=409)
         api.err("POST", "/api/v1/sessions", {"name": "x"})
