@@ -2536,10 +2536,14 @@ int mqr__upstream_wait_ready(mqr_engine_t *e, const char *name, uint64_t timeout
     w->next = waits;
     waits = w;
     uv_mutex_unlock(&obs_lock);
-    if (is_ready(e, name))
+    if (is_ready(e, name)) {
         uv_timer_start(&w->timer, wait_check_now, 0, 0);
-    else
+    } else {
+        /* the loop's clock was read when its turn began, maybe long ago:
+         * the timeout counts from now, never less than asked */
+        uv_update_time(e->loop);
         uv_timer_start(&w->timer, wait_timer, timeout_ms, 0);
+    }
     return 0;
 }
 
