@@ -65,7 +65,8 @@ static int send_retained(void *arg, mqr_msg_t *msg)
     uint8_t qos = msg->qos < x->opts.qos ? msg->qos : x->opts.qos;
     /* 3.1.1 §3.3.1.3, 5.0 §3.3.1.3: RETAIN 1 when sent because of a new
      * subscription */
-    mqr__listener_send_message(x->c, msg, qos, true, x->opts.subscription_id);
+    mqr__listener_send_message(x->c, msg, qos, true, &x->opts.subscription_id,
+                               x->opts.subscription_id != 0);
     return 0;
 }
 

@@ -118,6 +118,8 @@ static void map_remove(mqr_listener_t *l, mqr_lsession_t *s)
 /* ---- one offline session ----------------------------------------------------------- */
 
 static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
+static int session_deliver_set(mqr_subscriber_t *self, mqr_msg_t *msg,
+                               mqr_trie_entry_t *const *entries, size_t n);
 
 static mqr_lsession_t *session_new(mqr_listener_t *l, const char *id, size_t len)
 {
@@ -133,6 +135,7 @@ static mqr_lsession_t *session_new(mqr_listener_t *l, const char *id, size_t len
     s->client_id_len = len;
     s->l = l;
     s->sub.deliver = session_deliver;
+    s->sub.deliver_set = session_deliver_set;
     s->expires_ms = NEVER;
     return s;
 }
@@ -154,7 +157,7 @@ static void session_free(mqr_lsession_t *s, bool will)
     for (uint32_t i = 0; i < s->nsubs; i++)
         mqr__router_remove(&l->e->router, s->subs[i]);
     for (uint32_t i = 0; i < s->nmsgs; i++)
-        if (s->msgs[i].msg) mqr_msg_unref(s->msgs[i].msg);
+        mqr__ldelivery_free(&s->msgs[i]);
     if (s->will) {
         if (will)
             publish_will(l, s->client_id, s->will);
@@ -194,12 +197,10 @@ static int msgs_push(mqr_lsession_t *s, const mqr_ldelivery_t *d)
 /* Queues msg for an absent client. A message whose row the store refused
  * is not kept in memory either: its publisher is told it was not taken
  * (and may send it again), so holding it would only make a duplicate. */
-static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+static int session_queue(mqr_lsession_t *s, mqr_msg_t *msg, uint8_t qos, bool retain,
+                         const uint32_t *ids, uint32_t nids)
 {
-    mqr_lsession_t *s = (mqr_lsession_t *)self;
     mqr_listener_t *l = s->l;
-    const mqr_sub_opts_t *o = &entry->opts;
-    uint8_t qos = msg->qos < o->qos ? msg->qos : o->qos;
     if (qos == 0) return 0; /* not queued for an absent client (Mosquitto's default too) */
     if (msg->expiry_s && msg->created_ms + (uint64_t)msg->expiry_s * 1000u <= mqr__now_ms()) {
         l->stats.expired++;
@@ -218,12 +219,12 @@ static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_tri
     }
     mqr_ldelivery_t d = {
         .msg = msg,
-        .sub_id = o->subscription_id,
         .qos = qos,
-        .retain = o->retain_as_published && msg->retain,
+        .retain = retain,
         .seq = l->sstore ? s->next_seq + 1 : 0,
     };
-    if (msgs_push(s, &d) < 0) {
+    if (mqr__ldelivery_set_ids(&d, ids, nids) < 0 || msgs_push(s, &d) < 0) {
+        free(d.sub_ids);
         l->stats.offline_dropped++;
         return MQR_ENOMEM;
     }
@@ -232,16 +233,42 @@ static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_tri
         return 0;
     }
     int rc = mqr__store_session_msg_put(l->sstore, s->client_id, s->client_id_len, d.seq, msg, qos,
-                                        d.retain, d.sub_id, 0, MQR_LQ_FREE);
+                                        d.retain, ids, nids, 0, MQR_LQ_FREE);
     if (rc < 0) {
         s->nmsgs--; /* the one msgs_push added */
         s->nqueued--;
+        free(d.sub_ids);
         mqr__lsession_row_failed(l, s->client_id, rc);
         return rc;
     }
     s->next_seq = d.seq;
     mqr_msg_ref(msg);
     return MQR_DELIVER_STORED; /* the publisher's ack waits for the commit */
+}
+
+static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+{
+    const mqr_sub_opts_t *o = &entry->opts;
+    uint8_t qos = msg->qos < o->qos ? msg->qos : o->qos;
+    return session_queue((mqr_lsession_t *)self, msg, qos, o->retain_as_published && msg->retain,
+                         &o->subscription_id, o->subscription_id != 0);
+}
+
+/* Several subscriptions of the absent client match: one queued copy, as
+ * its connection would have sent (deliver.c). No origin: an absent client
+ * published nothing, so No Local never applies. */
+static int session_deliver_set(mqr_subscriber_t *self, mqr_msg_t *msg,
+                               mqr_trie_entry_t *const *entries, size_t n)
+{
+    uint8_t qos;
+    bool retain;
+    uint32_t *ids, nids;
+    int rc = mqr__listener_merge(NULL, msg, entries, n, &qos, &retain, &ids, &nids);
+    if (rc == 1) return 0;
+    if (rc < 0) return msg->qos ? rc : 0;
+    rc = session_queue((mqr_lsession_t *)self, msg, qos, retain, ids, nids);
+    free(ids);
+    return rc;
 }
 
 void mqr__lsession_row_failed(mqr_listener_t *l, const char *client_id, int rc)
@@ -567,7 +594,8 @@ static int load_sub(void *arg, const char *id, size_t len, const char *filter, s
 }
 
 static int load_msg(void *arg, const char *id, size_t len, uint64_t seq, mqr_msg_t *msg,
-                    uint8_t qos, bool retain, uint32_t sub_id, uint16_t pid, uint8_t state)
+                    uint8_t qos, bool retain, const uint32_t *sub_ids, uint32_t n_ids, uint16_t pid,
+                    uint8_t state)
 {
     load_ctx_t *x = arg;
     mqr_lsession_t *s = find(x->l, id, len);
@@ -579,15 +607,10 @@ static int load_msg(void *arg, const char *id, size_t len, uint64_t seq, mqr_msg
         mqr_msg_unref(msg);
         msg = NULL;
     }
-    mqr_ldelivery_t d = {.msg = msg,
-                         .sub_id = sub_id,
-                         .pid = pid,
-                         .qos = qos,
-                         .state = state,
-                         .retain = retain,
-                         .seq = seq};
-    if (msgs_push(s, &d) < 0) {
-        if (msg) mqr_msg_unref(msg);
+    mqr_ldelivery_t d = {
+        .msg = msg, .pid = pid, .qos = qos, .state = state, .retain = retain, .seq = seq};
+    if (mqr__ldelivery_set_ids(&d, sub_ids, n_ids) < 0 || msgs_push(s, &d) < 0) {
+        mqr__ldelivery_free(&d);
         return MQR_ENOMEM;
     }
     if (seq > s->next_seq) s->next_seq = seq;
