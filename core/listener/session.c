@@ -3,9 +3,13 @@
  * memory while the client is away and in the store throughout.
  *
  * A session is persistent when a 3.1.1 client connects with Clean Session 0
- * (it never expires: 3.1.1 has no expiry, and like Mosquitto's default we
- * keep it until the client cleans it) or a v5 client gives a Session Expiry
- * Interval above 0 (0xFFFFFFFF: never). While connected, the session lives
+ * or a v5 client gives a Session Expiry Interval above 0 (0xFFFFFFFF:
+ * never). 3.1.1 has no expiry: by default such a session is kept until the
+ * client cleans it (Mosquitto's default too), and with the listener's
+ * v311_session_expiry_s it ends that long after its client left, counted
+ * from the disconnection as a v5 expiry is (the stored expiry stays "never":
+ * the limit is the listener's, read when the session goes offline or is
+ * loaded, so changing it applies to sessions already kept). While connected, the session lives
  * in the connection (subscriptions, deliveries, QoS 2 ids) and deliver.c
  * and handle_*.c write its rows; when the connection closes, the state
  * moves into an mqr_lsession_t whose trie entries keep matching, and moves
@@ -310,7 +314,10 @@ void mqr__lsession_disconnect(mqr_lconn_t *c)
     uint64_t now = uv_now(l->e->loop);
     s->version = c->version;
     s->expiry_s = c->session_expiry;
-    if (s->expiry_s != UINT32_MAX) s->expires_ms = now + (uint64_t)s->expiry_s * 1000u;
+    if (s->expiry_s != UINT32_MAX)
+        s->expires_ms = now + (uint64_t)s->expiry_s * 1000u;
+    else if (s->version != MQR_MQTT_V5 && l->opts.v311_session_expiry_s)
+        s->expires_ms = now + (uint64_t)l->opts.v311_session_expiry_s * 1000u;
     s->subs = c->subs;
     s->nsubs = c->nsubs;
     s->subs_cap = c->subs_cap;
@@ -502,6 +509,7 @@ void mqr__lsession_tick(mqr_listener_t *l, uint64_t now)
         mqr_lsession_t *s = ended;
         ended = s->next;
         l->stats.sessions_expired++;
+        if (s->version != MQR_MQTT_V5) l->stats.sessions_expired_v311++;
         MQR_LOG_I(MQR_LSN_LOG, "session of %s expired (%u messages dropped)", s->client_id,
                   s->nmsgs);
         rows_delete(l, s->client_id, s->client_id_len);
@@ -524,6 +532,9 @@ static int load_session(void *arg, const char *id, size_t len, int version, uint
 {
     load_ctx_t *x = arg;
     uint64_t left = NEVER;
+    uint32_t stored_expiry = expiry_s;
+    if (expiry_s == UINT32_MAX && version != MQR_MQTT_V5 && x->l->opts.v311_session_expiry_s)
+        expiry_s = x->l->opts.v311_session_expiry_s; /* the listener's limit: see the top */
     if (expiry_s != UINT32_MAX) {
         uint64_t since = disconnected_ms ? disconnected_ms : x->wall_ms;
         uint64_t end = since + (uint64_t)expiry_s * 1000u;
@@ -554,7 +565,7 @@ static int load_session(void *arg, const char *id, size_t len, int version, uint
         return MQR_ENOMEM;
     }
     s->version = (uint8_t)(version == MQR_MQTT_V5 ? MQR_MQTT_V5 : MQR_MQTT_V311);
-    s->expiry_s = expiry_s;
+    s->expiry_s = stored_expiry;
     s->expires_ms = left == NEVER ? NEVER : x->now_ms + left;
     x->nsessions++;
     return 0;

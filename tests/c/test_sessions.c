@@ -565,6 +565,61 @@ static void test_offline_queue_bound(void **state)
     cl_free(p);
 }
 
+static bool one_v311_expired(void)
+{
+    return xstats()->sessions_expired_v311 == 1;
+}
+
+/* A 3.1.1 session has no expiry of its own; v311_session_expiry_s gives it
+ * one, counted from the disconnection, and only on the listener that sets
+ * it: the main listener (no limit) keeps its 3.1.1 session meanwhile. */
+static void test_v311_session_expiry(void **state)
+{
+    client_t *k = pclient(MQR_MQTT_V311, "forever311", false, NULL);
+    subscribe(k, "v3/#", 1);
+    cl_disconnect(k);
+    assert_int_equal(stats()->sessions_offline, 1);
+
+    mqr_listener_options_t o;
+    mqr__listener_options_init(&o);
+    o.v311_session_expiry_s = 1;
+    int port = free_port();
+    assert_int_equal(mqr__listener_start_opts(F.e, "127.0.0.1", port, &o, &F.extra), 0);
+    F.port = port;
+    client_t *s = pclient(MQR_MQTT_V311, "brief311", false, NULL);
+    subscribe(s, "v3/#", 1);
+    cl_disconnect(s);
+    assert_int_equal(xstats()->sessions_offline, 1);
+    client_t *p = client(MQR_MQTT_V311, "v3pub");
+    send_publish(p, "v3/a", "queued", 1, false, 1);
+    expect_ack(p, MQR_MQTT_PUBACK, 1);
+    uint64_t left = now_ms();
+    wait_for(one_v311_expired, 4000);
+    assert_int_equal(xstats()->sessions_expired_v311, 1);
+    assert_int_equal(xstats()->sessions_expired, 1);
+    assert_int_equal(xstats()->sessions_offline, 0);
+    assert_true(now_ms() - left >= 800); /* not before its second (less the time to publish) */
+    assert_int_equal(stats()->sessions_offline, 1); /* the unlimited listener's one stays */
+    assert_int_equal(stats()->sessions_expired, 0);
+
+    /* its subscription and queued message went with it */
+    bool present = true;
+    s = pclient(MQR_MQTT_V311, "brief311", false, &present);
+    assert_false(present);
+    cl_expect_nothing(s, QUIET_MS);
+    send_publish(p, "v3/b", "after", 0, false, 0);
+    cl_expect_nothing(s, QUIET_MS);
+    cl_free(s);
+
+    /* the other one got the message queued while it was away */
+    k = pclient(MQR_MQTT_V311, "forever311", false, &present);
+    assert_true(present);
+    mqr_mqtt_publish_t m = expect_publish(k, "v3/a", "queued");
+    send_ack(k, MQR_MQTT_PUBACK, m.packet_id);
+    cl_free(k);
+    cl_free(p);
+}
+
 static void test_backpressure_no_loss(void **state)
 {
     /* window 4, queue 10: 400 QoS 1 messages to a subscriber that does not
@@ -707,6 +762,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restart_restores, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_keeps_subscription_options, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_queue_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v311_session_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_no_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stuck_subscriber_disconnected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_v4_acks_waiting_for_commit_pause, setup, teardown),
