@@ -394,9 +394,11 @@ int mqr__listener_auth_connect(mqr_lconn_t *c, const mqr_mqtt_connect_t *k, cons
 void mqr__listener_auth_connack_props(mqr_lconn_t *c, mqr_mqtt_pbuild_t *b);
 /* AUTH from the client (v5): SCRAM continuation, or re-authentication. */
 int mqr__listener_handle_auth(mqr_lconn_t *c, uint8_t *pkt, size_t len);
-/* The authorize hook, cheap when none is set. */
-bool mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size_t len, int qos,
-                             bool retain);
+/* The authorize hook, cheap when none is set: 0 allowed, else the v5
+ * reason code to deny with (0x80..0xFF, valid for the action's answer:
+ * SUBACK, or PUBACK/PUBREC). */
+int mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size_t len, int qos,
+                            bool retain);
 /* The user name of the connection, NULL if none. */
 const char *mqr__listener_auth_user(const mqr_lconn_t *c);
 /* Did the store's credentials prove that user name (password or SCRAM)? */
