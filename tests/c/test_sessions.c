@@ -620,6 +620,60 @@ static void test_v311_session_expiry(void **state)
     cl_free(p);
 }
 
+static mqr_listener_t *limited; /* test_v311_session_expiry_load's listener */
+
+static bool limited_one_expired(void)
+{
+    return mqr__listener_stats(limited)->sessions_expired_v311 == 1;
+}
+
+/* At start-up the listener that loads the stored sessions applies its
+ * limit from each one's stored disconnection: a 3.1.1 session away longer
+ * is deleted at once, a younger one expires when its time is up. The
+ * listener comes from the public mqr_engine_listen (the field at the end of
+ * mqr_listen_options_t). */
+static void test_v311_session_expiry_load(void **state)
+{
+    client_t *c = pclient(MQR_MQTT_V311, "old311", false, NULL);
+    subscribe(c, "L/#", 1);
+    cl_disconnect(c);
+    uint64_t old_left = now_ms();
+    run_for(1200); /* old311 must be away for more than the limit at the load */
+    c = pclient(MQR_MQTT_V311, "new311", false, NULL);
+    subscribe(c, "L/#", 1);
+    cl_disconnect(c);
+    assert_int_equal(stats()->sessions_offline, 2); /* no limit on this listener */
+
+    mqr_engine_free(F.e);
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_port = -1; /* no listener but the one below: it loads the sessions */
+    o.data_dir = F.dir;
+    o.log_level = MQR_LOG_WARN;
+    char *err = NULL;
+    assert_int_equal(mqr_engine_new(&F.e, &o, NULL, &err), 0);
+    mqr_listen_options_t lo;
+    mqr_listen_options_init(&lo);
+    lo.host = "127.0.0.1";
+    lo.port = F.port;
+    lo.v311_session_expiry_s = 1;
+    limited = NULL;
+    assert_int_equal(mqr_engine_listen(F.e, &lo, &limited, &err), 0);
+    assert_true(now_ms() - old_left > 1000);
+    /* old311 went at the load, new311 is kept for the rest of its second */
+    assert_int_equal(mqr__listener_stats(limited)->sessions_offline, 1);
+    wait_for(limited_one_expired, 3000);
+    assert_int_equal(mqr__listener_stats(limited)->sessions_expired_v311, 1);
+    assert_int_equal(mqr__listener_stats(limited)->sessions_offline, 0);
+    bool present = true;
+    c = pclient(MQR_MQTT_V311, "old311", false, &present);
+    assert_false(present);
+    cl_free(c);
+    c = pclient(MQR_MQTT_V311, "new311", false, &present);
+    assert_false(present);
+    cl_free(c);
+}
+
 static void test_backpressure_no_loss(void **state)
 {
     /* window 4, queue 10: 400 QoS 1 messages to a subscriber that does not
@@ -763,6 +817,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restart_keeps_subscription_options, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_queue_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_v311_session_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v311_session_expiry_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_no_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stuck_subscriber_disconnected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_v4_acks_waiting_for_commit_pause, setup, teardown),
