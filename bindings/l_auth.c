@@ -16,6 +16,7 @@
 #include "mqrouter_auth.h"
 #include "mqtt/codec.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,7 @@
 /* ---- calling the hooks ---------------------------------------------------- */
 
 typedef struct {
+    int action; /* authorize: MQR_AUTH_*, whose answer the code must fit; 0: authenticate */
     bool returned;
     bool allow;
     int code; /* v5 reason from the second value, 0 = default */
@@ -58,14 +60,40 @@ static int l_trampoline(lua_State *L)
     r->returned = true;
     r->allow = lua_toboolean(L, -2) != 0 && lua_type(L, -2) == LUA_TBOOLEAN;
     if (r->allow || lua_isnil(L, -1)) return 0;
+    const char *hook = r->action ? "authorize" : "authenticate";
     if (lua_type(L, -1) == LUA_TNUMBER) {
         lua_Number n = lua_tonumber(L, -1);
         if (n >= 0x80 && n <= 0xFF) r->code = (int)n;
+        if (r->action && (r->code != n || !mqr__auth_reason_ok(r->action, r->code))) {
+            /* a code the answering packet cannot carry is the script's
+             * mistake: raised, so it is logged with its position and
+             * counted; the denial then goes out as 0x87 */
+            r->code = 0;
+            char shown[32];
+            if (n >= 0 && n <= 0xFF && n == (int)n)
+                snprintf(shown, sizeof shown, "0x%02X", (unsigned)n);
+            else
+                snprintf(shown, sizeof shown, "%.14g", (double)n);
+            return luaL_error(L,
+                              "authorize: reason %s is not a %s failure code (%s): 0x87 sent "
+                              "instead",
+                              shown, r->action == MQR_AUTH_PUBLISH ? "PUBACK/PUBREC" : "SUBACK",
+                              r->action == MQR_AUTH_PUBLISH
+                                  ? "0x80 0x83 0x87 0x90 0x91 0x97 0x99"
+                                  : "0x80 0x83 0x87 0x8F 0x91 0x97 0x9E 0xA1 0xA2");
+        }
     } else if (lua_type(L, -1) == LUA_TSTRING) {
         const char *s = lua_tostring(L, -1);
         for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
             if (strcmp(s, reasons[i].name) == 0) r->code = reasons[i].code;
-        if (!r->code) MQR_LOG_I("rules", "authenticate: denied: %s", s);
+        if (r->code && r->action && !mqr__auth_reason_ok(r->action, r->code)) {
+            r->code = 0;
+            return luaL_error(L,
+                              "authorize: reason '%s' is not a %s failure code: 0x87 sent "
+                              "instead",
+                              s, r->action == MQR_AUTH_PUBLISH ? "PUBACK/PUBREC" : "SUBACK");
+        }
+        if (!r->code) MQR_LOG_I("rules", "%s: denied: %s", hook, s);
     }
     return 0;
 }
@@ -131,15 +159,15 @@ static int hook_authenticate(void *ud, const mqr_auth_client_t *c)
     return r.code ? r.code : MQR_MQTT_RC_NOT_AUTHORIZED;
 }
 
-static bool hook_authorize(void *ud, const mqr_auth_client_t *c, int action, const char *topic,
-                           size_t topic_len, int qos, bool retain)
+static int hook_authorize(void *ud, const mqr_auth_client_t *c, int action, const char *topic,
+                          size_t topic_len, int qos, bool retain)
 {
     mqr_script_t *h = ud;
     mqr_auth_hooks_t *hooks = h->e->auth_hooks;
     l_state_t *st = hook_push(h, KEY_AUTHZ);
-    if (!st) return false;
+    if (!st) return MQR_MQTT_RC_NOT_AUTHORIZED; /* fail closed */
     lua_State *L = st->L;
-    hook_result_t r = {0};
+    hook_result_t r = {.action = action};
     lua_pushlightuserdata(L, &r);
     lua_pushcclosure(L, l_trampoline, 1);
     lua_insert(L, -2);
@@ -149,7 +177,9 @@ static bool hook_authorize(void *ud, const mqr_auth_client_t *c, int action, con
     lua_pushinteger(L, qos);
     lua_pushboolean(L, retain);
     int rc = mqr__script_call(st, 6, "authorize hook", &hooks->errors, NULL);
-    return rc == 0 && r.returned && r.allow;
+    if (rc < 0 || !r.returned) return MQR_MQTT_RC_NOT_AUTHORIZED;
+    if (r.allow) return 0;
+    return r.code ? r.code : MQR_MQTT_RC_NOT_AUTHORIZED;
 }
 
 /* ---- activation (script.c) -------------------------------------------------- */

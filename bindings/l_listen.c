@@ -95,6 +95,7 @@ static const char *known[] = {
     "stuck_timeout_ms",
     "sys_interval_ms",
     "allow_anonymous",
+    "v311_session_expiry_s",
     NULL,
 };
 
@@ -175,6 +176,7 @@ int mqr__llisten_new(lua_State *L)
     lua_getfield(L, 1, "allow_anonymous");
     if (!lua_isnil(L, -1)) o.allow_anonymous = lua_toboolean(L, -1) ? 1 : -1;
     lua_pop(L, 1);
+    o.v311_session_expiry_s = (unsigned)opt_int(L, 1, "v311_session_expiry_s", 0, 0x7fffffff);
 
     lua_pushfstring(L, "%s|%s|%d|%s|%s|%s|%d|%d|%d|%d|%d|%d|%d|%d|%d|%d|%d", type_names[o.type],
                     o.host, o.port, o.cert_file ? o.cert_file : "", o.key_file ? o.key_file : "",
@@ -182,9 +184,10 @@ int mqr__llisten_new(lua_State *L)
                     (int)o.max_connections, (int)o.max_inflight, (int)o.max_queued,
                     (int)(o.max_out_bytes >> 10), (int)o.receive_max, o.topic_alias_max,
                     (int)o.max_subscriptions, (int)o.connect_timeout_ms, (int)o.max_keepalive);
-    lua_pushfstring(L, "|%d|%d|%d|%d|%d|%d|%d|%d", o.max_qos, (int)o.publish_rate,
+    lua_pushfstring(L, "|%d|%d|%d|%d|%d|%d|%d|%d|%d", o.max_qos, (int)o.publish_rate,
                     (int)o.publish_burst, (int)o.connect_rate, (int)o.connect_burst,
-                    (int)o.stuck_timeout_ms, o.sys_interval_ms, o.allow_anonymous);
+                    (int)o.stuck_timeout_ms, o.sys_interval_ms, o.allow_anonymous,
+                    (int)o.v311_session_expiry_s);
     lua_concat(L, 2);
     const char *key = lua_tostring(L, -1);
     lua_pushfstring(L, "%s %s:%d", type_names[o.type], o.host, o.port);

@@ -423,3 +423,27 @@ int mqr_user_list(mqr_engine_t *e, int (*cb)(void *arg, const char *name), void 
     list_ctx_t x = {cb, arg};
     return mqr__store_cred_list(e->store, list_one, &x);
 }
+
+/* ---- reason codes of an authorize denial ------------------------------------ */
+
+bool mqr__auth_reason_ok(int action, int code)
+{
+    switch (code) {
+    case 0x80: /* Unspecified error */
+    case 0x83: /* Implementation specific error */
+    case 0x87: /* Not authorized */
+    case 0x91: /* Packet Identifier in use */
+    case 0x97: /* Quota exceeded */
+        return action == MQR_AUTH_PUBLISH || action == MQR_AUTH_SUBSCRIBE;
+    case 0x90: /* Topic Name invalid */
+    case 0x99: /* Payload format invalid */
+        return action == MQR_AUTH_PUBLISH;
+    case 0x8F: /* Topic Filter invalid */
+    case 0x9E: /* Shared Subscriptions not supported */
+    case 0xA1: /* Subscription Identifiers not supported */
+    case 0xA2: /* Wildcard Subscriptions not supported */
+        return action == MQR_AUTH_SUBSCRIBE;
+    default:
+        return false;
+    }
+}

@@ -152,14 +152,22 @@ enum {
     MQR_AUTH_SUBSCRIBE = 2,
 };
 
+/* Is code a reason an authorize hook may deny action with? The failure
+ * codes 5.0 allows in the answering packet: SUBACK (§3.9.3) for
+ * MQR_AUTH_SUBSCRIBE, PUBACK and PUBREC (§3.4.2.1, §3.5.2.1, the same set)
+ * for MQR_AUTH_PUBLISH. */
+bool mqr__auth_reason_ok(int action, int code);
+
 typedef struct mqr_auth_hooks {
     /* Returns 0 to let the client in, or the v5 CONNACK reason code to refuse
      * with (0x80..0xFF; the listener maps it for 3.1.1). NULL = no hook. */
     int (*authenticate)(void *ud, const mqr_auth_client_t *client);
-    /* true: allowed. topic is a topic name (publish) or filter (subscribe).
-     * NULL = everything allowed. */
-    bool (*authorize)(void *ud, const mqr_auth_client_t *client, int action, const char *topic,
-                      size_t topic_len, int qos, bool retain);
+    /* 0: allowed; else denied, with the v5 reason code to answer with
+     * (0x80..0xFF, one mqr__auth_reason_ok() accepts for the action; any
+     * other non-zero value means 0x87 Not authorized). topic is a topic
+     * name (publish) or filter (subscribe). NULL = everything allowed. */
+    int (*authorize)(void *ud, const mqr_auth_client_t *client, int action, const char *topic,
+                     size_t topic_len, int qos, bool retain);
     void *ud;
     uint64_t errors; /* hook calls that failed (and so denied) */
     /* authorize's answers may be kept per connection and (action, topic,

@@ -98,6 +98,13 @@ typedef struct {
      * (CONNACK 0x87 / 0x05), 0 the default: allowed only when the listener
      * is bound to a loopback address (127.0.0.0/8, ::1). */
     int allow_anonymous;
+    /* An MQTT 3.1.1 persistent session (Clean Session 0) whose client has
+     * been away this many seconds ends, with its subscriptions and queued
+     * messages, as a v5 session at its Session Expiry Interval (counted in
+     * sessions_expired and sessions_expired_v311). 3.1.1 has no expiry of
+     * its own. Default 0: kept until the client cleans it (as Mosquitto's
+     * persistent_client_expiration). */
+    unsigned v311_session_expiry_s;
 } mqr_listener_options_t;
 
 /* Counters, for the metrics endpoint and tests. Only the listener writes
@@ -140,6 +147,7 @@ typedef struct {
     uint64_t clients_peak;          /* most clients_current seen */
     uint64_t sessions_offline;      /* persistent sessions whose client is away */
     uint64_t sessions_expired;      /* persistent sessions ended by their expiry */
+    uint64_t sessions_expired_v311; /* of those, 3.1.1 sessions ended by v311_session_expiry_s */
     uint64_t offline_dropped;       /* QoS 1/2 messages refused by a full offline session queue */
     uint64_t publishers_paused; /* times a publisher's input paused for a full subscriber queue */
     uint64_t stuck_disconnects; /* subscribers closed for no progress while holding publishers */

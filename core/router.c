@@ -6,10 +6,18 @@
  * the walk, and an entry removed mid-delivery is skipped, never freed under
  * our feet. Every deliver() result goes into the routing ingress's publish
  * context (mqr__router_note): none is dropped on the floor here.
+ *
+ * A subscriber that merges (deliver_set: listener clients, which send one
+ * copy for overlapping subscriptions) gets all its non-shared matches in
+ * one call. Finding them costs one pass that marks subscribers, and only
+ * when a message matches more than one entry: the single match, the
+ * commonest case, takes the plain loop.
  */
 #include "router.h"
 
 #include "log.h"
+
+#include <stdlib.h>
 
 int mqr__router_init(mqr_router_t *r)
 {
@@ -17,6 +25,7 @@ int mqr__router_init(mqr_router_t *r)
     r->routed = r->deliveries = r->unrouted = r->loops = 0;
     r->dropped_nomem = r->nomem_log_ms = 0;
     r->pub = NULL;
+    r->mark = 0;
     return mqr__trie_init(&r->trie);
 }
 
@@ -55,6 +64,57 @@ void mqr__router_note(mqr_router_t *r, int result)
     }
 }
 
+/* Does a subscriber that merges (deliver_set) have more than one
+ * non-shared entry among the matches? One pass that marks each such
+ * subscriber with this publish's number: the common case (every subscriber
+ * matched once) costs a store per entry and nothing else. */
+static bool several_of_one(mqr_router_t *r, const mqr_trie_matches_t *m)
+{
+    uint64_t mark = ++r->mark;
+    bool several = false;
+    for (size_t i = 0; i < m->count; i++) {
+        const mqr_trie_entry_t *e = m->entries[i];
+        mqr_subscriber_t *s = e->sub;
+        if (!s->deliver_set || mqr__trie_entry_group(e, NULL)) continue;
+        if (s->route_mark == mark) several = true;
+        s->route_mark = mark;
+    }
+    return several;
+}
+
+/* The delivery loop when some subscriber matched several times: its
+ * non-shared entries go to deliver_set() in one call, at the place of the
+ * first one. Entries taken into a set are cleared from m (the vector is
+ * ours). The set needs room for them; without memory each entry goes to
+ * deliver() alone, as for a subscriber that does not merge. */
+static int deliver_sets(mqr_router_t *r, mqr_msg_t *msg, mqr_trie_matches_t *m)
+{
+    mqr_trie_entry_t **set = malloc(m->count * sizeof *set);
+    int n = 0;
+    for (size_t i = 0; i < m->count; i++) {
+        mqr_trie_entry_t *e = m->entries[i];
+        if (!e || !mqr__trie_entry_alive(e)) continue;
+        mqr_subscriber_t *s = e->sub;
+        size_t k = 0;
+        if (set && s->deliver_set && !mqr__trie_entry_group(e, NULL)) {
+            set[k++] = e;
+            for (size_t j = i + 1; j < m->count; j++) {
+                mqr_trie_entry_t *x = m->entries[j];
+                if (!x || x->sub != s || mqr__trie_entry_group(x, NULL)) continue;
+                m->entries[j] = NULL;
+                if (mqr__trie_entry_alive(x)) set[k++] = x;
+            }
+        }
+        if (k > 1)
+            mqr__router_note(r, s->deliver_set(s, msg, set, k));
+        else
+            mqr__router_note(r, s->deliver(s, msg, e));
+        n++;
+    }
+    free(set);
+    return n;
+}
+
 int mqr__router_publish(mqr_router_t *r, mqr_msg_t *msg)
 {
     if (r->depth >= MQR_ROUTER_MAX_DEPTH) {
@@ -86,12 +146,16 @@ int mqr__router_publish(mqr_router_t *r, mqr_msg_t *msg)
     mqr__trie_hold(&r->trie);
     mqr_msg_ref(msg); /* a subscriber may drop the publisher's last ref */
     int n = 0;
-    for (size_t i = 0; i < m.count; i++) {
-        mqr_trie_entry_t *e = m.entries[i];
-        if (!mqr__trie_entry_alive(e)) continue;
-        mqr_subscriber_t *s = e->sub;
-        mqr__router_note(r, s->deliver(s, msg, e));
-        n++;
+    if (m.count > 1 && several_of_one(r, &m)) {
+        n = deliver_sets(r, msg, &m);
+    } else {
+        for (size_t i = 0; i < m.count; i++) {
+            mqr_trie_entry_t *e = m.entries[i];
+            if (!mqr__trie_entry_alive(e)) continue;
+            mqr_subscriber_t *s = e->sub;
+            mqr__router_note(r, s->deliver(s, msg, e));
+            n++;
+        }
     }
     mqr_msg_unref(msg);
     mqr__trie_release(&r->trie);

@@ -49,6 +49,17 @@ struct mqr_subscriber {
      * it could not take a message it should have: then whoever handed the
      * message in must not be told it was accepted. */
     int (*deliver)(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
+    /* Optional (NULL: deliver() per entry). When several non-shared entries
+     * of this subscriber match one message, they come here in one call, in
+     * add order, instead of one deliver() each, so the subscriber can send
+     * one copy for all of them (MQTT 5.0 §3.3.4). A shared entry always goes
+     * to deliver() alone: a share group's pick is a delivery of its own
+     * (5.0 §4.8.2). Same result convention as deliver(). */
+    int (*deliver_set)(mqr_subscriber_t *self, mqr_msg_t *msg, mqr_trie_entry_t *const *entries,
+                       size_t n);
+    /* The router's: the publish that last counted this subscriber while
+     * looking for several entries of one subscriber. Zero it (calloc). */
+    uint64_t route_mark;
 };
 
 typedef struct {
@@ -61,6 +72,7 @@ typedef struct {
     uint64_t dropped_nomem; /* deliveries a subscriber could not take for lack of memory */
     uint64_t nomem_log_ms;  /* last warning about them (wall clock): one a second at most */
     mqr_pubctx_t *pub;      /* the context of the publish being routed; NULL outside one */
+    uint64_t mark;          /* last route_mark given (subscribers matched more than once) */
 } mqr_router_t;
 
 int mqr__router_init(mqr_router_t *r);

@@ -143,16 +143,34 @@ int mqr__store_session_sub_delete(mqr_store_sessions_t *ss, const char *id, size
 
 int mqr__store_session_msg_put(mqr_store_sessions_t *ss, const char *id, size_t id_len,
                                uint64_t seq, const mqr_msg_t *m, uint8_t qos, bool retain,
-                               uint32_t sub_id, uint16_t pid, uint8_t state)
+                               const uint32_t *sub_ids, uint32_t n_ids, uint16_t pid, uint8_t state)
 {
     sqlite3_stmt *st = ss->st[SS_MSG_PUT];
+    /* one copy for several subscriptions has several identifiers: the
+     * column (INT affinity, which never converts a BLOB) then holds them as
+     * a blob of 4-byte big-endian values, so no schema change was needed */
+    uint8_t *packed = NULL;
+    if (n_ids > 1) {
+        packed = malloc((size_t)n_ids * 4);
+        if (!packed) return MQR_ENOMEM;
+        for (uint32_t i = 0; i < n_ids; i++) {
+            packed[4 * i] = (uint8_t)(sub_ids[i] >> 24);
+            packed[4 * i + 1] = (uint8_t)(sub_ids[i] >> 16);
+            packed[4 * i + 2] = (uint8_t)(sub_ids[i] >> 8);
+            packed[4 * i + 3] = (uint8_t)sub_ids[i];
+        }
+    }
     int rc = with_id(ss, SS_MSG_PUT, id, id_len) ? SQLITE_OK : SQLITE_ERROR;
     if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
     if (rc == SQLITE_OK) rc = sqlite3_bind_int(st, 3, pid);
     if (rc == SQLITE_OK) rc = sqlite3_bind_int(st, 4, state);
     if (rc == SQLITE_OK) rc = sqlite3_bind_int(st, 5, qos);
     if (rc == SQLITE_OK) rc = sqlite3_bind_int(st, 6, retain);
-    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 7, sub_id);
+    if (rc == SQLITE_OK)
+        rc = packed ? sqlite3_bind_blob(st, 7, packed, (int)(n_ids * 4), free)
+                    : sqlite3_bind_int64(st, 7, n_ids ? sub_ids[0] : 0);
+    else
+        free(packed);
     if (rc == SQLITE_OK) rc = sqlite3_bind_text(st, 8, m->topic, m->topic_len, SQLITE_STATIC);
     if (rc == SQLITE_OK) rc = sqlite3_bind_blob64(st, 9, m->payload, m->payload_len, SQLITE_STATIC);
     if (rc == SQLITE_OK && m->props_len)
@@ -261,11 +279,29 @@ static int load_rows(mqr_store_sessions_t *ss, int k, const mqr_store_sessions_l
                 err = MQR_ENOMEM;
                 break;
             }
+            /* one identifier as an integer, several as a blob (msg_put) */
+            uint32_t one = 0, *ids = &one, n_ids = 0;
+            if (sqlite3_column_type(st, 6) == SQLITE_BLOB) {
+                const uint8_t *b = sqlite3_column_blob(st, 6);
+                n_ids = (uint32_t)(COL_LEN(st, 6) / 4);
+                if (n_ids && !(ids = malloc(n_ids * sizeof *ids))) {
+                    mqr_msg_unref(m);
+                    err = MQR_ENOMEM;
+                    break;
+                }
+                for (uint32_t i = 0; i < n_ids; i++)
+                    ids[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 |
+                             (uint32_t)b[4 * i + 2] << 8 | b[4 * i + 3];
+            } else {
+                one = clamp_u32(sqlite3_column_int64(st, 6));
+                n_ids = one != 0;
+            }
             int pid = sqlite3_column_int(st, 2);
             err = cb->msg(arg, id, id_len, (uint64_t)sqlite3_column_int64(st, 1), m, qos,
-                          sqlite3_column_int(st, 5) != 0, clamp_u32(sqlite3_column_int64(st, 6)),
+                          sqlite3_column_int(st, 5) != 0, ids, n_ids,
                           (uint16_t)(pid > 0 && pid <= 65535 ? pid : 0),
                           clamp_u8(sqlite3_column_int(st, 3), 3));
+            if (ids != &one) free(ids);
             break;
         }
         default: {

@@ -41,10 +41,13 @@ int mqr__store_session_sub_delete(mqr_store_sessions_t *ss, const char *id, size
                                   const char *filter, size_t flen);
 
 /* An outbound delivery, identified by seq within its session (increasing:
- * the load returns them in seq order). pid 0 = queued, not yet sent. */
+ * the load returns them in seq order). pid 0 = queued, not yet sent.
+ * sub_ids: its n_ids Subscription Identifiers (several for one copy sent
+ * for overlapping subscriptions). */
 int mqr__store_session_msg_put(mqr_store_sessions_t *ss, const char *id, size_t id_len,
                                uint64_t seq, const mqr_msg_t *msg, uint8_t qos, bool retain,
-                               uint32_t sub_id, uint16_t pid, uint8_t state);
+                               const uint32_t *sub_ids, uint32_t n_ids, uint16_t pid,
+                               uint8_t state);
 int mqr__store_session_msg_state(mqr_store_sessions_t *ss, const char *id, size_t id_len,
                                  uint64_t seq, uint16_t pid, uint8_t state);
 int mqr__store_session_msg_delete(mqr_store_sessions_t *ss, const char *id, size_t id_len,
@@ -67,7 +70,7 @@ typedef struct {
     int (*sub)(void *arg, const char *id, size_t id_len, const char *filter, size_t flen,
                uint8_t qos, uint8_t flags, uint32_t sub_id);
     int (*msg)(void *arg, const char *id, size_t id_len, uint64_t seq, mqr_msg_t *msg, uint8_t qos,
-               bool retain, uint32_t sub_id, uint16_t pid, uint8_t state);
+               bool retain, const uint32_t *sub_ids, uint32_t n_ids, uint16_t pid, uint8_t state);
     int (*qos2)(void *arg, const char *id, size_t id_len, uint16_t pid);
 } mqr_store_sessions_load_t;
 

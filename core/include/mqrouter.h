@@ -263,6 +263,10 @@ typedef struct {
     unsigned stuck_timeout_ms; /* 0 = 10000, see docs/listener.md */
     int sys_interval_ms;       /* $SYS refresh, 0 = 10000, negative = off */
     int allow_anonymous;       /* 1 yes, -1 no, 0 = only on a loopback address */
+    /* seconds an MQTT 3.1.1 persistent session (Clean Session 0) is kept
+     * after its client left, 0 = for ever (3.1.1 has no expiry of its own);
+     * see docs/listener.md. Added after the first release: keep it last. */
+    unsigned v311_session_expiry_s;
 } mqr_listen_options_t;
 
 typedef struct mqr_listener mqr_listener_t;

@@ -876,6 +876,7 @@ int mqr__listener_conn_start(mqr_lconn_t *c)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     c->sub.deliver = mqr__listener_deliver;
+    c->sub.deliver_set = mqr__listener_deliver_set;
     c->last_rx_ms = uv_now(l->e->loop);
     uint32_t wait = l->opts.connect_timeout_ms;
     if (c->over_limit && wait > MQR_LSN_OVER_WAIT_MS) wait = MQR_LSN_OVER_WAIT_MS;

@@ -3,14 +3,15 @@
  * QoS 1/2 flow: packet ids, the in-flight window, the queue behind it, and
  * backpressure on the publishers that fill it.
  *
- * Overlapping subscriptions: the trie yields one entry per matching
- * subscription and the router calls deliver() once per entry, so a client
- * gets one copy per matching subscription, each at min(message QoS,
- * subscription QoS) and, in v5, with that subscription's identifier. Both
- * specifications allow it (3.1.1 §3.3.5: the copy at the highest QoS is
- * among them; 5.0 §3.3.4: "one copy per subscription" is one of the two
- * permitted behaviours) and it costs nothing on the hot path, where a
- * merged copy would need to know when the router is done with a message.
+ * Overlapping subscriptions: when several non-shared subscriptions of one
+ * client match a message, the router hands them over in one call
+ * (deliver_set) and the client gets ONE copy, at the highest QoS among them
+ * (at most the message's), carrying every Subscription Identifier they
+ * have (5.0 §3.3.4 allows one copy or one per subscription; 3.1.1 §3.3.5
+ * asks for the highest QoS either way). One copy is what clients expect:
+ * two would look like a duplicate to the application. A share group's pick
+ * is a delivery of its own (5.0 §4.8.2). The single-subscription case, the
+ * common one, still goes through deliver() untouched.
  *
  * Limits: the window is min(the client's Receive Maximum, max_inflight).
  * An accepted QoS 1/2 message is never dropped for a full queue: past
@@ -32,6 +33,7 @@
 #include "store_sessions.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static bool expired(const mqr_msg_t *m)
 {
@@ -91,8 +93,10 @@ static int row_put(mqr_lconn_t *c, mqr_ldelivery_t *d)
     mqr_listener_t *l = c->l;
     if (!c->persistent || !l->sstore) return 0;
     d->seq = ++c->qs->next_seq;
+    uint32_t nids;
+    const uint32_t *ids = mqr__ldelivery_ids(d, &nids);
     int rc = mqr__store_session_msg_put(l->sstore, c->client_id, c->client_id_len, d->seq, d->msg,
-                                        d->qos, d->retain, d->sub_id, d->pid, d->state);
+                                        d->qos, d->retain, ids, nids, d->pid, d->state);
     if (rc < 0) {
         d->seq = 0;
         mqr__lsession_row_failed(l, c->client_id, rc);
@@ -137,7 +141,9 @@ static int start_inflight(mqr_lconn_t *c, mqr_ldelivery_t d, bool fresh, int *ro
     int rc = ensure_ring(c);
     if (rc < 0) return rc;
     d.pid = next_pid(c);
-    rc = mqr__listener_send_publish(c, d.msg, d.qos, d.pid, d.retain, false, d.sub_id);
+    uint32_t nids;
+    const uint32_t *ids = mqr__ldelivery_ids(&d, &nids);
+    rc = mqr__listener_send_publish(c, d.msg, d.qos, d.pid, d.retain, false, ids, nids);
     if (rc < 0) return rc;
     d.state = d.qos == 1 ? MQR_LQ_WAIT_PUBACK : MQR_LQ_WAIT_PUBREC;
     if (fresh)
@@ -233,13 +239,34 @@ static void pump(mqr_lconn_t *c)
             continue; /* the reference moved into the window */
         }
         row_delete(c, &d); /* expired, or cannot be sent: skipped */
-        mqr_msg_unref(d.msg);
+        mqr__ldelivery_free(&d);
     }
     if (q->nwaiters && q->q_count <= c->l->opts.max_queued / 2) mqr__listener_waiters_release(c);
 }
 
+int mqr__ldelivery_set_ids(mqr_ldelivery_t *d, const uint32_t *ids, uint32_t n)
+{
+    d->sub_ids = NULL;
+    d->sub_id = n ? ids[0] : 0;
+    if (n <= 1) return 0;
+    d->sub_id = 0;
+    d->sub_ids = malloc((n + 1) * sizeof *d->sub_ids);
+    if (!d->sub_ids) return MQR_ENOMEM;
+    d->sub_ids[0] = n;
+    memcpy(d->sub_ids + 1, ids, n * sizeof *ids);
+    return 0;
+}
+
+void mqr__ldelivery_free(mqr_ldelivery_t *d)
+{
+    if (d->msg) mqr_msg_unref(d->msg);
+    d->msg = NULL;
+    free(d->sub_ids);
+    d->sub_ids = NULL;
+}
+
 int mqr__listener_send_message(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool retain,
-                               uint32_t sub_id)
+                               const uint32_t *sub_ids, uint32_t n_ids)
 {
     mqr_listener_t *l = c->l;
     if (expired(msg)) {
@@ -251,27 +278,35 @@ int mqr__listener_send_message(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool
             l->stats.dropped++;
             return MQR_EFULL;
         }
-        return mqr__listener_send_publish(c, msg, 0, 0, retain, false, sub_id);
+        return mqr__listener_send_publish(c, msg, 0, 0, retain, false, sub_ids, n_ids);
     }
     mqr_lqs_t *q = mqr__listener_qstate(c);
     if (!q) return MQR_ENOMEM;
-    mqr_ldelivery_t d = {.msg = msg, .sub_id = sub_id, .qos = qos, .retain = retain};
+    mqr_ldelivery_t d = {.msg = msg, .qos = qos, .retain = retain};
+    if (mqr__ldelivery_set_ids(&d, sub_ids, n_ids) < 0) return MQR_ENOMEM;
     if (q->q_count == 0 && q->if_span < c->if_cap) {
         int row = 0;
         int rc = start_inflight(c, d, true, &row);
-        if (rc < 0) return rc;
+        if (rc < 0) {
+            free(d.sub_ids);
+            return rc;
+        }
         mqr_msg_ref(msg);
         return row;
     }
     if (q->q_count >= l->opts.max_queued) {
         if (q->q_count >= 64u * l->opts.max_queued) {
             l->stats.dropped++;
+            free(d.sub_ids);
             return MQR_EFULL;
         }
         hold_publisher(c);
     }
     int rc = queue_push(q, &d);
-    if (rc < 0) return rc;
+    if (rc < 0) {
+        free(d.sub_ids);
+        return rc;
+    }
     mqr_msg_ref(msg);
     return row_put(c, &q->queue[(q->q_head + q->q_count - 1) & (q->q_cap - 1)]);
 }
@@ -286,10 +321,70 @@ int mqr__listener_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie
     /* 3.1.1 §3.3.1.3: a forwarded message goes out with RETAIN 0; v5 keeps it
      * when the subscription asked for Retain As Published */
     bool retain = o->retain_as_published && msg->retain;
-    int rc = mqr__listener_send_message(c, msg, qos, retain, o->subscription_id);
+    int rc = mqr__listener_send_message(c, msg, qos, retain, &o->subscription_id,
+                                        o->subscription_id != 0);
     /* what the specifications let a server drop (expired, over the client's
      * Maximum Packet Size) and QoS 0 over max_out_bytes are counted drops,
      * not refusals; anything else a QoS 1/2 copy could not get is */
+    if (rc == MQR_ENOENT || rc == MQR_ETOOLARGE || (rc < 0 && qos == 0)) return 0;
+    return rc;
+}
+
+int mqr__listener_merge(const void *origin, const mqr_msg_t *msg, mqr_trie_entry_t *const *entries,
+                        size_t n, uint8_t *qos, bool *retain, uint32_t **ids, uint32_t *n_ids)
+{
+    *qos = 0;
+    *retain = false;
+    *ids = NULL;
+    *n_ids = 0;
+    bool any = false;
+    uint32_t *v = NULL;
+    uint32_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const mqr_sub_opts_t *o = &entries[i]->opts;
+        /* 5.0 §3.8.3.1: a No Local subscription never sends a client its own
+         * message, so it has no say in the copy the others get */
+        if (o->no_local && origin && msg->origin_conn == origin) continue;
+        any = true;
+        if (o->qos > *qos) *qos = o->qos;
+        /* 5.0 §3.3.1.3: RETAIN is kept for a Retain As Published
+         * subscription and cleared for the others; one copy cannot do both,
+         * and keeping it tells the RAP subscription the truth, while a
+         * client that asked for RAP on any filter expects the flag */
+        if (o->retain_as_published && msg->retain) *retain = true;
+        if (!o->subscription_id) continue;
+        bool seen = false;
+        for (uint32_t j = 0; j < k && !seen; j++)
+            seen = v[j] == o->subscription_id;
+        if (seen) continue;
+        if (!v && !(v = malloc(n * sizeof *v))) return MQR_ENOMEM;
+        v[k++] = o->subscription_id;
+    }
+    if (!any) {
+        free(v);
+        return 1;
+    }
+    /* 3.1.1 §3.3.5, 5.0 §3.3.4: at the highest QoS of the matching
+     * subscriptions, and never above the message's own */
+    if (msg->qos < *qos) *qos = msg->qos;
+    *ids = v;
+    *n_ids = k;
+    return 0;
+}
+
+int mqr__listener_deliver_set(mqr_subscriber_t *self, mqr_msg_t *msg,
+                              mqr_trie_entry_t *const *entries, size_t n)
+{
+    mqr_lconn_t *c = (mqr_lconn_t *)self;
+    if (c->state != MQR_LCONN_ACTIVE) return 0;
+    uint8_t qos;
+    bool retain;
+    uint32_t *ids, nids;
+    int rc = mqr__listener_merge(c, msg, entries, n, &qos, &retain, &ids, &nids);
+    if (rc == 1) return 0;
+    if (rc < 0) return msg->qos ? rc : 0;
+    rc = mqr__listener_send_message(c, msg, qos, retain, ids, nids);
+    free(ids);
     if (rc == MQR_ENOENT || rc == MQR_ETOOLARGE || (rc < 0 && qos == 0)) return 0;
     return rc;
 }
@@ -311,8 +406,7 @@ static mqr_ldelivery_t *find(mqr_lconn_t *c, uint16_t pid, uint8_t state)
 static void drop_slot(mqr_lconn_t *c, mqr_ldelivery_t *d)
 {
     row_delete(c, d);
-    if (d->msg) mqr_msg_unref(d->msg);
-    d->msg = NULL;
+    mqr__ldelivery_free(d);
     d->state = MQR_LQ_FREE;
     d->seq = 0;
     c->qs->if_live--;
@@ -385,13 +479,12 @@ void mqr__listener_deliveries_clear(mqr_lconn_t *c)
     if (!q) return;
     for (uint32_t i = 0; i < q->if_span; i++) {
         mqr_ldelivery_t *d = slot(c, i);
-        if (d->msg) mqr_msg_unref(d->msg);
-        d->msg = NULL;
+        mqr__ldelivery_free(d);
         d->state = MQR_LQ_FREE;
     }
     q->if_head = q->if_span = q->if_live = 0;
     for (uint32_t i = 0; i < q->q_count; i++)
-        mqr_msg_unref(q->queue[(q->q_head + i) & (q->q_cap - 1)].msg);
+        mqr__ldelivery_free(&q->queue[(q->q_head + i) & (q->q_cap - 1)]);
     q->q_head = q->q_count = 0;
     mqr__listener_waiters_release(c);
 }
@@ -414,6 +507,7 @@ int mqr__listener_deliveries_take(mqr_lconn_t *c, mqr_ldelivery_t **out, uint32_
         if (s->state == MQR_LQ_FREE) continue;
         d[k++] = *s;
         s->msg = NULL;
+        s->sub_ids = NULL;
         s->state = MQR_LQ_FREE;
     }
     for (uint32_t i = 0; i < q->q_count; i++)
@@ -438,7 +532,7 @@ int mqr__listener_deliveries_give(mqr_lconn_t *c, mqr_ldelivery_t *d, uint32_t n
     mqr_lqs_t *q = n ? mqr__listener_qstate(c) : c->qs;
     if (!q) {
         for (uint32_t i = 0; i < n; i++)
-            if (d[i].msg) mqr_msg_unref(d[i].msg);
+            mqr__ldelivery_free(&d[i]);
         return n ? MQR_ENOMEM : 0;
     }
     free(q->inflight);
@@ -452,7 +546,7 @@ int mqr__listener_deliveries_give(mqr_lconn_t *c, mqr_ldelivery_t *d, uint32_t n
         d[i].pid = 0;
         d[i].state = MQR_LQ_FREE;
         if (rc == 0) rc = queue_push(q, &d[i]);
-        if (rc < 0 && d[i].msg) mqr_msg_unref(d[i].msg);
+        if (rc < 0) mqr__ldelivery_free(&d[i]);
     }
     if (rc == 0) {
         q->if_head = 0;
@@ -474,7 +568,9 @@ void mqr__listener_deliveries_resend(mqr_lconn_t *c)
             mqr__listener_send_ack(c, MQR_MQTT_PUBREL, d->pid, 0);
             continue;
         }
-        int rc = mqr__listener_send_publish(c, d->msg, d->qos, d->pid, d->retain, true, d->sub_id);
+        uint32_t nids;
+        const uint32_t *ids = mqr__ldelivery_ids(d, &nids);
+        int rc = mqr__listener_send_publish(c, d->msg, d->qos, d->pid, d->retain, true, ids, nids);
         if (rc < 0) drop_slot(c, d); /* expired, or too big now: the flow ends */
     }
     compact(c);

@@ -31,8 +31,8 @@
 typedef struct {
     char *topic; /* NULL = empty slot */
     uint16_t len;
-    uint8_t key; /* action, QoS and retain */
-    bool allow;
+    uint8_t key;  /* action, QoS and retain */
+    uint8_t code; /* the hook's answer: 0 allowed, else the reason */
     uint32_t generation;
 } authz_slot_t;
 
@@ -206,11 +206,11 @@ static authz_slot_t *cache_slot(struct mqr_lauth *a, uint8_t key, const char *t,
     return &a->cache[x % AUTHZ_CACHE_SLOTS];
 }
 
-bool mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size_t len, int qos,
-                             bool retain)
+int mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size_t len, int qos,
+                            bool retain)
 {
     mqr_auth_hooks_t *h = c->l->e->auth_hooks;
-    if (!h || !h->authorize) return true;
+    if (!h || !h->authorize) return 0;
     authz_slot_t *slot = NULL;
     uint8_t key = (uint8_t)(action << 3 | (qos & 3) << 1 | (retain ? 1 : 0));
     if (h->authorize_cacheable && len <= AUTHZ_CACHE_TOPIC_MAX) {
@@ -221,15 +221,22 @@ bool mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size
             if (slot->topic && slot->generation == h->generation && slot->key == key &&
                 slot->len == len && memcmp(slot->topic, topic, len) == 0) {
                 h->cache_hits++;
-                if (!slot->allow) c->l->stats.authz_denied++;
-                return slot->allow;
+                if (slot->code) c->l->stats.authz_denied++;
+                return slot->code;
             }
         }
     }
     mqr_auth_client_t cl;
     client_of(c, &cl);
     uint32_t gen = h->generation;
-    bool allow = h->authorize(h->ud, &cl, action, topic, len, qos, retain);
+    int code = h->authorize(h->ud, &cl, action, topic, len, qos, retain);
+    if (code && !mqr__auth_reason_ok(action, code)) {
+        /* the hook's own check (bindings/l_auth.c) says why with the script's
+         * position; this is the net under any other hook */
+        MQR_LOG_W(MQR_LSN_LOG, "authorize hook: reason 0x%02X is not one a %s may carry: 0x87 sent",
+                  (unsigned)code & 0xFFu, action == MQR_AUTH_PUBLISH ? "PUBACK/PUBREC" : "SUBACK");
+        code = MQR_MQTT_RC_NOT_AUTHORIZED;
+    }
     /* the hook may have replaced the hooks (a new script): keep nothing then */
     h = c->l->e->auth_hooks;
     if (slot && h && h->generation == gen && c->auth && c->auth->cache) {
@@ -237,16 +244,19 @@ bool mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size
         if (copy) {
             memcpy(copy, topic, len);
             free(slot->topic);
-            *slot = (authz_slot_t){
-                .topic = copy, .len = (uint16_t)len, .key = key, .allow = allow, .generation = gen};
+            *slot = (authz_slot_t){.topic = copy,
+                                   .len = (uint16_t)len,
+                                   .key = key,
+                                   .code = (uint8_t)code,
+                                   .generation = gen};
         }
     }
-    if (allow) return true;
+    if (!code) return 0;
     c->l->stats.authz_denied++;
     /* debug: a client retrying a denied topic must not flood the log */
     MQR_LOG_D(MQR_LSN_LOG, "client %s: %s on %.*s not authorised", c->client_id,
               action == MQR_AUTH_PUBLISH ? "PUBLISH" : "SUBSCRIBE", (int)len, topic);
-    return false;
+    return code;
 }
 
 /* The decision once the credentials have spoken (docs/auth.md). */

@@ -141,9 +141,10 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     /* a tenant's user: its topics live under the tenant's mountpoint */
     if (mqr__listener_tenant_connect(c) < 0)
         return refuse(c, k.version, MQR_MQTT_RC_SERVER_UNAVAILABLE, "tenant lookup failed");
-    /* a will is a publish like any other: the authorize hook has its say now */
-    if (k.has_will && !mqr__listener_authorize(c, MQR_AUTH_PUBLISH, k.will_topic.p,
-                                               k.will_topic.len, k.will_qos, k.will_retain))
+    /* a will is a publish like any other: the authorize hook has its say
+     * now. A reason it names is for a PUBACK, not this CONNACK: 0x87 */
+    if (k.has_will && mqr__listener_authorize(c, MQR_AUTH_PUBLISH, k.will_topic.p, k.will_topic.len,
+                                              k.will_qos, k.will_retain))
         return refuse(c, k.version, v5 ? MQR_MQTT_RC_NOT_AUTHORIZED : MQR_MQTT_V3_NOT_AUTHORIZED,
                       "will topic not authorised");
 

@@ -306,8 +306,10 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         return mqr__listener_conn_fail(c, MQR_MQTT_RC_RECEIVE_MAX_EXCEEDED,
                                        "receive maximum exceeded");
 
-    if (!mqr__listener_authorize(c, MQR_AUTH_PUBLISH, topic, tlen, p.qos, p.retain)) {
-        /* not routed. v5 says so (0x87); 3.1.1 has no negative ack: it is
+    int denied = mqr__listener_authorize(c, MQR_AUTH_PUBLISH, topic, tlen, p.qos, p.retain);
+    if (denied) {
+        /* not routed. v5 says so (0x87, or the error code the hook named,
+         * 5.0 §3.4.2.1 / §3.5.2.1); 3.1.1 has no negative ack: it is
          * acknowledged and dropped, as Mosquitto does */
         if (p.qos == 0) return 0;
         bool v5 = c->version == MQR_MQTT_V5;
@@ -315,7 +317,7 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
             return mqr__listener_conn_fail(c, MQR_MQTT_RC_UNSPECIFIED,
                                            "QoS 2 packet id not kept (memory or store)");
         mqr__listener_ack(c, p.qos == 1 ? MQR_MQTT_PUBACK : MQR_MQTT_PUBREC, p.packet_id,
-                          v5 ? MQR_MQTT_RC_NOT_AUTHORIZED : 0);
+                          v5 ? (uint8_t)denied : 0);
         return 0;
     }
 

@@ -65,7 +65,8 @@ static int send_retained(void *arg, mqr_msg_t *msg)
     uint8_t qos = msg->qos < x->opts.qos ? msg->qos : x->opts.qos;
     /* 3.1.1 §3.3.1.3, 5.0 §3.3.1.3: RETAIN 1 when sent because of a new
      * subscription */
-    mqr__listener_send_message(x->c, msg, qos, true, x->opts.subscription_id);
+    mqr__listener_send_message(x->c, msg, qos, true, &x->opts.subscription_id,
+                               x->opts.subscription_id != 0);
     return 0;
 }
 
@@ -102,9 +103,12 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
             codes[i] = v5 ? MQR_MQTT_RC_TOPIC_FILTER_INVALID : 0x80;
             continue;
         }
-        if (!mqr__listener_authorize(c, MQR_AUTH_SUBSCRIBE, se.filter.p, se.filter.len, se.qos,
-                                     false)) {
-            codes[i] = v5 ? MQR_MQTT_RC_NOT_AUTHORIZED : 0x80;
+        int denied = mqr__listener_authorize(c, MQR_AUTH_SUBSCRIBE, se.filter.p, se.filter.len,
+                                             se.qos, false);
+        if (denied) {
+            /* v5: the hook's reason (0x87 unless it named another SUBACK
+             * failure code, 5.0 §3.9.3); 3.1.1 has only 0x80 (§3.9.3) */
+            codes[i] = v5 ? (uint8_t)denied : 0x80;
             continue;
         }
         char mbuf[256], *mheap = NULL;

@@ -103,6 +103,7 @@ int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *o, mqr_listen
     lo.stuck_timeout_ms = o->stuck_timeout_ms;
     lo.sys_interval_ms = o->sys_interval_ms;
     lo.allow_anonymous = o->allow_anonymous;
+    lo.v311_session_expiry_s = o->v311_session_expiry_s;
     int rc = mqr__listener_start_tp(e, host, o->port, &lo, ctx, ws, out);
     if (rc < 0) {
         if (ctx) mqr__ltls_ctx_free(ctx);

@@ -103,13 +103,33 @@ enum {
 /* A delivery in flight or queued. */
 typedef struct {
     mqr_msg_t *msg;  /* reference held; NULL once a QoS 2 message is released */
-    uint32_t sub_id; /* v5 Subscription Identifier, 0 = none */
+    uint32_t sub_id; /* v5 Subscription Identifier, 0 = none (when sub_ids is NULL) */
     uint16_t pid;
     uint8_t qos;
     uint8_t state; /* MQR_LQ_* */
     bool retain;
     uint64_t seq; /* its row in a persistent session's store, 0 = none */
+    /* one copy for several overlapping subscriptions (deliver.c) carries
+     * every identifier they have: sub_ids[0] of them in sub_ids[1..]
+     * (owned, freed with mqr__ldelivery_free); NULL: sub_id alone */
+    uint32_t *sub_ids;
 } mqr_ldelivery_t;
+
+/* The Subscription Identifiers of d: *n of them (0, 1 or more). */
+static inline const uint32_t *mqr__ldelivery_ids(const mqr_ldelivery_t *d, uint32_t *n)
+{
+    if (d->sub_ids) {
+        *n = d->sub_ids[0];
+        return d->sub_ids + 1;
+    }
+    *n = d->sub_id != 0;
+    return &d->sub_id;
+}
+/* Gives d the n identifiers ids (copied when more than one). 0 or
+ * MQR_ENOMEM (d then has none). */
+int mqr__ldelivery_set_ids(mqr_ldelivery_t *d, const uint32_t *ids, uint32_t n);
+/* Ends d: its message reference and its identifiers go. */
+void mqr__ldelivery_free(mqr_ldelivery_t *d);
 
 /* A persistent session while its client is away (session.c): it keeps the
  * subscriptions (trie entries point at sub), the unacknowledged and queued
@@ -374,9 +394,11 @@ int mqr__listener_auth_connect(mqr_lconn_t *c, const mqr_mqtt_connect_t *k, cons
 void mqr__listener_auth_connack_props(mqr_lconn_t *c, mqr_mqtt_pbuild_t *b);
 /* AUTH from the client (v5): SCRAM continuation, or re-authentication. */
 int mqr__listener_handle_auth(mqr_lconn_t *c, uint8_t *pkt, size_t len);
-/* The authorize hook, cheap when none is set. */
-bool mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size_t len, int qos,
-                             bool retain);
+/* The authorize hook, cheap when none is set: 0 allowed, else the v5
+ * reason code to deny with (0x80..0xFF, valid for the action's answer:
+ * SUBACK, or PUBACK/PUBREC). */
+int mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size_t len, int qos,
+                            bool retain);
 /* The user name of the connection, NULL if none. */
 const char *mqr__listener_auth_user(const mqr_lconn_t *c);
 /* Did the store's credentials prove that user name (password or SCRAM)? */
@@ -492,7 +514,7 @@ void mqr__listener_subs_clear(mqr_lconn_t *c);
  * the message has expired (nothing written, counted). */
 
 int mqr__listener_send_publish(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, uint16_t pid,
-                               bool retain, bool dup, uint32_t sub_id);
+                               bool retain, bool dup, const uint32_t *sub_ids, uint32_t n_ids);
 int mqr__listener_send_connack(mqr_lconn_t *c, int version, bool session_present, uint8_t reason,
                                const uint8_t *props, size_t props_len);
 int mqr__listener_send_ack(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reason);
@@ -557,7 +579,19 @@ int mqr__listener_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie
  * and returns the store's error, so its publisher is not told it is
  * durable. */
 int mqr__listener_send_message(mqr_lconn_t *c, mqr_msg_t *msg, uint8_t qos, bool retain,
-                               uint32_t sub_id);
+                               const uint32_t *sub_ids, uint32_t n_ids);
+/* The router's callback for several subscriptions of one client matching
+ * one message (c->sub.deliver_set): one copy for them all. */
+int mqr__listener_deliver_set(mqr_subscriber_t *self, mqr_msg_t *msg,
+                              mqr_trie_entry_t *const *entries, size_t n);
+/* What one copy for several subscriptions of a client is (5.0 §3.3.4, 3.1.1
+ * §3.3.5): the highest QoS among them (at most the message's), the RETAIN
+ * flag kept when any asks Retain As Published, and every distinct
+ * Subscription Identifier (*ids: malloc'd, *n_ids of them, NULL when
+ * none). A no-local subscription does not count when origin published the
+ * message. Returns 0; 1 when none counts (nothing to send); MQR_ENOMEM. */
+int mqr__listener_merge(const void *origin, const mqr_msg_t *msg, mqr_trie_entry_t *const *entries,
+                        size_t n, uint8_t *qos, bool *retain, uint32_t **ids, uint32_t *n_ids);
 /* c->qs, allocated at the first call; NULL when out of memory. */
 mqr_lqs_t *mqr__listener_qstate(mqr_lconn_t *c);
 /* Frees c->qs (what it still points to included). */

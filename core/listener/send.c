@@ -63,7 +63,7 @@ static size_t props_with_expiry(const mqr_msg_t *m, uint32_t left, uint8_t *buf,
 }
 
 int mqr__listener_send_publish(mqr_lconn_t *c, mqr_msg_t *m, uint8_t qos, uint16_t pid, bool retain,
-                               bool dup, uint32_t sub_id)
+                               bool dup, const uint32_t *sub_ids, uint32_t n_ids)
 {
     mqr_mqtt_publish_t p;
     p.qos = qos;
@@ -88,10 +88,10 @@ int mqr__listener_send_publish(mqr_lconn_t *c, mqr_msg_t *m, uint8_t qos, uint16
     if (c->version == MQR_MQTT_V5) {
         p.props.p = m->props;
         p.props.len = m->props_len;
-        if (sub_id) {
-            p.add_sub_ids = &sub_id;
-            p.n_add_sub_ids = 1;
-        }
+        /* 5.0 §3.3.4: one copy for several subscriptions carries each of
+         * their identifiers (the property repeats) */
+        p.add_sub_ids = sub_ids;
+        p.n_add_sub_ids = n_ids;
         if (m->expiry_s) {
             uint64_t now = mqr__now_ms();
             if (now >= m->created_ms + 1000u) {
@@ -122,10 +122,11 @@ int mqr__listener_send_publish(mqr_lconn_t *c, mqr_msg_t *m, uint8_t qos, uint16
     }
     bool copy = m->payload_len <= MQR_LSN_COPY_MAX;
     /* generous bound of the header: fixed header 5, topic 2 + len, packet id
-     * 2, property length 4 + props, one subscription id 5, a topic alias 3 */
+     * 2, property length 4 + props, a topic alias 3, 5 per subscription id */
     const char *alias_topic = p.topic.p;
     size_t alias_len = p.topic.len;
-    size_t bound = 21 + (size_t)m->topic_len + p.props.len + (copy ? m->payload_len : 0);
+    size_t bound =
+        16 + 5 * p.n_add_sub_ids + (size_t)m->topic_len + p.props.len + (copy ? m->payload_len : 0);
     uint8_t *w = mqr__listener_out_reserve(c, bound);
     if (!w) return MQR_ENOMEM;
     size_t head;

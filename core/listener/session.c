@@ -3,9 +3,13 @@
  * memory while the client is away and in the store throughout.
  *
  * A session is persistent when a 3.1.1 client connects with Clean Session 0
- * (it never expires: 3.1.1 has no expiry, and like Mosquitto's default we
- * keep it until the client cleans it) or a v5 client gives a Session Expiry
- * Interval above 0 (0xFFFFFFFF: never). While connected, the session lives
+ * or a v5 client gives a Session Expiry Interval above 0 (0xFFFFFFFF:
+ * never). 3.1.1 has no expiry: by default such a session is kept until the
+ * client cleans it (Mosquitto's default too), and with the listener's
+ * v311_session_expiry_s it ends that long after its client left, counted
+ * from the disconnection as a v5 expiry is (the stored expiry stays "never":
+ * the limit is the listener's, read when the session goes offline or is
+ * loaded, so changing it applies to sessions already kept). While connected, the session lives
  * in the connection (subscriptions, deliveries, QoS 2 ids) and deliver.c
  * and handle_*.c write its rows; when the connection closes, the state
  * moves into an mqr_lsession_t whose trie entries keep matching, and moves
@@ -118,6 +122,8 @@ static void map_remove(mqr_listener_t *l, mqr_lsession_t *s)
 /* ---- one offline session ----------------------------------------------------------- */
 
 static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry);
+static int session_deliver_set(mqr_subscriber_t *self, mqr_msg_t *msg,
+                               mqr_trie_entry_t *const *entries, size_t n);
 
 static mqr_lsession_t *session_new(mqr_listener_t *l, const char *id, size_t len)
 {
@@ -133,6 +139,7 @@ static mqr_lsession_t *session_new(mqr_listener_t *l, const char *id, size_t len
     s->client_id_len = len;
     s->l = l;
     s->sub.deliver = session_deliver;
+    s->sub.deliver_set = session_deliver_set;
     s->expires_ms = NEVER;
     return s;
 }
@@ -154,7 +161,7 @@ static void session_free(mqr_lsession_t *s, bool will)
     for (uint32_t i = 0; i < s->nsubs; i++)
         mqr__router_remove(&l->e->router, s->subs[i]);
     for (uint32_t i = 0; i < s->nmsgs; i++)
-        if (s->msgs[i].msg) mqr_msg_unref(s->msgs[i].msg);
+        mqr__ldelivery_free(&s->msgs[i]);
     if (s->will) {
         if (will)
             publish_will(l, s->client_id, s->will);
@@ -194,12 +201,10 @@ static int msgs_push(mqr_lsession_t *s, const mqr_ldelivery_t *d)
 /* Queues msg for an absent client. A message whose row the store refused
  * is not kept in memory either: its publisher is told it was not taken
  * (and may send it again), so holding it would only make a duplicate. */
-static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+static int session_queue(mqr_lsession_t *s, mqr_msg_t *msg, uint8_t qos, bool retain,
+                         const uint32_t *ids, uint32_t nids)
 {
-    mqr_lsession_t *s = (mqr_lsession_t *)self;
     mqr_listener_t *l = s->l;
-    const mqr_sub_opts_t *o = &entry->opts;
-    uint8_t qos = msg->qos < o->qos ? msg->qos : o->qos;
     if (qos == 0) return 0; /* not queued for an absent client (Mosquitto's default too) */
     if (msg->expiry_s && msg->created_ms + (uint64_t)msg->expiry_s * 1000u <= mqr__now_ms()) {
         l->stats.expired++;
@@ -218,12 +223,12 @@ static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_tri
     }
     mqr_ldelivery_t d = {
         .msg = msg,
-        .sub_id = o->subscription_id,
         .qos = qos,
-        .retain = o->retain_as_published && msg->retain,
+        .retain = retain,
         .seq = l->sstore ? s->next_seq + 1 : 0,
     };
-    if (msgs_push(s, &d) < 0) {
+    if (mqr__ldelivery_set_ids(&d, ids, nids) < 0 || msgs_push(s, &d) < 0) {
+        free(d.sub_ids);
         l->stats.offline_dropped++;
         return MQR_ENOMEM;
     }
@@ -232,16 +237,42 @@ static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_tri
         return 0;
     }
     int rc = mqr__store_session_msg_put(l->sstore, s->client_id, s->client_id_len, d.seq, msg, qos,
-                                        d.retain, d.sub_id, 0, MQR_LQ_FREE);
+                                        d.retain, ids, nids, 0, MQR_LQ_FREE);
     if (rc < 0) {
         s->nmsgs--; /* the one msgs_push added */
         s->nqueued--;
+        free(d.sub_ids);
         mqr__lsession_row_failed(l, s->client_id, rc);
         return rc;
     }
     s->next_seq = d.seq;
     mqr_msg_ref(msg);
     return MQR_DELIVER_STORED; /* the publisher's ack waits for the commit */
+}
+
+static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+{
+    const mqr_sub_opts_t *o = &entry->opts;
+    uint8_t qos = msg->qos < o->qos ? msg->qos : o->qos;
+    return session_queue((mqr_lsession_t *)self, msg, qos, o->retain_as_published && msg->retain,
+                         &o->subscription_id, o->subscription_id != 0);
+}
+
+/* Several subscriptions of the absent client match: one queued copy, as
+ * its connection would have sent (deliver.c). No origin: an absent client
+ * published nothing, so No Local never applies. */
+static int session_deliver_set(mqr_subscriber_t *self, mqr_msg_t *msg,
+                               mqr_trie_entry_t *const *entries, size_t n)
+{
+    uint8_t qos;
+    bool retain;
+    uint32_t *ids, nids;
+    int rc = mqr__listener_merge(NULL, msg, entries, n, &qos, &retain, &ids, &nids);
+    if (rc == 1) return 0;
+    if (rc < 0) return msg->qos ? rc : 0;
+    rc = session_queue((mqr_lsession_t *)self, msg, qos, retain, ids, nids);
+    free(ids);
+    return rc;
 }
 
 void mqr__lsession_row_failed(mqr_listener_t *l, const char *client_id, int rc)
@@ -283,7 +314,10 @@ void mqr__lsession_disconnect(mqr_lconn_t *c)
     uint64_t now = uv_now(l->e->loop);
     s->version = c->version;
     s->expiry_s = c->session_expiry;
-    if (s->expiry_s != UINT32_MAX) s->expires_ms = now + (uint64_t)s->expiry_s * 1000u;
+    if (s->expiry_s != UINT32_MAX)
+        s->expires_ms = now + (uint64_t)s->expiry_s * 1000u;
+    else if (s->version != MQR_MQTT_V5 && l->opts.v311_session_expiry_s)
+        s->expires_ms = now + (uint64_t)l->opts.v311_session_expiry_s * 1000u;
     s->subs = c->subs;
     s->nsubs = c->nsubs;
     s->subs_cap = c->subs_cap;
@@ -475,6 +509,7 @@ void mqr__lsession_tick(mqr_listener_t *l, uint64_t now)
         mqr_lsession_t *s = ended;
         ended = s->next;
         l->stats.sessions_expired++;
+        if (s->version != MQR_MQTT_V5) l->stats.sessions_expired_v311++;
         MQR_LOG_I(MQR_LSN_LOG, "session of %s expired (%u messages dropped)", s->client_id,
                   s->nmsgs);
         rows_delete(l, s->client_id, s->client_id_len);
@@ -497,6 +532,9 @@ static int load_session(void *arg, const char *id, size_t len, int version, uint
 {
     load_ctx_t *x = arg;
     uint64_t left = NEVER;
+    uint32_t stored_expiry = expiry_s;
+    if (expiry_s == UINT32_MAX && version != MQR_MQTT_V5 && x->l->opts.v311_session_expiry_s)
+        expiry_s = x->l->opts.v311_session_expiry_s; /* the listener's limit: see the top */
     if (expiry_s != UINT32_MAX) {
         uint64_t since = disconnected_ms ? disconnected_ms : x->wall_ms;
         uint64_t end = since + (uint64_t)expiry_s * 1000u;
@@ -527,7 +565,7 @@ static int load_session(void *arg, const char *id, size_t len, int version, uint
         return MQR_ENOMEM;
     }
     s->version = (uint8_t)(version == MQR_MQTT_V5 ? MQR_MQTT_V5 : MQR_MQTT_V311);
-    s->expiry_s = expiry_s;
+    s->expiry_s = stored_expiry;
     s->expires_ms = left == NEVER ? NEVER : x->now_ms + left;
     x->nsessions++;
     return 0;
@@ -567,7 +605,8 @@ static int load_sub(void *arg, const char *id, size_t len, const char *filter, s
 }
 
 static int load_msg(void *arg, const char *id, size_t len, uint64_t seq, mqr_msg_t *msg,
-                    uint8_t qos, bool retain, uint32_t sub_id, uint16_t pid, uint8_t state)
+                    uint8_t qos, bool retain, const uint32_t *sub_ids, uint32_t n_ids, uint16_t pid,
+                    uint8_t state)
 {
     load_ctx_t *x = arg;
     mqr_lsession_t *s = find(x->l, id, len);
@@ -579,15 +618,10 @@ static int load_msg(void *arg, const char *id, size_t len, uint64_t seq, mqr_msg
         mqr_msg_unref(msg);
         msg = NULL;
     }
-    mqr_ldelivery_t d = {.msg = msg,
-                         .sub_id = sub_id,
-                         .pid = pid,
-                         .qos = qos,
-                         .state = state,
-                         .retain = retain,
-                         .seq = seq};
-    if (msgs_push(s, &d) < 0) {
-        if (msg) mqr_msg_unref(msg);
+    mqr_ldelivery_t d = {
+        .msg = msg, .pid = pid, .qos = qos, .state = state, .retain = retain, .seq = seq};
+    if (mqr__ldelivery_set_ids(&d, sub_ids, n_ids) < 0 || msgs_push(s, &d) < 0) {
+        mqr__ldelivery_free(&d);
         return MQR_ENOMEM;
     }
     if (seq > s->next_seq) s->next_seq = seq;

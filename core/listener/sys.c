@@ -148,9 +148,9 @@ void mqr__listener_sys_publish(mqr_listener_t *l)
     snprintf(buf, sizeof buf, "%llu seconds", (unsigned long long)((now - start) / 1000u));
     publish(l, "uptime", buf);
     publish_u64(l, "clients/connected", st->clients_current);
-    /* sessions end with their connection: total = connected, for now */
-    publish_u64(l, "clients/total", st->clients_current);
-    publish_u64(l, "clients/disconnected", 0);
+    /* as Mosquitto: disconnected = persistent sessions whose client is away */
+    publish_u64(l, "clients/total", st->clients_current + st->sessions_offline);
+    publish_u64(l, "clients/disconnected", st->sessions_offline);
     publish_u64(l, "clients/maximum", st->clients_peak);
     publish_u64(l, "clients/refused", st->connects_refused);
     publish_u64(l, "messages/received", st->msgs_in);

@@ -315,6 +315,99 @@ static void test_host_loop(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---- several entries of one subscriber ---- */
+
+typedef struct {
+    mqr_subscriber_t base;
+    int singles, sets;
+    size_t last_n;
+    uint32_t last_ids[4]; /* subscription ids of the last set, in order */
+    mqr_router_t *r;
+    mqr_trie_entry_t *kill; /* removed at the first call, when set */
+} merge_sub_t;
+
+static int merge_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+{
+    merge_sub_t *m = (merge_sub_t *)self;
+    m->singles++;
+    if (m->kill) mqr__router_remove(m->r, m->kill);
+    m->kill = NULL;
+    return 0;
+}
+
+static int merge_set(mqr_subscriber_t *self, mqr_msg_t *msg, mqr_trie_entry_t *const *entries,
+                     size_t n)
+{
+    merge_sub_t *m = (merge_sub_t *)self;
+    m->sets++;
+    m->last_n = n;
+    for (size_t i = 0; i < n && i < 4; i++)
+        m->last_ids[i] = entries[i]->opts.subscription_id;
+    return 0;
+}
+
+static mqr_trie_entry_t *sub_id(mqr_router_t *r, merge_sub_t *m, const char *filter, uint32_t id)
+{
+    mqr_sub_opts_t o = {.qos = 1, .subscription_id = id};
+    mqr_trie_entry_t *e = mqr__router_add(r, filter, strlen(filter), &m->base, &o);
+    assert_non_null(e);
+    return e;
+}
+
+static int route_topic(mqr_engine_t *e, const char *topic)
+{
+    mqr_msg_init_t in = {.topic = topic, .topic_len = strlen(topic), .qos = 1};
+    mqr_msg_t *msg = mqr__msg_new(&in);
+    assert_non_null(msg);
+    int n = mqr__router_publish(&e->router, msg);
+    mqr_msg_unref(msg);
+    return n;
+}
+
+static void test_merged_delivery(void **state)
+{
+    mqr_engine_t *e = engine("");
+    mqr_router_t *r = &e->router;
+    /* p: no deliver_set, so one call per entry as before; m merges; one:
+     * merges but matches once */
+    merge_sub_t p = {.base.deliver = merge_deliver, .r = r};
+    merge_sub_t m = {.base.deliver = merge_deliver, .base.deliver_set = merge_set, .r = r};
+    merge_sub_t one = {.base.deliver = merge_deliver, .base.deliver_set = merge_set, .r = r};
+    sub_id(r, &p, "m/#", 0);
+    sub_id(r, &p, "m/x", 0);
+    sub_id(r, &m, "m/+", 1);
+    mqr_sub_opts_t so = {.qos = 1, .subscription_id = 3};
+    assert_non_null(mqr__trie_add_shared(&r->trie, "g", 1, "m/#", 3, &m.base, &so));
+    mqr_trie_entry_t *m2 = sub_id(r, &m, "m/#", 2);
+    sub_id(r, &one, "m/x", 0);
+
+    /* m's two plain entries in one call, in add order; its shared one
+     * alone (5.0 §4.8.2) */
+    assert_int_equal(route_topic(e, "m/x"), 2 + 2 + 1);
+    assert_int_equal(p.singles, 2);
+    assert_int_equal(p.sets, 0);
+    assert_int_equal(m.sets, 1);
+    assert_int_equal(m.last_n, 2);
+    assert_int_equal(m.last_ids[0], 1);
+    assert_int_equal(m.last_ids[1], 2);
+    assert_int_equal(m.singles, 1);
+    assert_int_equal(one.singles, 1);
+    assert_int_equal(one.sets, 0);
+
+    /* one plain match: the plain call, no set */
+    assert_int_equal(route_topic(e, "m/a/b"), 1 + 1 + 1);
+    assert_int_equal(m.sets, 1);
+    assert_int_equal(m.singles, 3);
+
+    /* an entry removed by an earlier subscriber's call is left out: m's
+     * other entry goes alone */
+    p.kill = m2;
+    assert_int_equal(route_topic(e, "m/x"), 2 + 2 + 1);
+    assert_int_equal(m.sets, 1);
+    assert_int_equal(m.singles, 5);
+    mqr_engine_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_remove_during_delivery),
         cmocka_unit_test(test_routing_loop),
         cmocka_unit_test(test_publish_context),
+        cmocka_unit_test(test_merged_delivery),
         cmocka_unit_test(test_retained_survive_restart),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_host_loop),

@@ -565,6 +565,115 @@ static void test_offline_queue_bound(void **state)
     cl_free(p);
 }
 
+static bool one_v311_expired(void)
+{
+    return xstats()->sessions_expired_v311 == 1;
+}
+
+/* A 3.1.1 session has no expiry of its own; v311_session_expiry_s gives it
+ * one, counted from the disconnection, and only on the listener that sets
+ * it: the main listener (no limit) keeps its 3.1.1 session meanwhile. */
+static void test_v311_session_expiry(void **state)
+{
+    client_t *k = pclient(MQR_MQTT_V311, "forever311", false, NULL);
+    subscribe(k, "v3/#", 1);
+    cl_disconnect(k);
+    assert_int_equal(stats()->sessions_offline, 1);
+
+    mqr_listener_options_t o;
+    mqr__listener_options_init(&o);
+    o.v311_session_expiry_s = 1;
+    int port = free_port();
+    assert_int_equal(mqr__listener_start_opts(F.e, "127.0.0.1", port, &o, &F.extra), 0);
+    F.port = port;
+    client_t *s = pclient(MQR_MQTT_V311, "brief311", false, NULL);
+    subscribe(s, "v3/#", 1);
+    cl_disconnect(s);
+    assert_int_equal(xstats()->sessions_offline, 1);
+    client_t *p = client(MQR_MQTT_V311, "v3pub");
+    send_publish(p, "v3/a", "queued", 1, false, 1);
+    expect_ack(p, MQR_MQTT_PUBACK, 1);
+    uint64_t left = now_ms();
+    wait_for(one_v311_expired, 4000);
+    assert_int_equal(xstats()->sessions_expired_v311, 1);
+    assert_int_equal(xstats()->sessions_expired, 1);
+    assert_int_equal(xstats()->sessions_offline, 0);
+    assert_true(now_ms() - left >= 800); /* not before its second (less the time to publish) */
+    assert_int_equal(stats()->sessions_offline, 1); /* the unlimited listener's one stays */
+    assert_int_equal(stats()->sessions_expired, 0);
+
+    /* its subscription and queued message went with it */
+    bool present = true;
+    s = pclient(MQR_MQTT_V311, "brief311", false, &present);
+    assert_false(present);
+    cl_expect_nothing(s, QUIET_MS);
+    send_publish(p, "v3/b", "after", 0, false, 0);
+    cl_expect_nothing(s, QUIET_MS);
+    cl_free(s);
+
+    /* the other one got the message queued while it was away */
+    k = pclient(MQR_MQTT_V311, "forever311", false, &present);
+    assert_true(present);
+    mqr_mqtt_publish_t m = expect_publish(k, "v3/a", "queued");
+    send_ack(k, MQR_MQTT_PUBACK, m.packet_id);
+    cl_free(k);
+    cl_free(p);
+}
+
+static mqr_listener_t *limited; /* test_v311_session_expiry_load's listener */
+
+static bool limited_one_expired(void)
+{
+    return mqr__listener_stats(limited)->sessions_expired_v311 == 1;
+}
+
+/* At start-up the listener that loads the stored sessions applies its
+ * limit from each one's stored disconnection: a 3.1.1 session away longer
+ * is deleted at once, a younger one expires when its time is up. The
+ * listener comes from the public mqr_engine_listen (the field at the end of
+ * mqr_listen_options_t). */
+static void test_v311_session_expiry_load(void **state)
+{
+    client_t *c = pclient(MQR_MQTT_V311, "old311", false, NULL);
+    subscribe(c, "L/#", 1);
+    cl_disconnect(c);
+    uint64_t old_left = now_ms();
+    run_for(1200); /* old311 must be away for more than the limit at the load */
+    c = pclient(MQR_MQTT_V311, "new311", false, NULL);
+    subscribe(c, "L/#", 1);
+    cl_disconnect(c);
+    assert_int_equal(stats()->sessions_offline, 2); /* no limit on this listener */
+
+    mqr_engine_free(F.e);
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_port = -1; /* no listener but the one below: it loads the sessions */
+    o.data_dir = F.dir;
+    o.log_level = MQR_LOG_WARN;
+    char *err = NULL;
+    assert_int_equal(mqr_engine_new(&F.e, &o, NULL, &err), 0);
+    mqr_listen_options_t lo;
+    mqr_listen_options_init(&lo);
+    lo.host = "127.0.0.1";
+    lo.port = F.port;
+    lo.v311_session_expiry_s = 1;
+    limited = NULL;
+    assert_int_equal(mqr_engine_listen(F.e, &lo, &limited, &err), 0);
+    assert_true(now_ms() - old_left > 1000);
+    /* old311 went at the load, new311 is kept for the rest of its second */
+    assert_int_equal(mqr__listener_stats(limited)->sessions_offline, 1);
+    wait_for(limited_one_expired, 3000);
+    assert_int_equal(mqr__listener_stats(limited)->sessions_expired_v311, 1);
+    assert_int_equal(mqr__listener_stats(limited)->sessions_offline, 0);
+    bool present = true;
+    c = pclient(MQR_MQTT_V311, "old311", false, &present);
+    assert_false(present);
+    cl_free(c);
+    c = pclient(MQR_MQTT_V311, "new311", false, &present);
+    assert_false(present);
+    cl_free(c);
+}
+
 static void test_backpressure_no_loss(void **state)
 {
     /* window 4, queue 10: 400 QoS 1 messages to a subscriber that does not
@@ -707,6 +816,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restart_restores, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_keeps_subscription_options, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_queue_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v311_session_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v311_session_expiry_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_no_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stuck_subscriber_disconnected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_v4_acks_waiting_for_commit_pause, setup, teardown),
