@@ -93,6 +93,7 @@ static const struct {
     LIMIT_FIELD(connect_burst, unsigned, false),
     LIMIT_FIELD(stuck_timeout_ms, unsigned, false),
     LIMIT_FIELD(sys_interval_ms, int, true),
+    LIMIT_FIELD(v311_session_expiry_s, unsigned, false),
 };
 #define N_LIMIT_FIELDS (sizeof limit_fields / sizeof limit_fields[0])
 

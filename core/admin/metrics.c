@@ -176,6 +176,13 @@ static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
           "Outbound QoS 1/2 messages waiting behind full in-flight windows.", queued);
     one_u(b, "mqtt_persistent_sessions_offline", "gauge",
           "Persistent sessions whose client is away.", s.sessions_offline);
+    head(b, "mqtt_persistent_sessions_expired_total", "counter",
+         "Persistent sessions ended by their expiry, by protocol (MQTT 5 Session Expiry, or the "
+         "listener's v311_session_expiry_s).");
+    mqr__abuf_printf(b, "mqtt_persistent_sessions_expired_total{protocol=\"5\"} %llu\n",
+                     (unsigned long long)(s.sessions_expired - s.sessions_expired_v311));
+    mqr__abuf_printf(b, "mqtt_persistent_sessions_expired_total{protocol=\"3.1.1\"} %llu\n",
+                     (unsigned long long)s.sessions_expired_v311);
 }
 
 /* ---- upstream sessions (docs/upstream.md, "Metrics") ---- */

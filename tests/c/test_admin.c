@@ -195,6 +195,8 @@ static void test_metrics_text(void **state)
     assert_true(value_of(t, "mqtt_persistent_session_rows_failed_total ") == 0);
     assert_true(value_of(t, "mqrouter_deliveries_dropped_nomem_total ") == 0);
     assert_true(value_of(t, "mqrouter_rules_reload_dropped_total ") == 0);
+    assert_true(value_of(t, "mqtt_persistent_sessions_expired_total{protocol=\"5\"} ") == 0);
+    assert_true(value_of(t, "mqtt_persistent_sessions_expired_total{protocol=\"3.1.1\"} ") == 0);
     assert_true(value_of(t, "mqrouter_rules_handler_errors_total ") == 1);
     assert_true(value_of(t, "mqrouter_lua_memory_bytes ") > 1000);
     assert_true(value_of(t, "process_resident_memory_bytes ") > 1e6);

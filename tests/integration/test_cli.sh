@@ -22,6 +22,13 @@ printf 'local mq = require "mqrouter"\nmq.route("a/#/b", function() end)\n' >"$W
 if out=$("$MQROUTER_BIN" --check "$WORK/badfilter.lua" 2>&1); then fail "--check accepted a bad filter"; fi
 grep -q "badfilter.lua:2: invalid route filter 'a/#/b'" <<<"$out" || fail "bad filter: $out"
 
+# every listener limit key of docs/listener.md is a --limit key
+out=$(cd "$WORK/cwd" && "$MQROUTER_BIN" --limit v311_session_expiry_s=3600 --limit max_qos=1 \
+  --check "$MQROUTER_SRC/scripts/examples/rules.lua" 2>&1) || fail "--limit keys refused: $out"
+if out=$("$MQROUTER_BIN" --limit no_such_limit=1 --check "$MQROUTER_SRC/scripts/examples/rules.lua" 2>&1); then
+  fail "an unknown --limit key was accepted"
+fi
+grep -q "no_such_limit" <<<"$out" || fail "the unknown --limit key is not named: $out"
 if "$MQROUTER_BIN" --listen nonsense x.lua 2>/dev/null; then fail "bad --listen accepted"; fi
 if "$MQROUTER_BIN" 2>/dev/null; then fail "no script accepted"; fi
 "$MQROUTER_BIN" --no-listen --data-dir "$WORK/d" "$WORK/missing.lua" 2>"$WORK/err" && fail "missing script accepted"
