@@ -750,6 +750,7 @@ struct up_obs {
     mqr_engine_t *e;
     mqr_upstream_observer_fn fn;
     void *arg;
+    uint64_t seq; /* registration order: emit() walks by it, see there */
 };
 
 typedef struct up_wait up_wait_t;
@@ -766,6 +767,7 @@ struct up_wait {
 static uv_once_t obs_once = UV_ONCE_INIT;
 static uv_mutex_t obs_lock;
 static up_obs_t *observers;
+static uint64_t obs_seq; /* last seq given, under obs_lock */
 static up_wait_t *waits;
 
 static void obs_init(void)
@@ -782,6 +784,7 @@ int mqr__upstream_observe(mqr_engine_t *e, mqr_upstream_observer_fn fn, void *ar
     o->fn = fn;
     o->arg = arg;
     uv_mutex_lock(&obs_lock);
+    o->seq = ++obs_seq;
     up_obs_t **pp = &observers;
     while (*pp && !((*pp)->e == e && (*pp)->fn == fn && (*pp)->arg == arg))
         pp = &(*pp)->next;
@@ -811,18 +814,12 @@ void mqr__upstream_unobserve(mqr_engine_t *e, mqr_upstream_observer_fn fn, void 
     uv_mutex_unlock(&obs_lock);
 }
 
-static bool obs_registered(mqr_engine_t *e, mqr_upstream_observer_fn fn, void *arg)
-{
-    bool found = false;
-    uv_mutex_lock(&obs_lock);
-    for (up_obs_t *o = observers; o && !found; o = o->next)
-        found = o->e == e && o->fn == fn && o->arg == arg;
-    uv_mutex_unlock(&obs_lock);
-    return found;
-}
-
-/* Observers may (un)register others and close sessions while we iterate:
- * take a snapshot and check each entry is still registered before calling. */
+/* Observers may (un)register others and close sessions while we iterate,
+ * so no pointer into the list is kept across a call: each step takes, under
+ * the lock, the observer of e with the next higher seq among those present
+ * when emit began. One removed before its turn is not called; one added
+ * meanwhile waits for the next event. No snapshot array, so no cap on the
+ * number of observers (quadratic in it, and there are a handful). */
 static void emit(mqr_upstream_t *u, mqr_upstream_event_t *ev)
 {
     ev->u = u;
@@ -830,22 +827,26 @@ static void emit(mqr_upstream_t *u, mqr_upstream_event_t *ev)
     ev->time_ms = wall_ms();
     if (!ev->broker) ev->broker = u->broker[0] ? u->broker : u->uri;
     uv_once(&obs_once, obs_init);
-    enum { MAXSNAP = 64 };
-    struct {
-        mqr_upstream_observer_fn fn;
-        void *arg;
-    } snap[MAXSNAP];
-    int n = 0;
     uv_mutex_lock(&obs_lock);
-    for (up_obs_t *o = observers; o && n < MAXSNAP; o = o->next)
-        if (o->e == u->e) {
-            snap[n].fn = o->fn;
-            snap[n].arg = o->arg;
-            n++;
-        }
+    uint64_t last = obs_seq, after = 0;
     uv_mutex_unlock(&obs_lock);
-    for (int i = 0; i < n; i++)
-        if (i == 0 || obs_registered(u->e, snap[i].fn, snap[i].arg)) snap[i].fn(snap[i].arg, ev);
+    for (;;) {
+        mqr_upstream_observer_fn fn = NULL;
+        void *arg = NULL;
+        uint64_t next = UINT64_MAX;
+        uv_mutex_lock(&obs_lock);
+        for (up_obs_t *o = observers; o; o = o->next)
+            if (o->e == u->e && o->seq > after && o->seq <= last) {
+                next = o->seq; /* the list is in seq order: the first is the next */
+                fn = o->fn;
+                arg = o->arg;
+                break;
+            }
+        uv_mutex_unlock(&obs_lock);
+        if (!fn) return;
+        after = next;
+        fn(arg, ev);
+    }
 }
 
 static void emit_simple(mqr_upstream_t *u, mqr_upstream_event_type_t type, const char *reason,
@@ -2306,7 +2307,9 @@ static int publish_early(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
 {
     if (u->n_early >= (size_t)u->max_buffered) {
         u->stats.full++;
-        u->e->stats.refused_no_room++;
+        /* a route forwarding an acknowledged message here: its publisher
+         * is told (router.h); outside routing this changes nothing */
+        mqr__router_note(&u->e->router, MQR_EFULL);
         return MQR_EFULL;
     }
     if (u->n_early == u->cap_early) {
@@ -2398,7 +2401,7 @@ static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
         u->last_message_at_ms = wall_ms();
     } else if (rc == MQR_EFULL) {
         u->stats.full++;
-        u->e->stats.refused_no_room++;
+        mqr__router_note(&u->e->router, MQR_EFULL); /* as in publish_early */
         warn_full(u, "refusing new publishes (EFULL)");
     }
     return rc;

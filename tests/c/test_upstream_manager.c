@@ -553,6 +553,32 @@ static void test_manager_stats(void **state)
     assert_int_equal(n, 2);
 }
 
+static void count_added(void *arg, const mqr_upstream_event_t *ev)
+{
+    if (ev->type == MQR_UPEV_ADDED) ++*(int *)arg;
+}
+
+/* (10) Observers have no cap: 200 of them each see the event; the same
+ * fn+arg twice is refused. */
+static void test_many_observers(void **state)
+{
+    ctx_t *c = *state;
+    enum { N = 200 };
+    static int counts[N];
+    memset(counts, 0, sizeof counts);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(mqr__upstream_observe(c->e, count_added, &counts[i]), 0);
+    assert_int_equal(mqr__upstream_observe(c->e, count_added, &counts[7]), MQR_EEXIST);
+    char dead[64];
+    snprintf(dead, sizeof dead, "tcp://127.0.0.1:%d", free_port());
+    mqr_upstream_config_t cfg = {.name = "obs", .uri = dead, .clean_start = 1};
+    open_session(c, &cfg);
+    for (int i = 0; i < N; i++)
+        if (counts[i] != 1) fail_msg("observer %d saw session_added %d times", i, counts[i]);
+    for (int i = 0; i < N; i++)
+        mqr__upstream_unobserve(c->e, count_added, &counts[i]);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -568,6 +594,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_local, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_manager_stats, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_observers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
