@@ -47,6 +47,11 @@
 #define UP_CONNECT_TIMEOUT_S 10
 #define UP_RETRY_MIN_S 1
 #define UP_RETRY_MAX_S 30
+/* While a connect is under way, how often another connected session is
+ * made to get an answer from its broker (see nudge_connect), and for how
+ * many turns at most. */
+#define UP_NUDGE_MS 10
+#define UP_NUDGE_MAX 200
 
 typedef struct up_sub up_sub_t;
 struct up_sub {
@@ -198,7 +203,10 @@ struct mqr_upstream {
     up_sub_t *subs;
     uv_async_t async;
     uv_timer_t retry; /* next connect attempt */
-    int open_handles; /* async + retry, until both closed */
+    uv_timer_t nudge; /* while connect_pending: see nudge_connect */
+    bool connect_pending;
+    unsigned nudges;
+    int open_handles; /* async, retry and nudge, until all closed */
     uv_work_t destroy_req;
 
     /* Shared with Paho's threads (and the destroying worker): under lock. */
@@ -1074,6 +1082,7 @@ static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p);
 static void handle_event(mqr_upstream_t *u, up_event_t *ev);
 static void rebuild_client(mqr_upstream_t *u);
 static void begin_close(mqr_upstream_t *u);
+static void nudge_stop(mqr_upstream_t *u);
 
 static void on_retry(uv_timer_t *t)
 {
@@ -1229,6 +1238,7 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
         tls_note(u, ev->text);
         break;
     case EV_CONNECTED:
+        nudge_stop(u);
         u->stats.connects++;
         if (u->ever_connected || u->attempt) u->stats.reconnects++;
         u->buffered = 0;
@@ -1259,6 +1269,7 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
                  ev->text ? ev->text : "");
         break;
     case EV_LOST: {
+        nudge_stop(u);
         const char *cause = u->server_reason[0] ? u->server_reason
                             : ev->text          ? ev->text
                                                 : "connection lost";
@@ -1284,6 +1295,7 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
         break;
     }
     case EV_CONNECT_FAILED:
+        nudge_stop(u);
         if (u->state == MQR_UPSTREAM_FAILED) break;
         if (u->tls.error[0]) {
             /* Paho says only "TCP/TLS connect failure"; OpenSSL said why. */
@@ -1536,6 +1548,7 @@ static void after_destroy(uv_work_t *req, int status)
     }
     uv_close((uv_handle_t *)&u->async, on_async_closed);
     uv_close((uv_handle_t *)&u->retry, on_async_closed);
+    uv_close((uv_handle_t *)&u->nudge, on_async_closed);
 }
 
 /* Paho 1.3.12 can lose the topic of a message it was writing when the
@@ -1579,6 +1592,7 @@ static void rebuild_client(mqr_upstream_t *u)
 static void begin_close(mqr_upstream_t *u)
 {
     uv_timer_stop(&u->retry);
+    nudge_stop(u);
     if (u->rebuilding) return; /* after_rebuild comes back here */
     if (u->predecessor) {
         /* Dormant: the predecessor hands over to u's successor, if any,
@@ -1595,6 +1609,47 @@ static void begin_close(mqr_upstream_t *u)
         destroy_work(&u->destroy_req);
         after_destroy(&u->destroy_req, 0);
     }
+}
+
+/* Paho's one receive thread serves every client of the process: it polls
+ * the sockets it knew when its poll began, for up to a second, and only
+ * between two polls takes in a new socket or sees that a socket's TCP
+ * connect completed (only then does it write CONNECT). So with other
+ * sessions connected and quiet, a new connect waited for two of those
+ * polls to time out: 1-2 s instead of a few ms (strace: connect()
+ * EINPROGRESS, poll(..., 1000) timing out twice, then the CONNECT). Paho
+ * has no call to wake that thread; an answer from a broker on any socket
+ * it polls does. So while a connect is under way, every UP_NUDGE_MS
+ * another connected session of the engine sends the same harmless round
+ * trip as mqr__upstream_ping_cb (UNSUBSCRIBE of a filter nobody uses);
+ * two or three of them are enough, at most UP_NUDGE_MAX are sent. */
+static void nudge_connect(uv_timer_t *t)
+{
+    mqr_upstream_t *u = t->data;
+    if (!u->connect_pending || u->closing || ++u->nudges > UP_NUDGE_MAX) {
+        uv_timer_stop(&u->nudge);
+        return;
+    }
+    for (mqr_upstream_t *o = u->e->sessions; o; o = o->next) {
+        if (o == u || o->closing || o->rebuilding || !o->client ||
+            o->state != MQR_UPSTREAM_CONNECTED)
+            continue;
+        MQTTAsync_unsubscribe(o->client, "$mqrouter/ping", NULL); /* nothing to answer */
+        return;
+    }
+}
+
+static void nudge_start(mqr_upstream_t *u)
+{
+    u->connect_pending = true;
+    u->nudges = 0;
+    uv_timer_start(&u->nudge, nudge_connect, UP_NUDGE_MS, UP_NUDGE_MS);
+}
+
+static void nudge_stop(mqr_upstream_t *u)
+{
+    u->connect_pending = false;
+    uv_timer_stop(&u->nudge);
 }
 
 static int start_connect(mqr_upstream_t *u)
@@ -1671,6 +1726,7 @@ static int start_connect(mqr_upstream_t *u)
     o.context = u;
     int rc = MQTTAsync_connect(u->client, &o); /* copies what it keeps */
     MQTTProperties_free(&props);
+    if (rc == MQTTASYNC_SUCCESS) nudge_start(u);
     return map_paho(rc);
 }
 
@@ -1958,9 +2014,11 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
         return rc < 0 ? rc : urc;
     }
     uv_timer_init(e->loop, &u->retry); /* cannot fail */
+    uv_timer_init(e->loop, &u->nudge);
     u->async.data = u;
     u->retry.data = u;
-    u->open_handles = 2;
+    u->nudge.data = u;
+    u->open_handles = 3;
     if (u->persistent && !pred) inbox_load(u);
     if (pred) {
         /* defensive: a newer open successor would have been found first */
