@@ -336,11 +336,14 @@ static uint8_t *put_lenstr(uint8_t *p, const MQTTLenString *s)
 
 /* What the engine keeps of an incoming message's properties: everything but
  * Topic Alias and Subscription Identifier (meaningful only on that one
- * connection) and Message Expiry, which travels as msg->expiry_s. */
+ * connection). Message Expiry stays, as the listener keeps it (rules read
+ * it in msg.properties; a listener subscriber served within the first
+ * second gets the properties as they are): the broker sent what is left of
+ * it (MQTT 5 §3.3.2.3.3), and msg->expiry_s, counted from arrival, carries
+ * the same number for the engine's own expiry checks. */
 static bool keep_prop(int id)
 {
-    return id != MQTTPROPERTY_CODE_TOPIC_ALIAS && id != MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER &&
-           id != MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL;
+    return id != MQTTPROPERTY_CODE_TOPIC_ALIAS && id != MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER;
 }
 
 /* Bytes props_encode() will write. Runs on Paho's thread: pure. */

@@ -521,7 +521,8 @@ static bool has_bytes(const uint8_t *hay, size_t n, const uint8_t *needle, size_
     return false;
 }
 
-/* (5) MQTT 5: properties both ways, Message Expiry as expiry_s. */
+/* (5) MQTT 5: properties both ways, Message Expiry kept in them and as
+ * expiry_s. */
 static void test_v5_properties(void **state)
 {
     ctx_t *c = *state;
@@ -542,8 +543,15 @@ static void test_v5_properties(void **state)
     assert_true(has_bytes(g->props, g->props_len, want, n));
     n = put_pair(want, "k", "v");
     assert_true(has_bytes(g->props, g->props_len, want, n));
-    assert_int_equal(g->props_len, 13 + 7); /* nothing else: expiry went to expiry_s */
-    assert_true(g->expiry_s > 0 && g->expiry_s <= 60);
+    /* Message Expiry stays in the properties, as from a listener client,
+     * with what the broker said is left (§3.3.2.3.3), and is expiry_s */
+    assert_int_equal(g->props_len, 13 + 7 + 5); /* nothing else */
+    const uint8_t *x = memchr(g->props, 0x02, g->props_len);
+    assert_non_null(x);
+    assert_true(x + 5 <= g->props + g->props_len);
+    uint32_t left = (uint32_t)x[1] << 24 | (uint32_t)x[2] << 16 | (uint32_t)x[3] << 8 | x[4];
+    assert_true(left >= 59 && left <= 60);
+    assert_int_equal(g->expiry_s, left);
 
     sub_proc_t s;
     sub_start(&s,
