@@ -38,12 +38,22 @@
 #define UP_CLOSE_TIMEOUT_MS 1000
 /* Incoming messages queued for the loop; only a stalled loop fills this.
  * Beyond it the newest messages are dropped, counted and warned about: they
- * are acknowledged to the broker all the same. Handing them back to Paho
- * (returning 0 from messageArrived) is no back-pressure: Paho offers a kept
- * message again only when that client's socket next has traffic, one per
- * packet, so they would stall until the next keepalive. */
+ * are acknowledged to the broker all the same — except a persistent
+ * session's QoS 1/2 messages, which go to the inbox only and are read back
+ * from there (spill/refill below). Handing them back to Paho (returning 0
+ * from messageArrived) is no back-pressure: Paho offers a kept message
+ * again only when that client's socket next has traffic, one per packet,
+ * so they would stall until the next keepalive. */
 #define UP_MAX_PENDING_MSGS 100000
 #define UP_MAX_PENDING_BYTES (64u * 1024u * 1024u)
+/* Spilled messages read back from the inbox per loop turn, at most. */
+#define UP_REFILL_BATCH 1000
+/* Warnings about messages acknowledged and then dropped: the first at
+ * once, then at most one per period with the running count. A session
+ * without a stored copy acknowledges every QoS 1/2 message before routing
+ * it: that is its configuration, said once and then once a minute. */
+#define UP_DROP_WARN_MS 1000
+#define UP_UNPROTECTED_WARN_MS 60000
 #define UP_CONNECT_TIMEOUT_S 10
 #define UP_RETRY_MIN_S 1
 #define UP_RETRY_MAX_S 30
@@ -178,6 +188,13 @@ struct mqr_upstream {
     bool inbox_loaded;   /* this session routed what an earlier one left */
     uint64_t inbox_seq;  /* last seq given (under lock: Paho's thread) */
     uint64_t inbox_fail; /* messages not written to the inbox (under lock) */
+    /* Spilling (under lock): the incoming queue was full, so a persistent
+     * session's QoS 1/2 messages go to the inbox only, and every later one
+     * too until the loop has read them all back, so that order is kept.
+     * spill_next: the next seq the loop reads back; spill_settled: the
+     * last seq Paho's thread finished with (written, or given up). */
+    bool spilling;
+    uint64_t spill_next, spill_settled;
 
     /* Loop thread only: what status() reports. */
     char broker[256];
@@ -206,7 +223,7 @@ struct mqr_upstream {
     uv_timer_t nudge; /* while connect_pending: see nudge_connect */
     bool connect_pending;
     unsigned nudges;
-    int open_handles; /* async, retry and nudge, until all closed */
+    int open_handles; /* async, retry, nudge and warn, until all closed */
     uv_work_t destroy_req;
 
     /* Shared with Paho's threads (and the destroying worker): under lock. */
@@ -216,8 +233,11 @@ struct mqr_upstream {
     up_event_t *tail;
     size_t pending_msgs;
     size_t pending_bytes;
-    uint64_t dropped;   /* incoming messages dropped: queue full or no memory */
-    uint64_t delivered; /* QoS 1/2 publishes the broker completed */
+    size_t max_pending_msgs, max_pending_bytes; /* UP_MAX_PENDING_*; a test lowers them */
+    uint64_t dropped;     /* incoming messages dropped: queue full or no memory */
+    uint64_t unprotected; /* QoS 1/2 queued for routing, acknowledged, no stored copy */
+    uint64_t spilled;     /* QoS 1/2 of a persistent session kept in the inbox only */
+    uint64_t delivered;   /* QoS 1/2 publishes the broker completed */
     bool disconnect_done;
 
     /* Loop thread only. */
@@ -236,8 +256,11 @@ struct mqr_upstream {
         uint64_t bytes_received;
         uint64_t publish_failed;
     } stats;
-    uint64_t buffered;     /* publishes accepted while not connected, since the last connect */
-    uint64_t dropped_seen; /* u->dropped when last warned about */
+    uint64_t buffered;         /* publishes accepted while not connected, since the last connect */
+    uint64_t dropped_seen;     /* u->dropped when last warned about */
+    uint64_t unprotected_seen; /* u->unprotected when last warned about */
+    uint64_t drop_warned_ms, unprotected_warned_ms; /* mqr__now_ms() of those warnings */
+    uv_timer_t warn; /* a warning held back by the rate limit comes then */
 };
 
 /* PAHO_MEMORY_ERROR, not in the public header */
@@ -543,14 +566,11 @@ static void push_simple(mqr_upstream_t *u, up_ev_type_t type, int code, int reas
     ev_push(u, ev);
 }
 
-/* Paho's thread: writes an incoming QoS 1/2 message to the inbox before
- * Paho acknowledges it (see upstream_persist.h). Failing that, it goes on
- * unprotected, counted. */
-static void inbox_keep(mqr_upstream_t *u, up_event_t *ev)
+/* Paho's thread: writes an incoming QoS 1/2 message to the inbox under seq
+ * before Paho acknowledges it (see upstream_persist.h); ev->inbox_seq says
+ * it was written. */
+static void inbox_keep(mqr_upstream_t *u, up_event_t *ev, uint64_t seq)
 {
-    uv_mutex_lock(&u->lock);
-    uint64_t seq = ++u->inbox_seq;
-    uv_mutex_unlock(&u->lock);
     mqr_upstream_inbox_rec_t r = {
         .seq = seq,
         .qos = ev->qos,
@@ -572,44 +592,68 @@ static void inbox_keep(mqr_upstream_t *u, up_event_t *ev)
     }
 }
 
+/* Every message Paho hands us is acknowledged to the broker when this
+ * returns 1 (QoS 1/2), whatever became of it. So each way it can go is
+ * counted: queued with a stored copy (persistent), queued without one
+ * (unprotected: a crash before routing loses it), kept in the inbox only
+ * (spilled: read back by the loop, nothing lost), or dropped (the queue
+ * was full, or no memory). */
 static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *m)
 {
     mqr_upstream_t *u = ctx;
     size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic);
     size_t plen = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
     size_t xlen = u->version == MQTTVERSION_5 ? props_encoded_len(&m->properties) : 0;
+    bool keep = u->persistent && m->qos > 0;
 
     uv_mutex_lock(&u->lock);
     /* A lone message larger than the byte limit still passes. */
     bool full =
-        u->pending_msgs > 0 && (u->pending_msgs >= UP_MAX_PENDING_MSGS ||
-                                u->pending_bytes + tlen + plen + xlen > UP_MAX_PENDING_BYTES);
-    uv_mutex_unlock(&u->lock);
-    up_event_t *ev = full ? NULL : ev_new(EV_MESSAGE, tlen + 1 + plen + xlen, NULL);
-    if (!ev) {
-        /* The queue is not empty, so the loop will drain it and warn. */
-        uv_mutex_lock(&u->lock);
-        u->dropped++;
-        uv_mutex_unlock(&u->lock);
-        MQTTAsync_freeMessage(&m);
-        MQTTAsync_free(topic);
-        return 1;
+        u->pending_msgs > 0 && (u->pending_msgs >= u->max_pending_msgs ||
+                                u->pending_bytes + tlen + plen + xlen > u->max_pending_bytes);
+    uint64_t seq = keep ? ++u->inbox_seq : 0;
+    bool spill = keep && (full || u->spilling);
+    if (spill && !u->spilling) {
+        u->spilling = true;
+        u->spill_next = seq;
     }
-    ev->arrived_ms = mqr__now_ms();
-    ev->qos = (uint8_t)m->qos;
-    ev->retain = m->retained != 0;
-    ev->topic_len = tlen;
-    ev->payload_len = plen;
-    ev->props_len = xlen;
-    memcpy(ev->data, topic, tlen);
-    ev->data[tlen] = '\0';
-    if (plen) memcpy(ev->data + tlen + 1, m->payload, plen);
-    if (u->version == MQTTVERSION_5)
-        ev->expiry_s = props_encode(&m->properties, (uint8_t *)ev->data + tlen + 1 + plen);
+    uv_mutex_unlock(&u->lock);
+    up_event_t *ev = full && !spill ? NULL : ev_new(EV_MESSAGE, tlen + 1 + plen + xlen, NULL);
+    if (ev) {
+        ev->arrived_ms = mqr__now_ms();
+        ev->qos = (uint8_t)m->qos;
+        ev->retain = m->retained != 0;
+        ev->topic_len = tlen;
+        ev->payload_len = plen;
+        ev->props_len = xlen;
+        memcpy(ev->data, topic, tlen);
+        ev->data[tlen] = '\0';
+        if (plen) memcpy(ev->data + tlen + 1, m->payload, plen);
+        if (u->version == MQTTVERSION_5)
+            ev->expiry_s = props_encode(&m->properties, (uint8_t *)ev->data + tlen + 1 + plen);
+        if (keep) inbox_keep(u, ev, seq);
+    }
     MQTTAsync_freeMessage(&m);
     MQTTAsync_free(topic);
-    if (u->persistent && ev->qos > 0) inbox_keep(u, ev);
-    ev_push(u, ev);
+    if (ev && !spill) {
+        if (ev->qos > 0 && !ev->inbox_seq) {
+            uv_mutex_lock(&u->lock);
+            u->unprotected++;
+            uv_mutex_unlock(&u->lock);
+        }
+        ev_push(u, ev);
+        return 1;
+    }
+    uv_mutex_lock(&u->lock);
+    if (ev && ev->inbox_seq)
+        u->spilled++;
+    else
+        u->dropped++;
+    if (spill) u->spill_settled = seq;
+    uv_mutex_unlock(&u->lock);
+    free(ev);
+    /* the loop reads a spilled message back, or warns about the drop */
+    uv_async_send(&u->async);
     return 1;
 }
 
@@ -1378,44 +1422,168 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
     }
 }
 
-static up_event_t *take_events(mqr_upstream_t *u, uint64_t *dropped)
+static up_event_t *take_events(mqr_upstream_t *u)
 {
     uv_mutex_lock(&u->lock);
     up_event_t *ev = u->head;
     u->head = u->tail = NULL;
     u->pending_msgs = 0;
     u->pending_bytes = 0;
-    *dropped = u->dropped;
     uv_mutex_unlock(&u->lock);
     return ev;
+}
+
+static void on_warn_timer(uv_timer_t *t);
+
+/* Warns about messages acknowledged to the broker and then dropped, or
+ * acknowledged without a stored copy, since the last warning: the first at
+ * once, later ones at most once per period (UP_*_WARN_MS), with the running
+ * count; one held back comes from the warn timer. The exact figures are in
+ * the status (messages_dropped, messages_unprotected). */
+static void report_losses(mqr_upstream_t *u)
+{
+    uv_mutex_lock(&u->lock);
+    uint64_t dropped = u->dropped, unprotected = u->unprotected;
+    uv_mutex_unlock(&u->lock);
+    uint64_t now = mqr__now_ms(), wait = 0;
+    if (dropped != u->dropped_seen) {
+        if (!u->drop_warned_ms || now - u->drop_warned_ms >= UP_DROP_WARN_MS) {
+            MQR_LOG_W("upstream",
+                      "session '%s': dropped %llu received message(s) already acknowledged to "
+                      "the broker: incoming queue full (loop stalled?) or no memory; %llu in all",
+                      u->name, (unsigned long long)(dropped - u->dropped_seen),
+                      (unsigned long long)dropped);
+            u->dropped_seen = dropped;
+            u->drop_warned_ms = now;
+        } else {
+            wait = u->drop_warned_ms + UP_DROP_WARN_MS - now;
+        }
+    }
+    if (unprotected != u->unprotected_seen) {
+        if (!u->unprotected_warned_ms || now - u->unprotected_warned_ms >= UP_UNPROTECTED_WARN_MS) {
+            MQR_LOG_W("upstream",
+                      "session '%s': %llu QoS 1/2 message(s) acknowledged to the broker before "
+                      "being routed, with no stored copy (%s): a crash before routing loses "
+                      "them; %llu in all",
+                      u->name, (unsigned long long)(unprotected - u->unprotected_seen),
+                      u->persistent ? "the inbox write failed" : "persist = false",
+                      (unsigned long long)unprotected);
+            u->unprotected_seen = unprotected;
+            u->unprotected_warned_ms = now;
+        } else {
+            uint64_t w = u->unprotected_warned_ms + UP_UNPROTECTED_WARN_MS - now;
+            if (!wait || w < wait) wait = w;
+        }
+    }
+    if (wait && !u->closing && !uv_is_active((uv_handle_t *)&u->warn))
+        uv_timer_start(&u->warn, on_warn_timer, wait, 0);
+}
+
+static void on_warn_timer(uv_timer_t *t)
+{
+    report_losses(t->data);
+}
+
+typedef struct {
+    mqr_upstream_t *u;
+    uint64_t last;
+    int64_t n;
+} refill_t;
+
+static int refill_event(void *arg, const mqr_upstream_inbox_rec_t *r)
+{
+    refill_t *f = arg;
+    up_event_t *ev = ev_new(EV_MESSAGE, r->data_len, NULL);
+    if (!ev) return MQR_ENOMEM;
+    ev->qos = r->qos;
+    ev->retain = r->retain;
+    ev->expiry_s = r->expiry_s;
+    ev->arrived_ms = r->arrived_ms;
+    ev->topic_len = r->topic_len;
+    ev->payload_len = r->payload_len;
+    ev->props_len = r->props_len;
+    ev->inbox_seq = r->seq;
+    memcpy(ev->data, r->data, r->data_len);
+    ((char *)ev->data)[r->topic_len] = '\0';
+    ev_push(f->u, ev); /* wakes the loop: the next batch comes on the next turn */
+    f->last = r->seq;
+    f->n++;
+    return 0;
+}
+
+/* Loop thread, after a turn's events: reads spilled messages back from the
+ * inbox, in seq order, one batch per turn, and ends spilling once every
+ * seq Paho's thread gave was settled before a read that found no more. */
+static void refill(mqr_upstream_t *u)
+{
+    uv_mutex_lock(&u->lock);
+    bool spilling = u->spilling;
+    uint64_t next = u->spill_next, given = u->inbox_seq, settled = u->spill_settled;
+    uv_mutex_unlock(&u->lock);
+    if (!spilling) return;
+    int64_t batch =
+        u->max_pending_msgs < UP_REFILL_BATCH ? (int64_t)u->max_pending_msgs : UP_REFILL_BATCH;
+    refill_t f = {.u = u};
+    int rc = mqr__upstream_inbox_load_from(u->e->upstream_persist, u->name, next, batch,
+                                           refill_event, &f);
+    if (rc < 0) {
+        /* stays spilling: the rows stay, and the next turn or the next
+         * start reads them */
+        MQR_LOG_E("upstream", "session '%s': cannot read spilled messages back: %s", u->name,
+                  mqr_strerror(rc));
+        return;
+    }
+    uv_mutex_lock(&u->lock);
+    if (f.n) u->spill_next = f.last + 1;
+    if (f.n < batch && settled == given && u->inbox_seq == given) u->spilling = false;
+    uv_mutex_unlock(&u->lock);
+}
+
+/* Received messages a closing session will never route: those without an
+ * inbox row (a persistent session's stay there for the next start) were
+ * acknowledged and are lost now, so say how many. */
+static uint64_t count_unrouted(const up_event_t *ev)
+{
+    uint64_t n = 0;
+    for (; ev; ev = ev->next)
+        n += ev->type == EV_MESSAGE && !ev->inbox_seq;
+    return n;
+}
+
+static void warn_unrouted(mqr_upstream_t *u, uint64_t n)
+{
+    if (!n) return;
+    MQR_LOG_W("upstream",
+              "session '%s' closed with %llu received message(s) not routed yet: dropped", u->name,
+              (unsigned long long)n);
 }
 
 static void on_async(uv_async_t *h)
 {
     mqr_upstream_t *u = h->data;
-    uint64_t dropped;
-    up_event_t *ev = take_events(u, &dropped);
-    if (dropped != u->dropped_seen) {
-        MQR_LOG_W("upstream",
-                  "session '%s': incoming queue full (loop stalled?), dropped %llu message(s), "
-                  "%llu in all",
-                  u->name, (unsigned long long)(dropped - u->dropped_seen),
-                  (unsigned long long)dropped);
-        u->dropped_seen = dropped;
-    }
-    while (ev) {
+    up_event_t *ev = take_events(u);
+    report_losses(u);
+    while (ev && !u->closing) {
         up_event_t *next = ev->next;
-        /* Routing or the observer may close the session: drop the rest. */
-        if (!u->closing) handle_event(u, ev);
+        handle_event(u, ev);
         free(ev);
         ev = next;
     }
+    /* Routing or the observer may have closed the session: drop the rest. */
+    warn_unrouted(u, count_unrouted(ev));
+    while (ev) {
+        up_event_t *next = ev->next;
+        free(ev);
+        ev = next;
+    }
+    if (u->persistent && !u->closing) refill(u);
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
 static void session_free(mqr_upstream_t *u)
 {
+    warn_unrouted(u, count_unrouted(u->head));
     up_event_t *ev = u->head;
     while (ev) {
         up_event_t *next = ev->next;
@@ -1552,6 +1720,7 @@ static void after_destroy(uv_work_t *req, int status)
     uv_close((uv_handle_t *)&u->async, on_async_closed);
     uv_close((uv_handle_t *)&u->retry, on_async_closed);
     uv_close((uv_handle_t *)&u->nudge, on_async_closed);
+    uv_close((uv_handle_t *)&u->warn, on_async_closed);
 }
 
 /* Paho 1.3.12 can lose the topic of a message it was writing when the
@@ -1595,6 +1764,7 @@ static void rebuild_client(mqr_upstream_t *u)
 static void begin_close(mqr_upstream_t *u)
 {
     uv_timer_stop(&u->retry);
+    uv_timer_stop(&u->warn);
     nudge_stop(u);
     if (u->rebuilding) return; /* after_rebuild comes back here */
     if (u->predecessor) {
@@ -1943,6 +2113,8 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     u->clean_start = cfg->clean_start;
     u->max_buffered = cfg->max_buffered ? cfg->max_buffered : 10000;
     u->drop_oldest = cfg->drop_oldest != 0;
+    u->max_pending_msgs = UP_MAX_PENDING_MSGS;
+    u->max_pending_bytes = UP_MAX_PENDING_BYTES;
     u->state = MQR_UPSTREAM_CONNECTING;
     u->session_expiry_s = cfg->session_expiry_s;
     u->retry_initial_s = cfg->retry_initial_s ? cfg->retry_initial_s : UP_RETRY_MIN_S;
@@ -2018,10 +2190,12 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     }
     uv_timer_init(e->loop, &u->retry); /* cannot fail */
     uv_timer_init(e->loop, &u->nudge);
+    uv_timer_init(e->loop, &u->warn);
     u->async.data = u;
     u->retry.data = u;
     u->nudge.data = u;
-    u->open_handles = 3;
+    u->warn.data = u;
+    u->open_handles = 4;
     if (u->persistent && !pred) inbox_load(u);
     if (pred) {
         /* defensive: a newer open successor would have been found first */
@@ -2487,6 +2661,9 @@ void mqr__upstream_close(mqr_upstream_t *u)
                                .new_state = MQR_UPSTREAM_CLOSED};
     emit(u, &sc);
     emit_simple(u, MQR_UPEV_REMOVED, "closed", 0);
+    /* what the rate limit still held back: the status goes with the session */
+    u->drop_warned_ms = u->unprotected_warned_ms = 0;
+    report_losses(u);
     uint64_t waiting = (u->state == MQR_UPSTREAM_CONNECTED ? 0 : u->buffered) + u->n_early;
     if (waiting && u->persistent && !u->discard)
         MQR_LOG_I("upstream",
@@ -2651,7 +2828,17 @@ void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *o)
     o->publish_failed = u->stats.publish_failed;
     uv_mutex_lock(&u->lock);
     o->messages_dropped = u->dropped;
+    o->messages_unprotected = u->unprotected;
+    o->messages_spilled = u->spilled;
     o->delivered = u->delivered;
+    uv_mutex_unlock(&u->lock);
+}
+
+void mqr__upstream_set_inbound_limit(mqr_upstream_t *u, size_t max_msgs, size_t max_bytes)
+{
+    uv_mutex_lock(&u->lock);
+    u->max_pending_msgs = max_msgs ? max_msgs : UP_MAX_PENDING_MSGS;
+    u->max_pending_bytes = max_bytes ? max_bytes : UP_MAX_PENDING_BYTES;
     uv_mutex_unlock(&u->lock);
 }
 

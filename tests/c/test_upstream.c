@@ -52,7 +52,7 @@ typedef struct {
     mqr_upstream_state_t states[32];
     int nstates;
     char reason[256];
-    got_msg_t msgs[16];
+    got_msg_t msgs[32];
     int nmsgs;
 } ctx_t;
 
@@ -66,7 +66,7 @@ static void on_state(void *arg, mqr_upstream_t *u, mqr_upstream_state_t st, cons
 static void on_msg(void *arg, mqr_msg_t *msg)
 {
     ctx_t *c = arg;
-    if (c->nmsgs >= 16) return;
+    if (c->nmsgs >= 32) return;
     got_msg_t *g = &c->msgs[c->nmsgs++];
     size_t len;
     const char *t = mqr_msg_topic(msg, &len);
@@ -197,7 +197,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     ctx_t *c = *state;
-    mqr_engine_free(c->e); /* closes the sessions, runs the loop until they are freed */
+    if (c->e) mqr_engine_free(c->e); /* closes the sessions, runs the loop until freed */
     broker_cleanup(&c->broker);
     free(c);
     return 0;
@@ -635,6 +635,124 @@ static void test_expired_not_sent(void **state)
     assert_null(strstr(s.out, "stale"));
 }
 
+static bool session_ready(void *arg, const void *want)
+{
+    mqr_upstream_status_t st;
+    mqr__upstream_status((mqr_upstream_t *)want, &st);
+    return st.ready;
+}
+
+/* Polls u's status without running the loop (the loop stays stalled) until
+ * dropped + spilled reach n. */
+static void wait_counted_stalled(mqr_upstream_t *u, uint64_t n)
+{
+    uint64_t deadline = now_ms() + 8000;
+    mqr_upstream_status_t st;
+    for (;;) {
+        mqr__upstream_status(u, &st);
+        if (st.messages_dropped + st.messages_spilled >= n) return;
+        if (now_ms() >= deadline)
+            fail_msg("only %llu dropped and %llu spilled of %llu",
+                     (unsigned long long)st.messages_dropped,
+                     (unsigned long long)st.messages_spilled, (unsigned long long)n);
+        sleep_ms(5);
+    }
+}
+
+/* 20 QoS 1 messages ("1" .. "20") from mosquitto_pub to a session whose
+ * queue to the loop holds 5 (test knob), while the loop does not run: Paho
+ * acknowledges all 20 to the broker. Returns the session. */
+static mqr_upstream_t *flood_stalled(ctx_t *c, const char *name, int persist)
+{
+    broker_start(&c->broker);
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
+    mqr_upstream_config_t cfg = {.name = name, .uri = uri, .clean_start = 1, .persist = persist};
+    mqr_upstream_t *u = NULL;
+    assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), 0);
+    mqr__upstream_set_inbound_limit(u, 5, 0);
+    assert_int_equal(mqr__upstream_subscribe(u, "d/#", 1), 0);
+    mqr_csub_t *cs = NULL;
+    assert_int_equal(mqr_subscribe(c->e, "d/#", on_msg, c, &cs), 0);
+    if (!engine_run_until(c->e, session_ready, c, u, 5000)) fail_msg("session not ready");
+    /* the loop is not run from here until all 20 are counted */
+    assert_int_equal(sh("seq 1 20 | mosquitto_pub -p %d -q 1 -t d/x -l", c->broker.port), 0);
+    wait_counted_stalled(u, 15);
+    sleep_ms(100); /* nothing more comes: checked below by exact counts */
+    return u;
+}
+
+/* (7) A session without persistence whose queue to the loop is full drops
+ * what Paho acknowledged: exactly the 15 beyond the limit, counted and
+ * warned about; the 5 queued are routed, counted as acknowledged without a
+ * stored copy. */
+static void test_inbound_limit_drops(void **state)
+{
+    ctx_t *c = *state;
+    mqr_upstream_t *u = flood_stalled(c, "lim", -1);
+    int want = 5;
+    if (!run_until(c, got_msgs, &want, 5000)) fail_msg("only %d routed", c->nmsgs);
+    run_for(c, 200);
+    assert_int_equal(c->nmsgs, 5);
+    for (int i = 0; i < 5; i++) {
+        char p[8];
+        snprintf(p, sizeof p, "%d", i + 1);
+        assert_string_equal(c->msgs[i].payload, p);
+    }
+    mqr_upstream_status_t st;
+    mqr__upstream_status(u, &st);
+    assert_int_equal(st.messages_received, 5);
+    assert_int_equal(st.messages_dropped, 15);
+    assert_int_equal(st.messages_unprotected, 5);
+    assert_int_equal(st.messages_spilled, 0);
+}
+
+/* (8) A persistent session drops nothing after Paho's acknowledgement: the
+ * 15 that found the queue full are kept in the inbox only and routed from
+ * there, in order, once the loop runs; no inbox row is left. */
+static void test_inbound_limit_spills(void **state)
+{
+    ctx_t *c = *state;
+    char dir[] = "/tmp/mqr-up-spill-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    mqr_engine_free(c->e);
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_port = -1;
+    o.data_dir = dir;
+    o.log_level = MQR_LOG_WARN;
+    char *err = NULL;
+    c->e = NULL;
+    if (mqr_engine_new(&c->e, &o, NULL, &err) != 0) fail_msg("engine: %s", err ? err : "?");
+    mqr_upstream_t *u = flood_stalled(c, "spill", 1);
+    int want = 20;
+    if (!run_until(c, got_msgs, &want, 5000)) fail_msg("only %d routed", c->nmsgs);
+    run_for(c, 200);
+    assert_int_equal(c->nmsgs, 20);
+    for (int i = 0; i < 20; i++) {
+        char p[8];
+        snprintf(p, sizeof p, "%d", i + 1);
+        assert_string_equal(c->msgs[i].payload, p);
+    }
+    mqr_upstream_status_t st;
+    mqr__upstream_status(u, &st);
+    assert_true(st.persistent);
+    assert_int_equal(st.messages_received, 20);
+    assert_int_equal(st.messages_dropped, 0);
+    assert_int_equal(st.messages_spilled, 15);
+    assert_int_equal(st.messages_unprotected, 0);
+    assert_int_equal(st.stored, 0);
+    /* spilling ended: the next message takes the queue again */
+    assert_int_equal(sh("mosquitto_pub -p %d -q 1 -t d/x -m 21", c->broker.port), 0);
+    want = 21;
+    if (!run_until(c, got_msgs, &want, 5000)) fail_msg("message 21 not routed");
+    mqr__upstream_status(u, &st);
+    assert_int_equal(st.messages_spilled, 15);
+    mqr_engine_free(c->e);
+    c->e = NULL;
+    sh("rm -rf %s", dir);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -650,6 +768,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_v5_properties, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_not_sent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inbound_limit_drops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inbound_limit_spills, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

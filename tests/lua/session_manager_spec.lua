@@ -304,10 +304,11 @@ describe("session manager", function()
     local cap = e:capture("result/#")
     assert(e:load(([[
       local mq = require "mqrouter"
-      local up = mq.session{ name = "x5", broker = "%s", version = 5 }
+      local up = mq.session{ name = "x5", broker = "%s", version = 5, persist = false }
       up:route("exp/#", function(msg)
-        local p = msg.properties
-        mq.publish("result/exp", tostring(p.message_expiry) .. " " .. tostring(p.content_type))
+        local p, st = msg.properties, up:status()
+        mq.publish("result/exp", tostring(p.message_expiry) .. " " .. tostring(p.content_type)
+          .. " " .. st.messages_unprotected .. " " .. st.messages_spilled)
       end, { qos = 1 })
       mq.spawn(function()
         assert(mq.wait_ready("x5", 5))
@@ -320,7 +321,8 @@ describe("session manager", function()
     assert.is_true(h.run_until(e, function() return #payloads(cap, "result/exp") > 0 end, 5))
     local got = payloads(cap, "result/exp")[1]
     -- what the broker says is left: 60, or 59 when a second boundary passed
-    assert.truthy(got == "60 t/p" or got == "59 t/p", got)
+    -- persist = false: acknowledged before routing, no stored copy (counted)
+    assert.truthy(got == "60 t/p 1 0" or got == "59 t/p 1 0", got)
   end)
 
   it("reaches failed after max_attempts and reports it", function()
