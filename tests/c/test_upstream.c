@@ -635,6 +635,38 @@ static void test_expired_not_sent(void **state)
     assert_null(strstr(s.out, "stale"));
 }
 
+/* Warnings of the upstream module, captured with their time (the sink is
+ * process-wide; these tests log from the loop thread only). */
+static struct {
+    char text[8][256];
+    uint64_t at[8];
+    int n;
+} warns;
+
+static void capture_warn(void *arg, int level, const char *component, const char *text)
+{
+    if (level != MQR_LOG_WARN || strcmp(component, "upstream") != 0) return;
+    if (!strstr(text, "acknowledged")) return;
+    if (warns.n < 8) {
+        snprintf(warns.text[warns.n], sizeof warns.text[0], "%s", text);
+        warns.at[warns.n] = now_ms();
+    }
+    warns.n++;
+}
+
+/* The n-th (0-based) captured warning containing needle, or -1. */
+static int warn_index(const char *needle, int nth)
+{
+    for (int i = 0; i < warns.n && i < 8; i++)
+        if (strstr(warns.text[i], needle) && nth-- == 0) return i;
+    return -1;
+}
+
+static bool warned(void *arg, const void *needle)
+{
+    return warn_index(needle, 0) >= 0;
+}
+
 static bool session_ready(void *arg, const void *want)
 {
     mqr_upstream_status_t st;
@@ -685,10 +717,14 @@ static mqr_upstream_t *flood_stalled(ctx_t *c, const char *name, int persist)
 /* (7) A session without persistence whose queue to the loop is full drops
  * what Paho acknowledged: exactly the 15 beyond the limit, counted and
  * warned about; the 5 queued are routed, counted as acknowledged without a
- * stored copy. */
+ * stored copy. A second flood right after: its drops are warned about too,
+ * but not within a second of the first warning (rate limit), and with the
+ * running count. */
 static void test_inbound_limit_drops(void **state)
 {
     ctx_t *c = *state;
+    memset(&warns, 0, sizeof warns);
+    mqr_log_set_sink(capture_warn, NULL);
     mqr_upstream_t *u = flood_stalled(c, "lim", -1);
     int want = 5;
     if (!run_until(c, got_msgs, &want, 5000)) fail_msg("only %d routed", c->nmsgs);
@@ -705,6 +741,27 @@ static void test_inbound_limit_drops(void **state)
     assert_int_equal(st.messages_dropped, 15);
     assert_int_equal(st.messages_unprotected, 5);
     assert_int_equal(st.messages_spilled, 0);
+    int first = warn_index("dropped 15 received message(s) already acknowledged", 0);
+    if (first < 0) fail_msg("no warning about the drops (%d captured)", warns.n);
+    assert_true(strstr(warns.text[first], "15 in all") != NULL);
+    assert_true(
+        warn_index("5 QoS 1/2 message(s) acknowledged to the broker before being routed", 0) >= 0);
+
+    /* the second flood, at once */
+    assert_int_equal(sh("seq 21 40 | mosquitto_pub -p %d -q 1 -t d/x -l", c->broker.port), 0);
+    wait_counted_stalled(u, 30);
+    if (!run_until(c, warned, "30 in all", 3000))
+        fail_msg("the second drops were never warned about");
+    int second = warn_index("30 in all", 0);
+    assert_true(strstr(warns.text[second], "dropped 15 received") != NULL);
+    if (warns.at[second] - warns.at[first] < 990)
+        fail_msg("two drop warnings %llu ms apart",
+                 (unsigned long long)(warns.at[second] - warns.at[first]));
+    assert_int_equal(warn_index("already acknowledged", 2), -1); /* two in all */
+    mqr__upstream_status(u, &st);
+    assert_int_equal(st.messages_dropped, 30);
+    assert_int_equal(st.messages_received, 10);
+    mqr_log_set_sink(NULL, NULL);
 }
 
 /* (8) A persistent session drops nothing after Paho's acknowledgement: the
