@@ -255,10 +255,13 @@ struct mqr_upstream {
         uint64_t bytes_sent;
         uint64_t bytes_received;
         uint64_t publish_failed;
+        uint64_t not_kept; /* routed, but a subscriber that had to keep it could not */
     } stats;
     uint64_t buffered;         /* publishes accepted while not connected, since the last connect */
     uint64_t dropped_seen;     /* u->dropped when last warned about */
     uint64_t unprotected_seen; /* u->unprotected when last warned about */
+    uint64_t not_kept_seen;    /* u->stats.not_kept when last warned about */
+    uint64_t not_kept_warned_ms;
     uint64_t drop_warned_ms, unprotected_warned_ms; /* mqr__now_ms() of those warnings */
     uv_timer_t warn; /* a warning held back by the rate limit comes then */
 };
@@ -1046,6 +1049,7 @@ static up_sub_t *sub_by_token(mqr_upstream_t *u, MQTTAsync_token token)
 }
 
 static void route_message(mqr_upstream_t *u, up_event_t *ev);
+static void report_losses(mqr_upstream_t *u);
 static void route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, size_t topic_len);
 
 /* Routes a message event, then forgets its inbox copy: routed (or refused
@@ -1114,11 +1118,19 @@ static void route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, si
                   topic);
         return;
     }
-    rc = mqr__engine_publish(u->e, m);
+    /* Paho has acknowledged it already (QoS 1/2): what the subscribers
+     * made of it cannot change that, but a subscriber that had to keep it
+     * and could not (a full queue, a store error) is a loss, so it is
+     * counted and warned about here, not only by that subscriber. */
+    mqr_pubctx_t pc;
+    rc = mqr__engine_publish_ctx(u->e, m, &pc);
     if (rc < 0) {
         u->stats.refused++;
         MQR_LOG_D("upstream", "session '%s': message on '%s' not routed: %s", u->name, topic,
                   mqr_strerror(rc));
+    } else if (pc.no_room || pc.failed) {
+        u->stats.not_kept++;
+        report_losses(u);
     }
     mqr_msg_unref(m);
 }
@@ -1457,6 +1469,21 @@ static void report_losses(mqr_upstream_t *u)
             u->drop_warned_ms = now;
         } else {
             wait = u->drop_warned_ms + UP_DROP_WARN_MS - now;
+        }
+    }
+    if (u->stats.not_kept != u->not_kept_seen) {
+        if (!u->not_kept_warned_ms || now - u->not_kept_warned_ms >= UP_DROP_WARN_MS) {
+            MQR_LOG_W("upstream",
+                      "session '%s': %llu received message(s) acknowledged to the broker that a "
+                      "subscriber had to keep and could not (a full queue, a store error); %llu "
+                      "in all",
+                      u->name, (unsigned long long)(u->stats.not_kept - u->not_kept_seen),
+                      (unsigned long long)u->stats.not_kept);
+            u->not_kept_seen = u->stats.not_kept;
+            u->not_kept_warned_ms = now;
+        } else {
+            uint64_t w = u->not_kept_warned_ms + UP_DROP_WARN_MS - now;
+            if (!wait || w < wait) wait = w;
         }
     }
     if (unprotected != u->unprotected_seen) {
@@ -2662,7 +2689,7 @@ void mqr__upstream_close(mqr_upstream_t *u)
     emit(u, &sc);
     emit_simple(u, MQR_UPEV_REMOVED, "closed", 0);
     /* what the rate limit still held back: the status goes with the session */
-    u->drop_warned_ms = u->unprotected_warned_ms = 0;
+    u->drop_warned_ms = u->unprotected_warned_ms = u->not_kept_warned_ms = 0;
     report_losses(u);
     uint64_t waiting = (u->state == MQR_UPSTREAM_CONNECTED ? 0 : u->buffered) + u->n_early;
     if (waiting && u->persistent && !u->discard)
@@ -2830,6 +2857,7 @@ void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *o)
     o->messages_dropped = u->dropped;
     o->messages_unprotected = u->unprotected;
     o->messages_spilled = u->spilled;
+    o->messages_not_kept = u->stats.not_kept;
     o->delivered = u->delivered;
     uv_mutex_unlock(&u->lock);
 }

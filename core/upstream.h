@@ -193,6 +193,10 @@ typedef struct {
     /* QoS 1/2 messages of a persistent session that met a full queue: kept
      * in the inbox only and routed from there, in order; none lost. */
     uint64_t messages_spilled;
+    /* Routed, but a subscriber that had to keep it could not (a full queue,
+     * a store error): acknowledged to the broker all the same, so lost for
+     * that subscriber (which counts it too). */
+    uint64_t messages_not_kept;
     uint64_t publish_full, publish_expired, publish_failed;
     uint64_t publish_dropped; /* buffered publishes dropped for room (drop_oldest) */
     /* persistent sessions: records in upstream.db (buffered, in flight, and

@@ -810,6 +810,39 @@ static void test_inbound_limit_spills(void **state)
     sh("rm -rf %s", dir);
 }
 
+/* (9) A received message routed to a queue that is full was acknowledged
+ * to the broker all the same: the session counts it (the queue does too)
+ * and warns. */
+static void test_not_kept(void **state)
+{
+    ctx_t *c = *state;
+    memset(&warns, 0, sizeof warns);
+    mqr_log_set_sink(capture_warn, NULL);
+    broker_start(&c->broker);
+    mqr_queue_options_t qo;
+    mqr_queue_options_init(&qo);
+    qo.name = "one";
+    qo.max_messages = 1;
+    mqr_queue_t *q;
+    assert_int_equal(mqr_queue_new(c->e, &qo, &q), 0);
+    assert_int_equal(mqr_queue_bind(q, "k/#"), 0);
+    mqr_upstream_t *u = session(c, "nk", c->broker.port, 0, 0);
+    assert_int_equal(mqr__upstream_subscribe(u, "k/#", 1), 0);
+    if (!engine_run_until(c->e, session_ready, c, u, 5000)) fail_msg("session not ready");
+    assert_int_equal(sh("seq 1 3 | mosquitto_pub -p %d -q 1 -t k/x -l", c->broker.port), 0);
+    mqr_upstream_status_t st;
+    uint64_t deadline = now_ms() + 5000;
+    do {
+        run_for(c, 20);
+        mqr__upstream_status(u, &st);
+    } while (st.messages_received < 3 && now_ms() < deadline);
+    assert_int_equal(st.messages_received, 3);
+    assert_int_equal(st.messages_not_kept, 2);
+    assert_int_equal(st.messages_refused, 0);
+    if (!run_until(c, warned, "2 in all", 3000)) fail_msg("not warned (%d captured)", warns.n);
+    mqr_log_set_sink(NULL, NULL);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -827,6 +860,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expired_not_sent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inbound_limit_drops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inbound_limit_spills, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_kept, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
