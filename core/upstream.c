@@ -551,6 +551,8 @@ static void ev_push(mqr_upstream_t *u, up_event_t *ev)
     if (ev->type == EV_MESSAGE) {
         u->pending_msgs++;
         u->pending_bytes += ev->topic_len + ev->payload_len + ev->props_len;
+        /* acknowledged by Paho with no inbox row behind it (on_message) */
+        if (ev->qos > 0 && !ev->inbox_seq) u->unprotected++;
     }
     uv_mutex_unlock(&u->lock);
     uv_async_send(&u->async);
@@ -639,12 +641,7 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     MQTTAsync_freeMessage(&m);
     MQTTAsync_free(topic);
     if (ev && !spill) {
-        if (ev->qos > 0 && !ev->inbox_seq) {
-            uv_mutex_lock(&u->lock);
-            u->unprotected++;
-            uv_mutex_unlock(&u->lock);
-        }
-        ev_push(u, ev);
+        ev_push(u, ev); /* counts it as unprotected without an inbox row */
         return 1;
     }
     uv_mutex_lock(&u->lock);
