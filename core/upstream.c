@@ -1564,13 +1564,14 @@ static void refill(mqr_upstream_t *u)
 }
 
 /* Received messages a closing session will never route: those without an
- * inbox row (a persistent session's stay there for the next start) were
- * acknowledged and are lost now, so say how many. */
-static uint64_t count_unrouted(const up_event_t *ev)
+ * inbox row, or whose row goes with the session (discarded, nobody takes
+ * its records over), were acknowledged and are lost now, so say how many.
+ * Rows that stay are routed by the next session of that name. */
+static uint64_t count_unrouted(const mqr_upstream_t *u, const up_event_t *ev)
 {
     uint64_t n = 0;
     for (; ev; ev = ev->next)
-        n += ev->type == EV_MESSAGE && !ev->inbox_seq;
+        n += ev->type == EV_MESSAGE && (!ev->inbox_seq || u->discard_records);
     return n;
 }
 
@@ -1594,7 +1595,7 @@ static void on_async(uv_async_t *h)
         ev = next;
     }
     /* Routing or the observer may have closed the session: drop the rest. */
-    warn_unrouted(u, count_unrouted(ev));
+    warn_unrouted(u, count_unrouted(u, ev));
     while (ev) {
         up_event_t *next = ev->next;
         free(ev);
@@ -1607,7 +1608,7 @@ static void on_async(uv_async_t *h)
 
 static void session_free(mqr_upstream_t *u)
 {
-    warn_unrouted(u, count_unrouted(u->head));
+    warn_unrouted(u, count_unrouted(u, u->head));
     up_event_t *ev = u->head;
     while (ev) {
         up_event_t *next = ev->next;
