@@ -2530,9 +2530,20 @@ int mqr__upstream_ping_cb(mqr_upstream_t *u, mqr_upstream_done_fn done, void *ar
     return rc;
 }
 
+/* A route forwarding a message here while it is routed: when the session
+ * could not keep it (no room in its buffer, no memory) the publisher is told
+ * through the publish context (router.h), like a full queue tells it. Other
+ * failures are the caller's mistakes (bad QoS, a closed session) and its
+ * own business. Outside routing the note changes nothing. */
+static int note_result(mqr_upstream_t *u, int rc)
+{
+    if (rc == MQR_EFULL || rc == MQR_ENOMEM) mqr__router_note(&u->e->router, rc);
+    return rc;
+}
+
 int mqr__upstream_publish(mqr_upstream_t *u, const mqr_msg_t *msg)
 {
-    return publish(u, msg, NULL);
+    return note_result(u, publish(u, msg, NULL));
 }
 
 int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstream_done_fn done,
@@ -2541,7 +2552,7 @@ int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstre
     if (!msg || !done) return MQR_EINVAL;
     if (u->closing) return MQR_ECLOSED;
     up_pub_t *p = malloc(sizeof *p);
-    if (!p) return MQR_ENOMEM;
+    if (!p) return note_result(u, MQR_ENOMEM);
     p->u = u;
     p->done = done;
     p->arg = arg;
@@ -2558,7 +2569,7 @@ int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstre
             }
         free(p);
     }
-    return rc;
+    return note_result(u, rc);
 }
 
 /* Keeps msg for the client a dormant session will create (see struct),
@@ -2567,9 +2578,6 @@ static int publish_early(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
 {
     if (u->n_early >= (size_t)u->max_buffered) {
         u->stats.full++;
-        /* a route forwarding an acknowledged message here: its publisher
-         * is told (router.h); outside routing this changes nothing */
-        mqr__router_note(&u->e->router, MQR_EFULL);
         return MQR_EFULL;
     }
     if (u->n_early == u->cap_early) {
@@ -2661,7 +2669,6 @@ static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
         u->last_message_at_ms = wall_ms();
     } else if (rc == MQR_EFULL) {
         u->stats.full++;
-        mqr__router_note(&u->e->router, MQR_EFULL); /* as in publish_early */
         warn_full(u, "refusing new publishes (EFULL)");
     }
     return rc;
