@@ -579,6 +579,9 @@ static void push_status(lua_State *L, mqr_upstream_t *u)
     set_num(L, "bytes_received", (double)o.bytes_received);
     set_num(L, "messages_refused", (double)o.messages_refused);
     set_num(L, "messages_dropped", (double)o.messages_dropped);
+    set_num(L, "messages_unprotected", (double)o.messages_unprotected);
+    set_num(L, "messages_spilled", (double)o.messages_spilled);
+    set_num(L, "messages_not_kept", (double)o.messages_not_kept);
     set_num(L, "publish_full", (double)o.publish_full);
     set_num(L, "publish_dropped", (double)o.publish_dropped);
     set_num(L, "publish_expired", (double)o.publish_expired);

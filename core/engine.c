@@ -300,9 +300,7 @@ int mqr__engine_publish_ctx(mqr_engine_t *e, mqr_msg_t *msg, mqr_pubctx_t *ctx)
      * there) keeps its own context; the outer one gets it back after */
     mqr_pubctx_t *outer = e->router.pub;
     e->router.pub = ctx;
-    uint64_t upstream_full = e->stats.refused_no_room;
     int rc = mqr__engine_publish(e, msg);
-    ctx->no_room += (uint32_t)(e->stats.refused_no_room - upstream_full);
     e->router.pub = outer;
     return rc;
 }

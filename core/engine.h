@@ -93,11 +93,6 @@ struct mqr_engine {
     struct {
         uint64_t published; /* messages that entered the router */
         uint64_t refused;   /* publishes refused (bad topic, loop, no memory) */
-        /* an upstream session that had no room for a message a route
-         * forwarded to it. Subscribers and queues tell the publish context
-         * instead (router.h); mqr__engine_publish_ctx folds this one in
-         * until upstream.c notes into the context too */
-        uint64_t refused_no_room;
     } stats;
 };
 

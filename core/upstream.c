@@ -38,15 +38,30 @@
 #define UP_CLOSE_TIMEOUT_MS 1000
 /* Incoming messages queued for the loop; only a stalled loop fills this.
  * Beyond it the newest messages are dropped, counted and warned about: they
- * are acknowledged to the broker all the same. Handing them back to Paho
- * (returning 0 from messageArrived) is no back-pressure: Paho offers a kept
- * message again only when that client's socket next has traffic, one per
- * packet, so they would stall until the next keepalive. */
+ * are acknowledged to the broker all the same — except a persistent
+ * session's QoS 1/2 messages, which go to the inbox only and are read back
+ * from there (spill/refill below). Handing them back to Paho (returning 0
+ * from messageArrived) is no back-pressure: Paho offers a kept message
+ * again only when that client's socket next has traffic, one per packet,
+ * so they would stall until the next keepalive. */
 #define UP_MAX_PENDING_MSGS 100000
 #define UP_MAX_PENDING_BYTES (64u * 1024u * 1024u)
+/* Spilled messages read back from the inbox per loop turn, at most. */
+#define UP_REFILL_BATCH 1000
+/* Warnings about messages acknowledged and then dropped: the first at
+ * once, then at most one per period with the running count. A session
+ * without a stored copy acknowledges every QoS 1/2 message before routing
+ * it: that is its configuration, said once and then once a minute. */
+#define UP_DROP_WARN_MS 1000
+#define UP_UNPROTECTED_WARN_MS 60000
 #define UP_CONNECT_TIMEOUT_S 10
 #define UP_RETRY_MIN_S 1
 #define UP_RETRY_MAX_S 30
+/* While a connect is under way, how often another connected session is
+ * made to get an answer from its broker (see nudge_connect), and for how
+ * many turns at most. */
+#define UP_NUDGE_MS 10
+#define UP_NUDGE_MAX 200
 
 typedef struct up_sub up_sub_t;
 struct up_sub {
@@ -173,6 +188,13 @@ struct mqr_upstream {
     bool inbox_loaded;   /* this session routed what an earlier one left */
     uint64_t inbox_seq;  /* last seq given (under lock: Paho's thread) */
     uint64_t inbox_fail; /* messages not written to the inbox (under lock) */
+    /* Spilling (under lock): the incoming queue was full, so a persistent
+     * session's QoS 1/2 messages go to the inbox only, and every later one
+     * too until the loop has read them all back, so that order is kept.
+     * spill_next: the next seq the loop reads back; spill_settled: the
+     * last seq Paho's thread finished with (written, or given up). */
+    bool spilling;
+    uint64_t spill_next, spill_settled;
 
     /* Loop thread only: what status() reports. */
     char broker[256];
@@ -198,7 +220,10 @@ struct mqr_upstream {
     up_sub_t *subs;
     uv_async_t async;
     uv_timer_t retry; /* next connect attempt */
-    int open_handles; /* async + retry, until both closed */
+    uv_timer_t nudge; /* while connect_pending: see nudge_connect */
+    bool connect_pending;
+    unsigned nudges;
+    int open_handles; /* async, retry, nudge and warn, until all closed */
     uv_work_t destroy_req;
 
     /* Shared with Paho's threads (and the destroying worker): under lock. */
@@ -208,8 +233,11 @@ struct mqr_upstream {
     up_event_t *tail;
     size_t pending_msgs;
     size_t pending_bytes;
-    uint64_t dropped;   /* incoming messages dropped: queue full or no memory */
-    uint64_t delivered; /* QoS 1/2 publishes the broker completed */
+    size_t max_pending_msgs, max_pending_bytes; /* UP_MAX_PENDING_*; a test lowers them */
+    uint64_t dropped;     /* incoming messages dropped: queue full or no memory */
+    uint64_t unprotected; /* QoS 1/2 queued for routing, acknowledged, no stored copy */
+    uint64_t spilled;     /* QoS 1/2 of a persistent session kept in the inbox only */
+    uint64_t delivered;   /* QoS 1/2 publishes the broker completed */
     bool disconnect_done;
 
     /* Loop thread only. */
@@ -227,9 +255,15 @@ struct mqr_upstream {
         uint64_t bytes_sent;
         uint64_t bytes_received;
         uint64_t publish_failed;
+        uint64_t not_kept; /* routed, but a subscriber that had to keep it could not */
     } stats;
-    uint64_t buffered;     /* publishes accepted while not connected, since the last connect */
-    uint64_t dropped_seen; /* u->dropped when last warned about */
+    uint64_t buffered;         /* publishes accepted while not connected, since the last connect */
+    uint64_t dropped_seen;     /* u->dropped when last warned about */
+    uint64_t unprotected_seen; /* u->unprotected when last warned about */
+    uint64_t not_kept_seen;    /* u->stats.not_kept when last warned about */
+    uint64_t not_kept_warned_ms;
+    uint64_t drop_warned_ms, unprotected_warned_ms; /* mqr__now_ms() of those warnings */
+    uv_timer_t warn; /* a warning held back by the rate limit comes then */
 };
 
 /* PAHO_MEMORY_ERROR, not in the public header */
@@ -328,11 +362,14 @@ static uint8_t *put_lenstr(uint8_t *p, const MQTTLenString *s)
 
 /* What the engine keeps of an incoming message's properties: everything but
  * Topic Alias and Subscription Identifier (meaningful only on that one
- * connection) and Message Expiry, which travels as msg->expiry_s. */
+ * connection). Message Expiry stays, as the listener keeps it (rules read
+ * it in msg.properties; a listener subscriber served within the first
+ * second gets the properties as they are): the broker sent what is left of
+ * it (MQTT 5 §3.3.2.3.3), and msg->expiry_s, counted from arrival, carries
+ * the same number for the engine's own expiry checks. */
 static bool keep_prop(int id)
 {
-    return id != MQTTPROPERTY_CODE_TOPIC_ALIAS && id != MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER &&
-           id != MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL;
+    return id != MQTTPROPERTY_CODE_TOPIC_ALIAS && id != MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER;
 }
 
 /* Bytes props_encode() will write. Runs on Paho's thread: pure. */
@@ -514,6 +551,8 @@ static void ev_push(mqr_upstream_t *u, up_event_t *ev)
     if (ev->type == EV_MESSAGE) {
         u->pending_msgs++;
         u->pending_bytes += ev->topic_len + ev->payload_len + ev->props_len;
+        /* acknowledged by Paho with no inbox row behind it (on_message) */
+        if (ev->qos > 0 && !ev->inbox_seq) u->unprotected++;
     }
     uv_mutex_unlock(&u->lock);
     uv_async_send(&u->async);
@@ -532,14 +571,11 @@ static void push_simple(mqr_upstream_t *u, up_ev_type_t type, int code, int reas
     ev_push(u, ev);
 }
 
-/* Paho's thread: writes an incoming QoS 1/2 message to the inbox before
- * Paho acknowledges it (see upstream_persist.h). Failing that, it goes on
- * unprotected, counted. */
-static void inbox_keep(mqr_upstream_t *u, up_event_t *ev)
+/* Paho's thread: writes an incoming QoS 1/2 message to the inbox under seq
+ * before Paho acknowledges it (see upstream_persist.h); ev->inbox_seq says
+ * it was written. */
+static void inbox_keep(mqr_upstream_t *u, up_event_t *ev, uint64_t seq)
 {
-    uv_mutex_lock(&u->lock);
-    uint64_t seq = ++u->inbox_seq;
-    uv_mutex_unlock(&u->lock);
     mqr_upstream_inbox_rec_t r = {
         .seq = seq,
         .qos = ev->qos,
@@ -561,44 +597,63 @@ static void inbox_keep(mqr_upstream_t *u, up_event_t *ev)
     }
 }
 
+/* Every message Paho hands us is acknowledged to the broker when this
+ * returns 1 (QoS 1/2), whatever became of it. So each way it can go is
+ * counted: queued with a stored copy (persistent), queued without one
+ * (unprotected: a crash before routing loses it), kept in the inbox only
+ * (spilled: read back by the loop, nothing lost), or dropped (the queue
+ * was full, or no memory). */
 static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *m)
 {
     mqr_upstream_t *u = ctx;
     size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic);
     size_t plen = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
     size_t xlen = u->version == MQTTVERSION_5 ? props_encoded_len(&m->properties) : 0;
+    bool keep = u->persistent && m->qos > 0;
 
     uv_mutex_lock(&u->lock);
     /* A lone message larger than the byte limit still passes. */
     bool full =
-        u->pending_msgs > 0 && (u->pending_msgs >= UP_MAX_PENDING_MSGS ||
-                                u->pending_bytes + tlen + plen + xlen > UP_MAX_PENDING_BYTES);
-    uv_mutex_unlock(&u->lock);
-    up_event_t *ev = full ? NULL : ev_new(EV_MESSAGE, tlen + 1 + plen + xlen, NULL);
-    if (!ev) {
-        /* The queue is not empty, so the loop will drain it and warn. */
-        uv_mutex_lock(&u->lock);
-        u->dropped++;
-        uv_mutex_unlock(&u->lock);
-        MQTTAsync_freeMessage(&m);
-        MQTTAsync_free(topic);
-        return 1;
+        u->pending_msgs > 0 && (u->pending_msgs >= u->max_pending_msgs ||
+                                u->pending_bytes + tlen + plen + xlen > u->max_pending_bytes);
+    uint64_t seq = keep ? ++u->inbox_seq : 0;
+    bool spill = keep && (full || u->spilling);
+    if (spill && !u->spilling) {
+        u->spilling = true;
+        u->spill_next = seq;
     }
-    ev->arrived_ms = mqr__now_ms();
-    ev->qos = (uint8_t)m->qos;
-    ev->retain = m->retained != 0;
-    ev->topic_len = tlen;
-    ev->payload_len = plen;
-    ev->props_len = xlen;
-    memcpy(ev->data, topic, tlen);
-    ev->data[tlen] = '\0';
-    if (plen) memcpy(ev->data + tlen + 1, m->payload, plen);
-    if (u->version == MQTTVERSION_5)
-        ev->expiry_s = props_encode(&m->properties, (uint8_t *)ev->data + tlen + 1 + plen);
+    uv_mutex_unlock(&u->lock);
+    up_event_t *ev = full && !spill ? NULL : ev_new(EV_MESSAGE, tlen + 1 + plen + xlen, NULL);
+    if (ev) {
+        ev->arrived_ms = mqr__now_ms();
+        ev->qos = (uint8_t)m->qos;
+        ev->retain = m->retained != 0;
+        ev->topic_len = tlen;
+        ev->payload_len = plen;
+        ev->props_len = xlen;
+        memcpy(ev->data, topic, tlen);
+        ev->data[tlen] = '\0';
+        if (plen) memcpy(ev->data + tlen + 1, m->payload, plen);
+        if (u->version == MQTTVERSION_5)
+            ev->expiry_s = props_encode(&m->properties, (uint8_t *)ev->data + tlen + 1 + plen);
+        if (keep) inbox_keep(u, ev, seq);
+    }
     MQTTAsync_freeMessage(&m);
     MQTTAsync_free(topic);
-    if (u->persistent && ev->qos > 0) inbox_keep(u, ev);
-    ev_push(u, ev);
+    if (ev && !spill) {
+        ev_push(u, ev); /* counts it as unprotected without an inbox row */
+        return 1;
+    }
+    uv_mutex_lock(&u->lock);
+    if (ev && ev->inbox_seq)
+        u->spilled++;
+    else
+        u->dropped++;
+    if (spill) u->spill_settled = seq;
+    uv_mutex_unlock(&u->lock);
+    free(ev);
+    /* the loop reads a spilled message back, or warns about the drop */
+    uv_async_send(&u->async);
     return 1;
 }
 
@@ -750,6 +805,7 @@ struct up_obs {
     mqr_engine_t *e;
     mqr_upstream_observer_fn fn;
     void *arg;
+    uint64_t seq; /* registration order: emit() walks by it, see there */
 };
 
 typedef struct up_wait up_wait_t;
@@ -766,6 +822,7 @@ struct up_wait {
 static uv_once_t obs_once = UV_ONCE_INIT;
 static uv_mutex_t obs_lock;
 static up_obs_t *observers;
+static uint64_t obs_seq; /* last seq given, under obs_lock */
 static up_wait_t *waits;
 
 static void obs_init(void)
@@ -782,6 +839,7 @@ int mqr__upstream_observe(mqr_engine_t *e, mqr_upstream_observer_fn fn, void *ar
     o->fn = fn;
     o->arg = arg;
     uv_mutex_lock(&obs_lock);
+    o->seq = ++obs_seq;
     up_obs_t **pp = &observers;
     while (*pp && !((*pp)->e == e && (*pp)->fn == fn && (*pp)->arg == arg))
         pp = &(*pp)->next;
@@ -811,18 +869,12 @@ void mqr__upstream_unobserve(mqr_engine_t *e, mqr_upstream_observer_fn fn, void 
     uv_mutex_unlock(&obs_lock);
 }
 
-static bool obs_registered(mqr_engine_t *e, mqr_upstream_observer_fn fn, void *arg)
-{
-    bool found = false;
-    uv_mutex_lock(&obs_lock);
-    for (up_obs_t *o = observers; o && !found; o = o->next)
-        found = o->e == e && o->fn == fn && o->arg == arg;
-    uv_mutex_unlock(&obs_lock);
-    return found;
-}
-
-/* Observers may (un)register others and close sessions while we iterate:
- * take a snapshot and check each entry is still registered before calling. */
+/* Observers may (un)register others and close sessions while we iterate,
+ * so no pointer into the list is kept across a call: each step takes, under
+ * the lock, the observer of e with the next higher seq among those present
+ * when emit began. One removed before its turn is not called; one added
+ * meanwhile waits for the next event. No snapshot array, so no cap on the
+ * number of observers (quadratic in it, and there are a handful). */
 static void emit(mqr_upstream_t *u, mqr_upstream_event_t *ev)
 {
     ev->u = u;
@@ -830,22 +882,26 @@ static void emit(mqr_upstream_t *u, mqr_upstream_event_t *ev)
     ev->time_ms = wall_ms();
     if (!ev->broker) ev->broker = u->broker[0] ? u->broker : u->uri;
     uv_once(&obs_once, obs_init);
-    enum { MAXSNAP = 64 };
-    struct {
-        mqr_upstream_observer_fn fn;
-        void *arg;
-    } snap[MAXSNAP];
-    int n = 0;
     uv_mutex_lock(&obs_lock);
-    for (up_obs_t *o = observers; o && n < MAXSNAP; o = o->next)
-        if (o->e == u->e) {
-            snap[n].fn = o->fn;
-            snap[n].arg = o->arg;
-            n++;
-        }
+    uint64_t last = obs_seq, after = 0;
     uv_mutex_unlock(&obs_lock);
-    for (int i = 0; i < n; i++)
-        if (i == 0 || obs_registered(u->e, snap[i].fn, snap[i].arg)) snap[i].fn(snap[i].arg, ev);
+    for (;;) {
+        mqr_upstream_observer_fn fn = NULL;
+        void *arg = NULL;
+        uint64_t next = UINT64_MAX;
+        uv_mutex_lock(&obs_lock);
+        for (up_obs_t *o = observers; o; o = o->next)
+            if (o->e == u->e && o->seq > after && o->seq <= last) {
+                next = o->seq; /* the list is in seq order: the first is the next */
+                fn = o->fn;
+                arg = o->arg;
+                break;
+            }
+        uv_mutex_unlock(&obs_lock);
+        if (!fn) return;
+        after = next;
+        fn(arg, ev);
+    }
 }
 
 static void emit_simple(mqr_upstream_t *u, mqr_upstream_event_type_t type, const char *reason,
@@ -990,6 +1046,7 @@ static up_sub_t *sub_by_token(mqr_upstream_t *u, MQTTAsync_token token)
 }
 
 static void route_message(mqr_upstream_t *u, up_event_t *ev);
+static void report_losses(mqr_upstream_t *u);
 static void route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, size_t topic_len);
 
 /* Routes a message event, then forgets its inbox copy: routed (or refused
@@ -1058,11 +1115,19 @@ static void route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, si
                   topic);
         return;
     }
-    rc = mqr__engine_publish(u->e, m);
+    /* Paho has acknowledged it already (QoS 1/2): what the subscribers
+     * made of it cannot change that, but a subscriber that had to keep it
+     * and could not (a full queue, a store error) is a loss, so it is
+     * counted and warned about here, not only by that subscriber. */
+    mqr_pubctx_t pc;
+    rc = mqr__engine_publish_ctx(u->e, m, &pc);
     if (rc < 0) {
         u->stats.refused++;
         MQR_LOG_D("upstream", "session '%s': message on '%s' not routed: %s", u->name, topic,
                   mqr_strerror(rc));
+    } else if (pc.no_room || pc.failed) {
+        u->stats.not_kept++;
+        report_losses(u);
     }
     mqr_msg_unref(m);
 }
@@ -1073,6 +1138,7 @@ static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p);
 static void handle_event(mqr_upstream_t *u, up_event_t *ev);
 static void rebuild_client(mqr_upstream_t *u);
 static void begin_close(mqr_upstream_t *u);
+static void nudge_stop(mqr_upstream_t *u);
 
 static void on_retry(uv_timer_t *t)
 {
@@ -1228,6 +1294,7 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
         tls_note(u, ev->text);
         break;
     case EV_CONNECTED:
+        nudge_stop(u);
         u->stats.connects++;
         if (u->ever_connected || u->attempt) u->stats.reconnects++;
         u->buffered = 0;
@@ -1258,6 +1325,7 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
                  ev->text ? ev->text : "");
         break;
     case EV_LOST: {
+        nudge_stop(u);
         const char *cause = u->server_reason[0] ? u->server_reason
                             : ev->text          ? ev->text
                                                 : "connection lost";
@@ -1283,6 +1351,7 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
         break;
     }
     case EV_CONNECT_FAILED:
+        nudge_stop(u);
         if (u->state == MQR_UPSTREAM_FAILED) break;
         if (u->tls.error[0]) {
             /* Paho says only "TCP/TLS connect failure"; OpenSSL said why. */
@@ -1362,44 +1431,184 @@ static void handle_event(mqr_upstream_t *u, up_event_t *ev)
     }
 }
 
-static up_event_t *take_events(mqr_upstream_t *u, uint64_t *dropped)
+static up_event_t *take_events(mqr_upstream_t *u)
 {
     uv_mutex_lock(&u->lock);
     up_event_t *ev = u->head;
     u->head = u->tail = NULL;
     u->pending_msgs = 0;
     u->pending_bytes = 0;
-    *dropped = u->dropped;
     uv_mutex_unlock(&u->lock);
     return ev;
+}
+
+static void on_warn_timer(uv_timer_t *t);
+
+/* Warns about messages acknowledged to the broker and then dropped, or
+ * acknowledged without a stored copy, since the last warning: the first at
+ * once, later ones at most once per period (UP_*_WARN_MS), with the running
+ * count; one held back comes from the warn timer. The exact figures are in
+ * the status (messages_dropped, messages_unprotected). */
+static void report_losses(mqr_upstream_t *u)
+{
+    uv_mutex_lock(&u->lock);
+    uint64_t dropped = u->dropped, unprotected = u->unprotected;
+    uv_mutex_unlock(&u->lock);
+    uint64_t now = mqr__now_ms(), wait = 0;
+    if (dropped != u->dropped_seen) {
+        if (!u->drop_warned_ms || now - u->drop_warned_ms >= UP_DROP_WARN_MS) {
+            MQR_LOG_W("upstream",
+                      "session '%s': dropped %llu received message(s) already acknowledged to "
+                      "the broker: incoming queue full (loop stalled?) or no memory; %llu in all",
+                      u->name, (unsigned long long)(dropped - u->dropped_seen),
+                      (unsigned long long)dropped);
+            u->dropped_seen = dropped;
+            u->drop_warned_ms = now;
+        } else {
+            wait = u->drop_warned_ms + UP_DROP_WARN_MS - now;
+        }
+    }
+    if (u->stats.not_kept != u->not_kept_seen) {
+        if (!u->not_kept_warned_ms || now - u->not_kept_warned_ms >= UP_DROP_WARN_MS) {
+            MQR_LOG_W("upstream",
+                      "session '%s': %llu received message(s) acknowledged to the broker that a "
+                      "subscriber had to keep and could not (a full queue, a store error); %llu "
+                      "in all",
+                      u->name, (unsigned long long)(u->stats.not_kept - u->not_kept_seen),
+                      (unsigned long long)u->stats.not_kept);
+            u->not_kept_seen = u->stats.not_kept;
+            u->not_kept_warned_ms = now;
+        } else {
+            uint64_t w = u->not_kept_warned_ms + UP_DROP_WARN_MS - now;
+            if (!wait || w < wait) wait = w;
+        }
+    }
+    if (unprotected != u->unprotected_seen) {
+        if (!u->unprotected_warned_ms || now - u->unprotected_warned_ms >= UP_UNPROTECTED_WARN_MS) {
+            MQR_LOG_W("upstream",
+                      "session '%s': %llu QoS 1/2 message(s) acknowledged to the broker before "
+                      "being routed, with no stored copy (%s): a crash before routing loses "
+                      "them; %llu in all",
+                      u->name, (unsigned long long)(unprotected - u->unprotected_seen),
+                      u->persistent ? "the inbox write failed" : "persist = false",
+                      (unsigned long long)unprotected);
+            u->unprotected_seen = unprotected;
+            u->unprotected_warned_ms = now;
+        } else {
+            uint64_t w = u->unprotected_warned_ms + UP_UNPROTECTED_WARN_MS - now;
+            if (!wait || w < wait) wait = w;
+        }
+    }
+    if (wait && !u->closing && !uv_is_active((uv_handle_t *)&u->warn))
+        uv_timer_start(&u->warn, on_warn_timer, wait, 0);
+}
+
+static void on_warn_timer(uv_timer_t *t)
+{
+    report_losses(t->data);
+}
+
+typedef struct {
+    mqr_upstream_t *u;
+    uint64_t last;
+    int64_t n;
+} refill_t;
+
+static int refill_event(void *arg, const mqr_upstream_inbox_rec_t *r)
+{
+    refill_t *f = arg;
+    up_event_t *ev = ev_new(EV_MESSAGE, r->data_len, NULL);
+    if (!ev) return MQR_ENOMEM;
+    ev->qos = r->qos;
+    ev->retain = r->retain;
+    ev->expiry_s = r->expiry_s;
+    ev->arrived_ms = r->arrived_ms;
+    ev->topic_len = r->topic_len;
+    ev->payload_len = r->payload_len;
+    ev->props_len = r->props_len;
+    ev->inbox_seq = r->seq;
+    memcpy(ev->data, r->data, r->data_len);
+    ((char *)ev->data)[r->topic_len] = '\0';
+    ev_push(f->u, ev); /* wakes the loop: the next batch comes on the next turn */
+    f->last = r->seq;
+    f->n++;
+    return 0;
+}
+
+/* Loop thread, after a turn's events: reads spilled messages back from the
+ * inbox, in seq order, one batch per turn, and ends spilling once every
+ * seq Paho's thread gave was settled before a read that found no more. */
+static void refill(mqr_upstream_t *u)
+{
+    uv_mutex_lock(&u->lock);
+    bool spilling = u->spilling;
+    uint64_t next = u->spill_next, given = u->inbox_seq, settled = u->spill_settled;
+    uv_mutex_unlock(&u->lock);
+    if (!spilling) return;
+    int64_t batch =
+        u->max_pending_msgs < UP_REFILL_BATCH ? (int64_t)u->max_pending_msgs : UP_REFILL_BATCH;
+    refill_t f = {.u = u};
+    int rc = mqr__upstream_inbox_load_from(u->e->upstream_persist, u->name, next, batch,
+                                           refill_event, &f);
+    if (rc < 0) {
+        /* stays spilling: the rows stay, and the next turn or the next
+         * start reads them */
+        MQR_LOG_E("upstream", "session '%s': cannot read spilled messages back: %s", u->name,
+                  mqr_strerror(rc));
+        return;
+    }
+    uv_mutex_lock(&u->lock);
+    if (f.n) u->spill_next = f.last + 1;
+    if (f.n < batch && settled == given && u->inbox_seq == given) u->spilling = false;
+    uv_mutex_unlock(&u->lock);
+}
+
+/* Received messages a closing session will never route: those without an
+ * inbox row, or whose row goes with the session (discarded, nobody takes
+ * its records over), were acknowledged and are lost now, so say how many.
+ * Rows that stay are routed by the next session of that name. */
+static uint64_t count_unrouted(const mqr_upstream_t *u, const up_event_t *ev)
+{
+    uint64_t n = 0;
+    for (; ev; ev = ev->next)
+        n += ev->type == EV_MESSAGE && (!ev->inbox_seq || u->discard_records);
+    return n;
+}
+
+static void warn_unrouted(mqr_upstream_t *u, uint64_t n)
+{
+    if (!n) return;
+    MQR_LOG_W("upstream",
+              "session '%s' closed with %llu received message(s) not routed yet: dropped", u->name,
+              (unsigned long long)n);
 }
 
 static void on_async(uv_async_t *h)
 {
     mqr_upstream_t *u = h->data;
-    uint64_t dropped;
-    up_event_t *ev = take_events(u, &dropped);
-    if (dropped != u->dropped_seen) {
-        MQR_LOG_W("upstream",
-                  "session '%s': incoming queue full (loop stalled?), dropped %llu message(s), "
-                  "%llu in all",
-                  u->name, (unsigned long long)(dropped - u->dropped_seen),
-                  (unsigned long long)dropped);
-        u->dropped_seen = dropped;
-    }
-    while (ev) {
+    up_event_t *ev = take_events(u);
+    report_losses(u);
+    while (ev && !u->closing) {
         up_event_t *next = ev->next;
-        /* Routing or the observer may close the session: drop the rest. */
-        if (!u->closing) handle_event(u, ev);
+        handle_event(u, ev);
         free(ev);
         ev = next;
     }
+    /* Routing or the observer may have closed the session: drop the rest. */
+    warn_unrouted(u, count_unrouted(u, ev));
+    while (ev) {
+        up_event_t *next = ev->next;
+        free(ev);
+        ev = next;
+    }
+    if (u->persistent && !u->closing) refill(u);
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
 static void session_free(mqr_upstream_t *u)
 {
+    warn_unrouted(u, count_unrouted(u, u->head));
     up_event_t *ev = u->head;
     while (ev) {
         up_event_t *next = ev->next;
@@ -1535,6 +1744,8 @@ static void after_destroy(uv_work_t *req, int status)
     }
     uv_close((uv_handle_t *)&u->async, on_async_closed);
     uv_close((uv_handle_t *)&u->retry, on_async_closed);
+    uv_close((uv_handle_t *)&u->nudge, on_async_closed);
+    uv_close((uv_handle_t *)&u->warn, on_async_closed);
 }
 
 /* Paho 1.3.12 can lose the topic of a message it was writing when the
@@ -1578,6 +1789,8 @@ static void rebuild_client(mqr_upstream_t *u)
 static void begin_close(mqr_upstream_t *u)
 {
     uv_timer_stop(&u->retry);
+    uv_timer_stop(&u->warn);
+    nudge_stop(u);
     if (u->rebuilding) return; /* after_rebuild comes back here */
     if (u->predecessor) {
         /* Dormant: the predecessor hands over to u's successor, if any,
@@ -1594,6 +1807,47 @@ static void begin_close(mqr_upstream_t *u)
         destroy_work(&u->destroy_req);
         after_destroy(&u->destroy_req, 0);
     }
+}
+
+/* Paho's one receive thread serves every client of the process: it polls
+ * the sockets it knew when its poll began, for up to a second, and only
+ * between two polls takes in a new socket or sees that a socket's TCP
+ * connect completed (only then does it write CONNECT). So with other
+ * sessions connected and quiet, a new connect waited for two of those
+ * polls to time out: 1-2 s instead of a few ms (strace: connect()
+ * EINPROGRESS, poll(..., 1000) timing out twice, then the CONNECT). Paho
+ * has no call to wake that thread; an answer from a broker on any socket
+ * it polls does. So while a connect is under way, every UP_NUDGE_MS
+ * another connected session of the engine sends the same harmless round
+ * trip as mqr__upstream_ping_cb (UNSUBSCRIBE of a filter nobody uses);
+ * two or three of them are enough, at most UP_NUDGE_MAX are sent. */
+static void nudge_connect(uv_timer_t *t)
+{
+    mqr_upstream_t *u = t->data;
+    if (!u->connect_pending || u->closing || ++u->nudges > UP_NUDGE_MAX) {
+        uv_timer_stop(&u->nudge);
+        return;
+    }
+    for (mqr_upstream_t *o = u->e->sessions; o; o = o->next) {
+        if (o == u || o->closing || o->rebuilding || !o->client ||
+            o->state != MQR_UPSTREAM_CONNECTED)
+            continue;
+        MQTTAsync_unsubscribe(o->client, "$mqrouter/ping", NULL); /* nothing to answer */
+        return;
+    }
+}
+
+static void nudge_start(mqr_upstream_t *u)
+{
+    u->connect_pending = true;
+    u->nudges = 0;
+    uv_timer_start(&u->nudge, nudge_connect, UP_NUDGE_MS, UP_NUDGE_MS);
+}
+
+static void nudge_stop(mqr_upstream_t *u)
+{
+    u->connect_pending = false;
+    uv_timer_stop(&u->nudge);
 }
 
 static int start_connect(mqr_upstream_t *u)
@@ -1670,6 +1924,7 @@ static int start_connect(mqr_upstream_t *u)
     o.context = u;
     int rc = MQTTAsync_connect(u->client, &o); /* copies what it keeps */
     MQTTProperties_free(&props);
+    if (rc == MQTTASYNC_SUCCESS) nudge_start(u);
     return map_paho(rc);
 }
 
@@ -1883,6 +2138,8 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     u->clean_start = cfg->clean_start;
     u->max_buffered = cfg->max_buffered ? cfg->max_buffered : 10000;
     u->drop_oldest = cfg->drop_oldest != 0;
+    u->max_pending_msgs = UP_MAX_PENDING_MSGS;
+    u->max_pending_bytes = UP_MAX_PENDING_BYTES;
     u->state = MQR_UPSTREAM_CONNECTING;
     u->session_expiry_s = cfg->session_expiry_s;
     u->retry_initial_s = cfg->retry_initial_s ? cfg->retry_initial_s : UP_RETRY_MIN_S;
@@ -1957,9 +2214,13 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
         return rc < 0 ? rc : urc;
     }
     uv_timer_init(e->loop, &u->retry); /* cannot fail */
+    uv_timer_init(e->loop, &u->nudge);
+    uv_timer_init(e->loop, &u->warn);
     u->async.data = u;
     u->retry.data = u;
-    u->open_handles = 2;
+    u->nudge.data = u;
+    u->warn.data = u;
+    u->open_handles = 4;
     if (u->persistent && !pred) inbox_load(u);
     if (pred) {
         /* defensive: a newer open successor would have been found first */
@@ -2269,9 +2530,20 @@ int mqr__upstream_ping_cb(mqr_upstream_t *u, mqr_upstream_done_fn done, void *ar
     return rc;
 }
 
+/* A route forwarding a message here while it is routed: when the session
+ * could not keep it (no room in its buffer, no memory) the publisher is told
+ * through the publish context (router.h), like a full queue tells it. Other
+ * failures are the caller's mistakes (bad QoS, a closed session) and its
+ * own business. Outside routing the note changes nothing. */
+static int note_result(mqr_upstream_t *u, int rc)
+{
+    if (rc == MQR_EFULL || rc == MQR_ENOMEM) mqr__router_note(&u->e->router, rc);
+    return rc;
+}
+
 int mqr__upstream_publish(mqr_upstream_t *u, const mqr_msg_t *msg)
 {
-    return publish(u, msg, NULL);
+    return note_result(u, publish(u, msg, NULL));
 }
 
 int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstream_done_fn done,
@@ -2280,7 +2552,7 @@ int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstre
     if (!msg || !done) return MQR_EINVAL;
     if (u->closing) return MQR_ECLOSED;
     up_pub_t *p = malloc(sizeof *p);
-    if (!p) return MQR_ENOMEM;
+    if (!p) return note_result(u, MQR_ENOMEM);
     p->u = u;
     p->done = done;
     p->arg = arg;
@@ -2297,7 +2569,7 @@ int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstre
             }
         free(p);
     }
-    return rc;
+    return note_result(u, rc);
 }
 
 /* Keeps msg for the client a dormant session will create (see struct),
@@ -2306,7 +2578,6 @@ static int publish_early(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
 {
     if (u->n_early >= (size_t)u->max_buffered) {
         u->stats.full++;
-        u->e->stats.refused_no_room++;
         return MQR_EFULL;
     }
     if (u->n_early == u->cap_early) {
@@ -2398,7 +2669,6 @@ static int publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
         u->last_message_at_ms = wall_ms();
     } else if (rc == MQR_EFULL) {
         u->stats.full++;
-        u->e->stats.refused_no_room++;
         warn_full(u, "refusing new publishes (EFULL)");
     }
     return rc;
@@ -2423,6 +2693,9 @@ void mqr__upstream_close(mqr_upstream_t *u)
                                .new_state = MQR_UPSTREAM_CLOSED};
     emit(u, &sc);
     emit_simple(u, MQR_UPEV_REMOVED, "closed", 0);
+    /* what the rate limit still held back: the status goes with the session */
+    u->drop_warned_ms = u->unprotected_warned_ms = u->not_kept_warned_ms = 0;
+    report_losses(u);
     uint64_t waiting = (u->state == MQR_UPSTREAM_CONNECTED ? 0 : u->buffered) + u->n_early;
     if (waiting && u->persistent && !u->discard)
         MQR_LOG_I("upstream",
@@ -2591,7 +2864,18 @@ void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *o)
     o->publish_failed = u->stats.publish_failed;
     uv_mutex_lock(&u->lock);
     o->messages_dropped = u->dropped;
+    o->messages_unprotected = u->unprotected;
+    o->messages_spilled = u->spilled;
+    o->messages_not_kept = u->stats.not_kept;
     o->delivered = u->delivered;
+    uv_mutex_unlock(&u->lock);
+}
+
+void mqr__upstream_set_inbound_limit(mqr_upstream_t *u, size_t max_msgs, size_t max_bytes)
+{
+    uv_mutex_lock(&u->lock);
+    u->max_pending_msgs = max_msgs ? max_msgs : UP_MAX_PENDING_MSGS;
+    u->max_pending_bytes = max_bytes ? max_bytes : UP_MAX_PENDING_BYTES;
     uv_mutex_unlock(&u->lock);
 }
 

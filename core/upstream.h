@@ -181,7 +181,22 @@ typedef struct {
     uint64_t messages_sent, bytes_sent;
     uint64_t messages_received, bytes_received;
     uint64_t messages_refused; /* received but not routed */
-    uint64_t messages_dropped; /* received but the incoming queue was full */
+    /* Received, acknowledged to the broker (QoS 1/2) and then dropped: the
+     * queue to the loop was full (UP_MAX_PENDING_*: 100 000 messages or
+     * 64 MiB) or memory ran out. QoS 0 of any session; QoS 1/2 only of a
+     * session without persistence (a persistent one spills instead). */
+    uint64_t messages_dropped;
+    /* QoS 1/2 messages acknowledged to the broker before being routed with
+     * no stored copy (persist = false, or the inbox write failed): a crash
+     * before routing loses them. Counted when queued for routing. */
+    uint64_t messages_unprotected;
+    /* QoS 1/2 messages of a persistent session that met a full queue: kept
+     * in the inbox only and routed from there, in order; none lost. */
+    uint64_t messages_spilled;
+    /* Routed, but a subscriber that had to keep it could not (a full queue,
+     * a store error): acknowledged to the broker all the same, so lost for
+     * that subscriber (which counts it too). */
+    uint64_t messages_not_kept;
     uint64_t publish_full, publish_expired, publish_failed;
     uint64_t publish_dropped; /* buffered publishes dropped for room (drop_oldest) */
     /* persistent sessions: records in upstream.db (buffered, in flight, and
@@ -191,6 +206,9 @@ typedef struct {
 } mqr_upstream_status_t;
 
 void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *out);
+/* For tests: the bounds of the queue from Paho's thread to the loop
+ * (0: the default, 100 000 messages / 64 MiB). Any thread. */
+void mqr__upstream_set_inbound_limit(mqr_upstream_t *u, size_t max_msgs, size_t max_bytes);
 /* Calls fn for every subscription: filter as the rules see it (without
  * prefix), QoS. */
 void mqr__upstream_foreach_sub(const mqr_upstream_t *u,

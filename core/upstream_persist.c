@@ -60,7 +60,8 @@ static const char *const statement_sql[ST_N_] = {
                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [ST_INBOX_DELETE] = "DELETE FROM inbox WHERE session = ?1 AND seq = ?2",
     [ST_INBOX_LOAD] = "SELECT seq, qos, retain, expiry_s, arrived_ms, topic_len, payload_len,"
-                      " props_len, data FROM inbox WHERE session = ?1 ORDER BY seq",
+                      " props_len, data FROM inbox WHERE session = ?1 AND seq >= ?2"
+                      " ORDER BY seq LIMIT ?3",
     [ST_INBOX_CLEAR] = "DELETE FROM inbox WHERE session = ?1",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
@@ -653,10 +654,20 @@ int mqr__upstream_inbox_delete(mqr_upstream_persist_t *p, const char *name, uint
 int mqr__upstream_inbox_load(mqr_upstream_persist_t *p, const char *name,
                              int (*cb)(void *arg, const mqr_upstream_inbox_rec_t *r), void *arg)
 {
+    return mqr__upstream_inbox_load_from(p, name, 0, -1, cb, arg);
+}
+
+int mqr__upstream_inbox_load_from(mqr_upstream_persist_t *p, const char *name, uint64_t from,
+                                  int64_t max,
+                                  int (*cb)(void *arg, const mqr_upstream_inbox_rec_t *r),
+                                  void *arg)
+{
     uv_mutex_lock(&p->lock);
     pend_flush(p, name);
     sqlite3_stmt *st = p->st[ST_INBOX_LOAD];
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)from);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)max); /* < 0: no limit (SQLite's LIMIT -1) */
     int rc = 0, step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         mqr_upstream_inbox_rec_t r = {

@@ -89,6 +89,11 @@ int mqr__upstream_inbox_delete(mqr_upstream_persist_t *p, const char *name, uint
  * into it. */
 int mqr__upstream_inbox_load(mqr_upstream_persist_t *p, const char *name,
                              int (*cb)(void *arg, const mqr_upstream_inbox_rec_t *r), void *arg);
+/* The same for the records with seq >= from, at most max of them (< 0: all). */
+int mqr__upstream_inbox_load_from(mqr_upstream_persist_t *p, const char *name, uint64_t from,
+                                  int64_t max,
+                                  int (*cb)(void *arg, const mqr_upstream_inbox_rec_t *r),
+                                  void *arg);
 
 typedef struct {
     uint64_t puts, removes, failures;

@@ -13,6 +13,11 @@
 
 #include "engine.h"
 #include "mqrouter.h"
+#include "upstream.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -231,6 +236,95 @@ static void test_publish_context(void **state)
     mqr_engine_free(e);
 }
 
+/* A route that forwards what it gets to an upstream session, as
+ * up:publish does from Lua: it ignores the result, the session tells the
+ * publish context itself. */
+typedef struct {
+    mqr_subscriber_t base;
+    mqr_upstream_t *u;
+} fwd_sub_t;
+
+static int fwd_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+{
+    (void)mqr__upstream_publish(((fwd_sub_t *)self)->u, msg);
+    return 0;
+}
+
+/* An ingress inside another's routing (fixed_sub_t's republish, but with
+ * its own context, as a listener will does). */
+typedef struct {
+    mqr_subscriber_t base;
+    mqr_engine_t *e;
+    const char *topic;
+    mqr_pubctx_t inner;
+} ingress_sub_t;
+
+static int ingress_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_entry_t *entry)
+{
+    ingress_sub_t *s = (ingress_sub_t *)self;
+    mqr_msg_init_t in = {.topic = s->topic, .topic_len = strlen(s->topic), .qos = 1};
+    mqr_msg_t *m = mqr__msg_new(&in);
+    assert_non_null(m);
+    assert_int_equal(mqr__engine_publish_ctx(s->e, m, &s->inner), 0);
+    mqr_msg_unref(m);
+    return 0;
+}
+
+static int dead_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* An upstream session whose buffer is full reports it through the publish
+ * context like any subscriber: to the context of the ingress routing the
+ * message, and to no other (an outer ingress whose handler started it
+ * hears nothing of it). */
+static void test_upstream_full_context(void **state)
+{
+    mqr_engine_t *e = engine("");
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", dead_port()); /* stays disconnected */
+    mqr_upstream_config_t cfg = {
+        .name = "full", .uri = uri, .clean_start = 1, .max_buffered = 1, .retry_initial_s = 30};
+    mqr_upstream_t *u;
+    assert_int_equal(mqr__upstream_new(e, &cfg, &u), 0);
+    fwd_sub_t fwd = {.base.deliver = fwd_deliver, .u = u};
+    mqr_sub_opts_t o = {.qos = 2};
+    mqr_trie_entry_t *ef = mqr__router_add(&e->router, "f/#", 3, &fwd.base, &o);
+    assert_non_null(ef);
+
+    mqr_pubctx_t pc = route(e, "f/1"); /* buffered */
+    assert_int_equal(pc.no_room + pc.failed + pc.stored, 0);
+    pc = route(e, "f/2"); /* no room */
+    assert_int_equal(pc.no_room, 1);
+    assert_int_equal(pc.failed, 0);
+
+    ingress_sub_t ing = {.base.deliver = ingress_deliver, .e = e, .topic = "f/3"};
+    mqr_trie_entry_t *ei = mqr__router_add(&e->router, "n/1", 3, &ing.base, &o);
+    assert_non_null(ei);
+    pc = route(e, "n/1");
+    assert_int_equal(ing.inner.no_room, 1);
+    assert_int_equal(pc.no_room, 0); /* not the outer ingress's message */
+
+    /* outside any routing a full session concerns only its caller */
+    mqr_msg_init_t in = {.topic = "f/4", .topic_len = 3, .qos = 1};
+    mqr_msg_t *m = mqr__msg_new(&in);
+    assert_int_equal(mqr__upstream_publish(u, m), MQR_EFULL);
+    mqr_msg_unref(m);
+    mqr_upstream_status_t st;
+    mqr__upstream_status(u, &st);
+    assert_int_equal(st.publish_full, 3);
+    mqr__router_remove(&e->router, ef);
+    mqr__router_remove(&e->router, ei);
+    mqr_engine_free(e);
+}
+
 static void test_retained_survive_restart(void **state)
 {
     char dir[] = "/tmp/mqr-engine-XXXXXX";
@@ -417,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_routing_loop),
         cmocka_unit_test(test_publish_context),
         cmocka_unit_test(test_merged_delivery),
+        cmocka_unit_test(test_upstream_full_context),
         cmocka_unit_test(test_retained_survive_restart),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_host_loop),

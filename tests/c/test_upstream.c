@@ -52,7 +52,7 @@ typedef struct {
     mqr_upstream_state_t states[32];
     int nstates;
     char reason[256];
-    got_msg_t msgs[16];
+    got_msg_t msgs[32];
     int nmsgs;
 } ctx_t;
 
@@ -66,7 +66,7 @@ static void on_state(void *arg, mqr_upstream_t *u, mqr_upstream_state_t st, cons
 static void on_msg(void *arg, mqr_msg_t *msg)
 {
     ctx_t *c = arg;
-    if (c->nmsgs >= 16) return;
+    if (c->nmsgs >= 32) return;
     got_msg_t *g = &c->msgs[c->nmsgs++];
     size_t len;
     const char *t = mqr_msg_topic(msg, &len);
@@ -197,7 +197,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     ctx_t *c = *state;
-    mqr_engine_free(c->e); /* closes the sessions, runs the loop until they are freed */
+    if (c->e) mqr_engine_free(c->e); /* closes the sessions, runs the loop until freed */
     broker_cleanup(&c->broker);
     free(c);
     return 0;
@@ -521,7 +521,8 @@ static bool has_bytes(const uint8_t *hay, size_t n, const uint8_t *needle, size_
     return false;
 }
 
-/* (5) MQTT 5: properties both ways, Message Expiry as expiry_s. */
+/* (5) MQTT 5: properties both ways, Message Expiry kept in them and as
+ * expiry_s. */
 static void test_v5_properties(void **state)
 {
     ctx_t *c = *state;
@@ -542,8 +543,15 @@ static void test_v5_properties(void **state)
     assert_true(has_bytes(g->props, g->props_len, want, n));
     n = put_pair(want, "k", "v");
     assert_true(has_bytes(g->props, g->props_len, want, n));
-    assert_int_equal(g->props_len, 13 + 7); /* nothing else: expiry went to expiry_s */
-    assert_true(g->expiry_s > 0 && g->expiry_s <= 60);
+    /* Message Expiry stays in the properties, as from a listener client,
+     * with what the broker said is left (§3.3.2.3.3), and is expiry_s */
+    assert_int_equal(g->props_len, 13 + 7 + 5); /* nothing else */
+    const uint8_t *x = memchr(g->props, 0x02, g->props_len);
+    assert_non_null(x);
+    assert_true(x + 5 <= g->props + g->props_len);
+    uint32_t left = (uint32_t)x[1] << 24 | (uint32_t)x[2] << 16 | (uint32_t)x[3] << 8 | x[4];
+    assert_true(left >= 59 && left <= 60);
+    assert_int_equal(g->expiry_s, left);
 
     sub_proc_t s;
     sub_start(&s,
@@ -627,6 +635,231 @@ static void test_expired_not_sent(void **state)
     assert_null(strstr(s.out, "stale"));
 }
 
+/* Warnings of the upstream module, captured with their time (the sink is
+ * process-wide; these tests log from the loop thread only). */
+static struct {
+    char text[8][256];
+    uint64_t at[8];
+    int n;
+} warns;
+
+static void capture_warn(void *arg, int level, const char *component, const char *text)
+{
+    if (level != MQR_LOG_WARN || strcmp(component, "upstream") != 0) return;
+    if (!strstr(text, "acknowledged") && !strstr(text, "not routed")) return;
+    if (warns.n < 8) {
+        snprintf(warns.text[warns.n], sizeof warns.text[0], "%s", text);
+        warns.at[warns.n] = now_ms();
+    }
+    warns.n++;
+}
+
+/* The n-th (0-based) captured warning containing needle, or -1. */
+static int warn_index(const char *needle, int nth)
+{
+    for (int i = 0; i < warns.n && i < 8; i++)
+        if (strstr(warns.text[i], needle) && nth-- == 0) return i;
+    return -1;
+}
+
+static bool warned(void *arg, const void *needle)
+{
+    return warn_index(needle, 0) >= 0;
+}
+
+static bool session_ready(void *arg, const void *want)
+{
+    mqr_upstream_status_t st;
+    mqr__upstream_status((mqr_upstream_t *)want, &st);
+    return st.ready;
+}
+
+/* Polls u's status without running the loop (the loop stays stalled) until
+ * dropped + spilled reach n. */
+static void wait_counted_stalled(mqr_upstream_t *u, uint64_t n)
+{
+    uint64_t deadline = now_ms() + 8000;
+    mqr_upstream_status_t st;
+    for (;;) {
+        mqr__upstream_status(u, &st);
+        if (st.messages_dropped + st.messages_spilled >= n) return;
+        if (now_ms() >= deadline)
+            fail_msg("only %llu dropped and %llu spilled of %llu",
+                     (unsigned long long)st.messages_dropped,
+                     (unsigned long long)st.messages_spilled, (unsigned long long)n);
+        sleep_ms(5);
+    }
+}
+
+/* 20 QoS 1 messages ("1" .. "20") from mosquitto_pub to a session whose
+ * queue to the loop holds 5 (test knob), while the loop does not run: Paho
+ * acknowledges all 20 to the broker. Returns the session. */
+static mqr_upstream_t *flood_stalled(ctx_t *c, const char *name, int persist)
+{
+    broker_start(&c->broker);
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
+    mqr_upstream_config_t cfg = {.name = name, .uri = uri, .clean_start = 1, .persist = persist};
+    mqr_upstream_t *u = NULL;
+    assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), 0);
+    mqr__upstream_set_inbound_limit(u, 5, 0);
+    assert_int_equal(mqr__upstream_subscribe(u, "d/#", 1), 0);
+    mqr_csub_t *cs = NULL;
+    assert_int_equal(mqr_subscribe(c->e, "d/#", on_msg, c, &cs), 0);
+    if (!engine_run_until(c->e, session_ready, c, u, 5000)) fail_msg("session not ready");
+    /* the loop is not run from here until all 20 are counted */
+    assert_int_equal(sh("seq 1 20 | mosquitto_pub -p %d -q 1 -t d/x -l", c->broker.port), 0);
+    wait_counted_stalled(u, 15);
+    sleep_ms(100); /* nothing more comes: checked below by exact counts */
+    return u;
+}
+
+/* (7) A session without persistence whose queue to the loop is full drops
+ * what Paho acknowledged: exactly the 15 beyond the limit, counted and
+ * warned about; the 5 queued are routed, counted as acknowledged without a
+ * stored copy. A second flood right after: its drops are warned about too,
+ * but not within a second of the first warning (rate limit), and with the
+ * running count. */
+static void test_inbound_limit_drops(void **state)
+{
+    ctx_t *c = *state;
+    memset(&warns, 0, sizeof warns);
+    mqr_log_set_sink(capture_warn, NULL);
+    mqr_upstream_t *u = flood_stalled(c, "lim", -1);
+    int want = 5;
+    if (!run_until(c, got_msgs, &want, 5000)) fail_msg("only %d routed", c->nmsgs);
+    run_for(c, 200);
+    assert_int_equal(c->nmsgs, 5);
+    for (int i = 0; i < 5; i++) {
+        char p[8];
+        snprintf(p, sizeof p, "%d", i + 1);
+        assert_string_equal(c->msgs[i].payload, p);
+    }
+    mqr_upstream_status_t st;
+    mqr__upstream_status(u, &st);
+    assert_int_equal(st.messages_received, 5);
+    assert_int_equal(st.messages_dropped, 15);
+    assert_int_equal(st.messages_unprotected, 5);
+    assert_int_equal(st.messages_spilled, 0);
+    int first = warn_index("dropped 15 received message(s) already acknowledged", 0);
+    if (first < 0) fail_msg("no warning about the drops (%d captured)", warns.n);
+    assert_true(strstr(warns.text[first], "15 in all") != NULL);
+    assert_true(
+        warn_index("5 QoS 1/2 message(s) acknowledged to the broker before being routed", 0) >= 0);
+
+    /* the second flood, at once */
+    assert_int_equal(sh("seq 21 40 | mosquitto_pub -p %d -q 1 -t d/x -l", c->broker.port), 0);
+    wait_counted_stalled(u, 30);
+    if (!run_until(c, warned, "30 in all", 3000))
+        fail_msg("the second drops were never warned about");
+    int second = warn_index("30 in all", 0);
+    assert_true(strstr(warns.text[second], "dropped 15 received") != NULL);
+    if (warns.at[second] - warns.at[first] < 990)
+        fail_msg("two drop warnings %llu ms apart",
+                 (unsigned long long)(warns.at[second] - warns.at[first]));
+    assert_int_equal(warn_index("already acknowledged", 2), -1); /* two in all */
+    mqr__upstream_status(u, &st);
+    assert_int_equal(st.messages_dropped, 30);
+    assert_int_equal(st.messages_received, 10);
+    mqr_log_set_sink(NULL, NULL);
+}
+
+/* (8) A persistent session drops nothing after Paho's acknowledgement: the
+ * 15 that found the queue full are kept in the inbox only and routed from
+ * there, in order, once the loop runs; no inbox row is left. */
+static void test_inbound_limit_spills(void **state)
+{
+    ctx_t *c = *state;
+    char dir[] = "/tmp/mqr-up-spill-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    mqr_engine_free(c->e);
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_port = -1;
+    o.data_dir = dir;
+    o.log_level = MQR_LOG_WARN;
+    char *err = NULL;
+    c->e = NULL;
+    if (mqr_engine_new(&c->e, &o, NULL, &err) != 0) fail_msg("engine: %s", err ? err : "?");
+    mqr_upstream_t *u = flood_stalled(c, "spill", 1);
+    int want = 20;
+    if (!run_until(c, got_msgs, &want, 5000)) fail_msg("only %d routed", c->nmsgs);
+    run_for(c, 200);
+    assert_int_equal(c->nmsgs, 20);
+    for (int i = 0; i < 20; i++) {
+        char p[8];
+        snprintf(p, sizeof p, "%d", i + 1);
+        assert_string_equal(c->msgs[i].payload, p);
+    }
+    mqr_upstream_status_t st;
+    mqr__upstream_status(u, &st);
+    assert_true(st.persistent);
+    assert_int_equal(st.messages_received, 20);
+    assert_int_equal(st.messages_dropped, 0);
+    assert_int_equal(st.messages_spilled, 15);
+    assert_int_equal(st.messages_unprotected, 0);
+    assert_int_equal(st.stored, 0);
+    /* spilling ended: the next message takes the queue again */
+    assert_int_equal(sh("mosquitto_pub -p %d -q 1 -t d/x -m 21", c->broker.port), 0);
+    want = 21;
+    if (!run_until(c, got_msgs, &want, 5000)) fail_msg("message 21 not routed");
+    mqr__upstream_status(u, &st);
+    assert_int_equal(st.messages_spilled, 15);
+    mqr_engine_free(c->e);
+    c->e = NULL;
+    sh("rm -rf %s", dir);
+}
+
+/* (9) A received message routed to a queue that is full was acknowledged
+ * to the broker all the same: the session counts it (the queue does too)
+ * and warns. */
+static void test_not_kept(void **state)
+{
+    ctx_t *c = *state;
+    memset(&warns, 0, sizeof warns);
+    mqr_log_set_sink(capture_warn, NULL);
+    broker_start(&c->broker);
+    mqr_queue_options_t qo;
+    mqr_queue_options_init(&qo);
+    qo.name = "one";
+    qo.max_messages = 1;
+    mqr_queue_t *q;
+    assert_int_equal(mqr_queue_new(c->e, &qo, &q), 0);
+    assert_int_equal(mqr_queue_bind(q, "k/#"), 0);
+    mqr_upstream_t *u = session(c, "nk", c->broker.port, 0, 0);
+    assert_int_equal(mqr__upstream_subscribe(u, "k/#", 1), 0);
+    if (!engine_run_until(c->e, session_ready, c, u, 5000)) fail_msg("session not ready");
+    assert_int_equal(sh("seq 1 3 | mosquitto_pub -p %d -q 1 -t k/x -l", c->broker.port), 0);
+    mqr_upstream_status_t st;
+    uint64_t deadline = now_ms() + 5000;
+    do {
+        run_for(c, 20);
+        mqr__upstream_status(u, &st);
+    } while (st.messages_received < 3 && now_ms() < deadline);
+    assert_int_equal(st.messages_received, 3);
+    assert_int_equal(st.messages_not_kept, 2);
+    assert_int_equal(st.messages_refused, 0);
+    if (!run_until(c, warned, "2 in all", 3000)) fail_msg("not warned (%d captured)", warns.n);
+    mqr_log_set_sink(NULL, NULL);
+}
+
+/* (10) A session without persistence closed with received messages not
+ * routed yet (the loop stalled): acknowledged, lost, and said so with the
+ * number; the drops are reported at close too. */
+static void test_close_unrouted(void **state)
+{
+    ctx_t *c = *state;
+    memset(&warns, 0, sizeof warns);
+    mqr_log_set_sink(capture_warn, NULL);
+    mqr_upstream_t *u = flood_stalled(c, "cl", -1);
+    mqr__upstream_close(u); /* the loop has not run since the flood */
+    if (!run_until(c, warned, "closed with 5 received message(s) not routed yet", 5000))
+        fail_msg("no warning about the 5 lost at close (%d captured)", warns.n);
+    assert_true(warn_index("dropped 15 received message(s) already acknowledged", 0) >= 0);
+    assert_int_equal(c->nmsgs, 0);
+    mqr_log_set_sink(NULL, NULL);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -642,6 +875,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_v5_properties, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_not_sent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inbound_limit_drops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inbound_limit_spills, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_unrouted, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -553,6 +553,80 @@ static void test_manager_stats(void **state)
     assert_int_equal(n, 2);
 }
 
+/* Connected within limit_ms of its creation (CONNECTED's time minus
+ * ADDED's, both taken by the engine); prints the figure. */
+static void assert_connected_within(ctx_t *c, const char *name, uint64_t limit_ms)
+{
+    uint64_t added = 0, connected = 0;
+    for (int j = 0; j < c->nevs; j++) {
+        if (strcmp(c->evs[j].name, name) != 0) continue;
+        if (c->evs[j].type == MQR_UPEV_ADDED) added = c->evs[j].time_ms;
+        if (c->evs[j].type == MQR_UPEV_CONNECTED && !connected) connected = c->evs[j].time_ms;
+    }
+    assert_true(added > 0 && connected >= added);
+    print_message("session %s connected %llu ms after creation\n", name,
+                  (unsigned long long)(connected - added));
+    if (connected - added > limit_ms)
+        fail_msg("session %s took %llu ms to connect (limit %llu)", name,
+                 (unsigned long long)(connected - added), (unsigned long long)limit_ms);
+}
+
+/* (10) Sessions to one broker connect as fast as the first, whether made
+ * one after the other (the others connected and idle) or all at once.
+ * Paho's receive thread sleeps in poll() up to a second on the sockets it
+ * had, and a new socket's connect used to wait for two such sleeps: 1.2 to
+ * 2 s (see nudge_connect in core/upstream.c). */
+static void test_connect_latency(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
+    char names[10][16];
+    for (int i = 0; i < 5; i++) { /* at once, none connected yet */
+        snprintf(names[i], sizeof names[i], "all%d", i);
+        mqr_upstream_config_t cfg = {.name = names[i], .uri = uri, .clean_start = 1};
+        open_session(c, &cfg);
+    }
+    wait_event(c, MQR_UPEV_CONNECTED, 5, 5000);
+    run_for(c, 300);               /* let Paho's threads settle into their idle wait */
+    for (int i = 5; i < 10; i++) { /* one after the other, the others idle */
+        snprintf(names[i], sizeof names[i], "one%d", i);
+        mqr_upstream_config_t cfg = {.name = names[i], .uri = uri, .clean_start = 1};
+        open_session(c, &cfg);
+        wait_event(c, MQR_UPEV_CONNECTED, i + 1, 5000);
+        run_for(c, 300);
+    }
+    for (int i = 0; i < 10; i++)
+        assert_connected_within(c, names[i], 500);
+}
+
+static void count_added(void *arg, const mqr_upstream_event_t *ev)
+{
+    if (ev->type == MQR_UPEV_ADDED) ++*(int *)arg;
+}
+
+/* (11) Observers have no cap: 200 of them each see the event; the same
+ * fn+arg twice is refused. */
+static void test_many_observers(void **state)
+{
+    ctx_t *c = *state;
+    enum { N = 200 };
+    static int counts[N];
+    memset(counts, 0, sizeof counts);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(mqr__upstream_observe(c->e, count_added, &counts[i]), 0);
+    assert_int_equal(mqr__upstream_observe(c->e, count_added, &counts[7]), MQR_EEXIST);
+    char dead[64];
+    snprintf(dead, sizeof dead, "tcp://127.0.0.1:%d", free_port());
+    mqr_upstream_config_t cfg = {.name = "obs", .uri = dead, .clean_start = 1};
+    open_session(c, &cfg);
+    for (int i = 0; i < N; i++)
+        if (counts[i] != 1) fail_msg("observer %d saw session_added %d times", i, counts[i]);
+    for (int i = 0; i < N; i++)
+        mqr__upstream_unobserve(c->e, count_added, &counts[i]);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -568,6 +642,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_local, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_manager_stats, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_latency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_observers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
