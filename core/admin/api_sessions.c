@@ -56,6 +56,9 @@ static cJSON *session_json(mqr_admin_t *a, mqr_upstream_t *u, bool full)
     mqr__admin_num(o, "bytes_received", (double)st.bytes_received);
     mqr__admin_num(o, "messages_refused", (double)st.messages_refused);
     mqr__admin_num(o, "messages_dropped", (double)st.messages_dropped);
+    mqr__admin_num(o, "messages_unprotected", (double)st.messages_unprotected);
+    mqr__admin_num(o, "messages_spilled", (double)st.messages_spilled);
+    mqr__admin_num(o, "messages_not_kept", (double)st.messages_not_kept);
     mqr__admin_num(o, "publish_failed", (double)st.publish_failed);
     mqr__admin_num(o, "delivered", (double)st.delivered);
     mqr__admin_num(o, "inflight", (double)st.inflight);

@@ -200,6 +200,9 @@ enum {
     S_BYTES_RECEIVED,
     S_REFUSED,
     S_DROPPED,
+    S_UNPROTECTED,
+    S_SPILLED,
+    S_NOT_KEPT,
     S_PUBLISH_REFUSED,
     S_PUBLISH_FAILED,
     S_DELIVERED,
@@ -231,7 +234,13 @@ static void session_metrics(mqr_engine_t *e, mqr_abuf_t *out)
         F("mqrouter_upstream_session_messages_refused_total", "counter",
           "Messages received but not routed."),
         F("mqrouter_upstream_session_messages_dropped_total", "counter",
-          "Messages received but the incoming queue was full."),
+          "Messages received and acknowledged, then dropped: the incoming queue was full."),
+        F("mqrouter_upstream_session_messages_unprotected_total", "counter",
+          "QoS 1/2 messages acknowledged before routing with no stored copy (persist = false)."),
+        F("mqrouter_upstream_session_messages_spilled_total", "counter",
+          "QoS 1/2 messages of a persistent session routed from its inbox after a full queue."),
+        F("mqrouter_upstream_session_messages_not_kept_total", "counter",
+          "Messages routed that a subscriber which had to keep them could not."),
         F("mqrouter_upstream_session_publish_refused_total", "counter",
           "Publishes refused, by reason."),
         F("mqrouter_upstream_session_publish_failed_total", "counter",
@@ -266,6 +275,9 @@ static void session_metrics(mqr_engine_t *e, mqr_abuf_t *out)
         S(S_BYTES_RECEIVED, st.bytes_received);
         S(S_REFUSED, st.messages_refused);
         S(S_DROPPED, st.messages_dropped);
+        S(S_UNPROTECTED, st.messages_unprotected);
+        S(S_SPILLED, st.messages_spilled);
+        S(S_NOT_KEPT, st.messages_not_kept);
         sample(&f[S_PUBLISH_REFUSED].b, f[S_PUBLISH_REFUSED].name, "session", n, ",reason=\"full\"",
                st.publish_full);
         sample(&f[S_PUBLISH_REFUSED].b, f[S_PUBLISH_REFUSED].name, "session", n,
