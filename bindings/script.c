@@ -820,6 +820,8 @@ static int route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_
     if (!st->active || r->stopped) return 0;
     if (r->session && msg->origin_conn != (const void *)r->session->u) return 0;
     r->calls++;
+    if (r->queue && mqr__queue_replaying(r->queue, msg))
+        return 0; /* q:replay() leaves its own queue as it is */
     if (r->queue) { /* into a queue, topic and all; refusals are the queue's to count */
         mqr_queue_pub_opts_t o = {.priority = r->queue_priority, .ttl_ms = r->queue_ttl_ms};
         int rc = mqr__queue_publish(r->queue, msg, &o, NULL);
