@@ -919,11 +919,11 @@ void mqr__lsession_register(lua_State *L)
  * Receives the rules table, the session methods table and the C helpers;
  * adds spawn, wait_ready, on, handle, session_messages and the session
  * methods publish_sync, publish_json, publish_batch and messages; returns
- * the dispatcher C calls with every event. Runs outside the sandbox (it
- * needs debug.traceback); what it adds is plain functions. */
+ * the dispatcher C calls with every event. Runs outside the sandbox; what it
+ * adds is plain functions. */
 static const char session_lua[] =
     "local mq, methods, C = ...\n"
-    "local traceback, cresume, yield = debug.traceback, coroutine.resume, coroutine.yield\n"
+    "local traceback, cresume, yield = C.traceback, coroutine.resume, coroutine.yield\n"
     "local EVENTS = { session_added = true, session_connecting = true, session_connected = true,\n"
     "  session_ready = true, session_disconnected = true, session_reconnecting = true,\n"
     "  session_removed = true, session_state_changed = true, session_failed = true,\n"
@@ -1240,6 +1240,8 @@ void mqr__lsession_open(lua_State *L)
     lua_setfield(L, -2, "ping_async");
     lua_pushcfunction(L, mqr__liter_new);
     lua_setfield(L, -2, "iter_new");
+    lua_pushcfunction(L, mqr__lua_traceback_fn); /* debug.traceback on one line */
+    lua_setfield(L, -2, "traceback");
     lua_call(L, 3, 1);
     lua_setfield(L, LUA_REGISTRYINDEX, DISPATCH_KEY);
     mqr__upstream_observe(st->host->e, observe, st->host); /* once per host: EEXIST after */

@@ -110,6 +110,40 @@ static const char sandbox_lua[] =
     "end\n"
     "return new_env\n";
 
+void mqr__lua_traceback_line(lua_State *L, lua_State *L1, const char *msg, int level)
+{
+    size_t mlen = msg ? strlen(msg) : 0;
+    luaL_traceback(L, L1, msg, level); /* msg "\nstack traceback:" ("\n\t" frame)* */
+    size_t n;
+    const char *t = lua_tolstring(L, -1, &n);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    /* the message, its own line breaks turned into spaces */
+    for (size_t i = 0; i < mlen && i < n; i++)
+        luaL_addchar(&b, msg[i] == '\n' || msg[i] == '\r' ? ' ' : msg[i]);
+    const char *frames = mlen <= n ? t + mlen : t;
+    const char *head = strstr(frames, "stack traceback:");
+    if (head) {
+        luaL_addstring(&b, MQR_TRACEBACK_SEP);
+        bool first = true;
+        for (const char *p = head + strlen("stack traceback:"); *p;) {
+            while (*p == '\n' || *p == '\t' || *p == ' ')
+                p++;
+            if (!*p) break;
+            const char *end = strchr(p, '\n');
+            size_t len = end ? (size_t)(end - p) : strlen(p);
+            if (!first) luaL_addstring(&b, " <- ");
+            luaL_addlstring(&b, p, len);
+            first = false;
+            p += len;
+        }
+    }
+    luaL_pushresult(&b);
+    lua_remove(L, -2); /* [-0, +1] */
+}
+
+/* The message handler of every protected call: the error and where it came
+ * from, on one line (a log entry is one line). */
 static int l_traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
@@ -117,7 +151,18 @@ static int l_traceback(lua_State *L)
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
-    luaL_traceback(L, L, msg, 1);
+    mqr__lua_traceback_line(L, L, msg, 1);
+    return 1;
+}
+
+/* traceback(co | msg [, msg]) for the Lua halves (l_session.c): debug.traceback
+ * on one line. */
+int mqr__lua_traceback_fn(lua_State *L)
+{
+    lua_State *L1 = lua_type(L, 1) == LUA_TTHREAD ? lua_tothread(L, 1) : L;
+    int arg = L1 == L ? 1 : 2;
+    const char *msg = lua_tostring(L, arg);
+    mqr__lua_traceback_line(L, L1, msg ? msg : "", L1 == L ? 1 : 0);
     return 1;
 }
 
@@ -273,20 +318,20 @@ int mqr__script_call_results(l_state_t *st, int nargs, int nresults, const char 
     }
     const char *err = lua_tostring(L, -1);
     if (!err) err = "(no error message)";
-    const char *nl = strchr(err, '\n');
-    int first_len = nl ? (int)(nl - err) : (int)strlen(err);
-    snprintf(h->last_error, sizeof h->last_error, "%.*s", first_len, err);
+    /* last_error: the message without its traceback */
+    const char *tb = strstr(err, MQR_TRACEBACK_SEP);
+    int msg_len = tb ? (int)(tb - err) : (int)strlen(err);
+    snprintf(h->last_error, sizeof h->last_error, "%.*s", msg_len, err);
     if (errors) (*errors)++;
     h->handler_errors++;
     if (tripped) {
         if (budget_errors) (*budget_errors)++;
         h->budget_errors++;
-        MQR_LOG_E("rules", "%s stopped: exceeded its time budget of %u ms (%.*s)", what,
-                  h->e->handler_budget_ms, first_len, err);
+        MQR_LOG_E("rules", "%s stopped: exceeded its time budget of %u ms (%s)", what,
+                  h->e->handler_budget_ms, err);
     } else {
-        MQR_LOG_E("rules", "%s failed: %.*s", what, first_len, err);
+        MQR_LOG_E("rules", "%s failed: %s", what, err);
     }
-    if (nl) MQR_LOG_D("rules", "%s", err);
     lua_pop(L, 2); /* error, traceback function */
     return tripped ? MQR_EBUDGET : MQR_ESCRIPT;
 }

@@ -310,6 +310,14 @@ void mqr__lsession_dispatch(l_state_t *st);
 void mqr__lregistry_open(lua_State *L);
 void mqr__lregistry_close(mqr_script_t *h);
 
+/* Pushes msg and the traceback of L1 from level on one line: "msg | traceback:
+ * file:line: in function 'f' <- file:line: in main chunk" (a log entry is one
+ * line; line breaks in msg become spaces). [-0, +1] */
+#define MQR_TRACEBACK_SEP " | traceback: "
+void mqr__lua_traceback_line(lua_State *L, lua_State *L1, const char *msg, int level);
+/* traceback([co,] msg): the same, callable from Lua (debug.traceback's form). */
+int mqr__lua_traceback_fn(lua_State *L);
+
 /* Pushes nil, "ENAME: text", "ENAME" and returns 3 (the luv convention). */
 int mqr__lua_fail(lua_State *L, int err, const char *detail);
 /* Raises "<fname>: unknown option 'x' (it takes a, b, ...)" when the table at
