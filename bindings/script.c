@@ -217,10 +217,12 @@ static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *
     lua_pushstring(L, sdir ? sdir : ".");
     free(sdir);
     mqr__rules_open(L);
+    mqr__lua_name_table(L, -1, "mq", 1); /* the C functions, before Lua wraps any */
     mqr__lauth_open(L);
     mqr__lsession_open(L);
     mqr__lkv_open(L);
     mqr__lregistry_open(L);
+    mqr__lua_name_table(L, -1, "mq", 1);
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, "mqrouter.api");
     if (lua_pcall(L, 3, 1, 0) != 0) {
@@ -866,7 +868,7 @@ static int route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_
     if (r->session && msg->origin_conn != (const void *)r->session->u) return 0;
     r->calls++;
     if (r->queue && mqr__queue_replaying(r->queue, msg))
-        return 0; /* q:replay() leaves its own queue as it is */
+        return 0;   /* q:replay() leaves its own queue as it is */
     if (r->queue) { /* into a queue, topic and all; refusals are the queue's to count */
         mqr_queue_pub_opts_t o = {.priority = r->queue_priority, .ttl_ms = r->queue_ttl_ms};
         int rc = mqr__queue_publish(r->queue, msg, &o, NULL);
@@ -907,13 +909,20 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
     int qprio = 2;
     int64_t qttl = 0;
     if (opts_idx && !lua_isnoneornil(L, opts_idx)) {
-        luaL_checktype(L, opts_idx, LUA_TTABLE);
+        const char *fname = session ? "session:route" : "mq.route";
+        if (!lua_istable(L, opts_idx))
+            return luaL_error(L, "%s: options must be a table {qos, dead_letter}, not a %s", fname,
+                              luaL_typename(L, opts_idx));
+        if (!session) {
+            static const char *const fn_known[] = {"qos", "dead_letter", NULL};
+            static const char *const q_known[] = {"qos", "dead_letter", "priority", "ttl", NULL};
+            mqr__lua_check_options(L, opts_idx, fname, to_queue ? q_known : fn_known);
+        }
         lua_getfield(L, opts_idx, "qos");
-        qos = (int)luaL_optinteger(L, -1, 0);
+        qos = mqr__lua_opt_qos(L, -1, fname, 0);
         lua_getfield(L, opts_idx, "dead_letter");
         dlq = luaL_optstring(L, -1, NULL);
         lua_pop(L, 2); /* dlq stays alive: the table holds it */
-        if (qos < 0 || qos > 2) return luaL_argerror(L, opts_idx, "qos must be 0, 1 or 2");
         if (dlq && mqr__topic_name_check(dlq, strlen(dlq), &why) < 0)
             return luaL_error(L, "invalid dead_letter topic '%s': %s", dlq, why);
         if (to_queue) {
