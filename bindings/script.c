@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 
 #ifndef MQR_STDLIB_DIR
@@ -42,15 +43,18 @@ const char *mqr__script_stdlib_dir(void)
 
 static void state_close(l_state_t *st);
 
+/* The registry's list of the files st's require loaded (the sandbox fills it). */
+#define MODULES_KEY "mqrouter.modules"
+
 /* ---- the sandbox -------------------------------------------------------- */
 
 /* Builds the environment scripts run in: an allowlist of the standard
  * library, a require() limited to text Lua files under the stdlib and the
  * script's own directory, and strict globals (reading an undeclared one is
- * an error). Receives stdlib dir, script dir and the rules API table; returns
- * the env maker. */
+ * an error). Receives stdlib dir, script dir, the rules API table and a list
+ * that gets the path of every file require loads; returns the env maker. */
 static const char sandbox_lua[] =
-    "local stdlib_dir, script_dir, mq = ...\n"
+    "local stdlib_dir, script_dir, mq, files = ...\n"
     "local G = _G\n"
     "local allowed = { 'assert', 'error', 'ipairs', 'next', 'pairs', 'pcall', 'select',\n"
     "  'tonumber', 'tostring', 'type', 'unpack', 'xpcall', 'setmetatable', 'getmetatable',\n"
@@ -83,6 +87,7 @@ static const char sandbox_lua[] =
     "    error(\"module '\" .. name .. \"' not found in \" .. script_dir .. ' or ' .. stdlib_dir, "
     "2)\n"
     "  end\n"
+    "  files[#files + 1] = path -- watched for changes like the script (script.c)\n"
     "  local chunk, err = load(src, '@' .. path, 't', new_env())\n"
     "  if not chunk then error(err, 0) end\n"
     "  loading[name] = true\n"
@@ -225,7 +230,10 @@ static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *
     mqr__lua_name_table(L, -1, "mq", 1);
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, "mqrouter.api");
-    if (lua_pcall(L, 3, 1, 0) != 0) {
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, MODULES_KEY);
+    if (lua_pcall(L, 4, 1, 0) != 0) {
         if (errmsg) *errmsg = strdup(lua_tostring(L, -1));
         state_close(st);
         return NULL;
@@ -274,6 +282,11 @@ static void state_close(l_state_t *st)
         free(r);
     }
     st->routes = NULL;
+    for (size_t i = 0; i < st->n_modules; i++)
+        free(st->modules[i]);
+    free(st->modules);
+    st->modules = NULL;
+    st->n_modules = 0;
     mqr__lqueue_state_close(st); /* its consumers call into st->L */
     mqr__lsub_state_close(st);
     mqr__liter_state_close(st);
@@ -515,6 +528,25 @@ static uint64_t digest(const char *s, size_t n)
     return x ^ n;
 }
 
+/* st->modules: the files st's require loaded (the sandbox's list). */
+static void collect_modules(l_state_t *st)
+{
+    lua_State *L = st->L;
+    lua_getfield(L, LUA_REGISTRYINDEX, MODULES_KEY); /* [-0, +1] */
+    size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+    st->modules = n ? calloc(n, sizeof *st->modules) : NULL;
+    for (size_t i = 0; st->modules && i < n; i++) {
+        lua_rawgeti(L, -1, (int)i + 1);
+        const char *s = lua_tostring(L, -1);
+        char *copy = s ? strdup(s) : NULL;
+        if (copy) st->modules[st->n_modules++] = copy;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+static void watch_modules(mqr_script_t *h, const l_state_t *st);
+
 static int load_code(mqr_script_t *h, const char *chunkname, const char *path, const char *code,
                      size_t len, char **errmsg)
 {
@@ -543,6 +575,8 @@ static int load_code(mqr_script_t *h, const char *chunkname, const char *path, c
     int prc = lua_pcall(L, 0, 0, -2);
     bool tripped = h->budget ? mqr__budget_leave(h->budget) : false;
     h->call_depth--;
+    collect_modules(st);
+    watch_modules(h, st); /* a failed load's too: fixing one of them is a change */
     if (prc != 0) {
         const char *err = lua_tostring(L, -1);
         if (errmsg) {
@@ -613,6 +647,15 @@ static int read_file(const char *path, char **out, size_t *len, char **errmsg)
 
 /* ---- file watching -------------------------------------------------------- */
 
+/* A watched directory: saving often replaces a file (rename), so the
+ * directory is watched, not the file. */
+struct l_watch {
+    uv_fs_event_t ev;
+    struct l_watch *next;
+    mqr_script_t *h;
+    char *dir;
+};
+
 static int reload_file(mqr_script_t *h, bool only_if_changed, char **errmsg);
 
 static void on_debounce(uv_timer_t *t)
@@ -630,52 +673,184 @@ static const char *base_name(const char *path)
     return s ? s + 1 : path;
 }
 
-static void on_fs_event(uv_fs_event_t *w, const char *filename, int events, int status)
+/* "dir/name": how watch_files spells a file. NULL when out of memory. */
+static char *join_path(const char *dir, const char *name)
 {
-    mqr_script_t *h = w->data;
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static bool watched(const mqr_script_t *h, const char *file)
+{
+    for (size_t i = 0; i < h->n_watch_files; i++)
+        if (strcmp(h->watch_files[i], file) == 0) return true;
+    return false;
+}
+
+static void on_fs_event(uv_fs_event_t *ev, const char *filename, int events, int status)
+{
+    (void)events;
+    struct l_watch *w = ev->data;
+    mqr_script_t *h = w->h;
     if (status < 0 || !h->path) return;
-    if (filename && strcmp(filename, base_name(h->path)) != 0) return;
+    if (filename) {
+        char *file = join_path(w->dir, filename);
+        bool ours = file && watched(h, file);
+        free(file);
+        if (!ours) return;
+    }
     /* editors write in several steps: reload once things settle */
     uv_timer_start(&h->debounce, on_debounce, 100, 0);
+}
+
+static void watch_closed(uv_handle_t *hd)
+{
+    struct l_watch *w = hd->data;
+    free(w->dir);
+    free(w);
+}
+
+/* Adds path to the files watched, and a watch on its directory unless one
+ * is there already. */
+static void watch_path(mqr_script_t *h, const char *path)
+{
+    char *dir = dir_of(path);
+    char *file = dir ? join_path(dir, base_name(path)) : NULL;
+    if (!file || watched(h, file)) {
+        free(dir);
+        free(file);
+        return;
+    }
+    char **files = realloc(h->watch_files, (h->n_watch_files + 1) * sizeof *files);
+    if (!files) {
+        free(dir);
+        free(file);
+        return;
+    }
+    h->watch_files = files;
+    files[h->n_watch_files++] = file;
+    for (struct l_watch *w = h->watches; w; w = w->next) {
+        if (strcmp(w->dir, dir) == 0) {
+            free(dir);
+            return;
+        }
+    }
+    struct l_watch *w = calloc(1, sizeof *w);
+    if (!w) {
+        free(dir);
+        return;
+    }
+    w->h = h;
+    w->dir = dir;
+    uv_fs_event_init(h->e->loop, &w->ev);
+    w->ev.data = w;
+    int rc = uv_fs_event_start(&w->ev, on_fs_event, dir, 0);
+    if (rc < 0) {
+        MQR_LOG_W("rules", "cannot watch %s for changes: %s", dir, mqr_strerror(rc));
+        uv_close((uv_handle_t *)&w->ev, watch_closed);
+        return;
+    }
+    uv_unref((uv_handle_t *)&w->ev);
+    w->next = h->watches;
+    h->watches = w;
+}
+
+static void watch_modules(mqr_script_t *h, const l_state_t *st)
+{
+    if (!h->watching) return;
+    for (size_t i = 0; i < st->n_modules; i++)
+        watch_path(h, st->modules[i]);
 }
 
 static void start_watch(mqr_script_t *h)
 {
     mqr_engine_t *e = h->e;
-    if (!e->watch_script || h->watching || !h->path) return;
+    if (!e->watch_script || !h->path) return;
     if (!h->debounce_init) {
         uv_timer_init(e->loop, &h->debounce);
         h->debounce.data = h;
         uv_unref((uv_handle_t *)&h->debounce);
         h->debounce_init = true;
     }
-    /* watch the directory: saving often replaces the file (rename) */
-    char *dir = dir_of(h->path);
-    uv_fs_event_init(e->loop, &h->watch);
-    h->watch.data = h;
-    int rc = dir ? uv_fs_event_start(&h->watch, on_fs_event, dir, 0) : MQR_ENOMEM;
-    if (rc < 0) {
-        MQR_LOG_W("rules", "cannot watch %s for changes: %s", dir ? dir : "?", mqr_strerror(rc));
-        uv_close((uv_handle_t *)&h->watch, NULL);
-    } else {
-        uv_unref((uv_handle_t *)&h->watch);
-        h->watching = true;
+    h->watching = true;
+    watch_path(h, h->path);
+    if (h->cur) watch_modules(h, h->cur);
+}
+
+static void stop_watch(mqr_script_t *h)
+{
+    for (struct l_watch *w = h->watches, *next; w; w = next) {
+        next = w->next;
+        uv_close((uv_handle_t *)&w->ev, watch_closed);
     }
-    free(dir);
+    h->watches = NULL;
+    h->watching = false;
+}
+
+/* What a reload depends on: the script's text and that of every module the
+ * running rules loaded (a module that cannot be read counts as changed). */
+static uint64_t files_digest(const char *code, size_t len, const l_state_t *st)
+{
+    uint64_t d = digest(code, len);
+    for (size_t i = 0; st && i < st->n_modules; i++) {
+        char *text;
+        size_t n;
+        if (read_file(st->modules[i], &text, &n, NULL) == 0) {
+            d = (d ^ digest(text, n)) * 1099511628211ull;
+            free(text);
+        } else {
+            d = (d ^ 0x9e3779b97f4a7c15ull) * 1099511628211ull;
+        }
+    }
+    return d;
+}
+
+/* "12:00:03 UTC" of a time in ms since the epoch. */
+static void clock_text(uint64_t ms, char *buf, size_t cap)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, cap, "%H:%M:%S UTC", &tm);
+}
+
+/* A reload failed: keep why (without the traceback) and when. */
+static void note_reload_failure(mqr_script_t *h, const char *err)
+{
+    const char *msg = err ? err : "reload failed";
+    const char *tb = strstr(msg, MQR_TRACEBACK_SEP);
+    int n = tb ? (int)(tb - msg) : (int)strlen(msg);
+    snprintf(h->last_reload_error, sizeof h->last_reload_error, "%.*s", n, msg);
+    h->last_reload_error_at = mqr__script_now_ms(h);
+    h->reload_failing = true;
 }
 
 static int reload_file(mqr_script_t *h, bool only_if_changed, char **errmsg)
 {
     char *code;
     size_t len;
+    bool had = h->cur != NULL;
     int rc = read_file(h->path, &code, &len, errmsg);
     if (rc < 0) {
         h->reload_failures++;
+        if (had) note_reload_failure(h, errmsg ? *errmsg : NULL);
         return rc;
     }
-    uint64_t d = digest(code, len);
-    if (only_if_changed && h->cur && memcmp(&d, h->file_digest, sizeof d) == 0) {
+    char since[32];
+    clock_text(h->last_reload_error_at, since, sizeof since);
+    uint64_t running;
+    memcpy(&running, h->file_digest, sizeof running);
+    if (only_if_changed && h->cur && files_digest(code, len, h->cur) == running) {
         free(code);
+        /* a broken save reverted: say that the failure is over */
+        if (h->reload_failing)
+            MQR_LOG_W("rules",
+                      "%s is back to the rules that run: the failed reload at %s is over, "
+                      "nothing to reload",
+                      h->path, since);
+        h->reload_failing = false;
         return 0;
     }
     size_t n = strlen(h->path) + 2;
@@ -685,21 +860,28 @@ static int reload_file(mqr_script_t *h, bool only_if_changed, char **errmsg)
         return MQR_ENOMEM;
     }
     snprintf(chunk, n, "@%s", h->path);
-    bool had = h->cur != NULL;
     rc = load_code(h, chunk, h->path, code, len, errmsg);
     free(chunk);
-    free(code);
     if (rc < 0) {
-        if (had) h->reload_failures++;
+        free(code);
+        if (had) {
+            h->reload_failures++;
+            note_reload_failure(h, errmsg ? *errmsg : NULL);
+        }
         return rc;
     }
+    uint64_t d = files_digest(code, len, h->cur);
+    free(code);
     memcpy(h->file_digest, &d, sizeof d);
-    if (had) {
-        h->reloads++;
+    if (had && h->reload_failing)
+        MQR_LOG_W("rules", "reloaded %s after the failed reload at %s: the new rules run", h->path,
+                  since);
+    else if (had)
         MQR_LOG_I("rules", "reloaded %s", h->path);
-    } else {
+    else
         MQR_LOG_I("rules", "loaded %s", h->path);
-    }
+    if (had) h->reloads++;
+    h->reload_failing = false;
     return 0;
 }
 
@@ -708,10 +890,7 @@ static int reload_file(mqr_script_t *h, bool only_if_changed, char **errmsg)
 static void host_stop(void *arg)
 {
     mqr_script_t *h = arg;
-    if (h->watching) {
-        uv_close((uv_handle_t *)&h->watch, NULL);
-        h->watching = false;
-    }
+    stop_watch(h);
     if (h->debounce_init) {
         uv_close((uv_handle_t *)&h->debounce, NULL);
         h->debounce_init = false;
@@ -736,11 +915,23 @@ static void host_free(void *arg)
     mqr__lkv_free(h);
     mqr__lcfunc_free_all(h);
     if (h->budget) mqr__budget_free(h->budget);
+    for (size_t i = 0; i < h->n_watch_files; i++)
+        free(h->watch_files[i]);
+    free(h->watch_files);
     free(h->path);
     free(h);
 }
 
 static const mqr_script_ops_t host_ops = {.stop = host_stop, .free = host_free};
+
+/* The admin API's rules info: l_admin.c's, and why the last reload failed. */
+static void rules_info(void *ctx, mqr_admin_rules_info_t *out)
+{
+    mqr_script_t *h = ctx;
+    if (h->ladmin_rules_info) h->ladmin_rules_info(ctx, out);
+    out->last_reload_error = h->last_reload_error;
+    out->last_reload_error_at = (double)h->last_reload_error_at / 1000.0;
+}
 
 static int engine_reload(mqr_engine_t *e, char **errmsg)
 {
@@ -760,6 +951,8 @@ mqr_script_t *mqr__script_host(mqr_engine_t *e)
     e->script = h;
     e->script_ops = &host_ops;
     mqr__ladmin_hooks(h);
+    h->ladmin_rules_info = h->admin_hooks.rules_info;
+    h->admin_hooks.rules_info = rules_info;
     mqr__engine_reload_hook = engine_reload;
     return h;
 }
@@ -794,10 +987,13 @@ int mqr_engine_load_string(mqr_engine_t *e, const char *name, const char *code, 
     bool had = h->cur != NULL;
     int rc = load_code(h, chunk, NULL, code, strlen(code), errmsg);
     if (had) {
-        if (rc < 0)
+        if (rc < 0) {
             h->reload_failures++;
-        else
+            note_reload_failure(h, errmsg ? *errmsg : NULL);
+        } else {
             h->reloads++;
+            h->reload_failing = false;
+        }
     }
     return rc;
 }

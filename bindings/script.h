@@ -148,6 +148,8 @@ struct l_state {
     l_iter_t *iters; /* buffers of the session iterators (l_iter.c) */
     int traceback_ref;
     int env_ref;
+    char **modules; /* the files its require loaded while the script ran */
+    size_t n_modules;
     bool active;
     bool closing;
     unsigned open_timers; /* timers whose handles are not closed yet */
@@ -162,7 +164,11 @@ struct mqr_script {
     l_qhost_t *qhost;      /* queues the scripts declared (l_queue.c); NULL until the first */
     l_cfunc_t *cfuncs;     /* C functions the host registered (l_cfunc.c, mqrouter_lua.h) */
     char *path;            /* the file loaded last, for reload and watching */
-    uv_fs_event_t watch;
+    /* Watching: the script and every file its require loaded (any version
+     * of the rules, failed loads too), one uv_fs_event per directory. */
+    struct l_watch *watches; /* the directories */
+    char **watch_files;      /* "dir/name" of each file watched */
+    size_t n_watch_files;
     bool watching;
     uv_timer_t debounce;
     bool debounce_init;
@@ -175,6 +181,12 @@ struct mqr_script {
     uint64_t budget_errors;
     uint64_t reload_dropped; /* buffered messages a reload found no taker for */
     char last_error[512];    /* first line of the last failed call's error */
+    /* The last failed reload: its error (file:line: message, no traceback)
+     * and when (ms since the epoch); kept after a later success. */
+    char last_reload_error[512];
+    uint64_t last_reload_error_at;
+    bool reload_failing; /* the last reload failed and none succeeded since */
+    void (*ladmin_rules_info)(void *ctx, mqr_admin_rules_info_t *out); /* l_admin.c's */
     /* Fake clock (busted host, mqrouter.testing): while on, mq.now() and the
      * time of messages published from Lua or the host read clock_ms, and
      * script timers are not started on the loop: mqr__script_advance()
