@@ -84,6 +84,8 @@ static const char sandbox_lua[] =
     "  if loading[name] then error(\"loop requiring module '\" .. name .. \"'\", 2) end\n"
     "  local path, src = find(name)\n"
     "  if not path then\n"
+    "    -- watched too: creating it is the change that mends the load\n"
+    "    files[#files + 1] = script_dir .. '/' .. name:gsub('%.', '/') .. '.lua'\n"
     "    error(\"module '\" .. name .. \"' not found in \" .. script_dir .. ' or ' .. stdlib_dir, "
     "2)\n"
     "  end\n"
@@ -1199,7 +1201,7 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
 int mqr__timer_declare(lua_State *L, l_state_t *st, double seconds, bool repeat, int fn_idx)
 {
     if (!(seconds >= 0) || seconds > 1e9)
-        return luaL_error(L, "timer interval must be a number of seconds >= 0");
+        return luaL_error(L, "the interval must be 0 .. 1e9 seconds, not %f", seconds);
     l_timer_t *t = calloc(1, sizeof *t);
     if (!t) return luaL_error(L, "out of memory");
     uint64_t ms = (uint64_t)(seconds * 1000.0 + 0.5);

@@ -149,5 +149,7 @@ describe("rules API misuse", function()
       load_error(e, 'mq.subscribe("a", print, { buffer = 0 })'))
     assert.are.equal("rules:2: mq.listen: option 'port' out of range: 70000 given, it takes 0 .. 65535",
       load_error(e, 'mq.listen{ port = 70000 }'))
+    assert.are.equal("rules:2: mq.every: the interval must be 0 .. 1e9 seconds, not -1",
+      load_error(e, 'mq.every(-1, print)'))
   end)
 end)

@@ -139,6 +139,22 @@ describe("reload", function()
     assert.are.equal(3, e:stats().reloads)
   end)
 
+  it("reloads when a module a failed reload could not find is created", function()
+    h.write(path, rules("v1"))
+    assert(e:load_file(path))
+    local cap = e:capture("out/#")
+    h.write(path, [[
+      local mq = require "mqrouter"
+      local fmt = require "newfmt"
+      mq.route("in/#", function(msg) mq.publish("out/" .. fmt.tag, msg.payload) end)
+    ]])
+    assert.is_true(h.run_until(e, function() return e:stats().reload_failures == 1 end, 3))
+    h.write(dir .. "/newfmt.lua", "return { tag = 'new' }\n")
+    assert.is_true(h.run_until(e, function() return e:stats().reloads == 1 end, 3))
+    e:publish("in/x", "1")
+    assert.are.equal("out/new", cap:messages()[1].topic)
+  end)
+
   it("logs the failure of a broken save, then the recovery when it is reverted", function()
     h.write(dir .. "/fmt.lua", "return { tag = 'ok' }\n")
     h.write(path, rules("v1"))
