@@ -190,7 +190,9 @@ lua_Number mqr__lua_optnumber(lua_State *L, int narg, lua_Number def)
 lua_Integer mqr__lua_checkinteger(lua_State *L, int narg)
 {
     lua_Number n = mqr__lua_checknumber(L, narg);
-    if (n != (lua_Number)(lua_Integer)n) mqr__lua_argerror(L, narg, "integer expected");
+    /* range first: converting a double out of range is undefined */
+    if (!(n >= -9007199254740992.0 && n <= 9007199254740992.0) || n != (lua_Number)(lua_Integer)n)
+        mqr__lua_argerror(L, narg, "integer expected");
     return (lua_Integer)n;
 }
 

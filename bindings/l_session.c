@@ -47,7 +47,7 @@ static int opt_int(lua_State *L, int t, const char *key, int def)
         v = lua_toboolean(L, -1);
     } else if (!lua_isnil(L, -1)) {
         lua_Number n = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0.5;
-        if (n != (lua_Number)(int)n)
+        if (!(n >= -2147483648.0 && n <= 2147483647.0) || n != (lua_Number)(int)n)
             luaL_error(L, "mq.session: option '%s' must be an integer, not %s%s", key,
                        lua_type(L, -1) == LUA_TNUMBER ? "" : "a ",
                        lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1));
