@@ -109,6 +109,9 @@ describe("rules API misuse", function()
       { 'mq.devices.list{ limt = 1 }',
         "mq.devices.list: unknown option 'limt' (it takes tenant, type, status, prefix, limit, cursor)" },
       { 'mq.retained.set("a", "b", { qso = 1 })', "mq.retained.set: unknown option 'qso' (it takes qos)" },
+      { 'mq.session{ name = "s", broker = "tcp://127.0.0.1:1" }:publish_batch({ { "a", "b", qso = 1 } })',
+        "session:publish_batch: item 1: unknown option 'qso' (it takes topic, payload, qos, retain, "
+          .. "properties)" },
     }
     for _, c in ipairs(cases) do
       assert.are.equal("rules:2: " .. c[2], load_error(e, c[1]))
