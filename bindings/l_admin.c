@@ -29,6 +29,8 @@ static void hook_rules_info(void *ctx, mqr_admin_rules_info_t *out)
     out->handler_errors = h->handler_errors;
     out->budget_errors = h->budget_errors;
     out->reload_dropped = h->reload_dropped;
+    out->last_reload_error = h->last_reload_error;
+    out->last_reload_error_at = (double)h->last_reload_error_at / 1000.0;
     out->last_error = h->last_error;
 }
 

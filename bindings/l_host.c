@@ -240,8 +240,6 @@ static int l_engine_reload(lua_State *L)
     return load_result(L, rc, err);
 }
 
-int mqr__publish_opts(lua_State *L, int idx, mqr_msg_init_t *in, uint8_t **props);
-
 /* e:publish(topic, payload [, {qos, retain, properties}]) as origin "c" */
 static int l_engine_publish(lua_State *L)
 {
@@ -252,7 +250,7 @@ static int l_engine_publish(lua_State *L)
     in.topic = luaL_checklstring(L, 2, &in.topic_len);
     in.payload = luaL_checklstring(L, 3, &in.payload_len);
     uint8_t *props;
-    mqr__publish_opts(L, 4, &in, &props);
+    mqr__publish_opts(L, 4, "engine:publish", NULL, &in, &props);
     int rc = mqr__engine_publish_data(le->e, &in);
     free(props);
     if (rc < 0) return mqr__lua_fail(L, rc, NULL);

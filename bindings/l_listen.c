@@ -40,9 +40,13 @@ static lua_Integer opt_int(lua_State *L, int t, const char *key, lua_Integer lo,
     lua_Integer v = 0;
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "listen option '%s' must be a number", key);
-        v = lua_tointeger(L, -1);
-        if (v < lo || v > hi) luaL_error(L, "listen option '%s' out of range", key);
+            luaL_error(L, "mq.listen: option '%s' must be a number, not a %s", key,
+                       luaL_typename(L, -1));
+        lua_Number n = lua_tonumber(L, -1);
+        if (!(n >= (lua_Number)lo && n <= (lua_Number)hi))
+            luaL_error(L, "mq.listen: option '%s' out of range: %s given, it takes %d .. %d", key,
+                       lua_tostring(L, -1), (int)lo, (int)hi);
+        v = (lua_Integer)n;
     }
     lua_pop(L, 1);
     return v;
@@ -69,7 +73,7 @@ static int start(l_listen_t *x, char **err)
     return mqr_engine_listen(x->host->e, &x->opts, &x->l, err);
 }
 
-static const char *known[] = {
+static const char *const known[] = {
     "type",
     "host",
     "port",
@@ -104,19 +108,12 @@ int mqr__llisten_new(lua_State *L)
 {
     l_state_t *st = lua_touserdata(L, lua_upvalueindex(1));
     mqr_script_t *h = st->host;
-    luaL_checktype(L, 1, LUA_TTABLE);
-    /* a misspelt option would silently be a default: refuse it */
-    lua_pushnil(L);
-    while (lua_next(L, 1)) {
-        lua_pop(L, 1);
-        bool ok = false;
-        if (lua_type(L, -1) == LUA_TSTRING)
-            for (const char **k = known; *k && !ok; k++)
-                ok = strcmp(*k, lua_tostring(L, -1)) == 0;
-        if (!ok)
-            return luaL_error(L, "listen: unknown option '%s'",
-                              lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?");
-    }
+    if (!lua_istable(L, 1))
+        return luaL_error(L,
+                          "mq.listen: expects a table of options { type =, port =, ... }, "
+                          "not a %s",
+                          luaL_typename(L, 1));
+    mqr__lua_check_options(L, 1, "mq.listen", known);
 
     mqr_listen_options_t o;
     mqr_listen_options_init(&o);

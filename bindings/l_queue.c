@@ -35,8 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int mqr__publish_opts(lua_State *L, int idx, mqr_msg_init_t *in, uint8_t **props);
-
 #define QUEUE_MT "mqrouter.queue"
 #define CONSUMER_MT "mqrouter.queue.consumer"
 #define QMSG_MT "mqrouter.queue.message"
@@ -610,14 +608,24 @@ static uint64_t opt_id(lua_State *L, int idx)
  * a message to enqueue as it is), options at oidx { priority, ttl, id, topic,
  * qos, retain, properties }. Returns the message (a reference) or NULL and
  * pushes nil, err, name (an invalid topic: *nret = 3). Raises on misuse. */
+static const char *const pub_known[] = {"priority", "ttl",    "id",         "topic",
+                                        "qos",      "retain", "properties", NULL};
+static const char *const batch_known[] = {"payload", "priority", "ttl",        "id", "topic",
+                                          "qos",     "retain",   "properties", NULL};
+static const char *const tx_known[] = {"priority", "ttl",        "topic", "qos",
+                                       "retain",   "properties", NULL};
+
 static mqr_msg_t *build(lua_State *L, l_queue_t *lq, int pidx, int oidx, mqr_queue_pub_opts_t *o,
-                        bool allow_id, int *nret)
+                        const char *fname, const char *const *known, int *nret)
 {
     *o = (mqr_queue_pub_opts_t)MQR_QUEUE_PUB_OPTS_INIT;
     *nret = 0;
+    bool allow_id = known != tx_known;
     bool has_opts = !lua_isnoneornil(L, oidx);
     if (has_opts) {
-        luaL_checktype(L, oidx, LUA_TTABLE);
+        if (!lua_istable(L, oidx))
+            luaL_error(L, "%s: options must be a table, not a %s", fname, luaL_typename(L, oidx));
+        mqr__lua_check_options(L, oidx, fname, known);
         lua_getfield(L, oidx, "priority");
         if (!lua_isnil(L, -1)) {
             if (!lq->priorities)
@@ -629,7 +637,7 @@ static mqr_msg_t *build(lua_State *L, l_queue_t *lq, int pidx, int oidx, mqr_que
         if (!lua_isnil(L, -1)) o->ttl_ms = opt_ttl(L, lua_gettop(L), "ttl");
         lua_getfield(L, oidx, "id");
         if (!lua_isnil(L, -1)) {
-            if (!allow_id) luaL_error(L, "id (de-duplication) is for q:publish only");
+            if (!allow_id) luaL_error(L, "%s: id (de-duplication) is for q:publish only", fname);
             if (!lq->dedup)
                 luaL_error(L, "queue '%s' has no de-duplication window (declare it with dedup = n)",
                            lq->d.name);
@@ -660,7 +668,7 @@ static mqr_msg_t *build(lua_State *L, l_queue_t *lq, int pidx, int oidx, mqr_que
     in.origin_name =
         st->chunkname[0] == '@' || st->chunkname[0] == '=' ? st->chunkname + 1 : st->chunkname;
     uint8_t *props = NULL;
-    if (has_opts) mqr__publish_opts(L, oidx, &in, &props);
+    if (has_opts) mqr__publish_opts(L, oidx, fname, known, &in, &props);
     const char *why = NULL;
     int rc = mqr__topic_name_check(in.topic, in.topic_len, &why);
     mqr_msg_t *msg = rc == 0 ? mqr__msg_new(&in) : NULL;
@@ -675,7 +683,7 @@ static int l_q_publish(lua_State *L)
     l_queue_t *lq = check_queue(L, 1);
     mqr_queue_pub_opts_t o;
     int nret;
-    mqr_msg_t *msg = build(L, lq, 2, 3, &o, true, &nret);
+    mqr_msg_t *msg = build(L, lq, 2, 3, &o, "queue:publish", pub_known, &nret);
     if (!msg) return nret;
     uint64_t id = 0;
     int rc = mqr__queue_publish(lq->q, msg, &o, &id);
@@ -706,7 +714,8 @@ static int l_q_publish_batch(lua_State *L)
         }
         mqr_queue_pub_opts_t o;
         int nret;
-        mqr_msg_t *msg = build(L, lq, pidx, oidx ? oidx : pidx + 1, &o, true, &nret);
+        mqr_msg_t *msg = build(L, lq, pidx, oidx ? oidx : pidx + 1, &o, "queue:publish_batch",
+                               oidx ? batch_known : pub_known, &nret);
         int rc = msg ? mqr__queue_publish(lq->q, msg, &o, NULL) : -1;
         if (msg) mqr_msg_unref(msg);
         if (rc == 0) {
@@ -750,6 +759,8 @@ static int l_q_consume(lua_State *L)
     lua_Integer prefetch = 0, batch = 0;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
+        static const char *const known[] = {"prefetch", "batch", NULL};
+        mqr__lua_check_options(L, 3, "queue:consume", known);
         lua_getfield(L, 3, "prefetch");
         prefetch = luaL_optinteger(L, -1, 0);
         lua_getfield(L, 3, "batch");
@@ -964,6 +975,8 @@ static int l_q_replay(lua_State *L)
     unsigned flags = 0;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
+        static const char *const known[] = {"dead", NULL};
+        mqr__lua_check_options(L, 3, "queue:replay", known);
         lua_getfield(L, 3, "dead");
         if (lua_toboolean(L, -1)) flags |= MQR_QREPLAY_DEAD;
         lua_pop(L, 1);
@@ -1039,9 +1052,11 @@ static double opt_number(lua_State *L, int t, const char *key, double def, doubl
     double v = def;
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "queue option '%s' must be a number", key);
+            luaL_error(L, "mq.queue: option '%s' must be a number", key);
         v = lua_tonumber(L, -1);
-        if (!(v >= lo && v <= hi)) luaL_error(L, "queue option '%s' out of range", key);
+        if (!(v >= lo && v <= hi))
+            luaL_error(L, "mq.queue: option '%s' out of range: %f given, it takes %f .. %f%s", key,
+                       v, lo, hi, strcmp(key, "max_memory") == 0 ? " bytes" : "");
     }
     lua_pop(L, 1);
     return v;
@@ -1053,7 +1068,7 @@ static bool opt_bool(lua_State *L, int t, const char *key, bool def)
     bool v = def;
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TBOOLEAN)
-            luaL_error(L, "queue option '%s' must be true or false", key);
+            luaL_error(L, "mq.queue: option '%s' must be true or false", key);
         v = lua_toboolean(L, -1);
     }
     lua_pop(L, 1);
@@ -1077,19 +1092,10 @@ int mqr__lqueue_new(lua_State *L)
         lua_settop(L, 1);
         lua_newtable(L);
     }
-    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!lua_istable(L, 2))
+        return luaL_error(L, "mq.queue: options must be a table, not a %s", luaL_typename(L, 2));
     lua_settop(L, 2);
-    lua_pushnil(L);
-    while (lua_next(L, 2)) {
-        lua_pop(L, 1);
-        bool ok = false;
-        if (lua_type(L, -1) == LUA_TSTRING)
-            for (const char *const *k = known; *k && !ok; k++)
-                ok = strcmp(*k, lua_tostring(L, -1)) == 0;
-        if (!ok)
-            return luaL_error(L, "queue '%s': unknown option '%s'", name,
-                              lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?");
-    }
+    mqr__lua_check_options(L, 2, "mq.queue", known);
     mqr_queue_config_t cfg;
     mqr__queue_config_init(&cfg);
     cfg.name = name;
@@ -1098,7 +1104,7 @@ int mqr__lqueue_new(lua_State *L)
     double att = opt_number(L, 2, "max_attempts", 5, 1, HUGE_VAL);
     cfg.max_attempts = att == HUGE_VAL || att >= UINT32_MAX ? UINT32_MAX : (uint32_t)att;
     lua_getfield(L, 2, "ttl");
-    cfg.default_ttl_ms = lua_isnil(L, -1) ? 0 : opt_ttl(L, lua_gettop(L), "queue option 'ttl'");
+    cfg.default_ttl_ms = lua_isnil(L, -1) ? 0 : opt_ttl(L, lua_gettop(L), "mq.queue: option 'ttl'");
     if (cfg.default_ttl_ms < 0) cfg.default_ttl_ms = 0; /* false: none */
     lua_pop(L, 1);
     cfg.max_messages = (size_t)opt_number(L, 2, "max_messages", 100000, 1, 1e12);
@@ -1111,12 +1117,12 @@ int mqr__lqueue_new(lua_State *L)
     lua_getfield(L, 2, "backoff");
     if (!lua_isnil(L, -1)) {
         if (!lua_istable(L, -1))
-            return luaL_error(L, "queue option 'backoff' must be {initial, max}");
+            return luaL_error(L, "mq.queue: option 'backoff' must be {initial, max}");
         lua_rawgeti(L, -1, 1);
         lua_rawgeti(L, -2, 2);
         double b0 = lua_tonumber(L, -2), b1 = lua_isnil(L, -1) ? b0 : lua_tonumber(L, -1);
         if (!(b0 > 0) || !(b1 >= b0) || b1 > 86400 * 365)
-            return luaL_error(L, "queue option 'backoff' must be {initial, max} seconds, "
+            return luaL_error(L, "mq.queue: option 'backoff' must be {initial, max} seconds, "
                                  "0 < initial <= max");
         cfg.backoff_initial_ms = secs_ms(b0);
         cfg.backoff_max_ms = secs_ms(b1);
@@ -1134,7 +1140,7 @@ int mqr__lqueue_new(lua_State *L)
     } else if (lua_type(L, -1) == LUA_TBOOLEAN) {
         cfg.dead_letter = lua_toboolean(L, -1);
     } else if (!lua_isnil(L, -1)) {
-        return luaL_error(L, "queue option 'dead_letter' must be a topic or a boolean");
+        return luaL_error(L, "mq.queue: option 'dead_letter' must be a topic or a boolean");
     }
     lua_pop(L, 1); /* the table keeps the string */
     if (cfg.dead_letter_expired && !cfg.dead_letter)
@@ -1264,7 +1270,7 @@ static int l_tx_publish(lua_State *L)
     l_queue_t *lq = check_queue(L, 2);
     mqr_queue_pub_opts_t o;
     int nret;
-    mqr_msg_t *msg = build(L, lq, 3, 4, &o, false, &nret);
+    mqr_msg_t *msg = build(L, lq, 3, 4, &o, "tx:publish", tx_known, &nret);
     if (!msg) return nret;
     int rc = mqr__queue_tx_publish(tx->e, tx->txid, lq->q, msg, &o);
     mqr_msg_unref(msg);

@@ -64,7 +64,8 @@ static const char *opt_field(lua_State *L, int idx, const char *k)
     lua_getfield(L, idx, k);
     const char *v = NULL;
     if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "bad field '%s' (string expected)", k);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "field '%s' must be a string, not a %s", k, luaL_typename(L, -1));
         v = lua_tostring(L, -1);
     }
     lua_pop(L, 1); /* the table keeps the string alive */
@@ -83,6 +84,8 @@ static int fail_why(lua_State *L, int rc, const char *why)
 static int l_dev_register(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    static const char *const known[] = {"id", "tenant", "name", "type", "metadata", NULL};
+    mqr__lua_check_options(L, 1, "mq.devices.register", known);
     mqr_device_spec_t s = {
         .id = opt_field(L, 1, "id"),
         .tenant = opt_field(L, 1, "tenant"),
@@ -90,7 +93,7 @@ static int l_dev_register(lua_State *L)
         .type = opt_field(L, 1, "type"),
         .metadata = opt_field(L, 1, "metadata"),
     };
-    if (!s.id) return luaL_error(L, "bad argument #1 to register (id expected)");
+    if (!s.id) return luaL_error(L, "needs an id (register{ id = \"...\", ... })");
     bool created = false;
     const char *why = NULL;
     int rc = mqr__device_register(engine_of(L)->registry, &s, &created, &why);
@@ -148,7 +151,7 @@ static unsigned opt_limit(lua_State *L, int idx)
     lua_Number n = lua_isnil(L, -1) ? 0 : luaL_checknumber(L, -1);
     lua_pop(L, 1);
     if (n < 0 || n > MQR_REGISTRY_LIMIT_MAX || n != (lua_Number)(unsigned)n)
-        luaL_error(L, "bad field 'limit' (1 to %d expected)", (int)MQR_REGISTRY_LIMIT_MAX);
+        luaL_error(L, "field 'limit' must be 1 to %d", (int)MQR_REGISTRY_LIMIT_MAX);
     return (unsigned)n;
 }
 
@@ -160,6 +163,9 @@ static int l_dev_list(lua_State *L)
         lua_newtable(L);
     }
     luaL_checktype(L, 1, LUA_TTABLE);
+    static const char *const known[] = {"tenant", "type",   "status", "prefix",
+                                        "limit",  "cursor", NULL};
+    mqr__lua_check_options(L, 1, "mq.devices.list", known);
     mqr_device_query_t q = {
         .tenant = opt_field(L, 1, "tenant"),
         .type = opt_field(L, 1, "type"),
@@ -169,7 +175,8 @@ static int l_dev_list(lua_State *L)
     };
     const char *status = opt_field(L, 1, "status");
     if (status && (q.status = mqr__device_status_parse(status)) < 0)
-        return luaL_error(L, "bad field 'status' (\"online\", \"offline\" or \"unknown\")");
+        return luaL_error(
+            L, "field 'status' must be \"online\", \"offline\" or \"unknown\", not '%s'", status);
     q.limit = opt_limit(L, 1);
     char *next = malloc(MQR_CURSOR_MAX);
     if (!next) return mqr__lua_fail(L, MQR_ENOMEM, NULL);
@@ -296,6 +303,8 @@ static int l_topics_list(lua_State *L)
         lua_newtable(L);
     }
     luaL_checktype(L, 1, LUA_TTABLE);
+    static const char *const known[] = {"prefix", "limit", "cursor", NULL};
+    mqr__lua_check_options(L, 1, "mq.topics.list", known);
     const char *prefix = opt_field(L, 1, "prefix");
     const char *cursor = opt_field(L, 1, "cursor");
     unsigned limit = opt_limit(L, 1);
@@ -324,6 +333,8 @@ static int l_topics_validate(lua_State *L)
     bool wild = false;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
+        static const char *const known[] = {"wildcards", NULL};
+        mqr__lua_check_options(L, 2, "mq.topics.validate", known);
         lua_getfield(L, 2, "wildcards");
         wild = lua_toboolean(L, -1);
         lua_pop(L, 1);
@@ -360,10 +371,11 @@ static int l_retained_set(lua_State *L)
     int qos = 0;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
+        static const char *const known[] = {"qos", NULL};
+        mqr__lua_check_options(L, 3, "mq.retained.set", known);
         lua_getfield(L, 3, "qos");
-        qos = (int)luaL_optinteger(L, -1, 0);
+        qos = mqr__lua_opt_qos(L, -1, "mq.retained.set", 0);
         lua_pop(L, 1);
-        if (qos < 0 || qos > 2) return luaL_error(L, "bad field 'qos' (0, 1 or 2 expected)");
     }
     int rc = mqr__retained_set(engine_of(L), t, p, len, qos);
     if (rc < 0) {
@@ -417,7 +429,8 @@ static const char registry_lua[] = "local devices = ...\n"
                                    "local register = devices.register\n"
                                    "devices.register = function(spec)\n"
                                    "  if type(spec) ~= 'table' then\n"
-                                   "    error('bad argument #1 to register (table expected)', 2)\n"
+                                   "    error('mq.devices.register: bad argument #1 (table "
+                                   "expected, got ' .. type(spec) .. ')', 2)\n"
                                    "  end\n"
                                    "  if type(spec.metadata) == 'table' then\n"
                                    "    local copy = {}\n"
@@ -442,6 +455,7 @@ void mqr__lregistry_open(lua_State *L)
     };
     lua_createtable(L, 0, 6);
     luaL_setfuncs(L, dev, 0);
+    mqr__lua_name_table(L, -1, "mq.devices", 0); /* the C register, before the Lua half wraps it */
     if (luaL_loadbuffer(L, registry_lua, sizeof registry_lua - 1, "=registry") != 0)
         lua_error(L); /* a bug in registry_lua */
     lua_pushvalue(L, -2);

@@ -43,6 +43,13 @@ void mqr__lua_class(lua_State *L, const char *name, const luaL_Reg *methods, lua
     luaL_newmetatable(L, name);
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
+    const char *dot = strrchr(name, '.'); /* "mqrouter.queue" -> "queue:publish" */
+    for (const luaL_Reg *m = methods; m->name; m++) {
+        lua_getfield(L, -1, m->name);
+        lua_pushfstring(L, "%s:%s", dot ? dot + 1 : name, m->name);
+        mqr__lua_name_fn(L, -2, lua_tostring(L, -1));
+        lua_pop(L, 2);
+    }
     lua_setfield(L, -2, "__index");
     if (gc) {
         lua_pushcfunction(L, gc);
@@ -81,24 +88,48 @@ static int l_route(lua_State *L)
     return mqr__route_declare(L, st, filter, 2, NULL, 3);
 }
 
+int mqr__lua_opt_qos(lua_State *L, int idx, const char *fname, int def)
+{
+    if (lua_isnil(L, idx)) return def;
+    lua_Number n = lua_type(L, idx) == LUA_TNUMBER ? lua_tonumber(L, idx) : -1;
+    if (n != 0 && n != 1 && n != 2) {
+        if (lua_type(L, idx) == LUA_TNUMBER)
+            luaL_error(L, "%s: qos must be 0, 1 or 2, not %s", fname, lua_tostring(L, idx));
+        luaL_error(L, "%s: qos must be the number 0, 1 or 2, not a %s", fname,
+                   luaL_typename(L, idx));
+    }
+    return (int)n;
+}
+
+static const char *const publish_known[] = {"qos", "retain", "properties", NULL};
+
 /* Reads publish options at idx into in (qos, retain, properties). The
- * properties buffer, if any, is returned for the caller to free. */
-int mqr__publish_opts(lua_State *L, int idx, mqr_msg_init_t *in, uint8_t **props);
-int mqr__publish_opts(lua_State *L, int idx, mqr_msg_init_t *in, uint8_t **props)
+ * properties buffer, if any, is returned for the caller to free. known: the
+ * options the caller's function takes (NULL: qos, retain, properties). */
+int mqr__publish_opts(lua_State *L, int idx, const char *fname, const char *const *known,
+                      mqr_msg_init_t *in, uint8_t **props)
 {
     *props = NULL;
     if (lua_isnoneornil(L, idx)) return 0;
-    luaL_checktype(L, idx, LUA_TTABLE);
+    if (!lua_istable(L, idx))
+        return luaL_error(L, "%s: options must be a table {qos, retain, properties}, not a %s",
+                          fname, luaL_typename(L, idx));
+    mqr__lua_check_options(L, idx, fname, known ? known : publish_known);
     lua_getfield(L, idx, "qos");
-    in->qos = (int)luaL_optinteger(L, -1, 0);
+    in->qos = mqr__lua_opt_qos(L, -1, fname, 0);
     lua_getfield(L, idx, "retain");
+    if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+        return luaL_error(L, "%s: retain must be a boolean, not a %s", fname, luaL_typename(L, -1));
     in->retain = lua_toboolean(L, -1);
     lua_pop(L, 2);
-    if (in->qos < 0 || in->qos > 2) return luaL_argerror(L, idx, "qos must be 0, 1 or 2");
     lua_getfield(L, idx, "properties");
     if (!lua_isnil(L, -1)) {
+        if (!lua_istable(L, -1))
+            return luaL_error(L, "%s: properties must be a table, not a %s", fname,
+                              luaL_typename(L, -1));
         lua_getfield(L, -1, "message_expiry");
-        in->expiry_s = (uint32_t)lua_tonumber(L, -1);
+        lua_Number x = lua_tonumber(L, -1); /* its range is checked by the encoding below */
+        in->expiry_s = x >= 0 && x <= 4294967295.0 ? (uint32_t)x : 0;
         lua_pop(L, 1);
         size_t n = 0;
         mqr__lprops_encode(L, lua_gettop(L), props, &n); /* raises before allocating */
@@ -117,7 +148,7 @@ static int l_publish(lua_State *L)
     in.topic = luaL_checklstring(L, 1, &in.topic_len);
     in.payload = luaL_checklstring(L, 2, &in.payload_len);
     uint8_t *props;
-    mqr__publish_opts(L, 3, &in, &props);
+    mqr__publish_opts(L, 3, "mq.publish", NULL, &in, &props);
     if (st->host->fake_clock) in.created_ms = st->host->clock_ms;
     in.origin_name =
         st->chunkname[0] == '@' || st->chunkname[0] == '=' ? st->chunkname + 1 : st->chunkname;
@@ -194,7 +225,11 @@ static int l_log_call(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 2);
     int level = mqr_log_level_parse(name);
-    if (level < 0) return luaL_argerror(L, 1, "level must be error, warn, info or debug");
+    if (level < 0)
+        return luaL_error(L,
+                          "mq.log: level must be \"error\", \"warn\", \"info\" or \"debug\", not "
+                          "'%s'",
+                          name);
     return log_at(L, level, 3);
 }
 
@@ -370,6 +405,7 @@ int mqr__rules_open(lua_State *L)
     lua_setfield(L, -2, "debug");
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, l_log_call);
+    mqr__lua_name_fn(L, -1, "mq.log");
     lua_setfield(L, -2, "__call");
     lua_setmetatable(L, -2);
     lua_setfield(L, -2, "log");

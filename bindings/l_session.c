@@ -24,31 +24,73 @@
 #include <stdlib.h>
 #include <string.h>
 
-int mqr__publish_opts(lua_State *L, int idx, mqr_msg_init_t *in, uint8_t **props);
-
 static const char *opt_string(lua_State *L, int t, const char *key, const char *def)
 {
     lua_getfield(L, t, key);
     const char *s = def;
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "session option '%s' must be a string", key);
+            luaL_error(L, "mq.session: option '%s' must be a string, not a %s", key,
+                       luaL_typename(L, -1));
         s = lua_tostring(L, -1);
     }
     lua_pop(L, 1); /* the string stays alive: the table holds it */
     return s;
 }
 
+/* An integer option; booleans read as 0/1 for the flags (clean, retain). */
 static int opt_int(lua_State *L, int t, const char *key, int def)
 {
     lua_getfield(L, t, key);
     int v = def;
-    if (lua_isboolean(L, -1))
+    if (lua_isboolean(L, -1)) {
         v = lua_toboolean(L, -1);
-    else if (!lua_isnil(L, -1))
-        v = (int)luaL_checkinteger(L, -1);
+    } else if (!lua_isnil(L, -1)) {
+        lua_Number n = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0.5;
+        if (!(n >= -2147483648.0 && n <= 2147483647.0) || n != (lua_Number)(int)n)
+            luaL_error(L, "mq.session: option '%s' must be an integer, not %s%s", key,
+                       lua_type(L, -1) == LUA_TNUMBER ? "" : "a ",
+                       lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1));
+        v = (int)n;
+    }
     lua_pop(L, 1);
     return v;
+}
+
+/* scheme://HOST:PORT[/path]: what the transports take. */
+static bool broker_uri_ok(const char *uri)
+{
+    static const char *const schemes[] = {"tcp://", "ssl://", "mqtt://", "mqtts://",
+                                          "ws://",  "wss://", NULL};
+    const char *rest = NULL;
+    for (int i = 0; schemes[i] && !rest; i++)
+        if (strncmp(uri, schemes[i], strlen(schemes[i])) == 0) rest = uri + strlen(schemes[i]);
+    if (!rest) return false;
+    const char *path = strchr(rest, '/');
+    size_t hp = path ? (size_t)(path - rest) : strlen(rest);
+    const char *colon = NULL;
+    for (size_t i = 0; i < hp; i++)
+        if (rest[i] == ':') colon = rest + i;
+    if (!colon || colon == rest) return false;
+    const char *port = colon + 1;
+    size_t plen = hp - (size_t)(port - rest);
+    if (plen < 1 || plen > 5) return false;
+    long v = 0;
+    for (size_t i = 0; i < plen; i++) {
+        if (port[i] < '0' || port[i] > '9') return false;
+        v = v * 10 + (port[i] - '0');
+    }
+    if (path && strncmp(uri, "ws", 2) != 0) return false; /* a path is for WebSocket */
+    return v >= 1 && v <= 65535;
+}
+
+static void check_uri(lua_State *L, const char *what, const char *uri)
+{
+    if (!broker_uri_ok(uri))
+        luaL_error(L,
+                   "mq.session: %s '%s' is not a broker URI (tcp://, ssl://, mqtt://, mqtts://, "
+                   "ws://, wss:// HOST:PORT)",
+                   what, uri);
 }
 
 /* discard: the rules dropped the session, so are its stored messages;
@@ -121,7 +163,12 @@ static double opt_num(lua_State *L, int t, const char *key, double def)
 {
     lua_getfield(L, t, key);
     double v = def;
-    if (!lua_isnil(L, -1)) v = luaL_checknumber(L, -1);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "mq.session: option '%s' must be a number, not a %s", key,
+                       luaL_typename(L, -1));
+        v = lua_tonumber(L, -1);
+    }
     lua_pop(L, 1);
     return v;
 }
@@ -183,16 +230,11 @@ static const mqr_upstream_tls_t *opt_tls(lua_State *L, int t, const char *name,
         return NULL;
     }
     if (!lua_istable(L, t)) luaL_error(L, "session '%s': tls must be a table", name);
-    /* a misspelt option would silently be a default: refuse it */
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-        lua_pop(L, 1);
-        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-        bool ok = k && (strcmp(k, "verify") == 0 || strcmp(k, "verify_hostname") == 0);
-        for (int i = 0; k && !ok && tls_strings[i]; i++)
-            ok = strcmp(k, tls_strings[i]) == 0;
-        if (!ok) luaL_error(L, "session '%s': unknown tls option '%s'", name, k ? k : "?");
-    }
+    static const char *const known[] = {"cafile", "capath",          "cert", "key", "key_password",
+                                        "verify", "verify_hostname", NULL};
+    lua_pushfstring(L, "mq.session '%s': tls", name);
+    mqr__lua_check_options(L, t, lua_tostring(L, -1), known);
+    lua_pop(L, 1);
     const char *v[5];
     for (int i = 0; tls_strings[i]; i++) {
         lua_getfield(L, t, tls_strings[i]);
@@ -237,11 +279,22 @@ int mqr__lsession_new(lua_State *L)
 {
     l_state_t *st = lua_touserdata(L, lua_upvalueindex(1));
     mqr_script_t *h = st->host;
-    luaL_checktype(L, 1, LUA_TTABLE);
+    if (!lua_istable(L, 1))
+        return luaL_error(L,
+                          "mq.session: expects a table of options { name =, broker =, ... }, "
+                          "not a %s",
+                          luaL_typename(L, 1));
+    static const char *const known[] = {
+        "name",    "broker",    "brokers",      "client_id", "keepalive",
+        "clean",   "username",  "password",     "version",   "session_expiry",
+        "will",    "reconnect", "max_buffered", "on_full",   "credentials",
+        "persist", "prefix",    "map",          "tls",       NULL};
+    mqr__lua_check_options(L, 1, "mq.session", known);
     mqr_upstream_config_t cfg = {0};
     cfg.name = opt_string(L, 1, "name", NULL);
     cfg.uri = opt_string(L, 1, "broker", NULL);
-    if (!cfg.name || !*cfg.name) return luaL_error(L, "session needs a name");
+    if (!cfg.name || !*cfg.name) return luaL_error(L, "mq.session: needs a name (name = \"...\")");
+    if (cfg.uri) check_uri(L, "broker", cfg.uri);
     const char *uris[MAX_BROKERS];
     luaL_Buffer keyb;
     luaL_buffinit(L, &keyb);
@@ -260,6 +313,7 @@ int mqr__lsession_new(lua_State *L)
                 return luaL_error(L, "session '%s': brokers[%d] must be a string", cfg.name, i + 1);
             uris[i] = lua_tostring(L, -1);
             lua_pop(L, 1);
+            check_uri(L, "brokers entry", uris[i]);
         }
         cfg.uris = uris;
         cfg.n_uris = n;
@@ -270,7 +324,15 @@ int mqr__lsession_new(lua_State *L)
     lua_getfield(L, 1, "will");
     int will_idx = lua_gettop(L);
     if (!lua_isnil(L, will_idx)) {
-        luaL_checktype(L, will_idx, LUA_TTABLE);
+        if (!lua_istable(L, will_idx))
+            return luaL_error(L, "mq.session: will must be a table {topic, payload, qos, retain}");
+        static const char *const will_known[] = {"topic", "payload", "qos", "retain", NULL};
+        lua_pushfstring(L, "mq.session '%s': will", cfg.name);
+        const char *wname = lua_tostring(L, -1);
+        mqr__lua_check_options(L, will_idx, wname, will_known);
+        lua_getfield(L, will_idx, "qos");
+        mqr__lua_opt_qos(L, -1, wname, 0);
+        lua_pop(L, 2);
         cfg.will_topic = opt_string(L, will_idx, "topic", NULL);
         if (!cfg.will_topic) return luaL_error(L, "session '%s': will needs a topic", cfg.name);
         lua_getfield(L, will_idx, "payload");
@@ -284,7 +346,13 @@ int mqr__lsession_new(lua_State *L)
     lua_getfield(L, 1, "reconnect");
     int rec_idx = lua_gettop(L);
     if (!lua_isnil(L, rec_idx)) {
-        luaL_checktype(L, rec_idx, LUA_TTABLE);
+        if (!lua_istable(L, rec_idx))
+            return luaL_error(L, "mq.session: reconnect must be a table {initial, max, "
+                                 "max_attempts}");
+        static const char *const rec_known[] = {"initial", "max", "max_attempts", NULL};
+        lua_pushfstring(L, "mq.session '%s': reconnect", cfg.name);
+        mqr__lua_check_options(L, rec_idx, lua_tostring(L, -1), rec_known);
+        lua_pop(L, 1);
         cfg.retry_initial_s = (int)opt_num(L, rec_idx, "initial", 0);
         cfg.retry_max_s = (int)opt_num(L, rec_idx, "max", 0);
         cfg.max_reconnects = opt_int(L, rec_idx, "max_attempts", 0);
@@ -325,6 +393,28 @@ int mqr__lsession_new(lua_State *L)
     lua_pop(L, 1);
     if (cfg.mqtt_version != 4 && cfg.mqtt_version != 5)
         return luaL_error(L, "session '%s': version must be 4 (MQTT 3.1.1) or 5", cfg.name);
+    /* what mqr__upstream_new would refuse with a bare EINVAL, said here */
+    if (cfg.keepalive_s < 0 || cfg.keepalive_s > 65535)
+        return luaL_error(L, "session '%s': keepalive must be 0..65535 seconds, not %d", cfg.name,
+                          cfg.keepalive_s);
+    if (cfg.max_buffered < 0)
+        return luaL_error(L, "session '%s': max_buffered must be >= 0, not %d", cfg.name,
+                          cfg.max_buffered);
+    if (cfg.retry_initial_s < 0 || cfg.retry_max_s < 0 || cfg.max_reconnects < 0)
+        return luaL_error(L, "session '%s': reconnect initial, max and max_attempts must be >= 0",
+                          cfg.name);
+    if (cfg.session_expiry_s > 0xFFFFFFFFll)
+        return luaL_error(L, "session '%s': session_expiry must be 0..4294967295 seconds",
+                          cfg.name);
+    if (cfg.will_topic) {
+        const char *why = NULL;
+        if (mqr__topic_name_check(cfg.will_topic, strlen(cfg.will_topic), &why) < 0)
+            return luaL_error(L, "session '%s': will topic '%s' is not a topic name: %s", cfg.name,
+                              cfg.will_topic, why ? why : "invalid");
+        if (cfg.will_payload_len > 65535)
+            return luaL_error(L, "session '%s': will payload is %d bytes, at most 65535", cfg.name,
+                              (int)cfg.will_payload_len);
+    }
     lua_getfield(L, 1, "tls"); /* stays on the stack: it holds the strings */
     mqr_upstream_tls_t tls;
     cfg.tls = opt_tls(L, lua_gettop(L), cfg.name, &tls);
@@ -393,7 +483,8 @@ int mqr__lsession_new(lua_State *L)
         int rc = (s->name && s->config_key) ? mqr__upstream_new(h->e, &cfg, &s->u) : MQR_ENOMEM;
         if (rc < 0) {
             session_free(s, false);
-            return luaL_error(L, "session '%s': %s", cfg.name, mqr_strerror(rc));
+            return luaL_error(L, "session '%s': cannot create it: %s (%s)", cfg.name,
+                              mqr_strerror(rc), mqr_err_name(rc));
         }
         s->created_by = st;
         s->next = h->sessions;
@@ -463,7 +554,7 @@ static int l_session_publish(lua_State *L)
     in.topic = luaL_checklstring(L, 2, &in.topic_len);
     in.payload = luaL_checklstring(L, 3, &in.payload_len);
     uint8_t *props;
-    mqr__publish_opts(L, 4, &in, &props);
+    mqr__publish_opts(L, 4, "session:publish", NULL, &in, &props);
     const char *why = NULL;
     int rc = mqr__topic_name_check(in.topic, in.topic_len, &why);
     if (rc == 0 && !s->u) rc = MQR_ECLOSED;
@@ -489,6 +580,10 @@ static int l_session_route(lua_State *L)
     if (!lua_isfunction(L, 3) && !luaL_testudata(L, 3, "mqrouter.queue"))
         return luaL_typerror(L, 3, "function or queue"); /* a queue: into it */
     if (lua_istable(L, 4)) {
+        static const char *const known[] = {
+            "qos",      "dead_letter",         "priority",        "ttl",
+            "no_local", "retain_as_published", "retain_handling", NULL};
+        mqr__lua_check_options(L, 4, "session:route", known);
         lua_getfield(L, 4, "no_local");
         lua_getfield(L, 4, "retain_as_published");
         lua_getfield(L, 4, "retain_handling");
@@ -803,7 +898,8 @@ static int l_session_publish_async(lua_State *L)
     in.topic = luaL_checklstring(L, 2, &in.topic_len);
     in.payload = luaL_checklstring(L, 3, &in.payload_len);
     uint8_t *props;
-    mqr__publish_opts(L, 4, &in, &props);
+    static const char *const known[] = {"qos", "retain", "properties", "timeout", NULL};
+    mqr__publish_opts(L, 4, "session:publish_sync", known, &in, &props);
     const char *why = NULL;
     int rc = mqr__topic_name_check(in.topic, in.topic_len, &why);
     if (rc == 0 && !s->u) rc = MQR_ECLOSED;
@@ -922,11 +1018,11 @@ void mqr__lsession_register(lua_State *L)
  * Receives the rules table, the session methods table and the C helpers;
  * adds spawn, wait_ready, on, handle, session_messages and the session
  * methods publish_sync, publish_json, publish_batch and messages; returns
- * the dispatcher C calls with every event. Runs outside the sandbox (it
- * needs debug.traceback); what it adds is plain functions. */
+ * the dispatcher C calls with every event. Runs outside the sandbox; what it
+ * adds is plain functions. */
 static const char session_lua[] =
     "local mq, methods, C = ...\n"
-    "local traceback, cresume, yield = debug.traceback, coroutine.resume, coroutine.yield\n"
+    "local traceback, cresume, yield = C.traceback, coroutine.resume, coroutine.yield\n"
     "local EVENTS = { session_added = true, session_connecting = true, session_connected = true,\n"
     "  session_ready = true, session_disconnected = true, session_reconnecting = true,\n"
     "  session_removed = true, session_state_changed = true, session_failed = true,\n"
@@ -939,13 +1035,14 @@ static const char session_lua[] =
     "local function current(what)\n"
     "  local co, main = coroutine.running()\n"
     "  if not co or main then\n"
-    "    error(what .. ' must be called from a coroutine (start one with mqrouter.spawn)', 3)\n"
+    "    error(what .. ' must be called from a coroutine (start one with mq.spawn)', 3)\n"
     "  end\n"
     "  return co\n"
     "end\n"
     "function mq.spawn(fn, ...)\n"
-    "  if type(fn) ~= 'function' then error('bad argument #1 to spawn (function expected)', 2) "
-    "end\n"
+    "  if type(fn) ~= 'function' then\n"
+    "    error('mq.spawn: bad argument #1 (function expected, got ' .. type(fn) .. ')', 2)\n"
+    "  end\n"
     "  local co = coroutine.create(fn)\n"
     "  resume(co, ...)\n"
     "  return co\n"
@@ -963,12 +1060,14 @@ static const char session_lua[] =
     "local function no_session(name) return \"ENOENT: no session '\" .. name .. \"'\" end\n"
     "function mq.wait_ready(name, timeout)\n"
     "  if name ~= nil and type(name) ~= 'string' then\n"
-    "    error('bad argument #1 to wait_ready (session name or nil expected)', 2)\n"
+    "    error('mq.wait_ready: bad argument #1 (session name or nil expected, got ' .. type(name) "
+    ".. ')', 2)\n"
     "  end\n"
     "  if timeout ~= nil and type(timeout) ~= 'number' then\n"
-    "    error('bad argument #2 to wait_ready (seconds expected)', 2)\n"
+    "    error('mq.wait_ready: bad argument #2 (seconds expected, got ' .. type(timeout) .. ')', "
+    "2)\n"
     "  end\n"
-    "  local co = current('wait_ready')\n"
+    "  local co = current('mq.wait_ready')\n"
     "  if name and not C.status(name) then return nil, no_session(name), 'ENOENT' end\n"
     "  if is_ready(name) then return true end\n"
     "  local w = { co = co, name = name }\n"
@@ -984,8 +1083,16 @@ static const char session_lua[] =
     "  return yield()\n"
     "end\n"
     "function mq.on(event, fn)\n"
-    "  if not EVENTS[event] then error(\"unknown event '\" .. tostring(event) .. \"'\", 2) end\n"
-    "  if type(fn) ~= 'function' then error('bad argument #2 to on (function expected)', 2) end\n"
+    "  if not EVENTS[event] then\n"
+    "    local names = {}\n"
+    "    for k in pairs(EVENTS) do names[#names + 1] = k end\n"
+    "    table.sort(names)\n"
+    "    error(\"mq.on: unknown event '\" .. tostring(event) .. \"' (it knows \" .. "
+    "table.concat(names, ', ') .. ')', 2)\n"
+    "  end\n"
+    "  if type(fn) ~= 'function' then\n"
+    "    error('mq.on: bad argument #2 (function expected, got ' .. type(fn) .. ')', 2)\n"
+    "  end\n"
     "  local list = handlers[event] or {}\n"
     "  handlers[event] = list\n"
     "  local entry = { fn = fn }\n"
@@ -1036,7 +1143,7 @@ static const char session_lua[] =
     "  return a, b, c\n"
     "end\n"
     "function methods.publish_sync(self, topic, payload, opts)\n"
-    "  local co = current('publish_sync')\n"
+    "  local co = current('session:publish_sync')\n"
     "  local id, err, name = C.publish_async(self, topic, payload, opts)\n"
     "  if not id then return nil, err, name end\n"
     "  local ok, e, reason = wait_answer(co, id, opts and opts.timeout or 5, 'publish on ' .. "
@@ -1045,7 +1152,9 @@ static const char session_lua[] =
     "  return nil, e, reason\n"
     "end\n"
     "function methods.subscribe_sync(self, filter, opts)\n"
-    "  local co = current('subscribe_sync')\n"
+    "  if opts ~= nil then C.check_options(opts, 'session:subscribe_sync', { 'qos', 'timeout' }) "
+    "end\n"
+    "  local co = current('session:subscribe_sync')\n"
     "  local id, err, name = C.subscribe_async(self, filter, opts and opts.qos or 0)\n"
     "  if not id then return nil, err, name end\n"
     "  local ok, e, reason = wait_answer(co, id, opts and opts.timeout or 5,\n"
@@ -1054,7 +1163,8 @@ static const char session_lua[] =
     "  return nil, e, reason\n"
     "end\n"
     "function methods.unsubscribe_sync(self, filter, opts)\n"
-    "  local co = current('unsubscribe_sync')\n"
+    "  if opts ~= nil then C.check_options(opts, 'session:unsubscribe_sync', { 'timeout' }) end\n"
+    "  local co = current('session:unsubscribe_sync')\n"
     "  local id, err, name = C.unsubscribe_async(self, filter)\n"
     "  if not id then return nil, err, name end\n"
     "  local ok, e, reason = wait_answer(co, id, opts and opts.timeout or 5,\n"
@@ -1063,7 +1173,7 @@ static const char session_lua[] =
     "  return nil, e, reason\n"
     "end\n"
     "function methods.ping(self, timeout)\n"
-    "  local co = current('ping')\n"
+    "  local co = current('session:ping')\n"
     "  local t0 = mq.now()\n"
     "  local id, err, name = C.ping_async(self)\n"
     "  if not id then return nil, err, name end\n"
@@ -1073,7 +1183,8 @@ static const char session_lua[] =
     "end\n"
     "function mq.publish_to(sessions, topic, payload, opts)\n"
     "  if type(sessions) ~= 'table' then\n"
-    "    error('bad argument #1 to publish_to (list of sessions expected)', 2)\n"
+    "    error('mq.publish_to: bad argument #1 (list of sessions expected, got ' .. type(sessions) "
+    ".. ')', 2)\n"
     "  end\n"
     "  local published, failed, failures = 0, 0, {}\n"
     "  for i, s in ipairs(sessions) do\n"
@@ -1093,11 +1204,25 @@ static const char session_lua[] =
     "  if not ok then return nil, 'EPAYLOAD: ' .. tostring(text), 'EPAYLOAD' end\n"
     "  return self:publish(topic, text, opts)\n"
     "end\n"
+    "local BATCH_ITEM = { topic = true, payload = true, qos = true, retain = true,\n"
+    "  properties = true }\n"
     "function methods.publish_batch(self, list, opts)\n"
-    "  if type(list) ~= 'table' then error('bad argument #1 to publish_batch (table expected)', 2) "
-    "end\n"
+    "  if type(list) ~= 'table' then\n"
+    "    error('session:publish_batch: bad argument #1 (table expected, got ' .. type(list) .. "
+    "')', "
+    "2)\n"
+    "  end\n"
     "  local published, failed, failures = 0, 0, {}\n"
     "  for i, m in ipairs(list) do\n"
+    "    if type(m) ~= 'table' then\n"
+    "      error('session:publish_batch: item ' .. i .. ' must be a table, not a ' .. type(m), 2)\n"
+    "    end\n"
+    "    for k in pairs(m) do\n"
+    "      if type(k) == 'string' and not BATCH_ITEM[k] then\n"
+    "        error('session:publish_batch: item ' .. i .. \": unknown option '\" .. k ..\n"
+    "          \"' (it takes topic, payload, qos, retain, properties)\", 2)\n"
+    "      end\n"
+    "    end\n"
     "    local topic, payload = m.topic or m[1], m.payload or m[2] or ''\n"
     "    local o = (m.qos or m.retain or m.properties)\n"
     "      and { qos = m.qos, retain = m.retain, properties = m.properties } or opts\n"
@@ -1114,10 +1239,19 @@ static const char session_lua[] =
     "-- The messages that arrive while no coroutine waits wait in a C buffer\n"
     "-- (l_iter.c), so a reload can hand them to the new rules; wake is how\n"
     "-- that buffer hands them to a coroutine waiting in the new ones.\n"
+    "-- The iterators' options less max: those of the routes they make.\n"
+    "local function route_opts(opts, fname)\n"
+    "  if opts == nil then return nil end\n"
+    "  C.check_options(opts, fname, { 'max', 'qos', 'dead_letter', 'no_local',\n"
+    "    'retain_as_published', 'retain_handling' })\n"
+    "  local r = {}\n"
+    "  for k, v in pairs(opts) do if k ~= 'max' then r[k] = v end end\n"
+    "  return r\n"
+    "end\n"
     "local function message_iterator(fname, make_route, source, filter, opts)\n"
     "  local max = opts and opts.max or 1000\n"
     "  if type(max) ~= 'number' or max < 1 then\n"
-    "    error('bad option max to ' .. fname .. ' (a number >= 1 expected)', 3)\n"
+    "    error(fname .. ': option max must be a number >= 1, not ' .. tostring(max), 3)\n"
     "  end\n"
     "  local waiting, stopped, buf = nil, false, nil\n"
     "  local function hand(...) local co = waiting; waiting = nil; resume(co, ...) end\n"
@@ -1157,10 +1291,13 @@ static const char session_lua[] =
     "    __index = function(_, k) if k == 'dropped' then return buf:dropped() end end })\n"
     "end\n"
     "function methods.messages(self, filter, opts)\n"
-    "  if type(filter) ~= 'string' then error('bad argument #1 to messages (filter expected)', 2) "
-    "end\n"
-    "  return message_iterator('messages', function(fn) return self:route(filter, fn, opts) end,\n"
-    "    self:name(), filter, opts)\n"
+    "  if type(filter) ~= 'string' then\n"
+    "    error('session:messages: bad argument #1 (filter expected, got ' .. type(filter) .. ')', "
+    "2)\n"
+    "  end\n"
+    "  local ropts = route_opts(opts, 'session:messages')\n"
+    "  return message_iterator('session:messages',\n"
+    "    function(fn) return self:route(filter, fn, ropts) end, self:name(), filter, opts)\n"
     "end\n"
     "local declared, handles = {}, {}\n"
     "local raw_session = mq.session\n"
@@ -1180,10 +1317,16 @@ static const char session_lua[] =
     "    for _, r in ipairs(h.routes) do r:stop() end\n"
     "  end } }\n"
     "function mq.handle(filter, fn, opts)\n"
-    "  if type(filter) ~= 'string' then error('bad argument #1 to handle (string expected)', 2) "
-    "end\n"
-    "  if type(fn) ~= 'function' then error('bad argument #2 to handle (function expected)', 2) "
-    "end\n"
+    "  if type(filter) ~= 'string' then\n"
+    "    error('mq.handle: bad argument #1 (filter expected, got ' .. type(filter) .. ')', 2)\n"
+    "  end\n"
+    "  if type(fn) ~= 'function' then\n"
+    "    error('mq.handle: bad argument #2 (function expected, got ' .. type(fn) .. ')', 2)\n"
+    "  end\n"
+    "  if opts ~= nil then\n"
+    "    C.check_options(opts, 'mq.handle', { 'qos', 'dead_letter', 'no_local',\n"
+    "      'retain_as_published', 'retain_handling' })\n"
+    "  end\n"
     "  local h = setmetatable({ filter = filter, fn = fn, opts = opts, routes = {} }, handle_mt)\n"
     "  for _, s in ipairs(declared) do h.routes[#h.routes + 1] = s:route(filter, fn, opts) end\n"
     "  handles[#handles + 1] = h\n"
@@ -1191,13 +1334,34 @@ static const char session_lua[] =
     "end\n"
     "function mq.session_messages(filter, opts)\n"
     "  if type(filter) ~= 'string' then\n"
-    "    error('bad argument #1 to session_messages (filter expected)', 2)\n"
+    "    error('mq.session_messages: bad argument #1 (filter expected, got ' .. type(filter) .. "
+    "')', 2)\n"
     "  end\n"
-    "  return message_iterator('session_messages',\n"
-    "    function(fn) return mq.handle(filter, fn, opts) end,\n"
+    "  local ropts = route_opts(opts, 'mq.session_messages')\n"
+    "  return message_iterator('mq.session_messages',\n"
+    "    function(fn) return mq.handle(filter, fn, ropts) end,\n"
     "    nil, filter, opts)\n"
     "end\n"
     "return dispatch\n";
+
+/* check_options(t, fname, { known... }): mqr__lua_check_options for the Lua
+ * half; raises at the level of the function that called the Lua half. */
+static int l_c_check_options(lua_State *L)
+{
+    const char *fname = lua_tostring(L, 2);
+    if (!lua_istable(L, 1))
+        return luaL_error(L, "%s: options must be a table, not a %s", fname, luaL_typename(L, 1));
+    const char *known[16];
+    int n = (int)lua_objlen(L, 3);
+    for (int i = 0; i < n && i < 15; i++) {
+        lua_rawgeti(L, 3, i + 1);
+        known[i] = lua_tostring(L, -1); /* the list holds the strings */
+        lua_pop(L, 1);
+    }
+    known[n < 15 ? n : 15] = NULL;
+    mqr__lua_check_options(L, 1, fname, known);
+    return 0;
+}
 
 static int l_c_status(lua_State *L)
 {
@@ -1243,6 +1407,10 @@ void mqr__lsession_open(lua_State *L)
     lua_setfield(L, -2, "ping_async");
     lua_pushcfunction(L, mqr__liter_new);
     lua_setfield(L, -2, "iter_new");
+    lua_pushcfunction(L, l_c_check_options);
+    lua_setfield(L, -2, "check_options");
+    lua_pushcfunction(L, mqr__lua_traceback_fn); /* debug.traceback on one line */
+    lua_setfield(L, -2, "traceback");
     lua_call(L, 3, 1);
     lua_setfield(L, LUA_REGISTRYINDEX, DISPATCH_KEY);
     mqr__upstream_observe(st->host->e, observe, st->host); /* once per host: EEXIST after */

@@ -134,9 +134,14 @@ static void opt_size(lua_State *L, int t, const char *key, lua_Integer max, lua_
 {
     lua_getfield(L, t, key);
     if (!lua_isnil(L, -1)) {
-        if (!lua_isnumber(L, -1)) luaL_error(L, "subscribe option '%s' must be a number", key);
-        *v = lua_tointeger(L, -1);
-        if (*v < 1 || *v > max) luaL_error(L, "subscribe option '%s' must be 1..%d", key, (int)max);
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "mq.subscribe: option '%s' must be a number, not a %s", key,
+                       luaL_typename(L, -1));
+        lua_Number n = lua_tonumber(L, -1);
+        if (!(n >= 1 && n <= (lua_Number)max) || n != (lua_Number)(lua_Integer)n)
+            luaL_error(L, "mq.subscribe: option '%s' must be an integer in 1..%d, not %s", key,
+                       (int)max, lua_tostring(L, -1));
+        *v = (lua_Integer)n;
     }
     lua_pop(L, 1);
 }
@@ -148,10 +153,19 @@ int mqr__lsub_new(lua_State *L)
     lua_Integer buffer = 1000, batch = 256;
     bool drop_oldest = false;
     if (!lua_isnoneornil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
+        if (!lua_istable(L, 3))
+            return luaL_error(L,
+                              "mq.subscribe: options must be a table {buffer, batch, "
+                              "drop_oldest}, not a %s",
+                              luaL_typename(L, 3));
+        static const char *const known[] = {"buffer", "batch", "drop_oldest", NULL};
+        mqr__lua_check_options(L, 3, "mq.subscribe", known);
         opt_size(L, 3, "buffer", 10000000, &buffer);
         opt_size(L, 3, "batch", 100000, &batch);
         lua_getfield(L, 3, "drop_oldest");
+        if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+            return luaL_error(L, "mq.subscribe: option 'drop_oldest' must be a boolean, not a %s",
+                              luaL_typename(L, -1));
         drop_oldest = lua_toboolean(L, -1);
         lua_pop(L, 1);
     }

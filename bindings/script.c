@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 
 #ifndef MQR_STDLIB_DIR
@@ -42,15 +43,18 @@ const char *mqr__script_stdlib_dir(void)
 
 static void state_close(l_state_t *st);
 
+/* The registry's list of the files st's require loaded (the sandbox fills it). */
+#define MODULES_KEY "mqrouter.modules"
+
 /* ---- the sandbox -------------------------------------------------------- */
 
 /* Builds the environment scripts run in: an allowlist of the standard
  * library, a require() limited to text Lua files under the stdlib and the
  * script's own directory, and strict globals (reading an undeclared one is
- * an error). Receives stdlib dir, script dir and the rules API table; returns
- * the env maker. */
+ * an error). Receives stdlib dir, script dir, the rules API table and a list
+ * that gets the path of every file require loads; returns the env maker. */
 static const char sandbox_lua[] =
-    "local stdlib_dir, script_dir, mq = ...\n"
+    "local stdlib_dir, script_dir, mq, files = ...\n"
     "local G = _G\n"
     "local allowed = { 'assert', 'error', 'ipairs', 'next', 'pairs', 'pcall', 'select',\n"
     "  'tonumber', 'tostring', 'type', 'unpack', 'xpcall', 'setmetatable', 'getmetatable',\n"
@@ -80,9 +84,12 @@ static const char sandbox_lua[] =
     "  if loading[name] then error(\"loop requiring module '\" .. name .. \"'\", 2) end\n"
     "  local path, src = find(name)\n"
     "  if not path then\n"
+    "    -- watched too: creating it is the change that mends the load\n"
+    "    files[#files + 1] = script_dir .. '/' .. name:gsub('%.', '/') .. '.lua'\n"
     "    error(\"module '\" .. name .. \"' not found in \" .. script_dir .. ' or ' .. stdlib_dir, "
     "2)\n"
     "  end\n"
+    "  files[#files + 1] = path -- watched for changes like the script (script.c)\n"
     "  local chunk, err = load(src, '@' .. path, 't', new_env())\n"
     "  if not chunk then error(err, 0) end\n"
     "  loading[name] = true\n"
@@ -110,6 +117,40 @@ static const char sandbox_lua[] =
     "end\n"
     "return new_env\n";
 
+void mqr__lua_traceback_line(lua_State *L, lua_State *L1, const char *msg, int level)
+{
+    size_t mlen = msg ? strlen(msg) : 0;
+    luaL_traceback(L, L1, msg, level); /* msg "\nstack traceback:" ("\n\t" frame)* */
+    size_t n;
+    const char *t = lua_tolstring(L, -1, &n);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    /* the message, its own line breaks turned into spaces */
+    for (size_t i = 0; i < mlen && i < n; i++)
+        luaL_addchar(&b, msg[i] == '\n' || msg[i] == '\r' ? ' ' : msg[i]);
+    const char *frames = mlen <= n ? t + mlen : t;
+    const char *head = strstr(frames, "stack traceback:");
+    if (head) {
+        luaL_addstring(&b, MQR_TRACEBACK_SEP);
+        bool first = true;
+        for (const char *p = head + strlen("stack traceback:"); *p;) {
+            while (*p == '\n' || *p == '\t' || *p == ' ')
+                p++;
+            if (!*p) break;
+            const char *end = strchr(p, '\n');
+            size_t len = end ? (size_t)(end - p) : strlen(p);
+            if (!first) luaL_addstring(&b, " <- ");
+            luaL_addlstring(&b, p, len);
+            first = false;
+            p += len;
+        }
+    }
+    luaL_pushresult(&b);
+    lua_remove(L, -2); /* [-0, +1] */
+}
+
+/* The message handler of every protected call: the error and where it came
+ * from, on one line (a log entry is one line). */
 static int l_traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
@@ -117,7 +158,18 @@ static int l_traceback(lua_State *L)
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
-    luaL_traceback(L, L, msg, 1);
+    mqr__lua_traceback_line(L, L, msg, 1);
+    return 1;
+}
+
+/* traceback(co | msg [, msg]) for the Lua halves (l_session.c): debug.traceback
+ * on one line. */
+int mqr__lua_traceback_fn(lua_State *L)
+{
+    lua_State *L1 = lua_type(L, 1) == LUA_TTHREAD ? lua_tothread(L, 1) : L;
+    int arg = L1 == L ? 1 : 2;
+    const char *msg = lua_tostring(L, arg);
+    mqr__lua_traceback_line(L, L1, msg ? msg : "", L1 == L ? 1 : 0);
     return 1;
 }
 
@@ -172,13 +224,18 @@ static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *
     lua_pushstring(L, sdir ? sdir : ".");
     free(sdir);
     mqr__rules_open(L);
+    mqr__lua_name_table(L, -1, "mq", 1); /* the C functions, before Lua wraps any */
     mqr__lauth_open(L);
     mqr__lsession_open(L);
     mqr__lkv_open(L);
     mqr__lregistry_open(L);
+    mqr__lua_name_table(L, -1, "mq", 1);
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, "mqrouter.api");
-    if (lua_pcall(L, 3, 1, 0) != 0) {
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, MODULES_KEY);
+    if (lua_pcall(L, 4, 1, 0) != 0) {
         if (errmsg) *errmsg = strdup(lua_tostring(L, -1));
         state_close(st);
         return NULL;
@@ -227,6 +284,11 @@ static void state_close(l_state_t *st)
         free(r);
     }
     st->routes = NULL;
+    for (size_t i = 0; i < st->n_modules; i++)
+        free(st->modules[i]);
+    free(st->modules);
+    st->modules = NULL;
+    st->n_modules = 0;
     mqr__lqueue_state_close(st); /* its consumers call into st->L */
     mqr__lsub_state_close(st);
     mqr__liter_state_close(st);
@@ -273,20 +335,20 @@ int mqr__script_call_results(l_state_t *st, int nargs, int nresults, const char 
     }
     const char *err = lua_tostring(L, -1);
     if (!err) err = "(no error message)";
-    const char *nl = strchr(err, '\n');
-    int first_len = nl ? (int)(nl - err) : (int)strlen(err);
-    snprintf(h->last_error, sizeof h->last_error, "%.*s", first_len, err);
+    /* last_error: the message without its traceback */
+    const char *tb = strstr(err, MQR_TRACEBACK_SEP);
+    int msg_len = tb ? (int)(tb - err) : (int)strlen(err);
+    snprintf(h->last_error, sizeof h->last_error, "%.*s", msg_len, err);
     if (errors) (*errors)++;
     h->handler_errors++;
     if (tripped) {
         if (budget_errors) (*budget_errors)++;
         h->budget_errors++;
-        MQR_LOG_E("rules", "%s stopped: exceeded its time budget of %u ms (%.*s)", what,
-                  h->e->handler_budget_ms, first_len, err);
+        MQR_LOG_E("rules", "%s stopped: exceeded its time budget of %u ms (%s)", what,
+                  h->e->handler_budget_ms, err);
     } else {
-        MQR_LOG_E("rules", "%s failed: %.*s", what, first_len, err);
+        MQR_LOG_E("rules", "%s failed: %s", what, err);
     }
-    if (nl) MQR_LOG_D("rules", "%s", err);
     lua_pop(L, 2); /* error, traceback function */
     return tripped ? MQR_EBUDGET : MQR_ESCRIPT;
 }
@@ -468,6 +530,25 @@ static uint64_t digest(const char *s, size_t n)
     return x ^ n;
 }
 
+/* st->modules: the files st's require loaded (the sandbox's list). */
+static void collect_modules(l_state_t *st)
+{
+    lua_State *L = st->L;
+    lua_getfield(L, LUA_REGISTRYINDEX, MODULES_KEY); /* [-0, +1] */
+    size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+    st->modules = n ? calloc(n, sizeof *st->modules) : NULL;
+    for (size_t i = 0; st->modules && i < n; i++) {
+        lua_rawgeti(L, -1, (int)i + 1);
+        const char *s = lua_tostring(L, -1);
+        char *copy = s ? strdup(s) : NULL;
+        if (copy) st->modules[st->n_modules++] = copy;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+static void watch_modules(mqr_script_t *h, const l_state_t *st);
+
 static int load_code(mqr_script_t *h, const char *chunkname, const char *path, const char *code,
                      size_t len, char **errmsg)
 {
@@ -496,6 +577,8 @@ static int load_code(mqr_script_t *h, const char *chunkname, const char *path, c
     int prc = lua_pcall(L, 0, 0, -2);
     bool tripped = h->budget ? mqr__budget_leave(h->budget) : false;
     h->call_depth--;
+    collect_modules(st);
+    watch_modules(h, st); /* a failed load's too: fixing one of them is a change */
     if (prc != 0) {
         const char *err = lua_tostring(L, -1);
         if (errmsg) {
@@ -566,6 +649,15 @@ static int read_file(const char *path, char **out, size_t *len, char **errmsg)
 
 /* ---- file watching -------------------------------------------------------- */
 
+/* A watched directory: saving often replaces a file (rename), so the
+ * directory is watched, not the file. */
+struct l_watch {
+    uv_fs_event_t ev;
+    struct l_watch *next;
+    mqr_script_t *h;
+    char *dir;
+};
+
 static int reload_file(mqr_script_t *h, bool only_if_changed, char **errmsg);
 
 static void on_debounce(uv_timer_t *t)
@@ -583,52 +675,184 @@ static const char *base_name(const char *path)
     return s ? s + 1 : path;
 }
 
-static void on_fs_event(uv_fs_event_t *w, const char *filename, int events, int status)
+/* "dir/name": how watch_files spells a file. NULL when out of memory. */
+static char *join_path(const char *dir, const char *name)
 {
-    mqr_script_t *h = w->data;
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static bool watched(const mqr_script_t *h, const char *file)
+{
+    for (size_t i = 0; i < h->n_watch_files; i++)
+        if (strcmp(h->watch_files[i], file) == 0) return true;
+    return false;
+}
+
+static void on_fs_event(uv_fs_event_t *ev, const char *filename, int events, int status)
+{
+    (void)events;
+    struct l_watch *w = ev->data;
+    mqr_script_t *h = w->h;
     if (status < 0 || !h->path) return;
-    if (filename && strcmp(filename, base_name(h->path)) != 0) return;
+    if (filename) {
+        char *file = join_path(w->dir, filename);
+        bool ours = file && watched(h, file);
+        free(file);
+        if (!ours) return;
+    }
     /* editors write in several steps: reload once things settle */
     uv_timer_start(&h->debounce, on_debounce, 100, 0);
+}
+
+static void watch_closed(uv_handle_t *hd)
+{
+    struct l_watch *w = hd->data;
+    free(w->dir);
+    free(w);
+}
+
+/* Adds path to the files watched, and a watch on its directory unless one
+ * is there already. */
+static void watch_path(mqr_script_t *h, const char *path)
+{
+    char *dir = dir_of(path);
+    char *file = dir ? join_path(dir, base_name(path)) : NULL;
+    if (!file || watched(h, file)) {
+        free(dir);
+        free(file);
+        return;
+    }
+    char **files = realloc(h->watch_files, (h->n_watch_files + 1) * sizeof *files);
+    if (!files) {
+        free(dir);
+        free(file);
+        return;
+    }
+    h->watch_files = files;
+    files[h->n_watch_files++] = file;
+    for (struct l_watch *w = h->watches; w; w = w->next) {
+        if (strcmp(w->dir, dir) == 0) {
+            free(dir);
+            return;
+        }
+    }
+    struct l_watch *w = calloc(1, sizeof *w);
+    if (!w) {
+        free(dir);
+        return;
+    }
+    w->h = h;
+    w->dir = dir;
+    uv_fs_event_init(h->e->loop, &w->ev);
+    w->ev.data = w;
+    int rc = uv_fs_event_start(&w->ev, on_fs_event, dir, 0);
+    if (rc < 0) {
+        MQR_LOG_W("rules", "cannot watch %s for changes: %s", dir, mqr_strerror(rc));
+        uv_close((uv_handle_t *)&w->ev, watch_closed);
+        return;
+    }
+    uv_unref((uv_handle_t *)&w->ev);
+    w->next = h->watches;
+    h->watches = w;
+}
+
+static void watch_modules(mqr_script_t *h, const l_state_t *st)
+{
+    if (!h->watching) return;
+    for (size_t i = 0; i < st->n_modules; i++)
+        watch_path(h, st->modules[i]);
 }
 
 static void start_watch(mqr_script_t *h)
 {
     mqr_engine_t *e = h->e;
-    if (!e->watch_script || h->watching || !h->path) return;
+    if (!e->watch_script || !h->path) return;
     if (!h->debounce_init) {
         uv_timer_init(e->loop, &h->debounce);
         h->debounce.data = h;
         uv_unref((uv_handle_t *)&h->debounce);
         h->debounce_init = true;
     }
-    /* watch the directory: saving often replaces the file (rename) */
-    char *dir = dir_of(h->path);
-    uv_fs_event_init(e->loop, &h->watch);
-    h->watch.data = h;
-    int rc = dir ? uv_fs_event_start(&h->watch, on_fs_event, dir, 0) : MQR_ENOMEM;
-    if (rc < 0) {
-        MQR_LOG_W("rules", "cannot watch %s for changes: %s", dir ? dir : "?", mqr_strerror(rc));
-        uv_close((uv_handle_t *)&h->watch, NULL);
-    } else {
-        uv_unref((uv_handle_t *)&h->watch);
-        h->watching = true;
+    h->watching = true;
+    watch_path(h, h->path);
+    if (h->cur) watch_modules(h, h->cur);
+}
+
+static void stop_watch(mqr_script_t *h)
+{
+    for (struct l_watch *w = h->watches, *next; w; w = next) {
+        next = w->next;
+        uv_close((uv_handle_t *)&w->ev, watch_closed);
     }
-    free(dir);
+    h->watches = NULL;
+    h->watching = false;
+}
+
+/* What a reload depends on: the script's text and that of every module the
+ * running rules loaded (a module that cannot be read counts as changed). */
+static uint64_t files_digest(const char *code, size_t len, const l_state_t *st)
+{
+    uint64_t d = digest(code, len);
+    for (size_t i = 0; st && i < st->n_modules; i++) {
+        char *text;
+        size_t n;
+        if (read_file(st->modules[i], &text, &n, NULL) == 0) {
+            d = (d ^ digest(text, n)) * 1099511628211ull;
+            free(text);
+        } else {
+            d = (d ^ 0x9e3779b97f4a7c15ull) * 1099511628211ull;
+        }
+    }
+    return d;
+}
+
+/* "12:00:03 UTC" of a time in ms since the epoch. */
+static void clock_text(uint64_t ms, char *buf, size_t cap)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, cap, "%H:%M:%S UTC", &tm);
+}
+
+/* A reload failed: keep why (without the traceback) and when. */
+static void note_reload_failure(mqr_script_t *h, const char *err)
+{
+    const char *msg = err ? err : "reload failed";
+    const char *tb = strstr(msg, MQR_TRACEBACK_SEP);
+    int n = tb ? (int)(tb - msg) : (int)strlen(msg);
+    snprintf(h->last_reload_error, sizeof h->last_reload_error, "%.*s", n, msg);
+    h->last_reload_error_at = mqr__script_now_ms(h);
+    h->reload_failing = true;
 }
 
 static int reload_file(mqr_script_t *h, bool only_if_changed, char **errmsg)
 {
     char *code;
     size_t len;
+    bool had = h->cur != NULL;
     int rc = read_file(h->path, &code, &len, errmsg);
     if (rc < 0) {
         h->reload_failures++;
+        if (had) note_reload_failure(h, errmsg ? *errmsg : NULL);
         return rc;
     }
-    uint64_t d = digest(code, len);
-    if (only_if_changed && h->cur && memcmp(&d, h->file_digest, sizeof d) == 0) {
+    char since[32];
+    clock_text(h->last_reload_error_at, since, sizeof since);
+    uint64_t running;
+    memcpy(&running, h->file_digest, sizeof running);
+    if (only_if_changed && h->cur && files_digest(code, len, h->cur) == running) {
         free(code);
+        /* a broken save reverted: say that the failure is over */
+        if (h->reload_failing)
+            MQR_LOG_W("rules",
+                      "%s is back to the rules that run: the failed reload at %s is over, "
+                      "nothing to reload",
+                      h->path, since);
+        h->reload_failing = false;
         return 0;
     }
     size_t n = strlen(h->path) + 2;
@@ -638,21 +862,28 @@ static int reload_file(mqr_script_t *h, bool only_if_changed, char **errmsg)
         return MQR_ENOMEM;
     }
     snprintf(chunk, n, "@%s", h->path);
-    bool had = h->cur != NULL;
     rc = load_code(h, chunk, h->path, code, len, errmsg);
     free(chunk);
-    free(code);
     if (rc < 0) {
-        if (had) h->reload_failures++;
+        free(code);
+        if (had) {
+            h->reload_failures++;
+            note_reload_failure(h, errmsg ? *errmsg : NULL);
+        }
         return rc;
     }
+    uint64_t d = files_digest(code, len, h->cur);
+    free(code);
     memcpy(h->file_digest, &d, sizeof d);
-    if (had) {
-        h->reloads++;
+    if (had && h->reload_failing)
+        MQR_LOG_W("rules", "reloaded %s after the failed reload at %s: the new rules run", h->path,
+                  since);
+    else if (had)
         MQR_LOG_I("rules", "reloaded %s", h->path);
-    } else {
+    else
         MQR_LOG_I("rules", "loaded %s", h->path);
-    }
+    if (had) h->reloads++;
+    h->reload_failing = false;
     return 0;
 }
 
@@ -661,10 +892,7 @@ static int reload_file(mqr_script_t *h, bool only_if_changed, char **errmsg)
 static void host_stop(void *arg)
 {
     mqr_script_t *h = arg;
-    if (h->watching) {
-        uv_close((uv_handle_t *)&h->watch, NULL);
-        h->watching = false;
-    }
+    stop_watch(h);
     if (h->debounce_init) {
         uv_close((uv_handle_t *)&h->debounce, NULL);
         h->debounce_init = false;
@@ -689,6 +917,9 @@ static void host_free(void *arg)
     mqr__lkv_free(h);
     mqr__lcfunc_free_all(h);
     if (h->budget) mqr__budget_free(h->budget);
+    for (size_t i = 0; i < h->n_watch_files; i++)
+        free(h->watch_files[i]);
+    free(h->watch_files);
     free(h->path);
     free(h);
 }
@@ -747,10 +978,13 @@ int mqr_engine_load_string(mqr_engine_t *e, const char *name, const char *code, 
     bool had = h->cur != NULL;
     int rc = load_code(h, chunk, NULL, code, strlen(code), errmsg);
     if (had) {
-        if (rc < 0)
+        if (rc < 0) {
             h->reload_failures++;
-        else
+            note_reload_failure(h, errmsg ? *errmsg : NULL);
+        } else {
             h->reloads++;
+            h->reload_failing = false;
+        }
     }
     return rc;
 }
@@ -820,6 +1054,8 @@ static int route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_
     if (!st->active || r->stopped) return 0;
     if (r->session && msg->origin_conn != (const void *)r->session->u) return 0;
     r->calls++;
+    if (r->queue && mqr__queue_replaying(r->queue, msg))
+        return 0;   /* q:replay() leaves its own queue as it is */
     if (r->queue) { /* into a queue, topic and all; refusals are the queue's to count */
         mqr_queue_pub_opts_t o = {.priority = r->queue_priority, .ttl_ms = r->queue_ttl_ms};
         int rc = mqr__queue_publish(r->queue, msg, &o, NULL);
@@ -860,13 +1096,20 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
     int qprio = 2;
     int64_t qttl = 0;
     if (opts_idx && !lua_isnoneornil(L, opts_idx)) {
-        luaL_checktype(L, opts_idx, LUA_TTABLE);
+        const char *fname = session ? "session:route" : "mq.route";
+        if (!lua_istable(L, opts_idx))
+            return luaL_error(L, "%s: options must be a table {qos, dead_letter}, not a %s", fname,
+                              luaL_typename(L, opts_idx));
+        if (!session) {
+            static const char *const fn_known[] = {"qos", "dead_letter", NULL};
+            static const char *const q_known[] = {"qos", "dead_letter", "priority", "ttl", NULL};
+            mqr__lua_check_options(L, opts_idx, fname, to_queue ? q_known : fn_known);
+        }
         lua_getfield(L, opts_idx, "qos");
-        qos = (int)luaL_optinteger(L, -1, 0);
+        qos = mqr__lua_opt_qos(L, -1, fname, 0);
         lua_getfield(L, opts_idx, "dead_letter");
         dlq = luaL_optstring(L, -1, NULL);
         lua_pop(L, 2); /* dlq stays alive: the table holds it */
-        if (qos < 0 || qos > 2) return luaL_argerror(L, opts_idx, "qos must be 0, 1 or 2");
         if (dlq && mqr__topic_name_check(dlq, strlen(dlq), &why) < 0)
             return luaL_error(L, "invalid dead_letter topic '%s': %s", dlq, why);
         if (to_queue) {
@@ -947,7 +1190,7 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
 int mqr__timer_declare(lua_State *L, l_state_t *st, double seconds, bool repeat, int fn_idx)
 {
     if (!(seconds >= 0) || seconds > 1e9)
-        return luaL_error(L, "timer interval must be a number of seconds >= 0");
+        return luaL_error(L, "the interval must be 0 .. 1e9 seconds, not %f", seconds);
     l_timer_t *t = calloc(1, sizeof *t);
     if (!t) return luaL_error(L, "out of memory");
     uint64_t ms = (uint64_t)(seconds * 1000.0 + 0.5);

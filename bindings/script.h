@@ -23,6 +23,44 @@
 #include <lua.h>
 #include <stdbool.h>
 
+/* Errors that name the function (l_check.c): in the binding files the
+ * lauxlib raising functions go through these, which put the running
+ * function's full name ("mq.route", "queue:publish") in front of the
+ * message. Numbers are not read from strings: qos = "1" is a mistake. */
+int mqr__lua_error(lua_State *L, const char *fmt, ...);
+int mqr__lua_argerror(lua_State *L, int narg, const char *extramsg);
+int mqr__lua_typerror(lua_State *L, int narg, const char *tname);
+void mqr__lua_checktype(lua_State *L, int narg, int t);
+void mqr__lua_checkany(lua_State *L, int narg);
+const char *mqr__lua_checklstring(lua_State *L, int narg, size_t *len);
+const char *mqr__lua_optlstring(lua_State *L, int narg, const char *def, size_t *len);
+lua_Number mqr__lua_checknumber(lua_State *L, int narg);
+lua_Number mqr__lua_optnumber(lua_State *L, int narg, lua_Number def);
+lua_Integer mqr__lua_checkinteger(lua_State *L, int narg);
+lua_Integer mqr__lua_optinteger(lua_State *L, int narg, lua_Integer def);
+void *mqr__lua_checkudata(lua_State *L, int narg, const char *tname);
+/* Records name as the full name of the function at idx (the first name a
+ * function gets stays). [-0, +0] */
+void mqr__lua_name_fn(lua_State *L, int idx, const char *name);
+/* Names every function of the table at idx "prefix.key", and those of its
+ * tables down to depth more levels. [-0, +0] */
+void mqr__lua_name_table(lua_State *L, int idx, const char *prefix, int depth);
+#ifndef MQR_LUA_NO_CHECK_MACROS
+#undef luaL_error
+#define luaL_error(...) mqr__lua_error(__VA_ARGS__)
+#define luaL_argerror(L, n, m) mqr__lua_argerror(L, n, m)
+#define luaL_typerror(L, n, t) mqr__lua_typerror(L, n, t)
+#define luaL_checktype(L, n, t) mqr__lua_checktype(L, n, t)
+#define luaL_checkany(L, n) mqr__lua_checkany(L, n)
+#define luaL_checklstring(L, n, l) mqr__lua_checklstring(L, n, l)
+#define luaL_optlstring(L, n, d, l) mqr__lua_optlstring(L, n, d, l)
+#define luaL_checknumber(L, n) mqr__lua_checknumber(L, n)
+#define luaL_optnumber(L, n, d) mqr__lua_optnumber(L, n, d)
+#define luaL_checkinteger(L, n) mqr__lua_checkinteger(L, n)
+#define luaL_optinteger(L, n, d) mqr__lua_optinteger(L, n, d)
+#define luaL_checkudata(L, n, t) mqr__lua_checkudata(L, n, t)
+#endif
+
 typedef struct mqr_script mqr_script_t;
 typedef struct l_state l_state_t;
 typedef struct l_route l_route_t;
@@ -110,6 +148,8 @@ struct l_state {
     l_iter_t *iters; /* buffers of the session iterators (l_iter.c) */
     int traceback_ref;
     int env_ref;
+    char **modules; /* the files its require loaded while the script ran */
+    size_t n_modules;
     bool active;
     bool closing;
     unsigned open_timers; /* timers whose handles are not closed yet */
@@ -124,7 +164,11 @@ struct mqr_script {
     l_qhost_t *qhost;      /* queues the scripts declared (l_queue.c); NULL until the first */
     l_cfunc_t *cfuncs;     /* C functions the host registered (l_cfunc.c, mqrouter_lua.h) */
     char *path;            /* the file loaded last, for reload and watching */
-    uv_fs_event_t watch;
+    /* Watching: the script and every file its require loaded (any version
+     * of the rules, failed loads too), one uv_fs_event per directory. */
+    struct l_watch *watches; /* the directories */
+    char **watch_files;      /* "dir/name" of each file watched */
+    size_t n_watch_files;
     bool watching;
     uv_timer_t debounce;
     bool debounce_init;
@@ -137,6 +181,11 @@ struct mqr_script {
     uint64_t budget_errors;
     uint64_t reload_dropped; /* buffered messages a reload found no taker for */
     char last_error[512];    /* first line of the last failed call's error */
+    /* The last failed reload: its error (file:line: message, no traceback)
+     * and when (ms since the epoch); kept after a later success. */
+    char last_reload_error[512];
+    uint64_t last_reload_error_at;
+    bool reload_failing; /* the last reload failed and none succeeded since */
     /* Fake clock (busted host, mqrouter.testing): while on, mq.now() and the
      * time of messages published from Lua or the host read clock_ms, and
      * script timers are not started on the loop: mqr__script_advance()
@@ -310,12 +359,29 @@ void mqr__lsession_dispatch(l_state_t *st);
 void mqr__lregistry_open(lua_State *L);
 void mqr__lregistry_close(mqr_script_t *h);
 
+/* Pushes msg and the traceback of L1 from level on one line: "msg | traceback:
+ * file:line: in function 'f' <- file:line: in main chunk" (a log entry is one
+ * line; line breaks in msg become spaces). [-0, +1] */
+#define MQR_TRACEBACK_SEP " | traceback: "
+void mqr__lua_traceback_line(lua_State *L, lua_State *L1, const char *msg, int level);
+/* traceback([co,] msg): the same, callable from Lua (debug.traceback's form). */
+int mqr__lua_traceback_fn(lua_State *L);
+
 /* Pushes nil, "ENAME: text", "ENAME" and returns 3 (the luv convention). */
 int mqr__lua_fail(lua_State *L, int err, const char *detail);
 /* Raises "<fname>: unknown option 'x' (it takes a, b, ...)" when the table at
  * idx has a key not in known (NULL-terminated): a misspelt option would
  * silently be a default. [-0, +0] */
 void mqr__lua_check_options(lua_State *L, int idx, const char *fname, const char *const *known);
+/* The qos at idx: def when nil, else the number 0, 1 or 2; anything else
+ * (a string "1" too) raises "<fname>: qos must be ...". [-0, +0] */
+int mqr__lua_opt_qos(lua_State *L, int idx, const char *fname, int def);
+/* Reads publish options {qos, retain, properties} at idx (none or nil: the
+ * defaults) into in; known lists the options fname takes (NULL: those three),
+ * an unknown one raises. *props: the encoded properties, for the caller to
+ * free. Raises on misuse, naming fname. */
+int mqr__publish_opts(lua_State *L, int idx, const char *fname, const char *const *known,
+                      mqr_msg_init_t *in, uint8_t **props);
 /* Registers metatable name for a userdata type: methods as its __index
  * table, and __gc / __tostring when given (may be NULL). [-0, +0] */
 void mqr__lua_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,

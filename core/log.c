@@ -43,6 +43,10 @@ void mqr__log_write(int level, const char *component, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    /* one entry, one line: a line break inside (a Lua error's, a peer's
+     * text) would read as the start of another entry */
+    for (char *c = text; *c; c++)
+        if (*c == '\n' || *c == '\r') *c = ' ';
     if (log_sink) {
         log_sink(log_sink_arg, level, component, text);
         return;

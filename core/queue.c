@@ -573,6 +573,16 @@ const char *mqr__queue_name(const mqr_queue_t *q)
     return q->name;
 }
 
+void mqr__queue_replay_mark(mqr_queue_t *q, const mqr_msg_t *msg)
+{
+    q->replaying = msg;
+}
+
+bool mqr__queue_replaying(const mqr_queue_t *q, const mqr_msg_t *msg)
+{
+    return msg && q->replaying == msg;
+}
+
 bool mqr__queue_closed(const mqr_queue_t *q)
 {
     return q->closed;

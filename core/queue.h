@@ -193,6 +193,12 @@ void mqr__queue_unref(mqr_queue_t *q);
 
 const char *mqr__queue_name(const mqr_queue_t *q);
 bool mqr__queue_closed(const mqr_queue_t *q);
+/* A replay (mqr__store_queue_replay) publishes q's stored messages again
+ * without putting them back into q: it marks the message it publishes (NULL
+ * when done), and the routes that feed q (mqr__queue_bind, the bindings'
+ * routes into a queue) pass over that message for q. */
+void mqr__queue_replay_mark(mqr_queue_t *q, const mqr_msg_t *msg);
+bool mqr__queue_replaying(const mqr_queue_t *q, const mqr_msg_t *msg);
 
 /* ---- publishing --------------------------------------------------------- */
 

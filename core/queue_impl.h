@@ -89,9 +89,10 @@ struct mqr_queue {
     mqr_queue_config_t cfg; /* defaults applied; cfg.name points at name */
     unsigned refs;
     bool closed;
-    bool torn;     /* entries and consumers released (after close, once not busy) */
-    bool pending;  /* on set's dispatch list (holding a reference) */
-    unsigned busy; /* inside a callback of this queue */
+    bool torn;                  /* entries and consumers released (after close, once not busy) */
+    bool pending;               /* on set's dispatch list (holding a reference) */
+    unsigned busy;              /* inside a callback of this queue */
+    const mqr_msg_t *replaying; /* the stored message a replay publishes now, or NULL */
     mqr_queue_t *pend_next;
 
     uint64_t next_id;

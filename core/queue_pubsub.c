@@ -268,7 +268,8 @@ static int bind_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_e
     /* the queue counts refusals (refused_full, refused_memory) and notes
      * its outcome in the publish context itself, as it does when a Lua
      * route puts the message there: returning it too would count it twice */
-    (void)mqr__queue_publish(b->q, msg, &b->opts, NULL);
+    if (!mqr__queue_replaying(b->q, msg)) /* a replay leaves its own queue as it is */
+        (void)mqr__queue_publish(b->q, msg, &b->opts, NULL);
     return 0;
 }
 

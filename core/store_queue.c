@@ -524,7 +524,9 @@ int mqr__store_queue_replay(mqr_engine_t *e, mqr_queue_t *q, const char *filter,
             rc = fn(arg, q, &x);
             if (rc > 0) rc = 0;
         } else {
+            mqr__queue_replay_mark(q, w->msg); /* q itself stays as it is */
             rc = mqr__engine_publish(e, w->msg);
+            mqr__queue_replay_mark(q, NULL);
         }
         if (rc == 0) n++;
     }

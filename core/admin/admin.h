@@ -104,7 +104,12 @@ typedef struct {
     bool loaded;
     uint64_t reloads, reload_failures, handler_errors, budget_errors;
     uint64_t reload_dropped; /* buffered messages a reload found no taker for */
-    const char *last_error;  /* "" when none */
+    const char *last_error;  /* the last handler error, "" when none */
+    /* why the last failed reload failed (file:line: message), "" when none,
+     * and when (seconds since the epoch, 0 when none); kept after a later
+     * successful reload */
+    const char *last_reload_error;
+    double last_reload_error_at;
 } mqr_admin_rules_info_t;
 
 /* What the bindings answer. Every pointer may be NULL (no script host):

@@ -40,7 +40,7 @@ static void route_item(void *arg, const mqr_admin_route_t *r)
 void mqr__admin_h_rules(mqr_actx_t *x)
 {
     const mqr_admin_hooks_t *h = x->e->admin_hooks;
-    mqr_admin_rules_info_t ri = {.last_error = ""};
+    mqr_admin_rules_info_t ri = {.last_error = "", .last_reload_error = ""};
     if (h && h->rules_info) h->rules_info(h->ctx, &ri);
     cJSON *o = mqr__admin_ok(x, 200);
     if (ri.path)
@@ -54,6 +54,12 @@ void mqr__admin_h_rules(mqr_actx_t *x)
     mqr__admin_num(o, "budget_errors", (double)ri.budget_errors);
     mqr__admin_num(o, "reload_dropped", (double)ri.reload_dropped);
     cJSON_AddStringToObject(o, "last_error", ri.last_error ? ri.last_error : "");
+    cJSON_AddStringToObject(o, "last_reload_error",
+                            ri.last_reload_error ? ri.last_reload_error : "");
+    if (ri.last_reload_error_at > 0)
+        mqr__admin_num(o, "last_reload_error_at", ri.last_reload_error_at);
+    else
+        cJSON_AddNullToObject(o, "last_reload_error_at");
     rcollect_t c = {0};
     if (h && h->foreach_route) h->foreach_route(h->ctx, route_item, &c);
     mqr__admin_num(o, "routes", (double)c.i);

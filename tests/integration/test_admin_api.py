@@ -334,9 +334,24 @@ def main():
         r = api.ok("POST", "/api/v1/rules/reload")
         check(r == {"reloaded": True}, f"reload {r}")
         check(api.ok("GET", "/api/v1/rules")["reloads"] == 1, "reload counted")
-        ws.write("rules.lua", RULES % bport + "\nlocal x = = 1\n")
+        r = api.ok("GET", "/api/v1/rules")
+        check(r["last_reload_error"] == "" and r["last_reload_error_at"] is None,
+              f"no reload failed yet: {r}")
+        broken = RULES % bport + "\nlocal x = = 1\n"
+        bad_line = len(broken.splitlines())  # the line of "local x = = 1"
+        t_before = time.time()
+        ws.write("rules.lua", broken)
         d = api.err("POST", "/api/v1/rules/reload", status=422, code="reload_failed")
         check("rules.lua" in d["error"]["message"], f"reload error names the file: {d}")
+        # the rules info says why the reload failed, with file and line, and
+        # when; last_error is still the last handler error
+        r = api.ok("GET", "/api/v1/rules")
+        check(r["last_reload_error"].endswith(
+            f"rules.lua:{bad_line}: unexpected symbol near '='"), f"last_reload_error: {r}")
+        check(t_before - 1 <= r["last_reload_error_at"] <= time.time() + 1,
+              f"last_reload_error_at: {r}")
+        check("bad reading" in r["last_error"] and "unexpected symbol" not in r["last_error"],
+              f"last_error stays the handler's: {r}")
         ws.write("rules.lua", RULES % bport)
         got.clear()
         api.ok("POST", "/api/v1/publish", {"topic": "sensors/c/t", "payload": "7"})

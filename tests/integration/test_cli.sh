@@ -20,7 +20,7 @@ grep -q "broken.lua:3:" <<<"$out" || fail "--check did not name file and line: $
 
 printf 'local mq = require "mqrouter"\nmq.route("a/#/b", function() end)\n' >"$WORK/badfilter.lua"
 if out=$("$MQROUTER_BIN" --check "$WORK/badfilter.lua" 2>&1); then fail "--check accepted a bad filter"; fi
-grep -q "badfilter.lua:2: invalid route filter 'a/#/b'" <<<"$out" || fail "bad filter: $out"
+grep -q "badfilter.lua:2: mq.route: invalid route filter 'a/#/b'" <<<"$out" || fail "bad filter: $out"
 
 # every listener limit key of docs/listener.md is a --limit key
 out=$(cd "$WORK/cwd" && "$MQROUTER_BIN" --limit v311_session_expiry_s=3600 --limit max_qos=1 \

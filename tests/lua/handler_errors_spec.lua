@@ -81,3 +81,31 @@ describe("dead letters", function()
     e:close()
   end)
 end)
+
+describe("handler error log entries", function()
+  it("are one line each, the traceback's frames joined on it", function()
+    mqrouter.set_log_level("debug")
+    mqrouter.capture_logs(true)
+    local e = h.engine()
+    assert(e:load([[
+      local mq = require "mqrouter"
+      local function parse(p)
+        return tonumber(p) or error("not a number:\n" .. p)
+      end
+      mq.route("t", function(msg) parse(msg.payload) end)
+    ]], "rules.lua"))
+    e:publish("t", "abc")
+    local entries = {}
+    for _, l in ipairs(mqrouter.logs()) do
+      if l:find("not a number", 1, true) then entries[#entries + 1] = l end
+    end
+    e:close()
+    mqrouter.capture_logs(false)
+    mqrouter.set_log_level(os.getenv("MQR_TEST_LOG_LEVEL") or "warn")
+    assert.are.equal(1, #entries)
+    assert.is_nil(entries[1]:find("\n", 1, true))
+    assert.matches("route 't' (rules.lua:5) failed: rules.lua:3: not a number: abc | traceback: "
+      .. "[C]: in function 'error' <- rules.lua:3: in function 'parse' <- rules.lua:5: in function",
+      entries[1], 1, true)
+  end)
+end)

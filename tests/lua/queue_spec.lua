@@ -620,6 +620,46 @@ describe("mq.queue", function()
     os.execute("rm -rf " .. dir)
   end)
 
+  it("replays into routes and other bound queues, never back into the queue itself", function()
+    local dir = h.tmpdir()
+    local de = h.engine({ data_dir = dir })
+    local seen, res = de:capture("seen/#"), de:capture("result")
+    assert(de:load([[
+      local mq = require "mqrouter"
+      local q = mq.queue("work", { durable = true })
+      local other = mq.queue("audit")
+      mq.route("t/#", q)            -- the replayed queue is bound to the topics it holds
+      q:bind("x/#")                 -- and through q:bind too
+      mq.route("t/#", other)
+      mq.route("t/#", function(msg) mq.publish("seen/" .. msg.topic, msg.payload) end)
+      mq.route("go", function()
+        local n = q:replay()
+        mq.publish("result", n .. " " .. q:stats().depth .. " " .. q:stats().published .. " "
+          .. other:stats().depth)
+      end)
+      mq.route("consume", function()
+        local got = {}
+        for _, m in ipairs(q:receive(100)) do got[#got + 1] = m.topic .. "=" .. m.payload; m:ack() end
+        mq.publish("result", table.concat(got, ","))
+      end)
+    ]]))
+    de:run(0.05)
+    assert(de:publish("t/a", "1"))
+    assert(de:publish("t/b", "2"))
+    assert.equals(2, seen:count())
+    assert(de:publish("go", ""))
+    assert.is_true(h.run_until(de, function() return res:count() == 1 end, 2))
+    -- 2 replayed; the queue still holds its 2 (published 2: nothing re-queued);
+    -- the other bound queue got each replayed message as a new entry
+    assert.equals("2 2 2 4", res:messages()[1].payload)
+    assert.equals(4, seen:count()) -- the route saw each message once more
+    assert(de:publish("consume", ""))
+    assert.is_true(h.run_until(de, function() return res:count() == 2 end, 2))
+    assert.equals("t/a=1,t/b=2", res:messages()[2].payload) -- each once, not twice
+    de:close()
+    os.execute("rm -rf " .. dir)
+  end)
+
   it("runs the orders example: orders/# into a durable queue, retries, dlq/orders", function()
     load([[
       local orders = mq.queue("orders", { durable = true, max_attempts = 3,

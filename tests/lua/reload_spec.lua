@@ -91,6 +91,99 @@ describe("reload", function()
     assert.are.equal("out/v2", cap:messages()[2].topic)
   end)
 
+  -- mqrouter.logs() hands each entry once: keep them all, in order.
+  local all = {}
+  local function log_count()
+    for _, l in ipairs(mqrouter.logs()) do all[#all + 1] = l end
+    return #all
+  end
+  -- The log entries after the first `from` ones that have text.
+  local function logs_with(text, from)
+    log_count()
+    local found = {}
+    for i, l in ipairs(all) do
+      if i > (from or 0) and l:find(text, 1, true) then found[#found + 1] = l end
+    end
+    return found
+  end
+
+  it("reloads when a module the rules require changes on disk", function()
+    h.write(dir .. "/fmt.lua", "return { tag = 'm1' }\n")
+    h.write(path, [[
+      local mq = require "mqrouter"
+      local fmt = require "fmt"
+      mq.route("in/#", function(msg) mq.publish("out/" .. fmt.tag, msg.payload) end)
+    ]])
+    assert(e:load_file(path))
+    local cap = e:capture("out/#")
+    e:publish("in/x", "1")
+    h.write(dir .. "/fmt.lua.tmp", "return { tag = 'm2' }\n") -- the way editors save
+    os.rename(dir .. "/fmt.lua.tmp", dir .. "/fmt.lua")
+    assert.is_true(h.run_until(e, function() return e:stats().reloads == 1 end, 3))
+    e:publish("in/x", "2")
+    local m = cap:messages()
+    assert.are.equal("out/m1", m[1].topic)
+    assert.are.equal("out/m2", m[2].topic)
+    -- an edit in place, and a module loaded by a module
+    h.write(dir .. "/fmt.lua", "return { tag = require('sub.tag') }\n")
+    os.execute("mkdir -p " .. dir .. "/sub")
+    h.write(dir .. "/sub/tag.lua", "return 'm3'\n")
+    assert.is_true(h.run_until(e, function() return e:stats().reloads == 2 end, 3))
+    h.write(dir .. "/sub/tag.lua", "return 'm4'\n")
+    assert.is_true(h.run_until(e, function() return e:stats().reloads == 3 end, 3))
+    e:publish("in/x", "3")
+    assert.are.equal("out/m4", cap:messages()[3].topic)
+    -- a file next to them that the rules do not load changes nothing
+    h.write(dir .. "/unrelated.lua", "return 1\n")
+    e:run(0.3)
+    assert.are.equal(3, e:stats().reloads)
+  end)
+
+  it("reloads when a module a failed reload could not find is created", function()
+    h.write(path, rules("v1"))
+    assert(e:load_file(path))
+    local cap = e:capture("out/#")
+    h.write(path, [[
+      local mq = require "mqrouter"
+      local fmt = require "newfmt"
+      mq.route("in/#", function(msg) mq.publish("out/" .. fmt.tag, msg.payload) end)
+    ]])
+    assert.is_true(h.run_until(e, function() return e:stats().reload_failures == 1 end, 3))
+    h.write(dir .. "/newfmt.lua", "return { tag = 'new' }\n")
+    assert.is_true(h.run_until(e, function() return e:stats().reloads == 1 end, 3))
+    e:publish("in/x", "1")
+    assert.are.equal("out/new", cap:messages()[1].topic)
+  end)
+
+  it("logs the failure of a broken save, then the recovery when it is reverted", function()
+    h.write(dir .. "/fmt.lua", "return { tag = 'ok' }\n")
+    h.write(path, rules("v1"))
+    assert(e:load_file(path))
+    local n0 = log_count()
+    h.write(path, rules("v1") .. "\nlocal x = = 1\n")
+    assert.is_true(h.run_until(e, function() return e:stats().reload_failures == 1 end, 3))
+    local failed = logs_with("reload of " .. path .. " failed", n0)
+    assert.are.equal(1, #failed)
+    assert.truthy(failed[1]:find("rules.lua:4: unexpected symbol near '='", 1, true), failed[1])
+    local n1 = log_count()
+    h.write(path, rules("v1")) -- reverted: the same text as the rules that run
+    assert.is_true(h.run_until(e, function() return #logs_with("failed reload at", n1) == 1 end, 3))
+    local back = logs_with("failed reload at", n1)[1]
+    assert.matches("^WARN %[rules%] " .. path:gsub("%p", "%%%0")
+      .. " is back to the rules that run: the failed reload at %d%d:%d%d:%d%d UTC is over, "
+      .. "nothing to reload$", back)
+    assert.are.equal(0, e:stats().reloads)
+    -- a broken save, then a good one: reloaded, saying it follows the failure
+    h.write(path, "this is not lua")
+    assert.is_true(h.run_until(e, function() return e:stats().reload_failures == 2 end, 3))
+    local n2 = log_count()
+    h.write(path, rules("v2"))
+    assert.is_true(h.run_until(e, function() return e:stats().reloads == 1 end, 3))
+    local again = logs_with("reloaded " .. path, n2)
+    assert.are.equal(1, #again)
+    assert.matches("after the failed reload at %d%d:%d%d:%d%d UTC: the new rules run$", again[1])
+  end)
+
   it("loses and duplicates nothing across many reloads under traffic", function()
     h.write(path, rules("v0"))
     assert(e:load_file(path))

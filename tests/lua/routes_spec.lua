@@ -86,7 +86,8 @@ describe("routes", function()
       mq.route("a/#/b", function() end)
     ]], "bad_filter.lua")
     assert.is_nil(ok)
-    assert.matches("bad_filter.lua:2: invalid route filter 'a/#/b'", err, 1, true)
+    assert.matches("bad_filter.lua:2: mq.route: invalid route filter 'a/#/b': '#' must be the last level",
+      err, 1, true)
 
     assert(e:load([[
       local mq = require "mqrouter"

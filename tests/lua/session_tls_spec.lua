@@ -164,7 +164,8 @@ describe("sessions over TLS", function()
         "session 'bad': CA file " .. dir .. "/missing.pem: No such file or directory" },
       { '{ cafile = 1 }', "session 'bad': tls option 'cafile' must be a string" },
       { '{ verify = "yes" }', "session 'bad': tls option 'verify' must be a boolean" },
-      { '{ ca_file = "x" }', "session 'bad': unknown tls option 'ca_file'" },
+      { '{ ca_file = "x" }', "mq.session 'bad': tls: unknown option 'ca_file' (it takes cafile, capath, "
+        .. "cert, key, key_password, verify, verify_hostname)" },
       { '"on"', "session 'bad': tls must be a table" },
       { ('{ key = "%s/client.key" }'):format(dir), "needs a client certificate" },
       { ('{ cert = "%s/client.pem", key = "%s/server.key" }'):format(dir, dir), "does not match" },
