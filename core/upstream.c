@@ -1508,17 +1508,11 @@ static void on_warn_timer(uv_timer_t *t)
     report_losses(t->data);
 }
 
-typedef struct {
-    mqr_upstream_t *u;
-    uint64_t last;
-    int64_t n;
-} refill_t;
-
-static int refill_event(void *arg, const mqr_upstream_inbox_rec_t *r)
+/* A message event made from an inbox row (a copy), NULL without memory. */
+static up_event_t *inbox_message(const mqr_upstream_inbox_rec_t *r)
 {
-    refill_t *f = arg;
     up_event_t *ev = ev_new(EV_MESSAGE, r->data_len, NULL);
-    if (!ev) return MQR_ENOMEM;
+    if (!ev) return NULL;
     ev->qos = r->qos;
     ev->retain = r->retain;
     ev->expiry_s = r->expiry_s;
@@ -1529,6 +1523,20 @@ static int refill_event(void *arg, const mqr_upstream_inbox_rec_t *r)
     ev->inbox_seq = r->seq;
     memcpy(ev->data, r->data, r->data_len);
     ((char *)ev->data)[r->topic_len] = '\0';
+    return ev;
+}
+
+typedef struct {
+    mqr_upstream_t *u;
+    uint64_t last;
+    int64_t n;
+} refill_t;
+
+static int refill_event(void *arg, const mqr_upstream_inbox_rec_t *r)
+{
+    refill_t *f = arg;
+    up_event_t *ev = inbox_message(r);
+    if (!ev) return MQR_ENOMEM;
     ev_push(f->u, ev); /* wakes the loop: the next batch comes on the next turn */
     f->last = r->seq;
     f->n++;
@@ -1977,18 +1985,8 @@ static mqr_upstream_t *persist_setup(mqr_upstream_t *u, const mqr_upstream_confi
 static int inbox_event(void *arg, const mqr_upstream_inbox_rec_t *r)
 {
     mqr_upstream_t *u = arg;
-    up_event_t *ev = ev_new(EV_MESSAGE, r->data_len, NULL);
+    up_event_t *ev = inbox_message(r);
     if (!ev) return MQR_ENOMEM;
-    ev->qos = r->qos;
-    ev->retain = r->retain;
-    ev->expiry_s = r->expiry_s;
-    ev->arrived_ms = r->arrived_ms;
-    ev->topic_len = r->topic_len;
-    ev->payload_len = r->payload_len;
-    ev->props_len = r->props_len;
-    ev->inbox_seq = r->seq;
-    memcpy(ev->data, r->data, r->data_len);
-    ((char *)ev->data)[r->topic_len] = '\0';
     if (r->seq > u->inbox_seq) u->inbox_seq = r->seq;
     ev_push(u, ev);
     return 0;
