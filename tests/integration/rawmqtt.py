@@ -168,3 +168,39 @@ def publish_fields(body, flags, version=4):
                 break
         off += n
     return topic, body[off:]
+
+
+def ack_reason(p):
+    """The reason code of a PUBACK/PUBREC/PUBCOMP packet (0 when absent)."""
+    body = p[2]
+    return body[2] if len(body) > 2 else 0
+
+
+def refused_when_full(port, topic):
+    """Against a listener whose route for `topic` keeps two messages and then
+    has no room (a full queue, a full session buffer): an MQTT 5 publisher's
+    two QoS 1 PUBLISHes are accepted, the next QoS 1 gets PUBACK 0x97 and a
+    QoS 2 PUBREC 0x97, and it stays connected; a 3.1.1 publisher's refused
+    QoS 1 closes its connection unacknowledged. Returns the two clients."""
+    v5 = Client(port)
+    v5.login("v5-pub", version=5)
+    for pid in (1, 2):
+        v5.send(publish(topic, b"ok", qos=1, pid=pid, version=5))
+        p = v5.expect(PUBACK)
+        assert struct.unpack("!H", p[2][:2])[0] == pid and ack_reason(p) == 0, p
+    v5.send(publish(topic, b"no room", qos=1, pid=3, version=5))
+    p = v5.expect(PUBACK)
+    assert struct.unpack("!H", p[2][:2])[0] == 3 and ack_reason(p) == 0x97, \
+        f"expected Quota exceeded, got {p!r}"
+    v5.send(publish(topic, b"no room", qos=2, pid=4, version=5))
+    p = v5.expect(PUBREC)
+    assert ack_reason(p) == 0x97, p
+    v5.ping()  # still connected
+    print("v5: accepted twice, then PUBACK/PUBREC 0x97")
+
+    v3 = Client(port)
+    v3.login("v3-pub", version=4)
+    v3.send(publish(topic, b"no room", qos=1, pid=7, version=4))
+    v3.expect_closed()
+    print("v3.1.1: closed without a PUBACK")
+    return v5, v3
