@@ -1,6 +1,6 @@
 /*
  * l_auth.c — the Lua face of authentication: mq.authenticate(fn) and
- * mq.authorize(fn), the hooks the listener calls (core/auth.h), and
+ * mq.authorize(fn), the hooks the listener calls (core/auth/auth.h), and
  * mq.users.add/remove/list over the store's credentials.
  *
  * A hook function lives in its state's registry; the engine's hook table

@@ -5,7 +5,7 @@
  *
  * The table belongs to the script host, not to a Lua state, so a reload
  * finds what the old rules left. Entries set with persist go to the
- * engine's SQLite store as well (core/store_kv.c) and are loaded back the
+ * engine's SQLite store as well (core/store/store_kv.c) and are loaded back the
  * first time a script of a new engine touches the store. Must not: keep a
  * Lua value, or hold more than MAX_ENTRIES entries.
  */

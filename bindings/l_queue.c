@@ -1,5 +1,5 @@
 /*
- * l_queue.c — the engine's broker queues (core/queue.h) as rule scripts see
+ * l_queue.c — the engine's broker queues (core/queue/queue.h) as rule scripts see
  * them: `local q = mq.queue("orders", { durable = true, ack_timeout = 30,
  * max_attempts = 5, dead_letter = "dlq/orders", ... })`, with q:publish,
  * q:publish_batch, q:consume, q:receive, q:bind, q:stats, the dead-letter

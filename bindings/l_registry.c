@@ -1,5 +1,5 @@
 /*
- * l_registry.c — the Lua face of core/registry.h: mq.devices (register,
+ * l_registry.c — the Lua face of core/registry/registry.h: mq.devices (register,
  * unregister, get, list, set_status, map), mq.topics (info, list,
  * validate), mq.retained (get, set, delete), mq.users.tenant, and the
  * device_online / device_offline events of mq.on.

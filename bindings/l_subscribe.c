@@ -1,6 +1,6 @@
 /*
  * l_subscribe.c — `mq.subscribe(filter, fn [, { buffer, drop_oldest, batch }])`:
- * a buffered in-process subscriber (core/queue_pubsub.c) whose handler is
+ * a buffered in-process subscriber (core/queue/queue_pubsub.c) whose handler is
  * Lua. Unlike a route, which runs inside the publisher's call, a subscriber
  * gets its messages on later loop turns through a bounded buffer of its
  * own; when the handler falls behind and the buffer is full, the newest

@@ -8,7 +8,7 @@
  * is 404) and the topics under "<tenant>/", shown without that prefix.
  * Untenanted tokens see every tenant and name one with ?tenant= (devices
  * without a tenant by default). Pages use the registry's cursors
- * (core/registry.h): {items, limit, next}, next null on the last page.
+ * (core/registry/registry.h): {items, limit, next}, next null on the last page.
  */
 #include "admin_int.h"
 

@@ -1,6 +1,6 @@
 /*
  * api_queue.c — the public queue API (mqrouter.h, "queues"): thin wrappers
- * over core/queue.h for C hosts.
+ * over core/queue/queue.h for C hosts.
  *
  * It turns public options into the internal configuration, sets the
  * engine's queues up on first use, and copies topic and payload into a

@@ -19,7 +19,7 @@
  * cfg.durable calls the store ops installed with mqr__queues_set_store_ops()
  * at the moments an entry becomes visible, is acknowledged, is dead-lettered
  * or is removed, and mqr__queue_restore() puts stored entries back at start.
- * With a file store, core/store_queue.c implements it (store_queue.h): a
+ * With a file store, core/store/store_queue.c implements it (store_queue.h): a
  * durable publish is durable once the store has committed it, which the
  * caller learns with mqr__store_after_commit(e->store, cb, arg) right after
  * mqr__queue_publish() returned 0 (cb's status 0 = on disk).
@@ -113,7 +113,7 @@ int mqr__queues_set_store_ops(mqr_engine_t *e, const mqr_queue_store_ops_t *ops,
  * deleted) and mqr__queue_new returns that code. fn NULL: nothing restored.
  *
  * When the engine keeps a file store, mqr__queues_init installs the store's
- * ops and restore function (core/store_queue.c) itself; setting others here
+ * ops and restore function (core/store/store_queue.c) itself; setting others here
  * replaces them. */
 typedef int (*mqr_queue_restore_fn)(void *ctx, mqr_queue_t *q);
 int mqr__queues_set_restore(mqr_engine_t *e, mqr_queue_restore_fn fn, void *ctx);

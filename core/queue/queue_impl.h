@@ -1,7 +1,7 @@
 /*
  * queue_impl.h — what the queue files (queue.c, queue_deliver.c, queue_dlq.c,
  * queue_tx.c, queue_pubsub.c) share: the structs behind queue.h and the
- * helpers that move entries between states. Nothing outside core/queue_*.c
+ * helpers that move entries between states. Nothing outside core/queue/
  * includes it.
  *
  * An entry is in exactly one state at a time and on at most one list:

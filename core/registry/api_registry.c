@@ -1,6 +1,6 @@
 /*
  * api_registry.c — the public device-registry API (mqrouter.h, "device
- * registry"): thin wrappers over core/registry.h for C hosts.
+ * registry"): thin wrappers over core/registry/registry.h for C hosts.
  *
  * Public views are filled up to the size the host's struct has (ABI care,
  * like api_session.c); status travels as its name. Must not: keep state of

@@ -45,7 +45,7 @@ static const mqr_store_migration_t migrations[] = {
         "  key TEXT PRIMARY KEY NOT NULL,"
         "  value"
         ");"},
-    /* persistent listener sessions (core/store_sessions.c): the session,
+    /* persistent listener sessions (core/store/store_sessions.c): the session,
      * its subscriptions, its outbound QoS 1/2 messages (queued: pid 0, or
      * in flight) and its inbound QoS 2 packet ids awaiting PUBREL */
     {2, "CREATE TABLE sessions ("
@@ -82,7 +82,7 @@ static const mqr_store_migration_t migrations[] = {
         "  pid INT NOT NULL,"
         "  PRIMARY KEY(client_id, pid)"
         ") WITHOUT ROWID;"},
-    /* listener credentials (core/store_auth.c): SCRAM-SHA-256 keys derived
+    /* listener credentials (core/store/store_auth.c): SCRAM-SHA-256 keys derived
      * from the password with PBKDF2-HMAC-SHA256 (salt, iterations); the
      * password and SaltedPassword itself are never stored */
     {3, "CREATE TABLE credentials ("
@@ -93,7 +93,7 @@ static const mqr_store_migration_t migrations[] = {
         "  server_key BLOB NOT NULL,"
         "  created_ms INT NOT NULL DEFAULT 0"
         ");"},
-    /* durable queues (core/store_queue.c): one row per queue name (qid, and
+    /* durable queues (core/store/store_queue.c): one row per queue name (qid, and
      * next_id, a high-water mark so ids are never given twice), its entries
      * not yet acknowledged or removed, and its dead letters */
     {4, "CREATE TABLE queues ("
@@ -132,7 +132,7 @@ static const mqr_store_migration_t migrations[] = {
         "  expiry_s INT NOT NULL DEFAULT 0,"
         "  PRIMARY KEY(qid, id)"
         ") WITHOUT ROWID;"},
-    /* the Lua key-value store's persistent entries (core/store_kv.c,
+    /* the Lua key-value store's persistent entries (core/store/store_kv.c,
      * bindings/l_kv.c): the value as bytes, json = 1 when it is JSON text */
     {5, "CREATE TABLE kv ("
         "  key TEXT PRIMARY KEY NOT NULL,"
@@ -140,7 +140,7 @@ static const mqr_store_migration_t migrations[] = {
         "  json INT NOT NULL DEFAULT 0,"
         "  updated_ms INT NOT NULL DEFAULT 0"
         ");"},
-    /* the device registry (core/store_registry.c): one row per (tenant, id),
+    /* the device registry (core/store/store_registry.c): one row per (tenant, id),
      * status and counters written lazily (registry.h); and the tenant of a
      * listener user ('' = none) */
     {6, "CREATE TABLE devices ("

@@ -1,6 +1,6 @@
 /*
  * api_session.c — the public upstream-session API (mqrouter.h, "upstream
- * sessions"): thin wrappers over core/upstream.h for C hosts.
+ * sessions"): thin wrappers over core/upstream/upstream.h for C hosts.
  *
  * It maps public options onto the internal configuration (checking the TLS
  * side first, so the host gets the reason in *errmsg) and copies topic and

@@ -1,5 +1,5 @@
 /*
- * test_registry.c — the device and topic registries (core/registry.h): CRUD
+ * test_registry.c — the device and topic registries (core/registry/registry.h): CRUD
  * and its refusals, pagination edges, persistence across an engine restart
  * on a real file, status and counters driven by real clients of the
  * listener (connect, disconnect, keep-alive lapse), the topic table's bound,

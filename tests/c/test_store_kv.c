@@ -1,5 +1,5 @@
 /*
- * test_store_kv.c — the kv table of the store (core/store_kv.c) on a real
+ * test_store_kv.c — the kv table of the store (core/store/store_kv.c) on a real
  * SQLite file and libuv loop: put, replace, delete, binary values, the JSON
  * flag, load order and a stop from the callback, across a reopen.
  */

@@ -1,5 +1,5 @@
 /*
- * test_topic_map.c — level mapping rules (core/topic_map.c): names and
+ * test_topic_map.c — level mapping rules (core/msg/topic_map.c): names and
  * filters both ways, '+' and '#' captures, first rule wins, no match, and
  * rules refused with their reason.
  */

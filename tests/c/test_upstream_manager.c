@@ -575,7 +575,7 @@ static void assert_connected_within(ctx_t *c, const char *name, uint64_t limit_m
  * one after the other (the others connected and idle) or all at once.
  * Paho's receive thread sleeps in poll() up to a second on the sockets it
  * had, and a new socket's connect used to wait for two such sleeps: 1.2 to
- * 2 s (see nudge_connect in core/upstream.c). */
+ * 2 s (see nudge_connect in core/upstream/upstream.c). */
 static void test_connect_latency(void **state)
 {
     ctx_t *c = *state;

@@ -17,9 +17,9 @@
  * Debian: apt-get install -y clang libclang-rt-14-dev):
  *
  *   clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
- *       -fno-sanitize-recover=undefined -Icore/include -Icore \
+ *       -fno-sanitize-recover=undefined -Icore/include -Icore -Icore/base \
  *       tests/fuzz/fuzz_codec.c core/mqtt/codec.c core/mqtt/props.c \
- *       core/mqtt/decode.c core/mqtt/encode.c core/utf8.c -o build-codec/fuzz_codec
+ *       core/mqtt/decode.c core/mqtt/encode.c core/base/utf8.c -o build-codec/fuzz_codec
  *   mkdir -p build-codec/fuzz-corpus
  *   build-codec/fuzz_codec -max_total_time=300 -max_len=4096 \
  *       build-codec/fuzz-corpus tests/fuzz/corpus/codec
@@ -27,9 +27,9 @@
  * The seed corpus in tests/fuzz/corpus/codec was written by this file built
  * with -DFUZZ_CODEC_SEEDS as an ordinary program (no -fsanitize=fuzzer):
  *
- *   clang -std=c11 -D_GNU_SOURCE -DFUZZ_CODEC_SEEDS -Icore/include -Icore \
+ *   clang -std=c11 -D_GNU_SOURCE -DFUZZ_CODEC_SEEDS -Icore/include -Icore -Icore/base \
  *       tests/fuzz/fuzz_codec.c core/mqtt/codec.c core/mqtt/props.c \
- *       core/mqtt/decode.c core/mqtt/encode.c core/utf8.c -o /tmp/seedgen
+ *       core/mqtt/decode.c core/mqtt/encode.c core/base/utf8.c -o /tmp/seedgen
  *   /tmp/seedgen tests/fuzz/corpus/codec
  *
  * ctest replays that corpus on every build with this file linked to

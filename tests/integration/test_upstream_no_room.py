@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A listener client's QoS 1/2 PUBLISH that a route forwards to an upstream
 session whose buffer is full is not acknowledged as accepted: the session
-tells the publish context (MQR_EFULL, core/router.h) like a full queue
+tells the publish context (MQR_EFULL, core/route/router.h) like a full queue
 does, so an MQTT 5 client gets PUBACK/PUBREC 0x97 (Quota exceeded) and a
 3.1.1 client sees its connection closed without a PUBACK. The broker is
 down, so the session only buffers (max_buffered = 2): exactly two are
