@@ -157,7 +157,7 @@ static void server_thread(void *arg)
         mqr_publish(e, topic, "on", 2, 0, 1);
     }
     /* the registry: devices registered, topics seen once each */
-    mqr__topics_set_max(e->registry, (size_t)s->devices + (size_t)s->objects + 16);
+    mqr__topics_set_max(mqr__engine_registry(e), (size_t)s->devices + (size_t)s->objects + 16);
     for (int i = 0; i < s->devices; i++) {
         char id[32], topic[64];
         snprintf(id, sizeof id, "dev-%05d", i);
@@ -165,7 +165,7 @@ static void server_thread(void *arg)
                                 .name = "bench device",
                                 .type = i % 2 ? "pump" : "valve",
                                 .metadata = "{\"site\":\"north\"}"};
-        if (mqr__device_register(e->registry, &sp, NULL, NULL) < 0) exit(1);
+        if (mqr__device_register(mqr__engine_registry(e), &sp, NULL, NULL) < 0) exit(1);
         snprintf(topic, sizeof topic, "site/%d/temp", i);
         mqr_publish(e, topic, "21.5", 4, 0, 0);
     }

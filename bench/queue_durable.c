@@ -62,7 +62,7 @@ static void on_final_commit(void *arg, int status)
 {
     run_t *r = arg;
     if (status < 0) {
-        fprintf(stderr, "commit failed: %s\n", mqr__store_last_error(r->e->store));
+        fprintf(stderr, "commit failed: %s\n", mqr__store_last_error(mqr__engine_store(r->e)));
         exit(1);
     }
     r->t_end = now_s();
@@ -72,7 +72,7 @@ static void on_final_commit(void *arg, int status)
 
 static void finish(run_t *r)
 {
-    if (mqr__store_after_commit(r->e->store, on_final_commit, r) < 0) exit(1);
+    if (mqr__store_after_commit(mqr__engine_store(r->e), on_final_commit, r) < 0) exit(1);
 }
 
 static int on_msg(void *arg, mqr_queue_t *q, const mqr_queue_delivery_t *d)
@@ -133,9 +133,9 @@ static void run_case(const char *dir, const char *label, long n, bool consume)
     if (mqr__queue_new(r.e, &c, &r.q) < 0) exit(1);
     if (consume && mqr__queue_consume(r.q, on_msg, &r, 0, NULL) < 0) exit(1);
     uv_loop_t *loop = mqr_engine_loop(r.e);
-    mqr__store_flush(r.e->store); /* the queue's name row */
+    mqr__store_flush(mqr__engine_store(r.e)); /* the queue's name row */
     mqr_store_stats_t s0, s1;
-    mqr__store_stats(r.e->store, &s0);
+    mqr__store_stats(mqr__engine_store(r.e), &s0);
     uv_idle_t idle;
     uv_idle_init(loop, &idle);
     idle.data = &r;
@@ -143,7 +143,7 @@ static void run_case(const char *dir, const char *label, long n, bool consume)
     uv_idle_start(&idle, on_idle);
     while (!r.done)
         uv_run(loop, UV_RUN_ONCE);
-    mqr__store_stats(r.e->store, &s1);
+    mqr__store_stats(mqr__engine_store(r.e), &s1);
     double dt = r.t_end - t0;
     unsigned long long commits = s1.commits - s0.commits;
     printf("%-44s %8.0f msg/s  (%ld in %.3f s, %llu commits, %.0f msg/commit, %llu writes)\n",

@@ -17,9 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- hooks ---- */
+/* ---- what the admin API asks the script host (engine.h mqr_host_ops_t) ---- */
 
-static void hook_rules_info(void *ctx, mqr_admin_rules_info_t *out)
+void mqr__ladmin_rules_info(void *ctx, mqr_admin_rules_info_t *out)
 {
     mqr_script_t *h = ctx;
     out->path = h->path;
@@ -34,7 +34,7 @@ static void hook_rules_info(void *ctx, mqr_admin_rules_info_t *out)
     out->last_error = h->last_error;
 }
 
-static void hook_foreach_route(void *ctx, void (*fn)(void *arg, const mqr_admin_route_t *r),
+void mqr__ladmin_foreach_route(void *ctx, void (*fn)(void *arg, const mqr_admin_route_t *r),
                                void *arg)
 {
     mqr_script_t *h = ctx;
@@ -72,34 +72,16 @@ static void hook_foreach_route(void *ctx, void (*fn)(void *arg, const mqr_admin_
     free(v);
 }
 
-static int hook_reload(void *ctx, char **errmsg)
-{
-    mqr_script_t *h = ctx;
-    return mqr_engine_reload(h->e, errmsg);
-}
-
 static size_t state_mem(const l_state_t *st)
 {
     if (!st || !st->L) return 0;
     return (size_t)lua_gc(st->L, LUA_GCCOUNT, 0) * 1024u + (size_t)lua_gc(st->L, LUA_GCCOUNTB, 0);
 }
 
-static size_t hook_lua_memory(void *ctx)
+size_t mqr__ladmin_lua_memory(void *ctx)
 {
     mqr_script_t *h = ctx;
     return state_mem(h->cur) + state_mem(h->loading);
-}
-
-void mqr__ladmin_hooks(mqr_script_t *h)
-{
-    h->admin_hooks = (mqr_admin_hooks_t){
-        .ctx = h,
-        .rules_info = hook_rules_info,
-        .foreach_route = hook_foreach_route,
-        .reload = hook_reload,
-        .lua_memory = hook_lua_memory,
-    };
-    h->e->admin_hooks = &h->admin_hooks;
 }
 
 /* ---- mq.admin ---- */
@@ -207,13 +189,13 @@ int mqr__ladmin(lua_State *L)
     o.origins = origins;
     o.norigins = no;
     int rc;
-    if (e->admin) {
-        const char *h = mqr__admin_host(e->admin);
+    if (mqr__engine_admin(e)) {
+        const char *h = mqr__admin_host(mqr__engine_admin(e));
         bool same = (strcmp(o.host, h) == 0 ||
                      (strcmp(o.host, "localhost") == 0 && strcmp(h, "127.0.0.1") == 0)) &&
-                    (o.port == 0 || o.port == mqr__admin_port(e->admin));
+                    (o.port == 0 || o.port == mqr__admin_port(mqr__engine_admin(e)));
         if (same) {
-            rc = mqr__admin_configure(e->admin, &o, &err);
+            rc = mqr__admin_configure(mqr__engine_admin(e), &o, &err);
         } else {
             rc = MQR_EEXIST;
             err = strdup("the admin API already runs on another address (restart to move it)");
@@ -231,6 +213,6 @@ int mqr__ladmin(lua_State *L)
         return 3;
     }
     free(err);
-    lua_pushinteger(L, e->admin ? mqr__admin_port(e->admin) : o.port);
+    lua_pushinteger(L, mqr__engine_admin(e) ? mqr__admin_port(mqr__engine_admin(e)) : o.port);
     return 1;
 }

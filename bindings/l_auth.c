@@ -141,10 +141,9 @@ static l_state_t *hook_push(mqr_script_t *h, const char *key)
     return NULL;
 }
 
-static int hook_authenticate(void *ud, const mqr_auth_client_t *c)
+int mqr__lauth_authenticate(void *ud, const mqr_auth_client_t *c)
 {
     mqr_script_t *h = ud;
-    mqr_auth_hooks_t *hooks = h->e->auth_hooks;
     l_state_t *st = hook_push(h, KEY_AUTHN);
     if (!st) return MQR_MQTT_RC_NOT_AUTHORIZED; /* fail closed */
     lua_State *L = st->L;
@@ -153,17 +152,16 @@ static int hook_authenticate(void *ud, const mqr_auth_client_t *c)
     lua_pushcclosure(L, l_trampoline, 1);
     lua_insert(L, -2);
     push_client(L, c, true);
-    int rc = mqr__script_call(st, 2, "authenticate hook", &hooks->errors, NULL);
+    int rc = mqr__script_call(st, 2, "authenticate hook", &h->auth_errors, NULL);
     if (rc < 0 || !r.returned) return MQR_MQTT_RC_NOT_AUTHORIZED;
     if (r.allow) return 0;
     return r.code ? r.code : MQR_MQTT_RC_NOT_AUTHORIZED;
 }
 
-static int hook_authorize(void *ud, const mqr_auth_client_t *c, int action, const char *topic,
-                          size_t topic_len, int qos, bool retain)
+int mqr__lauth_authorize(void *ud, const mqr_auth_client_t *c, int action, const char *topic,
+                         size_t topic_len, int qos, bool retain)
 {
     mqr_script_t *h = ud;
-    mqr_auth_hooks_t *hooks = h->e->auth_hooks;
     l_state_t *st = hook_push(h, KEY_AUTHZ);
     if (!st) return MQR_MQTT_RC_NOT_AUTHORIZED; /* fail closed */
     lua_State *L = st->L;
@@ -176,7 +174,7 @@ static int hook_authorize(void *ud, const mqr_auth_client_t *c, int action, cons
     lua_pushlstring(L, topic, topic_len);
     lua_pushinteger(L, qos);
     lua_pushboolean(L, retain);
-    int rc = mqr__script_call(st, 6, "authorize hook", &hooks->errors, NULL);
+    int rc = mqr__script_call(st, 6, "authorize hook", &h->auth_errors, NULL);
     if (rc < 0 || !r.returned) return MQR_MQTT_RC_NOT_AUTHORIZED;
     if (r.allow) return 0;
     return r.code ? r.code : MQR_MQTT_RC_NOT_AUTHORIZED;
@@ -194,38 +192,20 @@ static bool state_has(l_state_t *st, const char *key)
 
 void mqr__lauth_activate(mqr_script_t *h, l_state_t *st)
 {
-    mqr_engine_t *e = h->e;
     bool authn = st && st->L && state_has(st, KEY_AUTHN);
     bool authz = st && st->L && state_has(st, KEY_AUTHZ);
-    if (!authn && !authz) {
-        if (e->auth_hooks) {
-            e->auth_hooks->authenticate = NULL;
-            e->auth_hooks->authorize = NULL;
-            e->auth_hooks->authorize_cacheable = false;
-            e->auth_hooks->generation++;
-        }
-        return; /* the table stays for its counters */
+    bool cacheable = false;
+    if (authz) {
+        lua_getfield(st->L, LUA_REGISTRYINDEX, KEY_AUTHZ_CACHE);
+        cacheable = lua_toboolean(st->L, -1);
+        lua_pop(st->L, 1);
     }
-    if (!e->auth_hooks) {
-        e->auth_hooks = calloc(1, sizeof *e->auth_hooks);
-        if (!e->auth_hooks) {
-            MQR_LOG_E("rules", "out of memory installing the authentication hooks");
-            return;
-        }
-    }
-    e->auth_hooks->ud = h;
-    e->auth_hooks->authenticate = authn ? hook_authenticate : NULL;
-    e->auth_hooks->authorize = authz ? hook_authorize : NULL;
-    lua_getfield(st->L, LUA_REGISTRYINDEX, KEY_AUTHZ_CACHE);
-    e->auth_hooks->authorize_cacheable = authz && lua_toboolean(st->L, -1);
-    lua_pop(st->L, 1);
-    e->auth_hooks->generation++; /* answers cached so far were another function's */
+    mqr__engine_host_auth(h->e, authn, authz, cacheable);
 }
 
 void mqr__lauth_close(mqr_script_t *h)
 {
-    free(h->e->auth_hooks);
-    h->e->auth_hooks = NULL;
+    mqr__engine_host_auth(h->e, false, false, false);
 }
 
 /* ---- mq.authenticate / mq.authorize ----------------------------------------- */

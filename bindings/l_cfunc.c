@@ -133,7 +133,7 @@ int mqr_lua_register(mqr_engine_t *e, const char *name, lua_CFunction fn, void *
 
 int mqr_lua_unregister(mqr_engine_t *e, const char *name)
 {
-    mqr_script_t *h = e && name ? e->script : NULL;
+    mqr_script_t *h = e && name ? mqr__script_of(e) : NULL;
     if (!h) return MQR_ENOENT;
     for (l_cfunc_t **p = &h->cfuncs; *p; p = &(*p)->next) {
         l_cfunc_t *f = *p;

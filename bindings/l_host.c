@@ -175,7 +175,7 @@ static int l_engine_new(lua_State *L)
 /* The script host of an engine with a fake clock; raises otherwise. */
 static mqr_script_t *fake_host(lua_State *L, l_engine_t *le)
 {
-    mqr_script_t *h = le->e->script;
+    mqr_script_t *h = mqr__script_of(le->e);
     if (!h || !h->fake_clock)
         luaL_error(L, "this engine has a real clock (create it with clock = \"fake\")");
     return h;
@@ -197,7 +197,7 @@ static int l_engine_advance(lua_State *L)
 static int l_engine_now(lua_State *L)
 {
     l_engine_t *le = check_engine(L);
-    lua_pushnumber(L, (lua_Number)mqr__script_now_ms(le->e->script) / 1000.0);
+    lua_pushnumber(L, (lua_Number)mqr__script_now_ms(mqr__script_of(le->e)) / 1000.0);
     return 1;
 }
 
@@ -245,7 +245,7 @@ static int l_engine_publish(lua_State *L)
 {
     l_engine_t *le = check_engine(L);
     mqr_msg_init_t in = {.origin = MQR_ORIGIN_C, .origin_name = "host"};
-    mqr_script_t *h = le->e->script;
+    mqr_script_t *h = mqr__script_of(le->e);
     if (h && h->fake_clock) in.created_ms = h->clock_ms;
     in.topic = luaL_checklstring(L, 2, &in.topic_len);
     in.payload = luaL_checklstring(L, 3, &in.payload_len);
@@ -294,7 +294,7 @@ static int l_engine_run(lua_State *L)
 static int l_engine_stats(lua_State *L)
 {
     l_engine_t *le = check_engine(L);
-    mqr_script_t *h = le->e->script;
+    mqr_script_t *h = mqr__script_of(le->e);
     mqr__lstats_push(L, le->e, h ? h->cur : NULL);
     return 1;
 }
@@ -306,7 +306,7 @@ static int l_engine_queue_stats(lua_State *L)
     l_engine_t *le = check_engine(L);
     const char *name = luaL_checkstring(L, 2);
     mqr_queue_t *q;
-    int rc = le->e->queues ? mqr__queue_find(le->e, name, &q) : MQR_ENOTINIT;
+    int rc = mqr__engine_queues(le->e) ? mqr__queue_find(le->e, name, &q) : MQR_ENOTINIT;
     if (rc < 0) return mqr__lua_fail(L, rc, name);
     return mqr__lqueue_push_stats(L, q);
 }

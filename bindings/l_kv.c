@@ -138,11 +138,11 @@ static struct l_kv *kv_of(lua_State *L)
     }
     kv->nbuckets = 64;
     h->kv = kv;
-    if (h->e->store) {
-        int rc = mqr__store_kv_load(h->e->store, load_one, kv);
+    if (mqr__engine_store(h->e)) {
+        int rc = mqr__store_kv_load(mqr__engine_store(h->e), load_one, kv);
         if (rc < 0)
             MQR_LOG_W("rules", "kv: cannot load stored entries: %s (%s)", mqr_strerror(rc),
-                      mqr__store_last_error(h->e->store));
+                      mqr__store_last_error(mqr__engine_store(h->e)));
     }
     return kv;
 }
@@ -195,11 +195,11 @@ static int l_kv_set(lua_State *L)
     mqr_script_t *h = mqr__state_of(L)->host;
     kv_entry_t *old = *slot(kv, k, kl);
     bool was_persisted = old && old->persist;
-    if (persist && h->e->store) {
-        int rc = mqr__store_kv_put(h->e->store, k, kl, v, vl, json);
-        if (rc < 0) return mqr__lua_fail(L, rc, mqr__store_last_error(h->e->store));
-    } else if (was_persisted && h->e->store) {
-        mqr__store_kv_delete(h->e->store, k, kl);
+    if (persist && mqr__engine_store(h->e)) {
+        int rc = mqr__store_kv_put(mqr__engine_store(h->e), k, kl, v, vl, json);
+        if (rc < 0) return mqr__lua_fail(L, rc, mqr__store_last_error(mqr__engine_store(h->e)));
+    } else if (was_persisted && mqr__engine_store(h->e)) {
+        mqr__store_kv_delete(mqr__engine_store(h->e), k, kl);
     }
     int rc = put(kv, k, kl, v, vl, json, persist);
     if (rc < 0) return mqr__lua_fail(L, rc, rc == MQR_EFULL ? "kv holds 1000000 entries" : NULL);
@@ -219,7 +219,7 @@ static int l_kv_delete(lua_State *L)
         return 1;
     }
     mqr_script_t *h = mqr__state_of(L)->host;
-    if (e->persist && h->e->store) mqr__store_kv_delete(h->e->store, k, kl);
+    if (e->persist && mqr__engine_store(h->e)) mqr__store_kv_delete(mqr__engine_store(h->e), k, kl);
     *p = e->next;
     entry_free(e);
     kv->count--;

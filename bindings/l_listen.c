@@ -54,7 +54,7 @@ static lua_Integer opt_int(lua_State *L, int t, const char *key, lua_Integer lo,
 
 static void listen_free(l_listen_t *x)
 {
-    if (x->l && !x->host->e->stopping) mqr_listener_close(x->l);
+    if (x->l && !mqr__engine_stopping(x->host->e)) mqr_listener_close(x->l);
     for (int i = 0; i < 4; i++)
         free(x->strs[i]);
     free(x->d.config_key);

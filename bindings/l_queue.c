@@ -1191,7 +1191,7 @@ int mqr__lqueue_new(lua_State *L)
         return 1;
     }
     mqr_engine_t *e = h->e;
-    if (!e->queues) {
+    if (!mqr__engine_queues(e)) {
         int rc = mqr__queues_init(e, NULL);
         if (rc < 0 && rc != MQR_EEXIST) return mqr__lua_fail(L, rc, name);
     }
@@ -1242,7 +1242,7 @@ int mqr__lqueue_transaction(lua_State *L)
     mqr_engine_t *e = mqr__state_of(L)->host->e;
     double s = luaL_optnumber(L, 1, 30);
     if (!(s > 0) || s > 86400) return luaL_argerror(L, 1, "timeout must be seconds > 0");
-    if (!e->queues) {
+    if (!mqr__engine_queues(e)) {
         int rc = mqr__queues_init(e, NULL);
         if (rc < 0 && rc != MQR_EEXIST) return mqr__lua_fail(L, rc, NULL);
     }
@@ -1304,7 +1304,7 @@ static int l_tx_rollback(lua_State *L)
 static int l_tx_gc(lua_State *L)
 {
     l_tx_t *tx = check_tx(L);
-    if (!tx->done && tx->e->queues) mqr__queue_tx_rollback(tx->e, tx->txid);
+    if (!tx->done && mqr__engine_queues(tx->e)) mqr__queue_tx_rollback(tx->e, tx->txid);
     tx->done = true;
     return 0;
 }
@@ -1324,7 +1324,7 @@ int mqr__lqueue_names(lua_State *L)
 {
     mqr_engine_t *e = mqr__state_of(L)->host->e;
     lua_newtable(L);
-    if (e->queues) mqr__queues_foreach(e, add_name, L);
+    if (mqr__engine_queues(e)) mqr__queues_foreach(e, add_name, L);
     lua_getglobal(L, "table");
     lua_getfield(L, -1, "sort");
     lua_pushvalue(L, -3);
@@ -1339,7 +1339,7 @@ int mqr__lqueue_names(lua_State *L)
 int mqr__lqueue_health(lua_State *L)
 {
     mqr_engine_t *e = mqr__state_of(L)->host->e;
-    if (!e->queues) {
+    if (!mqr__engine_queues(e)) {
         int rc = mqr__queues_init(e, NULL);
         if (rc < 0 && rc != MQR_EEXIST) return mqr__lua_fail(L, rc, NULL);
     }

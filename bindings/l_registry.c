@@ -23,7 +23,7 @@
 static mqr_engine_t *engine_of(lua_State *L)
 {
     l_state_t *st = mqr__state_of(L);
-    if (!st || !st->host->e->registry) luaL_error(L, "mqrouter: no engine");
+    if (!st || !mqr__engine_registry(st->host->e)) luaL_error(L, "mqrouter: no engine");
     return st->host->e;
 }
 
@@ -96,7 +96,7 @@ static int l_dev_register(lua_State *L)
     if (!s.id) return luaL_error(L, "needs an id (register{ id = \"...\", ... })");
     bool created = false;
     const char *why = NULL;
-    int rc = mqr__device_register(engine_of(L)->registry, &s, &created, &why);
+    int rc = mqr__device_register(mqr__engine_registry(engine_of(L)), &s, &created, &why);
     if (rc < 0) return fail_why(L, rc, why);
     lua_pushboolean(L, 1);
     lua_pushboolean(L, created);
@@ -107,7 +107,7 @@ static int l_dev_unregister(lua_State *L)
 {
     const char *id = luaL_checkstring(L, 1);
     const char *tenant = luaL_optstring(L, 2, NULL);
-    int rc = mqr__device_unregister(engine_of(L)->registry, tenant, id);
+    int rc = mqr__device_unregister(mqr__engine_registry(engine_of(L)), tenant, id);
     if (rc < 0) return fail_why(L, rc, rc == MQR_ENOENT ? "no such device" : NULL);
     lua_pushboolean(L, 1);
     return 1;
@@ -118,7 +118,7 @@ static int l_dev_get(lua_State *L)
     const char *id = luaL_checkstring(L, 1);
     const char *tenant = luaL_optstring(L, 2, NULL);
     mqr_device_info_t d;
-    int rc = mqr__device_get(engine_of(L)->registry, tenant, id, &d);
+    int rc = mqr__device_get(mqr__engine_registry(engine_of(L)), tenant, id, &d);
     if (rc < 0) return fail_why(L, rc, rc == MQR_ENOENT ? "no such device" : NULL);
     push_device(L, &d);
     return 1;
@@ -131,7 +131,7 @@ static int l_dev_set_status(lua_State *L)
     const char *tenant = luaL_optstring(L, 3, NULL);
     int status = mqr__device_status_parse(s);
     if (status < 0) return luaL_argerror(L, 2, "\"online\", \"offline\" or \"unknown\" expected");
-    int rc = mqr__device_set_status(engine_of(L)->registry, tenant, id, status);
+    int rc = mqr__device_set_status(mqr__engine_registry(engine_of(L)), tenant, id, status);
     if (rc < 0) return fail_why(L, rc, rc == MQR_ENOENT ? "no such device" : NULL);
     lua_pushboolean(L, 1);
     return 1;
@@ -181,7 +181,8 @@ static int l_dev_list(lua_State *L)
     char *next = malloc(MQR_CURSOR_MAX);
     if (!next) return mqr__lua_fail(L, MQR_ENOMEM, NULL);
     lua_newtable(L);
-    int rc = mqr__device_list(engine_of(L)->registry, &q, list_one, L, next, MQR_CURSOR_MAX);
+    int rc =
+        mqr__device_list(mqr__engine_registry(engine_of(L)), &q, list_one, L, next, MQR_CURSOR_MAX);
     if (rc < 0) {
         free(next);
         return fail_why(L, rc, "bad cursor or tenant");
@@ -232,7 +233,7 @@ static int l_dev_map(lua_State *L)
     lua_settop(L, 1);
     lua_setfield(L, LUA_REGISTRYINDEX, KEY_MAPPER);
     l_state_t *st = mqr__state_of(L);
-    mqr__registry_set_mapper(engine_of(L)->registry, map_device, st->host);
+    mqr__registry_set_mapper(mqr__engine_registry(engine_of(L)), map_device, st->host);
     return 0;
 }
 
@@ -407,13 +408,13 @@ static int l_users_tenant(lua_State *L)
         const char *t = lua_toboolean(L, 2) ? luaL_checkstring(L, 2) : "";
         if (t[0] && !mqr__tenant_valid(t, strlen(t)))
             return luaL_argerror(L, 2, "tenant: 1 to 64 characters of A-Z a-z 0-9 _ -");
-        int rc = mqr__store_cred_tenant_set(e->store, user, t);
+        int rc = mqr__store_cred_tenant_set(mqr__engine_store(e), user, t);
         if (rc < 0) return fail_why(L, rc, rc == MQR_ENOENT ? "no such user" : NULL);
         lua_pushboolean(L, 1);
         return 1;
     }
     char *t = NULL;
-    int rc = mqr__store_cred_tenant_get(e->store, user, &t);
+    int rc = mqr__store_cred_tenant_get(mqr__engine_store(e), user, &t);
     if (rc < 0) return fail_why(L, rc, rc == MQR_ENOENT ? "no such user" : NULL);
     if (t[0])
         lua_pushstring(L, t);
@@ -490,13 +491,13 @@ void mqr__lregistry_open(lua_State *L)
     lua_pop(L, 1);
 
     l_state_t *st = mqr__state_of(L);
-    if (st && st->host->e->registry)
-        mqr__registry_set_observer(st->host->e->registry, observe, st->host);
+    if (st && mqr__engine_registry(st->host->e))
+        mqr__registry_set_observer(mqr__engine_registry(st->host->e), observe, st->host);
 }
 
 void mqr__lregistry_close(mqr_script_t *h)
 {
-    mqr_registry_t *r = h->e->registry;
+    mqr_registry_t *r = mqr__engine_registry(h->e);
     if (!r) return;
     mqr__registry_set_observer(r, NULL, NULL);
     mqr__registry_set_mapper(r, NULL, NULL);

@@ -248,7 +248,7 @@ static int l_route_stop(lua_State *L)
         r->stopped = true;
         mqr_engine_t *e = r->st->host->e;
         if (r->entry) {
-            mqr__router_remove(&e->router, r->entry);
+            mqr__router_remove(mqr__engine_router(e), r->entry);
             if (r->session && r->session->u) mqr__upstream_unsubscribe(r->session->u, r->filter);
         }
         r->entry = NULL;
@@ -278,7 +278,7 @@ static void push_route_stats(lua_State *L, const l_route_t *r)
 
 void mqr__lstats_push(lua_State *L, mqr_engine_t *e, const l_state_t *st)
 {
-    const mqr_script_t *h = e->script;
+    const mqr_script_t *h = mqr__script_of(e);
     lua_createtable(L, 0, 10);
     lua_newtable(L);
     int i = 0;
@@ -287,9 +287,9 @@ void mqr__lstats_push(lua_State *L, mqr_engine_t *e, const l_state_t *st)
         lua_rawseti(L, -2, ++i);
     }
     lua_setfield(L, -2, "routes");
-    set_num(L, "published", e->stats.published);
-    set_num(L, "refused", e->stats.refused);
-    set_num(L, "routing_loops", e->router.loops);
+    set_num(L, "published", mqr__engine_stats(e)->published);
+    set_num(L, "refused", mqr__engine_stats(e)->refused);
+    set_num(L, "routing_loops", mqr__engine_router(e)->loops);
     set_num(L, "reloads", h ? h->reloads : 0);
     set_num(L, "reload_failures", h ? h->reload_failures : 0);
     set_num(L, "handler_errors", h ? h->handler_errors : 0);

@@ -59,7 +59,7 @@ static int sub_start(l_sub_t *s)
 {
     if (s->sub || s->stopped) return 0;
     mqr_engine_t *e = s->st->host->e;
-    if (!e->queues) {
+    if (!mqr__engine_queues(e)) {
         int rc = mqr__queues_init(e, NULL);
         if (rc < 0 && rc != MQR_EEXIST) return rc;
     }

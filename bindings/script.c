@@ -274,7 +274,7 @@ static void state_close(l_state_t *st)
     mqr_engine_t *e = st->host->e;
     for (l_route_t *r = st->routes, *next; r; r = next) {
         next = r->next;
-        if (r->entry) mqr__router_remove(&e->router, r->entry);
+        if (r->entry) mqr__router_remove(mqr__engine_router(e), r->entry);
         if (r->entry && r->session && r->session->u)
             mqr__upstream_unsubscribe(r->session->u, r->filter);
         if (r->queue) mqr__queue_unref(r->queue);
@@ -345,7 +345,7 @@ int mqr__script_call_results(l_state_t *st, int nargs, int nresults, const char 
         if (budget_errors) (*budget_errors)++;
         h->budget_errors++;
         MQR_LOG_E("rules", "%s stopped: exceeded its time budget of %u ms (%s)", what,
-                  h->e->handler_budget_ms, err);
+                  mqr__engine_handler_budget_ms(h->e), err);
     } else {
         MQR_LOG_E("rules", "%s failed: %s", what, err);
     }
@@ -405,7 +405,7 @@ static void timer_start(l_timer_t *t)
  * see (mq.now, msg.time of what Lua and the host publish) and the loop's
  * timers under mq.every/mq.after with a counter that only the host moves.
  * Queues follow it too (ack timeouts, nack backoff, TTL, transaction
- * timeouts: core/queue reads e->clock_fn). Sockets, upstream sessions and
+ * timeouts: core/queue reads the engine's clock, clock.h). Sockets, upstream sessions and
  * the handler budget keep real time. */
 static uint64_t fake_now(void *arg)
 {
@@ -416,8 +416,9 @@ void mqr__script_fake_clock(mqr_script_t *h, uint64_t start_ms)
 {
     h->fake_clock = true;
     h->clock_ms = start_ms;
-    h->e->clock_fn = fake_now;
-    h->e->clock_arg = h;
+    mqr_clock_t *c = mqr__engine_clock(h->e);
+    c->fake = fake_now;
+    c->fake_arg = h;
 }
 
 uint64_t mqr__script_now_ms(const mqr_script_t *h)
@@ -444,7 +445,7 @@ unsigned mqr__script_advance(mqr_script_t *h, uint64_t ms)
 {
     uint64_t until = h->clock_ms + ms;
     unsigned calls = 0;
-    uv_loop_t *loop = h->e->loop;
+    uv_loop_t *loop = mqr_engine_loop(h->e);
     l_timer_t *t;
     /* bounded: a timer of 0 s that re-arms itself forever stops here */
     for (; calls < 1000000; calls++) {
@@ -478,10 +479,11 @@ static int state_activate(mqr_script_t *h, l_state_t *st, char **errmsg)
     for (l_route_t *r = st->routes; r; r = r->next) {
         if (r->stopped) continue;
         mqr_sub_opts_t opts = {.qos = (uint8_t)r->qos};
-        r->entry = mqr__router_add(&e->router, r->filter, strlen(r->filter), &r->base, &opts);
+        r->entry =
+            mqr__router_add(mqr__engine_router(e), r->filter, strlen(r->filter), &r->base, &opts);
         if (!r->entry) {
             for (l_route_t *q = st->routes; q != r; q = q->next) {
-                if (q->entry) mqr__router_remove(&e->router, q->entry);
+                if (q->entry) mqr__router_remove(mqr__engine_router(e), q->entry);
                 q->entry = NULL;
             }
             if (errmsg) *errmsg = strdup("out of memory adding routes");
@@ -586,7 +588,7 @@ static int load_code(mqr_script_t *h, const char *chunkname, const char *path, c
                 char buf[256];
                 snprintf(buf, sizeof buf,
                          "script exceeded its time budget of %u ms while loading: ",
-                         h->e->handler_budget_ms);
+                         mqr__engine_handler_budget_ms(h->e));
                 size_t n = strlen(buf) + strlen(err ? err : "") + 1;
                 *errmsg = malloc(n);
                 if (*errmsg) snprintf(*errmsg, n, "%s%s", buf, err ? err : "");
@@ -746,7 +748,7 @@ static void watch_path(mqr_script_t *h, const char *path)
     }
     w->h = h;
     w->dir = dir;
-    uv_fs_event_init(h->e->loop, &w->ev);
+    uv_fs_event_init(mqr_engine_loop(h->e), &w->ev);
     w->ev.data = w;
     int rc = uv_fs_event_start(&w->ev, on_fs_event, dir, 0);
     if (rc < 0) {
@@ -769,9 +771,9 @@ static void watch_modules(mqr_script_t *h, const l_state_t *st)
 static void start_watch(mqr_script_t *h)
 {
     mqr_engine_t *e = h->e;
-    if (!e->watch_script || !h->path) return;
+    if (!mqr__engine_watch_script(e) || !h->path) return;
     if (!h->debounce_init) {
-        uv_timer_init(e->loop, &h->debounce);
+        uv_timer_init(mqr_engine_loop(e), &h->debounce);
         h->debounce.data = h;
         uv_unref((uv_handle_t *)&h->debounce);
         h->debounce_init = true;
@@ -906,7 +908,6 @@ static void host_free(void *arg)
 {
     mqr_script_t *h = arg;
     host_stop(h);
-    if (h->e->admin_hooks == &h->admin_hooks) h->e->admin_hooks = NULL;
     mqr__lauth_close(h); /* no hook may reach the state closing below */
     mqr__lregistry_close(h);
     state_close(h->cur);
@@ -924,27 +925,36 @@ static void host_free(void *arg)
     free(h);
 }
 
-static const mqr_script_ops_t host_ops = {.stop = host_stop, .free = host_free};
-
-static int engine_reload(mqr_engine_t *e, char **errmsg)
+static int host_reload(void *host, char **errmsg)
 {
-    return mqr_engine_reload(e, errmsg);
+    mqr_script_t *h = host;
+    return mqr_engine_reload(h->e, errmsg);
 }
+
+static const mqr_host_ops_t host_ops = {
+    .stop = host_stop,
+    .free = host_free,
+    .reload = host_reload,
+    .rules_info = mqr__ladmin_rules_info,
+    .foreach_route = mqr__ladmin_foreach_route,
+    .lua_memory = mqr__ladmin_lua_memory,
+    .authenticate = mqr__lauth_authenticate,
+    .authorize = mqr__lauth_authorize,
+};
 
 mqr_script_t *mqr__script_host(mqr_engine_t *e)
 {
-    if (e->script) return e->script;
-    mqr_script_t *h = calloc(1, sizeof *h);
+    mqr_script_t *h = mqr__script_of(e);
+    if (h) return h;
+    h = calloc(1, sizeof *h);
     if (!h) return NULL;
     h->e = e;
-    if (e->handler_budget_ms != MQR_BUDGET_OFF) {
-        int rc = mqr__budget_new(&h->budget, e->handler_budget_ms);
+    unsigned budget_ms = mqr__engine_handler_budget_ms(e);
+    if (budget_ms != MQR_BUDGET_OFF) {
+        int rc = mqr__budget_new(&h->budget, budget_ms);
         if (rc < 0) MQR_LOG_W("rules", "handler budget unavailable: %s", mqr_strerror(rc));
     }
-    e->script = h;
-    e->script_ops = &host_ops;
-    mqr__ladmin_hooks(h);
-    mqr__engine_reload_hook = engine_reload;
+    mqr__engine_set_host(e, &host_ops, h);
     return h;
 }
 
@@ -992,7 +1002,7 @@ int mqr_engine_load_string(mqr_engine_t *e, const char *name, const char *code, 
 int mqr_engine_reload(mqr_engine_t *e, char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
-    mqr_script_t *h = e->script;
+    mqr_script_t *h = mqr__script_of(e);
     if (!h || !h->path) {
         if (errmsg) *errmsg = strdup("no script file loaded");
         return MQR_ENOENT;
@@ -1074,7 +1084,7 @@ static int route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_ref);
     mqr__lmsg_push(L, msg);
     /* handler latency for /metrics: timed only while the admin API runs */
-    uint64_t t0 = st->host->e->admin ? mqr__admin_ticks() : 0;
+    uint64_t t0 = mqr__engine_admin(st->host->e) ? mqr__admin_ticks() : 0;
     int rc = mqr__script_call(st, 1, r->name, &r->errors, &r->budget_errors);
     if (t0) mqr__admin_hist_add_ticks(&r->latency, mqr__admin_ticks() - t0);
     if (rc < 0 && r->dead_letter) dead_letter(r, msg, st->host->last_error);
@@ -1174,7 +1184,7 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
     *tail = r;
     if (st->active) { /* declared at run time (from a handler or timer) */
         mqr_sub_opts_t opts = {.qos = (uint8_t)qos};
-        r->entry = mqr__router_add(&st->host->e->router, filter, flen, &r->base, &opts);
+        r->entry = mqr__router_add(mqr__engine_router(st->host->e), filter, flen, &r->base, &opts);
         if (!r->entry) return luaL_error(L, "out of memory");
         if (session && session->u) mqr__upstream_subscribe(session->u, filter, qos);
     }
@@ -1204,7 +1214,7 @@ int mqr__timer_declare(lua_State *L, l_state_t *st, double seconds, bool repeat,
         snprintf(name, sizeof name, "%s %gs (%s:%d)", repeat ? "every" : "after", seconds,
                  ar.short_src, ar.currentline);
     t->name = strdup(name);
-    uv_timer_init(st->host->e->loop, &t->handle);
+    uv_timer_init(mqr_engine_loop(st->host->e), &t->handle);
     t->handle.data = t;
     st->open_timers++;
     lua_pushvalue(L, fn_idx);

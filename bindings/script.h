@@ -15,6 +15,7 @@
 #define MQR_SCRIPT_H
 
 #include "admin/admin.h"
+#include "auth.h"
 #include "decl.h"
 #include "engine.h"
 #include "upstream.h"
@@ -194,8 +195,8 @@ struct mqr_script {
     bool fake_clock;
     uint64_t clock_ms;
     uint64_t timer_seq;
-    struct l_kv *kv;               /* the key-value store (l_kv.c), NULL until first used */
-    mqr_admin_hooks_t admin_hooks; /* e->admin_hooks points here (l_admin.c) */
+    struct l_kv *kv;      /* the key-value store (l_kv.c), NULL until first used */
+    uint64_t auth_errors; /* authenticate/authorize calls that failed (l_auth.c) */
 };
 
 /* The Lua stdlib directory: $MQROUTER_LUA_DIR, else the installed one
@@ -338,16 +339,30 @@ void mqr__lprops_push(lua_State *L, const uint8_t *props, size_t len);
 void mqr__lstats_push(lua_State *L, mqr_engine_t *e, const l_state_t *st);
 
 /* Authentication hooks and users (bindings/l_auth.c): adds authenticate,
- * authorize and users to the rules table on top [-0, +0]; activate points
- * the engine's hooks at st's (state activation); close removes them. */
+ * authorize and users to the rules table on top [-0, +0]; activate turns
+ * the host's hooks on for what st declares (state activation); close turns
+ * them off. authenticate/authorize are the host operations (engine.h). */
 void mqr__lauth_open(lua_State *L);
 void mqr__lauth_activate(mqr_script_t *h, l_state_t *st);
 void mqr__lauth_close(mqr_script_t *h);
+int mqr__lauth_authenticate(void *host, const mqr_auth_client_t *c);
+int mqr__lauth_authorize(void *host, const mqr_auth_client_t *c, int action, const char *topic,
+                         size_t topic_len, int qos, bool retain);
 
-/* The admin API (bindings/l_admin.c): fills h->admin_hooks and points the
- * engine at them; mq.admin{host, port, tokens, tokens_file}. */
-void mqr__ladmin_hooks(mqr_script_t *h);
+/* The admin API (bindings/l_admin.c): what it asks the host (engine.h host
+ * operations), and mq.admin{host, port, tokens, tokens_file}. */
+void mqr__ladmin_rules_info(void *host, mqr_admin_rules_info_t *out);
+void mqr__ladmin_foreach_route(void *host, void (*fn)(void *arg, const mqr_admin_route_t *r),
+                               void *arg);
+size_t mqr__ladmin_lua_memory(void *host);
 int mqr__ladmin(lua_State *L);
+
+/* The engine's script host, NULL when none was made. */
+static inline mqr_script_t *mqr__script_of(const mqr_engine_t *e)
+{
+    const mqr_host_ops_t *ops;
+    return mqr__engine_host(e, &ops);
+}
 
 /* Hands the event table on top of st's stack to its mq.on handlers (the
  * dispatcher of l_session.c). [-1, +0] */

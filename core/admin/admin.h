@@ -9,8 +9,9 @@
  * text, auth.c the bearer tokens (kept as SHA-256 digests only).
  *
  * Core stays Lua-free: what only the bindings know (routes and their
- * counters, reload, Lua memory) comes through mqr_admin_hooks_t, which the
- * bindings fill and point e->admin_hooks at. Loop thread only.
+ * counters, reload, Lua memory) comes through the engine's script host
+ * (mqr_host_ops_t in engine.h); without a host the API shows no rules and
+ * refuses a reload. Loop thread only.
  */
 #ifndef MQR_ADMIN_H
 #define MQR_ADMIN_H
@@ -89,7 +90,7 @@ static inline void mqr__admin_hist_add_ticks(mqr_admin_hist_t *h, uint64_t ticks
 void mqr__admin_clock_init(void);
 
 /* One rule route as the admin API shows it (borrowed for the callback). */
-typedef struct {
+typedef struct mqr_admin_route {
     const char *name;    /* "route 'a/#' (rules.lua:3)" */
     const char *filter;  /* its topic filter */
     const char *target;  /* "handler" or "queue:<name>" */
@@ -99,7 +100,7 @@ typedef struct {
     const mqr_admin_hist_t *latency; /* NULL when none was recorded */
 } mqr_admin_route_t;
 
-typedef struct {
+typedef struct mqr_admin_rules_info {
     const char *path; /* the script file, or NULL when loaded from a string / none */
     bool loaded;
     uint64_t reloads, reload_failures, handler_errors, budget_errors;
@@ -111,19 +112,6 @@ typedef struct {
     const char *last_reload_error;
     double last_reload_error_at;
 } mqr_admin_rules_info_t;
-
-/* What the bindings answer. Every pointer may be NULL (no script host):
- * the API then shows no rules and refuses a reload. */
-typedef struct mqr_admin_hooks {
-    void *ctx;
-    void (*rules_info)(void *ctx, mqr_admin_rules_info_t *out);
-    /* Calls fn for every route of the running rules, in declaration order. */
-    void (*foreach_route)(void *ctx, void (*fn)(void *arg, const mqr_admin_route_t *r), void *arg);
-    /* Reloads the rules file; on failure *errmsg gets a malloc'd reason. */
-    int (*reload)(void *ctx, char **errmsg);
-    /* Bytes the Lua states use now. */
-    size_t (*lua_memory)(void *ctx);
-} mqr_admin_hooks_t;
 
 typedef struct mqr_admin mqr_admin_t;
 

@@ -81,7 +81,8 @@ typedef enum {
 } mqr_admin_refuse_t;
 
 struct mqr_admin {
-    mqr_engine_t *e;
+    mqr_engine_t *e; /* what it shows: read through engine.h */
+    uv_loop_t *loop;
     uv_tcp_t tcp;
     char *host;
     int port;

@@ -282,11 +282,11 @@ void mqr__admin_h_retained_list(mqr_actx_t *x)
         return;
     }
     retcollect_t c = {.off = off, .lim = lim};
-    mqr__retain_match(&x->e->retain, filter, strlen(filter), retained_item, &c);
+    mqr__retain_match(mqr__engine_retain(x->e), filter, strlen(filter), retained_item, &c);
     size_t total = c.i;
     c.items = mqr__admin_page_json(x, total, off, lim);
     c.i = 0;
-    mqr__retain_match(&x->e->retain, filter, strlen(filter), retained_item, &c);
+    mqr__retain_match(mqr__engine_retain(x->e), filter, strlen(filter), retained_item, &c);
 }
 
 static bool topic_arg(mqr_actx_t *x)
@@ -303,7 +303,7 @@ static bool topic_arg(mqr_actx_t *x)
 void mqr__admin_h_retained_get(mqr_actx_t *x)
 {
     if (!topic_arg(x)) return;
-    mqr_msg_t *m = mqr__retain_get(&x->e->retain, x->arg, strlen(x->arg));
+    mqr_msg_t *m = mqr__retain_get(mqr__engine_retain(x->e), x->arg, strlen(x->arg));
     if (!m) {
         mqr__admin_error(x->res, 404, "not_found", "no retained message on '%s'", x->arg);
         return;
@@ -347,7 +347,7 @@ void mqr__admin_h_retained_put(mqr_actx_t *x)
     };
     mqr_msg_t *m = mqr__msg_new(&in);
     free(payload);
-    int rc = m ? mqr__retain_set(&x->e->retain, m) : MQR_ENOMEM;
+    int rc = m ? mqr__retain_set(mqr__engine_retain(x->e), m) : MQR_ENOMEM;
     if (rc < 0) {
         if (m) mqr_msg_unref(m);
         mqr__admin_engine_error(x, rc, "retain");
@@ -361,11 +361,11 @@ void mqr__admin_h_retained_put(mqr_actx_t *x)
 void mqr__admin_h_retained_delete(mqr_actx_t *x)
 {
     if (!topic_arg(x)) return;
-    if (!mqr__retain_get(&x->e->retain, x->arg, strlen(x->arg))) {
+    if (!mqr__retain_get(mqr__engine_retain(x->e), x->arg, strlen(x->arg))) {
         mqr__admin_error(x->res, 404, "not_found", "no retained message on '%s'", x->arg);
         return;
     }
-    int rc = mqr__retain_delete(&x->e->retain, x->arg, strlen(x->arg));
+    int rc = mqr__retain_delete(mqr__engine_retain(x->e), x->arg, strlen(x->arg));
     if (rc < 0) {
         mqr__admin_engine_error(x, rc, "retain");
         return;

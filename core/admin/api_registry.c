@@ -22,11 +22,11 @@
 
 static mqr_registry_t *registry(mqr_actx_t *x)
 {
-    if (!x->e->registry) {
+    if (!mqr__engine_registry(x->e)) {
         mqr__admin_error(x->res, 503, "MQR_ENOTINIT", "the registry is not open");
         return NULL;
     }
-    return x->e->registry;
+    return mqr__engine_registry(x->e);
 }
 
 /* The tenant a device request is about: the token's, else ?tenant= ("" when

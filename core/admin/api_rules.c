@@ -39,9 +39,10 @@ static void route_item(void *arg, const mqr_admin_route_t *r)
 
 void mqr__admin_h_rules(mqr_actx_t *x)
 {
-    const mqr_admin_hooks_t *h = x->e->admin_hooks;
+    const mqr_host_ops_t *h;
+    void *host = mqr__engine_host(x->e, &h);
     mqr_admin_rules_info_t ri = {.last_error = "", .last_reload_error = ""};
-    if (h && h->rules_info) h->rules_info(h->ctx, &ri);
+    if (h->rules_info) h->rules_info(host, &ri);
     cJSON *o = mqr__admin_ok(x, 200);
     if (ri.path)
         cJSON_AddStringToObject(o, "script", ri.path);
@@ -61,7 +62,7 @@ void mqr__admin_h_rules(mqr_actx_t *x)
     else
         cJSON_AddNullToObject(o, "last_reload_error_at");
     rcollect_t c = {0};
-    if (h && h->foreach_route) h->foreach_route(h->ctx, route_item, &c);
+    if (h->foreach_route) h->foreach_route(host, route_item, &c);
     mqr__admin_num(o, "routes", (double)c.i);
 }
 
@@ -69,24 +70,26 @@ void mqr__admin_h_routes(mqr_actx_t *x)
 {
     size_t off, lim;
     if (!mqr__admin_page(x, &off, &lim)) return;
-    const mqr_admin_hooks_t *h = x->e->admin_hooks;
+    const mqr_host_ops_t *h;
+    void *host = mqr__engine_host(x->e, &h);
     rcollect_t c = {.off = off, .lim = lim};
-    if (h && h->foreach_route) h->foreach_route(h->ctx, route_item, &c); /* count */
+    if (h->foreach_route) h->foreach_route(host, route_item, &c); /* count */
     size_t total = c.i;
     c.items = mqr__admin_page_json(x, total, off, lim);
     c.i = 0;
-    if (h && h->foreach_route) h->foreach_route(h->ctx, route_item, &c);
+    if (h->foreach_route) h->foreach_route(host, route_item, &c);
 }
 
 void mqr__admin_h_reload(mqr_actx_t *x)
 {
-    const mqr_admin_hooks_t *h = x->e->admin_hooks;
-    if (!h || !h->reload) {
+    const mqr_host_ops_t *h;
+    void *host = mqr__engine_host(x->e, &h);
+    if (!h->reload) {
         mqr__admin_error(x->res, 409, "no_script", "no rules script is loaded");
         return;
     }
     char *err = NULL;
-    int rc = h->reload(h->ctx, &err);
+    int rc = h->reload(host, &err);
     if (rc < 0) {
         mqr__admin_error(x->res, rc == MQR_ENOENT ? 409 : 422, "reload_failed", "%s",
                          err ? err : mqr_strerror(rc));

@@ -6,7 +6,7 @@
  */
 #include "admin_int.h"
 
-#include "listener/listener_int.h"
+#include "listener.h"
 #include "queue.h"
 #include "registry.h"
 #include "upstream.h"
@@ -29,7 +29,7 @@ mqr_admin_health_t mqr__admin_health(mqr_admin_t *a, cJSON *reasons)
         cJSON_AddItemToArray(reasons, cJSON_CreateString(text));                                   \
         if (level < (lvl)) level = (lvl);                                                          \
     } while (0)
-    if (e->stopping) REASON(MQR_ADMIN_HEALTH_UNHEALTHY, "engine stopping");
+    if (mqr__engine_stopping(e)) REASON(MQR_ADMIN_HEALTH_UNHEALTHY, "engine stopping");
     mqr_queues_health_t qh;
     int qs = mqr__queues_health(e, &qh);
     if (qs == MQR_QHEALTH_FULL || qs == MQR_QHEALTH_STOPPED) {
@@ -42,10 +42,11 @@ mqr_admin_health_t mqr__admin_health(mqr_admin_t *a, cJSON *reasons)
         snprintf(buf, sizeof buf, "session '%s' failed", mqr__upstream_name(u));
         REASON(MQR_ADMIN_HEALTH_DEGRADED, buf);
     }
-    const mqr_admin_hooks_t *h = e->admin_hooks;
-    if (h && h->rules_info) {
+    const mqr_host_ops_t *h;
+    void *host = mqr__engine_host(e, &h);
+    if (h->rules_info) {
         mqr_admin_rules_info_t ri = {.last_error = ""};
-        h->rules_info(h->ctx, &ri);
+        h->rules_info(host, &ri);
         if (!ri.loaded) REASON(MQR_ADMIN_HEALTH_UNHEALTHY, "no rules loaded");
     }
 #undef REASON
@@ -82,16 +83,16 @@ typedef struct {
 
 static void listener_sum(mqr_engine_t *e, lsum_t *s)
 {
-    memset(s, 0, sizeof *s);
-    for (const mqr_listener_t *l = e->listeners; l; l = l->e_next) {
-        if (l->closing) continue;
-        s->clients += l->stats.clients_current;
-        s->conns += l->stats.connections_total;
-        s->msgs_in += l->stats.msgs_in;
-        s->msgs_out += l->stats.msgs_out;
-        s->bytes_in += l->stats.bytes_in;
-        s->bytes_out += l->stats.bytes_out;
-    }
+    mqr_listener_totals_t t;
+    mqr__listener_totals(mqr__engine_listeners(e), &t);
+    *s = (lsum_t){
+        .clients = t.stats.clients_current,
+        .conns = t.stats.connections_total,
+        .msgs_in = t.stats.msgs_in,
+        .msgs_out = t.stats.msgs_out,
+        .bytes_in = t.stats.bytes_in,
+        .bytes_out = t.stats.bytes_out,
+    };
 }
 
 static void sample_now(mqr_admin_t *a, struct mqr_arate *r)
@@ -100,8 +101,8 @@ static void sample_now(mqr_admin_t *a, struct mqr_arate *r)
     listener_sum(a->e, &s);
     mqr_upstream_manager_stats_t ms;
     mqr__upstream_manager_stats(a->e, &ms);
-    r->at_ms = uv_now(a->e->loop);
-    r->published = a->e->stats.published;
+    r->at_ms = uv_now(a->loop);
+    r->published = mqr__engine_stats(a->e)->published;
     r->msgs_in = s.msgs_in + ms.messages_received;
     r->msgs_out = s.msgs_out + ms.messages_sent;
     r->bytes_in = s.bytes_in + ms.bytes_received;
@@ -131,13 +132,13 @@ void mqr__admin_h_stats(mqr_actx_t *x)
     mqr__admin_num(ss, "active", (double)(ls.clients + ms.connected));
 
     cJSON *m = cJSON_AddObjectToObject(o, "messages");
-    mqr__admin_num(m, "published", (double)e->stats.published);
-    mqr__admin_num(m, "refused", (double)e->stats.refused);
+    mqr__admin_num(m, "published", (double)mqr__engine_stats(e)->published);
+    mqr__admin_num(m, "refused", (double)mqr__engine_stats(e)->refused);
     mqr__admin_num(m, "listener_received", (double)ls.msgs_in);
     mqr__admin_num(m, "listener_sent", (double)ls.msgs_out);
     mqr__admin_num(m, "upstream_received", (double)ms.messages_received);
     mqr__admin_num(m, "upstream_sent", (double)ms.messages_sent);
-    mqr__admin_num(m, "retained", (double)mqr__retain_user_count(&e->retain));
+    mqr__admin_num(m, "retained", (double)mqr__retain_user_count(mqr__engine_retain(e)));
 
     cJSON *b = cJSON_AddObjectToObject(o, "bytes");
     mqr__admin_num(b, "listener_received", (double)ls.bytes_in);
@@ -165,9 +166,10 @@ void mqr__admin_h_stats(mqr_actx_t *x)
     }
 
     cJSON *r = cJSON_AddObjectToObject(o, "rules");
-    const mqr_admin_hooks_t *h = e->admin_hooks;
+    const mqr_host_ops_t *h;
+    void *host = mqr__engine_host(e, &h);
     mqr_admin_rules_info_t ri = {.last_error = ""};
-    if (h && h->rules_info) h->rules_info(h->ctx, &ri);
+    if (h->rules_info) h->rules_info(host, &ri);
     mqr__admin_num(r, "handler_errors", (double)ri.handler_errors);
     mqr__admin_num(r, "budget_errors", (double)ri.budget_errors);
     mqr__admin_num(r, "reloads", (double)ri.reloads);
@@ -175,7 +177,7 @@ void mqr__admin_h_stats(mqr_actx_t *x)
 
     cJSON *rg = cJSON_AddObjectToObject(o, "registry");
     mqr_registry_stats_t rs = {0};
-    if (e->registry) mqr__registry_stats(e->registry, &rs);
+    if (mqr__engine_registry(e)) mqr__registry_stats(mqr__engine_registry(e), &rs);
     mqr__admin_num(rg, "devices", (double)rs.devices);
     mqr__admin_num(rg, "devices_online", (double)rs.online);
     mqr__admin_num(rg, "topics", (double)rs.topics);

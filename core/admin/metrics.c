@@ -11,7 +11,7 @@
  */
 #include "admin_int.h"
 
-#include "listener/listener_int.h"
+#include "listener.h"
 #include "queue.h"
 #include "registry.h"
 #include "upstream.h"
@@ -121,7 +121,7 @@ static void by_type(mqr_abuf_t *b, const char *name, const char *help, const cha
 static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
 {
     mqr_listener_totals_t tot;
-    mqr__listener_totals(e, &tot);
+    mqr__listener_totals(mqr__engine_listeners(e), &tot);
     mqr_listener_stats_t s = tot.stats;
     s.dropped += s.dropped_too_large;
     uint64_t subs = tot.subscriptions, inflight = tot.inflight, queued = tot.queued;
@@ -169,7 +169,7 @@ static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
     one_u(b, "mqtt_subscriptions", "gauge", "Subscriptions of connected listener clients.", subs);
     one_u(b, "mqtt_retained_messages", "gauge",
           "Retained messages held (the engine's $SYS topics not counted).",
-          mqr__retain_user_count(&e->retain));
+          mqr__retain_user_count(mqr__engine_retain(e)));
     one_u(b, "mqtt_inflight_messages", "gauge",
           "Outbound QoS 1/2 messages sent to listener clients and not acknowledged.", inflight);
     one_u(b, "mqtt_queued_messages", "gauge",
@@ -449,11 +449,12 @@ static void route_metrics(mqr_engine_t *e, mqr_abuf_t *out)
         F("mqrouter_route_handler_duration_seconds", "histogram",
           "Time spent in the route's Lua handler per message."),
     };
-    const mqr_admin_hooks_t *h = e->admin_hooks;
-    if (h && h->foreach_route) h->foreach_route(h->ctx, route_sample, f);
+    const mqr_host_ops_t *h;
+    void *host = mqr__engine_host(e, &h);
+    if (h->foreach_route) h->foreach_route(host, route_sample, f);
     families_flush(out, f, R_N);
     mqr_admin_rules_info_t ri = {.last_error = ""};
-    if (h && h->rules_info) h->rules_info(h->ctx, &ri);
+    if (h->rules_info) h->rules_info(host, &ri);
     one_u(out, "mqrouter_rules_loaded", "gauge", "1 when a rules script serves traffic.",
           ri.loaded);
     one_u(out, "mqrouter_rules_reloads_total", "counter", "Successful reloads.", ri.reloads);
@@ -467,7 +468,7 @@ static void route_metrics(mqr_engine_t *e, mqr_abuf_t *out)
           "Messages waiting in a subscriber or iterator that a reload found no taker for.",
           ri.reload_dropped);
     one_u(out, "mqrouter_lua_memory_bytes", "gauge", "Memory of the Lua states.",
-          h && h->lua_memory ? h->lua_memory(h->ctx) : 0);
+          h->lua_memory ? h->lua_memory(host) : 0);
 }
 
 /* ---- registry ---- */
@@ -477,7 +478,7 @@ static void route_metrics(mqr_engine_t *e, mqr_abuf_t *out)
 static void registry_metrics(mqr_engine_t *e, mqr_abuf_t *out)
 {
     mqr_registry_stats_t st = {0};
-    if (e->registry) mqr__registry_stats(e->registry, &st);
+    if (mqr__engine_registry(e)) mqr__registry_stats(mqr__engine_registry(e), &st);
     one_u(out, "mqtt_devices", "gauge", "Devices registered (every tenant).", st.devices);
     one_u(out, "mqtt_devices_online", "gauge", "Registered devices online now.", st.online);
     one_u(out, "mqtt_topics_tracked", "gauge", "Topics seen through the router and tracked.",
@@ -525,13 +526,14 @@ void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out)
     route_metrics(e, out);
     registry_metrics(e, out);
     one_u(out, "mqrouter_messages_published_total", "counter", "Messages that entered the router.",
-          e->stats.published);
+          mqr__engine_stats(e)->published);
     one_u(out, "mqrouter_messages_refused_total", "counter",
-          "Publishes refused (bad topic, routing loop, no memory).", e->stats.refused);
+          "Publishes refused (bad topic, routing loop, no memory).", mqr__engine_stats(e)->refused);
     one_u(out, "mqrouter_routing_loops_total", "counter", "Publishes stopped for nesting too deep.",
-          e->router.loops);
+          mqr__engine_router(e)->loops);
     one_u(out, "mqrouter_deliveries_dropped_nomem_total", "counter",
-          "Deliveries a subscriber could not take for lack of memory.", e->router.dropped_nomem);
+          "Deliveries a subscriber could not take for lack of memory.",
+          mqr__engine_router(e)->dropped_nomem);
     one_u(out, "mqrouter_admin_requests_total", "counter", "Admin API requests answered.",
           a->requests);
     head(out, "mqrouter_admin_errors_total", "counter", "Admin API error answers, by class.");

@@ -430,7 +430,7 @@ static int on_message_begin(http_parser *p)
     c->in_value = false;
     c->in_request = true;
     c->body_announced = false;
-    c->since_ms = uv_now(c->a->e->loop);
+    c->since_ms = uv_now(c->a->loop);
     c->header_bytes = 0;
     uv_timer_start(&c->timer, on_timeout, MQR_ADMIN_REQUEST_MS, 0);
     return 0;
@@ -556,7 +556,7 @@ static int on_message_complete(http_parser *p)
 {
     mqr_aconn_t *c = p->data;
     c->in_request = false;
-    c->since_ms = uv_now(c->a->e->loop);
+    c->since_ms = uv_now(c->a->loop);
     mqr_admin_t *a = c->a;
     bool keep_alive = http_should_keep_alive(p) && !a->closing;
     bool failed = c->url.failed || c->body.failed;
@@ -706,9 +706,9 @@ static void on_connection(uv_stream_t *server, int status)
     mqr_aconn_t *c = calloc(1, sizeof *c);
     if (!c) return;
     c->a = a;
-    c->since_ms = uv_now(a->e->loop);
-    uv_tcp_init(a->e->loop, &c->tcp);
-    uv_timer_init(a->e->loop, &c->timer);
+    c->since_ms = uv_now(a->loop);
+    uv_tcp_init(a->loop, &c->tcp);
+    uv_timer_init(a->loop, &c->timer);
     c->tcp.data = c;
     c->timer.data = c;
     c->handles = 2;
@@ -808,9 +808,10 @@ static bool is_wildcard(const struct sockaddr *sa)
 int mqr__admin_start(mqr_engine_t *e, const mqr_admin_options_t *o, char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
-    if (e->admin) {
-        mqr__admin_set_err(errmsg, "the admin API is already served on %s:%d", e->admin->host,
-                           e->admin->port);
+    const mqr_admin_t *served = mqr__engine_admin(e);
+    if (served) {
+        mqr__admin_set_err(errmsg, "the admin API is already served on %s:%d", served->host,
+                           served->port);
         return MQR_EEXIST;
     }
     const char *host = o->host;
@@ -833,14 +834,16 @@ int mqr__admin_start(mqr_engine_t *e, const mqr_admin_options_t *o, char **errms
         return MQR_ENOMEM;
     }
     a->e = e;
+    a->loop = mqr_engine_loop(e);
     a->loopback = is_loopback((struct sockaddr *)&ss);
     a->wildcard = is_wildcard((struct sockaddr *)&ss);
     a->start_ms = mqr__now_ms();
-    if ((rc = configure(a, o, errmsg)) < 0 || e->check_only) { /* check_only: validated */
+    if ((rc = configure(a, o, errmsg)) < 0 ||
+        mqr__engine_check_only(e)) { /* check_only: validated */
         admin_free(a);
         return rc;
     }
-    uv_tcp_init(e->loop, &a->tcp);
+    uv_tcp_init(a->loop, &a->tcp);
     a->tcp.data = a;
     a->open_handles = 1;
     rc = uv_tcp_bind(&a->tcp, (struct sockaddr *)&ss, 0);
@@ -857,14 +860,14 @@ int mqr__admin_start(mqr_engine_t *e, const mqr_admin_options_t *o, char **errms
     uv_tcp_getsockname(&a->tcp, (struct sockaddr *)&bound, &blen);
     a->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                 : ((struct sockaddr_in *)&bound)->sin_port);
-    uv_timer_init(e->loop, &a->rate_timer);
+    uv_timer_init(a->loop, &a->rate_timer);
     a->rate_timer.data = a;
     a->open_handles++;
     mqr__admin_rate_sample(a);
     uv_timer_start(&a->rate_timer, on_rate, 5000, 5000);
     uv_unref((uv_handle_t *)&a->rate_timer);
     mqr__admin_clock_init();
-    e->admin = a;
+    mqr__engine_set_admin(e, a);
     MQR_LOG_I(MQR_ADMIN_LOG, "admin API on http://%s%s%s:%d/ (%s)", strchr(host, ':') ? "[" : "",
               host, strchr(host, ':') ? "]" : "", a->port,
               a->ntokens ? "bearer tokens" : "no tokens: loopback only");
@@ -886,7 +889,7 @@ void mqr__admin_close(mqr_admin_t *a)
 {
     if (!a || a->closing) return;
     a->closing = true;
-    if (a->e->admin == a) a->e->admin = NULL;
+    if (mqr__engine_admin(a->e) == a) mqr__engine_set_admin(a->e, NULL);
     uv_close((uv_handle_t *)&a->tcp, server_closed);
     uv_close((uv_handle_t *)&a->rate_timer, server_closed);
     for (mqr_aconn_t *c = a->conns; c; c = c->next)
@@ -937,5 +940,6 @@ int mqr_engine_admin(mqr_engine_t *e, const char *host, int port, const char *co
 
 int mqr_engine_admin_port(const mqr_engine_t *e)
 {
-    return e->admin ? e->admin->port : -1;
+    const mqr_admin_t *a = mqr__engine_admin(e);
+    return a ? a->port : -1;
 }

@@ -386,21 +386,21 @@ int mqr_user_add(mqr_engine_t *e, const char *name, const char *password, unsign
     if (!e || !name || !password) return MQR_EINVAL;
     size_t n = strlen(name);
     if (!mqr__auth_username_valid(name, n)) return MQR_EINVAL;
-    if (!e->store) return MQR_ECLOSED;
+    if (!mqr__engine_store(e)) return MQR_ECLOSED;
     mqr_cred_t c;
     int rc = mqr__auth_cred_make(password, strlen(password), iterations, &c);
-    if (rc == 0) rc = mqr__store_cred_put(e->store, name, n, &c);
+    if (rc == 0) rc = mqr__store_cred_put(mqr__engine_store(e), name, n, &c);
     OPENSSL_cleanse(&c, sizeof c);
-    if (rc == 0) rc = mqr__store_flush(e->store);
+    if (rc == 0) rc = mqr__store_flush(mqr__engine_store(e));
     return rc;
 }
 
 int mqr_user_remove(mqr_engine_t *e, const char *name)
 {
     if (!e || !name) return MQR_EINVAL;
-    if (!e->store) return MQR_ECLOSED;
-    int rc = mqr__store_cred_del(e->store, name, strlen(name));
-    if (rc == 0) rc = mqr__store_flush(e->store);
+    if (!mqr__engine_store(e)) return MQR_ECLOSED;
+    int rc = mqr__store_cred_del(mqr__engine_store(e), name, strlen(name));
+    if (rc == 0) rc = mqr__store_flush(mqr__engine_store(e));
     return rc;
 }
 
@@ -419,9 +419,9 @@ static int list_one(void *arg, const char *user, size_t len)
 int mqr_user_list(mqr_engine_t *e, int (*cb)(void *arg, const char *name), void *arg)
 {
     if (!e || !cb) return MQR_EINVAL;
-    if (!e->store) return MQR_ECLOSED;
+    if (!mqr__engine_store(e)) return MQR_ECLOSED;
     list_ctx_t x = {cb, arg};
-    return mqr__store_cred_list(e->store, list_one, &x);
+    return mqr__store_cred_list(mqr__engine_store(e), list_one, &x);
 }
 
 /* ---- reason codes of an authorize denial ------------------------------------ */

@@ -134,7 +134,7 @@ int mqr__store_cred_any(mqr_store_t *s, bool *any);
 /* ---- hooks (set by the bindings; loop thread) ---------------------------- */
 
 /* Who is asking. Strings are not NUL-terminated unless said; NULL = absent. */
-typedef struct {
+typedef struct mqr_auth_client {
     const char *client_id; /* NUL-terminated */
     const char *username;  /* NUL-terminated, NULL = none given */
     const uint8_t *password;
@@ -169,7 +169,6 @@ typedef struct mqr_auth_hooks {
     int (*authorize)(void *ud, const mqr_auth_client_t *client, int action, const char *topic,
                      size_t topic_len, int qos, bool retain);
     void *ud;
-    uint64_t errors; /* hook calls that failed (and so denied) */
     /* authorize's answers may be kept per connection and (action, topic,
      * QoS, retain) while generation stays the same; the bindings bump it
      * whenever the hooks change */

@@ -5,7 +5,7 @@
  * listener; on stop the reverse, and the store is flushed last so every
  * write accepted before the stop is on disk when the process exits.
  */
-#include "engine.h"
+#include "engine_int.h"
 
 #include "abi.h"
 #include "admin/admin.h"
@@ -26,8 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-int (*mqr__engine_reload_hook)(mqr_engine_t *e, char **errmsg);
 
 static void engine_defaults(mqr_engine_options_t *o)
 {
@@ -79,13 +77,11 @@ static void on_signal(uv_signal_t *h, int signum)
     mqr_engine_t *e = h->data;
     if (signum == SIGHUP) {
         MQR_LOG_I("engine", "SIGHUP: reloading rules");
-        if (mqr__engine_reload_hook) {
-            char *err = NULL;
-            if (mqr__engine_reload_hook(e, &err) < 0) {
-                MQR_LOG_E("engine", "reload failed, old rules keep running: %s", err ? err : "?");
-            }
-            free(err);
-        }
+        char *err = NULL;
+        int rc = mqr__engine_reload(e, &err);
+        if (rc < 0 && rc != MQR_ENOENT)
+            MQR_LOG_E("engine", "reload failed, old rules keep running: %s", err ? err : "?");
+        free(err);
         return;
     }
     MQR_LOG_I("engine", "%s: stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
@@ -151,6 +147,7 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
     e->handle_signals = opts->handle_signals != 0;
     e->check_only = opts->check_only != 0;
 
+    e->clock.loop = e->loop;
     if ((rc = mqr__router_init(&e->router)) < 0) goto fail;
 
     if (e->data_dir[0]) {
@@ -180,12 +177,22 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
         set_err(errmsg, "cannot load retained messages from %s", e->db_path);
         goto fail;
     }
-    if ((rc = mqr__registry_open(e)) < 0) {
+    if ((rc = mqr__registry_open(e->loop, e->store, &e->listeners, &e->registry)) < 0) {
         set_err(errmsg, "cannot load the device registry from %s", e->db_path);
         goto fail;
     }
+    e->listeners = (mqr_listeners_t){
+        .e = e,
+        .loop = e->loop,
+        .router = &e->router,
+        .retain = &e->retain,
+        .store = e->store,
+        .registry = e->registry,
+        .auth = &e->auth,
+    };
     if (e->listen_port > 0) {
-        rc = mqr__listener_start(e, e->listen_host, e->listen_port, &e->listener);
+        mqr_listener_t *l; /* the default listener: closed with the others */
+        rc = mqr__listener_start(e, e->listen_host, e->listen_port, &l);
         if (rc < 0) {
             set_err(errmsg, "cannot listen on %s:%d: %s", e->listen_host, e->listen_port,
                     mqr_strerror(rc));
@@ -213,16 +220,13 @@ void mqr_engine_stop(mqr_engine_t *e)
 {
     if (e->stopping) return;
     e->stopping = true;
-    if (e->script && e->script_ops && e->script_ops->stop) e->script_ops->stop(e->script);
+    if (e->host && e->host_ops->stop) e->host_ops->stop(e->host);
     mqr__admin_close(e->admin);
-    if (e->listener) {
-        mqr__listener_close(e->listener);
-        e->listener = NULL;
-    }
-    while (e->listeners) /* mqr_engine_listen()'s; closing unlinks each */
-        mqr__listener_close(e->listeners);
+    while (e->listeners.first) /* closing unlinks each */
+        mqr__listener_close(e->listeners.first);
     mqr__upstream_close_all(e);
     mqr__registry_stop(e->registry); /* devices went offline above: counters out */
+    mqr__queues_stop(e->queues);
     if (e->signals_started) {
         uv_close((uv_handle_t *)&e->sig_int, NULL);
         uv_close((uv_handle_t *)&e->sig_term, NULL);
@@ -244,9 +248,10 @@ void mqr_engine_free(mqr_engine_t *e)
 {
     if (!e) return;
     mqr_engine_stop(e);
-    if (e->script && e->script_ops && e->script_ops->free) e->script_ops->free(e->script);
-    e->script = NULL;
-    mqr__queues_free(e); /* before the router: queue subscribers are in its trie */
+    if (e->host && e->host_ops->free) e->host_ops->free(e->host);
+    e->host = NULL;
+    mqr__queues_free(e->queues); /* before the router: queue subscribers are in its trie */
+    e->queues = NULL;
     /* let every closing handle finish before freeing what they point into */
     if (e->owns_loop)
         uv_run(e->loop, UV_RUN_DEFAULT);
@@ -258,6 +263,7 @@ void mqr_engine_free(mqr_engine_t *e)
     while (e->csubs)
         mqr_unsubscribe(e, e->csubs);
     mqr__registry_close(e->registry);
+    e->registry = e->listeners.registry = NULL;
     mqr__retain_close(&e->retain);
     mqr__store_queues_close(e->store_queues); /* its statements, before the store */
     e->store_queues = NULL;

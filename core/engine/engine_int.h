@@ -1,33 +1,20 @@
 /*
- * engine.h — the engine's state as core files see it.
+ * engine_int.h — struct mqr_engine: what one engine holds. Only
+ * the files in core/engine/ may include this header; everything else gets what it
+ * needs through engine.h, and its dependencies at init.
  *
  * One engine is one libuv loop thread's world: router, retained messages,
- * store, listener, upstream sessions and the script host all hang off it and
- * only that thread touches them. Paho's thread reaches the loop only through
- * the uv_async handles of the sessions.
+ * store, listeners, upstream sessions and the script host all hang off it
+ * and only that thread touches them. Paho's thread reaches the loop only
+ * through the uv_async handles of the upstream sessions.
  */
-#ifndef MQR_ENGINE_H
-#define MQR_ENGINE_H
+#ifndef MQR_ENGINE_INT_H
+#define MQR_ENGINE_INT_H
 
-#include "mqrouter.h"
+#include "engine.h"
 
-#include "log.h"
-#include "message.h"
-#include "retain.h"
-#include "router.h"
-
-#include <stdbool.h>
-#include <uv.h>
-
-typedef struct mqr_store mqr_store_t;
-typedef struct mqr_listener mqr_listener_t;
-typedef struct mqr_upstream mqr_upstream_t;
-
-/* What the Lua bindings plug into the engine (core never sees Lua). */
-typedef struct {
-    void (*stop)(void *script); /* engine stopping: stop timers, watchers */
-    void (*free)(void *script); /* engine freed: close the Lua state */
-} mqr_script_ops_t;
+#include "auth.h"
+#include "listener.h"
 
 struct mqr_engine {
     uv_loop_t *loop;
@@ -48,21 +35,18 @@ struct mqr_engine {
     mqr_router_t router;
     mqr_retain_t retain;
     mqr_store_t *store;
-    mqr_listener_t *listener;
-    /* the listener whose persistent sessions are stored (the first to
-     * start; core/listener/session.c), NULL when none */
-    mqr_listener_t *sessions_owner;
-    mqr_listener_t *listeners; /* every open one, listener included (listener.h) */
-    mqr_upstream_t *sessions;  /* list of upstream sessions, newest first */
+    /* every open listener and what they share (listener.h) */
+    mqr_listeners_t listeners;
+    mqr_upstream_t *sessions; /* list of upstream sessions, newest first */
     /* their stored messages (upstream_persist.h), opened at the first
      * persistent session; failed: not retried, sessions stay in memory */
     struct mqr_upstream_persist *upstream_persist;
     bool upstream_persist_failed;
     struct mqr_csub *csubs; /* C subscriptions, freed with the engine */
 
-    /* authentication and authorisation hooks (auth.h), owned by the
-     * bindings; NULL = none: the listener checks this pointer only */
-    struct mqr_auth_hooks *auth_hooks;
+    /* the host's authentication and authorisation as the listeners call
+     * them (auth.h); functions NULL while the host has them off */
+    mqr_auth_hooks_t auth;
 
     /* broker queues (queue.h): every queue and pub/sub subscriber, their
      * memory total; NULL until mqr__queues_init */
@@ -73,43 +57,19 @@ struct mqr_engine {
     /* devices and topics seen (registry.h); NULL until the engine is up */
     struct mqr_registry *registry;
 
-    /* the admin HTTP API (core/admin/admin.h), NULL when not served; its
-     * hooks into the rules, filled by the bindings, NULL = none */
+    /* the admin HTTP API (core/admin/admin.h), NULL when not served */
     struct mqr_admin *admin;
-    struct mqr_admin_hooks *admin_hooks;
 
-    void *script; /* the bindings' script host, NULL until a script loads */
-    const mqr_script_ops_t *script_ops;
+    void *host; /* the bindings' script host (engine.h), NULL until a script loads */
+    const mqr_host_ops_t *host_ops;
 
     uv_signal_t sig_int, sig_term, sig_hup;
     bool signals_started;
 
-    /* A fake clock for rule tests (bindings' mqrouter.testing): when set,
-     * queues read their time from it instead of the loop's (ms, monotonic)
-     * and mqr__queues_clock_moved() runs what fell due. NULL = real time. */
-    uint64_t (*clock_fn)(void *arg);
-    void *clock_arg;
+    /* the modules' clock (clock.h): the loop's, or a rule test's fake one */
+    mqr_clock_t clock;
 
-    struct {
-        uint64_t published; /* messages that entered the router */
-        uint64_t refused;   /* publishes refused (bad topic, loop, no memory) */
-    } stats;
+    mqr_engine_stats_t stats;
 };
-
-/* Puts msg (borrowed) through retain and the router. */
-int mqr__engine_publish(mqr_engine_t *e, mqr_msg_t *msg);
-
-/* The same, for an ingress that acknowledges what it hands in: *ctx (the
- * caller's, zeroed here) says what became of msg at its subscribers, those
- * of the publishes its handlers made while it was routed included. Returns
- * what mqr__engine_publish returns; a retained message the store refused
- * is a negative return, not a ctx entry. */
-int mqr__engine_publish_ctx(mqr_engine_t *e, mqr_msg_t *msg, mqr_pubctx_t *ctx);
-
-/* Builds a message, validates topic and QoS, and publishes it. */
-int mqr__engine_publish_data(mqr_engine_t *e, const mqr_msg_init_t *init);
-
-/* SIGHUP and file-watch reloads land here (set by the bindings). */
-extern int (*mqr__engine_reload_hook)(mqr_engine_t *e, char **errmsg);
 
 #endif

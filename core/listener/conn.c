@@ -224,7 +224,7 @@ void mqr__listener_conn_input_resume(mqr_lconn_t *c)
     if (c->blocked_by || c->read_paused || c->rate_paused || c->uv_closing || c->hold ||
         c->state == MQR_LCONN_CLOSING)
         return;
-    c->last_rx_ms = uv_now(c->l->e->loop); /* we were the ones not reading */
+    c->last_rx_ms = uv_now(c->l->all->loop); /* we were the ones not reading */
     if (c->tp)
         mqr__ltp_read_start(c);
     else
@@ -490,13 +490,13 @@ void mqr__listener_conn_close(mqr_lconn_t *c, mqr_lclose_t how, uint8_t reason, 
     if (how == MQR_LCLOSE_DISCONNECT && active && c->version == MQR_MQTT_V5 && !c->eof)
         mqr__listener_send_disconnect(c, reason);
     if (c->tp && how != MQR_LCLOSE_HARD && !c->eof && !c->uv_closing && !l->closing) {
-        c->deadline_ms = uv_now(l->e->loop) + MQR_LSN_LINGER_MS;
+        c->deadline_ms = uv_now(l->all->loop) + MQR_LSN_LINGER_MS;
         mqr__ltp_close(c); /* close frame, close_notify, then shutdown */
         if (!c->uv_closing) resume_reading(c);
         return;
     }
     if (how != MQR_LCLOSE_HARD && c->out_bytes && !c->eof && !c->uv_closing && !l->closing) {
-        c->deadline_ms = uv_now(l->e->loop) + MQR_LSN_LINGER_MS;
+        c->deadline_ms = uv_now(l->all->loop) + MQR_LSN_LINGER_MS;
         mqr__listener_out_flush(c);
         if (c->uv_closing) return; /* the write failed */
         resume_reading(c);
@@ -703,7 +703,7 @@ static void rate_refill(mqr_lconn_t *c, uint32_t now)
 bool mqr__listener_rate_take(mqr_lconn_t *c)
 {
     if (!c->l->opts.publish_rate) return true;
-    if (c->pub_tokens < MQR_LSN_TOKEN) rate_refill(c, (uint32_t)uv_now(c->l->e->loop));
+    if (c->pub_tokens < MQR_LSN_TOKEN) rate_refill(c, (uint32_t)uv_now(c->l->all->loop));
     if (c->pub_tokens < MQR_LSN_TOKEN) return false;
     c->pub_tokens -= MQR_LSN_TOKEN;
     return true;
@@ -845,7 +845,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     l->stats.bytes_in += (uint64_t)nread;
     if (c->state == MQR_LCONN_CLOSING) return; /* lingering: input is ignored */
-    c->last_rx_ms = uv_now(l->e->loop);
+    c->last_rx_ms = uv_now(l->all->loop);
     l->read_ms = mqr__now_ms();
     in_done(c, (size_t)nread);
 }
@@ -877,7 +877,7 @@ int mqr__listener_conn_start(mqr_lconn_t *c)
     uv_tcp_nodelay(&c->tcp, 1);
     c->sub.deliver = mqr__listener_deliver;
     c->sub.deliver_set = mqr__listener_deliver_set;
-    c->last_rx_ms = uv_now(l->e->loop);
+    c->last_rx_ms = uv_now(l->all->loop);
     uint32_t wait = l->opts.connect_timeout_ms;
     if (c->over_limit && wait > MQR_LSN_OVER_WAIT_MS) wait = MQR_LSN_OVER_WAIT_MS;
     c->deadline_ms = c->last_rx_ms + wait;

@@ -195,7 +195,7 @@ static void hold_publisher(mqr_lconn_t *c)
         q->waiters = w;
         q->waiters_cap = cap;
     }
-    if (q->nwaiters == 0) q->progress_ms = uv_now(l->e->loop);
+    if (q->nwaiters == 0) q->progress_ms = uv_now(l->all->loop);
     q->waiters[q->nwaiters++] = p;
     p->refs++;
     l->stats.publishers_paused++;
@@ -424,7 +424,7 @@ static void compact(mqr_lconn_t *c)
 static void release(mqr_lconn_t *c, mqr_ldelivery_t *d)
 {
     drop_slot(c, d);
-    c->qs->progress_ms = uv_now(c->l->e->loop);
+    c->qs->progress_ms = uv_now(c->l->all->loop);
     compact(c);
     pump(c);
 }
@@ -452,7 +452,7 @@ void mqr__listener_pubrec(mqr_lconn_t *c, uint16_t pid, uint8_t reason)
         d->msg = NULL;
         d->state = MQR_LQ_WAIT_PUBCOMP;
         row_state(c, d);
-        c->qs->progress_ms = uv_now(c->l->e->loop);
+        c->qs->progress_ms = uv_now(c->l->all->loop);
         mqr__listener_send_ack(c, MQR_MQTT_PUBREL, pid, 0);
         return;
     }

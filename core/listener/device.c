@@ -20,9 +20,9 @@
 int mqr__listener_tenant_connect(mqr_lconn_t *c)
 {
     const char *user = mqr__listener_auth_user(c);
-    if (!user || !mqr__listener_auth_verified(c) || !c->l->e->store) return 0;
+    if (!user || !mqr__listener_auth_verified(c) || !c->l->all->store) return 0;
     char *tenant = NULL;
-    int rc = mqr__store_cred_tenant_get(c->l->e->store, user, &tenant);
+    int rc = mqr__store_cred_tenant_get(c->l->all->store, user, &tenant);
     if (rc == MQR_ENOENT) return 0; /* a user only the hook knows */
     if (rc < 0) return rc;
     size_t n = strlen(tenant);
@@ -53,7 +53,7 @@ static const char *tenant_of(const mqr_lconn_t *c, char buf[MQR_TENANT_MAX + 1])
 
 void mqr__listener_device_online(mqr_lconn_t *c)
 {
-    mqr_registry_t *r = c->l->e->registry;
+    mqr_registry_t *r = c->l->all->registry;
     if (!r || c->device || !c->client_id) return;
     char tb[MQR_TENANT_MAX + 1];
     c->device = mqr__registry_conn_online(r, tenant_of(c, tb), c->client_id);
@@ -64,13 +64,13 @@ void mqr__listener_device_offline(mqr_lconn_t *c, const char *why)
     mqr_device_t *d = c->device;
     if (!d) return;
     c->device = NULL;
-    mqr__registry_conn_offline(c->l->e->registry, d, why);
+    mqr__registry_conn_offline(c->l->all->registry, d, why);
 }
 
-void mqr__listener_device_attach(mqr_engine_t *e, const char *tenant, const char *id)
+void mqr__listener_device_attach(mqr_listeners_t *all, const char *tenant, const char *id)
 {
-    if (!e->registry) return;
-    for (mqr_listener_t *l = e->listeners; l; l = l->e_next) {
+    if (!all->registry) return;
+    for (mqr_listener_t *l = all->first; l; l = l->e_next) {
         mqr_lconn_t *c = mqr__listener_id_find(l, id, strlen(id));
         if (!c || c->state != MQR_LCONN_ACTIVE || c->device) continue;
         char tb[MQR_TENANT_MAX + 1];

@@ -153,8 +153,9 @@ static bool anonymous_allowed(mqr_listener_t *l)
 
 int mqr_listener_allow_anonymous(mqr_engine_t *e, int allow)
 {
-    if (!e || !e->listeners) return MQR_ENOENT;
-    for (mqr_listener_t *l = e->listeners; l; l = l->e_next)
+    mqr_listeners_t *all = e ? mqr__engine_listeners(e) : NULL;
+    if (!all || !all->first) return MQR_ENOENT;
+    for (mqr_listener_t *l = all->first; l; l = l->e_next)
         l->opts.allow_anonymous = allow > 0 ? 1 : allow == 0 ? -1 : 0;
     return 0;
 }
@@ -209,7 +210,7 @@ static authz_slot_t *cache_slot(struct mqr_lauth *a, uint8_t key, const char *t,
 int mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size_t len, int qos,
                             bool retain)
 {
-    mqr_auth_hooks_t *h = c->l->e->auth_hooks;
+    mqr_auth_hooks_t *h = c->l->all->auth;
     if (!h || !h->authorize) return 0;
     authz_slot_t *slot = NULL;
     uint8_t key = (uint8_t)(action << 3 | (qos & 3) << 1 | (retain ? 1 : 0));
@@ -238,7 +239,7 @@ int mqr__listener_authorize(mqr_lconn_t *c, int action, const char *topic, size_
         code = MQR_MQTT_RC_NOT_AUTHORIZED;
     }
     /* the hook may have replaced the hooks (a new script): keep nothing then */
-    h = c->l->e->auth_hooks;
+    h = c->l->all->auth;
     if (slot && h && h->generation == gen && c->auth && c->auth->cache) {
         char *copy = malloc(len ? len : 1);
         if (copy) {
@@ -264,7 +265,7 @@ static int decide(mqr_lconn_t *c, const mqr_mqtt_connect_t *k)
 {
     mqr_listener_t *l = c->l;
     struct mqr_lauth *a = c->auth;
-    mqr_auth_hooks_t *h = l->e->auth_hooks;
+    mqr_auth_hooks_t *h = l->all->auth;
     bool hook = h && h->authenticate;
     bool verified = a && a->authenticated;
     bool has_user = a && a->username;
@@ -275,7 +276,7 @@ static int decide(mqr_lconn_t *c, const mqr_mqtt_connect_t *k)
         if (!has_user && !has_cert && !anonymous_allowed(l)) return MQR_MQTT_RC_NOT_AUTHORIZED;
         if (has_user && !hook) {
             bool any = true;
-            if (mqr__store_cred_any(l->e->store, &any) < 0) return MQR_MQTT_RC_SERVER_UNAVAILABLE;
+            if (mqr__store_cred_any(l->all->store, &any) < 0) return MQR_MQTT_RC_SERVER_UNAVAILABLE;
             /* an unknown name is refused once users exist; before that, a
              * name is not checked and the client counts as anonymous */
             if (any || !anonymous_allowed(l)) return MQR_MQTT_RC_BAD_USERNAME_PASSWORD;
@@ -397,7 +398,7 @@ static int scram_start(mqr_lconn_t *c, const uint8_t *data, size_t len)
     if (!data || mqr__scram_client_first(&a->scram, data, len) < 0)
         return refused(c, MQR_MQTT_RC_NOT_AUTHORIZED, "bad SCRAM client-first-message");
     mqr_cred_t cred;
-    int rc = mqr__store_cred_get(c->l->e->store, a->scram.username, a->scram.username_len, &cred);
+    int rc = mqr__store_cred_get(c->l->all->store, a->scram.username, a->scram.username_len, &cred);
     if (rc < 0 && rc != MQR_ENOENT) return MQR_MQTT_RC_SERVER_UNAVAILABLE;
     char *sf;
     size_t sf_len;
@@ -534,7 +535,7 @@ int mqr__listener_auth_connect(mqr_lconn_t *c, const mqr_mqtt_connect_t *k, cons
     }
     if (!(a = auth_get(c)) || set_username(a, k->username.p, k->username.len) < 0)
         return MQR_MQTT_RC_SERVER_UNAVAILABLE;
-    int rc = mqr__store_cred_get(l->e->store, k->username.p, k->username.len, &a->cred);
+    int rc = mqr__store_cred_get(l->all->store, k->username.p, k->username.len, &a->cred);
     if (rc == MQR_ENOENT) {
         int r = decide(c, k);
         return r ? refused(c, r, "unknown user") : 0;
@@ -554,7 +555,7 @@ int mqr__listener_auth_connect(mqr_lconn_t *c, const mqr_mqtt_connect_t *k, cons
     memcpy(a->pw, k->password.p, k->password.len);
     a->pw_len = k->password.len;
     a->work.data = a;
-    if (uv_queue_work(l->e->loop, &a->work, pw_work, pw_done) < 0) {
+    if (uv_queue_work(l->all->loop, &a->work, pw_work, pw_done) < 0) {
         pw_wipe(a);
         free(a->connect);
         a->connect = NULL;

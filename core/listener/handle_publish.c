@@ -137,7 +137,7 @@ void mqr__listener_ack_after_commit(mqr_lconn_t *c, uint8_t type, uint16_t pid, 
         c->commit_paused = true;
         if (c->blocked_by++ == 0) mqr__listener_conn_input_pause(c);
     }
-    mqr_store_t *store = c->l->e->store;
+    mqr_store_t *store = c->l->all->store;
     int rc = store ? mqr__store_after_commit(store, on_commit, c) : 0;
     if (!store) {
         on_commit(c, 0); /* nothing to wait for */

@@ -40,12 +40,12 @@ static void subs_remove(mqr_lconn_t *c, mqr_trie_entry_t *e)
     mqr_trie_entry_t *last = c->subs[--c->nsubs];
     c->subs[i] = last;
     last->opts.tag = i;
-    mqr__router_remove(&c->l->e->router, e);
+    mqr__router_remove(c->l->all->router, e);
 }
 
 void mqr__listener_subs_clear(mqr_lconn_t *c)
 {
-    mqr_router_t *r = &c->l->e->router;
+    mqr_router_t *r = c->l->all->router;
     for (uint32_t i = 0; i < c->nsubs; i++)
         mqr__router_remove(r, c->subs[i]);
     free(c->subs);
@@ -73,7 +73,7 @@ static int send_retained(void *arg, mqr_msg_t *msg)
 int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
 {
     mqr_listener_t *l = c->l;
-    mqr_engine_t *e = l->e;
+    mqr_listeners_t *all = l->all;
     mqr_mqtt_subscribe_t s;
     int rc = mqr__mqtt_decode_subscribe(pkt, len, c->version, &s);
     if (rc < 0) return rc;
@@ -133,8 +133,8 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
             .retain_handling = se.retain_handling,
             .subscription_id = s.sub_id,
         };
-        mqr_trie_entry_t *ent = mqr__trie_find(&e->router.trie, tf.group, tf.group_len, tf.filter,
-                                               tf.filter_len, &c->sub);
+        mqr_trie_entry_t *ent = mqr__trie_find(&all->router->trie, tf.group, tf.group_len,
+                                               tf.filter, tf.filter_len, &c->sub);
         bool existed = ent != NULL;
         mqr_sub_opts_t before = existed ? ent->opts : o;
         if (ent) {
@@ -145,11 +145,11 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
             codes[i] = v5 ? MQR_MQTT_RC_QUOTA_EXCEEDED : 0x80;
             continue;
         } else {
-            ent = tf.group ? mqr__trie_add_shared(&e->router.trie, tf.group, tf.group_len,
+            ent = tf.group ? mqr__trie_add_shared(&all->router->trie, tf.group, tf.group_len,
                                                   tf.filter, tf.filter_len, &c->sub, &o)
-                           : mqr__router_add(&e->router, tf.filter, tf.filter_len, &c->sub, &o);
+                           : mqr__router_add(all->router, tf.filter, tf.filter_len, &c->sub, &o);
             if (ent && subs_push(c, ent) < 0) {
-                mqr__router_remove(&e->router, ent);
+                mqr__router_remove(all->router, ent);
                 ent = NULL;
             }
             if (!ent) {
@@ -183,7 +183,7 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
         size_t flen;
         const char *f = mqr__trie_entry_filter(ent, &flen);
         retained_ctx_t x = {.c = c, .opts = ent->opts};
-        mqr__retain_match(&e->retain, f, flen, send_retained, &x);
+        mqr__retain_match(all->retain, f, flen, send_retained, &x);
     }
     if (codes != codes_small) {
         free(codes);
@@ -195,7 +195,7 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
 
 int mqr__listener_handle_unsubscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
 {
-    mqr_engine_t *e = c->l->e;
+    mqr_listeners_t *all = c->l->all;
     mqr_mqtt_unsubscribe_t u;
     int rc = mqr__mqtt_decode_unsubscribe(pkt, len, c->version, &u);
     if (rc < 0) return rc;
@@ -225,8 +225,8 @@ int mqr__listener_handle_unsubscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
             codes[i] = MQR_MQTT_RC_TOPIC_FILTER_INVALID;
             continue;
         }
-        mqr_trie_entry_t *ent = mqr__trie_find(&e->router.trie, tf.group, tf.group_len, tf.filter,
-                                               tf.filter_len, &c->sub);
+        mqr_trie_entry_t *ent = mqr__trie_find(&all->router->trie, tf.group, tf.group_len,
+                                               tf.filter, tf.filter_len, &c->sub);
         if (ent) {
             subs_remove(c, ent);
             mqr__lsession_sub_delete(c, f.p, f.len);

@@ -57,7 +57,7 @@ int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *o, mqr_listen
         set_err(errmsg, "bad listener type or port");
         return MQR_EINVAL;
     }
-    if (e->stopping) {
+    if (mqr__engine_stopping(e)) {
         set_err(errmsg, "the engine is stopping");
         return MQR_ECLOSED;
     }
@@ -78,7 +78,7 @@ int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *o, mqr_listen
                 o->port);
         return MQR_EINVAL;
     }
-    if (e->check_only) {
+    if (mqr__engine_check_only(e)) {
         /* checked what can be checked without taking the port */
         if (ctx) mqr__ltls_ctx_free(ctx);
         return 0;
@@ -120,6 +120,5 @@ int mqr_listener_port(const mqr_listener_t *l)
 
 void mqr_listener_close(mqr_listener_t *l)
 {
-    if (l && l->e->listener == l) l->e->listener = NULL;
     mqr__listener_close(l);
 }

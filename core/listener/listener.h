@@ -13,6 +13,7 @@
 #ifndef MQR_LISTENER_H
 #define MQR_LISTENER_H
 
+#include "auth.h"
 #include "engine.h"
 
 #include <stddef.h>
@@ -157,6 +158,23 @@ typedef struct {
 
 void mqr__listener_options_init(mqr_listener_options_t *opts);
 
+/* What every listener of an engine shares: the engine's services, handed
+ * over once when the engine opens (core/engine/engine.c), and the list of
+ * open listeners, which are one client-id space. Publishes go into the
+ * engine through engine.h. */
+struct mqr_listeners {
+    mqr_engine_t *e;
+    uv_loop_t *loop;
+    mqr_router_t *router;
+    mqr_retain_t *retain;
+    mqr_store_t *store;             /* NULL: none */
+    struct mqr_registry *registry;  /* NULL: none (not yet, or closed) */
+    mqr_auth_hooks_t *auth;         /* the script host's hooks; functions NULL = none */
+    mqr_listener_t *first;          /* every open listener, newest first */
+    mqr_listener_t *sessions_owner; /* the one whose client sessions are stored (the
+                                     * first to start; client_session.c), NULL: none */
+};
+
 /* Binds host:port (an IP literal or a name resolved once, synchronously),
  * listens, and from then on serves clients on e->loop. port 0 means 1883
  * (the engine's convention). opts may be NULL for the defaults; it is
@@ -185,10 +203,10 @@ typedef struct {
     uint64_t start_ms; /* loop time; 0 without an open listener */
     uint64_t subscriptions, inflight, queued;
 } mqr_listener_totals_t;
-void mqr__listener_totals(const mqr_engine_t *e, mqr_listener_totals_t *out);
+void mqr__listener_totals(const mqr_listeners_t *all, mqr_listener_totals_t *out);
 
 /* A device was registered (registry.c): the connected client of that id,
  * if any and of that tenant, makes it online. */
-void mqr__listener_device_attach(mqr_engine_t *e, const char *tenant, const char *id);
+void mqr__listener_device_attach(mqr_listeners_t *all, const char *tenant, const char *id);
 
 #endif

@@ -318,7 +318,8 @@ struct mqr_lconn {
 /* ---- the listener ----------------------------------------------------- */
 
 struct mqr_listener {
-    mqr_engine_t *e;
+    mqr_engine_t *e;      /* publishes go in here (engine.h) */
+    mqr_listeners_t *all; /* the engine's services and the other listeners */
     mqr_listener_options_t opts;
     mqr_listener_stats_t stats;
     uv_tcp_t server;
@@ -346,8 +347,8 @@ struct mqr_listener {
     bool ws;
     struct ssl_ctx_st *ssl_ctx;
     uint8_t *tbuf, *wsbuf;
-    mqr_listener_t *e_next; /* e->listeners */
-    bool linked;            /* in e->listeners */
+    mqr_listener_t *e_next; /* all->first */
+    bool linked;            /* in all->first */
     /* wall clock (ms) read once per socket read: the creation time of every
      * message in that read (a clock read per message cost 15% of the CPU) */
     uint64_t read_ms;

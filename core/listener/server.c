@@ -90,7 +90,7 @@ mqr_lconn_t *mqr__listener_id_find(mqr_listener_t *l, const char *id, size_t len
     if (!l->linked) return id_find_in(l, id, len);
     /* one client-id space for every listener of the engine: a client that
      * comes back through another listener still takes its session over */
-    for (mqr_listener_t *x = l->e->listeners; x; x = x->e_next) {
+    for (mqr_listener_t *x = l->all->first; x; x = x->e_next) {
         mqr_lconn_t *c = id_find_in(x, id, len);
         if (c) return c;
     }
@@ -211,7 +211,7 @@ void mqr__listener_wake(mqr_listener_t *l)
 static void on_tick(uv_timer_t *h)
 {
     mqr_listener_t *l = h->data;
-    uint64_t now = uv_now(l->e->loop);
+    uint64_t now = uv_now(l->all->loop);
     mqr_lconn_t *next;
     for (mqr_lconn_t *c = l->conns; c; c = next) {
         next = c->next; /* c may close, never free, here */
@@ -224,7 +224,7 @@ static void on_tick(uv_timer_t *h)
 static bool connect_rate_take(mqr_listener_t *l)
 {
     if (!l->opts.connect_rate) return true;
-    uint64_t now = uv_now(l->e->loop);
+    uint64_t now = uv_now(l->all->loop);
     uint64_t cap = (uint64_t)l->opts.connect_burst * MQR_LSN_TOKEN;
     uint64_t add = (now - l->conn_ms) * l->opts.connect_rate * MQR_LSN_TOKEN / 1000u;
     if (add) {
@@ -242,7 +242,7 @@ static void refuse_at_accept(mqr_lconn_t *c, const char *why)
 {
     mqr_listener_t *l = c->l;
     l->stats.connects_refused++;
-    uint64_t now = uv_now(l->e->loop);
+    uint64_t now = uv_now(l->all->loop);
     if (now - l->refuse_log_ms >= 1000u || !l->refuse_log_ms) {
         l->refuse_log_ms = now;
         MQR_LOG_W(MQR_LSN_LOG,
@@ -268,7 +268,7 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     c->l = l;
-    uv_tcp_init(l->e->loop, &c->tcp);
+    uv_tcp_init(l->all->loop, &c->tcp);
     c->tcp.data = c;
     c->refs = 1; /* the handle */
     c->next = l->conns;
@@ -345,6 +345,7 @@ int mqr__listener_start_tp(mqr_engine_t *e, const char *host, int port,
     mqr_listener_t *l = calloc(1, sizeof *l);
     if (!l) return MQR_ENOMEM;
     l->e = e;
+    l->all = mqr__engine_listeners(e);
     normalize(&l->opts, opts);
     snprintf(l->host, sizeof l->host, "%s", host);
     l->rbuf = malloc(MQR_LSN_RBUF_SIZE);
@@ -360,7 +361,7 @@ int mqr__listener_start_tp(mqr_engine_t *e, const char *host, int port,
         return MQR_ENOMEM;
     }
 
-    uv_tcp_init(e->loop, &l->server);
+    uv_tcp_init(l->all->loop, &l->server);
     l->server.data = l;
     l->open_handles = 1;
     rc = uv_tcp_bind(&l->server, (const struct sockaddr *)&ss, 0);
@@ -373,8 +374,8 @@ int mqr__listener_start_tp(mqr_engine_t *e, const char *host, int port,
     /* owned from here on: freed with the listener */
     l->ssl_ctx = ssl_ctx;
     l->ws = ws;
-    l->e_next = e->listeners;
-    e->listeners = l;
+    l->e_next = l->all->first;
+    l->all->first = l;
     l->linked = true;
     struct sockaddr_storage bound;
     int blen = sizeof bound;
@@ -383,9 +384,9 @@ int mqr__listener_start_tp(mqr_engine_t *e, const char *host, int port,
         l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                     : ((struct sockaddr_in *)&bound)->sin_port);
 
-    uv_check_init(e->loop, &l->check);
-    uv_idle_init(e->loop, &l->idle);
-    uv_timer_init(e->loop, &l->timer);
+    uv_check_init(l->all->loop, &l->check);
+    uv_idle_init(l->all->loop, &l->idle);
+    uv_timer_init(l->all->loop, &l->timer);
     l->check.data = l->idle.data = l->timer.data = l;
     l->open_handles += 3;
     uv_check_start(&l->check, on_check);
@@ -393,7 +394,7 @@ int mqr__listener_start_tp(mqr_engine_t *e, const char *host, int port,
     uv_unref((uv_handle_t *)&l->idle);
     uv_timer_start(&l->timer, on_tick, MQR_LSN_TICK_MS, MQR_LSN_TICK_MS);
     uv_unref((uv_handle_t *)&l->timer);
-    l->start_ms = l->conn_ms = uv_now(e->loop);
+    l->start_ms = l->conn_ms = uv_now(l->all->loop);
     l->conn_tokens = (uint64_t)l->opts.connect_burst * MQR_LSN_TOKEN;
     mqr__listener_sys_start(l);
     rc = mqr__lsession_start(l);
@@ -414,7 +415,7 @@ void mqr__listener_close(mqr_listener_t *l)
     if (!l || l->closing) return;
     l->closing = true;
     if (l->linked) {
-        for (mqr_listener_t **pp = &l->e->listeners; *pp; pp = &(*pp)->e_next) {
+        for (mqr_listener_t **pp = &l->all->first; *pp; pp = &(*pp)->e_next) {
             if (*pp == l) {
                 *pp = l->e_next;
                 break;

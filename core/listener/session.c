@@ -71,7 +71,7 @@ static mqr_lsession_t *find(mqr_listener_t *l, const char *id, size_t len)
 static mqr_lsession_t *find_any(mqr_listener_t *l, const char *id, size_t len)
 {
     if (!l->linked) return find(l, id, len);
-    for (mqr_listener_t *x = l->e->listeners; x; x = x->e_next) {
+    for (mqr_listener_t *x = l->all->first; x; x = x->e_next) {
         mqr_lsession_t *s = find(x, id, len);
         if (s) return s;
     }
@@ -159,7 +159,7 @@ static void session_free(mqr_lsession_t *s, bool will)
 {
     mqr_listener_t *l = s->l;
     for (uint32_t i = 0; i < s->nsubs; i++)
-        mqr__router_remove(&l->e->router, s->subs[i]);
+        mqr__router_remove(l->all->router, s->subs[i]);
     for (uint32_t i = 0; i < s->nmsgs; i++)
         mqr__ldelivery_free(&s->msgs[i]);
     if (s->will) {
@@ -282,7 +282,7 @@ void mqr__lsession_row_failed(mqr_listener_t *l, const char *client_id, int rc)
     if (now - l->row_log_ms < 1000u) return; /* a failing disk fails every row: one line a second */
     l->row_log_ms = now;
     MQR_LOG_W(MQR_LSN_LOG, "client %s: session row not stored: %s (%llu failed writes so far)",
-              client_id, l->e->store ? mqr__store_last_error(l->e->store) : mqr_strerror(rc),
+              client_id, l->all->store ? mqr__store_last_error(l->all->store) : mqr_strerror(rc),
               (unsigned long long)l->stats.session_rows_failed);
 }
 
@@ -311,7 +311,7 @@ void mqr__lsession_disconnect(mqr_lconn_t *c)
         c->stored = false;
         return;
     }
-    uint64_t now = uv_now(l->e->loop);
+    uint64_t now = uv_now(l->all->loop);
     s->version = c->version;
     s->expiry_s = c->session_expiry;
     if (s->expiry_s != UINT32_MAX)
@@ -594,11 +594,11 @@ static int load_sub(void *arg, const char *id, size_t len, const char *filter, s
         .subscription_id = sub_id,
         .tag = s->nsubs,
     };
-    mqr_engine_t *e = x->l->e;
-    mqr_trie_entry_t *ent =
-        tf.group ? mqr__trie_add_shared(&e->router.trie, tf.group, tf.group_len, tf.filter,
-                                        tf.filter_len, &s->sub, &o)
-                 : mqr__router_add(&e->router, tf.filter, tf.filter_len, &s->sub, &o);
+    mqr_router_t *router = x->l->all->router;
+    mqr_trie_entry_t *ent = tf.group
+                                ? mqr__trie_add_shared(&router->trie, tf.group, tf.group_len,
+                                                       tf.filter, tf.filter_len, &s->sub, &o)
+                                : mqr__router_add(router, tf.filter, tf.filter_len, &s->sub, &o);
     if (!ent) return MQR_ENOMEM;
     s->subs[s->nsubs++] = ent;
     return 0;
@@ -664,16 +664,16 @@ static int arrange(mqr_lsession_t *s)
 
 int mqr__lsession_start(mqr_listener_t *l)
 {
-    mqr_store_t *st = l->e->store;
+    mqr_store_t *st = l->all->store;
     if (!st) return 0;
     int rc = mqr__store_sessions_open(st, &l->sstore);
     if (rc < 0) return rc;
     /* every listener writes its clients' sessions; the first to start loads
      * them all (a client may come back through any listener: they share
      * one client-id space), two loading them would deliver twice */
-    if (l->e->sessions_owner) return 0;
-    l->e->sessions_owner = l;
-    load_ctx_t x = {.l = l, .now_ms = uv_now(l->e->loop), .wall_ms = mqr__now_ms()};
+    if (l->all->sessions_owner) return 0;
+    l->all->sessions_owner = l;
+    load_ctx_t x = {.l = l, .now_ms = uv_now(l->all->loop), .wall_ms = mqr__now_ms()};
     static const mqr_store_sessions_load_t cb = {load_session, load_sub, load_msg, load_qos2};
     rc = mqr__store_sessions_load(l->sstore, &cb, &x);
     for (size_t i = 0; rc == 0 && i < l->sessions_cap; i++)
@@ -710,5 +710,5 @@ void mqr__lsession_stop(mqr_listener_t *l)
     l->stats.sessions_offline = 0;
     mqr__store_sessions_close(l->sstore);
     l->sstore = NULL;
-    if (l->e->sessions_owner == l) l->e->sessions_owner = NULL;
+    if (l->all->sessions_owner == l) l->all->sessions_owner = NULL;
 }

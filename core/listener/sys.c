@@ -14,7 +14,7 @@
  *
  * What is counted is the listeners' clients only (the messages a Lua rule
  * or an upstream session publishes are not "received" here). With several
- * listeners, every one runs the timer but only the first of e->listeners
+ * listeners, every one runs the timer but only the first of the engine's listeners
  * publishes, the sums over all of them, so the figures do not flap.
  */
 #include "listener_int.h"
@@ -41,7 +41,7 @@ static void publish(mqr_listener_t *l, const char *name, const char *value)
     char topic[96];
     int n = snprintf(topic, sizeof topic, SYS_PREFIX "%s", name);
     size_t vlen = strlen(value);
-    mqr_msg_t *old = mqr__retain_get(&l->e->retain, topic, (size_t)n);
+    mqr_msg_t *old = mqr__retain_get(l->all->retain, topic, (size_t)n);
     if (old && old->payload_len == vlen && memcmp(old->payload, value, vlen) == 0) return;
     mqr_msg_init_t in = {
         .topic = topic,
@@ -117,23 +117,23 @@ static void add_listener(mqr_listener_totals_t *t, const mqr_listener_t *x)
     }
 }
 
-void mqr__listener_totals(const mqr_engine_t *e, mqr_listener_totals_t *out)
+void mqr__listener_totals(const mqr_listeners_t *all, mqr_listener_totals_t *out)
 {
     memset(out, 0, sizeof *out);
-    for (const mqr_listener_t *x = e->listeners; x; x = x->e_next)
+    for (const mqr_listener_t *x = all->first; x; x = x->e_next)
         if (!x->closing) add_listener(out, x);
 }
 
 void mqr__listener_sys_publish(mqr_listener_t *l)
 {
     if (l->closing) return;
-    const mqr_listener_t *first = l->e->listeners;
+    const mqr_listener_t *first = l->all->first;
     while (first && first->closing)
         first = first->e_next;
     if (first && first != l) return; /* the first one publishes for all */
     mqr_listener_totals_t t;
     if (first) {
-        mqr__listener_totals(l->e, &t);
+        mqr__listener_totals(l->all, &t);
     } else { /* not (yet) in the engine's list: its own figures */
         memset(&t, 0, sizeof t);
         add_listener(&t, l);
@@ -141,7 +141,7 @@ void mqr__listener_sys_publish(mqr_listener_t *l)
     t.stats.dropped += t.stats.dropped_too_large;
     const mqr_listener_stats_t *st = &t.stats;
     uint64_t start = t.start_ms, nsubs = t.subscriptions;
-    uint64_t now = uv_now(l->e->loop);
+    uint64_t now = uv_now(l->all->loop);
 
     publish(l, "version", "mqrouter version " MQR_VERSION_STRING);
     char buf[48];
@@ -183,7 +183,7 @@ void mqr__listener_sys_publish(mqr_listener_t *l)
         }
     }
     /* last, so it counts the ones above */
-    publish_u64(l, "retained messages/count", mqr__retain_user_count(&l->e->retain));
+    publish_u64(l, "retained messages/count", mqr__retain_user_count(l->all->retain));
 }
 
 static void on_sys(uv_timer_t *h)
@@ -194,7 +194,7 @@ static void on_sys(uv_timer_t *h)
 void mqr__listener_sys_start(mqr_listener_t *l)
 {
     l->sys = calloc(1, sizeof *l->sys); /* NULL: no load averages, the rest works */
-    uv_timer_init(l->e->loop, &l->sys_timer);
+    uv_timer_init(l->all->loop, &l->sys_timer);
     l->sys_timer.data = l;
     l->open_handles++;
     if (l->opts.sys_interval_ms > 0) {

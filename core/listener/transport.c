@@ -231,7 +231,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     l->stats.bytes_in += (uint64_t)nread;
     if (c->state == MQR_LCONN_CLOSING) return; /* lingering: input is ignored */
-    c->last_rx_ms = uv_now(l->e->loop);
+    c->last_rx_ms = uv_now(l->all->loop);
     l->read_ms = mqr__now_ms();
     const uint8_t *p = (const uint8_t *)buf->base;
     if (c->tp->ssl)

@@ -26,7 +26,7 @@ void mqr_queue_options_init_sized(mqr_queue_options_t *o, size_t size)
 
 static int queues_ready(mqr_engine_t *e)
 {
-    if (e->queues) return 0;
+    if (mqr__engine_queues(e)) return 0;
     int rc = mqr__queues_init(e, NULL);
     return rc == MQR_EEXIST ? 0 : rc;
 }
@@ -40,7 +40,7 @@ int mqr_queue_new(mqr_engine_t *e, const mqr_queue_options_t *opts, mqr_queue_t 
     int rc = mqr__abi_copy(&o, sizeof o, sizeof o, opts);
     if (rc < 0) return rc;
     if (!o.name) return MQR_EINVAL;
-    if (e->stopping) return MQR_ECLOSED;
+    if (mqr__engine_stopping(e)) return MQR_ECLOSED;
     if ((rc = queues_ready(e)) < 0) return rc;
     mqr_queue_config_t cfg;
     mqr__queue_config_init(&cfg);
@@ -63,7 +63,7 @@ int mqr_queue_find(mqr_engine_t *e, const char *name, mqr_queue_t **out)
 {
     if (out) *out = NULL;
     if (!e || !name || !out) return MQR_EINVAL;
-    if (!e->queues) return MQR_ENOENT;
+    if (!mqr__engine_queues(e)) return MQR_ENOENT;
     return mqr__queue_find(e, name, out);
 }
 

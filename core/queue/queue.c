@@ -311,10 +311,9 @@ static void set_unref_all(mqr_queues_t *s)
 
 /* Queue timers keep the loop alive while they have work, until the engine
  * stops: from then on they must not hold mqr_engine_run() up. */
-static void on_prepare(uv_prepare_t *h)
+void mqr__queues_stop(mqr_queues_t *s)
 {
-    mqr_queues_t *s = h->data;
-    if (s->e->stopping && !s->unrefd) set_unref_all(s);
+    if (s && !s->unrefd) set_unref_all(s);
 }
 
 void mqr__q_signal(mqr_queues_t *s)
@@ -326,35 +325,30 @@ void mqr__q_signal(mqr_queues_t *s)
 
 int mqr__queues_init(mqr_engine_t *e, const mqr_queues_options_t *opts)
 {
-    if (e->queues) return MQR_EEXIST;
+    if (mqr__engine_queues(e)) return MQR_EEXIST;
     mqr_queues_t *s = calloc(1, sizeof *s);
     if (!s) return MQR_ENOMEM;
-    s->e = e;
-    s->loop = e->loop;
+    s->loop = mqr_engine_loop(e);
+    s->router = mqr__engine_router(e);
+    s->clock = mqr__engine_clock(e);
     s->max_bytes = opts && opts->max_bytes ? opts->max_bytes : DEF_SET_MAX_BYTES;
-    s->created = uv_now(e->loop);
-    int rc = uv_idle_init(e->loop, &s->idle);
+    s->created = uv_now(s->loop);
+    int rc = uv_idle_init(s->loop, &s->idle);
     if (rc < 0) {
         free(s);
         return rc;
     }
     s->idle.data = s;
     s->handles_open++;
-    uv_prepare_init(e->loop, &s->prep);
-    s->prep.data = s;
-    s->handles_open++;
-    uv_prepare_start(&s->prep, on_prepare);
-    uv_unref((uv_handle_t *)&s->prep);
     mqr__q_tx_init(s); /* the tx timer, counted in handles_open */
-    if (e->stopping) set_unref_all(s);
-    e->queues = s;
-    mqr__store_queues_attach(e); /* durable queues go to a file store, if any */
+    if (mqr__engine_stopping(e)) set_unref_all(s);
+    mqr__engine_set_queues(e, s); /* durable queues go to a file store, if any */
     return 0;
 }
 
 uint64_t mqr__queues_next_due(mqr_engine_t *e)
 {
-    mqr_queues_t *s = e->queues;
+    mqr_queues_t *s = mqr__engine_queues(e);
     if (!s) return UINT64_MAX;
     uint64_t at = s->tx_timer_at;
     for (mqr_queue_t *q = s->queues; q; q = q->next)
@@ -364,7 +358,7 @@ uint64_t mqr__queues_next_due(mqr_engine_t *e)
 
 void mqr__queues_clock_moved(mqr_engine_t *e)
 {
-    mqr_queues_t *s = e->queues;
+    mqr_queues_t *s = mqr__engine_queues(e);
     if (!s) return;
     uint64_t now = mqr__q_now(s);
     if (s->tx_timer_at <= now) {
@@ -379,9 +373,8 @@ void mqr__queues_clock_moved(mqr_engine_t *e)
     }
 }
 
-void mqr__queues_free(mqr_engine_t *e)
+void mqr__queues_free(mqr_queues_t *s)
 {
-    mqr_queues_t *s = e->queues;
     if (!s) return;
     s->freeing = true;
     mqr__q_tx_free_all(s);
@@ -394,33 +387,25 @@ void mqr__queues_free(mqr_engine_t *e)
         q->pending = false;
         mqr__queue_unref(q);
     }
-    e->queues = NULL;
     uv_close((uv_handle_t *)&s->idle, on_set_handle_closed);
-    uv_close((uv_handle_t *)&s->prep, on_set_handle_closed);
     uv_close((uv_handle_t *)&s->tx_timer, on_set_handle_closed);
 }
 
 int mqr__queues_set_max_bytes(mqr_engine_t *e, size_t max_bytes)
 {
-    if (!e->queues) return MQR_ENOTINIT;
-    e->queues->max_bytes = max_bytes ? max_bytes : DEF_SET_MAX_BYTES;
+    mqr_queues_t *s = mqr__engine_queues(e);
+    if (!s) return MQR_ENOTINIT;
+    s->max_bytes = max_bytes ? max_bytes : DEF_SET_MAX_BYTES;
     return 0;
 }
 
-int mqr__queues_set_store_ops(mqr_engine_t *e, const mqr_queue_store_ops_t *ops, void *ctx)
+void mqr__queues_set_store(mqr_queues_t *s, const mqr_queue_store_ops_t *ops,
+                           mqr_queue_restore_fn restore, void *ctx)
 {
-    if (!e->queues) return MQR_ENOTINIT;
-    e->queues->ops = ops;
-    e->queues->ops_ctx = ctx;
-    return 0;
-}
-
-int mqr__queues_set_restore(mqr_engine_t *e, mqr_queue_restore_fn fn, void *ctx)
-{
-    if (!e->queues) return MQR_ENOTINIT;
-    e->queues->restore = fn;
-    e->queues->restore_ctx = ctx;
-    return 0;
+    s->ops = ops;
+    s->ops_ctx = ctx;
+    s->restore = restore;
+    s->restore_ctx = ctx;
 }
 
 /* ---- queues ---- */
@@ -493,7 +478,7 @@ int mqr__queue_reconfigure(mqr_queue_t *q, const mqr_queue_config_t *cfg)
 
 int mqr__queue_new(mqr_engine_t *e, const mqr_queue_config_t *cfg, mqr_queue_t **out)
 {
-    mqr_queues_t *s = e->queues;
+    mqr_queues_t *s = mqr__engine_queues(e);
     if (out) *out = NULL;
     if (!s) return MQR_ENOTINIT;
     if (!cfg || !out) return MQR_EINVAL;
@@ -538,9 +523,9 @@ int mqr__queue_new(mqr_engine_t *e, const mqr_queue_config_t *cfg, mqr_queue_t *
 int mqr__queue_find(mqr_engine_t *e, const char *name, mqr_queue_t **out)
 {
     *out = NULL;
-    if (!e->queues) return MQR_ENOTINIT;
+    if (!mqr__engine_queues(e)) return MQR_ENOTINIT;
     if (!name) return MQR_EINVAL;
-    mqr_queue_t *q = find(e->queues, name);
+    mqr_queue_t *q = find(mqr__engine_queues(e), name);
     if (!q) return MQR_ENOENT;
     *out = q;
     return 0;
@@ -548,8 +533,8 @@ int mqr__queue_find(mqr_engine_t *e, const char *name, mqr_queue_t **out)
 
 int mqr__queues_foreach(mqr_engine_t *e, int (*fn)(void *arg, mqr_queue_t *q), void *arg)
 {
-    if (!e->queues) return MQR_ENOTINIT;
-    for (mqr_queue_t *q = e->queues->queues; q; q = q->next) {
+    if (!mqr__engine_queues(e)) return MQR_ENOTINIT;
+    for (mqr_queue_t *q = mqr__engine_queues(e)->queues; q; q = q->next) {
         int rc = fn(arg, q);
         if (rc) return rc;
     }
@@ -677,7 +662,7 @@ int mqr__q_make_room(mqr_queue_t *q, size_t n, size_t bytes)
                s->bytes - q->ready_bytes + bytes <= s->max_bytes;
     if (!can) {
         /* a route that put the message here: its publisher is told */
-        mqr__router_note(&s->e->router, full_n ? MQR_EFULL : MQR_EMEMLIMIT);
+        mqr__router_note(s->router, full_n ? MQR_EFULL : MQR_EMEMLIMIT);
         if (full_n) {
             q->st.refused_full++;
             return MQR_EFULL;
@@ -767,7 +752,7 @@ int mqr__queue_publish(mqr_queue_t *q, mqr_msg_t *msg, const mqr_queue_pub_opts_
     if ((rc = mqr__q_make_room(q, 1, bytes)) < 0) return rc;
     mqr_qentry_t *e = mqr__q_new_entry(q, msg, prio, at, bytes);
     if (!e) {
-        mqr__router_note(&q->set->e->router, MQR_ENOMEM);
+        mqr__router_note(q->set->router, MQR_ENOMEM);
         return MQR_ENOMEM;
     }
     mqr_queues_t *s = q->set;
@@ -775,7 +760,7 @@ int mqr__queue_publish(mqr_queue_t *q, mqr_msg_t *msg, const mqr_queue_pub_opts_
         rc = s->ops->stored(s->ops_ctx, q, e->id, msg, prio, mqr__q_wall_expiry(q, at));
         /* not kept: nobody may be told it was; kept: its ack waits for the
          * commit */
-        mqr__router_note(&s->e->router, rc < 0 ? rc : MQR_DELIVER_STORED);
+        mqr__router_note(s->router, rc < 0 ? rc : MQR_DELIVER_STORED);
         if (rc < 0) {
             mqr__q_drop_new(q, e);
             return rc;
@@ -826,7 +811,7 @@ int mqr__queue_publish_batch(mqr_queue_t *q, mqr_msg_t *const *msgs, size_t n,
                 first = nx;
             }
             rc = rc < 0 ? rc : MQR_ENOMEM;
-            mqr__router_note(&s->e->router, rc);
+            mqr__router_note(s->router, rc);
             return rc;
         }
         e->next = NULL;
@@ -836,7 +821,7 @@ int mqr__queue_publish_batch(mqr_queue_t *q, mqr_msg_t *const *msgs, size_t n,
             first = e;
         last = e;
     }
-    if (durable && n) mqr__router_note(&s->e->router, MQR_DELIVER_STORED);
+    if (durable && n) mqr__router_note(s->router, MQR_DELIVER_STORED);
     for (size_t i = 0; first; i++) {
         mqr_qentry_t *nx = first->next;
         if (ids) ids[i] = first->id;
@@ -927,7 +912,7 @@ static void add_stats(mqr_queue_stats_t *t, const mqr_queue_stats_t *x)
 int mqr__queues_health(mqr_engine_t *e, mqr_queues_health_t *out)
 {
     memset(out, 0, sizeof *out);
-    mqr_queues_t *s = e->queues;
+    mqr_queues_t *s = mqr__engine_queues(e);
     if (!s) return MQR_ENOTINIT;
     out->queues = s->nqueues;
     out->subs = s->nsubs;
@@ -962,7 +947,7 @@ int mqr__queues_health(mqr_engine_t *e, mqr_queues_health_t *out)
         mqr__queue_sub_stats(sub, &ss);
         out->sub_dropped += ss.dropped;
     }
-    if (e->stopping) status = MQR_QHEALTH_STOPPED;
+    if (mqr__engine_stopping(e)) status = MQR_QHEALTH_STOPPED;
     out->status = status;
     return status;
 }

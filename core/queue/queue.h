@@ -16,7 +16,7 @@
  * (publish, ack, nack, close their own queue...).
  *
  * Durability is a seam, not an implementation: a queue created with
- * cfg.durable calls the store ops installed with mqr__queues_set_store_ops()
+ * cfg.durable calls the store ops installed with mqr__queues_set_store()
  * at the moments an entry becomes visible, is acknowledged, is dead-lettered
  * or is removed, and mqr__queue_restore() puts stored entries back at start.
  * With a file store, core/store/store_queue.c implements it (store_queue.h): a
@@ -36,7 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct mqr_queues mqr_queues_t; /* the engine's queue set (e->queues) */
+typedef struct mqr_queues mqr_queues_t; /* the engine's queue set */
 typedef struct mqr_queue mqr_queue_t;
 typedef struct mqr_queue_consumer mqr_queue_consumer_t;
 typedef struct mqr_queue_sub mqr_queue_sub_t;
@@ -61,18 +61,21 @@ typedef struct {
     size_t max_bytes; /* memory for all queues and subscribers; 0 = 256 MiB */
 } mqr_queues_options_t;
 
-/* Sets up queues for e (e->queues). Must come before any other call here
- * that takes an engine; those return MQR_ENOTINIT before it. opts may be
- * NULL. Returns 0, MQR_EEXIST (already done), MQR_ENOMEM or a libuv code.
- * Freed by mqr_engine_free() (mqr__queues_free). */
+/* Sets up e's queues, on its loop, router and clock (engine.h). Must come
+ * before any other call here that takes an engine; those return
+ * MQR_ENOTINIT before it. opts may be NULL. Returns 0, MQR_EEXIST (already
+ * done), MQR_ENOMEM or a libuv code. Freed by mqr_engine_free()
+ * (mqr__queues_free). */
 int mqr__queues_init(mqr_engine_t *e, const mqr_queues_options_t *opts);
 
 /* Closes every queue and subscriber of e, releasing their messages, and
  * closes the set's handles (the loop must run once more before
  * uv_loop_close, as mqr_engine_free does). Safe when never initialised. */
-void mqr__queues_free(mqr_engine_t *e);
+void mqr__queues_free(mqr_queues_t *s);
+/* The engine stops: queue timers no longer keep the loop alive. */
+void mqr__queues_stop(mqr_queues_t *s);
 
-/* For a fake clock (engine.h clock_fn): the earliest time some queue or
+/* For a fake clock (clock.h): the earliest time some queue or
  * transaction has work due (UINT64_MAX: none), and running what is due by
  * the clock's now, as the timers would on a real clock. Loop thread. */
 uint64_t mqr__queues_next_due(mqr_engine_t *e);
@@ -84,7 +87,7 @@ int mqr__queues_set_max_bytes(mqr_engine_t *e, size_t max_bytes);
 
 /* The durability seam (implemented by the store module later). Each callback
  * is called only for queues created with cfg.durable, on the loop thread, with
- * the entry id; `ctx` is the pointer given to mqr__queues_set_store_ops.
+ * the entry id; `ctx` is the pointer given to mqr__queues_set_store.
  *   stored:  an entry became part of the queue (publish, tx commit, re-drive).
  *            expires_wall_ms is wall-clock (0 = never). A failure (< 0) makes
  *            the publish (or the commit) fail with that code and nothing is
@@ -104,19 +107,19 @@ typedef struct {
     void (*removed)(void *ctx, mqr_queue_t *q, uint64_t id);
 } mqr_queue_store_ops_t;
 
-int mqr__queues_set_store_ops(mqr_engine_t *e, const mqr_queue_store_ops_t *ops, void *ctx);
-
 /* The other half of the seam: fn(ctx, q) runs inside mqr__queue_new for a
  * queue created with cfg.durable, once it exists and before it is returned,
  * to put its stored entries back (mqr__queue_restore, mqr__queue_restore_dead,
  * mqr__queue_restore_ids). A failure (< 0) closes the queue (nothing is
  * deleted) and mqr__queue_new returns that code. fn NULL: nothing restored.
  *
- * When the engine keeps a file store, mqr__queues_init installs the store's
- * ops and restore function (core/store/store_queue.c) itself; setting others here
- * replaces them. */
+ * When the engine keeps a file store, the engine installs the store's ops
+ * and restore function (core/store/store_queue.c) when the queues are set
+ * up; setting others replaces them. */
 typedef int (*mqr_queue_restore_fn)(void *ctx, mqr_queue_t *q);
-int mqr__queues_set_restore(mqr_engine_t *e, mqr_queue_restore_fn fn, void *ctx);
+/* Installs both halves of the seam (any may be NULL). */
+void mqr__queues_set_store(mqr_queues_t *s, const mqr_queue_store_ops_t *ops,
+                           mqr_queue_restore_fn restore, void *ctx);
 
 /* ---- queues ------------------------------------------------------------- */
 
@@ -150,7 +153,7 @@ typedef struct {
     size_t dlq_max_messages;     /* dead letters kept; the oldest go beyond; 0 = 10000 */
     mqr_queue_dead_fn on_dead;   /* may be NULL */
     void *on_dead_arg;
-    bool durable; /* call the store ops (mqr__queues_set_store_ops) */
+    bool durable; /* call the store ops (mqr__queues_set_store) */
     /* De-duplication: the last dedup_window caller ids (opts.dedup_id) are
      * remembered; publishing one of them again enqueues nothing, returns 0
      * and the first publish's entry id (counted `duplicates`). 0 = off. */

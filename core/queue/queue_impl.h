@@ -129,8 +129,10 @@ struct mqr_queue {
 typedef struct mqr_qtx mqr_qtx_t;
 
 struct mqr_queues {
-    mqr_engine_t *e;
+    /* what the engine gave at init (mqr__queues_init) */
     uv_loop_t *loop;
+    mqr_router_t *router;
+    const mqr_clock_t *clock;
     mqr_queue_t *queues; /* open ones */
     mqr_queue_sub_t *subs;
     size_t nqueues, nsubs;
@@ -149,7 +151,6 @@ struct mqr_queues {
     bool idle_on;
     mqr_queue_t *pend_q;
     mqr_queue_sub_t *pend_s;
-    uv_prepare_t prep; /* notices the engine stopping: unrefs timers */
     bool unrefd;
 
     const mqr_queue_store_ops_t *ops;
@@ -175,7 +176,7 @@ struct mqr_queues {
 
 static inline uint64_t mqr__q_now(const mqr_queues_t *s)
 {
-    return s->e->clock_fn ? s->e->clock_fn(s->e->clock_arg) : uv_now(s->loop);
+    return mqr__clock_now(s->clock);
 }
 
 static inline size_t mqr__q_entry_bytes(const mqr_msg_t *m)

@@ -134,7 +134,7 @@ int mqr__queue_sub_new(mqr_engine_t *e, const char *filter, const mqr_queue_sub_
                        mqr_queue_sub_fn fn, void *arg, mqr_queue_sub_t **out)
 {
     if (out) *out = NULL;
-    mqr_queues_t *s = e->queues;
+    mqr_queues_t *s = mqr__engine_queues(e);
     if (!s) return MQR_ENOTINIT;
     if (!filter || !fn || !out) return MQR_EINVAL;
     size_t len = strlen(filter);
@@ -152,10 +152,10 @@ int mqr__queue_sub_new(mqr_engine_t *e, const char *filter, const mqr_queue_sub_
     if (!sub->cfg.batch) sub->cfg.batch = DEF_SUB_BATCH;
     mqr_sub_opts_t opts = {.qos = 2};
     if (tf.group)
-        sub->entry = mqr__trie_add_shared(&e->router.trie, tf.group, tf.group_len, tf.filter,
-                                          tf.filter_len, &sub->base, &opts);
+        sub->entry = mqr__trie_add_shared(&mqr__engine_router(e)->trie, tf.group, tf.group_len,
+                                          tf.filter, tf.filter_len, &sub->base, &opts);
     else
-        sub->entry = mqr__router_add(&e->router, filter, len, &sub->base, &opts);
+        sub->entry = mqr__router_add(mqr__engine_router(e), filter, len, &sub->base, &opts);
     if (!sub->entry) {
         free(sub);
         return MQR_ENOMEM;
@@ -173,7 +173,7 @@ void mqr__queue_sub_close(mqr_queue_sub_t *sub)
     if (!sub || sub->closed) return;
     mqr_queues_t *s = sub->set;
     sub->closed = true;
-    mqr__router_remove(&s->e->router, sub->entry);
+    mqr__router_remove(s->router, sub->entry);
     while (sub->count)
         mqr_msg_unref(ring_pop(sub));
     free(sub->ring);
@@ -289,7 +289,7 @@ int mqr__queue_bind(mqr_queue_t *q, const char *filter, const mqr_queue_pub_opts
     b->base.deliver = bind_deliver;
     b->q = q;
     b->opts = o;
-    mqr_router_t *r = &q->set->e->router;
+    mqr_router_t *r = q->set->router;
     mqr_sub_opts_t so = {.qos = 2};
     if (tf.group)
         b->entry = mqr__trie_add_shared(&r->trie, tf.group, tf.group_len, tf.filter, tf.filter_len,
@@ -310,7 +310,7 @@ void mqr__q_binds_free(mqr_queue_t *q)
     while (q->binds) {
         mqr_qbind_t *b = q->binds;
         q->binds = b->next;
-        mqr__router_remove(&q->set->e->router, b->entry);
+        mqr__router_remove(q->set->router, b->entry);
         free(b);
     }
 }

@@ -153,7 +153,7 @@ static int lookup(mqr_queues_t *s, uint64_t txid, mqr_qtx_t **out)
 
 int mqr__queue_tx_begin(mqr_engine_t *e, uint32_t timeout_ms, uint64_t *txid)
 {
-    mqr_queues_t *s = e->queues;
+    mqr_queues_t *s = mqr__engine_queues(e);
     if (!s) return MQR_ENOTINIT;
     if (s->tx_open >= MAX_OPEN_TX) return MQR_EFULL;
     mqr_qtx_t *tx = calloc(1, sizeof *tx);
@@ -172,7 +172,7 @@ int mqr__queue_tx_begin(mqr_engine_t *e, uint32_t timeout_ms, uint64_t *txid)
 int mqr__queue_tx_publish(mqr_engine_t *e, uint64_t txid, mqr_queue_t *q, mqr_msg_t *msg,
                           const mqr_queue_pub_opts_t *opts)
 {
-    mqr_queues_t *s = e->queues;
+    mqr_queues_t *s = mqr__engine_queues(e);
     if (!s) return MQR_ENOTINIT;
     mqr_qtx_t *tx;
     int rc = lookup(s, txid, &tx);
@@ -202,7 +202,7 @@ int mqr__queue_tx_publish(mqr_engine_t *e, uint64_t txid, mqr_queue_t *q, mqr_ms
 
 int mqr__queue_tx_commit(mqr_engine_t *e, uint64_t txid)
 {
-    mqr_queues_t *s = e->queues;
+    mqr_queues_t *s = mqr__engine_queues(e);
     if (!s) return MQR_ENOTINIT;
     mqr_qtx_t *tx;
     int rc = lookup(s, txid, &tx);
@@ -242,7 +242,7 @@ int mqr__queue_tx_commit(mqr_engine_t *e, uint64_t txid)
 
 int mqr__queue_tx_rollback(mqr_engine_t *e, uint64_t txid)
 {
-    mqr_queues_t *s = e->queues;
+    mqr_queues_t *s = mqr__engine_queues(e);
     if (!s) return MQR_ENOTINIT;
     mqr_qtx_t *tx;
     int rc = lookup(s, txid, &tx);

@@ -17,7 +17,7 @@ int mqr_device_register(mqr_engine_t *e, const char *tenant, const char *id, con
 {
     if (errmsg) *errmsg = NULL;
     if (created) *created = 0;
-    if (!e || !e->registry || !id) return MQR_EINVAL;
+    if (!e || !mqr__engine_registry(e) || !id) return MQR_EINVAL;
     mqr_device_spec_t spec = {
         .tenant = tenant ? tenant : "",
         .id = id,
@@ -27,7 +27,7 @@ int mqr_device_register(mqr_engine_t *e, const char *tenant, const char *id, con
     };
     bool was_created = false;
     const char *why = NULL;
-    int rc = mqr__device_register(e->registry, &spec, &was_created, &why);
+    int rc = mqr__device_register(mqr__engine_registry(e), &spec, &was_created, &why);
     if (rc == MQR_EINVAL && why && errmsg) *errmsg = strdup(why);
     if (rc == 0 && created) *created = was_created;
     return rc;
@@ -35,16 +35,16 @@ int mqr_device_register(mqr_engine_t *e, const char *tenant, const char *id, con
 
 int mqr_device_unregister(mqr_engine_t *e, const char *tenant, const char *id)
 {
-    if (!e || !e->registry || !id) return MQR_EINVAL;
-    return mqr__device_unregister(e->registry, tenant ? tenant : "", id);
+    if (!e || !mqr__engine_registry(e) || !id) return MQR_EINVAL;
+    return mqr__device_unregister(mqr__engine_registry(e), tenant ? tenant : "", id);
 }
 
 int mqr_device_set_status(mqr_engine_t *e, const char *tenant, const char *id, const char *status)
 {
-    if (!e || !e->registry || !id || !status) return MQR_EINVAL;
+    if (!e || !mqr__engine_registry(e) || !id || !status) return MQR_EINVAL;
     int st = mqr__device_status_parse(status);
     if (st < 0) return MQR_EINVAL;
-    return mqr__device_set_status(e->registry, tenant ? tenant : "", id, st);
+    return mqr__device_set_status(mqr__engine_registry(e), tenant ? tenant : "", id, st);
 }
 
 /* Fills the public view from the registry's, up to out->size. */
@@ -72,9 +72,10 @@ static void view_fill(mqr_device_view_t *out, const mqr_device_info_t *d)
 
 int mqr_device_get(mqr_engine_t *e, const char *tenant, const char *id, mqr_device_view_t *out)
 {
-    if (!e || !e->registry || !id || !out || out->size < sizeof out->size) return MQR_EINVAL;
+    if (!e || !mqr__engine_registry(e) || !id || !out || out->size < sizeof out->size)
+        return MQR_EINVAL;
     mqr_device_info_t d;
-    int rc = mqr__device_get(e->registry, tenant ? tenant : "", id, &d);
+    int rc = mqr__device_get(mqr__engine_registry(e), tenant ? tenant : "", id, &d);
     if (rc == 0) view_fill(out, &d);
     return rc;
 }
@@ -97,7 +98,7 @@ int mqr_device_list(mqr_engine_t *e, const char *tenant, const char *type, const
                     const char *prefix, unsigned limit, const char *cursor, mqr_device_view_fn fn,
                     void *arg, char *next, size_t next_cap)
 {
-    if (!e || !e->registry || !fn || (next && next_cap == 0)) return MQR_EINVAL;
+    if (!e || !mqr__engine_registry(e) || !fn || (next && next_cap == 0)) return MQR_EINVAL;
     int st = -1;
     if (status && (st = mqr__device_status_parse(status)) < 0) return MQR_EINVAL;
     mqr_device_query_t q = {
@@ -111,7 +112,7 @@ int mqr_device_list(mqr_engine_t *e, const char *tenant, const char *type, const
     char *buf = malloc(MQR_CURSOR_MAX);
     if (!buf) return MQR_ENOMEM;
     list_ctx_t c = {fn, arg};
-    int rc = mqr__device_list(e->registry, &q, list_one, &c, buf, MQR_CURSOR_MAX);
+    int rc = mqr__device_list(mqr__engine_registry(e), &q, list_one, &c, buf, MQR_CURSOR_MAX);
     if (rc >= 0 && next) {
         size_t len = strlen(buf);
         if (len >= next_cap)

@@ -110,10 +110,12 @@ typedef struct {
 
 /* ---- lifecycle (engine.c) --------------------------------------------------- */
 
-/* Creates e->registry and loads the devices from e->store (devices that
- * were online when the engine last stopped read offline). 0, MQR_ENOMEM,
- * MQR_ESTORE. */
-int mqr__registry_open(mqr_engine_t *e);
+/* Creates the registry (*out, set even on failure: close it) and loads the
+ * devices from store (NULL: none; devices that were online when the engine
+ * last stopped read offline); registering a device tells listeners about
+ * it. 0, MQR_ENOMEM, MQR_ESTORE. */
+int mqr__registry_open(uv_loop_t *loop, mqr_store_t *store, mqr_listeners_t *listeners,
+                       mqr_registry_t **out);
 /* Writes the moved counters into the store's transaction. */
 void mqr__registry_flush(mqr_registry_t *r);
 /* Stops the flush timer (engine stop); the registry stays usable. */

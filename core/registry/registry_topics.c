@@ -160,7 +160,7 @@ void mqr__topics_stats(mqr_registry_t *r, mqr_registry_stats_t *out)
 static uint64_t subscribers(mqr_engine_t *e, const char *topic, size_t len)
 {
     size_t n = 0;
-    mqr__trie_count_matches(&e->router.trie, topic, len, &n);
+    mqr__trie_count_matches(&mqr__engine_router(e)->trie, topic, len, &n);
     return n;
 }
 
@@ -173,17 +173,17 @@ static void fill(mqr_engine_t *e, const tentry_t *te, const char *topic, size_t 
         .messages = te ? te->msgs : 0,
         .last_ms = te ? te->last_ms : 0,
         .subscribers = subscribers(e, topic, len),
-        .retained = mqr__retain_get(&e->retain, topic, len) != NULL,
+        .retained = mqr__retain_get(mqr__engine_retain(e), topic, len) != NULL,
     };
 }
 
 int mqr__topic_info(mqr_engine_t *e, const char *topic, mqr_topic_info_t *out)
 {
-    if (!e || !topic || !out || !e->registry) return MQR_EINVAL;
+    if (!e || !topic || !out || !mqr__engine_registry(e)) return MQR_EINVAL;
     size_t len = strlen(topic);
     int rc = mqr__topic_name_validate(topic, len);
     if (rc < 0) return rc;
-    struct mqr_topics *t = *mqr__registry_topics_slot(e->registry);
+    struct mqr_topics *t = *mqr__registry_topics_slot(mqr__engine_registry(e));
     const tentry_t *te = t ? tfind(t, topic, len, thash(topic, len)) : NULL;
     fill(e, te, topic, len, out);
     return 0;
@@ -199,12 +199,12 @@ int mqr__topics_list(mqr_engine_t *e, const char *prefix, unsigned limit, const 
                      mqr_topic_fn cb, void *arg, char *next, size_t next_cap)
 {
     /* next may be the cursor's own buffer: written at the end only */
-    if (!e || !e->registry || !cb) return MQR_EINVAL;
+    if (!e || !mqr__engine_registry(e) || !cb) return MQR_EINVAL;
     if (limit > MQR_REGISTRY_LIMIT_MAX) return MQR_EINVAL;
     if (!limit) limit = MQR_REGISTRY_LIMIT_DEFAULT;
     if (cursor && cursor[0] && mqr__topic_name_validate(cursor, strlen(cursor)) < 0)
         return MQR_EINVAL;
-    struct mqr_topics *t = *mqr__registry_topics_slot(e->registry);
+    struct mqr_topics *t = *mqr__registry_topics_slot(mqr__engine_registry(e));
     if (!t || !t->count) {
         if (next && next_cap) next[0] = '\0';
         return 0;

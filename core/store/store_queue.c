@@ -479,12 +479,9 @@ static int restore(void *ctx, mqr_queue_t *q)
     return rc;
 }
 
-void mqr__store_queues_attach(mqr_engine_t *e)
+void mqr__store_queues_attach(mqr_store_queues_t *sq, mqr_queues_t *queues)
 {
-    mqr_store_queues_t *sq = e->store_queues;
-    if (!sq || !e->queues) return;
-    mqr__queues_set_store_ops(e, &store_ops, sq);
-    mqr__queues_set_restore(e, restore, sq);
+    mqr__queues_set_store(queues, &store_ops, restore, sq);
 }
 
 /* ---- replay ---------------------------------------------------------------- */
@@ -492,7 +489,7 @@ void mqr__store_queues_attach(mqr_engine_t *e)
 int mqr__store_queue_replay(mqr_engine_t *e, mqr_queue_t *q, const char *filter, unsigned flags,
                             mqr_queue_replay_fn fn, void *arg)
 {
-    mqr_store_queues_t *sq = e->store_queues;
+    mqr_store_queues_t *sq = mqr__engine_store_queues(e);
     if (!sq || !q || !filter) return MQR_EINVAL;
     if (mqr__queue_closed(q)) return MQR_ECLOSED;
     size_t flen = strlen(filter);

@@ -30,9 +30,9 @@ int mqr__store_queues_open(mqr_store_t *s, mqr_engine_t *e, mqr_store_queues_t *
  * Before mqr__store_close. sq may be NULL. */
 void mqr__store_queues_close(mqr_store_queues_t *sq);
 
-/* Installs e->store_queues (when there is one) as e's queue store ops and
- * restore function. Called by mqr__queues_init. */
-void mqr__store_queues_attach(mqr_engine_t *e);
+/* Installs sq as the queues' store ops and restore function (the engine,
+ * when its queues are set up). */
+void mqr__store_queues_attach(mqr_store_queues_t *sq, mqr_queues_t *queues);
 
 typedef struct {
     uint64_t restored;         /* entries put back into queues */

@@ -12,6 +12,7 @@
 #include "message.h"
 #include "topic.h"
 #include "upstream.h"
+#include "engine_int.h" /* TEMP(issue 12): until upstream takes its deps at init */
 
 #include <stdarg.h>
 #include <stdio.h>

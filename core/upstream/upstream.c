@@ -21,6 +21,7 @@
  * without persistence a crash in that window loses the message.
  */
 #include "upstream.h"
+#include "engine_int.h" /* TEMP(issue 12): until upstream takes its deps at init */
 
 #include "topic.h"
 #include "topic_map.h"

@@ -53,6 +53,7 @@ static inline void sleep_us(long us)
 
 typedef struct {
     mqr_engine_t *e;
+    mqr_listener_t *main;  /* the engine's own listener (listen_port) */
     mqr_listener_t *extra; /* a second listener a test started */
     char dir[64];
     int port;
@@ -83,8 +84,9 @@ static inline void engine_start(void)
     char *err = NULL;
     int rc = mqr_engine_new(&F.e, &o, NULL, &err);
     if (rc < 0) fail_msg("engine: %s", err ? err : mqr_strerror(rc));
-    assert_non_null(F.e->listener);
-    assert_int_equal(mqr__listener_port(F.e->listener), F.port);
+    F.main = mqr__engine_listeners(F.e)->first; /* the only one yet */
+    assert_non_null(F.main);
+    assert_int_equal(mqr__listener_port(F.main), F.port);
 }
 
 static inline int setup(void **state)
@@ -107,6 +109,7 @@ static inline int teardown(void **state)
     F.extra = NULL;
     if (F.e) mqr_engine_free(F.e);
     F.e = NULL;
+    F.main = NULL;
     nftw(F.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return 0;
 }
@@ -128,7 +131,7 @@ static inline void run_for(int ms)
 
 static inline const mqr_listener_stats_t *stats(void)
 {
-    return mqr__listener_stats(F.e->listener);
+    return mqr__listener_stats(F.main);
 }
 
 /* ---- a raw client ------------------------------------------------------- */

@@ -39,7 +39,7 @@ static void test_tokens(void **state)
     const char *ten = NULL;
     const char *toks[] = {"alpha", "beta-token", "acme-tok tenant=acme"};
     assert_int_equal(mqr_engine_admin(e, "127.0.0.1", 0, toks, 3, NULL), 0);
-    mqr_admin_t *a = e->admin;
+    mqr_admin_t *a = mqr__engine_admin(e);
     assert_non_null(a);
     assert_true(mqr_engine_admin_port(e) > 0);
     /* only digests are kept: no copy of a token in the server's memory */
@@ -93,8 +93,8 @@ static void test_non_loopback_needs_tokens(void **state)
     const char *ok[] = {"x"};
     assert_int_equal(mqr_engine_admin(e, "0.0.0.0", 0, ok, 1, NULL), 0);
     /* with tokens a non-loopback server cannot drop them all */
-    assert_int_equal(mqr__admin_set_tokens(e->admin, NULL, 0), MQR_EINVAL);
-    assert_int_equal(mqr__admin_auth_check(e->admin, "Bearer x", &ten), 0);
+    assert_int_equal(mqr__admin_set_tokens(mqr__engine_admin(e), NULL, 0), MQR_EINVAL);
+    assert_int_equal(mqr__admin_auth_check(mqr__engine_admin(e), "Bearer x", &ten), 0);
     mqr_engine_free(e);
 }
 
@@ -151,7 +151,7 @@ static void test_metrics_text(void **state)
         assert_int_equal(mqr_publish(e, "a/1", "x", 1, 0, 0), 0);
     mqr_publish(e, "b", "x", 1, 0, 0);
     mqr_abuf_t b = {0};
-    mqr__admin_metrics(e->admin, &b);
+    mqr__admin_metrics(mqr__engine_admin(e), &b);
     assert_false(b.failed);
     const char *t = b.p;
     /* escaped label value */
@@ -221,23 +221,23 @@ static void test_routes(void **state)
     assert_true(n >= 20);
     mqr_areq_t req = {.method = HTTP_GET, .path = "/api/v1/queues/x/dlq", .query = "", .body = ""};
     mqr_ares_t res = {0};
-    mqr__admin_route(e->admin, &req, &res);
+    mqr__admin_route(mqr__engine_admin(e), &req, &res);
     assert_int_equal(res.status, 404); /* no such queue (queues not even initialised) */
     cJSON_Delete(res.json);
     req.method = HTTP_PATCH;
     res = (mqr_ares_t){0};
-    mqr__admin_route(e->admin, &req, &res);
+    mqr__admin_route(mqr__engine_admin(e), &req, &res);
     assert_int_equal(res.status, 405);
     cJSON_Delete(res.json);
     req = (mqr_areq_t){.method = HTTP_GET, .path = "/api/v1/queues", .query = "limit=5&offset=0"};
     res = (mqr_ares_t){0};
-    mqr__admin_route(e->admin, &req, &res);
+    mqr__admin_route(mqr__engine_admin(e), &req, &res);
     assert_int_equal(res.status, 200);
     assert_int_equal(cJSON_GetObjectItem(res.json, "limit")->valueint, 5);
     cJSON_Delete(res.json);
     req.query = "limit=5x";
     res = (mqr_ares_t){0};
-    mqr__admin_route(e->admin, &req, &res);
+    mqr__admin_route(mqr__engine_admin(e), &req, &res);
     assert_int_equal(res.status, 400);
     cJSON_Delete(res.json);
     mqr_engine_free(e);
@@ -277,7 +277,7 @@ static void test_guard(void **state)
     o.origins = origins;
     o.norigins = 1;
     assert_int_equal(mqr_engine_admin_start(e, &o, NULL), 0);
-    mqr_admin_t *a = e->admin;
+    mqr_admin_t *a = mqr__engine_admin(e);
     const int P = HTTP_POST, G = HTTP_GET;
     const char *J = "application/json";
     /* Host: ours (any port, any case), localhost, configured names */
@@ -349,9 +349,12 @@ static void test_guard(void **state)
     o.tokens = tok;
     o.ntokens = 1;
     assert_int_equal(mqr_engine_admin_start(e, &o, NULL), 0);
-    assert_int_equal(guard_status(e->admin, G, "192.0.2.7:8080", NULL, NULL, NULL, false), 200);
-    assert_int_equal(guard_status(e->admin, G, "[2001:db8::1]", NULL, NULL, NULL, false), 200);
-    assert_int_equal(guard_status(e->admin, G, "rebind.example", NULL, NULL, NULL, false), 421);
+    assert_int_equal(
+        guard_status(mqr__engine_admin(e), G, "192.0.2.7:8080", NULL, NULL, NULL, false), 200);
+    assert_int_equal(
+        guard_status(mqr__engine_admin(e), G, "[2001:db8::1]", NULL, NULL, NULL, false), 200);
+    assert_int_equal(
+        guard_status(mqr__engine_admin(e), G, "rebind.example", NULL, NULL, NULL, false), 421);
     mqr_engine_free(e);
 
     /* bad names and origins at start; require_token without tokens */

@@ -247,7 +247,7 @@ static void test_users_in_store(void **state)
     o.log_level = MQR_LOG_ERROR;
     mqr_engine_t *e;
     assert_int_equal(mqr_engine_new(&e, &o, NULL, NULL), 0);
-    mqr_store_t *s = e->store;
+    mqr_store_t *s = mqr__engine_store(e);
     bool any = true;
     assert_int_equal(mqr__store_cred_any(s, &any), 0);
     assert_false(any);

@@ -145,7 +145,7 @@ static void test_routing_loop(void **state)
     assert_int_equal(mqr_subscribe(e, "loop", echo, &s, &sub), 0);
     assert_int_equal(mqr_publish(e, "loop", "go", 2, 0, 0), 0);
     assert_int_equal(s.calls, MQR_ROUTER_MAX_DEPTH);
-    assert_int_equal(e->router.loops, 1);
+    assert_int_equal(mqr__engine_router(e)->loops, 1);
     mqr_engine_free(e);
 }
 
@@ -169,7 +169,8 @@ static mqr_trie_entry_t *fixed(mqr_engine_t *e, fixed_sub_t *f, const char *filt
 {
     *f = (fixed_sub_t){.base.deliver = fixed_deliver, .result = result, .e = e};
     mqr_sub_opts_t o = {.qos = 2};
-    mqr_trie_entry_t *ent = mqr__router_add(&e->router, filter, strlen(filter), &f->base, &o);
+    mqr_trie_entry_t *ent =
+        mqr__router_add(mqr__engine_router(e), filter, strlen(filter), &f->base, &o);
     assert_non_null(ent);
     return ent;
 }
@@ -182,7 +183,7 @@ static mqr_pubctx_t route(mqr_engine_t *e, const char *topic)
     mqr_pubctx_t pc;
     assert_int_equal(mqr__engine_publish_ctx(e, m, &pc), 0);
     mqr_msg_unref(m);
-    assert_null(e->router.pub); /* nobody else's from here on */
+    assert_null(mqr__engine_router(e)->pub); /* nobody else's from here on */
     return pc;
 }
 
@@ -200,9 +201,9 @@ static void test_publish_context(void **state)
     assert_int_equal(pc.no_room, 2);
     assert_int_equal(pc.failed, 2);
     assert_int_equal(pc.error, MQR_ESTORE); /* the first failure */
-    assert_int_equal(e->router.dropped_nomem, 1);
+    assert_int_equal(mqr__engine_router(e)->dropped_nomem, 1);
     for (int i = 0; i < 6; i++)
-        mqr__router_remove(&e->router, ents[i]);
+        mqr__router_remove(mqr__engine_router(e), ents[i]);
 
     /* a handler's publish while routing counts for the message that caused
      * it: its publisher hears about it */
@@ -213,12 +214,12 @@ static void test_publish_context(void **state)
     pc = route(e, "b/1");
     assert_int_equal(pc.failed, 1);
     assert_int_equal(pc.error, MQR_ENOMEM);
-    assert_int_equal(e->router.dropped_nomem, 2);
+    assert_int_equal(mqr__engine_router(e)->dropped_nomem, 2);
     /* outside any routing a result concerns nobody */
-    mqr__router_note(&e->router, MQR_ENOMEM);
-    assert_int_equal(e->router.dropped_nomem, 2);
-    mqr__router_remove(&e->router, eh);
-    mqr__router_remove(&e->router, ei);
+    mqr__router_note(mqr__engine_router(e), MQR_ENOMEM);
+    assert_int_equal(mqr__engine_router(e)->dropped_nomem, 2);
+    mqr__router_remove(mqr__engine_router(e), eh);
+    mqr__router_remove(mqr__engine_router(e), ei);
 
     /* a real queue bound to the topic: full, then taken */
     mqr_queue_options_t qo;
@@ -296,7 +297,7 @@ static void test_upstream_full_context(void **state)
     assert_int_equal(mqr__upstream_new(e, &cfg, &u), 0);
     fwd_sub_t fwd = {.base.deliver = fwd_deliver, .u = u};
     mqr_sub_opts_t o = {.qos = 2};
-    mqr_trie_entry_t *ef = mqr__router_add(&e->router, "f/#", 3, &fwd.base, &o);
+    mqr_trie_entry_t *ef = mqr__router_add(mqr__engine_router(e), "f/#", 3, &fwd.base, &o);
     assert_non_null(ef);
 
     mqr_pubctx_t pc = route(e, "f/1"); /* buffered */
@@ -306,7 +307,7 @@ static void test_upstream_full_context(void **state)
     assert_int_equal(pc.failed, 0);
 
     ingress_sub_t ing = {.base.deliver = ingress_deliver, .e = e, .topic = "f/3"};
-    mqr_trie_entry_t *ei = mqr__router_add(&e->router, "n/1", 3, &ing.base, &o);
+    mqr_trie_entry_t *ei = mqr__router_add(mqr__engine_router(e), "n/1", 3, &ing.base, &o);
     assert_non_null(ei);
     pc = route(e, "n/1");
     assert_int_equal(ing.inner.no_room, 1);
@@ -320,8 +321,8 @@ static void test_upstream_full_context(void **state)
     mqr_upstream_status_t st;
     mqr__upstream_status(u, &st);
     assert_int_equal(st.publish_full, 3);
-    mqr__router_remove(&e->router, ef);
-    mqr__router_remove(&e->router, ei);
+    mqr__router_remove(mqr__engine_router(e), ef);
+    mqr__router_remove(mqr__engine_router(e), ei);
     mqr_engine_free(e);
 }
 
@@ -337,12 +338,12 @@ static void test_retained_survive_restart(void **state)
     mqr_engine_free(e); /* flushes the store */
 
     e = engine(dir);
-    mqr_msg_t *a = mqr__retain_get(&e->retain, "status/a", 8);
+    mqr_msg_t *a = mqr__retain_get(mqr__engine_retain(e), "status/a", 8);
     assert_non_null(a);
     assert_memory_equal(a->payload, "on", 2);
     assert_int_equal(a->qos, 1);
-    assert_null(mqr__retain_get(&e->retain, "status/b", 8));
-    assert_null(mqr__retain_get(&e->retain, "status/c", 8));
+    assert_null(mqr__retain_get(mqr__engine_retain(e), "status/b", 8));
+    assert_null(mqr__retain_get(mqr__engine_retain(e), "status/c", 8));
     mqr_engine_free(e);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -453,7 +454,7 @@ static int route_topic(mqr_engine_t *e, const char *topic)
     mqr_msg_init_t in = {.topic = topic, .topic_len = strlen(topic), .qos = 1};
     mqr_msg_t *msg = mqr__msg_new(&in);
     assert_non_null(msg);
-    int n = mqr__router_publish(&e->router, msg);
+    int n = mqr__router_publish(mqr__engine_router(e), msg);
     mqr_msg_unref(msg);
     return n;
 }
@@ -461,7 +462,7 @@ static int route_topic(mqr_engine_t *e, const char *topic)
 static void test_merged_delivery(void **state)
 {
     mqr_engine_t *e = engine("");
-    mqr_router_t *r = &e->router;
+    mqr_router_t *r = mqr__engine_router(e);
     /* p: no deliver_set, so one call per entry as before; m merges; one:
      * merges but matches once */
     merge_sub_t p = {.base.deliver = merge_deliver, .r = r};

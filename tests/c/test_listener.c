@@ -429,7 +429,7 @@ static void test_qos2_inbound_exactly_once(void **state)
     send_ack(s, MQR_MQTT_PUBCOMP, m2.packet_id); /* out of order is fine */
     send_ack(s, MQR_MQTT_PUBCOMP, m1.packet_id);
     cl_expect_nothing(s, QUIET_MS);
-    mqr_lconn_t *sc = mqr__listener_id_find(F.e->listener, "sub", 3);
+    mqr_lconn_t *sc = mqr__listener_id_find(F.main, "sub", 3);
     assert_non_null(sc);
     assert_non_null(sc->qs);
     assert_int_equal(sc->qs->if_live, 0);

@@ -411,7 +411,7 @@ static void test_sys_not_stored(void **state)
     o.sys_interval_ms = 100;
     extra_listener(&o);
     run_for(300);
-    assert_non_null(mqr__retain_get(&F.e->retain, "$SYS/broker/version", 19));
+    assert_non_null(mqr__retain_get(mqr__engine_retain(F.e), "$SYS/broker/version", 19));
     assert_int_equal(mqr_publish(F.e, "keep/me", "x", 1, 0, 1), 0);
     run_for(50);
     mqr__listener_close(F.extra);

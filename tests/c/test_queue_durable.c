@@ -111,7 +111,7 @@ static void on_committed(void *arg, int status)
 static void wait_commit(mqr_engine_t *e)
 {
     int status = 1;
-    assert_int_equal(mqr__store_after_commit(e->store, on_committed, &status), 0);
+    assert_int_equal(mqr__store_after_commit(mqr__engine_store(e), on_committed, &status), 0);
     uint64_t end = now_ms() + WAIT_MS;
     while (status == 1 && now_ms() < end)
         uv_run(mqr_engine_loop(e), UV_RUN_NOWAIT);
@@ -292,7 +292,7 @@ static void test_expired_at_restore_dead_lettered(void **state)
     assert_int_equal(dl[0].reason, MQR_QREASON_EXPIRED);
     assert_int_equal(mqr__queue_redrive(q, 0), 1);
     mqr_store_queues_stats_t ss;
-    mqr__store_queues_stats(e->store_queues, &ss);
+    mqr__store_queues_stats(mqr__engine_store_queues(e), &ss);
     assert_int_equal(ss.restored, 2);
     assert_int_equal(ss.restored_expired, 1);
     wait_commit(e);
@@ -503,7 +503,7 @@ static void peek_at_commit(void *arg, int status)
 
 static void on_routed(void *arg, mqr_msg_t *m)
 {
-    assert_int_equal(mqr__store_after_commit(F.e->store, peek_at_commit, NULL), 0);
+    assert_int_equal(mqr__store_after_commit(mqr__engine_store(F.e), peek_at_commit, NULL), 0);
 }
 
 static void test_puback_after_durable_commit(void **state)
@@ -578,7 +578,9 @@ static int child_consume(void *arg, mqr_queue_t *q, const mqr_queue_delivery_t *
     /* said before the ack: once its commit is reported it may be gone */
     report(c, 'a', d->id);
     /* the ack is written right after this returns, before the commit point */
-    if (mqr__store_after_commit(c->e->store, ack_committed, (void *)(uintptr_t)d->id) < 0) _exit(4);
+    if (mqr__store_after_commit(mqr__engine_store(c->e), ack_committed, (void *)(uintptr_t)d->id) <
+        0)
+        _exit(4);
     return MQR_QUEUE_ACK;
 }
 
@@ -593,7 +595,8 @@ static void child_idle(uv_idle_t *h)
         uint64_t id;
         if (mqr__queue_publish(c->q, m, NULL, &id) < 0) _exit(5);
         mqr_msg_unref(m);
-        if (mqr__store_after_commit(c->e->store, pub_committed, (void *)(uintptr_t)id) < 0)
+        if (mqr__store_after_commit(mqr__engine_store(c->e), pub_committed, (void *)(uintptr_t)id) <
+            0)
             _exit(6);
         c->published++;
     }

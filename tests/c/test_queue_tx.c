@@ -413,7 +413,7 @@ static void test_bind(void **state)
     /* closing the queue removes its bindings from the router */
     mqr__queue_close(q);
     assert_int_equal(mqr_publish(e, "jobs/3", "gone", 4, 1, 0), 0);
-    assert_int_equal(e->router.unrouted, 2);
+    assert_int_equal(mqr__engine_router(e)->unrouted, 2);
     mqr_engine_free(e);
 }
 
@@ -464,7 +464,7 @@ static void test_store_ops(void **state)
 {
     mqr_engine_t *e = engine();
     ops_rec_t r = {0};
-    assert_int_equal(mqr__queues_set_store_ops(e, &ops, &r), 0);
+    mqr__queues_set_store(mqr__engine_queues(e), &ops, NULL, &r);
     mqr_queue_config_t c;
     mqr__queue_config_init(&c);
     c.name = "durable";

@@ -13,7 +13,7 @@
 
 static mqr_registry_t *R(void)
 {
-    return F.e->registry;
+    return mqr__engine_registry(F.e);
 }
 
 static void reg(const char *tenant, const char *id, const char *type)
@@ -512,10 +512,11 @@ static void test_tenants(void **state)
 {
     assert_int_equal(mqr_user_add(F.e, "alice", "pw-a", 4096), 0);
     assert_int_equal(mqr_user_add(F.e, "bob", "pw-b", 4096), 0);
-    assert_int_equal(mqr__store_cred_tenant_set(F.e->store, "alice", "acme"), 0);
-    assert_int_equal(mqr__store_cred_tenant_set(F.e->store, "bob", "globex"), 0);
-    assert_int_equal(mqr__store_cred_tenant_set(F.e->store, "nobody", "x"), MQR_ENOENT);
-    assert_int_equal(mqr__store_cred_tenant_set(F.e->store, "bob", "bad/name"), MQR_EINVAL);
+    assert_int_equal(mqr__store_cred_tenant_set(mqr__engine_store(F.e), "alice", "acme"), 0);
+    assert_int_equal(mqr__store_cred_tenant_set(mqr__engine_store(F.e), "bob", "globex"), 0);
+    assert_int_equal(mqr__store_cred_tenant_set(mqr__engine_store(F.e), "nobody", "x"), MQR_ENOENT);
+    assert_int_equal(mqr__store_cred_tenant_set(mqr__engine_store(F.e), "bob", "bad/name"),
+                     MQR_EINVAL);
     reg("acme", "a1", "sensor");
 
     client_t *a = tenant_client("a1", "alice", "pw-a");
@@ -552,7 +553,7 @@ static void test_tenants(void **state)
     /* $SYS filters are not mounted */
     client_t *a2 = tenant_client("a2", "alice", "pw-a");
     subscribe(a2, "$SYS/broker/uptime", 0);
-    mqr__listener_sys_publish(F.e->listener);
+    mqr__listener_sys_publish(F.main);
     mqr_mqtt_publish_t sys = expect_publish(a2, NULL, NULL);
     assert_int_equal(sys.topic.len, strlen("$SYS/broker/uptime"));
     assert_memory_equal(sys.topic.p, "$SYS/broker/uptime", sys.topic.len);

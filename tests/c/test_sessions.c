@@ -645,6 +645,7 @@ static void test_v311_session_expiry_load(void **state)
     assert_int_equal(stats()->sessions_offline, 2); /* no limit on this listener */
 
     mqr_engine_free(F.e);
+    F.main = NULL;
     mqr_engine_options_t o;
     mqr_engine_options_init(&o);
     o.listen_port = -1; /* no listener but the one below: it loads the sessions */

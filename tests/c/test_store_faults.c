@@ -191,10 +191,12 @@ static sqlite3 *locker;
 static void lock_store(void)
 {
     run_for(10); /* the engine commits what it has before the loop sleeps */
-    assert_int_equal(sqlite3_open(F.e->db_path, &locker), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_open(sqlite3_db_filename(mqr__store_db(mqr__engine_store(F.e)), "main"), &locker),
+        SQLITE_OK);
     assert_int_equal(sqlite3_exec(locker, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
     /* how long the store waits for a lock held elsewhere (5 s by default) */
-    sqlite3_busy_timeout(mqr__store_db(F.e->store), 20);
+    sqlite3_busy_timeout(mqr__store_db(mqr__engine_store(F.e)), 20);
 }
 
 static void unlock_store(void)
@@ -345,7 +347,7 @@ static void test_v5_offline_row_refused(void **state)
  * inside the statement, which may roll back the whole transaction). */
 static void db_limit(bool full)
 {
-    sqlite3 *db = mqr__store_db(F.e->store);
+    sqlite3 *db = mqr__store_db(mqr__engine_store(F.e));
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA page_count", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
@@ -632,7 +634,7 @@ static void test_nomem_delivery_counted_and_refused(void **state)
 {
     mqr_subscriber_t sub = {.deliver = nomem_deliver};
     mqr_sub_opts_t o = {.qos = 1};
-    mqr_trie_entry_t *ent = mqr__router_add(&F.e->router, "m/#", 3, &sub, &o);
+    mqr_trie_entry_t *ent = mqr__router_add(mqr__engine_router(F.e), "m/#", 3, &sub, &o);
     assert_non_null(ent);
     mqr_log_set_sink(count_warnings, NULL);
     client_t *p5 = client(MQR_MQTT_V5, "mpub5");
@@ -645,10 +647,10 @@ static void test_nomem_delivery_counted_and_refused(void **state)
     send_publish(p5, "m/3", "x", 0, false, 0); /* QoS 0: counted, nobody to tell */
     ping(p5);
     mqr_log_set_sink(NULL, NULL);
-    assert_int_equal(F.e->router.dropped_nomem, 3);
+    assert_int_equal(mqr__engine_router(F.e)->dropped_nomem, 3);
     assert_int_equal(warnings, 1); /* one line a second, not one per message */
     assert_int_equal(stats()->refused_failed, 2);
-    mqr__router_remove(&F.e->router, ent);
+    mqr__router_remove(mqr__engine_router(F.e), ent);
     cl_free(p4);
     cl_free(p5);
 }

@@ -9,6 +9,7 @@
  * PR_SET_PDEATHSIG, if this process dies.
  */
 #include "upstream.h"
+#include "engine_int.h" /* TEMP(issue 12) */
 
 #include <errno.h>
 #include <fcntl.h>

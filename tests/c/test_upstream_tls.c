@@ -11,6 +11,7 @@
  * Every wait has a deadline; the broker dies with the test.
  */
 #include "upstream.h"
+#include "engine_int.h" /* TEMP(issue 12) */
 
 #include <setjmp.h>
 #include <stdarg.h>
