@@ -458,8 +458,6 @@ static int start_connect(mqr_upstream_t *u)
     if (u->version == MQTTVERSION_5) {
         o = o5;
         o.cleanstart = u->clean_start != 0;
-        o.onFailure5 = mqr__up_on_connect_failure5;
-        o.onSuccess5 = mqr__up_on_connect_ok5;
         if (!u->clean_start || u->session_expiry_s >= 0) {
             /* v5 ends a session when the connection closes unless told
              * otherwise; a resumable session is what clean_start = 0 asks. */
@@ -471,9 +469,8 @@ static int start_connect(mqr_upstream_t *u)
         }
     } else {
         o.cleansession = u->clean_start != 0;
-        o.onFailure = mqr__up_on_connect_failure;
-        o.onSuccess = mqr__up_on_connect_ok;
     }
+    mqr__up_paho_connect_answers(u, &o);
     MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
     if (u->will_topic) {
         will.topicName = u->will_topic;
@@ -503,8 +500,7 @@ static int start_connect(mqr_upstream_t *u)
         ssl.privateKeyPassword = u->tls.key_password || !u->tls.cert ? u->tls.key_password : "";
         ssl.enableServerCertAuth = !u->tls.no_verify;
         ssl.verify = !u->tls.no_verify && !u->tls.no_verify_hostname; /* host name check */
-        ssl.ssl_error_cb = mqr__up_on_ssl_error;
-        ssl.ssl_error_context = u;
+        mqr__up_paho_ssl_errors(u, &ssl);
         o.ssl = &ssl;
     }
     /* Reconnecting is ours (retry timer): Paho's automatic reconnect neither
@@ -588,11 +584,7 @@ static int create_client(mqr_upstream_t *u)
         return mqr__up_map_paho(rc);
     }
     /* Callbacks must be in place before connecting; none can fire before. */
-    rc = MQTTAsync_setCallbacks(u->client, u, mqr__up_on_lost, mqr__up_on_message,
-                                mqr__up_on_delivered);
-    if (rc == MQTTASYNC_SUCCESS) rc = MQTTAsync_setConnected(u->client, u, mqr__up_on_connected);
-    if (rc == MQTTASYNC_SUCCESS && u->version == MQTTVERSION_5)
-        rc = MQTTAsync_setDisconnected(u->client, u, mqr__up_on_server_disconnect);
+    rc = mqr__up_paho_set_callbacks(u);
     if (rc != MQTTASYNC_SUCCESS) {
         mqr__up_paho_destroy(&u->client);
         u->client = NULL;

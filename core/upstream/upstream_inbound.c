@@ -305,8 +305,8 @@ static int inbox_event(void *arg, const mqr_upstream_inbox_rec_t *r)
 
 /* Queues for routing what arrived before a crash and was never routed; the
  * loop routes it once the script that created the session has loaded. Runs
- * before the session's first client can call mqr__up_on_message, so nothing else
- * touches inbox_seq. */
+ * before the session's first client can call on_message (upstream_paho.c),
+ * so nothing else touches inbox_seq. */
 void mqr__up_inbox_load(mqr_upstream_t *u)
 {
     u->inbox_loaded = true;

@@ -256,33 +256,23 @@ uint32_t mqr__up_props_encode(const MQTTProperties *props, uint8_t *out);
 int mqr__up_props_decode(const uint8_t *raw, size_t len, MQTTProperties *out);
 
 /* ---- upstream_paho.c: Paho's threads ------------------------------------
- * The callbacks are given to Paho by the loop (connect, subscribe,
- * publish, disconnect options) and run only on Paho's threads. */
+ * The callbacks themselves are static there and run only on Paho's
+ * threads. */
 
 /* An event with extra bytes in data[] and an optional text after them. */
 up_event_t *mqr__up_ev_new(up_ev_type_t type, size_t extra, const char *text);
 /* Appends ev to u's queue under u->lock and wakes the loop. Any thread. */
 void mqr__up_ev_push(mqr_upstream_t *u, up_event_t *ev);
-int mqr__up_on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *m);
-void mqr__up_on_connected(void *ctx, char *cause);
-void mqr__up_on_lost(void *ctx, char *cause);
-void mqr__up_on_server_disconnect(void *ctx, MQTTProperties *props, enum MQTTReasonCodes rc);
-int mqr__up_on_ssl_error(const char *str, size_t len, void *ctx);
-void mqr__up_on_delivered(void *ctx, MQTTAsync_token token);
-void mqr__up_on_connect_failure(void *ctx, MQTTAsync_failureData *d);
-void mqr__up_on_connect_failure5(void *ctx, MQTTAsync_failureData5 *d);
-void mqr__up_on_connect_ok(void *ctx, MQTTAsync_successData *d);
-void mqr__up_on_connect_ok5(void *ctx, MQTTAsync_successData5 *d);
-void mqr__up_on_pub_ok(void *ctx, MQTTAsync_successData *d);
-void mqr__up_on_pub_ok5(void *ctx, MQTTAsync_successData5 *d);
-void mqr__up_on_pub_failed(void *ctx, MQTTAsync_failureData *d);
-void mqr__up_on_pub_failed5(void *ctx, MQTTAsync_failureData5 *d);
-void mqr__up_on_sub_ok(void *ctx, MQTTAsync_successData *d);
-void mqr__up_on_sub_ok5(void *ctx, MQTTAsync_successData5 *d);
-void mqr__up_on_sub_failed(void *ctx, MQTTAsync_failureData *d);
-void mqr__up_on_sub_failed5(void *ctx, MQTTAsync_failureData5 *d);
-void mqr__up_on_disconnect_ok(void *ctx, MQTTAsync_successData *d);
-void mqr__up_on_disconnect_failed(void *ctx, MQTTAsync_failureData *d);
+/* The callbacks, handed to Paho: on the client (mqr__up_paho_set_callbacks
+ * returns Paho's code), in connect, SSL, subscribe and disconnect options,
+ * and in response options whose answer reaches waiter p as an EV_PUB_DONE
+ * event (mqr__up_paho_answer_to). Loop thread, the disconnect's on a worker. */
+int mqr__up_paho_set_callbacks(mqr_upstream_t *u);
+void mqr__up_paho_connect_answers(mqr_upstream_t *u, MQTTAsync_connectOptions *o);
+void mqr__up_paho_ssl_errors(mqr_upstream_t *u, MQTTAsync_SSLOptions *ssl);
+void mqr__up_paho_sub_answers(mqr_upstream_t *u, MQTTAsync_responseOptions *r);
+void mqr__up_paho_answer_to(const mqr_upstream_t *u, up_pub_t *p, MQTTAsync_responseOptions *r);
+void mqr__up_paho_disconnect_answers(mqr_upstream_t *u, MQTTAsync_disconnectOptions *d);
 /* MQTTAsync_createWithOptions / MQTTAsync_destroy under the process-wide
  * lock that keeps Paho's global set-up and tear-down apart. Any thread. */
 int mqr__up_paho_create(MQTTAsync *c, const char *uri, const char *id, int persist_type,

@@ -19,10 +19,12 @@
  * callback takes paho_life, which is held only around Paho's create and
  * destroy.
  *
- * Threads: the callbacks (mqr__up_on_*) run on Paho's threads only;
- * mqr__up_ev_new and mqr__up_ev_push on any thread (the loop queues its own
- * deferred answers and inbox reads through them); mqr__up_paho_create on
- * the loop, mqr__up_paho_destroy on the loop or a worker.
+ * Threads: the callbacks (static on_*) run on Paho's threads only; the
+ * loop hands them to Paho through the mqr__up_paho_* option helpers below,
+ * so no other file names a function that runs there. mqr__up_ev_new and
+ * mqr__up_ev_push run on any thread (the loop queues its own deferred
+ * answers and inbox reads through them); mqr__up_paho_create on the loop,
+ * mqr__up_paho_destroy on the loop or a worker.
  *
  * Delivery: Paho acknowledges an incoming QoS 1/2 message to the broker as
  * soon as the messageArrived callback returns 1, before the loop has routed
@@ -67,7 +69,7 @@ void mqr__up_ev_push(mqr_upstream_t *u, up_event_t *ev)
     if (ev->type == EV_MESSAGE) {
         u->pending_msgs++;
         u->pending_bytes += ev->topic_len + ev->payload_len + ev->props_len;
-        /* acknowledged by Paho with no inbox row behind it (mqr__up_on_message) */
+        /* acknowledged by Paho with no inbox row behind it (on_message) */
         if (ev->qos > 0 && !ev->inbox_seq) u->unprotected++;
     }
     uv_mutex_unlock(&u->lock);
@@ -119,7 +121,7 @@ static void inbox_keep(mqr_upstream_t *u, up_event_t *ev, uint64_t seq)
  * (unprotected: a crash before routing loses it), kept in the inbox only
  * (spilled: read back by the loop, nothing lost), or dropped (the queue
  * was full, or no memory). */
-int mqr__up_on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *m)
+static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *m)
 {
     mqr_upstream_t *u = ctx;
     size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic);
@@ -175,17 +177,17 @@ int mqr__up_on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message 
     return 1;
 }
 
-void mqr__up_on_connected(void *ctx, char *cause)
+static void on_connected(void *ctx, char *cause)
 {
     push_simple(ctx, EV_CONNECTED, 0, 0, 0, NULL);
 }
 
-void mqr__up_on_lost(void *ctx, char *cause)
+static void on_lost(void *ctx, char *cause)
 {
     push_simple(ctx, EV_LOST, 0, 0, 0, cause);
 }
 
-void mqr__up_on_server_disconnect(void *ctx, MQTTProperties *props, enum MQTTReasonCodes rc)
+static void on_server_disconnect(void *ctx, MQTTProperties *props, enum MQTTReasonCodes rc)
 {
     char text[128];
     const char *t = NULL;
@@ -202,7 +204,7 @@ void mqr__up_on_server_disconnect(void *ctx, MQTTProperties *props, enum MQTTRea
 /* Paho's OpenSSL error report (ERR_print_errors_cb), one line per call,
  * when making the TLS context or the handshake fails. The loop extracts
  * the reason; returning 1 asks for the next line. */
-int mqr__up_on_ssl_error(const char *str, size_t len, void *ctx)
+static int on_ssl_error(const char *str, size_t len, void *ctx)
 {
     char line[256];
     snprintf(line, sizeof line, "%.*s", (int)(len < sizeof line ? len : sizeof line - 1), str);
@@ -210,7 +212,7 @@ int mqr__up_on_ssl_error(const char *str, size_t len, void *ctx)
     return 1;
 }
 
-void mqr__up_on_delivered(void *ctx, MQTTAsync_token token)
+static void on_delivered(void *ctx, MQTTAsync_token token)
 {
     mqr_upstream_t *u = ctx;
     uv_mutex_lock(&u->lock);
@@ -218,23 +220,23 @@ void mqr__up_on_delivered(void *ctx, MQTTAsync_token token)
     uv_mutex_unlock(&u->lock);
 }
 
-void mqr__up_on_connect_failure(void *ctx, MQTTAsync_failureData *d)
+static void on_connect_failure(void *ctx, MQTTAsync_failureData *d)
 {
     push_simple(ctx, EV_CONNECT_FAILED, d ? d->code : 0, 0, 0, d ? d->message : NULL);
 }
 
-void mqr__up_on_connect_failure5(void *ctx, MQTTAsync_failureData5 *d)
+static void on_connect_failure5(void *ctx, MQTTAsync_failureData5 *d)
 {
     push_simple(ctx, EV_CONNECT_FAILED, d ? d->code : 0, d ? (int)d->reasonCode : 0, 0,
                 d ? d->message : NULL);
 }
 
-void mqr__up_on_connect_ok(void *ctx, MQTTAsync_successData *d)
+static void on_connect_ok(void *ctx, MQTTAsync_successData *d)
 {
     push_simple(ctx, EV_CONNECT_OK, 0, 0, 0, d ? d->alt.connect.serverURI : NULL);
 }
 
-void mqr__up_on_connect_ok5(void *ctx, MQTTAsync_successData5 *d)
+static void on_connect_ok5(void *ctx, MQTTAsync_successData5 *d)
 {
     push_simple(ctx, EV_CONNECT_OK, 0, 0, 0, d ? d->alt.connect.serverURI : NULL);
 }
@@ -249,42 +251,42 @@ static void push_pub_done(up_pub_t *p, int code, int reason)
     mqr__up_ev_push(p->u, ev);
 }
 
-void mqr__up_on_pub_ok(void *ctx, MQTTAsync_successData *d)
+static void on_pub_ok(void *ctx, MQTTAsync_successData *d)
 {
     push_pub_done(ctx, 0, 0);
 }
 
-void mqr__up_on_pub_ok5(void *ctx, MQTTAsync_successData5 *d)
+static void on_pub_ok5(void *ctx, MQTTAsync_successData5 *d)
 {
     push_pub_done(ctx, 0, d ? (int)d->reasonCode : 0);
 }
 
-void mqr__up_on_pub_failed(void *ctx, MQTTAsync_failureData *d)
+static void on_pub_failed(void *ctx, MQTTAsync_failureData *d)
 {
     push_pub_done(ctx, d && d->code ? d->code : MQTTASYNC_FAILURE, 0);
 }
 
-void mqr__up_on_pub_failed5(void *ctx, MQTTAsync_failureData5 *d)
+static void on_pub_failed5(void *ctx, MQTTAsync_failureData5 *d)
 {
     push_pub_done(ctx, d && d->code ? d->code : MQTTASYNC_FAILURE, d ? (int)d->reasonCode : 0);
 }
 
-void mqr__up_on_sub_ok(void *ctx, MQTTAsync_successData *d)
+static void on_sub_ok(void *ctx, MQTTAsync_successData *d)
 {
     push_simple(ctx, EV_SUB_OK, d ? d->alt.qos : 0, 0, d ? d->token : 0, NULL);
 }
 
-void mqr__up_on_sub_ok5(void *ctx, MQTTAsync_successData5 *d)
+static void on_sub_ok5(void *ctx, MQTTAsync_successData5 *d)
 {
     push_simple(ctx, EV_SUB_OK, d ? (int)d->reasonCode : 0, 0, d ? d->token : 0, NULL);
 }
 
-void mqr__up_on_sub_failed(void *ctx, MQTTAsync_failureData *d)
+static void on_sub_failed(void *ctx, MQTTAsync_failureData *d)
 {
     push_simple(ctx, EV_SUB_FAILED, d ? d->code : 0, 0, d ? d->token : 0, NULL);
 }
 
-void mqr__up_on_sub_failed5(void *ctx, MQTTAsync_failureData5 *d)
+static void on_sub_failed5(void *ctx, MQTTAsync_failureData5 *d)
 {
     push_simple(ctx, EV_SUB_FAILED, d ? d->code : 0, d ? (int)d->reasonCode : 0, d ? d->token : 0,
                 NULL);
@@ -300,14 +302,75 @@ static void on_disconnect_done(void *ctx)
     uv_mutex_unlock(&u->lock);
 }
 
-void mqr__up_on_disconnect_ok(void *ctx, MQTTAsync_successData *d)
+static void on_disconnect_ok(void *ctx, MQTTAsync_successData *d)
 {
     on_disconnect_done(ctx);
 }
 
-void mqr__up_on_disconnect_failed(void *ctx, MQTTAsync_failureData *d)
+static void on_disconnect_failed(void *ctx, MQTTAsync_failureData *d)
 {
     on_disconnect_done(ctx);
+}
+
+/* ---- what the loop hands Paho: the callbacks above, in its options ------ */
+
+int mqr__up_paho_set_callbacks(mqr_upstream_t *u)
+{
+    int rc = MQTTAsync_setCallbacks(u->client, u, on_lost, on_message, on_delivered);
+    if (rc == MQTTASYNC_SUCCESS) rc = MQTTAsync_setConnected(u->client, u, on_connected);
+    if (rc == MQTTASYNC_SUCCESS && u->version == MQTTVERSION_5)
+        rc = MQTTAsync_setDisconnected(u->client, u, on_server_disconnect);
+    return rc;
+}
+
+void mqr__up_paho_connect_answers(mqr_upstream_t *u, MQTTAsync_connectOptions *o)
+{
+    if (u->version == MQTTVERSION_5) {
+        o->onFailure5 = on_connect_failure5;
+        o->onSuccess5 = on_connect_ok5;
+    } else {
+        o->onFailure = on_connect_failure;
+        o->onSuccess = on_connect_ok;
+    }
+}
+
+void mqr__up_paho_ssl_errors(mqr_upstream_t *u, MQTTAsync_SSLOptions *ssl)
+{
+    ssl->ssl_error_cb = on_ssl_error;
+    ssl->ssl_error_context = u;
+}
+
+void mqr__up_paho_sub_answers(mqr_upstream_t *u, MQTTAsync_responseOptions *r)
+{
+    r->context = u;
+    if (u->version == MQTTVERSION_5) {
+        r->onSuccess5 = on_sub_ok5;
+        r->onFailure5 = on_sub_failed5;
+    } else {
+        r->onSuccess = on_sub_ok;
+        r->onFailure = on_sub_failed;
+    }
+}
+
+/* Response options whose answer (success or failure) reaches waiter p as an
+ * EV_PUB_DONE event. */
+void mqr__up_paho_answer_to(const mqr_upstream_t *u, up_pub_t *p, MQTTAsync_responseOptions *r)
+{
+    r->context = p;
+    if (u->version == MQTTVERSION_5) {
+        r->onSuccess5 = on_pub_ok5;
+        r->onFailure5 = on_pub_failed5;
+    } else {
+        r->onSuccess = on_pub_ok;
+        r->onFailure = on_pub_failed;
+    }
+}
+
+void mqr__up_paho_disconnect_answers(mqr_upstream_t *u, MQTTAsync_disconnectOptions *d)
+{
+    d->onSuccess = on_disconnect_ok;
+    d->onFailure = on_disconnect_failed;
+    d->context = u;
 }
 
 /* Paho's global set-up and tear-down are not safe against each other:

@@ -63,10 +63,8 @@ static up_subopt_t *subopt_find(const mqr_upstream_t *u, const char *filter)
 int mqr__up_send_subscribe(mqr_upstream_t *u, up_sub_t *s)
 {
     MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
-    r.context = u;
+    mqr__up_paho_sub_answers(u, &r);
     if (u->version == MQTTVERSION_5) {
-        r.onSuccess5 = mqr__up_on_sub_ok5;
-        r.onFailure5 = mqr__up_on_sub_failed5;
         /* Re-subscribing after a reconnect must not replay retained
          * messages for a subscription the broker kept. */
         r.subscribeOptions.retainHandling = 1;
@@ -76,9 +74,6 @@ int mqr__up_send_subscribe(mqr_upstream_t *u, up_sub_t *s)
             r.subscribeOptions.retainAsPublished = o->rap;
             if (o->rh >= 0) r.subscribeOptions.retainHandling = (unsigned char)o->rh;
         }
-    } else {
-        r.onSuccess = mqr__up_on_sub_ok;
-        r.onFailure = mqr__up_on_sub_failed;
     }
     bool oom;
     char *remote = remote_name(u, s->filter, &oom);
@@ -289,25 +284,11 @@ int mqr__upstream_subscribe_cb(mqr_upstream_t *u, const char *filter, int qos,
     return 0;
 }
 
-/* Response options whose answer (success or failure) reaches waiter p as an
- * EV_PUB_DONE event. */
-static void answer_to(const mqr_upstream_t *u, up_pub_t *p, MQTTAsync_responseOptions *r)
-{
-    r->context = p;
-    if (u->version == MQTTVERSION_5) {
-        r->onSuccess5 = mqr__up_on_pub_ok5;
-        r->onFailure5 = mqr__up_on_pub_failed5;
-    } else {
-        r->onSuccess = mqr__up_on_pub_ok;
-        r->onFailure = mqr__up_on_pub_failed;
-    }
-}
-
 /* Sends an UNSUBSCRIBE of remote filter f whose UNSUBACK answers p. */
 static int send_unsubscribe(mqr_upstream_t *u, const char *f, up_pub_t *p)
 {
     MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
-    answer_to(u, p, &r);
+    mqr__up_paho_answer_to(u, p, &r);
     return mqr__up_map_paho(MQTTAsync_unsubscribe(u->client, f, &r));
 }
 
@@ -463,7 +444,7 @@ int mqr__up_publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
     pm.retained = msg->retain;
     /* Without a response struct Paho ignores the message's properties. */
     MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
-    if (p) answer_to(u, p, &r);
+    if (p) mqr__up_paho_answer_to(u, p, &r);
     if (u->version == MQTTVERSION_5) {
         if (msg->props_len) {
             int prc = mqr__up_props_decode(msg->props, msg->props_len, &pm.properties);

@@ -111,9 +111,7 @@ static void destroy_work(uv_work_t *req)
     if (!u->client) return; /* dormant: never had one */
     MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
     d.timeout = UP_CLOSE_TIMEOUT_MS;
-    d.onSuccess = mqr__up_on_disconnect_ok;
-    d.onFailure = mqr__up_on_disconnect_failed;
-    d.context = u;
+    mqr__up_paho_disconnect_answers(u, &d);
     /* Also stops automatic reconnection, even when not connected (then it
      * returns MQTTASYNC_DISCONNECTED and calls nothing). */
     if (MQTTAsync_disconnect(u->client, &d) == MQTTASYNC_SUCCESS) {
