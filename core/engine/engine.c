@@ -181,6 +181,12 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
         set_err(errmsg, "cannot load the device registry from %s", e->db_path);
         goto fail;
     }
+    e->upstreams = (mqr_upstreams_t){
+        .e = e,
+        .loop = e->loop,
+        .router = &e->router,
+        .data_dir = e->data_dir,
+    };
     e->listeners = (mqr_listeners_t){
         .e = e,
         .loop = e->loop,
@@ -258,8 +264,8 @@ void mqr_engine_free(mqr_engine_t *e)
     else
         uv_run(e->loop, UV_RUN_NOWAIT);
     mqr__upstream_free_all(e);
-    mqr__upstream_persist_close(e->upstream_persist);
-    e->upstream_persist = NULL;
+    mqr__upstream_persist_close(e->upstreams.persist);
+    e->upstreams.persist = NULL;
     while (e->csubs)
         mqr_unsubscribe(e, e->csubs);
     mqr__registry_close(e->registry);

@@ -26,6 +26,7 @@ typedef struct mqr_store mqr_store_t;
 typedef struct mqr_listener mqr_listener_t;
 typedef struct mqr_listeners mqr_listeners_t;
 typedef struct mqr_upstream mqr_upstream_t;
+typedef struct mqr_upstreams mqr_upstreams_t;
 struct mqr_queues;
 struct mqr_registry;
 struct mqr_admin;
@@ -62,6 +63,7 @@ mqr_router_t *mqr__engine_router(mqr_engine_t *e);
 mqr_retain_t *mqr__engine_retain(mqr_engine_t *e);
 mqr_store_t *mqr__engine_store(const mqr_engine_t *e);
 mqr_listeners_t *mqr__engine_listeners(mqr_engine_t *e);
+mqr_upstreams_t *mqr__engine_upstreams(mqr_engine_t *e);
 struct mqr_queues *mqr__engine_queues(const mqr_engine_t *e);
 /* Takes the queue set mqr__queues_init made, and attaches the durable
  * queues' store to it when the engine has a file store. */

@@ -15,6 +15,7 @@
 
 #include "auth.h"
 #include "listener.h"
+#include "upstream.h"
 
 struct mqr_engine {
     uv_loop_t *loop;
@@ -37,11 +38,8 @@ struct mqr_engine {
     mqr_store_t *store;
     /* every open listener and what they share (listener.h) */
     mqr_listeners_t listeners;
-    mqr_upstream_t *sessions; /* list of upstream sessions, newest first */
-    /* their stored messages (upstream_persist.h), opened at the first
-     * persistent session; failed: not retried, sessions stay in memory */
-    struct mqr_upstream_persist *upstream_persist;
-    bool upstream_persist_failed;
+    /* every upstream session and what they share (upstream.h) */
+    mqr_upstreams_t upstreams;
     struct mqr_csub *csubs; /* C subscriptions, freed with the engine */
 
     /* the host's authentication and authorisation as the listeners call

@@ -62,6 +62,11 @@ mqr_listeners_t *mqr__engine_listeners(mqr_engine_t *e)
     return &e->listeners;
 }
 
+mqr_upstreams_t *mqr__engine_upstreams(mqr_engine_t *e)
+{
+    return &e->upstreams;
+}
+
 struct mqr_queues *mqr__engine_queues(const mqr_engine_t *e)
 {
     return e->queues;

@@ -13,6 +13,21 @@
 
 #include "engine.h"
 
+/* What every upstream session of an engine shares: the engine's services,
+ * handed over once when the engine opens (core/engine/engine.c), the list
+ * of sessions and their store (upstream_persist.h). */
+struct mqr_upstreams {
+    mqr_engine_t *e;
+    uv_loop_t *loop;
+    mqr_router_t *router;
+    const char *data_dir;  /* "" or NULL: sessions persist only when told to */
+    mqr_upstream_t *first; /* every session not yet freed, newest first */
+    /* opened at the first persistent session; failed: not retried,
+     * sessions keep their buffers in memory */
+    struct mqr_upstream_persist *persist;
+    bool persist_failed;
+};
+
 typedef enum {
     MQR_UPSTREAM_CONNECTING = 0,
     MQR_UPSTREAM_CONNECTED = 1,
@@ -230,7 +245,7 @@ void mqr__upstream_manager_stats(mqr_engine_t *e, mqr_upstream_manager_stats_t *
 typedef void (*mqr_upstream_event_fn)(void *arg, mqr_upstream_t *u, mqr_upstream_state_t state,
                                       const char *reason);
 
-/* Creates the session, adds it to e->sessions and starts connecting.
+/* Creates the session, adds it to the engine's upstream sessions and starts connecting.
  * Configuration strings are copied. */
 int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_upstream_t **out);
 mqr_upstream_t *mqr__upstream_find(mqr_engine_t *e, const char *name);

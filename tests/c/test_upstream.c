@@ -9,7 +9,6 @@
  * PR_SET_PDEATHSIG, if this process dies.
  */
 #include "upstream.h"
-#include "engine_int.h" /* TEMP(issue 12) */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -491,7 +490,7 @@ static void test_bad_config(void **state)
     cfg.uri = NULL;
     assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), MQR_EINVAL);
     assert_null(u);
-    assert_null(c->e->sessions);
+    assert_null(mqr__engine_upstreams(c->e)->first);
 }
 
 /* Raw v5 property bytes, as message.h keeps them. */

@@ -11,7 +11,6 @@
  * Every wait has a deadline; the broker dies with the test.
  */
 #include "upstream.h"
-#include "engine_int.h" /* TEMP(issue 12) */
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -416,7 +415,7 @@ static void test_bad_settings(void **state)
     assert_string_equal(err, "CA file /nonexistent/ca.pem: No such file or directory");
     assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), MQR_EINVAL);
     assert_null(u);
-    assert_null(c->e->sessions);
+    assert_null(mqr__engine_upstreams(c->e)->first);
     assert_true(log_has("session 'bad': CA file /nonexistent/ca.pem: No such file"));
 
     /* TLS settings with a plain URI, also in a failover list */
@@ -468,7 +467,7 @@ static void test_bad_settings(void **state)
     assert_non_null(strstr(err, "wrong key_password"));
     tls.key_password = "s3cret";
     assert_int_equal(mqr__upstream_tls_check(&cfg, err, sizeof err), 0);
-    assert_null(c->e->sessions);
+    assert_null(mqr__engine_upstreams(c->e)->first);
 }
 
 /* OpenSSL's error lines come down to their reason. */

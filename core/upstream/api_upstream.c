@@ -1,18 +1,17 @@
 /*
- * api_session.c — the public upstream-session API (mqrouter.h, "upstream
+ * api_upstream.c — the public upstream-session API (mqrouter.h, "upstream
  * sessions"): thin wrappers over core/upstream/upstream.h for C hosts.
  *
  * It maps public options onto the internal configuration (checking the TLS
  * side first, so the host gets the reason in *errmsg) and copies topic and
  * payload into a message to send. Must not: keep state of its own or call
- * Paho directly (upstream.c owns every session).
+ * Paho directly (upstream.c and its siblings own every session).
  */
 #include "abi.h"
 #include "engine.h"
 #include "message.h"
 #include "topic.h"
 #include "upstream.h"
-#include "engine_int.h" /* TEMP(issue 12): until upstream takes its deps at init */
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,0 +1,331 @@
+/*
+ * upstream_int.h — what the files of core/upstream/ share: the session
+ * struct, the events Paho's threads queue for the loop, subscriptions and
+ * waiters, and the mqr__up_* functions one of these files calls in another.
+ *
+ * Only the .c files of core/upstream/ may include it; the rest of core
+ * includes upstream.h. Each field of struct mqr_upstream says who may touch
+ * it: "under lock" fields are shared with Paho's threads, whose rules
+ * upstream_paho.c states.
+ */
+#ifndef MQR_UPSTREAM_INT_H
+#define MQR_UPSTREAM_INT_H
+
+#include "topic_map.h"
+#include "upstream.h"
+#include "upstream_persist.h"
+
+#include <MQTTAsync.h>
+
+/* Incoming messages queued for the loop; only a stalled loop fills this.
+ * Beyond it the newest messages are dropped, counted and warned about: they
+ * are acknowledged to the broker all the same — except a persistent
+ * session's QoS 1/2 messages, which go to the inbox only and are read back
+ * from there (spill/refill, upstream_inbound.c). Handing them back to Paho
+ * (returning 0 from messageArrived) is no back-pressure: Paho offers a kept
+ * message again only when that client's socket next has traffic, one per
+ * packet, so they would stall until the next keepalive. */
+#define UP_MAX_PENDING_MSGS 100000
+#define UP_MAX_PENDING_BYTES (64u * 1024u * 1024u)
+
+typedef struct up_sub up_sub_t;
+struct up_sub {
+    up_sub_t *next;
+    unsigned refs;
+    int qos;
+    MQTTAsync_token token; /* of the last SUBSCRIBE sent, to match its answer */
+    bool awaiting;         /* restored after a connect, answer not seen: not ready yet */
+    bool pending;          /* a SUBSCRIBE sent and not answered */
+    int granted;           /* the last answer: granted QoS (v5: reason code); -1 none */
+    char filter[];
+};
+
+/* v5 subscription options a rule asked for a filter. */
+typedef struct up_subopt up_subopt_t;
+struct up_subopt {
+    up_subopt_t *next;
+    bool no_local, rap;
+    int rh; /* < 0: default */
+    char filter[];
+};
+
+/* A publish whose completion someone waits for (mqr__upstream_publish_cb).
+ * Owned by the session's list until its answer is handled on the loop, or
+ * until the session is freed. */
+typedef struct up_pub up_pub_t;
+struct up_pub {
+    up_pub_t *next;
+    mqr_upstream_t *u;
+    mqr_upstream_done_fn done; /* NULL once answered or cancelled */
+    void *arg;
+    up_sub_t *sub; /* waiting for this subscription's SUBACK (else NULL) */
+};
+
+typedef enum {
+    EV_MESSAGE,
+    EV_CONNECTED,
+    EV_CONNECT_FAILED,
+    EV_LOST,
+    EV_SERVER_DISCONNECT,
+    EV_SUB_OK,
+    EV_SUB_FAILED,
+    EV_CONNECT_OK, /* which URI (text) */
+    EV_PUB_DONE,   /* ptr = the up_pub_t, code = 0 or Paho error */
+    EV_TLS_ERROR,  /* one line of OpenSSL's error report (text) */
+} up_ev_type_t;
+
+/* One event from Paho's threads. A message event carries topic, payload and
+ * raw v5 properties in data[]; others may carry a text. */
+typedef struct up_event up_event_t;
+struct up_event {
+    up_event_t *next;
+    up_ev_type_t type;
+    int code;   /* Paho return code, granted QoS... */
+    int reason; /* MQTT reason code, v5 */
+    MQTTAsync_token token;
+    void *ptr;
+    uint8_t qos;
+    bool retain;
+    uint32_t expiry_s;
+    uint64_t arrived_ms;
+    uint64_t inbox_seq; /* EV_MESSAGE kept in the inbox under this seq; 0 = not kept */
+    size_t topic_len;
+    size_t payload_len;
+    size_t props_len;
+    const char *text; /* NUL-terminated inside data[], or NULL */
+    char data[];
+};
+
+struct mqr_upstream {
+    mqr_upstream_t *next; /* all->first */
+    mqr_engine_t *e;       /* messages go in here (engine.h) */
+    mqr_upstreams_t *all; /* the engine's services and the other sessions */
+    char *name;
+    char *uri;
+    char *client_id;
+    char *username;
+    char *password;
+    int keepalive_s;
+    int clean_start;
+    int version; /* 4 or 5 */
+    int max_buffered;
+    bool drop_oldest; /* a full buffer drops its oldest (else refuses the newest) */
+    bool full_warned; /* warn_full (upstream_publish.c) said so since the last connect */
+    char **uris;      /* failover list, n_uris of them (0: uri alone) */
+    int n_uris;
+    char *will_topic;
+    void *will_payload;
+    size_t will_payload_len;
+    int will_qos, will_retain;
+    int64_t session_expiry_s;
+    int retry_initial_s, retry_max_s, max_reconnects;
+    char *prefix; /* NULL = none */
+    size_t prefix_len;
+    mqr_topic_map_t *map; /* level mapping (topic_map.h); NULL = none */
+    up_subopt_t *subopts;
+    up_pub_t *pubs;
+    struct {
+        bool on; /* a broker URI is ssl://, mqtts:// or wss://: connect with SSL options */
+        char *cafile, *capath, *cert, *key, *key_password;
+        bool no_verify, no_verify_hostname;
+        char error[200]; /* loop: OpenSSL's reasons since the last attempt ended */
+    } tls;
+
+    /* Persistence (upstream_persist.h): records keyed by the name. A session
+     * replacing an open one of the same name (a reload with other settings)
+     * must not have a Paho client reading and writing those records while
+     * the old one still does: it stays without a client ("dormant") until
+     * the predecessor is destroyed, then restores what it left. Publishes
+     * meanwhile wait in early[]. */
+    bool persistent;
+    bool discard;         /* close gives the records up (loop thread) */
+    bool discard_records; /* decided at mqr__up_begin_close, read by the destroying worker */
+    MQTTClient_persistence phooks;
+    mqr_upstream_t *predecessor, *successor;
+    struct up_early {
+        mqr_msg_t *msg;
+        up_pub_t *pub;
+    } * early;
+    size_t n_early, cap_early;
+    /* A lost clean = false persistent session rebuilds its Paho client from
+     * the records (see mqr__up_rebuild_client); no Paho call while this is set. */
+    bool rebuilding;
+    uv_work_t rebuild_req;
+    bool inbox_loaded;   /* this session routed what an earlier one left */
+    uint64_t inbox_seq;  /* last seq given (under lock: Paho's thread) */
+    uint64_t inbox_fail; /* messages not written to the inbox (under lock) */
+    /* Spilling (under lock): the incoming queue was full, so a persistent
+     * session's QoS 1/2 messages go to the inbox only, and every later one
+     * too until the loop has read them all back, so that order is kept.
+     * spill_next: the next seq the loop reads back; spill_settled: the
+     * last seq Paho's thread finished with (written, or given up). */
+    bool spilling;
+    uint64_t spill_next, spill_settled;
+
+    /* Loop thread only: what status() reports. */
+    char broker[256];
+    char last_error[256];
+    uint64_t last_error_at_ms;
+    uint64_t connected_since_ms;
+    uint64_t last_message_at_ms;
+    unsigned attempt;       /* failed connect attempts in a row */
+    unsigned retries;       /* retries scheduled since the last connect: the backoff step */
+    unsigned subs_awaiting; /* restored subscriptions not answered yet */
+    bool ready;
+
+    MQTTAsync client;
+    mqr_upstream_state_t state;
+    bool closing;
+    bool ever_connected;
+    bool connect_failing;    /* a failure was logged since the last connect */
+    char server_reason[160]; /* v5 DISCONNECT from the broker, for the next "lost" */
+    mqr_upstream_event_fn observer;
+    void *observer_arg;
+    mqr_upstream_credentials_fn credentials;
+    void *credentials_arg;
+    up_sub_t *subs;
+    uv_async_t async;
+    uv_timer_t retry; /* next connect attempt */
+    uv_timer_t nudge; /* while connect_pending: see nudge_connect (upstream.c) */
+    bool connect_pending;
+    unsigned nudges;
+    int open_handles; /* async, retry, nudge and warn, until all closed */
+    uv_work_t destroy_req;
+
+    /* Shared with Paho's threads (and the destroying worker): under lock. */
+    uv_mutex_t lock;
+    uv_cond_t cond;
+    up_event_t *head;
+    up_event_t *tail;
+    size_t pending_msgs;
+    size_t pending_bytes;
+    size_t max_pending_msgs, max_pending_bytes; /* UP_MAX_PENDING_*; a test lowers them */
+    uint64_t dropped;     /* incoming messages dropped: queue full or no memory */
+    uint64_t unprotected; /* QoS 1/2 queued for routing, acknowledged, no stored copy */
+    uint64_t spilled;     /* QoS 1/2 of a persistent session kept in the inbox only */
+    uint64_t delivered;   /* QoS 1/2 publishes the broker completed */
+    bool disconnect_done;
+
+    /* Loop thread only. */
+    struct {
+        uint64_t received;       /* messages that arrived from the broker */
+        uint64_t refused;        /* of those, not routed (bad topic, no memory, router refused) */
+        uint64_t sent;           /* publishes accepted by Paho (sent or buffered) */
+        uint64_t full;           /* publishes refused: buffer full */
+        uint64_t dropped_oldest; /* buffered publishes dropped to make room (drop_oldest) */
+        uint64_t expired;        /* publishes dropped: message expired */
+        uint64_t props_dropped;  /* publishes sent without their malformed v5 properties */
+        uint64_t connects;
+        uint64_t connect_failures;
+        uint64_t reconnects;
+        uint64_t bytes_sent;
+        uint64_t bytes_received;
+        uint64_t publish_failed;
+        uint64_t not_kept; /* routed, but a subscriber that had to keep it could not */
+    } stats;
+    uint64_t buffered;         /* publishes accepted while not connected, since the last connect */
+    uint64_t dropped_seen;     /* u->dropped when last warned about */
+    uint64_t unprotected_seen; /* u->unprotected when last warned about */
+    uint64_t not_kept_seen;    /* u->stats.not_kept when last warned about */
+    uint64_t not_kept_warned_ms;
+    uint64_t drop_warned_ms, unprotected_warned_ms; /* mqr__now_ms() of those warnings */
+    uv_timer_t warn; /* a warning held back by the rate limit comes then */
+};
+
+/* PAHO_MEMORY_ERROR, not in the public header */
+#define PAHO_OOM (-99)
+
+/* ---- upstream.c: the state machine and lifecycle (loop thread) ---------- */
+
+/* Wall clock, ms since the epoch (what status and events report). */
+uint64_t mqr__up_wall_ms(void);
+/* A Paho return code as MQR_E* (0 for success). */
+int mqr__up_map_paho(int rc);
+/* Acts on one event from the queue (a message goes to mqr__up_deliver). */
+void mqr__up_handle_event(mqr_upstream_t *u, up_event_t *ev);
+/* Ready once connected and every restored subscription is answered. */
+void mqr__up_check_ready(mqr_upstream_t *u);
+void mqr__up_schedule_retry(mqr_upstream_t *u);
+void mqr__up_nudge_stop(mqr_upstream_t *u);
+/* The predecessor of a dormant session is gone: create the client, connect. */
+void mqr__up_wake_successor(mqr_upstream_t *u);
+
+/* ---- upstream_props.c: v5 properties, Paho's list <-> raw bytes --------- */
+
+size_t mqr__up_props_encoded_len(const MQTTProperties *props);
+uint32_t mqr__up_props_encode(const MQTTProperties *props, uint8_t *out);
+int mqr__up_props_decode(const uint8_t *raw, size_t len, MQTTProperties *out);
+
+/* ---- upstream_paho.c: Paho's threads ------------------------------------
+ * The callbacks themselves are static there and run only on Paho's
+ * threads. */
+
+/* An event with extra bytes in data[] and an optional text after them. */
+up_event_t *mqr__up_ev_new(up_ev_type_t type, size_t extra, const char *text);
+/* Appends ev to u's queue under u->lock and wakes the loop. Any thread. */
+void mqr__up_ev_push(mqr_upstream_t *u, up_event_t *ev);
+/* The callbacks, handed to Paho: on the client (mqr__up_paho_set_callbacks
+ * returns Paho's code), in connect, SSL, subscribe and disconnect options,
+ * and in response options whose answer reaches waiter p as an EV_PUB_DONE
+ * event (mqr__up_paho_answer_to). Loop thread, the disconnect's on a worker. */
+int mqr__up_paho_set_callbacks(mqr_upstream_t *u);
+void mqr__up_paho_connect_answers(mqr_upstream_t *u, MQTTAsync_connectOptions *o);
+void mqr__up_paho_ssl_errors(mqr_upstream_t *u, MQTTAsync_SSLOptions *ssl);
+void mqr__up_paho_sub_answers(mqr_upstream_t *u, MQTTAsync_responseOptions *r);
+void mqr__up_paho_answer_to(const mqr_upstream_t *u, up_pub_t *p, MQTTAsync_responseOptions *r);
+void mqr__up_paho_disconnect_answers(mqr_upstream_t *u, MQTTAsync_disconnectOptions *d);
+/* MQTTAsync_createWithOptions / MQTTAsync_destroy under the process-wide
+ * lock that keeps Paho's global set-up and tear-down apart. Any thread. */
+int mqr__up_paho_create(MQTTAsync *c, const char *uri, const char *id, int persist_type,
+                        void *persist, MQTTAsync_createOptions *co);
+void mqr__up_paho_destroy(MQTTAsync *c);
+
+/* ---- upstream_observe.c: observers and waits for ready ------------------ */
+
+/* Tells every observer of u's engine; fills in u, name, time and broker. */
+void mqr__up_emit(mqr_upstream_t *u, mqr_upstream_event_t *ev);
+void mqr__up_emit_simple(mqr_upstream_t *u, mqr_upstream_event_type_t type, const char *reason,
+                         unsigned attempt);
+/* Some wait of e's is still open (its timer not closed yet). */
+bool mqr__up_has_waits(mqr_engine_t *e);
+/* Answers every open wait of e with MQR_ECLOSED (the engine closes). */
+void mqr__up_waits_close(mqr_engine_t *e);
+
+/* ---- upstream_inbound.c: from the queue to the router (loop thread) ----- */
+
+/* Routes a message event, then deletes its inbox row. */
+void mqr__up_deliver(mqr_upstream_t *u, up_event_t *ev);
+/* The async handle's callback: drains the queue. */
+void mqr__up_on_async(uv_async_t *h);
+/* Warns (rate-limited) about messages acknowledged and then lost. */
+void mqr__up_report_losses(mqr_upstream_t *u);
+/* Received messages in ev's list that a closing session will not route. */
+uint64_t mqr__up_count_unrouted(const mqr_upstream_t *u, const up_event_t *ev);
+void mqr__up_warn_unrouted(mqr_upstream_t *u, uint64_t n);
+/* Queues what a persistent session of this name left unrouted. */
+void mqr__up_inbox_load(mqr_upstream_t *u);
+
+/* ---- upstream_work.c: destroying and rebuilding clients ----------------- */
+
+/* Frees u and everything it owns; its handles must be closed (or never
+ * opened) and Paho's client gone. */
+void mqr__up_session_free(mqr_upstream_t *u);
+/* Destroys the client on a worker; then the handles close and u is freed. */
+void mqr__up_begin_close(mqr_upstream_t *u);
+/* Destroys the client on a worker; the next attempt creates a new one. */
+void mqr__up_rebuild_client(mqr_upstream_t *u);
+
+/* ---- upstream_publish.c: subscriptions, publishes, waiters -------------- */
+
+/* Sends s's SUBSCRIBE; returns Paho's code. */
+int mqr__up_send_subscribe(mqr_upstream_t *u, up_sub_t *s);
+/* Returns 0, 1 when the message expired (dropped), or < 0. */
+int mqr__up_publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p);
+/* Handles an EV_PUB_DONE: answers and frees its waiter. */
+void mqr__up_pub_done(mqr_upstream_t *u, up_event_t *ev);
+/* Answers (and frees) every waiter of s's SUBACK. A waiter may close u. */
+void mqr__up_answer_sub_waiters(mqr_upstream_t *u, up_sub_t *s, int status, int reason);
+/* Answers (and frees) a waited-for publish that never reached Paho. */
+void mqr__up_pub_answer(up_pub_t *p, int status);
+
+#endif
