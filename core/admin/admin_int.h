@@ -7,6 +7,7 @@
 #define MQR_ADMIN_INT_H
 
 #include "admin.h"
+#include "errmsg.h"
 
 #include <cjson/cJSON.h>
 #include <http_parser.h>
@@ -221,7 +222,6 @@ void mqr__admin_access_free(mqr_admin_t *a);
 const char *mqr__admin_refuse_name(mqr_admin_refuse_t why);
 
 /* *errmsg (when errmsg is not NULL) gets a malloc'd message (server.c). */
-void mqr__admin_set_err(char **errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* auth.c */
 int mqr__admin_auth_set(mqr_admin_t *a, const char *const *tokens, size_t n);

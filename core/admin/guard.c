@@ -140,14 +140,13 @@ int mqr__admin_access_set(mqr_admin_t *a, const char *const *hosts, size_t nhost
     size_t bad = 0;
     int rc = copy_list(hosts, nhosts, false, &h, &bad);
     if (rc == MQR_EINVAL)
-        mqr__admin_set_err(errmsg, "admin host name '%s' is neither a DNS name nor an IP address",
-                           hosts[bad] ? hosts[bad] : "(null)");
+        mqr__errmsg(errmsg, "admin host name '%s' is neither a DNS name nor an IP address",
+                    hosts[bad] ? hosts[bad] : "(null)");
     if (rc == 0) {
         rc = copy_list(origins, norigins, true, &o, &bad);
         if (rc == MQR_EINVAL)
-            mqr__admin_set_err(errmsg,
-                               "admin origin '%s' is not scheme://host[:port] (http or https)",
-                               origins[bad] ? origins[bad] : "(null)");
+            mqr__errmsg(errmsg, "admin origin '%s' is not scheme://host[:port] (http or https)",
+                        origins[bad] ? origins[bad] : "(null)");
     }
     if (rc < 0) {
         free_list(h, nhosts);

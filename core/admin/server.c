@@ -167,17 +167,6 @@ static void abuf_free(mqr_abuf_t *b)
 
 /* ---- connections ---- */
 
-void mqr__admin_set_err(char **errmsg, const char *fmt, ...)
-{
-    if (!errmsg) return;
-    char buf[320];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    *errmsg = strdup(buf);
-}
-
 static void admin_free(mqr_admin_t *a)
 {
     mqr__admin_auth_free(a);
@@ -779,14 +768,14 @@ static int configure(mqr_admin_t *a, const mqr_admin_options_t *o, char **errmsg
         a->require_token = was_required;
         mqr__admin_access_free(&scratch);
         if (rc == MQR_EINVAL && o->ntokens)
-            mqr__admin_set_err(errmsg, "a token entry is malformed (TOKEN or TOKEN tenant=NAME, "
-                                       "NAME of [A-Za-z0-9_-])");
+            mqr__errmsg(errmsg, "a token entry is malformed (TOKEN or TOKEN tenant=NAME, "
+                                "NAME of [A-Za-z0-9_-])");
         else if (rc == MQR_EINVAL && o->require_token)
-            mqr__admin_set_err(errmsg, "tokens are required (--admin-require-token) but none "
-                                       "were given");
+            mqr__errmsg(errmsg, "tokens are required (--admin-require-token) but none "
+                                "were given");
         else if (rc == MQR_EINVAL)
-            mqr__admin_set_err(errmsg, "the admin API on a non-loopback address (%s) needs tokens",
-                               a->host);
+            mqr__errmsg(errmsg, "the admin API on a non-loopback address (%s) needs tokens",
+                        a->host);
         return rc;
     }
     mqr__admin_access_free(a);
@@ -810,22 +799,21 @@ int mqr__admin_start(mqr_engine_t *e, const mqr_admin_options_t *o, char **errms
     if (errmsg) *errmsg = NULL;
     const mqr_admin_t *served = mqr__engine_admin(e);
     if (served) {
-        mqr__admin_set_err(errmsg, "the admin API is already served on %s:%d", served->host,
-                           served->port);
+        mqr__errmsg(errmsg, "the admin API is already served on %s:%d", served->host, served->port);
         return MQR_EEXIST;
     }
     const char *host = o->host;
     int port = o->port;
     if (!host || !host[0] || strcmp(host, "localhost") == 0) host = "127.0.0.1";
     if (port < 0 || port > 65535) {
-        mqr__admin_set_err(errmsg, "admin port %d out of range (0..65535)", port);
+        mqr__errmsg(errmsg, "admin port %d out of range (0..65535)", port);
         return MQR_EINVAL;
     }
     struct sockaddr_storage ss;
     int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss)
                                : uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
     if (rc < 0) {
-        mqr__admin_set_err(errmsg, "admin host '%s' is not an IP address", host);
+        mqr__errmsg(errmsg, "admin host '%s' is not an IP address", host);
         return MQR_EINVAL;
     }
     mqr_admin_t *a = calloc(1, sizeof *a);
@@ -849,8 +837,7 @@ int mqr__admin_start(mqr_engine_t *e, const mqr_admin_options_t *o, char **errms
     rc = uv_tcp_bind(&a->tcp, (struct sockaddr *)&ss, 0);
     if (rc == 0) rc = uv_listen((uv_stream_t *)&a->tcp, 511, on_connection);
     if (rc < 0) {
-        mqr__admin_set_err(errmsg, "cannot serve the admin API on %s:%d: %s", host, port,
-                           uv_strerror(rc));
+        mqr__errmsg(errmsg, "cannot serve the admin API on %s:%d: %s", host, port, uv_strerror(rc));
         a->closing = true;
         uv_close((uv_handle_t *)&a->tcp, server_closed);
         return rc;
@@ -919,8 +906,8 @@ int mqr_engine_admin_start(mqr_engine_t *e, const mqr_admin_options_t *opts, cha
     memset(&o, 0, sizeof o);
     int rc = opts ? mqr__abi_copy(&o, sizeof o, sizeof o, opts) : MQR_EINVAL;
     if (rc < 0) {
-        mqr__admin_set_err(errmsg, "admin options struct too %s (built against another version?)",
-                           rc == MQR_ETOOLARGE ? "large" : "small");
+        mqr__errmsg(errmsg, "admin options struct too %s (built against another version?)",
+                    rc == MQR_ETOOLARGE ? "large" : "small");
         return rc;
     }
     return mqr__admin_start(e, &o, errmsg);

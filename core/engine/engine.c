@@ -7,6 +7,8 @@
  */
 #include "engine_int.h"
 
+#include "errmsg.h"
+
 #include "abi.h"
 #include "admin/admin.h"
 
@@ -44,17 +46,6 @@ void mqr_engine_options_init_sized(mqr_engine_options_t *o, size_t size)
 static char *xstrdup(const char *s)
 {
     return s ? strdup(s) : NULL;
-}
-
-static void set_err(char **errmsg, const char *fmt, ...)
-{
-    if (!errmsg) return;
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    *errmsg = strdup(buf);
 }
 
 static int make_dirs(const char *dir)
@@ -118,8 +109,8 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
         opts ? mqr__abi_copy(&def, sizeof def, offsetof(mqr_engine_options_t, check_only), opts)
              : 0;
     if (arc < 0) {
-        set_err(errmsg, "options struct too %s (size %zu; built against another version?)",
-                arc == MQR_ETOOLARGE ? "large" : "small", opts->size);
+        mqr__errmsg(errmsg, "options struct too %s (size %zu; built against another version?)",
+                    arc == MQR_ETOOLARGE ? "large" : "small", opts->size);
         return arc;
     }
     opts = &def;
@@ -132,7 +123,7 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
         rc = uv_loop_init(&e->own_loop);
         if (rc < 0) {
             free(e);
-            set_err(errmsg, "uv_loop_init: %s", uv_strerror(rc));
+            mqr__errmsg(errmsg, "uv_loop_init: %s", uv_strerror(rc));
             return rc;
         }
         e->loop = &e->own_loop;
@@ -152,7 +143,8 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
 
     if (e->data_dir[0]) {
         if ((rc = make_dirs(e->data_dir)) < 0) {
-            set_err(errmsg, "cannot create data directory %s: %s", e->data_dir, uv_strerror(rc));
+            mqr__errmsg(errmsg, "cannot create data directory %s: %s", e->data_dir,
+                        uv_strerror(rc));
             goto fail;
         }
         size_t n = strlen(e->data_dir) + sizeof "/mqrouter.db";
@@ -169,16 +161,16 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
     if (rc < 0) goto fail;
     if (strcmp(e->db_path, ":memory:") != 0 &&
         (rc = mqr__store_queues_open(e->store, e, &e->store_queues)) < 0) {
-        set_err(errmsg, "%s", mqr__store_last_error(e->store));
+        mqr__errmsg(errmsg, "%s", mqr__store_last_error(e->store));
         goto fail;
     }
     if ((rc = mqr__retain_init(&e->retain, e->store)) < 0) goto fail;
     if ((rc = mqr__retain_load(&e->retain)) < 0) {
-        set_err(errmsg, "cannot load retained messages from %s", e->db_path);
+        mqr__errmsg(errmsg, "cannot load retained messages from %s", e->db_path);
         goto fail;
     }
     if ((rc = mqr__registry_open(e->loop, e->store, &e->listeners, &e->registry)) < 0) {
-        set_err(errmsg, "cannot load the device registry from %s", e->db_path);
+        mqr__errmsg(errmsg, "cannot load the device registry from %s", e->db_path);
         goto fail;
     }
     e->upstreams = (mqr_upstreams_t){
@@ -200,13 +192,13 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
         mqr_listener_t *l; /* the default listener: closed with the others */
         rc = mqr__listener_start(e, e->listen_host, e->listen_port, &l);
         if (rc < 0) {
-            set_err(errmsg, "cannot listen on %s:%d: %s", e->listen_host, e->listen_port,
-                    mqr_strerror(rc));
+            mqr__errmsg(errmsg, "cannot listen on %s:%d: %s", e->listen_host, e->listen_port,
+                        mqr_strerror(rc));
             goto fail;
         }
     }
     if (e->handle_signals && (rc = start_signals(e)) < 0) {
-        set_err(errmsg, "cannot install signal handlers: %s", uv_strerror(rc));
+        mqr__errmsg(errmsg, "cannot install signal handlers: %s", uv_strerror(rc));
         goto fail;
     }
     MQR_LOG_I("engine", "mqrouter %s started (store %s)", MQR_VERSION_STRING, e->db_path);

@@ -9,6 +9,8 @@
  */
 #include "listener_int.h"
 
+#include "errmsg.h"
+
 #include "abi.h"
 
 #include <stdarg.h>
@@ -24,17 +26,6 @@ void mqr_listen_options_init_sized(mqr_listen_options_t *o, size_t size)
     mqr__abi_init(o, size, &def, sizeof def);
 }
 
-static void set_err(char **errmsg, const char *fmt, ...)
-{
-    if (!errmsg) return;
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    *errmsg = strdup(buf);
-}
-
 int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *o, mqr_listener_t **out,
                       char **errmsg)
 {
@@ -48,17 +39,17 @@ int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *o, mqr_listen
     int arc = o ? mqr__abi_copy(&copy, sizeof copy, offsetof(mqr_listen_options_t, max_qos), o)
                 : MQR_EINVAL;
     if (arc < 0) {
-        set_err(errmsg, "options struct too %s (built against another version?)",
-                arc == MQR_ETOOLARGE ? "large" : "small");
+        mqr__errmsg(errmsg, "options struct too %s (built against another version?)",
+                    arc == MQR_ETOOLARGE ? "large" : "small");
         return arc;
     }
     o = &copy;
     if (o->type < MQR_LISTEN_TCP || o->type > MQR_LISTEN_WSS || o->port < 0 || o->port > 65535) {
-        set_err(errmsg, "bad listener type or port");
+        mqr__errmsg(errmsg, "bad listener type or port");
         return MQR_EINVAL;
     }
     if (mqr__engine_stopping(e)) {
-        set_err(errmsg, "the engine is stopping");
+        mqr__errmsg(errmsg, "the engine is stopping");
         return MQR_ECLOSED;
     }
     bool tls = o->type == MQR_LISTEN_TLS || o->type == MQR_LISTEN_WSS;
@@ -70,12 +61,12 @@ int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *o, mqr_listen
         int rc = mqr__ltls_ctx_new(o->cert_file, o->key_file, o->ca_file,
                                    o->require_client_cert != 0, &ctx, why, sizeof why);
         if (rc < 0) {
-            set_err(errmsg, "listener %s:%d: %s", host, o->port, why);
+            mqr__errmsg(errmsg, "listener %s:%d: %s", host, o->port, why);
             return rc;
         }
     } else if (o->cert_file || o->key_file || o->ca_file || o->require_client_cert) {
-        set_err(errmsg, "listener %s:%d: certificates are for tls and wss listeners", host,
-                o->port);
+        mqr__errmsg(errmsg, "listener %s:%d: certificates are for tls and wss listeners", host,
+                    o->port);
         return MQR_EINVAL;
     }
     if (mqr__engine_check_only(e)) {
@@ -107,7 +98,7 @@ int mqr_engine_listen(mqr_engine_t *e, const mqr_listen_options_t *o, mqr_listen
     int rc = mqr__listener_start_tp(e, host, o->port, &lo, ctx, ws, out);
     if (rc < 0) {
         if (ctx) mqr__ltls_ctx_free(ctx);
-        set_err(errmsg, "cannot listen on %s:%d: %s", host, o->port, mqr_strerror(rc));
+        mqr__errmsg(errmsg, "cannot listen on %s:%d: %s", host, o->port, mqr_strerror(rc));
         return rc;
     }
     return 0;

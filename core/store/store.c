@@ -18,6 +18,8 @@
  */
 #include "store.h"
 
+#include "errmsg.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -225,32 +227,11 @@ struct mqr_store {
 
 /* ---- error text ------------------------------------------------------- */
 
-static char *vfmt(const char *fmt, va_list ap)
-{
-    va_list ap2;
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap2);
-    va_end(ap2);
-    if (n < 0) return NULL;
-    char *buf = malloc((size_t)n + 1);
-    if (buf) vsnprintf(buf, (size_t)n + 1, fmt, ap);
-    return buf;
-}
-
-static char *afmt(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *text = vfmt(fmt, ap);
-    va_end(ap);
-    return text;
-}
-
 static void set_error(mqr_store_t *s, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *text = vfmt(fmt, ap);
+    char *text = mqr__vstrfmt(fmt, ap);
     va_end(ap);
     free(s->last_error);
     s->last_error = text;
@@ -312,15 +293,15 @@ static int read_version(sqlite3 *db, int *version)
 /* Text for a migration failure; the caller frees it. */
 static char *migrate_error(sqlite3 *db, const char *what, int version)
 {
-    return afmt("store %s: %s (schema version %d): %s (SQLite code %d)", db_name(db), what, version,
-                sqlite3_errmsg(db), sqlite3_extended_errcode(db));
+    return mqr__strfmt("store %s: %s (schema version %d): %s (SQLite code %d)", db_name(db), what,
+                       version, sqlite3_errmsg(db), sqlite3_extended_errcode(db));
 }
 
 static char *newer_error(sqlite3 *db, int version)
 {
-    return afmt("store %s: schema version %d is newer than this program knows (%d); "
-                "use a newer mqrouter or another file",
-                db_name(db), version, LATEST_VERSION);
+    return mqr__strfmt("store %s: schema version %d is newer than this program knows (%d); "
+                       "use a newer mqrouter or another file",
+                       db_name(db), version, LATEST_VERSION);
 }
 
 /* One step, one transaction: either the schema and its version number move

@@ -8,6 +8,8 @@
  * Paho directly (upstream.c and its siblings own every session).
  */
 #include "abi.h"
+
+#include "errmsg.h"
 #include "engine.h"
 #include "message.h"
 #include "topic.h"
@@ -35,36 +37,25 @@ void mqr_session_options_init_sized(mqr_session_options_t *o, size_t size)
     mqr__abi_init(o, size, &def, sizeof def);
 }
 
-static void set_err(char **errmsg, const char *fmt, ...)
-{
-    if (!errmsg) return;
-    char buf[640];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    *errmsg = strdup(buf);
-}
-
 int mqr_session_add(mqr_engine_t *e, const mqr_session_options_t *opts, mqr_session_t **out,
                     char **errmsg)
 {
     if (out) *out = NULL;
     if (errmsg) *errmsg = NULL;
     if (!e || !opts || !out) {
-        set_err(errmsg, "engine, options and out are required");
+        mqr__errmsg(errmsg, "engine, options and out are required");
         return MQR_EINVAL;
     }
     mqr_session_options_t o;
     mqr_session_options_init(&o);
     int rc = mqr__abi_copy(&o, sizeof o, sizeof o, opts);
     if (rc < 0) {
-        set_err(errmsg, "options struct too %s (built against another version?)",
-                rc == MQR_ETOOLARGE ? "large" : "small");
+        mqr__errmsg(errmsg, "options struct too %s (built against another version?)",
+                    rc == MQR_ETOOLARGE ? "large" : "small");
         return rc;
     }
     if (!o.name || !o.name[0] || !o.uri || !o.uri[0]) {
-        set_err(errmsg, "a session needs a name and a uri");
+        mqr__errmsg(errmsg, "a session needs a name and a uri");
         return MQR_EINVAL;
     }
     mqr_upstream_tls_t tls = {
@@ -96,7 +87,7 @@ int mqr_session_add(mqr_engine_t *e, const mqr_session_options_t *opts, mqr_sess
     char why[512];
     rc = mqr__upstream_tls_check(&cfg, why, sizeof why);
     if (rc < 0) {
-        set_err(errmsg, "session '%s': %s", o.name, why);
+        mqr__errmsg(errmsg, "session '%s': %s", o.name, why);
         return rc;
     }
     rc = mqr__upstream_new(e, &cfg, out);
@@ -104,7 +95,7 @@ int mqr_session_add(mqr_engine_t *e, const mqr_session_options_t *opts, mqr_sess
         const char *what = rc == MQR_EEXIST   ? "a session of that name exists"
                            : rc == MQR_EINVAL ? "invalid options (uri, version, keepalive, ...)"
                                               : mqr_strerror(rc);
-        set_err(errmsg, "session '%s': %s", o.name, what);
+        mqr__errmsg(errmsg, "session '%s': %s", o.name, what);
     }
     return rc;
 }

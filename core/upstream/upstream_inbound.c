@@ -237,8 +237,7 @@ static void refill(mqr_upstream_t *u)
     int64_t batch =
         u->max_pending_msgs < UP_REFILL_BATCH ? (int64_t)u->max_pending_msgs : UP_REFILL_BATCH;
     refill_t f = {.u = u};
-    int rc = mqr__upstream_inbox_load_from(u->all->persist, u->name, next, batch,
-                                           refill_event, &f);
+    int rc = mqr__upstream_inbox_load_from(u->all->persist, u->name, next, batch, refill_event, &f);
     if (rc < 0) {
         /* stays spilling: the rows stay, and the next turn or the next
          * start reads them */
