@@ -1,6 +1,8 @@
 /*
- * session.c — persistent sessions: what outlives a client's connection, in
- * memory while the client is away and in the store throughout.
+ * client_session.c — a listener client's persistent session (not an
+ * upstream broker session, core/upstream/): what outlives the client's
+ * connection, in memory while the client is away and in the store
+ * throughout.
  *
  * A session is persistent when a 3.1.1 client connects with Clean Session 0
  * or a v5 client gives a Session Expiry Interval above 0 (0xFFFFFFFF:
@@ -12,7 +14,7 @@
  * loaded, so changing it applies to sessions already kept). While connected, the session lives
  * in the connection (subscriptions, deliveries, QoS 2 ids) and deliver.c
  * and handle_*.c write its rows; when the connection closes, the state
- * moves into an mqr_lsession_t whose trie entries keep matching, and moves
+ * moves into an mqr_client_session_t whose trie entries keep matching, and moves
  * back into the next connection that asks for it (Clean Start 0). Offline,
  * QoS 1/2 messages are queued up to max_queued (newer ones are dropped,
  * counted in offline_dropped and logged once per absence); QoS 0 is not
@@ -32,7 +34,7 @@
  */
 #include "listener_int.h"
 
-#include "store_sessions.h"
+#include "store_client_sessions.h"
 #include "topic.h"
 
 #include <stdlib.h>
@@ -54,40 +56,40 @@ static uint64_t hash_id(const char *s, size_t len)
     return h;
 }
 
-static mqr_lsession_t **bucket(mqr_listener_t *l, const char *id, size_t len)
+static mqr_client_session_t **bucket(mqr_listener_t *l, const char *id, size_t len)
 {
     return &l->sessions[hash_id(id, len) & (l->sessions_cap - 1)];
 }
 
-static mqr_lsession_t *find(mqr_listener_t *l, const char *id, size_t len)
+static mqr_client_session_t *find(mqr_listener_t *l, const char *id, size_t len)
 {
     if (!l->sessions_cap) return NULL;
-    for (mqr_lsession_t *s = *bucket(l, id, len); s; s = s->next)
+    for (mqr_client_session_t *s = *bucket(l, id, len); s; s = s->next)
         if (s->client_id_len == len && memcmp(s->client_id, id, len) == 0) return s;
     return NULL;
 }
 
 /* In every listener of the engine: one client-id space (server.c). */
-static mqr_lsession_t *find_any(mqr_listener_t *l, const char *id, size_t len)
+static mqr_client_session_t *find_any(mqr_listener_t *l, const char *id, size_t len)
 {
     if (!l->linked) return find(l, id, len);
     for (mqr_listener_t *x = l->all->first; x; x = x->e_next) {
-        mqr_lsession_t *s = find(x, id, len);
+        mqr_client_session_t *s = find(x, id, len);
         if (s) return s;
     }
     return NULL;
 }
 
-static int map_add(mqr_listener_t *l, mqr_lsession_t *s)
+static int map_add(mqr_listener_t *l, mqr_client_session_t *s)
 {
     if (l->sessions_count >= l->sessions_cap) {
         size_t cap = l->sessions_cap ? l->sessions_cap * 2 : 64;
-        mqr_lsession_t **b = calloc(cap, sizeof *b);
+        mqr_client_session_t **b = calloc(cap, sizeof *b);
         if (!b) return MQR_ENOMEM;
         for (size_t i = 0; i < l->sessions_cap; i++) {
-            mqr_lsession_t *x = l->sessions[i];
+            mqr_client_session_t *x = l->sessions[i];
             while (x) {
-                mqr_lsession_t *next = x->next;
+                mqr_client_session_t *next = x->next;
                 size_t j = hash_id(x->client_id, x->client_id_len) & (cap - 1);
                 x->next = b[j];
                 b[j] = x;
@@ -98,7 +100,7 @@ static int map_add(mqr_listener_t *l, mqr_lsession_t *s)
         l->sessions = b;
         l->sessions_cap = cap;
     }
-    mqr_lsession_t **pp = bucket(l, s->client_id, s->client_id_len);
+    mqr_client_session_t **pp = bucket(l, s->client_id, s->client_id_len);
     s->next = *pp;
     *pp = s;
     l->sessions_count++;
@@ -106,9 +108,10 @@ static int map_add(mqr_listener_t *l, mqr_lsession_t *s)
     return 0;
 }
 
-static void map_remove(mqr_listener_t *l, mqr_lsession_t *s)
+static void map_remove(mqr_listener_t *l, mqr_client_session_t *s)
 {
-    for (mqr_lsession_t **pp = bucket(l, s->client_id, s->client_id_len); *pp; pp = &(*pp)->next) {
+    for (mqr_client_session_t **pp = bucket(l, s->client_id, s->client_id_len); *pp;
+         pp = &(*pp)->next) {
         if (*pp == s) {
             *pp = s->next;
             s->next = NULL;
@@ -125,9 +128,9 @@ static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_tri
 static int session_deliver_set(mqr_subscriber_t *self, mqr_msg_t *msg,
                                mqr_trie_entry_t *const *entries, size_t n);
 
-static mqr_lsession_t *session_new(mqr_listener_t *l, const char *id, size_t len)
+static mqr_client_session_t *session_new(mqr_listener_t *l, const char *id, size_t len)
 {
-    mqr_lsession_t *s = calloc(1, sizeof *s);
+    mqr_client_session_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->client_id = malloc(len + 1);
     if (!s->client_id) {
@@ -155,7 +158,7 @@ static void publish_will(mqr_listener_t *l, const char *id, mqr_msg_t *will)
 
 /* Frees s (out of the map already). Its subscriptions leave the router
  * unless they were moved out (nsubs 0). */
-static void session_free(mqr_lsession_t *s, bool will)
+static void session_free(mqr_client_session_t *s, bool will)
 {
     mqr_listener_t *l = s->l;
     for (uint32_t i = 0; i < s->nsubs; i++)
@@ -179,12 +182,12 @@ static void session_free(mqr_lsession_t *s, bool will)
 static int rows_delete(mqr_listener_t *l, const char *id, size_t len)
 {
     if (!l->sstore) return 0;
-    int rc = mqr__store_session_delete(l->sstore, id, len);
-    if (rc < 0) mqr__lsession_row_failed(l, id, rc);
+    int rc = mqr__store_client_session_delete(l->sstore, id, len);
+    if (rc < 0) mqr__client_session_row_failed(l, id, rc);
     return rc;
 }
 
-static int msgs_push(mqr_lsession_t *s, const mqr_ldelivery_t *d)
+static int msgs_push(mqr_client_session_t *s, const mqr_ldelivery_t *d)
 {
     if (s->nmsgs == s->msgs_cap) {
         uint32_t cap = s->msgs_cap ? s->msgs_cap * 2 : 16;
@@ -201,7 +204,7 @@ static int msgs_push(mqr_lsession_t *s, const mqr_ldelivery_t *d)
 /* Queues msg for an absent client. A message whose row the store refused
  * is not kept in memory either: its publisher is told it was not taken
  * (and may send it again), so holding it would only make a duplicate. */
-static int session_queue(mqr_lsession_t *s, mqr_msg_t *msg, uint8_t qos, bool retain,
+static int session_queue(mqr_client_session_t *s, mqr_msg_t *msg, uint8_t qos, bool retain,
                          const uint32_t *ids, uint32_t nids)
 {
     mqr_listener_t *l = s->l;
@@ -236,13 +239,13 @@ static int session_queue(mqr_lsession_t *s, mqr_msg_t *msg, uint8_t qos, bool re
         mqr_msg_ref(msg);
         return 0;
     }
-    int rc = mqr__store_session_msg_put(l->sstore, s->client_id, s->client_id_len, d.seq, msg, qos,
-                                        d.retain, ids, nids, 0, MQR_LQ_FREE);
+    int rc = mqr__store_client_session_msg_put(l->sstore, s->client_id, s->client_id_len, d.seq,
+                                               msg, qos, d.retain, ids, nids, 0, MQR_LQ_FREE);
     if (rc < 0) {
         s->nmsgs--; /* the one msgs_push added */
         s->nqueued--;
         free(d.sub_ids);
-        mqr__lsession_row_failed(l, s->client_id, rc);
+        mqr__client_session_row_failed(l, s->client_id, rc);
         return rc;
     }
     s->next_seq = d.seq;
@@ -254,8 +257,9 @@ static int session_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_tri
 {
     const mqr_sub_opts_t *o = &entry->opts;
     uint8_t qos = msg->qos < o->qos ? msg->qos : o->qos;
-    return session_queue((mqr_lsession_t *)self, msg, qos, o->retain_as_published && msg->retain,
-                         &o->subscription_id, o->subscription_id != 0);
+    return session_queue((mqr_client_session_t *)self, msg, qos,
+                         o->retain_as_published && msg->retain, &o->subscription_id,
+                         o->subscription_id != 0);
 }
 
 /* Several subscriptions of the absent client match: one queued copy, as
@@ -270,12 +274,12 @@ static int session_deliver_set(mqr_subscriber_t *self, mqr_msg_t *msg,
     int rc = mqr__listener_merge(NULL, msg, entries, n, &qos, &retain, &ids, &nids);
     if (rc == 1) return 0;
     if (rc < 0) return msg->qos ? rc : 0;
-    rc = session_queue((mqr_lsession_t *)self, msg, qos, retain, ids, nids);
+    rc = session_queue((mqr_client_session_t *)self, msg, qos, retain, ids, nids);
     free(ids);
     return rc;
 }
 
-void mqr__lsession_row_failed(mqr_listener_t *l, const char *client_id, int rc)
+void mqr__client_session_row_failed(mqr_listener_t *l, const char *client_id, int rc)
 {
     l->stats.session_rows_failed++;
     uint64_t now = mqr__now_ms();
@@ -294,7 +298,7 @@ static void subs_point(mqr_trie_entry_t **subs, uint32_t n, void *sub)
         subs[i]->sub = sub;
 }
 
-void mqr__lsession_disconnect(mqr_lconn_t *c)
+void mqr__client_session_disconnect(mqr_lconn_t *c)
 {
     mqr_listener_t *l = c->l;
     if (l->closing) return; /* the rows stay as they are */
@@ -303,7 +307,7 @@ void mqr__lsession_disconnect(mqr_lconn_t *c)
         c->stored = false;
         return;
     }
-    mqr_lsession_t *s = session_new(l, c->client_id, c->client_id_len);
+    mqr_client_session_t *s = session_new(l, c->client_id, c->client_id_len);
     if (!s || map_add(l, s) < 0) {
         MQR_LOG_E(MQR_LSN_LOG, "client %s: out of memory, its session ends", c->client_id);
         if (s) session_free(s, false);
@@ -349,20 +353,21 @@ void mqr__lsession_disconnect(mqr_lconn_t *c)
     /* a failed update (counted) only makes the expiry count from the next
      * start-up instead of from now */
     int rc;
-    if (l->sstore && (rc = mqr__store_session_put(l->sstore, s->client_id, s->client_id_len,
-                                                  s->version, s->expiry_s, mqr__now_ms())) < 0)
-        mqr__lsession_row_failed(l, s->client_id, rc);
+    if (l->sstore &&
+        (rc = mqr__store_client_session_put(l->sstore, s->client_id, s->client_id_len, s->version,
+                                            s->expiry_s, mqr__now_ms())) < 0)
+        mqr__client_session_row_failed(l, s->client_id, rc);
     MQR_LOG_D(MQR_LSN_LOG, "client %s: session kept (%u subscriptions, %u messages)", s->client_id,
               s->nsubs, s->nmsgs);
 }
 
-int mqr__lsession_connect(mqr_lconn_t *c, bool clean, bool *present)
+int mqr__client_session_connect(mqr_lconn_t *c, bool clean, bool *present)
 {
     mqr_listener_t *l = c->l;
     *present = false;
     if (c->version != MQR_MQTT_V5) c->session_expiry = clean ? 0 : UINT32_MAX;
     c->persistent = c->session_expiry > 0;
-    mqr_lsession_t *s = find_any(l, c->client_id, c->client_id_len);
+    mqr_client_session_t *s = find_any(l, c->client_id, c->client_id_len);
     bool resume = s && !clean;
     if (l->sstore) {
         /* The rows first, while nothing in memory has moved: a refusal
@@ -376,9 +381,9 @@ int mqr__lsession_connect(mqr_lconn_t *c, bool clean, bool *present)
             if (!s) rc = 0;
         }
         if (rc == 0 && c->persistent) {
-            rc = mqr__store_session_put(l->sstore, c->client_id, c->client_id_len, c->version,
-                                        c->session_expiry, 0);
-            if (rc < 0) mqr__lsession_row_failed(l, c->client_id, rc);
+            rc = mqr__store_client_session_put(l->sstore, c->client_id, c->client_id_len,
+                                               c->version, c->session_expiry, 0);
+            if (rc < 0) mqr__client_session_row_failed(l, c->client_id, rc);
         }
         if (rc < 0) return rc;
     }
@@ -427,34 +432,37 @@ int mqr__lsession_connect(mqr_lconn_t *c, bool clean, bool *present)
 
 /* ---- store writes of a connected persistent session ----------------------------- */
 
-int mqr__lsession_sub_put(mqr_lconn_t *c, const char *filter, size_t flen, const mqr_sub_opts_t *o)
+int mqr__client_session_sub_put(mqr_lconn_t *c, const char *filter, size_t flen,
+                                const mqr_sub_opts_t *o)
 {
     if (!c->persistent || !c->l->sstore) return 0;
     uint8_t flags = (uint8_t)((o->no_local ? 1 : 0) | (o->retain_as_published ? 2 : 0) |
                               ((o->retain_handling & 3) << 2));
-    int rc = mqr__store_session_sub_put(c->l->sstore, c->client_id, c->client_id_len, filter, flen,
-                                        o->qos, flags, o->subscription_id);
+    int rc = mqr__store_client_session_sub_put(c->l->sstore, c->client_id, c->client_id_len, filter,
+                                               flen, o->qos, flags, o->subscription_id);
     if (rc < 0) {
-        mqr__lsession_row_failed(c->l, c->client_id, rc);
+        mqr__client_session_row_failed(c->l, c->client_id, rc);
         return rc;
     }
     return MQR_DELIVER_STORED;
 }
 
-void mqr__lsession_sub_delete(mqr_lconn_t *c, const char *filter, size_t flen)
+void mqr__client_session_sub_delete(mqr_lconn_t *c, const char *filter, size_t flen)
 {
     if (!c->persistent || !c->l->sstore) return;
-    mqr__store_session_sub_delete(c->l->sstore, c->client_id, c->client_id_len, filter, flen);
+    mqr__store_client_session_sub_delete(c->l->sstore, c->client_id, c->client_id_len, filter,
+                                         flen);
 }
 
-int mqr__lsession_qos2(mqr_lconn_t *c, uint16_t pid, bool add)
+int mqr__client_session_qos2(mqr_lconn_t *c, uint16_t pid, bool add)
 {
     mqr_listener_t *l = c->l;
     if (!c->persistent || !l->sstore) return 0;
-    int rc = add ? mqr__store_session_qos2_put(l->sstore, c->client_id, c->client_id_len, pid)
-                 : mqr__store_session_qos2_delete(l->sstore, c->client_id, c->client_id_len, pid);
+    int rc =
+        add ? mqr__store_client_session_qos2_put(l->sstore, c->client_id, c->client_id_len, pid)
+            : mqr__store_client_session_qos2_delete(l->sstore, c->client_id, c->client_id_len, pid);
     if (rc < 0) {
-        mqr__lsession_row_failed(l, c->client_id, rc);
+        mqr__client_session_row_failed(l, c->client_id, rc);
         return rc;
     }
     return MQR_DELIVER_STORED;
@@ -462,18 +470,18 @@ int mqr__lsession_qos2(mqr_lconn_t *c, uint16_t pid, bool add)
 
 /* ---- expiry and delayed wills -------------------------------------------------------- */
 
-void mqr__lsession_tick(mqr_listener_t *l, uint64_t now)
+void mqr__client_session_tick(mqr_listener_t *l, uint64_t now)
 {
     if (!l->sessions_count || now - l->session_tick_ms < SESSION_TICK_MS) return;
     l->session_tick_ms = now;
     /* unlink first, act after: a will may close or open connections, which
      * changes the map */
-    mqr_lsession_t *ended = NULL;
+    mqr_client_session_t *ended = NULL;
     size_t nwills = 0;
     for (size_t i = 0; i < l->sessions_cap; i++) {
-        mqr_lsession_t **pp = &l->sessions[i];
+        mqr_client_session_t **pp = &l->sessions[i];
         while (*pp) {
-            mqr_lsession_t *s = *pp;
+            mqr_client_session_t *s = *pp;
             if (now >= s->expires_ms) {
                 *pp = s->next;
                 l->sessions_count--;
@@ -491,7 +499,7 @@ void mqr__lsession_tick(mqr_listener_t *l, uint64_t now)
         char **ids = malloc(nwills * sizeof *ids);
         size_t k = 0;
         for (size_t i = 0; w && ids && i < l->sessions_cap; i++) {
-            for (mqr_lsession_t *s = l->sessions[i]; s; s = s->next) {
+            for (mqr_client_session_t *s = l->sessions[i]; s; s = s->next) {
                 if (!s->will || now < s->will_ms) continue;
                 ids[k] = strdup(s->client_id);
                 w[k++] = s->will;
@@ -506,7 +514,7 @@ void mqr__lsession_tick(mqr_listener_t *l, uint64_t now)
         free(ids);
     }
     while (ended) {
-        mqr_lsession_t *s = ended;
+        mqr_client_session_t *s = ended;
         ended = s->next;
         l->stats.sessions_expired++;
         if (s->version != MQR_MQTT_V5) l->stats.sessions_expired_v311++;
@@ -558,7 +566,7 @@ static int load_session(void *arg, const char *id, size_t len, int version, uint
     /* already here: offline, or connected through another listener (a
      * listener started after the first one closed) */
     if (find_any(x->l, id, len) || mqr__listener_id_find(x->l, id, len)) return 0;
-    mqr_lsession_t *s = session_new(x->l, id, len);
+    mqr_client_session_t *s = session_new(x->l, id, len);
     if (!s) return MQR_ENOMEM;
     if (map_add(x->l, s) < 0) {
         session_free(s, false);
@@ -575,7 +583,7 @@ static int load_sub(void *arg, const char *id, size_t len, const char *filter, s
                     uint8_t qos, uint8_t flags, uint32_t sub_id)
 {
     load_ctx_t *x = arg;
-    mqr_lsession_t *s = find(x->l, id, len);
+    mqr_client_session_t *s = find(x->l, id, len);
     if (!s) return 0;
     mqr_topic_filter_t tf;
     if (mqr__topic_filter_parse(filter, flen, &tf, NULL) < 0) return 0;
@@ -609,7 +617,7 @@ static int load_msg(void *arg, const char *id, size_t len, uint64_t seq, mqr_msg
                     uint8_t state)
 {
     load_ctx_t *x = arg;
-    mqr_lsession_t *s = find(x->l, id, len);
+    mqr_client_session_t *s = find(x->l, id, len);
     if (!s || (pid && state == MQR_LQ_FREE) || (!pid && state != MQR_LQ_FREE)) {
         mqr_msg_unref(msg);
         return 0;
@@ -632,7 +640,7 @@ static int load_msg(void *arg, const char *id, size_t len, uint64_t seq, mqr_msg
 static int load_qos2(void *arg, const char *id, size_t len, uint16_t pid)
 {
     load_ctx_t *x = arg;
-    mqr_lsession_t *s = find(x->l, id, len);
+    mqr_client_session_t *s = find(x->l, id, len);
     if (!s) return 0;
     if (!s->qos2_ids && !(s->qos2_ids = calloc(65536 / 64, sizeof *s->qos2_ids))) return MQR_ENOMEM;
     uint64_t bit = 1ull << (pid & 63);
@@ -643,7 +651,7 @@ static int load_qos2(void *arg, const char *id, size_t len, uint16_t pid)
 
 /* In flight first (in their order), then the queue: the order deliver.c
  * gives them back in. */
-static int arrange(mqr_lsession_t *s)
+static int arrange(mqr_client_session_t *s)
 {
     if (!s->nmsgs) return 0;
     mqr_ldelivery_t *d = malloc(s->nmsgs * sizeof *d);
@@ -662,11 +670,11 @@ static int arrange(mqr_lsession_t *s)
     return 0;
 }
 
-int mqr__lsession_start(mqr_listener_t *l)
+int mqr__client_session_start(mqr_listener_t *l)
 {
     mqr_store_t *st = l->all->store;
     if (!st) return 0;
-    int rc = mqr__store_sessions_open(st, &l->sstore);
+    int rc = mqr__store_client_sessions_open(st, &l->sstore);
     if (rc < 0) return rc;
     /* every listener writes its clients' sessions; the first to start loads
      * them all (a client may come back through any listener: they share
@@ -674,10 +682,11 @@ int mqr__lsession_start(mqr_listener_t *l)
     if (l->all->sessions_owner) return 0;
     l->all->sessions_owner = l;
     load_ctx_t x = {.l = l, .now_ms = uv_now(l->all->loop), .wall_ms = mqr__now_ms()};
-    static const mqr_store_sessions_load_t cb = {load_session, load_sub, load_msg, load_qos2};
-    rc = mqr__store_sessions_load(l->sstore, &cb, &x);
+    static const mqr_store_client_sessions_load_t cb = {load_session, load_sub, load_msg,
+                                                        load_qos2};
+    rc = mqr__store_client_sessions_load(l->sstore, &cb, &x);
     for (size_t i = 0; rc == 0 && i < l->sessions_cap; i++)
-        for (mqr_lsession_t *s = l->sessions[i]; rc == 0 && s; s = s->next)
+        for (mqr_client_session_t *s = l->sessions[i]; rc == 0 && s; s = s->next)
             rc = arrange(s);
     for (size_t i = 0; i < x.nstale; i++) {
         if (rc == 0) rows_delete(l, x.stale[i], strlen(x.stale[i]));
@@ -686,7 +695,7 @@ int mqr__lsession_start(mqr_listener_t *l)
     free(x.stale);
     if (rc < 0) {
         MQR_LOG_E(MQR_LSN_LOG, "cannot load sessions: %s", mqr_strerror(rc));
-        mqr__lsession_stop(l);
+        mqr__client_session_stop(l);
         return rc;
     }
     if (x.nsessions || x.nstale)
@@ -695,11 +704,11 @@ int mqr__lsession_start(mqr_listener_t *l)
     return 0;
 }
 
-void mqr__lsession_stop(mqr_listener_t *l)
+void mqr__client_session_stop(mqr_listener_t *l)
 {
     for (size_t i = 0; i < l->sessions_cap; i++) {
         while (l->sessions[i]) {
-            mqr_lsession_t *s = l->sessions[i];
+            mqr_client_session_t *s = l->sessions[i];
             l->sessions[i] = s->next;
             session_free(s, false);
         }
@@ -708,7 +717,7 @@ void mqr__lsession_stop(mqr_listener_t *l)
     l->sessions = NULL;
     l->sessions_cap = l->sessions_count = 0;
     l->stats.sessions_offline = 0;
-    mqr__store_sessions_close(l->sstore);
+    mqr__store_client_sessions_close(l->sstore);
     l->sstore = NULL;
     if (l->all->sessions_owner == l) l->all->sessions_owner = NULL;
 }

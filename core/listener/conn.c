@@ -463,7 +463,7 @@ void mqr__listener_conn_close(mqr_lconn_t *c, mqr_lclose_t how, uint8_t reason, 
     /* a persistent session goes offline with the subscriptions, deliveries
      * and QoS 2 ids (c keeps none); any other ends now: no message may
      * reach it from here on */
-    if (active) mqr__lsession_disconnect(c);
+    if (active) mqr__client_session_disconnect(c);
     mqr__listener_device_offline(c, why);
     mqr__listener_subs_clear(c);
     mqr__listener_id_remove(l, c);

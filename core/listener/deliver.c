@@ -24,13 +24,13 @@
  * stuck_timeout_ms is disconnected (conn.c's tick). QoS 0 never waits in a
  * queue: it goes into the output or, past max_out_bytes of waiting output,
  * is dropped and counted. For a persistent session every QoS 1/2 delivery
- * is also a store row (session.c reads them back); deliver() tells the
+ * is also a store row (client_session.c reads them back); deliver() tells the
  * router whether it wrote one or the store refused it, which decides the
  * publisher's acknowledgement. Nothing here touches the socket.
  */
 #include "listener_int.h"
 
-#include "store_sessions.h"
+#include "store_client_sessions.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -95,11 +95,12 @@ static int row_put(mqr_lconn_t *c, mqr_ldelivery_t *d)
     d->seq = ++c->qs->next_seq;
     uint32_t nids;
     const uint32_t *ids = mqr__ldelivery_ids(d, &nids);
-    int rc = mqr__store_session_msg_put(l->sstore, c->client_id, c->client_id_len, d->seq, d->msg,
-                                        d->qos, d->retain, ids, nids, d->pid, d->state);
+    int rc =
+        mqr__store_client_session_msg_put(l->sstore, c->client_id, c->client_id_len, d->seq, d->msg,
+                                          d->qos, d->retain, ids, nids, d->pid, d->state);
     if (rc < 0) {
         d->seq = 0;
-        mqr__lsession_row_failed(l, c->client_id, rc);
+        mqr__client_session_row_failed(l, c->client_id, rc);
         return rc;
     }
     return MQR_DELIVER_STORED;
@@ -111,16 +112,17 @@ static int row_put(mqr_lconn_t *c, mqr_ldelivery_t *d)
 static void row_state(mqr_lconn_t *c, const mqr_ldelivery_t *d)
 {
     if (!d->seq || !c->l->sstore) return;
-    int rc = mqr__store_session_msg_state(c->l->sstore, c->client_id, c->client_id_len, d->seq,
-                                          d->pid, d->state);
-    if (rc < 0) mqr__lsession_row_failed(c->l, c->client_id, rc);
+    int rc = mqr__store_client_session_msg_state(c->l->sstore, c->client_id, c->client_id_len,
+                                                 d->seq, d->pid, d->state);
+    if (rc < 0) mqr__client_session_row_failed(c->l, c->client_id, rc);
 }
 
 static void row_delete(mqr_lconn_t *c, const mqr_ldelivery_t *d)
 {
     if (!d->seq || !c->l->sstore || !c->persistent) return;
-    int rc = mqr__store_session_msg_delete(c->l->sstore, c->client_id, c->client_id_len, d->seq);
-    if (rc < 0) mqr__lsession_row_failed(c->l, c->client_id, rc);
+    int rc =
+        mqr__store_client_session_msg_delete(c->l->sstore, c->client_id, c->client_id_len, d->seq);
+    if (rc < 0) mqr__client_session_row_failed(c->l, c->client_id, rc);
 }
 
 /* ---- the window and the queue -------------------------------------------------- */

@@ -6,7 +6,7 @@
  * A session that asked to persist (3.1.1 Clean Session 0, v5 Session
  * Expiry Interval > 0) is resumed by Clean Start 0 (CONNACK Session Present
  * 1, then what was in flight goes again) or ended by Clean Start 1; see
- * session.c. Who may connect is handle_auth.c's to say (credentials, SCRAM,
+ * client_session.c. Who may connect is handle_auth.c's to say (credentials, SCRAM,
  * anonymous rule, hooks); it may answer later and call this again with a
  * copy of the packet. It must not route anything but the will, and only
  * through conn.c when the connection ends.
@@ -201,7 +201,7 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     }
     bool present = false;
     /* a session the store cannot keep (or end) must not be promised */
-    if (mqr__lsession_connect(c, k.clean_start, &present) < 0)
+    if (mqr__client_session_connect(c, k.clean_start, &present) < 0)
         return refuse(c, k.version,
                       v5 ? MQR_MQTT_RC_SERVER_UNAVAILABLE : MQR_MQTT_V3_SERVER_UNAVAILABLE,
                       "session not stored");

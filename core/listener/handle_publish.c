@@ -172,7 +172,7 @@ static int qos2_add(mqr_lconn_t *c, uint16_t pid)
         q->qos2_ids = calloc(65536 / 64, sizeof *q->qos2_ids);
         if (!q->qos2_ids) return MQR_ENOMEM;
     }
-    int rc = mqr__lsession_qos2(c, pid, true);
+    int rc = mqr__client_session_qos2(c, pid, true);
     if (rc < 0) return rc;
     q->qos2_ids[pid >> 6] |= 1ull << (pid & 63);
     q->qos2_count++;
@@ -186,7 +186,7 @@ static bool qos2_remove(mqr_lconn_t *c, uint16_t pid)
     c->qs->qos2_count--;
     /* a row left behind (counted, logged there) keeps the id after a
      * restart, where PUBREL releases it again */
-    (void)mqr__lsession_qos2(c, pid, false);
+    (void)mqr__client_session_qos2(c, pid, false);
     return true;
 }
 

@@ -158,7 +158,7 @@ int mqr__listener_handle_subscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
                 continue;
             }
         }
-        if (mqr__lsession_sub_put(c, fp, fl, &ent->opts) < 0) {
+        if (mqr__client_session_sub_put(c, fp, fl, &ent->opts) < 0) {
             /* a persistent session's subscription the store refused would
              * be gone after a restart: refused now, as it was before */
             if (existed)
@@ -229,7 +229,7 @@ int mqr__listener_handle_unsubscribe(mqr_lconn_t *c, uint8_t *pkt, size_t len)
                                                tf.filter, tf.filter_len, &c->sub);
         if (ent) {
             subs_remove(c, ent);
-            mqr__lsession_sub_delete(c, f.p, f.len);
+            mqr__client_session_sub_delete(c, f.p, f.len);
         }
         codes[i] = ent ? MQR_MQTT_RC_SUCCESS : MQR_MQTT_RC_NO_SUBSCRIPTION_EXISTED;
         MQR_LOG_D(MQR_LSN_LOG, "%s unsubscribed from %.*s%s", c->client_id, (int)f.len, f.p,

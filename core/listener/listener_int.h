@@ -131,15 +131,15 @@ int mqr__ldelivery_set_ids(mqr_ldelivery_t *d, const uint32_t *ids, uint32_t n);
 /* Ends d: its message reference and its identifiers go. */
 void mqr__ldelivery_free(mqr_ldelivery_t *d);
 
-/* A persistent session while its client is away (session.c): it keeps the
+/* A persistent session while its client is away (client_session.c): it keeps the
  * subscriptions (trie entries point at sub), the unacknowledged and queued
  * QoS 1/2 deliveries, the inbound QoS 2 ids, and a delayed will. */
-typedef struct mqr_lsession mqr_lsession_t;
-struct mqr_lsession {
+typedef struct mqr_client_session mqr_client_session_t;
+struct mqr_client_session {
     mqr_subscriber_t sub; /* first: the router hands it back to its deliver() */
     mqr_listener_t *l;
-    mqr_lsession_t *next; /* map chain */
-    char *client_id;      /* NUL-terminated, owned */
+    mqr_client_session_t *next; /* map chain */
+    char *client_id;            /* NUL-terminated, owned */
     size_t client_id_len;
     uint8_t version;
     uint32_t expiry_s;   /* Session Expiry Interval; UINT32_MAX: never */
@@ -184,7 +184,7 @@ typedef struct {
 } mqr_lalias_t;
 
 /* The state of a connection that only QoS 1/2 traffic and backpressure use
- * (deliver.c, handle_publish.c, session.c). */
+ * (deliver.c, handle_publish.c, client_session.c). */
 typedef struct mqr_lqs {
     /* outbound QoS 1/2: a ring of in-flight deliveries in send order (holes
      * where an out-of-order ack freed one; its size is the connection's
@@ -250,7 +250,7 @@ struct mqr_lconn {
     bool rate_paused;   /* publish_rate: input stops until the bucket refills */
     bool problem_info;  /* v5 Request Problem Information */
     bool read_own;      /* this read goes into pend, not the shared buffer */
-    bool persistent;    /* its session outlives the connection (session.c) */
+    bool persistent;    /* its session outlives the connection (client_session.c) */
     bool stored;        /* its session has rows in the store */
     bool commit_paused; /* a 3.1.1 client's input waits for its acks' commit (deliver.c) */
     bool hold;          /* input waits: a CONNECT is being authenticated (handle_auth.c) */
@@ -268,7 +268,7 @@ struct mqr_lconn {
     uint32_t keepalive_ms; /* 1.5 x keep-alive, 0 = none */
     uint32_t session_expiry;
     uint32_t peer_max_packet; /* the client's Maximum Packet Size, 0 = none */
-    uint32_t will_delay;      /* persistent sessions (session.c): v5 Will Delay Interval, s */
+    uint32_t will_delay; /* persistent sessions (client_session.c): v5 Will Delay Interval, s */
     /* publish_rate bucket: tokens (x MQR_LSN_TOKEN) as of pub_ms (uv_now,
      * low 32 bits: only differences are used) */
     uint32_t pub_tokens, pub_ms;
@@ -362,10 +362,10 @@ struct mqr_listener {
 
     /* routing a client's PUBLISH: who sent it (backpressure pauses it) */
     mqr_lconn_t *publisher;
-    /* persistent sessions whose client is away, by client id (session.c) */
-    mqr_lsession_t **sessions;
+    /* persistent sessions whose client is away, by client id (client_session.c) */
+    mqr_client_session_t **sessions;
     size_t sessions_cap, sessions_count;
-    struct mqr_store_sessions *sstore; /* NULL: no store, sessions in memory only */
+    struct mqr_store_client_sessions *sstore; /* NULL: no store, sessions in memory only */
     uint64_t session_tick_ms;
 
     /* connect_rate bucket (x MQR_LSN_TOKEN) as of conn_ms (uv_now) */
@@ -536,12 +536,12 @@ void mqr__listener_sys_stop(mqr_listener_t *l, uv_close_cb cb);
 /* Publishes the $SYS topics now (also what the timer does). */
 void mqr__listener_sys_publish(mqr_listener_t *l);
 
-/* ---- session.c: persistent sessions ------------------------------------------ */
+/* ---- client_session.c: persistent sessions ------------------------------------------ */
 
 /* Opens the session tables and brings back every stored session, offline. */
-int mqr__lsession_start(mqr_listener_t *l);
+int mqr__client_session_start(mqr_listener_t *l);
 /* Frees the offline sessions (their rows stay) and the statements. */
-void mqr__lsession_stop(mqr_listener_t *l);
+void mqr__client_session_stop(mqr_listener_t *l);
 /* CONNECT: ends or resumes the stored/offline session of c->client_id as
  * clean says, makes c persistent (or not) and writes its row. *present is
  * the CONNACK Session Present flag. The resumed deliveries wait in c until
@@ -549,24 +549,25 @@ void mqr__lsession_stop(mqr_listener_t *l);
  * store's error when it refused the rows (the session's, or deleting those
  * of a session that ends): then nothing changed and the CONNECT must be
  * refused. */
-int mqr__lsession_connect(mqr_lconn_t *c, bool clean, bool *present);
+int mqr__client_session_connect(mqr_lconn_t *c, bool clean, bool *present);
 /* Closing c: a persistent session goes offline with c's state (c is left
  * empty); a session that ends has its rows deleted. Keeps a delayed will. */
-void mqr__lsession_disconnect(mqr_lconn_t *c);
+void mqr__client_session_disconnect(mqr_lconn_t *c);
 /* Timer: ends expired sessions and publishes delayed wills that are due. */
-void mqr__lsession_tick(mqr_listener_t *l, uint64_t now);
+void mqr__client_session_tick(mqr_listener_t *l, uint64_t now);
 /* Store writes for a persistent connection (no-ops otherwise). sub_put:
  * 0 (nothing to store), MQR_DELIVER_STORED or the store's error (counted and
  * logged, as for every session row). */
-int mqr__lsession_sub_put(mqr_lconn_t *c, const char *filter, size_t flen, const mqr_sub_opts_t *o);
-void mqr__lsession_sub_delete(mqr_lconn_t *c, const char *filter, size_t flen);
+int mqr__client_session_sub_put(mqr_lconn_t *c, const char *filter, size_t flen,
+                                const mqr_sub_opts_t *o);
+void mqr__client_session_sub_delete(mqr_lconn_t *c, const char *filter, size_t flen);
 /* Stores (add) or deletes the row of an inbound QoS 2 packet id: 0 (not a
  * persistent session: nothing to store), MQR_DELIVER_STORED (the ack waits
  * for the commit) or the store's error, counted and logged. */
-int mqr__lsession_qos2(mqr_lconn_t *c, uint16_t pid, bool add);
+int mqr__client_session_qos2(mqr_lconn_t *c, uint16_t pid, bool add);
 /* A session row the store refused (rc): counted in session_rows_failed,
  * logged once a second at most with the store's reason. */
-void mqr__lsession_row_failed(mqr_listener_t *l, const char *client_id, int rc);
+void mqr__client_session_row_failed(mqr_listener_t *l, const char *client_id, int rc);
 
 /* ---- deliver.c ---------------------------------------------------------- */
 

@@ -217,7 +217,7 @@ static void on_tick(uv_timer_t *h)
         next = c->next; /* c may close, never free, here */
         mqr__listener_conn_tick(c, now);
     }
-    mqr__lsession_tick(l, now);
+    mqr__client_session_tick(l, now);
 }
 
 /* connect_rate: one token per accepted socket. */
@@ -397,7 +397,7 @@ int mqr__listener_start_tp(mqr_engine_t *e, const char *host, int port,
     l->start_ms = l->conn_ms = uv_now(l->all->loop);
     l->conn_tokens = (uint64_t)l->opts.connect_burst * MQR_LSN_TOKEN;
     mqr__listener_sys_start(l);
-    rc = mqr__lsession_start(l);
+    rc = mqr__client_session_start(l);
     if (rc < 0) {
         mqr__listener_close(l);
         return rc;
@@ -435,7 +435,7 @@ void mqr__listener_close(mqr_listener_t *l)
         mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "server shutting down");
     }
     l->dirty = NULL;
-    mqr__lsession_stop(l); /* offline sessions leave the router; their rows stay */
+    mqr__client_session_stop(l); /* offline sessions leave the router; their rows stay */
     uv_close((uv_handle_t *)&l->server, on_handle_closed);
     uv_close((uv_handle_t *)&l->check, on_handle_closed);
     uv_close((uv_handle_t *)&l->idle, on_handle_closed);

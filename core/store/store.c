@@ -47,7 +47,7 @@ static const mqr_store_migration_t migrations[] = {
         "  key TEXT PRIMARY KEY NOT NULL,"
         "  value"
         ");"},
-    /* persistent listener sessions (core/store/store_sessions.c): the session,
+    /* persistent listener sessions (core/store/store_client_sessions.c): the session,
      * its subscriptions, its outbound QoS 1/2 messages (queued: pid 0, or
      * in flight) and its inbound QoS 2 packet ids awaiting PUBREL */
     {2, "CREATE TABLE sessions ("

@@ -94,7 +94,7 @@ typedef struct {
 
 void mqr__store_stats(const mqr_store_t *s, mqr_store_stats_t *out);
 
-/* ---- for other store files (store_sessions.c) ------------------------------ */
+/* ---- for other store files (store_client_sessions.c) ------------------------------ */
 
 /* The connection, for preparing statements (finalize them before
  * mqr__store_close). NULL once closing. */

@@ -1,5 +1,5 @@
 /*
- * store_sessions.c — the session tables of the store (schema version 2):
+ * store_client_sessions.c — the session tables of the store (schema version 2):
  * prepared statements, writes through the store's group commit, and the
  * start-up load.
  *
@@ -7,7 +7,7 @@
  * MQTT rules (expiry, limits, ordering of redelivery) and must not commit on
  * its own: every write goes through mqr__store_write.
  */
-#include "store_sessions.h"
+#include "store_client_sessions.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -54,24 +54,24 @@ static const char *const sql[SS_COUNT_] = {
     [SS_LOAD_QOS2] = "SELECT client_id, pid FROM session_qos2",
 };
 
-struct mqr_store_sessions {
+struct mqr_store_client_sessions {
     mqr_store_t *s;
     sqlite3_stmt *st[SS_COUNT_];
 };
 
-int mqr__store_sessions_open(mqr_store_t *s, mqr_store_sessions_t **out)
+int mqr__store_client_sessions_open(mqr_store_t *s, mqr_store_client_sessions_t **out)
 {
     *out = NULL;
     sqlite3 *db = mqr__store_db(s);
     if (!db) return MQR_EINVAL;
-    mqr_store_sessions_t *ss = calloc(1, sizeof *ss);
+    mqr_store_client_sessions_t *ss = calloc(1, sizeof *ss);
     if (!ss) return MQR_ENOMEM;
     ss->s = s;
     for (int i = 0; i < SS_COUNT_; i++) {
         if (sqlite3_prepare_v3(db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &ss->st[i], NULL) !=
             SQLITE_OK) {
             int rc = mqr__store_fail(s, NULL, "cannot prepare session statement");
-            mqr__store_sessions_close(ss);
+            mqr__store_client_sessions_close(ss);
             return rc;
         }
     }
@@ -79,7 +79,7 @@ int mqr__store_sessions_open(mqr_store_t *s, mqr_store_sessions_t **out)
     return 0;
 }
 
-void mqr__store_sessions_close(mqr_store_sessions_t *ss)
+void mqr__store_client_sessions_close(mqr_store_client_sessions_t *ss)
 {
     if (!ss) return;
     for (int i = 0; i < SS_COUNT_; i++)
@@ -88,21 +88,21 @@ void mqr__store_sessions_close(mqr_store_sessions_t *ss)
 }
 
 /* Binds the client id as parameter 1 of statement k. */
-static sqlite3_stmt *with_id(mqr_store_sessions_t *ss, int k, const char *id, size_t id_len)
+static sqlite3_stmt *with_id(mqr_store_client_sessions_t *ss, int k, const char *id, size_t id_len)
 {
     sqlite3_stmt *st = ss->st[k];
     if (sqlite3_bind_text(st, 1, id, (int)id_len, SQLITE_STATIC) != SQLITE_OK) return NULL;
     return st;
 }
 
-static int ss_write(mqr_store_sessions_t *ss, sqlite3_stmt *st, int rc, const char *what)
+static int ss_write(mqr_store_client_sessions_t *ss, sqlite3_stmt *st, int rc, const char *what)
 {
     if (rc != SQLITE_OK) return mqr__store_fail(ss->s, st, what);
     return mqr__store_write(ss->s, st, what);
 }
 
-int mqr__store_session_put(mqr_store_sessions_t *ss, const char *id, size_t id_len, int version,
-                           uint32_t expiry_s, uint64_t disconnected_ms)
+int mqr__store_client_session_put(mqr_store_client_sessions_t *ss, const char *id, size_t id_len,
+                                  int version, uint32_t expiry_s, uint64_t disconnected_ms)
 {
     sqlite3_stmt *st = with_id(ss, SS_PUT, id, id_len);
     int rc = st ? SQLITE_OK : SQLITE_ERROR;
@@ -113,15 +113,15 @@ int mqr__store_session_put(mqr_store_sessions_t *ss, const char *id, size_t id_l
     return ss_write(ss, st, rc, "cannot store session");
 }
 
-int mqr__store_session_delete(mqr_store_sessions_t *ss, const char *id, size_t id_len)
+int mqr__store_client_session_delete(mqr_store_client_sessions_t *ss, const char *id, size_t id_len)
 {
     sqlite3_stmt *st = with_id(ss, SS_DEL, id, id_len);
     return ss_write(ss, ss->st[SS_DEL], st ? SQLITE_OK : SQLITE_ERROR, "cannot delete session");
 }
 
-int mqr__store_session_sub_put(mqr_store_sessions_t *ss, const char *id, size_t id_len,
-                               const char *filter, size_t flen, uint8_t qos, uint8_t flags,
-                               uint32_t sub_id)
+int mqr__store_client_session_sub_put(mqr_store_client_sessions_t *ss, const char *id,
+                                      size_t id_len, const char *filter, size_t flen, uint8_t qos,
+                                      uint8_t flags, uint32_t sub_id)
 {
     sqlite3_stmt *st = ss->st[SS_SUB_PUT];
     int rc = with_id(ss, SS_SUB_PUT, id, id_len) ? SQLITE_OK : SQLITE_ERROR;
@@ -132,8 +132,8 @@ int mqr__store_session_sub_put(mqr_store_sessions_t *ss, const char *id, size_t 
     return ss_write(ss, st, rc, "cannot store subscription");
 }
 
-int mqr__store_session_sub_delete(mqr_store_sessions_t *ss, const char *id, size_t id_len,
-                                  const char *filter, size_t flen)
+int mqr__store_client_session_sub_delete(mqr_store_client_sessions_t *ss, const char *id,
+                                         size_t id_len, const char *filter, size_t flen)
 {
     sqlite3_stmt *st = ss->st[SS_SUB_DEL];
     int rc = with_id(ss, SS_SUB_DEL, id, id_len) ? SQLITE_OK : SQLITE_ERROR;
@@ -141,9 +141,10 @@ int mqr__store_session_sub_delete(mqr_store_sessions_t *ss, const char *id, size
     return ss_write(ss, st, rc, "cannot delete subscription");
 }
 
-int mqr__store_session_msg_put(mqr_store_sessions_t *ss, const char *id, size_t id_len,
-                               uint64_t seq, const mqr_msg_t *m, uint8_t qos, bool retain,
-                               const uint32_t *sub_ids, uint32_t n_ids, uint16_t pid, uint8_t state)
+int mqr__store_client_session_msg_put(mqr_store_client_sessions_t *ss, const char *id,
+                                      size_t id_len, uint64_t seq, const mqr_msg_t *m, uint8_t qos,
+                                      bool retain, const uint32_t *sub_ids, uint32_t n_ids,
+                                      uint16_t pid, uint8_t state)
 {
     sqlite3_stmt *st = ss->st[SS_MSG_PUT];
     /* one copy for several subscriptions has several identifiers: the
@@ -180,8 +181,8 @@ int mqr__store_session_msg_put(mqr_store_sessions_t *ss, const char *id, size_t 
     return ss_write(ss, st, rc, "cannot store session message");
 }
 
-int mqr__store_session_msg_state(mqr_store_sessions_t *ss, const char *id, size_t id_len,
-                                 uint64_t seq, uint16_t pid, uint8_t state)
+int mqr__store_client_session_msg_state(mqr_store_client_sessions_t *ss, const char *id,
+                                        size_t id_len, uint64_t seq, uint16_t pid, uint8_t state)
 {
     sqlite3_stmt *st = ss->st[SS_MSG_STATE];
     int rc = with_id(ss, SS_MSG_STATE, id, id_len) ? SQLITE_OK : SQLITE_ERROR;
@@ -191,8 +192,8 @@ int mqr__store_session_msg_state(mqr_store_sessions_t *ss, const char *id, size_
     return ss_write(ss, st, rc, "cannot update session message");
 }
 
-int mqr__store_session_msg_delete(mqr_store_sessions_t *ss, const char *id, size_t id_len,
-                                  uint64_t seq)
+int mqr__store_client_session_msg_delete(mqr_store_client_sessions_t *ss, const char *id,
+                                         size_t id_len, uint64_t seq)
 {
     sqlite3_stmt *st = ss->st[SS_MSG_DEL];
     int rc = with_id(ss, SS_MSG_DEL, id, id_len) ? SQLITE_OK : SQLITE_ERROR;
@@ -200,8 +201,8 @@ int mqr__store_session_msg_delete(mqr_store_sessions_t *ss, const char *id, size
     return ss_write(ss, st, rc, "cannot delete session message");
 }
 
-int mqr__store_session_qos2_put(mqr_store_sessions_t *ss, const char *id, size_t id_len,
-                                uint16_t pid)
+int mqr__store_client_session_qos2_put(mqr_store_client_sessions_t *ss, const char *id,
+                                       size_t id_len, uint16_t pid)
 {
     sqlite3_stmt *st = ss->st[SS_QOS2_PUT];
     int rc = with_id(ss, SS_QOS2_PUT, id, id_len) ? SQLITE_OK : SQLITE_ERROR;
@@ -209,8 +210,8 @@ int mqr__store_session_qos2_put(mqr_store_sessions_t *ss, const char *id, size_t
     return ss_write(ss, st, rc, "cannot store QoS 2 packet id");
 }
 
-int mqr__store_session_qos2_delete(mqr_store_sessions_t *ss, const char *id, size_t id_len,
-                                   uint16_t pid)
+int mqr__store_client_session_qos2_delete(mqr_store_client_sessions_t *ss, const char *id,
+                                          size_t id_len, uint16_t pid)
 {
     sqlite3_stmt *st = ss->st[SS_QOS2_DEL];
     int rc = with_id(ss, SS_QOS2_DEL, id, id_len) ? SQLITE_OK : SQLITE_ERROR;
@@ -233,8 +234,8 @@ static uint32_t clamp_u32(sqlite3_int64 v)
 #define COL_TEXT(st, i) ((const char *)sqlite3_column_text((st), (i)))
 #define COL_LEN(st, i) ((size_t)sqlite3_column_bytes((st), (i)))
 
-static int load_rows(mqr_store_sessions_t *ss, int k, const mqr_store_sessions_load_t *cb,
-                     void *arg)
+static int load_rows(mqr_store_client_sessions_t *ss, int k,
+                     const mqr_store_client_sessions_load_t *cb, void *arg)
 {
     sqlite3_stmt *st = ss->st[k];
     int err = 0, rc = SQLITE_DONE;
@@ -316,8 +317,8 @@ static int load_rows(mqr_store_sessions_t *ss, int k, const mqr_store_sessions_l
     return err;
 }
 
-int mqr__store_sessions_load(mqr_store_sessions_t *ss, const mqr_store_sessions_load_t *cb,
-                             void *arg)
+int mqr__store_client_sessions_load(mqr_store_client_sessions_t *ss,
+                                    const mqr_store_client_sessions_load_t *cb, void *arg)
 {
     int err = 0;
     for (int k = SS_LOAD_SESSIONS; !err && k <= SS_LOAD_QOS2; k++)
