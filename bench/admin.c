@@ -19,7 +19,7 @@
  */
 #include "mqrouter.h"
 
-#include "admin/admin.h"
+#include "admin.h"
 #include "engine.h"
 #include "queue.h"
 #include "registry.h"

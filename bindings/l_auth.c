@@ -14,7 +14,7 @@
 
 #include "auth.h"
 #include "mqrouter_auth.h"
-#include "mqtt/codec.h"
+#include "codec.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -10,7 +10,7 @@
  */
 #include "script.h"
 
-#include "mqtt/codec.h"
+#include "codec.h"
 #include "topic.h"
 
 #include <stdlib.h>

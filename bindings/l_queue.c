@@ -25,7 +25,7 @@
 #include "script.h"
 
 #include "decl.h"
-#include "mqtt/codec.h"
+#include "codec.h"
 #include "queue.h"
 #include "store_queue.h"
 #include "topic.h"

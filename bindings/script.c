@@ -11,7 +11,7 @@
 #include "script.h"
 
 #include "budget.h"
-#include "mqtt/codec.h"
+#include "codec.h"
 #include "queue.h"
 #include "topic.h"
 

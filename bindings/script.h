@@ -14,7 +14,7 @@
 #ifndef MQR_SCRIPT_H
 #define MQR_SCRIPT_H
 
-#include "admin/admin.h"
+#include "admin.h"
 #include "auth.h"
 #include "decl.h"
 #include "engine.h"

@@ -7,6 +7,7 @@
 #define MQR_ADMIN_INT_H
 
 #include "admin.h"
+#include "admin_http.h"
 #include "errmsg.h"
 
 #include <cjson/cJSON.h>
@@ -25,61 +26,6 @@
 #define MQR_ADMIN_MAX_OUT (16 * 1024 * 1024) /* answers queued for a client before it is paused */
 
 typedef struct mqr_aconn mqr_aconn_t;
-
-/* A growable byte buffer. On allocation failure it stays as it was and
- * failed is set: the caller answers 500. */
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool failed;
-} mqr_abuf_t;
-
-void mqr__abuf_add(mqr_abuf_t *b, const char *s, size_t n);
-void mqr__abuf_str(mqr_abuf_t *b, const char *s);
-/* Room for n bytes at least (a hint: failure is not reported). */
-void mqr__abuf_reserve(mqr_abuf_t *b, size_t n);
-void mqr__abuf_printf(mqr_abuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* One request, as routes.c sees it. */
-typedef struct {
-    int method;        /* HTTP_GET ... (http_parser) */
-    const char *path;  /* percent-decoded, NUL-terminated, without query */
-    const char *query; /* raw query string, "" when none */
-    const char *body;
-    size_t body_len;
-    const char *authorization; /* the header's value, NULL when absent */
-    /* what guard.c decides on; each NULL when the header is absent */
-    const char *host;
-    const char *origin;
-    const char *content_type;
-    const char *fetch_site; /* Sec-Fetch-Site */
-    bool host_repeated;     /* more than one Host (or Origin) header */
-    bool http11;            /* HTTP/1.1 or later: Host is mandatory */
-    bool has_body;          /* a body was announced (Content-Length > 0, chunked) */
-} mqr_areq_t;
-
-/* Its answer: status, and either a JSON value (owned; NULL = no body) or
- * text in the buffer with content_type. */
-typedef struct {
-    int status;
-    cJSON *json;
-    mqr_abuf_t text;
-    const char *content_type;
-    const char *extra_headers; /* e.g. "WWW-Authenticate: Bearer\r\n", static */
-    /* a configured origin that may read the answer (CORS), borrowed from
-     * the request; preflight: answer an OPTIONS preflight for it */
-    const char *allow_origin;
-    bool preflight;
-} mqr_ares_t;
-
-/* Why guard.c refused a request: the label of its counter. */
-typedef enum {
-    MQR_ADMIN_REFUSE_HOST,         /* Host not ours: DNS rebinding */
-    MQR_ADMIN_REFUSE_ORIGIN,       /* a foreign Origin */
-    MQR_ADMIN_REFUSE_FETCH_SITE,   /* a browser's cross-site write without Origin */
-    MQR_ADMIN_REFUSE_CONTENT_TYPE, /* a body that is not application/json */
-    MQR_ADMIN_REFUSE_N
-} mqr_admin_refuse_t;
 
 struct mqr_admin {
     mqr_engine_t *e; /* what it shows: read through engine.h */
@@ -194,25 +140,12 @@ void mqr__admin_h_topics_list(mqr_actx_t *x);
 void mqr__admin_h_topic_info(mqr_actx_t *x);
 void mqr__admin_h_topic_validate(mqr_actx_t *x);
 
-/* routes.c: answers req into res (status, body). */
-void mqr__admin_route(mqr_admin_t *a, const mqr_areq_t *req, mqr_ares_t *res);
 /* An error body {"error":{"code":..., "message":...}} with status. */
 void mqr__admin_error(mqr_ares_t *res, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Takes a rate sample (routes.c). */
 void mqr__admin_rate_sample(mqr_admin_t *a);
-/* Every method+path pattern the router knows, for tests and docs: calls fn
- * for each ("GET", "/api/v1/queues/{name}"). */
-void mqr__admin_foreach_route(void (*fn)(void *arg, const char *method, const char *pattern),
-                              void *arg);
 
-/* metrics.c: the Prometheus text exposition of everything. */
-void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out);
-
-/* guard.c: true when req may reach the routes; otherwise res holds the
- * refusal (421, 403, 415, 400) and it was counted. Sets res->allow_origin
- * for a configured origin, and res->preflight for its CORS preflight. */
-bool mqr__admin_guard(mqr_admin_t *a, const mqr_areq_t *req, mqr_ares_t *res);
 /* Replaces the extra Host names and allowed origins (copied, checked: all
  * or nothing). MQR_EINVAL with *errmsg naming the bad entry. */
 int mqr__admin_access_set(mqr_admin_t *a, const char *const *hosts, size_t nhosts,
@@ -221,15 +154,9 @@ void mqr__admin_access_free(mqr_admin_t *a);
 /* The label of a refusal's counter ("host", "origin", ...). */
 const char *mqr__admin_refuse_name(mqr_admin_refuse_t why);
 
-/* *errmsg (when errmsg is not NULL) gets a malloc'd message (server.c). */
-
 /* auth.c */
 int mqr__admin_auth_set(mqr_admin_t *a, const char *const *tokens, size_t n);
 void mqr__admin_auth_free(mqr_admin_t *a);
-/* Each token is "<token>" or "<token> tenant=<tenant>" (docs/admin.md).
- * 0 allowed (*tenant: the token's tenant, NULL for none), 1 no
- * credentials, 2 wrong credentials. */
-int mqr__admin_auth_check(const mqr_admin_t *a, const char *authorization, const char **tenant);
 
 /* Engine health (api_stats.c); reasons gets a short text for each thing
  * that is not right. Unhealthy: it cannot serve (GET /health answers 503). */

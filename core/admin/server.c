@@ -883,6 +883,18 @@ void mqr__admin_close(mqr_admin_t *a)
         conn_close(c);
 }
 
+void mqr__admin_view(const mqr_admin_t *a, mqr_admin_view_t *out)
+{
+    *out = (mqr_admin_view_t){
+        .ntokens = a->ntokens,
+        .tokens = (const unsigned char(*)[32])a->tokens,
+        .norigins = a->norigins,
+        .origins = (const char *const *)a->origins,
+        .require_token = a->require_token,
+        .refused = a->refused,
+    };
+}
+
 int mqr__admin_port(const mqr_admin_t *a)
 {
     return a->port;

@@ -10,7 +10,7 @@
 #include "errmsg.h"
 
 #include "abi.h"
-#include "admin/admin.h"
+#include "admin.h"
 
 #include "listener.h"
 #include "queue.h"

@@ -189,6 +189,36 @@ int mqr__listener_start_opts(mqr_engine_t *e, const char *host, int port,
  * their close callbacks (one more loop iteration). l may be NULL. */
 void mqr__listener_close(mqr_listener_t *l);
 
+/* Sockets beyond max_connections that are still read, to answer their
+ * CONNECT with a refusal rather than a bare close, and how long they get. */
+#define MQR_LSN_OVER_SLACK 16u
+#define MQR_LSN_OVER_WAIT_MS 1000u
+
+/* Packet type names for logs ("CONNECT", ...). */
+const char *mqr__listener_type_name(int type);
+
+/* One connected client as tests and diagnostics see it. */
+typedef struct {
+    size_t out_bytes;    /* encoded output waiting, locked bytes included */
+    size_t locked_bytes; /* handed to the write in flight */
+    unsigned segments, segments_locked;
+    bool writing;      /* a write is in flight */
+    bool read_paused;  /* too much output waiting: its input stopped */
+    bool has_qos;      /* its QoS 1/2 state exists */
+    unsigned inflight; /* outbound QoS 1/2 messages not yet acknowledged */
+} mqr_listener_conn_info_t;
+
+/* The client of that id on l (NULL: the newest connection): 0 and *out,
+ * or MQR_ENOENT. */
+int mqr__listener_conn_info(mqr_listener_t *l, const char *client_id,
+                            mqr_listener_conn_info_t *out);
+/* Sets the kernel send buffer of that client's socket (a test that wants
+ * the socket to fill): 0, MQR_ENOENT or a libuv error. */
+int mqr__listener_conn_sndbuf(mqr_listener_t *l, const char *client_id, int bytes);
+
+/* Publishes the $SYS topics now (also what its timer does). */
+void mqr__listener_sys_publish(mqr_listener_t *l);
+
 /* The port actually bound. */
 int mqr__listener_port(const mqr_listener_t *l);
 

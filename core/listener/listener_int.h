@@ -20,7 +20,7 @@
 #define MQR_LISTENER_INT_H
 
 #include "listener.h"
-#include "mqtt/codec.h"
+#include "codec.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -59,10 +59,6 @@
 /* Password checks (PBKDF2 on the threadpool) waiting at once per listener:
  * at ~46 ms each on 4 threads, about 12 s of backlog. */
 #define MQR_LSN_AUTH_PENDING_MAX 1024u
-/* Sockets beyond max_connections that are still read, to answer their
- * CONNECT with a refusal rather than a bare close, and how long they get. */
-#define MQR_LSN_OVER_SLACK 16u
-#define MQR_LSN_OVER_WAIT_MS 1000u
 /* Token buckets count in 1/1024 of a token. */
 #define MQR_LSN_TOKEN 1024u
 
@@ -533,8 +529,6 @@ bool mqr__listener_rate_take(mqr_lconn_t *c);
  * stops it at close. */
 void mqr__listener_sys_start(mqr_listener_t *l);
 void mqr__listener_sys_stop(mqr_listener_t *l, uv_close_cb cb);
-/* Publishes the $SYS topics now (also what the timer does). */
-void mqr__listener_sys_publish(mqr_listener_t *l);
 
 /* ---- client_session.c: persistent sessions ------------------------------------------ */
 
@@ -638,9 +632,6 @@ static inline const char *mqr__lconn_name(const mqr_lconn_t *c)
 {
     return c->client_id ? c->client_id : c->addr;
 }
-
-/* Packet type names for logs. */
-const char *mqr__listener_type_name(int type);
 
 /* ---- transport.c, tls.c, ws.c: layers under MQTT ------------------------
  * A connection of a TLS or WebSocket listener has c->tp. Raw socket bytes go

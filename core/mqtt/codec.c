@@ -6,7 +6,7 @@
  * allocates or keeps state; it must stay that way, as the listener calls it
  * for every packet of every connection.
  */
-#include "mqtt/codec.h"
+#include "codec.h"
 
 #include "utf8.h"
 

@@ -8,7 +8,7 @@
  * topic alias ranges, authentication method continuity) are left to the
  * session layer.
  */
-#include "mqtt/codec.h"
+#include "codec.h"
 
 #include "utf8.h"
 

@@ -7,7 +7,7 @@
  * writes field by field. Encoders trust string contents (they came through a
  * decoder or from our own code) and never allocate.
  */
-#include "mqtt/codec.h"
+#include "codec.h"
 
 #include <string.h>
 

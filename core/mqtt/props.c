@@ -6,7 +6,7 @@
  * then misread by the iterator. Never allocates: validation results point
  * into the caller's bytes.
  */
-#include "mqtt/codec.h"
+#include "codec.h"
 
 #include "utf8.h"
 

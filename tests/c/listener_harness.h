@@ -13,8 +13,8 @@
 #define MQR_LISTENER_HARNESS_H
 
 #include "listener.h"
-#include "listener/listener_int.h"
-#include "mqtt/codec.h"
+#include "listener.h"
+#include "codec.h"
 #include "store.h"
 #include <errno.h>
 #include <fcntl.h>

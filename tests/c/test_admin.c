@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "admin/admin_int.h"
+#include "admin_http.h"
 #include "mqrouter.h"
 
 #include <stdio.h>
@@ -43,8 +43,10 @@ static void test_tokens(void **state)
     assert_non_null(a);
     assert_true(mqr_engine_admin_port(e) > 0);
     /* only digests are kept: no copy of a token in the server's memory */
-    assert_int_equal(a->ntokens, 3);
-    assert_null(memmem(a->tokens, a->ntokens * 32, "alpha", 5));
+    mqr_admin_view_t v;
+    mqr__admin_view(a, &v);
+    assert_int_equal(v.ntokens, 3);
+    assert_null(memmem(v.tokens, v.ntokens * 32, "alpha", 5));
     assert_int_equal(mqr__admin_auth_check(a, "Bearer alpha", &ten), 0);
     assert_int_equal(mqr__admin_auth_check(a, "bearer   beta-token  ", &ten), 0);
     assert_null(ten);
@@ -317,10 +319,12 @@ static void test_guard(void **state)
     assert_int_equal(guard_status(a, P, "localhost", NULL, "application/json-x", NULL, true), 415);
     assert_int_equal(guard_status(a, P, "localhost", NULL, NULL, NULL, true), 415);
     assert_int_equal(guard_status(a, P, "localhost", NULL, NULL, NULL, false), 200);
-    assert_int_equal(a->refused[MQR_ADMIN_REFUSE_HOST], 6);
-    assert_int_equal(a->refused[MQR_ADMIN_REFUSE_ORIGIN], 4);
-    assert_int_equal(a->refused[MQR_ADMIN_REFUSE_FETCH_SITE], 2);
-    assert_int_equal(a->refused[MQR_ADMIN_REFUSE_CONTENT_TYPE], 3);
+    mqr_admin_view_t v;
+    mqr__admin_view(a, &v);
+    assert_int_equal(v.refused[MQR_ADMIN_REFUSE_HOST], 6);
+    assert_int_equal(v.refused[MQR_ADMIN_REFUSE_ORIGIN], 4);
+    assert_int_equal(v.refused[MQR_ADMIN_REFUSE_FETCH_SITE], 2);
+    assert_int_equal(v.refused[MQR_ADMIN_REFUSE_CONTENT_TYPE], 3);
 
     /* reconfiguring is all or nothing */
     char *err = NULL;
@@ -330,15 +334,17 @@ static void test_guard(void **state)
     assert_int_equal(mqr__admin_configure(a, &o, &err), MQR_EINVAL);
     assert_non_null(strstr(err, "'dash.example' is not scheme://host[:port]"));
     free(err);
-    assert_int_equal(a->norigins, 1);
-    assert_string_equal(a->origins[0], "https://dash.example:8443"); /* lower case, no '/' */
+    mqr__admin_view(a, &v);
+    assert_int_equal(v.norigins, 1);
+    assert_string_equal(v.origins[0], "https://dash.example:8443"); /* lower case, no '/' */
     o.origins = origins;
     o.norigins = 1;
     o.require_token = 1;
     assert_int_equal(mqr__admin_configure(a, &o, &err), MQR_EINVAL);
     assert_non_null(strstr(err, "tokens are required"));
     free(err);
-    assert_false(a->require_token);
+    mqr__admin_view(a, &v);
+    assert_false(v.require_token);
     mqr_engine_free(e);
 
     /* a wildcard address answers to any IP literal, still not to names */

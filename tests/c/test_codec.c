@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "mqtt/codec.h"
+#include "codec.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,8 +11,8 @@
  * deadline.
  */
 #include "listener.h"
-#include "listener/listener_int.h"
-#include "mqtt/codec.h"
+#include "listener.h"
+#include "codec.h"
 #include "store.h"
 
 #include <errno.h>

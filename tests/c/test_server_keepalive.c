@@ -12,7 +12,7 @@
 
 #include "engine.h"
 #include "listener.h"
-#include "mqtt/codec.h"
+#include "codec.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

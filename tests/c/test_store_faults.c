@@ -18,8 +18,8 @@
  * MQR_ENOMEM stands for one that could not allocate.
  */
 #include "listener.h"
-#include "listener/listener_int.h"
-#include "mqtt/codec.h"
+#include "listener.h"
+#include "codec.h"
 #include "store.h"
 
 #include <errno.h>

@@ -36,7 +36,7 @@
  * replay_main.c (fuzz/codec_corpus): copy an input libFuzzer found crashing
  * into tests/fuzz/corpus/codec, fix the codec, and it stays tested.
  */
-#include "mqtt/codec.h"
+#include "codec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
