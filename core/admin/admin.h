@@ -16,7 +16,8 @@
 #ifndef MQR_ADMIN_H
 #define MQR_ADMIN_H
 
-#include "engine.h"
+#include "message.h"
+#include "mqrouter.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -7,6 +7,7 @@
  * "<tenant>/" (its topics are relative, as its clients' are).
  */
 #include "admin_int.h"
+#include "engine.h"
 
 #include "topic.h"
 #include "utf8.h"

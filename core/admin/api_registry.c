@@ -11,6 +11,7 @@
  * (core/registry/registry.h): {items, limit, next}, next null on the last page.
  */
 #include "admin_int.h"
+#include "engine.h"
 
 #include "registry.h"
 

@@ -3,6 +3,7 @@
  * script, counters, routes with their counters, and reload.
  */
 #include "admin_int.h"
+#include "engine.h"
 
 #include <stdlib.h>
 

@@ -15,6 +15,7 @@
  * waits here.
  */
 #include "admin_int.h"
+#include "engine.h"
 
 #include "abi.h"
 #include "log.h"

@@ -10,6 +10,7 @@
  * Must not: keep a password, or SaltedPassword, anywhere but on the stack.
  */
 #include "auth.h"
+#include "engine.h"
 
 #include "mqrouter_auth.h"
 #include "utf8.h"

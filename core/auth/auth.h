@@ -18,7 +18,8 @@
 #ifndef MQR_AUTH_H
 #define MQR_AUTH_H
 
-#include "engine.h"
+#include "message.h"
+#include "mqrouter.h"
 #include "store.h"
 
 #include <stdbool.h>

@@ -29,7 +29,8 @@
 #ifndef MQR_QUEUE_H
 #define MQR_QUEUE_H
 
-#include "engine.h"
+#include "message.h"
+#include "mqrouter.h"
 #include "message.h"
 
 #include <stdbool.h>

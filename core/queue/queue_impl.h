@@ -16,7 +16,10 @@
 #ifndef MQR_QUEUE_IMPL_H
 #define MQR_QUEUE_IMPL_H
 
+#include "clock.h"
+#include "engine.h"
 #include "queue.h"
+#include "router.h"
 
 #include <uv.h>
 

@@ -40,12 +40,15 @@
 #ifndef MQR_REGISTRY_H
 #define MQR_REGISTRY_H
 
-#include "engine.h"
+#include "message.h"
+#include "mqrouter.h"
 #include "store.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+typedef struct mqr_listeners mqr_listeners_t; /* listener.h */
 
 #define MQR_TENANT_MAX 64u
 #define MQR_DEVICE_ID_MAX 256u     /* bytes of UTF-8 */

@@ -10,6 +10,7 @@
  * left out. Memory only. Must not: route, or touch the store.
  */
 #include "registry.h"
+#include "engine.h"
 
 #include "topic.h"
 #include "trie.h"

@@ -16,6 +16,7 @@
  * in a replay, and never commits by itself.
  */
 #include "store_queue.h"
+#include "engine.h"
 
 #include "topic.h"
 

@@ -13,7 +13,8 @@
 #ifndef MQR_STORE_QUEUE_H
 #define MQR_STORE_QUEUE_H
 
-#include "engine.h"
+#include "message.h"
+#include "mqrouter.h"
 #include "queue.h"
 #include "store.h"
 

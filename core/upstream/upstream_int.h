@@ -98,7 +98,7 @@ struct up_event {
 
 struct mqr_upstream {
     mqr_upstream_t *next; /* all->first */
-    mqr_engine_t *e;       /* messages go in here (engine.h) */
+    mqr_engine_t *e;      /* messages go in here (engine.h) */
     mqr_upstreams_t *all; /* the engine's services and the other sessions */
     char *name;
     char *uri;

@@ -6,6 +6,7 @@
  * tests/integration/test_admin_api.py drives the HTTP side with curl.
  */
 #include <setjmp.h>
+#include "engine.h"
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -9,6 +9,7 @@
  * in tests/integration/test_auth_clients.py.
  */
 #include <stdarg.h>
+#include "engine.h"
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
