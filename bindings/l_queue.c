@@ -160,40 +160,37 @@ static int l_q_tostring(lua_State *L)
 
 /* ---- mq.queue -------------------------------------------------------------------- */
 
-static const char *const known[] = {
-    "durable",     "ack_timeout", "max_attempts", "dead_letter", "dead_letter_expired",
-    "dlq_max",     "priority",    "ttl",          "max_memory",  "max_messages",
-    "drop_oldest", "backoff",     "dedup",        NULL,
+/* what mq.queue reads; seconds and counts become the core's units below */
+typedef struct {
+    bool durable, dead_letter_expired, priority, drop_oldest;
+    double ack_timeout, max_attempts, dlq_max, max_memory, max_messages, dedup;
+} queue_read_t;
+
+#define QN(key, field, d, lo, hi)                                                                  \
+    {                                                                                              \
+        MQR_LOPT(key, MQR_LOPT_NUMBER, queue_read_t, field), .def = d, .min = lo, .max = hi        \
+    }
+#define QB(key, field)                                                                             \
+    {                                                                                              \
+        MQR_LOPT(key, MQR_LOPT_BOOL, queue_read_t, field)                                          \
+    }
+
+static const mqr_lopt_t queue_opts[] = {
+    QB("durable", durable),
+    QN("ack_timeout", ack_timeout, 30, 0.001, HUGE_VAL),
+    QN("max_attempts", max_attempts, 5, 1, HUGE_VAL),
+    {.key = "dead_letter"}, /* a topic or a boolean */
+    QB("dead_letter_expired", dead_letter_expired),
+    QN("dlq_max", dlq_max, 10000, 1, 1e9),
+    QB("priority", priority),
+    {.key = "ttl"}, /* seconds or false */
+    {MQR_LOPT("max_memory", MQR_LOPT_NUMBER, queue_read_t, max_memory), .def = 64 << 20,
+     .min = 1024, .max = 1e15, .unit = " bytes"},
+    QN("max_messages", max_messages, 100000, 1, 1e12),
+    QB("drop_oldest", drop_oldest),
+    {.key = "backoff"}, /* {initial, max} */
+    QN("dedup", dedup, 0, 0, 1e7),
 };
-
-static double opt_number(lua_State *L, int t, const char *key, double def, double lo, double hi)
-{
-    lua_getfield(L, t, key);
-    double v = def;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "mq.queue: option '%s' must be a number", key);
-        v = lua_tonumber(L, -1);
-        if (!(v >= lo && v <= hi))
-            luaL_error(L, "mq.queue: option '%s' out of range: %f given, it takes %f .. %f%s", key,
-                       v, lo, hi, strcmp(key, "max_memory") == 0 ? " bytes" : "");
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-static bool opt_bool(lua_State *L, int t, const char *key, bool def)
-{
-    lua_getfield(L, t, key);
-    bool v = def;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TBOOLEAN)
-            luaL_error(L, "mq.queue: option '%s' must be true or false", key);
-        v = lua_toboolean(L, -1);
-    }
-    lua_pop(L, 1);
-    return v;
-}
 
 /* mq.queue(name [, opts]) -> queue | nil, err, name */
 int mqr__lqueue_new(lua_State *L)
@@ -208,26 +205,29 @@ int mqr__lqueue_new(lua_State *L)
     if (!lua_istable(L, 2))
         return luaL_error(L, "mq.queue: options must be a table, not a %s", luaL_typename(L, 2));
     lua_settop(L, 2);
-    mqr__lua_check_options(L, 2, "mq.queue", known);
+    queue_read_t r;
+    mqr__lua_read_options(L, 2, "mq.queue", queue_opts, sizeof queue_opts / sizeof queue_opts[0],
+                          &r);
     mqr_queue_config_t cfg;
     mqr__queue_config_init(&cfg);
     cfg.name = name;
-    cfg.durable = opt_bool(L, 2, "durable", false);
-    cfg.ack_timeout_ms = lq_secs_ms(opt_number(L, 2, "ack_timeout", 30, 0.001, HUGE_VAL));
-    double att = opt_number(L, 2, "max_attempts", 5, 1, HUGE_VAL);
-    cfg.max_attempts = att == HUGE_VAL || att >= UINT32_MAX ? UINT32_MAX : (uint32_t)att;
+    cfg.durable = r.durable;
+    cfg.ack_timeout_ms = lq_secs_ms(r.ack_timeout);
+    cfg.max_attempts = r.max_attempts == HUGE_VAL || r.max_attempts >= UINT32_MAX
+                           ? UINT32_MAX
+                           : (uint32_t)r.max_attempts;
     lua_getfield(L, 2, "ttl");
     cfg.default_ttl_ms =
         lua_isnil(L, -1) ? 0 : mqr__lqueue_opt_ttl(L, lua_gettop(L), "mq.queue: option 'ttl'");
     if (cfg.default_ttl_ms < 0) cfg.default_ttl_ms = 0; /* false: none */
     lua_pop(L, 1);
-    cfg.max_messages = (size_t)opt_number(L, 2, "max_messages", 100000, 1, 1e12);
-    cfg.max_bytes = (size_t)opt_number(L, 2, "max_memory", 64 << 20, 1024, 1e15);
-    cfg.drop_oldest = opt_bool(L, 2, "drop_oldest", false);
-    cfg.dlq_max_messages = (size_t)opt_number(L, 2, "dlq_max", 10000, 1, 1e9);
-    cfg.dedup_window = (size_t)opt_number(L, 2, "dedup", 0, 0, 1e7);
-    cfg.dead_letter_expired = opt_bool(L, 2, "dead_letter_expired", false);
-    bool priorities = opt_bool(L, 2, "priority", false);
+    cfg.max_messages = (size_t)r.max_messages;
+    cfg.max_bytes = (size_t)r.max_memory;
+    cfg.drop_oldest = r.drop_oldest;
+    cfg.dlq_max_messages = (size_t)r.dlq_max;
+    cfg.dedup_window = (size_t)r.dedup;
+    cfg.dead_letter_expired = r.dead_letter_expired;
+    bool priorities = r.priority;
     lua_getfield(L, 2, "backoff");
     if (!lua_isnil(L, -1)) {
         if (!lua_istable(L, -1))

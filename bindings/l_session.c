@@ -24,39 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *opt_string(lua_State *L, int t, const char *key, const char *def)
-{
-    lua_getfield(L, t, key);
-    const char *s = def;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "mq.session: option '%s' must be a string, not a %s", key,
-                       luaL_typename(L, -1));
-        s = lua_tostring(L, -1);
-    }
-    lua_pop(L, 1); /* the string stays alive: the table holds it */
-    return s;
-}
-
-/* An integer option; booleans read as 0/1 for the flags (clean, retain). */
-static int opt_int(lua_State *L, int t, const char *key, int def)
-{
-    lua_getfield(L, t, key);
-    int v = def;
-    if (lua_isboolean(L, -1)) {
-        v = lua_toboolean(L, -1);
-    } else if (!lua_isnil(L, -1)) {
-        lua_Number n = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0.5;
-        if (!(n >= -2147483648.0 && n <= 2147483647.0) || n != (lua_Number)(int)n)
-            luaL_error(L, "mq.session: option '%s' must be an integer, not %s%s", key,
-                       lua_type(L, -1) == LUA_TNUMBER ? "" : "a ",
-                       lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1));
-        v = (int)n;
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 /* scheme://HOST:PORT[/path]: what the transports take. */
 static bool broker_uri_ok(const char *uri)
 {
@@ -159,20 +126,6 @@ static void unlink_session(mqr_script_t *h, l_session_t *s)
     }
 }
 
-static double opt_num(lua_State *L, int t, const char *key, double def)
-{
-    lua_getfield(L, t, key);
-    double v = def;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "mq.session: option '%s' must be a number, not a %s", key,
-                       luaL_typename(L, -1));
-        v = lua_tonumber(L, -1);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 #define MAX_BROKERS 16
 #define MAX_MAP_RULES 64
 
@@ -270,6 +223,69 @@ static const mqr_upstream_tls_t *opt_tls(lua_State *L, int t, const char *name,
     return tls;
 }
 
+/* what mq.session reads; seconds given as numbers become whole seconds */
+typedef struct {
+    mqr_upstream_config_t cfg;
+    const char *on_full;
+    double session_expiry;
+} session_read_t;
+
+#define INT32_RANGE .min = -2147483648.0, .max = 2147483647.0
+#define SS(key, field)                                                                             \
+    {                                                                                              \
+        MQR_LOPT(key, MQR_LOPT_STRING, session_read_t, field)                                      \
+    }
+#define SI(key, field, d)                                                                          \
+    {                                                                                              \
+        MQR_LOPT(key, MQR_LOPT_INT, session_read_t, cfg.field), .def = d, INT32_RANGE              \
+    }
+
+static const mqr_lopt_t session_opts[] = {
+    SS("name", cfg.name),
+    SS("broker", cfg.uri),
+    {.key = "brokers"},
+    SS("client_id", cfg.client_id),
+    SI("keepalive", keepalive_s, 30),
+    {MQR_LOPT("clean", MQR_LOPT_INT, session_read_t, cfg.clean_start), .def = 1, INT32_RANGE,
+     .flags = MQR_LOPT_BOOL01},
+    SS("username", cfg.username),
+    SS("password", cfg.password),
+    SI("version", mqtt_version, 4),
+    /* any double that converts to int64_t: the range is checked below */
+    {MQR_LOPT("session_expiry", MQR_LOPT_NUMBER, session_read_t, session_expiry), .def = -1,
+     .min = -9e18, .max = 9e18},
+    {.key = "will"},
+    {.key = "reconnect"},
+    SI("max_buffered", max_buffered, 10000),
+    {MQR_LOPT("on_full", MQR_LOPT_STRING, session_read_t, on_full), .sdef = "refuse"},
+    {.key = "credentials"},
+    {.key = "persist"},
+    SS("prefix", cfg.prefix),
+    {.key = "map"},
+    {.key = "tls"},
+};
+
+static const mqr_lopt_t will_opts[] = {
+    {MQR_LOPT("topic", MQR_LOPT_STRING, mqr_upstream_config_t, will_topic)},
+    {.key = "payload"},
+    {.key = "qos"},
+    {MQR_LOPT("retain", MQR_LOPT_INT, mqr_upstream_config_t, will_retain), INT32_RANGE,
+     .flags = MQR_LOPT_BOOL01},
+};
+
+typedef struct {
+    double initial, max;
+    int max_attempts;
+} reconnect_read_t;
+
+static const mqr_lopt_t reconnect_opts[] = {
+    {MQR_LOPT("initial", MQR_LOPT_NUMBER, reconnect_read_t, initial), INT32_RANGE},
+    {MQR_LOPT("max", MQR_LOPT_NUMBER, reconnect_read_t, max), INT32_RANGE},
+    {MQR_LOPT("max_attempts", MQR_LOPT_INT, reconnect_read_t, max_attempts), INT32_RANGE},
+};
+
+#define N_OPTS(t) (sizeof(t) / sizeof(t)[0])
+
 /* session{ name, broker | brokers, client_id, keepalive, clean, username,
  *          password, version, max_buffered, session_expiry, prefix,
  *          will = {topic, payload, qos, retain},
@@ -284,15 +300,9 @@ int mqr__lsession_new(lua_State *L)
                           "mq.session: expects a table of options { name =, broker =, ... }, "
                           "not a %s",
                           luaL_typename(L, 1));
-    static const char *const known[] = {
-        "name",    "broker",    "brokers",      "client_id", "keepalive",
-        "clean",   "username",  "password",     "version",   "session_expiry",
-        "will",    "reconnect", "max_buffered", "on_full",   "credentials",
-        "persist", "prefix",    "map",          "tls",       NULL};
-    mqr__lua_check_options(L, 1, "mq.session", known);
-    mqr_upstream_config_t cfg = {0};
-    cfg.name = opt_string(L, 1, "name", NULL);
-    cfg.uri = opt_string(L, 1, "broker", NULL);
+    session_read_t r = {0};
+    mqr__lua_read_options(L, 1, "mq.session", session_opts, N_OPTS(session_opts), &r);
+    mqr_upstream_config_t cfg = r.cfg;
     if (!cfg.name || !*cfg.name) return luaL_error(L, "mq.session: needs a name (name = \"...\")");
     if (cfg.uri) check_uri(L, "broker", cfg.uri);
     const char *uris[MAX_BROKERS];
@@ -326,22 +336,18 @@ int mqr__lsession_new(lua_State *L)
     if (!lua_isnil(L, will_idx)) {
         if (!lua_istable(L, will_idx))
             return luaL_error(L, "mq.session: will must be a table {topic, payload, qos, retain}");
-        static const char *const will_known[] = {"topic", "payload", "qos", "retain", NULL};
         lua_pushfstring(L, "mq.session '%s': will", cfg.name);
         const char *wname = lua_tostring(L, -1);
-        mqr__lua_check_options(L, will_idx, wname, will_known);
+        mqr__lua_read_options(L, will_idx, wname, will_opts, N_OPTS(will_opts), &cfg);
         lua_getfield(L, will_idx, "qos");
-        mqr__lua_opt_qos(L, -1, wname, 0);
+        cfg.will_qos = mqr__lua_opt_qos(L, -1, wname, 0);
         lua_pop(L, 2);
-        cfg.will_topic = opt_string(L, will_idx, "topic", NULL);
         if (!cfg.will_topic) return luaL_error(L, "session '%s': will needs a topic", cfg.name);
         lua_getfield(L, will_idx, "payload");
         size_t plen = 0;
         cfg.will_payload = lua_isnil(L, -1) ? "" : luaL_checklstring(L, -1, &plen);
         cfg.will_payload_len = plen;
         lua_pop(L, 1); /* the will table holds it */
-        cfg.will_qos = opt_int(L, will_idx, "qos", 0);
-        cfg.will_retain = opt_int(L, will_idx, "retain", 0);
     }
     lua_getfield(L, 1, "reconnect");
     int rec_idx = lua_gettop(L);
@@ -349,16 +355,16 @@ int mqr__lsession_new(lua_State *L)
         if (!lua_istable(L, rec_idx))
             return luaL_error(L, "mq.session: reconnect must be a table {initial, max, "
                                  "max_attempts}");
-        static const char *const rec_known[] = {"initial", "max", "max_attempts", NULL};
         lua_pushfstring(L, "mq.session '%s': reconnect", cfg.name);
-        mqr__lua_check_options(L, rec_idx, lua_tostring(L, -1), rec_known);
+        reconnect_read_t rr;
+        mqr__lua_read_options(L, rec_idx, lua_tostring(L, -1), reconnect_opts,
+                              N_OPTS(reconnect_opts), &rr);
         lua_pop(L, 1);
-        cfg.retry_initial_s = (int)opt_num(L, rec_idx, "initial", 0);
-        cfg.retry_max_s = (int)opt_num(L, rec_idx, "max", 0);
-        cfg.max_reconnects = opt_int(L, rec_idx, "max_attempts", 0);
+        cfg.retry_initial_s = (int)rr.initial;
+        cfg.retry_max_s = (int)rr.max;
+        cfg.max_reconnects = rr.max_attempts;
     }
-    cfg.session_expiry_s = (int64_t)opt_num(L, 1, "session_expiry", -1);
-    cfg.prefix = opt_string(L, 1, "prefix", NULL);
+    cfg.session_expiry_s = (int64_t)r.session_expiry;
     for (int i = 0; i < cfg.n_uris; i++) {
         luaL_addstring(&keyb, uris[i]);
         luaL_addchar(&keyb, ',');
@@ -370,22 +376,18 @@ int mqr__lsession_new(lua_State *L)
                     (double)cfg.session_expiry_s, cfg.prefix ? cfg.prefix : "");
     lua_pushfstring(L, "|%d", cfg.max_reconnects);
     lua_concat(L, 2);
-    lua_pushfstring(L, "|%d", opt_int(L, 1, "persist", -2));
+    lua_getfield(L, 1, "persist"); /* nil, true, false: -2, 1, 0 in the key */
+    int persist_key = lua_isnil(L, -1) ? -2 : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_pushfstring(L, "|%d", persist_key);
     lua_concat(L, 2);
     lua_remove(L, -2);
     const char *extra_key = lua_tostring(L, -1); /* stays on the stack */
-    cfg.client_id = opt_string(L, 1, "client_id", NULL);
-    cfg.username = opt_string(L, 1, "username", NULL);
-    cfg.password = opt_string(L, 1, "password", NULL);
-    cfg.keepalive_s = opt_int(L, 1, "keepalive", 30);
-    cfg.clean_start = opt_int(L, 1, "clean", 1);
-    cfg.max_buffered = opt_int(L, 1, "max_buffered", 10000);
-    const char *on_full = opt_string(L, 1, "on_full", "refuse");
+    const char *on_full = r.on_full;
     if (strcmp(on_full, "refuse") != 0 && strcmp(on_full, "drop_oldest") != 0)
         return luaL_error(L, "session '%s': on_full must be \"refuse\" or \"drop_oldest\"",
                           cfg.name);
     cfg.drop_oldest = on_full[0] == 'd';
-    cfg.mqtt_version = opt_int(L, 1, "version", 4);
     lua_getfield(L, 1, "persist");
     if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
         return luaL_error(L, "session '%s': persist must be a boolean", cfg.name);

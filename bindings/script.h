@@ -22,6 +22,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 /* Errors that name the function (l_check.c): in the binding files the
  * lauxlib raising functions go through these, which put the running
@@ -373,6 +374,47 @@ int mqr__lua_fail(lua_State *L, int err, const char *detail);
  * idx has a key not in known (NULL-terminated): a misspelt option would
  * silently be a default. [-0, +0] */
 void mqr__lua_check_options(lua_State *L, int idx, const char *fname, const char *const *known);
+
+/* One option of an options table, for mqr__lua_read_options: its key, its
+ * type, the field of the caller's struct it is stored in, its range and its
+ * default. The table is the one list of what a function takes: the order
+ * of its entries is the order "unknown option" messages list them in. */
+typedef enum {
+    MQR_LOPT_TAKEN,  /* allowed, read by the caller itself (a table, a choice) */
+    MQR_LOPT_STRING, /* const char *; the options table keeps the string alive */
+    MQR_LOPT_BOOL,   /* bool: true or false */
+    MQR_LOPT_INT,    /* an integer in [min, max], in an integer field of any size */
+    MQR_LOPT_NUMBER, /* double, in [min, max] */
+} mqr_lopt_type_t;
+
+enum {
+    MQR_LOPT_BOOL01 = 1, /* INT: true and false read as 1 and 0 (clean, retain) */
+};
+
+typedef struct {
+    const char *key;
+    mqr_lopt_type_t type;
+    size_t offset, size; /* the field: MQR_LOPT(key, type, struct, field) */
+    double min, max;     /* INT, NUMBER: the range, both ends included */
+    double def;          /* BOOL, INT, NUMBER: the value when the key is absent */
+    const char *sdef;    /* STRING: the value when the key is absent */
+    unsigned flags;      /* MQR_LOPT_BOOL01 */
+    const char *unit;    /* after the range in the error, e.g. " bytes" */
+} mqr_lopt_t;
+
+#define MQR_LOPT(k, t, T, f)                                                                       \
+    .key = (k), .type = (t), .offset = offsetof(T, f), .size = sizeof(((T *)0)->f)
+
+/* Reads the options table at idx into out by opts (n entries): a key not in
+ * opts raises "<fname>: unknown option 'k' (it takes ...)"; a value of the
+ * wrong type "<fname>: option 'k' must be a string, not a number" (true or
+ * false / an integer / a number); a value out of range "<fname>: option 'k'
+ * out of range: 0 given, it takes 1 .. 100<unit>". An absent key stores its
+ * default; a TAKEN key stores nothing. idx not a table raises "<fname>:
+ * options must be a table, not a <type>". On a raise, out may be partly
+ * written. [-0, +0] */
+void mqr__lua_read_options(lua_State *L, int idx, const char *fname, const mqr_lopt_t *opts,
+                           size_t n, void *out);
 /* The qos at idx: def when nil, else the number 0, 1 or 2; anything else
  * (a string "1" too) raises "<fname>: qos must be ...". [-0, +0] */
 int mqr__lua_opt_qos(lua_State *L, int idx, const char *fname, int def);
