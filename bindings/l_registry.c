@@ -4,7 +4,7 @@
  * validate), mq.retained (get, set, delete), mq.users.tenant, and the
  * device_online / device_offline events of mq.on.
  *
- * Events go through l_session.c's dispatcher, to the serving state only.
+ * Events go through l_upstream_events.c's dispatcher, to the serving state only.
  * The client-to-device mapping function (mq.devices.map) belongs to the
  * state that set it: the engine asks the serving state's, so a reload
  * that drops it goes back to "the client id is the device id". Misuse
@@ -235,7 +235,7 @@ static void observe(void *ud, const mqr_device_info_t *d, int old, const char *w
     set_num(L, "time", (double)d->status_ms / 1000.0);
     push_device(L, d);
     lua_setfield(L, -2, "device");
-    mqr__lsession_dispatch(st);
+    mqr__lupstream_dispatch(st);
 }
 
 /* ---- mq.topics --------------------------------------------------------------------- */

@@ -1,6 +1,6 @@
 /*
  * l_rules.c — the `mqrouter` module as rule scripts see it: route, publish,
- * every, after, log, session, and handles to stop routes and timers.
+ * every, after, log, upstream (and its older name session), and handles to stop routes and timers.
  *
  * Conventions (luv's): wrong argument types raise; a runtime failure such as
  * an invalid topic returns nil, "ENAME: text", "ENAME".
@@ -224,7 +224,7 @@ static int l_route_stop(lua_State *L)
         mqr_engine_t *e = r->st->host->e;
         if (r->entry) {
             mqr__router_remove(&e->router, r->entry);
-            if (r->session && r->session->u) mqr__upstream_unsubscribe(r->session->u, r->filter);
+            if (r->upstream && r->upstream->u) mqr__upstream_unsubscribe(r->upstream->u, r->filter);
         }
         r->entry = NULL;
     }
@@ -346,7 +346,8 @@ int mqr__rules_open(lua_State *L)
         {"every", l_every},
         {"after", l_after},
         {"stats", l_stats},
-        {"session", mqr__lsession_new},
+        {"upstream", mqr__lupstream_new},
+        {"session", mqr__lupstream_new_session},
         {"listen", mqr__llisten_new},
         {"queue", mqr__lqueue_new},
         {"transaction", mqr__lqueue_transaction},

@@ -162,7 +162,7 @@ static int l_traceback(lua_State *L)
     return 1;
 }
 
-/* traceback(co | msg [, msg]) for the Lua halves (l_session.c): debug.traceback
+/* traceback(co | msg [, msg]) for the Lua halves (lua/host/upstream.lua): debug.traceback
  * on one line. */
 int mqr__lua_traceback_fn(lua_State *L)
 {
@@ -207,7 +207,7 @@ static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *
     st->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     mqr__lmsg_register(L);
-    mqr__lsession_register(L);
+    mqr__lupstream_register(L);
     mqr__llisten_register(L);
     mqr__lqueue_register(L);
     mqr__lsub_register(L);
@@ -226,7 +226,7 @@ static l_state_t *state_new(mqr_script_t *h, const char *chunkname, const char *
     mqr__rules_open(L);
     mqr__lua_name_table(L, -1, "mq", 1); /* the C functions, before Lua wraps any */
     mqr__lauth_open(L);
-    mqr__lsession_open(L);
+    mqr__lupstream_open(L);
     mqr__lkv_open(L);
     mqr__lregistry_open(L);
     mqr__lua_name_table(L, -1, "mq", 1);
@@ -275,8 +275,8 @@ static void state_close(l_state_t *st)
     for (l_route_t *r = st->routes, *next; r; r = next) {
         next = r->next;
         if (r->entry) mqr__router_remove(&e->router, r->entry);
-        if (r->entry && r->session && r->session->u)
-            mqr__upstream_unsubscribe(r->session->u, r->filter);
+        if (r->entry && r->upstream && r->upstream->u)
+            mqr__upstream_unsubscribe(r->upstream->u, r->filter);
         if (r->queue) mqr__queue_unref(r->queue);
         free(r->filter);
         free(r->name);
@@ -491,8 +491,8 @@ static int state_activate(mqr_script_t *h, l_state_t *st, char **errmsg)
     /* New session subscriptions first, so a filter both scripts want is
      * never unsubscribed upstream in between. */
     for (l_route_t *r = st->routes; r; r = r->next)
-        if (r->entry && r->session && r->session->u)
-            mqr__upstream_subscribe(r->session->u, r->filter, r->qos);
+        if (r->entry && r->upstream && r->upstream->u)
+            mqr__upstream_subscribe(r->upstream->u, r->filter, r->qos);
 
     l_state_t *old = h->cur;
     h->cur = st;
@@ -506,7 +506,7 @@ static int state_activate(mqr_script_t *h, l_state_t *st, char **errmsg)
         old->active = false;
         state_close(old);
     }
-    mqr__lsession_activate(h, st);
+    mqr__lupstream_activate(h, st);
     mqr__lauth_activate(h, st); /* the new state's hooks, or none */
     mqr__llisten_activate(h, st);
     mqr__lqueue_activate(h, st);
@@ -607,7 +607,7 @@ static int load_code(mqr_script_t *h, const char *chunkname, const char *path, c
     return 0;
 fail:
     h->loading = NULL;
-    mqr__lsession_abandon(h, st);
+    mqr__lupstream_abandon(h, st);
     mqr__llisten_abandon(h, st);
     mqr__lqueue_abandon(h, st);
     state_close(st);
@@ -911,7 +911,7 @@ static void host_free(void *arg)
     mqr__lregistry_close(h);
     state_close(h->cur);
     h->cur = NULL;
-    mqr__lsession_close_all(h);
+    mqr__lupstream_close_all(h);
     mqr__llisten_close_all(h);
     mqr__lqueue_close_all(h);
     mqr__lkv_free(h);
@@ -1052,7 +1052,7 @@ static int route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_
     l_route_t *r = (l_route_t *)self;
     l_state_t *st = r->st;
     if (!st->active || r->stopped) return 0;
-    if (r->session && msg->origin_conn != (const void *)r->session->u) return 0;
+    if (r->upstream && msg->origin_conn != (const void *)r->upstream->u) return 0;
     r->calls++;
     if (r->queue && mqr__queue_replaying(r->queue, msg))
         return 0;   /* q:replay() leaves its own queue as it is */
@@ -1082,7 +1082,7 @@ static int route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_
 }
 
 int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_idx,
-                       l_session_t *session, int opts_idx)
+                       l_upstream_t *up, int opts_idx)
 {
     const char *why = NULL;
     size_t flen = strlen(filter);
@@ -1096,11 +1096,11 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
     int qprio = 2;
     int64_t qttl = 0;
     if (opts_idx && !lua_isnoneornil(L, opts_idx)) {
-        const char *fname = session ? "session:route" : "mq.route";
+        const char *fname = up ? "session:route" : "mq.route";
         if (!lua_istable(L, opts_idx))
             return luaL_error(L, "%s: options must be a table {qos, dead_letter}, not a %s", fname,
                               luaL_typename(L, opts_idx));
-        if (!session) {
+        if (!up) {
             static const char *const fn_known[] = {"qos", "dead_letter", NULL};
             static const char *const q_known[] = {"qos", "dead_letter", "priority", "ttl", NULL};
             mqr__lua_check_options(L, opts_idx, fname, to_queue ? q_known : fn_known);
@@ -1135,7 +1135,7 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
     }
     r->base.deliver = route_deliver;
     r->st = st;
-    r->session = session;
+    r->upstream = up;
     r->qos = qos;
     r->filter = strdup(filter);
     r->dead_letter = dlq ? strdup(dlq) : NULL;
@@ -1143,11 +1143,11 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
     char where[256] = "?";
     if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar))
         snprintf(where, sizeof where, "%s:%d", ar.short_src, ar.currentline);
-    size_t n = strlen(filter) + strlen(where) + 64 + (session ? strlen(session->name) : 0);
+    size_t n = strlen(filter) + strlen(where) + 64 + (up ? strlen(up->name) : 0);
     r->name = malloc(n);
     if (r->name) {
-        if (session)
-            snprintf(r->name, n, "route '%s' of session '%s' (%s)", filter, session->name, where);
+        if (up)
+            snprintf(r->name, n, "route '%s' of session '%s' (%s)", filter, up->name, where);
         else
             snprintf(r->name, n, "route '%s' (%s)", filter, where);
     }
@@ -1176,7 +1176,7 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
         mqr_sub_opts_t opts = {.qos = (uint8_t)qos};
         r->entry = mqr__router_add(&st->host->e->router, filter, flen, &r->base, &opts);
         if (!r->entry) return luaL_error(L, "out of memory");
-        if (session && session->u) mqr__upstream_subscribe(session->u, filter, qos);
+        if (up && up->u) mqr__upstream_subscribe(up->u, filter, qos);
     }
     l_route_t **ud = lua_newuserdata(L, sizeof *ud);
     *ud = r;

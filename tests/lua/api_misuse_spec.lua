@@ -187,4 +187,29 @@ describe("rules API misuse", function()
       .. 'will = { topic = "w", retain = true } }', "rules")
     assert.is_true(ok, err)
   end)
+  it("names mq.upstream in its errors, and mq.session (its older name) in its own", function()
+    local hint = "is not a broker URI (tcp://, ssl://, mqtt://, mqtts://, ws://, wss:// HOST:PORT)"
+    assert.are.equal("rules:2: mq.upstream: broker 'tcp:/x' " .. hint,
+      load_error(e, 'mq.upstream{ name = "s", broker = "tcp:/x" }'))
+    assert.are.equal("rules:2: mq.session: broker 'tcp:/x' " .. hint,
+      load_error(e, 'mq.session{ name = "s", broker = "tcp:/x" }'))
+    assert.are.equal("rules:2: mq.upstream 's': will: unknown option 'retian' (it takes topic, payload, qos, retain)",
+      load_error(e, 'mq.upstream{ name = "s", broker = "tcp://127.0.0.1:1", will = { topic = "w", retian = true } }'))
+    assert.are.equal("rules:2: mq.upstream: option 'keepalive' must be an integer, not a string",
+      load_error(e, 'mq.upstream{ name = "s", broker = "tcp://127.0.0.1:1", keepalive = "1" }'))
+  end)
+
+  it("takes mq.upstream and mq.session for the same kind of session", function()
+    local ok, err = e:load([[
+local mq = require "mqrouter"
+local a = mq.upstream{ name = "a", broker = "tcp://127.0.0.1:1" }
+local b = mq.session{ name = "b", broker = "tcp://127.0.0.1:1" }
+assert(getmetatable(a) == getmetatable(b))
+assert(a:name() == "a" and b:name() == "b")
+local names = mq.sessions()
+assert(#names == 2, #names)
+mq.handle("x/#", function() end) -- routes on both
+]], "rules")
+    assert.is_true(ok, err)
+  end)
 end)
