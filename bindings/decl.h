@@ -3,7 +3,7 @@
  * thing a rule script declares that belongs to the script host and is kept
  * across a hot reload when the new script declares it again with the same
  * settings. Queues (l_queue.c) and listeners (l_listen.c) use it; sessions
- * (l_session.c) follow the same rules with their own list.
+ * (l_upstream.c) follow the same rules with their own list.
  *
  * Each declaration records the newest state that claimed it and the loading
  * state that created it. At the takeover (the new state becomes the serving

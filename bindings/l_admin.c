@@ -59,7 +59,7 @@ void mqr__ladmin_foreach_route(void *ctx, void (*fn)(void *arg, const mqr_admin_
             .name = r->name,
             .filter = r->filter,
             .target = target,
-            .session = r->session ? r->session->name : NULL,
+            .session = r->upstream ? r->upstream->name : NULL,
             .calls = r->calls,
             .errors = r->errors,
             .budget_errors = r->budget_errors,

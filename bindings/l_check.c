@@ -11,12 +11,20 @@
  * that table and put its name in front of the message. A function not in
  * the table (a host's, a metamethod) keeps the Lua library's behaviour.
  *
+ * The options tables of the bindings are checked here too: unknown keys
+ * (mqr__lua_check_options) and typed, ranged values read by a table of
+ * what the function takes (mqr__lua_read_options), so every function
+ * words the same mistake the same way.
+ *
  * This file sees the real lauxlib functions: it must not include the macros.
  */
 #define MQR_LUA_NO_CHECK_MACROS
 #include "script.h"
 
+#include <assert.h>
+#include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <string.h>
 
 #define NAMES_KEY "mqrouter.fnames"
@@ -209,4 +217,125 @@ void *mqr__lua_checkudata(lua_State *L, int narg, const char *tname)
         mqr__lua_typerror(L, narg, dot ? dot + 1 : tname);
     }
     return p;
+}
+
+/* ---- options tables ------------------------------------------------------- */
+
+void mqr__lua_check_options(lua_State *L, int idx, const char *fname, const char *const *known)
+{
+    mqr__lua_checktype(L, idx, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        bool ok = false;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            for (const char *const *k = known; *k && !ok; k++)
+                ok = strcmp(*k, lua_tostring(L, -1)) == 0;
+        if (!ok) {
+            luaL_Buffer b; /* the names it takes, for the message */
+            luaL_buffinit(L, &b);
+            for (const char *const *k = known; *k; k++) {
+                if (k != known) luaL_addstring(&b, ", ");
+                luaL_addstring(&b, *k);
+            }
+            luaL_pushresult(&b);
+            mqr__lua_error(L, "%s: unknown option '%s' (it takes %s)", fname,
+                           lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
+                                                          : luaL_typename(L, -2),
+                           lua_tostring(L, -1));
+        }
+    }
+}
+
+#define MAX_OPTIONS 48
+
+static const char *const lopt_want[] = {
+    [MQR_LOPT_STRING] = "a string",
+    [MQR_LOPT_BOOL] = "true or false",
+    [MQR_LOPT_INT] = "an integer",
+    [MQR_LOPT_NUMBER] = "a number",
+};
+
+/* Stores v in an integer field of o->size bytes. The range check made v fit
+ * the field, so its low bytes are the value whether the field is signed or
+ * not. */
+static void store_int(void *field, const mqr_lopt_t *o, int64_t v)
+{
+    switch (o->size) {
+    case 1:
+        *(uint8_t *)field = (uint8_t)v;
+        break;
+    case 2:
+        *(uint16_t *)field = (uint16_t)v;
+        break;
+    case 4:
+        *(uint32_t *)field = (uint32_t)v;
+        break;
+    default:
+        assert(o->size == 8);
+        *(uint64_t *)field = (uint64_t)v;
+        break;
+    }
+}
+
+/* Checks the value on top against o and stores it (the default when nil).
+ * Raises naming fname and the key. [-0, +0] */
+static void read_one(lua_State *L, const char *fname, const mqr_lopt_t *o, void *field)
+{
+    int t = lua_type(L, -1);
+    if (o->type == MQR_LOPT_STRING) {
+        assert(o->size == sizeof(const char *));
+        if (t != LUA_TNIL && t != LUA_TSTRING) goto wrong_type;
+        *(const char **)field = t == LUA_TNIL ? o->sdef : lua_tostring(L, -1);
+        return;
+    }
+    if (o->type == MQR_LOPT_BOOL) {
+        assert(o->size == sizeof(bool));
+        if (t != LUA_TNIL && t != LUA_TBOOLEAN) goto wrong_type;
+        *(bool *)field = t == LUA_TNIL ? o->def != 0 : lua_toboolean(L, -1);
+        return;
+    }
+    double v = o->def;
+    if (t == LUA_TBOOLEAN && (o->flags & MQR_LOPT_BOOL01)) {
+        v = lua_toboolean(L, -1);
+    } else if (t == LUA_TNUMBER) {
+        v = lua_tonumber(L, -1);
+        if (o->type == MQR_LOPT_INT && v != floor(v))
+            mqr__lua_error(L, "%s: option '%s' must be an integer, not %f", fname, o->key, v);
+        if (!(v >= o->min && v <= o->max))
+            mqr__lua_error(L, "%s: option '%s' out of range: %f given, it takes %f .. %f%s", fname,
+                           o->key, v, o->min, o->max, o->unit ? o->unit : "");
+    } else if (t != LUA_TNIL) {
+        goto wrong_type;
+    }
+    if (o->type == MQR_LOPT_NUMBER) {
+        assert(o->size == sizeof(double));
+        *(double *)field = v;
+    } else {
+        store_int(field, o, (int64_t)v);
+    }
+    return;
+wrong_type:
+    mqr__lua_error(L, "%s: option '%s' must be %s, not a %s", fname, o->key, lopt_want[o->type],
+                   luaL_typename(L, -1));
+}
+
+void mqr__lua_read_options(lua_State *L, int idx, const char *fname, const mqr_lopt_t *opts,
+                           size_t n, void *out)
+{
+    idx = idx < 0 && idx > LUA_REGISTRYINDEX ? lua_gettop(L) + idx + 1 : idx;
+    if (!lua_istable(L, idx))
+        mqr__lua_error(L, "%s: options must be a table, not a %s", fname, luaL_typename(L, idx));
+    assert(n < MAX_OPTIONS);
+    const char *known[MAX_OPTIONS];
+    for (size_t i = 0; i < n; i++)
+        known[i] = opts[i].key;
+    known[n] = NULL;
+    mqr__lua_check_options(L, idx, fname, known);
+    for (size_t i = 0; i < n; i++) {
+        if (opts[i].type == MQR_LOPT_TAKEN) continue;
+        lua_getfield(L, idx, opts[i].key);
+        read_one(L, fname, &opts[i], (char *)out + opts[i].offset);
+        lua_pop(L, 1); /* a string stays alive: the options table holds it */
+    }
 }

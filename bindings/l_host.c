@@ -182,7 +182,7 @@ static mqr_script_t *fake_host(lua_State *L, l_engine_t *le)
 }
 
 /* e:advance(seconds) -> timer calls: moves a fake clock forward, firing
- * the timers that fall due on the way (script.c, mqr__script_advance). */
+ * the timers that fall due on the way (script_route.c, mqr__script_advance). */
 static int l_engine_advance(lua_State *L)
 {
     l_engine_t *le = check_engine(L);

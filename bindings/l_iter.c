@@ -6,7 +6,7 @@
  * old Lua state.
  *
  * The waiting itself (which coroutine, timeouts, stop) is Lua, in
- * l_session.c's session_lua: its route pushes a message here when nobody
+ * lua/host/upstream.lua: its route pushes a message here when nobody
  * waits, and the iterator pops from here before it waits. A buffer belongs
  * to the state that made it and is freed with it. At a reload
  * (mqr__liter_takeover) an iterator the new script makes again the same way
@@ -141,7 +141,7 @@ static int l_iter_gc(lua_State *L)
     return 0;
 }
 
-/* iter_new(source | nil, filter, max, wake) -> buf. Called by session_lua
+/* iter_new(source | nil, filter, max, wake) -> buf. Called by upstream.lua
  * only, which checked its arguments. [-0, +1] */
 int mqr__liter_new(lua_State *L)
 {

@@ -21,37 +21,6 @@
 
 static const char *const type_names[] = {"tcp", "tls", "ws", "wss"};
 
-static const char *opt_str(lua_State *L, int t, const char *key)
-{
-    lua_getfield(L, t, key);
-    const char *s = NULL;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "listen option '%s' must be a string", key);
-        s = lua_tostring(L, -1);
-    }
-    lua_pop(L, 1); /* the string stays alive: the table holds it */
-    return s;
-}
-
-static lua_Integer opt_int(lua_State *L, int t, const char *key, lua_Integer lo, lua_Integer hi)
-{
-    lua_getfield(L, t, key);
-    lua_Integer v = 0;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "mq.listen: option '%s' must be a number, not a %s", key,
-                       luaL_typename(L, -1));
-        lua_Number n = lua_tonumber(L, -1);
-        if (!(n >= (lua_Number)lo && n <= (lua_Number)hi))
-            luaL_error(L, "mq.listen: option '%s' out of range: %s given, it takes %d .. %d", key,
-                       lua_tostring(L, -1), (int)lo, (int)hi);
-        v = (lua_Integer)n;
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 static void listen_free(l_listen_t *x)
 {
     if (x->l && !mqr__engine_stopping(x->host->e)) mqr_listener_close(x->l);
@@ -73,34 +42,48 @@ static int start(l_listen_t *x, char **err)
     return mqr_engine_listen(x->host->e, &x->opts, &x->l, err);
 }
 
-static const char *const known[] = {
-    "type",
-    "host",
-    "port",
-    "cert",
-    "key",
-    "cafile",
-    "require_client_cert",
-    "max_packet_size",
-    "max_connections",
-    "max_inflight",
-    "max_queued",
-    "max_out_bytes",
-    "receive_max",
-    "topic_alias_max",
-    "max_subscriptions",
-    "connect_timeout_ms",
-    "max_keepalive",
-    "max_qos",
-    "publish_rate",
-    "publish_burst",
-    "connect_rate",
-    "connect_burst",
-    "stuck_timeout_ms",
-    "sys_interval_ms",
-    "allow_anonymous",
-    "v311_session_expiry_s",
-    NULL,
+/* what mq.listen reads: the options and the type's name */
+typedef struct {
+    mqr_listen_options_t o;
+    const char *type;
+} listen_read_t;
+
+#define LI(key, field, lo, hi)                                                                     \
+    {                                                                                              \
+        MQR_LOPT(key, MQR_LOPT_INT, listen_read_t, o.field), .min = lo, .max = hi                  \
+    }
+#define LS(key, field)                                                                             \
+    {                                                                                              \
+        MQR_LOPT(key, MQR_LOPT_STRING, listen_read_t, field)                                       \
+    }
+
+static const mqr_lopt_t listen_opts[] = {
+    LS("type", type),
+    LS("host", o.host),
+    LI("port", port, 0, 65535),
+    LS("cert", o.cert_file),
+    LS("key", o.key_file),
+    LS("cafile", o.ca_file),
+    {.key = "require_client_cert"}, /* any value: its truth */
+    LI("max_packet_size", max_packet_size, 0, 268435460),
+    LI("max_connections", max_connections, 0, 100000000),
+    LI("max_inflight", max_inflight, 0, 65535),
+    LI("max_queued", max_queued, 0, 100000000),
+    LI("max_out_bytes", max_out_bytes, 0, (double)((int64_t)1 << 40)),
+    LI("receive_max", receive_max, 0, 65535),
+    LI("topic_alias_max", topic_alias_max, -1, 65535),
+    LI("max_subscriptions", max_subscriptions, 0, 100000000),
+    LI("connect_timeout_ms", connect_timeout_ms, 0, 3600000),
+    LI("max_keepalive", max_keepalive, 0, 65535),
+    LI("max_qos", max_qos, 0, 2),
+    LI("publish_rate", publish_rate, 0, 1000000),
+    LI("publish_burst", publish_burst, 0, 1000000),
+    LI("connect_rate", connect_rate, 0, 1000000),
+    LI("connect_burst", connect_burst, 0, 1000000),
+    LI("stuck_timeout_ms", stuck_timeout_ms, 0, 86400000),
+    LI("sys_interval_ms", sys_interval_ms, -1, 86400000),
+    {.key = "allow_anonymous"}, /* nil, true or false: three states */
+    LI("v311_session_expiry_s", v311_session_expiry_s, 0, 0x7fffffff),
 };
 
 /* listen{ type, host, port, cert, key, cafile, require_client_cert, limits } */
@@ -113,18 +96,18 @@ int mqr__llisten_new(lua_State *L)
                           "mq.listen: expects a table of options { type =, port =, ... }, "
                           "not a %s",
                           luaL_typename(L, 1));
-    mqr__lua_check_options(L, 1, "mq.listen", known);
-
-    mqr_listen_options_t o;
-    mqr_listen_options_init(&o);
-    const char *type = opt_str(L, 1, "type");
+    listen_read_t r;
+    mqr_listen_options_init(&r.o);
+    mqr__lua_read_options(L, 1, "mq.listen", listen_opts,
+                          sizeof listen_opts / sizeof listen_opts[0], &r);
+    mqr_listen_options_t o = r.o;
+    const char *type = r.type;
     o.type = -1;
     for (int i = 0; i < 4; i++)
         if (strcmp(type ? type : "tcp", type_names[i]) == 0) o.type = i;
     if (o.type < 0)
         return luaL_error(L, "listen: type must be \"tcp\", \"tls\", \"ws\" or \"wss\"");
     bool tls = o.type == MQR_LISTEN_TLS || o.type == MQR_LISTEN_WSS;
-    o.host = opt_str(L, 1, "host");
     if (!o.host) o.host = "127.0.0.1";
     lua_getfield(L, 1, "port");
     bool has_port = !lua_isnil(L, -1);
@@ -133,12 +116,7 @@ int mqr__llisten_new(lua_State *L)
         if (o.type >= MQR_LISTEN_WS)
             return luaL_error(L, "listen: a %s listener needs a port", type_names[o.type]);
         o.port = tls ? 8883 : 1883;
-    } else {
-        o.port = (int)opt_int(L, 1, "port", 0, 65535);
     }
-    o.cert_file = opt_str(L, 1, "cert");
-    o.key_file = opt_str(L, 1, "key");
-    o.ca_file = opt_str(L, 1, "cafile");
     lua_getfield(L, 1, "require_client_cert");
     o.require_client_cert = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -148,32 +126,14 @@ int mqr__llisten_new(lua_State *L)
         return luaL_error(L, "listen: cert, key and cafile are for tls and wss listeners");
     if (o.require_client_cert && !o.ca_file)
         return luaL_error(L, "listen: require_client_cert needs cafile");
-    o.max_packet_size = (size_t)opt_int(L, 1, "max_packet_size", 0, 268435460);
-    o.max_connections = (unsigned)opt_int(L, 1, "max_connections", 0, 100000000);
-    o.max_inflight = (unsigned)opt_int(L, 1, "max_inflight", 0, 65535);
-    o.max_queued = (unsigned)opt_int(L, 1, "max_queued", 0, 100000000);
-    o.max_out_bytes = (size_t)opt_int(L, 1, "max_out_bytes", 0, (lua_Integer)1 << 40);
-    o.receive_max = (unsigned)opt_int(L, 1, "receive_max", 0, 65535);
-    o.topic_alias_max = (int)opt_int(L, 1, "topic_alias_max", -1, 65535);
-    o.max_subscriptions = (unsigned)opt_int(L, 1, "max_subscriptions", 0, 100000000);
-    o.connect_timeout_ms = (unsigned)opt_int(L, 1, "connect_timeout_ms", 0, 3600000);
-    o.max_keepalive = (unsigned)opt_int(L, 1, "max_keepalive", 0, 65535);
-    o.max_qos = (int)opt_int(L, 1, "max_qos", 0, 2);
     if (o.max_qos == 0) {
         lua_getfield(L, 1, "max_qos");
         if (!lua_isnil(L, -1)) o.max_qos = -1; /* an explicit 0: QoS 0 only */
         lua_pop(L, 1);
     }
-    o.publish_rate = (unsigned)opt_int(L, 1, "publish_rate", 0, 1000000);
-    o.publish_burst = (unsigned)opt_int(L, 1, "publish_burst", 0, 1000000);
-    o.connect_rate = (unsigned)opt_int(L, 1, "connect_rate", 0, 1000000);
-    o.connect_burst = (unsigned)opt_int(L, 1, "connect_burst", 0, 1000000);
-    o.stuck_timeout_ms = (unsigned)opt_int(L, 1, "stuck_timeout_ms", 0, 86400000);
-    o.sys_interval_ms = (int)opt_int(L, 1, "sys_interval_ms", -1, 86400000);
     lua_getfield(L, 1, "allow_anonymous");
     if (!lua_isnil(L, -1)) o.allow_anonymous = lua_toboolean(L, -1) ? 1 : -1;
     lua_pop(L, 1);
-    o.v311_session_expiry_s = (unsigned)opt_int(L, 1, "v311_session_expiry_s", 0, 0x7fffffff);
 
     lua_pushfstring(L, "%s|%s|%d|%s|%s|%s|%d|%d|%d|%d|%d|%d|%d|%d|%d|%d|%d", type_names[o.type],
                     o.host, o.port, o.cert_file ? o.cert_file : "", o.key_file ? o.key_file : "",

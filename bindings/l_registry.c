@@ -4,7 +4,7 @@
  * validate), mq.retained (get, set, delete), mq.users.tenant, and the
  * device_online / device_offline events of mq.on.
  *
- * Events go through l_session.c's dispatcher, to the serving state only.
+ * Events go through l_upstream_events.c's dispatcher, to the serving state only.
  * The client-to-device mapping function (mq.devices.map) belongs to the
  * state that set it: the engine asks the serving state's, so a reload
  * that drops it goes back to "the client id is the device id". Misuse
@@ -58,20 +58,6 @@ static void push_device(lua_State *L, const mqr_device_info_t *d)
     set_num(L, "bytes_out", (double)d->bytes_out);
 }
 
-/* An optional string field of the table at idx; raises when not a string. */
-static const char *opt_field(lua_State *L, int idx, const char *k)
-{
-    lua_getfield(L, idx, k);
-    const char *v = NULL;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "field '%s' must be a string, not a %s", k, luaL_typename(L, -1));
-        v = lua_tostring(L, -1);
-    }
-    lua_pop(L, 1); /* the table keeps the string alive */
-    return v;
-}
-
 static int fail_why(lua_State *L, int rc, const char *why)
 {
     return mqr__lua_fail(L, rc, why);
@@ -84,15 +70,15 @@ static int fail_why(lua_State *L, int rc, const char *why)
 static int l_dev_register(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    static const char *const known[] = {"id", "tenant", "name", "type", "metadata", NULL};
-    mqr__lua_check_options(L, 1, "mq.devices.register", known);
-    mqr_device_spec_t s = {
-        .id = opt_field(L, 1, "id"),
-        .tenant = opt_field(L, 1, "tenant"),
-        .name = opt_field(L, 1, "name"),
-        .type = opt_field(L, 1, "type"),
-        .metadata = opt_field(L, 1, "metadata"),
+    static const mqr_lopt_t opts[] = {
+        {MQR_LOPT("id", MQR_LOPT_STRING, mqr_device_spec_t, id)},
+        {MQR_LOPT("tenant", MQR_LOPT_STRING, mqr_device_spec_t, tenant)},
+        {MQR_LOPT("name", MQR_LOPT_STRING, mqr_device_spec_t, name)},
+        {MQR_LOPT("type", MQR_LOPT_STRING, mqr_device_spec_t, type)},
+        {MQR_LOPT("metadata", MQR_LOPT_STRING, mqr_device_spec_t, metadata)},
     };
+    mqr_device_spec_t s;
+    mqr__lua_read_options(L, 1, "mq.devices.register", opts, sizeof opts / sizeof opts[0], &s);
     if (!s.id) return luaL_error(L, "needs an id (register{ id = \"...\", ... })");
     bool created = false;
     const char *why = NULL;
@@ -145,16 +131,6 @@ static int list_one(void *arg, const mqr_device_info_t *d)
     return 0;
 }
 
-static unsigned opt_limit(lua_State *L, int idx)
-{
-    lua_getfield(L, idx, "limit");
-    lua_Number n = lua_isnil(L, -1) ? 0 : luaL_checknumber(L, -1);
-    lua_pop(L, 1);
-    if (n < 0 || n > MQR_REGISTRY_LIMIT_MAX || n != (lua_Number)(unsigned)n)
-        luaL_error(L, "field 'limit' must be 1 to %d", (int)MQR_REGISTRY_LIMIT_MAX);
-    return (unsigned)n;
-}
-
 /* list{ tenant=, type=, status=, prefix=, limit=, cursor= } -> devices, next */
 static int l_dev_list(lua_State *L)
 {
@@ -163,21 +139,26 @@ static int l_dev_list(lua_State *L)
         lua_newtable(L);
     }
     luaL_checktype(L, 1, LUA_TTABLE);
-    static const char *const known[] = {"tenant", "type",   "status", "prefix",
-                                        "limit",  "cursor", NULL};
-    mqr__lua_check_options(L, 1, "mq.devices.list", known);
-    mqr_device_query_t q = {
-        .tenant = opt_field(L, 1, "tenant"),
-        .type = opt_field(L, 1, "type"),
-        .prefix = opt_field(L, 1, "prefix"),
-        .cursor = opt_field(L, 1, "cursor"),
-        .status = -1,
+    typedef struct {
+        mqr_device_query_t q;
+        const char *status;
+    } list_read_t;
+    static const mqr_lopt_t opts[] = {
+        {MQR_LOPT("tenant", MQR_LOPT_STRING, list_read_t, q.tenant)},
+        {MQR_LOPT("type", MQR_LOPT_STRING, list_read_t, q.type)},
+        {MQR_LOPT("status", MQR_LOPT_STRING, list_read_t, status)},
+        {MQR_LOPT("prefix", MQR_LOPT_STRING, list_read_t, q.prefix)},
+        {MQR_LOPT("limit", MQR_LOPT_INT, list_read_t, q.limit), .max = MQR_REGISTRY_LIMIT_MAX},
+        {MQR_LOPT("cursor", MQR_LOPT_STRING, list_read_t, q.cursor)},
     };
-    const char *status = opt_field(L, 1, "status");
+    list_read_t r;
+    mqr__lua_read_options(L, 1, "mq.devices.list", opts, sizeof opts / sizeof opts[0], &r);
+    mqr_device_query_t q = r.q;
+    q.status = -1;
+    const char *status = r.status;
     if (status && (q.status = mqr__device_status_parse(status)) < 0)
         return luaL_error(
             L, "field 'status' must be \"online\", \"offline\" or \"unknown\", not '%s'", status);
-    q.limit = opt_limit(L, 1);
     char *next = malloc(MQR_CURSOR_MAX);
     if (!next) return mqr__lua_fail(L, MQR_ENOMEM, NULL);
     lua_newtable(L);
@@ -255,7 +236,7 @@ static void observe(void *ud, const mqr_device_info_t *d, int old, const char *w
     set_num(L, "time", (double)d->status_ms / 1000.0);
     push_device(L, d);
     lua_setfield(L, -2, "device");
-    mqr__lsession_dispatch(st);
+    mqr__lupstream_dispatch(st);
 }
 
 /* ---- mq.topics --------------------------------------------------------------------- */
@@ -304,11 +285,19 @@ static int l_topics_list(lua_State *L)
         lua_newtable(L);
     }
     luaL_checktype(L, 1, LUA_TTABLE);
-    static const char *const known[] = {"prefix", "limit", "cursor", NULL};
-    mqr__lua_check_options(L, 1, "mq.topics.list", known);
-    const char *prefix = opt_field(L, 1, "prefix");
-    const char *cursor = opt_field(L, 1, "cursor");
-    unsigned limit = opt_limit(L, 1);
+    typedef struct {
+        const char *prefix, *cursor;
+        unsigned limit;
+    } topics_read_t;
+    static const mqr_lopt_t opts[] = {
+        {MQR_LOPT("prefix", MQR_LOPT_STRING, topics_read_t, prefix)},
+        {MQR_LOPT("limit", MQR_LOPT_INT, topics_read_t, limit), .max = MQR_REGISTRY_LIMIT_MAX},
+        {MQR_LOPT("cursor", MQR_LOPT_STRING, topics_read_t, cursor)},
+    };
+    topics_read_t r;
+    mqr__lua_read_options(L, 1, "mq.topics.list", opts, sizeof opts / sizeof opts[0], &r);
+    const char *prefix = r.prefix, *cursor = r.cursor;
+    unsigned limit = r.limit;
     char *next = malloc(MQR_CURSOR_MAX);
     if (!next) return mqr__lua_fail(L, MQR_ENOMEM, NULL);
     lua_newtable(L);

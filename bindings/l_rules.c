@@ -1,6 +1,6 @@
 /*
  * l_rules.c — the `mqrouter` module as rule scripts see it: route, publish,
- * every, after, log, session, and handles to stop routes and timers.
+ * every, after, log, upstream (and its older name session), and handles to stop routes and timers.
  *
  * Conventions (luv's): wrong argument types raise; a runtime failure such as
  * an invalid topic returns nil, "ENAME: text", "ENAME".
@@ -11,31 +11,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-void mqr__lua_check_options(lua_State *L, int idx, const char *fname, const char *const *known)
-{
-    luaL_checktype(L, idx, LUA_TTABLE);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        bool ok = false;
-        if (lua_type(L, -1) == LUA_TSTRING)
-            for (const char *const *k = known; *k && !ok; k++)
-                ok = strcmp(*k, lua_tostring(L, -1)) == 0;
-        if (!ok) {
-            luaL_Buffer b; /* the names it takes, for the message */
-            luaL_buffinit(L, &b);
-            for (const char *const *k = known; *k; k++) {
-                if (k != known) luaL_addstring(&b, ", ");
-                luaL_addstring(&b, *k);
-            }
-            luaL_pushresult(&b);
-            luaL_error(L, "%s: unknown option '%s' (it takes %s)", fname,
-                       lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2),
-                       lua_tostring(L, -1));
-        }
-    }
-}
 
 void mqr__lua_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
                     lua_CFunction tostring)
@@ -249,7 +224,7 @@ static int l_route_stop(lua_State *L)
         mqr_engine_t *e = r->st->host->e;
         if (r->entry) {
             mqr__router_remove(mqr__engine_router(e), r->entry);
-            if (r->session && r->session->u) mqr__upstream_unsubscribe(r->session->u, r->filter);
+            if (r->upstream && r->upstream->u) mqr__upstream_unsubscribe(r->upstream->u, r->filter);
         }
         r->entry = NULL;
     }
@@ -371,7 +346,8 @@ int mqr__rules_open(lua_State *L)
         {"every", l_every},
         {"after", l_after},
         {"stats", l_stats},
-        {"session", mqr__lsession_new},
+        {"upstream", mqr__lupstream_new},
+        {"session", mqr__lupstream_new_session},
         {"listen", mqr__llisten_new},
         {"queue", mqr__lqueue_new},
         {"transaction", mqr__lqueue_transaction},

@@ -130,21 +130,16 @@ static int l_sub_gc(lua_State *L)
     return 0;
 }
 
-static void opt_size(lua_State *L, int t, const char *key, lua_Integer max, lua_Integer *v)
-{
-    lua_getfield(L, t, key);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "mq.subscribe: option '%s' must be a number, not a %s", key,
-                       luaL_typename(L, -1));
-        lua_Number n = lua_tonumber(L, -1);
-        if (!(n >= 1 && n <= (lua_Number)max) || n != (lua_Number)(lua_Integer)n)
-            luaL_error(L, "mq.subscribe: option '%s' must be an integer in 1..%d, not %s", key,
-                       (int)max, lua_tostring(L, -1));
-        *v = (lua_Integer)n;
-    }
-    lua_pop(L, 1);
-}
+typedef struct {
+    int64_t buffer, batch;
+    bool drop_oldest;
+} sub_read_t;
+
+static const mqr_lopt_t sub_opts[] = {
+    {MQR_LOPT("buffer", MQR_LOPT_INT, sub_read_t, buffer), .def = 1000, .min = 1, .max = 10000000},
+    {MQR_LOPT("batch", MQR_LOPT_INT, sub_read_t, batch), .def = 256, .min = 1, .max = 100000},
+    {MQR_LOPT("drop_oldest", MQR_LOPT_BOOL, sub_read_t, drop_oldest)},
+};
 
 int mqr__lsub_new(lua_State *L)
 {
@@ -158,16 +153,12 @@ int mqr__lsub_new(lua_State *L)
                               "mq.subscribe: options must be a table {buffer, batch, "
                               "drop_oldest}, not a %s",
                               luaL_typename(L, 3));
-        static const char *const known[] = {"buffer", "batch", "drop_oldest", NULL};
-        mqr__lua_check_options(L, 3, "mq.subscribe", known);
-        opt_size(L, 3, "buffer", 10000000, &buffer);
-        opt_size(L, 3, "batch", 100000, &batch);
-        lua_getfield(L, 3, "drop_oldest");
-        if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
-            return luaL_error(L, "mq.subscribe: option 'drop_oldest' must be a boolean, not a %s",
-                              luaL_typename(L, -1));
-        drop_oldest = lua_toboolean(L, -1);
-        lua_pop(L, 1);
+        sub_read_t r;
+        mqr__lua_read_options(L, 3, "mq.subscribe", sub_opts, sizeof sub_opts / sizeof sub_opts[0],
+                              &r);
+        buffer = r.buffer;
+        batch = r.batch;
+        drop_oldest = r.drop_oldest;
     }
     l_state_t *st = mqr__state_of(L);
     l_sub_t *s = calloc(1, sizeof *s);

@@ -23,6 +23,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 /* Errors that name the function (l_check.c): in the binding files the
  * lauxlib raising functions go through these, which put the running
@@ -66,7 +67,7 @@ typedef struct mqr_script mqr_script_t;
 typedef struct l_state l_state_t;
 typedef struct l_route l_route_t;
 typedef struct l_timer l_timer_t;
-typedef struct l_session l_session_t;
+typedef struct l_upstream l_upstream_t;
 typedef struct l_listen l_listen_t;
 typedef struct l_sub l_sub_t;
 typedef struct l_iter l_iter_t;
@@ -81,7 +82,7 @@ struct l_route {
     l_state_t *st;
     l_route_t *next;
     mqr_trie_entry_t *entry; /* NULL until activated, and after stop */
-    l_session_t *session;    /* NULL = every origin */
+    l_upstream_t *upstream;  /* NULL = every origin; else only its messages */
     char *filter;
     char *dead_letter;       /* topic for messages the handler failed on; NULL = drop */
     char *name;              /* for logs and stats: "route 'sensors/#' (rules.lua:12)" */
@@ -117,9 +118,9 @@ struct l_timer {
 
 /* A script's handle on an upstream session. Sessions are kept across
  * reloads when the new script declares the same name and configuration. */
-struct l_session {
+struct l_upstream {
     mqr_script_t *host;
-    l_session_t *next; /* host->sessions */
+    l_upstream_t *next; /* host->upstreams */
     mqr_upstream_t *u;
     char *name;
     char *config_key;      /* every setting joined: equal key = same session */
@@ -160,11 +161,11 @@ struct mqr_script {
     mqr_engine_t *e;
     l_state_t *cur;
     l_state_t *loading;
-    l_session_t *sessions;
-    l_decl_list_t listens; /* of l_listen_t */
-    l_qhost_t *qhost;      /* queues the scripts declared (l_queue.c); NULL until the first */
-    l_cfunc_t *cfuncs;     /* C functions the host registered (l_cfunc.c, mqrouter_lua.h) */
-    char *path;            /* the file loaded last, for reload and watching */
+    l_upstream_t *upstreams; /* upstream broker sessions the scripts declared (l_upstream.c) */
+    l_decl_list_t listens;   /* of l_listen_t */
+    l_qhost_t *qhost;        /* queues the scripts declared (l_queue.c); NULL until the first */
+    l_cfunc_t *cfuncs;       /* C functions the host registered (l_cfunc.c, mqrouter_lua.h) */
+    char *path;              /* the file loaded last, for reload and watching */
     /* Watching: the script and every file its require loaded (any version
      * of the rules, failed loads too), one uv_fs_event per directory. */
     struct l_watch *watches; /* the directories */
@@ -250,27 +251,32 @@ int mqr__script_call_results(l_state_t *st, int nargs, int nresults, const char 
 void mqr__lmsg_push(lua_State *L, mqr_msg_t *msg);
 void mqr__lmsg_register(lua_State *L);
 
-/* Declares a route (rules API and session objects). fn_idx: the handler,
+/* Declares a route (rules API and upstream session handles; up: only
+ * that session's messages, NULL: every origin). fn_idx: the handler,
  * or a queue (mq.queue) the route publishes into. opts_idx: a table
  * {qos, dead_letter [, priority, ttl for a queue]} or none. Raises on
  * misuse. [-0, +1] */
 int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_idx,
-                       l_session_t *session, int opts_idx);
+                       l_upstream_t *up, int opts_idx);
 
 /* Timers: every/after. A timer lives until it fired once (after), is
  * stopped, or its state closes. */
 int mqr__timer_declare(lua_State *L, l_state_t *st, double seconds, bool repeat, int fn_idx);
 void mqr__timer_release(l_timer_t *t);
 
-/* Sessions (bindings/l_session.c). */
-void mqr__lsession_register(lua_State *L);
-int mqr__lsession_new(lua_State *L); /* mq.session{...} */
-void mqr__lsession_activate(mqr_script_t *h, l_state_t *st);
-void mqr__lsession_abandon(mqr_script_t *h, l_state_t *st);
-void mqr__lsession_close_all(mqr_script_t *h);
-/* Adds sessions, session_status, on, spawn, wait_ready, handle... to the
- * rules table on top and installs the state's event dispatcher. [-0, +0] */
-void mqr__lsession_open(lua_State *L);
+/* Upstream broker sessions (bindings/l_upstream*.c): mqrouter's own
+ * connections to other brokers, not the persistent sessions of our
+ * listeners' clients. */
+void mqr__lupstream_register(lua_State *L);
+int mqr__lupstream_new(lua_State *L);         /* mq.upstream{...} */
+int mqr__lupstream_new_session(lua_State *L); /* mq.session{...}: the older name */
+void mqr__lupstream_activate(mqr_script_t *h, l_state_t *st);
+void mqr__lupstream_abandon(mqr_script_t *h, l_state_t *st);
+void mqr__lupstream_close_all(mqr_script_t *h);
+/* Adds sessions, session_status, on, spawn, wait_ready, handle... (the Lua
+ * half, lua/host/upstream.lua) to the rules table on top and installs the
+ * state's event dispatcher. [-0, +0] */
+void mqr__lupstream_open(lua_State *L);
 
 /* Listeners (bindings/l_listen.c). */
 void mqr__llisten_register(lua_State *L);
@@ -296,7 +302,7 @@ void mqr__lsub_register(lua_State *L);
 void mqr__lsub_takeover(l_state_t *st, l_state_t *old);
 void mqr__lsub_state_close(l_state_t *st); /* before its lua_close */
 /* The buffers of the session iterators (l_iter.c). new: iter_new(source |
- * nil, filter, max, wake) for session_lua [-0, +1]. takeover: like
+ * nil, filter, max, wake) for upstream.lua [-0, +1]. takeover: like
  * mqr__lsub_takeover for iterators, pairing by (session, filter, max) and
  * handing the rest to a new iterator whose filter and session match. wake:
  * after a takeover, calls the wake function of every iterator of st that
@@ -365,8 +371,8 @@ static inline mqr_script_t *mqr__script_of(const mqr_engine_t *e)
 }
 
 /* Hands the event table on top of st's stack to its mq.on handlers (the
- * dispatcher of l_session.c). [-1, +0] */
-void mqr__lsession_dispatch(l_state_t *st);
+ * dispatcher of l_upstream_events.c). [-1, +0] */
+void mqr__lupstream_dispatch(l_state_t *st);
 
 /* Devices, topics, retained messages (bindings/l_registry.c): adds
  * devices, topics, retained and users.tenant to the rules table on top and
@@ -388,6 +394,47 @@ int mqr__lua_fail(lua_State *L, int err, const char *detail);
  * idx has a key not in known (NULL-terminated): a misspelt option would
  * silently be a default. [-0, +0] */
 void mqr__lua_check_options(lua_State *L, int idx, const char *fname, const char *const *known);
+
+/* One option of an options table, for mqr__lua_read_options: its key, its
+ * type, the field of the caller's struct it is stored in, its range and its
+ * default. The table is the one list of what a function takes: the order
+ * of its entries is the order "unknown option" messages list them in. */
+typedef enum {
+    MQR_LOPT_TAKEN,  /* allowed, read by the caller itself (a table, a choice) */
+    MQR_LOPT_STRING, /* const char *; the options table keeps the string alive */
+    MQR_LOPT_BOOL,   /* bool: true or false */
+    MQR_LOPT_INT,    /* an integer in [min, max], in an integer field of any size */
+    MQR_LOPT_NUMBER, /* double, in [min, max] */
+} mqr_lopt_type_t;
+
+enum {
+    MQR_LOPT_BOOL01 = 1, /* INT: true and false read as 1 and 0 (clean, retain) */
+};
+
+typedef struct {
+    const char *key;
+    mqr_lopt_type_t type;
+    size_t offset, size; /* the field: MQR_LOPT(key, type, struct, field) */
+    double min, max;     /* INT, NUMBER: the range, both ends included */
+    double def;          /* BOOL, INT, NUMBER: the value when the key is absent */
+    const char *sdef;    /* STRING: the value when the key is absent */
+    unsigned flags;      /* MQR_LOPT_BOOL01 */
+    const char *unit;    /* after the range in the error, e.g. " bytes" */
+} mqr_lopt_t;
+
+#define MQR_LOPT(k, t, T, f)                                                                       \
+    .key = (k), .type = (t), .offset = offsetof(T, f), .size = sizeof(((T *)0)->f)
+
+/* Reads the options table at idx into out by opts (n entries): a key not in
+ * opts raises "<fname>: unknown option 'k' (it takes ...)"; a value of the
+ * wrong type "<fname>: option 'k' must be a string, not a number" (true or
+ * false / an integer / a number); a value out of range "<fname>: option 'k'
+ * out of range: 0 given, it takes 1 .. 100<unit>". An absent key stores its
+ * default; a TAKEN key stores nothing. idx not a table raises "<fname>:
+ * options must be a table, not a <type>". On a raise, out may be partly
+ * written. [-0, +0] */
+void mqr__lua_read_options(lua_State *L, int idx, const char *fname, const mqr_lopt_t *opts,
+                           size_t n, void *out);
 /* The qos at idx: def when nil, else the number 0, 1 or 2; anything else
  * (a string "1" too) raises "<fname>: qos must be ...". [-0, +0] */
 int mqr__lua_opt_qos(lua_State *L, int idx, const char *fname, int def);

@@ -148,11 +148,68 @@ describe("rules API misuse", function()
   it("gives the allowed range and the value given", function()
     assert.are.equal("rules:2: mq.queue: option 'max_memory' out of range: 100 given, it takes "
       .. "1024 .. 1e+15 bytes", load_error(e, 'mq.queue("q", { max_memory = 100 })'))
-    assert.are.equal("rules:2: mq.subscribe: option 'buffer' must be an integer in 1..10000000, not 0",
+    assert.are.equal("rules:2: mq.subscribe: option 'buffer' out of range: 0 given, it takes 1 .. 10000000",
       load_error(e, 'mq.subscribe("a", print, { buffer = 0 })'))
     assert.are.equal("rules:2: mq.listen: option 'port' out of range: 70000 given, it takes 0 .. 65535",
       load_error(e, 'mq.listen{ port = 70000 }'))
     assert.are.equal("rules:2: mq.every: the interval must be 0 .. 1e9 seconds, not -1",
       load_error(e, 'mq.every(-1, print)'))
+  end)
+  it("words a wrong option value the same way in every function (one options helper)", function()
+    local S = 'mq.session{ name = "s", broker = "tcp://127.0.0.1:1", '
+    local cases = {
+      { 'mq.listen{ host = 1 }', "mq.listen: option 'host' must be a string, not a number" },
+      { 'mq.listen{ port = "1883" }', "mq.listen: option 'port' must be an integer, not a string" },
+      { 'mq.listen{ port = 1883.5 }', "mq.listen: option 'port' must be an integer, not 1883.5" },
+      { 'mq.queue("q", { durable = 1 })', "mq.queue: option 'durable' must be true or false, not a number" },
+      { 'mq.queue("q", { ack_timeout = "1" })', "mq.queue: option 'ack_timeout' must be a number, not a string" },
+      { 'mq.queue("q", { ack_timeout = 0 })',
+        "mq.queue: option 'ack_timeout' out of range: 0 given, it takes 0.001 .. inf" },
+      { S .. 'keepalive = "30" }', "mq.session: option 'keepalive' must be an integer, not a string" },
+      { S .. 'clean = "yes" }', "mq.session: option 'clean' must be an integer, not a string" },
+      { S .. 'reconnect = { initial = "1" } }',
+        "mq.session 's': reconnect: option 'initial' must be a number, not a string" },
+      { S .. 'will = { topic = "w", retain = "1" } }',
+        "mq.session 's': will: option 'retain' must be an integer, not a string" },
+      { 'mq.subscribe("a", print, { drop_oldest = 1 })',
+        "mq.subscribe: option 'drop_oldest' must be true or false, not a number" },
+      { 'mq.devices.list{ limit = -1 }', "mq.devices.list: option 'limit' out of range: -1 given, it takes 0 .. 1000" },
+      { 'mq.topics.list{ prefix = 1 }', "mq.topics.list: option 'prefix' must be a string, not a number" },
+    }
+    for _, c in ipairs(cases) do
+      assert.are.equal("rules:2: " .. c[2], load_error(e, c[1]))
+    end
+  end)
+
+  it("takes clean and will.retain as booleans too", function()
+    local ok, err = e:load('local mq = require "mqrouter"\n'
+      .. 'mq.session{ name = "s", broker = "tcp://127.0.0.1:1", clean = false, '
+      .. 'will = { topic = "w", retain = true } }', "rules")
+    assert.is_true(ok, err)
+  end)
+  it("names mq.upstream in its errors, and mq.session (its older name) in its own", function()
+    local hint = "is not a broker URI (tcp://, ssl://, mqtt://, mqtts://, ws://, wss:// HOST:PORT)"
+    assert.are.equal("rules:2: mq.upstream: broker 'tcp:/x' " .. hint,
+      load_error(e, 'mq.upstream{ name = "s", broker = "tcp:/x" }'))
+    assert.are.equal("rules:2: mq.session: broker 'tcp:/x' " .. hint,
+      load_error(e, 'mq.session{ name = "s", broker = "tcp:/x" }'))
+    assert.are.equal("rules:2: mq.upstream 's': will: unknown option 'retian' (it takes topic, payload, qos, retain)",
+      load_error(e, 'mq.upstream{ name = "s", broker = "tcp://127.0.0.1:1", will = { topic = "w", retian = true } }'))
+    assert.are.equal("rules:2: mq.upstream: option 'keepalive' must be an integer, not a string",
+      load_error(e, 'mq.upstream{ name = "s", broker = "tcp://127.0.0.1:1", keepalive = "1" }'))
+  end)
+
+  it("takes mq.upstream and mq.session for the same kind of session", function()
+    local ok, err = e:load([[
+local mq = require "mqrouter"
+local a = mq.upstream{ name = "a", broker = "tcp://127.0.0.1:1" }
+local b = mq.session{ name = "b", broker = "tcp://127.0.0.1:1" }
+assert(getmetatable(a) == getmetatable(b))
+assert(a:name() == "a" and b:name() == "b")
+local names = mq.sessions()
+assert(#names == 2, #names)
+mq.handle("x/#", function() end) -- routes on both
+]], "rules")
+    assert.is_true(ok, err)
   end)
 end)
