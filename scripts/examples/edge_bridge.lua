@@ -15,7 +15,7 @@ local mq = require "mqrouter"
 
 local SITE = os.getenv("SITE") or "edge-1"
 
-local cloud = mq.session{
+local cloud = mq.upstream{
   name = "cloud",
   broker = os.getenv("CLOUD_BROKER") or "tcp://127.0.0.1:1884",
   client_id = "mqrouter-" .. SITE,

@@ -9,7 +9,7 @@
 -- messages are buffered (10000 per session).
 local mq = require "mqrouter"
 
-local central = mq.session{
+local central = mq.upstream{
   name = "central",
   broker = os.getenv("CENTRAL_BROKER") or "tcp://127.0.0.1:1884",
   prefix = "sites/",
@@ -19,7 +19,7 @@ local central = mq.session{
 
 local spec = os.getenv("SITES") or "a=tcp://127.0.0.1:1885,b=tcp://127.0.0.1:1886"
 for name, uri in spec:gmatch("([^=,]+)=([^,]+)") do
-  local site = mq.session{ name = "site-" .. name, broker = uri, reconnect = { initial = 0.2, max = 10 } }
+  local site = mq.upstream{ name = "site-" .. name, broker = uri, reconnect = { initial = 0.2, max = 10 } }
   site:route("telemetry/#", function(msg)
     central:publish(name .. "/" .. msg.topic, msg.payload, { qos = msg.qos, retain = msg.retain })
   end, { qos = 1 })
