@@ -259,7 +259,7 @@ static int l_topics_info(lua_State *L)
 {
     const char *t = luaL_checkstring(L, 1);
     mqr_topic_info_t info;
-    int rc = mqr__topic_info(engine_of(L), t, &info);
+    int rc = mqr__topic_info(mqr__engine_registry(engine_of(L)), t, &info);
     if (rc < 0) {
         const char *why = NULL;
         mqr__topic_validate(t, strlen(t), false, &why);
@@ -301,8 +301,8 @@ static int l_topics_list(lua_State *L)
     char *next = malloc(MQR_CURSOR_MAX);
     if (!next) return mqr__lua_fail(L, MQR_ENOMEM, NULL);
     lua_newtable(L);
-    int rc =
-        mqr__topics_list(engine_of(L), prefix, limit, cursor, topic_one, L, next, MQR_CURSOR_MAX);
+    int rc = mqr__topics_list(mqr__engine_registry(engine_of(L)), prefix, limit, cursor, topic_one,
+                              L, next, MQR_CURSOR_MAX);
     if (rc < 0) {
         free(next);
         return fail_why(L, rc, "bad cursor");
@@ -342,7 +342,7 @@ static int l_topics_validate(lua_State *L)
 static int l_retained_get(lua_State *L)
 {
     const char *t = luaL_checkstring(L, 1);
-    mqr_msg_t *m = mqr__retained_get(engine_of(L), t);
+    mqr_msg_t *m = mqr__retained_get(mqr__engine_retain(engine_of(L)), t);
     if (!m) {
         lua_pushnil(L);
         return 1;
@@ -367,7 +367,7 @@ static int l_retained_set(lua_State *L)
         qos = mqr__lua_opt_qos(L, -1, "mq.retained.set", 0);
         lua_pop(L, 1);
     }
-    int rc = mqr__retained_set(engine_of(L), t, p, len, qos);
+    int rc = mqr__retained_set(mqr__engine_retain(engine_of(L)), t, p, len, qos);
     if (rc < 0) {
         const char *why = NULL;
         mqr__topic_validate(t, strlen(t), false, &why);
@@ -380,7 +380,7 @@ static int l_retained_set(lua_State *L)
 static int l_retained_delete(lua_State *L)
 {
     const char *t = luaL_checkstring(L, 1);
-    int rc = mqr__retained_delete(engine_of(L), t);
+    int rc = mqr__retained_delete(mqr__engine_retain(engine_of(L)), t);
     if (rc < 0) return fail_why(L, rc, rc == MQR_ENOENT ? "no retained message" : NULL);
     lua_pushboolean(L, 1);
     return 1;

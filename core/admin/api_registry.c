@@ -426,7 +426,7 @@ void mqr__admin_h_topics_list(mqr_actx_t *x)
     size_t strip = x->tenant ? strlen(x->tenant) + 1 : 0;
     char *next = malloc(MQR_CURSOR_MAX);
     tlist_t l = {.items = cJSON_CreateArray(), .strip = strip};
-    int rc = next ? mqr__topics_list(x->e, prefix[0] ? prefix : NULL, limit,
+    int rc = next ? mqr__topics_list(mqr__engine_registry(x->e), prefix[0] ? prefix : NULL, limit,
                                      fc > 0 && cursor[strip] ? cursor : NULL, add_topic, &l, next,
                                      MQR_CURSOR_MAX)
                   : MQR_ENOMEM;
@@ -458,7 +458,7 @@ void mqr__admin_h_topic_info(mqr_actx_t *x)
         return;
     }
     mqr_topic_info_t t;
-    int rc = mqr__topic_info(x->e, topic, &t);
+    int rc = mqr__topic_info(mqr__engine_registry(x->e), topic, &t);
     if (rc < 0) {
         const char *why = NULL;
         mqr__topic_validate(topic + strip, strlen(topic + strip), false, &why);

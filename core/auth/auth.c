@@ -448,3 +448,14 @@ bool mqr__auth_reason_ok(int action, int code)
         return false;
     }
 }
+
+/* ---- users' tenants ------------------------------------------ */
+
+int mqr_user_set_tenant(mqr_engine_t *e, const char *name, const char *tenant)
+{
+    mqr_store_t *store = e ? mqr__engine_store(e) : NULL;
+    if (!name || !store) return MQR_EINVAL;
+    int rc = mqr__store_cred_tenant_set(store, name, tenant);
+    if (rc == 0) rc = mqr__store_flush(store);
+    return rc;
+}

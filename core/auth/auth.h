@@ -129,6 +129,11 @@ int mqr__store_cred_del(mqr_store_t *s, const char *user, size_t len);
 int mqr__store_cred_list(mqr_store_t *s, int (*cb)(void *arg, const char *user, size_t len),
                          void *arg);
 int mqr__store_cred_count(mqr_store_t *s, size_t *count);
+/* The tenant of a stored user (*tenant malloc'd, "" for none), MQR_ENOENT
+ * (store_registry.c). */
+int mqr__store_cred_tenant_get(mqr_store_t *s, const char *user, char **tenant);
+/* Sets the tenant of a stored user ("" or NULL: none). MQR_ENOENT, MQR_EINVAL. */
+int mqr__store_cred_tenant_set(mqr_store_t *s, const char *user, const char *tenant);
 /* Is there any user at all? (O(1), for every CONNECT) */
 int mqr__store_cred_any(mqr_store_t *s, bool *any);
 

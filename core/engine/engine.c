@@ -169,7 +169,12 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
         mqr__errmsg(errmsg, "cannot load retained messages from %s", e->db_path);
         goto fail;
     }
-    if ((rc = mqr__registry_open(e->loop, e->store, &e->listeners, &e->registry)) < 0) {
+    if ((rc = mqr__registry_open(&(mqr_registry_deps_t){.loop = e->loop,
+                                                        .store = e->store,
+                                                        .router = &e->router,
+                                                        .retain = &e->retain,
+                                                        .listeners = &e->listeners},
+                                 &e->registry)) < 0) {
         mqr__errmsg(errmsg, "cannot load the device registry from %s", e->db_path);
         goto fail;
     }

@@ -152,10 +152,10 @@ int mqr__queue_sub_new(mqr_engine_t *e, const char *filter, const mqr_queue_sub_
     if (!sub->cfg.batch) sub->cfg.batch = DEF_SUB_BATCH;
     mqr_sub_opts_t opts = {.qos = 2};
     if (tf.group)
-        sub->entry = mqr__trie_add_shared(&mqr__engine_router(e)->trie, tf.group, tf.group_len,
-                                          tf.filter, tf.filter_len, &sub->base, &opts);
+        sub->entry = mqr__trie_add_shared(&s->router->trie, tf.group, tf.group_len, tf.filter,
+                                          tf.filter_len, &sub->base, &opts);
     else
-        sub->entry = mqr__router_add(mqr__engine_router(e), filter, len, &sub->base, &opts);
+        sub->entry = mqr__router_add(s->router, filter, len, &sub->base, &opts);
     if (!sub->entry) {
         free(sub);
         return MQR_ENOMEM;

@@ -29,10 +29,7 @@ struct mqr_registry {
     /* first: registry_topics.c reads it through a cast on the hot path
      * (a pointer to a struct is a pointer to its first member) */
     struct mqr_topics *topics;
-    /* what it was opened with (mqr__registry_open) */
-    uv_loop_t *loop;
-    mqr_store_t *store; /* NULL: devices in memory only */
-    mqr_listeners_t *listeners;
+    mqr_registry_deps_t deps; /* what it was opened with */
     mqr_device_t **buckets;
     size_t cap, count;
     mqr_device_t **index; /* sorted by (tenant, id); valid when !index_stale */
@@ -51,6 +48,12 @@ struct mqr_registry {
 _Static_assert(offsetof(struct mqr_registry, topics) == 0, "topics first");
 
 /* registry_topics.c reaches its table through these */
+const mqr_registry_deps_t *mqr__registry_deps(const mqr_registry_t *r);
+const mqr_registry_deps_t *mqr__registry_deps(const mqr_registry_t *r)
+{
+    return &r->deps;
+}
+
 struct mqr_topics **mqr__registry_topics_slot(mqr_registry_t *r);
 struct mqr_topics **mqr__registry_topics_slot(mqr_registry_t *r)
 {
@@ -256,9 +259,9 @@ static void set_status(mqr_registry_t *r, mqr_device_t *d, int status, const cha
     if (status == MQR_DEVICE_ONLINE) r->online++;
     d->status = (uint8_t)status;
     d->status_ms = mqr__now_ms();
-    if (mqr__store_device_counters(r->store, d) < 0)
+    if (mqr__store_device_counters(r->deps.store, d) < 0)
         MQR_LOG_W("registry", "device %s%s%s: status not stored: %s", d->tenant,
-                  d->tenant[0] ? "/" : "", d->id, mqr__store_last_error(r->store));
+                  d->tenant[0] ? "/" : "", d->id, mqr__store_last_error(r->deps.store));
     notify(r, d, old, why);
 }
 
@@ -295,20 +298,17 @@ static void on_flush_timer(uv_timer_t *t)
     mqr__registry_flush(t->data);
 }
 
-int mqr__registry_open(uv_loop_t *loop, mqr_store_t *store, mqr_listeners_t *listeners,
-                       mqr_registry_t **out)
+int mqr__registry_open(const mqr_registry_deps_t *deps, mqr_registry_t **out)
 {
     *out = NULL;
     mqr_registry_t *r = calloc(1, sizeof *r);
     if (!r) return MQR_ENOMEM;
-    r->loop = loop;
-    r->store = store;
-    r->listeners = listeners;
+    r->deps = *deps;
     *out = r; /* the caller closes it on failure too */
     mqr__topics_set_max(r, 0);
-    int rc = store ? mqr__store_devices_load(store, load_one, r) : 0;
+    int rc = deps->store ? mqr__store_devices_load(deps->store, load_one, r) : 0;
     if (rc < 0) return rc;
-    uv_timer_init(loop, &r->timer);
+    uv_timer_init(deps->loop, &r->timer);
     r->timer.data = r;
     uv_timer_start(&r->timer, on_flush_timer, MQR_REGISTRY_FLUSH_MS, MQR_REGISTRY_FLUSH_MS);
     uv_unref((uv_handle_t *)&r->timer); /* never keeps the loop alive */
@@ -325,7 +325,7 @@ void mqr__registry_flush(mqr_registry_t *r)
         mqr_device_t *next = d->dirty_next;
         d->dirty = false;
         d->dirty_next = NULL;
-        if (r->store && mqr__store_device_counters(r->store, d) == 0) r->flushes++;
+        if (r->deps.store && mqr__store_device_counters(r->deps.store, d) == 0) r->flushes++;
         d = next;
     }
 }
@@ -354,7 +354,7 @@ void mqr__registry_close(mqr_registry_t *r)
     if (r->timer_closing) {
         /* the engine runs the loop before this (mqr_engine_free); when it
          * did not, run it once so the handle is not left pointing at us */
-        uv_run(r->loop, UV_RUN_NOWAIT);
+        uv_run(r->deps.loop, UV_RUN_NOWAIT);
     }
     for (size_t i = 0; i < r->cap; i++) {
         mqr_device_t *d = r->buckets[i];
@@ -444,14 +444,14 @@ int mqr__device_register(mqr_registry_t *r, const mqr_device_spec_t *spec, bool 
         d->type = t;
         d->metadata = m;
         if (created) *created = false;
-        return mqr__store_device_put(r->store, d);
+        return mqr__store_device_put(r->deps.store, d);
     }
     if (grow(r) < 0) return MQR_ENOMEM;
     d = device_new(tenant, spec->id, name, type, meta);
     if (!d) return MQR_ENOMEM;
     d->r = r;
     d->created_ms = mqr__now_ms();
-    int rc = mqr__store_device_put(r->store, d);
+    int rc = mqr__store_device_put(r->deps.store, d);
     if (rc < 0) {
         device_free(d);
         return rc;
@@ -459,7 +459,7 @@ int mqr__device_register(mqr_registry_t *r, const mqr_device_spec_t *spec, bool 
     insert(r, d);
     if (created) *created = true;
     /* its client may be connected already */
-    mqr__listener_device_attach(r->listeners, tenant, d->id);
+    mqr__listener_device_attach(r->deps.listeners, tenant, d->id);
     return 0;
 }
 
@@ -470,7 +470,7 @@ int mqr__device_unregister(mqr_registry_t *r, const char *tenant, const char *id
     if (!d) return MQR_ENOENT;
     unlink_dev(r, d);
     if (d->status == MQR_DEVICE_ONLINE) r->online--;
-    int rc = mqr__store_device_delete(r->store, d->tenant, d->id);
+    int rc = mqr__store_device_delete(r->deps.store, d->tenant, d->id);
     d->r = NULL;
     device_unref(d);
     return rc;
@@ -628,62 +628,6 @@ void mqr__registry_conn_offline(mqr_registry_t *r, mqr_device_t *d, const char *
         set_status(d->r, d, MQR_DEVICE_OFFLINE, why);
     }
     device_unref(d);
-}
-
-/* ---- users' tenants (mqrouter_auth.h) ------------------------------------------ */
-
-int mqr_user_set_tenant(mqr_engine_t *e, const char *name, const char *tenant)
-{
-    mqr_store_t *store = e ? mqr__engine_store(e) : NULL;
-    if (!name || !store) return MQR_EINVAL;
-    int rc = mqr__store_cred_tenant_set(store, name, tenant);
-    if (rc == 0) rc = mqr__store_flush(store);
-    return rc;
-}
-
-/* ---- retained messages ---------------------------------------------------------- */
-
-int mqr__retained_set(mqr_engine_t *e, const char *topic, const void *payload, size_t len, int qos)
-{
-    if (!e || !topic) return MQR_EINVAL;
-    if (qos < 0 || qos > 2) return MQR_EQOS;
-    size_t tlen = strlen(topic);
-    int rc = mqr__topic_name_validate(topic, tlen);
-    if (rc < 0) return rc;
-    if (len == 0) {
-        rc = mqr__retain_delete(mqr__engine_retain(e), topic, tlen);
-        return rc == MQR_ENOENT ? 0 : rc;
-    }
-    mqr_msg_init_t in = {
-        .topic = topic,
-        .topic_len = tlen,
-        .payload = payload,
-        .payload_len = len,
-        .qos = qos,
-        .retain = true,
-        .origin = MQR_ORIGIN_C,
-    };
-    mqr_msg_t *m = mqr__msg_new(&in);
-    if (!m) return MQR_ENOMEM;
-    rc = mqr__retain_set(mqr__engine_retain(e), m);
-    mqr_msg_unref(m);
-    return rc;
-}
-
-mqr_msg_t *mqr__retained_get(mqr_engine_t *e, const char *topic)
-{
-    if (!e || !topic) return NULL;
-    mqr_msg_t *m = mqr__retain_get(mqr__engine_retain(e), topic, strlen(topic));
-    if (m) mqr_msg_ref(m);
-    return m;
-}
-
-int mqr__retained_delete(mqr_engine_t *e, const char *topic)
-{
-    if (!e || !topic) return MQR_EINVAL;
-    size_t len = strlen(topic);
-    if (!mqr__retain_get(mqr__engine_retain(e), topic, len)) return MQR_ENOENT;
-    return mqr__retain_delete(mqr__engine_retain(e), topic, len);
 }
 
 /* ---- JSON syntax ------------------------------------------------------------------ */

@@ -42,6 +42,8 @@
 
 #include "message.h"
 #include "mqrouter.h"
+#include "retain.h"
+#include "router.h"
 #include "store.h"
 
 #include <stdbool.h>
@@ -113,12 +115,18 @@ typedef struct {
 
 /* ---- lifecycle (engine.c) --------------------------------------------------- */
 
-/* Creates the registry (*out, set even on failure: close it) and loads the
- * devices from store (NULL: none; devices that were online when the engine
- * last stopped read offline); registering a device tells listeners about
- * it. 0, MQR_ENOMEM, MQR_ESTORE. */
-int mqr__registry_open(uv_loop_t *loop, mqr_store_t *store, mqr_listeners_t *listeners,
-                       mqr_registry_t **out);
+/* Creates the registry (*out, set even on failure: close it) on what deps
+ * names (copied) and loads the devices from its store (devices that were
+ * online when the engine last stopped read offline). 0, MQR_ENOMEM,
+ * MQR_ESTORE. */
+typedef struct {
+    uv_loop_t *loop;
+    mqr_store_t *store;         /* NULL: devices in memory only */
+    mqr_router_t *router;       /* topic info: its subscribers */
+    mqr_retain_t *retain;       /* topic info: a retained message */
+    mqr_listeners_t *listeners; /* a registered device's connected client */
+} mqr_registry_deps_t;
+int mqr__registry_open(const mqr_registry_deps_t *deps, mqr_registry_t **out);
 /* Writes the moved counters into the store's transaction. */
 void mqr__registry_flush(mqr_registry_t *r);
 /* Stops the flush timer (engine stop); the registry stays usable. */
@@ -238,28 +246,17 @@ void mqr__topics_seen(mqr_registry_t *r, const char *topic, size_t len, uint64_t
 void mqr__topics_set_max(mqr_registry_t *r, size_t max);
 /* Info on a valid topic name (tracked or not). 0, MQR_ETOPIC/MQR_EUTF8/
  * MQR_ETOOLARGE (not a topic name), MQR_ENOMEM. */
-int mqr__topic_info(mqr_engine_t *e, const char *topic, mqr_topic_info_t *out);
+int mqr__topic_info(mqr_registry_t *r, const char *topic, mqr_topic_info_t *out);
 /* Tracked topics starting with prefix (NULL = all), paginated as above.
  * cb's info includes subscribers and retained. Returns the count or
  * MQR_EINVAL / MQR_ENOMEM. */
 typedef int (*mqr_topic_fn)(void *arg, const mqr_topic_info_t *t);
-int mqr__topics_list(mqr_engine_t *e, const char *prefix, unsigned limit, const char *cursor,
+int mqr__topics_list(mqr_registry_t *r, const char *prefix, unsigned limit, const char *cursor,
                      mqr_topic_fn cb, void *arg, char *next, size_t next_cap);
 /* Checks t as a topic name (wildcards false) or a filter (true; a
  * "$share/group/filter" included). 0, or the error with *why a static
  * reason. */
 int mqr__topic_validate(const char *t, size_t len, bool wildcards, const char **why);
-
-/* ---- retained messages (the API's set/get/delete) ------------------------ */
-
-/* Stores a retained message on topic without routing it (subscribers get
- * it when they subscribe). An empty payload deletes. 0, MQR_ETOPIC...,
- * MQR_EQOS, MQR_ENOMEM, MQR_ESTORE. */
-int mqr__retained_set(mqr_engine_t *e, const char *topic, const void *payload, size_t len, int qos);
-/* The retained message of topic (a new reference for the caller), or NULL. */
-mqr_msg_t *mqr__retained_get(mqr_engine_t *e, const char *topic);
-/* 0, MQR_ENOENT when none was held. */
-int mqr__retained_delete(mqr_engine_t *e, const char *topic);
 
 /* ---- store rows (store_registry.c) ------------------------------------------ */
 
@@ -269,10 +266,6 @@ int mqr__store_device_delete(mqr_store_t *s, const char *tenant, const char *id)
 /* cb for each row (strings valid for the call; status as stored). */
 typedef int (*mqr_store_device_fn)(void *arg, const mqr_device_info_t *d);
 int mqr__store_devices_load(mqr_store_t *s, mqr_store_device_fn cb, void *arg);
-/* The tenant of a stored user (*tenant malloc'd, "" for none), MQR_ENOENT. */
-int mqr__store_cred_tenant_get(mqr_store_t *s, const char *user, char **tenant);
-/* Sets the tenant of a stored user ("" or NULL: none). MQR_ENOENT, MQR_EINVAL. */
-int mqr__store_cred_tenant_set(mqr_store_t *s, const char *user, const char *tenant);
 
 /* JSON text check (RFC 8259 syntax, nesting at most 64). */
 bool mqr__json_valid(const char *s, size_t len);

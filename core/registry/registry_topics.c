@@ -39,6 +39,7 @@ struct mqr_topics {
 };
 
 struct mqr_topics **mqr__registry_topics_slot(mqr_registry_t *r);
+const mqr_registry_deps_t *mqr__registry_deps(const mqr_registry_t *r);
 void mqr__topics_free(mqr_registry_t *r);
 
 static struct mqr_topics *topics_of(mqr_registry_t *r)
@@ -158,35 +159,36 @@ void mqr__topics_stats(mqr_registry_t *r, mqr_registry_stats_t *out)
 
 /* Entries of the router's trie that match topic: O(levels), and it leaves
  * shared subscriptions' round robin alone. */
-static uint64_t subscribers(mqr_engine_t *e, const char *topic, size_t len)
+static uint64_t subscribers(const mqr_registry_deps_t *d, const char *topic, size_t len)
 {
     size_t n = 0;
-    mqr__trie_count_matches(&mqr__engine_router(e)->trie, topic, len, &n);
+    mqr__trie_count_matches(&d->router->trie, topic, len, &n);
     return n;
 }
 
-static void fill(mqr_engine_t *e, const tentry_t *te, const char *topic, size_t len,
+static void fill(mqr_registry_t *r, const tentry_t *te, const char *topic, size_t len,
                  mqr_topic_info_t *out)
 {
+    const mqr_registry_deps_t *d = mqr__registry_deps(r);
     *out = (mqr_topic_info_t){
         .topic = topic,
         .tracked = te != NULL,
         .messages = te ? te->msgs : 0,
         .last_ms = te ? te->last_ms : 0,
-        .subscribers = subscribers(e, topic, len),
-        .retained = mqr__retain_get(mqr__engine_retain(e), topic, len) != NULL,
+        .subscribers = subscribers(d, topic, len),
+        .retained = mqr__retain_get(d->retain, topic, len) != NULL,
     };
 }
 
-int mqr__topic_info(mqr_engine_t *e, const char *topic, mqr_topic_info_t *out)
+int mqr__topic_info(mqr_registry_t *r, const char *topic, mqr_topic_info_t *out)
 {
-    if (!e || !topic || !out || !mqr__engine_registry(e)) return MQR_EINVAL;
+    if (!r || !topic || !out) return MQR_EINVAL;
     size_t len = strlen(topic);
     int rc = mqr__topic_name_validate(topic, len);
     if (rc < 0) return rc;
-    struct mqr_topics *t = *mqr__registry_topics_slot(mqr__engine_registry(e));
+    struct mqr_topics *t = *mqr__registry_topics_slot(r);
     const tentry_t *te = t ? tfind(t, topic, len, thash(topic, len)) : NULL;
-    fill(e, te, topic, len, out);
+    fill(r, te, topic, len, out);
     return 0;
 }
 
@@ -196,16 +198,16 @@ static int tcmp(const void *a, const void *b)
     return strcmp(x->topic, y->topic);
 }
 
-int mqr__topics_list(mqr_engine_t *e, const char *prefix, unsigned limit, const char *cursor,
+int mqr__topics_list(mqr_registry_t *r, const char *prefix, unsigned limit, const char *cursor,
                      mqr_topic_fn cb, void *arg, char *next, size_t next_cap)
 {
     /* next may be the cursor's own buffer: written at the end only */
-    if (!e || !mqr__engine_registry(e) || !cb) return MQR_EINVAL;
+    if (!r || !cb) return MQR_EINVAL;
     if (limit > MQR_REGISTRY_LIMIT_MAX) return MQR_EINVAL;
     if (!limit) limit = MQR_REGISTRY_LIMIT_DEFAULT;
     if (cursor && cursor[0] && mqr__topic_name_validate(cursor, strlen(cursor)) < 0)
         return MQR_EINVAL;
-    struct mqr_topics *t = *mqr__registry_topics_slot(mqr__engine_registry(e));
+    struct mqr_topics *t = *mqr__registry_topics_slot(r);
     if (!t || !t->count) {
         if (next && next_cap) next[0] = '\0';
         return 0;
@@ -249,7 +251,7 @@ int mqr__topics_list(mqr_engine_t *e, const char *prefix, unsigned limit, const 
             break;
         }
         mqr_topic_info_t info;
-        fill(e, te, te->topic, te->len, &info);
+        fill(r, te, te->topic, te->len, &info);
         last = te;
         n++;
         if (cb(arg, &info) != 0) {

@@ -177,3 +177,49 @@ int mqr__retain_match(mqr_retain_t *r, const char *filter, size_t len, mqr_retai
     }
     return 0;
 }
+
+/* ---- checked set/get/delete (the C, Lua and admin APIs)
+ * ---------------------------------------------------------- */
+
+int mqr__retained_set(mqr_retain_t *rt, const char *topic, const void *payload, size_t len, int qos)
+{
+    if (!rt || !topic) return MQR_EINVAL;
+    if (qos < 0 || qos > 2) return MQR_EQOS;
+    size_t tlen = strlen(topic);
+    int rc = mqr__topic_name_validate(topic, tlen);
+    if (rc < 0) return rc;
+    if (len == 0) {
+        rc = mqr__retain_delete(rt, topic, tlen);
+        return rc == MQR_ENOENT ? 0 : rc;
+    }
+    mqr_msg_init_t in = {
+        .topic = topic,
+        .topic_len = tlen,
+        .payload = payload,
+        .payload_len = len,
+        .qos = qos,
+        .retain = true,
+        .origin = MQR_ORIGIN_C,
+    };
+    mqr_msg_t *m = mqr__msg_new(&in);
+    if (!m) return MQR_ENOMEM;
+    rc = mqr__retain_set(rt, m);
+    mqr_msg_unref(m);
+    return rc;
+}
+
+mqr_msg_t *mqr__retained_get(mqr_retain_t *rt, const char *topic)
+{
+    if (!rt || !topic) return NULL;
+    mqr_msg_t *m = mqr__retain_get(rt, topic, strlen(topic));
+    if (m) mqr_msg_ref(m);
+    return m;
+}
+
+int mqr__retained_delete(mqr_retain_t *rt, const char *topic)
+{
+    if (!rt || !topic) return MQR_EINVAL;
+    size_t len = strlen(topic);
+    if (!mqr__retain_get(rt, topic, len)) return MQR_ENOENT;
+    return mqr__retain_delete(rt, topic, len);
+}

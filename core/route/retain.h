@@ -50,4 +50,16 @@ static inline size_t mqr__retain_user_count(const mqr_retain_t *r)
 typedef int (*mqr_retain_fn)(void *arg, mqr_msg_t *msg);
 int mqr__retain_match(mqr_retain_t *r, const char *filter, size_t len, mqr_retain_fn fn, void *arg);
 
+/* ---- retained messages: checked set/get/delete (the C, Lua and admin APIs) --- */
+
+/* Stores a retained message on topic without routing it (subscribers get
+ * it when they subscribe). An empty payload deletes. 0, MQR_ETOPIC...,
+ * MQR_EQOS, MQR_ENOMEM, MQR_ESTORE. */
+int mqr__retained_set(mqr_retain_t *rt, const char *topic, const void *payload, size_t len,
+                      int qos);
+/* The retained message of topic (a new reference for the caller), or NULL. */
+mqr_msg_t *mqr__retained_get(mqr_retain_t *rt, const char *topic);
+/* 0, MQR_ENOENT when none was held. */
+int mqr__retained_delete(mqr_retain_t *rt, const char *topic);
+
 #endif

@@ -7,6 +7,7 @@
  * row per device every few seconds), never per message. Writes go through
  * the store's group commit. Must not: interpret the rows (registry.c does).
  */
+#include "auth.h"
 #include "registry.h"
 
 #include <stdlib.h>

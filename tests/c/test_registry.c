@@ -418,7 +418,7 @@ static void test_topics(void **state)
         assert_int_equal(mqr_publish(F.e, t, "z", 1, 0, 0), 0);
     }
     mqr_topic_info_t info;
-    assert_int_equal(mqr__topic_info(F.e, "a/1", &info), 0);
+    assert_int_equal(mqr__topic_info(mqr__engine_registry(F.e), "a/1", &info), 0);
     assert_true(info.tracked);
     assert_int_equal(info.messages, 2);
     assert_true(info.last_ms > 0);
@@ -430,24 +430,34 @@ static void test_topics(void **state)
     assert_int_equal(st.topics, 5);
     assert_int_equal(st.topics_max, 5);
     assert_int_equal(st.topics_dropped, 3);
-    assert_int_equal(mqr__topic_info(F.e, "a/8", &info), 0);
+    assert_int_equal(mqr__topic_info(mqr__engine_registry(F.e), "a/8", &info), 0);
     assert_false(info.tracked);
     assert_int_equal(info.subscribers, 2);
-    assert_int_equal(mqr__topic_info(F.e, "a/#", &info), MQR_ETOPIC);
+    assert_int_equal(mqr__topic_info(mqr__engine_registry(F.e), "a/#", &info), MQR_ETOPIC);
 
     /* list by prefix, paginated */
     char next[256];
     int n = 0;
-    assert_int_equal(mqr__topics_list(F.e, "a/", 2, NULL, count_topics, &n, next, sizeof next), 2);
+    assert_int_equal(mqr__topics_list(mqr__engine_registry(F.e), "a/", 2, NULL, count_topics, &n,
+                                      next, sizeof next),
+                     2);
     assert_string_equal(next, "a/2");
-    assert_int_equal(mqr__topics_list(F.e, "a/", 2, next, count_topics, &n, next, sizeof next), 2);
+    assert_int_equal(mqr__topics_list(mqr__engine_registry(F.e), "a/", 2, next, count_topics, &n,
+                                      next, sizeof next),
+                     2);
     assert_string_equal(next, "a/4");
-    assert_int_equal(mqr__topics_list(F.e, "a/", 2, next, count_topics, &n, next, sizeof next), 1);
+    assert_int_equal(mqr__topics_list(mqr__engine_registry(F.e), "a/", 2, next, count_topics, &n,
+                                      next, sizeof next),
+                     1);
     assert_string_equal(next, "");
-    assert_int_equal(mqr__topics_list(F.e, "b/", 0, NULL, count_topics, &n, next, sizeof next), 0);
-    assert_int_equal(mqr__topics_list(F.e, NULL, 1001, NULL, count_topics, &n, next, sizeof next),
+    assert_int_equal(mqr__topics_list(mqr__engine_registry(F.e), "b/", 0, NULL, count_topics, &n,
+                                      next, sizeof next),
+                     0);
+    assert_int_equal(mqr__topics_list(mqr__engine_registry(F.e), NULL, 1001, NULL, count_topics, &n,
+                                      next, sizeof next),
                      MQR_EINVAL);
-    assert_int_equal(mqr__topics_list(F.e, NULL, 0, "a/#", count_topics, &n, next, sizeof next),
+    assert_int_equal(mqr__topics_list(mqr__engine_registry(F.e), NULL, 0, "a/#", count_topics, &n,
+                                      next, sizeof next),
                      MQR_EINVAL);
 
     /* validation with reasons */
@@ -464,8 +474,8 @@ static void test_topics(void **state)
 
 static void test_retained_api(void **state)
 {
-    assert_int_equal(mqr__retained_set(F.e, "r/1", "on", 2, 1), 0);
-    mqr_msg_t *m = mqr__retained_get(F.e, "r/1");
+    assert_int_equal(mqr__retained_set(mqr__engine_retain(F.e), "r/1", "on", 2, 1), 0);
+    mqr_msg_t *m = mqr__retained_get(mqr__engine_retain(F.e), "r/1");
     assert_non_null(m);
     assert_int_equal(m->payload_len, 2);
     assert_int_equal(m->qos, 1);
@@ -473,11 +483,11 @@ static void test_retained_api(void **state)
     client_t *s = client(MQR_MQTT_V5, "rs");
     subscribe(s, "r/#", 1);
     cl_expect(s, MQR_MQTT_PUBLISH);
-    assert_int_equal(mqr__retained_delete(F.e, "r/1"), 0);
-    assert_null(mqr__retained_get(F.e, "r/1"));
-    assert_int_equal(mqr__retained_delete(F.e, "r/1"), MQR_ENOENT);
-    assert_int_equal(mqr__retained_set(F.e, "r/+", "x", 1, 0), MQR_ETOPIC);
-    assert_int_equal(mqr__retained_set(F.e, "r/1", "x", 1, 3), MQR_EQOS);
+    assert_int_equal(mqr__retained_delete(mqr__engine_retain(F.e), "r/1"), 0);
+    assert_null(mqr__retained_get(mqr__engine_retain(F.e), "r/1"));
+    assert_int_equal(mqr__retained_delete(mqr__engine_retain(F.e), "r/1"), MQR_ENOENT);
+    assert_int_equal(mqr__retained_set(mqr__engine_retain(F.e), "r/+", "x", 1, 0), MQR_ETOPIC);
+    assert_int_equal(mqr__retained_set(mqr__engine_retain(F.e), "r/1", "x", 1, 3), MQR_EQOS);
     cl_free(s);
 }
 
@@ -547,7 +557,7 @@ static void test_tenants(void **state)
     assert_int_equal(d.msgs_in, 1);
     /* topics are registered under the mountpoint */
     mqr_topic_info_t info;
-    assert_int_equal(mqr__topic_info(F.e, "acme/t/x", &info), 0);
+    assert_int_equal(mqr__topic_info(mqr__engine_registry(F.e), "acme/t/x", &info), 0);
     assert_true(info.tracked);
     assert_int_equal(info.subscribers, 2); /* a's t/# and root's # */
     /* $SYS filters are not mounted */
