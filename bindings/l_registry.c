@@ -415,21 +415,9 @@ static int l_users_tenant(lua_State *L)
 
 /* ---- the Lua half: a table as metadata is encoded with cjson --------------------------- */
 
-static const char registry_lua[] = "local devices = ...\n"
-                                   "local register = devices.register\n"
-                                   "devices.register = function(spec)\n"
-                                   "  if type(spec) ~= 'table' then\n"
-                                   "    error('mq.devices.register: bad argument #1 (table "
-                                   "expected, got ' .. type(spec) .. ')', 2)\n"
-                                   "  end\n"
-                                   "  if type(spec.metadata) == 'table' then\n"
-                                   "    local copy = {}\n"
-                                   "    for k, v in pairs(spec) do copy[k] = v end\n"
-                                   "    copy.metadata = require('cjson').encode(spec.metadata)\n"
-                                   "    spec = copy\n"
-                                   "  end\n"
-                                   "  return register(spec)\n"
-                                   "end\n";
+/* lua/host/registry.lua, compiled in (bindings/embed_lua.cmake) */
+extern const char mqr__lua_registry[];
+extern const size_t mqr__lua_registry_len;
 
 void mqr__lregistry_open(lua_State *L)
 {
@@ -446,8 +434,8 @@ void mqr__lregistry_open(lua_State *L)
     lua_createtable(L, 0, 6);
     luaL_setfuncs(L, dev, 0);
     mqr__lua_name_table(L, -1, "mq.devices", 0); /* the C register, before the Lua half wraps it */
-    if (luaL_loadbuffer(L, registry_lua, sizeof registry_lua - 1, "=registry") != 0)
-        lua_error(L); /* a bug in registry_lua */
+    if (luaL_loadbuffer(L, mqr__lua_registry, mqr__lua_registry_len, "=registry") != 0)
+        lua_error(L); /* a bug in lua/host/registry.lua */
     lua_pushvalue(L, -2);
     lua_call(L, 1, 0);
     lua_setfield(L, api, "devices");

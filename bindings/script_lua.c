@@ -26,69 +26,9 @@
  * script's own directory, and strict globals (reading an undeclared one is
  * an error). Receives stdlib dir, script dir, the rules API table and a list
  * that gets the path of every file require loads; returns the env maker. */
-static const char sandbox_lua[] =
-    "local stdlib_dir, script_dir, mq, files = ...\n"
-    "local G = _G\n"
-    "local allowed = { 'assert', 'error', 'ipairs', 'next', 'pairs', 'pcall', 'select',\n"
-    "  'tonumber', 'tostring', 'type', 'unpack', 'xpcall', 'setmetatable', 'getmetatable',\n"
-    "  'rawequal', 'rawget', 'rawset', '_VERSION', 'string', 'table', 'math', 'coroutine', 'bit' "
-    "}\n"
-    "local safe_os = { time = os.time, clock = os.clock, date = os.date,\n"
-    "  difftime = os.difftime, getenv = os.getenv }\n"
-    "local c_modules = { cjson = true, ['cjson.safe'] = true, zlib = true }\n"
-    "local loaded, loading = { mqrouter = mq }, {}\n"
-    "local new_env\n"
-    "local function find(name)\n"
-    "  local rel = name:gsub('%.', '/')\n"
-    "  for _, dir in ipairs({ script_dir, stdlib_dir }) do\n"
-    "    for _, pat in ipairs({ '/?.lua', '/?/init.lua' }) do\n"
-    "      local path = dir .. pat:gsub('%?', rel)\n"
-    "      local f = io.open(path, 'rb')\n"
-    "      if f then local src = f:read('*a'); f:close(); return path, src end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "local function sandbox_require(name)\n"
-    "  if type(name) ~= 'string' then error('bad argument #1 to require (string expected)', 2) "
-    "end\n"
-    "  local mod = loaded[name]\n"
-    "  if mod ~= nil then return mod end\n"
-    "  if c_modules[name] then mod = G.require(name); loaded[name] = mod; return mod end\n"
-    "  if loading[name] then error(\"loop requiring module '\" .. name .. \"'\", 2) end\n"
-    "  local path, src = find(name)\n"
-    "  if not path then\n"
-    "    -- watched too: creating it is the change that mends the load\n"
-    "    files[#files + 1] = script_dir .. '/' .. name:gsub('%.', '/') .. '.lua'\n"
-    "    error(\"module '\" .. name .. \"' not found in \" .. script_dir .. ' or ' .. stdlib_dir, "
-    "2)\n"
-    "  end\n"
-    "  files[#files + 1] = path -- watched for changes like the script (script_load.c)\n"
-    "  local chunk, err = load(src, '@' .. path, 't', new_env())\n"
-    "  if not chunk then error(err, 0) end\n"
-    "  loading[name] = true\n"
-    "  local ok, res = pcall(chunk, name)\n"
-    "  loading[name] = nil\n"
-    "  if not ok then error(res, 0) end\n"
-    "  if res == nil then res = true end\n"
-    "  loaded[name] = res\n"
-    "  return res\n"
-    "end\n"
-    "local strict = { __index = function(_, k)\n"
-    "  error(\"undefined global '\" .. tostring(k) .. \"'\", 2) end }\n"
-    "new_env = function()\n"
-    "  local env = {}\n"
-    "  for _, k in ipairs(allowed) do env[k] = G[k] end\n"
-    "  env.os = safe_os\n"
-    "  env.require = sandbox_require\n"
-    "  env.print = function(...)\n"
-    "    local t = { ... }\n"
-    "    for i = 1, select('#', ...) do t[i] = tostring(t[i]) end\n"
-    "    mq.log.info(table.concat(t, '\\t'))\n"
-    "  end\n"
-    "  env._G = env\n"
-    "  return setmetatable(env, strict)\n"
-    "end\n"
-    "return new_env\n";
+/* lua/host/sandbox.lua, compiled in (bindings/embed_lua.cmake) */
+extern const char mqr__lua_sandbox[];
+extern const size_t mqr__lua_sandbox_len;
 
 void mqr__lua_traceback_line(lua_State *L, lua_State *L1, const char *msg, int level)
 {
@@ -187,7 +127,7 @@ l_state_t *mqr__state_new(mqr_script_t *h, const char *chunkname, const char *pa
     mqr__liter_register(L);
 
     /* env maker = sandbox(stdlib_dir, script_dir, rules_api) */
-    if (luaL_loadbuffer(L, sandbox_lua, sizeof sandbox_lua - 1, "=sandbox") != 0) {
+    if (luaL_loadbuffer(L, mqr__lua_sandbox, mqr__lua_sandbox_len, "=sandbox") != 0) {
         if (errmsg) *errmsg = strdup(lua_tostring(L, -1));
         mqr__state_close(st);
         return NULL;
