@@ -25,56 +25,26 @@ void mqr__lqueue_on_dead(void *arg, mqr_queue_t *q, const mqr_queue_dead_t *dd)
     (void)q;
     l_queue_t *lq = arg;
     if (!lq->dead_topic) return;
-    static const char k_queue[] = "mqrouter-queue", k_topic[] = "mqrouter-topic",
-                      k_reason[] = "mqrouter-reason", k_attempts[] = "mqrouter-attempts";
     const mqr_msg_t *msg = dd->msg;
     const char *reason = mqr__queue_reason_name(dd->reason);
     char attempts[16];
     snprintf(attempts, sizeof attempts, "%u", dd->attempts);
-    size_t qlen = strlen(lq->d.name), rlen = strlen(reason), alen = strlen(attempts);
-    size_t cap = msg->props_len + 4 * 5 + sizeof k_queue + qlen + sizeof k_topic + msg->topic_len +
-                 sizeof k_reason + rlen + sizeof k_attempts + alen;
-    uint8_t *props = malloc(cap);
-    if (!props) {
+    const mqr_luser_prop_t extra[] = {
+        {"mqrouter-queue", lq->d.name, strlen(lq->d.name)},
+        {"mqrouter-topic", msg->topic, msg->topic_len},
+        {"mqrouter-reason", reason, strlen(reason)},
+        {"mqrouter-attempts", attempts, strlen(attempts)},
+    };
+    lq->refs++; /* a route reached by this publish may close the queue */
+    int rc = mqr__ldead_letter(lq->qh->h->e, msg, lq->dead_topic, lq->d.name, extra, 4);
+    if (rc < 0) {
         lq->dead_publish_failed++;
-        return;
-    }
-    memcpy(props, msg->props, msg->props_len);
-    mqr_mqtt_pbuild_t b;
-    mqr__mqtt_pb_init(&b, props + msg->props_len, cap - msg->props_len);
-    mqr__mqtt_pb_user(&b, k_queue, sizeof k_queue - 1, lq->d.name, qlen);
-    mqr__mqtt_pb_user(&b, k_topic, sizeof k_topic - 1, msg->topic, msg->topic_len);
-    mqr__mqtt_pb_user(&b, k_reason, sizeof k_reason - 1, reason, rlen);
-    mqr__mqtt_pb_user(&b, k_attempts, sizeof k_attempts - 1, attempts, alen);
-    size_t added = 0;
-    int rc = mqr__mqtt_pb_finish(&b, &added);
-    if (rc == 0) {
-        mqr_msg_init_t in = {
-            .topic = lq->dead_topic,
-            .topic_len = strlen(lq->dead_topic),
-            .payload = msg->payload,
-            .payload_len = msg->payload_len,
-            .props = props,
-            .props_len = msg->props_len + added,
-            .qos = msg->qos,
-            .origin = MQR_ORIGIN_LUA,
-            .origin_name = lq->d.name,
-            .expiry_s = msg->expiry_s,
-        };
-        lq->refs++; /* a route reached by this publish may close the queue */
-        rc = mqr__engine_publish_data(lq->qh->h->e, &in);
-        if (rc < 0) {
-            lq->dead_publish_failed++;
-            MQR_LOG_E("rules", "queue '%s': dead letter to '%s' failed: %s", lq->d.name,
-                      lq->dead_topic, mqr_strerror(rc));
-        } else {
-            lq->dead_published++;
-        }
-        mqr__lqueue_unref(lq);
+        MQR_LOG_E("rules", "queue '%s': dead letter to '%s' failed: %s", lq->d.name, lq->dead_topic,
+                  mqr_strerror(rc));
     } else {
-        lq->dead_publish_failed++;
+        lq->dead_published++;
     }
-    free(props);
+    mqr__lqueue_unref(lq);
 }
 
 static void push_by_reason(lua_State *L, const char *key, const uint64_t *v)

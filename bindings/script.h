@@ -449,4 +449,16 @@ int mqr__publish_opts(lua_State *L, int idx, const char *fname, const char *cons
 void mqr__lua_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
                     lua_CFunction tostring);
 
+/* A user property a dead letter gets (dead_letter.c). */
+typedef struct {
+    const char *key;
+    const char *value;
+    size_t len;
+} mqr_luser_prop_t;
+/* Publishes msg's payload, QoS, expiry and properties on topic, with the n
+ * extra user properties, as origin "lua" named origin_name. What
+ * mqr__engine_publish_data returns, or MQR_ENOMEM. */
+int mqr__ldead_letter(mqr_engine_t *e, const mqr_msg_t *msg, const char *topic,
+                      const char *origin_name, const mqr_luser_prop_t *extra, size_t n);
+
 #endif

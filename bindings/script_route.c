@@ -25,42 +25,18 @@
  * original topic, the route and the error. */
 static void dead_letter(l_route_t *r, mqr_msg_t *msg, const char *error)
 {
-    static const char k_topic[] = "mqrouter-topic", k_route[] = "mqrouter-route",
-                      k_error[] = "mqrouter-error";
-    size_t elen = strlen(error), flen = strlen(r->filter);
-    if (elen > 1024) elen = 1024;
-    size_t cap = msg->props_len + 3 * 5 + sizeof k_topic + msg->topic_len + sizeof k_route + flen +
-                 sizeof k_error + elen;
-    uint8_t *props = malloc(cap);
-    if (!props) return;
-    memcpy(props, msg->props, msg->props_len);
-    mqr_mqtt_pbuild_t b;
-    mqr__mqtt_pb_init(&b, props + msg->props_len, cap - msg->props_len);
-    mqr__mqtt_pb_user(&b, k_topic, sizeof k_topic - 1, msg->topic, msg->topic_len);
-    mqr__mqtt_pb_user(&b, k_route, sizeof k_route - 1, r->filter, flen);
-    mqr__mqtt_pb_user(&b, k_error, sizeof k_error - 1, error, elen);
-    size_t added = 0;
-    if (mqr__mqtt_pb_finish(&b, &added) == 0) {
-        mqr_msg_init_t in = {
-            .topic = r->dead_letter,
-            .topic_len = strlen(r->dead_letter),
-            .payload = msg->payload,
-            .payload_len = msg->payload_len,
-            .props = props,
-            .props_len = msg->props_len + added,
-            .qos = msg->qos,
-            .origin = MQR_ORIGIN_LUA,
-            .origin_name = r->filter,
-            .expiry_s = msg->expiry_s,
-        };
-        int rc = mqr__engine_publish_data(r->st->host->e, &in);
-        if (rc < 0)
-            MQR_LOG_E("rules", "%s: dead letter to '%s' failed: %s", r->name, r->dead_letter,
-                      mqr_strerror(rc));
-        else
-            r->dead_lettered++;
-    }
-    free(props);
+    size_t elen = strlen(error);
+    const mqr_luser_prop_t extra[] = {
+        {"mqrouter-topic", msg->topic, msg->topic_len},
+        {"mqrouter-route", r->filter, strlen(r->filter)},
+        {"mqrouter-error", error, elen > 1024 ? 1024 : elen},
+    };
+    int rc = mqr__ldead_letter(r->st->host->e, msg, r->dead_letter, r->filter, extra, 3);
+    if (rc < 0)
+        MQR_LOG_E("rules", "%s: dead letter to '%s' failed: %s", r->name, r->dead_letter,
+                  mqr_strerror(rc));
+    else
+        r->dead_lettered++;
 }
 
 /* A handler error follows the route's error policy, and a queue notes its
