@@ -179,13 +179,11 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
         goto fail;
     }
     e->upstreams = (mqr_upstreams_t){
-        .e = e,
         .loop = e->loop,
         .router = &e->router,
         .data_dir = e->data_dir,
     };
     e->listeners = (mqr_listeners_t){
-        .e = e,
         .loop = e->loop,
         .router = &e->router,
         .retain = &e->retain,

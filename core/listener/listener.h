@@ -161,9 +161,8 @@ void mqr__listener_options_init(mqr_listener_options_t *opts);
 /* What every listener of an engine shares: the engine's services, handed
  * over once when the engine opens (core/engine/engine.c), and the list of
  * open listeners, which are one client-id space. Publishes go into the
- * engine through engine.h. */
+ * engine through engine.h (each listener keeps its engine for that). */
 struct mqr_listeners {
-    mqr_engine_t *e;
     uv_loop_t *loop;
     mqr_router_t *router;
     mqr_retain_t *retain;

@@ -17,7 +17,6 @@
  * handed over once when the engine opens (core/engine/engine.c), the list
  * of sessions and their store (upstream_persist.h). */
 struct mqr_upstreams {
-    mqr_engine_t *e;
     uv_loop_t *loop;
     mqr_router_t *router;
     const char *data_dir;  /* "" or NULL: sessions persist only when told to */
