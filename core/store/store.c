@@ -531,6 +531,22 @@ sqlite3 *mqr__store_db(mqr_store_t *s)
     return s && !s->closing ? s->db : NULL;
 }
 
+sqlite3_stmt *mqr__store_prepare(mqr_store_t *s, const char *sql)
+{
+    sqlite3 *db = mqr__store_db(s);
+    sqlite3_stmt *st = NULL;
+    if (!db || sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    return st;
+}
+
+int mqr__store_prepare_error(mqr_store_t *s)
+{
+    return mqr__store_db(s) ? MQR_ESTORE : MQR_ECLOSED;
+}
+
 int mqr__store_write(mqr_store_t *s, sqlite3_stmt *st, const char *what)
 {
     if (!s || !st) return MQR_EINVAL;

@@ -94,11 +94,17 @@ typedef struct {
 
 void mqr__store_stats(const mqr_store_t *s, mqr_store_stats_t *out);
 
-/* ---- for other store files (store_client_sessions.c) ------------------------------ */
+/* ---- for the other store files (store_*.c) ------------------------------ */
 
 /* The connection, for preparing statements (finalize them before
  * mqr__store_close). NULL once closing. */
 sqlite3 *mqr__store_db(mqr_store_t *s);
+
+/* A statement prepared for one call (finalize it before returning), NULL
+ * when it cannot be; then mqr__store_prepare_error() says why: MQR_ECLOSED
+ * (closing) or MQR_ESTORE. */
+sqlite3_stmt *mqr__store_prepare(mqr_store_t *s, const char *sql);
+int mqr__store_prepare_error(mqr_store_t *s);
 
 /* Runs st (bound by the caller) as one write of the turn's group-committed
  * transaction, then resets it and clears its bindings. Returns 0,

@@ -12,34 +12,19 @@
 
 #include <string.h>
 
-static sqlite3_stmt *prepare(mqr_store_t *s, const char *sql)
-{
-    sqlite3 *db = mqr__store_db(s);
-    sqlite3_stmt *st = NULL;
-    if (!db || sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_finalize(st);
-        return NULL;
-    }
-    return st;
-}
-
-static int prep_fail(mqr_store_t *s)
-{
-    return mqr__store_db(s) ? MQR_ESTORE : MQR_ECLOSED;
-}
-
 int mqr__store_cred_put(mqr_store_t *s, const char *user, size_t len, const mqr_cred_t *c)
 {
     if (!s || !user || !len || !c || c->salt_len > MQR_AUTH_SALT_MAX) return MQR_EINVAL;
-    sqlite3_stmt *st = prepare(s, "INSERT INTO credentials(username, salt, iterations,"
-                                  " stored_key, server_key, created_ms)"
-                                  " VALUES(?1, ?2, ?3, ?4, ?5, ?6)"
-                                  " ON CONFLICT(username) DO UPDATE SET salt = excluded.salt,"
-                                  " iterations = excluded.iterations,"
-                                  " stored_key = excluded.stored_key,"
-                                  " server_key = excluded.server_key,"
-                                  " created_ms = excluded.created_ms");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st =
+        mqr__store_prepare(s, "INSERT INTO credentials(username, salt, iterations,"
+                              " stored_key, server_key, created_ms)"
+                              " VALUES(?1, ?2, ?3, ?4, ?5, ?6)"
+                              " ON CONFLICT(username) DO UPDATE SET salt = excluded.salt,"
+                              " iterations = excluded.iterations,"
+                              " stored_key = excluded.stored_key,"
+                              " server_key = excluded.server_key,"
+                              " created_ms = excluded.created_ms");
+    if (!st) return mqr__store_prepare_error(s);
     int rc = sqlite3_bind_text(st, 1, user, (int)len, SQLITE_STATIC);
     if (rc == SQLITE_OK) rc = sqlite3_bind_blob(st, 2, c->salt, (int)c->salt_len, SQLITE_STATIC);
     if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 3, c->iterations);
@@ -57,9 +42,9 @@ int mqr__store_cred_put(mqr_store_t *s, const char *user, size_t len, const mqr_
 int mqr__store_cred_get(mqr_store_t *s, const char *user, size_t len, mqr_cred_t *out)
 {
     if (!s || !user || !out) return MQR_EINVAL;
-    sqlite3_stmt *st = prepare(s, "SELECT salt, iterations, stored_key, server_key"
-                                  " FROM credentials WHERE username = ?1");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st = mqr__store_prepare(s, "SELECT salt, iterations, stored_key, server_key"
+                                             " FROM credentials WHERE username = ?1");
+    if (!st) return mqr__store_prepare_error(s);
     int err = MQR_ENOENT;
     if (sqlite3_bind_text(st, 1, user, (int)len, SQLITE_STATIC) != SQLITE_OK) {
         err = mqr__store_fail(s, st, "cannot bind user name");
@@ -97,8 +82,8 @@ out:
 int mqr__store_cred_del(mqr_store_t *s, const char *user, size_t len)
 {
     if (!s || !user) return MQR_EINVAL;
-    sqlite3_stmt *st = prepare(s, "DELETE FROM credentials WHERE username = ?1");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st = mqr__store_prepare(s, "DELETE FROM credentials WHERE username = ?1");
+    if (!st) return mqr__store_prepare_error(s);
     int err;
     if (sqlite3_bind_text(st, 1, user, (int)len, SQLITE_STATIC) != SQLITE_OK)
         err = mqr__store_fail(s, st, "cannot bind user name");
@@ -113,8 +98,8 @@ int mqr__store_cred_list(mqr_store_t *s, int (*cb)(void *arg, const char *user, 
                          void *arg)
 {
     if (!s || !cb) return MQR_EINVAL;
-    sqlite3_stmt *st = prepare(s, "SELECT username FROM credentials ORDER BY username");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st = mqr__store_prepare(s, "SELECT username FROM credentials ORDER BY username");
+    if (!st) return mqr__store_prepare_error(s);
     int err = 0, rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *u = (const char *)sqlite3_column_text(st, 0);
@@ -130,8 +115,8 @@ int mqr__store_cred_list(mqr_store_t *s, int (*cb)(void *arg, const char *user, 
 int mqr__store_cred_count(mqr_store_t *s, size_t *count)
 {
     if (!s || !count) return MQR_EINVAL;
-    sqlite3_stmt *st = prepare(s, "SELECT count(*) FROM credentials");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st = mqr__store_prepare(s, "SELECT count(*) FROM credentials");
+    if (!st) return mqr__store_prepare_error(s);
     int err = 0;
     if (sqlite3_step(st) == SQLITE_ROW)
         *count = (size_t)sqlite3_column_int64(st, 0);
@@ -144,8 +129,8 @@ int mqr__store_cred_count(mqr_store_t *s, size_t *count)
 int mqr__store_cred_any(mqr_store_t *s, bool *any)
 {
     if (!s || !any) return MQR_EINVAL;
-    sqlite3_stmt *st = prepare(s, "SELECT EXISTS(SELECT 1 FROM credentials)");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st = mqr__store_prepare(s, "SELECT EXISTS(SELECT 1 FROM credentials)");
+    if (!st) return mqr__store_prepare_error(s);
     int err = 0;
     if (sqlite3_step(st) == SQLITE_ROW)
         *any = sqlite3_column_int(st, 0) != 0;

@@ -11,31 +11,16 @@
 
 #include <string.h>
 
-static sqlite3_stmt *prepare(mqr_store_t *s, const char *sql)
-{
-    sqlite3 *db = mqr__store_db(s);
-    sqlite3_stmt *st = NULL;
-    if (!db || sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_finalize(st);
-        return NULL;
-    }
-    return st;
-}
-
-static int prep_fail(mqr_store_t *s)
-{
-    return mqr__store_db(s) ? MQR_ESTORE : MQR_ECLOSED;
-}
-
 int mqr__store_kv_put(mqr_store_t *s, const char *key, size_t klen, const char *value, size_t vlen,
                       int json)
 {
     if (!s || !key || !klen || (!value && vlen)) return MQR_EINVAL;
-    sqlite3_stmt *st = prepare(s, "INSERT INTO kv(key, value, json, updated_ms)"
-                                  " VALUES(?1, ?2, ?3, ?4)"
-                                  " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
-                                  " json = excluded.json, updated_ms = excluded.updated_ms");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st =
+        mqr__store_prepare(s, "INSERT INTO kv(key, value, json, updated_ms)"
+                              " VALUES(?1, ?2, ?3, ?4)"
+                              " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
+                              " json = excluded.json, updated_ms = excluded.updated_ms");
+    if (!st) return mqr__store_prepare_error(s);
     int rc = sqlite3_bind_text(st, 1, key, (int)klen, SQLITE_STATIC);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_blob(st, 2, value ? value : "", (int)vlen, SQLITE_STATIC);
@@ -50,8 +35,8 @@ int mqr__store_kv_put(mqr_store_t *s, const char *key, size_t klen, const char *
 int mqr__store_kv_delete(mqr_store_t *s, const char *key, size_t klen)
 {
     if (!s || !key) return MQR_EINVAL;
-    sqlite3_stmt *st = prepare(s, "DELETE FROM kv WHERE key = ?1");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st = mqr__store_prepare(s, "DELETE FROM kv WHERE key = ?1");
+    if (!st) return mqr__store_prepare_error(s);
     int rc = sqlite3_bind_text(st, 1, key, (int)klen, SQLITE_STATIC);
     int err = rc == SQLITE_OK ? mqr__store_write(s, st, "cannot delete a kv entry")
                               : mqr__store_fail(s, st, "cannot bind a kv key");
@@ -65,8 +50,8 @@ int mqr__store_kv_load(mqr_store_t *s,
                        void *arg)
 {
     if (!s || !cb) return MQR_EINVAL;
-    sqlite3_stmt *st = prepare(s, "SELECT key, value, json FROM kv ORDER BY key");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st = mqr__store_prepare(s, "SELECT key, value, json FROM kv ORDER BY key");
+    if (!st) return mqr__store_prepare_error(s);
     int rc, ret = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *k = (const char *)sqlite3_column_text(st, 0);

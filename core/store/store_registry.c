@@ -13,22 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static sqlite3_stmt *prepare(mqr_store_t *s, const char *sql)
-{
-    sqlite3 *db = mqr__store_db(s);
-    sqlite3_stmt *st = NULL;
-    if (!db || sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_finalize(st);
-        return NULL;
-    }
-    return st;
-}
-
-static int prep_fail(mqr_store_t *s)
-{
-    return mqr__store_db(s) ? MQR_ESTORE : MQR_ECLOSED;
-}
-
 static int bind_counters(sqlite3_stmt *st, int first, const mqr_device_t *d)
 {
     int rc = sqlite3_bind_int(st, first, d->status);
@@ -44,17 +28,17 @@ static int bind_counters(sqlite3_stmt *st, int first, const mqr_device_t *d)
 int mqr__store_device_put(mqr_store_t *s, const mqr_device_t *d)
 {
     if (!s || !d) return MQR_EINVAL;
-    sqlite3_stmt *st =
-        prepare(s, "INSERT INTO devices(tenant, id, name, type, metadata, created_ms, status,"
-                   " status_ms, last_seen_ms, msgs_in, msgs_out, bytes_in, bytes_out)"
-                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-                   " ON CONFLICT(tenant, id) DO UPDATE SET name = excluded.name,"
-                   " type = excluded.type, metadata = excluded.metadata,"
-                   " status = excluded.status, status_ms = excluded.status_ms,"
-                   " last_seen_ms = excluded.last_seen_ms, msgs_in = excluded.msgs_in,"
-                   " msgs_out = excluded.msgs_out, bytes_in = excluded.bytes_in,"
-                   " bytes_out = excluded.bytes_out");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st = mqr__store_prepare(
+        s, "INSERT INTO devices(tenant, id, name, type, metadata, created_ms, status,"
+           " status_ms, last_seen_ms, msgs_in, msgs_out, bytes_in, bytes_out)"
+           " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+           " ON CONFLICT(tenant, id) DO UPDATE SET name = excluded.name,"
+           " type = excluded.type, metadata = excluded.metadata,"
+           " status = excluded.status, status_ms = excluded.status_ms,"
+           " last_seen_ms = excluded.last_seen_ms, msgs_in = excluded.msgs_in,"
+           " msgs_out = excluded.msgs_out, bytes_in = excluded.bytes_in,"
+           " bytes_out = excluded.bytes_out");
+    if (!st) return mqr__store_prepare_error(s);
     int rc = sqlite3_bind_text(st, 1, d->tenant, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK) rc = sqlite3_bind_text(st, 2, d->id, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK) rc = sqlite3_bind_text(st, 3, d->name, -1, SQLITE_STATIC);
@@ -71,10 +55,11 @@ int mqr__store_device_put(mqr_store_t *s, const mqr_device_t *d)
 int mqr__store_device_counters(mqr_store_t *s, const mqr_device_t *d)
 {
     if (!s || !d) return MQR_EINVAL;
-    sqlite3_stmt *st = prepare(s, "UPDATE devices SET status = ?1, status_ms = ?2,"
-                                  " last_seen_ms = ?3, msgs_in = ?4, msgs_out = ?5,"
-                                  " bytes_in = ?6, bytes_out = ?7 WHERE tenant = ?8 AND id = ?9");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st =
+        mqr__store_prepare(s, "UPDATE devices SET status = ?1, status_ms = ?2,"
+                              " last_seen_ms = ?3, msgs_in = ?4, msgs_out = ?5,"
+                              " bytes_in = ?6, bytes_out = ?7 WHERE tenant = ?8 AND id = ?9");
+    if (!st) return mqr__store_prepare_error(s);
     int rc = bind_counters(st, 1, d);
     if (rc == SQLITE_OK) rc = sqlite3_bind_text(st, 8, d->tenant, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK) rc = sqlite3_bind_text(st, 9, d->id, -1, SQLITE_STATIC);
@@ -87,8 +72,8 @@ int mqr__store_device_counters(mqr_store_t *s, const mqr_device_t *d)
 int mqr__store_device_delete(mqr_store_t *s, const char *tenant, const char *id)
 {
     if (!s || !tenant || !id) return MQR_EINVAL;
-    sqlite3_stmt *st = prepare(s, "DELETE FROM devices WHERE tenant = ?1 AND id = ?2");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st = mqr__store_prepare(s, "DELETE FROM devices WHERE tenant = ?1 AND id = ?2");
+    if (!st) return mqr__store_prepare_error(s);
     int rc = sqlite3_bind_text(st, 1, tenant, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK) rc = sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
     int err = rc == SQLITE_OK ? mqr__store_write(s, st, "cannot delete device")
@@ -106,10 +91,11 @@ static const char *col_text(sqlite3_stmt *st, int i)
 int mqr__store_devices_load(mqr_store_t *s, mqr_store_device_fn cb, void *arg)
 {
     if (!s || !cb) return MQR_EINVAL;
-    sqlite3_stmt *st = prepare(s, "SELECT tenant, id, name, type, metadata, status, status_ms,"
-                                  " created_ms, last_seen_ms, msgs_in, msgs_out, bytes_in,"
-                                  " bytes_out FROM devices ORDER BY tenant, id");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st =
+        mqr__store_prepare(s, "SELECT tenant, id, name, type, metadata, status, status_ms,"
+                              " created_ms, last_seen_ms, msgs_in, msgs_out, bytes_in,"
+                              " bytes_out FROM devices ORDER BY tenant, id");
+    if (!st) return mqr__store_prepare_error(s);
     int err = 0, rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         mqr_device_info_t d = {
@@ -139,8 +125,8 @@ int mqr__store_cred_tenant_get(mqr_store_t *s, const char *user, char **tenant)
 {
     if (!s || !user || !tenant) return MQR_EINVAL;
     *tenant = NULL;
-    sqlite3_stmt *st = prepare(s, "SELECT tenant FROM credentials WHERE username = ?1");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st = mqr__store_prepare(s, "SELECT tenant FROM credentials WHERE username = ?1");
+    if (!st) return mqr__store_prepare_error(s);
     int err = MQR_ENOENT;
     if (sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC) != SQLITE_OK) {
         err = mqr__store_fail(s, st, "cannot bind user name");
@@ -162,8 +148,9 @@ int mqr__store_cred_tenant_set(mqr_store_t *s, const char *user, const char *ten
     if (!s || !user) return MQR_EINVAL;
     if (!tenant) tenant = "";
     if (tenant[0] && !mqr__tenant_valid(tenant, strlen(tenant))) return MQR_EINVAL;
-    sqlite3_stmt *st = prepare(s, "UPDATE credentials SET tenant = ?1 WHERE username = ?2");
-    if (!st) return prep_fail(s);
+    sqlite3_stmt *st =
+        mqr__store_prepare(s, "UPDATE credentials SET tenant = ?1 WHERE username = ?2");
+    if (!st) return mqr__store_prepare_error(s);
     int rc = sqlite3_bind_text(st, 1, tenant, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK) rc = sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
     int err = rc == SQLITE_OK ? mqr__store_write(s, st, "cannot set tenant")
