@@ -1,0 +1,166 @@
+/*
+ * mqttc.h — one MQTT 3.1.1 / 5.0 client connection on a libuv loop, built
+ * on core/mqtt's codec: connect, publish QoS 0/1/2 with an in-flight window,
+ * subscribe, unsubscribe, receive with acknowledgement left to the caller,
+ * keep-alive, and one socket write per loop turn for all packets queued.
+ *
+ * It is the transport under upstream sessions (issue 19), kept standalone:
+ * it knows nothing of core/upstream/, the engine, messages or the router.
+ * Reconnecting, backoff, failover, buffering beyond the window, persistence
+ * and events are the session manager's, on top of this.
+ *
+ * Threads: everything on the loop thread, the one that created the client;
+ * no call may come from another thread. Nothing here blocks or locks.
+ *
+ * Ownership: options, publishes, subscriptions and properties are copied
+ * during the call; the caller keeps its buffers. Decoded packets handed to
+ * callbacks (connack, publish) point into the client's input buffer and are
+ * valid during the callback only.
+ *
+ * Callbacks: a call that fails never fires a callback for what it was
+ * asked. closed() fires at most once, after done() for every publish,
+ * subscribe and unsubscribe still pending (failed with closed's err); no
+ * callback fires after closed() or after mqr__mqttc_free(). Callbacks may
+ * call any function here, mqr__mqttc_free() included.
+ *
+ * Not done yet, and the seams they plug into (later sessions):
+ *   - TLS, WebSocket: every received byte goes through one function
+ *     (mqttc.c, in_bytes) and every write through one (mqttc_out.c,
+ *     out_flush); a transport struct with read/write hooks replaces the
+ *     plain TCP stream there, as the listener's transport.c does.
+ *   - AUTH / SCRAM (5.0 §4.12): an AUTH packet from the server closes the
+ *     connection with MQR_EPROTOCOL today; CONNECT properties may carry an
+ *     Authentication Method only for methods that need no AUTH exchange.
+ *   - Session resume (Clean Start 0 with in-flight resent with DUP): the
+ *     in-flight table keeps each PUBLISH encoded (mqttc_inflight.c), but it
+ *     dies with the connection today; pending operations fail on close.
+ *   - Outbound topic aliases: none are sent; props given to publish must
+ *     not carry a Topic Alias.
+ */
+#ifndef MQR_MQTTC_H
+#define MQR_MQTTC_H
+
+#include "codec.h"
+#include "mqrouter.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct mqr_mqttc mqr_mqttc_t;
+
+/* Everything is copied by mqr__mqttc_new(). */
+typedef struct {
+    int version;           /* MQR_MQTT_V311 (4) or MQR_MQTT_V5 (5) */
+    const char *client_id; /* NULL or "" = empty (the server may assign one in 5.0) */
+    const char *username;  /* NULL = none */
+    const char *password;  /* NULL = none; password_len bytes, any content */
+    size_t password_len;
+    uint16_t keepalive_s;        /* 0 = no keep-alive */
+    bool clean_start;            /* Clean Session in 3.1.1 */
+    uint32_t session_expiry_s;   /* 5.0 */
+    uint16_t receive_max;        /* 5.0: QoS 1/2 we accept unacknowledged; 0 = 65535 */
+    uint32_t max_packet_size;    /* largest packet we accept; 0 = no limit */
+    uint16_t max_inflight;       /* our cap on the outbound window; 0 = the server's */
+    uint32_t connect_timeout_ms; /* TCP connect to CONNACK; 0 = 30 s */
+    /* will (optional: will_topic NULL = none) */
+    const char *will_topic;
+    const void *will_payload;
+    size_t will_payload_len;
+    uint8_t will_qos;
+    bool will_retain;
+    const uint8_t *will_props; /* 5.0, raw property bytes without length prefix */
+    size_t will_props_len;
+    /* 5.0 CONNECT properties, raw, without length prefix. Session Expiry,
+     * Receive Maximum and Maximum Packet Size come from the fields above and
+     * must not be repeated here. */
+    const uint8_t *connect_props;
+    size_t connect_props_len;
+} mqr_mqttc_options_t;
+
+/* ud is the pointer given to mqr__mqttc_new(). */
+typedef struct {
+    /* CONNACK accepted (reason 0): publish and subscribe from now on. */
+    void (*connected)(void *ud, const mqr_mqtt_connack_t *ack);
+    /* The connection is over: err 0 after mqr__mqttc_disconnect(), else a
+     * libuv code (UV_ECONNREFUSED, UV_EOF, UV_ETIMEDOUT for connect or
+     * keep-alive), MQR_EUPSTREAM with reason = the CONNACK refusal or the
+     * server's DISCONNECT reason, or a codec error (MQR_EMALFORMED,
+     * MQR_EPROTOCOL, ...) for what the server sent. why: static text, or
+     * the server's reason string; valid during the call. */
+    void (*closed)(void *ud, int err, int reason, const char *why);
+    /* A PUBLISH from the server. ack_id != 0 (QoS 1/2): the server gets its
+     * PUBACK / PUBREC only when the caller calls mqr__mqttc_ack(c, ack_id),
+     * during the callback or later; 0 for QoS 0. A QoS 2 duplicate of a
+     * message not yet released is not delivered again. */
+    void (*message)(void *ud, const mqr_mqtt_publish_t *p, uint32_t ack_id);
+    /* A publish, subscribe or unsubscribe is over. status 0: QoS 0 written
+     * to the socket, PUBACK or PUBCOMP with reason < 0x80, SUBACK with
+     * every code < 0x80 (reason = the lowest granted QoS), UNSUBACK with
+     * every code < 0x80. MQR_EUPSTREAM: the server refused (reason = its
+     * first code >= 0x80). Any other negative: the connection closed first
+     * (closed()'s err, or MQR_ECLOSED), reason 0. QoS 0 publishes with
+     * token 0 are not reported. */
+    void (*done)(void *ud, uint64_t token, int status, int reason);
+} mqr_mqttc_cbs_t;
+
+/* A client on loop; nothing happens until mqr__mqttc_connect(). Returns 0,
+ * MQR_EINVAL (NULL argument, version not 4/5, will QoS > 2, strings over
+ * 65535 bytes), MQR_ENOMEM, or a libuv code from initialising the handles.
+ * cb->closed and cb->done may be NULL; so may the others if never needed. */
+int mqr__mqttc_new(uv_loop_t *loop, const mqr_mqttc_options_t *o, const mqr_mqttc_cbs_t *cb,
+                   void *ud, mqr_mqttc_t **out);
+
+/* Opens TCP to addr (the caller resolves names), sends CONNECT, waits for
+ * CONNACK within connect_timeout_ms. Once per client: MQR_EINVAL on a
+ * second call. A failure returned here fires no callback; one that happens
+ * later (refused, timed out, CONNACK refusal) ends in closed(). */
+int mqr__mqttc_connect(mqr_mqttc_t *c, const struct sockaddr *addr);
+
+/* Queues a PUBLISH (p->packet_id, dup and add_* are ignored: the client
+ * sets them). QoS 0 goes out with the next write; QoS 1/2 go when the
+ * window has room, in call order. Returns 0 (done() follows), or, with
+ * nothing queued: MQR_ENOTCONN before connected() or after closed();
+ * MQR_EQOS over the server's Maximum QoS; MQR_EINVAL retain where the
+ * server has no Retain Available, QoS > 2, a bad topic; MQR_ETOOLARGE
+ * over the server's Maximum Packet Size; MQR_ENOMEM. */
+int mqr__mqttc_publish(mqr_mqttc_t *c, const mqr_mqtt_publish_t *p, uint64_t token);
+
+/* SUBSCRIBE / UNSUBSCRIBE n entries with props (5.0, raw, may be NULL).
+ * Sent at once (they do not count against the publish window). Returns 0,
+ * MQR_ENOTCONN, MQR_EINVAL (n 0, bad entry), MQR_ETOOLARGE, MQR_EFULL (all
+ * 65535 packet ids in use), MQR_ENOMEM. */
+int mqr__mqttc_subscribe(mqr_mqttc_t *c, const mqr_mqtt_sub_entry_t *e, size_t n,
+                         const uint8_t *props, size_t plen, uint64_t token);
+int mqr__mqttc_unsubscribe(mqr_mqttc_t *c, const mqr_mqtt_str_t *filters, size_t n,
+                           const uint8_t *props, size_t plen, uint64_t token);
+
+/* Acknowledges an incoming QoS 1/2 message (PUBACK / PUBREC) now; the
+ * QoS 2 flow goes on by itself. Returns 0, MQR_ENOENT (not an ack_id
+ * waiting, or already acknowledged), MQR_ENOTCONN (connection gone). */
+int mqr__mqttc_ack(mqr_mqttc_t *c, uint32_t ack_id);
+
+/* Sends DISCONNECT (reason: 5.0 reason code, 0 normal) after what is
+ * already queued, then closes; closed() reports err 0. Pending operations
+ * fail with MQR_ECLOSED. No-op once closing. */
+void mqr__mqttc_disconnect(mqr_mqttc_t *c, int reason);
+
+/* Closes without DISCONNECT (the server publishes the will) and fires no
+ * callback any more. Memory goes in the handles' close callbacks, so this
+ * may be called from inside a callback. NULL is a no-op. */
+void mqr__mqttc_free(mqr_mqttc_t *c);
+
+/* Backpressure: QoS 1/2 publishes in flight plus waiting for the window,
+ * bytes queued but not yet taken by the socket, and whether one more
+ * publish of qos would go out now (window room and output under 1 MiB). */
+size_t mqr__mqttc_inflight(const mqr_mqttc_t *c);
+size_t mqr__mqttc_waiting(const mqr_mqttc_t *c);
+size_t mqr__mqttc_out_bytes(const mqr_mqttc_t *c);
+bool mqr__mqttc_writable(const mqr_mqttc_t *c, int qos);
+
+/* The window as agreed: min(server's Receive Maximum, max_inflight). 0
+ * before connected(). */
+uint16_t mqr__mqttc_window(const mqr_mqttc_t *c);
+
+#endif

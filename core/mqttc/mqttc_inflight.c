@@ -1,0 +1,208 @@
+/*
+ * mqttc_inflight.c — packet ids and what waits on them: the outbound window
+ * of QoS 1/2 publishes (5.0 §4.9 flow control: at most the server's Receive
+ * Maximum unacknowledged), its queue in call order, the QoS 2 sender flow
+ * PUBREC -> PUBREL -> PUBCOMP (5.0 §4.3.3), subscribes and unsubscribes
+ * waiting for their answer, and the receiver side's state per packet id
+ * (QoS 1 until the caller acknowledges, QoS 2 until PUBREL, 5.0 §4.3.3).
+ *
+ * Ids are handed out from a free stack, so a completed id is reused first
+ * and never two operations hold the same one. Nothing here reads the socket
+ * or calls closed(); a protocol error is returned for mqttc.c to close on.
+ */
+#include "mqttc_int.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+mqttc_op_t *mqr__mqttc_op_new(size_t data_len)
+{
+    mqttc_op_t *op = malloc(sizeof *op + data_len);
+    if (!op) return NULL;
+    memset(op, 0, sizeof *op);
+    op->len = data_len;
+    return op;
+}
+
+int mqr__mqttc_id_take(mqr_mqttc_t *c, mqttc_op_t *op)
+{
+    uint16_t id;
+    if (c->nfree) {
+        id = c->free_ids[--c->nfree];
+    } else {
+        if (c->nids == UINT16_MAX) return MQR_EFULL;
+        if (c->nids + 1 >= c->ops_cap) {
+            uint32_t cap = c->ops_cap ? c->ops_cap * 2 : 64;
+            if (cap > UINT16_MAX + 1u) cap = UINT16_MAX + 1u;
+            mqttc_op_t **ops = realloc(c->ops, cap * sizeof *ops);
+            if (!ops) return MQR_ENOMEM;
+            uint16_t *fr = realloc(c->free_ids, cap * sizeof *fr);
+            if (!fr) {
+                c->ops = ops; /* keep the bigger one; cap stays until both grew */
+                return MQR_ENOMEM;
+            }
+            c->ops = ops;
+            c->free_ids = fr;
+            c->ops_cap = cap;
+        }
+        id = (uint16_t)++c->nids;
+    }
+    c->ops[id] = op;
+    op->id = id;
+    return 0;
+}
+
+mqttc_op_t *mqr__mqttc_id_find(mqr_mqttc_t *c, uint16_t id)
+{
+    return id && id <= c->nids ? c->ops[id] : NULL;
+}
+
+void mqr__mqttc_id_release(mqr_mqttc_t *c, mqttc_op_t *op)
+{
+    assert(op->id && c->ops[op->id] == op);
+    c->ops[op->id] = NULL;
+    c->free_ids[c->nfree++] = op->id;
+    if (op->kind == MQR_MQTT_PUBLISH) c->inflight--;
+    free(op);
+}
+
+int mqr__mqttc_op_send(mqr_mqttc_t *c, mqttc_op_t *op)
+{
+    uint8_t *w = mqr__mqttc_out_reserve(c, op->len);
+    if (!w) return MQR_ENOMEM;
+    int rc = mqr__mqttc_id_take(c, op);
+    if (rc) return rc;
+    c->inflight++;
+    op->state = OP_WAIT_ACK;
+    op->data[op->id_off] = (uint8_t)(op->id >> 8);
+    op->data[op->id_off + 1] = (uint8_t)op->id;
+    memcpy(w, op->data, op->len);
+    mqr__mqttc_out_commit(c, op->len);
+    return 0;
+}
+
+void mqr__mqttc_pump(mqr_mqttc_t *c)
+{
+    while (c->wait_head && c->inflight < c->window && c->st == MQTTC_UP) {
+        mqttc_op_t *op = c->wait_head;
+        int rc = mqr__mqttc_op_send(c, op);
+        if (rc) {
+            mqr__mqttc_fail(c, rc, 0, "cannot queue a publish");
+            return;
+        }
+        c->wait_head = op->next;
+        if (!c->wait_head) c->wait_tail = NULL;
+        c->nwait--;
+    }
+}
+
+/* Every operation still pending is done() with err: in-flight ones in id
+ * order, then the queue in call order. */
+void mqr__mqttc_ops_fail(mqr_mqttc_t *c, int err)
+{
+    for (uint32_t id = 1; id <= c->nids; id++) {
+        mqttc_op_t *op = c->ops[id];
+        if (!op) continue;
+        uint64_t token = op->token;
+        mqr__mqttc_id_release(c, op);
+        mqr__mqttc_done(c, token, err, 0);
+    }
+    while (c->wait_head) {
+        mqttc_op_t *op = c->wait_head;
+        c->wait_head = op->next;
+        c->nwait--;
+        uint64_t token = op->token;
+        free(op);
+        mqr__mqttc_done(c, token, err, 0);
+    }
+    c->wait_tail = NULL;
+}
+
+/* PUBACK, PUBREC, PUBCOMP for our publishes. */
+int mqr__mqttc_out_ackpkt(mqr_mqttc_t *c, const mqr_mqtt_ack_t *a)
+{
+    mqttc_op_t *op = mqr__mqttc_id_find(c, a->packet_id);
+    bool fail = a->reason >= 0x80;
+    if (a->type == MQR_MQTT_PUBREC) {
+        if (!op || op->kind != MQR_MQTT_PUBLISH || op->qos != 2) {
+            /* 5.0 §3.6.2.1: answer an unknown id with 0x92 */
+            return mqr__mqttc_out_ack(c, MQR_MQTT_PUBREL, a->packet_id,
+                                      c->version == MQR_MQTT_V5 ? MQR_MQTT_RC_PACKET_ID_NOT_FOUND
+                                                                : 0);
+        }
+        if (!fail) {
+            op->state = OP_WAIT_COMP; /* a repeated PUBREC gets PUBREL again */
+            return mqr__mqttc_out_ack(c, MQR_MQTT_PUBREL, op->id, 0);
+        }
+    } else {
+        int qos = a->type == MQR_MQTT_PUBACK ? 1 : 2;
+        int want = a->type == MQR_MQTT_PUBACK ? OP_WAIT_ACK : OP_WAIT_COMP;
+        if (!op || op->kind != MQR_MQTT_PUBLISH || op->qos != qos || op->state != want)
+            return a->type == MQR_MQTT_PUBCOMP ? 0 : MQR_EPROTOCOL; /* late PUBCOMP: harmless */
+    }
+    uint64_t token = op->token;
+    mqr__mqttc_id_release(c, op);
+    mqr__mqttc_done(c, token, fail ? MQR_EUPSTREAM : 0, a->reason);
+    mqr__mqttc_pump(c);
+    return 0;
+}
+
+/* ---- inbound ------------------------------------------------------------- */
+
+/* Decides about a PUBLISH from the server: *deliver and *ack_id for the
+ * message callback. A QoS 2 id not yet released is a duplicate: not
+ * delivered again, its PUBREC repeated if it went out already. More
+ * unacknowledged than our Receive Maximum: MQR_EPROTOCOL (5.0 §3.3.4,
+ * 0x93). */
+int mqr__mqttc_in_publish(mqr_mqttc_t *c, const mqr_mqtt_publish_t *p, uint32_t *ack_id,
+                          bool *deliver)
+{
+    *ack_id = 0;
+    *deliver = true;
+    if (p->qos == 0) return 0;
+    if (!c->in_state && !(c->in_state = calloc(UINT16_MAX + 1u, 1))) return MQR_ENOMEM;
+    uint8_t *st = &c->in_state[p->packet_id];
+    if (*st != IN_FREE) {
+        *deliver = false;
+        if (*st == IN_RELEASING) return mqr__mqttc_out_ack(c, MQR_MQTT_PUBREC, p->packet_id, 0);
+        return 0; /* still with the caller: its ack answers both */
+    }
+    if (c->in_unacked >= (c->receive_max ? c->receive_max : UINT16_MAX)) return MQR_EPROTOCOL;
+    *st = p->qos == 1 ? IN_QOS1 : IN_QOS2;
+    c->in_unacked++;
+    *ack_id = (uint32_t)p->packet_id | ((uint32_t)p->qos << 16);
+    return 0;
+}
+
+int mqr__mqttc_in_pubrel(mqr_mqttc_t *c, uint16_t id)
+{
+    uint8_t *st = c->in_state ? &c->in_state[id] : NULL;
+    if (st && *st == IN_QOS2) return MQR_EPROTOCOL; /* we never sent PUBREC */
+    uint8_t reason = 0;
+    if (st && *st == IN_RELEASING) {
+        *st = IN_FREE;
+        c->in_unacked--;
+    } else if (c->version == MQR_MQTT_V5) {
+        reason = MQR_MQTT_RC_PACKET_ID_NOT_FOUND; /* 5.0 §3.7.2.1 */
+    }
+    return mqr__mqttc_out_ack(c, MQR_MQTT_PUBCOMP, id, reason);
+}
+
+int mqr__mqttc_ack(mqr_mqttc_t *c, uint32_t ack_id)
+{
+    if (!c) return MQR_EINVAL;
+    if (c->st != MQTTC_UP) return MQR_ENOTCONN;
+    uint16_t id = (uint16_t)ack_id;
+    uint32_t qos = ack_id >> 16;
+    if (!c->in_state || id == 0 || qos < 1 || qos > 2 || c->in_state[id] != qos) return MQR_ENOENT;
+    int rc = mqr__mqttc_out_ack(c, qos == 1 ? MQR_MQTT_PUBACK : MQR_MQTT_PUBREC, id, 0);
+    if (rc) return rc;
+    if (qos == 1) {
+        c->in_state[id] = IN_FREE;
+        c->in_unacked--;
+    } else {
+        c->in_state[id] = IN_RELEASING;
+    }
+    return 0;
+}
