@@ -1,0 +1,634 @@
+/*
+ * test_mqttc.c — the loop's own MQTT client (core/mqttc/) against a real
+ * Mosquitto (3.1.1 and 5.0: round trips at QoS 0/1/2, the in-flight window,
+ * the server's limits, keep-alive, a refused CONNECT, the broker killed
+ * mid-stream) and against a scripted server in this process, which sends
+ * packets split across writes and shows when the client acknowledges.
+ *
+ * Every wait runs the loop until a condition or a deadline; every test ends
+ * with all handles closed and uv_loop_close() == 0.
+ */
+#include "mqttc.h"
+
+#include "broker_harness.h"
+
+#include <uv.h>
+
+/* ---- the client side ------------------------------------------------------ */
+
+typedef struct {
+    char topic[64];
+    char payload[64];
+    int qos;
+    uint32_t ack_id;
+} got_t;
+
+typedef struct {
+    uint64_t token;
+    int status;
+    int reason;
+} done_t;
+
+typedef struct {
+    uv_loop_t loop;
+    uv_timer_t wake; /* keeps UV_RUN_ONCE from blocking past a deadline */
+    broker_t broker;
+    mqr_mqttc_t *c;
+    int connected;
+    int closed;
+    int closed_err;
+    int closed_reason;
+    char closed_why[160];
+    got_t got[256];
+    int ngot;
+    bool ack_now; /* acknowledge in the message callback */
+    done_t done[512];
+    int ndone;
+    size_t max_inflight_seen;
+    /* the scripted server */
+    uv_tcp_t srv;
+    uv_tcp_t srv_conn;
+    bool srv_open, srv_conn_open;
+    uint8_t srv_in[4096];
+    size_t srv_in_len;
+} ctx_t;
+
+static void on_connected(void *ud, const mqr_mqtt_connack_t *ack)
+{
+    ((ctx_t *)ud)->connected++;
+}
+
+static void on_closed(void *ud, int err, int reason, const char *why)
+{
+    ctx_t *t = ud;
+    t->closed++;
+    t->closed_err = err;
+    t->closed_reason = reason;
+    snprintf(t->closed_why, sizeof t->closed_why, "%s", why ? why : "");
+}
+
+static void on_message(void *ud, const mqr_mqtt_publish_t *p, uint32_t ack_id)
+{
+    ctx_t *t = ud;
+    assert_true(t->ngot < 256);
+    got_t *g = &t->got[t->ngot++];
+    snprintf(g->topic, sizeof g->topic, "%.*s", (int)p->topic.len, p->topic.p);
+    snprintf(g->payload, sizeof g->payload, "%.*s", (int)p->payload.len,
+             (const char *)p->payload.p);
+    g->qos = p->qos;
+    g->ack_id = ack_id;
+    if (t->ack_now && ack_id) assert_int_equal(mqr__mqttc_ack(t->c, ack_id), 0);
+}
+
+static void on_done(void *ud, uint64_t token, int status, int reason)
+{
+    ctx_t *t = ud;
+    assert_true(t->ndone < 512);
+    t->done[t->ndone++] = (done_t){token, status, reason};
+    size_t n = t->c ? mqr__mqttc_inflight(t->c) : 0;
+    if (n > t->max_inflight_seen) t->max_inflight_seen = n;
+}
+
+static const mqr_mqttc_cbs_t cbs = {on_connected, on_closed, on_message, on_done};
+
+static void on_wake(uv_timer_t *h) {}
+
+/* Runs the loop until pred(t) or timeout_ms; true when pred held. */
+static bool run_until(ctx_t *t, bool (*pred)(ctx_t *), int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        if (pred && pred(t)) return true;
+        if (now_ms() >= deadline) return false;
+        uv_run(&t->loop, UV_RUN_ONCE);
+    }
+}
+
+static bool is_connected(ctx_t *t)
+{
+    return t->connected > 0;
+}
+static bool is_closed(ctx_t *t)
+{
+    return t->closed > 0;
+}
+
+static int want_n;
+static bool got_n(ctx_t *t)
+{
+    return t->ngot >= want_n;
+}
+static bool done_n(ctx_t *t)
+{
+    return t->ndone >= want_n;
+}
+
+static int setup(void **state)
+{
+    ctx_t *t = calloc(1, sizeof *t);
+    if (!t || uv_loop_init(&t->loop)) return -1;
+    uv_timer_init(&t->loop, &t->wake);
+    uv_timer_start(&t->wake, on_wake, 5, 5);
+    *state = t;
+    return 0;
+}
+
+static void on_srv_closed(uv_handle_t *h) {}
+
+static int teardown(void **state)
+{
+    ctx_t *t = *state;
+    mqr__mqttc_free(t->c);
+    t->c = NULL;
+    if (t->srv_conn_open) uv_close((uv_handle_t *)&t->srv_conn, on_srv_closed);
+    if (t->srv_open) uv_close((uv_handle_t *)&t->srv, on_srv_closed);
+    uv_close((uv_handle_t *)&t->wake, NULL);
+    uv_run(&t->loop, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(&t->loop);
+    broker_cleanup(&t->broker);
+    free(t);
+    assert_int_equal(rc, 0);
+    return 0;
+}
+
+static void opts_init(mqr_mqttc_options_t *o, int version, const char *id)
+{
+    memset(o, 0, sizeof *o);
+    o->version = version;
+    o->client_id = id;
+    o->clean_start = true;
+    o->keepalive_s = 30;
+    o->connect_timeout_ms = 5000;
+}
+
+static struct sockaddr_in addr_of(int port)
+{
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", port, &a);
+    return a;
+}
+
+static void client_connect(ctx_t *t, const mqr_mqttc_options_t *o, int port)
+{
+    assert_int_equal(mqr__mqttc_new(&t->loop, o, &cbs, t, &t->c), 0);
+    struct sockaddr_in a = addr_of(port);
+    assert_int_equal(mqr__mqttc_connect(t->c, (const struct sockaddr *)&a), 0);
+}
+
+static void connect_ok(ctx_t *t, int version, const char *id)
+{
+    mqr_mqttc_options_t o;
+    opts_init(&o, version, id);
+    client_connect(t, &o, t->broker.port);
+    if (!run_until(t, is_connected, 5000)) fail_msg("not connected: %s", t->closed_why);
+}
+
+static mqr_mqtt_publish_t pub(const char *topic, const char *payload, int qos)
+{
+    mqr_mqtt_publish_t p;
+    memset(&p, 0, sizeof p);
+    p.topic = (mqr_mqtt_str_t){topic, (uint16_t)strlen(topic)};
+    p.payload = (mqr_mqtt_bin_t){(const uint8_t *)payload, (uint32_t)strlen(payload)};
+    p.qos = (uint8_t)qos;
+    return p;
+}
+
+static void subscribe(ctx_t *t, const char *filter, int qos, uint64_t token)
+{
+    mqr_mqtt_sub_entry_t e = {.filter = {filter, (uint16_t)strlen(filter)}, .qos = (uint8_t)qos};
+    int before = t->ndone;
+    assert_int_equal(mqr__mqttc_subscribe(t->c, &e, 1, NULL, 0, token), 0);
+    want_n = before + 1;
+    assert_true(run_until(t, done_n, 5000));
+    assert_int_equal(t->done[before].token, token);
+    assert_int_equal(t->done[before].status, 0);
+    assert_int_equal(t->done[before].reason, qos); /* granted */
+}
+
+static const done_t *done_of(ctx_t *t, uint64_t token)
+{
+    for (int i = 0; i < t->ndone; i++)
+        if (t->done[i].token == token) return &t->done[i];
+    return NULL;
+}
+
+/* ---- against Mosquitto ---------------------------------------------------- */
+
+/* Publishes QoS 0, 1, 2 to itself through a QoS 2 subscription: each
+ * arrives once at its QoS, each publish is done() with status 0; the QoS 1
+ * and 2 messages are acknowledged in the callback. Then unsubscribes. */
+static void roundtrip(void **state, int version)
+{
+    ctx_t *t = *state;
+    broker_start(&t->broker);
+    connect_ok(t, version, version == 5 ? "rt5" : "rt4");
+    subscribe(t, "rt/#", 2, 100);
+    t->ack_now = true;
+    for (int q = 0; q <= 2; q++) {
+        char topic[16], payload[16];
+        snprintf(topic, sizeof topic, "rt/%d", q);
+        snprintf(payload, sizeof payload, "m%d", q);
+        mqr_mqtt_publish_t p = pub(topic, payload, q);
+        assert_int_equal(mqr__mqttc_publish(t->c, &p, 10 + (uint64_t)q), 0);
+    }
+    want_n = 3;
+    assert_true(run_until(t, got_n, 5000));
+    want_n = 4; /* SUBACK + 3 publishes */
+    assert_true(run_until(t, done_n, 5000));
+    for (int q = 0; q <= 2; q++) {
+        const done_t *d = done_of(t, 10 + (uint64_t)q);
+        assert_non_null(d);
+        assert_int_equal(d->status, 0);
+        char payload[16];
+        snprintf(payload, sizeof payload, "m%d", q);
+        bool found = false;
+        for (int i = 0; i < t->ngot; i++) {
+            if (strcmp(t->got[i].payload, payload) != 0) continue;
+            assert_false(found); /* once */
+            found = true;
+            assert_int_equal(t->got[i].qos, q);
+            assert_true(q == 0 ? t->got[i].ack_id == 0 : t->got[i].ack_id != 0);
+        }
+        assert_true(found);
+    }
+    /* an ack_id twice: the second finds nothing waiting */
+    assert_int_equal(mqr__mqttc_ack(t->c, t->got[1].ack_id ? t->got[1].ack_id : t->got[2].ack_id),
+                     MQR_ENOENT);
+    mqr_mqtt_str_t f = {"rt/#", 4};
+    assert_int_equal(mqr__mqttc_unsubscribe(t->c, &f, 1, NULL, 0, 200), 0);
+    want_n = 5;
+    assert_true(run_until(t, done_n, 5000));
+    assert_int_equal(done_of(t, 200)->status, 0);
+    /* no longer subscribed: nothing comes back */
+    mqr_mqtt_publish_t p = pub("rt/x", "after", 1);
+    assert_int_equal(mqr__mqttc_publish(t->c, &p, 300), 0);
+    want_n = 6;
+    assert_true(run_until(t, done_n, 5000));
+    run_until(t, NULL, 100);
+    assert_int_equal(t->ngot, 3);
+    assert_int_equal(mqr__mqttc_inflight(t->c), 0);
+    /* a clean DISCONNECT: closed(0) once */
+    mqr__mqttc_disconnect(t->c, 0);
+    assert_true(run_until(t, is_closed, 5000));
+    assert_int_equal(t->closed_err, 0);
+    run_until(t, NULL, 50);
+    assert_int_equal(t->closed, 1);
+    assert_int_equal(mqr__mqttc_publish(t->c, &p, 301), MQR_ENOTCONN);
+}
+
+static void test_roundtrip_v311(void **state)
+{
+    roundtrip(state, MQR_MQTT_V311);
+}
+static void test_roundtrip_v5(void **state)
+{
+    roundtrip(state, MQR_MQTT_V5);
+}
+
+/* The server's v5 Receive Maximum (Mosquitto's max_inflight_messages) is
+ * the window: 60 QoS 1 and 2 publishes at once never have more than 3 in
+ * flight, the rest wait and go in order. Its other limits refuse a publish
+ * at the call: Maximum QoS, Retain Available, Maximum Packet Size. */
+static void test_window_and_limits_v5(void **state)
+{
+    ctx_t *t = *state;
+    snprintf(t->broker.extra, sizeof t->broker.extra,
+             "max_inflight_messages 3\nmax_packet_size 200\nretain_available false\n");
+    broker_start(&t->broker);
+    connect_ok(t, MQR_MQTT_V5, "win5");
+    assert_int_equal(mqr__mqttc_window(t->c), 3);
+    subscribe(t, "w/#", 1, 1);
+    t->ack_now = true;
+    t->ndone = 0;
+    for (int i = 0; i < 60; i++) {
+        char payload[16];
+        snprintf(payload, sizeof payload, "%d", i);
+        mqr_mqtt_publish_t p = pub("w/x", payload, 1 + i % 2);
+        assert_int_equal(mqr__mqttc_publish(t->c, &p, 1000 + (uint64_t)i), 0);
+        assert_true(mqr__mqttc_inflight(t->c) <= 3);
+    }
+    assert_int_equal(mqr__mqttc_inflight(t->c), 3);
+    assert_int_equal(mqr__mqttc_waiting(t->c), 57);
+    assert_false(mqr__mqttc_writable(t->c, 1));
+    want_n = 60;
+    assert_true(run_until(t, done_n, 10000));
+    assert_true(run_until(t, got_n, 10000));
+    assert_true(t->max_inflight_seen <= 3);
+    /* each once; QoS 1 ones in call order (a QoS 2 message goes on at the
+     * broker's PUBREL, so the two kinds may interleave differently) */
+    int seen[60] = {0}, last_even = -2;
+    for (int i = 0; i < 60; i++) {
+        assert_int_equal(t->done[i].status, 0);
+        seen[t->done[i].token - 1000]++;
+        int k = atoi(t->got[i].payload);
+        assert_true(k >= 0 && k < 60);
+        if (k % 2 == 0) {
+            assert_true(k > last_even);
+            last_even = k;
+        }
+    }
+    for (int i = 0; i < 60; i++)
+        assert_int_equal(seen[i], 1);
+    assert_int_equal(t->ngot, 60);
+    assert_true(mqr__mqttc_writable(t->c, 1));
+
+    mqr_mqtt_publish_t p = pub("w/x", "r", 1);
+    p.retain = true;
+    assert_int_equal(mqr__mqttc_publish(t->c, &p, 9), MQR_EINVAL);
+    char big[300];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    p = pub("w/x", big, 0);
+    assert_int_equal(mqr__mqttc_publish(t->c, &p, 9), MQR_ETOOLARGE);
+    assert_int_equal(t->closed, 0);
+}
+
+/* Maximum QoS 1: a QoS 2 publish is refused at the call, not downgraded. */
+static void test_max_qos_v5(void **state)
+{
+    ctx_t *t = *state;
+    snprintf(t->broker.extra, sizeof t->broker.extra, "max_qos 1\n");
+    broker_start(&t->broker);
+    connect_ok(t, MQR_MQTT_V5, "mq5");
+    mqr_mqtt_publish_t p = pub("q/x", "2", 2);
+    assert_int_equal(mqr__mqttc_publish(t->c, &p, 1), MQR_EQOS);
+    p.qos = 1;
+    assert_int_equal(mqr__mqttc_publish(t->c, &p, 2), 0);
+    want_n = 1;
+    assert_true(run_until(t, done_n, 5000));
+    assert_int_equal(t->done[0].token, 2);
+    assert_int_equal(t->done[0].status, 0);
+}
+
+/* Keep-alive 1 s, nothing to say for 4 s: PINGREQs keep Mosquitto (which
+ * drops a client after 1.5 keep-alives of silence) from closing us. */
+static void test_keepalive_pings(void **state)
+{
+    ctx_t *t = *state;
+    broker_start(&t->broker);
+    mqr_mqttc_options_t o;
+    opts_init(&o, MQR_MQTT_V311, "ka");
+    o.keepalive_s = 1;
+    client_connect(t, &o, t->broker.port);
+    assert_true(run_until(t, is_connected, 5000));
+    assert_false(run_until(t, is_closed, 4000));
+    subscribe(t, "ka/#", 0, 5);
+}
+
+static void refused(void **state, int version, int want_reason)
+{
+    ctx_t *t = *state;
+    snprintf(t->broker.extra, sizeof t->broker.extra, "allow_anonymous false\n");
+    /* the harness writes allow_anonymous true first; the last one wins */
+    broker_start(&t->broker);
+    mqr_mqttc_options_t o;
+    opts_init(&o, version, "nobody");
+    client_connect(t, &o, t->broker.port);
+    assert_true(run_until(t, is_closed, 5000));
+    assert_int_equal(t->connected, 0);
+    assert_int_equal(t->closed_err, MQR_EUPSTREAM);
+    assert_int_equal(t->closed_reason, want_reason);
+    assert_non_null(strstr(t->closed_why, "CONNACK refused"));
+}
+
+static void test_refused_v311(void **state)
+{
+    refused(state, MQR_MQTT_V311, MQR_MQTT_V3_NOT_AUTHORIZED);
+}
+static void test_refused_v5(void **state)
+{
+    refused(state, MQR_MQTT_V5, MQR_MQTT_RC_NOT_AUTHORIZED);
+}
+
+/* Nobody listens: closed() with the TCP error, once. */
+static void test_connect_refused(void **state)
+{
+    ctx_t *t = *state;
+    mqr_mqttc_options_t o;
+    opts_init(&o, MQR_MQTT_V311, "none");
+    client_connect(t, &o, free_port());
+    assert_true(run_until(t, is_closed, 5000));
+    assert_int_equal(t->closed_err, UV_ECONNREFUSED);
+    run_until(t, NULL, 50);
+    assert_int_equal(t->closed, 1);
+}
+
+/* The broker is killed while QoS 1 publishes are in flight: closed() once
+ * with an error, and every publish done() first, failed with that error or
+ * acknowledged before. */
+static void test_broker_killed(void **state)
+{
+    ctx_t *t = *state;
+    snprintf(t->broker.extra, sizeof t->broker.extra, "max_inflight_messages 10\n");
+    broker_start(&t->broker);
+    connect_ok(t, MQR_MQTT_V5, "kill");
+    for (int i = 0; i < 200; i++) {
+        mqr_mqtt_publish_t p = pub("k/x", "payload", 1);
+        assert_int_equal(mqr__mqttc_publish(t->c, &p, 1 + (uint64_t)i), 0);
+    }
+    want_n = 5;
+    run_until(t, done_n, 5000);
+    broker_stop(&t->broker);
+    assert_true(run_until(t, is_closed, 5000));
+    assert_true(t->closed_err == UV_EOF || t->closed_err == UV_ECONNRESET);
+    assert_int_equal(t->ndone, 200);
+    for (int i = 0; i < 200; i++)
+        assert_true(t->done[i].status == 0 || t->done[i].status == t->closed_err);
+    run_until(t, NULL, 50);
+    assert_int_equal(t->closed, 1);
+}
+
+/* ---- against a scripted server -------------------------------------------- */
+
+static void srv_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    ctx_t *t = h->data;
+    *buf = uv_buf_init((char *)t->srv_in + t->srv_in_len,
+                       (unsigned)(sizeof t->srv_in - t->srv_in_len));
+}
+
+static void srv_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    ctx_t *t = s->data;
+    if (n > 0) t->srv_in_len += (size_t)n;
+}
+
+static void srv_accept(uv_stream_t *s, int status)
+{
+    ctx_t *t = s->data;
+    assert_int_equal(status, 0);
+    uv_tcp_init(&t->loop, &t->srv_conn);
+    t->srv_conn.data = t;
+    t->srv_conn_open = true;
+    assert_int_equal(uv_accept(s, (uv_stream_t *)&t->srv_conn), 0);
+    uv_read_start((uv_stream_t *)&t->srv_conn, srv_alloc, srv_read);
+}
+
+static int srv_start(ctx_t *t)
+{
+    struct sockaddr_in a = addr_of(0);
+    uv_tcp_init(&t->loop, &t->srv);
+    t->srv.data = t;
+    t->srv_open = true;
+    assert_int_equal(uv_tcp_bind(&t->srv, (const struct sockaddr *)&a, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&t->srv, 8, srv_accept), 0);
+    int len = sizeof a;
+    uv_tcp_getsockname(&t->srv, (struct sockaddr *)&a, &len);
+    return ntohs(a.sin_port);
+}
+
+/* Sends bytes in pieces, running the loop between them so that each piece
+ * is its own read on the client's side. */
+static void srv_send(ctx_t *t, const uint8_t *p, size_t n, size_t piece)
+{
+    for (size_t off = 0; off < n; off += piece) {
+        size_t k = n - off < piece ? n - off : piece;
+        uv_buf_t b = uv_buf_init((char *)p + off, (unsigned)k);
+        assert_int_equal(uv_try_write((uv_stream_t *)&t->srv_conn, &b, 1), (int)k);
+        run_until(t, NULL, 20);
+    }
+}
+
+static const uint8_t *srv_needle;
+static size_t srv_needle_len;
+static bool srv_has(ctx_t *t)
+{
+    for (size_t i = 0; i + srv_needle_len <= t->srv_in_len; i++)
+        if (memcmp(t->srv_in + i, srv_needle, srv_needle_len) == 0) return true;
+    return false;
+}
+
+static bool srv_wait(ctx_t *t, const uint8_t *needle, size_t n, int timeout_ms)
+{
+    srv_needle = needle;
+    srv_needle_len = n;
+    return run_until(t, srv_has, timeout_ms);
+}
+
+static size_t publish_bytes(uint8_t *buf, size_t cap, int qos, uint16_t id, bool dup)
+{
+    mqr_mqtt_publish_t p = pub("s/t", "split-payload", qos);
+    p.packet_id = id;
+    p.dup = dup;
+    size_t len;
+    assert_int_equal(mqr__mqtt_encode_publish(&p, MQR_MQTT_V311, buf, cap, &len), 0);
+    return len;
+}
+
+static bool srv_connected(ctx_t *t)
+{
+    return t->srv_conn_open && t->srv_in_len >= 2;
+}
+
+/* CONNACK and PUBLISH split across reads; an incoming QoS 1 message is
+ * acknowledged only when the caller says so; a QoS 2 message is delivered
+ * once though sent three times, its PUBREC goes on ack and again for a
+ * late duplicate, PUBREL gets PUBCOMP; keep-alive without PINGRESP closes
+ * with UV_ETIMEDOUT. */
+static void test_scripted_server(void **state)
+{
+    ctx_t *t = *state;
+    int port = srv_start(t);
+    mqr_mqttc_options_t o;
+    opts_init(&o, MQR_MQTT_V311, "scripted");
+    o.keepalive_s = 1;
+    client_connect(t, &o, port);
+    assert_true(run_until(t, srv_connected, 5000));
+    assert_true(srv_wait(t, (const uint8_t *)"\x00\x04MQTT\x04", 7, 2000));
+
+    static const uint8_t connack[] = {0x20, 0x02, 0x00, 0x00};
+    srv_send(t, connack, 1, 1);
+    run_until(t, NULL, 50);
+    assert_int_equal(t->connected, 0); /* half a CONNACK is not one */
+    srv_send(t, connack + 1, 3, 3);
+    assert_true(run_until(t, is_connected, 2000));
+
+    uint8_t pkt[64];
+    size_t n = publish_bytes(pkt, sizeof pkt, 1, 7, false);
+    srv_send(t, pkt, n, 3); /* in pieces of 3 bytes */
+    want_n = 1;
+    assert_true(run_until(t, got_n, 2000));
+    assert_string_equal(t->got[0].payload, "split-payload");
+    assert_int_equal(t->got[0].qos, 1);
+    static const uint8_t puback[] = {0x40, 0x02, 0x00, 0x07};
+    assert_false(srv_wait(t, puback, 4, 200)); /* not before routing */
+    assert_int_equal(mqr__mqttc_ack(t->c, t->got[0].ack_id), 0);
+    assert_true(srv_wait(t, puback, 4, 2000));
+
+    n = publish_bytes(pkt, sizeof pkt, 2, 9, false);
+    srv_send(t, pkt, n, n);
+    n = publish_bytes(pkt, sizeof pkt, 2, 9, true);
+    srv_send(t, pkt, n, n);
+    want_n = 2;
+    assert_true(run_until(t, got_n, 2000));
+    run_until(t, NULL, 100);
+    assert_int_equal(t->ngot, 2);
+    static const uint8_t pubrec[] = {0x50, 0x02, 0x00, 0x09};
+    assert_false(srv_wait(t, pubrec, 4, 100));
+    assert_int_equal(mqr__mqttc_ack(t->c, t->got[1].ack_id), 0);
+    assert_true(srv_wait(t, pubrec, 4, 2000));
+    t->srv_in_len = 0;
+    srv_send(t, pkt, n, n); /* the DUP again, after PUBREC: PUBREC again */
+    assert_true(srv_wait(t, pubrec, 4, 2000));
+    assert_int_equal(t->ngot, 2);
+    static const uint8_t pubrel[] = {0x62, 0x02, 0x00, 0x09};
+    static const uint8_t pubcomp[] = {0x70, 0x02, 0x00, 0x09};
+    srv_send(t, pubrel, 4, 2);
+    assert_true(srv_wait(t, pubcomp, 4, 2000));
+    assert_int_equal(mqr__mqttc_ack(t->c, t->got[1].ack_id), MQR_ENOENT);
+
+    static const uint8_t pingreq[] = {0xC0, 0x00};
+    assert_true(srv_wait(t, pingreq, 2, 3000));
+    assert_true(run_until(t, is_closed, 3000));
+    assert_int_equal(t->closed_err, UV_ETIMEDOUT);
+}
+
+/* A server that accepts TCP and says nothing: the connect timeout. */
+static void test_connect_timeout(void **state)
+{
+    ctx_t *t = *state;
+    int port = srv_start(t);
+    mqr_mqttc_options_t o;
+    opts_init(&o, MQR_MQTT_V5, "slow");
+    o.connect_timeout_ms = 300;
+    client_connect(t, &o, port);
+    assert_true(run_until(t, is_closed, 3000));
+    assert_int_equal(t->closed_err, UV_ETIMEDOUT);
+    assert_int_equal(t->connected, 0);
+}
+
+static void test_bad_options(void **state)
+{
+    ctx_t *t = *state;
+    mqr_mqttc_options_t o;
+    opts_init(&o, 3, "x");
+    assert_int_equal(mqr__mqttc_new(&t->loop, &o, &cbs, t, &t->c), MQR_EINVAL);
+    opts_init(&o, MQR_MQTT_V5, "x");
+    o.will_topic = "a/#";
+    assert_int_equal(mqr__mqttc_new(&t->loop, &o, &cbs, t, &t->c), MQR_EINVAL);
+    assert_null(t->c);
+    opts_init(&o, MQR_MQTT_V5, "x");
+    assert_int_equal(mqr__mqttc_new(&t->loop, &o, &cbs, t, &t->c), 0);
+    mqr_mqtt_publish_t p = pub("a", "b", 0);
+    assert_int_equal(mqr__mqttc_publish(t->c, &p, 1), MQR_ENOTCONN);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scripted_server, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_roundtrip_v311, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_roundtrip_v5, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_window_and_limits_v5, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_qos_v5, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_v311, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_v5, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keepalive_pings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_broker_killed, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
