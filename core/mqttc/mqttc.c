@@ -404,6 +404,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
                             nread == UV_EOF ? "server closed the connection" : "read failed");
         return;
     }
+    c->last_recv = uv_now(c->loop);
     c->in.len += (size_t)nread;
     in_bytes(c);
 }
@@ -418,14 +419,17 @@ static void on_connect_timeout(uv_timer_t *t)
 /* Every keepalive/4: a PINGREQ once nothing was sent for about keepalive
  * (3.1.1 §3.1.2.10: at most keepalive between two packets; we send from
  * 3/4 of it on, so a tick's delay cannot make us late); the connection is
- * dead when no PINGRESP came within keepalive/2 (at least 500 ms). */
+ * dead when, after a PINGREQ, neither PINGRESP nor any other byte came for
+ * keepalive/2 (at least 500 ms). */
 static void on_tick(uv_timer_t *t)
 {
     mqr_mqttc_t *c = t->data;
     uint64_t now = uv_now(c->loop), ka = (uint64_t)c->keepalive_s * 1000u;
     uint64_t wait = ka / 2 > 500 ? ka / 2 : 500;
     if (c->ping_out) {
-        if (now - c->ping_at >= wait) mqr__mqttc_fail(c, UV_ETIMEDOUT, 0, "no PINGRESP");
+        /* a server busy sending us messages has PINGRESP queued behind them */
+        uint64_t since = c->last_recv > c->ping_at ? c->last_recv : c->ping_at;
+        if (now - since >= wait) mqr__mqttc_fail(c, UV_ETIMEDOUT, 0, "no PINGRESP");
         return;
     }
     if (c->st != MQTTC_UP || now - c->last_sent < ka - ka / 4) return;

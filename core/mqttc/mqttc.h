@@ -3,6 +3,9 @@
  * on core/mqtt's codec: connect, publish QoS 0/1/2 with an in-flight window,
  * subscribe, unsubscribe, receive with acknowledgement left to the caller,
  * keep-alive, and one socket write per loop turn for all packets queued.
+ * Keep-alive: a PINGREQ once nothing was sent for 3/4 of it; the
+ * connection fails with UV_ETIMEDOUT when, after a PINGREQ, nothing at all
+ * came from the server for keepalive/2 (at least 500 ms).
  *
  * It is the transport under upstream sessions (issue 19), kept standalone:
  * it knows nothing of core/upstream/, the engine, messages or the router.

@@ -113,6 +113,7 @@ struct mqr_mqttc {
     /* keep-alive */
     uint64_t last_sent;
     uint64_t ping_at;
+    uint64_t last_recv;
     bool ping_out;
 };
 
