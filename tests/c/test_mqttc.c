@@ -41,7 +41,8 @@ typedef struct {
     char closed_why[160];
     got_t got[256];
     int ngot;
-    bool ack_now; /* acknowledge in the message callback */
+    bool ack_now;     /* acknowledge in the message callback */
+    bool free_in_msg; /* free the client in the message callback */
     done_t done[512];
     int ndone;
     size_t max_inflight_seen;
@@ -78,6 +79,10 @@ static void on_message(void *ud, const mqr_mqtt_publish_t *p, uint32_t ack_id)
     g->qos = p->qos;
     g->ack_id = ack_id;
     if (t->ack_now && ack_id) assert_int_equal(mqr__mqttc_ack(t->c, ack_id), 0);
+    if (t->free_in_msg) {
+        mqr__mqttc_free(t->c);
+        t->c = NULL;
+    }
 }
 
 static void on_done(void *ud, uint64_t token, int status, int reason)
@@ -438,6 +443,48 @@ static void test_broker_killed(void **state)
     assert_int_equal(t->closed, 1);
 }
 
+/* Freed inside its own message callback with QoS 1 publishes in flight:
+ * no callback after that (done() neither), nothing leaks (ASan). */
+static void test_free_in_callback(void **state)
+{
+    ctx_t *t = *state;
+    broker_start(&t->broker);
+    connect_ok(t, MQR_MQTT_V5, "freecb");
+    subscribe(t, "f/#", 1, 1);
+    t->free_in_msg = true;
+    for (int i = 0; i < 20; i++) {
+        mqr_mqtt_publish_t p = pub("f/x", "bye", 1);
+        assert_int_equal(mqr__mqttc_publish(t->c, &p, 10 + (uint64_t)i), 0);
+    }
+    int before = t->ndone;
+    want_n = 1;
+    assert_true(run_until(t, got_n, 5000));
+    assert_null(t->c);
+    run_until(t, NULL, 200);
+    assert_int_equal(t->ngot, 1);
+    assert_int_equal(t->closed, 0);
+    assert_true(t->ndone - before < 20); /* some were acknowledged before, none after */
+}
+
+/* Our own DISCONNECT with publishes in flight fails them with MQR_ECLOSED
+ * first, then closed(0). */
+static void test_disconnect_pending(void **state)
+{
+    ctx_t *t = *state;
+    broker_start(&t->broker);
+    connect_ok(t, MQR_MQTT_V5, "leaving");
+    for (int i = 0; i < 5; i++) {
+        mqr_mqtt_publish_t p = pub("d/x", "late", 1);
+        assert_int_equal(mqr__mqttc_publish(t->c, &p, 1 + (uint64_t)i), 0);
+    }
+    mqr__mqttc_disconnect(t->c, 0); /* before any PUBACK can arrive */
+    assert_true(run_until(t, is_closed, 5000));
+    assert_int_equal(t->closed_err, 0);
+    assert_int_equal(t->ndone, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(t->done[i].status, MQR_ECLOSED);
+}
+
 /* ---- against a scripted server -------------------------------------------- */
 
 static void srv_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -597,6 +644,26 @@ static void test_connect_timeout(void **state)
     assert_int_equal(t->connected, 0);
 }
 
+/* 5.0: the server's DISCONNECT (0x8B, shutting down) ends the connection
+ * with its reason. */
+static void test_scripted_disconnect_v5(void **state)
+{
+    ctx_t *t = *state;
+    int port = srv_start(t);
+    mqr_mqttc_options_t o;
+    opts_init(&o, MQR_MQTT_V5, "scripted5");
+    client_connect(t, &o, port);
+    assert_true(srv_wait(t, (const uint8_t *)"\x00\x04MQTT\x05", 7, 2000));
+    static const uint8_t connack[] = {0x20, 0x03, 0x00, 0x00, 0x00};
+    srv_send(t, connack, sizeof connack, 2);
+    assert_true(run_until(t, is_connected, 2000));
+    static const uint8_t disconnect[] = {0xE0, 0x01, 0x8B};
+    srv_send(t, disconnect, sizeof disconnect, 1);
+    assert_true(run_until(t, is_closed, 2000));
+    assert_int_equal(t->closed_err, MQR_EUPSTREAM);
+    assert_int_equal(t->closed_reason, MQR_MQTT_RC_SERVER_SHUTTING_DOWN);
+}
+
 static void test_bad_options(void **state)
 {
     ctx_t *t = *state;
@@ -629,6 +696,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused_v5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_pings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_killed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_in_callback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disconnect_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scripted_disconnect_v5, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
