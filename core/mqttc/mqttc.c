@@ -68,7 +68,8 @@ static void conn_end(mqr_mqttc_t *c, int err, int reason, const char *why)
 void mqr__mqttc_fail(mqr_mqttc_t *c, int err, int reason, const char *why)
 {
     if (c->st == MQTTC_CLOSED) return;
-    if (c->version == MQR_MQTT_V5 && c->st == MQTTC_UP && err != UV_EOF && err < -4200) {
+    if (c->version == MQR_MQTT_V5 && c->st == MQTTC_UP &&
+        err <= MQR_EMALFORMED) { /* ours, not the socket's */
         uint8_t pkt[8];
         size_t len;
         mqr_mqtt_disconnect_t d = {.reason = mqr__mqtt_reason_for_error(err, 0)};

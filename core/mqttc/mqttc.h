@@ -125,8 +125,9 @@ int mqr__mqttc_connect(mqr_mqttc_t *c, const struct sockaddr *addr);
  * sets them). QoS 0 goes out with the next write; QoS 1/2 go when the
  * window has room, in call order. Returns 0 (done() follows), or, with
  * nothing queued: MQR_ENOTCONN before connected() or after closed();
- * MQR_EQOS over the server's Maximum QoS; MQR_EINVAL retain where the
- * server has no Retain Available, QoS > 2; MQR_ETOPIC / MQR_EUTF8 a bad topic; MQR_ETOOLARGE
+ * MQR_EQOS over the server's Maximum QoS (refused, not downgraded: the
+ * caller decides); MQR_EINVAL retain where the server has no Retain
+ * Available, QoS > 2; MQR_ETOPIC / MQR_EUTF8 a bad topic; MQR_ETOOLARGE
  * over the server's Maximum Packet Size; MQR_ENOMEM. */
 int mqr__mqttc_publish(mqr_mqttc_t *c, const mqr_mqtt_publish_t *p, uint64_t token);
 

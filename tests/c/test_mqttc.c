@@ -552,14 +552,19 @@ static bool srv_wait(ctx_t *t, const uint8_t *needle, size_t n, int timeout_ms)
     return run_until(t, srv_has, timeout_ms);
 }
 
-static size_t publish_bytes(uint8_t *buf, size_t cap, int qos, uint16_t id, bool dup)
+static size_t publish_bytes_v(uint8_t *buf, size_t cap, int qos, uint16_t id, bool dup, int version)
 {
     mqr_mqtt_publish_t p = pub("s/t", "split-payload", qos);
     p.packet_id = id;
     p.dup = dup;
     size_t len;
-    assert_int_equal(mqr__mqtt_encode_publish(&p, MQR_MQTT_V311, buf, cap, &len), 0);
+    assert_int_equal(mqr__mqtt_encode_publish(&p, version, buf, cap, &len), 0);
     return len;
+}
+
+static size_t publish_bytes(uint8_t *buf, size_t cap, int qos, uint16_t id, bool dup)
+{
+    return publish_bytes_v(buf, cap, qos, id, dup, MQR_MQTT_V311);
 }
 
 static bool srv_connected(ctx_t *t)
@@ -664,6 +669,61 @@ static void test_scripted_disconnect_v5(void **state)
     assert_int_equal(t->closed_reason, MQR_MQTT_RC_SERVER_SHUTTING_DOWN);
 }
 
+/* A v5 client on the scripted server, connected; o may set limits. */
+static void scripted_v5(ctx_t *t, mqr_mqttc_options_t *o)
+{
+    int port = srv_start(t);
+    client_connect(t, o, port);
+    assert_true(srv_wait(t, (const uint8_t *)"\x00\x04MQTT\x05", 7, 2000));
+    static const uint8_t connack[] = {0x20, 0x03, 0x00, 0x00, 0x00};
+    srv_send(t, connack, sizeof connack, sizeof connack);
+    assert_true(run_until(t, is_connected, 2000));
+    t->srv_in_len = 0;
+}
+
+/* Our Maximum Packet Size: a bigger packet closes with MQR_ETOOLARGE and
+ * DISCONNECT 0x95 (5.0 §3.1.2.11.4), as soon as its header is in. */
+static void test_scripted_too_large_v5(void **state)
+{
+    ctx_t *t = *state;
+    mqr_mqttc_options_t o;
+    opts_init(&o, MQR_MQTT_V5, "small");
+    o.max_packet_size = 16;
+    scripted_v5(t, &o);
+    uint8_t pkt[64];
+    size_t n = publish_bytes_v(pkt, sizeof pkt, 0, 0, false, MQR_MQTT_V5);
+    assert_true(n > 16);
+    srv_send(t, pkt, 2, 2);
+    assert_true(run_until(t, is_closed, 2000));
+    assert_int_equal(t->closed_err, MQR_ETOOLARGE);
+    assert_int_equal(t->ngot, 0);
+    static const uint8_t disconnect[] = {0xE0, 0x01, 0x95};
+    assert_true(srv_wait(t, disconnect, 3, 2000));
+}
+
+/* Our Receive Maximum 1: a second QoS 1 message while the first is not
+ * acknowledged is a protocol error, DISCONNECT 0x93 (5.0 §3.3.4). */
+static void test_scripted_receive_max_v5(void **state)
+{
+    ctx_t *t = *state;
+    mqr_mqttc_options_t o;
+    opts_init(&o, MQR_MQTT_V5, "one");
+    o.receive_max = 1;
+    scripted_v5(t, &o);
+    uint8_t pkt[64];
+    size_t n = publish_bytes_v(pkt, sizeof pkt, 1, 1, false, MQR_MQTT_V5);
+    srv_send(t, pkt, n, n);
+    want_n = 1;
+    assert_true(run_until(t, got_n, 2000));
+    n = publish_bytes_v(pkt, sizeof pkt, 1, 2, false, MQR_MQTT_V5);
+    srv_send(t, pkt, n, n);
+    assert_true(run_until(t, is_closed, 2000));
+    assert_int_equal(t->closed_err, MQR_EPROTOCOL);
+    assert_int_equal(t->ngot, 1);
+    static const uint8_t disconnect[] = {0xE0, 0x01, 0x93};
+    assert_true(srv_wait(t, disconnect, 3, 2000));
+}
+
 static void test_bad_options(void **state)
 {
     ctx_t *t = *state;
@@ -699,6 +759,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_in_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disconnect_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scripted_disconnect_v5, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scripted_too_large_v5, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scripted_receive_max_v5, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
