@@ -2,7 +2,8 @@
  * mqttc.c — the client's life: options copied and CONNECT encoded once,
  * TCP connect and the connect timeout, reading and framing (any packet may
  * arrive split across reads), one function per packet from the server,
- * keep-alive, the public publish/subscribe/unsubscribe calls, and closing.
+ * keep-alive, disconnecting and closing. The caller's publish, subscribe
+ * and unsubscribe are in mqttc_send.c.
  *
  * It never frees the client from inside a callback's caller: memory goes
  * when the last handle's close callback runs, so callbacks may free. It
@@ -15,7 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define IN_READ_MIN 65536 /* free room offered to each read */
+#define IN_READ_MIN 65536          /* free room offered to each read */
+#define IN_KEEP_MAX (1024u * 1024) /* an empty input buffer bigger than this is freed */
 #define CONNECT_TIMEOUT_MS 30000
 
 static void on_tick(uv_timer_t *t);
@@ -392,6 +394,10 @@ static void in_bytes(mqr_mqttc_t *c)
     if (c->st == MQTTC_CLOSED) return;
     memmove(c->in.p, c->in.p + off, c->in.len - off);
     c->in.len -= off;
+    if (c->in.len == 0 && c->in.cap > IN_KEEP_MAX) { /* a big packet went by */
+        free(c->in.p);
+        c->in = (mqttc_buf_t){0};
+    }
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)

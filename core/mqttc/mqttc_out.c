@@ -16,6 +16,7 @@
 #include <string.h>
 
 #define OUT_MIN_CAP 16384
+#define OUT_KEEP_MAX (1024u * 1024)
 
 static int buf_grow(mqttc_buf_t *b, size_t need)
 {
@@ -109,6 +110,10 @@ static void on_write(uv_write_t *req, int status)
     mqr_mqttc_t *c = req->data;
     c->writing = false;
     c->wbuf.len = 0;
+    if (c->wbuf.cap > OUT_KEEP_MAX) { /* a burst went by: do not keep its memory */
+        free(c->wbuf.p);
+        c->wbuf = (mqttc_buf_t){0};
+    }
     if (c->st == MQTTC_CLOSED) return; /* tokens were failed at close */
     if (status < 0) {
         mqr__mqttc_fail(c, status, 0, "write failed");

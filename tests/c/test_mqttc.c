@@ -724,6 +724,129 @@ static void test_scripted_receive_max_v5(void **state)
     assert_true(srv_wait(t, disconnect, 3, 2000));
 }
 
+/* The packet ids of the PUBLISH packets (of qos) the scripted server got. */
+static int srv_publish_ids(ctx_t *t, int qos, uint16_t *ids, int max)
+{
+    int n = 0;
+    mqr_mqtt_frame_t f;
+    for (size_t off = 0;
+         mqr__mqtt_frame(t->srv_in + off, t->srv_in_len - off, 0, MQR_MQTT_V5, &f) == 0;
+         off += f.total) {
+        mqr_mqtt_publish_t p;
+        if (f.type != MQR_MQTT_PUBLISH) continue;
+        assert_int_equal(mqr__mqtt_decode_publish(t->srv_in + off, f.total, MQR_MQTT_V5,
+                                                  MQR_MQTT_FROM_CLIENT, &p),
+                         0);
+        if (p.qos == qos && n < max) ids[n++] = p.packet_id;
+    }
+    return n;
+}
+
+static int want_ids;
+static bool srv_has_ids(ctx_t *t)
+{
+    uint16_t ids[16];
+    return srv_publish_ids(t, 1, ids, 16) + srv_publish_ids(t, 2, ids, 16) >= want_ids;
+}
+
+/* The server's Receive Maximum 2 from CONNACK: two QoS 1 publishes out,
+ * the others wait; a PUBACK frees its id for the next publish (reused);
+ * PUBACK 0x10 is a success, 0x97 a failure with its reason; QoS 2:
+ * PUBREC -> PUBREL -> PUBCOMP, and PUBREC 0x87 ends it as a failure. */
+static void test_scripted_outbound_v5(void **state)
+{
+    ctx_t *t = *state;
+    int port = srv_start(t);
+    mqr_mqttc_options_t o;
+    opts_init(&o, MQR_MQTT_V5, "out5");
+    client_connect(t, &o, port);
+    assert_true(srv_wait(t, (const uint8_t *)"\x00\x04MQTT\x05", 7, 2000));
+    static const uint8_t connack[] = {0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x02};
+    srv_send(t, connack, sizeof connack, sizeof connack);
+    assert_true(run_until(t, is_connected, 2000));
+    assert_int_equal(mqr__mqttc_window(t->c), 2);
+    t->srv_in_len = 0;
+
+    for (int i = 0; i < 3; i++) {
+        mqr_mqtt_publish_t p = pub("o/x", "one", 1);
+        assert_int_equal(mqr__mqttc_publish(t->c, &p, 1 + (uint64_t)i), 0);
+    }
+    mqr_mqtt_publish_t p2 = pub("o/y", "two", 2);
+    assert_int_equal(mqr__mqttc_publish(t->c, &p2, 4), 0);
+    assert_int_equal(mqr__mqttc_publish(t->c, &p2, 5), 0);
+    want_ids = 2;
+    assert_true(run_until(t, srv_has_ids, 2000));
+    run_until(t, NULL, 100);
+    uint16_t ids[16];
+    assert_int_equal(srv_publish_ids(t, 1, ids, 16), 2);
+    assert_int_not_equal(ids[0], ids[1]);
+    assert_int_equal(mqr__mqttc_waiting(t->c), 3);
+    uint16_t first = ids[0], second = ids[1];
+
+    /* PUBACK 0x10 for the first: done ok, its id goes to the third */
+    uint8_t ack[] = {0x40, 0x03, (uint8_t)(first >> 8), (uint8_t)first, 0x10};
+    t->srv_in_len = 0;
+    srv_send(t, ack, sizeof ack, sizeof ack);
+    want_n = 1;
+    assert_true(run_until(t, done_n, 2000));
+    assert_int_equal(t->done[0].token, 1);
+    assert_int_equal(t->done[0].status, 0);
+    assert_int_equal(t->done[0].reason, 0x10);
+    want_ids = 1;
+    assert_true(run_until(t, srv_has_ids, 2000));
+    assert_int_equal(srv_publish_ids(t, 1, ids, 16), 1);
+    assert_int_equal(ids[0], first); /* reused */
+
+    /* PUBACK 0x97 for the second: a failure with its reason */
+    uint8_t nack[] = {0x40, 0x03, (uint8_t)(second >> 8), (uint8_t)second, 0x97};
+    t->srv_in_len = 0;
+    srv_send(t, nack, sizeof nack, sizeof nack);
+    want_n = 2;
+    assert_true(run_until(t, done_n, 2000));
+    assert_int_equal(t->done[1].token, 2);
+    assert_int_equal(t->done[1].status, MQR_EUPSTREAM);
+    assert_int_equal(t->done[1].reason, 0x97);
+
+    /* the first QoS 2 is out now, with the second's id */
+    want_ids = 1;
+    assert_true(run_until(t, srv_has_ids, 2000));
+    assert_int_equal(srv_publish_ids(t, 2, ids, 16), 1);
+    uint16_t q2 = ids[0];
+    assert_int_equal(q2, second);
+    uint8_t rec[] = {0x50, 0x02, (uint8_t)(q2 >> 8), (uint8_t)q2};
+    uint8_t rel[] = {0x62, 0x02, (uint8_t)(q2 >> 8), (uint8_t)q2};
+    srv_send(t, rec, sizeof rec, sizeof rec);
+    assert_true(srv_wait(t, rel, sizeof rel, 2000));
+    assert_int_equal(t->ndone, 2); /* not before PUBCOMP */
+    uint8_t comp[] = {0x70, 0x02, (uint8_t)(q2 >> 8), (uint8_t)q2};
+    t->srv_in_len = 0;
+    srv_send(t, comp, sizeof comp, sizeof comp);
+    want_n = 3;
+    assert_true(run_until(t, done_n, 2000));
+    assert_int_equal(t->done[2].token, 4);
+    assert_int_equal(t->done[2].status, 0);
+
+    /* the last QoS 2 takes the freed id; PUBACK for the third, then
+     * PUBREC 0x87 for the last */
+    want_ids = 1;
+    assert_true(run_until(t, srv_has_ids, 2000));
+    assert_int_equal(srv_publish_ids(t, 2, ids, 16), 1);
+    assert_int_equal(ids[0], q2);
+    ack[4] = 0x00;
+    srv_send(t, ack, sizeof ack, sizeof ack);
+    uint8_t rec_no[] = {0x50, 0x03, (uint8_t)(ids[0] >> 8), (uint8_t)ids[0], 0x87};
+    srv_send(t, rec_no, sizeof rec_no, sizeof rec_no);
+    want_n = 5;
+    assert_true(run_until(t, done_n, 2000));
+    assert_int_equal(t->done[3].token, 3);
+    assert_int_equal(t->done[3].status, 0);
+    assert_int_equal(t->done[4].token, 5);
+    assert_int_equal(t->done[4].status, MQR_EUPSTREAM);
+    assert_int_equal(t->done[4].reason, 0x87);
+    assert_int_equal(mqr__mqttc_inflight(t->c), 0);
+    assert_int_equal(t->closed, 0);
+}
+
 static void test_bad_options(void **state)
 {
     ctx_t *t = *state;
@@ -760,6 +883,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_disconnect_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scripted_disconnect_v5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scripted_too_large_v5, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scripted_outbound_v5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scripted_receive_max_v5, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
