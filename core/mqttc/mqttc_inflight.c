@@ -168,7 +168,10 @@ int mqr__mqttc_in_publish(mqr_mqttc_t *c, const mqr_mqtt_publish_t *p, uint32_t 
         if (*st == IN_RELEASING) return mqr__mqttc_out_ack(c, MQR_MQTT_PUBREC, p->packet_id, 0);
         return 0; /* still with the caller: its ack answers both */
     }
-    if (c->in_unacked >= (c->receive_max ? c->receive_max : UINT16_MAX)) return MQR_EPROTOCOL;
+    /* Receive Maximum is a 5.0 promise; a 3.1.1 server made none */
+    if (c->version == MQR_MQTT_V5 &&
+        c->in_unacked >= (c->receive_max ? c->receive_max : UINT16_MAX))
+        return MQR_EPROTOCOL;
     *st = p->qos == 1 ? IN_QOS1 : IN_QOS2;
     c->in_unacked++;
     *ack_id = (uint32_t)p->packet_id | ((uint32_t)p->qos << 16);

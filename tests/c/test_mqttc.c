@@ -584,6 +584,7 @@ static void test_scripted_server(void **state)
     mqr_mqttc_options_t o;
     opts_init(&o, MQR_MQTT_V311, "scripted");
     o.keepalive_s = 1;
+    o.receive_max = 1; /* not sent in 3.1.1, not enforced either */
     client_connect(t, &o, port);
     assert_true(run_until(t, srv_connected, 5000));
     assert_true(srv_wait(t, (const uint8_t *)"\x00\x04MQTT\x04", 7, 2000));
@@ -628,6 +629,15 @@ static void test_scripted_server(void **state)
     srv_send(t, pubrel, 4, 2);
     assert_true(srv_wait(t, pubcomp, 4, 2000));
     assert_int_equal(mqr__mqttc_ack(t->c, t->got[1].ack_id), MQR_ENOENT);
+
+    /* 3.1.1 has no Receive Maximum: many unacknowledged are fine */
+    for (uint16_t id = 20; id < 30; id++) {
+        n = publish_bytes(pkt, sizeof pkt, 1, id, false);
+        srv_send(t, pkt, n, n);
+    }
+    want_n = 12;
+    assert_true(run_until(t, got_n, 2000));
+    assert_int_equal(t->closed, 0);
 
     static const uint8_t pingreq[] = {0xC0, 0x00};
     assert_true(srv_wait(t, pingreq, 2, 3000));
