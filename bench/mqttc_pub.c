@@ -6,7 +6,11 @@
  * /work/shared/notes/forwarding-profile.md (55 k QoS 0 / 30 k QoS 1 there),
  * which is what issue 19 must beat.
  *
- *   bench_mqttc_pub [--port P] [--n N] [--window W] [--v5]
+ *   bench_mqttc_pub [--port P] [--n N] [--window W] [--refill R] [--v5]
+ *
+ * --refill R tops the window up only once R publishes are done (default 1:
+ * after each, as the Paho program did); a forwarding session gets its
+ * messages in batches per read, which R > 1 imitates.
  *
  * Without --port it starts /usr/sbin/mosquitto on a free loopback port
  * (set_tcp_nodelay true) and kills it at the end. Prints one RESULT line per
@@ -31,6 +35,7 @@ typedef struct {
     mqr_mqttc_t *c;
     int qos;
     long n, window;
+    long refill; /* top up once this many are done (1: after each) */
     long sent, done, failed;
     bool up, closed;
     uint8_t payload[64];
@@ -87,16 +92,17 @@ static void on_done(void *ud, uint64_t token, int status, int reason)
     if (status) r->failed++;
     if (r->done == r->n)
         uv_stop(r->loop);
-    else if (r->up && !r->closed)
+    else if (r->up && !r->closed && r->sent - r->done <= r->window - r->refill)
         top_up(r);
 }
 
 static const mqr_mqttc_cbs_t cbs = {
     .connected = on_connected, .closed = on_closed, .done = on_done};
 
-static int run_qos(uv_loop_t *loop, int port, int version, int qos, long n, long window)
+static int run_qos(uv_loop_t *loop, int port, int version, int qos, long n, long window,
+                   long refill)
 {
-    run_t r = {.loop = loop, .qos = qos, .n = n, .window = window};
+    run_t r = {.loop = loop, .qos = qos, .n = n, .window = window, .refill = refill};
     memset(r.payload, 'x', sizeof r.payload);
     mqr_mqttc_options_t o;
     memset(&o, 0, sizeof o);
@@ -117,9 +123,10 @@ static int run_qos(uv_loop_t *loop, int port, int version, int qos, long n, long
     top_up(&r);
     uv_run(loop, UV_RUN_DEFAULT);
     double dt = now_s() - t0, dc = cpu_s() - c0;
-    printf("RESULT bench=mqttc_pub qos=%d version=%d n=%ld window=%ld msgs_per_s=%.0f "
-           "cpu_us_per_msg=%.2f failed=%ld\n",
-           qos, version, n, window, (double)r.done / dt, dc * 1e6 / (double)r.done, r.failed);
+    printf("RESULT bench=mqttc_pub qos=%d version=%d n=%ld window=%ld refill=%ld "
+           "msgs_per_s=%.0f cpu_us_per_msg=%.2f failed=%ld\n",
+           qos, version, n, window, refill, (double)r.done / dt, dc * 1e6 / (double)r.done,
+           r.failed);
     fflush(stdout);
     mqr__mqttc_disconnect(r.c, 0);
     while (!r.closed)
@@ -177,7 +184,7 @@ static pid_t broker_start(int port, char *conf, size_t cap)
 int main(int argc, char **argv)
 {
     int port = 0, version = MQR_MQTT_V311;
-    long n = 200000, window = 1000;
+    long n = 200000, window = 1000, refill = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--port") && i + 1 < argc)
             port = atoi(argv[++i]);
@@ -185,10 +192,13 @@ int main(int argc, char **argv)
             n = atol(argv[++i]);
         else if (!strcmp(argv[i], "--window") && i + 1 < argc)
             window = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--refill") && i + 1 < argc)
+            refill = atol(argv[++i]);
         else if (!strcmp(argv[i], "--v5"))
             version = MQR_MQTT_V5;
         else {
-            fprintf(stderr, "usage: %s [--port P] [--n N] [--window W] [--v5]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--port P] [--n N] [--window W] [--refill R] [--v5]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -198,8 +208,8 @@ int main(int argc, char **argv)
     if (!port) broker = broker_start(port = free_port(), conf, sizeof conf);
     uv_loop_t loop;
     uv_loop_init(&loop);
-    int rc =
-        run_qos(&loop, port, version, 0, n, window) | run_qos(&loop, port, version, 1, n, window);
+    int rc = run_qos(&loop, port, version, 0, n, window, refill) |
+             run_qos(&loop, port, version, 1, n, window, refill);
     uv_loop_close(&loop);
     if (broker) {
         kill(broker, SIGKILL);
