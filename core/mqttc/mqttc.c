@@ -19,6 +19,7 @@
 #define IN_READ_MIN 65536          /* free room offered to each read */
 #define IN_KEEP_MAX (1024u * 1024) /* an empty input buffer bigger than this is freed */
 #define CONNECT_TIMEOUT_MS 30000
+#define DISCONNECT_LINGER_MS 5000 /* DISCONNECT written and FIN sent, or we close anyway */
 
 static void on_tick(uv_timer_t *t);
 
@@ -479,6 +480,11 @@ int mqr__mqttc_connect(mqr_mqttc_t *c, const struct sockaddr *addr)
     return 0;
 }
 
+static void on_linger_timeout(uv_timer_t *t)
+{
+    conn_end(t->data, 0, 0, "disconnected (DISCONNECT not written in time)");
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     mqr_mqttc_t *c = req->data;
@@ -509,7 +515,8 @@ void mqr__mqttc_disconnect(mqr_mqttc_t *c, int reason)
     mqr__mqttc_out_commit(c, len);
     c->st = MQTTC_CLOSING;
     c->shutdown_after = true;
-    uv_timer_stop(&c->timer); /* a server that never reads: the caller frees */
+    /* a server that stops reading must not keep us half-closed forever */
+    uv_timer_start(&c->timer, on_linger_timeout, DISCONNECT_LINGER_MS, 0);
 }
 
 void mqr__mqttc_free(mqr_mqttc_t *c)

@@ -146,8 +146,10 @@ int mqr__mqttc_unsubscribe(mqr_mqttc_t *c, const mqr_mqtt_str_t *filters, size_t
 int mqr__mqttc_ack(mqr_mqttc_t *c, uint32_t ack_id);
 
 /* Sends DISCONNECT (reason: 5.0 reason code, 0 normal) after what is
- * already queued, then closes; closed() reports err 0. Pending operations
- * fail with MQR_ECLOSED. No-op once closing. */
+ * already queued, shuts the socket down and closes (at the latest 5 s
+ * later, if the server stops reading); closed() reports err 0. Answers
+ * that arrive meanwhile are ignored: pending operations fail with
+ * MQR_ECLOSED. No-op once closing. */
 void mqr__mqttc_disconnect(mqr_mqttc_t *c, int reason);
 
 /* Closes without DISCONNECT (the server publishes the will) and fires no
