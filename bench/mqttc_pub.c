@@ -3,7 +3,7 @@
  * Mosquitto: N messages of 64 bytes at QoS 0 and QoS 1, at most W not yet
  * done (QoS 0: written to the socket; QoS 1: PUBACK), topped up from the
  * done() callback. The same shape as the Paho MQTTAsync ceiling in
- * /work/shared/notes/forwarding-profile.md (55 k QoS 0 / 30 k QoS 1 there),
+ * the forwarding profile (issue 19: 55 k QoS 0 / 30 k QoS 1 there),
  * which is what issue 19 must beat.
  *
  *   bench_mqttc_pub [--port P] [--n N] [--window W] [--refill R] [--v5]
