@@ -10,6 +10,7 @@
  * Must not: keep a password, or SaltedPassword, anywhere but on the stack.
  */
 #include "auth.h"
+#include "auth_int.h"
 #include "engine.h"
 
 #include "mqrouter_auth.h"
@@ -40,8 +41,8 @@ int mqr__auth_pbkdf2(const void *pw, size_t pw_len, const uint8_t *salt, size_t 
     return 0;
 }
 
-static void hmac256(const uint8_t *key, size_t key_len, const void *data, size_t len,
-                    uint8_t out[MQR_AUTH_KEY_LEN])
+void mqr__auth_hmac256(const uint8_t *key, size_t key_len, const void *data, size_t len,
+                       uint8_t out[MQR_AUTH_KEY_LEN])
 {
     unsigned olen = MQR_AUTH_KEY_LEN;
     HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &olen);
@@ -52,11 +53,11 @@ void mqr__auth_keys(const uint8_t salted[MQR_AUTH_KEY_LEN], uint8_t stored_key[M
 {
     if (stored_key) {
         uint8_t client_key[MQR_AUTH_KEY_LEN];
-        hmac256(salted, MQR_AUTH_KEY_LEN, "Client Key", 10, client_key);
+        mqr__auth_hmac256(salted, MQR_AUTH_KEY_LEN, "Client Key", 10, client_key);
         SHA256(client_key, sizeof client_key, stored_key);
         OPENSSL_cleanse(client_key, sizeof client_key);
     }
-    if (server_key) hmac256(salted, MQR_AUTH_KEY_LEN, "Server Key", 10, server_key);
+    if (server_key) mqr__auth_hmac256(salted, MQR_AUTH_KEY_LEN, "Server Key", 10, server_key);
 }
 
 int mqr__auth_cred_make(const void *pw, size_t pw_len, uint32_t iterations, mqr_cred_t *out)
@@ -96,7 +97,7 @@ bool mqr__auth_username_valid(const char *name, size_t len)
 
 /* ---- base64 -------------------------------------------------------------- */
 
-static char *b64_encode(const uint8_t *in, size_t n, size_t *out_len)
+char *mqr__auth_b64_encode(const uint8_t *in, size_t n, size_t *out_len)
 {
     char *out = malloc(4 * ((n + 2) / 3) + 1);
     if (!out) return NULL;
@@ -105,9 +106,7 @@ static char *b64_encode(const uint8_t *in, size_t n, size_t *out_len)
     return out;
 }
 
-/* Strict: canonical padding, no whitespace. Returns the decoded length, or
- * -1. out needs 3 * len / 4 bytes. */
-static int b64_decode(const char *in, size_t len, uint8_t *out)
+int mqr__auth_b64_decode(const char *in, size_t len, uint8_t *out)
 {
     if (len % 4 || len > INT_MAX) return -1;
     size_t pad = 0;
@@ -136,8 +135,8 @@ void mqr__scram_free(mqr_scram_t *s)
     memset(s, 0, sizeof *s);
 }
 
-/* The next ','-separated attribute of [*p, end): its letter and value. */
-static bool next_attr(const char **p, const char *end, char *name, const char **val, size_t *vlen)
+bool mqr__scram_next_attr(const char **p, const char *end, char *name, const char **val,
+                          size_t *vlen)
 {
     const char *a = *p;
     if (a >= end || end - a < 2 || a[1] != '=') return false;
@@ -176,7 +175,7 @@ static char *decode_saslname(const char *v, size_t n, size_t *out_len)
     return out;
 }
 
-static bool printable_nonce(const char *v, size_t n)
+bool mqr__scram_nonce_ok(const char *v, size_t n)
 {
     if (!n) return false;
     for (size_t i = 0; i < n; i++)
@@ -205,7 +204,8 @@ int mqr__scram_client_first(mqr_scram_t *s, const void *msg, size_t len)
     char name;
     const char *v;
     size_t vn;
-    if (!next_attr(&q, end, &name, &v, &vn) || name != 'n') return MQR_EMALFORMED; /* m= too */
+    if (!mqr__scram_next_attr(&q, end, &name, &v, &vn) || name != 'n')
+        return MQR_EMALFORMED; /* m= too */
     size_t ulen;
     char *user = decode_saslname(v, vn, &ulen);
     if (!user) return MQR_EMALFORMED;
@@ -213,8 +213,8 @@ int mqr__scram_client_first(mqr_scram_t *s, const void *msg, size_t len)
         free(user);
         return MQR_EMALFORMED;
     }
-    if (!next_attr(&q, end, &name, &v, &vn) || name != 'r' || !printable_nonce(v, vn) ||
-        vn > sizeof s->nonce / 2) {
+    if (!mqr__scram_next_attr(&q, end, &name, &v, &vn) || name != 'r' ||
+        !mqr__scram_nonce_ok(v, vn) || vn > sizeof s->nonce / 2) {
         free(user);
         return MQR_EMALFORMED;
     }
@@ -256,7 +256,7 @@ int mqr__scram_server_first(mqr_scram_t *s, const mqr_cred_t *cred, const char *
     } else {
         uv_once(&secret_once, secret_init);
         uint8_t fake[MQR_AUTH_KEY_LEN];
-        hmac256(secret, sizeof secret, s->username, s->username_len, fake);
+        mqr__auth_hmac256(secret, sizeof secret, s->username, s->username_len, fake);
         memset(&s->cred, 0, sizeof s->cred);
         memcpy(s->cred.salt, fake, MQR_AUTH_SALT_LEN);
         s->cred.salt_len = MQR_AUTH_SALT_LEN;
@@ -271,13 +271,13 @@ int mqr__scram_server_first(mqr_scram_t *s, const mqr_cred_t *cred, const char *
         server_nonce = rnd_b64;
     }
     size_t sn = strlen(server_nonce);
-    if (!printable_nonce(server_nonce, sn) || s->nonce_len + sn > sizeof s->nonce)
+    if (!mqr__scram_nonce_ok(server_nonce, sn) || s->nonce_len + sn > sizeof s->nonce)
         return MQR_EINVAL;
     memcpy(s->nonce + s->nonce_len, server_nonce, sn);
     s->nonce_len += sn;
 
     size_t salt_b64_len;
-    char *salt_b64 = b64_encode(s->cred.salt, s->cred.salt_len, &salt_b64_len);
+    char *salt_b64 = mqr__auth_b64_encode(s->cred.salt, s->cred.salt_len, &salt_b64_len);
     if (!salt_b64) return MQR_ENOMEM;
     size_t cap = 2 + s->nonce_len + 3 + salt_b64_len + 3 + 10 + 1;
     char *sf = malloc(cap);
@@ -311,13 +311,13 @@ int mqr__scram_client_final(mqr_scram_t *s, const void *msg, size_t len, char **
     const char *v;
     size_t vn;
     /* c=: base64 of the gs2-header (no channel binding data) */
-    if (!next_attr(&q, end, &name, &v, &vn) || name != 'c') return MQR_EMALFORMED;
+    if (!mqr__scram_next_attr(&q, end, &name, &v, &vn) || name != 'c') return MQR_EMALFORMED;
     uint8_t cb[64];
     if (vn > 84) return MQR_EMALFORMED;
-    int cbn = b64_decode(v, vn, cb);
+    int cbn = mqr__auth_b64_decode(v, vn, cb);
     if (cbn < 0 || (size_t)cbn != s->gs2_len || memcmp(cb, s->gs2, s->gs2_len) != 0)
         return MQR_EMALFORMED;
-    if (!next_attr(&q, end, &name, &v, &vn) || name != 'r' || vn != s->nonce_len ||
+    if (!mqr__scram_next_attr(&q, end, &name, &v, &vn) || name != 'r' || vn != s->nonce_len ||
         memcmp(v, s->nonce, vn) != 0)
         return MQR_EMALFORMED;
     /* extensions, then p= last */
@@ -326,7 +326,7 @@ int mqr__scram_client_final(mqr_scram_t *s, const void *msg, size_t len, char **
     size_t proof_len = 0;
     while (q < end) {
         const char *attr = q;
-        if (!next_attr(&q, end, &name, &v, &vn)) return MQR_EMALFORMED;
+        if (!mqr__scram_next_attr(&q, end, &name, &v, &vn)) return MQR_EMALFORMED;
         if (name == 'p') {
             if (q != end) return MQR_EMALFORMED;
             without_proof_end = attr - 1; /* the comma before p= */
@@ -337,7 +337,8 @@ int mqr__scram_client_final(mqr_scram_t *s, const void *msg, size_t len, char **
     if (!proof) return MQR_EMALFORMED;
     uint8_t client_proof[48];
     if (proof_len > 64) return MQR_EMALFORMED;
-    if (b64_decode(proof, proof_len, client_proof) != MQR_AUTH_KEY_LEN) return MQR_EMALFORMED;
+    if (mqr__auth_b64_decode(proof, proof_len, client_proof) != MQR_AUTH_KEY_LEN)
+        return MQR_EMALFORMED;
 
     /* AuthMessage = client-first-bare "," server-first "," client-final-without-proof */
     size_t wp_len = (size_t)(without_proof_end - p);
@@ -351,7 +352,7 @@ int mqr__scram_client_final(mqr_scram_t *s, const void *msg, size_t len, char **
     memcpy(am + s->cfb_len + 2 + s->sf_len, p, wp_len);
 
     uint8_t sig[MQR_AUTH_KEY_LEN], client_key[MQR_AUTH_KEY_LEN], stored[MQR_AUTH_KEY_LEN];
-    hmac256(s->cred.stored_key, MQR_AUTH_KEY_LEN, am, am_len, sig);
+    mqr__auth_hmac256(s->cred.stored_key, MQR_AUTH_KEY_LEN, am, am_len, sig);
     for (int i = 0; i < MQR_AUTH_KEY_LEN; i++)
         client_key[i] = client_proof[i] ^ sig[i];
     SHA256(client_key, sizeof client_key, stored);
@@ -362,10 +363,10 @@ int mqr__scram_client_final(mqr_scram_t *s, const void *msg, size_t len, char **
         return 1;
     }
     uint8_t server_sig[MQR_AUTH_KEY_LEN];
-    hmac256(s->cred.server_key, MQR_AUTH_KEY_LEN, am, am_len, server_sig);
+    mqr__auth_hmac256(s->cred.server_key, MQR_AUTH_KEY_LEN, am, am_len, server_sig);
     free(am);
     size_t b64n;
-    char *b64 = b64_encode(server_sig, sizeof server_sig, &b64n);
+    char *b64 = mqr__auth_b64_encode(server_sig, sizeof server_sig, &b64n);
     if (!b64) return MQR_ENOMEM;
     char *sf = malloc(b64n + 3);
     if (!sf) {

@@ -115,6 +115,51 @@ int mqr__scram_server_first(mqr_scram_t *s, const mqr_cred_t *cred, const char *
 int mqr__scram_client_final(mqr_scram_t *s, const void *msg, size_t len, char **out,
                             size_t *out_len);
 
+/* ---- SCRAM-SHA-256, client side (scram_client.c; any thread) ------------
+ * What an MQTT client (an upstream session) does to prove a password to a
+ * server without sending it, and to check that the server knows it too
+ * (RFC 5802 / 7677 over MQTT 5 enhanced authentication). The password is
+ * used as bytes (no SASLprep: ASCII passwords are unaffected). One exchange
+ * at a time per struct; the salted password of the last password, salt and
+ * count is kept (with a digest of the password to tell it apart, never the
+ * password), so a reconnect to the same server skips the PBKDF2. */
+typedef struct {
+    int step; /* 0: new; 1: client-first made; 2: client-final made; 3: server verified */
+    char *client_first_bare;
+    size_t cfb_len;
+    char nonce[64]; /* ours */
+    size_t nonce_len;
+    uint8_t server_signature[MQR_AUTH_KEY_LEN]; /* what server-final must carry */
+    bool have_salted;
+    uint8_t salt[MQR_AUTH_SALT_MAX];
+    size_t salt_len;
+    uint32_t iterations;
+    uint8_t pw_digest[MQR_AUTH_KEY_LEN]; /* SHA-256 of the password salted was made from */
+    uint8_t salted[MQR_AUTH_KEY_LEN];
+} mqr_scram_client_t;
+
+void mqr__scram_client_init(mqr_scram_client_t *c);
+/* Forgets everything, the salted password included. */
+void mqr__scram_client_free(mqr_scram_client_t *c);
+
+/* client-first-message ("n,,n=user,r=nonce") into *out (malloc'd). nonce
+ * NULL = 18 random bytes, base64 (tests pass a fixed one). Starts a new
+ * exchange. 0, MQR_EINVAL (user name), MQR_ENOMEM. */
+int mqr__scram_client_begin(mqr_scram_client_t *c, const char *user, const char *nonce, char **out,
+                            size_t *out_len);
+/* Reads server-first-message ("r=...,s=...,i=...") and makes
+ * client-final-message ("c=biws,r=...,p=...") into *out (malloc'd). Costs
+ * one PBKDF2 unless password, salt and count are those of the last one.
+ * 0; MQR_EMALFORMED (syntax, a nonce that does not extend ours, a
+ * mandatory extension, an iteration count out of range); MQR_EINVAL
+ * (wrong step); MQR_ENOMEM. */
+int mqr__scram_client_continue(mqr_scram_client_t *c, const void *server_first, size_t len,
+                               const void *pw, size_t pw_len, char **out, size_t *out_len);
+/* Checks server-final-message ("v=..."): 0 when the server proved it knows
+ * the password; MQR_EAUTH for a wrong signature or an "e=" error;
+ * MQR_EMALFORMED; MQR_EINVAL (wrong step). */
+int mqr__scram_client_finish(mqr_scram_client_t *c, const void *server_final, size_t len);
+
 /* ---- credentials in the store (store_auth.c; loop thread) -------------- */
 
 /* Adds or replaces user's record. Group-committed like every write (flush

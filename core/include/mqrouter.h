@@ -87,7 +87,8 @@ unsigned mqr_version_hex(void);
     XX(ETXTIMEOUT, -4233, "transaction timed out (rolled back)")                                   \
     XX(EMEMLIMIT, -4234, "memory limit exceeded")                                                  \
     XX(ENODLQ, -4235, "dead letters disabled")                                                     \
-    XX(EQNAME, -4236, "invalid queue name")
+    XX(EQNAME, -4236, "invalid queue name")                                                        \
+    XX(EAUTH, -4237, "authentication failed")
 
 #define XX(name, val, msg) MQR_##name = (val),
 typedef enum { MQR_ERRNO_MAP(XX) MQR_ERRNO_MAX_ = -4300 } mqr_errno_t;

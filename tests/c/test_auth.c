@@ -238,6 +238,110 @@ static int collect(void *arg, const char *name)
     return 0;
 }
 
+/* The client side against RFC 7677's example, byte for byte. */
+static void test_scram_client_rfc7677(void **state)
+{
+    (void)state;
+    mqr_scram_client_t c;
+    mqr__scram_client_init(&c);
+    char *out;
+    size_t n;
+    assert_int_equal(mqr__scram_client_begin(&c, "user", "rOprNGfwEbeRWgbNEkqO", &out, &n), 0);
+    assert_int_equal(n, strlen(RFC_CFIRST));
+    assert_string_equal(out, RFC_CFIRST);
+    free(out);
+    assert_int_equal(
+        mqr__scram_client_continue(&c, RFC_SFIRST, strlen(RFC_SFIRST), "pencil", 6, &out, &n), 0);
+    const char *cf = RFC_CFINAL_WP "," RFC_PROOF;
+    assert_int_equal(n, strlen(cf));
+    assert_string_equal(out, cf);
+    free(out);
+    /* a server that does not know the password cannot answer */
+    const char *forged = "v=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    assert_int_equal(mqr__scram_client_finish(&c, forged, strlen(forged)), MQR_EAUTH);
+    assert_int_equal(mqr__scram_client_finish(&c, "e=other-error", 13), MQR_EAUTH);
+    assert_int_equal(mqr__scram_client_finish(&c, RFC_SFINAL, strlen(RFC_SFINAL)), 0);
+    assert_int_equal(mqr__scram_client_finish(&c, RFC_SFINAL, strlen(RFC_SFINAL)), MQR_EINVAL);
+    mqr__scram_client_free(&c);
+}
+
+/* Our client against our server, random nonces, a user name to escape; a
+ * wrong password is refused by the server, and the salted password is
+ * kept for the next exchange with the same salt. */
+static void test_scram_client_server(void **state)
+{
+    (void)state;
+    mqr_cred_t cred;
+    assert_int_equal(mqr__auth_cred_make("s3cret", 6, 4096, &cred), 0);
+    mqr_scram_client_t c;
+    mqr__scram_client_init(&c);
+    for (int round = 0; round < 3; round++) {
+        const char *pw = round == 1 ? "wrong" : "s3cret";
+        mqr_scram_t s;
+        mqr__scram_init(&s);
+        char *cfirst, *sfirst, *cfinal, *sfinal = NULL;
+        size_t n1, n2, n3, n4;
+        assert_int_equal(mqr__scram_client_begin(&c, "a,b=c", NULL, &cfirst, &n1), 0);
+        assert_int_equal(mqr__scram_client_first(&s, cfirst, n1), 0);
+        assert_string_equal(s.username, "a,b=c");
+        assert_int_equal(mqr__scram_server_first(&s, &cred, NULL, &sfirst, &n2), 0);
+        assert_int_equal(mqr__scram_client_continue(&c, sfirst, n2, pw, strlen(pw), &cfinal, &n3),
+                         0);
+        assert_true(c.have_salted);
+        int rc = mqr__scram_client_final(&s, cfinal, n3, &sfinal, &n4);
+        if (round == 1) {
+            assert_int_equal(rc, 1); /* refused: wrong proof */
+        } else {
+            assert_int_equal(rc, 0);
+            assert_int_equal(mqr__scram_client_finish(&c, sfinal, n4), 0);
+        }
+        free(cfirst);
+        free(sfirst);
+        free(cfinal);
+        free(sfinal);
+        mqr__scram_free(&s);
+    }
+    mqr__scram_client_free(&c);
+}
+
+/* What a client must refuse in server-first. */
+static void test_scram_client_refusals(void **state)
+{
+    (void)state;
+    const char *bad[] = {
+        "r=someoneelse,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",                 /* not our nonce */
+        "r=rOprNGfwEbeRWgbNEkqO,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",        /* nothing added */
+        "r=rOprNGfwEbeRWgbNEkqOx,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1000",       /* too few rounds */
+        "r=rOprNGfwEbeRWgbNEkqOx,s=W22ZaJ0SNY7soEsUEjb6gQ=,i=4096",        /* bad base64 */
+        "r=rOprNGfwEbeRWgbNEkqOx,i=4096",                                  /* no salt */
+        "m=ext,r=rOprNGfwEbeRWgbNEkqOx,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", /* mandatory ext */
+        "",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        mqr_scram_client_t c;
+        mqr__scram_client_init(&c);
+        char *out;
+        size_t n;
+        assert_int_equal(mqr__scram_client_begin(&c, "user", "rOprNGfwEbeRWgbNEkqO", &out, &n), 0);
+        free(out);
+        out = NULL;
+        assert_int_equal(
+            mqr__scram_client_continue(&c, bad[i], strlen(bad[i]), "pencil", 6, &out, &n),
+            MQR_EMALFORMED);
+        assert_null(out);
+        mqr__scram_client_free(&c);
+    }
+    mqr_scram_client_t c;
+    mqr__scram_client_init(&c);
+    char *out = NULL;
+    size_t n;
+    assert_int_equal(mqr__scram_client_begin(&c, "", NULL, &out, &n), MQR_EINVAL);
+    assert_int_equal(
+        mqr__scram_client_continue(&c, RFC_SFIRST, strlen(RFC_SFIRST), "p", 1, &out, &n),
+        MQR_EINVAL); /* not begun */
+    mqr__scram_client_free(&c);
+}
+
 static void test_users_in_store(void **state)
 {
     (void)state;
@@ -301,6 +405,9 @@ int main(void)
         cmocka_unit_test(test_scram_rfc7677),
         cmocka_unit_test(test_scram_refusals),
         cmocka_unit_test(test_scram_client_first_syntax),
+        cmocka_unit_test(test_scram_client_rfc7677),
+        cmocka_unit_test(test_scram_client_server),
+        cmocka_unit_test(test_scram_client_refusals),
         cmocka_unit_test(test_users_in_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
