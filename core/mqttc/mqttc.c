@@ -40,6 +40,7 @@ static void on_handle_closed(uv_handle_t *h)
     free(c->free_ids);
     free(c->in_state);
     free(c->connect_pkt);
+    free(c->auth_method);
     free(c);
 }
 
@@ -106,7 +107,8 @@ static int encode_connect(mqr_mqttc_t *c, const mqr_mqttc_options_t *o)
     size_t plen = 0;
     uint8_t *props = NULL;
     if (v5) {
-        size_t cap = 32 + o->connect_props_len;
+        size_t alen = o->auth_method ? strlen(o->auth_method) : 0;
+        size_t cap = 32 + o->connect_props_len + (alen ? 6 + alen + o->auth_data_len : 0);
         props = malloc(cap);
         if (!props) return MQR_ENOMEM;
         mqr_mqtt_pbuild_t b;
@@ -116,6 +118,11 @@ static int encode_connect(mqr_mqttc_t *c, const mqr_mqttc_options_t *o)
         if (o->receive_max) mqr__mqtt_pb_u16(&b, MQR_MQTT_PROP_RECEIVE_MAX, o->receive_max);
         if (o->max_packet_size)
             mqr__mqtt_pb_u32(&b, MQR_MQTT_PROP_MAX_PACKET_SIZE, o->max_packet_size);
+        if (alen) {
+            mqr__mqtt_pb_string(&b, MQR_MQTT_PROP_AUTH_METHOD, o->auth_method, alen);
+            if (o->auth_data_len)
+                mqr__mqtt_pb_binary(&b, MQR_MQTT_PROP_AUTH_DATA, o->auth_data, o->auth_data_len);
+        }
         int rc = mqr__mqtt_pb_finish(&b, &plen);
         if (rc) {
             free(props);
@@ -164,6 +171,10 @@ static int options_check(const mqr_mqttc_options_t *o)
          mqr__mqtt_props_validate(o->will_props, o->will_props_len, MQR_MQTT_CTX_WILL,
                                   MQR_MQTT_FROM_CLIENT)))
         return MQR_EINVAL;
+    /* enhanced authentication is 5.0's, and needs someone to answer */
+    if (o->auth_method && (o->version != MQR_MQTT_V5 || !*o->auth_method ||
+                           !str_ok(o->auth_method) || o->auth_data_len > UINT16_MAX))
+        return MQR_EINVAL;
     return 0;
 }
 
@@ -184,8 +195,11 @@ int mqr__mqttc_new(uv_loop_t *loop, const mqr_mqttc_options_t *o, const mqr_mqtt
     c->max_inflight = o->max_inflight;
     c->max_packet_size = o->max_packet_size;
     c->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : CONNECT_TIMEOUT_MS;
-    if ((rc = encode_connect(c, o)) != 0 || (rc = uv_tcp_init(loop, &c->tcp)) != 0) {
+    if (o->auth_method && (!cb->auth || !(c->auth_method = strdup(o->auth_method))))
+        rc = cb->auth ? MQR_ENOMEM : MQR_EINVAL;
+    if (rc || (rc = encode_connect(c, o)) != 0 || (rc = uv_tcp_init(loop, &c->tcp)) != 0) {
         free(c->connect_pkt);
+        free(c->auth_method);
         free(c);
         return rc;
     }
@@ -243,6 +257,7 @@ static void on_connack(mqr_mqttc_t *c, const uint8_t *pkt, size_t len)
     c->srv_retain = a.retain_available;
     if (a.has_server_keep_alive) c->keepalive_s = a.server_keep_alive; /* 5.0 §3.2.2.3.14 */
     c->st = MQTTC_UP;
+    if (c->auth_method && !mqr__mqttc_auth_connack(c, &a)) return;
     uv_timer_stop(&c->timer);
     if (c->keepalive_s) {
         uint64_t tick = (uint64_t)c->keepalive_s * 250u;
@@ -334,6 +349,10 @@ static void on_disconnect(mqr_mqttc_t *c, const uint8_t *pkt, size_t len)
 static void dispatch(mqr_mqttc_t *c, int type, const uint8_t *pkt, size_t len)
 {
     if (c->st == MQTTC_CLOSING) return; /* we are leaving: answers no longer matter */
+    if (type == MQR_MQTT_AUTH && c->auth_method && (c->st == MQTTC_CONNACK || c->reauth_on)) {
+        mqr__mqttc_on_auth(c, pkt, len);
+        return;
+    }
     if (c->st == MQTTC_CONNACK) {
         if (type == MQR_MQTT_CONNACK)
             on_connack(c, pkt, len);
@@ -366,7 +385,7 @@ static void dispatch(mqr_mqttc_t *c, int type, const uint8_t *pkt, size_t len)
         else
             mqr__mqttc_fail(c, MQR_EPROTOCOL, 0, "DISCONNECT from a 3.1.1 server");
         break;
-    case MQR_MQTT_AUTH: /* enhanced authentication: a later session */
+    case MQR_MQTT_AUTH: /* not asked for: no method, or no re-authentication under way */
     default:
         mqr__mqttc_fail(c, MQR_EPROTOCOL, 0, "unexpected packet from the server");
         break;

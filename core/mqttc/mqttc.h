@@ -31,9 +31,9 @@
  *     (mqttc.c, in_bytes) and every write through one (mqttc_out.c,
  *     out_flush); a transport struct with read/write hooks replaces the
  *     plain TCP stream there, as the listener's transport.c does.
- *   - AUTH / SCRAM (5.0 §4.12): an AUTH packet from the server closes the
- *     connection with MQR_EPROTOCOL today; CONNECT properties may carry an
- *     Authentication Method only for methods that need no AUTH exchange.
+ *   - Enhanced authentication (5.0 §4.12) is generic here: method and
+ *     data in options, each step through cb->auth (mqttc_auth.c); the SCRAM
+ *     messages themselves are core/auth's (mqr_scram_client_t).
  *   - Session resume (Clean Start 0 with in-flight resent with DUP): the
  *     in-flight table keeps each PUBLISH encoded (mqttc_inflight.c), but it
  *     dies with the connection today; pending operations fail on close.
@@ -80,7 +80,19 @@ typedef struct {
      * must not be repeated here. */
     const uint8_t *connect_props;
     size_t connect_props_len;
+    /* 5.0 enhanced authentication (§4.12): the method, e.g. "SCRAM-SHA-256"
+     * (NULL = none), and the data CONNECT carries; what follows goes
+     * through cb->auth. */
+    const char *auth_method;
+    const uint8_t *auth_data;
+    size_t auth_data_len;
 } mqr_mqttc_options_t;
+
+/* What cb->auth is asked. */
+enum {
+    MQR_MQTTC_AUTH_CONTINUE = 0, /* the server's AUTH 0x18: answer with *out */
+    MQR_MQTTC_AUTH_DONE = 1,     /* CONNACK or AUTH success: check the server's data */
+};
 
 /* ud is the pointer given to mqr__mqttc_new(). */
 typedef struct {
@@ -106,6 +118,14 @@ typedef struct {
      * (closed()'s err, or MQR_ECLOSED), reason 0. QoS 0 publishes with
      * token 0 are not reported. */
     void (*done)(void *ud, uint64_t token, int status, int reason);
+    /* Enhanced authentication, with options.auth_method set. CONTINUE: the
+     * server's data; return 0 with *out (malloc'd, the client frees it) and
+     * *out_len for the AUTH to answer with. DONE: the server's last data
+     * (CONNACK, or AUTH 0x00 after mqr__mqttc_reauth); return 0 to accept
+     * it. A negative return ends the connection with that error (a
+     * best-effort DISCONNECT first once connected). */
+    int (*auth)(void *ud, int step, const uint8_t *data, size_t len, uint8_t **out,
+                size_t *out_len);
 } mqr_mqttc_cbs_t;
 
 /* A client on loop; nothing happens until mqr__mqttc_connect(). Returns 0,
@@ -139,6 +159,12 @@ int mqr__mqttc_subscribe(mqr_mqttc_t *c, const mqr_mqtt_sub_entry_t *e, size_t n
                          const uint8_t *props, size_t plen, uint64_t token);
 int mqr__mqttc_unsubscribe(mqr_mqttc_t *c, const mqr_mqtt_str_t *filters, size_t n,
                            const uint8_t *props, size_t plen, uint64_t token);
+
+/* Re-authenticates (5.0 §4.12.1) with the method of the CONNECT: sends
+ * AUTH 0x19 with data; the exchange goes on through cb->auth and ends in
+ * its DONE, or in closed() when the server refuses. 0, MQR_ENOTCONN,
+ * MQR_EINVAL (no method, 3.1.1, one already under way), MQR_ENOMEM. */
+int mqr__mqttc_reauth(mqr_mqttc_t *c, const uint8_t *data, size_t len);
 
 /* Acknowledges an incoming QoS 1/2 message (PUBACK / PUBREC) now; the
  * QoS 2 flow goes on by itself. Returns 0, MQR_ENOENT (not an ack_id

@@ -79,6 +79,8 @@ struct mqr_mqttc {
     uint32_t connect_timeout_ms;
     uint8_t *connect_pkt; /* CONNECT, encoded once at new() */
     size_t connect_len;
+    char *auth_method; /* 5.0 enhanced authentication, NULL = none (mqttc_auth.c) */
+    bool reauth_on;    /* an AUTH 0x19 of ours is under way */
 
     /* what the server's CONNACK allows */
     uint16_t window;
@@ -138,6 +140,13 @@ int mqr__mqttc_in_publish(mqr_mqttc_t *c, const mqr_mqtt_publish_t *p, uint32_t 
                           bool *deliver);
 int mqr__mqttc_in_pubrel(mqr_mqttc_t *c, uint16_t id);
 int mqr__mqttc_out_ackpkt(mqr_mqttc_t *c, const mqr_mqtt_ack_t *a); /* PUBACK/PUBREC/PUBCOMP */
+
+/* mqttc_auth.c */
+/* The server's AUTH packet, while connecting or re-authenticating. */
+void mqr__mqttc_on_auth(mqr_mqttc_t *c, const uint8_t *pkt, size_t len);
+/* CONNACK 0 with our method: its data must satisfy cb->auth. false: the
+ * connection ended. */
+bool mqr__mqttc_auth_connack(mqr_mqttc_t *c, const mqr_mqtt_connack_t *a);
 
 /* mqttc.c */
 void mqr__mqttc_fail(mqr_mqttc_t *c, int err, int reason, const char *why);

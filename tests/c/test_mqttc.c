@@ -94,7 +94,7 @@ static void on_done(void *ud, uint64_t token, int status, int reason)
     if (n > t->max_inflight_seen) t->max_inflight_seen = n;
 }
 
-static const mqr_mqttc_cbs_t cbs = {on_connected, on_closed, on_message, on_done};
+static const mqr_mqttc_cbs_t cbs = {on_connected, on_closed, on_message, on_done, NULL};
 
 static void on_wake(uv_timer_t *h) {}
 
