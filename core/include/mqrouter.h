@@ -88,7 +88,8 @@ unsigned mqr_version_hex(void);
     XX(EMEMLIMIT, -4234, "memory limit exceeded")                                                  \
     XX(ENODLQ, -4235, "dead letters disabled")                                                     \
     XX(EQNAME, -4236, "invalid queue name")                                                        \
-    XX(EAUTH, -4237, "authentication failed")
+    XX(EAUTH, -4237, "authentication failed")                                                      \
+    XX(ETLS, -4238, "TLS error (handshake, certificate)")
 
 #define XX(name, val, msg) MQR_##name = (val),
 typedef enum { MQR_ERRNO_MAP(XX) MQR_ERRNO_MAX_ = -4300 } mqr_errno_t;

@@ -41,6 +41,7 @@ static void on_handle_closed(uv_handle_t *h)
     free(c->in_state);
     free(c->connect_pkt);
     free(c->auth_method);
+    mqr__mqttc_tls_free(c);
     free(c);
 }
 
@@ -197,9 +198,11 @@ int mqr__mqttc_new(uv_loop_t *loop, const mqr_mqttc_options_t *o, const mqr_mqtt
     c->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : CONNECT_TIMEOUT_MS;
     if (o->auth_method && (!cb->auth || !(c->auth_method = strdup(o->auth_method))))
         rc = cb->auth ? MQR_ENOMEM : MQR_EINVAL;
+    if (rc == 0 && o->tls.on) rc = mqr__mqttc_tls_new(c, o);
     if (rc || (rc = encode_connect(c, o)) != 0 || (rc = uv_tcp_init(loop, &c->tcp)) != 0) {
         free(c->connect_pkt);
         free(c->auth_method);
+        mqr__mqttc_tls_free(c);
         free(c);
         return rc;
     }
@@ -217,6 +220,10 @@ int mqr__mqttc_new(uv_loop_t *loop, const mqr_mqttc_options_t *o, const mqr_mqtt
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     mqr_mqttc_t *c = h->data;
+    if (c->tls) {
+        *buf = mqr__mqttc_tls_rbuf(c);
+        return;
+    }
     mqttc_buf_t *in = &c->in;
     if (in->cap - in->len < IN_READ_MIN) {
         size_t cap = in->cap ? in->cap : IN_READ_MIN;
@@ -432,7 +439,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->last_recv = uv_now(c->loop);
-    c->in.len += (size_t)nread;
+    if (c->tls) {
+        bool handshaken;
+        if (mqr__mqttc_tls_input(c, (const uint8_t *)buf->base, (size_t)nread, &handshaken) < 0)
+            return; /* closed */
+        if (handshaken) mqr__mqttc_send_connect(c);
+        if (c->st == MQTTC_CLOSED) return;
+    } else {
+        c->in.len += (size_t)nread;
+    }
     in_bytes(c);
 }
 
@@ -478,9 +493,21 @@ static void on_connect(uv_connect_t *req, int status)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    uint8_t *w = rc ? NULL : mqr__mqttc_out_reserve(c, c->connect_len);
+    if (rc) {
+        conn_end(c, rc, 0, "cannot read the socket");
+        return;
+    }
+    if (c->tls)
+        mqr__mqttc_tls_start(c); /* CONNECT once the handshake is done */
+    else
+        mqr__mqttc_send_connect(c);
+}
+
+void mqr__mqttc_send_connect(mqr_mqttc_t *c)
+{
+    uint8_t *w = mqr__mqttc_out_reserve(c, c->connect_len);
     if (!w) {
-        conn_end(c, rc ? rc : MQR_ENOMEM, 0, "cannot start the session");
+        conn_end(c, MQR_ENOMEM, 0, "cannot start the session");
         return;
     }
     memcpy(w, c->connect_pkt, c->connect_len);

@@ -27,10 +27,10 @@
  * call any function here, mqr__mqttc_free() included.
  *
  * Not done yet, and the seams they plug into (later sessions):
- *   - TLS, WebSocket: every received byte goes through one function
- *     (mqttc.c, in_bytes) and every write through one (mqttc_out.c,
- *     out_flush); a transport struct with read/write hooks replaces the
- *     plain TCP stream there, as the listener's transport.c does.
+ *   - TLS is done (mqttc_tls.c, OpenSSL on memory BIOs; a handshake or
+ *     certificate failure ends in closed() with MQR_ETLS and OpenSSL's
+ *     reason). WebSocket is not: its framing goes where TLS sits, between
+ *     the socket and in_bytes / out_flush.
  *   - Enhanced authentication (5.0 §4.12) is generic here: method and
  *     data in options, each step through cb->auth (mqttc_auth.c); the SCRAM
  *     messages themselves are core/auth's (mqr_scram_client_t).
@@ -86,6 +86,17 @@ typedef struct {
     const char *auth_method;
     const uint8_t *auth_data;
     size_t auth_data_len;
+    /* TLS (mqttc_tls.c): PEM files; cafile and capath NULL = the system's
+     * CAs. host: the name the certificate must carry (and SNI, when not an
+     * IP literal); NULL = no name check. */
+    struct {
+        bool on;
+        const char *host;
+        const char *cafile, *capath;
+        const char *cert, *key, *key_password; /* a client certificate, optional */
+        bool no_verify;                        /* accept any certificate (tests, closed networks) */
+        bool no_verify_hostname;               /* check the chain, not the name */
+    } tls;
 } mqr_mqttc_options_t;
 
 /* What cb->auth is asked. */
@@ -130,7 +141,8 @@ typedef struct {
 
 /* A client on loop; nothing happens until mqr__mqttc_connect(). Returns 0,
  * MQR_EINVAL (NULL argument, version not 4/5, will QoS > 2, strings over
- * 65535 bytes), MQR_ENOMEM, or a libuv code from initialising the handles.
+ * 65535 bytes), MQR_ETLS (TLS files that do not load), MQR_ENOMEM, or a libuv
+ * code from initialising the handles.
  * cb->closed and cb->done may be NULL; so may the others if never needed. */
 int mqr__mqttc_new(uv_loop_t *loop, const mqr_mqttc_options_t *o, const mqr_mqttc_cbs_t *cb,
                    void *ud, mqr_mqttc_t **out);

@@ -10,6 +10,8 @@
 
 #include "mqttc.h"
 
+#include <arpa/inet.h>
+
 typedef enum {
     MQTTC_NEW,     /* created, not connecting */
     MQTTC_TCP,     /* TCP connect under way */
@@ -79,8 +81,9 @@ struct mqr_mqttc {
     uint32_t connect_timeout_ms;
     uint8_t *connect_pkt; /* CONNECT, encoded once at new() */
     size_t connect_len;
-    char *auth_method; /* 5.0 enhanced authentication, NULL = none (mqttc_auth.c) */
-    bool reauth_on;    /* an AUTH 0x19 of ours is under way */
+    char *auth_method;     /* 5.0 enhanced authentication, NULL = none (mqttc_auth.c) */
+    struct mqttc_tls *tls; /* NULL: plain TCP (mqttc_tls.c) */
+    bool reauth_on;        /* an AUTH 0x19 of ours is under way */
 
     /* what the server's CONNACK allows */
     uint16_t window;
@@ -127,6 +130,9 @@ int mqr__mqttc_out_ack(mqr_mqttc_t *c, int type, uint16_t id, uint8_t reason);
 void mqr__mqttc_out_fail(mqr_mqttc_t *c, int err); /* QoS 0 tokens not yet reported */
 void mqr__mqttc_out_free(mqr_mqttc_t *c);
 void mqr__mqttc_on_idle(uv_idle_t *h);
+/* Output waits that out_commit did not announce (TLS handshake records):
+ * flush on this loop turn. */
+void mqr__mqttc_out_kick(mqr_mqttc_t *c);
 
 /* mqttc_inflight.c */
 mqttc_op_t *mqr__mqttc_op_new(size_t data_len);
@@ -141,6 +147,22 @@ int mqr__mqttc_in_publish(mqr_mqttc_t *c, const mqr_mqtt_publish_t *p, uint32_t 
 int mqr__mqttc_in_pubrel(mqr_mqttc_t *c, uint16_t id);
 int mqr__mqttc_out_ackpkt(mqr_mqttc_t *c, const mqr_mqtt_ack_t *a); /* PUBACK/PUBREC/PUBCOMP */
 
+/* mqttc_tls.c: NULL c->tls means plain TCP and none of these is called */
+typedef struct mqttc_tls mqttc_tls_t;
+int mqr__mqttc_tls_new(mqr_mqttc_t *c, const mqr_mqttc_options_t *o);
+void mqr__mqttc_tls_free(mqr_mqttc_t *c);
+uv_buf_t mqr__mqttc_tls_rbuf(mqr_mqttc_t *c); /* where reads land */
+/* TCP is up: the ClientHello goes out. */
+int mqr__mqttc_tls_start(mqr_mqttc_t *c);
+/* Socket bytes in; plain bytes appended to c->in; *handshaken when the
+ * handshake completed with this call. < 0: the connection ended. */
+int mqr__mqttc_tls_input(mqr_mqttc_t *c, const uint8_t *p, size_t n, bool *handshaken);
+/* Plain bytes out: sealed into records waiting for mqr__mqttc_tls_take. */
+int mqr__mqttc_tls_seal(mqr_mqttc_t *c, const uint8_t *p, size_t n);
+/* Appends the waiting ciphertext to b. */
+int mqr__mqttc_tls_take(mqr_mqttc_t *c, mqttc_buf_t *b);
+bool mqr__mqttc_tls_pending(const mqr_mqttc_t *c);
+
 /* mqttc_auth.c */
 /* The server's AUTH packet, while connecting or re-authenticating. */
 void mqr__mqttc_on_auth(mqr_mqttc_t *c, const uint8_t *pkt, size_t len);
@@ -152,5 +174,7 @@ bool mqr__mqttc_auth_connack(mqr_mqttc_t *c, const mqr_mqtt_connack_t *a);
 void mqr__mqttc_fail(mqr_mqttc_t *c, int err, int reason, const char *why);
 void mqr__mqttc_done(mqr_mqttc_t *c, uint64_t token, int status, int reason);
 void mqr__mqttc_shutdown(mqr_mqttc_t *c); /* CLOSING, all written: FIN, then close */
+/* The CONNECT packet out, waiting for CONNACK (after TCP, or after TLS). */
+void mqr__mqttc_send_connect(mqr_mqttc_t *c);
 
 #endif

@@ -6,9 +6,10 @@
  * meanwhile waits in the other buffer, so two buffers swap and keep their
  * capacity. QoS 0 publishes are done() when the bytes left us.
  *
- * This is the only place that writes to the socket: a TLS or WebSocket
- * transport (later) goes in out_flush(). Nothing here decodes, or knows of
- * packet ids and windows.
+ * This is the only place that writes to the socket. With TLS the buffer
+ * is sealed into records first and the ciphertext is written instead
+ * (tls_flush); QoS 0 publishes are then done() when their records left us.
+ * Nothing here decodes, or knows of packet ids and windows.
  */
 #include "mqttc_int.h"
 
@@ -121,11 +122,19 @@ static void on_write(uv_write_t *req, int status)
     }
     tokens_done(c, &c->wtok);
     if (c->st == MQTTC_CLOSED) return;
-    if (c->out.len && !c->idle_on) {
+    if ((c->out.len || mqr__mqttc_tls_pending(c)) && !c->idle_on) {
         uv_idle_start(&c->idle, mqr__mqttc_on_idle);
         c->idle_on = true;
     }
     after_written(c);
+}
+
+void mqr__mqttc_out_kick(mqr_mqttc_t *c)
+{
+    if (!c->idle_on && !c->writing && c->st != MQTTC_CLOSED) {
+        uv_idle_start(&c->idle, mqr__mqttc_on_idle);
+        c->idle_on = true;
+    }
 }
 
 /* Swaps two token lists (the one gathered becomes the one written). */
@@ -136,8 +145,42 @@ static void tokens_swap(mqttc_tokens_t *a, mqttc_tokens_t *b)
     *b = t;
 }
 
+/* TLS: the gathered MQTT bytes become records (not before CONNECT is
+ * due: the handshake's own records go out alone), and every record waiting
+ * goes out in one write. */
+static void tls_flush(mqr_mqttc_t *c)
+{
+    if (c->writing || c->st == MQTTC_CLOSED) return;
+    if (c->out.len && c->st >= MQTTC_CONNACK) {
+        if (mqr__mqttc_tls_seal(c, c->out.p, c->out.len) < 0) return; /* closed */
+        c->out.len = 0;
+        tokens_swap(&c->tok, &c->wtok); /* wtok is empty: no write in flight */
+    }
+    if (mqr__mqttc_tls_take(c, &c->wbuf) < 0) {
+        mqr__mqttc_fail(c, MQR_ENOMEM, 0, "no memory for TLS output");
+        return;
+    }
+    if (c->wbuf.len == 0) {
+        tokens_done(c, &c->wtok);
+        if (c->st != MQTTC_CLOSED) after_written(c);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)c->wbuf.p, (unsigned)c->wbuf.len);
+    c->wreq.data = c;
+    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc) {
+        mqr__mqttc_fail(c, rc, 0, "write failed");
+        return;
+    }
+    c->writing = true;
+}
+
 static void out_flush(mqr_mqttc_t *c)
 {
+    if (c->tls) {
+        tls_flush(c);
+        return;
+    }
     if (c->writing || c->out.len == 0 || c->st == MQTTC_CLOSED || c->st < MQTTC_CONNACK) return;
     uv_buf_t b = uv_buf_init((char *)c->out.p, (unsigned)c->out.len);
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
