@@ -42,6 +42,8 @@ static void on_handle_closed(uv_handle_t *h)
     free(c->connect_pkt);
     free(c->auth_method);
     mqr__mqttc_tls_free(c);
+    mqr__mqttc_ws_free(c);
+    free(c->spend.p);
     free(c);
 }
 
@@ -199,10 +201,12 @@ int mqr__mqttc_new(uv_loop_t *loop, const mqr_mqttc_options_t *o, const mqr_mqtt
     if (o->auth_method && (!cb->auth || !(c->auth_method = strdup(o->auth_method))))
         rc = cb->auth ? MQR_ENOMEM : MQR_EINVAL;
     if (rc == 0 && o->tls.on) rc = mqr__mqttc_tls_new(c, o);
+    if (rc == 0 && o->ws.on) rc = mqr__mqttc_ws_new(c, o);
     if (rc || (rc = encode_connect(c, o)) != 0 || (rc = uv_tcp_init(loop, &c->tcp)) != 0) {
         free(c->connect_pkt);
         free(c->auth_method);
         mqr__mqttc_tls_free(c);
+        mqr__mqttc_ws_free(c);
         free(c);
         return rc;
     }
@@ -220,8 +224,8 @@ int mqr__mqttc_new(uv_loop_t *loop, const mqr_mqttc_options_t *o, const mqr_mqtt
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     mqr_mqttc_t *c = h->data;
-    if (c->tls) {
-        *buf = mqr__mqttc_tls_rbuf(c);
+    if (c->tls || c->ws) { /* bytes for a layer, not MQTT's yet */
+        *buf = c->tls ? mqr__mqttc_tls_rbuf(c) : mqr__mqttc_ws_rbuf(c);
         return;
     }
     mqttc_buf_t *in = &c->in;
@@ -404,6 +408,7 @@ static void dispatch(mqr_mqttc_t *c, int type, const uint8_t *pkt, size_t len)
  * its plain bytes in. */
 static void in_bytes(mqr_mqttc_t *c)
 {
+    if (c->in.len == 0) return; /* a layer's read (TLS, WebSocket) brought no MQTT bytes */
     size_t off = 0;
     while (c->st != MQTTC_CLOSED) {
         mqr_mqtt_frame_t f;
@@ -443,8 +448,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         bool handshaken;
         if (mqr__mqttc_tls_input(c, (const uint8_t *)buf->base, (size_t)nread, &handshaken) < 0)
             return; /* closed */
-        if (handshaken) mqr__mqttc_send_connect(c);
+        if (handshaken) mqr__mqttc_stream_up(c);
         if (c->st == MQTTC_CLOSED) return;
+    } else if (c->ws) {
+        if (mqr__mqttc_stream_in(c, (const uint8_t *)buf->base, (size_t)nread) < 0) return;
     } else {
         c->in.len += (size_t)nread;
     }
@@ -498,9 +505,40 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     if (c->tls)
-        mqr__mqttc_tls_start(c); /* CONNECT once the handshake is done */
+        mqr__mqttc_tls_start(c); /* the stream is up once the handshake is done */
     else
+        mqr__mqttc_stream_up(c);
+}
+
+void mqr__mqttc_stream_up(mqr_mqttc_t *c)
+{
+    if (!c->ws) {
         mqr__mqttc_send_connect(c);
+        return;
+    }
+    int rc = mqr__mqttc_ws_start(c); /* CONNECT once the upgrade is answered */
+    if (rc) conn_end(c, rc, 0, "cannot start the WebSocket upgrade");
+}
+
+int mqr__mqttc_stream_in(mqr_mqttc_t *c, const uint8_t *p, size_t n)
+{
+    if (c->ws) return mqr__mqttc_ws_input(c, p, n);
+    mqttc_buf_t *in = &c->in;
+    if (in->cap - in->len < n) {
+        size_t cap = in->cap ? in->cap : IN_READ_MIN;
+        while (cap - in->len < n)
+            cap *= 2;
+        uint8_t *q = realloc(in->p, cap);
+        if (!q) {
+            mqr__mqttc_fail(c, MQR_ENOMEM, 0, "no memory for input");
+            return MQR_ENOMEM;
+        }
+        in->p = q;
+        in->cap = cap;
+    }
+    memcpy(in->p + in->len, p, n);
+    in->len += n;
+    return 0;
 }
 
 void mqr__mqttc_send_connect(mqr_mqttc_t *c)

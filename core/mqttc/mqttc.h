@@ -27,10 +27,10 @@
  * call any function here, mqr__mqttc_free() included.
  *
  * Not done yet, and the seams they plug into (later sessions):
- *   - TLS is done (mqttc_tls.c, OpenSSL on memory BIOs; a handshake or
- *     certificate failure ends in closed() with MQR_ETLS and OpenSSL's
- *     reason). WebSocket is not: its framing goes where TLS sits, between
- *     the socket and in_bytes / out_flush.
+ *   - Layers under MQTT: TLS (mqttc_tls.c, OpenSSL on memory BIOs; a
+ *     handshake or certificate failure ends in closed() with MQR_ETLS and
+ *     OpenSSL's reason) and WebSocket (mqttc_ws.c, wslay), alone or WS over
+ *     TLS.
  *   - Enhanced authentication (5.0 §4.12) is generic here: method and
  *     data in options, each step through cb->auth (mqttc_auth.c); the SCRAM
  *     messages themselves are core/auth's (mqr_scram_client_t).
@@ -97,6 +97,13 @@ typedef struct {
         bool no_verify;                        /* accept any certificate (tests, closed networks) */
         bool no_verify_hostname;               /* check the chain, not the name */
     } tls;
+    /* WebSocket (mqttc_ws.c), over TCP or TLS: the upgrade's path ("/mqtt"
+     * when NULL) and Host header ("localhost" when NULL). */
+    struct {
+        bool on;
+        const char *path;
+        const char *host;
+    } ws;
 } mqr_mqttc_options_t;
 
 /* What cb->auth is asked. */

@@ -83,7 +83,11 @@ struct mqr_mqttc {
     size_t connect_len;
     char *auth_method;     /* 5.0 enhanced authentication, NULL = none (mqttc_auth.c) */
     struct mqttc_tls *tls; /* NULL: plain TCP (mqttc_tls.c) */
-    bool reauth_on;        /* an AUTH 0x19 of ours is under way */
+    struct mqttc_ws *ws;   /* NULL: MQTT straight on the stream (mqttc_ws.c) */
+    /* bytes for the stream under MQTT (the WebSocket upgrade, frames),
+     * waiting for the next flush to seal or write them */
+    mqttc_buf_t spend;
+    bool reauth_on; /* an AUTH 0x19 of ours is under way */
 
     /* what the server's CONNACK allows */
     uint16_t window;
@@ -157,11 +161,25 @@ int mqr__mqttc_tls_start(mqr_mqttc_t *c);
 /* Socket bytes in; plain bytes appended to c->in; *handshaken when the
  * handshake completed with this call. < 0: the connection ended. */
 int mqr__mqttc_tls_input(mqr_mqttc_t *c, const uint8_t *p, size_t n, bool *handshaken);
+bool mqr__mqttc_tls_ready(const mqr_mqttc_t *c); /* handshake done */
 /* Plain bytes out: sealed into records waiting for mqr__mqttc_tls_take. */
 int mqr__mqttc_tls_seal(mqr_mqttc_t *c, const uint8_t *p, size_t n);
 /* Appends the waiting ciphertext to b. */
 int mqr__mqttc_tls_take(mqr_mqttc_t *c, mqttc_buf_t *b);
 bool mqr__mqttc_tls_pending(const mqr_mqttc_t *c);
+
+/* mqttc_ws.c: NULL c->ws means no WebSocket and none of these is called */
+typedef struct mqttc_ws mqttc_ws_t;
+int mqr__mqttc_ws_new(mqr_mqttc_t *c, const mqr_mqttc_options_t *o);
+void mqr__mqttc_ws_free(mqr_mqttc_t *c);
+uv_buf_t mqr__mqttc_ws_rbuf(mqr_mqttc_t *c); /* where reads land without TLS */
+/* The stream is up: the upgrade request goes out. */
+int mqr__mqttc_ws_start(mqr_mqttc_t *c);
+/* Stream bytes in: the upgrade's answer (then CONNECT), then frames whose
+ * payloads are appended to c->in. < 0: the connection ended. */
+int mqr__mqttc_ws_input(mqr_mqttc_t *c, const uint8_t *p, size_t n);
+/* MQTT bytes out as one binary frame, appended to c->spend. */
+int mqr__mqttc_ws_frame(mqr_mqttc_t *c, const uint8_t *p, size_t n);
 
 /* mqttc_auth.c */
 /* The server's AUTH packet, while connecting or re-authenticating. */
@@ -174,7 +192,13 @@ bool mqr__mqttc_auth_connack(mqr_mqttc_t *c, const mqr_mqtt_connack_t *a);
 void mqr__mqttc_fail(mqr_mqttc_t *c, int err, int reason, const char *why);
 void mqr__mqttc_done(mqr_mqttc_t *c, uint64_t token, int status, int reason);
 void mqr__mqttc_shutdown(mqr_mqttc_t *c); /* CLOSING, all written: FIN, then close */
-/* The CONNECT packet out, waiting for CONNACK (after TCP, or after TLS). */
+/* The CONNECT packet out, waiting for CONNACK (after TCP, TLS, WS). */
 void mqr__mqttc_send_connect(mqr_mqttc_t *c);
+/* The byte stream under MQTT is up (TCP, or TLS's handshake done): the
+ * WebSocket upgrade or CONNECT goes out. */
+void mqr__mqttc_stream_up(mqr_mqttc_t *c);
+/* Bytes of the stream (TCP's, or TLS's plain ones) in: through WebSocket
+ * when there is one, into c->in. < 0: the connection ended. */
+int mqr__mqttc_stream_in(mqr_mqttc_t *c, const uint8_t *p, size_t n);
 
 #endif

@@ -6,9 +6,10 @@
  * meanwhile waits in the other buffer, so two buffers swap and keep their
  * capacity. QoS 0 publishes are done() when the bytes left us.
  *
- * This is the only place that writes to the socket. With TLS the buffer
- * is sealed into records first and the ciphertext is written instead
- * (tls_flush); QoS 0 publishes are then done() when their records left us.
+ * This is the only place that writes to the socket. With layers under MQTT
+ * (WebSocket, TLS) the buffer becomes frames and records first and those
+ * are written instead (layered_flush); QoS 0 publishes are then done()
+ * when their bytes left us.
  * Nothing here decodes, or knows of packet ids and windows.
  */
 #include "mqttc_int.h"
@@ -122,7 +123,7 @@ static void on_write(uv_write_t *req, int status)
     }
     tokens_done(c, &c->wtok);
     if (c->st == MQTTC_CLOSED) return;
-    if ((c->out.len || mqr__mqttc_tls_pending(c)) && !c->idle_on) {
+    if ((c->out.len || c->spend.len || mqr__mqttc_tls_pending(c)) && !c->idle_on) {
         uv_idle_start(&c->idle, mqr__mqttc_on_idle);
         c->idle_on = true;
     }
@@ -145,19 +146,40 @@ static void tokens_swap(mqttc_tokens_t *a, mqttc_tokens_t *b)
     *b = t;
 }
 
-/* TLS: the gathered MQTT bytes become records (not before CONNECT is
- * due: the handshake's own records go out alone), and every record waiting
- * goes out in one write. */
-static void tls_flush(mqr_mqttc_t *c)
+/* Appends n bytes to b. */
+static int buf_add(mqttc_buf_t *b, const uint8_t *p, size_t n)
+{
+    if (buf_grow(b, n)) return MQR_ENOMEM;
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+/* Under MQTT there are layers (WebSocket, TLS): the gathered MQTT bytes
+ * become a frame (not before CONNECT is due: the layers' own handshakes go
+ * out alone), the stream's bytes become TLS records, and whatever waits
+ * for the socket goes out in one write. */
+static void layered_flush(mqr_mqttc_t *c)
 {
     if (c->writing || c->st == MQTTC_CLOSED) return;
+    int rc = 0;
     if (c->out.len && c->st >= MQTTC_CONNACK) {
-        if (mqr__mqttc_tls_seal(c, c->out.p, c->out.len) < 0) return; /* closed */
+        rc = c->ws ? mqr__mqttc_ws_frame(c, c->out.p, c->out.len)
+                   : buf_add(&c->spend, c->out.p, c->out.len);
         c->out.len = 0;
         tokens_swap(&c->tok, &c->wtok); /* wtok is empty: no write in flight */
     }
-    if (mqr__mqttc_tls_take(c, &c->wbuf) < 0) {
-        mqr__mqttc_fail(c, MQR_ENOMEM, 0, "no memory for TLS output");
+    if (rc == 0 && c->spend.len && (!c->tls || mqr__mqttc_tls_ready(c))) {
+        if (c->tls) {
+            if (mqr__mqttc_tls_seal(c, c->spend.p, c->spend.len) < 0) return; /* closed */
+        } else {
+            rc = buf_add(&c->wbuf, c->spend.p, c->spend.len);
+        }
+        c->spend.len = 0;
+    }
+    if (rc == 0 && c->tls) rc = mqr__mqttc_tls_take(c, &c->wbuf);
+    if (rc < 0) {
+        mqr__mqttc_fail(c, rc, 0, "no memory for output");
         return;
     }
     if (c->wbuf.len == 0) {
@@ -167,7 +189,7 @@ static void tls_flush(mqr_mqttc_t *c)
     }
     uv_buf_t b = uv_buf_init((char *)c->wbuf.p, (unsigned)c->wbuf.len);
     c->wreq.data = c;
-    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (rc) {
         mqr__mqttc_fail(c, rc, 0, "write failed");
         return;
@@ -177,8 +199,8 @@ static void tls_flush(mqr_mqttc_t *c)
 
 static void out_flush(mqr_mqttc_t *c)
 {
-    if (c->tls) {
-        tls_flush(c);
+    if (c->tls || c->ws) {
+        layered_flush(c);
         return;
     }
     if (c->writing || c->out.len == 0 || c->st == MQTTC_CLOSED || c->st < MQTTC_CONNACK) return;

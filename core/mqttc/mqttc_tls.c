@@ -2,7 +2,7 @@
  * mqttc_tls.c — TLS under the client's MQTT (OpenSSL on memory BIOs, the
  * way the listener's tls.c does it for servers): the socket's bytes go in
  * through mqr__mqttc_tls_input(), which runs the handshake and then hands
- * plain bytes to the MQTT input; the MQTT output is sealed by
+ * plain bytes up the stream (WebSocket, or MQTT); the MQTT output is sealed by
  * mqr__mqttc_tls_seal() and the ciphertext taken out with
  * mqr__mqttc_tls_take() for the one write per loop turn (mqttc_out.c).
  * Certificates: the chain is checked against cafile/capath or the system's
@@ -23,7 +23,8 @@ struct mqttc_tls {
     BIO *rbio, *wbio; /* socket -> OpenSSL, OpenSSL -> socket */
     bool handshaken;
     char *key_password;
-    uint8_t raw[16384]; /* where the socket's reads land */
+    uint8_t raw[16384];   /* where the socket's reads land */
+    uint8_t plain[16384]; /* decrypted, on its way up */
 };
 
 /* OpenSSL's reasons, oldest first, into buf (the queue is emptied). */
@@ -124,6 +125,11 @@ uv_buf_t mqr__mqttc_tls_rbuf(mqr_mqttc_t *c)
     return uv_buf_init((char *)c->tls->raw, sizeof c->tls->raw);
 }
 
+bool mqr__mqttc_tls_ready(const mqr_mqttc_t *c)
+{
+    return c->tls->handshaken;
+}
+
 bool mqr__mqttc_tls_pending(const mqr_mqttc_t *c)
 {
     return c->tls && BIO_ctrl_pending(c->tls->wbio) > 0;
@@ -167,18 +173,11 @@ int mqr__mqttc_tls_input(mqr_mqttc_t *c, const uint8_t *p, size_t n, bool *hands
         }
         t->handshaken = *handshaken = true;
     }
-    for (;;) { /* every whole record, into the MQTT input */
-        mqttc_buf_t *in = &c->in;
-        if (in->cap - in->len < 4096) {
-            size_t cap = in->cap ? in->cap * 2 : 16384;
-            uint8_t *q = realloc(in->p, cap);
-            if (!q) return MQR_ENOMEM;
-            in->p = q;
-            in->cap = cap;
-        }
-        int r = SSL_read(t->ssl, in->p + in->len, (int)(in->cap - in->len));
+    for (;;) { /* every whole record, up the stream */
+        int r = SSL_read(t->ssl, t->plain, sizeof t->plain);
         if (r > 0) {
-            in->len += (size_t)r;
+            int rc = mqr__mqttc_stream_in(c, t->plain, (size_t)r);
+            if (rc < 0) return rc;
             continue;
         }
         int e = SSL_get_error(t->ssl, r);

@@ -1,10 +1,12 @@
 /*
- * test_mqttc_tls.c — the loop's own MQTT client (core/mqttc/) over TLS to a
- * real Mosquitto: a round trip with the CA given, a name that must match
- * (DNS name and IP literal), a foreign CA and a wrong name refused with
- * MQR_ETLS and OpenSSL's reason, a server that requires a client
- * certificate (given, encrypted key with its password, or missing), and
- * files that do not load refused at creation.
+ * test_mqttc_tls.c — the loop's own MQTT client (core/mqttc/) over the
+ * layers under MQTT, to a real Mosquitto. TLS: a round trip with the CA
+ * given, a name that must match (DNS name and IP literal), a foreign CA and
+ * a wrong name refused with MQR_ETLS and OpenSSL's reason, a server that
+ * requires a client certificate (given, encrypted key with its password,
+ * or missing), files that do not load refused at creation. WebSocket: round
+ * trips over ws:// and wss:// (3.1.1 and 5.0, a payload over many frames
+ * and reads), and an upgrade sent to a plain MQTT port.
  *
  * Certificates are made once per run with the openssl command line.
  */
@@ -75,31 +77,47 @@ typedef struct {
     uv_loop_t loop;
     broker_t broker;
     int tls_port, mtls_port; /* server cert only; client cert required */
+    int ws_port, wss_port;
     mqr_mqttc_t *c;
-    int connected, closed, closed_err, got, dones;
+    int connected, closed, closed_err, got, got_big, dones;
     char why[400];
 } ctx_t;
 
 static ctx_t T;
+
+/* Many reads; Mosquitto 2.0.11 did not deliver WebSocket messages of about
+ * 256 KB and more to WebSocket subscribers here, ours or another client. */
+#define BIG (200 * 1024)
 
 static int setup(void **state)
 {
     (void)state;
     memset(&T, 0, sizeof T);
     assert_int_equal(uv_loop_init(&T.loop), 0);
-    T.tls_port = free_port();
-    do
-        T.mtls_port = free_port();
-    while (T.mtls_port == T.tls_port);
+    int *ports[] = {&T.broker.port, &T.tls_port, &T.mtls_port, &T.ws_port, &T.wss_port};
+    for (int i = 0; i < 5; i++) { /* five different free ports */
+        bool again;
+        do {
+            *ports[i] = free_port();
+            again = false;
+            for (int j = 0; j < i; j++)
+                again |= *ports[j] == *ports[i];
+        } while (again);
+    }
+    const char *ca = cert("ca.pem"), *crt = cert("server.pem"), *key = cert("server.key");
     snprintf(T.broker.extra, sizeof T.broker.extra,
              "listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n"
              "listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n"
-             "require_certificate true\n",
-             T.tls_port, cert("ca.pem"), cert("server.pem"), cert("server.key"), T.mtls_port,
-             cert("ca.pem"), cert("server.pem"), cert("server.key"));
+             "require_certificate true\n"
+             "listener %d 127.0.0.1\nprotocol websockets\n"
+             "listener %d 127.0.0.1\nprotocol websockets\ncafile %s\ncertfile %s\nkeyfile %s\n",
+             T.tls_port, ca, crt, key, T.mtls_port, ca, crt, key, T.ws_port, T.wss_port, ca, crt,
+             key);
     broker_start(&T.broker);
     uint64_t deadline = now_ms() + 5000;
-    while (!(port_accepts(T.tls_port) && port_accepts(T.mtls_port)) && now_ms() < deadline)
+    while (!(port_accepts(T.tls_port) && port_accepts(T.mtls_port) && port_accepts(T.ws_port) &&
+             port_accepts(T.wss_port)) &&
+           now_ms() < deadline)
         sleep_ms(20);
     return 0;
 }
@@ -133,6 +151,8 @@ static void on_message(void *ud, const mqr_mqtt_publish_t *p, uint32_t ack_id)
 {
     (void)ud;
     if (p->payload.len == 5 && memcmp(p->payload.p, "hello", 5) == 0) T.got++;
+    if (p->payload.len == BIG && p->payload.p[0] == 'b' && p->payload.p[BIG - 1] == 'g')
+        T.got_big++;
     if (ack_id) assert_int_equal(mqr__mqttc_ack(T.c, ack_id), 0);
 }
 
@@ -184,7 +204,8 @@ static void test_round_trip(void **state)
     assert_int_equal(T.connected, 1);
     mqr_mqtt_sub_entry_t e = {.filter = {"t/#", 3}, .options = 1};
     assert_int_equal(mqr__mqttc_subscribe(T.c, &e, 1, NULL, 0, 1), 0);
-    mqr_mqtt_publish_t p = {.qos = 1, .topic = {"t/1", 3}, .payload = {(const uint8_t *)"hello", 5}};
+    mqr_mqtt_publish_t p = {
+        .qos = 1, .topic = {"t/1", 3}, .payload = {(const uint8_t *)"hello", 5}};
     assert_int_equal(mqr__mqttc_publish(T.c, &p, 2), 0);
     run_until(got_one, 5000);
     assert_int_equal(T.got, 1);
@@ -248,6 +269,79 @@ static void test_client_certificate(void **state)
     assert_int_equal(T.connected, 1);
 }
 
+static bool got_both(void)
+{
+    return (T.got > 0 && T.got_big > 0) || T.closed;
+}
+
+/* Subscribes, publishes "hello" at QoS 1 and a big payload at QoS 0 to
+ * itself, and waits for both. */
+static void round_trip(void)
+{
+    assert_int_equal(T.closed, 0);
+    assert_int_equal(T.connected, 1);
+    mqr_mqtt_sub_entry_t e = {.filter = {"t/#", 3}, .options = 1};
+    assert_int_equal(mqr__mqttc_subscribe(T.c, &e, 1, NULL, 0, 1), 0);
+    mqr_mqtt_publish_t p = {
+        .qos = 1, .topic = {"t/1", 3}, .payload = {(const uint8_t *)"hello", 5}};
+    assert_int_equal(mqr__mqttc_publish(T.c, &p, 2), 0);
+    uint8_t *big = malloc(BIG);
+    assert_non_null(big);
+    memset(big, 'x', BIG);
+    big[0] = 'b';
+    big[BIG - 1] = 'g';
+    mqr_mqtt_publish_t q = {.qos = 0, .topic = {"t/big", 5}, .payload = {big, BIG}};
+    assert_int_equal(mqr__mqttc_publish(T.c, &q, 3), 0);
+    free(big);
+    run_until(got_both, 5000);
+    if (T.closed || !T.got_big)
+        fail_msg("closed %d err %d (%s), got %d, big %d", T.closed, T.closed_err, T.why, T.got,
+                 T.got_big);
+    assert_int_equal(T.closed, 0);
+    assert_int_equal(T.got, 1);
+    assert_int_equal(T.got_big, 1);
+}
+
+static void test_websocket(void **state)
+{
+    (void)state;
+    mqr_mqttc_options_t o = {.version = MQR_MQTT_V311,
+                             .client_id = "ws-client",
+                             .clean_start = true,
+                             .ws = {.on = true}};
+    assert_int_equal(mqr__mqttc_new(&T.loop, &o, &cbs, NULL, &T.c), 0);
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", T.ws_port, &a);
+    assert_int_equal(mqr__mqttc_connect(T.c, (const struct sockaddr *)&a), 0);
+    run_until(up_or_closed, 5000);
+    round_trip();
+}
+
+static void test_websocket_over_tls(void **state)
+{
+    (void)state;
+    mqr_mqttc_options_t o = {.ws = {.on = true, .path = "/mqtt", .host = "localhost"},
+                             .tls = {.cafile = cert("ca.pem"), .host = "localhost"}};
+    connect_with(&o, T.wss_port); /* 5.0 */
+    round_trip();
+}
+
+/* An upgrade to a port that speaks MQTT itself: the connection ends, it
+ * never counts as connected. */
+static void test_websocket_to_plain_port(void **state)
+{
+    (void)state;
+    mqr_mqttc_options_t o = {.version = MQR_MQTT_V5, .ws = {.on = true}};
+    o.client_id = "ws-wrong";
+    assert_int_equal(mqr__mqttc_new(&T.loop, &o, &cbs, NULL, &T.c), 0);
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", T.broker.port, &a);
+    assert_int_equal(mqr__mqttc_connect(T.c, (const struct sockaddr *)&a), 0);
+    run_until(up_or_closed, 5000);
+    assert_int_equal(T.connected, 0);
+    assert_int_equal(T.closed, 1);
+}
+
 static void test_files_refused_at_creation(void **state)
 {
     (void)state;
@@ -272,6 +366,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrong_name_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_certificate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_files_refused_at_creation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_websocket, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_websocket_over_tls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_websocket_to_plain_port, setup, teardown),
     };
     return cmocka_run_group_tests(tests, make_certs, remove_certs);
 }

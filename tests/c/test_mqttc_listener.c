@@ -1,9 +1,10 @@
 /*
- * test_mqttc_auth.c — the loop's own MQTT client (core/mqttc/) proving a
- * password with SCRAM-SHA-256 (core/auth's client side) to mqrouter's own
- * listener, over MQTT 5 enhanced authentication: connect, re-authenticate
- * on the live connection, a wrong password refused with 0x86, and a server
- * that cannot prove it knows the password refused by the client.
+ * test_mqttc_listener.c — the loop's own MQTT client (core/mqttc/) against
+ * mqrouter's own listener: proving a password with SCRAM-SHA-256 (core/auth's
+ * client side) over MQTT 5 enhanced authentication — connect, re-authenticate
+ * on the live connection, a wrong password refused with 0x86, a server that
+ * cannot prove it knows the password refused by the client — and the same
+ * over the listener's WebSocket transport.
  *
  * Engine and client share one loop; every wait runs it until a condition or
  * a deadline.
@@ -116,7 +117,7 @@ static int on_auth(void *ud, int step, const uint8_t *data, size_t len, uint8_t 
 static const mqr_mqttc_cbs_t cbs = {
     .connected = on_connected, .closed = on_closed, .auth = on_auth};
 
-static void client_connect(const char *user, const char *password)
+static void client_connect_ws(const char *user, const char *password, int port, bool ws)
 {
     T.password = password;
     char *first;
@@ -130,12 +131,18 @@ static void client_connect(const char *user, const char *password)
         .auth_method = MQR_AUTH_SCRAM_METHOD,
         .auth_data = (const uint8_t *)first,
         .auth_data_len = n,
+        .ws = {.on = ws},
     };
     assert_int_equal(mqr__mqttc_new(&T.loop, &o, &cbs, NULL, &T.c), 0);
     free(first);
     struct sockaddr_in a;
-    uv_ip4_addr("127.0.0.1", T.port, &a);
+    uv_ip4_addr("127.0.0.1", port, &a);
     assert_int_equal(mqr__mqttc_connect(T.c, (const struct sockaddr *)&a), 0);
+}
+
+static void client_connect(const char *user, const char *password)
+{
+    client_connect_ws(user, password, T.port, false);
 }
 
 static bool up_or_closed(void)
@@ -197,12 +204,32 @@ static void test_scram_server_not_proven(void **state)
     assert_int_equal(T.dones, 1);
 }
 
+/* SCRAM over WebSocket, to the listener's ws transport. */
+static void test_scram_over_websocket(void **state)
+{
+    (void)state;
+    mqr_listen_options_t lo;
+    mqr_listen_options_init(&lo);
+    lo.type = MQR_LISTEN_WS;
+    lo.host = "127.0.0.1";
+    lo.port = free_port();
+    mqr_listener_t *l;
+    char *err = NULL;
+    if (mqr_engine_listen(T.e, &lo, &l, &err) < 0) fail_msg("listen: %s", err);
+    client_connect_ws("alice", "s3cret", mqr_listener_port(l), true);
+    run_until(up_or_closed, 5000);
+    assert_int_equal(T.closed, 0);
+    assert_int_equal(T.connected, 1);
+    assert_int_equal(T.dones, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_scram_connect_and_reauth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scram_wrong_password, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scram_server_not_proven, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scram_over_websocket, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
