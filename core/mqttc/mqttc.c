@@ -198,6 +198,7 @@ int mqr__mqttc_new(uv_loop_t *loop, const mqr_mqttc_options_t *o, const mqr_mqtt
     c->max_inflight = o->max_inflight;
     c->max_packet_size = o->max_packet_size;
     c->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : CONNECT_TIMEOUT_MS;
+    c->keep_inflight = o->keep_inflight;
     if (o->auth_method && (!cb->auth || !(c->auth_method = strdup(o->auth_method))))
         rc = cb->auth ? MQR_ENOMEM : MQR_EINVAL;
     if (rc == 0 && o->tls.on) rc = mqr__mqttc_tls_new(c, o);
@@ -269,6 +270,15 @@ static void on_connack(mqr_mqttc_t *c, const uint8_t *pkt, size_t len)
     if (a.has_server_keep_alive) c->keepalive_s = a.server_keep_alive; /* 5.0 §3.2.2.3.14 */
     c->st = MQTTC_UP;
     if (c->auth_method && !mqr__mqttc_auth_connack(c, &a)) return;
+    if (c->resumed) { /* before anything new: connected() may publish */
+        c->resumed = false;
+        rc = mqr__mqttc_resend(c, a.session_present);
+        if (rc) {
+            mqr__mqttc_fail(c, rc, 0, "cannot resend the session's publishes");
+            return;
+        }
+        if (c->st == MQTTC_CLOSED) return; /* a done() closed us */
+    }
     uv_timer_stop(&c->timer);
     if (c->keepalive_s) {
         uint64_t tick = (uint64_t)c->keepalive_s * 250u;
@@ -608,6 +618,7 @@ void mqr__mqttc_free(mqr_mqttc_t *c)
     if (!c || c->freed) return;
     c->freed = true;
     conn_end(c, MQR_ECLOSED, 0, "freed"); /* no callbacks: freed */
+    mqr__mqttc_ops_drop(c);               /* what keep_inflight held */
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->idle, on_handle_closed);
 }

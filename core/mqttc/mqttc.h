@@ -34,9 +34,10 @@
  *   - Enhanced authentication (5.0 §4.12) is generic here: method and
  *     data in options, each step through cb->auth (mqttc_auth.c); the SCRAM
  *     messages themselves are core/auth's (mqr_scram_client_t).
- *   - Session resume (Clean Start 0 with in-flight resent with DUP): the
- *     in-flight table keeps each PUBLISH encoded (mqttc_inflight.c), but it
- *     dies with the connection today; pending operations fail on close.
+ *   - Session resume: with keep_inflight, QoS 1/2 publishes outlive the
+ *     connection and mqr__mqttc_resume() hands them to the next client,
+ *     which resends them (DUP) or PUBRELs them after a CONNACK with Session
+ *     Present (mqttc_inflight.c).
  *   - Outbound topic aliases: none are sent; props given to publish must
  *     not carry a Topic Alias.
  */
@@ -67,6 +68,10 @@ typedef struct {
     uint32_t max_packet_size;    /* largest packet we accept; 0 = no limit */
     uint16_t max_inflight;       /* our cap on the outbound window; 0 = the server's */
     uint32_t connect_timeout_ms; /* TCP connect to CONNACK; 0 = 30 s */
+    /* A persistent session's connection (Clean Start 0 and a session the
+     * server keeps): at the close its QoS 1/2 publishes are held, not
+     * failed, for mqr__mqttc_resume() on the next connection's client. */
+    bool keep_inflight;
     /* will (optional: will_topic NULL = none) */
     const char *will_topic;
     const void *will_payload;
@@ -185,6 +190,19 @@ int mqr__mqttc_unsubscribe(mqr_mqttc_t *c, const mqr_mqtt_str_t *filters, size_t
  * MQR_EINVAL (no method, 3.1.1, one already under way), MQR_ENOMEM. */
 int mqr__mqttc_reauth(mqr_mqttc_t *c, const uint8_t *data, size_t len);
 
+/* Takes over what old (closed, created with keep_inflight) held: its QoS
+ * 1/2 publishes, in flight or waiting, with their tokens (done() now comes
+ * from c), and the QoS 2 messages it received and still has to release.
+ * After c's CONNACK, before connected(): with Session Present, a publish
+ * not acknowledged is sent again with DUP and one after PUBREC gets its
+ * PUBREL again (3.1.1 §4.4, 5.0 §4.4), in the order first sent; without
+ * it, a QoS 2 publish the server had received (PUBREC) is done() and the
+ * others are sent again as new ones. A QoS 1/2 message old delivered and
+ * never acknowledged comes again from the server (DUP) and is delivered
+ * again. Call before mqr__mqttc_connect(c); free old after. Returns 0 or
+ * MQR_EINVAL (c not new, old not closed or without keep_inflight). */
+int mqr__mqttc_resume(mqr_mqttc_t *c, mqr_mqttc_t *old);
+
 /* Acknowledges an incoming QoS 1/2 message (PUBACK / PUBREC) now; the
  * QoS 2 flow goes on by itself. Returns 0, MQR_ENOENT (not an ack_id
  * waiting, or already acknowledged), MQR_ENOTCONN (connection gone). */
@@ -198,8 +216,8 @@ int mqr__mqttc_ack(mqr_mqttc_t *c, uint32_t ack_id);
 void mqr__mqttc_disconnect(mqr_mqttc_t *c, int reason);
 
 /* Closes without DISCONNECT (the server publishes the will) and fires no
- * callback any more. Memory goes in the handles' close callbacks, so this
- * may be called from inside a callback. NULL is a no-op. */
+ * callback any more; publishes it held (keep_inflight) are dropped. Memory goes in the handles'
+ * close callbacks, so this may be called from inside a callback. NULL is a no-op. */
 void mqr__mqttc_free(mqr_mqttc_t *c);
 
 /* Backpressure: QoS 1/2 publishes in flight plus waiting for the window,

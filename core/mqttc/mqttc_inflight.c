@@ -58,12 +58,19 @@ mqttc_op_t *mqr__mqttc_id_find(mqr_mqttc_t *c, uint16_t id)
     return id && id <= c->nids ? c->ops[id] : NULL;
 }
 
-void mqr__mqttc_id_release(mqr_mqttc_t *c, mqttc_op_t *op)
+/* The id is free again; op is the caller's. */
+static void id_detach(mqr_mqttc_t *c, mqttc_op_t *op)
 {
     assert(op->id && c->ops[op->id] == op);
     c->ops[op->id] = NULL;
     c->free_ids[c->nfree++] = op->id;
     if (op->kind == MQR_MQTT_PUBLISH) c->inflight--;
+    op->id = 0;
+}
+
+void mqr__mqttc_id_release(mqr_mqttc_t *c, mqttc_op_t *op)
+{
+    id_detach(c, op);
     free(op);
 }
 
@@ -75,6 +82,7 @@ int mqr__mqttc_op_send(mqr_mqttc_t *c, mqttc_op_t *op)
     if (rc) return rc;
     c->inflight++;
     op->state = OP_WAIT_ACK;
+    op->seq = c->op_seq++;
     op->data[op->id_off] = (uint8_t)(op->id >> 8);
     op->data[op->id_off + 1] = (uint8_t)op->id;
     memcpy(w, op->data, op->len);
@@ -98,17 +106,18 @@ void mqr__mqttc_pump(mqr_mqttc_t *c)
 }
 
 /* Every operation still pending is done() with err: in-flight ones in id
- * order, then the queue in call order. */
+ * order, then the queue in call order; with keep_inflight only subscribes
+ * and unsubscribes (publishes wait for mqr__mqttc_resume). */
 void mqr__mqttc_ops_fail(mqr_mqttc_t *c, int err)
 {
     for (uint32_t id = 1; id <= c->nids; id++) {
         mqttc_op_t *op = c->ops[id];
-        if (!op) continue;
+        if (!op || (c->keep_inflight && op->kind == MQR_MQTT_PUBLISH)) continue;
         uint64_t token = op->token;
         mqr__mqttc_id_release(c, op);
         mqr__mqttc_done(c, token, err, 0);
     }
-    while (c->wait_head) {
+    while (c->wait_head && !c->keep_inflight) {
         mqttc_op_t *op = c->wait_head;
         c->wait_head = op->next;
         c->nwait--;
@@ -116,7 +125,123 @@ void mqr__mqttc_ops_fail(mqr_mqttc_t *c, int err)
         free(op);
         mqr__mqttc_done(c, token, err, 0);
     }
+    if (!c->wait_head) c->wait_tail = NULL;
+}
+
+void mqr__mqttc_ops_drop(mqr_mqttc_t *c)
+{
+    for (uint32_t id = 1; id <= c->nids; id++)
+        if (c->ops[id]) mqr__mqttc_id_release(c, c->ops[id]);
+    while (c->wait_head) {
+        mqttc_op_t *op = c->wait_head;
+        c->wait_head = op->next;
+        free(op);
+    }
     c->wait_tail = NULL;
+    c->nwait = 0;
+}
+
+/* ---- session resume ------------------------------------------------------- */
+
+int mqr__mqttc_resume(mqr_mqttc_t *c, mqr_mqttc_t *old)
+{
+    if (!c || !old || c == old || c->st != MQTTC_NEW || c->nids || c->wait_head ||
+        old->st != MQTTC_CLOSED || !old->keep_inflight)
+        return MQR_EINVAL;
+    free(c->ops);
+    free(c->free_ids);
+    free(c->in_state);
+    c->ops = old->ops;
+    c->free_ids = old->free_ids;
+    c->ops_cap = old->ops_cap;
+    c->nids = old->nids;
+    c->nfree = old->nfree;
+    c->inflight = old->inflight;
+    c->op_seq = old->op_seq;
+    c->wait_head = old->wait_head;
+    c->wait_tail = old->wait_tail;
+    c->nwait = old->nwait;
+    c->in_state = old->in_state;
+    old->ops = NULL;
+    old->free_ids = NULL;
+    old->in_state = NULL;
+    old->ops_cap = old->nids = old->nfree = old->inflight = 0;
+    old->wait_head = old->wait_tail = NULL;
+    old->nwait = 0;
+    /* what old delivered and the caller never acknowledged comes again */
+    c->in_unacked = 0;
+    for (uint32_t id = 0; c->in_state && id <= UINT16_MAX; id++) {
+        if (c->in_state[id] == IN_RELEASING)
+            c->in_unacked++;
+        else
+            c->in_state[id] = IN_FREE;
+    }
+    c->resumed = true;
+    return 0;
+}
+
+static int by_seq(const void *a, const void *b)
+{
+    const mqttc_op_t *x = *(mqttc_op_t *const *)a, *y = *(mqttc_op_t *const *)b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Sent again as it was: PUBLISH with DUP, or PUBREL. */
+static int resend_one(mqr_mqttc_t *c, mqttc_op_t *op)
+{
+    if (op->state == OP_WAIT_COMP) return mqr__mqttc_out_ack(c, MQR_MQTT_PUBREL, op->id, 0);
+    uint8_t *w = mqr__mqttc_out_reserve(c, op->len);
+    if (!w) return MQR_ENOMEM;
+    op->data[0] |= 0x08; /* DUP (3.1.1 §3.3.1.1) */
+    memcpy(w, op->data, op->len);
+    mqr__mqttc_out_commit(c, op->len);
+    return 0;
+}
+
+/* The server lost the session: a QoS 2 publish it had received is done,
+ * the others go to the front of the queue as new ones, in their order. */
+static void restart_one(mqr_mqttc_t *c, mqttc_op_t *op, mqttc_op_t ***tail)
+{
+    if (op->state == OP_WAIT_COMP) {
+        uint64_t token = op->token;
+        mqr__mqttc_id_release(c, op);
+        mqr__mqttc_done(c, token, 0, 0);
+        return;
+    }
+    id_detach(c, op);
+    op->data[0] &= (uint8_t)~0x08;
+    op->next = **tail;
+    **tail = op;
+    *tail = &op->next;
+    c->nwait++;
+}
+
+int mqr__mqttc_resend(mqr_mqttc_t *c, bool session_present)
+{
+    size_t n = 0;
+    mqttc_op_t **v = c->inflight ? malloc(c->inflight * sizeof *v) : NULL;
+    if (c->inflight && !v) return MQR_ENOMEM;
+    for (uint32_t id = 1; id <= c->nids && n < c->inflight; id++)
+        if (c->ops[id] && c->ops[id]->kind == MQR_MQTT_PUBLISH) v[n++] = c->ops[id];
+    qsort(v, n, sizeof *v, by_seq);
+    int rc = 0;
+    if (session_present) {
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = resend_one(c, v[i]);
+    } else {
+        if (c->in_state) memset(c->in_state, IN_FREE, UINT16_MAX + 1u);
+        c->in_unacked = 0;
+        mqttc_op_t **tail = &c->wait_head; /* in front of what waited already */
+        for (size_t i = 0; i < n && c->st != MQTTC_CLOSED; i++)
+            restart_one(c, v[i], &tail);
+        mqttc_op_t *last = c->wait_head; /* once per reconnect */
+        while (last && last->next)
+            last = last->next;
+        c->wait_tail = last;
+    }
+    free(v);
+    if (rc == 0 && c->st == MQTTC_UP) mqr__mqttc_pump(c);
+    return rc;
 }
 
 /* PUBACK, PUBREC, PUBCOMP for our publishes. */

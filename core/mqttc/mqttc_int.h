@@ -29,6 +29,7 @@ enum { OP_WAIT_ACK = 1, OP_WAIT_COMP = 2 }; /* QoS 2: after PUBREC, PUBREL sent 
 typedef struct mqttc_op {
     struct mqttc_op *next; /* the waiting queue */
     uint64_t token;
+    uint64_t seq; /* when first sent: resends keep this order */
     uint8_t kind; /* MQR_MQTT_PUBLISH, _SUBSCRIBE, _UNSUBSCRIBE */
     uint8_t qos;
     uint8_t state;
@@ -111,7 +112,10 @@ struct mqr_mqttc {
     uint32_t ops_cap;
     uint16_t *free_ids;
     uint32_t nfree;
-    uint32_t inflight; /* QoS 1/2 publishes holding an id */
+    uint32_t inflight;  /* QoS 1/2 publishes holding an id */
+    uint64_t op_seq;    /* the next op->seq */
+    bool keep_inflight; /* publishes survive the close (mqr__mqttc_resume) */
+    bool resumed;       /* holds a predecessor's publishes: resend at CONNACK */
     mqttc_op_t *wait_head, *wait_tail;
     size_t nwait;
 
@@ -145,7 +149,12 @@ mqttc_op_t *mqr__mqttc_id_find(mqr_mqttc_t *c, uint16_t id);
 void mqr__mqttc_id_release(mqr_mqttc_t *c, mqttc_op_t *op); /* frees op */
 int mqr__mqttc_op_send(mqr_mqttc_t *c, mqttc_op_t *op);     /* a publish into the window */
 void mqr__mqttc_pump(mqr_mqttc_t *c);                       /* waiting -> window */
+/* Fails what is pending with err; with keep_inflight, publishes stay. */
 void mqr__mqttc_ops_fail(mqr_mqttc_t *c, int err);
+/* Frees every operation without done() (the client goes away). */
+void mqr__mqttc_ops_drop(mqr_mqttc_t *c);
+/* After CONNACK of a resumed client: resend, or finish, what it holds. */
+int mqr__mqttc_resend(mqr_mqttc_t *c, bool session_present);
 int mqr__mqttc_in_publish(mqr_mqttc_t *c, const mqr_mqtt_publish_t *p, uint32_t *ack_id,
                           bool *deliver);
 int mqr__mqttc_in_pubrel(mqr_mqttc_t *c, uint16_t id);

@@ -873,6 +873,173 @@ static void test_bad_options(void **state)
     assert_int_equal(mqr__mqttc_publish(t->c, &p, 1), MQR_ENOTCONN);
 }
 
+/* ---- session resume (keep_inflight) ------------------------------------- */
+
+static bool srv_conn_gone;
+static void on_srv_conn_closed(uv_handle_t *h)
+{
+    (void)h;
+    srv_conn_gone = true;
+}
+
+static bool srv_conn_closed(ctx_t *t)
+{
+    (void)t;
+    return srv_conn_gone;
+}
+
+/* The kinds and ids of the packets the scripted server got, in order. */
+static int srv_packets(ctx_t *t, uint8_t *types, uint16_t *ids, bool *dups, int max)
+{
+    int n = 0;
+    mqr_mqtt_frame_t f;
+    for (size_t off = 0;
+         n < max && mqr__mqtt_frame(t->srv_in + off, t->srv_in_len - off, 0, MQR_MQTT_V5, &f) == 0;
+         off += f.total) {
+        types[n] = (uint8_t)f.type;
+        dups[n] = (t->srv_in[off] & 0x08) != 0;
+        if (f.type == MQR_MQTT_PUBLISH) {
+            mqr_mqtt_publish_t p;
+            assert_int_equal(mqr__mqtt_decode_publish(t->srv_in + off, f.total, MQR_MQTT_V5,
+                                                      MQR_MQTT_FROM_CLIENT, &p),
+                             0);
+            ids[n] = p.packet_id;
+        } else {
+            mqr_mqtt_ack_t a;
+            ids[n] = mqr__mqtt_decode_ack(t->srv_in + off, f.total, MQR_MQTT_V5, &a) == 0
+                         ? a.packet_id
+                         : 0;
+        }
+        n++;
+    }
+    return n;
+}
+
+static int want_packets;
+static bool srv_has_packets(ctx_t *t)
+{
+    uint8_t ty[16];
+    uint16_t id[16];
+    bool dup[16];
+    return srv_packets(t, ty, id, dup, 16) >= want_packets;
+}
+
+/* A persistent session's connection ends with QoS 1 "a", QoS 2 "b" (after
+ * PUBREC) and QoS 1 "c" unfinished: nothing is failed; the next client
+ * takes them over and, on a CONNACK with Session Present, sends PUBLISH a
+ * (DUP, same id), PUBREL b, PUBLISH c (DUP) in that order, before
+ * connected(); the server's answers finish them with their tokens. Without
+ * Session Present, b is done (the server had it) and a and c go out again
+ * as new publishes, without DUP. */
+static void resume(void **state, bool present)
+{
+    ctx_t *t = *state;
+    int port = srv_start(t);
+    mqr_mqttc_options_t o;
+    opts_init(&o, MQR_MQTT_V5, "resume");
+    o.clean_start = false;
+    o.session_expiry_s = 600;
+    o.keep_inflight = true;
+    client_connect(t, &o, port);
+    assert_true(srv_wait(t, (const uint8_t *)"\x00\x04MQTT\x05", 7, 2000));
+    static const uint8_t connack[] = {0x20, 0x03, 0x00, 0x00, 0x00};
+    srv_send(t, connack, sizeof connack, sizeof connack);
+    assert_true(run_until(t, is_connected, 2000));
+    t->srv_in_len = 0;
+    mqr_mqtt_publish_t a = pub("r/a", "a", 1), b = pub("r/b", "b", 2), c = pub("r/c", "c", 1);
+    assert_int_equal(mqr__mqttc_publish(t->c, &a, 1), 0);
+    assert_int_equal(mqr__mqttc_publish(t->c, &b, 2), 0);
+    assert_int_equal(mqr__mqttc_publish(t->c, &c, 3), 0);
+    want_packets = 3;
+    assert_true(run_until(t, srv_has_packets, 2000));
+    uint8_t ty[16];
+    uint16_t id[16];
+    bool dup[16];
+    assert_int_equal(srv_packets(t, ty, id, dup, 16), 3);
+    uint16_t ida = id[0], idb = id[1], idc = id[2];
+    uint8_t pubrec[] = {0x50, 0x02, (uint8_t)(idb >> 8), (uint8_t)idb};
+    srv_send(t, pubrec, sizeof pubrec, sizeof pubrec);
+    want_packets = 4; /* our PUBREL */
+    assert_true(run_until(t, srv_has_packets, 2000));
+
+    /* the server goes away: nothing is failed, everything is held */
+    srv_conn_gone = false;
+    uv_close((uv_handle_t *)&t->srv_conn, on_srv_conn_closed);
+    t->srv_conn_open = false;
+    assert_true(run_until(t, srv_conn_closed, 2000));
+    assert_true(run_until(t, is_closed, 2000));
+    assert_int_equal(t->ndone, 0);
+    mqr_mqttc_t *old = t->c;
+    t->c = NULL;
+    mqr_mqttc_t *next;
+    assert_int_equal(mqr__mqttc_new(&t->loop, &o, &cbs, t, &next), 0);
+    assert_int_equal(mqr__mqttc_resume(next, next), MQR_EINVAL);
+    assert_int_equal(mqr__mqttc_resume(next, old), 0);
+    mqr__mqttc_free(old);
+    t->c = next;
+    t->connected = t->closed = 0;
+    t->srv_in_len = 0;
+    struct sockaddr_in sa = addr_of(port);
+    assert_int_equal(mqr__mqttc_connect(next, (const struct sockaddr *)&sa), 0);
+    assert_true(srv_wait(t, (const uint8_t *)"\x00\x04MQTT\x05", 7, 2000));
+    t->srv_in_len = 0;
+    static const uint8_t connack_sp[] = {0x20, 0x03, 0x01, 0x00, 0x00};
+    srv_send(t, present ? connack_sp : connack, sizeof connack, sizeof connack);
+    assert_true(run_until(t, is_connected, 2000));
+    if (present) {
+        want_packets = 3;
+        assert_true(run_until(t, srv_has_packets, 2000));
+        assert_int_equal(srv_packets(t, ty, id, dup, 16), 3);
+        assert_int_equal(ty[0], MQR_MQTT_PUBLISH);
+        assert_int_equal(id[0], ida);
+        assert_true(dup[0]);
+        assert_int_equal(ty[1], MQR_MQTT_PUBREL);
+        assert_int_equal(id[1], idb);
+        assert_int_equal(ty[2], MQR_MQTT_PUBLISH);
+        assert_int_equal(id[2], idc);
+        assert_true(dup[2]);
+        uint8_t answers[] = {0x40, 0x02, (uint8_t)(ida >> 8), (uint8_t)ida,
+                             0x70, 0x02, (uint8_t)(idb >> 8), (uint8_t)idb,
+                             0x40, 0x02, (uint8_t)(idc >> 8), (uint8_t)idc};
+        srv_send(t, answers, sizeof answers, sizeof answers);
+        want_n = 3;
+        assert_true(run_until(t, done_n, 2000));
+    } else {
+        want_n = 1; /* b: the server had it */
+        assert_true(run_until(t, done_n, 2000));
+        assert_int_equal(t->done[0].token, 2);
+        assert_int_equal(t->done[0].status, 0);
+        want_packets = 2;
+        assert_true(run_until(t, srv_has_packets, 2000));
+        assert_int_equal(srv_packets(t, ty, id, dup, 16), 2);
+        assert_int_equal(ty[0], MQR_MQTT_PUBLISH);
+        assert_false(dup[0]);
+        assert_int_equal(ty[1], MQR_MQTT_PUBLISH);
+        assert_false(dup[1]);
+        uint8_t answers[] = {0x40, 0x02, (uint8_t)(id[0] >> 8), (uint8_t)id[0],
+                             0x40, 0x02, (uint8_t)(id[1] >> 8), (uint8_t)id[1]};
+        srv_send(t, answers, sizeof answers, sizeof answers);
+        want_n = 3;
+        assert_true(run_until(t, done_n, 2000));
+    }
+    for (uint64_t tok = 1; tok <= 3; tok++) {
+        const done_t *d = done_of(t, tok);
+        assert_non_null(d);
+        assert_int_equal(d->status, 0);
+    }
+    assert_int_equal(mqr__mqttc_inflight(t->c), 0);
+}
+
+static void test_resume_session_present(void **state)
+{
+    resume(state, true);
+}
+
+static void test_resume_session_lost(void **state)
+{
+    resume(state, false);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -895,6 +1062,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scripted_too_large_v5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scripted_outbound_v5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scripted_receive_max_v5, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_session_present, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_session_lost, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
