@@ -533,21 +533,10 @@ void mqr__mqttc_stream_up(mqr_mqttc_t *c)
 int mqr__mqttc_stream_in(mqr_mqttc_t *c, const uint8_t *p, size_t n)
 {
     if (c->ws) return mqr__mqttc_ws_input(c, p, n);
-    mqttc_buf_t *in = &c->in;
-    if (in->cap - in->len < n) {
-        size_t cap = in->cap ? in->cap : IN_READ_MIN;
-        while (cap - in->len < n)
-            cap *= 2;
-        uint8_t *q = realloc(in->p, cap);
-        if (!q) {
-            mqr__mqttc_fail(c, MQR_ENOMEM, 0, "no memory for input");
-            return MQR_ENOMEM;
-        }
-        in->p = q;
-        in->cap = cap;
+    if (mqr__mqttc_buf_add(&c->in, p, n) < 0) {
+        mqr__mqttc_fail(c, MQR_ENOMEM, 0, "no memory for input");
+        return MQR_ENOMEM;
     }
-    memcpy(in->p + in->len, p, n);
-    in->len += n;
     return 0;
 }
 

@@ -131,6 +131,9 @@ struct mqr_mqttc {
 };
 
 /* mqttc_out.c */
+/* Room for need more bytes in b (doubling), or MQR_ENOMEM; and appending. */
+int mqr__mqttc_buf_grow(mqttc_buf_t *b, size_t need);
+int mqr__mqttc_buf_add(mqttc_buf_t *b, const void *p, size_t n);
 uint8_t *mqr__mqttc_out_reserve(mqr_mqttc_t *c, size_t n); /* NULL: no memory */
 void mqr__mqttc_out_commit(mqr_mqttc_t *c, size_t n);
 int mqr__mqttc_out_token(mqr_mqttc_t *c, uint64_t token);

@@ -20,7 +20,7 @@
 #define OUT_MIN_CAP 16384
 #define OUT_KEEP_MAX (1024u * 1024)
 
-static int buf_grow(mqttc_buf_t *b, size_t need)
+int mqr__mqttc_buf_grow(mqttc_buf_t *b, size_t need)
 {
     if (b->cap - b->len >= need) return 0;
     size_t cap = b->cap ? b->cap : OUT_MIN_CAP;
@@ -35,7 +35,7 @@ static int buf_grow(mqttc_buf_t *b, size_t need)
 
 uint8_t *mqr__mqttc_out_reserve(mqr_mqttc_t *c, size_t n)
 {
-    return buf_grow(&c->out, n) ? NULL : c->out.p + c->out.len;
+    return mqr__mqttc_buf_grow(&c->out, n) ? NULL : c->out.p + c->out.len;
 }
 
 void mqr__mqttc_out_commit(mqr_mqttc_t *c, size_t n)
@@ -146,10 +146,9 @@ static void tokens_swap(mqttc_tokens_t *a, mqttc_tokens_t *b)
     *b = t;
 }
 
-/* Appends n bytes to b. */
-static int buf_add(mqttc_buf_t *b, const uint8_t *p, size_t n)
+int mqr__mqttc_buf_add(mqttc_buf_t *b, const void *p, size_t n)
 {
-    if (buf_grow(b, n)) return MQR_ENOMEM;
+    if (mqr__mqttc_buf_grow(b, n)) return MQR_ENOMEM;
     memcpy(b->p + b->len, p, n);
     b->len += n;
     return 0;
@@ -165,7 +164,7 @@ static void layered_flush(mqr_mqttc_t *c)
     int rc = 0;
     if (c->out.len && c->st >= MQTTC_CONNACK) {
         rc = c->ws ? mqr__mqttc_ws_frame(c, c->out.p, c->out.len)
-                   : buf_add(&c->spend, c->out.p, c->out.len);
+                   : mqr__mqttc_buf_add(&c->spend, c->out.p, c->out.len);
         c->out.len = 0;
         tokens_swap(&c->tok, &c->wtok); /* wtok is empty: no write in flight */
     }
@@ -173,7 +172,7 @@ static void layered_flush(mqr_mqttc_t *c)
         if (c->tls) {
             if (mqr__mqttc_tls_seal(c, c->spend.p, c->spend.len) < 0) return; /* closed */
         } else {
-            rc = buf_add(&c->wbuf, c->spend.p, c->spend.len);
+            rc = mqr__mqttc_buf_add(&c->wbuf, c->spend.p, c->spend.len);
         }
         c->spend.len = 0;
     }

@@ -202,15 +202,7 @@ int mqr__mqttc_tls_take(mqr_mqttc_t *c, mqttc_buf_t *b)
     BIO *w = c->tls->wbio;
     size_t pending;
     while ((pending = BIO_ctrl_pending(w)) > 0) {
-        if (b->cap - b->len < pending) {
-            size_t cap = b->cap ? b->cap : 16384;
-            while (cap - b->len < pending)
-                cap *= 2;
-            uint8_t *q = realloc(b->p, cap);
-            if (!q) return MQR_ENOMEM;
-            b->p = q;
-            b->cap = cap;
-        }
+        if (mqr__mqttc_buf_grow(b, pending) < 0) return MQR_ENOMEM;
         int r = BIO_read(w, b->p + b->len, (int)pending);
         if (r <= 0) break;
         b->len += (size_t)r;

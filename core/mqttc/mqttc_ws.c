@@ -69,19 +69,7 @@ uv_buf_t mqr__mqttc_ws_rbuf(mqr_mqttc_t *c)
 
 static int spend_add(mqr_mqttc_t *c, const void *p, size_t n)
 {
-    mqttc_buf_t *b = &c->spend;
-    if (b->cap - b->len < n) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len < n)
-            cap *= 2;
-        uint8_t *q = realloc(b->p, cap);
-        if (!q) return MQR_ENOMEM;
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    return 0;
+    return mqr__mqttc_buf_add(&c->spend, p, n);
 }
 
 int mqr__mqttc_ws_start(mqr_mqttc_t *c)
@@ -149,22 +137,10 @@ static void ws_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     mqttc_ws_t *w = user;
     if (w->fail) return;
     if (m->opcode == WSLAY_BINARY_FRAME) {
-        mqttc_buf_t *in = &w->c->in;
-        if (in->cap - in->len < m->msg_length) {
-            size_t cap = in->cap ? in->cap : 16384;
-            while (cap - in->len < m->msg_length)
-                cap *= 2;
-            uint8_t *q = realloc(in->p, cap);
-            if (!q) {
-                w->fail = MQR_ENOMEM;
-                w->fail_why = "no memory for WebSocket input";
-                return;
-            }
-            in->p = q;
-            in->cap = cap;
+        if (mqr__mqttc_buf_add(&w->c->in, m->msg, m->msg_length) < 0) {
+            w->fail = MQR_ENOMEM;
+            w->fail_why = "no memory for WebSocket input";
         }
-        memcpy(in->p + in->len, m->msg, m->msg_length);
-        in->len += m->msg_length;
     } else if (m->opcode == WSLAY_TEXT_FRAME) { /* MQTT 5.0 §6.0.0-1 */
         w->fail = MQR_EPROTOCOL;
         w->fail_why = "WebSocket text frame from the server";
