@@ -1,8 +1,9 @@
 /*
- * upstream.h — mqrouter as a client of other brokers (Paho MQTTAsync).
+ * upstream.h — mqrouter as a client of other brokers.
  *
- * Each session is one MQTTAsync client. Paho calls every callback on its own
- * thread holding a global lock, so callbacks only copy the event into the
+ * Each session is one client of a transport (upstream_transport.h; today
+ * Paho MQTTAsync). Paho calls every callback on its own thread holding a
+ * global lock, so callbacks only copy the event into the
  * session's queue and uv_async_send() the loop; everything else — building
  * messages, routing, state changes, logging of events — happens on the loop
  * thread. Messages that arrive from a session enter the engine's router with
