@@ -44,6 +44,30 @@ static char *xstrdup(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+/* The transports there are; the first is the default. */
+static const up_transport_t *const transports[] = {&mqr__up_transport_paho};
+#define N_TRANSPORTS (sizeof transports / sizeof transports[0])
+
+const up_transport_t *mqr__up_transport_find(const char *name)
+{
+    if (!name || !name[0]) return transports[0];
+    for (size_t i = 0; i < N_TRANSPORTS; i++)
+        if (strcmp(transports[i]->name, name) == 0) return transports[i];
+    return NULL;
+}
+
+/* "'paho'" or "'paho', 'native'": for the log line about an unknown one. */
+static void transport_choices(char *buf, size_t n)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < N_TRANSPORTS && used < n; i++) {
+        int w = snprintf(buf + used, n - used, "%s'%s'", i ? ", " : "", transports[i]->name);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+}
+
 /* Text for a failed connect: the transport's error, v3 CONNACK code or v5
  * reason code. */
 static void describe_failure(const mqr_upstream_t *u, char *buf, size_t n, int code, int reason,
@@ -541,6 +565,14 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
         MQR_LOG_E("upstream", "session '%s': %s", cfg->name, tls_err);
         return trc;
     }
+    const up_transport_t *tp = mqr__up_transport_find(cfg->transport);
+    if (!tp) {
+        char choices[128];
+        transport_choices(choices, sizeof choices);
+        MQR_LOG_E("upstream", "session '%s': unknown transport '%s' (choose %s)", cfg->name,
+                  cfg->transport, choices);
+        return MQR_EINVAL;
+    }
     if (mqr__engine_stopping(e)) return MQR_ECLOSED;
     if (!cfg->replaces && mqr__upstream_find(e, cfg->name)) return MQR_EEXIST;
 
@@ -562,7 +594,7 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
         return MQR_ENOMEM;
     }
     u->map = map;
-    u->tp = &mqr__up_transport_paho;
+    u->tp = tp;
     u->e = e;
     u->all = mqr__engine_upstreams(e);
     u->version = version;

@@ -252,6 +252,9 @@ void mqr__up_schedule_retry(mqr_upstream_t *u);
 void mqr__up_nudge_stop(mqr_upstream_t *u);
 /* The predecessor of a dormant session is gone: create the client, connect. */
 void mqr__up_wake_successor(mqr_upstream_t *u);
+/* The transport called name (NULL or "": the default, "paho"), or NULL
+ * when there is none of that name. */
+const up_transport_t *mqr__up_transport_find(const char *name);
 
 /* ---- upstream_observe.c: observers and waits for ready ------------------ */
 
