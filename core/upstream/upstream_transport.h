@@ -92,7 +92,8 @@ struct up_transport {
     int (*ping)(mqr_upstream_t *u, up_pub_t *p);
     /* PUBLISH msg to topic remote, with expiry_s (> 0) as its v5 Message
      * Expiry; buffered while disconnected (MQR_EFULL when the buffer is
-     * full). A QoS 1/2 publish with a waiter p is answered by EV_PUB_DONE. */
+     * full). With a waiter p it is answered by EV_PUB_DONE: QoS 0 once
+     * written, QoS 1/2 when the broker completed it (Paho's rule). */
     int (*publish)(mqr_upstream_t *u, const char *remote, const mqr_msg_t *msg, uint32_t expiry_s,
                    up_pub_t *p);
     /* Publishes handed to the client and not completed yet. */
