@@ -1,17 +1,17 @@
 /*
- * upstream.c — mqrouter's sessions to other brokers, one Paho MQTTAsync
- * client each: a session's life from its configuration to its close, and
- * the state machine that turns the events Paho's threads queue into state
- * changes, observer events, retries with backoff and re-subscribing after
- * every (re)connect.
+ * upstream.c — mqrouter's sessions to other brokers, one client of a
+ * transport each (upstream_transport.h; Paho MQTTAsync today): a session's
+ * life from its configuration to its close, and the state machine that
+ * turns the events its transport queues into state changes, observer
+ * events, retries with backoff and re-subscribing after every (re)connect.
  *
- * Loop thread only. Must not: run anything on Paho's threads (that is
- * upstream_paho.c, which states the thread rules and the lock order), or
- * destroy a Paho client here (it can block: upstream_work.c does it on a
- * worker). The other jobs sit beside it: v5 properties (upstream_props.c),
- * inbound messages (upstream_inbound.c), subscribe and publish
- * (upstream_publish.c), observers and waits (upstream_observe.c), status
- * (upstream_status.c), the public C API (api_upstream.c).
+ * Loop thread only. Must not: name the transport's library (the ops table
+ * u->tp is all it knows of it; Paho's files are upstream_paho*.c), or
+ * destroy a client here (it can block: upstream_work.c does it on a
+ * worker). The other jobs sit beside it: inbound messages
+ * (upstream_inbound.c), subscribe and publish (upstream_publish.c),
+ * observers and waits (upstream_observe.c), status (upstream_status.c),
+ * the public C API (api_upstream.c).
  */
 #include "upstream_int.h"
 
@@ -23,7 +23,6 @@
 #include <string.h>
 #include <time.h>
 
-#define UP_CONNECT_TIMEOUT_S 10
 #define UP_RETRY_MIN_S 1
 #define UP_RETRY_MAX_S 30
 
@@ -45,38 +44,34 @@ static char *xstrdup(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-int mqr__up_map_paho(int rc)
+/* The transports there are; the first is the default. */
+static const up_transport_t *const transports[] = {&mqr__up_transport_paho};
+#define N_TRANSPORTS (sizeof transports / sizeof transports[0])
+
+const up_transport_t *mqr__up_transport_find(const char *name)
 {
-    switch (rc) {
-    case MQTTASYNC_SUCCESS:
-        return 0;
-    case MQTTASYNC_MAX_BUFFERED_MESSAGES:
-    case MQTTASYNC_MAX_MESSAGES_INFLIGHT:
-    case MQTTASYNC_NO_MORE_MSGIDS:
-        return MQR_EFULL;
-    case MQTTASYNC_DISCONNECTED:
-        return MQR_ENOTCONN;
-    case MQTTASYNC_BAD_UTF8_STRING:
-        return MQR_EUTF8;
-    case MQTTASYNC_BAD_QOS:
-        return MQR_EQOS;
-    case MQTTASYNC_NULL_PARAMETER:
-    case MQTTASYNC_TOPICNAME_TRUNCATED:
-    case MQTTASYNC_BAD_STRUCTURE:
-    case MQTTASYNC_BAD_PROTOCOL:
-    case MQTTASYNC_BAD_MQTT_OPTION:
-    case MQTTASYNC_WRONG_MQTT_VERSION:
-    case MQTTASYNC_SSL_NOT_SUPPORTED:
-        return MQR_EINVAL;
-    case PAHO_OOM:
-        return MQR_ENOMEM;
-    default:
-        return MQR_EUPSTREAM;
+    if (!name || !name[0]) return transports[0];
+    for (size_t i = 0; i < N_TRANSPORTS; i++)
+        if (strcmp(transports[i]->name, name) == 0) return transports[i];
+    return NULL;
+}
+
+/* "'paho'" or "'paho', 'native'": for the log line about an unknown one. */
+static void transport_choices(char *buf, size_t n)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < N_TRANSPORTS && used < n; i++) {
+        int w = snprintf(buf + used, n - used, "%s'%s'", i ? ", " : "", transports[i]->name);
+        if (w < 0) break;
+        used += (size_t)w;
     }
 }
 
-/* Text for a failed connect: Paho error, v3 CONNACK code or v5 reason code. */
-static void describe_failure(char *buf, size_t n, int code, int reason, const char *text)
+/* Text for a failed connect: the transport's error, v3 CONNACK code or v5
+ * reason code. */
+static void describe_failure(const mqr_upstream_t *u, char *buf, size_t n, int code, int reason,
+                             const char *text)
 {
     static const char *const connack[] = {
         NULL,
@@ -88,11 +83,11 @@ static void describe_failure(char *buf, size_t n, int code, int reason, const ch
     };
     const char *what = NULL;
     if (reason >= 0x80)
-        what = MQTTReasonCode_toString((enum MQTTReasonCodes)reason);
+        what = u->tp->reason_text(reason);
     else if (code > 0 && code <= 5)
         what = connack[code];
-    else if (code < 0 && code >= MQTTASYNC_MAX_BUFFERED)
-        what = MQTTAsync_strerror(code);
+    else if (code < 0)
+        what = u->tp->strerror(code);
     if (what && text)
         snprintf(buf, n, "%s (%s)", what, text);
     else if (what)
@@ -140,7 +135,7 @@ void mqr__up_check_ready(mqr_upstream_t *u)
     mqr__up_emit_simple(u, MQR_UPEV_READY, NULL, 0);
 }
 
-static up_sub_t *sub_by_token(mqr_upstream_t *u, MQTTAsync_token token)
+static up_sub_t *sub_by_token(mqr_upstream_t *u, int token)
 {
     for (up_sub_t *s = u->subs; s; s = s->next)
         if (s->token == token) return s;
@@ -154,13 +149,11 @@ static void on_retry(uv_timer_t *t)
 {
     mqr_upstream_t *u = t->data;
     if (u->closing || u->rebuilding || u->state == MQR_UPSTREAM_FAILED) return;
-    /* A fresh MQTTAsync_connect(): MQTTAsync_reconnect() re-queues the
-     * first connect command, which after a failed attempt does nothing at
-     * all (no callback) in Paho 1.3.12. */
+    /* A fresh attempt each time (the transport's own reconnect is not used). */
     int rc = start_connect(u);
     if (rc < 0 && !u->closing) {
         /* Counted like an attempt that failed on the wire. */
-        up_event_t ev = {.type = EV_CONNECT_FAILED, .code = MQTTASYNC_FAILURE};
+        up_event_t ev = {.type = EV_CONNECT_FAILED};
         ev.text = mqr_strerror(rc);
         mqr__up_handle_event(u, &ev);
     }
@@ -182,8 +175,8 @@ void mqr__up_schedule_retry(mqr_upstream_t *u)
     uv_timer_start(&u->retry, on_retry, delay, 0);
 }
 
-/* Paho reports the URI it connected to without its scheme: name the
- * configured one. */
+/* The transport may report the URI it connected to without its scheme
+ * (Paho does): name the configured one. */
 static void set_broker(mqr_upstream_t *u, const char *reported)
 {
     const char *found = reported;
@@ -276,21 +269,20 @@ void mqr__up_handle_event(mqr_upstream_t *u, up_event_t *ev)
         if (!u->broker[0] && u->n_uris == 0) snprintf(u->broker, sizeof u->broker, "%s", u->uri);
         set_state(u, MQR_UPSTREAM_CONNECTED, u->ever_connected ? "reconnected" : "connected");
         u->ever_connected = true;
-        /* The observer may have closed us; then Paho is no longer ours. */
+        /* The observer may have closed us; then the client is no longer ours. */
         if (u->closing || u->state != MQR_UPSTREAM_CONNECTED) break;
         mqr__up_emit_simple(u, MQR_UPEV_CONNECTED, NULL, 0);
         if (u->closing || u->state != MQR_UPSTREAM_CONNECTED) break;
         u->subs_awaiting = 0;
         for (up_sub_t *s = u->subs; s; s = s->next) {
-            s->awaiting = mqr__up_send_subscribe(u, s) == MQTTASYNC_SUCCESS;
+            s->awaiting = mqr__up_send_subscribe(u, s) == 0;
             if (s->awaiting) u->subs_awaiting++;
         }
         mqr__up_check_ready(u);
         break;
     case EV_SERVER_DISCONNECT:
         snprintf(u->server_reason, sizeof u->server_reason, "broker sent DISCONNECT: %s%s%s",
-                 MQTTReasonCode_toString((enum MQTTReasonCodes)ev->reason), ev->text ? ", " : "",
-                 ev->text ? ev->text : "");
+                 u->tp->reason_text(ev->reason), ev->text ? ", " : "", ev->text ? ev->text : "");
         break;
     case EV_LOST: {
         mqr__up_nudge_stop(u);
@@ -312,7 +304,7 @@ void mqr__up_handle_event(mqr_upstream_t *u, up_event_t *ev)
         if (u->closing) break;
         mqr__up_emit_simple(u, MQR_UPEV_RECONNECTING, NULL, 1);
         if (u->closing) break;
-        if (u->persistent && !u->clean_start)
+        if (u->tp->rebuild_after_loss(u))
             mqr__up_rebuild_client(u);
         else
             mqr__up_schedule_retry(u);
@@ -322,12 +314,10 @@ void mqr__up_handle_event(mqr_upstream_t *u, up_event_t *ev)
         mqr__up_nudge_stop(u);
         if (u->state == MQR_UPSTREAM_FAILED) break;
         if (u->tls.error[0]) {
-            /* Paho says only "TCP/TLS connect failure"; OpenSSL said why. */
+            /* The transport says only "TCP/TLS connect failure"; OpenSSL said why. */
             tls_failure(u, why, sizeof why);
-        } else if (u->tls.on && ev->text &&
-                   (strcmp(ev->text, "TCP/TLS connect failure") == 0 ||
-                    strcmp(ev->text, "TCP connect completion failure") == 0)) {
-            /* Failures Paho sees outside OpenSSL's error queue (a host name
+        } else if (u->tls.on && ev->text && ev->net_failure) {
+            /* Failures the transport sees outside OpenSSL's error queue (a host name
              * check, over TLS 1.3 a refused client certificate, whose alert
              * comes on the first read) look like a broker that is down or
              * hangs up: name them too. */
@@ -336,14 +326,14 @@ void mqr__up_handle_event(mqr_upstream_t *u, up_event_t *ev)
                      "%s; no TLS reason given: broker unreachable, host name not in its "
                      "certificate, or client certificate missing or refused",
                      ev->text);
-            describe_failure(why, sizeof why, ev->code, ev->reason, hint);
+            describe_failure(u, why, sizeof why, ev->code, ev->reason, hint);
         } else {
-            describe_failure(why, sizeof why, ev->code, ev->reason, ev->text);
+            describe_failure(u, why, sizeof why, ev->code, ev->reason, ev->text);
         }
         note_error(u, why);
         u->stats.connect_failures++;
         u->attempt++;
-        /* One warning per outage; Paho keeps retrying with backoff. */
+        /* One warning per outage; the retry timer keeps trying with backoff. */
         if (!u->connect_failing)
             MQR_LOG_W("upstream", "session '%s': cannot connect to %s: %s (retrying)", u->name,
                       u->uri, why);
@@ -377,14 +367,13 @@ void mqr__up_handle_event(mqr_upstream_t *u, up_event_t *ev)
     }
     case EV_SUB_FAILED: {
         up_sub_t *s = sub_by_token(u, ev->token);
-        /* Interrupted by a disconnect: the reconnect subscribes again. */
-        if (ev->code == MQTTASYNC_OPERATION_INCOMPLETE || !s) break;
+        /* (One cut short by a disconnect is not answered: the reconnect
+         * subscribes again.) */
+        if (!s) break;
         s->pending = false;
         s->granted = ev->reason ? ev->reason : 0x80;
         mqr__up_answer_sub_waiters(u, s, MQR_EUPSTREAM, s->granted);
-        describe_failure(why, sizeof why, ev->code == MQTT_BAD_SUBSCRIBE ? 0 : ev->code,
-                         ev->reason ? ev->reason : (ev->code == MQTT_BAD_SUBSCRIBE ? 0x80 : 0),
-                         NULL);
+        describe_failure(u, why, sizeof why, ev->code, ev->reason, NULL);
         MQR_LOG_W("upstream", "session '%s': broker refused subscription to '%s': %s", u->name,
                   s->filter, why);
         note_error(u, why);
@@ -399,7 +388,8 @@ void mqr__up_handle_event(mqr_upstream_t *u, up_event_t *ev)
     }
 }
 
-/* Paho's one receive thread serves every client of the process: it polls
+/* For a transport that says so (nudge_connects): Paho's one receive thread
+ * serves every client of the process: it polls
  * the sockets it knew when its poll began, for up to a second, and only
  * between two polls takes in a new socket or sees that a socket's TCP
  * connect completed (only then does it write CONNECT). So with other
@@ -408,9 +398,10 @@ void mqr__up_handle_event(mqr_upstream_t *u, up_event_t *ev)
  * EINPROGRESS, poll(..., 1000) timing out twice, then the CONNECT). Paho
  * has no call to wake that thread; an answer from a broker on any socket
  * it polls does. So while a connect is under way, every UP_NUDGE_MS
- * another connected session of the engine sends the same harmless round
- * trip as mqr__upstream_ping_cb (UNSUBSCRIBE of a filter nobody uses);
- * two or three of them are enough, at most UP_NUDGE_MAX are sent. */
+ * another connected session of the engine on the same transport sends the
+ * harmless round trip of mqr__upstream_ping_cb (Paho: an UNSUBSCRIBE of a
+ * filter nobody uses); two or three of them are enough, at most
+ * UP_NUDGE_MAX are sent. */
 static void nudge_connect(uv_timer_t *t)
 {
     mqr_upstream_t *u = t->data;
@@ -419,10 +410,10 @@ static void nudge_connect(uv_timer_t *t)
         return;
     }
     for (mqr_upstream_t *o = u->all->first; o; o = o->next) {
-        if (o == u || o->closing || o->rebuilding || !o->client ||
+        if (o == u || o->tp != u->tp || o->closing || o->rebuilding || !o->has_client ||
             o->state != MQR_UPSTREAM_CONNECTED)
             continue;
-        MQTTAsync_unsubscribe(o->client, "$mqrouter/ping", NULL); /* nothing to answer */
+        o->tp->ping(o, NULL); /* nothing to answer */
         return;
     }
 }
@@ -442,7 +433,7 @@ void mqr__up_nudge_stop(mqr_upstream_t *u)
 
 static int start_connect(mqr_upstream_t *u)
 {
-    if (!u->client) {
+    if (!u->has_client) {
         int rc = create_client(u);
         if (rc < 0) return rc;
     }
@@ -452,72 +443,15 @@ static int start_connect(mqr_upstream_t *u)
         u->credentials(u->credentials_arg, u, u->attempt);
         if (u->closing) return MQR_ECLOSED;
     }
-    MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer;
-    MQTTAsync_connectOptions o5 = MQTTAsync_connectOptions_initializer5;
-    MQTTProperties props = MQTTProperties_initializer;
-    if (u->version == MQTTVERSION_5) {
-        o = o5;
-        o.cleanstart = u->clean_start != 0;
-        if (!u->clean_start || u->session_expiry_s >= 0) {
-            /* v5 ends a session when the connection closes unless told
-             * otherwise; a resumable session is what clean_start = 0 asks. */
-            MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL};
-            p.value.integer4 =
-                u->session_expiry_s >= 0 ? (unsigned)u->session_expiry_s : 0xFFFFFFFFu;
-            if (MQTTProperties_add(&props, &p) != 0) return MQR_ENOMEM;
-            o.connectProperties = &props;
-        }
-    } else {
-        o.cleansession = u->clean_start != 0;
-    }
-    mqr__up_paho_connect_answers(u, &o);
-    MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
-    if (u->will_topic) {
-        will.topicName = u->will_topic;
-        will.payload.data = u->will_payload;
-        will.payload.len = (int)u->will_payload_len;
-        will.qos = u->will_qos;
-        will.retained = u->will_retain;
-        o.will = &will;
-    }
-    if (u->n_uris > 0) {
-        o.serverURIs = u->uris;
-        o.serverURIcount = u->n_uris;
-    }
-    o.MQTTVersion = u->version;
-    o.keepAliveInterval = u->keepalive_s;
-    o.username = u->username;
-    o.password = u->password;
-    o.connectTimeout = UP_CONNECT_TIMEOUT_S;
-    MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
-    if (u->tls.on) {
-        ssl.trustStore = u->tls.cafile; /* neither this nor CApath: the system's store */
-        ssl.CApath = u->tls.capath;
-        ssl.keyStore = u->tls.cert;
-        ssl.privateKey = u->tls.key;
-        /* Never NULL with a certificate: OpenSSL would prompt on the
-         * terminal, from Paho's thread, for an encrypted key. */
-        ssl.privateKeyPassword = u->tls.key_password || !u->tls.cert ? u->tls.key_password : "";
-        ssl.enableServerCertAuth = !u->tls.no_verify;
-        ssl.verify = !u->tls.no_verify && !u->tls.no_verify_hostname; /* host name check */
-        mqr__up_paho_ssl_errors(u, &ssl);
-        o.ssl = &ssl;
-    }
-    /* Reconnecting is ours (retry timer): Paho's automatic reconnect neither
-     * retries a first connect that failed nor reports its failed attempts,
-     * and both are needed to count attempts and stop at max_reconnects. */
-    o.automaticReconnect = 0;
-    o.context = u;
-    int rc = MQTTAsync_connect(u->client, &o); /* copies what it keeps */
-    MQTTProperties_free(&props);
-    if (rc == MQTTASYNC_SUCCESS) nudge_start(u);
-    return mqr__up_map_paho(rc);
+    int rc = u->tp->connect(u);
+    if (rc == 0 && u->tp->nudge_connects) nudge_start(u);
+    return rc;
 }
 
 static void log_connecting(mqr_upstream_t *u)
 {
     MQR_LOG_I("upstream", "session '%s' connecting to %s (MQTT %s, client id '%s'%s)", u->name,
-              u->uri, u->version == MQTTVERSION_5 ? "5" : "3.1.1", u->client_id,
+              u->uri, u->version == UP_MQTT_5 ? "5" : "3.1.1", u->client_id,
               u->persistent ? ", persistent" : "");
 }
 
@@ -546,50 +480,25 @@ static mqr_upstream_persist_t *engine_persist(mqr_upstreams_t *all)
 
 /* Decides whether u persists; returns the open persistent session of its
  * name that u replaces and must wait for (see struct mqr_upstream), or NULL. */
-static mqr_upstream_t *persist_setup(mqr_upstream_t *u, const mqr_upstream_config_t *cfg, int *rc)
+static mqr_upstream_t *persist_setup(mqr_upstream_t *u, const mqr_upstream_config_t *cfg)
 {
     mqr_upstreams_t *all = u->all;
-    *rc = 0;
     bool want = cfg->persist == 0 ? all->data_dir && all->data_dir[0] : cfg->persist > 0;
     mqr_upstream_persist_t *p = want ? engine_persist(all) : NULL;
     if (!p) return NULL;
-    if ((*rc = mqr__upstream_persist_hooks(p, u->name, &u->phooks)) < 0) return NULL;
     u->persistent = true;
     for (mqr_upstream_t *o = all->first; o; o = o->next) /* newest first */
         if (!o->closing && o->persistent && strcmp(o->name, u->name) == 0) return o;
     return NULL;
 }
 
-/* Creates the Paho client (restoring the records of a persistent session)
- * and sets its callbacks; then hands it what was published meanwhile. */
+/* Has the transport create the client (restoring the records of a
+ * persistent session); then hands it what was published meanwhile. */
 static int create_client(mqr_upstream_t *u)
 {
-    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
-    co.MQTTVersion = u->version;
-    co.sendWhileDisconnected = 1;
-    co.allowDisconnectedSendAtAnyTime = 1; /* buffer before the first connect too */
-    co.maxBufferedMessages = u->max_buffered;
-    /* A full buffer refuses the newest (MQR_EFULL) or drops the oldest. */
-    co.deleteOldestMessages = u->drop_oldest;
-    co.restoreMessages = 1;
-    co.persistQoS0 = 0; /* QoS 0 may be lost by definition */
-    int rc = mqr__up_paho_create(&u->client, u->uri, u->client_id,
-                                 u->persistent ? MQTTCLIENT_PERSISTENCE_USER
-                                               : MQTTCLIENT_PERSISTENCE_NONE,
-                                 u->persistent ? &u->phooks : NULL, &co);
-    if (rc != MQTTASYNC_SUCCESS) {
-        MQR_LOG_E("upstream", "session '%s': cannot create a client for %s: %s", u->name, u->uri,
-                  MQTTAsync_strerror(rc));
-        u->client = NULL;
-        return mqr__up_map_paho(rc);
-    }
-    /* Callbacks must be in place before connecting; none can fire before. */
-    rc = mqr__up_paho_set_callbacks(u);
-    if (rc != MQTTASYNC_SUCCESS) {
-        mqr__up_paho_destroy(&u->client);
-        u->client = NULL;
-        return mqr__up_map_paho(rc);
-    }
+    int rc = u->tp->create(u);
+    if (rc < 0) return rc;
+    u->has_client = true;
     if (u->persistent) {
         int64_t n = mqr__upstream_persist_count(u->all->persist, u->name);
         if (n > 0)
@@ -623,7 +532,7 @@ void mqr__up_wake_successor(mqr_upstream_t *u)
     if (u->closing) return;
     if (rc < 0) {
         /* Counted like an attempt that failed on the wire: retried. */
-        up_event_t ev = {.type = EV_CONNECT_FAILED, .code = MQTTASYNC_FAILURE};
+        up_event_t ev = {.type = EV_CONNECT_FAILED};
         ev.text = mqr_strerror(rc);
         mqr__up_handle_event(u, &ev);
         return;
@@ -646,8 +555,8 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     if (cfg->retry_initial_s < 0 || cfg->retry_max_s < 0 || cfg->max_reconnects < 0 ||
         cfg->session_expiry_s > 0xFFFFFFFFll)
         return MQR_EINVAL;
-    int version = cfg->mqtt_version ? cfg->mqtt_version : MQTTVERSION_3_1_1;
-    if (version != MQTTVERSION_3_1_1 && version != MQTTVERSION_5) return MQR_EINVAL;
+    int version = cfg->mqtt_version ? cfg->mqtt_version : UP_MQTT_311;
+    if (version != UP_MQTT_311 && version != UP_MQTT_5) return MQR_EINVAL;
     if (cfg->keepalive_s < 0 || cfg->keepalive_s > 65535 || cfg->max_buffered < 0)
         return MQR_EINVAL;
     char tls_err[512];
@@ -655,6 +564,14 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     if (trc < 0) {
         MQR_LOG_E("upstream", "session '%s': %s", cfg->name, tls_err);
         return trc;
+    }
+    const up_transport_t *tp = mqr__up_transport_find(cfg->transport);
+    if (!tp) {
+        char choices[128];
+        transport_choices(choices, sizeof choices);
+        MQR_LOG_E("upstream", "session '%s': unknown transport '%s' (choose %s)", cfg->name,
+                  cfg->transport, choices);
+        return MQR_EINVAL;
     }
     if (mqr__engine_stopping(e)) return MQR_ECLOSED;
     if (!cfg->replaces && mqr__upstream_find(e, cfg->name)) return MQR_EEXIST;
@@ -677,6 +594,7 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
         return MQR_ENOMEM;
     }
     u->map = map;
+    u->tp = tp;
     u->e = e;
     u->all = mqr__engine_upstreams(e);
     u->version = version;
@@ -743,19 +661,18 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
                (t->key_password && !u->tls.key_password);
     }
     uv_mutex_init(&u->lock);
-    uv_cond_init(&u->cond);
     if (oom || !u->name || !u->uri || !u->client_id || (cfg->username && !u->username) ||
         (cfg->password && !u->password)) {
         mqr__up_session_free(u);
         return MQR_ENOMEM;
     }
 
-    int rc;
-    mqr_upstream_t *pred = persist_setup(u, cfg, &rc);
+    mqr_upstream_t *pred = persist_setup(u, cfg);
+    int rc = u->tp->init(u);
     if (rc == 0 && !pred) rc = create_client(u);
     int urc = rc == 0 ? uv_async_init(u->all->loop, &u->async, mqr__up_on_async) : 0;
     if (rc < 0 || urc < 0) {
-        if (u->client) mqr__up_paho_destroy(&u->client);
+        if (u->has_client) u->tp->destroy(u, false);
         mqr__up_session_free(u);
         return rc < 0 ? rc : urc;
     }
@@ -902,7 +819,7 @@ void mqr__upstream_free_all(mqr_engine_t *e)
 {
     mqr__upstream_close_all(e);
     mqr_upstreams_t *all = mqr__engine_upstreams(e);
-    /* Closed sessions leave the list only when Paho is done with them
+    /* Closed sessions leave the list only when the transport is done with them
      * (destroy on a worker, then the async handle's close). On the engine's
      * own loop that has happened already; on a host's loop drive it here so
      * nothing of the engine outlives mqr_engine_free(). */

@@ -1,8 +1,10 @@
 /*
- * upstream.h — mqrouter as a client of other brokers (Paho MQTTAsync).
+ * upstream.h — mqrouter as a client of other brokers.
  *
- * Each session is one MQTTAsync client. Paho calls every callback on its own
- * thread holding a global lock, so callbacks only copy the event into the
+ * Each session is one client of a transport (mqr_upstream_config_t's
+ * transport, upstream_transport.h; today "paho", Paho MQTTAsync). Paho calls
+ * every callback on its own thread holding a global lock, so callbacks only
+ * copy the event into the
  * session's queue and uv_async_send() the loop; everything else — building
  * messages, routing, state changes, logging of events — happens on the loop
  * thread. Messages that arrive from a session enter the engine's router with
@@ -107,6 +109,10 @@ typedef struct {
      * replacing it; the caller closes the old one). Lookups by name find
      * the newest. */
     int replaces;
+    /* The client that carries the session (upstream_transport.h): "paho"
+     * (Paho MQTTAsync). NULL or "" = "paho"; any other is MQR_EINVAL,
+     * logged with the choices. */
+    const char *transport;
 } mqr_upstream_config_t;
 
 /* What mqr__upstream_new() checks of cfg's TLS side, with the reason in

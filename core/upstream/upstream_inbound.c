@@ -1,12 +1,15 @@
 /*
- * upstream_inbound.c — messages from the brokers, on the loop: draining the
- * queue Paho's threads fill (upstream_paho.c), routing each message into the
+ * upstream_inbound.c — messages from the brokers, on the loop: the
+ * session's event queue, which its transport fills from any thread
+ * (mqr__up_ev_push; Paho's threads: upstream_paho.c) and the loop drains,
+ * routing each message into the
  * engine under its local topic, reading a persistent session's inbox back
  * (what a crash left unrouted, and spilled messages: spill/refill), and
  * warning about messages acknowledged to a broker and then lost.
  *
- * Loop thread. Must not: call Paho (it takes the session's lock), or decide
- * a state change: every other event goes to mqr__up_handle_event.
+ * Loop thread, but for mqr__up_ev_new and mqr__up_ev_push (any thread).
+ * Must not: call the transport (it takes the session's lock), or decide a
+ * state change: every other event goes to mqr__up_handle_event.
  */
 #include "upstream_int.h"
 
@@ -25,6 +28,42 @@
  * it: that is its configuration, said once and then once a minute. */
 #define UP_DROP_WARN_MS 1000
 #define UP_UNPROTECTED_WARN_MS 60000
+
+/* ---- the queue: pushed from any thread ---------------------------------- */
+
+up_event_t *mqr__up_ev_new(up_ev_type_t type, size_t extra, const char *text)
+{
+    size_t tlen = text ? strlen(text) + 1 : 0;
+    up_event_t *ev = malloc(sizeof *ev + extra + tlen);
+    if (!ev) return NULL;
+    memset(ev, 0, sizeof *ev);
+    ev->type = type;
+    if (text) {
+        memcpy(ev->data + extra, text, tlen);
+        ev->text = ev->data + extra;
+    }
+    return ev;
+}
+
+void mqr__up_ev_push(mqr_upstream_t *u, up_event_t *ev)
+{
+    uv_mutex_lock(&u->lock);
+    if (u->tail)
+        u->tail->next = ev;
+    else
+        u->head = ev;
+    u->tail = ev;
+    if (ev->type == EV_MESSAGE) {
+        u->pending_msgs++;
+        u->pending_bytes += ev->topic_len + ev->payload_len + ev->props_len;
+        /* acknowledged by Paho with no inbox row behind it (on_message) */
+        if (ev->qos > 0 && !ev->inbox_seq) u->unprotected++;
+    }
+    uv_mutex_unlock(&u->lock);
+    uv_async_send(&u->async);
+}
+
+/* ---- the loop's side --------------------------------------------------- */
 
 static void route_message(mqr_upstream_t *u, up_event_t *ev);
 static void route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, size_t topic_len);

@@ -1,12 +1,13 @@
 /*
  * upstream_int.h — what the files of core/upstream/ share: the session
- * struct, the events Paho's threads queue for the loop, subscriptions and
+ * struct, the events a transport queues for the loop, subscriptions and
  * waiters, and the mqr__up_* functions one of these files calls in another.
  *
  * Only the .c files of core/upstream/ may include it; the rest of core
  * includes upstream.h. Each field of struct mqr_upstream says who may touch
- * it: "under lock" fields are shared with Paho's threads, whose rules
- * upstream_paho.c states.
+ * it: "under lock" fields are shared with the transport's threads (Paho's:
+ * upstream_paho.c states their rules). Nothing here names the transport's
+ * library: that is behind u->tp (upstream_transport.h).
  */
 #ifndef MQR_UPSTREAM_INT_H
 #define MQR_UPSTREAM_INT_H
@@ -14,8 +15,7 @@
 #include "topic_map.h"
 #include "upstream.h"
 #include "upstream_persist.h"
-
-#include <MQTTAsync.h>
+#include "upstream_transport.h"
 
 /* Incoming messages queued for the loop; only a stalled loop fills this.
  * Beyond it the newest messages are dropped, counted and warned about: they
@@ -33,10 +33,10 @@ struct up_sub {
     up_sub_t *next;
     unsigned refs;
     int qos;
-    MQTTAsync_token token; /* of the last SUBSCRIBE sent, to match its answer */
-    bool awaiting;         /* restored after a connect, answer not seen: not ready yet */
-    bool pending;          /* a SUBSCRIBE sent and not answered */
-    int granted;           /* the last answer: granted QoS (v5: reason code); -1 none */
+    int token;     /* of the last SUBSCRIBE sent, to match its answer (transport's) */
+    bool awaiting; /* restored after a connect, answer not seen: not ready yet */
+    bool pending;  /* a SUBSCRIBE sent and not answered */
+    int granted;   /* the last answer: granted QoS (v5: reason code); -1 none */
     char filter[];
 };
 
@@ -44,8 +44,7 @@ struct up_sub {
 typedef struct up_subopt up_subopt_t;
 struct up_subopt {
     up_subopt_t *next;
-    bool no_local, rap;
-    int rh; /* < 0: default */
+    up_subflags_t f; /* f.rh < 0: default */
     char filter[];
 };
 
@@ -70,19 +69,21 @@ typedef enum {
     EV_SUB_OK,
     EV_SUB_FAILED,
     EV_CONNECT_OK, /* which URI (text) */
-    EV_PUB_DONE,   /* ptr = the up_pub_t, code = 0 or Paho error */
+    EV_PUB_DONE,   /* ptr = the up_pub_t, code = 0 or the transport's error */
     EV_TLS_ERROR,  /* one line of OpenSSL's error report (text) */
 } up_ev_type_t;
 
-/* One event from Paho's threads. A message event carries topic, payload and
- * raw v5 properties in data[]; others may carry a text. */
+/* One event from the transport (upstream_transport.h says what each means).
+ * A message event carries topic, payload and raw v5 properties in data[];
+ * others may carry a text. */
 typedef struct up_event up_event_t;
 struct up_event {
     up_event_t *next;
     up_ev_type_t type;
-    int code;   /* Paho return code, granted QoS... */
-    int reason; /* MQTT reason code, v5 */
-    MQTTAsync_token token;
+    int code;         /* the transport's error, CONNACK return code, granted QoS... */
+    int reason;       /* MQTT reason code, v5 */
+    int token;        /* the request answered (EV_SUB_*) */
+    bool net_failure; /* EV_CONNECT_FAILED: TCP/TLS failed, no reason given */
     void *ptr;
     uint8_t qos;
     bool retain;
@@ -140,15 +141,15 @@ struct mqr_upstream {
     bool persistent;
     bool discard;         /* close gives the records up (loop thread) */
     bool discard_records; /* decided at mqr__up_begin_close, read by the destroying worker */
-    MQTTClient_persistence phooks;
     mqr_upstream_t *predecessor, *successor;
     struct up_early {
         mqr_msg_t *msg;
         up_pub_t *pub;
     } * early;
     size_t n_early, cap_early;
-    /* A lost clean = false persistent session rebuilds its Paho client from
-     * the records (see mqr__up_rebuild_client); no Paho call while this is set. */
+    /* After a loss the transport may want a new client (Paho: a persistent
+     * session, clean = false, rebuilds it from the records; see
+     * mqr__up_rebuild_client); no transport call while this is set. */
     bool rebuilding;
     uv_work_t rebuild_req;
     bool inbox_loaded;   /* this session routed what an earlier one left */
@@ -173,7 +174,12 @@ struct mqr_upstream {
     unsigned subs_awaiting; /* restored subscriptions not answered yet */
     bool ready;
 
-    MQTTAsync client;
+    /* The transport (upstream_transport.h) and its state, which only its
+     * files read. has_client: it made a client (create) that is not being
+     * destroyed; else (dormant, rebuilding) publishes wait in early[]. */
+    const up_transport_t *tp;
+    void *tp_state;
+    bool has_client;
     mqr_upstream_state_t state;
     bool closing;
     bool ever_connected;
@@ -192,9 +198,8 @@ struct mqr_upstream {
     int open_handles; /* async, retry, nudge and warn, until all closed */
     uv_work_t destroy_req;
 
-    /* Shared with Paho's threads (and the destroying worker): under lock. */
+    /* Shared with the transport's threads (and the destroying worker): under lock. */
     uv_mutex_t lock;
-    uv_cond_t cond;
     up_event_t *head;
     up_event_t *tail;
     size_t pending_msgs;
@@ -204,13 +209,12 @@ struct mqr_upstream {
     uint64_t unprotected; /* QoS 1/2 queued for routing, acknowledged, no stored copy */
     uint64_t spilled;     /* QoS 1/2 of a persistent session kept in the inbox only */
     uint64_t delivered;   /* QoS 1/2 publishes the broker completed */
-    bool disconnect_done;
 
     /* Loop thread only. */
     struct {
         uint64_t received;       /* messages that arrived from the broker */
         uint64_t refused;        /* of those, not routed (bad topic, no memory, router refused) */
-        uint64_t sent;           /* publishes accepted by Paho (sent or buffered) */
+        uint64_t sent;           /* publishes accepted by the transport (sent or buffered) */
         uint64_t full;           /* publishes refused: buffer full */
         uint64_t dropped_oldest; /* buffered publishes dropped to make room (drop_oldest) */
         uint64_t expired;        /* publishes dropped: message expired */
@@ -232,15 +236,14 @@ struct mqr_upstream {
     uv_timer_t warn; /* a warning held back by the rate limit comes then */
 };
 
-/* PAHO_MEMORY_ERROR, not in the public header */
-#define PAHO_OOM (-99)
+/* mqr_upstream_t's version */
+#define UP_MQTT_311 4
+#define UP_MQTT_5 5
 
 /* ---- upstream.c: the state machine and lifecycle (loop thread) ---------- */
 
 /* Wall clock, ms since the epoch (what status and events report). */
 uint64_t mqr__up_wall_ms(void);
-/* A Paho return code as MQR_E* (0 for success). */
-int mqr__up_map_paho(int rc);
 /* Acts on one event from the queue (a message goes to mqr__up_deliver). */
 void mqr__up_handle_event(mqr_upstream_t *u, up_event_t *ev);
 /* Ready once connected and every restored subscription is answered. */
@@ -249,36 +252,9 @@ void mqr__up_schedule_retry(mqr_upstream_t *u);
 void mqr__up_nudge_stop(mqr_upstream_t *u);
 /* The predecessor of a dormant session is gone: create the client, connect. */
 void mqr__up_wake_successor(mqr_upstream_t *u);
-
-/* ---- upstream_props.c: v5 properties, Paho's list <-> raw bytes --------- */
-
-size_t mqr__up_props_encoded_len(const MQTTProperties *props);
-uint32_t mqr__up_props_encode(const MQTTProperties *props, uint8_t *out);
-int mqr__up_props_decode(const uint8_t *raw, size_t len, MQTTProperties *out);
-
-/* ---- upstream_paho.c: Paho's threads ------------------------------------
- * The callbacks themselves are static there and run only on Paho's
- * threads. */
-
-/* An event with extra bytes in data[] and an optional text after them. */
-up_event_t *mqr__up_ev_new(up_ev_type_t type, size_t extra, const char *text);
-/* Appends ev to u's queue under u->lock and wakes the loop. Any thread. */
-void mqr__up_ev_push(mqr_upstream_t *u, up_event_t *ev);
-/* The callbacks, handed to Paho: on the client (mqr__up_paho_set_callbacks
- * returns Paho's code), in connect, SSL, subscribe and disconnect options,
- * and in response options whose answer reaches waiter p as an EV_PUB_DONE
- * event (mqr__up_paho_answer_to). Loop thread, the disconnect's on a worker. */
-int mqr__up_paho_set_callbacks(mqr_upstream_t *u);
-void mqr__up_paho_connect_answers(mqr_upstream_t *u, MQTTAsync_connectOptions *o);
-void mqr__up_paho_ssl_errors(mqr_upstream_t *u, MQTTAsync_SSLOptions *ssl);
-void mqr__up_paho_sub_answers(mqr_upstream_t *u, MQTTAsync_responseOptions *r);
-void mqr__up_paho_answer_to(const mqr_upstream_t *u, up_pub_t *p, MQTTAsync_responseOptions *r);
-void mqr__up_paho_disconnect_answers(mqr_upstream_t *u, MQTTAsync_disconnectOptions *d);
-/* MQTTAsync_createWithOptions / MQTTAsync_destroy under the process-wide
- * lock that keeps Paho's global set-up and tear-down apart. Any thread. */
-int mqr__up_paho_create(MQTTAsync *c, const char *uri, const char *id, int persist_type,
-                        void *persist, MQTTAsync_createOptions *co);
-void mqr__up_paho_destroy(MQTTAsync *c);
+/* The transport called name (NULL or "": the default, "paho"), or NULL
+ * when there is none of that name. */
+const up_transport_t *mqr__up_transport_find(const char *name);
 
 /* ---- upstream_observe.c: observers and waits for ready ------------------ */
 
@@ -292,6 +268,13 @@ bool mqr__up_has_waits(mqr_engine_t *e);
 void mqr__up_waits_close(mqr_engine_t *e);
 
 /* ---- upstream_inbound.c: from the queue to the router (loop thread) ----- */
+
+/* An event with extra bytes in data[] and an optional text after them. Any
+ * thread. */
+up_event_t *mqr__up_ev_new(up_ev_type_t type, size_t extra, const char *text);
+/* Appends ev to u's queue under u->lock and wakes the loop. Any thread
+ * (the transport's, and the loop's own deferred answers and inbox reads). */
+void mqr__up_ev_push(mqr_upstream_t *u, up_event_t *ev);
 
 /* Routes a message event, then deletes its inbox row. */
 void mqr__up_deliver(mqr_upstream_t *u, up_event_t *ev);
@@ -308,7 +291,7 @@ void mqr__up_inbox_load(mqr_upstream_t *u);
 /* ---- upstream_work.c: destroying and rebuilding clients ----------------- */
 
 /* Frees u and everything it owns; its handles must be closed (or never
- * opened) and Paho's client gone. */
+ * opened) and the transport's client gone. */
 void mqr__up_session_free(mqr_upstream_t *u);
 /* Destroys the client on a worker; then the handles close and u is freed. */
 void mqr__up_begin_close(mqr_upstream_t *u);
@@ -317,7 +300,8 @@ void mqr__up_rebuild_client(mqr_upstream_t *u);
 
 /* ---- upstream_publish.c: subscriptions, publishes, waiters -------------- */
 
-/* Sends s's SUBSCRIBE; returns Paho's code. */
+/* Sends s's SUBSCRIBE; returns 0 or MQR_E* (MQR_ENOTCONN: the loss is
+ * on its way). */
 int mqr__up_send_subscribe(mqr_upstream_t *u, up_sub_t *s);
 /* Returns 0, 1 when the message expired (dropped), or < 0. */
 int mqr__up_publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p);
@@ -325,7 +309,7 @@ int mqr__up_publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p);
 void mqr__up_pub_done(mqr_upstream_t *u, up_event_t *ev);
 /* Answers (and frees) every waiter of s's SUBACK. A waiter may close u. */
 void mqr__up_answer_sub_waiters(mqr_upstream_t *u, up_sub_t *s, int status, int reason);
-/* Answers (and frees) a waited-for publish that never reached Paho. */
+/* Answers (and frees) a waited-for publish that never reached the transport. */
 void mqr__up_pub_answer(up_pub_t *p, int status);
 
 #endif

@@ -1,8 +1,9 @@
 /*
- * upstream_paho.c — all of the upstream sessions that runs on Paho's
- * threads: the callbacks, the push side of each session's event queue, and
- * the process-wide lock around creating and destroying Paho clients. This
- * is where Paho's threads and the loop meet.
+ * upstream_paho.c — all of the Paho transport that runs on Paho's threads:
+ * the callbacks, which turn what Paho reports into the session's events
+ * (upstream_transport.h), and the process-wide lock around creating and
+ * destroying Paho clients. This is where Paho's threads and the loop meet;
+ * the loop's half of the transport is upstream_paho_ops.c.
  *
  * Paho runs every callback of every client on its own threads while holding
  * its one global mutex. The callbacks here therefore only copy the event into
@@ -21,10 +22,9 @@
  *
  * Threads: the callbacks (static on_*) run on Paho's threads only; the
  * loop hands them to Paho through the mqr__up_paho_* option helpers below,
- * so no other file names a function that runs there. mqr__up_ev_new and
- * mqr__up_ev_push run on any thread (the loop queues its own deferred
- * answers and inbox reads through them); mqr__up_paho_create on the loop,
- * mqr__up_paho_destroy on the loop or a worker.
+ * so no other file names a function that runs there. They queue through
+ * mqr__up_ev_push (upstream_inbound.c, any thread). mqr__up_paho_create
+ * runs on the loop, mqr__up_paho_destroy on the loop or a worker.
  *
  * Delivery: Paho acknowledges an incoming QoS 1/2 message to the broker as
  * soon as the messageArrived callback returns 1, before the loop has routed
@@ -33,48 +33,16 @@
  * without persistence a crash in that window loses the message.
  *
  * Must not: touch a session field that struct mqr_upstream does not mark as
- * under lock (name, version, persistent and all->persist are set
+ * under lock (name, version, persistent, tp_state and all->persist are set
  * before the client exists and read only), log, or call into the engine.
  */
-#include "upstream_int.h"
+#include "upstream_paho_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- Paho's side: copy, queue, wake ------------------------------------- */
-
-up_event_t *mqr__up_ev_new(up_ev_type_t type, size_t extra, const char *text)
-{
-    size_t tlen = text ? strlen(text) + 1 : 0;
-    up_event_t *ev = malloc(sizeof *ev + extra + tlen);
-    if (!ev) return NULL;
-    memset(ev, 0, sizeof *ev);
-    ev->type = type;
-    if (text) {
-        memcpy(ev->data + extra, text, tlen);
-        ev->text = ev->data + extra;
-    }
-    return ev;
-}
-
-void mqr__up_ev_push(mqr_upstream_t *u, up_event_t *ev)
-{
-    uv_mutex_lock(&u->lock);
-    if (u->tail)
-        u->tail->next = ev;
-    else
-        u->head = ev;
-    u->tail = ev;
-    if (ev->type == EV_MESSAGE) {
-        u->pending_msgs++;
-        u->pending_bytes += ev->topic_len + ev->payload_len + ev->props_len;
-        /* acknowledged by Paho with no inbox row behind it (on_message) */
-        if (ev->qos > 0 && !ev->inbox_seq) u->unprotected++;
-    }
-    uv_mutex_unlock(&u->lock);
-    uv_async_send(&u->async);
-}
 
 /* Events that carry no data. If memory is short the event is lost; the loop
  * then misses one state change, which the next one corrects. */
@@ -220,15 +188,28 @@ static void on_delivered(void *ctx, MQTTAsync_token token)
     uv_mutex_unlock(&u->lock);
 }
 
+/* What Paho says when the TCP or TLS connection failed without OpenSSL
+ * saying why: a broker that is down or hangs up looks the same as a host
+ * name check or, over TLS 1.3, a refused client certificate. */
+static void push_connect_failure(void *ctx, int code, int reason, const char *message)
+{
+    up_event_t *ev = mqr__up_ev_new(EV_CONNECT_FAILED, 0, message);
+    if (!ev) return;
+    ev->code = code;
+    ev->reason = reason;
+    ev->net_failure = message && (strcmp(message, "TCP/TLS connect failure") == 0 ||
+                                  strcmp(message, "TCP connect completion failure") == 0);
+    mqr__up_ev_push(ctx, ev);
+}
+
 static void on_connect_failure(void *ctx, MQTTAsync_failureData *d)
 {
-    push_simple(ctx, EV_CONNECT_FAILED, d ? d->code : 0, 0, 0, d ? d->message : NULL);
+    push_connect_failure(ctx, d ? d->code : 0, 0, d ? d->message : NULL);
 }
 
 static void on_connect_failure5(void *ctx, MQTTAsync_failureData5 *d)
 {
-    push_simple(ctx, EV_CONNECT_FAILED, d ? d->code : 0, d ? (int)d->reasonCode : 0, 0,
-                d ? d->message : NULL);
+    push_connect_failure(ctx, d ? d->code : 0, d ? (int)d->reasonCode : 0, d ? d->message : NULL);
 }
 
 static void on_connect_ok(void *ctx, MQTTAsync_successData *d)
@@ -281,24 +262,37 @@ static void on_sub_ok5(void *ctx, MQTTAsync_successData5 *d)
     push_simple(ctx, EV_SUB_OK, d ? (int)d->reasonCode : 0, 0, d ? d->token : 0, NULL);
 }
 
+/* A SUBSCRIBE that a disconnect cut short is not answered (the session
+ * subscribes again at the next connect); Paho's "bad subscribe" is a
+ * refusal: code 0, reason 0x80 unless v5 gave one. */
+static void push_sub_failed(void *ctx, int code, int reason, MQTTAsync_token token)
+{
+    if (code == MQTTASYNC_OPERATION_INCOMPLETE) return;
+    if (code == MQTT_BAD_SUBSCRIBE) {
+        code = 0;
+        if (!reason) reason = 0x80;
+    }
+    push_simple(ctx, EV_SUB_FAILED, code, reason, token, NULL);
+}
+
 static void on_sub_failed(void *ctx, MQTTAsync_failureData *d)
 {
-    push_simple(ctx, EV_SUB_FAILED, d ? d->code : 0, 0, d ? d->token : 0, NULL);
+    push_sub_failed(ctx, d ? d->code : 0, 0, d ? d->token : 0);
 }
 
 static void on_sub_failed5(void *ctx, MQTTAsync_failureData5 *d)
 {
-    push_simple(ctx, EV_SUB_FAILED, d ? d->code : 0, d ? (int)d->reasonCode : 0, d ? d->token : 0,
-                NULL);
+    push_sub_failed(ctx, d ? d->code : 0, d ? (int)d->reasonCode : 0, d ? d->token : 0);
 }
 
-/* The closing worker waits for these (see destroy_work, upstream_work.c). */
+/* The closing worker waits for these (see paho_destroy, upstream_paho_ops.c). */
 static void on_disconnect_done(void *ctx)
 {
     mqr_upstream_t *u = ctx;
+    up_paho_t *pa = up_paho(u);
     uv_mutex_lock(&u->lock);
-    u->disconnect_done = true;
-    uv_cond_signal(&u->cond);
+    pa->disconnect_done = true;
+    uv_cond_signal(&pa->cond);
     uv_mutex_unlock(&u->lock);
 }
 
@@ -316,10 +310,11 @@ static void on_disconnect_failed(void *ctx, MQTTAsync_failureData *d)
 
 int mqr__up_paho_set_callbacks(mqr_upstream_t *u)
 {
-    int rc = MQTTAsync_setCallbacks(u->client, u, on_lost, on_message, on_delivered);
-    if (rc == MQTTASYNC_SUCCESS) rc = MQTTAsync_setConnected(u->client, u, on_connected);
+    MQTTAsync c = up_paho(u)->client;
+    int rc = MQTTAsync_setCallbacks(c, u, on_lost, on_message, on_delivered);
+    if (rc == MQTTASYNC_SUCCESS) rc = MQTTAsync_setConnected(c, u, on_connected);
     if (rc == MQTTASYNC_SUCCESS && u->version == MQTTVERSION_5)
-        rc = MQTTAsync_setDisconnected(u->client, u, on_server_disconnect);
+        rc = MQTTAsync_setDisconnected(c, u, on_server_disconnect);
     return rc;
 }
 

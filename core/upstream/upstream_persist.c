@@ -1,6 +1,8 @@
 /*
  * upstream_persist.c — Paho's user persistence hooks over one SQLite table
  * (see upstream_persist.h for why it is a file and connection of its own).
+ * Part of the Paho transport (the hooks, declared in upstream_paho_int.h)
+ * and of the session manager (open, close, count, discard, the inbox).
  *
  * Table records(session, key, value): Paho's key ("c-12", "s-3", ...) within
  * a session's name, and the record as Paho handed it (its buffers joined).
@@ -14,6 +16,7 @@
 #include "upstream_persist.h"
 
 #include "mqrouter.h"
+#include "upstream_paho_int.h"
 
 #include <MQTTAsync.h>
 #include <sqlite3.h>

@@ -1,6 +1,11 @@
 /*
  * upstream_persist.h — Paho's user persistence for upstream sessions, kept
- * in SQLite.
+ * in SQLite, and the inbox of their incoming messages.
+ *
+ * Paho's: the records are Paho's ("c-", "s-", ... below) and the hooks
+ * that write them (mqr__upstream_persist_hooks) are declared in
+ * upstream_paho_int.h, for the Paho transport's files alone. The session
+ * manager opens and closes the store, counts, discards and uses the inbox.
  *
  * With persistence, Paho writes every QoS 1/2 publish it buffers while
  * disconnected ("c-" command records) and every QoS 1/2 packet in flight
@@ -26,7 +31,6 @@
 #ifndef MQR_UPSTREAM_PERSIST_H
 #define MQR_UPSTREAM_PERSIST_H
 
-#include <MQTTClientPersistence.h>
 #include <uv.h>
 
 #include <stdbool.h>
@@ -46,14 +50,6 @@ int mqr__upstream_persist_open(uv_loop_t *loop, const char *path, mqr_upstream_p
  * it must be destroyed first. The memory is released when the timer's close
  * callback runs (the loop must run once more). p may be NULL. */
 void mqr__upstream_persist_close(mqr_upstream_persist_t *p);
-
-/* One session's view: fills *out with the hooks and a context for the
- * records of session name (copied). Pass *out to MQTTAsync_createWithOptions
- * with MQTTCLIENT_PERSISTENCE_USER; free the context with
- * mqr__upstream_persist_release() once that client is destroyed. */
-int mqr__upstream_persist_hooks(mqr_upstream_persist_t *p, const char *name,
-                                MQTTClient_persistence *out);
-void mqr__upstream_persist_release(MQTTClient_persistence *hooks);
 
 /* Deletes every record of session name (inbox included): its buffered and
  * in-flight messages are given up. Any thread; no client of that session may be open. */

@@ -2,10 +2,11 @@
  * upstream_props.c — MQTT v5 properties between Paho's MQTTProperties list
  * and the raw bytes an mqr_msg_t carries: encoding an incoming message's
  * (on Paho's thread, from on_message) and decoding an outgoing one's (on
- * the loop, before sending). Pure functions. Must not: keep state, lock,
- * log, or allocate other than into Paho's list.
+ * the loop, before sending). Part of the Paho transport: only its files
+ * (upstream_paho_int.h) call these. Pure functions. Must not: keep state,
+ * lock, log, or allocate other than into Paho's list.
  */
-#include "upstream_int.h"
+#include "upstream_paho_int.h"
 
 #include <string.h>
 

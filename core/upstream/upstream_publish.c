@@ -1,11 +1,12 @@
 /*
  * upstream_publish.c — what the loop sends to a broker: subscriptions
  * (counted per filter, restored after every connect, with their v5
- * options), publishes (buffered by Paho while disconnected, in early[]
- * while the session is dormant), and the waiters for a broker's answer
- * (mqr__upstream_*_cb), answered on the loop through the session's queue.
+ * options), publishes (buffered by the transport while disconnected, in
+ * early[] while the session is dormant), and the waiters for a broker's
+ * answer (mqr__upstream_*_cb), answered on the loop through the session's
+ * queue. What goes to the broker goes through the transport (u->tp).
  *
- * Loop thread. Must not: call Paho without a client (dormant or
+ * Loop thread. Must not: call the transport without a client (dormant or
  * rebuilding: publishes wait in early[]), or with the session's lock held.
  */
 #include "upstream_int.h"
@@ -62,32 +63,26 @@ static up_subopt_t *subopt_find(const mqr_upstream_t *u, const char *filter)
 
 int mqr__up_send_subscribe(mqr_upstream_t *u, up_sub_t *s)
 {
-    MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
-    mqr__up_paho_sub_answers(u, &r);
-    if (u->version == MQTTVERSION_5) {
-        /* Re-subscribing after a reconnect must not replay retained
-         * messages for a subscription the broker kept. */
-        r.subscribeOptions.retainHandling = 1;
-        up_subopt_t *o = subopt_find(u, s->filter);
-        if (o) {
-            r.subscribeOptions.noLocal = o->no_local;
-            r.subscribeOptions.retainAsPublished = o->rap;
-            if (o->rh >= 0) r.subscribeOptions.retainHandling = (unsigned char)o->rh;
-        }
+    /* v5: re-subscribing after a reconnect must not replay retained
+     * messages for a subscription the broker kept. */
+    up_subflags_t f = {.rh = 1};
+    up_subopt_t *o = subopt_find(u, s->filter);
+    if (o) {
+        f.no_local = o->f.no_local;
+        f.rap = o->f.rap;
+        if (o->f.rh >= 0) f.rh = o->f.rh;
     }
     bool oom;
     char *remote = remote_name(u, s->filter, &oom);
-    int rc =
-        oom ? PAHO_OOM : MQTTAsync_subscribe(u->client, remote ? remote : s->filter, s->qos, &r);
+    int rc = oom ? MQR_ENOMEM : u->tp->subscribe(u, s, remote ? remote : s->filter, &f);
     free(remote);
-    if (rc == MQTTASYNC_SUCCESS) {
-        s->token = r.token;
+    if (rc == 0) {
         s->pending = true;
-    } else if (rc != MQTTASYNC_DISCONNECTED) {
-        /* DISCONNECTED: the loss is queued for us; we subscribe again on
+    } else if (rc != MQR_ENOTCONN) {
+        /* ENOTCONN: the loss is queued for us; we subscribe again on
          * reconnect. */
         MQR_LOG_W("upstream", "session '%s': cannot subscribe to '%s': %s", u->name, s->filter,
-                  MQTTAsync_strerror(rc));
+                  mqr_strerror(rc));
     }
     return rc;
 }
@@ -122,7 +117,7 @@ void mqr__up_answer_sub_waiters(mqr_upstream_t *u, up_sub_t *s, int status, int 
     }
 }
 
-/* Answers (and frees) a waited-for publish that never reached Paho. */
+/* Answers (and frees) a waited-for publish that never reached the transport. */
 void mqr__up_pub_answer(up_pub_t *p, int status)
 {
     for (up_pub_t **pp = &p->u->pubs; *pp; pp = &(*pp)->next) {
@@ -189,12 +184,11 @@ int mqr__upstream_unsubscribe(mqr_upstream_t *u, const char *filter)
          * start; such messages simply find no route. */
         bool oom;
         char *remote = remote_name(u, s->filter, &oom);
-        int rc =
-            oom ? PAHO_OOM : MQTTAsync_unsubscribe(u->client, remote ? remote : s->filter, NULL);
+        int rc = oom ? MQR_ENOMEM : u->tp->unsubscribe(u, remote ? remote : s->filter, NULL);
         free(remote);
-        if (rc != MQTTASYNC_SUCCESS && rc != MQTTASYNC_DISCONNECTED)
+        if (rc < 0 && rc != MQR_ENOTCONN)
             MQR_LOG_W("upstream", "session '%s': cannot unsubscribe from '%s': %s", u->name,
-                      s->filter, MQTTAsync_strerror(rc));
+                      s->filter, mqr_strerror(rc));
     }
     free(s);
     mqr__up_check_ready(u);
@@ -215,9 +209,9 @@ int mqr__upstream_set_sub_options(mqr_upstream_t *u, const char *filter, bool no
         o->next = u->subopts;
         u->subopts = o;
     }
-    o->no_local = no_local;
-    o->rap = retain_as_published;
-    o->rh = retain_handling;
+    o->f.no_local = no_local;
+    o->f.rap = retain_as_published;
+    o->f.rh = retain_handling;
     return 0;
 }
 
@@ -273,7 +267,7 @@ int mqr__upstream_subscribe_cb(mqr_upstream_t *u, const char *filter, int qos,
     /* Answered already and nothing newer on the way: say so now (on the
      * next turn); otherwise at the next SUBACK, after a reconnect if need be. */
     if (u->state == MQR_UPSTREAM_CONNECTED && !s->pending && s->granted >= 0) {
-        rc = waiter_answer_later(p, s->granted < 0x80 ? 0 : MQTT_BAD_SUBSCRIBE, s->granted);
+        rc = waiter_answer_later(p, s->granted < 0x80 ? 0 : MQR_EUPSTREAM, s->granted);
         if (rc < 0) {
             waiter_drop(u, p);
             mqr__upstream_unsubscribe(u, filter);
@@ -282,14 +276,6 @@ int mqr__upstream_subscribe_cb(mqr_upstream_t *u, const char *filter, int qos,
     }
     p->sub = s;
     return 0;
-}
-
-/* Sends an UNSUBSCRIBE of remote filter f whose UNSUBACK answers p. */
-static int send_unsubscribe(mqr_upstream_t *u, const char *f, up_pub_t *p)
-{
-    MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
-    mqr__up_paho_answer_to(u, p, &r);
-    return mqr__up_map_paho(MQTTAsync_unsubscribe(u->client, f, &r));
 }
 
 int mqr__upstream_unsubscribe_cb(mqr_upstream_t *u, const char *filter, mqr_upstream_done_fn done,
@@ -301,7 +287,7 @@ int mqr__upstream_unsubscribe_cb(mqr_upstream_t *u, const char *filter, mqr_upst
     while (s && strcmp(s->filter, filter) != 0)
         s = s->next;
     if (!s) return MQR_ENOENT;
-    if (u->state != MQR_UPSTREAM_CONNECTED || !u->client || u->rebuilding) return MQR_ENOTCONN;
+    if (u->state != MQR_UPSTREAM_CONNECTED || !u->has_client || u->rebuilding) return MQR_ENOTCONN;
     up_pub_t *p = waiter_new(u, done, arg);
     if (!p) return MQR_ENOMEM;
     int rc;
@@ -313,7 +299,7 @@ int mqr__upstream_unsubscribe_cb(mqr_upstream_t *u, const char *filter, mqr_upst
     } else {
         bool oom;
         char *remote = remote_name(u, filter, &oom);
-        rc = oom ? MQR_ENOMEM : send_unsubscribe(u, remote ? remote : filter, p);
+        rc = oom ? MQR_ENOMEM : u->tp->unsubscribe(u, remote ? remote : filter, p);
         free(remote);
         if (rc == 0) {
             /* gone from the session's list now: not restored after a reconnect */
@@ -335,12 +321,10 @@ int mqr__upstream_ping_cb(mqr_upstream_t *u, mqr_upstream_done_fn done, void *ar
 {
     if (!done) return MQR_EINVAL;
     if (u->closing) return MQR_ECLOSED;
-    if (u->state != MQR_UPSTREAM_CONNECTED || !u->client || u->rebuilding) return MQR_ENOTCONN;
+    if (u->state != MQR_UPSTREAM_CONNECTED || !u->has_client || u->rebuilding) return MQR_ENOTCONN;
     up_pub_t *p = waiter_new(u, done, arg);
     if (!p) return MQR_ENOMEM;
-    /* Paho's MQTTAsync has no call that sends a PINGREQ; an UNSUBSCRIBE of
-     * a filter nobody uses is the same round trip and changes nothing. */
-    int rc = send_unsubscribe(u, "$mqrouter/ping", p);
+    int rc = u->tp->ping(u, p);
     if (rc < 0) waiter_drop(u, p);
     return rc;
 }
@@ -371,7 +355,7 @@ int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstre
     p->u = u;
     p->done = done;
     p->arg = arg;
-    /* Listed before sending: Paho may answer on its thread at once. */
+    /* Listed before sending: the transport may answer on its thread at once. */
     p->next = u->pubs;
     u->pubs = p;
     int rc = mqr__up_publish(u, msg, p);
@@ -388,7 +372,7 @@ int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstre
 }
 
 /* Keeps msg for the client a dormant session will create (see struct mqr_upstream),
- * within the same bound as Paho's buffer. */
+ * within the same bound as the transport's buffer. */
 static int publish_early(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
 {
     if (u->n_early >= (size_t)u->max_buffered) {
@@ -402,7 +386,7 @@ static int publish_early(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
         u->early = bigger;
         u->cap_early = cap;
     }
-    /* counted as sent when handed to Paho */
+    /* counted as sent when handed to the transport */
     mqr_msg_ref((mqr_msg_t *)msg);
     u->early[u->n_early].msg = (mqr_msg_t *)msg;
     u->early[u->n_early].pub = p;
@@ -436,45 +420,14 @@ int mqr__up_publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
         }
         expiry = msg->expiry_s - (uint32_t)age_s;
     }
-    if (!u->client || u->rebuilding) return publish_early(u, msg, p);
-    MQTTAsync_message pm = MQTTAsync_message_initializer;
-    pm.payload = (void *)msg->payload;
-    pm.payloadlen = (int)msg->payload_len;
-    pm.qos = msg->qos;
-    pm.retained = msg->retain;
-    /* Without a response struct Paho ignores the message's properties. */
-    MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
-    if (p) mqr__up_paho_answer_to(u, p, &r);
-    if (u->version == MQTTVERSION_5) {
-        if (msg->props_len) {
-            int prc = mqr__up_props_decode(msg->props, msg->props_len, &pm.properties);
-            if (prc < 0) {
-                MQTTProperties_free(&pm.properties);
-                u->stats.props_dropped++;
-                MQR_LOG_W("upstream", "session '%s': sending '%s' without its v5 properties: %s",
-                          u->name, msg->topic, mqr_strerror(prc));
-            }
-        }
-        if (expiry) {
-            MQTTProperty xp = {.identifier = MQTTPROPERTY_CODE_MESSAGE_EXPIRY_INTERVAL};
-            xp.value.integer4 = expiry;
-            if (MQTTProperties_add(&pm.properties, &xp) != 0) {
-                MQTTProperties_free(&pm.properties);
-                return MQR_ENOMEM;
-            }
-        }
-    }
+    if (!u->has_client || u->rebuilding) return publish_early(u, msg, p);
     bool oom;
     char *remote = remote_name(u, msg->topic, &oom);
-    int rc = oom ? PAHO_OOM
-                 : MQTTAsync_sendMessage(u->client, remote ? remote : msg->topic, &pm,
-                                         &r); /* copies everything */
+    int rc = oom ? MQR_ENOMEM : u->tp->publish(u, remote ? remote : msg->topic, msg, expiry, p);
     free(remote);
-    MQTTProperties_free(&pm.properties);
-    rc = mqr__up_map_paho(rc);
     if (rc == 0 && u->state != MQR_UPSTREAM_CONNECTED &&
         ++u->buffered > (uint64_t)u->max_buffered && u->drop_oldest) {
-        /* Paho made room by dropping the oldest buffered publish */
+        /* the transport made room by dropping the oldest buffered publish */
         u->stats.dropped_oldest++;
         warn_full(u, "dropping the oldest");
     }

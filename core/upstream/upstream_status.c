@@ -33,13 +33,7 @@ void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *o)
     o->attempt = u->attempt;
     for (up_sub_t *s = u->subs; s; s = s->next)
         o->subscriptions++;
-    if (!u->closing && u->client && !u->rebuilding) {
-        MQTTAsync_token *tokens = NULL;
-        if (MQTTAsync_getPendingTokens(u->client, &tokens) == MQTTASYNC_SUCCESS && tokens)
-            for (MQTTAsync_token *t = tokens; *t != -1; t++)
-                o->inflight++;
-        MQTTAsync_free(tokens);
-    }
+    if (!u->closing && u->has_client && !u->rebuilding) o->inflight = u->tp->inflight(u);
     o->buffered = (u->state == MQR_UPSTREAM_CONNECTED ? 0 : u->buffered) + u->n_early;
     o->messages_sent = u->stats.sent;
     o->bytes_sent = u->stats.bytes_sent;

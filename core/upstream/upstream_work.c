@@ -1,23 +1,20 @@
 /*
- * upstream_work.c — the end of a session's Paho client, on libuv's worker
- * threads because destroying one can block for a second or more:
- * destroying it when the session closes (after a disconnect that waits for
- * in-flight messages), rebuilding it after a persistent session lost its
- * connection, and freeing the session once its handles are closed.
+ * upstream_work.c — the end of a session's client, on libuv's worker
+ * threads because destroying one can block for a second or more (Paho's:
+ * see paho_destroy, upstream_paho_ops.c): destroying it when the session
+ * closes (after letting in-flight messages go), rebuilding it after a loss
+ * when the transport wants a new one, and freeing the session once its
+ * handles are closed.
  *
  * Must not: touch the engine or the session's loop-only fields from a
- * worker (only the client, the fields under lock and the session's
- * records), or call Paho holding the session's lock.
+ * worker (only the transport's destroy, the fields under lock and the
+ * session's records), or call the transport holding the session's lock.
  */
 #include "upstream_int.h"
 
 #include "topic_map.h"
 
 #include <stdlib.h>
-
-/* How long a closing session waits for in-flight messages before the
- * connection is dropped anyway. */
-#define UP_CLOSE_TIMEOUT_MS 1000
 
 void mqr__up_session_free(mqr_upstream_t *u)
 {
@@ -45,7 +42,7 @@ void mqr__up_session_free(mqr_upstream_t *u)
     for (size_t i = 0; i < u->n_early; i++)
         mqr_msg_unref(u->early[i].msg);
     free(u->early);
-    mqr__upstream_persist_release(&u->phooks);
+    if (u->tp_state) u->tp->free(u);
     for (int i = 0; i < u->n_uris; i++)
         free(u->uris[i]);
     free(u->uris);
@@ -58,7 +55,6 @@ void mqr__up_session_free(mqr_upstream_t *u)
     free(u->tls.cert);
     free(u->tls.key);
     free(u->tls.key_password);
-    uv_cond_destroy(&u->cond);
     uv_mutex_destroy(&u->lock);
     free(u->name);
     free(u->uri);
@@ -86,59 +82,17 @@ static void on_async_closed(uv_handle_t *h)
     mqr__up_session_free(u);
 }
 
-/* Runs on a libuv worker thread, because MQTTAsync_destroy() of the last
- * client in the process stops Paho's threads and can block for a second or
- * more — not something to do on the loop.
- *
- * Why the session's memory is safe to free afterwards: Paho calls every
- * callback with its global mutex held (the receive thread around packet
- * handling, the send thread in command processing and timeout checks), and
- * MQTTAsync_destroy() takes that same mutex, removes the client from Paho's
- * handle list and only then returns. So once it returns no callback of ours
- * is running and none can start. Callbacks it makes itself (failures of
- * pending subscribes, from inside destroy on this thread) still find the
- * queue and the async handle alive: those are closed only in after_destroy,
- * on the loop.
- *
- * Known leak: Paho 1.3.12 does not free PUBLISH commands still buffered (never
- * sent) when the client is destroyed — topic, payload and bookkeeping of each
- * (eclipse-paho/paho.mqtt.c#1474, fixed after 1.3.13). Connected, the
- * disconnect below lets them go out first; closing while disconnected loses
- * that memory, at most max_buffered messages per close. Close warns. */
+/* Runs on a libuv worker thread: the transport's destroy can block. Once
+ * it returned no callback of the transport runs for u (its contract,
+ * upstream_transport.h), so the records are the session's alone. The
+ * handles close only after this, on the loop: callbacks the destroy makes
+ * itself still find the queue and the async handle alive. */
 static void destroy_work(uv_work_t *req)
 {
     mqr_upstream_t *u = req->data;
-    if (!u->client) return; /* dormant: never had one */
-    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
-    d.timeout = UP_CLOSE_TIMEOUT_MS;
-    mqr__up_paho_disconnect_answers(u, &d);
-    /* Also stops automatic reconnection, even when not connected (then it
-     * returns MQTTASYNC_DISCONNECTED and calls nothing). */
-    if (MQTTAsync_disconnect(u->client, &d) == MQTTASYNC_SUCCESS) {
-        /* Paho completes a disconnect that waits for in-flight messages only
-         * on its timeout tick, every 3 s. So wait for the callback in slices
-         * and stop early once nothing is queued or in flight for this client
-         * (destroy then sends DISCONNECT itself and loses nothing); give up
-         * at the deadline, when destroy drops what is still in flight. */
-        uint64_t deadline = uv_hrtime() + (uint64_t)(UP_CLOSE_TIMEOUT_MS + 500) * 1000000u;
-        uv_mutex_lock(&u->lock);
-        while (!u->disconnect_done) {
-            uint64_t now = uv_hrtime();
-            if (now >= deadline) break;
-            uint64_t slice = deadline - now < 20000000u ? deadline - now : 20000000u;
-            if (uv_cond_timedwait(&u->cond, &u->lock, slice) == 0) continue;
-            uv_mutex_unlock(&u->lock); /* never call Paho holding it */
-            MQTTAsync_token *tokens = NULL;
-            bool idle = MQTTAsync_getPendingTokens(u->client, &tokens) == MQTTASYNC_SUCCESS &&
-                        tokens == NULL;
-            MQTTAsync_free(tokens);
-            uv_mutex_lock(&u->lock);
-            if (idle) break;
-        }
-        uv_mutex_unlock(&u->lock);
-    }
-    mqr__up_paho_destroy(&u->client);
-    /* Nothing of Paho's touches the records any more. */
+    if (!u->has_client) return; /* dormant: never had one */
+    u->tp->destroy(u, true);
+    /* Nothing of the transport touches the records any more. */
     if (u->discard_records) mqr__upstream_persist_discard(u->all->persist, u->name);
 }
 
@@ -157,20 +111,14 @@ static void after_destroy(uv_work_t *req, int status)
     uv_close((uv_handle_t *)&u->warn, on_async_closed);
 }
 
-/* Paho 1.3.12 can lose the topic of a message it was writing when the
- * connection broke (it frees the string while the in-flight entry still
- * points at it) and then resends garbage after every reconnect, which the
- * broker rejects as malformed: the session never recovers (captured, see
- * docs/upstream.md). A persistent session's records hold every in-flight
- * message intact, so after a loss such a session destroys its client and
- * creates a new one, which restores them, instead of reconnecting the old
- * one. With clean = true Paho drops in-flight messages at the reconnect
- * anyway, so nothing is resent and the old client is kept. Destroying
- * takes Paho's global lock and can block: a worker does it. */
+/* A transport that wants a new client after a loss (rebuild_after_loss;
+ * Paho: paho_rebuild_after_loss says why) gets its old one destroyed here
+ * without a flush — destroying takes Paho's global lock and can block: a
+ * worker does it — and the next attempt creates a new one. */
 static void rebuild_work(uv_work_t *req)
 {
     mqr_upstream_t *u = req->data;
-    mqr__up_paho_destroy(&u->client);
+    u->tp->destroy(u, false);
 }
 
 static void after_rebuild(uv_work_t *req, int status)
@@ -178,7 +126,7 @@ static void after_rebuild(uv_work_t *req, int status)
     mqr_upstream_t *u = req->data;
     (void)status;
     u->rebuilding = false;
-    u->client = NULL; /* the next attempt creates it (create_client, upstream.c) */
+    u->has_client = false; /* the next attempt creates it (create_client, upstream.c) */
     if (u->closing)
         mqr__up_begin_close(u);
     else

@@ -489,6 +489,9 @@ static void test_bad_config(void **state)
     assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), MQR_EINVAL);
     cfg.uri = NULL;
     assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), MQR_EINVAL);
+    cfg.uri = "tcp://127.0.0.1:1";
+    cfg.transport = "carrier-pigeon"; /* only "paho" there is */
+    assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), MQR_EINVAL);
     assert_null(u);
     assert_null(mqr__engine_upstreams(c->e)->first);
 }
