@@ -265,6 +265,7 @@ static const mqr_lopt_t session_opts[] = {
     SS("prefix", cfg.prefix),
     {.key = "map"},
     {.key = "tls"},
+    SS("transport", cfg.transport),
 };
 
 static const mqr_lopt_t will_opts[] = {
@@ -438,7 +439,8 @@ static int declare(lua_State *L, const char *fname)
                     cfg.password ? cfg.password : "", cfg.keepalive_s, cfg.clean_start,
                     cfg.max_buffered, cfg.mqtt_version, extra_key, tls_key, map_key);
     lua_pushstring(L, cfg.drop_oldest ? "|drop_oldest" : "|refuse");
-    lua_concat(L, 2);
+    lua_pushstring(L, cfg.transport ? cfg.transport : ""); /* another transport: a new session */
+    lua_concat(L, 3);
     const char *key = lua_tostring(L, -1);
 
     l_upstream_t *s = NULL;

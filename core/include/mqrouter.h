@@ -534,6 +534,9 @@ typedef struct {
     const char *tls_cert;
     const char *tls_key;
     int tls_no_verify; /* accept any broker certificate */
+    /* what carries the session (docs/upstream.md): NULL or "paho" (Paho
+     * MQTT C's asynchronous client); others come with issue 19 */
+    const char *transport;
 } mqr_session_options_t;
 
 /* Defaults (clean_start = 1, mqtt_version = 4, the rest 0) and

@@ -16,6 +16,7 @@
 #include "upstream.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +49,8 @@ int mqr_session_add(mqr_engine_t *e, const mqr_session_options_t *opts, mqr_sess
     }
     mqr_session_options_t o;
     mqr_session_options_init(&o);
-    int rc = mqr__abi_copy(&o, sizeof o, sizeof o, opts);
+    /* the oldest layout read: before transport was added */
+    int rc = mqr__abi_copy(&o, sizeof o, offsetof(mqr_session_options_t, transport), opts);
     if (rc < 0) {
         mqr__errmsg(errmsg, "options struct too %s (built against another version?)",
                     rc == MQR_ETOOLARGE ? "large" : "small");
@@ -83,6 +85,7 @@ int mqr_session_add(mqr_engine_t *e, const mqr_session_options_t *opts, mqr_sess
         .max_reconnects = o.max_reconnects,
         .prefix = o.prefix,
         .persist = o.persist,
+        .transport = o.transport,
     };
     char why[512];
     rc = mqr__upstream_tls_check(&cfg, why, sizeof why);
