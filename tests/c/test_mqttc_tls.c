@@ -13,61 +13,20 @@
 #include "mqttc.h"
 
 #include "broker_harness.h"
+#include "tls_certs.h"
 
 #include <uv.h>
-
-static char certs[64];
-static char path_buf[8][160];
-static int path_next;
-
-static const char *cert(const char *name)
-{
-    char *p = path_buf[path_next++ % 8];
-    snprintf(p, sizeof path_buf[0], "%s/%s", certs, name);
-    return p;
-}
-
-static int openssl(const char *args)
-{
-    return sh("cd %s && openssl %s >/dev/null 2>&1", certs, args);
-}
 
 static int make_certs(void **state)
 {
     (void)state;
-    snprintf(certs, sizeof certs, "/tmp/mqr-mqttc-tls-XXXXXX");
-    if (!mkdtemp(certs)) return -1;
-    const char *ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    char cmd[512];
-    int rc = 0;
-    snprintf(cmd, sizeof cmd, "req -x509 %s -keyout ca.key -out ca.pem -days 2 -subj /CN=t-ca", ec);
-    rc |= openssl(cmd);
-    snprintf(cmd, sizeof cmd, "req -x509 %s -keyout o.key -out other.pem -days 2 -subj /CN=o-ca",
-             ec);
-    rc |= openssl(cmd);
-    rc |= sh("printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > %s/san.cnf", certs);
-    static const char *const leaf[][3] = {
-        {"server", "/CN=localhost", "-extfile san.cnf"},
-        {"client", "/CN=t-client", ""},
-    };
-    for (int i = 0; i < 2; i++) {
-        snprintf(cmd, sizeof cmd, "req %s -keyout %s.key -out %s.csr -subj %s", ec, leaf[i][0],
-                 leaf[i][0], leaf[i][1]);
-        rc |= openssl(cmd);
-        snprintf(cmd, sizeof cmd,
-                 "x509 -req -in %s.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out %s.pem "
-                 "-days 2 %s",
-                 leaf[i][0], leaf[i][0], leaf[i][2]);
-        rc |= openssl(cmd);
-    }
-    rc |= openssl("pkey -in client.key -aes256 -passout pass:s3cret -out client-enc.key");
-    return rc == 0 ? 0 : -1;
+    return tls_certs_make();
 }
 
 static int remove_certs(void **state)
 {
     (void)state;
-    sh("rm -rf %s", certs);
+    tls_certs_remove();
     return 0;
 }
 

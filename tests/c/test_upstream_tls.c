@@ -19,8 +19,7 @@
 #include <cmocka.h>
 
 #include "broker_harness.h"
-
-static char certs[64]; /* directory of the generated certificates */
+#include "tls_certs.h"
 
 typedef struct {
     broker_t broker;
@@ -52,64 +51,16 @@ static bool log_has(const char *needle)
     return found;
 }
 
-static const char *cert(const char *name)
-{
-    static char paths[8][128];
-    static int next;
-    char *p = paths[next++ % 8];
-    snprintf(p, 128, "%s/%s", certs, name);
-    return p;
-}
-
-static int openssl(const char *args)
-{
-    return sh("cd %s && openssl %s >/dev/null 2>&1", certs, args);
-}
-
 static int make_certs(void **state)
 {
-    snprintf(certs, sizeof certs, "/tmp/mqr-tls-XXXXXX");
-    if (!mkdtemp(certs)) return -1;
+    (void)state;
     uv_mutex_init(&loglock);
-    const char *ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    char cmd[512];
-    int rc = 0;
-    snprintf(cmd, sizeof cmd, "req -x509 %s -keyout ca.key -out ca.pem -days 2 -subj /CN=mqr-ca",
-             ec);
-    rc |= openssl(cmd);
-    snprintf(cmd, sizeof cmd,
-             "req -x509 %s -keyout other.key -out other.pem -days 2 -subj /CN=mqr-other-ca", ec);
-    rc |= openssl(cmd);
-    FILE *f = fopen(cert("san.cnf"), "w");
-    if (!f) return -1;
-    fputs("subjectAltName=IP:127.0.0.1,DNS:localhost\n", f);
-    fclose(f);
-    f = fopen(cert("wrong.cnf"), "w");
-    if (!f) return -1;
-    fputs("subjectAltName=DNS:elsewhere.invalid\n", f);
-    fclose(f);
-    static const char *const leaf[][3] = {
-        {"server", "/CN=localhost", "-extfile san.cnf"},
-        {"wrong", "/CN=elsewhere.invalid", "-extfile wrong.cnf"},
-        {"client", "/CN=mqr-client", ""},
-    };
-    for (int i = 0; i < 3; i++) {
-        snprintf(cmd, sizeof cmd, "req %s -keyout %s.key -out %s.csr -subj %s", ec, leaf[i][0],
-                 leaf[i][0], leaf[i][1]);
-        rc |= openssl(cmd);
-        snprintf(cmd, sizeof cmd,
-                 "x509 -req -in %s.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out %s.pem "
-                 "-days 2 %s",
-                 leaf[i][0], leaf[i][0], leaf[i][2]);
-        rc |= openssl(cmd);
-    }
-    rc |= openssl("pkey -in client.key -aes256 -passout pass:s3cret -out client-enc.key");
-    return rc == 0 ? 0 : -1;
+    return tls_certs_make();
 }
 
 static int remove_certs(void **state)
 {
-    sh("rm -rf %s", certs);
+    tls_certs_remove();
     uv_mutex_destroy(&loglock);
     return 0;
 }
@@ -460,7 +411,7 @@ static void test_bad_settings(void **state)
     tls.capath = cert("ca.pem");
     assert_int_equal(mqr__upstream_tls_check(&cfg, err, sizeof err), MQR_EINVAL);
     assert_non_null(strstr(err, "not a directory"));
-    tls.capath = certs;
+    tls.capath = tls_certs_dir;
     assert_int_equal(mqr__upstream_tls_check(&cfg, err, sizeof err), 0);
 
     /* client certificate and key */
