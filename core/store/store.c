@@ -1,6 +1,8 @@
 /*
- * store.c — one SQLite database per engine: schema migrations, prepared
- * statements, group commit and the retained-message and meta tables.
+ * store.c — one SQLite database per engine: schema migrations, the
+ * statements prepared once with the connection (store_int.h), group commit
+ * and the meta table. The retained rows are store_retain.c's; the other
+ * table families have a file each (store_*.c).
  *
  * Writes never commit on their own. The first write of a loop turn opens a
  * transaction; a uv_prepare_t owned by the store commits it once per turn.
@@ -12,11 +14,11 @@
  * sleeps. The handle is unref'd while idle and ref'd while a transaction or a
  * waiter is pending, so uv_run() cannot return with writes still open.
  *
- * This file must not interpret what it stores beyond what MQTT says about
- * retained messages (empty payload deletes, expiry), and must not block
- * outside SQLite calls.
+ * This file must not interpret what it stores, and must not block outside
+ * SQLite calls.
  */
 #include "store.h"
+#include "store_int.h"
 
 #include "errmsg.h"
 
@@ -166,23 +168,9 @@ static const mqr_store_migration_t migrations[] = {
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
-enum {
-    ST_BEGIN,
-    ST_COMMIT,
-    ST_ROLLBACK,
-    ST_RETAIN_PUT,
-    ST_RETAIN_DEL,
-    ST_RETAIN_LOAD,
-    ST_RETAIN_EXPIRE,
-    ST_RETAIN_COUNT,
-    ST_META_GET,
-    ST_META_PUT,
-    ST_META_DEL,
-    ST_COUNT_
-};
-
-/* Expiry as MQTT defines it: 0 never expires. The same test is written in C
- * in retain_load; keep them in step. */
+/* Prepared once with the connection (store_int.h names them). Expiry as
+ * MQTT defines it: 0 never expires; the same test is written in C in
+ * store_retain.c's load: keep them in step. */
 static const char *const statement_sql[ST_COUNT_] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
@@ -563,107 +551,9 @@ int mqr__store_fail(mqr_store_t *s, sqlite3_stmt *st, const char *what)
     return bind_fail(s, st, what);
 }
 
-/* ---- retained messages ------------------------------------------------ */
-
-int mqr__store_retain_delete(mqr_store_t *s, const char *topic, size_t len)
+sqlite3_stmt *mqr__store_stmt(mqr_store_t *s, int which)
 {
-    if (!s || !topic || !len || len > UINT16_MAX) return MQR_EINVAL;
-    if (s->closing) return MQR_ECLOSED;
-    sqlite3_stmt *st = s->st[ST_RETAIN_DEL];
-    if (sqlite3_bind_text(st, 1, topic, (int)len, SQLITE_STATIC) != SQLITE_OK)
-        return bind_fail(s, st, "cannot bind retained topic");
-    return run_write(s, st, "cannot delete retained message");
-}
-
-int mqr__store_retain_set(mqr_store_t *s, const mqr_msg_t *msg)
-{
-    if (!s || !msg || !msg->topic_len) return MQR_EINVAL;
-    if (s->closing) return MQR_ECLOSED;
-    if (msg->payload_len == 0) return mqr__store_retain_delete(s, msg->topic, msg->topic_len);
-    sqlite3_stmt *st = s->st[ST_RETAIN_PUT];
-    int rc = sqlite3_bind_text(st, 1, msg->topic, msg->topic_len, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_blob64(st, 2, msg->payload, msg->payload_len, SQLITE_STATIC);
-    if (rc == SQLITE_OK) rc = sqlite3_bind_int(st, 3, msg->qos);
-    if (rc == SQLITE_OK && msg->props_len)
-        rc = sqlite3_bind_blob64(st, 4, msg->props, msg->props_len, SQLITE_STATIC);
-    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 5, (sqlite3_int64)msg->created_ms);
-    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 6, msg->expiry_s);
-    if (rc != SQLITE_OK) return bind_fail(s, st, "cannot bind retained message");
-    return run_write(s, st, "cannot store retained message");
-}
-
-static bool expired(sqlite3_int64 created_ms, sqlite3_int64 expiry_s, sqlite3_int64 now)
-{
-    return expiry_s > 0 && created_ms + expiry_s * 1000 < now;
-}
-
-int mqr__store_retain_load(mqr_store_t *s, int (*cb)(void *arg, mqr_msg_t *msg), void *arg)
-{
-    if (!s || !cb) return MQR_EINVAL;
-    if (s->closing) return MQR_ECLOSED;
-    sqlite3_int64 now = (sqlite3_int64)mqr__now_ms();
-    sqlite3_stmt *st = s->st[ST_RETAIN_LOAD];
-    size_t stale = 0;
-    int err = 0, rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        sqlite3_int64 created = sqlite3_column_int64(st, 4);
-        sqlite3_int64 expiry = sqlite3_column_int64(st, 5);
-        if (expired(created, expiry, now)) {
-            stale++;
-            continue;
-        }
-        int qos = sqlite3_column_int(st, 2);
-        mqr_msg_init_t in = {
-            .topic = (const char *)sqlite3_column_text(st, 0),
-            .topic_len = (size_t)sqlite3_column_bytes(st, 0),
-            .payload = sqlite3_column_blob(st, 1),
-            .payload_len = (size_t)sqlite3_column_bytes(st, 1),
-            .props = sqlite3_column_blob(st, 3),
-            .props_len = (size_t)sqlite3_column_bytes(st, 3),
-            /* The file is input like any other: keep a bad QoS in range. */
-            .qos = qos < 0   ? 0
-                   : qos > 2 ? 2
-                             : qos,
-            .retain = true,
-            .origin = MQR_ORIGIN_STORE,
-            .expiry_s = expiry > 0 && expiry <= UINT32_MAX ? (uint32_t)expiry : 0,
-            .created_ms = created > 0 ? (uint64_t)created : 1,
-        };
-        if (!in.topic || !in.topic_len) continue; /* a hand-edited row with no topic */
-        mqr_msg_t *msg = mqr__msg_new(&in);
-        if (!msg) {
-            err = MQR_ENOMEM;
-            break;
-        }
-        err = cb(arg, msg);
-        if (err) break;
-    }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) err = sql_fail(s, "cannot read retained messages");
-    sqlite3_reset(st);
-    if (err || !stale) return err;
-
-    st = s->st[ST_RETAIN_EXPIRE];
-    if (sqlite3_bind_int64(st, 1, now) != SQLITE_OK)
-        return bind_fail(s, st, "cannot bind expiry time");
-    return run_write(s, st, "cannot delete expired retained messages");
-}
-
-int mqr__store_retain_count(mqr_store_t *s, size_t *count)
-{
-    if (!s || !count) return MQR_EINVAL;
-    if (s->closing) return MQR_ECLOSED;
-    sqlite3_stmt *st = s->st[ST_RETAIN_COUNT];
-    int err = 0;
-    if (sqlite3_bind_int64(st, 1, (sqlite3_int64)mqr__now_ms()) != SQLITE_OK)
-        return bind_fail(s, st, "cannot bind expiry time");
-    if (sqlite3_step(st) == SQLITE_ROW)
-        *count = (size_t)sqlite3_column_int64(st, 0);
-    else
-        err = sql_fail(s, "cannot count retained messages");
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return err;
+    return s->st[which];
 }
 
 /* ---- meta ------------------------------------------------------------- */
