@@ -45,7 +45,8 @@ static char *xstrdup(const char *s)
 }
 
 /* The transports there are; the first is the default. */
-static const up_transport_t *const transports[] = {&mqr__up_transport_paho};
+static const up_transport_t *const transports[] = {&mqr__up_transport_paho,
+                                                   &mqr__up_transport_native};
 #define N_TRANSPORTS (sizeof transports / sizeof transports[0])
 
 const up_transport_t *mqr__up_transport_find(const char *name)

@@ -2,7 +2,8 @@
  * upstream.h — mqrouter as a client of other brokers.
  *
  * Each session is one client of a transport (mqr_upstream_config_t's
- * transport, upstream_transport.h; today "paho", Paho MQTTAsync). Paho calls
+ * transport, upstream_transport.h: "paho", Paho MQTTAsync, or "native",
+ * core/mqttc on the loop). Paho calls
  * every callback on its own thread holding a global lock, so callbacks only
  * copy the event into the
  * session's queue and uv_async_send() the loop; everything else — building
@@ -110,8 +111,10 @@ typedef struct {
      * the newest. */
     int replaces;
     /* The client that carries the session (upstream_transport.h): "paho"
-     * (Paho MQTTAsync). NULL or "" = "paho"; any other is MQR_EINVAL,
-     * logged with the choices. */
+     * (Paho MQTTAsync) or "native" (core/mqttc on the loop; acknowledges
+     * incoming QoS 1/2 after routing; no persistence yet: persist on is
+     * MQR_EINVAL). NULL or "" = "paho"; any other is MQR_EINVAL, logged
+     * with the choices. */
     const char *transport;
 } mqr_upstream_config_t;
 

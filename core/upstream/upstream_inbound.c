@@ -56,8 +56,9 @@ void mqr__up_ev_push(mqr_upstream_t *u, up_event_t *ev)
     if (ev->type == EV_MESSAGE) {
         u->pending_msgs++;
         u->pending_bytes += ev->topic_len + ev->payload_len + ev->props_len;
-        /* acknowledged by Paho with no inbox row behind it (on_message) */
-        if (ev->qos > 0 && !ev->inbox_seq) u->unprotected++;
+        /* acknowledged by the transport with no inbox row behind it (Paho's
+         * on_message); one with an ack_id is acknowledged after routing */
+        if (ev->qos > 0 && !ev->inbox_seq && !ev->ack_id) u->unprotected++;
     }
     uv_mutex_unlock(&u->lock);
     uv_async_send(&u->async);
@@ -69,11 +70,13 @@ static void route_message(mqr_upstream_t *u, up_event_t *ev);
 static void route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, size_t topic_len);
 
 /* Routes a message event, then forgets its inbox copy: routed (or refused
- * for good) is done. */
+ * for good) is done; only then does a transport that waits for it (ack_id)
+ * acknowledge the message to the broker. */
 void mqr__up_deliver(mqr_upstream_t *u, up_event_t *ev)
 {
     route_message(u, ev);
     if (ev->inbox_seq) mqr__upstream_inbox_delete(u->all->persist, u->name, ev->inbox_seq);
+    if (ev->ack_id && u->tp->ack && u->has_client && !u->rebuilding) u->tp->ack(u, ev->ack_id);
 }
 
 static void route_message(mqr_upstream_t *u, up_event_t *ev)

@@ -90,6 +90,7 @@ struct up_event {
     uint32_t expiry_s;
     uint64_t arrived_ms;
     uint64_t inbox_seq; /* EV_MESSAGE kept in the inbox under this seq; 0 = not kept */
+    uint32_t ack_id;    /* EV_MESSAGE: for u->tp->ack after routing; 0 = nothing to ack */
     size_t topic_len;
     size_t payload_len;
     size_t props_len;
@@ -252,7 +253,7 @@ void mqr__up_schedule_retry(mqr_upstream_t *u);
 void mqr__up_nudge_stop(mqr_upstream_t *u);
 /* The predecessor of a dormant session is gone: create the client, connect. */
 void mqr__up_wake_successor(mqr_upstream_t *u);
-/* The transport called name (NULL or "": the default, "paho"), or NULL
+/* The transport called name (NULL or "": the default, "paho"; "native"), or NULL
  * when there is none of that name. */
 const up_transport_t *mqr__up_transport_find(const char *name);
 

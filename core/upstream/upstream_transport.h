@@ -37,7 +37,9 @@
  *                      it again).
  *   EV_PUB_DONE        the request of waiter ptr (an up_pub_t) completed:
  *                      code 0 or the transport's error, reason the broker's.
- *   EV_MESSAGE         a message from the broker (upstream_int.h).
+ *   EV_MESSAGE         a message from the broker (upstream_int.h). With
+ *                      ack_id != 0 the transport acknowledges it to the
+ *                      broker only when the loop calls ack (after routing).
  */
 #ifndef MQR_UPSTREAM_TRANSPORT_H
 #define MQR_UPSTREAM_TRANSPORT_H
@@ -59,7 +61,7 @@ typedef struct {
 
 typedef struct up_transport up_transport_t;
 struct up_transport {
-    const char *name; /* what mqr_upstream_config_t's transport names: "paho" */
+    const char *name; /* what mqr_upstream_config_t's transport names: "paho", "native" */
 
     /* The session's transport state (u->tp_state), made once its settings
      * are known (u->persistent decided) and freed with the session, after
@@ -98,6 +100,10 @@ struct up_transport {
                    up_pub_t *p);
     /* Publishes handed to the client and not completed yet. */
     size_t (*inflight)(mqr_upstream_t *u);
+    /* Optional: acknowledges the message of an EV_MESSAGE whose ack_id is
+     * not 0, once it was routed (mqr__up_deliver). NULL: the transport
+     * acknowledges messages itself, before routing (Paho). */
+    void (*ack)(mqr_upstream_t *u, uint32_t ack_id);
 
     /* The transport's words for an error code it put in an event (< 0), or
      * NULL; the name of an MQTT reason code. Any thread. */
@@ -111,9 +117,14 @@ struct up_transport {
      * is under way, another connected session pings (see nudge_connect,
      * upstream.c). */
     bool nudge_connects;
+    /* destroy never blocks: run it (and a rebuild) on the loop, not on a
+     * worker (upstream_work.c). A transport whose client lives on the loop
+     * must not be ended from another thread. */
+    bool destroy_on_loop;
 };
 
 /* The transports there are (upstream_paho_ops.c, ...). */
 extern const up_transport_t mqr__up_transport_paho;
+extern const up_transport_t mqr__up_transport_native;
 
 #endif

@@ -137,7 +137,8 @@ void mqr__up_rebuild_client(mqr_upstream_t *u)
 {
     u->rebuilding = true;
     u->rebuild_req.data = u;
-    if (uv_queue_work(u->all->loop, &u->rebuild_req, rebuild_work, after_rebuild) < 0) {
+    if (u->tp->destroy_on_loop ||
+        uv_queue_work(u->all->loop, &u->rebuild_req, rebuild_work, after_rebuild) < 0) {
         rebuild_work(&u->rebuild_req);
         after_rebuild(&u->rebuild_req, 0);
     }
@@ -160,7 +161,10 @@ void mqr__up_begin_close(mqr_upstream_t *u)
      * start unless the session was discarded. */
     u->discard_records = u->discard && u->persistent && !u->successor;
     u->destroy_req.data = u;
-    if (uv_queue_work(u->all->loop, &u->destroy_req, destroy_work, after_destroy) < 0) {
+    /* A transport that says so (destroy_on_loop: its client lives on the
+     * loop and ending it never blocks) is destroyed here, at once. */
+    if (u->tp->destroy_on_loop ||
+        uv_queue_work(u->all->loop, &u->destroy_req, destroy_work, after_destroy) < 0) {
         destroy_work(&u->destroy_req);
         after_destroy(&u->destroy_req, 0);
     }
