@@ -490,7 +490,7 @@ static void test_bad_config(void **state)
     cfg.uri = NULL;
     assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), MQR_EINVAL);
     cfg.uri = "tcp://127.0.0.1:1";
-    cfg.transport = "carrier-pigeon"; /* only "paho" there is */
+    cfg.transport = "carrier-pigeon"; /* "paho" and "native" there are */
     assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), MQR_EINVAL);
     assert_null(u);
     assert_null(mqr__engine_upstreams(c->e)->first);

@@ -1,0 +1,507 @@
+/*
+ * test_upstream_native.c — upstream sessions on the "native" transport
+ * (core/mqttc under the session seam) against a real Mosquitto.
+ *
+ * Like test_upstream.c: each test starts /usr/sbin/mosquitto on a free
+ * loopback port (broker_harness.h), runs a real engine on its own loop and
+ * talks to the broker with mosquitto_pub / mosquitto_sub. Every wait has a
+ * deadline. What is native-only is checked here: acknowledgement after
+ * routing, buffering in the transport, the refusals at configuration.
+ */
+#include "upstream.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "broker_harness.h"
+
+typedef struct {
+    broker_t broker;
+    mqr_engine_t *e;
+    mqr_upstream_state_t states[32];
+    int nstates;
+    char reason[256];
+    char payloads[32][64];
+    int nmsgs;
+    mqr_upstream_t *close_on_msg; /* a subscriber that closes this session */
+    char errors[2048];            /* captured error logs */
+} ctx_t;
+
+static void on_state(void *arg, mqr_upstream_t *u, mqr_upstream_state_t st, const char *reason)
+{
+    ctx_t *c = arg;
+    (void)u;
+    if (c->nstates < 32) c->states[c->nstates++] = st;
+    snprintf(c->reason, sizeof c->reason, "%s", reason ? reason : "");
+}
+
+static void on_msg(void *arg, mqr_msg_t *msg)
+{
+    ctx_t *c = arg;
+    size_t len;
+    const void *p = mqr_msg_payload(msg, &len);
+    if (c->nmsgs < 32) snprintf(c->payloads[c->nmsgs], 64, "%.*s", (int)len, (const char *)p);
+    c->nmsgs++;
+    if (c->close_on_msg) {
+        mqr_upstream_t *u = c->close_on_msg;
+        c->close_on_msg = NULL;
+        mqr__upstream_close(u); /* while the message is routed */
+    }
+}
+
+static mqr_upstream_state_t last_state(ctx_t *c)
+{
+    return c->nstates ? c->states[c->nstates - 1] : MQR_UPSTREAM_CONNECTING;
+}
+
+static bool reached_state(void *arg, const void *want)
+{
+    return last_state(arg) == *(const mqr_upstream_state_t *)want;
+}
+
+static bool got_msgs(void *arg, const void *want)
+{
+    return ((ctx_t *)arg)->nmsgs >= *(const int *)want;
+}
+
+static bool run_until(ctx_t *c, bool (*pred)(void *, const void *), const void *want,
+                      int timeout_ms)
+{
+    return engine_run_until(c->e, pred, c, want, timeout_ms);
+}
+
+static void run_for(ctx_t *c, int ms)
+{
+    run_until(c, NULL, NULL, ms);
+}
+
+static void wait_state(ctx_t *c, mqr_upstream_state_t st, int timeout_ms)
+{
+    if (!run_until(c, reached_state, &st, timeout_ms))
+        fail_msg("state %d not reached within %d ms (last %d: %s)", (int)st, timeout_ms,
+                 (int)last_state(c), c->reason);
+}
+
+static bool is_ready(void *arg, const void *want)
+{
+    mqr_upstream_status_t st;
+    mqr__upstream_status((mqr_upstream_t *)want, &st);
+    (void)arg;
+    return st.ready;
+}
+
+/* Publishes with mosquitto_pub until a message reaches the engine (the
+ * first may beat the session's SUBSCRIBE to the broker). */
+static void pub_until_received(ctx_t *c, const char *args)
+{
+    int want = c->nmsgs + 1;
+    for (int attempt = 1; attempt <= 8; attempt++) {
+        assert_int_equal(sh("mosquitto_pub -p %d %s", c->broker.port, args), 0);
+        if (run_until(c, got_msgs, &want, 750)) return;
+    }
+    fail_msg("nothing arrived for: mosquitto_pub %s", args);
+}
+
+static bool sub_wait(ctx_t *c, sub_proc_t *s, const char *needle, int timeout_ms)
+{
+    uv_loop_t *loop = mqr_engine_loop(c->e);
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (sub_has(s, needle)) return true;
+        if (now_ms() >= deadline) return false;
+        sleep_ms(2);
+    }
+}
+
+static mqr_upstream_config_t native_cfg(const char *name, const char *uri)
+{
+    mqr_upstream_config_t cfg = {
+        .name = name,
+        .uri = uri,
+        .clean_start = 1,
+        .transport = "native",
+        .retry_initial_s = 1,
+        .retry_max_s = 1,
+    };
+    return cfg;
+}
+
+static mqr_upstream_t *session_cfg(ctx_t *c, const mqr_upstream_config_t *cfg)
+{
+    mqr_upstream_t *u = NULL;
+    assert_int_equal(mqr__upstream_new(c->e, cfg, &u), 0);
+    assert_non_null(u);
+    mqr__upstream_set_observer(u, on_state, c);
+    return u;
+}
+
+static mqr_upstream_t *session(ctx_t *c, const char *name, const char *transport, int version)
+{
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
+    mqr_upstream_config_t cfg = native_cfg(name, uri);
+    cfg.transport = transport;
+    cfg.mqtt_version = version;
+    return session_cfg(c, &cfg);
+}
+
+static mqr_msg_t *make_msg(const char *topic, const char *payload, int qos, bool retain)
+{
+    mqr_msg_init_t in = {
+        .topic = topic,
+        .topic_len = strlen(topic),
+        .payload = payload,
+        .payload_len = strlen(payload),
+        .qos = qos,
+        .retain = retain,
+        .origin = MQR_ORIGIN_C,
+    };
+    mqr_msg_t *m = mqr__msg_new(&in);
+    assert_non_null(m);
+    return m;
+}
+
+static int setup(void **state)
+{
+    ctx_t *c = calloc(1, sizeof *c);
+    if (!c) return -1;
+    if (!(c->e = test_engine_new(MQR_LOG_INFO))) {
+        free(c);
+        return -1;
+    }
+    *state = c;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ctx_t *c = *state;
+    if (c->e) mqr_engine_free(c->e);
+    broker_cleanup(&c->broker);
+    free(c);
+    return 0;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+/* Connects (3.1.1 and 5.0), becomes ready, receives through the router
+ * what mosquitto_pub sends, with the v5 properties that travel. */
+static void test_connect_receive(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    mqr_upstream_t *u = session(c, "n1", "native", 5);
+    assert_int_equal(mqr__upstream_subscribe(u, "up/#", 1), 0);
+    mqr_csub_t *cs = NULL;
+    assert_int_equal(mqr_subscribe(c->e, "up/#", on_msg, c, &cs), 0);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+    if (!run_until(c, is_ready, u, 5000)) fail_msg("not ready");
+    mqr_upstream_status_t st;
+    mqr__upstream_status(u, &st);
+    assert_non_null(strstr(st.broker, "127.0.0.1"));
+    pub_until_received(c, "-t up/x -m hello -q 1 -V mqttv5 -D publish user-property k v");
+    assert_string_equal(c->payloads[0], "hello");
+
+    mqr_upstream_t *u4 = session(c, "n4", "native", 4);
+    assert_int_equal(mqr__upstream_subscribe(u4, "v4/#", 0), 0);
+    if (!run_until(c, is_ready, u4, 5000)) fail_msg("3.1.1 session not ready");
+    mqr_csub_t *cs4 = NULL;
+    assert_int_equal(mqr_subscribe(c->e, "v4/#", on_msg, c, &cs4), 0);
+    pub_until_received(c, "-t v4/y -m four -q 0");
+    assert_string_equal(c->payloads[c->nmsgs - 1], "four");
+    mqr_unsubscribe(c->e, cs);
+    mqr_unsubscribe(c->e, cs4);
+}
+
+/* A publish from the engine reaches a mosquitto_sub; a waited-for one is
+ * answered once the broker completed it. */
+static int cb_status = 1;
+static void on_done(void *arg, int status, int reason)
+{
+    (void)arg;
+    (void)reason;
+    cb_status = status;
+}
+
+static bool cb_answered(void *arg, const void *want)
+{
+    (void)arg;
+    (void)want;
+    return cb_status != 1;
+}
+
+static void test_publish(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    mqr_upstream_t *u = session(c, "n2", "native", 5);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+    sub_proc_t s;
+    sub_start(&s, "stdbuf -oL mosquitto_sub -p %d -t 'out/#' -q 1 -C 2 -W 5 -v -d 2>&1",
+              c->broker.port);
+    if (!sub_wait(c, &s, "SUBACK", 5000)) fail_msg("mosquitto_sub did not subscribe: %s", s.out);
+    mqr_msg_t *m = make_msg("out/a", "world", 1, false);
+    assert_int_equal(mqr__upstream_publish(u, m), 0);
+    mqr_msg_unref(m);
+    m = make_msg("out/b", "waited", 2, false);
+    cb_status = 1;
+    assert_int_equal(mqr__upstream_publish_cb(u, m, on_done, NULL), 0);
+    mqr_msg_unref(m);
+    if (!run_until(c, cb_answered, NULL, 5000)) fail_msg("QoS 2 publish not answered");
+    assert_int_equal(cb_status, 0);
+    bool ok = sub_wait(c, &s, "out/b waited", 5000);
+    int rc = sub_finish(&s);
+    if (!ok || !strstr(s.out, "out/a world")) fail_msg("mosquitto_sub missed some: %s", s.out);
+    assert_int_equal(rc, 0);
+    mqr_upstream_status_t st;
+    mqr__upstream_status(u, &st);
+    assert_int_equal(st.delivered, 2);
+}
+
+/* QoS 1 from the broker: the native session acknowledges after routing,
+ * so none counts as unprotected (Paho's session counts each one). */
+static void test_ack_after_routing_counts(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    mqr_upstream_t *n = session(c, "nat", "native", 4);
+    mqr_upstream_t *p = session(c, "pah", "paho", 4);
+    assert_int_equal(mqr__upstream_subscribe(n, "q1/#", 1), 0);
+    assert_int_equal(mqr__upstream_subscribe(p, "q1/#", 1), 0);
+    mqr_csub_t *cs = NULL;
+    assert_int_equal(mqr_subscribe(c->e, "q1/#", on_msg, c, &cs), 0);
+    if (!run_until(c, is_ready, n, 5000)) fail_msg("native not ready");
+    if (!run_until(c, is_ready, p, 5000)) fail_msg("paho not ready");
+    int want = 2;
+    assert_int_equal(sh("mosquitto_pub -p %d -t q1/x -m one -q 1", c->broker.port), 0);
+    if (!run_until(c, got_msgs, &want, 5000)) fail_msg("got %d of 2", c->nmsgs);
+    mqr_upstream_status_t sn, sp;
+    mqr__upstream_status(n, &sn);
+    mqr__upstream_status(p, &sp);
+    assert_int_equal(sn.messages_received, 1);
+    assert_int_equal(sn.messages_unprotected, 0);
+    assert_int_equal(sp.messages_received, 1);
+    assert_int_equal(sp.messages_unprotected, 1);
+    mqr_unsubscribe(c->e, cs);
+}
+
+/* A QoS 1 message whose routing closed the session was never acknowledged:
+ * the broker keeps it for the client's session and sends it again to the
+ * next session of the same client id. */
+static void test_ack_after_routing_redelivered(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
+    mqr_upstream_config_t cfg = native_cfg("keep", uri);
+    cfg.client_id = "native-keep";
+    cfg.clean_start = 0;
+    cfg.mqtt_version = 5;
+    cfg.session_expiry_s = 60;
+    mqr_upstream_t *u = session_cfg(c, &cfg);
+    assert_int_equal(mqr__upstream_subscribe(u, "keep/#", 1), 0);
+    mqr_csub_t *cs = NULL;
+    assert_int_equal(mqr_subscribe(c->e, "keep/#", on_msg, c, &cs), 0);
+    if (!run_until(c, is_ready, u, 5000)) fail_msg("not ready");
+    c->close_on_msg = u;
+    pub_until_received(c, "-t keep/x -m once -q 1");
+    assert_null(c->close_on_msg);
+    run_for(c, 300); /* the DISCONNECT goes out */
+    int before = c->nmsgs;
+    mqr_upstream_t *u2 = session_cfg(c, &cfg);
+    assert_int_equal(mqr__upstream_subscribe(u2, "keep/#", 1), 0);
+    int want = before + 1;
+    if (!run_until(c, got_msgs, &want, 5000))
+        fail_msg("the unacknowledged message did not come again");
+    assert_string_equal(c->payloads[before], "once");
+    /* This time it was acknowledged: a third session gets nothing. */
+    run_for(c, 300);
+    mqr__upstream_close(u2);
+    run_for(c, 300);
+    int after = c->nmsgs;
+    mqr_upstream_t *u3 = session_cfg(c, &cfg);
+    assert_int_equal(mqr__upstream_subscribe(u3, "keep/#", 1), 0);
+    if (!run_until(c, is_ready, u3, 5000)) fail_msg("third not ready");
+    run_for(c, 500);
+    assert_int_equal(c->nmsgs, after);
+    mqr_unsubscribe(c->e, cs);
+}
+
+/* The broker restarts: DISCONNECTED, publishes buffered (max_buffered,
+ * then MQR_EFULL), CONNECTED again, subscriptions restored, buffered
+ * messages delivered in order. */
+static void test_reconnect_buffer(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
+    mqr_upstream_config_t cfg = native_cfg("rb", uri);
+    cfg.max_buffered = 3;
+    mqr_upstream_t *u = session_cfg(c, &cfg);
+    assert_int_equal(mqr__upstream_subscribe(u, "up/#", 1), 0);
+    mqr_csub_t *cs = NULL;
+    assert_int_equal(mqr_subscribe(c->e, "up/#", on_msg, c, &cs), 0);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+    pub_until_received(c, "-t up/x -m before -q 1");
+
+    broker_stop(&c->broker);
+    wait_state(c, MQR_UPSTREAM_DISCONNECTED, 5000);
+    const char *payloads[] = {"m1", "m2", "m3"};
+    for (int i = 0; i < 3; i++) {
+        char topic[32];
+        snprintf(topic, sizeof topic, "out/buf/%d", i + 1);
+        mqr_msg_t *m = make_msg(topic, payloads[i], 1, true);
+        assert_int_equal(mqr__upstream_publish(u, m), 0);
+        mqr_msg_unref(m);
+    }
+    mqr_msg_t *extra = make_msg("out/buf/4", "m4", 1, true);
+    assert_int_equal(mqr__upstream_publish(u, extra), MQR_EFULL);
+    mqr_msg_unref(extra);
+    mqr_upstream_status_t st;
+    mqr__upstream_status(u, &st);
+    assert_int_equal(st.inflight, 3);
+
+    broker_start(&c->broker); /* same port */
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 20000);
+    assert_string_equal(c->reason, "reconnected");
+    int n = c->nmsgs;
+    pub_until_received(c, "-t up/x -m after -q 1");
+    assert_string_equal(c->payloads[n], "after");
+    sub_proc_t s;
+    sub_start(&s, "mosquitto_sub -p %d -t 'out/buf/#' -C 3 -W 5 -v", c->broker.port);
+    int rc = sub_finish(&s);
+    if (!strstr(s.out, "out/buf/1 m1") || !strstr(s.out, "out/buf/2 m2") ||
+        !strstr(s.out, "out/buf/3 m3") || strstr(s.out, "m4"))
+        fail_msg("buffered messages missing after reconnect: '%s'", s.out);
+    assert_int_equal(rc, 0);
+    mqr_unsubscribe(c->e, cs);
+}
+
+/* Failover: the first URI refuses, the second broker takes the session. */
+static void test_failover(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    char bad[64], good[64];
+    snprintf(bad, sizeof bad, "tcp://127.0.0.1:%d", free_port());
+    snprintf(good, sizeof good, "mqtt://localhost:%d", c->broker.port);
+    const char *uris[] = {bad, good};
+    mqr_upstream_config_t cfg = native_cfg("fo", NULL);
+    cfg.uris = uris;
+    cfg.n_uris = 2;
+    mqr_upstream_t *u = session_cfg(c, &cfg);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+    mqr_upstream_status_t st;
+    mqr__upstream_status(u, &st);
+    assert_string_equal(st.broker, good);
+}
+
+static bool has_failed(void *arg, const void *want)
+{
+    (void)arg;
+    return mqr__upstream_state((mqr_upstream_t *)want) == MQR_UPSTREAM_FAILED;
+}
+
+/* Nothing listening, and a name that does not resolve: failed attempts
+ * counted, the session gives up after max_reconnects (the observer hears
+ * of states up to CLOSED only: the status says FAILED). */
+static void test_connect_fails(void **state)
+{
+    ctx_t *c = *state;
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", free_port());
+    mqr_upstream_config_t cfg = native_cfg("down", uri);
+    cfg.max_reconnects = 2;
+    mqr_upstream_t *u = session_cfg(c, &cfg);
+    if (!run_until(c, has_failed, u, 10000)) fail_msg("did not give up");
+    mqr_upstream_status_t st;
+    mqr__upstream_status(u, &st);
+    assert_int_equal(st.connect_failures, 2);
+    assert_non_null(strstr(st.last_error, "refused"));
+    mqr__upstream_close(u);
+    cfg = native_cfg("noname", "tcp://no-such-host.invalid:1883");
+    cfg.max_reconnects = 1;
+    u = session_cfg(c, &cfg);
+    if (!run_until(c, has_failed, u, 20000)) fail_msg("did not give up on a bad name");
+    mqr__upstream_status(u, &st);
+    assert_non_null(strstr(st.last_error, "resolve"));
+}
+
+static void capture(void *arg, int level, const char *module, const char *msg)
+{
+    ctx_t *c = arg;
+    (void)module;
+    if (level > MQR_LOG_ERROR) return;
+    size_t n = strlen(c->errors);
+    snprintf(c->errors + n, sizeof c->errors - n, "%s\n", msg);
+}
+
+/* persist = true is refused, and so is a transport nobody knows; both say
+ * why. */
+static void test_refused(void **state)
+{
+    ctx_t *c = *state;
+    mqr_engine_free(c->e);
+    char dir[] = "/tmp/mqr-native-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_port = -1;
+    o.data_dir = dir;
+    c->e = NULL;
+    assert_int_equal(mqr_engine_new(&c->e, &o, NULL, NULL), 0);
+    mqr_log_set_sink(capture, c);
+    mqr_upstream_config_t cfg = native_cfg("p", "tcp://127.0.0.1:1");
+    cfg.persist = 1;
+    mqr_upstream_t *u = NULL;
+    assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), MQR_EINVAL);
+    assert_null(u);
+    assert_non_null(strstr(c->errors, "keeps no messages across restarts"));
+    cfg.persist = -1;
+    cfg.transport = "pigeon";
+    assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), MQR_EINVAL);
+    assert_null(u);
+    assert_non_null(strstr(c->errors, "'paho', 'native'"));
+    mqr_log_set_sink(NULL, NULL);
+    assert_null(mqr__engine_upstreams(c->e)->first);
+    mqr_engine_free(c->e);
+    c->e = NULL;
+    sh("rm -rf %s", dir);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const char *only = getenv("MQR_TEST_FILTER");
+    if (only) cmocka_set_test_filter(only);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_connect_receive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ack_after_routing_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ack_after_routing_redelivered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect_buffer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
