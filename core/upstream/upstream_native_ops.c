@@ -163,6 +163,28 @@ static void push_pub_done(mqr_upstream_t *u, up_pub_t *p, int code, int reason)
     mqr__up_ev_push(u, ev);
 }
 
+/* OpenSSL's reasons of a TLS failure, as the session collects them (its
+ * tls_note reads Paho's lines): mqttc joins ERR_error_string()s with "; "
+ * after its own words; each goes as one line, in OpenSSL's print format.
+ * Without any (TLS files that do not load) a line still says TLS failed,
+ * so that the session checks the files and names the one at fault. */
+static void push_tls_reasons(mqr_upstream_t *u, const char *why)
+{
+    const char *p = why ? strstr(why, "error:") : NULL;
+    if (!p) {
+        push_simple(u, EV_TLS_ERROR, 0, 0, 0, why && why[0] ? why : "TLS error");
+        return;
+    }
+    while (p) {
+        const char *next = strstr(p, "; ");
+        size_t len = next ? (size_t)(next - p) : strlen(p);
+        char line[256];
+        snprintf(line, sizeof line, "0:%.*s:", (int)(len < 200 ? len : 200), p);
+        push_simple(u, EV_TLS_ERROR, 0, 0, 0, line);
+        p = next ? strstr(next, "error:") : NULL;
+    }
+}
+
 /* ---- the client's callbacks ---------------------------------------------- */
 
 /* A libuv code (the socket, the name): the connection itself failed. MQR's
@@ -249,6 +271,7 @@ static void on_closed(void *ud, int err, int reason, const char *why)
         attempt_next(n);
         return;
     }
+    if (err == MQR_ETLS) push_tls_reasons(u, why);
     up_event_t *ev = mqr__up_ev_new(EV_CONNECT_FAILED, 0, text);
     if (!ev) return;
     if (err == MQR_EUPSTREAM && reason) {
@@ -368,6 +391,7 @@ static void fail_attempt(nat_state_t *n, nat_conn_t *k, int rc, const char *what
         attempt_next(n);
         return;
     }
+    if (rc == MQR_ETLS) push_tls_reasons(u, NULL);
     up_event_t *ev = mqr__up_ev_new(EV_CONNECT_FAILED, 0, text);
     if (!ev) return;
     ev->code = rc;
