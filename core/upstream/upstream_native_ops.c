@@ -525,6 +525,18 @@ static int native_init(mqr_upstream_t *u)
                   u->name);
         return MQR_EINVAL;
     }
+    /* A URI that cannot work is refused now, as Paho's create does. */
+    for (int i = 0; i < (u->n_uris > 0 ? u->n_uris : 1); i++) {
+        const char *uri = u->n_uris > 0 ? u->uris[i] : u->uri;
+        nat_conn_t k;
+        if (parse_uri(uri, &k) < 0) {
+            MQR_LOG_E("upstream",
+                      "session '%s': bad broker URI '%s' (tcp://, mqtt://, ssl://, mqtts://, "
+                      "ws:// or wss://, then host[:port][/path])",
+                      u->name, uri);
+            return MQR_EINVAL;
+        }
+    }
     nat_state_t *n = calloc(1, sizeof *n);
     if (!n) return MQR_ENOMEM;
     n->u = u;

@@ -477,6 +477,14 @@ static void test_refused(void **state)
     assert_null(u);
     assert_non_null(strstr(c->errors, "keeps no messages across restarts"));
     cfg.persist = -1;
+    const char *bad[] = {"bogus://127.0.0.1:1", "tcp://:1883", "tcp://host:99999", "tcp://h:1x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cfg.uri = bad[i];
+        assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), MQR_EINVAL);
+        assert_null(u);
+    }
+    assert_non_null(strstr(c->errors, "bad broker URI 'tcp://h:1x'"));
+    cfg.uri = "tcp://127.0.0.1:1";
     cfg.transport = "pigeon";
     assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), MQR_EINVAL);
     assert_null(u);
