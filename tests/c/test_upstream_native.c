@@ -446,6 +446,40 @@ static void test_connect_fails(void **state)
     assert_non_null(strstr(st.last_error, "resolve"));
 }
 
+/* ws://: the session reaches the engine's own WebSocket listener (this
+ * Mosquitto has no WebSocket support); a QoS 1 publish is completed and a
+ * local subscriber sees what the listener routed. */
+static void test_websocket(void **state)
+{
+    ctx_t *c = *state;
+    mqr_listen_options_t lo;
+    mqr_listen_options_init(&lo);
+    lo.type = MQR_LISTEN_WS;
+    lo.host = "127.0.0.1";
+    lo.port = free_port();
+    mqr_listener_t *l = NULL;
+    char *err = NULL;
+    if (mqr_engine_listen(c->e, &lo, &l, &err) < 0) fail_msg("listen: %s", err);
+    mqr_csub_t *cs = NULL;
+    assert_int_equal(mqr_subscribe(c->e, "wsout/#", on_msg, c, &cs), 0);
+    char uri[64];
+    snprintf(uri, sizeof uri, "ws://127.0.0.1:%d/mqtt", mqr_listener_port(l));
+    mqr_upstream_config_t cfg = native_cfg("ws", uri);
+    cfg.mqtt_version = 5;
+    mqr_upstream_t *u = session_cfg(c, &cfg);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+    mqr_msg_t *m = make_msg("wsout/a", "over-ws", 1, false);
+    cb_status = 1;
+    assert_int_equal(mqr__upstream_publish_cb(u, m, on_done, NULL), 0);
+    mqr_msg_unref(m);
+    if (!run_until(c, cb_answered, NULL, 5000)) fail_msg("QoS 1 publish over ws not answered");
+    assert_int_equal(cb_status, 0);
+    int want = 1;
+    if (!run_until(c, got_msgs, &want, 5000)) fail_msg("the listener did not route it");
+    assert_string_equal(c->payloads[0], "over-ws");
+    mqr_unsubscribe(c->e, cs);
+}
+
 static void capture(void *arg, int level, const char *module, const char *msg)
 {
     ctx_t *c = arg;
@@ -509,6 +543,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reconnect_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_websocket, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
