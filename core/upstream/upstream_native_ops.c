@@ -71,6 +71,10 @@ typedef struct {
 struct nat_state {
     mqr_upstream_t *u;
     nat_conn_t *cur;
+    /* A resumable session's (clean_start = 0) last client, closed: the QoS
+     * 1/2 publishes it had not completed, for the next client to resend
+     * (mqr__mqttc_resume). */
+    mqr_mqttc_t *held;
     int uri_idx;  /* of the attempt under way */
     uint32_t gen; /* connections made, for ack ids */
     int next_sub_token;
@@ -248,6 +252,12 @@ static void on_closed(void *ud, int err, int reason, const char *why)
     mqr_upstream_t *u = n->u;
     bool was_up = k->up;
     n->cur = NULL;
+    if (!u->clean_start && k->c && mqr__mqttc_inflight(k->c) + mqr__mqttc_waiting(k->c) > 0) {
+        /* Its unfinished publishes wait for the next connection. */
+        mqr__mqttc_free(n->held);
+        n->held = k->c;
+        k->c = NULL;
+    }
     const char *uri = k->uri;
     /* A lost connection's words say it all; a failed connect's are added
      * to the error's name by the session (describe_failure). */
@@ -414,6 +424,7 @@ static void start_client(nat_state_t *n, nat_conn_t *k, const struct sockaddr *a
     if (u->version == UP_MQTT_5 && (!u->clean_start || u->session_expiry_s >= 0))
         o.session_expiry_s = u->session_expiry_s >= 0 ? (uint32_t)u->session_expiry_s : 0xFFFFFFFFu;
     o.connect_timeout_ms = NAT_CONNECT_TIMEOUT_MS;
+    o.keep_inflight = !u->clean_start;
     if (u->will_topic) {
         o.will_topic = u->will_topic;
         o.will_payload = u->will_payload;
@@ -442,6 +453,14 @@ static void start_client(nat_state_t *n, nat_conn_t *k, const struct sockaddr *a
         k->c = NULL;
         fail_attempt(n, k, rc, "cannot make a client");
         return;
+    }
+    if (n->held) {
+        /* resent (DUP) after the CONNACK, before what was buffered */
+        if (mqr__mqttc_resume(k->c, n->held) < 0)
+            MQR_LOG_W("upstream", "session '%s': publishes in flight at the loss are dropped",
+                      u->name);
+        mqr__mqttc_free(n->held);
+        n->held = NULL;
     }
     rc = mqr__mqttc_connect(k->c, addr);
     if (rc < 0) fail_attempt(n, k, rc, "cannot connect");
@@ -561,6 +580,7 @@ static void native_free(mqr_upstream_t *u)
     nat_state_t *n = nat(u);
     if (!n) return;
     if (n->cur) conn_end(n->cur, false);
+    mqr__mqttc_free(n->held);
     buf_drop_all(n);
     free(n);
     u->tp_state = NULL;
@@ -580,6 +600,8 @@ static void native_destroy(mqr_upstream_t *u, bool flush)
     nat_state_t *n = nat(u);
     if (n->cur) conn_end(n->cur, flush);
     n->cur = NULL;
+    mqr__mqttc_free(n->held); /* what it still held is lost */
+    n->held = NULL;
     if (n->n_buf)
         MQR_LOG_W("upstream", "session '%s': %zu message(s) buffered for the broker are lost",
                   u->name, n->n_buf);
@@ -747,6 +769,7 @@ static size_t native_inflight(mqr_upstream_t *u)
     nat_state_t *n = nat(u);
     size_t k = n->n_buf;
     if (n->cur && n->cur->c) k += mqr__mqttc_inflight(n->cur->c) + mqr__mqttc_waiting(n->cur->c);
+    if (n->held) k += mqr__mqttc_inflight(n->held) + mqr__mqttc_waiting(n->held);
     return k;
 }
 

@@ -345,6 +345,48 @@ static void test_ack_after_routing_redelivered(void **state)
     mqr_unsubscribe(c->e, cs);
 }
 
+/* A resumable session (clean_start = 0) loses its connection with a QoS 1
+ * publish not acknowledged (the broker is stopped: keep-alive ends it); the
+ * broker keeps the session, the next connection resends the publish (DUP)
+ * and its waiter hears of it then. */
+static void test_resume_inflight(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
+    mqr_upstream_config_t cfg = native_cfg("res", uri);
+    cfg.client_id = "native-resume";
+    cfg.clean_start = 0;
+    cfg.mqtt_version = 5;
+    cfg.session_expiry_s = 60;
+    cfg.keepalive_s = 1;
+    mqr_upstream_t *u = session_cfg(c, &cfg);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+    sub_proc_t s;
+    sub_start(&s, "stdbuf -oL mosquitto_sub -p %d -t 'res/#' -q 1 -C 1 -W 30 -v -d 2>&1",
+              c->broker.port);
+    if (!sub_wait(c, &s, "SUBACK", 5000)) fail_msg("mosquitto_sub did not subscribe: %s", s.out);
+
+    assert_int_equal(kill(c->broker.pid, SIGSTOP), 0);
+    mqr_msg_t *m = make_msg("res/a", "resent", 1, false);
+    cb_status = 1;
+    assert_int_equal(mqr__upstream_publish_cb(u, m, on_done, NULL), 0);
+    mqr_msg_unref(m);
+    wait_state(c, MQR_UPSTREAM_DISCONNECTED, 5000);
+    assert_int_equal(cb_status, 1); /* held, not failed */
+    mqr_upstream_status_t st;
+    mqr__upstream_status(u, &st);
+    assert_int_equal(st.inflight, 1);
+    assert_int_equal(kill(c->broker.pid, SIGCONT), 0);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 20000);
+    if (!run_until(c, cb_answered, NULL, 5000)) fail_msg("the resent publish was not answered");
+    assert_int_equal(cb_status, 0);
+    bool ok = sub_wait(c, &s, "res/a resent", 5000);
+    sub_finish(&s);
+    if (!ok) fail_msg("mosquitto_sub did not get it: %s", s.out);
+}
+
 /* The broker restarts: DISCONNECTED, publishes buffered (max_buffered,
  * then MQR_EFULL), CONNECTED again, subscriptions restored, buffered
  * messages delivered in order. */
@@ -541,6 +583,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ack_after_routing_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_after_routing_redelivered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_buffer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_inflight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_websocket, setup, teardown),
