@@ -472,7 +472,11 @@ static void test_host_loop(void **state)
     assert_int_equal(mqr_subscribe(c->e, "up/#", on_msg, c, &cs), 0);
 
     wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+#if !UP_TEST_NATIVE
+    /* Still there while Paho's client is destroyed on a worker; a native
+     * session is destroyed on the loop and freed within a turn or two. */
     assert_int_equal(mqr__upstream_state(a), MQR_UPSTREAM_CLOSED);
+#endif
     assert_null(mqr__upstream_find(c->e, "a"));
     if (!run_until(c, is_connected, b, 5000)) fail_msg("session b did not connect");
     /* Only b routes now. */
