@@ -646,6 +646,8 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     }
     u->username = xstrdup(cfg->username);
     u->password = xstrdup(cfg->password);
+    u->auth_method = xstrdup(cfg->auth_method && cfg->auth_method[0] ? cfg->auth_method : NULL);
+    oom |= cfg->auth_method && cfg->auth_method[0] && !u->auth_method;
     for (int i = 0; i < (cfg->n_uris > 0 ? cfg->n_uris : 1); i++)
         u->tls.on |= mqr__upstream_uri_is_tls(cfg->n_uris > 0 ? cfg->uris[i] : cfg->uri);
     const mqr_upstream_tls_t *t = cfg->tls;

@@ -116,6 +116,12 @@ typedef struct {
      * MQR_EINVAL). NULL or "" = "paho"; any other is MQR_EINVAL, logged
      * with the choices. */
     const char *transport;
+    /* MQTT 5 enhanced authentication on the native transport:
+     * "SCRAM-SHA-256" proves username's password without sending it (and
+     * checks that the broker knows it). NULL = none (the password goes in
+     * CONNECT). Needs mqtt_version 5, a username and a password; Paho has
+     * no client-side AUTH: MQR_EINVAL there. */
+    const char *auth_method;
 } mqr_upstream_config_t;
 
 /* What mqr__upstream_new() checks of cfg's TLS side, with the reason in

@@ -107,6 +107,7 @@ struct mqr_upstream {
     char *client_id;
     char *username;
     char *password;
+    char *auth_method; /* v5 enhanced authentication ("SCRAM-SHA-256"), or NULL */
     int keepalive_s;
     int clean_start;
     int version; /* 4 or 5 */

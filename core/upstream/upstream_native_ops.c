@@ -20,6 +20,7 @@
  */
 #include "upstream_int.h"
 
+#include "auth.h"
 #include "mqttc.h"
 
 #include <stdio.h>
@@ -78,6 +79,7 @@ struct nat_state {
     int uri_idx;  /* of the attempt under way */
     uint32_t gen; /* connections made, for ack ids */
     int next_sub_token;
+    mqr_scram_client_t scram; /* auth_method "SCRAM-SHA-256": one exchange per attempt */
     nat_buf_t *buf_head, *buf_tail;
     size_t n_buf;
 };
@@ -267,6 +269,8 @@ static void on_closed(void *ud, int err, int reason, const char *why)
         snprintf(text, sizeof text, "%s: %s", why, mqr_strerror(err));
     else
         snprintf(text, sizeof text, "%s", has_why ? why : mqr_strerror(err));
+    for (size_t tl = strlen(text); tl > 0 && text[tl - 1] == ' '; tl--)
+        text[tl - 1] = '\0';
     conn_free(k);
     if (was_up) {
         if (err == MQR_EUPSTREAM && reason) push_simple(u, EV_SERVER_DISCONNECT, 0, reason, 0, why);
@@ -379,7 +383,28 @@ static void on_done(void *ud, uint64_t token, int status, int reason)
     }
 }
 
+/* SCRAM's steps (auth_method): the server's challenge answered with our
+ * proof; its final message checked, so a broker that does not know the
+ * password is refused too. */
+static int on_auth(void *ud, int step, const uint8_t *data, size_t len, uint8_t **out,
+                   size_t *out_len)
+{
+    nat_conn_t *k = ud;
+    nat_state_t *n = k->n;
+    if (!n) return MQR_ECLOSED;
+    mqr_upstream_t *u = n->u;
+    if (step == MQR_MQTTC_AUTH_CONTINUE) {
+        char *final = NULL;
+        const char *pw = u->password ? u->password : "";
+        int rc = mqr__scram_client_continue(&n->scram, data, len, pw, strlen(pw), &final, out_len);
+        *out = (uint8_t *) final;
+        return rc;
+    }
+    return mqr__scram_client_finish(&n->scram, data, len);
+}
+
 static const mqr_mqttc_cbs_t nat_cbs = {
+    .auth = on_auth,
     .connected = on_connected,
     .closed = on_closed,
     .message = on_message,
@@ -417,8 +442,22 @@ static void start_client(nat_state_t *n, nat_conn_t *k, const struct sockaddr *a
     o.version = u->version;
     o.client_id = u->client_id;
     o.username = u->username;
-    o.password = u->password;
-    o.password_len = u->password ? strlen(u->password) : 0;
+    char *first = NULL;
+    size_t first_len = 0;
+    if (u->auth_method) {
+        /* the password never goes on the wire */
+        int rc = mqr__scram_client_begin(&n->scram, u->username, NULL, &first, &first_len);
+        if (rc < 0) {
+            fail_attempt(n, k, rc, "cannot start SCRAM");
+            return;
+        }
+        o.auth_method = u->auth_method;
+        o.auth_data = (const uint8_t *)first;
+        o.auth_data_len = first_len;
+    } else {
+        o.password = u->password;
+        o.password_len = u->password ? strlen(u->password) : 0;
+    }
     o.keepalive_s = (uint16_t)(u->keepalive_s > 0 && u->keepalive_s < 65535 ? u->keepalive_s : 0);
     o.clean_start = u->clean_start != 0;
     if (u->version == UP_MQTT_5 && (!u->clean_start || u->session_expiry_s >= 0))
@@ -449,6 +488,7 @@ static void start_client(nat_state_t *n, nat_conn_t *k, const struct sockaddr *a
         o.ws.host = k->host;
     }
     int rc = mqr__mqttc_new(u->all->loop, &o, &nat_cbs, k, &k->c);
+    free(first); /* copied */
     if (rc < 0) {
         k->c = NULL;
         fail_attempt(n, k, rc, "cannot make a client");
@@ -544,6 +584,14 @@ static int native_init(mqr_upstream_t *u)
                   u->name);
         return MQR_EINVAL;
     }
+    if (u->auth_method && (strcmp(u->auth_method, MQR_AUTH_SCRAM_METHOD) != 0 ||
+                           u->version != UP_MQTT_5 || !u->username || !u->password)) {
+        MQR_LOG_E("upstream",
+                  "session '%s': auth_method '%s': only '%s', with MQTT 5, a username and a "
+                  "password",
+                  u->name, u->auth_method, MQR_AUTH_SCRAM_METHOD);
+        return MQR_EINVAL;
+    }
     /* A URI that cannot work is refused now, as Paho's create does. */
     for (int i = 0; i < (u->n_uris > 0 ? u->n_uris : 1); i++) {
         const char *uri = u->n_uris > 0 ? u->uris[i] : u->uri;
@@ -559,6 +607,7 @@ static int native_init(mqr_upstream_t *u)
     nat_state_t *n = calloc(1, sizeof *n);
     if (!n) return MQR_ENOMEM;
     n->u = u;
+    mqr__scram_client_init(&n->scram);
     u->tp_state = n;
     return 0;
 }
@@ -582,6 +631,7 @@ static void native_free(mqr_upstream_t *u)
     if (n->cur) conn_end(n->cur, false);
     mqr__mqttc_free(n->held);
     buf_drop_all(n);
+    mqr__scram_client_free(&n->scram);
     free(n);
     u->tp_state = NULL;
 }

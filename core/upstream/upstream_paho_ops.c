@@ -55,6 +55,13 @@ int mqr__up_map_paho(int rc)
  * every client it creates (the first, and each rebuilt one). */
 static int paho_init(mqr_upstream_t *u)
 {
+    if (u->auth_method) {
+        MQR_LOG_E("upstream",
+                  "session '%s': Paho has no client-side enhanced authentication (%s); use "
+                  "transport = 'native'",
+                  u->name, u->auth_method);
+        return MQR_EINVAL;
+    }
     up_paho_t *pa = calloc(1, sizeof *pa);
     if (!pa) return MQR_ENOMEM;
     if (u->persistent) {

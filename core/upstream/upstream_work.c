@@ -61,6 +61,7 @@ void mqr__up_session_free(mqr_upstream_t *u)
     free(u->client_id);
     free(u->username);
     free(u->password);
+    free(u->auth_method);
     free(u);
 }
 

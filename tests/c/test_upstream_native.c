@@ -10,6 +10,8 @@
  */
 #include "upstream.h"
 
+#include "mqrouter_auth.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -522,6 +524,72 @@ static void test_websocket(void **state)
     mqr_unsubscribe(c->e, cs);
 }
 
+static bool has_failures(void *arg, const void *want)
+{
+    (void)arg;
+    mqr_upstream_status_t st;
+    mqr__upstream_status((mqr_upstream_t *)want, &st);
+    return st.connect_failures >= 1;
+}
+
+/* SCRAM-SHA-256 (MQTT 5 enhanced authentication) against the engine's own
+ * listener: the right password connects, a wrong one is refused; Paho
+ * cannot do it and says so. */
+static void test_scram(void **state)
+{
+    ctx_t *c = *state;
+    mqr_engine_free(c->e);
+    char dir[] = "/tmp/mqr-native-scram-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    int port = free_port();
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_host = "127.0.0.1";
+    o.listen_port = port;
+    o.data_dir = dir;
+    c->e = NULL;
+    assert_int_equal(mqr_engine_new(&c->e, &o, NULL, NULL), 0);
+    assert_int_equal(mqr_user_add(c->e, "alice", "s3cret", 4096), 0);
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", port);
+    mqr_upstream_config_t cfg = native_cfg("scram", uri);
+    cfg.mqtt_version = 5;
+    cfg.persist = -1;
+    cfg.username = "alice";
+    cfg.password = "s3cret";
+    cfg.auth_method = "SCRAM-SHA-256";
+    mqr_upstream_t *u = session_cfg(c, &cfg);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 10000);
+    mqr_msg_t *m = make_msg("scram/a", "proved", 1, false);
+    cb_status = 1;
+    assert_int_equal(mqr__upstream_publish_cb(u, m, on_done, NULL), 0);
+    mqr_msg_unref(m);
+    if (!run_until(c, cb_answered, NULL, 5000)) fail_msg("not answered");
+    assert_int_equal(cb_status, 0);
+
+    cfg.name = "scram-bad";
+    cfg.password = "wrong";
+    mqr_upstream_t *bad = NULL;
+    assert_int_equal(mqr__upstream_new(c->e, &cfg, &bad), 0);
+    if (!run_until(c, has_failures, bad, 10000)) fail_msg("a wrong password was not refused");
+    mqr_upstream_status_t st;
+    mqr__upstream_status(bad, &st);
+    assert_int_equal(st.connects, 0);
+    print_message("wrong password: %s\n", st.last_error);
+
+    mqr_upstream_t *x = NULL;
+    cfg.name = "scram-paho";
+    cfg.transport = "paho";
+    assert_int_equal(mqr__upstream_new(c->e, &cfg, &x), MQR_EINVAL);
+    cfg.transport = "native";
+    cfg.mqtt_version = 4;
+    assert_int_equal(mqr__upstream_new(c->e, &cfg, &x), MQR_EINVAL);
+    assert_null(x);
+    mqr_engine_free(c->e);
+    c->e = NULL;
+    sh("rm -rf %s", dir);
+}
+
 static void capture(void *arg, int level, const char *module, const char *msg)
 {
     ctx_t *c = arg;
@@ -587,6 +655,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_websocket, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scram, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
