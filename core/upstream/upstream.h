@@ -205,7 +205,7 @@ typedef struct {
     uint64_t connect_failures;
     unsigned attempt; /* failed attempts in a row now */
     unsigned subscriptions;
-    size_t inflight;   /* publishes Paho has not completed (sent or buffered) */
+    size_t inflight;   /* publishes the transport has not completed (sent or buffered) */
     uint64_t buffered; /* publishes accepted while disconnected, since the last connect */
     uint64_t messages_sent, bytes_sent;
     uint64_t messages_received, bytes_received;

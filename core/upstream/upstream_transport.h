@@ -74,8 +74,9 @@ struct up_transport {
     int (*create)(mqr_upstream_t *u);
     /* Ends the client. flush: first let what is queued or in flight go out,
      * for at most about a second. On a libuv worker (it may block) — or on
-     * the loop when no worker could be had — never with u->lock held. No
-     * callback of the transport runs for u once it returned. */
+     * the loop when no worker could be had, or when the transport says
+     * destroy_on_loop — never with u->lock held. No callback of the
+     * transport runs for u once it returned. */
     void (*destroy)(mqr_upstream_t *u, bool flush);
 
     /* One connect attempt with the session's settings (URIs, credentials,

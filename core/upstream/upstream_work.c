@@ -6,6 +6,9 @@
  * when the transport wants a new one, and freeing the session once its
  * handles are closed.
  *
+ * A transport whose client lives on the loop (destroy_on_loop: native)
+ * is destroyed and rebuilt right there instead, at once.
+ *
  * Must not: touch the engine or the session's loop-only fields from a
  * worker (only the transport's destroy, the fields under lock and the
  * session's records), or call the transport holding the session's lock.
