@@ -781,6 +781,11 @@ static int native_publish(mqr_upstream_t *u, const char *remote, const mqr_msg_t
 {
     nat_state_t *n = nat(u);
     if (nat_up(n)) {
+        /* Connected, QoS 1/2 beyond the window wait in the client: bounded
+         * like the buffer, so a slow broker pushes back (MQR_EFULL). */
+        if (msg->qos > 0 && u->max_buffered > 0 &&
+            mqr__mqttc_waiting(n->cur->c) >= (size_t)u->max_buffered)
+            return MQR_EFULL;
         int rc;
         send_publish(n, remote, msg, expiry_s, p, &rc);
         return rc;

@@ -220,6 +220,14 @@ static void test_connect_receive(void **state)
     assert_non_null(strstr(st.broker, "127.0.0.1"));
     pub_until_received(c, "-t up/x -m hello -q 1 -V mqttv5 -D publish user-property k v");
     assert_string_equal(c->payloads[0], "hello");
+    /* QoS 2: released after routing, delivered once */
+    int n = c->nmsgs;
+    assert_int_equal(sh("mosquitto_pub -p %d -t up/two -m twice -q 2", c->broker.port), 0);
+    int want = n + 1;
+    if (!run_until(c, got_msgs, &want, 5000)) fail_msg("QoS 2 message did not arrive");
+    run_for(c, 300);
+    assert_int_equal(c->nmsgs, n + 1);
+    assert_string_equal(c->payloads[n], "twice");
 
     mqr_upstream_t *u4 = session(c, "n4", "native", 4);
     assert_int_equal(mqr__upstream_subscribe(u4, "v4/#", 0), 0);
@@ -275,6 +283,43 @@ static void test_publish(void **state)
     mqr_upstream_status_t st;
     mqr__upstream_status(u, &st);
     assert_int_equal(st.delivered, 2);
+}
+
+/* Connected, QoS 1 publishes beyond the broker's window wait in the client,
+ * at most max_buffered of them: then MQR_EFULL until the broker caught up. */
+static void test_window_backpressure(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
+    mqr_upstream_config_t cfg = native_cfg("bp", uri);
+    cfg.mqtt_version = 5;
+    cfg.max_buffered = 3;
+    mqr_upstream_t *u = session_cfg(c, &cfg);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+    int accepted = 0, full = 0;
+    for (int i = 0; i < 200; i++) { /* one loop turn: no PUBACK meanwhile */
+        mqr_msg_t *m = make_msg("bp/x", "p", 1, false);
+        int rc = mqr__upstream_publish(u, m);
+        mqr_msg_unref(m);
+        if (rc == 0)
+            accepted++;
+        else if (rc == MQR_EFULL)
+            full++;
+        else
+            fail_msg("publish %d: %s", i, mqr_strerror(rc));
+    }
+    print_message("accepted %d (window + 3), refused %d\n", accepted, full);
+    assert_true(accepted > 3 && accepted < 200);
+    assert_int_equal(accepted + full, 200);
+    mqr_upstream_status_t st;
+    mqr__upstream_status(u, &st);
+    assert_int_equal(st.publish_full, (uint64_t)full);
+    run_for(c, 500); /* the broker acknowledges */
+    mqr_msg_t *m = make_msg("bp/x", "later", 1, false);
+    assert_int_equal(mqr__upstream_publish(u, m), 0);
+    mqr_msg_unref(m);
 }
 
 /* QoS 1 from the broker: the native session acknowledges after routing,
@@ -648,6 +693,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_connect_receive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_window_backpressure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_after_routing_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_after_routing_redelivered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_buffer, setup, teardown),
