@@ -243,7 +243,7 @@ static void on_connected(void *ud, const mqr_mqtt_connack_t *ack)
     }
 }
 
-static void on_closed(void *ud, int err, int reason, const char *why)
+static void on_closed(void *ud, int err, int reason, const char *why_in)
 {
     nat_conn_t *k = ud;
     nat_state_t *n = k->n;
@@ -251,6 +251,10 @@ static void on_closed(void *ud, int err, int reason, const char *why)
         conn_free(k); /* detached: a flushing DISCONNECT is over */
         return;
     }
+    /* why may point into the client's buffers, freed with it below */
+    char why_copy[400];
+    snprintf(why_copy, sizeof why_copy, "%s", why_in ? why_in : "");
+    const char *why = why_copy;
     mqr_upstream_t *u = n->u;
     bool was_up = k->up;
     n->cur = NULL;
@@ -263,17 +267,18 @@ static void on_closed(void *ud, int err, int reason, const char *why)
     const char *uri = k->uri;
     /* A lost connection's words say it all; a failed connect's are added
      * to the error's name by the session (describe_failure). */
-    char text[200];
-    bool has_why = why && why[0];
+    char text[512];
+    bool has_why = why[0] != '\0';
     if (was_up && err < 0 && err != MQR_EUPSTREAM && has_why)
-        snprintf(text, sizeof text, "%s: %s", why, mqr_strerror(err));
+        snprintf(text, sizeof text, "%.400s: %.100s", why, mqr_strerror(err));
     else
-        snprintf(text, sizeof text, "%s", has_why ? why : mqr_strerror(err));
+        snprintf(text, sizeof text, "%.500s", has_why ? why : mqr_strerror(err));
     for (size_t tl = strlen(text); tl > 0 && text[tl - 1] == ' '; tl--)
         text[tl - 1] = '\0';
     conn_free(k);
     if (was_up) {
-        if (err == MQR_EUPSTREAM && reason) push_simple(u, EV_SERVER_DISCONNECT, 0, reason, 0, why);
+        if (err == MQR_EUPSTREAM && reason)
+            push_simple(u, EV_SERVER_DISCONNECT, 0, reason, 0, has_why ? why : NULL);
         push_simple(u, EV_LOST, 0, 0, 0, text);
         return;
     }
