@@ -485,6 +485,31 @@ static void test_reconnect_buffer(void **state)
     mqr_unsubscribe(c->e, cs);
 }
 
+/* Another client takes the client id over: the session hears why (a v5
+ * DISCONNECT 0x8E where the broker sends one; Mosquitto 2.0.11 just closes
+ * the socket) and reconnects. */
+static void test_server_disconnect(void **state)
+{
+    ctx_t *c = *state;
+    broker_start(&c->broker);
+    char uri[64];
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
+    mqr_upstream_config_t cfg = native_cfg("sd", uri);
+    cfg.mqtt_version = 5;
+    cfg.client_id = "native-taken";
+    session_cfg(c, &cfg);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
+    sub_proc_t s;
+    sub_start(&s, "mosquitto_sub -p %d -i native-taken -V mqttv5 -t 'sd/#' -W 1 2>&1",
+              c->broker.port);
+    wait_state(c, MQR_UPSTREAM_DISCONNECTED, 5000);
+    if (!strstr(c->reason, "broker sent DISCONNECT: session taken over") &&
+        !strstr(c->reason, "server closed the connection"))
+        fail_msg("reason: '%s'", c->reason);
+    sub_finish(&s);
+    wait_state(c, MQR_UPSTREAM_CONNECTED, 10000);
+}
+
 /* Failover: the first URI refuses, the second broker takes the session. */
 static void test_failover(void **state)
 {
@@ -698,6 +723,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ack_after_routing_redelivered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_inflight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_disconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_websocket, setup, teardown),
