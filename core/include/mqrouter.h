@@ -535,7 +535,8 @@ typedef struct {
     const char *tls_key;
     int tls_no_verify; /* accept any broker certificate */
     /* what carries the session (docs/upstream.md): NULL or "paho" (Paho
-     * MQTT C's asynchronous client); others come with issue 19 */
+     * MQTT C's asynchronous client), or "native" (mqrouter's own client on
+     * the loop; no persist yet) */
     const char *transport;
 } mqr_session_options_t;
 
