@@ -38,6 +38,11 @@ usage: $0 [options]
   --queue N         messages a forwarder may hold for the upstream before it
                     refuses or drops: the edge's max_queued_messages and the
                     session's max_buffered (100000)
+  --upstream KIND   the broker both forwarders send to: mosquitto (default)
+                    or mqrouter (its listener, with no rules: an upstream
+                    that is not the bottleneck, to measure the forwarders)
+  --transport T     the mqrouter session's transport: native or paho
+                    (the session's default when not given)
   --inflight N      the edge's (and the upstream's) max_inflight_messages:
                     QoS 1 messages sent and not yet acknowledged (1000)
   --keep            keep the temporary directory (configs, logs, raw output)
@@ -58,6 +63,8 @@ payload=64
 queue=100000
 persist=true
 inflight=1000
+transport=
+upstream_kind=mosquitto
 keep=0
 while [ $# -gt 0 ]; do
     case $1 in
@@ -75,6 +82,8 @@ while [ $# -gt 0 ]; do
     --queue) queue=$2; shift 2 ;;
     --persist) case $2 in on) persist=true ;; off) persist=false ;; *) usage; exit 2 ;; esac; shift 2 ;;
     --inflight) inflight=$2; shift 2 ;;
+    --upstream) case $2 in mosquitto | mqrouter) upstream_kind=$2 ;; *) usage; exit 2 ;; esac; shift 2 ;;
+    --transport) case $2 in native | paho) transport=$2 ;; *) usage; exit 2 ;; esac; shift 2 ;;
     --keep) keep=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "$0: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -227,6 +236,19 @@ bench_system() {
 start_upstream() {
     local name=$1
     uport=$(free_port)
+    if [ "$upstream_kind" = mqrouter ]; then
+        [ -x "${mqrouter_bin:-}" ] || { echo "$0: --upstream mqrouter needs --mqrouter" >&2; exit 2; }
+        mkdir -p "$tmp/$name-data"
+        echo 'local mq = require "mqrouter" -- an upstream with no rules' >"$tmp/$name.lua"
+        "$mqrouter_bin" --listen "127.0.0.1:$uport" --data-dir "$tmp/$name-data" --no-watch \
+            "$tmp/$name.lua" >"$tmp/$name.log" 2>&1 &
+        upid=$!
+        started_pids+=("$upid")
+        wait_listen "$uport" "$upid" && return 0
+        echo "$0: the upstream mqrouter did not listen on $uport:" >&2
+        cat "$tmp/$name.log" >&2
+        exit 1
+    fi
     cat >"$tmp/$name.conf" <<EOF
 listener $uport 127.0.0.1
 allow_anonymous true
@@ -289,6 +311,9 @@ cleansession true
 notifications false
 keepalive_interval 60
 EOF
+    # mqrouter's listener refuses the bridge bit of try_private (protocol
+    # level 0x84): plain MQTT 3.1.1 then, which changes nothing one way
+    [ "$upstream_kind" = mqrouter ] && echo "try_private false" >>"$tmp/edge-qos$q.conf"
     "$mosquitto" -c "$tmp/edge-qos$q.conf" >"$tmp/edge-qos$q.log" 2>&1 &
     fpid=$!
     started_pids+=("$fpid")
@@ -306,6 +331,8 @@ EOF
     # ---- mqrouter: listener -> route -> upstream session ----
     [ -n "$mqr_note" ] && continue
     start_upstream "upstream-mqrouter-qos$q"
+    transport_opt=
+    [ -n "$transport" ] && transport_opt=", transport = \"$transport\""
     fport=$(free_port)
     mkdir -p "$tmp/mqrouter-data-qos$q"
     cat >"$tmp/rules-qos$q.lua" <<EOF
@@ -313,7 +340,7 @@ EOF
 -- goes to the upstream broker at the publish's QoS.
 local mq = require "mqrouter"
 local up = mq.session{ name = "upstream", broker = "tcp://127.0.0.1:$uport",
-                       max_buffered = $queue, persist = $persist }
+                       max_buffered = $queue, persist = $persist$transport_opt }
 local routed, refused, why = 0, 0, nil
 mq.route("bench/#", function(msg)
   if msg.origin ~= "listener" then return end
@@ -359,9 +386,9 @@ row() { # name qos mode field
 rc=0
 for q in $qos_list; do
     echo
-    echo "QoS $q forwarding: $publishers publisher(s) -> forwarder -> upstream mosquitto -> 1 subscriber" \
+    echo "QoS $q forwarding: $publishers publisher(s) -> forwarder -> upstream $upstream_kind -> 1 subscriber" \
         "on bench/#, $payload-byte payloads, ${duration}s measured after ${warmup}s warm-up," \
-        "median of $runs run(s); queue $queue, in-flight $inflight"
+        "median of $runs run(s); queue $queue, in-flight $inflight; session persist $persist, transport ${transport:-default}"
     printf '%-30s %14s %14s %10s\n' metric bridge mqrouter "mqr/bridge"
     row "closed msgs/s (higher=better)" "$q" closed msgs_per_s
     row "closed p50 us" "$q" closed p50_us
