@@ -125,6 +125,8 @@ void mqr__lupstream_push_status(lua_State *L, mqr_upstream_t *u)
     lua_setfield(L, -2, "ready");
     lua_pushstring(L, o.broker);
     lua_setfield(L, -2, "broker");
+    lua_pushstring(L, o.transport);
+    lua_setfield(L, -2, "transport");
     if (o.last_error[0]) {
         lua_pushstring(L, o.last_error);
         lua_setfield(L, -2, "last_error");

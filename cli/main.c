@@ -38,6 +38,9 @@ static void usage(FILE *out)
           "                       max_packet_size, max_qos, publish_rate, ...)\n"
           "  --no-listen          no listener but those the rules script declares\n"
           "  --data-dir DIR       where the SQLite database lives (default ./data)\n"
+          "  --upstream-transport NAME  the client of upstream sessions that name\n"
+          "                       none: native or paho (docs/upstream.md; default\n"
+          "                       $MQROUTER_UPSTREAM_TRANSPORT, else built in)\n"
           "  --admin HOST:PORT    serve the admin HTTP API, /health and /metrics\n"
           "                       (docs/admin.md); PORT alone means 127.0.0.1:PORT\n"
           "  --admin-tokens FILE  its bearer tokens, one per line, \"TOKEN\" or\n"
@@ -247,6 +250,7 @@ int main(int argc, char **argv)
         OPT_DEL_USER,
         OPT_LIST_USERS,
         OPT_TENANT,
+        OPT_UPSTREAM_TRANSPORT,
         OPT_VERSION,
         OPT_HELP
     };
@@ -267,6 +271,7 @@ int main(int argc, char **argv)
         {"admin-origin", required_argument, NULL, OPT_ADMIN_ORIGIN},
         {"admin-require-token", no_argument, NULL, OPT_ADMIN_REQUIRE_TOKEN},
         {"data-dir", required_argument, NULL, OPT_DATA},
+        {"upstream-transport", required_argument, NULL, OPT_UPSTREAM_TRANSPORT},
         {"log-level", required_argument, NULL, OPT_LOG},
         {"budget-ms", required_argument, NULL, OPT_BUDGET},
         {"no-watch", no_argument, NULL, OPT_NO_WATCH},
@@ -385,6 +390,9 @@ int main(int argc, char **argv)
             break;
         case OPT_DATA:
             o.data_dir = optarg;
+            break;
+        case OPT_UPSTREAM_TRANSPORT:
+            o.upstream_transport = optarg;
             break;
         case OPT_LOG:
             o.log_level = mqr_log_level_parse(optarg);

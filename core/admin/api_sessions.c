@@ -40,6 +40,7 @@ static cJSON *session_json(mqr_admin_t *a, mqr_upstream_t *u, bool full)
     cJSON_AddStringToObject(o, "state", mqr__upstream_state_name(st.state));
     cJSON_AddBoolToObject(o, "ready", st.ready);
     cJSON_AddStringToObject(o, "broker", st.broker ? st.broker : "");
+    cJSON_AddStringToObject(o, "transport", st.transport);
     cJSON_AddStringToObject(o, "managed_by",
                             api_session(a, mqr__upstream_name(u), NULL) ? "api" : "rules");
     mqr__admin_num(o, "messages_sent", (double)st.messages_sent);

@@ -114,6 +114,14 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
         return arc;
     }
     opts = &def;
+    const char *tp = opts->upstream_transport;
+    if (!tp || !tp[0]) tp = getenv("MQROUTER_UPSTREAM_TRANSPORT");
+    if (tp && !tp[0]) tp = NULL;
+    if (tp && !mqr__upstream_transport_known(tp)) {
+        mqr__errmsg(errmsg, "unknown upstream transport '%s'%s: choose 'native' or 'paho'", tp,
+                    opts->upstream_transport ? "" : " (MQROUTER_UPSTREAM_TRANSPORT)");
+        return MQR_EINVAL;
+    }
     mqr_engine_t *e = calloc(1, sizeof *e);
     if (!e) return MQR_ENOMEM;
     int rc;
@@ -137,6 +145,7 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
     e->watch_script = opts->watch_script != 0;
     e->handle_signals = opts->handle_signals != 0;
     e->check_only = opts->check_only != 0;
+    if (tp) e->upstream_transport = xstrdup(tp);
 
     e->clock.loop = e->loop;
     if ((rc = mqr__router_init(&e->router)) < 0) goto fail;
@@ -182,6 +191,7 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
         .loop = e->loop,
         .router = &e->router,
         .data_dir = e->data_dir,
+        .default_transport = e->upstream_transport,
     };
     e->listeners = (mqr_listeners_t){
         .loop = e->loop,
@@ -277,6 +287,7 @@ void mqr_engine_free(mqr_engine_t *e)
     }
     free(e->listen_host);
     free(e->data_dir);
+    free(e->upstream_transport);
     free(e->db_path);
     free(e);
 }

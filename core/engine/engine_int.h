@@ -27,6 +27,7 @@ struct mqr_engine {
     char *listen_host;
     int listen_port;
     char *data_dir;
+    char *upstream_transport; /* default transport of upstream sessions; NULL: built in */
     char *db_path;
     unsigned handler_budget_ms;
     bool watch_script;

@@ -152,17 +152,21 @@ const char *mqr_msg_origin_name(const mqr_msg_t *msg);
 typedef struct mqr_engine mqr_engine_t;
 
 typedef struct {
-    size_t size;                /* set by mqr_engine_options_init: ABI guard */
-    const char *listen_host;    /* embedded listener; NULL = "127.0.0.1" */
-    int listen_port;            /* 0 = 1883; -1 = no listener */
-    const char *data_dir;       /* SQLite lives here; NULL = "./data"; "" = in memory */
-    int log_level;              /* mqr_log_level_t (process-wide, see mqr_log_set_level) */
-    unsigned handler_budget_ms; /* stuck-handler budget; 0 = 1000, MQR_BUDGET_OFF = none */
-    int watch_script;           /* reload the script when its file changes */
-    int handle_signals;         /* SIGINT/SIGTERM stop, SIGHUP reloads (a process has one
-                                   such engine; a host with its own handlers leaves it 0) */
-    int check_only;             /* a scratch engine (mqrouter --check): listeners are
-                                   validated (options, certificate files), never bound */
+    size_t size;                    /* set by mqr_engine_options_init: ABI guard */
+    const char *listen_host;        /* embedded listener; NULL = "127.0.0.1" */
+    int listen_port;                /* 0 = 1883; -1 = no listener */
+    const char *data_dir;           /* SQLite lives here; NULL = "./data"; "" = in memory */
+    int log_level;                  /* mqr_log_level_t (process-wide, see mqr_log_set_level) */
+    unsigned handler_budget_ms;     /* stuck-handler budget; 0 = 1000, MQR_BUDGET_OFF = none */
+    int watch_script;               /* reload the script when its file changes */
+    int handle_signals;             /* SIGINT/SIGTERM stop, SIGHUP reloads (a process has one
+                                       such engine; a host with its own handlers leaves it 0) */
+    int check_only;                 /* a scratch engine (mqrouter --check): listeners are
+                                       validated (options, certificate files), never bound */
+    const char *upstream_transport; /* the transport of upstream sessions that name none:
+                                       "native" or "paho"; NULL = the environment's
+                                       MQROUTER_UPSTREAM_TRANSPORT, else the built-in default
+                                       (docs/upstream.md "Transports") */
 } mqr_engine_options_t;
 
 #define MQR_BUDGET_OFF 0xFFFFFFFFu

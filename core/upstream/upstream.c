@@ -57,6 +57,11 @@ const up_transport_t *mqr__up_transport_find(const char *name)
     return NULL;
 }
 
+bool mqr__upstream_transport_known(const char *name)
+{
+    return name && name[0] && mqr__up_transport_find(name);
+}
+
 /* "'paho'" or "'paho', 'native'": for the log line about an unknown one. */
 static void transport_choices(char *buf, size_t n)
 {
@@ -566,7 +571,9 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
         MQR_LOG_E("upstream", "session '%s': %s", cfg->name, tls_err);
         return trc;
     }
-    const up_transport_t *tp = mqr__up_transport_find(cfg->transport);
+    const char *tp_name = cfg->transport;
+    if (!tp_name || !tp_name[0]) tp_name = mqr__engine_upstreams(e)->default_transport;
+    const up_transport_t *tp = mqr__up_transport_find(tp_name);
     if (!tp) {
         char choices[128];
         transport_choices(choices, sizeof choices);

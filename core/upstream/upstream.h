@@ -22,8 +22,9 @@
 struct mqr_upstreams {
     uv_loop_t *loop;
     mqr_router_t *router;
-    const char *data_dir;  /* "" or NULL: sessions persist only when told to */
-    mqr_upstream_t *first; /* every session not yet freed, newest first */
+    const char *data_dir;          /* "" or NULL: sessions persist only when told to */
+    const char *default_transport; /* of a session that names none; NULL: built in */
+    mqr_upstream_t *first;         /* every session not yet freed, newest first */
     /* opened at the first persistent session; failed: not retried,
      * sessions keep their buffers in memory */
     struct mqr_upstream_persist *persist;
@@ -37,6 +38,9 @@ typedef enum {
     MQR_UPSTREAM_CLOSED = 3,
     MQR_UPSTREAM_FAILED = 4, /* gave up after max_reconnects failed attempts */
 } mqr_upstream_state_t;
+
+/* Is name a transport sessions can use ("native", "paho")? */
+bool mqr__upstream_transport_known(const char *name);
 
 /* "connecting", "connected", ... */
 const char *mqr__upstream_state_name(mqr_upstream_state_t st);
@@ -196,6 +200,7 @@ typedef struct {
     bool ready;
     bool clean, persistent, auto_reconnect;
     const char *broker;          /* URI connected to (or last tried) */
+    const char *transport;       /* "native" or "paho" */
     const char *last_error;      /* "" when none */
     uint64_t connected_since_ms; /* wall clock; 0 when not connected */
     uint64_t last_error_at_ms;

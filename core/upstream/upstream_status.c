@@ -23,6 +23,7 @@ void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *o)
     }
     o->auto_reconnect = u->state != MQR_UPSTREAM_FAILED && !u->closing;
     o->broker = u->broker[0] ? u->broker : u->uri;
+    o->transport = u->tp->name;
     o->last_error = u->last_error;
     o->last_error_at_ms = u->last_error_at_ms;
     o->connected_since_ms = u->connected_since_ms;

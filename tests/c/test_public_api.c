@@ -180,6 +180,71 @@ static void test_engine_options_abi(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* upstream_transport: the transport of sessions that name none, checked
+ * when the engine is made; the environment's MQROUTER_UPSTREAM_TRANSPORT
+ * when the option is not set; a session that names one keeps it. */
+static void test_engine_upstream_transport(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    mqr_engine_t *e = NULL;
+    char *err = NULL;
+    mqr_engine_options_t o;
+    mqr_engine_options_init(&o);
+    o.listen_port = -1;
+    o.data_dir = "";
+    o.log_level = MQR_LOG_ERROR;
+
+    o.upstream_transport = "carrier-pigeon";
+    assert_int_equal(mqr_engine_new(&e, &o, &loop, &err), MQR_EINVAL);
+    assert_null(e);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "unknown upstream transport 'carrier-pigeon'"));
+    free(err);
+    err = NULL;
+
+    static const char rules[] =
+        "local mq = require 'mqrouter'\n"
+        "local function tp(opts) opts.broker = 'tcp://127.0.0.1:1'\n"
+        "  local up = mq.upstream(opts); local t = up:status().transport; up:close(); return t "
+        "end\n"
+        "assert(tp{ name = 'a' } == WANT, 'default: ' .. tp{ name = 'a2' })\n"
+        "assert(tp{ name = 'b', transport = 'paho' } == 'paho')\n"
+        "assert(tp{ name = 'c', transport = 'native' } == 'native')\n";
+    const struct {
+        const char *option, *env, *want;
+    } cases[] = {
+        {"native", NULL, "native"},
+        {"paho", "native", "paho"}, /* the option wins over the environment */
+        {NULL, "paho", "paho"},
+        {NULL, "native", "native"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        o.upstream_transport = cases[i].option;
+        if (cases[i].env)
+            setenv("MQROUTER_UPSTREAM_TRANSPORT", cases[i].env, 1);
+        else
+            unsetenv("MQROUTER_UPSTREAM_TRANSPORT");
+        assert_int_equal(mqr_engine_new(&e, &o, &loop, &err), 0);
+        char code[sizeof rules + 64];
+        snprintf(code, sizeof code, "local WANT = '%s'\n%s", cases[i].want, rules);
+        int rc = mqr_engine_load_string(e, "transport", code, &err);
+        if (rc != 0) fail_msg("case %zu: %s", i, err ? err : "?");
+        mqr_engine_free(e);
+        e = NULL;
+    }
+    setenv("MQROUTER_UPSTREAM_TRANSPORT", "bogus", 1);
+    o.upstream_transport = NULL;
+    assert_int_equal(mqr_engine_new(&e, &o, &loop, &err), MQR_EINVAL);
+    assert_non_null(strstr(err, "MQROUTER_UPSTREAM_TRANSPORT"));
+    free(err);
+    unsetenv("MQROUTER_UPSTREAM_TRANSPORT");
+
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void test_listen_options_abi(void **state)
 {
     (void)state;
@@ -1026,6 +1091,7 @@ int main(void)
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_errors_and_log),
         cmocka_unit_test(test_engine_options_abi),
+        cmocka_unit_test(test_engine_upstream_transport),
         cmocka_unit_test(test_listen_options_abi),
         cmocka_unit_test(test_owned_loop_run_stop),
         cmocka_unit_test(test_host_loop),
