@@ -16,6 +16,7 @@
 #include "queue.h"
 #include "registry.h"
 #include "store.h"
+#include "store_outbox.h"
 #include "store_queue.h"
 #include "topic.h"
 #include "upstream.h"
@@ -169,7 +170,8 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
     rc = mqr__store_open(&e->store, e->loop, e->db_path, NULL, errmsg);
     if (rc < 0) goto fail;
     if (strcmp(e->db_path, ":memory:") != 0 &&
-        (rc = mqr__store_queues_open(e->store, e, &e->store_queues)) < 0) {
+        ((rc = mqr__store_queues_open(e->store, e, &e->store_queues)) < 0 ||
+         (rc = mqr__store_outbox_open(e->store, &e->store_outbox)) < 0)) {
         mqr__errmsg(errmsg, "%s", mqr__store_last_error(e->store));
         goto fail;
     }
@@ -192,6 +194,7 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
         .router = &e->router,
         .data_dir = e->data_dir,
         .default_transport = e->upstream_transport,
+        .outbox = e->store_outbox,
     };
     e->listeners = (mqr_listeners_t){
         .loop = e->loop,
@@ -277,6 +280,7 @@ void mqr_engine_free(mqr_engine_t *e)
     e->registry = e->listeners.registry = NULL;
     mqr__retain_close(&e->retain);
     mqr__store_queues_close(e->store_queues); /* its statements, before the store */
+    mqr__store_outbox_close(e->store_outbox);
     e->store_queues = NULL;
     if (e->store) mqr__store_close(e->store);
     e->store = NULL;

@@ -53,6 +53,7 @@ struct mqr_engine {
     /* durable queues' rows in the store (store_queue.h); NULL without a
      * file store */
     struct mqr_store_queues *store_queues;
+    struct mqr_store_outbox *store_outbox; /* NULL without a file store */
     /* devices and topics seen (registry.h); NULL until the engine is up */
     struct mqr_registry *registry;
 

@@ -164,6 +164,21 @@ static const mqr_store_migration_t migrations[] = {
         "  PRIMARY KEY(tenant, id)"
         ") WITHOUT ROWID;"
         "ALTER TABLE credentials ADD COLUMN tenant TEXT NOT NULL DEFAULT '';"},
+    /* what persistent upstream sessions on the native transport owe their
+     * brokers (core/store/store_outbox.c): QoS 1/2 publishes not completed
+     * yet, in order; topic as sent (the session's remote name) */
+    {7, "CREATE TABLE upstream_outbox ("
+        "  seq INTEGER PRIMARY KEY,"
+        "  session TEXT NOT NULL,"
+        "  topic TEXT NOT NULL,"
+        "  payload BLOB NOT NULL,"
+        "  props BLOB,"
+        "  qos INT NOT NULL,"
+        "  retain INT NOT NULL,"
+        "  expiry_s INT NOT NULL DEFAULT 0,"
+        "  stored_ms INT NOT NULL"
+        ");"
+        "CREATE INDEX upstream_outbox_session ON upstream_outbox(session, seq);"},
 };
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

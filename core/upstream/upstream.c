@@ -484,14 +484,30 @@ static mqr_upstream_persist_t *engine_persist(mqr_upstreams_t *all)
     return all->persist;
 }
 
+int64_t mqr__up_records_count(mqr_upstream_t *u)
+{
+    if (!u->persistent) return 0;
+    if (u->tp->records_count) return u->tp->records_count(u);
+    return mqr__upstream_persist_count(u->all->persist, u->name);
+}
+
+void mqr__up_records_discard(mqr_upstream_t *u)
+{
+    if (!u->persistent) return;
+    if (u->tp->records_discard)
+        u->tp->records_discard(u);
+    else
+        mqr__upstream_persist_discard(u->all->persist, u->name);
+}
+
 /* Decides whether u persists; returns the open persistent session of its
  * name that u replaces and must wait for (see struct mqr_upstream), or NULL. */
 static mqr_upstream_t *persist_setup(mqr_upstream_t *u, const mqr_upstream_config_t *cfg)
 {
     mqr_upstreams_t *all = u->all;
     bool want = cfg->persist == 0 ? all->data_dir && all->data_dir[0] : cfg->persist > 0;
-    mqr_upstream_persist_t *p = want ? engine_persist(all) : NULL;
-    if (!p) return NULL;
+    if (!want) return NULL;
+    if (u->tp->records_in_engine_store ? !all->outbox : !engine_persist(all)) return NULL;
     u->persistent = true;
     for (mqr_upstream_t *o = all->first; o; o = o->next) /* newest first */
         if (!o->closing && o->persistent && strcmp(o->name, u->name) == 0) return o;
@@ -506,7 +522,7 @@ static int create_client(mqr_upstream_t *u)
     if (rc < 0) return rc;
     u->has_client = true;
     if (u->persistent) {
-        int64_t n = mqr__upstream_persist_count(u->all->persist, u->name);
+        int64_t n = mqr__up_records_count(u);
         if (n > 0)
             MQR_LOG_I("upstream", "session '%s': %lld stored message record(s) restored", u->name,
                       (long long)n);
@@ -515,7 +531,8 @@ static int create_client(mqr_upstream_t *u)
     for (size_t i = 0; i < u->n_early; i++) {
         struct up_early *x = &u->early[i];
         int prc = mqr__up_publish(u, x->msg, x->pub);
-        if (prc != 0 && x->pub) mqr__up_pub_answer(x->pub, prc < 0 ? prc : MQR_EINVAL);
+        if ((prc < 0 || prc == UP_PUB_EXPIRED) && x->pub)
+            mqr__up_pub_answer(x->pub, prc < 0 ? prc : MQR_EINVAL);
         if (prc < 0)
             MQR_LOG_W("upstream", "session '%s': a message published while waiting is lost: %s",
                       u->name, mqr_strerror(prc));
@@ -533,7 +550,7 @@ void mqr__up_wake_successor(mqr_upstream_t *u)
 {
     u->predecessor = NULL;
     if (u->closing) return;
-    if (u->persistent && !u->inbox_loaded) mqr__up_inbox_load(u);
+    if (u->persistent && !u->inbox_loaded && !u->tp->records_in_engine_store) mqr__up_inbox_load(u);
     int rc = start_connect(u);
     if (u->closing) return;
     if (rc < 0) {
@@ -694,7 +711,7 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     u->nudge.data = u;
     u->warn.data = u;
     u->open_handles = 4;
-    if (u->persistent && !pred) mqr__up_inbox_load(u);
+    if (u->persistent && !pred && !u->tp->records_in_engine_store) mqr__up_inbox_load(u);
     if (pred) {
         /* defensive: a newer open successor would have been found first */
         if (pred->successor) pred->successor->predecessor = NULL;

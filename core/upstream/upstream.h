@@ -29,6 +29,9 @@ struct mqr_upstreams {
      * sessions keep their buffers in memory */
     struct mqr_upstream_persist *persist;
     bool persist_failed;
+    /* the engine store's table of what native sessions owe their brokers
+     * (store_outbox.h); NULL without a file store */
+    struct mqr_store_outbox *outbox;
 };
 
 typedef enum {

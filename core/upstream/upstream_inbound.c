@@ -14,6 +14,7 @@
 #include "upstream_int.h"
 
 #include "topic.h"
+#include "store.h"
 #include "topic_map.h"
 
 #include <stdlib.h>
@@ -66,20 +67,86 @@ void mqr__up_ev_push(mqr_upstream_t *u, up_event_t *ev)
 
 /* ---- the loop's side --------------------------------------------------- */
 
-static void route_message(mqr_upstream_t *u, up_event_t *ev);
-static void route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, size_t topic_len);
+static bool route_message(mqr_upstream_t *u, up_event_t *ev);
+static bool route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, size_t topic_len);
+
+/* ---- acknowledgements after the commit ---------------------------------- */
+
+/* The ack ids of one loop turn that wait for the store's commit. It
+ * outlives a session freed before the commit (u NULL then). */
+struct up_acks {
+    mqr_upstream_t *u;
+    size_t n, cap;
+    uint32_t *ids;
+};
+
+static void acks_committed(void *arg, int status)
+{
+    struct up_acks *b = arg;
+    mqr_upstream_t *u = b->u;
+    if (u) {
+        u->acks = NULL;
+        if (status < 0)
+            MQR_LOG_W("upstream",
+                      "session '%s': %zu received message(s) left unacknowledged: the store lost "
+                      "what routing wrote (%s); the broker sends them again",
+                      u->name, b->n, mqr_strerror(status));
+        else if (!u->closing && u->has_client && !u->rebuilding)
+            for (size_t i = 0; i < b->n; i++)
+                u->tp->ack(u, b->ids[i]);
+    }
+    free(b->ids);
+    free(b);
+}
+
+/* Acknowledges after the commit of this turn, and every later ack of the
+ * turn with it (acks go out in the order the messages came, 3.1.1 §4.6).
+ * False when that cannot be arranged (no memory, the store closing). */
+static bool ack_after_commit(mqr_upstream_t *u, uint32_t ack_id)
+{
+    struct up_acks *b = u->acks;
+    if (!b) {
+        if (!(b = calloc(1, sizeof *b))) return false;
+        if (mqr__store_after_commit(mqr__engine_store(u->e), acks_committed, b) < 0) {
+            free(b);
+            return false;
+        }
+        b->u = u;
+        u->acks = b;
+    }
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16;
+        uint32_t *v = realloc(b->ids, cap * sizeof *v);
+        if (!v) return false; /* acked at once: out of order, but not lost */
+        b->ids = v;
+        b->cap = cap;
+    }
+    b->ids[b->n++] = ack_id;
+    return true;
+}
+
+void mqr__up_acks_detach(mqr_upstream_t *u)
+{
+    if (u->acks) u->acks->u = NULL;
+    u->acks = NULL;
+}
 
 /* Routes a message event, then forgets its inbox copy: routed (or refused
  * for good) is done; only then does a transport that waits for it (ack_id)
- * acknowledge the message to the broker. */
+ * acknowledge the message to the broker — after the store's commit when
+ * routing wrote it there (a durable queue, a persistent client session, a
+ * persistent upstream session). */
 void mqr__up_deliver(mqr_upstream_t *u, up_event_t *ev)
 {
-    route_message(u, ev);
+    bool stored = route_message(u, ev);
     if (ev->inbox_seq) mqr__upstream_inbox_delete(u->all->persist, u->name, ev->inbox_seq);
-    if (ev->ack_id && u->tp->ack && u->has_client && !u->rebuilding) u->tp->ack(u, ev->ack_id);
+    if (!ev->ack_id || !u->tp->ack || !u->has_client || u->rebuilding) return;
+    if ((stored || u->acks) && ack_after_commit(u, ev->ack_id)) return;
+    u->tp->ack(u, ev->ack_id);
 }
 
-static void route_message(mqr_upstream_t *u, up_event_t *ev)
+/* True when routing wrote the message to the engine's store. */
+static bool route_message(mqr_upstream_t *u, up_event_t *ev)
 {
     u->stats.received++;
     u->stats.bytes_received += ev->payload_len;
@@ -99,21 +166,23 @@ static void route_message(mqr_upstream_t *u, up_event_t *ev)
     if (oom) {
         u->stats.refused++;
         MQR_LOG_W("upstream", "session '%s': dropped a message: out of memory", u->name);
-        return;
+        return false;
     }
-    route_named(u, ev, topic, topic_len);
+    bool stored = route_named(u, ev, topic, topic_len);
     free(mapped);
+    return stored;
 }
 
-/* Routes ev under the (rewritten) local topic. */
-static void route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, size_t topic_len)
+/* Routes ev under the (rewritten) local topic; true when routing wrote it
+ * to the engine's store. */
+static bool route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, size_t topic_len)
 {
     int rc = mqr__topic_name_validate(topic, topic_len);
     if (rc < 0) {
         u->stats.refused++;
         MQR_LOG_W("upstream", "session '%s': dropped a message with an invalid topic: %s", u->name,
                   mqr_strerror(rc));
-        return;
+        return false;
     }
     mqr_msg_init_t in = {
         .topic = topic,
@@ -135,7 +204,7 @@ static void route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, si
         u->stats.refused++;
         MQR_LOG_W("upstream", "session '%s': dropped a message on '%s': out of memory", u->name,
                   topic);
-        return;
+        return false;
     }
     /* Paho has acknowledged it already (QoS 1/2): what the subscribers
      * made of it cannot change that, but a subscriber that had to keep it
@@ -152,6 +221,7 @@ static void route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, si
         mqr__up_report_losses(u);
     }
     mqr_msg_unref(m);
+    return rc >= 0 && pc.stored > 0;
 }
 
 static up_event_t *take_events(mqr_upstream_t *u)

@@ -57,7 +57,8 @@ struct up_pub {
     mqr_upstream_t *u;
     mqr_upstream_done_fn done; /* NULL once answered or cancelled */
     void *arg;
-    up_sub_t *sub; /* waiting for this subscription's SUBACK (else NULL) */
+    up_sub_t *sub;    /* waiting for this subscription's SUBACK (else NULL) */
+    uint64_t out_seq; /* the transport's record of this publish (native outbox), 0 none */
 };
 
 typedef enum {
@@ -154,7 +155,10 @@ struct mqr_upstream {
      * mqr__up_rebuild_client); no transport call while this is set. */
     bool rebuilding;
     uv_work_t rebuild_req;
-    bool inbox_loaded;   /* this session routed what an earlier one left */
+    bool inbox_loaded; /* this session routed what an earlier one left */
+    /* Acknowledgements (ack ids) that wait for the engine store's commit
+     * of what routing their messages wrote; NULL when none wait. */
+    struct up_acks *acks;
     uint64_t inbox_seq;  /* last seq given (under lock: Paho's thread) */
     uint64_t inbox_fail; /* messages not written to the inbox (under lock) */
     /* Spilling (under lock): the incoming queue was full, so a persistent
@@ -258,6 +262,13 @@ void mqr__up_wake_successor(mqr_upstream_t *u);
  * when there is none of that name. */
 const up_transport_t *mqr__up_transport_find(const char *name);
 
+/* A persistent session's records (what it owes the broker, and for Paho
+ * its inbox) in whichever store its transport keeps them; 0 / nothing for
+ * a session that does not persist. Discard: on the loop, or on the worker
+ * that destroyed a Paho client. */
+int64_t mqr__up_records_count(mqr_upstream_t *u);
+void mqr__up_records_discard(mqr_upstream_t *u);
+
 /* ---- upstream_observe.c: observers and waits for ready ------------------ */
 
 /* Tells every observer of u's engine; fills in u, name, time and broker. */
@@ -295,6 +306,9 @@ void mqr__up_inbox_load(mqr_upstream_t *u);
 /* Frees u and everything it owns; its handles must be closed (or never
  * opened) and the transport's client gone. */
 void mqr__up_session_free(mqr_upstream_t *u);
+/* Acknowledgements still waiting for a commit are never sent (the broker
+ * sends those messages again): before u is freed. upstream_inbound.c. */
+void mqr__up_acks_detach(mqr_upstream_t *u);
 /* Destroys the client on a worker; then the handles close and u is freed. */
 void mqr__up_begin_close(mqr_upstream_t *u);
 /* Destroys the client on a worker; the next attempt creates a new one. */
@@ -305,7 +319,12 @@ void mqr__up_rebuild_client(mqr_upstream_t *u);
 /* Sends s's SUBSCRIBE; returns 0 or MQR_E* (MQR_ENOTCONN: the loss is
  * on its way). */
 int mqr__up_send_subscribe(mqr_upstream_t *u, up_sub_t *s);
-/* Returns 0, 1 when the message expired (dropped), or < 0. */
+/* Returns 0 (accepted), UP_PUB_STORED (accepted and written to the engine's
+ * store: an acknowledgement of it waits for the commit), UP_PUB_EXPIRED
+ * (dropped; only with a waiter p), or < 0. A transport's publish returns
+ * 0, UP_PUB_STORED or < 0. */
+#define UP_PUB_STORED 1
+#define UP_PUB_EXPIRED 2
 int mqr__up_publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p);
 /* Handles an EV_PUB_DONE: answers and frees its waiter. */
 void mqr__up_pub_done(mqr_upstream_t *u, up_event_t *ev);

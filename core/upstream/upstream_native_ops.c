@@ -13,15 +13,24 @@
  * the connection, so an acknowledgement meant for a connection that is
  * gone never reaches the next one (the broker resends those).
  *
+ * A persistent session keeps every QoS 1/2 publish it accepted as a row of
+ * the engine store's outbox (store_outbox.h) until the broker completes it:
+ * written in the loop turn's group commit before publish returns (so the
+ * publisher's acknowledgement waits for that commit), deleted at the
+ * PUBACK / PUBCOMP, read back in order when the session is made again
+ * (a restart, a kill -9, a reload). Its connections keep their in-flight
+ * publishes across a loss whatever clean_start says: resent with DUP to a
+ * session the broker kept, sent again as new ones to a fresh session.
+ *
  * Loop thread only; nothing here blocks, so the session destroys the
  * client on the loop (destroy_on_loop). Must not: decide what the session
- * does next (retries, state, waiters: upstream.c), or keep messages across
- * restarts (a persistent session is refused at init).
+ * does next (retries, state, waiters: upstream.c).
  */
 #include "upstream_int.h"
 
 #include "auth.h"
 #include "mqttc.h"
+#include "store_outbox.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +55,7 @@ typedef struct nat_buf nat_buf_t;
 struct nat_buf {
     nat_buf_t *next;
     mqr_msg_t *msg; /* a reference */
+    uint64_t seq;   /* its outbox row (persistent, QoS 1/2), else 0 */
     uint32_t expiry_s;
     up_pub_t *p;
     char topic[];
@@ -209,7 +219,8 @@ static void conn_free(nat_conn_t *k)
 static void attempt_next(nat_state_t *n);
 
 static void send_publish(nat_state_t *n, const char *topic, const mqr_msg_t *msg, uint32_t expiry_s,
-                         up_pub_t *p, int *rc_out);
+                         up_pub_t *p, uint64_t seq, int *rc_out);
+static void record_done(mqr_upstream_t *u, uint64_t seq);
 
 static void on_connected(void *ud, const mqr_mqtt_connack_t *ack)
 {
@@ -229,8 +240,9 @@ static void on_connected(void *ud, const mqr_mqtt_connack_t *ack)
         if (!n->buf_head) n->buf_tail = NULL;
         n->n_buf--;
         int rc;
-        send_publish(n, b->topic, b->msg, b->expiry_s, b->p, &rc);
+        send_publish(n, b->topic, b->msg, b->expiry_s, b->p, b->seq, &rc);
         if (rc < 0) {
+            record_done(n->u, b->seq);
             if (b->p)
                 push_pub_done(n->u, b->p, rc, 0);
             else
@@ -241,6 +253,13 @@ static void on_connected(void *ud, const mqr_mqtt_connack_t *ack)
         mqr_msg_unref(b->msg);
         free(b);
     }
+}
+
+/* Publishes in flight outlive a connection: a resumable session's, and a
+ * persistent one's (their rows wait for the broker's answer). */
+static bool keeps_inflight(const mqr_upstream_t *u)
+{
+    return !u->clean_start || u->persistent;
 }
 
 static void on_closed(void *ud, int err, int reason, const char *why_in)
@@ -258,7 +277,7 @@ static void on_closed(void *ud, int err, int reason, const char *why_in)
     mqr_upstream_t *u = n->u;
     bool was_up = k->up;
     n->cur = NULL;
-    if (!u->clean_start && k->c && mqr__mqttc_inflight(k->c) + mqr__mqttc_waiting(k->c) > 0) {
+    if (keeps_inflight(u) && k->c && mqr__mqttc_inflight(k->c) + mqr__mqttc_waiting(k->c) > 0) {
         /* Its unfinished publishes wait for the next connection. */
         mqr__mqttc_free(n->held);
         n->held = k->c;
@@ -367,6 +386,7 @@ static void on_done(void *ud, uint64_t token, int status, int reason)
         break;
     }
     case TOK_QOS_PUB:
+        if (status == 0) record_done(u, token >> 2); /* completed or refused: done */
         if (status == 0 && reason < 0x80) {
             uv_mutex_lock(&u->lock);
             u->delivered++;
@@ -376,6 +396,7 @@ static void on_done(void *ud, uint64_t token, int status, int reason)
         }
         break;
     case TOK_QOS_WAIT:
+        if (status == 0) record_done(u, ((up_pub_t *)(uintptr_t)(token & ~(uint64_t)3u))->out_seq);
         if (status == 0 && reason < 0x80) {
             uv_mutex_lock(&u->lock);
             u->delivered++;
@@ -468,7 +489,7 @@ static void start_client(nat_state_t *n, nat_conn_t *k, const struct sockaddr *a
     if (u->version == UP_MQTT_5 && (!u->clean_start || u->session_expiry_s >= 0))
         o.session_expiry_s = u->session_expiry_s >= 0 ? (uint32_t)u->session_expiry_s : 0xFFFFFFFFu;
     o.connect_timeout_ms = NAT_CONNECT_TIMEOUT_MS;
-    o.keep_inflight = !u->clean_start;
+    o.keep_inflight = keeps_inflight(u);
     if (u->will_topic) {
         o.will_topic = u->will_topic;
         o.will_payload = u->will_payload;
@@ -582,13 +603,6 @@ static void conn_end(nat_conn_t *k, bool flush)
 
 static int native_init(mqr_upstream_t *u)
 {
-    if (u->persistent) {
-        MQR_LOG_E("upstream",
-                  "session '%s': the native transport keeps no messages across restarts yet; "
-                  "use persist = false or transport = 'paho'",
-                  u->name);
-        return MQR_EINVAL;
-    }
     if (u->auth_method && (strcmp(u->auth_method, MQR_AUTH_SCRAM_METHOD) != 0 ||
                            u->version != UP_MQTT_5 || !u->username || !u->password)) {
         MQR_LOG_E("upstream",
@@ -641,23 +655,17 @@ static void native_free(mqr_upstream_t *u)
     u->tp_state = NULL;
 }
 
-/* The clients are made per attempt (connect). */
-static int native_create(mqr_upstream_t *u)
-{
-    (void)u;
-    return 0;
-}
-
-/* On the loop (destroy_on_loop). Buffered publishes that never went out
- * are lost; their waiters are answered when the session is freed. */
+/* On the loop (destroy_on_loop). Buffered and unfinished publishes are
+ * lost, or for a persistent session left to its rows for the next start;
+ * their waiters are answered when the session is freed. */
 static void native_destroy(mqr_upstream_t *u, bool flush)
 {
     nat_state_t *n = nat(u);
     if (n->cur) conn_end(n->cur, flush);
     n->cur = NULL;
-    mqr__mqttc_free(n->held); /* what it still held is lost */
+    mqr__mqttc_free(n->held); /* what it still held is lost (or in its rows) */
     n->held = NULL;
-    if (n->n_buf)
+    if (n->n_buf && !u->persistent)
         MQR_LOG_W("upstream", "session '%s': %zu message(s) buffered for the broker are lost",
                   u->name, n->n_buf);
     buf_drop_all(n);
@@ -747,7 +755,7 @@ static uint8_t *out_props(const mqr_msg_t *msg, uint32_t expiry_s, size_t *len, 
 }
 
 static void send_publish(nat_state_t *n, const char *topic, const mqr_msg_t *msg, uint32_t expiry_s,
-                         up_pub_t *p, int *rc_out)
+                         up_pub_t *p, uint64_t seq, int *rc_out)
 {
     mqr_upstream_t *u = n->u;
     mqr_mqtt_publish_t pk;
@@ -775,37 +783,59 @@ static void send_publish(nat_state_t *n, const char *topic, const mqr_msg_t *msg
         pk.props.p = props;
         pk.props.len = (uint32_t)plen;
     }
-    uint64_t token = msg->qos > 0 ? (p ? (uint64_t)(uintptr_t)p | TOK_QOS_WAIT : TOK_QOS_PUB)
-                                  : (uint64_t)(uintptr_t)p;
+    if (p) p->out_seq = seq;
+    uint64_t token = msg->qos > 0
+                         ? (p ? (uint64_t)(uintptr_t)p | TOK_QOS_WAIT : seq << 2 | TOK_QOS_PUB)
+                         : (uint64_t)(uintptr_t)p;
     *rc_out = mqr__mqttc_publish(n->cur->c, &pk, token);
     free(props);
 }
 
-static int native_publish(mqr_upstream_t *u, const char *remote, const mqr_msg_t *msg,
-                          uint32_t expiry_s, up_pub_t *p)
+/* ---- the outbox of a persistent session -------------------------------- */
+
+/* Writes msg's row (persistent sessions, QoS 1/2); *seq 0 when none is
+ * kept. 0 or the store's error. */
+static int record_put(mqr_upstream_t *u, const char *remote, const mqr_msg_t *msg,
+                      uint32_t expiry_s, uint64_t *seq)
 {
-    nat_state_t *n = nat(u);
-    if (nat_up(n)) {
-        /* Connected, QoS 1/2 beyond the window wait in the client: bounded
-         * like the buffer, so a slow broker pushes back (MQR_EFULL). */
-        if (msg->qos > 0 && u->max_buffered > 0 &&
-            mqr__mqttc_waiting(n->cur->c) >= (size_t)u->max_buffered)
-            return MQR_EFULL;
-        int rc;
-        send_publish(n, remote, msg, expiry_s, p, &rc);
-        return rc;
-    }
-    /* Not connected: kept in order for the next connection. */
-    if (u->max_buffered <= 0 || n->n_buf >= (size_t)u->max_buffered) {
-        if (!u->drop_oldest || !n->buf_head) return MQR_EFULL;
-        nat_buf_t *old = n->buf_head; /* upstream_publish.c counts it */
-        n->buf_head = old->next;
-        if (!n->buf_head) n->buf_tail = NULL;
-        n->n_buf--;
-        if (old->p) push_pub_done(u, old->p, MQR_EFULL, 0);
-        mqr_msg_unref(old->msg);
-        free(old);
-    }
+    *seq = 0;
+    if (!u->persistent || msg->qos == 0) return 0;
+    int rc = mqr__store_outbox_put(u->all->outbox, u->name, remote, msg, expiry_s, seq);
+    if (rc < 0)
+        MQR_LOG_W("upstream", "session '%s': cannot keep a message on '%s': %s", u->name, remote,
+                  mqr_strerror(rc));
+    return rc;
+}
+
+/* The broker completed (or refused) the publish of row seq: it is owed no
+ * more. A delete lost in a crash sends the message once more (QoS 1 allows
+ * it; a QoS 2 resend to a kept session is answered from its state). */
+static void record_done(mqr_upstream_t *u, uint64_t seq)
+{
+    if (!seq || !u->persistent) return;
+    int rc = mqr__store_outbox_delete(u->all->outbox, seq);
+    if (rc < 0 && rc != MQR_ECLOSED)
+        MQR_LOG_W("upstream", "session '%s': cannot forget a delivered message: %s", u->name,
+                  mqr_strerror(rc));
+}
+
+static int64_t native_records_count(mqr_upstream_t *u)
+{
+    return mqr__store_outbox_count(u->all->outbox, u->name);
+}
+
+static void native_records_discard(mqr_upstream_t *u)
+{
+    int rc = mqr__store_outbox_discard(u->all->outbox, u->name);
+    if (rc < 0 && rc != MQR_ECLOSED)
+        MQR_LOG_W("upstream", "session '%s': cannot discard its stored messages: %s", u->name,
+                  mqr_strerror(rc));
+}
+
+/* Appends a publish to the buffer of a session waiting for a connection. */
+static int buf_push(nat_state_t *n, const char *remote, const mqr_msg_t *msg, uint32_t expiry_s,
+                    up_pub_t *p, uint64_t seq)
+{
     size_t tl = strlen(remote);
     nat_buf_t *b = malloc(sizeof *b + tl + 1);
     if (!b) return MQR_ENOMEM;
@@ -813,6 +843,7 @@ static int native_publish(mqr_upstream_t *u, const char *remote, const mqr_msg_t
     b->next = NULL;
     mqr_msg_ref((mqr_msg_t *)msg);
     b->msg = (mqr_msg_t *)msg;
+    b->seq = seq;
     b->expiry_s = expiry_s;
     b->p = p;
     if (n->buf_tail)
@@ -822,6 +853,70 @@ static int native_publish(mqr_upstream_t *u, const char *remote, const mqr_msg_t
     n->buf_tail = b;
     n->n_buf++;
     return 0;
+}
+
+static int restore_row(void *arg, uint64_t seq, mqr_msg_t *msg, uint32_t expiry_s)
+{
+    nat_state_t *n = arg;
+    int rc = buf_push(n, msg->topic, msg, expiry_s, NULL, seq);
+    mqr_msg_unref(msg);
+    return rc;
+}
+
+/* What a persistent session of this name still owed its broker when it
+ * last ran goes first, in its order. */
+static int native_create(mqr_upstream_t *u)
+{
+    if (!u->persistent) return 0;
+    nat_state_t *n = nat(u);
+    uint64_t expired = 0;
+    int rc = mqr__store_outbox_load(u->all->outbox, u->name, restore_row, n, &expired);
+    if (expired)
+        MQR_LOG_I("upstream", "session '%s': %llu stored message(s) expired while stopped", u->name,
+                  (unsigned long long)expired);
+    if (rc < 0) {
+        MQR_LOG_E("upstream", "session '%s': cannot read its stored messages: %s", u->name,
+                  mqr_strerror(rc));
+        buf_drop_all(n);
+    }
+    return rc;
+}
+
+static int native_publish(mqr_upstream_t *u, const char *remote, const mqr_msg_t *msg,
+                          uint32_t expiry_s, up_pub_t *p)
+{
+    nat_state_t *n = nat(u);
+    bool up = nat_up(n);
+    if (up) {
+        /* Connected, QoS 1/2 beyond the window wait in the client: bounded
+         * like the buffer, so a slow broker pushes back (MQR_EFULL). */
+        if (msg->qos > 0 && u->max_buffered > 0 &&
+            mqr__mqttc_waiting(n->cur->c) >= (size_t)u->max_buffered)
+            return MQR_EFULL;
+    } else if (u->max_buffered <= 0 || n->n_buf >= (size_t)u->max_buffered) {
+        /* Not connected: kept in order for the next connection. */
+        if (!u->drop_oldest || !n->buf_head) return MQR_EFULL;
+        nat_buf_t *old = n->buf_head; /* upstream_publish.c counts it */
+        n->buf_head = old->next;
+        if (!n->buf_head) n->buf_tail = NULL;
+        n->n_buf--;
+        record_done(u, old->seq);
+        if (old->p) push_pub_done(u, old->p, MQR_EFULL, 0);
+        mqr_msg_unref(old->msg);
+        free(old);
+    }
+    uint64_t seq;
+    int rc = record_put(u, remote, msg, expiry_s, &seq);
+    if (rc < 0) return rc;
+    if (up)
+        send_publish(n, remote, msg, expiry_s, p, seq, &rc);
+    else
+        rc = buf_push(n, remote, msg, expiry_s, p, seq);
+    if (rc < 0) {
+        record_done(u, seq);
+        return rc;
+    }
+    return seq ? UP_PUB_STORED : 0;
 }
 
 static size_t native_inflight(mqr_upstream_t *u)
@@ -963,7 +1058,10 @@ const up_transport_t mqr__up_transport_native = {
     .ack = native_ack,
     .strerror = native_strerror,
     .reason_text = native_reason_text,
+    .records_count = native_records_count,
+    .records_discard = native_records_discard,
     .rebuild_after_loss = native_rebuild_after_loss,
     .nudge_connects = false,
     .destroy_on_loop = true,
+    .records_in_engine_store = true,
 };

@@ -330,13 +330,20 @@ int mqr__upstream_ping_cb(mqr_upstream_t *u, mqr_upstream_done_fn done, void *ar
 }
 
 /* A route forwarding a message here while it is routed: when the session
- * could not keep it (no room in its buffer, no memory) the publisher is told
- * through the publish context (router.h), like a full queue tells it. Other
- * failures are the caller's mistakes (bad QoS, a closed session) and its
- * own business. Outside routing the note changes nothing. */
+ * could not keep it (no room in its buffer, no memory, a store error) the
+ * publisher is told through the publish context (router.h), like a full
+ * queue tells it; when it wrote it to the engine's store, the publisher's
+ * acknowledgement waits for the commit. Other failures are the caller's
+ * mistakes (bad QoS, a closed session) and its own business. Outside
+ * routing the note changes nothing. */
 static int note_result(mqr_upstream_t *u, int rc)
 {
-    if (rc == MQR_EFULL || rc == MQR_ENOMEM) mqr__router_note(u->all->router, rc);
+    if (rc == UP_PUB_STORED) {
+        mqr__router_note(u->all->router, MQR_DELIVER_STORED);
+        return 0;
+    }
+    if (rc == MQR_EFULL || rc == MQR_ENOMEM || rc == MQR_ESTORE)
+        mqr__router_note(u->all->router, rc);
     return rc;
 }
 
@@ -350,7 +357,7 @@ int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstre
 {
     if (!msg || !done) return MQR_EINVAL;
     if (u->closing) return MQR_ECLOSED;
-    up_pub_t *p = malloc(sizeof *p);
+    up_pub_t *p = calloc(1, sizeof *p);
     if (!p) return note_result(u, MQR_ENOMEM);
     p->u = u;
     p->done = done;
@@ -359,7 +366,7 @@ int mqr__upstream_publish_cb(mqr_upstream_t *u, const mqr_msg_t *msg, mqr_upstre
     p->next = u->pubs;
     u->pubs = p;
     int rc = mqr__up_publish(u, msg, p);
-    if (rc == 1) rc = MQR_EINVAL; /* expired: nothing will answer */
+    if (rc == UP_PUB_EXPIRED) rc = MQR_EINVAL; /* nothing will answer */
     if (rc < 0) {
         for (up_pub_t **pp = &u->pubs; *pp; pp = &(*pp)->next)
             if (*pp == p) {
@@ -416,7 +423,7 @@ int mqr__up_publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
         if (age_s >= msg->expiry_s) {
             /* An expired message must not be forwarded (MQTT 5, 3.3.2.3.3). */
             u->stats.expired++;
-            return p ? 1 : 0;
+            return p ? UP_PUB_EXPIRED : 0;
         }
         expiry = msg->expiry_s - (uint32_t)age_s;
     }
@@ -425,6 +432,8 @@ int mqr__up_publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
     char *remote = remote_name(u, msg->topic, &oom);
     int rc = oom ? MQR_ENOMEM : u->tp->publish(u, remote ? remote : msg->topic, msg, expiry, p);
     free(remote);
+    bool stored = rc == UP_PUB_STORED;
+    if (stored) rc = 0;
     if (rc == 0 && u->state != MQR_UPSTREAM_CONNECTED &&
         ++u->buffered > (uint64_t)u->max_buffered && u->drop_oldest) {
         /* the transport made room by dropping the oldest buffered publish */
@@ -439,5 +448,5 @@ int mqr__up_publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
         u->stats.full++;
         warn_full(u, "refusing new publishes (EFULL)");
     }
-    return rc;
+    return stored ? UP_PUB_STORED : rc;
 }

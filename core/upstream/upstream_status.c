@@ -18,7 +18,7 @@ void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *o)
     o->clean = u->clean_start != 0;
     o->persistent = u->persistent;
     if (u->persistent) {
-        int64_t n = mqr__upstream_persist_count(u->all->persist, u->name);
+        int64_t n = mqr__up_records_count(u);
         o->stored = n > 0 ? (uint64_t)n : 0;
     }
     o->auto_reconnect = u->state != MQR_UPSTREAM_FAILED && !u->closing;

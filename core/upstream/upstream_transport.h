@@ -106,6 +106,12 @@ struct up_transport {
      * acknowledges messages itself, before routing (Paho). */
     void (*ack)(mqr_upstream_t *u, uint32_t ack_id);
 
+    /* Optional, with records_in_engine_store: the session's records (what
+     * it owes the broker), counted and discarded by the transport, not in
+     * the upstream store (upstream_persist.h). */
+    int64_t (*records_count)(mqr_upstream_t *u);
+    void (*records_discard)(mqr_upstream_t *u);
+
     /* The transport's words for an error code it put in an event (< 0), or
      * NULL; the name of an MQTT reason code. Any thread. */
     const char *(*strerror)(int code);
@@ -122,6 +128,14 @@ struct up_transport {
      * worker (upstream_work.c). A transport whose client lives on the loop
      * must not be ended from another thread. */
     bool destroy_on_loop;
+    /* A persistent session keeps its outgoing QoS 1/2 publishes in the
+     * engine's store (store_outbox.h), written in the loop turn's group
+     * commit: publish returns once the row is written, and an acknowledgement
+     * to whoever handed the message in must wait for the commit (noted as
+     * MQR_DELIVER_STORED while routing). Its received messages need no
+     * inbox: they are acknowledged after routing (ack). Without it the
+     * transport writes the upstream store itself, committed per record. */
+    bool records_in_engine_store;
 };
 
 /* The transports there are (upstream_paho_ops.c, ...). */

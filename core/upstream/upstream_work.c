@@ -45,6 +45,7 @@ void mqr__up_session_free(mqr_upstream_t *u)
     for (size_t i = 0; i < u->n_early; i++)
         mqr_msg_unref(u->early[i].msg);
     free(u->early);
+    mqr__up_acks_detach(u);
     if (u->tp_state) u->tp->free(u);
     for (int i = 0; i < u->n_uris; i++)
         free(u->uris[i]);
@@ -97,7 +98,7 @@ static void destroy_work(uv_work_t *req)
     if (!u->has_client) return; /* dormant: never had one */
     u->tp->destroy(u, true);
     /* Nothing of the transport touches the records any more. */
-    if (u->discard_records) mqr__upstream_persist_discard(u->all->persist, u->name);
+    if (u->discard_records) mqr__up_records_discard(u);
 }
 
 static void after_destroy(uv_work_t *req, int status)

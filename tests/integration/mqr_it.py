@@ -87,9 +87,10 @@ class Workspace:
         wait_port(port)
         return p
 
-    def mosquitto(self, port):
+    def mosquitto(self, port, extra=""):
+        """A Mosquitto on port; extra: more lines of its configuration."""
         conf = self.write(f"mosquitto-{port}.conf",
-                          f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+                          f"listener {port} 127.0.0.1\nallow_anonymous true\n{extra}")
         log = open(self.path(f"mosquitto-{port}.log"), "ab")
         p = subprocess.Popen(["/usr/sbin/mosquitto", "-c", conf], stdout=log, stderr=log)
         self.procs.append(p)

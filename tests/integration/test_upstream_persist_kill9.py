@@ -1,6 +1,8 @@
 #!/usr/bin/python3
-"""Upstream messages survive kill -9 of mqrouter (Paho user persistence into
-<data-dir>/upstream.db).
+"""Upstream messages survive kill -9 of mqrouter, on the session's transport
+(MQROUTER_UPSTREAM_TRANSPORT picks it for the run): Paho's user persistence
+into <data-dir>/upstream.db, or the native transport's outbox rows in the
+engine store.
 
 Phase 1, buffered: the upstream broker is down; a client publishes QoS 1
 messages to mqrouter's listener, a route hands them to the session, each is
@@ -97,16 +99,25 @@ class Relay:
 
 
 def records(ws):
-    """Rows of upstream.db, read while mqrouter is not running (it keeps the
-    file locked)."""
-    db = ws.path("data/upstream.db")
-    if not os.path.exists(db):
-        return -1
-    con = sqlite3.connect(db, timeout=5)
-    try:
-        return con.execute("SELECT count(*) FROM records WHERE session = 'up'").fetchone()[0]
-    finally:
-        con.close()
+    """Records the session keeps, read while mqrouter is not running: Paho's
+    in data/upstream.db (kept locked while it runs), the native transport's
+    in the engine store's upstream_outbox (data/mqrouter.db); -1 when
+    neither file has any table for them."""
+    n, found = 0, False
+    for name, sql in (("upstream.db", "SELECT count(*) FROM records WHERE session = 'up'"),
+                      ("mqrouter.db", "SELECT count(*) FROM upstream_outbox WHERE session = 'up'")):
+        db = ws.path("data/" + name)
+        if not os.path.exists(db):
+            continue
+        con = sqlite3.connect(db, timeout=5)
+        try:
+            n += con.execute(sql).fetchone()[0]
+            found = True
+        except sqlite3.OperationalError:
+            pass  # no such table: this file holds none of the records
+        finally:
+            con.close()
+    return n if found else -1
 
 
 def publish_all(port, prefix, n):
@@ -157,7 +168,10 @@ with Workspace() as ws:
     mqr.wait(10)
     assert records(ws) >= N1, f"only {records(ws)} records stored for {N1} buffered messages"
 
-    ws.mosquitto(broker_port)
+    # The session sends what it kept as fast as the broker takes it: the
+    # broker must not drop QoS 1 messages queued for the sink past its
+    # default max_queued_messages (1000).
+    ws.mosquitto(broker_port, "max_queued_messages 0\n")
     sink = Sink(broker_port)
     mqr = ws.mqrouter(port, rules)
     wait(lambda: sink.count("a") == N1, 30, f"{N1} buffered messages after kill -9")
