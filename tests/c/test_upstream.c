@@ -11,13 +11,8 @@
 #include "upstream_harness.h"
 
 /* test_upstream_on_native.c runs the tests that do not depend on Paho's
- * threads or on persistence on the native transport. */
-#ifndef UP_TEST_TRANSPORT
-#define UP_TEST_TRANSPORT NULL
-#define UP_TEST_NATIVE 0
-#else
-#define UP_TEST_NATIVE 1
-#endif
+ * threads or on persistence on the native transport (UP_TEST_TRANSPORT,
+ * UP_TEST_NATIVE: upstream_harness.h). */
 
 static mqr_upstream_t *session(ctx_t *c, const char *name, int port, int version, int max_buffered)
 {
