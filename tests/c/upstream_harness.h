@@ -12,9 +12,10 @@
  * whatever the test started.
  *
  * A file that needs more in its ctx_t defines UP_CTX_LOCAL (member
- * declarations) before including this header; what only one file uses
- * stays in that file. Functions are static inline so that a test need not
- * use all of them.
+ * declarations) before including this header: a macro rather than a
+ * struct that embeds this one, so that every test keeps writing c->e and
+ * c->evs alike. What only one file uses stays in that file. Functions are
+ * static inline so that a test need not use all of them.
  */
 #ifndef MQR_UPSTREAM_HARNESS_H
 #define MQR_UPSTREAM_HARNESS_H
