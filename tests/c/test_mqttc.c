@@ -188,6 +188,15 @@ static void connect_ok(ctx_t *t, int version, const char *id)
     if (!run_until(t, is_connected, 5000)) fail_msg("not connected: %s", t->closed_why);
 }
 
+/* Mosquitto with extra lines in its configuration (NULL: none), and a
+ * client of version connected to it as id. */
+static void broker_connect(ctx_t *t, const char *extra, int version, const char *id)
+{
+    if (extra) snprintf(t->broker.extra, sizeof t->broker.extra, "%s", extra);
+    broker_start(&t->broker);
+    connect_ok(t, version, id);
+}
+
 static mqr_mqtt_publish_t pub(const char *topic, const char *payload, int qos)
 {
     mqr_mqtt_publish_t p;
@@ -225,8 +234,7 @@ static const done_t *done_of(ctx_t *t, uint64_t token)
 static void roundtrip(void **state, int version)
 {
     ctx_t *t = *state;
-    broker_start(&t->broker);
-    connect_ok(t, version, version == 5 ? "rt5" : "rt4");
+    broker_connect(t, NULL, version, version == 5 ? "rt5" : "rt4");
     subscribe(t, "rt/#", 2, 100);
     t->ack_now = true;
     for (int q = 0; q <= 2; q++) {
@@ -297,10 +305,8 @@ static void test_roundtrip_v5(void **state)
 static void test_window_and_limits_v5(void **state)
 {
     ctx_t *t = *state;
-    snprintf(t->broker.extra, sizeof t->broker.extra,
-             "max_inflight_messages 3\nmax_packet_size 200\nretain_available false\n");
-    broker_start(&t->broker);
-    connect_ok(t, MQR_MQTT_V5, "win5");
+    broker_connect(t, "max_inflight_messages 3\nmax_packet_size 200\nretain_available false\n",
+                   MQR_MQTT_V5, "win5");
     assert_int_equal(mqr__mqttc_window(t->c), 3);
     subscribe(t, "w/#", 1, 1);
     t->ack_now = true;
@@ -352,9 +358,7 @@ static void test_window_and_limits_v5(void **state)
 static void test_max_qos_v5(void **state)
 {
     ctx_t *t = *state;
-    snprintf(t->broker.extra, sizeof t->broker.extra, "max_qos 1\n");
-    broker_start(&t->broker);
-    connect_ok(t, MQR_MQTT_V5, "mq5");
+    broker_connect(t, "max_qos 1\n", MQR_MQTT_V5, "mq5");
     mqr_mqtt_publish_t p = pub("q/x", "2", 2);
     assert_int_equal(mqr__mqttc_publish(t->c, &p, 1), MQR_EQOS);
     p.qos = 1;
@@ -424,9 +428,7 @@ static void test_connect_refused(void **state)
 static void test_broker_killed(void **state)
 {
     ctx_t *t = *state;
-    snprintf(t->broker.extra, sizeof t->broker.extra, "max_inflight_messages 10\n");
-    broker_start(&t->broker);
-    connect_ok(t, MQR_MQTT_V5, "kill");
+    broker_connect(t, "max_inflight_messages 10\n", MQR_MQTT_V5, "kill");
     for (int i = 0; i < 200; i++) {
         mqr_mqtt_publish_t p = pub("k/x", "payload", 1);
         assert_int_equal(mqr__mqttc_publish(t->c, &p, 1 + (uint64_t)i), 0);
@@ -448,8 +450,7 @@ static void test_broker_killed(void **state)
 static void test_free_in_callback(void **state)
 {
     ctx_t *t = *state;
-    broker_start(&t->broker);
-    connect_ok(t, MQR_MQTT_V5, "freecb");
+    broker_connect(t, NULL, MQR_MQTT_V5, "freecb");
     subscribe(t, "f/#", 1, 1);
     t->free_in_msg = true;
     for (int i = 0; i < 20; i++) {
@@ -471,8 +472,7 @@ static void test_free_in_callback(void **state)
 static void test_disconnect_pending(void **state)
 {
     ctx_t *t = *state;
-    broker_start(&t->broker);
-    connect_ok(t, MQR_MQTT_V5, "leaving");
+    broker_connect(t, NULL, MQR_MQTT_V5, "leaving");
     for (int i = 0; i < 5; i++) {
         mqr_mqtt_publish_t p = pub("d/x", "late", 1);
         assert_int_equal(mqr__mqttc_publish(t->c, &p, 1 + (uint64_t)i), 0);
@@ -659,36 +659,42 @@ static void test_connect_timeout(void **state)
     assert_int_equal(t->connected, 0);
 }
 
+static const uint8_t connack_v5[] = {0x20, 0x03, 0x00, 0x00, 0x00};
+
+/* A v5 client (options o) on the scripted server, connected by connack
+ * sent in pieces of piece bytes; what the server got so far is dropped.
+ * Returns the server's port. */
+static int scripted_v5_by(ctx_t *t, mqr_mqttc_options_t *o, const uint8_t *connack, size_t n,
+                          size_t piece)
+{
+    int port = srv_start(t);
+    client_connect(t, o, port);
+    assert_true(srv_wait(t, (const uint8_t *)"\x00\x04MQTT\x05", 7, 2000));
+    srv_send(t, connack, n, piece);
+    assert_true(run_until(t, is_connected, 2000));
+    t->srv_in_len = 0;
+    return port;
+}
+
+/* The same with a plain CONNACK in one piece; o may set limits. */
+static int scripted_v5(ctx_t *t, mqr_mqttc_options_t *o)
+{
+    return scripted_v5_by(t, o, connack_v5, sizeof connack_v5, sizeof connack_v5);
+}
+
 /* 5.0: the server's DISCONNECT (0x8B, shutting down) ends the connection
  * with its reason. */
 static void test_scripted_disconnect_v5(void **state)
 {
     ctx_t *t = *state;
-    int port = srv_start(t);
     mqr_mqttc_options_t o;
     opts_init(&o, MQR_MQTT_V5, "scripted5");
-    client_connect(t, &o, port);
-    assert_true(srv_wait(t, (const uint8_t *)"\x00\x04MQTT\x05", 7, 2000));
-    static const uint8_t connack[] = {0x20, 0x03, 0x00, 0x00, 0x00};
-    srv_send(t, connack, sizeof connack, 2);
-    assert_true(run_until(t, is_connected, 2000));
+    scripted_v5_by(t, &o, connack_v5, sizeof connack_v5, 2);
     static const uint8_t disconnect[] = {0xE0, 0x01, 0x8B};
     srv_send(t, disconnect, sizeof disconnect, 1);
     assert_true(run_until(t, is_closed, 2000));
     assert_int_equal(t->closed_err, MQR_EUPSTREAM);
     assert_int_equal(t->closed_reason, MQR_MQTT_RC_SERVER_SHUTTING_DOWN);
-}
-
-/* A v5 client on the scripted server, connected; o may set limits. */
-static void scripted_v5(ctx_t *t, mqr_mqttc_options_t *o)
-{
-    int port = srv_start(t);
-    client_connect(t, o, port);
-    assert_true(srv_wait(t, (const uint8_t *)"\x00\x04MQTT\x05", 7, 2000));
-    static const uint8_t connack[] = {0x20, 0x03, 0x00, 0x00, 0x00};
-    srv_send(t, connack, sizeof connack, sizeof connack);
-    assert_true(run_until(t, is_connected, 2000));
-    t->srv_in_len = 0;
 }
 
 /* Our Maximum Packet Size: a bigger packet closes with MQR_ETOOLARGE and
@@ -766,16 +772,11 @@ static bool srv_has_ids(ctx_t *t)
 static void test_scripted_outbound_v5(void **state)
 {
     ctx_t *t = *state;
-    int port = srv_start(t);
     mqr_mqttc_options_t o;
     opts_init(&o, MQR_MQTT_V5, "out5");
-    client_connect(t, &o, port);
-    assert_true(srv_wait(t, (const uint8_t *)"\x00\x04MQTT\x05", 7, 2000));
     static const uint8_t connack[] = {0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x02};
-    srv_send(t, connack, sizeof connack, sizeof connack);
-    assert_true(run_until(t, is_connected, 2000));
+    scripted_v5_by(t, &o, connack, sizeof connack, sizeof connack);
     assert_int_equal(mqr__mqttc_window(t->c), 2);
-    t->srv_in_len = 0;
 
     for (int i = 0; i < 3; i++) {
         mqr_mqtt_publish_t p = pub("o/x", "one", 1);
@@ -934,18 +935,12 @@ static bool srv_has_packets(ctx_t *t)
 static void resume(void **state, bool present)
 {
     ctx_t *t = *state;
-    int port = srv_start(t);
     mqr_mqttc_options_t o;
     opts_init(&o, MQR_MQTT_V5, "resume");
     o.clean_start = false;
     o.session_expiry_s = 600;
     o.keep_inflight = true;
-    client_connect(t, &o, port);
-    assert_true(srv_wait(t, (const uint8_t *)"\x00\x04MQTT\x05", 7, 2000));
-    static const uint8_t connack[] = {0x20, 0x03, 0x00, 0x00, 0x00};
-    srv_send(t, connack, sizeof connack, sizeof connack);
-    assert_true(run_until(t, is_connected, 2000));
-    t->srv_in_len = 0;
+    int port = scripted_v5(t, &o);
     mqr_mqtt_publish_t a = pub("r/a", "a", 1), b = pub("r/b", "b", 2), c = pub("r/c", "c", 1);
     assert_int_equal(mqr__mqttc_publish(t->c, &a, 1), 0);
     assert_int_equal(mqr__mqttc_publish(t->c, &b, 2), 0);
@@ -984,7 +979,7 @@ static void resume(void **state, bool present)
     assert_true(srv_wait(t, (const uint8_t *)"\x00\x04MQTT\x05", 7, 2000));
     t->srv_in_len = 0;
     static const uint8_t connack_sp[] = {0x20, 0x03, 0x01, 0x00, 0x00};
-    srv_send(t, present ? connack_sp : connack, sizeof connack, sizeof connack);
+    srv_send(t, present ? connack_sp : connack_v5, sizeof connack_v5, sizeof connack_v5);
     assert_true(run_until(t, is_connected, 2000));
     if (present) {
         want_packets = 3;

@@ -8,151 +8,11 @@
  * broker is killed in the teardown (also after a failure) and, through
  * PR_SET_PDEATHSIG, if this process dies.
  */
-#include "upstream.h"
-
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <setjmp.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-#include <cmocka.h>
-
-#include "broker_harness.h"
+#include "upstream_harness.h"
 
 /* test_upstream_on_native.c runs the tests that do not depend on Paho's
- * threads or on persistence on the native transport. */
-#ifndef UP_TEST_TRANSPORT
-#define UP_TEST_TRANSPORT NULL
-#define UP_TEST_NATIVE 0
-#else
-#define UP_TEST_NATIVE 1
-#endif
-
-/* ---- the engine side ---------------------------------------------------- */
-
-typedef struct {
-    char topic[128];
-    char payload[256];
-    size_t payload_len;
-    int qos;
-    int retain;
-    char kind[16];
-    char origin_name[64];
-    const void *origin_conn;
-    uint8_t props[256];
-    size_t props_len;
-    uint32_t expiry_s;
-} got_msg_t;
-
-typedef struct {
-    broker_t broker;
-    mqr_engine_t *e;
-    mqr_upstream_state_t states[32];
-    int nstates;
-    char reason[256];
-    got_msg_t msgs[32];
-    int nmsgs;
-} ctx_t;
-
-static void on_state(void *arg, mqr_upstream_t *u, mqr_upstream_state_t st, const char *reason)
-{
-    ctx_t *c = arg;
-    if (c->nstates < 32) c->states[c->nstates++] = st;
-    snprintf(c->reason, sizeof c->reason, "%s", reason ? reason : "");
-}
-
-static void on_msg(void *arg, mqr_msg_t *msg)
-{
-    ctx_t *c = arg;
-    if (c->nmsgs >= 32) return;
-    got_msg_t *g = &c->msgs[c->nmsgs++];
-    size_t len;
-    const char *t = mqr_msg_topic(msg, &len);
-    snprintf(g->topic, sizeof g->topic, "%.*s", (int)len, t);
-    const void *p = mqr_msg_payload(msg, &len);
-    g->payload_len = len;
-    snprintf(g->payload, sizeof g->payload, "%.*s", (int)len, (const char *)p);
-    g->qos = mqr_msg_qos(msg);
-    g->retain = mqr_msg_retain(msg);
-    snprintf(g->kind, sizeof g->kind, "%s", mqr_msg_origin_kind(msg));
-    snprintf(g->origin_name, sizeof g->origin_name, "%s", mqr_msg_origin_name(msg));
-    g->origin_conn = msg->origin_conn;
-    g->props_len = msg->props_len < sizeof g->props ? msg->props_len : sizeof g->props;
-    memcpy(g->props, msg->props, g->props_len);
-    g->expiry_s = msg->expiry_s;
-}
-
-static mqr_upstream_state_t last_state(ctx_t *c)
-{
-    return c->nstates ? c->states[c->nstates - 1] : MQR_UPSTREAM_CONNECTING;
-}
-
-static bool reached_state(void *arg, const void *want)
-{
-    return last_state(arg) == *(const mqr_upstream_state_t *)want;
-}
-
-static bool got_msgs(void *arg, const void *want)
-{
-    return ((ctx_t *)arg)->nmsgs >= *(const int *)want;
-}
-
-/* Drives the loop until pred holds or timeout_ms passes. */
-static bool run_until(ctx_t *c, bool (*pred)(void *, const void *), const void *want,
-                      int timeout_ms)
-{
-    return engine_run_until(c->e, pred, c, want, timeout_ms);
-}
-
-static void run_for(ctx_t *c, int ms)
-{
-    run_until(c, NULL, NULL, ms);
-}
-
-static void wait_state(ctx_t *c, mqr_upstream_state_t st, int timeout_ms)
-{
-    if (!run_until(c, reached_state, &st, timeout_ms))
-        fail_msg("state %d not reached within %d ms (last %d: %s)", (int)st, timeout_ms,
-                 (int)last_state(c), c->reason);
-}
-
-/* Publishes with mosquitto_pub until a message reaches the engine. The
- * session subscribes when its connect is drained, and its SUBACK is not
- * observable, so the first publish may beat the SUBSCRIBE to the broker:
- * retrying is what makes this deterministic. Returns the attempts used. */
-static int pub_until_received(ctx_t *c, const char *args)
-{
-    int want = c->nmsgs + 1;
-    for (int attempt = 1; attempt <= 8; attempt++) {
-        assert_int_equal(sh("mosquitto_pub -p %d %s", c->broker.port, args), 0);
-        if (run_until(c, got_msgs, &want, 750)) return attempt;
-    }
-    fail_msg("nothing arrived for: mosquitto_pub %s", args);
-    return 0;
-}
-
-static bool sub_wait(ctx_t *c, sub_proc_t *s, const char *needle, int timeout_ms)
-{
-    uv_loop_t *loop = mqr_engine_loop(c->e);
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    for (;;) {
-        uv_run(loop, UV_RUN_NOWAIT);
-        if (sub_has(s, needle)) return true;
-        if (now_ms() >= deadline) return false;
-        sleep_ms(2);
-    }
-}
+ * threads or on persistence on the native transport (UP_TEST_TRANSPORT,
+ * UP_TEST_NATIVE: upstream_harness.h). */
 
 static mqr_upstream_t *session(ctx_t *c, const char *name, int port, int version, int max_buffered)
 {
@@ -166,51 +26,7 @@ static mqr_upstream_t *session(ctx_t *c, const char *name, int port, int version
         .max_buffered = max_buffered,
         .transport = UP_TEST_TRANSPORT,
     };
-    mqr_upstream_t *u = NULL;
-    assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), 0);
-    assert_non_null(u);
-    mqr__upstream_set_observer(u, on_state, c);
-    return u;
-}
-
-static mqr_msg_t *make_msg(const char *topic, const char *payload, int qos, bool retain,
-                           const uint8_t *props, size_t props_len)
-{
-    mqr_msg_init_t in = {
-        .topic = topic,
-        .topic_len = strlen(topic),
-        .payload = payload,
-        .payload_len = strlen(payload),
-        .props = props,
-        .props_len = props_len,
-        .qos = qos,
-        .retain = retain,
-        .origin = MQR_ORIGIN_C,
-    };
-    mqr_msg_t *m = mqr__msg_new(&in);
-    assert_non_null(m);
-    return m;
-}
-
-static int setup(void **state)
-{
-    ctx_t *c = calloc(1, sizeof *c);
-    if (!c) return -1;
-    if (!(c->e = test_engine_new(MQR_LOG_INFO))) {
-        free(c);
-        return -1;
-    }
-    *state = c;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    ctx_t *c = *state;
-    if (c->e) mqr_engine_free(c->e); /* closes the sessions, runs the loop until freed */
-    broker_cleanup(&c->broker);
-    free(c);
-    return 0;
+    return session_cfg(c, &cfg);
 }
 
 /* ---- tests -------------------------------------------------------------- */
@@ -273,7 +89,7 @@ static void test_publish(void **state)
     sub_start(&s, "stdbuf -oL mosquitto_sub -p %d -t 'out/#' -q 1 -C 1 -W 5 -v -d 2>&1",
               c->broker.port);
     if (!sub_wait(c, &s, "SUBACK", 5000)) fail_msg("mosquitto_sub did not subscribe: %s", s.out);
-    mqr_msg_t *m = make_msg("out/a", "world", 1, false, NULL, 0);
+    mqr_msg_t *m = make_msg("out/a", "world", 1, false);
     assert_int_equal(mqr__upstream_publish(u, m), 0);
     mqr_msg_unref(m);
     bool ok = sub_wait(c, &s, "out/a world", 5000);
@@ -310,11 +126,11 @@ static void test_reconnect(void **state)
     for (int i = 0; i < 3; i++) {
         char topic[32];
         snprintf(topic, sizeof topic, "out/buf/%d", i + 1);
-        mqr_msg_t *m = make_msg(topic, payloads[i], 1, true, NULL, 0);
+        mqr_msg_t *m = make_msg(topic, payloads[i], 1, true);
         assert_int_equal(mqr__upstream_publish(u, m), 0);
         mqr_msg_unref(m);
     }
-    mqr_msg_t *extra = make_msg("out/buf/4", "m4", 1, true, NULL, 0);
+    mqr_msg_t *extra = make_msg("out/buf/4", "m4", 1, true);
     assert_int_equal(mqr__upstream_publish(u, extra), MQR_EFULL); /* max_buffered = 3 */
     mqr_msg_unref(extra);
     run_for(c, 200);
@@ -369,7 +185,7 @@ static void test_drop_oldest(void **state)
     for (int i = 0; i < 5; i++) {
         char topic[32];
         snprintf(topic, sizeof topic, "out/drop/%d", i + 1);
-        mqr_msg_t *m = make_msg(topic, payloads[i], 1, true, NULL, 0);
+        mqr_msg_t *m = make_msg(topic, payloads[i], 1, true);
         assert_int_equal(mqr__upstream_publish(u, m), 0); /* never EFULL */
         mqr_msg_unref(m);
     }
@@ -412,7 +228,7 @@ static void test_close_connecting(void **state)
     mqr__upstream_close(u);
     assert_int_equal(mqr__upstream_state(u), MQR_UPSTREAM_CLOSED);
     assert_null(mqr__upstream_find(c->e, "dead"));
-    mqr_msg_t *m = make_msg("out/x", "p", 1, false, NULL, 0);
+    mqr_msg_t *m = make_msg("out/x", "p", 1, false);
     assert_int_equal(mqr__upstream_publish(u, m), MQR_ECLOSED);
     mqr_msg_unref(m);
     assert_int_equal(mqr__upstream_subscribe(u, "b/#", 0), MQR_ECLOSED);
@@ -437,11 +253,6 @@ static void close_on_connect(void *arg, mqr_upstream_t *u, mqr_upstream_state_t 
 {
     on_state(arg, u, st, reason);
     if (st == MQR_UPSTREAM_CONNECTED) mqr__upstream_close(u);
-}
-
-static bool is_connected(void *arg, const void *u)
-{
-    return mqr__upstream_state(u) == MQR_UPSTREAM_CONNECTED;
 }
 
 /* An engine on the host's loop: an observer closes its session from inside
@@ -644,7 +455,7 @@ static void test_expired_not_sent(void **state)
     assert_non_null(m);
     assert_int_equal(mqr__upstream_publish(u, m), 0);
     mqr_msg_unref(m);
-    m = make_msg("out/new", "fresh", 1, false, NULL, 0);
+    m = make_msg("out/new", "fresh", 1, false);
     assert_int_equal(mqr__upstream_publish(u, m), 0);
     mqr_msg_unref(m);
     bool ok = sub_wait(c, &s, "out/new fresh", 5000);
@@ -685,13 +496,6 @@ static bool warned(void *arg, const void *needle)
     return warn_index(needle, 0) >= 0;
 }
 
-static bool session_ready(void *arg, const void *want)
-{
-    mqr_upstream_status_t st;
-    mqr__upstream_status((mqr_upstream_t *)want, &st);
-    return st.ready;
-}
-
 /* Polls u's status without running the loop (the loop stays stalled) until
  * dropped + spilled reach n. */
 static void wait_counted_stalled(mqr_upstream_t *u, uint64_t n)
@@ -724,7 +528,7 @@ static mqr_upstream_t *flood_stalled(ctx_t *c, const char *name, int persist)
     assert_int_equal(mqr__upstream_subscribe(u, "d/#", 1), 0);
     mqr_csub_t *cs = NULL;
     assert_int_equal(mqr_subscribe(c->e, "d/#", on_msg, c, &cs), 0);
-    if (!engine_run_until(c->e, session_ready, c, u, 5000)) fail_msg("session not ready");
+    if (!engine_run_until(c->e, is_ready, c, u, 5000)) fail_msg("session not ready");
     /* the loop is not run from here until all 20 are counted */
     assert_int_equal(sh("seq 1 20 | mosquitto_pub -p %d -q 1 -t d/x -l", c->broker.port), 0);
     wait_counted_stalled(u, 15);
@@ -846,7 +650,7 @@ static void test_not_kept(void **state)
     assert_int_equal(mqr_queue_bind(q, "k/#"), 0);
     mqr_upstream_t *u = session(c, "nk", c->broker.port, 0, 0);
     assert_int_equal(mqr__upstream_subscribe(u, "k/#", 1), 0);
-    if (!engine_run_until(c->e, session_ready, c, u, 5000)) fail_msg("session not ready");
+    if (!engine_run_until(c->e, is_ready, c, u, 5000)) fail_msg("session not ready");
     assert_int_equal(sh("seq 1 3 | mosquitto_pub -p %d -q 1 -t k/x -l", c->broker.port), 0);
     mqr_upstream_status_t st;
     uint64_t deadline = now_ms() + 5000;

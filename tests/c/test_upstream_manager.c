@@ -4,30 +4,11 @@
  * events in order, waiting for ready (also on a peer that never answers),
  * publish completion, topic prefix, status counters, subscription options.
  *
- * Same harness as test_upstream.c: brokers on free loopback ports, killed
- * in the teardown and through PR_SET_PDEATHSIG; every wait has a deadline.
+ * Same fixture as test_upstream.c (upstream_harness.h): brokers on free
+ * loopback ports, killed in the teardown and through PR_SET_PDEATHSIG;
+ * every wait has a deadline.
  */
 #include "upstream.h"
-
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <setjmp.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-#include <cmocka.h>
-
-#include "broker_harness.h"
 
 /* ---- the engine side ---------------------------------------------------- */
 
@@ -40,17 +21,13 @@ typedef struct {
     uint64_t time_ms;
 } got_ev_t;
 
-typedef struct {
-    broker_t broker;
-    broker_t broker2;
-    mqr_engine_t *e;
-    got_ev_t evs[128];
-    int nevs;
-    char topics[16][128];
-    int nmsgs;
-    int done_calls, done_status, done_reason;
+/* ctx_t's own fields: the manager's events, what on_done and on_ready heard. */
+#define UP_CTX_LOCAL                                                                               \
+    got_ev_t evs[128];                                                                             \
+    int nevs;                                                                                      \
+    int done_calls, done_status, done_reason;                                                      \
     int ready_calls, ready_status;
-} ctx_t;
+#include "upstream_harness.h"
 
 static void on_event(void *arg, const mqr_upstream_event_t *ev)
 {
@@ -64,15 +41,6 @@ static void on_event(void *arg, const mqr_upstream_event_t *ev)
     g->time_ms = ev->time_ms;
     snprintf(g->name, sizeof g->name, "%s", ev->name);
     snprintf(g->reason, sizeof g->reason, "%s", ev->reason ? ev->reason : "");
-}
-
-static void on_msg(void *arg, mqr_msg_t *msg)
-{
-    ctx_t *c = arg;
-    if (c->nmsgs >= 16) return;
-    size_t len;
-    const char *t = mqr_msg_topic(msg, &len);
-    snprintf(c->topics[c->nmsgs++], 128, "%.*s", (int)len, t);
 }
 
 static bool seen_event(ctx_t *c, mqr_upstream_event_type_t type, const char *name, int nth)
@@ -95,26 +63,9 @@ static bool got_event(void *arg, const void *want)
     return seen_event(arg, w->type, NULL, w->nth);
 }
 
-static bool got_msgs(void *arg, const void *want)
-{
-    return ((ctx_t *)arg)->nmsgs >= *(const int *)want;
-}
-
 static bool got_flag(void *arg, const void *want)
 {
     return *(const int *)want > 0;
-}
-
-/* Drives the loop until pred holds or timeout_ms passes. */
-static bool run_until(ctx_t *c, bool (*pred)(void *, const void *), const void *want,
-                      int timeout_ms)
-{
-    return engine_run_until(c->e, pred, c, want, timeout_ms);
-}
-
-static void run_for(ctx_t *c, int ms)
-{
-    run_until(c, NULL, NULL, ms);
 }
 
 static void wait_event(ctx_t *c, mqr_upstream_event_type_t type, int nth, int timeout_ms)
@@ -127,33 +78,6 @@ static void wait_event(ctx_t *c, mqr_upstream_event_type_t type, int nth, int ti
                  c->nevs ? c->evs[c->nevs - 1].reason : "");
 }
 
-static bool sub_wait(ctx_t *c, sub_proc_t *s, const char *needle, int timeout_ms)
-{
-    uv_loop_t *loop = mqr_engine_loop(c->e);
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    for (;;) {
-        uv_run(loop, UV_RUN_NOWAIT);
-        if (sub_has(s, needle)) return true;
-        if (now_ms() >= deadline) return false;
-        sleep_ms(2);
-    }
-}
-
-static mqr_msg_t *make_msg(const char *topic, const char *payload, int qos)
-{
-    mqr_msg_init_t in = {
-        .topic = topic,
-        .topic_len = strlen(topic),
-        .payload = payload,
-        .payload_len = strlen(payload),
-        .qos = qos,
-        .origin = MQR_ORIGIN_C,
-    };
-    mqr_msg_t *m = mqr__msg_new(&in);
-    assert_non_null(m);
-    return m;
-}
-
 static mqr_upstream_t *open_session(ctx_t *c, mqr_upstream_config_t *cfg)
 {
     mqr_upstream_t *u = NULL;
@@ -162,28 +86,19 @@ static mqr_upstream_t *open_session(ctx_t *c, mqr_upstream_config_t *cfg)
     return u;
 }
 
-static int setup(void **state)
+static int setup_observed(void **state)
 {
-    ctx_t *c = calloc(1, sizeof *c);
-    if (!c) return -1;
-    if (!(c->e = test_engine_new(MQR_LOG_WARN))) {
-        free(c);
-        return -1;
-    }
+    if (ctx_setup(state, MQR_LOG_WARN) != 0) return -1;
+    ctx_t *c = *state;
     if (mqr__upstream_observe(c->e, on_event, c) != 0) return -1;
-    *state = c;
     return 0;
 }
 
-static int teardown(void **state)
+static int teardown_observed(void **state)
 {
     ctx_t *c = *state;
     mqr__upstream_unobserve(c->e, on_event, c);
-    mqr_engine_free(c->e);
-    broker_cleanup(&c->broker);
-    broker_cleanup(&c->broker2);
-    free(c);
-    return 0;
+    return teardown(state);
 }
 
 /* ---- tests -------------------------------------------------------------- */
@@ -402,7 +317,7 @@ static void test_publish_done(void **state)
         for (int qos = 1; qos <= 2; qos++) {
             c->done_calls = 0;
             c->done_status = 1;
-            mqr_msg_t *m = make_msg("echo/x", "12345", qos);
+            mqr_msg_t *m = make_msg("echo/x", "12345", qos, false);
             assert_int_equal(mqr__upstream_publish_cb(u, m, on_done, c), 0);
             mqr_msg_unref(m);
             assert_int_equal(c->done_calls, 0);
@@ -425,7 +340,7 @@ static void test_publish_done(void **state)
          * a publish buffered while disconnected would hit Paho's leak of
          * buffered messages at destroy, #1474) */
         c->done_calls = 0;
-        mqr_msg_t *m = make_msg("echo/y", "z", 1);
+        mqr_msg_t *m = make_msg("echo/y", "z", 1, false);
         assert_int_equal(mqr__upstream_publish_cb(u, m, on_done, c), 0);
         mqr_msg_unref(m);
         mqr__upstream_close(u);
@@ -458,13 +373,13 @@ static void test_prefix(void **state)
     assert_true(run_until(c, got_msgs, &one, 5000));
     run_for(c, 200);
     assert_int_equal(c->nmsgs, 1);
-    assert_string_equal(c->topics[0], "in/a");
+    assert_string_equal(c->msgs[0].topic, "in/a");
     /* publish: out/x leaves as edge-1/out/x */
     sub_proc_t s;
     sub_start(&s, "stdbuf -oL mosquitto_sub -p %d -t '#' -q 1 -C 1 -W 5 -v -d 2>&1",
               c->broker.port);
     if (!sub_wait(c, &s, "SUBACK", 5000)) fail_msg("mosquitto_sub did not subscribe: %s", s.out);
-    mqr_msg_t *m = make_msg("out/x", "hello", 1);
+    mqr_msg_t *m = make_msg("out/x", "hello", 1, false);
     assert_int_equal(mqr__upstream_publish(u, m), 0);
     mqr_msg_unref(m);
     bool ok = sub_wait(c, &s, "edge-1/out/x hello", 5000);
@@ -487,7 +402,7 @@ static void test_no_local(void **state)
     mqr_csub_t *cs = NULL;
     assert_int_equal(mqr_subscribe(c->e, "loop/#", on_msg, c, &cs), 0);
     wait_event(c, MQR_UPEV_READY, 1, 5000);
-    mqr_msg_t *m = make_msg("loop/mine", "x", 1);
+    mqr_msg_t *m = make_msg("loop/mine", "x", 1, false);
     c->done_calls = 0;
     assert_int_equal(mqr__upstream_publish_cb(u, m, on_done, c), 0);
     mqr_msg_unref(m);
@@ -497,7 +412,7 @@ static void test_no_local(void **state)
     assert_true(run_until(c, got_msgs, &one, 5000));
     run_for(c, 300);
     assert_int_equal(c->nmsgs, 1);
-    assert_string_equal(c->topics[0], "loop/theirs");
+    assert_string_equal(c->msgs[0].topic, "loop/theirs");
     mqr_unsubscribe(c->e, cs);
 }
 
@@ -534,7 +449,7 @@ static void test_manager_stats(void **state)
     assert_int_equal(mqr__upstream_wait_ready(c->e, NULL, 5000, on_ready, c), 0);
     assert_true(run_until(c, got_flag, &c->ready_calls, 6000));
     assert_int_equal(c->ready_status, 0);
-    mqr_msg_t *m = make_msg("m/x", "abc", 0);
+    mqr_msg_t *m = make_msg("m/x", "abc", 0, false);
     assert_int_equal(mqr__upstream_publish(ua, m), 0);
     assert_int_equal(mqr__upstream_publish(ub, m), 0);
     assert_int_equal(mqr__upstream_publish(ub, m), 0);
@@ -633,17 +548,17 @@ int main(void)
     const char *only = getenv("MQR_TEST_FILTER");
     if (only) cmocka_set_test_filter(only);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_failover, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_max_reconnects, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_event_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wait_ready, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_publish_done, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_prefix, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_no_local, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_manager_stats, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connect_latency, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_many_observers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failover, setup_observed, teardown_observed),
+        cmocka_unit_test_setup_teardown(test_max_reconnects, setup_observed, teardown_observed),
+        cmocka_unit_test_setup_teardown(test_event_order, setup_observed, teardown_observed),
+        cmocka_unit_test_setup_teardown(test_wait_ready, setup_observed, teardown_observed),
+        cmocka_unit_test_setup_teardown(test_publish_done, setup_observed, teardown_observed),
+        cmocka_unit_test_setup_teardown(test_prefix, setup_observed, teardown_observed),
+        cmocka_unit_test_setup_teardown(test_no_local, setup_observed, teardown_observed),
+        cmocka_unit_test_setup_teardown(test_bad_config, setup_observed, teardown_observed),
+        cmocka_unit_test_setup_teardown(test_manager_stats, setup_observed, teardown_observed),
+        cmocka_unit_test_setup_teardown(test_connect_latency, setup_observed, teardown_observed),
+        cmocka_unit_test_setup_teardown(test_many_observers, setup_observed, teardown_observed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,133 +4,20 @@
  *
  * Like test_upstream.c: each test starts /usr/sbin/mosquitto on a free
  * loopback port (broker_harness.h), runs a real engine on its own loop and
- * talks to the broker with mosquitto_pub / mosquitto_sub. Every wait has a
- * deadline. What is native-only is checked here: acknowledgement after
- * routing, buffering in the transport, the refusals at configuration.
+ * talks to the broker with mosquitto_pub / mosquitto_sub; the fixture is
+ * upstream_harness.h's, where every wait has a deadline. What is
+ * native-only is checked here: acknowledgement after routing, buffering in
+ * the transport, the refusals at configuration.
  */
 #include "upstream.h"
 
 #include "mqrouter_auth.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <setjmp.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-#include <cmocka.h>
-
-#include "broker_harness.h"
-
-typedef struct {
-    broker_t broker;
-    mqr_engine_t *e;
-    mqr_upstream_state_t states[32];
-    int nstates;
-    char reason[256];
-    char payloads[32][64];
-    int nmsgs;
-    mqr_upstream_t *close_on_msg; /* a subscriber that closes this session */
-    char errors[2048];            /* captured error logs */
-} ctx_t;
-
-static void on_state(void *arg, mqr_upstream_t *u, mqr_upstream_state_t st, const char *reason)
-{
-    ctx_t *c = arg;
-    (void)u;
-    if (c->nstates < 32) c->states[c->nstates++] = st;
-    snprintf(c->reason, sizeof c->reason, "%s", reason ? reason : "");
-}
-
-static void on_msg(void *arg, mqr_msg_t *msg)
-{
-    ctx_t *c = arg;
-    size_t len;
-    const void *p = mqr_msg_payload(msg, &len);
-    if (c->nmsgs < 32) snprintf(c->payloads[c->nmsgs], 64, "%.*s", (int)len, (const char *)p);
-    c->nmsgs++;
-    if (c->close_on_msg) {
-        mqr_upstream_t *u = c->close_on_msg;
-        c->close_on_msg = NULL;
-        mqr__upstream_close(u); /* while the message is routed */
-    }
-}
-
-static mqr_upstream_state_t last_state(ctx_t *c)
-{
-    return c->nstates ? c->states[c->nstates - 1] : MQR_UPSTREAM_CONNECTING;
-}
-
-static bool reached_state(void *arg, const void *want)
-{
-    return last_state(arg) == *(const mqr_upstream_state_t *)want;
-}
-
-static bool got_msgs(void *arg, const void *want)
-{
-    return ((ctx_t *)arg)->nmsgs >= *(const int *)want;
-}
-
-static bool run_until(ctx_t *c, bool (*pred)(void *, const void *), const void *want,
-                      int timeout_ms)
-{
-    return engine_run_until(c->e, pred, c, want, timeout_ms);
-}
-
-static void run_for(ctx_t *c, int ms)
-{
-    run_until(c, NULL, NULL, ms);
-}
-
-static void wait_state(ctx_t *c, mqr_upstream_state_t st, int timeout_ms)
-{
-    if (!run_until(c, reached_state, &st, timeout_ms))
-        fail_msg("state %d not reached within %d ms (last %d: %s)", (int)st, timeout_ms,
-                 (int)last_state(c), c->reason);
-}
-
-static bool is_ready(void *arg, const void *want)
-{
-    mqr_upstream_status_t st;
-    mqr__upstream_status((mqr_upstream_t *)want, &st);
-    (void)arg;
-    return st.ready;
-}
-
-/* Publishes with mosquitto_pub until a message reaches the engine (the
- * first may beat the session's SUBSCRIBE to the broker). */
-static void pub_until_received(ctx_t *c, const char *args)
-{
-    int want = c->nmsgs + 1;
-    for (int attempt = 1; attempt <= 8; attempt++) {
-        assert_int_equal(sh("mosquitto_pub -p %d %s", c->broker.port, args), 0);
-        if (run_until(c, got_msgs, &want, 750)) return;
-    }
-    fail_msg("nothing arrived for: mosquitto_pub %s", args);
-}
-
-static bool sub_wait(ctx_t *c, sub_proc_t *s, const char *needle, int timeout_ms)
-{
-    uv_loop_t *loop = mqr_engine_loop(c->e);
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    for (;;) {
-        uv_run(loop, UV_RUN_NOWAIT);
-        if (sub_has(s, needle)) return true;
-        if (now_ms() >= deadline) return false;
-        sleep_ms(2);
-    }
-}
+/* ctx_t's own fields: the broker's URI (broker_cfg), captured error logs. */
+#define UP_CTX_LOCAL                                                                               \
+    char uri[64];                                                                                  \
+    char errors[2048];
+#include "upstream_harness.h"
 
 static mqr_upstream_config_t native_cfg(const char *name, const char *uri)
 {
@@ -145,13 +32,24 @@ static mqr_upstream_config_t native_cfg(const char *name, const char *uri)
     return cfg;
 }
 
-static mqr_upstream_t *session_cfg(ctx_t *c, const mqr_upstream_config_t *cfg)
+/* Starts c->broker; the configuration of a native session to it. */
+static mqr_upstream_config_t broker_cfg(ctx_t *c, const char *name)
 {
-    mqr_upstream_t *u = NULL;
-    assert_int_equal(mqr__upstream_new(c->e, cfg, &u), 0);
-    assert_non_null(u);
-    mqr__upstream_set_observer(u, on_state, c);
-    return u;
+    broker_start(&c->broker);
+    snprintf(c->uri, sizeof c->uri, "tcp://127.0.0.1:%d", c->broker.port);
+    return native_cfg(name, c->uri);
+}
+
+/* The same for a v5 session the broker keeps for client_id (clean_start 0,
+ * session expiry 60 s). */
+static mqr_upstream_config_t resumable_cfg(ctx_t *c, const char *name, const char *client_id)
+{
+    mqr_upstream_config_t cfg = broker_cfg(c, name);
+    cfg.client_id = client_id;
+    cfg.clean_start = 0;
+    cfg.mqtt_version = 5;
+    cfg.session_expiry_s = 60;
+    return cfg;
 }
 
 static mqr_upstream_t *session(ctx_t *c, const char *name, const char *transport, int version)
@@ -162,43 +60,6 @@ static mqr_upstream_t *session(ctx_t *c, const char *name, const char *transport
     cfg.transport = transport;
     cfg.mqtt_version = version;
     return session_cfg(c, &cfg);
-}
-
-static mqr_msg_t *make_msg(const char *topic, const char *payload, int qos, bool retain)
-{
-    mqr_msg_init_t in = {
-        .topic = topic,
-        .topic_len = strlen(topic),
-        .payload = payload,
-        .payload_len = strlen(payload),
-        .qos = qos,
-        .retain = retain,
-        .origin = MQR_ORIGIN_C,
-    };
-    mqr_msg_t *m = mqr__msg_new(&in);
-    assert_non_null(m);
-    return m;
-}
-
-static int setup(void **state)
-{
-    ctx_t *c = calloc(1, sizeof *c);
-    if (!c) return -1;
-    if (!(c->e = test_engine_new(MQR_LOG_INFO))) {
-        free(c);
-        return -1;
-    }
-    *state = c;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    ctx_t *c = *state;
-    if (c->e) mqr_engine_free(c->e);
-    broker_cleanup(&c->broker);
-    free(c);
-    return 0;
 }
 
 /* ---- tests -------------------------------------------------------------- */
@@ -219,7 +80,7 @@ static void test_connect_receive(void **state)
     mqr__upstream_status(u, &st);
     assert_non_null(strstr(st.broker, "127.0.0.1"));
     pub_until_received(c, "-t up/x -m hello -q 1 -V mqttv5 -D publish user-property k v");
-    assert_string_equal(c->payloads[0], "hello");
+    assert_string_equal(c->msgs[0].payload, "hello");
     /* QoS 2: released after routing, delivered once */
     int n = c->nmsgs;
     assert_int_equal(sh("mosquitto_pub -p %d -t up/two -m twice -q 2", c->broker.port), 0);
@@ -227,7 +88,7 @@ static void test_connect_receive(void **state)
     if (!run_until(c, got_msgs, &want, 5000)) fail_msg("QoS 2 message did not arrive");
     run_for(c, 300);
     assert_int_equal(c->nmsgs, n + 1);
-    assert_string_equal(c->payloads[n], "twice");
+    assert_string_equal(c->msgs[n].payload, "twice");
 
     mqr_upstream_t *u4 = session(c, "n4", "native", 4);
     assert_int_equal(mqr__upstream_subscribe(u4, "v4/#", 0), 0);
@@ -235,7 +96,7 @@ static void test_connect_receive(void **state)
     mqr_csub_t *cs4 = NULL;
     assert_int_equal(mqr_subscribe(c->e, "v4/#", on_msg, c, &cs4), 0);
     pub_until_received(c, "-t v4/y -m four -q 0");
-    assert_string_equal(c->payloads[c->nmsgs - 1], "four");
+    assert_string_equal(c->msgs[c->nmsgs - 1].payload, "four");
     mqr_unsubscribe(c->e, cs);
     mqr_unsubscribe(c->e, cs4);
 }
@@ -290,10 +151,7 @@ static void test_publish(void **state)
 static void test_window_backpressure(void **state)
 {
     ctx_t *c = *state;
-    broker_start(&c->broker);
-    char uri[64];
-    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
-    mqr_upstream_config_t cfg = native_cfg("bp", uri);
+    mqr_upstream_config_t cfg = broker_cfg(c, "bp");
     cfg.mqtt_version = 5;
     cfg.max_buffered = 3;
     mqr_upstream_t *u = session_cfg(c, &cfg);
@@ -355,14 +213,7 @@ static void test_ack_after_routing_counts(void **state)
 static void test_ack_after_routing_redelivered(void **state)
 {
     ctx_t *c = *state;
-    broker_start(&c->broker);
-    char uri[64];
-    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
-    mqr_upstream_config_t cfg = native_cfg("keep", uri);
-    cfg.client_id = "native-keep";
-    cfg.clean_start = 0;
-    cfg.mqtt_version = 5;
-    cfg.session_expiry_s = 60;
+    mqr_upstream_config_t cfg = resumable_cfg(c, "keep", "native-keep");
     mqr_upstream_t *u = session_cfg(c, &cfg);
     assert_int_equal(mqr__upstream_subscribe(u, "keep/#", 1), 0);
     mqr_csub_t *cs = NULL;
@@ -378,7 +229,7 @@ static void test_ack_after_routing_redelivered(void **state)
     int want = before + 1;
     if (!run_until(c, got_msgs, &want, 5000))
         fail_msg("the unacknowledged message did not come again");
-    assert_string_equal(c->payloads[before], "once");
+    assert_string_equal(c->msgs[before].payload, "once");
     /* This time it was acknowledged: a third session gets nothing. */
     run_for(c, 300);
     mqr__upstream_close(u2);
@@ -399,14 +250,7 @@ static void test_ack_after_routing_redelivered(void **state)
 static void test_resume_inflight(void **state)
 {
     ctx_t *c = *state;
-    broker_start(&c->broker);
-    char uri[64];
-    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
-    mqr_upstream_config_t cfg = native_cfg("res", uri);
-    cfg.client_id = "native-resume";
-    cfg.clean_start = 0;
-    cfg.mqtt_version = 5;
-    cfg.session_expiry_s = 60;
+    mqr_upstream_config_t cfg = resumable_cfg(c, "res", "native-resume");
     cfg.keepalive_s = 1;
     mqr_upstream_t *u = session_cfg(c, &cfg);
     wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
@@ -440,10 +284,7 @@ static void test_resume_inflight(void **state)
 static void test_reconnect_buffer(void **state)
 {
     ctx_t *c = *state;
-    broker_start(&c->broker);
-    char uri[64];
-    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
-    mqr_upstream_config_t cfg = native_cfg("rb", uri);
+    mqr_upstream_config_t cfg = broker_cfg(c, "rb");
     cfg.max_buffered = 3;
     mqr_upstream_t *u = session_cfg(c, &cfg);
     assert_int_equal(mqr__upstream_subscribe(u, "up/#", 1), 0);
@@ -474,7 +315,7 @@ static void test_reconnect_buffer(void **state)
     assert_string_equal(c->reason, "reconnected");
     int n = c->nmsgs;
     pub_until_received(c, "-t up/x -m after -q 1");
-    assert_string_equal(c->payloads[n], "after");
+    assert_string_equal(c->msgs[n].payload, "after");
     sub_proc_t s;
     sub_start(&s, "mosquitto_sub -p %d -t 'out/buf/#' -C 3 -W 5 -v", c->broker.port);
     int rc = sub_finish(&s);
@@ -491,10 +332,7 @@ static void test_reconnect_buffer(void **state)
 static void test_server_disconnect(void **state)
 {
     ctx_t *c = *state;
-    broker_start(&c->broker);
-    char uri[64];
-    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
-    mqr_upstream_config_t cfg = native_cfg("sd", uri);
+    mqr_upstream_config_t cfg = broker_cfg(c, "sd");
     cfg.mqtt_version = 5;
     cfg.client_id = "native-taken";
     session_cfg(c, &cfg);
@@ -590,7 +428,7 @@ static void test_websocket(void **state)
     assert_int_equal(cb_status, 0);
     int want = 1;
     if (!run_until(c, got_msgs, &want, 5000)) fail_msg("the listener did not route it");
-    assert_string_equal(c->payloads[0], "over-ws");
+    assert_string_equal(c->msgs[0].payload, "over-ws");
     mqr_unsubscribe(c->e, cs);
 }
 

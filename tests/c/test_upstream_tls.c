@@ -12,32 +12,16 @@
  */
 #include "upstream.h"
 
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-
-#include <cmocka.h>
-
-#include "broker_harness.h"
+/* ctx_t's own fields: the TLS listeners' ports. */
+#define UP_CTX_LOCAL                                                                               \
+    int tls_port;   /* requires a client certificate */                                            \
+    int wrong_port; /* its certificate names "elsewhere.invalid" */
+#include "upstream_harness.h"
 #include "tls_certs.h"
 
 /* test_upstream_tls_native.c runs these on the native transport, whose
- * OpenSSL runs on the loop and reports every reason itself. */
-#ifndef UP_TEST_TRANSPORT
-#define UP_TEST_TRANSPORT NULL
-#define UP_TEST_NATIVE 0
-#else
-#define UP_TEST_NATIVE 1
-#endif
-
-typedef struct {
-    broker_t broker;
-    int tls_port;   /* requires a client certificate */
-    int wrong_port; /* its certificate names "elsewhere.invalid" */
-    mqr_engine_t *e;
-    int nmsgs;
-    char payload[64];
-} ctx_t;
+ * OpenSSL runs on the loop and reports every reason itself
+ * (UP_TEST_TRANSPORT, UP_TEST_NATIVE: upstream_harness.h). */
 
 /* Log lines of the engine, from any thread: the sink only appends. */
 static char logbuf[16384];
@@ -74,29 +58,22 @@ static int remove_certs(void **state)
     return 0;
 }
 
-static int setup(void **state)
+static int setup_logged(void **state)
 {
-    ctx_t *c = calloc(1, sizeof *c);
-    if (!c) return -1;
-    if (!(c->e = test_engine_new(MQR_LOG_DEBUG))) {
-        free(c);
-        return -1;
-    }
+    if (ctx_setup(state, MQR_LOG_DEBUG) != 0) return -1;
     loglen = 0;
     logbuf[0] = '\0';
     mqr_log_set_sink(log_sink, NULL);
-    *state = c;
     return 0;
 }
 
-static int teardown(void **state)
+static int teardown_logged(void **state)
 {
     ctx_t *c = *state;
     mqr_engine_free(c->e);
+    c->e = NULL;
     mqr_log_set_sink(NULL, NULL);
-    broker_cleanup(&c->broker);
-    free(c);
-    return 0;
+    return teardown(state);
 }
 
 static void start_broker(ctx_t *c)
@@ -117,27 +94,6 @@ static void start_broker(ctx_t *c)
     }
 }
 
-static void on_msg(void *arg, mqr_msg_t *msg)
-{
-    ctx_t *c = arg;
-    size_t len;
-    const void *p = mqr_msg_payload(msg, &len);
-    snprintf(c->payload, sizeof c->payload, "%.*s", (int)len, (const char *)p);
-    c->nmsgs++;
-}
-
-static bool run_until(ctx_t *c, bool (*pred)(void *c, const void *arg), const void *arg,
-                      int timeout_ms)
-{
-    return engine_run_until(c->e, pred, c, arg, timeout_ms);
-}
-
-static bool is_state(void *c, const void *arg)
-{
-    const mqr_upstream_t *u = arg;
-    return mqr__upstream_state(u) == MQR_UPSTREAM_CONNECTED;
-}
-
 static bool has_failures(void *c, const void *arg)
 {
     mqr_upstream_status_t st;
@@ -154,11 +110,6 @@ static bool names_certificate(void *c, const void *arg)
     mqr_upstream_status_t st;
     mqr__upstream_status((mqr_upstream_t *)arg, &st);
     return strstr(st.last_error, "certificate verify failed") != NULL;
-}
-
-static bool got_msg(void *c, const void *arg)
-{
-    return ((ctx_t *)c)->nmsgs > 0;
 }
 
 static mqr_upstream_t *session(ctx_t *c, const char *name, const char *uri,
@@ -181,7 +132,7 @@ static mqr_upstream_t *session(ctx_t *c, const char *name, const char *uri,
 
 static void wait_connected(ctx_t *c, mqr_upstream_t *u)
 {
-    if (!run_until(c, is_state, u, 8000)) {
+    if (!run_until(c, is_connected, u, 8000)) {
         mqr_upstream_status_t st;
         mqr__upstream_status(u, &st);
         fail_msg("not connected: state %s, last error '%s'", mqr__upstream_state_name(st.state),
@@ -207,38 +158,22 @@ static void both_ways(ctx_t *c, mqr_upstream_t *u)
     assert_int_equal(mqr_subscribe(c->e, "in/#", on_msg, c, &cs), 0);
     assert_int_equal(mqr__upstream_subscribe(u, "in/#", 1), 0);
     bool got = false;
+    int one = 1;
     for (int i = 0; i < 8 && !got; i++) {
         assert_int_equal(sh("mosquitto_pub -p %d -t in/x -m over-tls -q 1", c->broker.port), 0);
-        got = run_until(c, got_msg, NULL, 750);
+        got = run_until(c, got_msgs, &one, 750);
     }
     if (!got) fail_msg("nothing arrived through the TLS session");
-    assert_string_equal(c->payload, "over-tls");
+    assert_string_equal(c->msgs[c->nmsgs - 1].payload, "over-tls");
 
     sub_proc_t s;
     sub_start(&s, "stdbuf -oL mosquitto_sub -p %d -t 'out/#' -q 1 -C 1 -W 5 -v -d 2>&1",
               c->broker.port);
-    uv_loop_t *loop = mqr_engine_loop(c->e);
-    uint64_t deadline = now_ms() + 5000;
-    while (!sub_has(&s, "SUBACK") && now_ms() < deadline) {
-        uv_run(loop, UV_RUN_NOWAIT);
-        sleep_ms(2);
-    }
-    mqr_msg_init_t in = {.topic = "out/a",
-                         .topic_len = 5,
-                         .payload = "from-engine",
-                         .payload_len = 11,
-                         .qos = 1,
-                         .origin = MQR_ORIGIN_C};
-    mqr_msg_t *m = mqr__msg_new(&in);
-    assert_non_null(m);
+    sub_wait(c, &s, "SUBACK", 5000);
+    mqr_msg_t *m = make_msg("out/a", "from-engine", 1, false);
     assert_int_equal(mqr__upstream_publish(u, m), 0);
     mqr_msg_unref(m);
-    deadline = now_ms() + 5000;
-    bool ok = false;
-    while (!(ok = sub_has(&s, "out/a from-engine")) && now_ms() < deadline) {
-        uv_run(loop, UV_RUN_NOWAIT);
-        sleep_ms(2);
-    }
+    bool ok = sub_wait(c, &s, "out/a from-engine", 5000);
     sub_finish(&s);
     if (!ok) fail_msg("mosquitto_sub did not get the message: %s", s.out);
     mqr_unsubscribe(c->e, cs);
@@ -473,13 +408,13 @@ int main(void)
     const char *only = getenv("MQR_TEST_FILTER");
     if (only) cmocka_set_test_filter(only);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_client_cert, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_encrypted_key_by_name, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wrong_ca, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_no_client_cert, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_hostname, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_file_gone, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_cert, setup_logged, teardown_logged),
+        cmocka_unit_test_setup_teardown(test_encrypted_key_by_name, setup_logged, teardown_logged),
+        cmocka_unit_test_setup_teardown(test_wrong_ca, setup_logged, teardown_logged),
+        cmocka_unit_test_setup_teardown(test_no_client_cert, setup_logged, teardown_logged),
+        cmocka_unit_test_setup_teardown(test_hostname, setup_logged, teardown_logged),
+        cmocka_unit_test_setup_teardown(test_file_gone, setup_logged, teardown_logged),
+        cmocka_unit_test_setup_teardown(test_bad_settings, setup_logged, teardown_logged),
         cmocka_unit_test(test_reason_text),
     };
     return cmocka_run_group_tests(tests, make_certs, remove_certs);
