@@ -266,6 +266,7 @@ static const mqr_lopt_t session_opts[] = {
     {.key = "map"},
     {.key = "tls"},
     SS("transport", cfg.transport),
+    SS("auth_method", cfg.auth_method),
 };
 
 static const mqr_lopt_t will_opts[] = {
@@ -440,7 +441,9 @@ static int declare(lua_State *L, const char *fname)
                     cfg.max_buffered, cfg.mqtt_version, extra_key, tls_key, map_key);
     lua_pushstring(L, cfg.drop_oldest ? "|drop_oldest" : "|refuse");
     lua_pushstring(L, cfg.transport ? cfg.transport : ""); /* another transport: a new session */
-    lua_concat(L, 3);
+    lua_pushstring(L, "|");
+    lua_pushstring(L, cfg.auth_method ? cfg.auth_method : "");
+    lua_concat(L, 5);
     const char *key = lua_tostring(L, -1);
 
     l_upstream_t *s = NULL;
