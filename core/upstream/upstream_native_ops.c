@@ -18,9 +18,10 @@
  * written in the loop turn's group commit before publish returns (so the
  * publisher's acknowledgement waits for that commit), deleted at the
  * PUBACK / PUBCOMP, read back in order when the session is made again
- * (a restart, a kill -9, a reload). Its connections keep their in-flight
- * publishes across a loss whatever clean_start says: resent with DUP to a
- * session the broker kept, sent again as new ones to a fresh session.
+ * (a restart, a kill -9, a reload). Every session keeps its in-flight
+ * publishes across a lost connection whatever clean_start says: resent
+ * with DUP to a session the broker kept, sent again as new ones to a
+ * fresh session.
  *
  * Loop thread only; nothing here blocks, so the session destroys the
  * client on the loop (destroy_on_loop). Must not: decide what the session
@@ -255,13 +256,6 @@ static void on_connected(void *ud, const mqr_mqtt_connack_t *ack)
     }
 }
 
-/* Publishes in flight outlive a connection: a resumable session's, and a
- * persistent one's (their rows wait for the broker's answer). */
-static bool keeps_inflight(const mqr_upstream_t *u)
-{
-    return !u->clean_start || u->persistent;
-}
-
 static void on_closed(void *ud, int err, int reason, const char *why_in)
 {
     nat_conn_t *k = ud;
@@ -277,7 +271,7 @@ static void on_closed(void *ud, int err, int reason, const char *why_in)
     mqr_upstream_t *u = n->u;
     bool was_up = k->up;
     n->cur = NULL;
-    if (keeps_inflight(u) && k->c && mqr__mqttc_inflight(k->c) + mqr__mqttc_waiting(k->c) > 0) {
+    if (k->c && mqr__mqttc_inflight(k->c) + mqr__mqttc_waiting(k->c) > 0) {
         /* Its unfinished publishes wait for the next connection. */
         mqr__mqttc_free(n->held);
         n->held = k->c;
@@ -489,7 +483,12 @@ static void start_client(nat_state_t *n, nat_conn_t *k, const struct sockaddr *a
     if (u->version == UP_MQTT_5 && (!u->clean_start || u->session_expiry_s >= 0))
         o.session_expiry_s = u->session_expiry_s >= 0 ? (uint32_t)u->session_expiry_s : 0xFFFFFFFFu;
     o.connect_timeout_ms = NAT_CONNECT_TIMEOUT_MS;
-    o.keep_inflight = keeps_inflight(u);
+    /* QoS 1/2 publishes in flight outlive a lost connection, whatever
+     * clean_start says: resent (DUP) to a session the broker kept, sent
+     * again as new publishes to a fresh one (mqr__mqttc_resend). Clean
+     * Start asks both ends to forget the protocol state, not to drop
+     * messages the session accepted. */
+    o.keep_inflight = true;
     if (u->will_topic) {
         o.will_topic = u->will_topic;
         o.will_payload = u->will_payload;
