@@ -243,14 +243,15 @@ static void test_ack_after_routing_redelivered(void **state)
     mqr_unsubscribe(c->e, cs);
 }
 
-/* A resumable session (clean_start = 0) loses its connection with a QoS 1
- * publish not acknowledged (the broker is stopped: keep-alive ends it); the
- * broker keeps the session, the next connection resends the publish (DUP)
- * and its waiter hears of it then. */
-static void test_resume_inflight(void **state)
+/* A session loses its connection with a QoS 1 publish not acknowledged
+ * (the broker is stopped: keep-alive ends it). Resumable (clean_start = 0):
+ * the broker keeps the session, the next connection resends the publish
+ * (DUP). Clean: the next connection sends it again as a new publish. Its
+ * waiter hears of it then, either way: nothing accepted is dropped. */
+static void resume_inflight(ctx_t *c, bool clean)
 {
-    ctx_t *c = *state;
     mqr_upstream_config_t cfg = resumable_cfg(c, "res", "native-resume");
+    cfg.clean_start = clean;
     cfg.keepalive_s = 1;
     mqr_upstream_t *u = session_cfg(c, &cfg);
     wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
@@ -276,6 +277,16 @@ static void test_resume_inflight(void **state)
     bool ok = sub_wait(c, &s, "res/a resent", 5000);
     sub_finish(&s);
     if (!ok) fail_msg("mosquitto_sub did not get it: %s", s.out);
+}
+
+static void test_resume_inflight(void **state)
+{
+    resume_inflight(*state, false);
+}
+
+static void test_clean_keeps_inflight(void **state)
+{
+    resume_inflight(*state, true);
 }
 
 /* The broker restarts: DISCONNECTED, publishes buffered (max_buffered,
@@ -556,6 +567,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ack_after_routing_redelivered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_inflight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clean_keeps_inflight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_disconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_fails, setup, teardown),
