@@ -469,7 +469,7 @@ void mqr__listener_conn_close(mqr_lconn_t *c, mqr_lclose_t how, uint8_t reason, 
     mqr__listener_id_remove(l, c);
     mqr__listener_deliveries_clear(c);
     mqr__listener_aliases_clear(c);
-    mqr__listener_alias_out_clear(c);
+    mqr__mqtt_alias_out_clear(&c->out_alias);
     mqr__listener_acks_clear(c);
     mqr__listener_auth_cancel(c); /* a password check not started yet never runs */
     if (c->qs) {

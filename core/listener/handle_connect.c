@@ -170,9 +170,7 @@ int mqr__listener_handle_connect(mqr_lconn_t *c, uint8_t *pkt, size_t len)
     c->peer_max_packet = v5 ? k.max_packet_size : 0;
     c->problem_info = v5 && k.request_problem_info;
     c->alias_max = v5 ? (uint16_t)l->opts.topic_alias_max : 0;
-    c->out_alias_max =
-        v5 ? (k.topic_alias_max < MQR_LSN_OUT_ALIAS_CAP ? k.topic_alias_max : MQR_LSN_OUT_ALIAS_CAP)
-           : 0;
+    mqr__mqtt_alias_out_init(&c->out_alias, v5 ? k.topic_alias_max : 0);
     mqr__listener_deliveries_init(c, v5 ? k.receive_max : 0);
     c->will_delay = v5 && k.has_will ? k.will_delay : 0;
     if (k.has_will) {

@@ -20,6 +20,7 @@
 #define MQR_LISTENER_INT_H
 
 #include "listener.h"
+#include "alias_out.h"
 #include "codec.h"
 
 #include <stdbool.h>
@@ -163,16 +164,6 @@ typedef struct {
     bool ready;
 } mqr_lack_t;
 
-/* An outbound topic alias (v5): alias i + 1 stands for topic. */
-typedef struct {
-    char *topic;
-    uint32_t hash;
-    uint16_t len;
-} mqr_lout_alias_t;
-
-/* Most aliases the server uses toward one client. */
-#define MQR_LSN_OUT_ALIAS_CAP 64u
-
 /* An inbound topic alias (v5). */
 typedef struct {
     char *p;
@@ -236,24 +227,23 @@ struct mqr_lconn {
     uint8_t state;   /* mqr_lconn_state_t */
     uint8_t version; /* 0 before CONNECT, then 4 or 5 */
     bool dirty;
-    bool writing;       /* a uv_write is in flight */
-    bool read_paused;   /* too much output waiting: input stops */
-    bool uv_closing;    /* uv_close called */
-    bool eof;           /* the peer's side is gone: nothing more can be sent */
-    bool registered;    /* in the client-id map */
-    bool will_publish;  /* closing: publish the will */
-    bool over_limit;    /* beyond max_connections: its CONNECT gets a refusal */
-    bool rate_paused;   /* publish_rate: input stops until the bucket refills */
-    bool problem_info;  /* v5 Request Problem Information */
-    bool read_own;      /* this read goes into pend, not the shared buffer */
-    bool persistent;    /* its session outlives the connection (client_session.c) */
-    bool stored;        /* its session has rows in the store */
-    bool commit_paused; /* a 3.1.1 client's input waits for its acks' commit (deliver.c) */
-    bool hold;          /* input waits: a CONNECT is being authenticated (handle_auth.c) */
-    uint16_t next_pid;  /* outbound QoS 1/2 packet ids (deliver.c) */
-    uint16_t alias_max; /* inbound topic aliases 1..alias_max */
-    uint16_t out_alias_max, out_alias_count; /* outbound topic aliases (alias_out.c) */
-    uint16_t client_id_len;                  /* MQTT strings are at most 65535 bytes */
+    bool writing;           /* a uv_write is in flight */
+    bool read_paused;       /* too much output waiting: input stops */
+    bool uv_closing;        /* uv_close called */
+    bool eof;               /* the peer's side is gone: nothing more can be sent */
+    bool registered;        /* in the client-id map */
+    bool will_publish;      /* closing: publish the will */
+    bool over_limit;        /* beyond max_connections: its CONNECT gets a refusal */
+    bool rate_paused;       /* publish_rate: input stops until the bucket refills */
+    bool problem_info;      /* v5 Request Problem Information */
+    bool read_own;          /* this read goes into pend, not the shared buffer */
+    bool persistent;        /* its session outlives the connection (client_session.c) */
+    bool stored;            /* its session has rows in the store */
+    bool commit_paused;     /* a 3.1.1 client's input waits for its acks' commit (deliver.c) */
+    bool hold;              /* input waits: a CONNECT is being authenticated (handle_auth.c) */
+    uint16_t next_pid;      /* outbound QoS 1/2 packet ids (deliver.c) */
+    uint16_t alias_max;     /* inbound topic aliases 1..alias_max */
+    uint16_t client_id_len; /* MQTT strings are at most 65535 bytes */
 
     char *client_id; /* NUL-terminated, owned; client_id_len above */
     char addr[48];   /* "ip:port" of the peer: "[" 39 "]:" 5 fits */
@@ -300,8 +290,7 @@ struct mqr_lconn {
 
     /* inbound topic aliases (alias_max above) */
     mqr_lalias_t *aliases;
-    /* outbound topic aliases (out_alias_max/count above) */
-    mqr_lout_alias_t *out_aliases;
+    mqr_mqtt_alias_out_t out_alias; /* topic aliases toward the client (alias_out.h) */
 
     /* the registry's device this client is (a reference; NULL: none) and
      * its tenant's mountpoint "<tenant>/" (owned; NULL: no tenant), set at
@@ -491,16 +480,6 @@ void mqr__listener_ack(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reaso
 void mqr__listener_ack_after_commit(mqr_lconn_t *c, uint8_t type, uint16_t pid, uint8_t reason);
 void mqr__listener_acks_clear(mqr_lconn_t *c);
 void mqr__listener_aliases_clear(mqr_lconn_t *c);
-
-/* alias_out.c: topic aliases toward the client. find returns the alias of
- * topic (0 = none) and its hash; next the alias a new topic would get (0 =
- * none left); remember records it once its PUBLISH is encoded. */
-uint16_t mqr__listener_alias_out_find(const mqr_lconn_t *c, const char *topic, size_t len,
-                                      uint32_t *hash);
-uint16_t mqr__listener_alias_out_next(const mqr_lconn_t *c);
-void mqr__listener_alias_out_remember(mqr_lconn_t *c, uint16_t alias, const char *topic, size_t len,
-                                      uint32_t hash);
-void mqr__listener_alias_out_clear(mqr_lconn_t *c);
 
 /* handle_subscribe.c */
 void mqr__listener_subs_clear(mqr_lconn_t *c);

@@ -111,12 +111,13 @@ int mqr__listener_send_publish(mqr_lconn_t *c, mqr_msg_t *m, uint8_t qos, uint16
     /* an alias for a topic this client has seen; a new one while any are left */
     uint32_t alias_hash = 0;
     bool alias_new = false;
-    if (c->out_alias_max) {
-        p.add_topic_alias = mqr__listener_alias_out_find(c, p.topic.p, p.topic.len, &alias_hash);
+    if (c->out_alias.max) {
+        p.add_topic_alias =
+            mqr__mqtt_alias_out_find(&c->out_alias, p.topic.p, p.topic.len, &alias_hash);
         if (p.add_topic_alias) {
             p.topic.len = 0;
         } else {
-            p.add_topic_alias = mqr__listener_alias_out_next(c);
+            p.add_topic_alias = mqr__mqtt_alias_out_next(&c->out_alias);
             alias_new = p.add_topic_alias != 0;
         }
     }
@@ -149,7 +150,8 @@ int mqr__listener_send_publish(mqr_lconn_t *c, mqr_msg_t *m, uint8_t qos, uint16
         if (rc < 0) return rc;
     }
     if (alias_new)
-        mqr__listener_alias_out_remember(c, p.add_topic_alias, alias_topic, alias_len, alias_hash);
+        mqr__mqtt_alias_out_remember(&c->out_alias, p.add_topic_alias, alias_topic, alias_len,
+                                     alias_hash);
     c->l->stats.msgs_out++;
     if (c->device) mqr__device_count_out(c->device, total);
     MQR_LOG_D(MQR_LSN_LOG, "%s -> PUBLISH %s q%u%s id %u (%u bytes)", c->client_id, m->topic, qos,

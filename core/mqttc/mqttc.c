@@ -41,6 +41,7 @@ static void on_handle_closed(uv_handle_t *h)
     free(c->in_state);
     free(c->connect_pkt);
     free(c->auth_method);
+    mqr__mqtt_alias_out_clear(&c->out_alias);
     mqr__mqttc_tls_free(c);
     mqr__mqttc_ws_free(c);
     free(c->spend.p);
@@ -267,6 +268,7 @@ static void on_connack(mqr_mqttc_t *c, const uint8_t *pkt, size_t len)
     c->srv_max_packet = a.max_packet_size;
     c->srv_max_qos = a.max_qos;
     c->srv_retain = a.retain_available;
+    mqr__mqtt_alias_out_init(&c->out_alias, c->version == MQR_MQTT_V5 ? a.topic_alias_max : 0);
     if (a.has_server_keep_alive) c->keepalive_s = a.server_keep_alive; /* 5.0 §3.2.2.3.14 */
     c->st = MQTTC_UP;
     if (c->auth_method && !mqr__mqttc_auth_connack(c, &a)) return;

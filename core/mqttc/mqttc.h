@@ -26,7 +26,7 @@
  * callback fires after closed() or after mqr__mqttc_free(). Callbacks may
  * call any function here, mqr__mqttc_free() included.
  *
- * Not done yet, and the seams they plug into (later sessions):
+ * Beyond packets in and out:
  *   - Layers under MQTT: TLS (mqttc_tls.c, OpenSSL on memory BIOs; a
  *     handshake or certificate failure ends in closed() with MQR_ETLS and
  *     OpenSSL's reason) and WebSocket (mqttc_ws.c, wslay), alone or WS over
@@ -38,8 +38,9 @@
  *     connection and mqr__mqttc_resume() hands them to the next client,
  *     which resends them (DUP) or PUBRELs them after a CONNACK with Session
  *     Present (mqttc_inflight.c).
- *   - Outbound topic aliases: none are sent; props given to publish must
- *     not carry a Topic Alias.
+ *   - Outbound topic aliases (5.0, the server's Topic Alias Maximum): QoS 0
+ *     publishes only, one alias per topic, first come first kept
+ *     (alias_out.h); props given to publish must not carry a Topic Alias.
  */
 #ifndef MQR_MQTTC_H
 #define MQR_MQTTC_H

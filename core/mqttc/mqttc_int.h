@@ -10,6 +10,8 @@
 
 #include "mqttc.h"
 
+#include "alias_out.h"
+
 #include <arpa/inet.h>
 
 typedef enum {
@@ -95,6 +97,10 @@ struct mqr_mqttc {
     uint32_t srv_max_packet; /* 0 = no limit */
     uint8_t srv_max_qos;
     bool srv_retain;
+    /* topic aliases toward the server (its Topic Alias Maximum), for QoS 0
+     * only: a QoS 1/2 packet is kept for a resend on another connection,
+     * where this connection's aliases mean nothing */
+    mqr_mqtt_alias_out_t out_alias;
 
     /* input: an incomplete packet's bytes stay at the start */
     mqttc_buf_t in;

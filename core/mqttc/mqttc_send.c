@@ -23,14 +23,35 @@ static int publish_check(const mqr_mqttc_t *c, const mqr_mqtt_publish_t *p)
     return mqr__mqtt_topic_name_check(p->topic.p, p->topic.len);
 }
 
-static int publish_qos0(mqr_mqttc_t *c, const mqr_mqtt_publish_t *q, size_t len, uint64_t token)
+/* QoS 0 goes straight into the output, its topic as an alias when the
+ * server takes them (alias_out.h): the first PUBLISH of a topic sets one,
+ * later ones send two bytes instead of the topic. */
+static int publish_qos0(mqr_mqttc_t *c, mqr_mqtt_publish_t *q, uint64_t token)
 {
+    const char *topic = q->topic.p;
+    size_t topic_len = q->topic.len;
+    uint32_t hash = 0;
+    bool alias_new = false;
+    if (c->out_alias.max) {
+        q->add_topic_alias = mqr__mqtt_alias_out_find(&c->out_alias, topic, topic_len, &hash);
+        if (q->add_topic_alias)
+            q->topic.len = 0;
+        else
+            alias_new = (q->add_topic_alias = mqr__mqtt_alias_out_next(&c->out_alias)) != 0;
+    }
+    size_t len, head;
+    int rc = mqr__mqtt_publish_size(q, c->version, &len, &head);
+    if (rc) return rc;
+    if (c->srv_max_packet && len > c->srv_max_packet) return MQR_ETOOLARGE;
     uint8_t *w = mqr__mqttc_out_reserve(c, len);
     if (!w) return MQR_ENOMEM;
-    int rc = mqr__mqtt_encode_publish(q, c->version, w, len, &len);
+    rc = mqr__mqtt_encode_publish(q, c->version, w, len, &len);
     if (rc == 0 && token) rc = mqr__mqttc_out_token(c, token);
-    if (rc == 0) mqr__mqttc_out_commit(c, len);
-    return rc;
+    if (rc) return rc;
+    mqr__mqttc_out_commit(c, len);
+    if (alias_new)
+        mqr__mqtt_alias_out_remember(&c->out_alias, q->add_topic_alias, topic, topic_len, hash);
+    return 0;
 }
 
 int mqr__mqttc_publish(mqr_mqttc_t *c, const mqr_mqtt_publish_t *p, uint64_t token)
@@ -45,10 +66,10 @@ int mqr__mqttc_publish(mqr_mqttc_t *c, const mqr_mqtt_publish_t *p, uint64_t tok
     q.add_topic_alias = 0;
     q.add_sub_ids = NULL;
     q.n_add_sub_ids = 0;
+    if (q.qos == 0) return publish_qos0(c, &q, token);
     size_t len, head;
     if ((rc = mqr__mqtt_publish_size(&q, c->version, &len, &head)) != 0) return rc;
     if (c->srv_max_packet && len > c->srv_max_packet) return MQR_ETOOLARGE;
-    if (q.qos == 0) return publish_qos0(c, &q, len, token);
 
     mqttc_op_t *op = mqr__mqttc_op_new(len);
     if (!op) return MQR_ENOMEM;

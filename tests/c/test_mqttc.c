@@ -740,6 +740,42 @@ static void test_scripted_receive_max_v5(void **state)
     assert_true(srv_wait(t, disconnect, 3, 2000));
 }
 
+/* The server's Topic Alias Maximum 2: the first QoS 0 PUBLISH of a topic
+ * sets an alias (topic and property), later ones carry the alias alone; a
+ * third topic goes out in full; QoS 1 never uses one (it may be resent on
+ * another connection). */
+static void test_scripted_topic_alias_out_v5(void **state)
+{
+    ctx_t *t = *state;
+    mqr_mqttc_options_t o;
+    opts_init(&o, MQR_MQTT_V5, "alias");
+    static const uint8_t connack[] = {0x20, 0x06, 0x00, 0x00, 0x03, 0x22, 0x00, 0x02};
+    scripted_v5_by(t, &o, connack, sizeof connack, sizeof connack);
+    static const struct {
+        const char *topic, *payload;
+        int qos;
+    } sent[] = {{"a/b", "p1", 0}, {"a/b", "p2", 0}, {"c/d", "p3", 0},
+                {"e/f", "p4", 0}, {"a/b", "p5", 0}, {"a/b", "p6", 1}};
+    for (size_t i = 0; i < sizeof sent / sizeof sent[0]; i++) {
+        mqr_mqtt_publish_t p = pub(sent[i].topic, sent[i].payload, sent[i].qos);
+        assert_int_equal(mqr__mqttc_publish(t->c, &p, 0), 0);
+    }
+    static const uint8_t want[] = {
+        0x30, 0x0B, 0x00, 0x03, 'a',  '/',  'b',  0x03, 0x23, 0x00, 0x01, 'p', '1', /* sets 1 */
+        0x30, 0x08, 0x00, 0x00, 0x03, 0x23, 0x00, 0x01, 'p',  '2',                  /* uses 1 */
+        0x30, 0x0B, 0x00, 0x03, 'c',  '/',  'd',  0x03, 0x23, 0x00, 0x02, 'p', '3', /* sets 2 */
+        0x30, 0x08, 0x00, 0x03, 'e',  '/',  'f',  0x00, 'p',  '4',                  /* none left */
+        0x30, 0x08, 0x00, 0x00, 0x03, 0x23, 0x00, 0x01, 'p',  '5',                  /* uses 1 */
+        0x32, 0x0A, 0x00, 0x03, 'a',  '/',  'b',  0x00, 0x01, 0x00, 'p',  '6', /* QoS 1: full */
+    };
+    if (!srv_wait(t, want, sizeof want, 2000)) {
+        char hex[3 * sizeof t->srv_in + 1] = "";
+        for (size_t i = 0; i < t->srv_in_len && i < 200; i++)
+            snprintf(hex + 3 * i, 4, "%02x ", t->srv_in[i]);
+        fail_msg("the server got: %s", hex);
+    }
+}
+
 /* The packet ids of the PUBLISH packets (of qos) the scripted server got. */
 static int srv_publish_ids(ctx_t *t, int qos, uint16_t *ids, int max)
 {
@@ -1057,6 +1093,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scripted_too_large_v5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scripted_outbound_v5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scripted_receive_max_v5, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scripted_topic_alias_out_v5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_session_present, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_session_lost, setup, teardown),
     };
