@@ -246,6 +246,16 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init((char *)in->p + in->len, (unsigned)(in->cap - in->len));
 }
 
+/* A v5 server that sends us elsewhere (Use another server 0x9C, Server
+ * moved 0x9D, 5.0 §4.11) names where in its Server Reference: said in the
+ * words of the close, which the session logs. Following it is left to
+ * the operator (the session's broker list). */
+static void add_server_reference(char *why, size_t cap, int used, const mqr_mqtt_str_t *ref)
+{
+    if (!ref->p || used < 0 || (size_t)used >= cap) return;
+    snprintf(why + used, cap - (size_t)used, " (server reference: %.*s)", (int)ref->len, ref->p);
+}
+
 static void on_connack(mqr_mqttc_t *c, const uint8_t *pkt, size_t len)
 {
     mqr_mqtt_connack_t a;
@@ -255,10 +265,11 @@ static void on_connack(mqr_mqttc_t *c, const uint8_t *pkt, size_t len)
         return;
     }
     if (a.reason != 0) {
-        char why[128];
-        snprintf(why, sizeof why, "CONNACK refused: 0x%02x %.*s", a.reason,
-                 a.reason_string.p ? (int)a.reason_string.len : 0,
-                 a.reason_string.p ? a.reason_string.p : "");
+        char why[400];
+        int n = snprintf(why, sizeof why, "CONNACK refused: 0x%02x %.*s", a.reason,
+                         a.reason_string.p ? (int)a.reason_string.len : 0,
+                         a.reason_string.p ? a.reason_string.p : "");
+        add_server_reference(why, sizeof why, n, &a.server_reference);
         conn_end(c, MQR_EUPSTREAM, a.reason, why);
         return;
     }
@@ -362,10 +373,11 @@ static void on_disconnect(mqr_mqttc_t *c, const uint8_t *pkt, size_t len)
         conn_end(c, rc, 0, "bad DISCONNECT");
         return;
     }
-    char why[128];
-    snprintf(why, sizeof why, "DISCONNECT from the server: 0x%02x %.*s", d.reason,
-             d.reason_string.p ? (int)d.reason_string.len : 0,
-             d.reason_string.p ? d.reason_string.p : "");
+    char why[400];
+    int n = snprintf(why, sizeof why, "DISCONNECT from the server: 0x%02x %.*s", d.reason,
+                     d.reason_string.p ? (int)d.reason_string.len : 0,
+                     d.reason_string.p ? d.reason_string.p : "");
+    add_server_reference(why, sizeof why, n, &d.server_reference);
     conn_end(c, MQR_EUPSTREAM, d.reason, why);
 }
 

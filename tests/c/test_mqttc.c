@@ -697,6 +697,24 @@ static void test_scripted_disconnect_v5(void **state)
     assert_int_equal(t->closed_reason, MQR_MQTT_RC_SERVER_SHUTTING_DOWN);
 }
 
+/* 5.0 §4.11: a server that sends us elsewhere (DISCONNECT 0x9C, Use
+ * another server) names where; the close's words carry it. */
+static void test_scripted_server_reference_v5(void **state)
+{
+    ctx_t *t = *state;
+    mqr_mqttc_options_t o;
+    opts_init(&o, MQR_MQTT_V5, "moved");
+    scripted_v5(t, &o);
+    static const uint8_t disconnect[] = {0xE0, 0x0F, 0x9C, 0x0D, 0x1C, 0x00, 0x0A, 'o', 't',
+                                         'h',  'e',  'r',  ':',  '1',  '8',  '8',  '3'};
+    srv_send(t, disconnect, sizeof disconnect, sizeof disconnect);
+    assert_true(run_until(t, is_closed, 2000));
+    assert_int_equal(t->closed_err, MQR_EUPSTREAM);
+    assert_int_equal(t->closed_reason, 0x9C);
+    if (!strstr(t->closed_why, "(server reference: other:1883)"))
+        fail_msg("closed_why: '%s'", t->closed_why);
+}
+
 /* Our Maximum Packet Size: a bigger packet closes with MQR_ETOOLARGE and
  * DISCONNECT 0x95 (5.0 §3.1.2.11.4), as soon as its header is in. */
 static void test_scripted_too_large_v5(void **state)
@@ -1094,6 +1112,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scripted_outbound_v5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scripted_receive_max_v5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scripted_topic_alias_out_v5, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scripted_server_reference_v5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_session_present, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_session_lost, setup, teardown),
     };
