@@ -394,7 +394,7 @@ EOF
         sleep 1.2 # one more stats line
         echo "  mqrouter, last stats: $(grep -o 'receive: .*' "$tmp/mqrouter-qos$q.log" | tail -n 1)"
     else
-        mqr_note="did not receive within 5 s; its output: $(tail -n 5 "$tmp/mqrouter-qos$q.log")"
+        mqr_note="did not listen and receive within 5 s; its output: $(tail -n 5 "$tmp/mqrouter-qos$q.log")"
         rc=1
     fi
     stop_pid "$mpid"
