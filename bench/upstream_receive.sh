@@ -1,0 +1,458 @@
+#!/usr/bin/env bash
+# upstream_receive.sh: the receiving benchmark of mqrouter's upstream
+# sessions, the counterpart of upstream_forward.sh. Publishers
+# (bench/loadgen.c) publish on bench/# to a *source* broker; a *receiver*
+# takes the messages from the source and hands them to loadgen's subscriber:
+# msgs/s, end-to-end latency and lost messages, in closed loop and at a
+# fixed rate, QoS 0 and QoS 1. Three receivers, each with a fresh source, in
+# the same run:
+#
+#   client    no hop: loadgen's subscriber subscribes on the source itself
+#             (what a mosquitto_sub-style client gets; the baseline)
+#   bridge    an edge Mosquitto with a `connection` bridge to the source
+#             (topic bench/# in <qos>, cleansession true); the subscriber
+#             on the edge
+#   mqrouter  `mqrouter rules.lua`: one upstream session to the source
+#             subscribes to bench/# (up:subscribe, no route: what a session
+#             receives goes through the engine's router to the listener's
+#             subscribers); the subscriber on the embedded listener
+#
+# Every broker runs on a free loopback port, is started here and killed on
+# exit; nothing else is touched. A benchmark, not a test: it never fails on
+# a figure, only when the setup breaks (a broker that does not start, a
+# path that does not carry a probe, loadgen without a result or with a
+# connection error). See bench/README.md for what it prints.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+usage() {
+    cat <<EOF
+usage: $0 [options]
+  --mqrouter PATH   mqrouter binary (or env MQROUTER_BIN); the mqrouter
+                    receiver is skipped without one
+  --loadgen PATH    loadgen binary (or env LOADGEN); default: compile
+                    $here/loadgen.c into a temporary directory
+  --mosquitto PATH  (or env MOSQUITTO; default /usr/sbin/mosquitto)
+  --duration S      measured seconds per run (10)
+  --warmup S        seconds of load before measuring (2)
+  --runs N          runs per mode; the table shows the median (3)
+  --rate R          total msgs/s of the fixed-rate mode (10000)
+  --qos LIST        QoS of the publishes and subscriptions: 0, 1 or 0,1 (0,1)
+  --window W        per-publisher window of the closed-loop mode (loadgen's default)
+  --publishers N    (4)   --payload BYTES (64)
+  --persist on|off  the mqrouter session's persist option (on, the default;
+                    on Paho a QoS 1 message received is written to the
+                    inbox of data/upstream.db before it is acknowledged)
+  --transport T     the mqrouter session's transport: native or paho
+                    (the session's default when not given)
+  --source KIND     the broker the publishers send to: mosquitto (default)
+                    or mqrouter (its listener, with no rules: a source that
+                    is not the bottleneck, to measure the receivers)
+  --queue N         every broker's per-client queue: Mosquitto's
+                    max_queued_messages, mqrouter's --limit max_queued (100000)
+  --inflight N      every broker's QoS 1 messages in flight per client:
+                    Mosquitto's max_inflight_messages, mqrouter's --limit
+                    max_inflight (at most 1024) (1000)
+  --keep            keep the temporary directory (configs, logs, raw output)
+EOF
+}
+
+mqrouter_bin=${MQROUTER_BIN:-}
+loadgen=${LOADGEN:-}
+mosquitto=${MOSQUITTO:-/usr/sbin/mosquitto}
+duration=10
+warmup=2
+runs=3
+rate=10000
+qos_list=0,1
+window=
+publishers=4
+payload=64
+queue=100000
+inflight=1000
+persist=true
+transport=
+source_kind=mosquitto
+keep=0
+while [ $# -gt 0 ]; do
+    case $1 in
+    --mqrouter) mqrouter_bin=$2; shift 2 ;;
+    --loadgen) loadgen=$2; shift 2 ;;
+    --mosquitto) mosquitto=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    --qos) qos_list=$2; shift 2 ;;
+    --window) window=$2; shift 2 ;;
+    --publishers) publishers=$2; shift 2 ;;
+    --payload) payload=$2; shift 2 ;;
+    --queue) queue=$2; shift 2 ;;
+    --inflight) inflight=$2; shift 2 ;;
+    --persist) case $2 in on) persist=true ;; off) persist=false ;; *) usage >&2; exit 2 ;; esac; shift 2 ;;
+    --transport) case $2 in native | paho) transport=$2 ;; *) usage >&2; exit 2 ;; esac; shift 2 ;;
+    --source) case $2 in mosquitto | mqrouter) source_kind=$2 ;; *) usage >&2; exit 2 ;; esac; shift 2 ;;
+    --keep) keep=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "$0: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+qos_list=${qos_list//,/ }
+for q in $qos_list; do
+    case $q in 0 | 1) ;; *) echo "$0: --qos takes 0, 1 or 0,1" >&2; exit 2 ;; esac
+done
+if [ "$source_kind" = mqrouter ] && [ ! -x "${mqrouter_bin:-}" ]; then
+    echo "$0: --source mqrouter needs --mqrouter (an executable)" >&2
+    exit 2
+fi
+
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+bench_tmpdir upstream_receive
+
+clk_tck=$(getconf CLK_TCK)
+pct() { awk -v d="$1" -v hz="$clk_tck" -v w="$2" 'BEGIN{printf "%.0f", 100 * d / hz / w}'; } # ticks, seconds
+
+# The path source -> receiver works: a message published to the source
+# reaches a subscriber of the receiver (the bridge or the session may still
+# be connecting or subscribing when the receiver already listens). Probes on
+# bench/probe, before loadgen subscribes, so loadgen never sees them.
+# Without the mosquitto clients it just waits 2 s.
+probe_path() {
+    local sport=$1 rport=$2 out=$tmp/probe.out
+    if ! command -v mosquitto_sub >/dev/null || ! command -v mosquitto_pub >/dev/null; then
+        sleep 2
+        return 0
+    fi
+    : >"$out"
+    mosquitto_sub -h 127.0.0.1 -p "$rport" -t bench/probe -C 1 -W 6 >"$out" 2>/dev/null &
+    helper_pid=$!
+    local deadline=$((SECONDS + 5))
+    while [ $SECONDS -le $deadline ] && kill -0 "$helper_pid" 2>/dev/null; do
+        sleep 0.2
+        timeout 2 mosquitto_pub -h 127.0.0.1 -p "$sport" -t bench/probe -m probe -q 1 \
+            >/dev/null 2>&1 || true
+    done
+    wait "$helper_pid" 2>/dev/null || true
+    helper_pid=
+    [ -s "$out" ]
+}
+
+if [ -z "$loadgen" ]; then
+    loadgen=$tmp/loadgen
+    cc -O2 -std=c11 -Wall -Wextra -pthread "$here/loadgen.c" -o "$loadgen"
+fi
+[ -x "$loadgen" ] || { echo "$0: loadgen '$loadgen' is not executable" >&2; exit 1; }
+if ! "$loadgen" --help | grep -q -- --sub-port; then
+    echo "$0: $loadgen has no --sub-port (an older build?)" >&2
+    exit 1
+fi
+
+declare -A R # R[system.qos.mode.field.run] = value, from the RESULT lines
+
+# One loadgen run: publishers to the source (pid spid, port sport),
+# subscriber to the receiver (rpid, rport; for `client` rpid is empty and
+# rport is sport). Records the RESULT fields plus the CPU of the source,
+# the receiver and of everything else.
+run_one() {
+    local sys=$1 q=$2 mode=$3 run=$4 spid=$5 sport=$6 rpid=$7 rport=$8
+    local args=(--publishers "$publishers" --payload "$payload" --qos "$q"
+        --duration "$duration" --warmup "$warmup"
+        --host 127.0.0.1 --port "$sport" --sub-port "$rport" --label "$sys")
+    if [ "$mode" = rate ]; then
+        args+=(--rate "$rate")
+    elif [ -n "$window" ]; then
+        args+=(--window "$window")
+    fi
+    local k=$sys.$q.$mode out=$tmp/$sys.qos$q.$mode.$run.out
+    local s0 r0=0 m0 s1 r1=0 m1 lg wall
+    s0=$(proc_ticks "$spid")
+    [ -n "$rpid" ] && r0=$(proc_ticks "$rpid")
+    read -r m0 _ < <(sys_ticks)
+    local start=$EPOCHREALTIME
+    # In the background so that a signal reaches the trap at once; `times`
+    # before and after gives loadgen's CPU. loadgen ends by itself within
+    # warmup + duration + ~5 s; timeout is a second guard.
+    times >"$out.t0"
+    timeout -k 2 "$(awk -v w="$warmup" -v d="$duration" 'BEGIN{printf "%d", w + d + 30}')" \
+        "$loadgen" "${args[@]}" >"$out" 2>"$out.err" &
+    helper_pid=$!
+    wait "$helper_pid" || true
+    helper_pid=
+    times >"$out.t1"
+    wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN{print b - a}')
+    s1=$(proc_ticks "$spid")
+    [ -n "$rpid" ] && r1=$(proc_ticks "$rpid")
+    read -r m1 _ < <(sys_ticks)
+    lg=$(times_cpu "$out.t0" "$out.t1")
+    grep -v '^RESULT' "$out" | sed 's/^/  /' || true
+    sed 's/^/  /' "$out.err" >&2
+    local line kv
+    line=$(grep '^RESULT' "$out" || true)
+    if [ -z "$line" ]; then
+        R[$k.status.$run]=failed
+        return
+    fi
+    for kv in ${line#RESULT }; do
+        R[$k.${kv%%=*}.$run]=${kv#*=}
+    done
+    R[$k.src_cpu_pct.$run]=$(pct $((s1 - s0)) "$wall")
+    local recv=none
+    if [ -n "$rpid" ]; then
+        R[$k.recv_cpu_pct.$run]=$(pct $((r1 - r0)) "$wall")
+        recv=${R[$k.recv_cpu_pct.$run]}%
+    fi
+    R[$k.other_cpu_pct.$run]=$(awk -v busy=$((m1 - m0)) -v b=$((s1 - s0 + r1 - r0)) -v hz="$clk_tck" \
+        -v w="$wall" -v lg="${lg:-0}" 'BEGIN{o = 100 * ((busy - b) / hz - lg) / w; printf "%.0f", o < 0 ? 0 : o}')
+    echo "  source cpu ${R[$k.src_cpu_pct.$run]}%, receiver cpu $recv," \
+        "everything else ${R[$k.other_cpu_pct.$run]}% (should be ~0)"
+}
+
+# Median over the runs (numeric), or "-".
+median() {
+    local k=$1 field=$2 i vals=()
+    for i in $(seq "$runs"); do
+        [ -n "${R[$k.$field.$i]:-}" ] && vals+=("${R[$k.$field.$i]}")
+    done
+    [ ${#vals[@]} -eq 0 ] && { echo "-"; return; }
+    printf '%s\n' "${vals[@]}" | sort -g | awk '{v[NR] = $1} END{print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
+# The first non-ok status of the runs, or ok.
+status_of() {
+    local k=$1 i s
+    for i in $(seq "$runs"); do
+        s=${R[$k.status.$i]:-failed}
+        [ "$s" != ok ] && { echo "$s"; return; }
+    done
+    echo ok
+}
+
+bench_system() {
+    local sys=$1 q=$2 spid=$3 sport=$4 rpid=$5 rport=$6 mode i
+    for mode in closed rate; do
+        for i in $(seq "$runs"); do
+            echo "$sys QoS $q $mode run $i/$runs"
+            run_one "$sys" "$q" "$mode" "$i" "$spid" "$sport" "$rpid" "$rport"
+        done
+    done
+}
+
+# A broker config with the settings every Mosquitto here shares:
+# max_queued_messages (Mosquitto drops a message for an online client whose
+# queue holds that many) and max_inflight_messages (its QoS 1 deliveries to
+# one client in flight; default 20) raised so that no broker holds a
+# receiver or loadgen back for its limits (see --queue, --inflight).
+mosquitto_conf() {
+    cat <<EOF
+listener $1 127.0.0.1
+allow_anonymous true
+set_tcp_nodelay true
+max_queued_messages $queue
+max_inflight_messages $inflight
+persistence false
+EOF
+}
+
+# An mqrouter with the listener limits matching mosquitto_conf (it sets
+# TCP_NODELAY itself and keeps nothing here but persistent sessions' state).
+# Sets mpid; returns 1 if it does not listen within 5 s.
+start_mqrouter() {
+    local name=$1 port=$2 rules=$3
+    mkdir -p "$tmp/$name-data"
+    "$mqrouter_bin" --listen "127.0.0.1:$port" --limit "max_queued=$queue" \
+        --limit "max_inflight=$inflight" --data-dir "$tmp/$name-data" --no-watch \
+        "$rules" >"$tmp/$name.log" 2>&1 &
+    mpid=$!
+    started_pids+=("$mpid")
+    wait_listen "$port" "$mpid"
+}
+
+# The source broker, fresh for each system and QoS: sets spid and sport.
+start_source() {
+    local name=$1
+    sport=$(free_port)
+    if [ "$source_kind" = mqrouter ]; then
+        echo 'local mq = require "mqrouter" -- a source with no rules' >"$tmp/$name.lua"
+        if start_mqrouter "$name" "$sport" "$tmp/$name.lua"; then
+            spid=$mpid
+            return 0
+        fi
+        echo "$0: the source mqrouter did not listen on $sport:" >&2
+        cat "$tmp/$name.log" >&2
+        exit 1
+    fi
+    mosquitto_conf "$sport" >"$tmp/$name.conf"
+    "$mosquitto" -c "$tmp/$name.conf" >"$tmp/$name.log" 2>&1 &
+    spid=$!
+    started_pids+=("$spid")
+    if ! wait_listen "$sport" "$spid"; then
+        echo "$0: the source mosquitto did not listen on $sport:" >&2
+        cat "$tmp/$name.log" >&2
+        exit 1
+    fi
+}
+
+busy=$(machine_busy_pct)
+echo "machine: $(nproc) CPUs, $busy% of one CPU busy before the run (kernel $(uname -r))," \
+    "mosquitto $("$mosquitto" -h 2>&1 | awk 'NR==1{print $3}')"
+if [ "$busy" -gt 10 ]; then
+    echo "WARNING: the machine is not idle; figures will be noisy (see other cpu in the table)"
+fi
+
+rc=0
+have_mqr=0
+mqr_note=
+if [ -z "$mqrouter_bin" ]; then
+    mqr_note="skipped (no --mqrouter and no MQROUTER_BIN)"
+elif [ ! -x "$mqrouter_bin" ]; then
+    mqr_note="skipped ($mqrouter_bin is not an executable)"
+fi
+
+for q in $qos_list; do
+    # ---- client: loadgen's subscriber on the source itself ----
+    start_source "source-client-qos$q"
+    if ! probe_path "$sport" "$sport"; then
+        echo "$0: the source did not deliver a probe within 5 s; its log:" >&2
+        tail -n 20 "$tmp/source-client-qos$q.log" >&2
+        exit 1
+    fi
+    echo "client QoS $q: source $source_kind on 127.0.0.1:$sport (pid $spid), subscriber on it"
+    bench_system client "$q" "$spid" "$sport" "" "$sport"
+    stop_pid "$spid"
+
+    # ---- bridge: source -> edge Mosquitto (bridge `in`) ----
+    # The bridge subscribes to bench/# on the source at the run's QoS; the
+    # edge's max_queued_messages and max_inflight_messages are those of
+    # every broker here (mosquitto_conf).
+    start_source "source-bridge-qos$q"
+    rport=$(free_port)
+    {
+        mosquitto_conf "$rport"
+        cat <<EOF
+
+connection source
+address 127.0.0.1:$sport
+clientid edge-bridge-qos$q
+topic bench/# in $q
+cleansession true
+notifications false
+keepalive_interval 60
+EOF
+        # mqrouter's listener refuses the bridge bit of try_private
+        # (protocol level 0x84): plain MQTT 3.1.1 then
+        if [ "$source_kind" = mqrouter ]; then echo "try_private false"; fi
+    } >"$tmp/edge-qos$q.conf"
+    "$mosquitto" -c "$tmp/edge-qos$q.conf" >"$tmp/edge-qos$q.log" 2>&1 &
+    rpid=$!
+    started_pids+=("$rpid")
+    if ! wait_listen "$rport" "$rpid" || ! probe_path "$sport" "$rport"; then
+        echo "$0: the bridge did not receive within 5 s; edge log:" >&2
+        tail -n 20 "$tmp/edge-qos$q.log" >&2
+        exit 1
+    fi
+    echo "bridge QoS $q: source $source_kind on 127.0.0.1:$sport (pid $spid)" \
+        "-> edge mosquitto on 127.0.0.1:$rport (pid $rpid)"
+    bench_system bridge "$q" "$spid" "$sport" "$rpid" "$rport"
+    stop_pid "$rpid"
+    stop_pid "$spid"
+
+    # ---- mqrouter: source -> upstream session -> router -> listener ----
+    [ -n "$mqr_note" ] && continue
+    start_source "source-mqrouter-qos$q"
+    transport_opt=
+    [ -n "$transport" ] && transport_opt=", transport = \"$transport\""
+    rport=$(free_port)
+    cat >"$tmp/rules-qos$q.lua" <<EOF
+-- receiving benchmark: the session subscribes to bench/# on the source; what
+-- it receives goes through the engine's router to the listener's
+-- subscribers (no route needed, docs/lua-api.md mq.upstream).
+local mq = require "mqrouter"
+local up = mq.upstream{ name = "source", broker = "tcp://127.0.0.1:$sport",
+                        persist = $persist$transport_opt }
+assert(up:subscribe("bench/#", $q))
+-- Once a second, when something changed: what the session received and
+-- what it could not pass on.
+local seen = -1
+mq.every(1, function()
+  local s = up:status()
+  if s.messages_received == seen then return end
+  seen = s.messages_received
+  mq.log.info(("receive: received %s dropped %s unprotected %s spilled %s not_kept %s (%s)"):format(
+    s.messages_received, s.messages_dropped, s.messages_unprotected, s.messages_spilled,
+    s.messages_not_kept, s.transport))
+end)
+EOF
+    if start_mqrouter "mqrouter-qos$q" "$rport" "$tmp/rules-qos$q.lua" &&
+        probe_path "$sport" "$rport"; then
+        rpid=$mpid
+        echo "mqrouter QoS $q: source $source_kind on 127.0.0.1:$sport (pid $spid)" \
+            "-> mqrouter on 127.0.0.1:$rport (pid $rpid)"
+        have_mqr=1
+        bench_system mqrouter "$q" "$spid" "$sport" "$rpid" "$rport"
+        sleep 1.2 # one more stats line
+        echo "  mqrouter, last stats: $(grep -o 'receive: .*' "$tmp/mqrouter-qos$q.log" | tail -n 1)"
+    else
+        mqr_note="did not listen and receive within 5 s; its output: $(tail -n 5 "$tmp/mqrouter-qos$q.log")"
+        rc=1
+    fi
+    stop_pid "$mpid"
+    stop_pid "$spid"
+done
+
+# ---- tables ----
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b}'; }
+row() { # name qos mode field
+    local name=$1 q=$2 mode=$3 field=$4 c b m
+    c=$(median "client.$q.$mode" "$field")
+    b=$(median "bridge.$q.$mode" "$field")
+    m=$(median "mqrouter.$q.$mode" "$field")
+    printf '%-28s %11s %11s %11s %10s %10s\n' "$name" "$c" "$b" "$m" "$(ratio "$m" "$c")" "$(ratio "$m" "$b")"
+}
+status_pair() { # sys qos
+    if [ "$1" = mqrouter ] && [ "$have_mqr" != 1 ]; then echo skipped; return; fi
+    echo "$(status_of "$1.$2.closed")/$(status_of "$1.$2.rate")"
+}
+for q in $qos_list; do
+    echo
+    echo "QoS $q receiving: $publishers publisher(s) -> source $source_kind -> receiver -> 1 subscriber" \
+        "on bench/#, $payload-byte payloads, ${duration}s measured after ${warmup}s warm-up," \
+        "median of $runs run(s); queue $queue, in-flight $inflight;" \
+        "session persist $persist, transport ${transport:-default}"
+    printf '%-28s %11s %11s %11s %10s %10s\n' metric client bridge mqrouter mqr/client mqr/bridge
+    for mode in closed rate; do
+        p=closed
+        [ "$mode" = rate ] && p=rate$rate
+        if [ "$mode" = closed ]; then
+            row "$p msgs/s (higher=better)" "$q" "$mode" msgs_per_s
+        else
+            row "$p msgs/s" "$q" "$mode" msgs_per_s
+        fi
+        row "$p p50 us" "$q" "$mode" p50_us
+        row "$p p99 us" "$q" "$mode" p99_us
+        if [ "$mode" = rate ]; then
+            row "$p p99.9 us" "$q" "$mode" p999_us
+            row "$p max us" "$q" "$mode" max_us
+        fi
+        row "$p lost" "$q" "$mode" lost
+        row "$p source cpu %" "$q" "$mode" src_cpu_pct
+        row "$p receiver cpu %" "$q" "$mode" recv_cpu_pct
+        row "$p loadgen cpu %" "$q" "$mode" loadgen_cpu_pct
+        row "$p other cpu %" "$q" "$mode" other_cpu_pct
+    done
+    printf '%-28s %11s %11s %11s\n' "status closed / rate" \
+        "$(status_pair client "$q")" "$(status_pair bridge "$q")" "$(status_pair mqrouter "$q")"
+    # A run without a result, or one whose connection failed, is a broken
+    # setup; a timeout (a stalled receiver) is a result and is only shown.
+    for sys in client bridge mqrouter; do
+        [ "$sys" = mqrouter ] && [ "$have_mqr" != 1 ] && continue
+        for mode in closed rate; do
+            for i in $(seq "$runs"); do
+                case ${R[$sys.$q.$mode.status.$i]:-failed} in failed | error) rc=1 ;; esac
+            done
+        done
+    done
+done
+[ -n "$mqr_note" ] && echo "mqrouter: $mqr_note"
+exit "$rc"
