@@ -21,7 +21,7 @@
 
 /* test_upstream_tls_native.c runs these on the native transport, whose
  * OpenSSL runs on the loop and reports every reason itself
- * (UP_TEST_TRANSPORT, UP_TEST_NATIVE: upstream_harness.h). */
+ * (UP_TEST_TRANSPORT: upstream_harness.h). */
 
 /* Log lines of the engine, from any thread: the sink only appends. */
 static char logbuf[16384];
@@ -140,6 +140,13 @@ static void wait_connected(ctx_t *c, mqr_upstream_t *u)
     }
 }
 
+/* Whether the session whose status st is runs on the native transport:
+ * some failures are worded differently by Paho (docs/upstream.md, TLS). */
+static bool on_native(const mqr_upstream_status_t *st)
+{
+    return strcmp(st->transport, "native") == 0;
+}
+
 /* Fails to connect twice in a row, never connects; returns the status. */
 static void wait_refused(ctx_t *c, mqr_upstream_t *u, mqr_upstream_status_t *st)
 {
@@ -253,8 +260,9 @@ static void test_no_client_cert(void **state)
     wait_refused(c, u, &st);
     /* Over TLS 1.3 the refusal comes after the handshake, where Paho
      * reports no OpenSSL reason: the text names the possible causes. The
-     * native transport reads the broker's alert. */
-    if (!strstr(st.last_error, UP_TEST_NATIVE ? "alert certificate required"
+     * native transport reads the broker's alert. (The session's transport,
+     * not this file's: the engine's default may be either.) */
+    if (!strstr(st.last_error, on_native(&st) ? "alert certificate required"
                                               : "client certificate missing or refused"))
         fail_msg("last_error: '%s'", st.last_error);
 }
@@ -314,7 +322,7 @@ static void test_hostname(void **state)
     wait_refused(c, strict, &st);
     /* Native: OpenSSL's own reason for a name that does not match. */
     if (!strstr(st.last_error,
-                UP_TEST_NATIVE ? "certificate verify failed" : "host name not in its certificate"))
+                on_native(&st) ? "certificate verify failed" : "host name not in its certificate"))
         fail_msg("last_error: '%s'", st.last_error);
 }
 

@@ -35,9 +35,13 @@ describe("examples/edge_bridge.lua", function()
     h:publish("sensors/boiler/temperature", "81")
     h:publish("sensors/boiler/pressure", "2.1")
     assert.is_true(h:run_until(function() return #watcher.lines() >= 2 end, 5))
-    -- the cloud goes away: readings wait in the session's buffer
+    -- the cloud goes away: readings wait in the session's buffer once the
+    -- session saw the connection end (a native session reads on the loop:
+    -- published before that, they would go out on the dead connection and,
+    -- with a clean session, be in flight and lost at the reconnect)
     watcher.stop()
     cloud.stop()
+    assert.is_true(h:run_until(function() return #h:logs("'cloud' disconnected") > 0 end, 5))
     h:publish("sensors/boiler/temperature", "82")
     h:publish("sensors/boiler/temperature", "83")
     h:run(0.3)
