@@ -538,9 +538,9 @@ typedef struct {
     const char *tls_cert;
     const char *tls_key;
     int tls_no_verify; /* accept any broker certificate */
-    /* what carries the session (docs/upstream.md): NULL or "paho" (Paho
-     * MQTT C's asynchronous client), or "native" (mqrouter's own client on
-     * the loop; no persist yet) */
+    /* what carries the session (docs/upstream.md): "native" (mqrouter's
+     * own client on the loop) or "paho" (Paho MQTT C's asynchronous
+     * client); NULL = the engine's upstream_transport, else "native" */
     const char *transport;
 } mqr_session_options_t;
 

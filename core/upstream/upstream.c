@@ -44,9 +44,10 @@ static char *xstrdup(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-/* The transports there are; the first is the default. */
-static const up_transport_t *const transports[] = {&mqr__up_transport_paho,
-                                                   &mqr__up_transport_native};
+/* The transports there are; the first is the default (the engine's
+ * upstream_transport option overrides it). */
+static const up_transport_t *const transports[] = {&mqr__up_transport_native,
+                                                   &mqr__up_transport_paho};
 #define N_TRANSPORTS (sizeof transports / sizeof transports[0])
 
 const up_transport_t *mqr__up_transport_find(const char *name)
@@ -62,7 +63,7 @@ bool mqr__upstream_transport_known(const char *name)
     return name && name[0] && mqr__up_transport_find(name);
 }
 
-/* "'paho'" or "'paho', 'native'": for the log line about an unknown one. */
+/* "'native', 'paho'": for the log line about an unknown one. */
 static void transport_choices(char *buf, size_t n)
 {
     size_t used = 0;
@@ -816,7 +817,12 @@ void mqr__upstream_close(mqr_upstream_t *u)
     u->drop_warned_ms = u->unprotected_warned_ms = u->not_kept_warned_ms = 0;
     mqr__up_report_losses(u);
     uint64_t waiting = (u->state == MQR_UPSTREAM_CONNECTED ? 0 : u->buffered) + u->n_early;
-    if (waiting && u->persistent && !u->discard)
+    if (waiting && u->persistent && u->successor)
+        MQR_LOG_I("upstream",
+                  "session '%s': %llu message(s) buffered while disconnected stay stored for the "
+                  "session that replaces it",
+                  u->name, (unsigned long long)waiting);
+    else if (waiting && u->persistent && !u->discard)
         MQR_LOG_I("upstream",
                   "session '%s': %llu message(s) buffered while disconnected stay stored for "
                   "the next start",

@@ -10,9 +10,9 @@
  */
 #include "upstream_harness.h"
 
-/* test_upstream_on_native.c runs the tests that do not depend on Paho's
- * threads or on persistence on the native transport (UP_TEST_TRANSPORT,
- * UP_TEST_NATIVE: upstream_harness.h). */
+/* Sessions take the engine's default transport: ctest runs this file on
+ * each (tests/CMakeLists.txt sets MQROUTER_UPSTREAM_TRANSPORT); the tests
+ * of Paho's threads name "paho". */
 
 static mqr_upstream_t *session(ctx_t *c, const char *name, int port, int version, int max_buffered)
 {
@@ -24,7 +24,7 @@ static mqr_upstream_t *session(ctx_t *c, const char *name, int port, int version
         .clean_start = 1,
         .mqtt_version = version,
         .max_buffered = max_buffered,
-        .transport = UP_TEST_TRANSPORT,
+        .transport = NULL, /* the engine's default */
     };
     return session_cfg(c, &cfg);
 }
@@ -176,7 +176,7 @@ static void test_drop_oldest(void **state)
         .drop_oldest = 1,
         .retry_initial_s = 1,
         .retry_max_s = 1,
-        .transport = UP_TEST_TRANSPORT,
+        .transport = NULL, /* the engine's default */
     };
     mqr_upstream_t *u = NULL;
     assert_int_equal(mqr__upstream_new(c->e, &cfg, &u), 0);
@@ -704,14 +704,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_v5_properties, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_not_sent, setup, teardown),
-#if !UP_TEST_NATIVE /* Paho's thread fills the queue of a stalled loop; persistence */
         cmocka_unit_test_setup_teardown(test_inbound_limit_drops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inbound_limit_spills, setup, teardown),
-#endif
         cmocka_unit_test_setup_teardown(test_not_kept, setup, teardown),
-#if !UP_TEST_NATIVE
         cmocka_unit_test_setup_teardown(test_close_unrouted, setup, teardown),
-#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

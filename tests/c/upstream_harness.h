@@ -24,17 +24,6 @@
 
 #include "broker_harness.h"
 
-/* A file compiled a second time for the native transport (as
- * test_upstream_on_native.c does with test_upstream.c) defines
- * UP_TEST_TRANSPORT "native" before including it; otherwise sessions take
- * the engine's default transport. */
-#ifndef UP_TEST_TRANSPORT
-#define UP_TEST_TRANSPORT NULL
-#define UP_TEST_NATIVE 0
-#else
-#define UP_TEST_NATIVE 1
-#endif
-
 /* What on_msg keeps of a routed message. */
 typedef struct {
     char topic[128];

@@ -3,6 +3,7 @@ and Mosquitto on loopback, and cleaning up whatever a test started."""
 import os
 import shutil
 import signal
+import sqlite3
 import socket
 import subprocess
 import sys
@@ -134,3 +135,25 @@ class Workspace:
         if exc[0] is not None:
             sys.stderr.write("--- mqrouter log:\n" + self.log()[-4000:])
         self.close(check=exc[0] is None)
+
+
+def upstream_records(ws, session):
+    """Records an upstream session keeps, read while mqrouter is not running:
+    Paho's in data/upstream.db (kept locked while it runs), the native
+    transport's in the engine store's upstream_outbox (data/mqrouter.db);
+    -1 when neither file has a table for them."""
+    n, found = 0, False
+    for name, table in (("upstream.db", "records"), ("mqrouter.db", "upstream_outbox")):
+        db = ws.path("data/" + name)
+        if not os.path.exists(db):
+            continue
+        con = sqlite3.connect(db, timeout=5)
+        try:
+            n += con.execute(f"SELECT count(*) FROM {table} WHERE session = ?",
+                             (session,)).fetchone()[0]
+            found = True
+        except sqlite3.OperationalError:
+            pass  # no such table: this file holds none of them
+        finally:
+            con.close()
+    return n if found else -1

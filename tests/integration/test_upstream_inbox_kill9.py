@@ -9,7 +9,9 @@ The session's route is slow on purpose (0.2 s a message, a stand-in for a
 busy loop); ten QoS 1 messages reach Paho within milliseconds and are
 acknowledged; mqrouter is killed while the route is on the first ones. The
 session is clean: the broker forgets everything at the reconnect, so only
-the inbox can bring the unrouted ones back."""
+the inbox can bring the unrouted ones back. The inbox is Paho's (the native
+transport acknowledges after routing instead:
+test_upstream_ack_after_routing_kill9.py), so the session names it."""
 import signal
 import time
 
@@ -22,7 +24,7 @@ N = 10
 RULES = """
 local mq = require "mqrouter"
 local up = mq.session{{ name = "up", broker = "tcp://127.0.0.1:{up}", clean = true,
-                        reconnect = {{ initial = 1, max = 1 }} }}
+                        transport = "paho", reconnect = {{ initial = 1, max = 1 }} }}
 up:route("cmd/#", function(msg)
   local t = os.clock()
   while os.clock() - t < 0.2 do end

@@ -19,16 +19,14 @@ allowed, QoS 1).
 Phase 3, the broker's side of the session: mqrouter is killed, the broker
 keeps the session (clean = false) and queues QoS 1 messages for its
 subscription; after the restart they reach the session's route."""
-import os
 import signal
 import socket
-import sqlite3
 import threading
 import time
 
 import paho.mqtt.client as mqtt
 
-from mqr_it import Retained, Workspace, free_port, wait
+from mqr_it import Retained, Workspace, free_port, upstream_records, wait
 
 N1 = 2000
 N2 = 300
@@ -99,25 +97,7 @@ class Relay:
 
 
 def records(ws):
-    """Records the session keeps, read while mqrouter is not running: Paho's
-    in data/upstream.db (kept locked while it runs), the native transport's
-    in the engine store's upstream_outbox (data/mqrouter.db); -1 when
-    neither file has any table for them."""
-    n, found = 0, False
-    for name, sql in (("upstream.db", "SELECT count(*) FROM records WHERE session = 'up'"),
-                      ("mqrouter.db", "SELECT count(*) FROM upstream_outbox WHERE session = 'up'")):
-        db = ws.path("data/" + name)
-        if not os.path.exists(db):
-            continue
-        con = sqlite3.connect(db, timeout=5)
-        try:
-            n += con.execute(sql).fetchone()[0]
-            found = True
-        except sqlite3.OperationalError:
-            pass  # no such table: this file holds none of the records
-        finally:
-            con.close()
-    return n if found else -1
+    return upstream_records(ws, "up")
 
 
 def publish_all(port, prefix, n):

@@ -5,14 +5,12 @@ the rules file changes the session's keepalive, the new session waits for
 the old one to close, restores its records, and when the broker comes up
 every message arrives (and the new session's publishes made during the
 reload too). A reload that drops the session gives its records up."""
-import os
 import signal
-import sqlite3
 import threading
 
 import paho.mqtt.client as mqtt
 
-from mqr_it import Retained, Workspace, free_port, wait
+from mqr_it import Retained, Workspace, free_port, upstream_records, wait
 
 N = 1000
 
@@ -36,13 +34,7 @@ mq.log.info("LOADED without session")
 
 
 def records(ws):
-    """Rows of upstream.db, read once mqrouter stopped (it keeps the file
-    locked)."""
-    con = sqlite3.connect(ws.path("data/upstream.db"), timeout=5)
-    try:
-        return con.execute("SELECT count(*) FROM records WHERE session = 'up'").fetchone()[0]
-    finally:
-        con.close()
+    return upstream_records(ws, "up")
 
 
 def publish_all(port, prefix, n):
@@ -99,7 +91,7 @@ with Workspace() as ws:
     for p in ws.procs[1:]:
         p.terminate()
         p.wait(10)
-    wait(lambda: "session_disconnected" in ws.log() or "lost" in ws.log(), 10, "the loss")
+    wait(lambda: "session 'up' disconnected" in ws.log(), 10, "the loss")
     publish_all(port, "c", 50)
     wait(lambda: stored.number() >= 50, 10, "50 stored records")
     stored.close()
