@@ -240,7 +240,10 @@ start_upstream() {
         [ -x "${mqrouter_bin:-}" ] || { echo "$0: --upstream mqrouter needs --mqrouter" >&2; exit 2; }
         mkdir -p "$tmp/$name-data"
         echo 'local mq = require "mqrouter" -- an upstream with no rules' >"$tmp/$name.lua"
+        # the same limits as a Mosquitto upstream gets (--queue, --inflight;
+        # mqrouter caps in-flight at 1024)
         "$mqrouter_bin" --listen "127.0.0.1:$uport" --data-dir "$tmp/$name-data" --no-watch \
+            --limit "max_queued=$queue" --limit "max_inflight=$inflight" \
             "$tmp/$name.lua" >"$tmp/$name.log" 2>&1 &
         upid=$!
         started_pids+=("$upid")
