@@ -34,6 +34,8 @@
  */
 #include "listener_int.h"
 
+#include "hash.h"
+
 #include "store_client_sessions.h"
 #include "topic.h"
 
@@ -46,19 +48,9 @@
 
 /* ---- the map of offline sessions ------------------------------------------------ */
 
-static uint64_t hash_id(const char *s, size_t len)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 static mqr_client_session_t **bucket(mqr_listener_t *l, const char *id, size_t len)
 {
-    return &l->sessions[hash_id(id, len) & (l->sessions_cap - 1)];
+    return &l->sessions[mqr__fnv1a64(id, len) & (l->sessions_cap - 1)];
 }
 
 static mqr_client_session_t *find(mqr_listener_t *l, const char *id, size_t len)
@@ -90,7 +82,7 @@ static int map_add(mqr_listener_t *l, mqr_client_session_t *s)
             mqr_client_session_t *x = l->sessions[i];
             while (x) {
                 mqr_client_session_t *next = x->next;
-                size_t j = hash_id(x->client_id, x->client_id_len) & (cap - 1);
+                size_t j = mqr__fnv1a64(x->client_id, x->client_id_len) & (cap - 1);
                 x->next = b[j];
                 b[j] = x;
                 x = next;

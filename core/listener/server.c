@@ -9,6 +9,8 @@
  */
 #include "listener_int.h"
 
+#include "hash.h"
+
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,20 +69,10 @@ static void normalize(mqr_listener_options_t *o, const mqr_listener_options_t *i
 
 /* ---- client-id map ------------------------------------------------------ */
 
-static uint64_t hash_id(const char *s, size_t len)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 static mqr_lconn_t *id_find_in(mqr_listener_t *l, const char *id, size_t len)
 {
     if (!l->ids_cap) return NULL;
-    for (mqr_lconn_t *c = l->ids[hash_id(id, len) & (l->ids_cap - 1)]; c; c = c->id_next)
+    for (mqr_lconn_t *c = l->ids[mqr__fnv1a64(id, len) & (l->ids_cap - 1)]; c; c = c->id_next)
         if (c->client_id_len == len && memcmp(c->client_id, id, len) == 0) return c;
     return NULL;
 }
@@ -106,7 +98,7 @@ static int ids_grow(mqr_listener_t *l)
         mqr_lconn_t *c = l->ids[i];
         while (c) {
             mqr_lconn_t *next = c->id_next;
-            size_t j = hash_id(c->client_id, c->client_id_len) & (cap - 1);
+            size_t j = mqr__fnv1a64(c->client_id, c->client_id_len) & (cap - 1);
             c->id_next = b[j];
             b[j] = c;
             c = next;
@@ -124,7 +116,7 @@ int mqr__listener_id_add(mqr_listener_t *l, mqr_lconn_t *c)
         int rc = ids_grow(l);
         if (rc < 0) return rc;
     }
-    size_t j = hash_id(c->client_id, c->client_id_len) & (l->ids_cap - 1);
+    size_t j = mqr__fnv1a64(c->client_id, c->client_id_len) & (l->ids_cap - 1);
     c->id_next = l->ids[j];
     l->ids[j] = c;
     l->ids_count++;
@@ -135,7 +127,7 @@ int mqr__listener_id_add(mqr_listener_t *l, mqr_lconn_t *c)
 void mqr__listener_id_remove(mqr_listener_t *l, mqr_lconn_t *c)
 {
     if (!c->registered) return;
-    size_t j = hash_id(c->client_id, c->client_id_len) & (l->ids_cap - 1);
+    size_t j = mqr__fnv1a64(c->client_id, c->client_id_len) & (l->ids_cap - 1);
     for (mqr_lconn_t **pp = &l->ids[j]; *pp; pp = &(*pp)->id_next) {
         if (*pp == c) {
             *pp = c->id_next;

@@ -5,6 +5,8 @@
  */
 #include "alias_out.h"
 
+#include "hash.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,16 +15,6 @@ struct mqr_mqtt_alias_out_ent {
     uint32_t hash;
     uint16_t len;
 };
-
-static uint32_t hash_topic(const char *s, size_t len)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
 
 void mqr__mqtt_alias_out_init(mqr_mqtt_alias_out_t *a, uint16_t receiver_max)
 {
@@ -33,7 +25,7 @@ void mqr__mqtt_alias_out_init(mqr_mqtt_alias_out_t *a, uint16_t receiver_max)
 uint16_t mqr__mqtt_alias_out_find(const mqr_mqtt_alias_out_t *a, const char *topic, size_t len,
                                   uint32_t *hash)
 {
-    uint32_t h = hash_topic(topic, len);
+    uint32_t h = mqr__fnv1a32(topic, len);
     *hash = h;
     for (uint16_t i = 0; i < a->count; i++) {
         const struct mqr_mqtt_alias_out_ent *e = &a->v[i];

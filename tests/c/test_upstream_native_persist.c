@@ -48,12 +48,12 @@ static int teardown_dir(void **state)
     return 0;
 }
 
-/* A persistent native session to c->broker's port (started or not). */
-static mqr_upstream_t *persistent(ctx_t *c, const char *name)
+/* A persistent native session's settings, to c->broker's port (started
+ * or not); uri is the caller's buffer. */
+static mqr_upstream_config_t persistent_cfg(ctx_t *c, const char *name, char uri[64])
 {
     if (!c->broker.port) c->broker.port = free_port();
-    char uri[64];
-    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
+    snprintf(uri, 64, "tcp://127.0.0.1:%d", c->broker.port);
     mqr_upstream_config_t cfg = {
         .name = name,
         .uri = uri,
@@ -64,6 +64,13 @@ static mqr_upstream_t *persistent(ctx_t *c, const char *name)
         .retry_initial_s = 1,
         .retry_max_s = 1,
     };
+    return cfg;
+}
+
+static mqr_upstream_t *persistent(ctx_t *c, const char *name)
+{
+    char uri[64];
+    mqr_upstream_config_t cfg = persistent_cfg(c, name, uri);
     mqr_upstream_t *u = session_cfg(c, &cfg);
     mqr_upstream_status_t st;
     mqr__upstream_status(u, &st);
@@ -200,20 +207,10 @@ static void test_discard_forgets(void **state)
 static void test_drop_oldest_forgets(void **state)
 {
     ctx_t *c = *state;
-    if (!c->broker.port) c->broker.port = free_port();
     char uri[64];
-    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", c->broker.port);
-    mqr_upstream_config_t cfg = {
-        .name = "drop",
-        .uri = uri,
-        .clean_start = 1,
-        .transport = "native",
-        .persist = 1,
-        .max_buffered = 2,
-        .drop_oldest = 1,
-        .retry_initial_s = 1,
-        .retry_max_s = 1,
-    };
+    mqr_upstream_config_t cfg = persistent_cfg(c, "drop", uri);
+    cfg.max_buffered = 2;
+    cfg.drop_oldest = 1;
     mqr_upstream_t *u = session_cfg(c, &cfg);
     publish(u, "out/x/1", "x1", 1);
     publish(u, "out/x/2", "x2", 1);
