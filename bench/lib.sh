@@ -79,8 +79,6 @@ stop_pid() {
 # CPU ticks (user+system, all threads) of one process; busy and total ticks
 # of the machine. Busy counts irq and softirq: loopback TCP runs there, and a
 # tick spent in softirq is charged to the process it interrupted as well.
-# (listener_compare.sh and upstream_forward.sh define the same two
-# functions themselves, after sourcing this file.)
 proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 sys_ticks() { awk '/^cpu /{b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat; }
 
@@ -101,4 +99,59 @@ machine_busy_pct() {
     sleep 1
     read -r s1 t1 < <(sys_ticks)
     awk -v b=$((s1 - s0)) -v t=$((t1 - t0)) -v n="$(nproc)" 'BEGIN{printf "%.0f", t ? 100 * n * b / t : 0}'
+}
+
+# % of one CPU that $1 ticks over $2 seconds are.
+clk_tck=$(getconf CLK_TCK)
+pct() { awk -v d="$1" -v hz="$clk_tck" -v w="$2" 'BEGIN{printf "%.0f", 100 * d / hz / w}'; }
+
+# The comparison scripts keep their results in an associative array R,
+# R[KEY.FIELD.RUN] = value (KEY e.g. "bridge.1.closed"), over runs 1..$runs.
+# median KEY FIELD: the median over the runs (numeric), or "-".
+# shellcheck disable=SC2154 # runs and R are the calling script's
+median() {
+    local k=$1 field=$2 i vals=()
+    for i in $(seq "$runs"); do
+        [ -n "${R[$k.$field.$i]:-}" ] && vals+=("${R[$k.$field.$i]}")
+    done
+    [ ${#vals[@]} -eq 0 ] && { echo "-"; return; }
+    printf '%s\n' "${vals[@]}" | sort -g | awk '{v[NR] = $1} END{print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
+# status_of KEY: the first non-ok status of the runs (a run without one
+# failed), or ok.
+# shellcheck disable=SC2154 # runs and R are the calling script's
+status_of() {
+    local k=$1 i s
+    for i in $(seq "$runs"); do
+        s=${R[$k.status.$i]:-failed}
+        [ "$s" != ok ] && { echo "$s"; return; }
+    done
+    echo ok
+}
+
+# probe_path PUB_PORT SUB_PORT: a message published on bench/probe to
+# PUB_PORT reaches a subscriber of SUB_PORT within 5 s (a bridge or session
+# may still be connecting when its listener already accepts). Probes before
+# loadgen subscribes, so loadgen never sees them. Without the mosquitto
+# clients it just waits 2 s. Uses $tmp; helper_pid is the subscriber while
+# it runs (for the exit trap).
+probe_path() {
+    local pport=$1 sport=$2 out=$tmp/probe.out
+    if ! command -v mosquitto_sub >/dev/null || ! command -v mosquitto_pub >/dev/null; then
+        sleep 2
+        return 0
+    fi
+    : >"$out"
+    mosquitto_sub -h 127.0.0.1 -p "$sport" -t bench/probe -C 1 -W 6 >"$out" 2>/dev/null &
+    helper_pid=$!
+    local deadline=$((SECONDS + 5))
+    while [ $SECONDS -le $deadline ] && kill -0 "$helper_pid" 2>/dev/null; do
+        sleep 0.2
+        timeout 2 mosquitto_pub -h 127.0.0.1 -p "$pport" -t bench/probe -m probe -q 1 \
+            >/dev/null 2>&1 || true
+    done
+    wait "$helper_pid" 2>/dev/null || true
+    helper_pid=
+    [ -s "$out" ]
 }

@@ -70,12 +70,6 @@ done
 . "$here/lib.sh"
 bench_tmpdir listener_compare
 
-# CPU ticks (user+system) of one process; busy and total ticks of the
-# machine. Busy counts irq and softirq too: a tick spent in softirq (where
-# loopback TCP runs) is charged to the process it interrupted as well.
-proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-sys_ticks() { awk '/^cpu /{b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat; }
-clk_tck=$(getconf CLK_TCK)
 ncpu=$(nproc)
 
 if [ -z "$loadgen" ]; then
@@ -137,25 +131,6 @@ run_one() {
         -v w="$wall" -v lg="${lg:-0}" 'BEGIN{o = 100 * ((busy - b) / hz - lg) / w; printf "%.0f", o < 0 ? 0 : o}')
     echo "  broker cpu ${R[$label.$mode.broker_cpu_pct.$run]}%, everything else" \
         "${R[$label.$mode.other_cpu_pct.$run]}% (should be ~0)"
-}
-
-# Median over the runs (numeric), or the first non-ok status.
-median() {
-    local label=$1 mode=$2 field=$3 i vals=()
-    for i in $(seq "$runs"); do
-        [ -n "${R[$label.$mode.$field.$i]:-}" ] && vals+=("${R[$label.$mode.$field.$i]}")
-    done
-    [ ${#vals[@]} -eq 0 ] && { echo "-"; return; }
-    printf '%s\n' "${vals[@]}" | sort -g | awk '{v[NR] = $1} END{print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
-}
-
-status_of() {
-    local label=$1 mode=$2 i s
-    for i in $(seq "$runs"); do
-        s=${R[$label.$mode.status.$i]:-failed}
-        [ "$s" != ok ] && { echo "$s"; return; }
-    done
-    echo ok
 }
 
 bench_broker() {
@@ -234,9 +209,9 @@ fi
 # ---- table ----
 row() { # name mode field better
     local name=$1 mode=$2 field=$3 m q ratio
-    m=$(median mosquitto "$mode" "$field")
+    m=$(median "mosquitto.$mode" "$field")
     if [ "$have_mqr" = 1 ]; then
-        q=$(median mqrouter "$mode" "$field")
+        q=$(median "mqrouter.$mode" "$field")
         ratio=$(awk -v a="$q" -v b="$m" 'BEGIN{if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b}')
         printf '%-28s %14s %14s %10s\n' "$name" "$m" "$q" "$ratio"
     else
@@ -266,7 +241,7 @@ row "rate${rate} broker cpu %" rate broker_cpu_pct
 row "rate${rate} loadgen cpu %" rate loadgen_cpu_pct
 row "rate${rate} other cpu %" rate other_cpu_pct
 printf '%-28s %14s %14s\n' "status closed / rate" \
-    "$(status_of mosquitto closed)/$(status_of mosquitto rate)" \
-    "$([ "$have_mqr" = 1 ] && echo "$(status_of mqrouter closed)/$(status_of mqrouter rate)" || echo skipped)"
+    "$(status_of mosquitto.closed)/$(status_of mosquitto.rate)" \
+    "$([ "$have_mqr" = 1 ] && echo "$(status_of mqrouter.closed)/$(status_of mqrouter.rate)" || echo skipped)"
 
-[ "$(status_of mosquitto closed)" = ok ] && [ "$(status_of mosquitto rate)" = ok ]
+[ "$(status_of mosquitto.closed)" = ok ] && [ "$(status_of mosquitto.rate)" = ok ]

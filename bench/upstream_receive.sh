@@ -111,34 +111,6 @@ fi
 . "$here/lib.sh"
 bench_tmpdir upstream_receive
 
-clk_tck=$(getconf CLK_TCK)
-pct() { awk -v d="$1" -v hz="$clk_tck" -v w="$2" 'BEGIN{printf "%.0f", 100 * d / hz / w}'; } # ticks, seconds
-
-# The path source -> receiver works: a message published to the source
-# reaches a subscriber of the receiver (the bridge or the session may still
-# be connecting or subscribing when the receiver already listens). Probes on
-# bench/probe, before loadgen subscribes, so loadgen never sees them.
-# Without the mosquitto clients it just waits 2 s.
-probe_path() {
-    local sport=$1 rport=$2 out=$tmp/probe.out
-    if ! command -v mosquitto_sub >/dev/null || ! command -v mosquitto_pub >/dev/null; then
-        sleep 2
-        return 0
-    fi
-    : >"$out"
-    mosquitto_sub -h 127.0.0.1 -p "$rport" -t bench/probe -C 1 -W 6 >"$out" 2>/dev/null &
-    helper_pid=$!
-    local deadline=$((SECONDS + 5))
-    while [ $SECONDS -le $deadline ] && kill -0 "$helper_pid" 2>/dev/null; do
-        sleep 0.2
-        timeout 2 mosquitto_pub -h 127.0.0.1 -p "$sport" -t bench/probe -m probe -q 1 \
-            >/dev/null 2>&1 || true
-    done
-    wait "$helper_pid" 2>/dev/null || true
-    helper_pid=
-    [ -s "$out" ]
-}
-
 if [ -z "$loadgen" ]; then
     loadgen=$tmp/loadgen
     cc -O2 -std=c11 -Wall -Wextra -pthread "$here/loadgen.c" -o "$loadgen"
@@ -207,26 +179,6 @@ run_one() {
         -v w="$wall" -v lg="${lg:-0}" 'BEGIN{o = 100 * ((busy - b) / hz - lg) / w; printf "%.0f", o < 0 ? 0 : o}')
     echo "  source cpu ${R[$k.src_cpu_pct.$run]}%, receiver cpu $recv," \
         "everything else ${R[$k.other_cpu_pct.$run]}% (should be ~0)"
-}
-
-# Median over the runs (numeric), or "-".
-median() {
-    local k=$1 field=$2 i vals=()
-    for i in $(seq "$runs"); do
-        [ -n "${R[$k.$field.$i]:-}" ] && vals+=("${R[$k.$field.$i]}")
-    done
-    [ ${#vals[@]} -eq 0 ] && { echo "-"; return; }
-    printf '%s\n' "${vals[@]}" | sort -g | awk '{v[NR] = $1} END{print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
-}
-
-# The first non-ok status of the runs, or ok.
-status_of() {
-    local k=$1 i s
-    for i in $(seq "$runs"); do
-        s=${R[$k.status.$i]:-failed}
-        [ "$s" != ok ] && { echo "$s"; return; }
-    done
-    echo ok
 }
 
 bench_system() {
