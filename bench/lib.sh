@@ -155,3 +155,89 @@ probe_path() {
     helper_pid=
     [ -s "$out" ]
 }
+
+# loadgen_prepare: $loadgen, or bench/loadgen.c compiled into $tmp when it
+# is empty; exits unless it runs and has --sub-port (the upstream benchmarks
+# put its subscriber on another broker).
+loadgen_prepare() {
+    if [ -z "$loadgen" ]; then
+        loadgen=$tmp/loadgen
+        cc -O2 -std=c11 -Wall -Wextra -pthread "$(dirname "${BASH_SOURCE[0]}")/loadgen.c" \
+            -o "$loadgen"
+    fi
+    [ -x "$loadgen" ] || { echo "$0: loadgen '$loadgen' is not executable" >&2; exit 1; }
+    if ! "$loadgen" --help | grep -q -- --sub-port; then
+        echo "$0: $loadgen has no --sub-port (an older build?)" >&2
+        exit 1
+    fi
+}
+
+# loadgen_run KEY RUN MODE QOS PUB_PORT SUB_PORT NAME1 PID1 [NAME2 PID2]:
+# one loadgen run of the upstream benchmarks, publishers to PUB_PORT, the
+# subscriber to SUB_PORT, closed loop or fixed rate (MODE closed|rate;
+# $publishers, $payload, $duration, $warmup, $rate, $window). Records the
+# RESULT fields as R[KEY.field.RUN] (status failed without one), the CPU
+# of each named process whose PID is not empty as R[KEY.NAME_cpu_pct.RUN],
+# and everything else on the machine but loadgen as other_cpu_pct; prints
+# loadgen's lines and the CPU.
+# shellcheck disable=SC2154 # the settings above are the calling script's
+loadgen_run() {
+    local k=$1 run=$2 mode=$3 q=$4 pport=$5 sport=$6
+    shift 6
+    local label=${k%%.*} out=$tmp/$k.$run.out
+    local args=(--publishers "$publishers" --payload "$payload" --qos "$q"
+        --duration "$duration" --warmup "$warmup"
+        --host 127.0.0.1 --port "$pport" --sub-port "$sport" --label "$label")
+    if [ "$mode" = rate ]; then
+        args+=(--rate "$rate")
+    elif [ -n "$window" ]; then
+        args+=(--window "$window")
+    fi
+    local names=() pids=() t0=() i m0 m1 lg wall
+    while [ $# -ge 2 ]; do
+        names+=("$1")
+        pids+=("$2")
+        shift 2
+    done
+    for i in "${!pids[@]}"; do
+        t0[i]=0
+        [ -n "${pids[i]}" ] && t0[i]=$(proc_ticks "${pids[i]}")
+    done
+    read -r m0 _ < <(sys_ticks)
+    local start=$EPOCHREALTIME
+    # In the background so that a signal reaches the trap at once; `times`
+    # before and after gives loadgen's CPU. loadgen ends by itself within
+    # warmup + duration + ~5 s; timeout is a second guard.
+    times >"$out.t0"
+    timeout -k 2 "$(awk -v w="$warmup" -v d="$duration" 'BEGIN{printf "%d", w + d + 30}')" \
+        "$loadgen" "${args[@]}" >"$out" 2>"$out.err" &
+    helper_pid=$!
+    wait "$helper_pid" || true
+    helper_pid=
+    times >"$out.t1"
+    wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN{print b - a}')
+    local used=0 said=()
+    for i in "${!pids[@]}"; do
+        [ -n "${pids[i]}" ] || continue
+        local d=$(($(proc_ticks "${pids[i]}") - t0[i]))
+        used=$((used + d))
+        R[$k.${names[i]}_cpu_pct.$run]=$(pct "$d" "$wall")
+        said+=("${names[i]} cpu ${R[$k.${names[i]}_cpu_pct.$run]}%,")
+    done
+    read -r m1 _ < <(sys_ticks)
+    lg=$(times_cpu "$out.t0" "$out.t1")
+    grep -v '^RESULT' "$out" | sed 's/^/  /' || true
+    sed 's/^/  /' "$out.err" >&2
+    local line kv
+    line=$(grep '^RESULT' "$out" || true)
+    if [ -z "$line" ]; then
+        R[$k.status.$run]=failed
+        return
+    fi
+    for kv in ${line#RESULT }; do
+        R[$k.${kv%%=*}.$run]=${kv#*=}
+    done
+    R[$k.other_cpu_pct.$run]=$(awk -v busy=$((m1 - m0)) -v b="$used" -v hz="$clk_tck" \
+        -v w="$wall" -v lg="${lg:-0}" 'BEGIN{o = 100 * ((busy - b) / hz - lg) / w; printf "%.0f", o < 0 ? 0 : o}')
+    echo "  ${said[*]} everything else ${R[$k.other_cpu_pct.$run]}% (should be ~0)"
+}

@@ -100,71 +100,16 @@ bench_tmpdir upstream_forward
 
 ncpu=$(nproc)
 
-if [ -z "$loadgen" ]; then
-    loadgen=$tmp/loadgen
-    cc -O2 -std=c11 -Wall -Wextra -pthread "$here/loadgen.c" -o "$loadgen"
-fi
-[ -x "$loadgen" ] || { echo "$0: loadgen '$loadgen' is not executable" >&2; exit 1; }
-if ! "$loadgen" --help | grep -q -- --sub-port; then
-    echo "$0: $loadgen has no --sub-port (an older build?)" >&2
-    exit 1
-fi
+loadgen_prepare
 
 declare -A R # R[system.qos.mode.field.run] = value, from the RESULT lines
 
 # One loadgen run: publishers to the forwarder (pid fpid, port fport),
-# subscriber to the upstream (upid, uport). Records the RESULT fields plus
-# the CPU of both brokers and of everything else.
+# subscriber to the upstream (upid, uport); the CPU of both brokers
+# (fwd_cpu_pct, up_cpu_pct) and of everything else.
 run_one() {
     local sys=$1 q=$2 mode=$3 run=$4 fpid=$5 fport=$6 upid=$7 uport=$8
-    local args=(--publishers "$publishers" --payload "$payload" --qos "$q"
-        --duration "$duration" --warmup "$warmup"
-        --host 127.0.0.1 --port "$fport" --sub-port "$uport" --label "$sys")
-    if [ "$mode" = rate ]; then
-        args+=(--rate "$rate")
-    elif [ -n "$window" ]; then
-        args+=(--window "$window")
-    fi
-    local k=$sys.$q.$mode out=$tmp/$sys.qos$q.$mode.$run.out
-    local f0 u0 s0 t0 f1 u1 s1 t1 lg wall
-    f0=$(proc_ticks "$fpid")
-    u0=$(proc_ticks "$upid")
-    read -r s0 t0 < <(sys_ticks)
-    local start=$EPOCHREALTIME
-    # In the background so that a signal reaches the trap at once; `times`
-    # before and after gives loadgen's CPU. loadgen ends by itself within
-    # warmup + duration + ~5 s; timeout is a second guard.
-    times >"$out.t0"
-    timeout -k 2 "$(awk -v w="$warmup" -v d="$duration" 'BEGIN{printf "%d", w + d + 30}')" \
-        "$loadgen" "${args[@]}" >"$out" 2>"$out.err" &
-    helper_pid=$!
-    wait "$helper_pid" || true
-    helper_pid=
-    times >"$out.t1"
-    wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN{print b - a}')
-    f1=$(proc_ticks "$fpid")
-    u1=$(proc_ticks "$upid")
-    read -r s1 t1 < <(sys_ticks)
-    lg=$(cat "$out.t0" "$out.t1" | awk '
-        function sec(x, m) { m = x; sub(/m.*/, "", m); sub(/^[0-9]+m/, "", x); sub(/s$/, "", x); return m * 60 + x }
-        NR == 2 { c0 = sec($1) + sec($2) } NR == 4 { c1 = sec($1) + sec($2) } END { print c1 - c0 }')
-    grep -v '^RESULT' "$out" | sed 's/^/  /' || true
-    sed 's/^/  /' "$out.err" >&2
-    local line kv
-    line=$(grep '^RESULT' "$out" || true)
-    if [ -z "$line" ]; then
-        R[$k.status.$run]=failed
-        return
-    fi
-    for kv in ${line#RESULT }; do
-        R[$k.${kv%%=*}.$run]=${kv#*=}
-    done
-    R[$k.fwd_cpu_pct.$run]=$(pct $((f1 - f0)) "$wall")
-    R[$k.up_cpu_pct.$run]=$(pct $((u1 - u0)) "$wall")
-    R[$k.other_cpu_pct.$run]=$(awk -v busy=$((s1 - s0)) -v b=$((f1 - f0 + u1 - u0)) -v hz="$clk_tck" \
-        -v w="$wall" -v lg="${lg:-0}" 'BEGIN{o = 100 * ((busy - b) / hz - lg) / w; printf "%.0f", o < 0 ? 0 : o}')
-    echo "  forwarder cpu ${R[$k.fwd_cpu_pct.$run]}%, upstream cpu ${R[$k.up_cpu_pct.$run]}%," \
-        "everything else ${R[$k.other_cpu_pct.$run]}% (should be ~0)"
+    loadgen_run "$sys.$q.$mode" "$run" "$mode" "$q" "$fport" "$uport" fwd "$fpid" up "$upid"
 }
 
 bench_system() {

@@ -111,74 +111,17 @@ fi
 . "$here/lib.sh"
 bench_tmpdir upstream_receive
 
-if [ -z "$loadgen" ]; then
-    loadgen=$tmp/loadgen
-    cc -O2 -std=c11 -Wall -Wextra -pthread "$here/loadgen.c" -o "$loadgen"
-fi
-[ -x "$loadgen" ] || { echo "$0: loadgen '$loadgen' is not executable" >&2; exit 1; }
-if ! "$loadgen" --help | grep -q -- --sub-port; then
-    echo "$0: $loadgen has no --sub-port (an older build?)" >&2
-    exit 1
-fi
+loadgen_prepare
 
 declare -A R # R[system.qos.mode.field.run] = value, from the RESULT lines
 
 # One loadgen run: publishers to the source (pid spid, port sport),
 # subscriber to the receiver (rpid, rport; for `client` rpid is empty and
-# rport is sport). Records the RESULT fields plus the CPU of the source,
-# the receiver and of everything else.
+# rport is sport); the CPU of the source and the receiver (src_cpu_pct,
+# recv_cpu_pct) and of everything else.
 run_one() {
     local sys=$1 q=$2 mode=$3 run=$4 spid=$5 sport=$6 rpid=$7 rport=$8
-    local args=(--publishers "$publishers" --payload "$payload" --qos "$q"
-        --duration "$duration" --warmup "$warmup"
-        --host 127.0.0.1 --port "$sport" --sub-port "$rport" --label "$sys")
-    if [ "$mode" = rate ]; then
-        args+=(--rate "$rate")
-    elif [ -n "$window" ]; then
-        args+=(--window "$window")
-    fi
-    local k=$sys.$q.$mode out=$tmp/$sys.qos$q.$mode.$run.out
-    local s0 r0=0 m0 s1 r1=0 m1 lg wall
-    s0=$(proc_ticks "$spid")
-    [ -n "$rpid" ] && r0=$(proc_ticks "$rpid")
-    read -r m0 _ < <(sys_ticks)
-    local start=$EPOCHREALTIME
-    # In the background so that a signal reaches the trap at once; `times`
-    # before and after gives loadgen's CPU. loadgen ends by itself within
-    # warmup + duration + ~5 s; timeout is a second guard.
-    times >"$out.t0"
-    timeout -k 2 "$(awk -v w="$warmup" -v d="$duration" 'BEGIN{printf "%d", w + d + 30}')" \
-        "$loadgen" "${args[@]}" >"$out" 2>"$out.err" &
-    helper_pid=$!
-    wait "$helper_pid" || true
-    helper_pid=
-    times >"$out.t1"
-    wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN{print b - a}')
-    s1=$(proc_ticks "$spid")
-    [ -n "$rpid" ] && r1=$(proc_ticks "$rpid")
-    read -r m1 _ < <(sys_ticks)
-    lg=$(times_cpu "$out.t0" "$out.t1")
-    grep -v '^RESULT' "$out" | sed 's/^/  /' || true
-    sed 's/^/  /' "$out.err" >&2
-    local line kv
-    line=$(grep '^RESULT' "$out" || true)
-    if [ -z "$line" ]; then
-        R[$k.status.$run]=failed
-        return
-    fi
-    for kv in ${line#RESULT }; do
-        R[$k.${kv%%=*}.$run]=${kv#*=}
-    done
-    R[$k.src_cpu_pct.$run]=$(pct $((s1 - s0)) "$wall")
-    local recv=none
-    if [ -n "$rpid" ]; then
-        R[$k.recv_cpu_pct.$run]=$(pct $((r1 - r0)) "$wall")
-        recv=${R[$k.recv_cpu_pct.$run]}%
-    fi
-    R[$k.other_cpu_pct.$run]=$(awk -v busy=$((m1 - m0)) -v b=$((s1 - s0 + r1 - r0)) -v hz="$clk_tck" \
-        -v w="$wall" -v lg="${lg:-0}" 'BEGIN{o = 100 * ((busy - b) / hz - lg) / w; printf "%.0f", o < 0 ? 0 : o}')
-    echo "  source cpu ${R[$k.src_cpu_pct.$run]}%, receiver cpu $recv," \
-        "everything else ${R[$k.other_cpu_pct.$run]}% (should be ~0)"
+    loadgen_run "$sys.$q.$mode" "$run" "$mode" "$q" "$sport" "$rport" src "$spid" recv "$rpid"
 }
 
 bench_system() {
