@@ -15,7 +15,8 @@
 /* ctx_t's own fields: the TLS listeners' ports. */
 #define UP_CTX_LOCAL                                                                               \
     int tls_port;   /* requires a client certificate */                                            \
-    int wrong_port; /* its certificate names "elsewhere.invalid" */
+    int wrong_port; /* its certificate names "elsewhere.invalid" */                                \
+    int wss_port;   /* MQTT over WebSocket over TLS, no client certificate */
 #include "upstream_harness.h"
 #include "tls_certs.h"
 
@@ -80,15 +81,19 @@ static void start_broker(ctx_t *c)
 {
     if (!c->tls_port) c->tls_port = free_port();
     c->wrong_port = free_port();
+    c->wss_port = free_port();
     snprintf(c->broker.extra, sizeof c->broker.extra,
              "listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n"
              "require_certificate true\n"
-             "listener %d 127.0.0.1\ncertfile %s\nkeyfile %s\n",
+             "listener %d 127.0.0.1\ncertfile %s\nkeyfile %s\n"
+             "listener %d 127.0.0.1\nprotocol websockets\ncertfile %s\nkeyfile %s\n",
              c->tls_port, cert("ca.pem"), cert("server.pem"), cert("server.key"), c->wrong_port,
-             cert("wrong.pem"), cert("wrong.key"));
+             cert("wrong.pem"), cert("wrong.key"), c->wss_port, cert("server.pem"),
+             cert("server.key"));
     broker_start(&c->broker);
     uint64_t deadline = now_ms() + 5000;
-    while (!port_accepts(c->tls_port) || !port_accepts(c->wrong_port)) {
+    while (!port_accepts(c->tls_port) || !port_accepts(c->wrong_port) ||
+           !port_accepts(c->wss_port)) {
         if (now_ms() > deadline) fail_msg("the TLS listeners do not accept");
         sleep_ms(20);
     }
@@ -213,6 +218,20 @@ static void test_encrypted_key_by_name(void **state)
                               .key = cert("client-enc.key"),
                               .key_password = "s3cret"};
     mqr_upstream_t *u = session(c, "tls-enc", uri, &tls);
+    wait_connected(c, u);
+    both_ways(c, u);
+}
+
+/* MQTT over WebSocket over TLS (wss://, the broker's certificate checked
+ * against our CA): connected, both ways. */
+static void test_wss(void **state)
+{
+    ctx_t *c = *state;
+    start_broker(c);
+    char uri[64];
+    snprintf(uri, sizeof uri, "wss://localhost:%d/mqtt", c->wss_port);
+    mqr_upstream_tls_t tls = {.cafile = cert("ca.pem")};
+    mqr_upstream_t *u = session(c, "wss", uri, &tls);
     wait_connected(c, u);
     both_ways(c, u);
 }
@@ -418,6 +437,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_client_cert, setup_logged, teardown_logged),
         cmocka_unit_test_setup_teardown(test_encrypted_key_by_name, setup_logged, teardown_logged),
+        cmocka_unit_test_setup_teardown(test_wss, setup_logged, teardown_logged),
         cmocka_unit_test_setup_teardown(test_wrong_ca, setup_logged, teardown_logged),
         cmocka_unit_test_setup_teardown(test_no_client_cert, setup_logged, teardown_logged),
         cmocka_unit_test_setup_teardown(test_hostname, setup_logged, teardown_logged),
