@@ -172,6 +172,9 @@ loadgen_prepare() {
     fi
 }
 
+# A prefix for loadgen's command (taskset -c N), empty by default.
+loadgen_pin=()
+
 # loadgen_run KEY RUN MODE QOS PUB_PORT SUB_PORT NAME1 PID1 [NAME2 PID2]:
 # one loadgen run of the upstream benchmarks, publishers to PUB_PORT, the
 # subscriber to SUB_PORT, closed loop or fixed rate (MODE closed|rate;
@@ -210,7 +213,7 @@ loadgen_run() {
     # warmup + duration + ~5 s; timeout is a second guard.
     times >"$out.t0"
     timeout -k 2 "$(awk -v w="$warmup" -v d="$duration" 'BEGIN{printf "%d", w + d + 30}')" \
-        "$loadgen" "${args[@]}" >"$out" 2>"$out.err" &
+        "${loadgen_pin[@]}" "$loadgen" "${args[@]}" >"$out" 2>"$out.err" &
     helper_pid=$!
     wait "$helper_pid" || true
     helper_pid=

@@ -41,6 +41,10 @@ usage: $0 [options]
   --upstream KIND   the broker both forwarders send to: mosquitto (default)
                     or mqrouter (its listener, with no rules: an upstream
                     that is not the bottleneck, to measure the forwarders)
+  --pin             the upstream broker on CPU 1, the forwarder and loadgen on
+                    CPU 0 (taskset): the same placement for both forwarders
+                    (on loopback the sender's CPU does the receiver's TCP
+                    work, so placement moves the upstream's speed)
   --transport T     the mqrouter session's transport: native or paho
                     (the session's default when not given)
   --inflight N      the edge's (and the upstream's) max_inflight_messages:
@@ -65,6 +69,7 @@ persist=true
 inflight=1000
 transport=
 upstream_kind=mosquitto
+pin=0
 keep=0
 while [ $# -gt 0 ]; do
     case $1 in
@@ -82,6 +87,7 @@ while [ $# -gt 0 ]; do
     --queue) queue=$2; shift 2 ;;
     --persist) case $2 in on) persist=true ;; off) persist=false ;; *) usage; exit 2 ;; esac; shift 2 ;;
     --inflight) inflight=$2; shift 2 ;;
+    --pin) pin=1; shift ;;
     --upstream) case $2 in mosquitto | mqrouter) upstream_kind=$2 ;; *) usage; exit 2 ;; esac; shift 2 ;;
     --transport) case $2 in native | paho) transport=$2 ;; *) usage; exit 2 ;; esac; shift 2 ;;
     --keep) keep=1; shift ;;
@@ -96,6 +102,12 @@ done
 
 # shellcheck source=bench/lib.sh
 . "$here/lib.sh"
+pin_up=() pin_fwd=() # taskset prefixes (--pin); loadgen_pin is lib.sh's
+if [ "$pin" = 1 ]; then
+    pin_up=(taskset -c 1)
+    pin_fwd=(taskset -c 0)
+    loadgen_pin=(taskset -c 0)
+fi
 bench_tmpdir upstream_forward
 
 ncpu=$(nproc)
@@ -136,7 +148,7 @@ start_upstream() {
         echo 'local mq = require "mqrouter" -- an upstream with no rules' >"$tmp/$name.lua"
         # the same limits as a Mosquitto upstream gets (--queue, --inflight;
         # mqrouter caps in-flight at 1024)
-        "$mqrouter_bin" --listen "127.0.0.1:$uport" --data-dir "$tmp/$name-data" --no-watch \
+        "${pin_up[@]}" "$mqrouter_bin" --listen "127.0.0.1:$uport" --data-dir "$tmp/$name-data" --no-watch \
             --limit "max_queued=$queue" --limit "max_inflight=$inflight" \
             "$tmp/$name.lua" >"$tmp/$name.log" 2>&1 &
         upid=$!
@@ -154,7 +166,7 @@ max_queued_messages $queue
 max_inflight_messages $inflight
 persistence false
 EOF
-    "$mosquitto" -c "$tmp/$name.conf" >"$tmp/$name.log" 2>&1 &
+    "${pin_up[@]}" "$mosquitto" -c "$tmp/$name.conf" >"$tmp/$name.log" 2>&1 &
     upid=$!
     started_pids+=("$upid")
     if ! wait_listen "$uport" "$upid"; then
@@ -211,7 +223,7 @@ EOF
     # mqrouter's listener refuses the bridge bit of try_private (protocol
     # level 0x84): plain MQTT 3.1.1 then, which changes nothing one way
     [ "$upstream_kind" = mqrouter ] && echo "try_private false" >>"$tmp/edge-qos$q.conf"
-    "$mosquitto" -c "$tmp/edge-qos$q.conf" >"$tmp/edge-qos$q.log" 2>&1 &
+    "${pin_fwd[@]}" "$mosquitto" -c "$tmp/edge-qos$q.conf" >"$tmp/edge-qos$q.log" 2>&1 &
     fpid=$!
     started_pids+=("$fpid")
     if ! wait_listen "$fport" "$fpid" || ! probe_path "$fport" "$uport"; then
@@ -255,7 +267,7 @@ mq.every(1, function()
     routed, refused, why or "-", s.messages_sent, s.delivered))
 end)
 EOF
-    "$mqrouter_bin" --listen "127.0.0.1:$fport" --data-dir "$tmp/mqrouter-data-qos$q" --no-watch \
+    "${pin_fwd[@]}" "$mqrouter_bin" --listen "127.0.0.1:$fport" --data-dir "$tmp/mqrouter-data-qos$q" --no-watch \
         "$tmp/rules-qos$q.lua" >"$tmp/mqrouter-qos$q.log" 2>&1 &
     fpid=$!
     started_pids+=("$fpid")
@@ -285,7 +297,7 @@ for q in $qos_list; do
     echo
     echo "QoS $q forwarding: $publishers publisher(s) -> forwarder -> upstream $upstream_kind -> 1 subscriber" \
         "on bench/#, $payload-byte payloads, ${duration}s measured after ${warmup}s warm-up," \
-        "median of $runs run(s); queue $queue, in-flight $inflight; session persist $persist, transport ${transport:-default}"
+        "median of $runs run(s); queue $queue, in-flight $inflight; session persist $persist, transport ${transport:-default}$([ "$pin" = 1 ] && echo "; pinned: upstream CPU 1, forwarder and loadgen CPU 0")"
     printf '%-30s %14s %14s %10s\n' metric bridge mqrouter "mqr/bridge"
     row "closed msgs/s (higher=better)" "$q" closed msgs_per_s
     row "closed p50 us" "$q" closed p50_us
