@@ -133,6 +133,9 @@ static void test_reconnect(void **state)
     mqr_msg_t *extra = make_msg("out/buf/4", "m4", 1, true);
     assert_int_equal(mqr__upstream_publish(u, extra), MQR_EFULL); /* max_buffered = 3 */
     mqr_msg_unref(extra);
+    mqr_upstream_status_t st;
+    mqr__upstream_status(u, &st);
+    assert_int_equal(st.inflight, 3); /* the buffered ones count as not completed */
     run_for(c, 200);
     assert_int_equal(mqr__upstream_state(u), MQR_UPSTREAM_DISCONNECTED);
 

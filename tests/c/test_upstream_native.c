@@ -118,6 +118,19 @@ static bool cb_answered(void *arg, const void *want)
     return cb_status != 1;
 }
 
+/* Publishes topic/payload at qos through u with a waiter and fails the
+ * test unless the waiter hears success within 5 s (what). */
+static void publish_acked(ctx_t *c, mqr_upstream_t *u, const char *topic, const char *payload,
+                          int qos, const char *what)
+{
+    mqr_msg_t *m = make_msg(topic, payload, qos, false);
+    cb_status = 1;
+    assert_int_equal(mqr__upstream_publish_cb(u, m, on_done, NULL), 0);
+    mqr_msg_unref(m);
+    if (!run_until(c, cb_answered, NULL, 5000)) fail_msg("%s: not answered", what);
+    assert_int_equal(cb_status, 0);
+}
+
 static void test_publish(void **state)
 {
     ctx_t *c = *state;
@@ -131,12 +144,7 @@ static void test_publish(void **state)
     mqr_msg_t *m = make_msg("out/a", "world", 1, false);
     assert_int_equal(mqr__upstream_publish(u, m), 0);
     mqr_msg_unref(m);
-    m = make_msg("out/b", "waited", 2, false);
-    cb_status = 1;
-    assert_int_equal(mqr__upstream_publish_cb(u, m, on_done, NULL), 0);
-    mqr_msg_unref(m);
-    if (!run_until(c, cb_answered, NULL, 5000)) fail_msg("QoS 2 publish not answered");
-    assert_int_equal(cb_status, 0);
+    publish_acked(c, u, "out/b", "waited", 2, "QoS 2 publish");
     bool ok = sub_wait(c, &s, "out/b waited", 5000);
     int rc = sub_finish(&s);
     if (!ok || !strstr(s.out, "out/a world")) fail_msg("mosquitto_sub missed some: %s", s.out);
@@ -289,54 +297,6 @@ static void test_clean_keeps_inflight(void **state)
     resume_inflight(*state, true);
 }
 
-/* The broker restarts: DISCONNECTED, publishes buffered (max_buffered,
- * then MQR_EFULL), CONNECTED again, subscriptions restored, buffered
- * messages delivered in order. */
-static void test_reconnect_buffer(void **state)
-{
-    ctx_t *c = *state;
-    mqr_upstream_config_t cfg = broker_cfg(c, "rb");
-    cfg.max_buffered = 3;
-    mqr_upstream_t *u = session_cfg(c, &cfg);
-    assert_int_equal(mqr__upstream_subscribe(u, "up/#", 1), 0);
-    mqr_csub_t *cs = NULL;
-    assert_int_equal(mqr_subscribe(c->e, "up/#", on_msg, c, &cs), 0);
-    wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
-    pub_until_received(c, "-t up/x -m before -q 1");
-
-    broker_stop(&c->broker);
-    wait_state(c, MQR_UPSTREAM_DISCONNECTED, 5000);
-    const char *payloads[] = {"m1", "m2", "m3"};
-    for (int i = 0; i < 3; i++) {
-        char topic[32];
-        snprintf(topic, sizeof topic, "out/buf/%d", i + 1);
-        mqr_msg_t *m = make_msg(topic, payloads[i], 1, true);
-        assert_int_equal(mqr__upstream_publish(u, m), 0);
-        mqr_msg_unref(m);
-    }
-    mqr_msg_t *extra = make_msg("out/buf/4", "m4", 1, true);
-    assert_int_equal(mqr__upstream_publish(u, extra), MQR_EFULL);
-    mqr_msg_unref(extra);
-    mqr_upstream_status_t st;
-    mqr__upstream_status(u, &st);
-    assert_int_equal(st.inflight, 3);
-
-    broker_start(&c->broker); /* same port */
-    wait_state(c, MQR_UPSTREAM_CONNECTED, 20000);
-    assert_string_equal(c->reason, "reconnected");
-    int n = c->nmsgs;
-    pub_until_received(c, "-t up/x -m after -q 1");
-    assert_string_equal(c->msgs[n].payload, "after");
-    sub_proc_t s;
-    sub_start(&s, "mosquitto_sub -p %d -t 'out/buf/#' -C 3 -W 5 -v", c->broker.port);
-    int rc = sub_finish(&s);
-    if (!strstr(s.out, "out/buf/1 m1") || !strstr(s.out, "out/buf/2 m2") ||
-        !strstr(s.out, "out/buf/3 m3") || strstr(s.out, "m4"))
-        fail_msg("buffered messages missing after reconnect: '%s'", s.out);
-    assert_int_equal(rc, 0);
-    mqr_unsubscribe(c->e, cs);
-}
-
 /* Another client takes the client id over: the session hears why (a v5
  * DISCONNECT 0x8E where the broker sends one; Mosquitto 2.0.11 just closes
  * the socket) and reconnects. */
@@ -431,12 +391,7 @@ static void test_websocket(void **state)
     cfg.mqtt_version = 5;
     mqr_upstream_t *u = session_cfg(c, &cfg);
     wait_state(c, MQR_UPSTREAM_CONNECTED, 5000);
-    mqr_msg_t *m = make_msg("wsout/a", "over-ws", 1, false);
-    cb_status = 1;
-    assert_int_equal(mqr__upstream_publish_cb(u, m, on_done, NULL), 0);
-    mqr_msg_unref(m);
-    if (!run_until(c, cb_answered, NULL, 5000)) fail_msg("QoS 1 publish over ws not answered");
-    assert_int_equal(cb_status, 0);
+    publish_acked(c, u, "wsout/a", "over-ws", 1, "QoS 1 publish over ws");
     int want = 1;
     if (!run_until(c, got_msgs, &want, 5000)) fail_msg("the listener did not route it");
     assert_string_equal(c->msgs[0].payload, "over-ws");
@@ -479,12 +434,7 @@ static void test_scram(void **state)
     cfg.auth_method = "SCRAM-SHA-256";
     mqr_upstream_t *u = session_cfg(c, &cfg);
     wait_state(c, MQR_UPSTREAM_CONNECTED, 10000);
-    mqr_msg_t *m = make_msg("scram/a", "proved", 1, false);
-    cb_status = 1;
-    assert_int_equal(mqr__upstream_publish_cb(u, m, on_done, NULL), 0);
-    mqr_msg_unref(m);
-    if (!run_until(c, cb_answered, NULL, 5000)) fail_msg("not answered");
-    assert_int_equal(cb_status, 0);
+    publish_acked(c, u, "scram/a", "proved", 1, "QoS 1 publish after SCRAM");
 
     cfg.name = "scram-bad";
     cfg.password = "wrong";
@@ -565,7 +515,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_window_backpressure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_after_routing_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_after_routing_redelivered, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reconnect_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_inflight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clean_keeps_inflight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_disconnect, setup, teardown),
