@@ -140,6 +140,14 @@ static void run_until(bool (*cond)(void), int ms)
         uv_run(&T.loop, UV_RUN_NOWAIT);
 }
 
+/* Frees the client of the last attempt, for another in the same test. */
+static void drop_client(void)
+{
+    mqr__mqttc_free(T.c);
+    T.c = NULL;
+    T.closed = 0;
+}
+
 static void connect_with(mqr_mqttc_options_t *o, int port)
 {
     o->version = o->version ? o->version : MQR_MQTT_V5;
@@ -199,9 +207,7 @@ static void test_wrong_name_refused(void **state)
     assert_int_equal(T.connected, 0);
     assert_int_equal(T.closed_err, MQR_ETLS);
     /* told to check the chain only, the same name goes through */
-    mqr__mqttc_free(T.c);
-    T.c = NULL;
-    T.closed = 0;
+    drop_client();
     mqr_mqttc_options_t lax = {
         .tls = {.cafile = cert("ca.pem"), .host = "broker.example", .no_verify_hostname = true}};
     connect_with(&lax, T.tls_port);
@@ -215,9 +221,7 @@ static void test_client_certificate(void **state)
     connect_with(&none, T.mtls_port);
     assert_int_equal(T.connected, 0); /* the server wants a certificate */
     assert_int_equal(T.closed, 1);
-    mqr__mqttc_free(T.c);
-    T.c = NULL;
-    T.closed = 0;
+    drop_client();
     mqr_mqttc_options_t enc = {.tls = {.cafile = cert("ca.pem"),
                                        .host = "localhost",
                                        .cert = cert("client.pem"),
