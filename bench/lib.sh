@@ -174,6 +174,8 @@ loadgen_prepare() {
 
 # A prefix for loadgen's command (taskset -c N), empty by default.
 loadgen_pin=()
+# Options added to every loadgen run (e.g. --rcvlowat 0 for one series).
+loadgen_extra=()
 
 # loadgen_run KEY RUN MODE QOS PUB_PORT SUB_PORT NAME1 PID1 [NAME2 PID2]:
 # one loadgen run of the upstream benchmarks, publishers to PUB_PORT, the
@@ -191,6 +193,7 @@ loadgen_run() {
     local args=(--publishers "$publishers" --payload "$payload" --qos "$q"
         --duration "$duration" --warmup "$warmup"
         --host 127.0.0.1 --port "$pport" --sub-port "$sport" --label "$label")
+    args+=("${loadgen_extra[@]}")
     if [ "$mode" = rate ]; then
         args+=(--rate "$rate")
     elif [ -n "$window" ]; then

@@ -196,6 +196,17 @@ elif [ ! -x "$mqrouter_bin" ]; then
 fi
 
 for q in $qos_list; do
+    # ---- ceiling: the publishers straight into the upstream ----
+    # No forwarder: what the upstream itself takes from loadgen's publishers
+    # and hands to the subscriber. No forwarder can deliver more through it.
+    start_upstream "upstream-direct-qos$q"
+    echo "direct QoS $q: publishers and subscriber on the upstream 127.0.0.1:$uport (pid $upid)"
+    for i in $(seq "$runs"); do
+        echo "direct QoS $q closed run $i/$runs"
+        loadgen_run "direct.$q.closed" "$i" closed "$q" "$uport" "$uport" up "$upid"
+    done
+    stop_pid "$upid"
+
     # ---- bridge: edge Mosquitto -> upstream Mosquitto ----
     # The edge's max_queued_messages also bounds the bridge's queue towards
     # the upstream: past it the edge drops (QoS 0 and 1 alike), so it gets
@@ -316,6 +327,11 @@ for q in $qos_list; do
     row "rate${rate} forwarder cpu %" "$q" rate fwd_cpu_pct
     row "rate${rate} upstream cpu %" "$q" rate up_cpu_pct
     row "rate${rate} other cpu %" "$q" rate other_cpu_pct
+    d=$(median "direct.$q.closed" msgs_per_s)
+    echo "upstream ceiling, no forwarder (publishers straight into the upstream): $d msgs/s closed loop," \
+        "upstream cpu $(median "direct.$q.closed" up_cpu_pct)%, lost $(median "direct.$q.closed" lost);" \
+        "bridge $(awk -v a="$(median "bridge.$q.closed" msgs_per_s)" -v d="$d" 'BEGIN{if (d + 0 > 0 && a != "-") printf "%.2f", a / d; else print "-"}')×," \
+        "mqrouter $(awk -v a="$(median "mqrouter.$q.closed" msgs_per_s)" -v d="$d" 'BEGIN{if (d + 0 > 0 && a != "-") printf "%.2f", a / d; else print "-"}')× of it"
     printf '%-30s %14s %14s\n' "status closed / rate" \
         "$(status_of "bridge.$q.closed")/$(status_of "bridge.$q.rate")" \
         "$([ "$have_mqr" = 1 ] && echo "$(status_of "mqrouter.$q.closed")/$(status_of "mqrouter.$q.rate")" || echo skipped)"

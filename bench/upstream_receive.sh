@@ -7,8 +7,11 @@
 # fixed rate, QoS 0 and QoS 1. Three receivers, each with a fresh source, in
 # the same run:
 #
-#   client    no hop: loadgen's subscriber subscribes on the source itself
-#             (what a mosquitto_sub-style client gets; the baseline)
+#   client    no hop: loadgen's subscriber subscribes on the source itself,
+#             with SO_RCVLOWAT 64 KiB in closed loop (one wake-up per ~800
+#             messages: more than any ordinary client gets); run again with
+#             ordinary reads ("plain client", closed loop: what a
+#             mosquitto_sub-style client gets, the baseline of the figure)
 #   bridge    an edge Mosquitto with a `connection` bridge to the source
 #             (topic bench/# in <qos>, cleansession true); the subscriber
 #             on the edge
@@ -215,6 +218,15 @@ for q in $qos_list; do
     fi
     echo "client QoS $q: source $source_kind on 127.0.0.1:$sport (pid $spid), subscriber on it"
     bench_system client "$q" "$spid" "$sport" "" "$sport"
+    # The same subscriber reading as an ordinary client does (no
+    # SO_RCVLOWAT: woken for every few packets, as mosquitto_sub is), closed
+    # loop: the baseline the receiving figure is stated against.
+    loadgen_extra=(--rcvlowat 0)
+    for i in $(seq "$runs"); do
+        echo "plain client QoS $q closed run $i/$runs"
+        run_one plain "$q" closed "$i" "$spid" "$sport" "" "$sport"
+    done
+    loadgen_extra=()
     stop_pid "$spid"
 
     # ---- bridge: source -> edge Mosquitto (bridge `in`) ----
@@ -336,10 +348,17 @@ for q in $qos_list; do
         row "$p loadgen cpu %" "$q" "$mode" loadgen_cpu_pct
         row "$p other cpu %" "$q" "$mode" other_cpu_pct
     done
+    pl=$(median "plain.$q.closed" msgs_per_s)
+    echo "plain client (mosquitto_sub-style reads, no SO_RCVLOWAT) on the source: $pl msgs/s closed loop," \
+        "source cpu $(median "plain.$q.closed" src_cpu_pct)%; mqrouter $(ratio "$(median "mqrouter.$q.closed" msgs_per_s)" "$pl")×," \
+        "bridge $(ratio "$(median "bridge.$q.closed" msgs_per_s)" "$pl")× of it"
     printf '%-28s %11s %11s %11s\n' "status closed / rate" \
         "$(status_pair client "$q")" "$(status_pair bridge "$q")" "$(status_pair mqrouter "$q")"
     # A run without a result, or one whose connection failed, is a broken
     # setup; a timeout (a stalled receiver) is a result and is only shown.
+    for i in $(seq "$runs"); do
+        case ${R[plain.$q.closed.status.$i]:-failed} in failed | error) rc=1 ;; esac
+    done
     for sys in client bridge mqrouter; do
         [ "$sys" = mqrouter ] && [ "$have_mqr" != 1 ] && continue
         for mode in closed rate; do
