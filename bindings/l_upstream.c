@@ -230,6 +230,7 @@ typedef struct {
     mqr_upstream_config_t cfg;
     const char *on_full;
     double session_expiry;
+    double max_buffered_bytes;
 } session_read_t;
 
 #define INT32_RANGE .min = -2147483648.0, .max = 2147483647.0
@@ -259,6 +260,8 @@ static const mqr_lopt_t session_opts[] = {
     {.key = "will"},
     {.key = "reconnect"},
     SI("max_buffered", max_buffered, 10000),
+    {MQR_LOPT("max_buffered_bytes", MQR_LOPT_NUMBER, session_read_t, max_buffered_bytes),
+     .def = 64.0 * 1024 * 1024, .min = 1, .max = 9e15},
     {MQR_LOPT("on_full", MQR_LOPT_STRING, session_read_t, on_full), .sdef = "refuse"},
     {.key = "credentials"},
     {.key = "persist"},
@@ -291,7 +294,7 @@ static const mqr_lopt_t reconnect_opts[] = {
 #define N_OPTS(t) (sizeof(t) / sizeof(t)[0])
 
 /* mq.upstream{ name, broker | brokers, client_id, keepalive, clean, username,
- *          password, version, max_buffered, session_expiry, prefix,
+ *          password, version, max_buffered, max_buffered_bytes, session_expiry, prefix,
  *          will = {topic, payload, qos, retain},
  *          reconnect = {initial, max, max_attempts},
  *          tls = {cafile, capath, cert, key, key_password, verify, verify_hostname} } */
@@ -369,6 +372,7 @@ static int declare(lua_State *L, const char *fname)
         cfg.max_reconnects = rr.max_attempts;
     }
     cfg.session_expiry_s = (int64_t)r.session_expiry;
+    cfg.max_buffered_bytes = (int64_t)r.max_buffered_bytes;
     for (int i = 0; i < cfg.n_uris; i++) {
         luaL_addstring(&keyb, uris[i]);
         luaL_addchar(&keyb, ',');
@@ -443,7 +447,8 @@ static int declare(lua_State *L, const char *fname)
     lua_pushstring(L, cfg.transport ? cfg.transport : ""); /* another transport: a new session */
     lua_pushstring(L, "|");
     lua_pushstring(L, cfg.auth_method ? cfg.auth_method : "");
-    lua_concat(L, 5);
+    lua_pushfstring(L, "|%f", (double)cfg.max_buffered_bytes);
+    lua_concat(L, 6);
     const char *key = lua_tostring(L, -1);
 
     l_upstream_t *s = NULL;

@@ -151,6 +151,7 @@ void mqr__lupstream_push_status(lua_State *L, mqr_upstream_t *u)
     up_set_num(L, "messages_not_kept", (double)o.messages_not_kept);
     up_set_num(L, "publish_full", (double)o.publish_full);
     up_set_num(L, "publish_dropped", (double)o.publish_dropped);
+    up_set_num(L, "publishers_paused", (double)o.publishers_paused);
     up_set_num(L, "publish_expired", (double)o.publish_expired);
     up_set_num(L, "publish_failed", (double)o.publish_failed);
     up_set_num(L, "delivered", (double)o.delivered);

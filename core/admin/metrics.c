@@ -203,6 +203,7 @@ enum {
     S_UNPROTECTED,
     S_SPILLED,
     S_NOT_KEPT,
+    S_PUBLISHERS_PAUSED,
     S_PUBLISH_REFUSED,
     S_PUBLISH_FAILED,
     S_DELIVERED,
@@ -241,6 +242,8 @@ static void session_metrics(mqr_engine_t *e, mqr_abuf_t *out)
           "QoS 1/2 messages of a persistent session routed from its inbox after a full queue."),
         F("mqrouter_upstream_session_messages_not_kept_total", "counter",
           "Messages routed that a subscriber which had to keep them could not."),
+        F("mqrouter_upstream_session_publishers_paused_total", "counter",
+          "Times a publisher's input was paused because too much waited for the broker."),
         F("mqrouter_upstream_session_publish_refused_total", "counter",
           "Publishes refused, by reason."),
         F("mqrouter_upstream_session_publish_failed_total", "counter",
@@ -278,6 +281,7 @@ static void session_metrics(mqr_engine_t *e, mqr_abuf_t *out)
         S(S_UNPROTECTED, st.messages_unprotected);
         S(S_SPILLED, st.messages_spilled);
         S(S_NOT_KEPT, st.messages_not_kept);
+        S(S_PUBLISHERS_PAUSED, st.publishers_paused);
         sample(&f[S_PUBLISH_REFUSED].b, f[S_PUBLISH_REFUSED].name, "session", n, ",reason=\"full\"",
                st.publish_full);
         sample(&f[S_PUBLISH_REFUSED].b, f[S_PUBLISH_REFUSED].name, "session", n,

@@ -315,9 +315,10 @@ int mqr__engine_publish(mqr_engine_t *e, mqr_msg_t *msg)
     return 0;
 }
 
-int mqr__engine_publish_ctx(mqr_engine_t *e, mqr_msg_t *msg, mqr_pubctx_t *ctx)
+int mqr__engine_publish_ctx(mqr_engine_t *e, mqr_msg_t *msg, mqr_pubctx_t *ctx,
+                            mqr_source_t *source)
 {
-    *ctx = (mqr_pubctx_t){0};
+    *ctx = (mqr_pubctx_t){.source = source};
     /* an ingress inside another's routing (a will published by a close
      * there) keeps its own context; the outer one gets it back after */
     mqr_pubctx_t *outer = e->router.pub;

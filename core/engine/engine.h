@@ -44,8 +44,10 @@ int mqr__engine_publish(mqr_engine_t *e, mqr_msg_t *msg);
  * caller's, zeroed here) says what became of msg at its subscribers, those
  * of the publishes its handlers made while it was routed included. Returns
  * what mqr__engine_publish returns; a retained message the store refused
- * is a negative return, not a ctx entry. */
-int mqr__engine_publish_ctx(mqr_engine_t *e, mqr_msg_t *msg, mqr_pubctx_t *ctx);
+ * is a negative return, not a ctx entry. source: the ingress, when a full
+ * subscriber may pause it instead of refusing (holds.h), else NULL. */
+int mqr__engine_publish_ctx(mqr_engine_t *e, mqr_msg_t *msg, mqr_pubctx_t *ctx,
+                            mqr_source_t *source);
 
 /* Builds a message, validates topic and QoS, and publishes it. */
 int mqr__engine_publish_data(mqr_engine_t *e, const mqr_msg_init_t *init);

@@ -17,6 +17,7 @@
 #include "store.h"
 
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,10 +226,53 @@ void mqr__listener_conn_input_resume(mqr_lconn_t *c)
         c->state == MQR_LCONN_CLOSING)
         return;
     c->last_rx_ms = uv_now(c->l->all->loop); /* we were the ones not reading */
+    if (c->pend_len) {
+        /* packets kept: handled first, on the check handle (not inside the
+         * caller, which may be another client's routing), then reading */
+        mqr_listener_t *l = c->l;
+        if (c->resume_queued) return;
+        if (l->nresumed == l->resumed_cap) {
+            uint32_t cap = l->resumed_cap ? l->resumed_cap * 2 : 8;
+            mqr_lconn_t **v = realloc(l->resumed, cap * sizeof *v);
+            if (!v) {
+                mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "out of memory");
+                return;
+            }
+            l->resumed = v;
+            l->resumed_cap = cap;
+        }
+        l->resumed[l->nresumed++] = c;
+        c->resume_queued = true;
+        c->refs++;
+        mqr__listener_wake(l);
+        return;
+    }
     if (c->tp)
         mqr__ltp_read_start(c);
     else
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static bool source_hold(mqr_source_t *s)
+{
+    mqr_lconn_t *c = (mqr_lconn_t *)((char *)s - offsetof(mqr_lconn_t, src));
+    if (c->state != MQR_LCONN_ACTIVE) return false;
+    c->refs++;
+    if (c->blocked_by++ == 0) mqr__listener_conn_input_pause(c);
+    return true;
+}
+
+static void source_release(mqr_source_t *s)
+{
+    mqr_lconn_t *c = (mqr_lconn_t *)((char *)s - offsetof(mqr_lconn_t, src));
+    if (--c->blocked_by == 0) mqr__listener_conn_input_resume(c);
+    mqr__listener_conn_unref(c);
+}
+
+void mqr__listener_conn_source_init(mqr_lconn_t *c)
+{
+    c->src.hold = source_hold;
+    c->src.release = source_release;
 }
 
 /* Drops the first n bytes of output: written, or given up. */
@@ -557,7 +601,7 @@ void mqr__listener_conn_tick(mqr_lconn_t *c, uint64_t now)
             break;
         }
         if (c->blocked_by) c->last_rx_ms = now; /* we are the ones not reading */
-        if (c->qs && c->qs->nwaiters && now - c->qs->progress_ms >= l->opts.stuck_timeout_ms) {
+        if (c->qs && c->qs->holds.n && now - c->qs->progress_ms >= l->opts.stuck_timeout_ms) {
             /* it holds publishers paused and acknowledges nothing: let them
              * go; a persistent session keeps its queue offline */
             l->stats.stuck_disconnects++;
@@ -601,6 +645,8 @@ static inline void in_room(mqr_lconn_t *c, uv_buf_t *buf)
         size_t need = c->pend_len * 2;
         if (mqr__mqtt_varint_read(c->pend + 1, c->pend_len - 1, &rl, &used) == 0)
             need = 1 + used + (size_t)rl + MQR_LSN_OWN_READ_MIN;
+        /* complete packets kept while input was held come first */
+        if (need < c->pend_len + MQR_LSN_OWN_READ_MIN) need = c->pend_len + MQR_LSN_OWN_READ_MIN;
         if (pend_reserve(c, need) < 0 || c->pend_cap <= c->pend_len) {
             *buf = uv_buf_init(NULL, 0); /* UV_ENOBUFS: closes */
             return;
@@ -735,7 +781,9 @@ static size_t process(mqr_lconn_t *c, uint8_t *data, size_t len)
 {
     size_t off = 0;
     size_t max = c->l->opts.max_packet_size;
-    while (off < len && c->state != MQR_LCONN_CLOSING && !c->hold) {
+    /* blocked_by: a full queue or session took a hold on this client
+     * (holds.h): the rest waits in pend, not only the next read */
+    while (off < len && c->state != MQR_LCONN_CLOSING && !c->hold && !c->blocked_by) {
         mqr_mqtt_frame_t f;
         int rc = mqr__mqtt_frame(data + off, len - off, max, c->version, &f);
         if (rc == MQR_EINCOMPLETE) break;
@@ -812,21 +860,59 @@ static inline void in_done(mqr_lconn_t *c, size_t nread)
     if (c->hold) mqr__listener_conn_input_pause(c); /* a CONNECT is being authenticated */
 }
 
+/* Handles the complete packets in pend (kept while input was held);
+ * false when the connection closed meanwhile. */
+static bool process_pending(mqr_lconn_t *c)
+{
+    if (!c->pend_len) return true;
+    size_t used = process(c, c->pend, c->pend_len);
+    if (c->state == MQR_LCONN_CLOSING) {
+        c->pend_len = 0;
+        return false;
+    }
+    if (used && used < c->pend_len) memmove(c->pend, c->pend + used, c->pend_len - used);
+    c->pend_len -= used;
+    return true;
+}
+
 void mqr__listener_conn_unhold(mqr_lconn_t *c)
 {
     if (!c->hold) return;
     c->hold = false;
     if (c->state == MQR_LCONN_CLOSING || c->uv_closing) return;
-    if (c->pend_len) {
-        size_t used = process(c, c->pend, c->pend_len);
-        if (c->state == MQR_LCONN_CLOSING) {
-            c->pend_len = 0;
-            return;
+    if (process_pending(c) && !c->hold) mqr__listener_conn_input_resume(c);
+}
+
+void mqr__listener_process_resumed(mqr_listener_t *l)
+{
+    while (l->nresumed) {
+        /* detached: what is handled here may let other clients go */
+        mqr_lconn_t **v = l->resumed;
+        uint32_t n = l->nresumed;
+        l->resumed = NULL;
+        l->nresumed = l->resumed_cap = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            mqr_lconn_t *c = v[i];
+            c->resume_queued = false;
+            bool stopped = c->blocked_by || c->read_paused || c->rate_paused || c->hold ||
+                           c->uv_closing || c->state == MQR_LCONN_CLOSING;
+            if (!stopped && process_pending(c) && !c->blocked_by && !c->hold && !c->rate_paused &&
+                !c->read_paused && !c->uv_closing) {
+                /* at most a partial packet is left: read behind it */
+                if (c->tp)
+                    mqr__ltp_read_start(c);
+                else
+                    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+            }
+            mqr__listener_conn_unref(c);
         }
-        if (used && used < c->pend_len) memmove(c->pend, c->pend + used, c->pend_len - used);
-        c->pend_len -= used;
+        if (!l->resumed) {
+            l->resumed = v;
+            l->resumed_cap = n; /* at least n: the memory again */
+        } else {
+            free(v);
+        }
     }
-    if (!c->hold) mqr__listener_conn_input_resume(c);
 }
 
 void mqr__listener_in_done(mqr_lconn_t *c, size_t n)

@@ -63,7 +63,7 @@ void mqr__listener_qstate_free(mqr_lconn_t *c)
     free(q->queue);
     free(q->acks);
     free(q->qos2_ids);
-    free(q->waiters);
+    mqr__holds_free(&q->holds);
     free(q);
     c->qs = NULL;
 }
@@ -188,43 +188,22 @@ static void hold_publisher(mqr_lconn_t *c)
     if (!p || p == c || p->state != MQR_LCONN_ACTIVE ||
         (p->qs && p->qs->q_count >= l->opts.max_queued))
         return;
-    for (uint32_t i = q->nwaiters; i-- > 0;)
-        if (q->waiters[i] == p) return;
-    if (q->nwaiters == q->waiters_cap) {
-        uint32_t cap = q->waiters_cap ? q->waiters_cap * 2 : 4;
-        mqr_lconn_t **w = realloc(q->waiters, cap * sizeof *w);
-        if (!w) return; /* the safety cap still bounds the queue */
-        q->waiters = w;
-        q->waiters_cap = cap;
-    }
-    if (q->nwaiters == 0) q->progress_ms = uv_now(l->all->loop);
-    q->waiters[q->nwaiters++] = p;
-    p->refs++;
+    bool first = q->holds.n == 0;
+    /* not held (no memory): the safety cap still bounds the queue */
+    if (mqr__holds_add(&q->holds, &p->src) != 1) return;
+    if (first) q->progress_ms = uv_now(l->all->loop);
     l->stats.publishers_paused++;
-    if (p->blocked_by++ == 0) {
-        MQR_LOG_D(MQR_LSN_LOG, "%s: queue of %s full, pausing its input", p->client_id,
-                  c->client_id);
-        mqr__listener_conn_input_pause(p);
-    }
+    MQR_LOG_D(MQR_LSN_LOG, "%s: queue of %s full, pausing its input", p->client_id, c->client_id);
 }
 
 void mqr__listener_waiters_release(mqr_lconn_t *c)
 {
     mqr_lqs_t *q = c->qs;
     if (!q) return;
-    uint32_t n = q->nwaiters;
-    mqr_lconn_t **w = q->waiters;
-    q->nwaiters = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        mqr_lconn_t *p = w[i];
-        if (--p->blocked_by == 0) mqr__listener_conn_input_resume(p);
-        mqr__listener_conn_unref(p);
-    }
-    if (c->state == MQR_LCONN_CLOSING) {
-        free(q->waiters);
-        q->waiters = NULL;
-        q->waiters_cap = 0;
-    }
+    if (c->state == MQR_LCONN_CLOSING)
+        mqr__holds_free(&q->holds);
+    else
+        mqr__holds_release(&q->holds);
 }
 
 /* Moves queued messages into the window while it has room. */
@@ -243,7 +222,7 @@ static void pump(mqr_lconn_t *c)
         row_delete(c, &d); /* expired, or cannot be sent: skipped */
         mqr__ldelivery_free(&d);
     }
-    if (q->nwaiters && q->q_count <= c->l->opts.max_queued / 2) mqr__listener_waiters_release(c);
+    if (q->holds.n && q->q_count <= c->l->opts.max_queued / 2) mqr__listener_waiters_release(c);
 }
 
 int mqr__ldelivery_set_ids(mqr_ldelivery_t *d, const uint32_t *ids, uint32_t n)

@@ -371,7 +371,7 @@ int mqr__listener_handle_publish(mqr_lconn_t *c, uint8_t *pkt, size_t len)
      * persistent session's row, an upstream session's buffer) */
     mqr_pubctx_t pc;
     if (m) {
-        rc = mqr__engine_publish_ctx(l->e, m, &pc);
+        rc = mqr__engine_publish_ctx(l->e, m, &pc, &c->src);
         mqr_msg_unref(m);
         l->stats.msgs_in++;
     } else {

@@ -22,6 +22,7 @@
 #include "listener.h"
 #include "alias_out.h"
 #include "codec.h"
+#include "holds.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -188,9 +189,8 @@ typedef struct mqr_lqs {
     uint32_t ack_head, ack_count, ack_cap, acks_waiting;
     mqr_lack_t *acks;
     /* backpressure (deliver.c): publishers whose input is paused because
-     * this client's queue is full (a reference each) */
-    mqr_lconn_t **waiters;
-    uint32_t nwaiters, waiters_cap;
+     * this client's queue is full (their sources, holds.h) */
+    mqr_holds_t holds;
     uint64_t progress_ms; /* uv_now when the client last freed in-flight room */
     uint64_t next_seq;    /* row id of the session's next stored delivery */
 } mqr_lqs_t;
@@ -241,6 +241,7 @@ struct mqr_lconn {
     bool stored;            /* its session has rows in the store */
     bool commit_paused;     /* a 3.1.1 client's input waits for its acks' commit (deliver.c) */
     bool hold;              /* input waits: a CONNECT is being authenticated (handle_auth.c) */
+    bool resume_queued;     /* in l->resumed: kept packets wait for the check handle (conn.c) */
     uint16_t next_pid;      /* outbound QoS 1/2 packet ids (deliver.c) */
     uint16_t alias_max;     /* inbound topic aliases 1..alias_max */
     uint16_t client_id_len; /* MQTT strings are at most 65535 bytes */
@@ -283,6 +284,7 @@ struct mqr_lconn {
     struct mqr_lqs *qs;
     uint32_t if_cap;     /* the in-flight window (deliveries_init) */
     uint32_t blocked_by; /* full queues (and commits) this client's input waits for */
+    mqr_source_t src;    /* what a full queue or session holds (holds.h; conn.c) */
 
     /* authentication (handle_auth.c): user name, SCRAM exchange, a CONNECT
      * waiting for its password check; NULL for an anonymous client */
@@ -320,6 +322,11 @@ struct mqr_listener {
     mqr_lconn_t *conns; /* not yet freed */
     unsigned nconns;
     mqr_lconn_t *dirty;
+    /* connections whose input was let go with complete packets kept (the
+     * rest of a read it stopped in): handled by the check handle, before
+     * reading again (a reference each; conn.c) */
+    mqr_lconn_t **resumed;
+    uint32_t nresumed, resumed_cap;
 
     mqr_lconn_t **ids; /* client-id map: chained buckets */
     size_t ids_cap, ids_count;
@@ -433,6 +440,9 @@ void mqr__listener_conn_unref(mqr_lconn_t *c);
  * its input (output full, publish rate, other full queues). */
 void mqr__listener_conn_input_pause(mqr_lconn_t *c);
 void mqr__listener_conn_input_resume(mqr_lconn_t *c);
+/* c as a source (holds.h): a hold pauses its input and keeps a reference,
+ * the release gives both back. */
+void mqr__listener_conn_source_init(mqr_lconn_t *c);
 
 /* Room for n more bytes of output, to be made part of the output by
  * mqr__listener_out_commit() (or forgotten). NULL when out of memory. */
@@ -454,6 +464,10 @@ size_t mqr__listener_write(mqr_lconn_t *c, mqr_lgather_fn gather_fn, mqr_lconsum
 void mqr__listener_write_failed(mqr_lconn_t *c, int err);
 /* Writes what is waiting (uv_try_write, then uv_write for the rest). */
 void mqr__listener_out_flush(mqr_lconn_t *c);
+/* Handles the packets kept by connections whose input was let go, and
+ * reads from them again (the check handle, before the flush). */
+void mqr__listener_process_resumed(mqr_listener_t *l);
+
 /* Flushes every dirty connection (the check handle, and close). */
 void mqr__listener_flush_all(mqr_listener_t *l);
 void mqr__listener_pool_free(mqr_listener_t *l);

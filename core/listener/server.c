@@ -159,6 +159,7 @@ void mqr__listener_maybe_free(mqr_listener_t *l)
 {
     if (!l->closing || l->open_handles || l->nconns) return;
     mqr__listener_pool_free(l);
+    free(l->resumed);
     free(l->ids);
     free(l->rbuf);
     free(l->tbuf);
@@ -177,6 +178,7 @@ static void on_handle_closed(uv_handle_t *h)
 static void on_check(uv_check_t *h)
 {
     mqr_listener_t *l = h->data;
+    mqr__listener_process_resumed(l);
     mqr__listener_flush_all(l);
     if (!l->dirty && l->idle_on) {
         uv_idle_stop(&l->idle);
@@ -260,6 +262,7 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     c->l = l;
+    mqr__listener_conn_source_init(c);
     uv_tcp_init(l->all->loop, &c->tcp);
     c->tcp.data = c;
     c->refs = 1; /* the handle */
@@ -427,7 +430,8 @@ void mqr__listener_close(mqr_listener_t *l)
         mqr__listener_conn_close(c, MQR_LCLOSE_HARD, 0, "server shutting down");
     }
     l->dirty = NULL;
-    mqr__client_session_stop(l); /* offline sessions leave the router; their rows stay */
+    mqr__listener_process_resumed(l); /* closing: only their references go */
+    mqr__client_session_stop(l);      /* offline sessions leave the router; their rows stay */
     uv_close((uv_handle_t *)&l->server, on_handle_closed);
     uv_close((uv_handle_t *)&l->check, on_handle_closed);
     uv_close((uv_handle_t *)&l->idle, on_handle_closed);

@@ -20,6 +20,7 @@
 #ifndef MQR_ROUTER_H
 #define MQR_ROUTER_H
 
+#include "holds.h"
 #include "message.h"
 #include "trie.h"
 
@@ -38,6 +39,9 @@ typedef struct mqr_pubctx {
     uint32_t stored;  /* store writes made to keep it: the ack waits for the commit */
     uint32_t failed;  /* a subscriber that had to keep it could not (no memory, a store error) */
     int error;        /* the first failure's MQR_E* code, 0 without one */
+    /* the ingress, when it can stop reading: a subscriber with too much
+     * waiting holds it (holds.h) rather than refuse; NULL when it cannot */
+    mqr_source_t *source;
 } mqr_pubctx_t;
 
 typedef struct mqr_subscriber mqr_subscriber_t;
@@ -88,6 +92,13 @@ int mqr__router_publish(mqr_router_t *r, mqr_msg_t *msg);
  * noted outside routing (depth 0: the caller has the result itself) change
  * nothing. */
 void mqr__router_note(mqr_router_t *r, int result);
+
+/* The source of the publish being routed (mqr_pubctx_t), or NULL: outside
+ * routing, or an ingress that cannot wait (Lua, a C caller). */
+static inline mqr_source_t *mqr__router_source(const mqr_router_t *r)
+{
+    return r->depth > 0 && r->pub ? r->pub->source : NULL;
+}
 
 /* Subscribe/unsubscribe helpers over the trie; filter must be validated. */
 mqr_trie_entry_t *mqr__router_add(mqr_router_t *r, const char *filter, size_t len,

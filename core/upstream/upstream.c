@@ -581,7 +581,8 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
         return MQR_EINVAL;
     int version = cfg->mqtt_version ? cfg->mqtt_version : UP_MQTT_311;
     if (version != UP_MQTT_311 && version != UP_MQTT_5) return MQR_EINVAL;
-    if (cfg->keepalive_s < 0 || cfg->keepalive_s > 65535 || cfg->max_buffered < 0)
+    if (cfg->keepalive_s < 0 || cfg->keepalive_s > 65535 || cfg->max_buffered < 0 ||
+        cfg->max_buffered_bytes < 0)
         return MQR_EINVAL;
     char tls_err[512];
     int trc = mqr__upstream_tls_check(cfg, tls_err, sizeof tls_err);
@@ -627,6 +628,8 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     u->keepalive_s = cfg->keepalive_s ? cfg->keepalive_s : 30;
     u->clean_start = cfg->clean_start;
     u->max_buffered = cfg->max_buffered ? cfg->max_buffered : 10000;
+    u->max_buffered_bytes =
+        cfg->max_buffered_bytes ? (size_t)cfg->max_buffered_bytes : UP_MAX_BUFFERED_BYTES;
     u->drop_oldest = cfg->drop_oldest != 0;
     u->max_pending_msgs = UP_MAX_PENDING_MSGS;
     u->max_pending_bytes = UP_MAX_PENDING_BYTES;
@@ -707,11 +710,13 @@ int mqr__upstream_new(mqr_engine_t *e, const mqr_upstream_config_t *cfg, mqr_ups
     uv_timer_init(u->all->loop, &u->retry); /* cannot fail */
     uv_timer_init(u->all->loop, &u->nudge);
     uv_timer_init(u->all->loop, &u->warn);
+    uv_check_init(u->all->loop, &u->drain);
     u->async.data = u;
     u->retry.data = u;
     u->nudge.data = u;
     u->warn.data = u;
-    u->open_handles = 4;
+    u->drain.data = u;
+    u->open_handles = 5;
     if (u->persistent && !pred && !u->tp->records_in_engine_store) mqr__up_inbox_load(u);
     if (pred) {
         /* defensive: a newer open successor would have been found first */

@@ -73,8 +73,13 @@ typedef struct {
     const char *password;  /* may be NULL */
     int mqtt_version;      /* 4 (3.1.1, default) or 5 */
     int max_buffered;      /* messages kept while disconnected; 0 = 10000 */
-    int drop_oldest;       /* non-zero: a full buffer drops its oldest message instead of
-                            * refusing the new one with MQR_EFULL (both counted, warned) */
+    /* Connected: bytes written for the broker that its socket has not taken
+     * yet; past it QoS 0 publishes are refused (MQR_EFULL). 0 = 64 MiB.
+     * From half of this (or half of max_buffered QoS 1/2 publishes waiting
+     * for the window) the publisher being routed is paused (holds.h). */
+    int64_t max_buffered_bytes;
+    int drop_oldest; /* non-zero: a full buffer drops its oldest message instead of
+                      * refusing the new one with MQR_EFULL (both counted, warned) */
     /* Failover: when n_uris > 0 these are tried in turn (Paho's serverURIs)
      * and uri, if set, is only the name used in logs before the first
      * connect. */
@@ -235,7 +240,8 @@ typedef struct {
      * that subscriber (which counts it too). */
     uint64_t messages_not_kept;
     uint64_t publish_full, publish_expired, publish_failed;
-    uint64_t publish_dropped; /* buffered publishes dropped for room (drop_oldest) */
+    uint64_t publish_dropped;   /* buffered publishes dropped for room (drop_oldest) */
+    uint64_t publishers_paused; /* times a publisher was paused for this session's backlog */
     /* persistent sessions: records in upstream.db (buffered, in flight, and
      * received messages not routed yet); 0 otherwise */
     uint64_t stored;

@@ -211,7 +211,7 @@ static bool route_named(mqr_upstream_t *u, up_event_t *ev, const char *topic, si
      * and could not (a full queue, a store error) is a loss, so it is
      * counted and warned about here, not only by that subscriber. */
     mqr_pubctx_t pc;
-    rc = mqr__engine_publish_ctx(u->e, m, &pc);
+    rc = mqr__engine_publish_ctx(u->e, m, &pc, NULL);
     if (rc < 0) {
         u->stats.refused++;
         MQR_LOG_D("upstream", "session '%s': message on '%s' not routed: %s", u->name, topic,

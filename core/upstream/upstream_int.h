@@ -14,6 +14,7 @@
 
 #include "topic_map.h"
 #include "upstream.h"
+#include "holds.h"
 #include "upstream_persist.h"
 #include "upstream_transport.h"
 
@@ -27,6 +28,9 @@
  * packet, so they would stall until the next keepalive. */
 #define UP_MAX_PENDING_MSGS 100000
 #define UP_MAX_PENDING_BYTES (64u * 1024u * 1024u)
+
+/* max_buffered_bytes when not set (upstream.h). */
+#define UP_MAX_BUFFERED_BYTES ((size_t)64 * 1024 * 1024)
 
 typedef struct up_sub up_sub_t;
 struct up_sub {
@@ -113,6 +117,7 @@ struct mqr_upstream {
     int clean_start;
     int version; /* 4 or 5 */
     int max_buffered;
+    size_t max_buffered_bytes;
     bool drop_oldest; /* a full buffer drops its oldest (else refuses the newest) */
     bool full_warned; /* warn_full (upstream_publish.c) said so since the last connect */
     char **uris;      /* failover list, n_uris of them (0: uri alone) */
@@ -201,7 +206,7 @@ struct mqr_upstream {
     uv_timer_t nudge; /* while connect_pending: see nudge_connect (upstream.c) */
     bool connect_pending;
     unsigned nudges;
-    int open_handles; /* async, retry, nudge and warn, until all closed */
+    int open_handles; /* async, retry, nudge, warn and drain, until all closed */
     uv_work_t destroy_req;
 
     /* Shared with the transport's threads (and the destroying worker): under lock. */
@@ -231,8 +236,14 @@ struct mqr_upstream {
         uint64_t bytes_sent;
         uint64_t bytes_received;
         uint64_t publish_failed;
-        uint64_t not_kept; /* routed, but a subscriber that had to keep it could not */
+        uint64_t not_kept;          /* routed, but a subscriber that had to keep it could not */
+        uint64_t publishers_paused; /* sources held for the backlog (upstream_publish.c) */
     } stats;
+    /* Backpressure while connected (upstream_publish.c): the publishers
+     * paused because too much waits for the broker, let go by `drain`, a
+     * check handle running after each loop turn's I/O while any is held. */
+    mqr_holds_t holds;
+    uv_check_t drain;
     uint64_t buffered;         /* publishes accepted while not connected, since the last connect */
     uint64_t dropped_seen;     /* u->dropped when last warned about */
     uint64_t unprotected_seen; /* u->unprotected when last warned about */
@@ -311,6 +322,8 @@ void mqr__up_session_free(mqr_upstream_t *u);
 void mqr__up_acks_detach(mqr_upstream_t *u);
 /* Destroys the client on a worker; then the handles close and u is freed. */
 void mqr__up_begin_close(mqr_upstream_t *u);
+/* Backpressure (upstream_publish.c): lets every paused publisher go. */
+void mqr__up_release_publishers(mqr_upstream_t *u);
 /* Destroys the client on a worker; the next attempt creates a new one. */
 void mqr__up_rebuild_client(mqr_upstream_t *u);
 

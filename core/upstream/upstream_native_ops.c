@@ -887,10 +887,14 @@ static int native_publish(mqr_upstream_t *u, const char *remote, const mqr_msg_t
     nat_state_t *n = nat(u);
     bool up = nat_up(n);
     if (up) {
-        /* Connected, QoS 1/2 beyond the window wait in the client: bounded
-         * like the buffer, so a slow broker pushes back (MQR_EFULL). */
+        /* Connected, QoS 1/2 beyond the window wait in the client, and
+         * every packet in its output until the socket takes it: bounded
+         * like the buffer. The session pauses its publishers from half of
+         * these (upstream_publish.c); past them it is MQR_EFULL. */
         if (msg->qos > 0 && u->max_buffered > 0 &&
             mqr__mqttc_waiting(n->cur->c) >= (size_t)u->max_buffered)
+            return MQR_EFULL;
+        if (msg->qos == 0 && mqr__mqttc_out_bytes(n->cur->c) >= u->max_buffered_bytes)
             return MQR_EFULL;
     } else if (u->max_buffered <= 0 || n->n_buf >= (size_t)u->max_buffered) {
         /* Not connected: kept in order for the next connection. */
@@ -925,6 +929,15 @@ static size_t native_inflight(mqr_upstream_t *u)
     if (n->cur && n->cur->c) k += mqr__mqttc_inflight(n->cur->c) + mqr__mqttc_waiting(n->cur->c);
     if (n->held) k += mqr__mqttc_inflight(n->held) + mqr__mqttc_waiting(n->held);
     return k;
+}
+
+static size_t native_backlog(mqr_upstream_t *u, size_t *bytes)
+{
+    nat_state_t *n = nat(u);
+    *bytes = 0;
+    if (!nat_up(n)) return 0;
+    *bytes = mqr__mqttc_out_bytes(n->cur->c);
+    return mqr__mqttc_waiting(n->cur->c);
 }
 
 /* After routing (mqr__up_deliver): the broker gets its PUBACK / PUBREC now,
@@ -1054,6 +1067,7 @@ const up_transport_t mqr__up_transport_native = {
     .ping = native_ping,
     .publish = native_publish,
     .inflight = native_inflight,
+    .backlog = native_backlog,
     .ack = native_ack,
     .strerror = native_strerror,
     .reason_text = native_reason_text,

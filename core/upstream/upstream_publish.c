@@ -410,6 +410,44 @@ static void warn_full(mqr_upstream_t *u, const char *what)
               u->name, u->max_buffered, what);
 }
 
+/* Backpressure. While connected, a publisher whose message leaves too much
+ * waiting for the broker (half of max_buffered QoS 1/2 publishes beyond
+ * the window, or half of max_buffered_bytes the socket has not taken) is
+ * paused (holds.h) rather than refused, and its message is taken; `drain`
+ * lets it go when the backlog is down to a quarter, or the connection is
+ * gone (an outage is not a burst: publishes are then buffered and refused
+ * past max_buffered, as before). The bounds themselves stay: what comes
+ * from an ingress that cannot wait (Lua timers, C callers), or what paused
+ * publishers had sent already beyond them, is refused there (MQR_EFULL). */
+static void on_drain(uv_check_t *h)
+{
+    mqr_upstream_t *u = h->data;
+    size_t bytes = 0, waiting = 0;
+    bool up = u->state == MQR_UPSTREAM_CONNECTED && !u->closing && u->has_client && !u->rebuilding;
+    if (up) waiting = u->tp->backlog(u, &bytes);
+    if (up && (waiting > (size_t)u->max_buffered / 4 || bytes > u->max_buffered_bytes / 4)) return;
+    mqr__up_release_publishers(u);
+}
+
+void mqr__up_release_publishers(mqr_upstream_t *u)
+{
+    if (!u->holds.n) return;
+    uv_check_stop(&u->drain);
+    mqr__holds_release(&u->holds);
+}
+
+static void push_back(mqr_upstream_t *u)
+{
+    if (!u->tp->backlog) return;
+    size_t bytes = 0;
+    size_t waiting = u->tp->backlog(u, &bytes);
+    if (waiting < (size_t)u->max_buffered / 2 && bytes < u->max_buffered_bytes / 2) return;
+    mqr_source_t *s = mqr__router_source(u->all->router);
+    if (!s || mqr__holds_add(&u->holds, s) != 1) return;
+    u->stats.publishers_paused++;
+    if (u->holds.n == 1) uv_check_start(&u->drain, on_drain);
+}
+
 /* Returns 0, 1 when the message expired (dropped), or < 0. */
 int mqr__up_publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
 {
@@ -428,6 +466,7 @@ int mqr__up_publish(mqr_upstream_t *u, const mqr_msg_t *msg, up_pub_t *p)
         expiry = msg->expiry_s - (uint32_t)age_s;
     }
     if (!u->has_client || u->rebuilding) return publish_early(u, msg, p);
+    if (u->state == MQR_UPSTREAM_CONNECTED) push_back(u);
     bool oom;
     char *remote = remote_name(u, msg->topic, &oom);
     int rc = oom ? MQR_ENOMEM : u->tp->publish(u, remote ? remote : msg->topic, msg, expiry, p);

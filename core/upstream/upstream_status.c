@@ -43,6 +43,7 @@ void mqr__upstream_status(mqr_upstream_t *u, mqr_upstream_status_t *o)
     o->messages_refused = u->stats.refused;
     o->publish_full = u->stats.full;
     o->publish_dropped = u->stats.dropped_oldest;
+    o->publishers_paused = u->stats.publishers_paused;
     o->publish_expired = u->stats.expired;
     o->publish_failed = u->stats.publish_failed;
     uv_mutex_lock(&u->lock);

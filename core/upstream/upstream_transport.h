@@ -101,6 +101,12 @@ struct up_transport {
                    up_pub_t *p);
     /* Publishes handed to the client and not completed yet. */
     size_t (*inflight)(mqr_upstream_t *u);
+    /* Optional, loop thread, cheap (called per publish): while connected,
+     * the QoS 1/2 publishes waiting for room in the broker's window, and in
+     * *bytes what was written for the broker and its socket has not taken
+     * yet. The session pauses its publishers on it (upstream_publish.c).
+     * NULL: no backpressure, a full buffer refuses (Paho). */
+    size_t (*backlog)(mqr_upstream_t *u, size_t *bytes);
     /* Optional: acknowledges the message of an EV_MESSAGE whose ack_id is
      * not 0, once it was routed (mqr__up_deliver). NULL: the transport
      * acknowledges messages itself, before routing (Paho). */

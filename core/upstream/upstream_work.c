@@ -46,6 +46,7 @@ void mqr__up_session_free(mqr_upstream_t *u)
         mqr_msg_unref(u->early[i].msg);
     free(u->early);
     mqr__up_acks_detach(u);
+    mqr__holds_free(&u->holds);
     if (u->tp_state) u->tp->free(u);
     for (int i = 0; i < u->n_uris; i++)
         free(u->uris[i]);
@@ -114,6 +115,7 @@ static void after_destroy(uv_work_t *req, int status)
     uv_close((uv_handle_t *)&u->retry, on_async_closed);
     uv_close((uv_handle_t *)&u->nudge, on_async_closed);
     uv_close((uv_handle_t *)&u->warn, on_async_closed);
+    uv_close((uv_handle_t *)&u->drain, on_async_closed);
 }
 
 /* A transport that wants a new client after a loss (rebuild_after_loss;
@@ -153,6 +155,7 @@ void mqr__up_begin_close(mqr_upstream_t *u)
 {
     uv_timer_stop(&u->retry);
     uv_timer_stop(&u->warn);
+    mqr__up_release_publishers(u);
     mqr__up_nudge_stop(u);
     if (u->rebuilding) return; /* after_rebuild comes back here */
     if (u->predecessor) {

@@ -181,7 +181,7 @@ static mqr_pubctx_t route(mqr_engine_t *e, const char *topic)
     mqr_msg_t *m = mqr__msg_new(&in);
     assert_non_null(m);
     mqr_pubctx_t pc;
-    assert_int_equal(mqr__engine_publish_ctx(e, m, &pc), 0);
+    assert_int_equal(mqr__engine_publish_ctx(e, m, &pc, NULL), 0);
     mqr_msg_unref(m);
     assert_null(mqr__engine_router(e)->pub); /* nobody else's from here on */
     return pc;
@@ -266,7 +266,7 @@ static int ingress_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_tri
     mqr_msg_init_t in = {.topic = s->topic, .topic_len = strlen(s->topic), .qos = 1};
     mqr_msg_t *m = mqr__msg_new(&in);
     assert_non_null(m);
-    assert_int_equal(mqr__engine_publish_ctx(s->e, m, &s->inner), 0);
+    assert_int_equal(mqr__engine_publish_ctx(s->e, m, &s->inner, NULL), 0);
     mqr_msg_unref(m);
     return 0;
 }

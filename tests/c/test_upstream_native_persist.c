@@ -163,12 +163,12 @@ static void test_publisher_waits_for_commit(void **state)
     assert_int_equal(mqr_subscribe(c->e, "in/#", forward, u, &cs), 0);
     mqr_msg_t *m = make_msg("in/1", "q1", 1, false);
     mqr_pubctx_t pc;
-    assert_true(mqr__engine_publish_ctx(c->e, m, &pc) >= 0);
+    assert_true(mqr__engine_publish_ctx(c->e, m, &pc, NULL) >= 0);
     mqr_msg_unref(m);
     assert_int_equal(pc.stored, 1);
     assert_int_equal(pc.failed + pc.no_room, 0);
     m = make_msg("in/0", "q0", 0, false); /* QoS 0: no row, no wait */
-    assert_true(mqr__engine_publish_ctx(c->e, m, &pc) >= 0);
+    assert_true(mqr__engine_publish_ctx(c->e, m, &pc, NULL) >= 0);
     mqr_msg_unref(m);
     assert_int_equal(pc.stored, 0);
     assert_int_equal(mqr__store_flush(mqr__engine_store(c->e)), 0);

@@ -86,7 +86,8 @@ describe("rules API misuse", function()
       { 'mq.session{ name = "s", broker = "tcp://127.0.0.1:1", keep_alive = 5 }',
         "mq.session: unknown option 'keep_alive' (it takes name, broker, brokers, client_id, "
           .. "keepalive, clean, username, password, version, session_expiry, will, reconnect, "
-          .. "max_buffered, on_full, credentials, persist, prefix, map, tls, transport, auth_method)" },
+          .. "max_buffered, max_buffered_bytes, on_full, credentials, persist, prefix, map, tls, "
+          .. "transport, auth_method)" },
       { S .. 'will = { topic = "w", retian = true } }',
         "mq.session 's': will: unknown option 'retian' (it takes topic, payload, qos, retain)" },
       { S .. 'reconnect = { inital = 1 } }',
