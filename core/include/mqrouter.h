@@ -542,6 +542,11 @@ typedef struct {
      * own client on the loop) or "paho" (Paho MQTT C's asynchronous
      * client); NULL = the engine's upstream_transport, else "native" */
     const char *transport;
+    /* native, connected: bytes written for the broker its socket has not
+     * taken; from half of it (or of max_buffered publishes waiting for the
+     * broker's window) the publishing listener client is paused, past it a
+     * QoS 0 publish is refused (docs/upstream.md, Backpressure). 0 = 64 MiB */
+    int64_t max_buffered_bytes;
 } mqr_session_options_t;
 
 /* Defaults (clean_start = 1, mqtt_version = 4, the rest 0) and
@@ -593,6 +598,7 @@ typedef struct {
     uint64_t publish_full, publish_dropped; /* refused / dropped: buffer full */
     size_t inflight;
     unsigned subscriptions;
+    uint64_t publishers_paused; /* times a publisher was paused for the backlog */
 } mqr_session_info_t;
 #define mqr_session_info_init(info) ((void)((info)->size = sizeof *(info)))
 /* 0, MQR_EINVAL (NULL, or out->size smaller than the size field). */

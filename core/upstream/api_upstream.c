@@ -86,6 +86,7 @@ int mqr_session_add(mqr_engine_t *e, const mqr_session_options_t *opts, mqr_sess
         .prefix = o.prefix,
         .persist = o.persist,
         .transport = o.transport,
+        .max_buffered_bytes = o.max_buffered_bytes,
     };
     char why[512];
     rc = mqr__upstream_tls_check(&cfg, why, sizeof why);
@@ -177,6 +178,7 @@ int mqr_session_status(mqr_session_t *s, mqr_session_info_t *out)
         .publish_dropped = st.publish_dropped,
         .inflight = st.inflight,
         .subscriptions = st.subscriptions,
+        .publishers_paused = st.publishers_paused,
     };
     size_t n = out->size < sizeof info ? out->size : sizeof info;
     memcpy((char *)out + sizeof info.size, (const char *)&info + sizeof info.size,
