@@ -147,6 +147,7 @@ int mqr_engine_new(mqr_engine_t **out, const mqr_engine_options_t *opts, uv_loop
     e->handle_signals = opts->handle_signals != 0;
     e->check_only = opts->check_only != 0;
     if (tp) e->upstream_transport = xstrdup(tp);
+    e->count_topics = opts->no_topic_counts == 0;
 
     e->clock.loop = e->loop;
     if ((rc = mqr__router_init(&e->router)) < 0) goto fail;
@@ -311,7 +312,8 @@ int mqr__engine_publish(mqr_engine_t *e, mqr_msg_t *msg)
         return rc;
     }
     e->stats.published++;
-    if (e->registry) mqr__topics_seen(e->registry, msg->topic, msg->topic_len, msg->created_ms);
+    if (e->registry && e->count_topics)
+        mqr__topics_seen(e->registry, msg->topic, msg->topic_len, msg->created_ms);
     return 0;
 }
 

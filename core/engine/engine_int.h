@@ -28,6 +28,7 @@ struct mqr_engine {
     int listen_port;
     char *data_dir;
     char *upstream_transport; /* default transport of upstream sessions; NULL: built in */
+    bool count_topics;        /* the topic registry counts every publish (no_topic_counts) */
     char *db_path;
     unsigned handler_budget_ms;
     bool watch_script;

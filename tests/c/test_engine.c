@@ -13,6 +13,7 @@
 
 #include "engine.h"
 #include "mqrouter.h"
+#include "registry.h"
 #include "upstream.h"
 
 #include <arpa/inet.h>
@@ -378,6 +379,35 @@ static void test_load_errors(void **state)
     mqr_engine_free(e);
 }
 
+/* The topic registry counts every publish, unless the engine was made
+ * with no_topic_counts: then routing still works and no topic is tracked. */
+static void test_topic_counts_switch(void **state)
+{
+    (void)state;
+    for (int off = 0; off <= 1; off++) {
+        mqr_engine_options_t o;
+        mqr_engine_options_init(&o);
+        o.listen_port = -1;
+        o.data_dir = "";
+        o.log_level = MQR_LOG_ERROR;
+        o.no_topic_counts = off;
+        mqr_engine_t *e = NULL;
+        assert_int_equal(mqr_engine_new(&e, &o, NULL, NULL), 0);
+        sink_t s = {0};
+        mqr_csub_t *sub;
+        assert_int_equal(mqr_subscribe(e, "t/#", on_msg, &s, &sub), 0);
+        assert_int_equal(mqr_publish(e, "t/1", "x", 1, 0, 0), 0);
+        assert_int_equal(mqr_publish(e, "t/1", "y", 1, 0, 0), 0);
+        assert_int_equal(s.calls, 2);
+        mqr_topic_info_t info;
+        assert_int_equal(mqr__topic_info(mqr__engine_registry(e), "t/1", &info), 0);
+        assert_int_equal(info.tracked, !off);
+        assert_int_equal(info.messages, off ? 0 : 2);
+        mqr_unsubscribe(e, sub);
+        mqr_engine_free(e);
+    }
+}
+
 static void test_host_loop(void **state)
 {
     uv_loop_t loop;
@@ -516,6 +546,7 @@ int main(void)
         cmocka_unit_test(test_retained_survive_restart),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_host_loop),
+        cmocka_unit_test(test_topic_counts_switch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
