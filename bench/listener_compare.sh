@@ -27,6 +27,17 @@ usage: $0 [options]
   --window W        per-publisher window of the closed-loop mode (loadgen's default)
   --publishers N    (4)   --subscribers N (1)   --qos 0|1 (0)
   --payload BYTES   (64)  --protocol 4|5 (4)
+  --batch N         loadgen's most PUBLISH packets per send() (1024); 1 =
+                    one write per message, as ordinary clients do
+  --rcvlowat B      loadgen's subscriber SO_RCVLOWAT (-1 automatic: 64 KiB in
+                    closed loop); 0 = woken for every arrival, as ordinary
+                    clients are
+  --inflight N      both brokers' QoS 1/2 messages in flight per client:
+                    Mosquitto's max_inflight_messages, mqrouter's --limit
+                    max_inflight (1000; their defaults differ: 20 and 32)
+  --pin             the broker on CPU 1, loadgen on CPU 0 (taskset)
+  --modes LIST      closed, rate or closed,rate (closed,rate); many
+                    publishers (--publishers 1000) want rate alone
   --keep            keep the temporary directory (configs, logs, raw output)
 EOF
 }
@@ -44,6 +55,11 @@ subscribers=1
 qos=0
 payload=64
 protocol=4
+batch=1024
+rcvlowat=-1
+modes="closed rate"
+inflight=1000
+pin=0
 keep=0
 while [ $# -gt 0 ]; do
     case $1 in
@@ -60,6 +76,11 @@ while [ $# -gt 0 ]; do
     --qos) qos=$2; shift 2 ;;
     --payload) payload=$2; shift 2 ;;
     --protocol) protocol=$2; shift 2 ;;
+    --batch) batch=$2; shift 2 ;;
+    --rcvlowat) rcvlowat=$2; shift 2 ;;
+    --inflight) inflight=$2; shift 2 ;;
+    --pin) pin=1; shift ;;
+    --modes) modes=${2//,/ }; shift 2 ;;
     --keep) keep=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "$0: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -80,7 +101,12 @@ fi
 
 common=(--publishers "$publishers" --subscribers "$subscribers" --qos "$qos"
     --payload "$payload" --protocol "$protocol"
-    --duration "$duration" --warmup "$warmup")
+    --duration "$duration" --warmup "$warmup" --batch "$batch" --rcvlowat "$rcvlowat")
+pin_broker=() pin_loadgen=()
+if [ "$pin" = 1 ]; then
+    pin_broker=(taskset -c 1)
+    pin_loadgen=(taskset -c 0)
+fi
 closed_args=()
 [ -n "$window" ] && closed_args=(--window "$window")
 
@@ -101,7 +127,7 @@ run_one() {
     # holds traps while a foreground child runs); `times` before and after
     # gives loadgen's CPU over its whole life.
     times >"$out.t0"
-    "$loadgen" "${args[@]}" >"$out" 2>"$out.err" &
+    "${pin_loadgen[@]}" "$loadgen" "${args[@]}" >"$out" 2>"$out.err" &
     helper_pid=$!
     wait "$helper_pid" || true
     helper_pid=
@@ -135,7 +161,7 @@ run_one() {
 
 bench_broker() {
     local label=$1 pid=$2 port=$3 mode i
-    for mode in closed rate; do
+    for mode in $modes; do
         for i in $(seq "$runs"); do
             echo "$label $mode run $i/$runs"
             run_one "$label" "$pid" "$port" "$mode" "$i"
@@ -166,9 +192,12 @@ listener $mport 127.0.0.1
 allow_anonymous true
 set_tcp_nodelay true
 max_queued_messages 1000000
+max_inflight_messages $inflight
 persistence false
+log_type error
+log_type warning
 EOF
-"$mosquitto" -c "$tmp/mosquitto.conf" >"$tmp/mosquitto.log" 2>&1 &
+"${pin_broker[@]}" "$mosquitto" -c "$tmp/mosquitto.conf" >"$tmp/mosquitto.log" 2>&1 &
 mpid=$!
 started_pids+=("$mpid")
 if ! wait_listen "$mport" "$mpid"; then
@@ -191,7 +220,10 @@ else
     mkdir -p "$tmp/mqrouter-data"
     # No routes: the embedded listener alone does the fan-in.
     printf -- '-- listener benchmark: no rules, only the embedded listener\n' >"$tmp/rules.lua"
-    "$mqrouter_bin" --listen "127.0.0.1:$qport" --data-dir "$tmp/mqrouter-data" "$tmp/rules.lua" \
+    # the same limits and log level as Mosquitto's (max_inflight is capped
+    # at 1024 by mqrouter)
+    "${pin_broker[@]}" "$mqrouter_bin" --listen "127.0.0.1:$qport" --data-dir "$tmp/mqrouter-data" \
+        --limit "max_queued=1000000" --limit "max_inflight=$inflight" --log-level warn "$tmp/rules.lua" \
         >"$tmp/mqrouter.log" 2>&1 &
     qpid=$!
     started_pids+=("$qpid")
@@ -222,7 +254,7 @@ echo
 echo "QoS $qos, $publishers publisher(s) -> $subscribers subscriber(s) on bench/#, $payload-byte payloads" \
     "(msgs/s: deliveries to all subscribers; rate: publishes/s)," \
     "MQTT $([ "$protocol" = 5 ] && echo 5 || echo 3.1.1), ${duration}s measured after ${warmup}s warm-up," \
-    "median of $runs run(s)"
+    "median of $runs run(s); loadgen --batch $batch --rcvlowat $rcvlowat, in-flight $inflight$([ "$pin" = 1 ] && echo ", pinned: broker CPU 1, loadgen CPU 0")"
 printf '%-28s %14s %14s %10s\n' metric mosquitto mqrouter "mqr/mosq"
 row "closed msgs/s (higher=better)" closed msgs_per_s
 row "closed p50 us" closed p50_us
@@ -238,10 +270,24 @@ row "rate${rate} p99.9 us" rate p999_us
 row "rate${rate} max us" rate max_us
 row "rate${rate} lost" rate lost
 row "rate${rate} broker cpu %" rate broker_cpu_pct
+us_row() { # broker CPU per message at the fixed rate, in microseconds
+    local m q
+    m=$(median "mosquitto.rate" broker_cpu_pct)
+    q=$([ "$have_mqr" = 1 ] && median "mqrouter.rate" broker_cpu_pct || echo -)
+    m=$(awk -v c="$m" -v r="$rate" 'BEGIN{if (c == "-") print "-"; else printf "%.2f", c * 1e4 / r}')
+    q=$(awk -v c="$q" -v r="$rate" 'BEGIN{if (c == "-") print "-"; else printf "%.2f", c * 1e4 / r}')
+    printf '%-28s %14s %14s %10s\n' "rate${rate} broker cpu us/msg" "$m" "$q" \
+        "$(awk -v a="$q" -v b="$m" 'BEGIN{if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b}')"
+}
+us_row
 row "rate${rate} loadgen cpu %" rate loadgen_cpu_pct
 row "rate${rate} other cpu %" rate other_cpu_pct
-printf '%-28s %14s %14s\n' "status closed / rate" \
-    "$(status_of mosquitto.closed)/$(status_of mosquitto.rate)" \
-    "$([ "$have_mqr" = 1 ] && echo "$(status_of mqrouter.closed)/$(status_of mqrouter.rate)" || echo skipped)"
+modes_status() { # broker: the status of each mode run, "/"-separated
+    local m out=
+    for m in $modes; do out=${out:+$out/}$(status_of "$1.$m"); done
+    echo "$out"
+}
+printf '%-28s %14s %14s\n' "status ${modes// / / }" "$(modes_status mosquitto)" \
+    "$([ "$have_mqr" = 1 ] && modes_status mqrouter || echo skipped)"
 
-[ "$(status_of mosquitto.closed)" = ok ] && [ "$(status_of mosquitto.rate)" = ok ]
+for m in $modes; do [ "$(status_of "mosquitto.$m")" = ok ] || exit 1; done
