@@ -118,6 +118,18 @@ median() {
     printf '%s\n' "${vals[@]}" | sort -g | awk '{v[NR] = $1} END{print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 
+# spread KEY FIELD: "min-max" of FIELD over the runs (the table gives the
+# median), or "-" without values.
+# shellcheck disable=SC2154 # runs and R are the calling script's
+spread() {
+    local k=$1 field=$2 i vals=()
+    for i in $(seq "$runs"); do
+        [ -n "${R[$k.$field.$i]:-}" ] && vals+=("${R[$k.$field.$i]}")
+    done
+    [ ${#vals[@]} -eq 0 ] && { echo "-"; return; }
+    printf '%s\n' "${vals[@]}" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END{print lo "-" hi}'
+}
+
 # status_of KEY: the first non-ok status of the runs (a run without one
 # failed), or ok.
 # shellcheck disable=SC2154 # runs and R are the calling script's

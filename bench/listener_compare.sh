@@ -282,6 +282,11 @@ us_row() { # broker CPU per message at the fixed rate, in microseconds
 us_row
 row "rate${rate} loadgen cpu %" rate loadgen_cpu_pct
 row "rate${rate} other cpu %" rate other_cpu_pct
+for m in $modes; do
+    echo "spread over $runs run(s), min-max: $m msgs/s mosquitto $(spread "mosquitto.$m" msgs_per_s)," \
+        "mqrouter $(spread "mqrouter.$m" msgs_per_s); p99 us mosquitto $(spread "mosquitto.$m" p99_us)," \
+        "mqrouter $(spread "mqrouter.$m" p99_us)"
+done
 modes_status() { # broker: the status of each mode run, "/"-separated
     local m out=
     for m in $modes; do out=${out:+$out/}$(status_of "$1.$m"); done

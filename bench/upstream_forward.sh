@@ -327,6 +327,11 @@ for q in $qos_list; do
     row "rate${rate} forwarder cpu %" "$q" rate fwd_cpu_pct
     row "rate${rate} upstream cpu %" "$q" rate up_cpu_pct
     row "rate${rate} other cpu %" "$q" rate other_cpu_pct
+    for mode in closed rate; do
+        echo "spread over $runs run(s), min-max: $mode msgs/s bridge $(spread "bridge.$q.$mode" msgs_per_s)," \
+            "mqrouter $(spread "mqrouter.$q.$mode" msgs_per_s); p99 us bridge $(spread "bridge.$q.$mode" p99_us)," \
+            "mqrouter $(spread "mqrouter.$q.$mode" p99_us)"
+    done
     d=$(median "direct.$q.closed" msgs_per_s)
     echo "upstream ceiling, no forwarder (publishers straight into the upstream): $d msgs/s closed loop," \
         "upstream cpu $(median "direct.$q.closed" up_cpu_pct)%, lost $(median "direct.$q.closed" lost);" \
