@@ -36,6 +36,9 @@ usage: $0 [options]
                     Mosquitto's max_inflight_messages, mqrouter's --limit
                     max_inflight (1000; their defaults differ: 20 and 32)
   --pin             the broker on CPU 1, loadgen on CPU 0 (taskset)
+  --idle N          N more clients connected to the broker, idle (each
+                    subscribed to a topic of its own), while loadgen runs:
+                    bench/idle_conns.c (or env IDLE_CONNS) (0)
   --modes LIST      closed, rate or closed,rate (closed,rate); many
                     publishers (--publishers 1000) want rate alone
   --keep            keep the temporary directory (configs, logs, raw output)
@@ -57,6 +60,8 @@ payload=64
 protocol=4
 batch=1024
 rcvlowat=-1
+idle_clients=0
+idle_bin=${IDLE_CONNS:-}
 modes="closed rate"
 inflight=1000
 pin=0
@@ -81,6 +86,7 @@ while [ $# -gt 0 ]; do
     --inflight) inflight=$2; shift 2 ;;
     --pin) pin=1; shift ;;
     --modes) modes=${2//,/ }; shift 2 ;;
+    --idle) idle_clients=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "$0: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -99,6 +105,14 @@ if [ -z "$loadgen" ]; then
 fi
 [ -x "$loadgen" ] || { echo "$0: loadgen '$loadgen' is not executable" >&2; exit 1; }
 
+if [ "$idle_clients" -gt 0 ]; then
+    # the brokers and idle_conns each hold that many sockets
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    if [ -z "$idle_bin" ]; then
+        idle_bin=$tmp/idle_conns
+        cc -O2 -std=c11 -Wall -Wextra "$here/idle_conns.c" -o "$idle_bin"
+    fi
+fi
 common=(--publishers "$publishers" --subscribers "$subscribers" --qos "$qos"
     --payload "$payload" --protocol "$protocol"
     --duration "$duration" --warmup "$warmup" --batch "$batch" --rcvlowat "$rcvlowat")
@@ -159,14 +173,43 @@ run_one() {
         "${R[$label.$mode.other_cpu_pct.$run]}% (should be ~0)"
 }
 
+# Holds idle_clients idle connections on the broker at port until
+# stop_idle; returns once they are all connected and subscribed.
+idle_pid=
+start_idle() {
+    local label=$1 port=$2 i
+    [ "$idle_clients" -gt 0 ] || return 0
+    "$idle_bin" --port "$port" --clients "$idle_clients" --hold 3600 --timeout 90 \
+        >"$tmp/$label.idle.out" 2>"$tmp/$label.idle.err" &
+    idle_pid=$!
+    started_pids+=("$idle_pid")
+    for i in $(seq 1200); do
+        grep -q '^READY' "$tmp/$label.idle.out" && break
+        kill -0 "$idle_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! grep -q '^READY' "$tmp/$label.idle.out"; then
+        echo "$0: $idle_clients idle clients did not connect to $label:" >&2
+        cat "$tmp/$label.idle.err" >&2
+        exit 1
+    fi
+    echo "  $label: $(cat "$tmp/$label.idle.out") idle clients held"
+}
+stop_idle() {
+    [ -n "$idle_pid" ] && stop_pid "$idle_pid"
+    idle_pid=
+}
+
 bench_broker() {
     local label=$1 pid=$2 port=$3 mode i
+    start_idle "$label" "$port"
     for mode in $modes; do
         for i in $(seq "$runs"); do
             echo "$label $mode run $i/$runs"
             run_one "$label" "$pid" "$port" "$mode" "$i"
         done
     done
+    stop_idle
 }
 
 # Is the machine quiet? Other work running now makes every figure noisy.
@@ -193,6 +236,7 @@ allow_anonymous true
 set_tcp_nodelay true
 max_queued_messages 1000000
 max_inflight_messages $inflight
+max_connections -1
 persistence false
 log_type error
 log_type warning
@@ -254,7 +298,7 @@ echo
 echo "QoS $qos, $publishers publisher(s) -> $subscribers subscriber(s) on bench/#, $payload-byte payloads" \
     "(msgs/s: deliveries to all subscribers; rate: publishes/s)," \
     "MQTT $([ "$protocol" = 5 ] && echo 5 || echo 3.1.1), ${duration}s measured after ${warmup}s warm-up," \
-    "median of $runs run(s); loadgen --batch $batch --rcvlowat $rcvlowat, in-flight $inflight$([ "$pin" = 1 ] && echo ", pinned: broker CPU 1, loadgen CPU 0")"
+    "median of $runs run(s);$([ "$idle_clients" -gt 0 ] && echo " $idle_clients more clients connected, idle;") loadgen --batch $batch --rcvlowat $rcvlowat, in-flight $inflight$([ "$pin" = 1 ] && echo ", pinned: broker CPU 1, loadgen CPU 0")"
 printf '%-28s %14s %14s %10s\n' metric mosquitto mqrouter "mqr/mosq"
 row "closed msgs/s (higher=better)" closed msgs_per_s
 row "closed p50 us" closed p50_us
