@@ -107,27 +107,26 @@ pct() { awk -v d="$1" -v hz="$clk_tck" -v w="$2" 'BEGIN{printf "%.0f", 100 * d /
 
 # The comparison scripts keep their results in an associative array R,
 # R[KEY.FIELD.RUN] = value (KEY e.g. "bridge.1.closed"), over runs 1..$runs.
-# median KEY FIELD: the median over the runs (numeric), or "-".
+# of_runs KEY FIELD AWK: the values of FIELD over the runs, sorted
+# numerically, through the awk program AWK; "-" without values.
 # shellcheck disable=SC2154 # runs and R are the calling script's
-median() {
+of_runs() {
     local k=$1 field=$2 i vals=()
     for i in $(seq "$runs"); do
         [ -n "${R[$k.$field.$i]:-}" ] && vals+=("${R[$k.$field.$i]}")
     done
     [ ${#vals[@]} -eq 0 ] && { echo "-"; return; }
-    printf '%s\n' "${vals[@]}" | sort -g | awk '{v[NR] = $1} END{print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+    printf '%s\n' "${vals[@]}" | sort -g | awk "$3"
 }
 
-# spread KEY FIELD: "min-max" of FIELD over the runs (the table gives the
-# median), or "-" without values.
-# shellcheck disable=SC2154 # runs and R are the calling script's
+# median KEY FIELD: the median over the runs (numeric), or "-".
+median() {
+    of_runs "$1" "$2" '{v[NR] = $1} END{print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
+# spread KEY FIELD: "min-max" over the runs (the tables give the median).
 spread() {
-    local k=$1 field=$2 i vals=()
-    for i in $(seq "$runs"); do
-        [ -n "${R[$k.$field.$i]:-}" ] && vals+=("${R[$k.$field.$i]}")
-    done
-    [ ${#vals[@]} -eq 0 ] && { echo "-"; return; }
-    printf '%s\n' "${vals[@]}" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END{print lo "-" hi}'
+    of_runs "$1" "$2" 'NR == 1 {lo = $1} {hi = $1} END{print lo "-" hi}'
 }
 
 # status_of KEY: the first non-ok status of the runs (a run without one

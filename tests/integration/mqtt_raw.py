@@ -5,6 +5,8 @@ import socket
 import struct
 import time
 
+from rawmqtt import read_varint, split_packet
+
 
 def varint(n):
     out = bytearray()
@@ -54,21 +56,10 @@ class Client:
         """Returns (first byte, body) of the next packet, or None at EOF."""
         deadline = time.time() + timeout
         while True:
-            if len(self.buf) >= 2:
-                n, mult, i = 0, 1, 1
-                while i < len(self.buf):
-                    b = self.buf[i]
-                    n += (b & 0x7F) * mult
-                    mult *= 128
-                    i += 1
-                    if not b & 0x80:
-                        break
-                else:
-                    i = None
-                if i is not None and len(self.buf) >= i + n:
-                    first, body = self.buf[0], self.buf[i:i + n]
-                    self.buf = self.buf[i + n:]
-                    return first, body
+            whole = split_packet(self.buf)
+            if whole:
+                first, body, self.buf = whole
+                return first, body
             left = deadline - time.time()
             if left <= 0:
                 raise TimeoutError("no complete packet")
@@ -85,14 +76,7 @@ class Client:
 def parse_props(data):
     """Returns (props dict id -> list of raw values, rest). Integers for the
     numeric types, bytes for strings/binary, (k, v) for user properties."""
-    n, mult, i = 0, 1, 0
-    while True:
-        b = data[i]
-        n += (b & 0x7F) * mult
-        mult *= 128
-        i += 1
-        if not b & 0x80:
-            break
+    n, i = read_varint(data, 0)
     raw, rest = data[i:i + n], data[i + n:]
     props, j = {}, 0
     while j < len(raw):

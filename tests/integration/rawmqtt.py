@@ -57,6 +57,30 @@ def ack(kind, pid, version=4, reason=None):
 PING = b"\xc0\x00"
 
 
+def read_varint(data, i):
+    """(value, index after it) of the Variable Byte Integer at data[i], or
+    None when data ends inside it."""
+    n, mult = 0, 1
+    while i < len(data):
+        b = data[i]
+        n += (b & 0x7F) * mult
+        mult *= 128
+        i += 1
+        if not b & 0x80:
+            return n, i
+    return None
+
+
+def split_packet(buf):
+    """(first byte, body, rest) of the first whole packet in buf, or None
+    while it is incomplete."""
+    v = read_varint(buf, 1)
+    if v is None or len(buf) < v[1] + v[0]:
+        return None
+    n, i = v
+    return buf[0], buf[i:i + n], buf[i + n:]
+
+
 class Client:
     def __init__(self, port, rcvbuf=None, timeout=5.0):
         self.sock = socket.socket()
@@ -85,21 +109,10 @@ class Client:
         """(type, flags, body), or None after timeout, or 'closed'."""
         deadline = time.time() + timeout
         while True:
-            if len(self.buf) >= 2:
-                n, mult, i = 0, 1, 1
-                while i < len(self.buf):
-                    b = self.buf[i]
-                    n += (b & 0x7F) * mult
-                    mult *= 128
-                    i += 1
-                    if not b & 0x80:
-                        break
-                else:
-                    i = None
-                if i is not None and len(self.buf) >= i + n:
-                    first, body = self.buf[0], self.buf[i:i + n]
-                    self.buf = self.buf[i + n:]
-                    return first >> 4, first & 15, body
+            whole = split_packet(self.buf)
+            if whole:
+                first, body, self.buf = whole
+                return first >> 4, first & 15, body
             left = deadline - time.time()
             if left <= 0:
                 return None

@@ -29,7 +29,7 @@ import threading
 import time
 
 from mqr_it import Workspace, free_port, wait
-from rawmqtt import PUBACK, Client, packet, publish
+from rawmqtt import PUBACK, Client, packet, publish, split_packet
 
 SECONDS = 10
 WINDOW = 1000
@@ -195,21 +195,9 @@ class StalledBroker:
             if not d:
                 return
             buf += d
-            while len(buf) >= 2:
-                n, mult, i = 0, 1, 1
-                while i < len(buf):
-                    b = buf[i]
-                    n += (b & 0x7F) * mult
-                    mult *= 128
-                    i += 1
-                    if not b & 0x80:
-                        break
-                else:
-                    break
-                if len(buf) < i + n:
-                    break
-                kind, body = buf[0] >> 4, buf[i:i + n]
-                buf = buf[i + n:]
+            while (whole := split_packet(buf)):
+                first, body, buf = whole
+                kind = first >> 4
                 if kind == 1:
                     conn.sendall(b"\x20\x02\x00\x00")
                     connected = True
