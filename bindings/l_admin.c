@@ -39,18 +39,9 @@ void mqr__ladmin_foreach_route(void *ctx, void (*fn)(void *arg, const mqr_admin_
 {
     mqr_script_t *h = ctx;
     if (!h->cur) return;
-    /* st->routes is newest first: walk it into declaration order */
-    size_t n = 0;
-    for (const l_route_t *r = h->cur->routes; r; r = r->next)
-        n++;
-    const l_route_t **v = n ? malloc(n * sizeof *v) : NULL;
-    if (n && !v) return;
-    size_t i = n;
-    for (const l_route_t *r = h->cur->routes; r; r = r->next)
-        v[--i] = r;
     char target[256];
-    for (i = 0; i < n; i++) {
-        const l_route_t *r = v[i];
+    /* st->routes is in declaration order */
+    for (const l_route_t *r = h->cur->routes; r; r = r->next) {
         if (r->queue)
             snprintf(target, sizeof target, "queue:%s", mqr__queue_name(r->queue));
         else
@@ -69,7 +60,6 @@ void mqr__ladmin_foreach_route(void *ctx, void (*fn)(void *arg, const mqr_admin_
         };
         fn(arg, &ar);
     }
-    free(v);
 }
 
 static size_t state_mem(const l_state_t *st)

@@ -144,7 +144,8 @@ struct l_state {
     lua_State *L;
     mqr_script_t *host;
     char *chunkname;
-    l_route_t *routes;
+    l_route_t *routes;       /* in declaration order */
+    l_route_t **routes_tail; /* where the next one goes: declaring stays O(1) */
     l_timer_t *timers;
     l_sub_t *subs;   /* buffered subscribers (l_subscribe.c) */
     l_iter_t *iters; /* buffers of the session iterators (l_iter.c) */

@@ -185,6 +185,7 @@ void mqr__state_close(l_state_t *st)
         free(r);
     }
     st->routes = NULL;
+    st->routes_tail = &st->routes;
     for (size_t i = 0; i < st->n_modules; i++)
         free(st->modules[i]);
     free(st->modules);

@@ -162,10 +162,9 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
         r->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     /* keep declaration order: append */
-    l_route_t **tail = &st->routes;
-    while (*tail)
-        tail = &(*tail)->next;
-    *tail = r;
+    if (!st->routes_tail) st->routes_tail = &st->routes;
+    *st->routes_tail = r;
+    st->routes_tail = &r->next;
     if (st->active) { /* declared at run time (from a handler or timer) */
         mqr_sub_opts_t opts = {.qos = (uint8_t)qos};
         r->entry = mqr__router_add(mqr__engine_router(st->host->e), filter, flen, &r->base, &opts);

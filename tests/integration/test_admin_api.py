@@ -325,12 +325,16 @@ def main():
               r["handler_errors"] == 1 and "bad reading" in r["last_error"], f"rules {r}")
         r = api.ok("GET", "/api/v1/rules/routes")
         routes = {x["filter"]: x for x in r["items"]} if r else {}
+        order = [x["filter"] for x in r["items"]] if r else []
+        check(order == ["jobs/#", "work/#", "sensors/+/t", "tiny/#"],
+              f"routes in declaration order: {order}")
         s = routes.get("sensors/+/t", {})
         check(s.get("calls") == 2 and s.get("errors") == 1 and s.get("target") == "handler",
               f"route counters {s}")
         check(routes.get("jobs/#", {}).get("target") == "queue:jobs", "queue route target")
         r = api.ok("GET", "/api/v1/rules/routes?limit=1&offset=2")
-        check(r and len(r["items"]) == 1 and r["total"] == 4, "routes page")
+        check(r and len(r["items"]) == 1 and r["total"] == 4 and
+              r["items"][0]["filter"] == "sensors/+/t", f"routes page {r}")
         r = api.ok("POST", "/api/v1/rules/reload")
         check(r == {"reloaded": True}, f"reload {r}")
         check(api.ok("GET", "/api/v1/rules")["reloads"] == 1, "reload counted")
