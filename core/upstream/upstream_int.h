@@ -29,6 +29,10 @@
 #define UP_MAX_PENDING_MSGS 100000
 #define UP_MAX_PENDING_BYTES (64u * 1024u * 1024u)
 
+/* Backpressure (upstream_publish.c): publishers paused this long while the
+ * session's backlog does not go down are let go. */
+#define UP_HOLD_STUCK_MS 10000
+
 /* max_buffered_bytes when not set (upstream.h). */
 #define UP_MAX_BUFFERED_BYTES ((size_t)64 * 1024 * 1024)
 
@@ -244,6 +248,8 @@ struct mqr_upstream {
      * check handle running after each loop turn's I/O while any is held. */
     mqr_holds_t holds;
     uv_check_t drain;
+    size_t hold_backlog;       /* the smallest backlog seen since the holds began */
+    uint64_t hold_progress_ms; /* when it last went down (loop time) */
     uint64_t buffered;         /* publishes accepted while not connected, since the last connect */
     uint64_t dropped_seen;     /* u->dropped when last warned about */
     uint64_t unprotected_seen; /* u->unprotected when last warned about */

@@ -30,6 +30,9 @@ typedef struct up_paho {
      * u->lock. */
     uv_cond_t cond;
     bool disconnect_done;
+    /* Backpressure (paho_backlog), loop thread: QoS 1/2 publishes handed to
+     * Paho on the current connection, and u->delivered when it began. */
+    uint64_t bp_sent, bp_done_base, bp_connects;
 } up_paho_t;
 
 static inline up_paho_t *up_paho(const mqr_upstream_t *u)

@@ -313,7 +313,30 @@ static int paho_publish(mqr_upstream_t *u, const char *remote, const mqr_msg_t *
     }
     int rc = MQTTAsync_sendMessage(up_paho(u)->client, remote, &pm, &r); /* copies everything */
     MQTTProperties_free(&pm.properties);
+    if (rc == MQTTASYNC_SUCCESS && msg->qos > 0) up_paho(u)->bp_sent++;
     return mqr__up_map_paho(rc);
+}
+
+/* Backpressure's measure (upstream_transport.h): QoS 1/2 publishes handed
+ * to Paho on this connection and not completed yet, its command queue and
+ * its in-flight window together (Paho keeps one count for both, and its
+ * own pending list costs an allocation to read). QoS 0 is not counted:
+ * Paho tells nothing when it left, and no bytes either. A new connection
+ * starts from zero, whatever the last one left. */
+static size_t paho_backlog(mqr_upstream_t *u, size_t *bytes)
+{
+    up_paho_t *pp = up_paho(u);
+    uv_mutex_lock(&u->lock);
+    uint64_t done = u->delivered;
+    uv_mutex_unlock(&u->lock);
+    if (pp->bp_connects != u->stats.connects) {
+        pp->bp_connects = u->stats.connects;
+        pp->bp_sent = 0;
+        pp->bp_done_base = done;
+    }
+    *bytes = 0;
+    uint64_t completed = done - pp->bp_done_base;
+    return pp->bp_sent > completed ? (size_t)(pp->bp_sent - completed) : 0;
 }
 
 static size_t paho_inflight(mqr_upstream_t *u)
@@ -363,6 +386,7 @@ const up_transport_t mqr__up_transport_paho = {
     .ping = paho_ping,
     .publish = paho_publish,
     .inflight = paho_inflight,
+    .backlog = paho_backlog,
     .strerror = paho_strerror,
     .reason_text = paho_reason_text,
     .rebuild_after_loss = paho_rebuild_after_loss,

@@ -425,7 +425,21 @@ static void on_drain(uv_check_t *h)
     size_t bytes = 0, waiting = 0;
     bool up = u->state == MQR_UPSTREAM_CONNECTED && !u->closing && u->has_client && !u->rebuilding;
     if (up) waiting = u->tp->backlog(u, &bytes);
-    if (up && (waiting > (size_t)u->max_buffered / 4 || bytes > u->max_buffered_bytes / 4)) return;
+    if (up && (waiting > (size_t)u->max_buffered / 4 || bytes > u->max_buffered_bytes / 4)) {
+        uint64_t now = uv_now(u->all->loop);
+        if (waiting + bytes < u->hold_backlog) {
+            u->hold_backlog = waiting + bytes;
+            u->hold_progress_ms = now;
+        }
+        if (now - u->hold_progress_ms < UP_HOLD_STUCK_MS) return;
+        /* a broker that takes nothing while the connection stays up (or a
+         * count that went wrong): publishers are not held for ever; past
+         * the bounds they get EFULL, as without backpressure */
+        MQR_LOG_W("upstream",
+                  "session '%s': its backlog has not gone down for %d s: letting %u paused "
+                  "publisher(s) go",
+                  u->name, UP_HOLD_STUCK_MS / 1000, u->holds.n);
+    }
     mqr__up_release_publishers(u);
 }
 
@@ -445,7 +459,11 @@ static void push_back(mqr_upstream_t *u)
     mqr_source_t *s = mqr__router_source(u->all->router);
     if (!s || mqr__holds_add(&u->holds, s) != 1) return;
     u->stats.publishers_paused++;
-    if (u->holds.n == 1) uv_check_start(&u->drain, on_drain);
+    if (u->holds.n == 1) {
+        u->hold_backlog = waiting + bytes;
+        u->hold_progress_ms = uv_now(u->all->loop);
+        uv_check_start(&u->drain, on_drain);
+    }
 }
 
 /* Returns 0, 1 when the message expired (dropped), or < 0. */
