@@ -204,15 +204,26 @@ int mqr__listener_out_payload(mqr_lconn_t *c, mqr_msg_t *msg)
     return 0;
 }
 
-static void resume_reading(mqr_lconn_t *c)
+/* Something still keeps c's input stopped (or c is going). */
+static bool input_stopped(const mqr_lconn_t *c)
 {
-    if (!c->read_paused || c->uv_closing) return;
-    c->read_paused = false;
-    if (c->rate_paused || c->blocked_by || c->hold) return;
+    return c->blocked_by || c->read_paused || c->rate_paused || c->hold || c->uv_closing ||
+           c->state == MQR_LCONN_CLOSING;
+}
+
+static void read_start(mqr_lconn_t *c)
+{
     if (c->tp)
         mqr__ltp_read_start(c);
     else
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static void resume_reading(mqr_lconn_t *c)
+{
+    if (!c->read_paused || c->uv_closing) return;
+    c->read_paused = false;
+    mqr__listener_conn_input_resume(c);
 }
 
 void mqr__listener_conn_input_pause(mqr_lconn_t *c)
@@ -222,9 +233,7 @@ void mqr__listener_conn_input_pause(mqr_lconn_t *c)
 
 void mqr__listener_conn_input_resume(mqr_lconn_t *c)
 {
-    if (c->blocked_by || c->read_paused || c->rate_paused || c->uv_closing || c->hold ||
-        c->state == MQR_LCONN_CLOSING)
-        return;
+    if (input_stopped(c)) return;
     c->last_rx_ms = uv_now(c->l->all->loop); /* we were the ones not reading */
     if (c->pend_len) {
         /* packets kept: handled first, on the check handle (not inside the
@@ -247,10 +256,7 @@ void mqr__listener_conn_input_resume(mqr_lconn_t *c)
         mqr__listener_wake(l);
         return;
     }
-    if (c->tp)
-        mqr__ltp_read_start(c);
-    else
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    read_start(c);
 }
 
 static bool source_hold(mqr_source_t *s)
@@ -768,12 +774,7 @@ static void rate_resume(mqr_lconn_t *c, uint64_t now)
     if (c->state == MQR_LCONN_CLOSING) return;
     if (used && used < c->pend_len) memmove(c->pend, c->pend + used, c->pend_len - used);
     c->pend_len -= used;
-    if (!c->rate_paused && !c->read_paused && !c->blocked_by && !c->uv_closing) {
-        if (c->tp)
-            mqr__ltp_read_start(c);
-        else
-            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    }
+    mqr__listener_conn_input_resume(c); /* what is still kept goes first */
 }
 
 /* Handles every complete packet in data[0..len); returns the bytes used. */
@@ -894,16 +895,8 @@ void mqr__listener_process_resumed(mqr_listener_t *l)
         for (uint32_t i = 0; i < n; i++) {
             mqr_lconn_t *c = v[i];
             c->resume_queued = false;
-            bool stopped = c->blocked_by || c->read_paused || c->rate_paused || c->hold ||
-                           c->uv_closing || c->state == MQR_LCONN_CLOSING;
-            if (!stopped && process_pending(c) && !c->blocked_by && !c->hold && !c->rate_paused &&
-                !c->read_paused && !c->uv_closing) {
-                /* at most a partial packet is left: read behind it */
-                if (c->tp)
-                    mqr__ltp_read_start(c);
-                else
-                    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-            }
+            /* at most a partial packet is left after: read behind it */
+            if (!input_stopped(c) && process_pending(c) && !input_stopped(c)) read_start(c);
             mqr__listener_conn_unref(c);
         }
         if (!l->resumed) {
