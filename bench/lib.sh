@@ -129,6 +129,9 @@ spread() {
     of_runs "$1" "$2" 'NR == 1 {lo = $1} {hi = $1} END{print lo "-" hi}'
 }
 
+# ratio A B: A / B to two decimals, or "-" when either is missing or B is 0.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b}'; }
+
 # status_of KEY: the first non-ok status of the runs (a run without one
 # failed), or ok.
 # shellcheck disable=SC2154 # runs and R are the calling script's

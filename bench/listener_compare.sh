@@ -284,12 +284,11 @@ fi
 
 # ---- table ----
 row() { # name mode field better
-    local name=$1 mode=$2 field=$3 m q ratio
+    local name=$1 mode=$2 field=$3 m q
     m=$(median "mosquitto.$mode" "$field")
     if [ "$have_mqr" = 1 ]; then
         q=$(median "mqrouter.$mode" "$field")
-        ratio=$(awk -v a="$q" -v b="$m" 'BEGIN{if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b}')
-        printf '%-28s %14s %14s %10s\n' "$name" "$m" "$q" "$ratio"
+        printf '%-28s %14s %14s %10s\n' "$name" "$m" "$q" "$(ratio "$q" "$m")"
     else
         printf '%-28s %14s %14s %10s\n' "$name" "$m" "-" "-"
     fi
@@ -320,8 +319,7 @@ us_row() { # broker CPU per message at the fixed rate, in microseconds
     q=$([ "$have_mqr" = 1 ] && median "mqrouter.rate" broker_cpu_pct || echo -)
     m=$(awk -v c="$m" -v r="$rate" 'BEGIN{if (c == "-") print "-"; else printf "%.2f", c * 1e4 / r}')
     q=$(awk -v c="$q" -v r="$rate" 'BEGIN{if (c == "-") print "-"; else printf "%.2f", c * 1e4 / r}')
-    printf '%-28s %14s %14s %10s\n' "rate${rate} broker cpu us/msg" "$m" "$q" \
-        "$(awk -v a="$q" -v b="$m" 'BEGIN{if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b}')"
+    printf '%-28s %14s %14s %10s\n' "rate${rate} broker cpu us/msg" "$m" "$q" "$(ratio "$q" "$m")"
 }
 us_row
 row "rate${rate} loadgen cpu %" rate loadgen_cpu_pct

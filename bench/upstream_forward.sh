@@ -297,11 +297,10 @@ done
 
 # ---- tables ----
 row() { # name qos mode field
-    local name=$1 q=$2 mode=$3 field=$4 b m ratio
+    local name=$1 q=$2 mode=$3 field=$4 b m
     b=$(median "bridge.$q.$mode" "$field")
     m=$(median "mqrouter.$q.$mode" "$field")
-    ratio=$(awk -v a="$m" -v b="$b" 'BEGIN{if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b}')
-    printf '%-30s %14s %14s %10s\n' "$name" "$b" "$m" "$ratio"
+    printf '%-30s %14s %14s %10s\n' "$name" "$b" "$m" "$(ratio "$m" "$b")"
 }
 rc=0
 for q in $qos_list; do
@@ -335,8 +334,8 @@ for q in $qos_list; do
     d=$(median "direct.$q.closed" msgs_per_s)
     echo "upstream ceiling, no forwarder (publishers straight into the upstream): $d msgs/s closed loop," \
         "upstream cpu $(median "direct.$q.closed" up_cpu_pct)%, lost $(median "direct.$q.closed" lost);" \
-        "bridge $(awk -v a="$(median "bridge.$q.closed" msgs_per_s)" -v d="$d" 'BEGIN{if (d + 0 > 0 && a != "-") printf "%.2f", a / d; else print "-"}')×," \
-        "mqrouter $(awk -v a="$(median "mqrouter.$q.closed" msgs_per_s)" -v d="$d" 'BEGIN{if (d + 0 > 0 && a != "-") printf "%.2f", a / d; else print "-"}')× of it"
+        "bridge $(ratio "$(median "bridge.$q.closed" msgs_per_s)" "$d")×," \
+        "mqrouter $(ratio "$(median "mqrouter.$q.closed" msgs_per_s)" "$d")× of it"
     printf '%-30s %14s %14s\n' "status closed / rate" \
         "$(status_of "bridge.$q.closed")/$(status_of "bridge.$q.rate")" \
         "$([ "$have_mqr" = 1 ] && echo "$(status_of "mqrouter.$q.closed")/$(status_of "mqrouter.$q.rate")" || echo skipped)"

@@ -309,7 +309,6 @@ EOF
 done
 
 # ---- tables ----
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b}'; }
 row() { # name qos mode field
     local name=$1 q=$2 mode=$3 field=$4 c b m
     c=$(median "client.$q.$mode" "$field")
