@@ -236,6 +236,18 @@ static void test_wss(void **state)
     both_ways(c, u);
 }
 
+/* u never connects, and its last_error (once the transport has said why)
+ * names the broker's certificate. */
+static void expect_certificate_refused(ctx_t *c, mqr_upstream_t *u)
+{
+    mqr_upstream_status_t st;
+    wait_refused(c, u, &st);
+    run_until(c, names_certificate, u, 5000);
+    mqr__upstream_status(u, &st);
+    if (!strstr(st.last_error, "certificate verify failed"))
+        fail_msg("last_error does not name the certificate: '%s'", st.last_error);
+}
+
 /* (b) A CA that did not sign the broker's certificate: never connected,
  * last_error and the log say why. */
 static void test_wrong_ca(void **state)
@@ -246,24 +258,13 @@ static void test_wrong_ca(void **state)
     snprintf(uri, sizeof uri, "ssl://127.0.0.1:%d", c->tls_port);
     mqr_upstream_tls_t tls = {
         .cafile = cert("other.pem"), .cert = cert("client.pem"), .key = cert("client.key")};
-    mqr_upstream_t *u = session(c, "tls-b", uri, &tls);
-    mqr_upstream_status_t st;
-    wait_refused(c, u, &st);
-    run_until(c, names_certificate, u, 5000);
-    mqr__upstream_status(u, &st);
-    if (!strstr(st.last_error, "certificate verify failed"))
-        fail_msg("last_error does not name the certificate: '%s'", st.last_error);
+    expect_certificate_refused(c, session(c, "tls-b", uri, &tls));
     assert_true(log_has("certificate verify failed"));
     assert_true(log_has("session 'tls-b': cannot connect"));
 
     /* No TLS settings at all: verified against the system's CAs, which do
      * not know ours. */
-    mqr_upstream_t *d = session(c, "tls-default", uri, NULL);
-    wait_refused(c, d, &st);
-    run_until(c, names_certificate, d, 5000);
-    mqr__upstream_status(d, &st);
-    if (!strstr(st.last_error, "certificate verify failed"))
-        fail_msg("last_error does not name the certificate: '%s'", st.last_error);
+    expect_certificate_refused(c, session(c, "tls-default", uri, NULL));
 }
 
 /* (c) No client certificate where the broker requires one. */
