@@ -93,11 +93,10 @@ static l_iter_t *check_iter(lua_State *L)
 static int l_iter_push(lua_State *L)
 {
     l_iter_t *it = check_iter(L);
-    mqr_msg_t *msg = mqr__lmsg_test(L, 2);
-    if (!msg) return luaL_typerror(L, 2, "message");
+    if (!mqr__lmsg_is(L, 2)) return luaL_typerror(L, 2, "message");
     bool ok = !it->stopped && it->count < it->max;
     if (ok) {
-        mqr_msg_ref(msg);
+        mqr_msg_t *msg = mqr__lmsg_build(L, 2); /* what the table holds now */
         ok = ring_push(it, msg);
         if (!ok) mqr_msg_unref(msg);
     }
@@ -112,8 +111,8 @@ static int l_iter_pop(lua_State *L)
     l_iter_t *it = check_iter(L);
     mqr_msg_t *m = ring_pop(it);
     if (!m) return 0;
-    mqr__lmsg_push(L, m);
-    mqr_msg_unref(m); /* the userdata holds its own reference */
+    mqr__lmsg_push(L, m); /* copies */
+    mqr_msg_unref(m);
     return 1;
 }
 

@@ -111,6 +111,22 @@ int mqr__lprops_encode(lua_State *L, int idx, uint8_t **out, size_t *len)
     return 0;
 }
 
+void mqr__lprops_init(lua_State *L, int idx, const char *fname, mqr_msg_init_t *in, uint8_t **props)
+{
+    *props = NULL;
+    if (lua_isnil(L, idx)) return;
+    if (!lua_istable(L, idx))
+        luaL_error(L, "%s: properties must be a table, not a %s", fname, luaL_typename(L, idx));
+    lua_getfield(L, idx, "message_expiry");
+    lua_Number x = lua_tonumber(L, -1); /* its range is checked by the encoding below */
+    in->expiry_s = x >= 0 && x <= 4294967295.0 ? (uint32_t)x : 0;
+    lua_pop(L, 1);
+    size_t n = 0;
+    mqr__lprops_encode(L, idx, props, &n); /* raises before allocating */
+    in->props = *props;
+    in->props_len = n;
+}
+
 /* Appends value to t[name]; a second value turns it into a list. */
 static void push_user(lua_State *L, int t, const mqr_mqtt_prop_t *p)
 {
@@ -134,6 +150,16 @@ static void push_user(lua_State *L, int t, const mqr_mqtt_prop_t *p)
     lua_pushlstring(L, (const char *)p->value, p->value_len);
     lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
     lua_pop(L, 2);
+}
+
+uint32_t mqr__lprops_expiry(const uint8_t *props, size_t len)
+{
+    mqr_mqtt_prop_iter_t it;
+    mqr_mqtt_prop_t p;
+    mqr__mqtt_props_iter(&it, props, len);
+    while (mqr__mqtt_props_next(&it, &p) == 1)
+        if (p.id == MQR_MQTT_PROP_MESSAGE_EXPIRY) return (uint32_t)p.num;
+    return 0;
 }
 
 void mqr__lprops_push(lua_State *L, const uint8_t *props, size_t len)

@@ -81,15 +81,12 @@ mqr_msg_t *mqr__lqueue_build(lua_State *L, l_queue_t *lq, int pidx, int oidx,
         }
         lua_pop(L, 3);
     }
-    mqr_msg_t *given = NULL;
-    if (lua_type(L, pidx) == LUA_TUSERDATA) {
-        given = mqr__lmsg_test(L, pidx);
-        l_qmsg_t *qm = given ? NULL : luaL_testudata(L, pidx, QMSG_MT);
-        if (qm) given = qm->msg;
-    }
-    if (given) {
-        mqr_msg_ref(given);
-        return given;
+    mqr_msg_t *given = mqr__lmsg_build(L, pidx); /* a message table, as it is now */
+    if (given) return given;
+    l_qmsg_t *qm = luaL_testudata(L, pidx, QMSG_MT);
+    if (qm) {
+        mqr_msg_ref(qm->msg);
+        return qm->msg;
     }
     l_state_t *st = mqr__state_of(L);
     mqr_msg_init_t in = {.origin = MQR_ORIGIN_LUA};

@@ -347,7 +347,7 @@ static int l_retained_get(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-    mqr__lmsg_push(L, m); /* takes its own reference */
+    mqr__lmsg_push(L, m); /* copies */
     mqr_msg_unref(m);
     return 1;
 }

@@ -98,19 +98,7 @@ int mqr__publish_opts(lua_State *L, int idx, const char *fname, const char *cons
     in->retain = lua_toboolean(L, -1);
     lua_pop(L, 2);
     lua_getfield(L, idx, "properties");
-    if (!lua_isnil(L, -1)) {
-        if (!lua_istable(L, -1))
-            return luaL_error(L, "%s: properties must be a table, not a %s", fname,
-                              luaL_typename(L, -1));
-        lua_getfield(L, -1, "message_expiry");
-        lua_Number x = lua_tonumber(L, -1); /* its range is checked by the encoding below */
-        in->expiry_s = x >= 0 && x <= 4294967295.0 ? (uint32_t)x : 0;
-        lua_pop(L, 1);
-        size_t n = 0;
-        mqr__lprops_encode(L, lua_gettop(L), props, &n); /* raises before allocating */
-        in->props = *props;
-        in->props_len = n;
-    }
+    mqr__lprops_init(L, lua_gettop(L), fname, in, props);
     lua_pop(L, 1);
     return 0;
 }

@@ -48,11 +48,8 @@ static void on_message(void *arg, mqr_queue_sub_t *sub, mqr_msg_t *msg)
     l_sub_t *s = arg;
     l_state_t *st = s->st;
     if (!st->active || !st->L) return; /* closed with the state first */
-    lua_State *L = st->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn_ref);
-    mqr__lmsg_push(L, msg);
     s->calls++;
-    mqr__script_call(st, 1, s->name, &s->errors, &s->budget_errors);
+    mqr__lmsg_deliver(st, s->fn_ref, msg, s->name, &s->errors, &s->budget_errors);
 }
 
 static int sub_start(l_sub_t *s)

@@ -150,6 +150,8 @@ struct l_state {
     l_sub_t *subs;   /* buffered subscribers (l_subscribe.c) */
     l_iter_t *iters; /* buffers of the session iterators (l_iter.c) */
     int traceback_ref;
+    int lmsg_make_ref, lmsg_deliver_ref; /* mqr__lmsg_register */
+    struct l_delivery *delivering;       /* messages being handed to handlers, innermost first */
     int env_ref;
     char **modules; /* the files its require loaded while the script ran */
     size_t n_modules;
@@ -248,9 +250,22 @@ int mqr__script_call(l_state_t *st, int nargs, const char *what, uint64_t *error
 int mqr__script_call_results(l_state_t *st, int nargs, int nresults, const char *what,
                              uint64_t *errors, uint64_t *budget_errors);
 
-/* Pushes a message as a "mqrouter.message" userdata (takes a ref). [-0, +1] */
-void mqr__lmsg_push(lua_State *L, mqr_msg_t *msg);
-void mqr__lmsg_register(lua_State *L);
+/* Messages in Lua are tables of copies (l_message.c). mqr__lmsg_register
+ * sets up a state's metatable and returns refs to two Lua functions:
+ * make(<the MQR_LMSG_NARGS values of mqr__lmsg_args>) -> message, and
+ * deliver(handler, <those values>), which calls the handler with one. */
+#define MQR_LMSG_NARGS 8
+void mqr__lmsg_register(lua_State *L, int *make_ref, int *deliver_ref);
+/* Pushes the values make and deliver take for msg; returns their count.
+ * [-0, +MQR_LMSG_NARGS] */
+int mqr__lmsg_args(lua_State *L, const mqr_msg_t *msg);
+/* Pushes a message table for msg (a rules state's L). [-0, +1] */
+void mqr__lmsg_push(lua_State *L, const mqr_msg_t *msg);
+/* Calls the handler fn_ref of st with a message table for msg, as
+ * mqr__script_call does (what, errors, budget_errors as there). While it
+ * runs, mqr__lmsg_build of an unchanged table gives back msg itself. */
+int mqr__lmsg_deliver(l_state_t *st, int fn_ref, mqr_msg_t *msg, const char *what, uint64_t *errors,
+                      uint64_t *budget_errors);
 
 /* Declares a route (rules API and upstream session handles; up: only
  * that session's messages, NULL: every origin). fn_idx: the handler,
@@ -332,13 +347,24 @@ void mqr__lqueue_close_all(mqr_script_t *h);
 
 /* Message fields for other userdata that carry a message (l_message.c):
  * pushes field k of msg and returns 1, or returns 0 for no such field. */
-int mqr__lmsg_field(lua_State *L, mqr_msg_t *msg, const char *k);
-/* The message of a "mqrouter.message" userdata at idx, or NULL. */
-mqr_msg_t *mqr__lmsg_test(lua_State *L, int idx);
+int mqr__lmsg_field(lua_State *L, const mqr_msg_t *msg, const char *k);
+/* Whether the value at idx is a message table. */
+bool mqr__lmsg_is(lua_State *L, int idx);
+/* A new engine message (one reference, the caller's) from what the message
+ * table at idx holds now, or NULL when idx is not a message table. Raises
+ * when a field was changed into something no message can carry. */
+mqr_msg_t *mqr__lmsg_build(lua_State *L, int idx);
 
 /* Turns a table of MQTT v5 properties at idx into raw property bytes
  * (malloc'd into *out). Returns 0 or raises on misuse. */
 int mqr__lprops_encode(lua_State *L, int idx, uint8_t **out, size_t *len);
+/* Properties for a message being built, from a table at idx (nil: none):
+ * sets in->props, props_len and expiry_s; *props gets the buffer for the
+ * caller to free (NULL when none). fname names the caller in errors. */
+void mqr__lprops_init(lua_State *L, int idx, const char *fname, mqr_msg_init_t *in,
+                      uint8_t **props);
+/* The Message Expiry Interval among raw v5 properties, 0 when none. */
+uint32_t mqr__lprops_expiry(const uint8_t *props, size_t len);
 /* Pushes a table of the raw v5 properties. [-0, +1] */
 void mqr__lprops_push(lua_State *L, const uint8_t *props, size_t len);
 

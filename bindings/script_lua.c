@@ -119,7 +119,7 @@ l_state_t *mqr__state_new(mqr_script_t *h, const char *chunkname, const char *pa
     lua_pushcfunction(L, l_traceback);
     st->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-    mqr__lmsg_register(L);
+    mqr__lmsg_register(L, &st->lmsg_make_ref, &st->lmsg_deliver_ref);
     mqr__lupstream_register(L);
     mqr__llisten_register(L);
     mqr__lqueue_register(L);

@@ -64,12 +64,9 @@ static int route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_
         }
         return 0;
     }
-    lua_State *L = st->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_ref);
-    mqr__lmsg_push(L, msg);
     /* handler latency for /metrics: timed only while the admin API runs */
     uint64_t t0 = mqr__engine_admin(st->host->e) ? mqr__admin_ticks() : 0;
-    int rc = mqr__script_call(st, 1, r->name, &r->errors, &r->budget_errors);
+    int rc = mqr__lmsg_deliver(st, r->fn_ref, msg, r->name, &r->errors, &r->budget_errors);
     if (t0) mqr__admin_hist_add_ticks(&r->latency, mqr__admin_ticks() - t0);
     if (rc < 0 && r->dead_letter) dead_letter(r, msg, st->host->last_error);
     return 0;

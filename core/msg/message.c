@@ -96,10 +96,15 @@ int mqr_msg_retain(const mqr_msg_t *msg)
     return msg->retain;
 }
 
-const char *mqr_msg_origin_kind(const mqr_msg_t *msg)
+const char *mqr__origin_kind_name(unsigned origin)
 {
     static const char *const kinds[] = {"listener", "session", "lua", "c", "store"};
-    return msg->origin < sizeof kinds / sizeof kinds[0] ? kinds[msg->origin] : "unknown";
+    return origin < sizeof kinds / sizeof kinds[0] ? kinds[origin] : "unknown";
+}
+
+const char *mqr_msg_origin_kind(const mqr_msg_t *msg)
+{
+    return mqr__origin_kind_name(msg->origin);
 }
 
 const char *mqr_msg_origin_name(const mqr_msg_t *msg)

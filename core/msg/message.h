@@ -65,6 +65,10 @@ typedef struct {
  * payload > 268435455 bytes). Does not validate the topic. */
 mqr_msg_t *mqr__msg_new(const mqr_msg_init_t *init);
 
+/* "listener", "session", "lua", "c", "store" for an mqr_origin_t; "unknown"
+ * for anything else. */
+const char *mqr__origin_kind_name(unsigned origin);
+
 /* Milliseconds since the epoch, for created_ms. */
 uint64_t mqr__now_ms(void);
 

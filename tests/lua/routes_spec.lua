@@ -139,4 +139,79 @@ describe("routes", function()
     assert.are.equal("text/plain", m.properties.content_type)
     assert.are.equal("abc", m.properties.user.trace)
   end)
+
+  it("hands each handler a table of its own that names unknown fields", function()
+    assert(e:load([[
+      local mq = require "mqrouter"
+      mq.route("in", function(msg)
+        local ok, err = pcall(function() return msg.paylod end)
+        mq.publish("first", table.concat({ type(msg), tostring(msg), tostring(ok),
+          err:match("message has no field 'paylod'") or err }, "|"))
+        msg.payload, msg.topic = "changed", "elsewhere"
+        msg.note = "mine"
+      end)
+      mq.route("in", function(msg)
+        mq.publish("second", msg.topic .. "|" .. msg.payload .. "|" .. tostring(rawget(msg, "note")))
+      end)
+    ]]))
+    local cap = e:capture("#")
+    assert(e:publish("in", "hello", { qos = 1, retain = true }))
+    local got = {}
+    for _, m in ipairs(cap:messages()) do got[m.topic] = m.payload end
+    assert.are.equal("table|message(in, 5 bytes, qos 1, retained)|false|"
+      .. "message has no field 'paylod'", got.first)
+    assert.are.equal("in|hello|nil", got.second)
+  end)
+
+  it("keeps a message after its handler returned, properties and all", function()
+    assert(e:load([[
+      local mq = require "mqrouter"
+      local kept
+      mq.route("keep", function(msg) kept = msg end)
+      mq.route("show", function()
+        local p = kept.properties
+        mq.publish("shown", kept.topic .. "|" .. kept.payload .. "|" .. p.content_type
+          .. "|" .. p.user.k .. "|" .. kept.origin .. "|" .. kept.source)
+      end)
+    ]]))
+    local cap = e:capture("shown")
+    assert(e:publish("keep", "v", { properties = { content_type = "a/b", user = { k = "w" } } }))
+    collectgarbage()
+    assert(e:publish("show", ""))
+    assert.are.equal("keep|v|a/b|w|c|host", cap:messages()[1].payload)
+  end)
+
+  it("publishes a message table into a queue as it is when handed over", function()
+    assert(e:load([[
+      local mq = require "mqrouter"
+      local q = mq.queue("jobs")
+      q:consume(function(m)
+        mq.publish("done", table.concat({ m.topic, m.payload, m.qos, m.origin, m.source,
+          m.properties.content_type or "-" }, "|"))
+      end)
+      mq.route("in/#", function(msg)
+        if msg.topic == "in/changed" then msg.payload = msg.payload .. "!" end
+        if msg.topic == "in/bad" then msg.topic = "no/#/wildcards" end
+        local ok, err = pcall(q.publish, q, msg)
+        if not ok then mq.publish("refused", err:match("message: invalid topic") or err) end
+      end)
+    ]]))
+    local cap = e:capture("#")
+    assert(e:publish("in/same", "a", { qos = 1, properties = { content_type = "t/p" } }))
+    assert(e:publish("in/changed", "b"))
+    assert(e:publish("in/bad", "c"))
+    assert.is_true(h.run_until(e, function()
+      local n = 0
+      for _, m in ipairs(cap:messages()) do if m.topic == "done" then n = n + 1 end end
+      return n == 2
+    end, 3))
+    local done, refused = {}, nil
+    for _, m in ipairs(cap:messages()) do
+      if m.topic == "done" then done[#done + 1] = m.payload end
+      if m.topic == "refused" then refused = m.payload end
+    end
+    table.sort(done)
+    assert.are.same({ "in/changed|b!|0|c|host|-", "in/same|a|1|c|host|t/p" }, done)
+    assert.are.equal("message: invalid topic", refused)
+  end)
 end)
