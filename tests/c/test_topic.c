@@ -142,6 +142,33 @@ static void test_names(void **state)
               mqr__topic_name_validate);
 }
 
+/* The word-at-a-time scan for plain names must see a wildcard, a NUL or
+ * a non-ASCII byte at every position: in a word and in the tail. */
+static void test_names_every_position(void **state)
+{
+    (void)state;
+    for (size_t len = 1; len <= 24; len++) {
+        for (size_t at = 0; at < len; at++) {
+            char t[32];
+            memset(t, 'a', len);
+            const char *why = NULL;
+            t[at] = '+';
+            assert_int_equal(mqr__topic_name_check(t, len, &why), MQR_ETOPIC);
+            t[at] = '#';
+            assert_int_equal(mqr__topic_name_check(t, len, &why), MQR_ETOPIC);
+            t[at] = '\0';
+            assert_int_equal(mqr__topic_name_check(t, len, &why), MQR_EUTF8);
+            t[at] = (char)0xC3; /* a lone lead byte: invalid UTF-8 */
+            assert_int_equal(mqr__topic_name_check(t, len, &why), MQR_EUTF8);
+            if (at + 1 < len) { /* "é" as two bytes: valid */
+                t[at + 1] = (char)0xA9;
+                assert_int_equal(mqr__topic_name_check(t, len, &why), 0);
+                assert_null(why);
+            }
+        }
+    }
+}
+
 static void test_filters(void **state)
 {
     (void)state;
@@ -388,10 +415,10 @@ static void test_matcher_lengths(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_names),           cmocka_unit_test(test_filters),
-        cmocka_unit_test(test_parse_plain),     cmocka_unit_test(test_parse_shared),
-        cmocka_unit_test(test_lengths),         cmocka_unit_test(test_matcher),
-        cmocka_unit_test(test_matcher_lengths),
+        cmocka_unit_test(test_names),        cmocka_unit_test(test_names_every_position),
+        cmocka_unit_test(test_filters),      cmocka_unit_test(test_parse_plain),
+        cmocka_unit_test(test_parse_shared), cmocka_unit_test(test_lengths),
+        cmocka_unit_test(test_matcher),      cmocka_unit_test(test_matcher_lengths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
