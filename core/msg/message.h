@@ -3,7 +3,8 @@
  * one allocation holding topic, payload and raw MQTT v5 properties.
  *
  * Fan-out hands the same pointer to every subscriber, each taking a ref for
- * as long as it keeps the message (a queued delivery, a Lua userdata). Counts
+ * as long as it keeps the message (a queued delivery, a buffered Lua
+ * iterator, a queue message handed to Lua). Counts
  * are plain integers: only the loop thread may touch a message. To change a
  * topic or payload, build a new message.
  */
