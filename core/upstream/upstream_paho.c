@@ -306,6 +306,36 @@ static void on_disconnect_failed(void *ctx, MQTTAsync_failureData *d)
     on_disconnect_done(ctx);
 }
 
+static void on_unsub_answered(void *ctx)
+{
+    mqr_upstream_t *u = ctx;
+    up_paho_t *pa = up_paho(u);
+    uv_mutex_lock(&u->lock);
+    if (pa->unsubs_unanswered) pa->unsubs_unanswered--;
+    uv_cond_signal(&pa->cond);
+    uv_mutex_unlock(&u->lock);
+}
+
+static void on_unsub_ok(void *ctx, MQTTAsync_successData *d)
+{
+    on_unsub_answered(ctx);
+}
+
+static void on_unsub_failed(void *ctx, MQTTAsync_failureData *d)
+{
+    on_unsub_answered(ctx);
+}
+
+static void on_unsub_ok5(void *ctx, MQTTAsync_successData5 *d)
+{
+    on_unsub_answered(ctx);
+}
+
+static void on_unsub_failed5(void *ctx, MQTTAsync_failureData5 *d)
+{
+    on_unsub_answered(ctx);
+}
+
 /* ---- what the loop hands Paho: the callbacks above, in its options ------ */
 
 int mqr__up_paho_set_callbacks(mqr_upstream_t *u)
@@ -359,6 +389,31 @@ void mqr__up_paho_answer_to(const mqr_upstream_t *u, up_pub_t *p, MQTTAsync_resp
         r->onSuccess = on_pub_ok;
         r->onFailure = on_pub_failed;
     }
+}
+
+void mqr__up_paho_unsub_answers(mqr_upstream_t *u, MQTTAsync_responseOptions *r)
+{
+    r->context = u;
+    if (u->version == MQTTVERSION_5) {
+        r->onSuccess5 = on_unsub_ok5;
+        r->onFailure5 = on_unsub_failed5;
+    } else {
+        r->onSuccess = on_unsub_ok;
+        r->onFailure = on_unsub_failed;
+    }
+}
+
+void mqr__up_paho_wait_unsubs(mqr_upstream_t *u)
+{
+    up_paho_t *pa = up_paho(u);
+    uint64_t deadline = uv_hrtime() + (uint64_t)UP_PAHO_UNSUB_WAIT_MS * 1000000u;
+    uv_mutex_lock(&u->lock);
+    while (pa->unsubs_unanswered) {
+        uint64_t now = uv_hrtime();
+        if (now >= deadline) break;
+        uv_cond_timedwait(&pa->cond, &u->lock, deadline - now);
+    }
+    uv_mutex_unlock(&u->lock);
 }
 
 void mqr__up_paho_disconnect_answers(mqr_upstream_t *u, MQTTAsync_disconnectOptions *d)

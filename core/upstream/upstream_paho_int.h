@@ -30,10 +30,19 @@ typedef struct up_paho {
      * u->lock. */
     uv_cond_t cond;
     bool disconnect_done;
+    /* UNSUBSCRIBEs nobody waits for (the connect nudge's ping, a route's
+     * unsubscribe) until Paho answers them: under u->lock. Destroying the
+     * client while the receive thread holds one's UNSUBACK leaks it inside
+     * Paho 1.3.12 (the thread finds no client for the packet and drops it
+     * unfreed, 48 bytes, seen under LeakSanitizer): paho_destroy waits for
+     * them first, at most UP_PAHO_UNSUB_WAIT_MS. */
+    unsigned unsubs_unanswered;
     /* Backpressure (paho_backlog), loop thread: QoS 1/2 publishes handed to
      * Paho on the current connection, and u->delivered when it began. */
     uint64_t bp_sent, bp_done_base, bp_connects;
 } up_paho_t;
+
+#define UP_PAHO_UNSUB_WAIT_MS 1000
 
 static inline up_paho_t *up_paho(const mqr_upstream_t *u)
 {
@@ -73,6 +82,12 @@ void mqr__up_paho_connect_answers(mqr_upstream_t *u, MQTTAsync_connectOptions *o
 void mqr__up_paho_ssl_errors(mqr_upstream_t *u, MQTTAsync_SSLOptions *ssl);
 void mqr__up_paho_sub_answers(mqr_upstream_t *u, MQTTAsync_responseOptions *r);
 void mqr__up_paho_answer_to(const mqr_upstream_t *u, up_pub_t *p, MQTTAsync_responseOptions *r);
+/* Answers for an UNSUBSCRIBE nobody waits for: they count it down in
+ * up_paho_t.unsubs_unanswered (the caller counted it up). */
+void mqr__up_paho_unsub_answers(mqr_upstream_t *u, MQTTAsync_responseOptions *r);
+/* Waits, at most UP_PAHO_UNSUB_WAIT_MS, until no such UNSUBSCRIBE is
+ * unanswered. Not on the loop. */
+void mqr__up_paho_wait_unsubs(mqr_upstream_t *u);
 void mqr__up_paho_disconnect_answers(mqr_upstream_t *u, MQTTAsync_disconnectOptions *d);
 /* MQTTAsync_createWithOptions / MQTTAsync_destroy under the process-wide
  * lock that keeps Paho's global set-up and tear-down apart. Any thread. */

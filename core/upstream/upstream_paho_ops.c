@@ -147,11 +147,22 @@ static int paho_create(mqr_upstream_t *u)
  *
  * Without flush (a rebuild, see mqr__up_rebuild_client) the client is
  * destroyed at once. */
+/* After destroy no answer can come (see above): a count left by the wait's
+ * deadline must not hold up the next client's close. */
+static void paho_destroy_client(mqr_upstream_t *u)
+{
+    mqr__up_paho_destroy(&up_paho(u)->client);
+    uv_mutex_lock(&u->lock);
+    up_paho(u)->unsubs_unanswered = 0;
+    uv_mutex_unlock(&u->lock);
+}
+
 static void paho_destroy(mqr_upstream_t *u, bool flush)
 {
     up_paho_t *pa = up_paho(u);
+    mqr__up_paho_wait_unsubs(u);
     if (!flush) {
-        mqr__up_paho_destroy(&pa->client);
+        paho_destroy_client(u);
         return;
     }
     MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
@@ -182,7 +193,7 @@ static void paho_destroy(mqr_upstream_t *u, bool flush)
         }
         uv_mutex_unlock(&u->lock);
     }
-    mqr__up_paho_destroy(&pa->client);
+    paho_destroy_client(u);
 }
 
 static int paho_connect(mqr_upstream_t *u)
@@ -267,11 +278,29 @@ static int paho_subscribe(mqr_upstream_t *u, up_sub_t *s, const char *remote,
     return mqr__up_map_paho(rc);
 }
 
+/* Paho took no UNSUBSCRIBE: nothing will answer it. */
+static void on_unsub_refused(mqr_upstream_t *u)
+{
+    uv_mutex_lock(&u->lock);
+    up_paho(u)->unsubs_unanswered--;
+    uv_mutex_unlock(&u->lock);
+}
+
 static int paho_unsubscribe(mqr_upstream_t *u, const char *remote, up_pub_t *p)
 {
+    up_paho_t *pa = up_paho(u);
     MQTTAsync_responseOptions r = MQTTAsync_responseOptions_initializer;
-    if (p) mqr__up_paho_answer_to(u, p, &r);
-    return mqr__up_map_paho(MQTTAsync_unsubscribe(up_paho(u)->client, remote, p ? &r : NULL));
+    if (p) {
+        mqr__up_paho_answer_to(u, p, &r);
+        return mqr__up_map_paho(MQTTAsync_unsubscribe(pa->client, remote, &r));
+    }
+    mqr__up_paho_unsub_answers(u, &r);
+    uv_mutex_lock(&u->lock);
+    pa->unsubs_unanswered++;
+    uv_mutex_unlock(&u->lock);
+    int rc = MQTTAsync_unsubscribe(pa->client, remote, &r);
+    if (rc != MQTTASYNC_SUCCESS) on_unsub_refused(u);
+    return mqr__up_map_paho(rc);
 }
 
 /* Paho's MQTTAsync has no call that sends a PINGREQ; an UNSUBSCRIBE of a
