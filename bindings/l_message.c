@@ -173,12 +173,13 @@ int mqr__lmsg_deliver(l_state_t *st, int fn_ref, mqr_msg_t *msg, const char *wha
                       uint64_t *budget_errors)
 {
     lua_State *L = st->L;
+    mqr__script_push_traceback(st);
     lua_rawgeti(L, LUA_REGISTRYINDEX, st->lmsg_deliver_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
     int nargs = 1 + mqr__lmsg_args(L, msg);
     struct l_delivery d = {msg, st->delivering};
     st->delivering = &d;
-    int rc = mqr__script_call(st, nargs, what, errors, budget_errors);
+    int rc = mqr__script_call_pushed(st, nargs, what, errors, budget_errors);
     st->delivering = d.outer;
     return rc;
 }

@@ -249,6 +249,12 @@ int mqr__script_call(l_state_t *st, int nargs, const char *what, uint64_t *error
  * [-(nargs+1), +nresults on success, +0 on error] */
 int mqr__script_call_results(l_state_t *st, int nargs, int nresults, const char *what,
                              uint64_t *errors, uint64_t *budget_errors);
+/* The same as mqr__script_call for a caller that pushed st's traceback
+ * function (mqr__script_push_traceback) before the function: the hot
+ * path's variant, which moves no arguments. [-(nargs+2), +0] */
+void mqr__script_push_traceback(l_state_t *st);
+int mqr__script_call_pushed(l_state_t *st, int nargs, const char *what, uint64_t *errors,
+                            uint64_t *budget_errors);
 
 /* Messages in Lua are tables of copies (l_message.c). mqr__lmsg_register
  * sets up a state's metatable and returns refs to two Lua functions:

@@ -218,23 +218,20 @@ int mqr__script_call(l_state_t *st, int nargs, const char *what, uint64_t *error
     return mqr__script_call_results(st, nargs, 0, what, errors, budget_errors);
 }
 
-int mqr__script_call_results(l_state_t *st, int nargs, int nresults, const char *what,
-                             uint64_t *errors, uint64_t *budget_errors)
+/* The protected call under the budget, st's traceback function at base
+ * under the function and its nargs arguments. On success nresults results
+ * are left above base; on error nothing is (base included). */
+static int call_at(l_state_t *st, int base, int nargs, int nresults, const char *what,
+                   uint64_t *errors, uint64_t *budget_errors)
 {
     lua_State *L = st->L;
     mqr_script_t *h = st->host;
-    int base = lua_gettop(L) - nargs;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, st->traceback_ref);
-    lua_insert(L, base);
     h->call_depth++;
     if (h->budget) mqr__budget_enter(h->budget, L);
     int rc = lua_pcall(L, nargs, nresults, base);
     bool tripped = h->budget ? mqr__budget_leave(h->budget) : false;
     h->call_depth--;
-    if (rc == 0) {
-        lua_remove(L, base);
-        return 0;
-    }
+    if (rc == 0) return 0;
     const char *err = lua_tostring(L, -1);
     if (!err) err = "(no error message)";
     /* last_error: the message without its traceback */
@@ -253,4 +250,31 @@ int mqr__script_call_results(l_state_t *st, int nargs, int nresults, const char 
     }
     lua_pop(L, 2); /* error, traceback function */
     return tripped ? MQR_EBUDGET : MQR_ESCRIPT;
+}
+
+int mqr__script_call_results(l_state_t *st, int nargs, int nresults, const char *what,
+                             uint64_t *errors, uint64_t *budget_errors)
+{
+    lua_State *L = st->L;
+    int base = lua_gettop(L) - nargs;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->traceback_ref);
+    lua_insert(L, base);
+    int rc = call_at(st, base, nargs, nresults, what, errors, budget_errors);
+    if (rc == 0) lua_remove(L, base);
+    return rc;
+}
+
+void mqr__script_push_traceback(l_state_t *st)
+{
+    lua_rawgeti(st->L, LUA_REGISTRYINDEX, st->traceback_ref);
+}
+
+int mqr__script_call_pushed(l_state_t *st, int nargs, const char *what, uint64_t *errors,
+                            uint64_t *budget_errors)
+{
+    lua_State *L = st->L;
+    int base = lua_gettop(L) - nargs - 1;
+    int rc = call_at(st, base, nargs, 0, what, errors, budget_errors);
+    if (rc == 0) lua_pop(L, 1); /* the traceback function, now on top */
+    return rc;
 }
