@@ -17,6 +17,8 @@
  */
 #include "trie.h"
 
+#include "hash.h"
+
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,29 +42,12 @@ struct mqr_trie_group {
     char name[];
 };
 
-/* Levels are short; this mixes eight bytes at a time. It is not keyed, so
- * clients choosing many colliding sibling levels could lengthen probe runs;
- * a per-trie seed would fix that if it ever matters. */
-static uint32_t level_hash(const char *s, size_t n)
+/* Levels are short: mqr__hash_words (hash.h) mixes eight bytes at a time.
+ * It is not keyed, so clients choosing many colliding sibling levels could
+ * lengthen probe runs; a per-trie seed would fix that if it ever matters. */
+static inline uint32_t level_hash(const char *s, size_t n)
 {
-    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n;
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, s, 8);
-        h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
-        h ^= h >> 31;
-        s += 8;
-        n -= 8;
-    }
-    if (n) {
-        uint64_t w = 0;
-        memcpy(&w, s, n);
-        h = (h ^ w) * 0x94D049BB133111EBull;
-        h ^= h >> 29;
-    }
-    h *= 0xFF51AFD7ED558CCDull;
-    h ^= h >> 32;
-    return (uint32_t)h;
+    return mqr__hash_words(s, n);
 }
 
 /* Length of the level starting at s (up to the next '/' or n). Levels are
