@@ -26,20 +26,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Registry keys (their addresses) of the metatable and the raw-properties
- * key. */
-static char msg_mt_key, props_key_key;
+/* Registry keys (their addresses) of the metatable and of the table that
+ * holds each message's raw properties. */
+static char msg_mt_key, raw_props_key;
 
 /* Builds a message table from the values mqr__lmsg_args pushes, and calls a
- * handler with one. Upvalues come from mqr__lmsg_register. The raw
- * properties sit under a key of their own (a table no script can name) until
- * `properties` is first read. */
+ * handler with one. Upvalues come from mqr__lmsg_register. Raw properties
+ * wait, until `properties` is first read, in a weak-keyed table beside the
+ * message, so that pairs() and json.encode see only the fields. */
 static const char make_src[] =
-    "local setmetatable, mt, props_key, origins = ...\n"
+    "local setmetatable, mt, raw_props, origins = ...\n"
     "local function make(topic, payload, qos, retain, time, origin, source, props)\n"
     "  local m = setmetatable({ topic = topic, payload = payload, qos = qos, retain = retain,\n"
     "    time = time, origin = origins[origin], source = source }, mt)\n"
-    "  if props then m[props_key] = props end\n"
+    "  if props then raw_props[m] = props end\n"
     "  return m\n"
     "end\n"
     "local function deliver(fn, topic, payload, qos, retain, time, origin, source, props)\n"
@@ -50,10 +50,10 @@ static const char make_src[] =
 /* What __index does for a name the table does not hold: `properties`
  * is decoded from the raw bytes and kept in the table; anything else is a
  * mistake worth naming. */
-static const char index_src[] = "local rawget, rawset, error, tostring, decode, props_key = ...\n"
+static const char index_src[] = "local rawset, error, tostring, decode, raw_props = ...\n"
                                 "return function(m, k)\n"
                                 "  if k == 'properties' then\n"
-                                "    local p = decode(rawget(m, props_key))\n"
+                                "    local p = decode(raw_props[m])\n"
                                 "    rawset(m, 'properties', p)\n"
                                 "    return p\n"
                                 "  end\n"
@@ -96,16 +96,19 @@ void mqr__lmsg_register(lua_State *L, int *make_ref, int *deliver_ref)
 {
     lua_newtable(L); /* the metatable */
     int mt = lua_gettop(L);
-    lua_newtable(L); /* the raw-properties key */
+    lua_newtable(L); /* message -> raw properties, weak keys */
     int pkey = lua_gettop(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, pkey);
 
-    lua_getglobal(L, "rawget");
     lua_getglobal(L, "rawset");
     lua_getglobal(L, "error");
     lua_getglobal(L, "tostring");
     lua_pushcfunction(L, l_decode_props);
     lua_pushvalue(L, pkey);
-    run_chunk(L, index_src, "=message.__index", 6, 1);
+    run_chunk(L, index_src, "=message.__index", 5, 1);
     lua_setfield(L, mt, "__index");
 
     lua_getglobal(L, "string");
@@ -116,6 +119,8 @@ void mqr__lmsg_register(lua_State *L, int *make_ref, int *deliver_ref)
     lua_setfield(L, mt, "__tostring");
     lua_pushliteral(L, "message");
     lua_setfield(L, mt, "__name");
+    lua_pushliteral(L, "message"); /* getmetatable(msg); setmetatable refuses */
+    lua_setfield(L, mt, "__metatable");
 
     lua_getglobal(L, "setmetatable");
     lua_pushvalue(L, mt);
@@ -129,7 +134,7 @@ void mqr__lmsg_register(lua_State *L, int *make_ref, int *deliver_ref)
     *deliver_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     *make_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-    lua_pushlightuserdata(L, &props_key_key);
+    lua_pushlightuserdata(L, &raw_props_key);
     lua_pushvalue(L, pkey);
     lua_rawset(L, LUA_REGISTRYINDEX);
     lua_pushlightuserdata(L, &msg_mt_key);
@@ -255,9 +260,10 @@ mqr_msg_t *mqr__lmsg_build(lua_State *L, int idx)
     /* the properties as they are now: never read (the raw bytes), or read
      * and perhaps changed (encoded again) */
     uint8_t *props = NULL;
-    lua_pushlightuserdata(L, &props_key_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    lua_rawget(L, idx);
+    push_key(L, &raw_props_key);
+    lua_pushvalue(L, idx);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
     lua_pushliteral(L, "properties");
     lua_rawget(L, idx);
     if (lua_isnil(L, -1) && lua_isstring(L, -2)) {

@@ -145,8 +145,12 @@ describe("routes", function()
       local mq = require "mqrouter"
       mq.route("in", function(msg)
         local ok, err = pcall(function() return msg.paylod end)
+        local keys = {}
+        for k in pairs(msg) do keys[#keys + 1] = tostring(k) end
+        table.sort(keys)
         mq.publish("first", table.concat({ type(msg), tostring(msg), tostring(ok),
-          err:match("message has no field 'paylod'") or err }, "|"))
+          err:match("message has no field 'paylod'") or err, getmetatable(msg),
+          table.concat(keys, ",") }, "|"))
         msg.payload, msg.topic = "changed", "elsewhere"
         msg.note = "mine"
       end)
@@ -155,11 +159,13 @@ describe("routes", function()
       end)
     ]]))
     local cap = e:capture("#")
-    assert(e:publish("in", "hello", { qos = 1, retain = true }))
+    assert(e:publish("in", "hello", { qos = 1, retain = true,
+      properties = { content_type = "text/plain" } }))
     local got = {}
     for _, m in ipairs(cap:messages()) do got[m.topic] = m.payload end
     assert.are.equal("table|message(in, 5 bytes, qos 1, retained)|false|"
-      .. "message has no field 'paylod'", got.first)
+      .. "message has no field 'paylod'|message|"
+      .. "origin,payload,qos,retain,source,time,topic", got.first)
     assert.are.equal("in|hello|nil", got.second)
   end)
 
