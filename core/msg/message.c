@@ -6,11 +6,85 @@
  */
 #include "message.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #define MQR_MAX_PAYLOAD 268435455u /* largest MQTT remaining length */
+
+/* ---- a per-thread pool of small message blocks ----------------------------
+ *
+ * Most messages are small and live for one routing; malloc and free cost
+ * about 200 instructions a message on the publish path (callgrind,
+ * bench_inprocess), the pool a tenth of that. Each thread keeps up to
+ * POOL_MAX blocks of POOL_BLOCK bytes: a message freed on a worker goes to
+ * that worker's pool, so nothing is shared. A thread's pool is freed when
+ * it exits. Under AddressSanitizer there is no pool: a freed message must
+ * stay poisoned for use-after-free to show. */
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_ON 0
+#else
+#define POOL_ON 1
+#endif
+#define POOL_BLOCK 256
+#define POOL_MAX 128
+
+typedef struct {
+    unsigned n;
+    void *blocks[POOL_MAX];
+} msg_pool_t;
+
+static _Thread_local msg_pool_t *pool;
+static pthread_key_t pool_key;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+static bool pool_key_ok;
+
+static void pool_free(void *p)
+{
+    msg_pool_t *mp = p;
+    for (unsigned i = 0; i < mp->n; i++)
+        free(mp->blocks[i]);
+    free(mp);
+}
+
+static void pool_key_make(void)
+{
+    pool_key_ok = pthread_key_create(&pool_key, pool_free) == 0;
+}
+
+/* This thread's pool, made on first use; NULL without one. */
+static msg_pool_t *pool_get(void)
+{
+    if (pool || !POOL_ON) return pool;
+    pthread_once(&pool_once, pool_key_make);
+    if (!pool_key_ok) return NULL;
+    msg_pool_t *mp = calloc(1, sizeof *mp);
+    if (mp && pthread_setspecific(pool_key, mp) != 0) {
+        free(mp);
+        mp = NULL;
+    }
+    return pool = mp;
+}
+
+static mqr_msg_t *block_alloc(size_t total)
+{
+    if (total > POOL_BLOCK) return malloc(total);
+    if (pool && pool->n) return pool->blocks[--pool->n];
+    return malloc(POOL_BLOCK);
+}
+
+static void block_free(mqr_msg_t *m)
+{
+    if (m->pooled) {
+        msg_pool_t *mp = pool_get();
+        if (mp && mp->n < POOL_MAX) {
+            mp->blocks[mp->n++] = m;
+            return;
+        }
+    }
+    free(m);
+}
 
 uint64_t mqr__now_ms(void)
 {
@@ -29,8 +103,9 @@ mqr_msg_t *mqr__msg_new(const mqr_msg_init_t *in)
                                           : 0;
     size_t total =
         sizeof(mqr_msg_t) + name_len + 1 + in->topic_len + 1 + in->payload_len + 1 + in->props_len;
-    mqr_msg_t *m = malloc(total);
+    mqr_msg_t *m = block_alloc(total);
     if (!m) return NULL;
+    m->pooled = total <= POOL_BLOCK;
     char *p = m->data;
 
     m->origin_name = p;
@@ -71,7 +146,7 @@ void mqr_msg_ref(mqr_msg_t *msg)
 
 void mqr_msg_unref(mqr_msg_t *msg)
 {
-    if (msg && --msg->refs == 0) free(msg);
+    if (msg && --msg->refs == 0) block_free(msg);
 }
 
 const char *mqr_msg_topic(const mqr_msg_t *msg, size_t *len)
