@@ -17,22 +17,27 @@
  *
  * Most messages are small and live for one routing; malloc and free cost
  * about 200 instructions a message on the publish path (callgrind,
- * bench_inprocess), the pool a tenth of that. Each thread keeps up to
- * POOL_MAX blocks of POOL_BLOCK bytes: a message freed on a worker goes to
- * that worker's pool, so nothing is shared. A thread's pool is freed when
- * it exits. Under AddressSanitizer there is no pool: a freed message must
- * stay poisoned for use-after-free to show. */
+ * bench_inprocess), the pool a fraction of that. Blocks come in sizes of
+ * 16 bytes up to POOL_LARGEST, so a pooled message takes about what malloc
+ * would have given it (glibc's chunks are 16-byte steps too) and queued
+ * messages cost no more memory. Each thread keeps up to POOL_KEEP blocks of
+ * each size: a message freed on a worker goes to that worker's pool, so
+ * nothing is shared; a thread's pool is freed when it exits. Under
+ * AddressSanitizer there is no pool: a freed message must stay poisoned
+ * for use-after-free to show. */
 #if defined(__SANITIZE_ADDRESS__)
 #define POOL_ON 0
 #else
 #define POOL_ON 1
 #endif
-#define POOL_BLOCK 256
-#define POOL_MAX 128
+#define POOL_STEP 16
+#define POOL_SIZES 16 /* blocks of 16, 32, ... 256 bytes */
+#define POOL_LARGEST (POOL_STEP * POOL_SIZES)
+#define POOL_KEEP 32
 
 typedef struct {
-    unsigned n;
-    void *blocks[POOL_MAX];
+    unsigned n[POOL_SIZES];
+    void *blocks[POOL_SIZES][POOL_KEEP];
 } msg_pool_t;
 
 static _Thread_local msg_pool_t *pool;
@@ -43,8 +48,9 @@ static bool pool_key_ok;
 static void pool_free(void *p)
 {
     msg_pool_t *mp = p;
-    for (unsigned i = 0; i < mp->n; i++)
-        free(mp->blocks[i]);
+    for (unsigned c = 0; c < POOL_SIZES; c++)
+        for (unsigned i = 0; i < mp->n[c]; i++)
+            free(mp->blocks[c][i]);
     free(mp);
 }
 
@@ -67,19 +73,27 @@ static msg_pool_t *pool_get(void)
     return pool = mp;
 }
 
-static mqr_msg_t *block_alloc(size_t total)
+/* A block for total bytes; *size_class gets its size class + 1, or 0 for
+ * a plain allocation (too big for the pool). */
+static mqr_msg_t *block_alloc(size_t total, uint8_t *size_class)
 {
-    if (total > POOL_BLOCK) return malloc(total);
-    if (pool && pool->n) return pool->blocks[--pool->n];
-    return malloc(POOL_BLOCK);
+    if (total > POOL_LARGEST) {
+        *size_class = 0;
+        return malloc(total);
+    }
+    unsigned c = (unsigned)((total - 1) / POOL_STEP);
+    *size_class = (uint8_t)(c + 1);
+    if (pool && pool->n[c]) return pool->blocks[c][--pool->n[c]];
+    return malloc((size_t)(c + 1) * POOL_STEP);
 }
 
 static void block_free(mqr_msg_t *m)
 {
-    if (m->pooled) {
+    if (m->size_class) {
         msg_pool_t *mp = pool_get();
-        if (mp && mp->n < POOL_MAX) {
-            mp->blocks[mp->n++] = m;
+        unsigned c = m->size_class - 1u;
+        if (mp && mp->n[c] < POOL_KEEP) {
+            mp->blocks[c][mp->n[c]++] = m;
             return;
         }
     }
@@ -103,9 +117,10 @@ mqr_msg_t *mqr__msg_new(const mqr_msg_init_t *in)
                                           : 0;
     size_t total =
         sizeof(mqr_msg_t) + name_len + 1 + in->topic_len + 1 + in->payload_len + 1 + in->props_len;
-    mqr_msg_t *m = block_alloc(total);
+    uint8_t size_class;
+    mqr_msg_t *m = block_alloc(total, &size_class);
     if (!m) return NULL;
-    m->pooled = total <= POOL_BLOCK;
+    m->size_class = size_class;
     char *p = m->data;
 
     m->origin_name = p;

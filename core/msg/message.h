@@ -30,7 +30,7 @@ struct mqr_msg {
     uint8_t qos;
     bool retain;
     uint8_t origin;     /* mqr_origin_t */
-    bool pooled;        /* a block of message.c's pool size */
+    uint8_t size_class; /* message.c's pool: its block size class + 1, 0 = none */
     uint16_t topic_len; /* MQTT caps topics at 65535 bytes */
     uint32_t payload_len;
     uint32_t props_len;
