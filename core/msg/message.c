@@ -17,10 +17,11 @@
  *
  * Most messages are small and live for one routing; malloc and free cost
  * about 200 instructions a message on the publish path (callgrind,
- * bench_inprocess), the pool a fraction of that. Blocks come in sizes of
- * 16 bytes up to POOL_LARGEST, so a pooled message takes about what malloc
- * would have given it (glibc's chunks are 16-byte steps too) and queued
- * messages cost no more memory. Each thread keeps up to POOL_KEEP blocks of
+ * bench_inprocess), the pool a fraction of that. Block sizes follow glibc's
+ * chunks (16-byte steps, 8 bytes of each for its header): class c holds
+ * blocks of 16 * (c + 1) + 8 bytes, the most a chunk of 16 * (c + 2) bytes
+ * gives, so a pooled message takes the chunk malloc would have given it
+ * and queued messages cost no more memory. Each thread keeps up to POOL_KEEP blocks of
  * each size: a message freed on a worker goes to that worker's pool, so
  * nothing is shared; a thread's pool is freed when it exits. Under
  * AddressSanitizer there is no pool: a freed message must stay poisoned
@@ -30,9 +31,9 @@
 #else
 #define POOL_ON 1
 #endif
-#define POOL_STEP 16
-#define POOL_SIZES 16 /* blocks of 16, 32, ... 256 bytes */
-#define POOL_LARGEST (POOL_STEP * POOL_SIZES)
+#define POOL_SIZES 16 /* blocks of 24, 40, ... 264 bytes */
+#define POOL_BLOCK(c) (16u * ((c) + 1) + 8)
+#define POOL_LARGEST POOL_BLOCK(POOL_SIZES - 1)
 #define POOL_KEEP 32
 
 typedef struct {
@@ -81,10 +82,11 @@ static mqr_msg_t *block_alloc(size_t total, uint8_t *size_class)
         *size_class = 0;
         return malloc(total);
     }
-    unsigned c = (unsigned)((total - 1) / POOL_STEP);
+    unsigned c =
+        total <= POOL_BLOCK(0) ? 0 : (unsigned)((total - 9) / 16); /* the smallest that fits */
     *size_class = (uint8_t)(c + 1);
     if (pool && pool->n[c]) return pool->blocks[c][--pool->n[c]];
-    return malloc((size_t)(c + 1) * POOL_STEP);
+    return malloc(POOL_BLOCK(c));
 }
 
 static void block_free(mqr_msg_t *m)

@@ -127,6 +127,17 @@ static void test_small_blocks_are_reused(void **state)
     (void)first;
 #endif
     mqr_msg_unref(again);
+    /* every size around the classes' edges fits its block (AddressSanitizer
+     * sees an overflow; the pool is off there, the block sizes are not) */
+    for (size_t n = 0; n <= 300; n++) {
+        char p[300];
+        memset(p, (int)('a' + n % 26), n);
+        mqr_msg_t *x = make("t", p, n);
+        assert_non_null(x);
+        assert_memory_equal(x->payload, p, n);
+        assert_int_equal(x->payload[n], '\0');
+        mqr_msg_unref(x);
+    }
 }
 
 int main(void)
