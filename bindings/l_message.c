@@ -151,10 +151,7 @@ int mqr__lmsg_args(lua_State *L, const mqr_msg_t *msg)
     lua_pushboolean(L, msg->retain);
     lua_pushnumber(L, (lua_Number)msg->created_ms / 1000.0);
     lua_pushinteger(L, msg->origin);
-    if (msg->origin_name)
-        lua_pushstring(L, msg->origin_name);
-    else
-        lua_pushnil(L);
+    lua_pushlstring(L, msg->origin_name, mqr__msg_origin_name_len(msg));
     if (msg->props_len)
         lua_pushlstring(L, (const char *)msg->props, msg->props_len);
     else

@@ -118,6 +118,17 @@ uint64_t mqr__now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+uint64_t mqr__now_ms_coarse(void)
+{
+#ifdef CLOCK_REALTIME_COARSE
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+#else
+    return mqr__now_ms();
+#endif
+}
+
 mqr_msg_t *mqr__msg_new(const mqr_msg_init_t *in)
 {
     if (in->topic_len > UINT16_MAX || in->payload_len > MQR_MAX_PAYLOAD ||
@@ -160,7 +171,7 @@ mqr_msg_t *mqr__msg_new(const mqr_msg_init_t *in)
     m->payload_len = (uint32_t)in->payload_len;
     m->props_len = (uint32_t)in->props_len;
     m->expiry_s = in->expiry_s;
-    m->created_ms = in->created_ms ? in->created_ms : mqr__now_ms();
+    m->created_ms = in->created_ms ? in->created_ms : mqr__now_ms_coarse();
     m->origin_conn = in->origin_conn;
     return m;
 }

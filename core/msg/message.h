@@ -74,4 +74,15 @@ const char *mqr__origin_kind_name(unsigned origin);
 /* Milliseconds since the epoch, for created_ms. */
 uint64_t mqr__now_ms(void);
 
+/* The same from the kernel's tick-granular clock (4 ms here; 1-10 ms on
+ * Linux): a third of the cost, which counts once per published message. */
+uint64_t mqr__now_ms_coarse(void);
+
+/* Length of msg->origin_name without reading it: the name and the topic
+ * lie one after the other in msg->data, the name's NUL between them. */
+static inline size_t mqr__msg_origin_name_len(const mqr_msg_t *msg)
+{
+    return (size_t)(msg->topic - msg->origin_name) - 1u;
+}
+
 #endif

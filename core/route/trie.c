@@ -77,19 +77,39 @@ static bool is_table(const mqr_trie_node_t *n)
 
 /* ---- exact children ---------------------------------------------------- */
 
-/* memcmp(a, b, len) == 0 for levels, which are short: inline, eight bytes
- * at a time, no call. */
+/* memcmp(a, b, len) == 0 for levels, which are short: inline, no call.
+ * Whole words first; what is left is compared as one word (or two halves)
+ * that overlaps bytes already compared, instead of byte by byte. */
 static inline bool level_eq(const char *a, const char *b, size_t len)
 {
-    for (; len >= 8; a += 8, b += 8, len -= 8) {
+    if (len >= 8) {
         uint64_t x, y;
-        memcpy(&x, a, 8);
-        memcpy(&y, b, 8);
-        if (x != y) return false;
+        for (size_t i = 0; i + 8 <= len; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y) return false;
+        }
+        memcpy(&x, a + len - 8, 8);
+        memcpy(&y, b + len - 8, 8);
+        return x == y;
     }
-    for (; len; a++, b++, len--)
-        if (*a != *b) return false;
-    return true;
+    if (len >= 4) {
+        uint32_t x0, y0, x1, y1;
+        memcpy(&x0, a, 4);
+        memcpy(&y0, b, 4);
+        memcpy(&x1, a + len - 4, 4);
+        memcpy(&y1, b + len - 4, 4);
+        return x0 == y0 && x1 == y1;
+    }
+    if (len >= 2) {
+        uint16_t x0, y0, x1, y1;
+        memcpy(&x0, a, 2);
+        memcpy(&y0, b, 2);
+        memcpy(&x1, a + len - 2, 2);
+        memcpy(&y1, b + len - 2, 2);
+        return x0 == y0 && x1 == y1;
+    }
+    return len == 0 || a[0] == b[0];
 }
 
 static mqr_trie_node_t *kid_find(const mqr_trie_node_t *n, const char *s, size_t len)

@@ -645,6 +645,53 @@ static void test_many_siblings(void **state)
     mqr__trie_close(&t);
 }
 
+/* Levels are compared a word at a time with overlapping tails: for every
+ * length from 1 to 40, a level that differs from the filter's in any one
+ * byte must not match, and the equal one must, among both few siblings
+ * (scanned) and many (hashed). */
+static void test_level_compare_every_position(void **state)
+{
+    (void)state;
+    for (int siblings = 1; siblings <= 40; siblings += 39) {
+        mqr_trie_t t;
+        mqr__trie_init(&t);
+        mqr_trie_entry_t *e[41] = {0};
+        char lvl[48], topic[72];
+        for (int len = 1; len <= 40; len++) {
+            for (int k = 0; k < len; k++)
+                lvl[k] = (char)('a' + (k * 7 + len) % 26);
+            lvl[len] = '\0';
+            snprintf(topic, sizeof topic, "x/%d/%s", len, lvl);
+            e[len] = add(&t, topic, (uintptr_t)len);
+            for (int i = 0; i < siblings - 1; i++) { /* padding siblings, never matched */
+                snprintf(topic, sizeof topic, "x/%d/pad%d", len, i);
+                add(&t, topic, 1000u + (unsigned)i);
+            }
+        }
+        mqr_trie_matches_t m;
+        mqr__trie_matches_init(&m);
+        for (int len = 1; len <= 40; len++) {
+            for (int k = 0; k < len; k++)
+                lvl[k] = (char)('a' + (k * 7 + len) % 26);
+            lvl[len] = '\0';
+            snprintf(topic, sizeof topic, "x/%d/%s", len, lvl);
+            match(&t, topic, &m);
+            assert_int_equal(m.count, 1);
+            assert_ptr_equal(m.entries[0], e[len]);
+            for (int k = 0; k < len; k++) {
+                char was = lvl[k];
+                lvl[k] = (char)(was == 'A' ? 'B' : 'A');
+                snprintf(topic, sizeof topic, "x/%d/%s", len, lvl);
+                match(&t, topic, &m);
+                if (m.count != 0) fail_msg("length %d, byte %d changed: still matched", len, k);
+                lvl[k] = was;
+            }
+        }
+        mqr__trie_matches_free(&m);
+        mqr__trie_close(&t);
+    }
+}
+
 /* More matches than the inline room, and a topic deep enough that the walk's
  * stack leaves its inline room too. */
 static void test_growth(void **state)
@@ -793,6 +840,7 @@ int main(void)
         cmocka_unit_test(test_count_matches),
         cmocka_unit_test(test_shared_round_robin),
         cmocka_unit_test(test_many_siblings),
+        cmocka_unit_test(test_level_compare_every_position),
         cmocka_unit_test(test_growth),
         cmocka_unit_test(test_foreach),
         cmocka_unit_test(test_close_with_entries),
