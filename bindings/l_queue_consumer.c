@@ -175,21 +175,35 @@ static void cons_name(lua_State *L, l_qcons_t *c)
     if (c->name) snprintf(c->name, n, "consumer of queue '%s' (%s)", c->lq->d.name, where);
 }
 
-/* q:consume(fn [, { prefetch = n, batch = n }]) -> consumer */
+/* q:consume(fn [, { prefetch = n, batch = n, async = bool, concurrency = n }])
+ * -> consumer. async: fn runs in a coroutine and may wait (l_async.c); the
+ * message stays in flight meanwhile, at most `concurrency` (the prefetch,
+ * 64 by default) at once. */
 static int l_q_consume(lua_State *L)
 {
     l_queue_t *lq = mqr__lqueue_check(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     lua_Integer prefetch = 0, batch = 0;
+    bool async = false;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
-        static const char *const known[] = {"prefetch", "batch", NULL};
+        static const char *const known[] = {"prefetch", "batch", "async", "concurrency", NULL};
         mqr__lua_check_options(L, 3, "queue:consume", known);
         lua_getfield(L, 3, "prefetch");
         prefetch = luaL_optinteger(L, -1, 0);
         lua_getfield(L, 3, "batch");
         batch = luaL_optinteger(L, -1, 0);
-        lua_pop(L, 2);
+        lua_getfield(L, 3, "async");
+        async = lua_toboolean(L, -1);
+        lua_getfield(L, 3, "concurrency");
+        lua_Integer concurrency = luaL_optinteger(L, -1, 0);
+        lua_pop(L, 4);
+        if (concurrency && !async)
+            return luaL_argerror(L, 3, "concurrency is for async = true (else use prefetch)");
+        if (async && batch) return luaL_argerror(L, 3, "async and batch cannot be combined");
+        if (concurrency < 0 || concurrency > 1000000)
+            return luaL_argerror(L, 3, "concurrency must be 1..1000000");
+        if (async) prefetch = concurrency ? concurrency : prefetch ? prefetch : 64;
         if (prefetch < 0 || prefetch > 1000000)
             return luaL_argerror(L, 3, "prefetch must be 0 (no limit) .. 1000000");
         if (batch < 0 || batch > MQR_QUEUE_MAX_BATCH)
@@ -211,6 +225,7 @@ static int l_q_consume(lua_State *L)
     c->batch = (unsigned)batch;
     cons_name(L, c);
     lua_pushvalue(L, 2);
+    if (async) mqr__lasync_wrap_consumer(L, c->name);
     c->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     c->next = c->qh->consumers;
     c->qh->consumers = c;

@@ -215,6 +215,7 @@ static int l_route_stop(lua_State *L)
             if (r->upstream && r->upstream->u) mqr__upstream_unsubscribe(r->upstream->u, r->filter);
         }
         r->entry = NULL;
+        mqr__lasync_route_stop(r); /* its pending messages go; waiting handlers end */
     }
     return 0;
 }
@@ -225,10 +226,17 @@ static void set_num(lua_State *L, const char *key, uint64_t v)
     lua_setfield(L, -2, key);
 }
 
-/* { filter, calls, errors, budget_errors, dead_lettered, active } [-0, +1] */
+/* { filter, calls, errors, budget_errors, dead_lettered, active [, running,
+ * pending, dropped, abandoned for an async route] } [-0, +1] */
 static void push_route_stats(lua_State *L, const l_route_t *r)
 {
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 10);
+    if (r->async) {
+        set_num(L, "running", r->running);
+        set_num(L, "pending", r->pending_n);
+        set_num(L, "dropped", r->dropped);
+        set_num(L, "abandoned", r->abandoned);
+    }
     lua_pushstring(L, r->filter);
     lua_setfield(L, -2, "filter");
     set_num(L, "calls", r->calls);
@@ -343,6 +351,7 @@ int mqr__rules_open(lua_State *L)
         {"queues_health", mqr__lqueue_health},
         {"subscribe", mqr__lsub_new},
         {"admin", mqr__ladmin},
+        {"file", mqr__lsink_file_new},
         {NULL, NULL},
     };
     lua_newtable(L);

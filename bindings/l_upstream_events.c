@@ -290,6 +290,8 @@ void mqr__lupstream_open(lua_State *L)
     lua_setfield(L, -2, "iter_new");
     lua_pushcfunction(L, l_c_check_options);
     lua_setfield(L, -2, "check_options");
+    lua_getfield(L, LUA_REGISTRYINDEX, "mqrouter.async_step"); /* l_async.c */
+    lua_setfield(L, -2, "resume");
     lua_pushcfunction(L, mqr__lua_traceback_fn); /* debug.traceback on one line */
     lua_setfield(L, -2, "traceback");
     lua_call(L, 3, 1);

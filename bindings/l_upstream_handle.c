@@ -56,9 +56,17 @@ static int l_session_route(lua_State *L)
     if (!lua_isfunction(L, 3) && !luaL_testudata(L, 3, "mqrouter.queue"))
         return luaL_typerror(L, 3, "function or queue"); /* a queue: into it */
     if (lua_istable(L, 4)) {
-        static const char *const known[] = {
-            "qos",      "dead_letter",         "priority",        "ttl",
-            "no_local", "retain_as_published", "retain_handling", NULL};
+        static const char *const known[] = {"qos",
+                                            "dead_letter",
+                                            "priority",
+                                            "ttl",
+                                            "no_local",
+                                            "retain_as_published",
+                                            "retain_handling",
+                                            "async",
+                                            "concurrency",
+                                            "max_pending",
+                                            NULL};
         mqr__lua_check_options(L, 4, "session:route", known);
         lua_getfield(L, 4, "no_local");
         lua_getfield(L, 4, "retain_as_published");

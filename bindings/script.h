@@ -18,6 +18,7 @@
 #include "auth.h"
 #include "decl.h"
 #include "engine.h"
+#include "holds.h"
 #include "upstream.h"
 
 #include <lauxlib.h>
@@ -97,6 +98,17 @@ struct l_route {
     uint64_t budget_errors;
     uint64_t dead_lettered;
     mqr_admin_hist_t latency; /* handler time, recorded while the admin API runs */
+    /* async = true (l_async.c): handlers that wait run in coroutines, at
+     * most `concurrency` at once; the next messages wait in `pending` (a
+     * ring of references, at most max_pending), and while any wait the
+     * publishers feeding them are held (holds.h) */
+    bool async;
+    uint32_t concurrency, max_pending, running;
+    mqr_msg_t **pending;
+    uint32_t pending_head, pending_n, pending_cap;
+    mqr_holds_t holds;
+    uint64_t dropped;   /* refused: pending full (the publisher was told no room) */
+    uint64_t abandoned; /* waiting or pending when the route stopped or its state closed */
 };
 
 struct l_timer {
@@ -152,6 +164,11 @@ struct l_state {
     int traceback_ref;
     int lmsg_make_ref, lmsg_deliver_ref; /* mqr__lmsg_register */
     struct l_delivery *delivering;       /* messages being handed to handlers, innermost first */
+    int async_run_ref, async_step_ref, async_wrap_ref; /* lua/host/async.lua (l_async.c) */
+    struct l_job *jobs;   /* async routes' messages whose handler waits */
+    struct l_wait *waits; /* coroutines waiting for a C answer */
+    struct l_sink *sinks; /* sinks it opened (l_sink.c) */
+    bool ending;          /* mqr__state_close runs: no more Lua for it */
     int env_ref;
     char **modules; /* the files its require loaded while the script ran */
     size_t n_modules;
@@ -280,6 +297,43 @@ int mqr__lmsg_deliver(l_state_t *st, int fn_ref, mqr_msg_t *msg, const char *wha
  * misuse. [-0, +1] */
 int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_idx,
                        l_upstream_t *up, int opts_idx);
+
+/* Publishes msg, which r's handler failed on (error), to r's dead-letter
+ * topic, with user properties naming the topic, the route and the error. */
+void mqr__route_dead_letter(l_route_t *r, mqr_msg_t *msg, const char *error);
+
+/* Egress clients (l_sink*.c): closes the sinks a state opened. */
+void mqr__lsink_state_close(l_state_t *st);
+/* Registers the sinks' metatables; then, the rules table on top, runs
+ * lua/host/sinks.lua. */
+void mqr__lsink_file_register(lua_State *L);
+void mqr__lsink_open(lua_State *L);
+int mqr__lsink_file_new(lua_State *L);
+
+/* Handlers that wait (l_async.c, lua/host/async.lua). */
+/* Runs async.lua in a new state (the rules table on top). [-0, +0] */
+void mqr__lasync_open(lua_State *L);
+/* An async route's delivery: starts the handler, or keeps msg pending. */
+int mqr__lasync_deliver(l_route_t *r, mqr_msg_t *msg);
+/* A route stopped: its pending messages go (counted abandoned). */
+void mqr__lasync_route_stop(l_route_t *r);
+/* A state closes: its waiting jobs and pending messages go. */
+void mqr__lasync_state_close(l_state_t *st);
+/* Wraps the function on top (a queue consumer's handler) so that it may
+ * wait; name is for its error lines. [-1, +1] */
+void mqr__lasync_wrap_consumer(lua_State *L, const char *name);
+
+/* A coroutine waiting for an answer from C (a sink). mqr__lwait_begin, in
+ * a C function called from a coroutine (raises "<what> must be called from
+ * a coroutine..." otherwise), keeps the coroutine; the C function then
+ * returns lua_yield(L, 0). The answer comes with mqr__lwait_resume, once:
+ * push(L, arg) pushes the values the call returns (their count). When the
+ * request is refused before the yield, mqr__lwait_cancel forgets it. The
+ * state closing or gone: no Lua runs, the waiter is freed. */
+typedef struct l_wait l_wait_t;
+l_wait_t *mqr__lwait_begin(lua_State *L, const char *what);
+void mqr__lwait_cancel(l_wait_t *w);
+void mqr__lwait_resume(l_wait_t *w, int (*push)(lua_State *L, void *arg), void *arg);
 
 /* Timers: every/after. A timer lives until it fired once (after), is
  * stopped, or its state closes. */

@@ -125,6 +125,7 @@ l_state_t *mqr__state_new(mqr_script_t *h, const char *chunkname, const char *pa
     mqr__lqueue_register(L);
     mqr__lsub_register(L);
     mqr__liter_register(L);
+    mqr__lsink_file_register(L);
 
     /* env maker = sandbox(stdlib_dir, script_dir, rules_api) */
     if (luaL_loadbuffer(L, mqr__lua_sandbox, mqr__lua_sandbox_len, "=sandbox") != 0) {
@@ -139,7 +140,9 @@ l_state_t *mqr__state_new(mqr_script_t *h, const char *chunkname, const char *pa
     mqr__rules_open(L);
     mqr__lua_name_table(L, -1, "mq", 1); /* the C functions, before Lua wraps any */
     mqr__lauth_open(L);
+    mqr__lasync_open(L);
     mqr__lupstream_open(L);
+    mqr__lsink_open(L);
     mqr__lkv_open(L);
     mqr__lregistry_open(L);
     mqr__lua_name_table(L, -1, "mq", 1);
@@ -173,6 +176,9 @@ void mqr__state_close(l_state_t *st)
 {
     if (!st) return;
     mqr_engine_t *e = st->host->e;
+    st->ending = true; /* from here on, no Lua runs for it: answers are dropped */
+    mqr__lsink_state_close(st);
+    mqr__lasync_state_close(st);
     for (l_route_t *r = st->routes, *next; r; r = next) {
         next = r->next;
         if (r->entry) mqr__router_remove(mqr__engine_router(e), r->entry);

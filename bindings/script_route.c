@@ -23,7 +23,7 @@
 /* Publishes the message a handler failed on to the route's dead-letter
  * topic: same payload, QoS and properties, plus user properties naming the
  * original topic, the route and the error. */
-static void dead_letter(l_route_t *r, mqr_msg_t *msg, const char *error)
+void mqr__route_dead_letter(l_route_t *r, mqr_msg_t *msg, const char *error)
 {
     size_t elen = strlen(error);
     const mqr_luser_prop_t extra[] = {
@@ -60,16 +60,27 @@ static int route_deliver(mqr_subscriber_t *self, mqr_msg_t *msg, const mqr_trie_
             if ((r->errors & (r->errors - 1)) == 0) /* 1st, 2nd, 4th... */
                 MQR_LOG_W("rules", "%s: %s (%llu so far)", r->name, st->host->last_error,
                           (unsigned long long)r->errors);
-            if (r->dead_letter) dead_letter(r, msg, st->host->last_error);
+            if (r->dead_letter) mqr__route_dead_letter(r, msg, st->host->last_error);
         }
         return 0;
     }
+    if (r->async) return mqr__lasync_deliver(r, msg);
     /* handler latency for /metrics: timed only while the admin API runs */
     uint64_t t0 = mqr__engine_admin(st->host->e) ? mqr__admin_ticks() : 0;
     int rc = mqr__lmsg_deliver(st, r->fn_ref, msg, r->name, &r->errors, &r->budget_errors);
     if (t0) mqr__admin_hist_add_ticks(&r->latency, mqr__admin_ticks() - t0);
-    if (rc < 0 && r->dead_letter) dead_letter(r, msg, st->host->last_error);
+    if (rc < 0 && r->dead_letter) mqr__route_dead_letter(r, msg, st->host->last_error);
     return 0;
+}
+
+/* A whole number in 1..max at idx, or a clear error. */
+static uint32_t check_count(lua_State *L, int idx, const char *fname, const char *what,
+                            uint32_t max)
+{
+    lua_Number n = lua_tonumber(L, idx);
+    if (!lua_isnumber(L, idx) || n < 1 || n > max || n != (lua_Number)(uint32_t)n)
+        luaL_error(L, "%s: %s must be a whole number from 1 to %u", fname, what, max);
+    return (uint32_t)n;
 }
 
 int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_idx,
@@ -86,13 +97,16 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
         return luaL_argerror(L, fn_idx, "function or queue expected");
     int qprio = 2;
     int64_t qttl = 0;
+    bool async = false;
+    uint32_t concurrency = 64, max_pending = 10000;
     if (opts_idx && !lua_isnoneornil(L, opts_idx)) {
         const char *fname = up ? "session:route" : "mq.route";
         if (!lua_istable(L, opts_idx))
             return luaL_error(L, "%s: options must be a table {qos, dead_letter}, not a %s", fname,
                               luaL_typename(L, opts_idx));
         if (!up) {
-            static const char *const fn_known[] = {"qos", "dead_letter", NULL};
+            static const char *const fn_known[] = {"qos",         "dead_letter", "async",
+                                                   "concurrency", "max_pending", NULL};
             static const char *const q_known[] = {"qos", "dead_letter", "priority", "ttl", NULL};
             mqr__lua_check_options(L, opts_idx, fname, to_queue ? q_known : fn_known);
         }
@@ -101,6 +115,17 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
         lua_getfield(L, opts_idx, "dead_letter");
         dlq = luaL_optstring(L, -1, NULL);
         lua_pop(L, 2); /* dlq stays alive: the table holds it */
+        if (!to_queue) {
+            lua_getfield(L, opts_idx, "async");
+            async = lua_toboolean(L, -1);
+            if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+                return luaL_error(L, "%s: async must be true or false", fname);
+            lua_getfield(L, opts_idx, "concurrency");
+            if (!lua_isnil(L, -1)) concurrency = check_count(L, -1, fname, "concurrency", 100000);
+            lua_getfield(L, opts_idx, "max_pending");
+            if (!lua_isnil(L, -1)) max_pending = check_count(L, -1, fname, "max_pending", 10000000);
+            lua_pop(L, 3);
+        }
         if (dlq && mqr__topic_name_check(dlq, strlen(dlq), &why) < 0)
             return luaL_error(L, "invalid dead_letter topic '%s': %s", dlq, why);
         if (to_queue) {
@@ -149,6 +174,9 @@ int mqr__route_declare(lua_State *L, l_state_t *st, const char *filter, int fn_i
         if (queue) mqr__queue_unref(queue);
         return luaL_error(L, "out of memory");
     }
+    r->async = async;
+    r->concurrency = concurrency;
+    r->max_pending = max_pending;
     r->queue = queue;
     r->queue_priority = qprio;
     r->queue_ttl_ms = qttl;

@@ -15,6 +15,7 @@
 
 #include "auth.h"
 #include "listener.h"
+#include "sink.h"
 #include "upstream.h"
 
 struct mqr_engine {
@@ -57,6 +58,10 @@ struct mqr_engine {
     struct mqr_store_outbox *store_outbox; /* NULL without a file store */
     /* devices and topics seen (registry.h); NULL until the engine is up */
     struct mqr_registry *registry;
+
+    /* every open egress client (sink.h): for /metrics and the admin API;
+     * their owners (the bindings) add and remove them */
+    mqr_sinks_t sinks;
 
     /* the admin HTTP API (core/admin/admin.h), NULL when not served */
     struct mqr_admin *admin;

@@ -47,6 +47,11 @@ mqr_router_t *mqr__engine_router(mqr_engine_t *e)
     return &e->router;
 }
 
+struct mqr_sinks *mqr__engine_sinks(mqr_engine_t *e)
+{
+    return &e->sinks;
+}
+
 mqr_retain_t *mqr__engine_retain(mqr_engine_t *e)
 {
     return &e->retain;

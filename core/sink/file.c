@@ -421,6 +421,7 @@ static int add_cb(batch_t *b, mqr_file_done_fn done, void *arg)
 int mqr__file_write(mqr_file_t *f, const void *data, size_t len, mqr_file_done_fn done, void *arg)
 {
     if (f->closing) return MQR_ECLOSED;
+    if (f->lines && len && memchr(data, '\n', len)) return MQR_EINVAL; /* it would read as two */
     mqr_sink_t *s = &f->sink;
     size_t bytes = len + (f->lines ? 1 : 0);
     if ((uint64_t)s->in_flight + s->queued >= s->max_queued ||

@@ -73,7 +73,8 @@ typedef struct {
 typedef void (*mqr_file_done_fn)(void *arg, const mqr_file_result_t *r);
 
 /* Appends one record (copied). done may be NULL (no callback). 0, or
- * MQR_EFULL (bounds; counted), MQR_ECLOSED, MQR_ENOMEM. */
+ * MQR_EINVAL (line mode: the record holds a newline), MQR_EFULL (bounds;
+ * counted), MQR_ECLOSED, MQR_ENOMEM. */
 int mqr__file_write(mqr_file_t *f, const void *data, size_t len, mqr_file_done_fn done, void *arg);
 
 /* done fires once every record written before this call is on disk

@@ -76,7 +76,8 @@ void mqr__sink_done(mqr_sink_t *s, bool was_waiting, uint64_t ns, mqr_sink_outco
 
 void mqr__sink_set_up(mqr_sink_t *s, bool up, const char *reason)
 {
-    if (s->up == up) return;
+    if (s->up_known && s->up == up) return;
+    s->up_known = true;
     s->up = up;
     if (!up && reason) copy_str(s->last_error, sizeof s->last_error, reason);
     if (s->on_state) s->on_state(s->state_arg, s, up, reason);

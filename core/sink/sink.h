@@ -59,6 +59,7 @@ struct mqr_sink {
     uint32_t max_queued;     /* requests waiting for a slot */
     uint32_t in_flight, queued;
     bool up;
+    bool up_known;                          /* up was set once: the first state is told too */
     uint64_t requests, ok, retried, failed; /* failed = PERMANENT */
     uint64_t errors[MQR_SINK_ERR_KINDS_];
     uint64_t reconnects;
@@ -85,7 +86,7 @@ void mqr__sink_start_waiting(mqr_sink_t *s);
 void mqr__sink_done(mqr_sink_t *s, bool was_waiting, uint64_t ns, mqr_sink_outcome_t outcome,
                     mqr_sink_err_kind_t kind, const char *reason);
 
-/* Up or down; tells the observer on a change only. */
+/* Up or down; tells the observer the first state and every change. */
 void mqr__sink_set_up(mqr_sink_t *s, bool up, const char *reason);
 
 /* Copies uri with any password replaced by "***" (user:pass@ in a URL, or
@@ -94,7 +95,7 @@ void mqr__sink_redact(const char *uri, char *out, size_t cap);
 
 /* ---- the engine's list of sinks ---- */
 
-typedef struct {
+typedef struct mqr_sinks {
     mqr_sink_t *head;
     size_t count;
 } mqr_sinks_t;

@@ -4,7 +4,7 @@
 -- sandbox, as the chunk "=upstream".
 --
 -- It receives the rules table (mq), the methods table of upstream session
--- handles and the C helpers (C); it adds mq.spawn, mq.wait_ready, mq.on,
+-- handles and the C helpers (C); it adds mq.wait_ready, mq.on,
 -- mq.handle, mq.publish_to, mq.session_messages, the wrappers of
 -- mq.upstream / mq.session, and the session methods publish_sync,
 -- publish_json, publish_batch, subscribe_sync, unsubscribe_sync, ping and
@@ -14,29 +14,20 @@
 -- a loop callback: an event, a message, a timer), set globals, or keep
 -- anything C would need to free (what it adds is plain functions).
 local mq, methods, C = ...
-local traceback, cresume, yield = C.traceback, coroutine.resume, coroutine.yield
+local traceback, yield = C.traceback, coroutine.yield
 local EVENTS = { session_added = true, session_connecting = true, session_connected = true,
   session_ready = true, session_disconnected = true, session_reconnecting = true,
   session_removed = true, session_state_changed = true, session_failed = true,
-  device_online = true, device_offline = true }
+  device_online = true, device_offline = true, sink_up = true, sink_down = true }
 local handlers, ready_waits, pubs = {}, {}, {}
-local function resume(co, ...)
-  local ok, err = cresume(co, ...)
-  if not ok then mq.log.error('coroutine failed: ' .. traceback(co, tostring(err))) end
-end
+-- every waiting coroutine is resumed through async.lua's step, which tells
+-- an async route or consumer when its handler ended
+local resume = C.resume
 local function current(what)
   local co, main = coroutine.running()
   if not co or main then
     error(what .. ' must be called from a coroutine (start one with mq.spawn)', 3)
   end
-  return co
-end
-function mq.spawn(fn, ...)
-  if type(fn) ~= 'function' then
-    error('mq.spawn: bad argument #1 (function expected, got ' .. type(fn) .. ')', 2)
-  end
-  local co = coroutine.create(fn)
-  resume(co, ...)
   return co
 end
 local function is_ready(name)
@@ -317,7 +308,7 @@ function mq.handle(filter, fn, opts)
   end
   if opts ~= nil then
     C.check_options(opts, 'mq.handle', { 'qos', 'dead_letter', 'no_local',
-      'retain_as_published', 'retain_handling' })
+      'retain_as_published', 'retain_handling', 'async', 'concurrency', 'max_pending' })
   end
   local h = setmetatable({ filter = filter, fn = fn, opts = opts, routes = {} }, handle_mt)
   for _, s in ipairs(declared) do h.routes[#h.routes + 1] = s:route(filter, fn, opts) end

@@ -1,0 +1,94 @@
+-- lua/host/async.lua: handlers that wait. Compiled into the binary
+-- (bindings/embed_lua.cmake) and run once in every rules state, outside the
+-- sandbox, as the chunk "=async", before upstream.lua.
+--
+-- A handler that waits (an async route's or queue consumer's, mq.spawn's
+-- function) runs in a coroutine. When it calls something that answers later
+-- (a sink, up:publish_sync...), it yields; the answer resumes it from a loop
+-- callback through step(). When the coroutine ends, what started it learns
+-- the outcome from its `job`: a C job (an async route's message, settled by
+-- C.finished) or a Lua function (an async consumer's settle).
+--
+-- Receives the rules table (mq) and the C helpers (C.finished, C.traceback,
+-- C.log_error); adds mq.spawn and mq.async_consumer; returns run, step,
+-- wrap_consumer for C. Must not: block, set globals, or keep a coroutine
+-- after it ended.
+local mq, C = ...
+local create, cresume, status = coroutine.create, coroutine.resume, coroutine.status
+local traceback, finished = C.traceback, C.finished
+local type, error, tostring, unpack, maxn = type, error, tostring, unpack, table.maxn
+
+-- the coroutines waiting, and the job each one's end is told to
+local jobs = {}
+
+local function ended(co, job, ok, ...)
+  if not job then
+    if not ok then mq.log.error('coroutine failed: ' .. traceback(co, tostring((...)))) end
+  elseif type(job) == 'function' then
+    if ok then job(true, ...) else job(false, traceback(co, tostring((...)))) end
+  else
+    if ok then finished(job, true) else finished(job, false, traceback(co, tostring((...)))) end
+  end
+end
+
+-- step(co, ...): resumes a waiting coroutine with the answer it waited for.
+local function step(co, ...)
+  local job = jobs[co]
+  local res = { cresume(co, ...) }
+  if status(co) == 'dead' then
+    jobs[co] = nil
+    ended(co, job, unpack(res, 1, maxn(res)))
+  end
+end
+
+-- run(fn, job, ...) -> waiting: calls fn(...) in a new coroutine. When it
+-- ends without waiting, its error is raised here (the caller's protected
+-- call counts it) and run returns false, then fn's results; when it waits,
+-- run returns true and job learns the end later.
+local function run(fn, job, ...)
+  local co = create(fn)
+  local res = { cresume(co, ...) }
+  if status(co) ~= 'dead' then
+    jobs[co] = job or false -- false: nobody to tell (a waiting coroutine's end is still seen)
+    return true
+  end
+  if not res[1] then error(traceback(co, tostring(res[2])), 0) end
+  return false, unpack(res, 2, maxn(res))
+end
+
+function mq.spawn(fn, ...)
+  if type(fn) ~= 'function' then
+    error('mq.spawn: bad argument #1 (function expected, got ' .. type(fn) .. ')', 2)
+  end
+  local co = create(fn)
+  local res = { cresume(co, ...) }
+  if status(co) == 'dead' and not res[1] then
+    mq.log.error('coroutine failed: ' .. traceback(co, tostring(res[2])))
+  end
+  return co
+end
+
+-- A queue consumer's handler that may wait: the message stays in flight
+-- (deferred) until the coroutine ends; then a normal end acks it, false or
+-- an error nacks it, unless the handler settled it itself.
+local function wrap_consumer(fn, name)
+  return function(msg)
+    local waiting, r = run(fn, function(ok, res, err)
+      if not ok then
+        mq.log.error(name .. ' failed: ' .. tostring(res))
+        msg:nack()
+      elseif res == false then
+        msg:nack()
+      else
+        msg:ack()
+      end
+    end, msg)
+    if waiting then
+      msg:defer()
+      return
+    end
+    return r
+  end
+end
+
+return run, step, wrap_consumer
