@@ -14,6 +14,7 @@
 #include "listener.h"
 #include "queue.h"
 #include "registry.h"
+#include "sink.h"
 #include "upstream.h"
 
 #include <stdio.h>
@@ -475,6 +476,69 @@ static void route_metrics(mqr_engine_t *e, mqr_abuf_t *out)
           h->lua_memory ? h->lua_memory(host) : 0);
 }
 
+/* ---- sinks ---- */
+
+/* One series per open sink (HTTP, PostgreSQL, Redis, file clients); the
+ * target is never a label: it may name hosts a scrape should not spread. */
+static void sink_metrics(mqr_engine_t *e, mqr_abuf_t *out)
+{
+    enum { SK_REQ, SK_OK, SK_RETRY, SK_FAIL, SK_ERR, SK_FLIGHT, SK_QUEUED, SK_UP, SK_RECON, SK_LAT, SK_N };
+    family_t f[SK_N] = {
+        F("mqrouter_sink_requests_total", "counter", "Requests a sink accepted."),
+        F("mqrouter_sink_ok_total", "counter", "Requests that succeeded."),
+        F("mqrouter_sink_retriable_total", "counter",
+          "Requests that failed in a way worth retrying (timeout, connection, 5xx)."),
+        F("mqrouter_sink_failed_total", "counter",
+          "Requests that failed for good (4xx, constraint, bad command)."),
+        F("mqrouter_sink_errors_total", "counter", "Failures by kind, refusals (full) included."),
+        F("mqrouter_sink_in_flight", "gauge", "Requests on the wire."),
+        F("mqrouter_sink_queued", "gauge", "Requests waiting for a slot."),
+        F("mqrouter_sink_up", "gauge", "1 while the sink is connected (or its file open)."),
+        F("mqrouter_sink_reconnects_total", "counter", "Connections made again after a loss."),
+        F("mqrouter_sink_request_duration_seconds", "histogram",
+          "Time from a request accepted to its answer."),
+    };
+    static const char *const le[MQR_ADMIN_LAT_NBOUNDS + 1] = MQR_ADMIN_LAT_LE;
+    for (const mqr_sink_t *s = mqr__engine_sinks(e)->head; s; s = s->next) {
+        mqr_abuf_t ex = {0};
+        mqr__abuf_str(&ex, ",kind=\"");
+        mqr__abuf_str(&ex, s->kind);
+        mqr__abuf_str(&ex, "\"");
+        const char *x = ex.p ? ex.p : "";
+        sample(&f[SK_REQ].b, f[SK_REQ].name, "sink", s->name, x, s->requests);
+        sample(&f[SK_OK].b, f[SK_OK].name, "sink", s->name, x, s->ok);
+        sample(&f[SK_RETRY].b, f[SK_RETRY].name, "sink", s->name, x, s->retried);
+        sample(&f[SK_FAIL].b, f[SK_FAIL].name, "sink", s->name, x, s->failed);
+        for (int k = 0; k < MQR_SINK_ERR_KINDS_; k++) {
+            char extra[96];
+            snprintf(extra, sizeof extra, "%s,error=\"%s\"", x,
+                     mqr__sink_err_kind_name((mqr_sink_err_kind_t)k));
+            sample(&f[SK_ERR].b, f[SK_ERR].name, "sink", s->name, extra, s->errors[k]);
+        }
+        sample(&f[SK_FLIGHT].b, f[SK_FLIGHT].name, "sink", s->name, x, s->in_flight);
+        sample(&f[SK_QUEUED].b, f[SK_QUEUED].name, "sink", s->name, x, s->queued);
+        sample(&f[SK_UP].b, f[SK_UP].name, "sink", s->name, x, s->up);
+        sample(&f[SK_RECON].b, f[SK_RECON].name, "sink", s->name, x, s->reconnects);
+        uint64_t cum = 0;
+        for (int i = 0; i <= MQR_ADMIN_LAT_NBOUNDS; i++) {
+            cum += s->latency.bucket[i];
+            char extra[64];
+            snprintf(extra, sizeof extra, ",le=\"%s\"", le[i]);
+            sample(&f[SK_LAT].b, "mqrouter_sink_request_duration_seconds_bucket", "sink", s->name,
+                   extra, cum);
+        }
+        mqr_abuf_t *b = &f[SK_LAT].b;
+        mqr__abuf_str(b, "mqrouter_sink_request_duration_seconds_sum{sink=\"");
+        label_value(b, s->name);
+        mqr__abuf_printf(b, "\"} %.9f\n", (double)s->latency.sum_ns / 1e9);
+        sample(b, "mqrouter_sink_request_duration_seconds_count", "sink", s->name, NULL,
+               s->latency.count);
+        if (ex.failed) f[SK_REQ].b.failed = true;
+        free(ex.p);
+    }
+    families_flush(out, f, SK_N);
+}
+
 /* ---- registry ---- */
 
 /* Aggregates only: no series per device or per topic, so a scrape costs
@@ -528,6 +592,7 @@ void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out)
     session_metrics(e, out);
     queue_metrics(e, out);
     route_metrics(e, out);
+    sink_metrics(e, out);
     registry_metrics(e, out);
     one_u(out, "mqrouter_messages_published_total", "counter", "Messages that entered the router.",
           mqr__engine_stats(e)->published);
