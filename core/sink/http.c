@@ -351,7 +351,7 @@ static void finish(mqr_http_t *h, http_req_t *r, CURLcode rc)
     if (status > 0) {
         if (!h->sink.up && h->was_down) h->sink.reconnects++;
         mqr__sink_set_up(&h->sink, true, NULL);
-    } else if (v.kind == MQR_SINK_ERR_CONNECT || v.kind == MQR_SINK_ERR_TIMEOUT) {
+    } else if (v.kind == MQR_SINK_ERR_CONNECT) { /* a timeout is a slow server, not a lost one */
         if (h->sink.up) h->was_down = true;
         mqr__sink_set_up(&h->sink, false, v.reason);
     }

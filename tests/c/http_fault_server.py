@@ -30,6 +30,9 @@ stats = {"connections": 0, "active": 0}
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes: without this the body waits
+    # for the client's delayed ACK (40 ms a request)
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
@@ -79,7 +82,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, json.dumps(out).encode())
         if u.path.startswith("/status/"):
             code = int(u.path[len("/status/"):])
-            return self.reply(code, b"status body", "text/plain", [("X-Status", str(code))])
+            text = b"" if code in (204, 304) else b"status body"  # no body allowed
+            return self.reply(code, text, "text/plain", [("X-Status", str(code))])
         if u.path == "/slow":
             time.sleep(int(q.get("ms", ["1000"])[0]) / 1000.0)
             return self.reply(200, b"slow")
@@ -102,10 +106,16 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = handle_any
 
 
+class Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a 6th connection at once
+    # would wait for the SYN to be sent again (1 s)
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def main():
     port = int(sys.argv[1])
-    srv = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    srv.daemon_threads = True
+    srv = Server(("127.0.0.1", port), Handler)
     if len(sys.argv) >= 4:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(sys.argv[2], sys.argv[3])

@@ -421,24 +421,23 @@ static void test_refused_and_dropped(void **state)
     uv_loop_init(&loop);
     mqr_http_t *h = client(&loop, &(mqr_http_opts_t){0});
     char url[128];
-    got_t g[3] = {{0}};
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/echo", free_port()); /* nobody there */
+    got_t g[2] = {{0}};
+    /* nobody there; the password never shows */
+    snprintf(url, sizeof url, "http://bob:s3cret@127.0.0.1:%d/echo?password=s3cret", free_port());
     assert_int_equal(send_req(h, "GET", url, &g[0]), 0);
     snprintf(url, sizeof url, "http://127.0.0.1:%d/drop", s.port);
     assert_int_equal(send_req(h, "GET", url, &g[1]), 0);
-    snprintf(url, sizeof url, "http://no-such-host.invalid:%d/", s.port);
-    assert_int_equal(send_req(h, "GET", url, &g[2]), 0);
-    assert_true(run_until(&loop, g, 3, 5000));
+    assert_true(run_until(&loop, g, 2, 5000));
     assert_int_equal(g[0].outcome, MQR_SINK_RETRY);
     assert_int_equal(g[0].err, UV_ECONNREFUSED);
     assert_true(strncmp(g[0].reason, "ECONNREFUSED: ", 14) == 0);
+    assert_null(strstr(g[0].reason, "s3cret"));
+    assert_null(strstr(mqr__http_sink(h)->last_error, "s3cret"));
     assert_int_equal(g[1].outcome, MQR_SINK_RETRY);
     assert_int_equal(g[1].err, UV_ECONNRESET);
-    assert_int_equal(g[2].outcome, MQR_SINK_RETRY);
-    assert_int_equal(g[2].err, UV_EAI_NONAME);
     mqr_sink_t *sk = mqr__http_sink(h);
-    assert_int_equal(sk->errors[MQR_SINK_ERR_CONNECT], 3);
-    assert_int_equal(sk->retried, 3);
+    assert_int_equal(sk->errors[MQR_SINK_ERR_CONNECT], 2);
+    assert_int_equal(sk->retried, 2);
     finish_loop(&loop, h);
     server_stop(&s);
 }
