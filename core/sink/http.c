@@ -16,6 +16,7 @@
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,8 @@ struct mqr_http {
     bool was_down; /* for reconnects: up after down */
     uint64_t connections;
 };
+
+_Static_assert(offsetof(struct mqr_http, sink) == 0, "a mqr_sink_t * must be a mqr_http_t *");
 
 static bool curl_ready;
 

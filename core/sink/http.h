@@ -7,7 +7,9 @@
  * and counters. The lead's Lua bindings and async routes call it.
  *
  * Loop thread only, no thread per request, nothing blocks (names are
- * resolved by libcurl's own asynchronous resolver). Must not: follow
+ * resolved by libcurl's asynchronous resolver: Debian's libcurl uses its
+ * threaded resolver, a short-lived thread per lookup inside libcurl, none
+ * for an IP address). Must not: follow
  * redirects, keep a request's body after its callback, or show a password
  * (URLs pass through mqr__sink_redact before they are shown).
  *

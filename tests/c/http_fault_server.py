@@ -6,7 +6,7 @@ connection. Usage: http_fault_server.py PORT [CERT KEY] (TLS with both).
   /echo            200, the request as JSON: method, path, headers (names
                    lower-cased), body
   /status/N        status N, a short body, header x-status: N
-  /slow?ms=N       200 after N ms
+  /slow?ms=N       200 after N ms; stops early when the client goes away
   /drop            promises 100 bytes, sends 10, resets the connection
   /big?n=N         200 with N bytes
   /stats           {"connections": C, "active": A}: C counts connections
@@ -15,6 +15,7 @@ connection. Usage: http_fault_server.py PORT [CERT KEY] (TLS with both).
 Anything else: 404. It must not be named test_*: ctest would run it.
 """
 import json
+import select
 import socket
 import ssl
 import struct
@@ -51,6 +52,25 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def wait(self, seconds):
+        """Sleeps, but False as soon as the client closes the connection
+        (so "active" counts only requests a client still waits for)."""
+        end = time.monotonic() + seconds
+        tls = isinstance(self.connection, ssl.SSLSocket)
+        while time.monotonic() < end:
+            if tls:
+                time.sleep(0.01)
+                continue
+            r, _, _ = select.select([self.connection], [], [], 0.01)
+            if r:
+                try:
+                    if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        return False
+                except OSError:
+                    return False
+                time.sleep(0.01)  # a request behind this one: keep waiting
+        return True
+
     def handle_any(self):
         u = urlparse(self.path)
         q = parse_qs(u.query)
@@ -85,8 +105,10 @@ class Handler(BaseHTTPRequestHandler):
             text = b"" if code in (204, 304) else b"status body"  # no body allowed
             return self.reply(code, text, "text/plain", [("X-Status", str(code))])
         if u.path == "/slow":
-            time.sleep(int(q.get("ms", ["1000"])[0]) / 1000.0)
-            return self.reply(200, b"slow")
+            if self.wait(int(q.get("ms", ["1000"])[0]) / 1000.0):
+                return self.reply(200, b"slow")
+            self.close_connection = True  # the client went away
+            return
         if u.path == "/big":
             return self.reply(200, b"x" * int(q.get("n", ["0"])[0]), "text/plain")
         if u.path == "/drop":

@@ -171,6 +171,30 @@ static long fault_stat(int port, const char *key)
     return p ? strtol(p + strlen(pat), NULL, 10) : -1;
 }
 
+/* Waits (3 s deadline) until the fault server answers n requests,
+ * running loop (may be NULL) meanwhile. */
+static void wait_active(uv_loop_t *loop, int port, long n)
+{
+    uint64_t deadline = now_ms() + 3000;
+    long a;
+    while ((a = fault_stat(port, "active")) != n) {
+        if (now_ms() > deadline) fail_msg("fault server: %ld requests active, not %ld", a, n);
+        if (loop) uv_run(loop, UV_RUN_NOWAIT);
+        sleep_ms(5);
+    }
+}
+
+/* One fault server for the tests that do not stop it, started by the
+ * first (stopped in the group teardown); each waits for it to be idle. */
+static server_t shared;
+
+static server_t shared_server(void)
+{
+    if (!shared.pid) fault_start(&shared, NULL, NULL);
+    wait_active(NULL, shared.port, 0);
+    return shared;
+}
+
 /* ---- what came back ---- */
 
 typedef struct {
@@ -267,8 +291,7 @@ static int send_req(mqr_http_t *h, const char *method, const char *url, got_t *g
 static void test_round_trip(void **state)
 {
     (void)state;
-    server_t s = {0};
-    fault_start(&s, NULL, NULL);
+    server_t s = shared_server();
     uv_loop_t loop;
     uv_loop_init(&loop);
     mqr_http_opts_t o = {.name = "api", .target = "http://user:pw@127.0.0.1/"};
@@ -333,14 +356,12 @@ static void test_round_trip(void **state)
     assert_int_equal(sk->latency.count, 4);
     assert_true(sk->up);
     finish_loop(&loop, h);
-    server_stop(&s);
 }
 
 static void test_status_classes(void **state)
 {
     (void)state;
-    server_t s = {0};
-    fault_start(&s, NULL, NULL);
+    server_t s = shared_server();
     uv_loop_t loop;
     uv_loop_init(&loop);
     mqr_http_t *h = client(&loop, &(mqr_http_opts_t){0});
@@ -377,14 +398,12 @@ static void test_status_classes(void **state)
     assert_string_equal(sk->last_error + 0, sk->last_error); /* set, shown below */
     assert_true(strncmp(sk->last_error, "HTTP ", 5) == 0);
     finish_loop(&loop, h);
-    server_stop(&s);
 }
 
 static void test_timeout(void **state)
 {
     (void)state;
-    server_t s = {0};
-    fault_start(&s, NULL, NULL);
+    server_t s = shared_server();
     uv_loop_t loop;
     uv_loop_init(&loop);
     mqr_http_t *h = client(&loop, &(mqr_http_opts_t){.timeout_ms = 300});
@@ -409,14 +428,12 @@ static void test_timeout(void **state)
     assert_non_null(strstr(g[0].reason, "0.3 s"));
     assert_int_equal(mqr__http_sink(h)->errors[MQR_SINK_ERR_TIMEOUT], 2);
     finish_loop(&loop, h);
-    server_stop(&s);
 }
 
 static void test_refused_and_dropped(void **state)
 {
     (void)state;
-    server_t s = {0};
-    fault_start(&s, NULL, NULL);
+    server_t s = shared_server();
     uv_loop_t loop;
     uv_loop_init(&loop);
     mqr_http_t *h = client(&loop, &(mqr_http_opts_t){0});
@@ -439,7 +456,6 @@ static void test_refused_and_dropped(void **state)
     assert_int_equal(sk->errors[MQR_SINK_ERR_CONNECT], 2);
     assert_int_equal(sk->retried, 2);
     finish_loop(&loop, h);
-    server_stop(&s);
 }
 
 static void test_killed_and_restarted(void **state)
@@ -462,13 +478,7 @@ static void test_killed_and_restarted(void **state)
     snprintf(url, sizeof url, "http://127.0.0.1:%d/slow?ms=5000", s.port);
     for (int i = 0; i < 3; i++)
         assert_int_equal(send_req(h, "GET", url, &g[i]), 0);
-    /* until the server is answering all three */
-    uint64_t deadline = now_ms() + 3000;
-    while (fault_stat(s.port, "active") != 3) {
-        assert_true(now_ms() < deadline);
-        uv_run(&loop, UV_RUN_NOWAIT);
-        sleep_ms(5);
-    }
+    wait_active(&loop, s.port, 3); /* the server is answering all three */
     server_stop(&s);
     assert_true(run_until(&loop, g, 3, 3000));
     for (int i = 0; i < 3; i++) {
@@ -506,11 +516,11 @@ static void test_killed_and_restarted(void **state)
 static void test_keepalive(void **state)
 {
     (void)state;
-    server_t s = {0};
-    fault_start(&s, NULL, NULL);
+    server_t s = shared_server();
     uv_loop_t loop;
     uv_loop_init(&loop);
     mqr_http_t *h = client(&loop, &(mqr_http_opts_t){.max_host_connections = 2});
+    long conns0 = fault_stat(s.port, "connections"); /* earlier tests' */
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/echo", s.port);
     for (int i = 0; i < 100; i++) {
@@ -519,7 +529,7 @@ static void test_keepalive(void **state)
         assert_true(run_until(&loop, &g, 1, 3000));
         assert_int_equal(g.outcome, MQR_SINK_OK);
     }
-    long seq = fault_stat(s.port, "connections");
+    long seq = fault_stat(s.port, "connections") - conns0;
     print_message("keep-alive: 100 sequential requests over %ld connection(s)\n", seq);
     assert_int_equal(seq, 1);
     /* and 20 at once: the per-host bound holds them to 2 connections */
@@ -527,21 +537,19 @@ static void test_keepalive(void **state)
     for (int i = 0; i < 20; i++)
         assert_int_equal(send_req(h, "GET", url, &burst[i]), 0);
     assert_true(run_until(&loop, burst, 20, 5000));
-    long conns = fault_stat(s.port, "connections");
+    long conns = fault_stat(s.port, "connections") - conns0;
     print_message("keep-alive: 120 requests over %ld connection(s) (client counted %llu)\n", conns,
                   (unsigned long long)mqr__http_connections(h));
     assert_true(conns >= 1 && conns <= 2);
     assert_true(mqr__http_connections(h) <= 2);
     assert_int_equal(mqr__http_sink(h)->ok, 120);
     finish_loop(&loop, h);
-    server_stop(&s);
 }
 
 static void test_full_fifo_nothing_lost(void **state)
 {
     (void)state;
-    server_t s = {0};
-    fault_start(&s, NULL, NULL);
+    server_t s = shared_server();
     uv_loop_t loop;
     uv_loop_init(&loop);
     mqr_http_t *h = client(&loop, &(mqr_http_opts_t){.max_in_flight = 1, .max_queued = 3});
@@ -578,7 +586,6 @@ static void test_full_fifo_nothing_lost(void **state)
     /* queue wait is part of the latency */
     assert_true(g[3].seconds > g[0].seconds);
     finish_loop(&loop, h);
-    server_stop(&s);
 }
 
 static void expect_einval(mqr_http_t *h, const mqr_http_req_t *q, const char *why_part)
@@ -634,8 +641,7 @@ static void test_invalid_requests(void **state)
 static void test_close_in_flight(void **state)
 {
     (void)state;
-    server_t s = {0};
-    fault_start(&s, NULL, NULL);
+    server_t s = shared_server();
     uv_loop_t loop;
     uv_loop_init(&loop);
     mqr_http_t *h = client(&loop, &(mqr_http_opts_t){.max_in_flight = 2});
@@ -644,13 +650,7 @@ static void test_close_in_flight(void **state)
     got_t g[4] = {{0}};
     for (int i = 0; i < 4; i++)
         assert_int_equal(send_req(h, "GET", url, &g[i]), 0);
-    /* the first two on the wire */
-    uint64_t deadline = now_ms() + 3000;
-    while (fault_stat(s.port, "active") != 2) {
-        assert_true(now_ms() < deadline);
-        uv_run(&loop, UV_RUN_NOWAIT);
-        sleep_ms(5);
-    }
+    wait_active(&loop, s.port, 2); /* the first two on the wire */
     mqr__http_close(h);
     for (int i = 0; i < 4; i++) {
         assert_int_equal(g[i].calls, 1);
@@ -660,21 +660,19 @@ static void test_close_in_flight(void **state)
     got_t late = {0};
     assert_int_equal(send_req(h, "GET", url, &late), MQR_ECLOSED);
     mqr__http_close(h); /* again: nothing */
-    deadline = now_ms() + 3000;
+    uint64_t deadline = now_ms() + 3000;
     while (uv_run(&loop, UV_RUN_NOWAIT) != 0 && now_ms() < deadline)
         sleep_ms(1);
     for (int i = 0; i < 4; i++)
         assert_int_equal(g[i].calls, 1);
     assert_int_equal(late.calls, 0);
     assert_int_equal(uv_loop_close(&loop), 0);
-    server_stop(&s);
 }
 
 static void test_close_from_callback(void **state)
 {
     (void)state;
-    server_t s = {0};
-    fault_start(&s, NULL, NULL);
+    server_t s = shared_server();
     uv_loop_t loop;
     uv_loop_init(&loop);
     mqr_http_t *h = client(&loop, &(mqr_http_opts_t){.max_in_flight = 2});
@@ -697,14 +695,12 @@ static void test_close_from_callback(void **state)
     for (int i = 0; i < 3; i++)
         assert_int_equal(g[i].calls, 1);
     assert_int_equal(uv_loop_close(&loop), 0);
-    server_stop(&s);
 }
 
 static void test_body_cap(void **state)
 {
     (void)state;
-    server_t s = {0};
-    fault_start(&s, NULL, NULL);
+    server_t s = shared_server();
     uv_loop_t loop;
     uv_loop_init(&loop);
     mqr_http_t *h = client(&loop, &(mqr_http_opts_t){.max_response_bytes = 1000});
@@ -720,7 +716,6 @@ static void test_body_cap(void **state)
     assert_int_equal(g[1].outcome, MQR_SINK_PERMANENT);
     assert_int_equal(g[1].err, MQR_ETOOLARGE);
     finish_loop(&loop, h);
-    server_stop(&s);
 }
 
 static void test_tls_verify(void **state)
@@ -833,6 +828,7 @@ static int setup_certs(void **state)
 static int remove_certs(void **state)
 {
     (void)state;
+    server_stop(&shared);
     tls_certs_remove();
     return 0;
 }
