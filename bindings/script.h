@@ -309,6 +309,8 @@ void mqr__lsink_state_close(l_state_t *st);
 void mqr__lsink_file_register(lua_State *L);
 void mqr__lsink_open(lua_State *L);
 int mqr__lsink_file_new(lua_State *L);
+void mqr__lsink_http_register(lua_State *L);
+int mqr__lsink_http_new(lua_State *L);
 
 /* Handlers that wait (l_async.c, lua/host/async.lua). */
 /* Runs async.lua in a new state (the rules table on top). [-0, +0] */

@@ -482,7 +482,19 @@ static void route_metrics(mqr_engine_t *e, mqr_abuf_t *out)
  * target is never a label: it may name hosts a scrape should not spread. */
 static void sink_metrics(mqr_engine_t *e, mqr_abuf_t *out)
 {
-    enum { SK_REQ, SK_OK, SK_RETRY, SK_FAIL, SK_ERR, SK_FLIGHT, SK_QUEUED, SK_UP, SK_RECON, SK_LAT, SK_N };
+    enum {
+        SK_REQ,
+        SK_OK,
+        SK_RETRY,
+        SK_FAIL,
+        SK_ERR,
+        SK_FLIGHT,
+        SK_QUEUED,
+        SK_UP,
+        SK_RECON,
+        SK_LAT,
+        SK_N
+    };
     family_t f[SK_N] = {
         F("mqrouter_sink_requests_total", "counter", "Requests a sink accepted."),
         F("mqrouter_sink_ok_total", "counter", "Requests that succeeded."),

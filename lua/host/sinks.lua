@@ -2,25 +2,27 @@
 -- compiled into the binary and run once in every rules state, outside the
 -- sandbox, as the chunk "=sinks".
 --
--- Receives the rules table (mq) and the methods table of file sinks; adds
--- write and write_sync, which take a table (encoded as JSON) or a string.
+-- Receives the rules table (mq), the methods tables of file and HTTP sinks
+-- and the C helpers (C.http_new); adds the file sink's write and write_sync
+-- (a table is encoded as JSON), the HTTP client's request/get/post, and
+-- mq.http (a client maker with a default client's request/get/post).
 -- Must not: block (write_sync waits by yielding), or set globals.
-local mq, file_methods = ...
+local mq, file_methods, http_methods, C = ...
 local json
-local type, pcall, tostring, error = type, pcall, tostring, error
+local type, tostring, error = type, tostring, error
 
--- The bytes of a record: a string as it is, a table as JSON.
+-- The bytes of a record: a string as it is, a table as JSON with the
+-- stdlib's encoder (mqrouter.json: keys sorted, "/" unescaped), so equal
+-- values give equal text.
 local function encode(v, what)
   if type(v) == 'string' then return v end
   if type(v) ~= 'table' then
     error(what .. ': bad argument #1 (table or string expected, got ' .. type(v) .. ')', 3)
   end
-  json = json or require('cjson')
-  local ok, text = pcall(json.encode, v)
-  if not ok then return nil, 'EPAYLOAD: cannot encode as JSON: ' .. tostring(text) end
-  -- cjson writes "/" as "\/": valid, but topics read badly; the pair only
-  -- comes from that escape (a backslash is written "\\"), as in mqrouter.json
-  return (text:gsub('\\/', '/'))
+  if not json then json = assert(loadfile(C.stdlib_dir .. '/mqrouter/json.lua'))() end
+  local text, err = json.encode(v)
+  if not text then return nil, 'EPAYLOAD: cannot encode as JSON: ' .. tostring(err) end
+  return text
 end
 
 -- f:write(v) -> true | nil, err, name, kind: never waits; the record is on
@@ -37,4 +39,131 @@ function file_methods.write_sync(self, v)
   local text, err = encode(v, 'file:write_sync')
   if not text then return nil, err, 'EPAYLOAD', 'permanent' end
   return self:_write_wait(text)
+end
+
+-- ---- HTTP ------------------------------------------------------------------
+
+local HTTP_OPTS = { name = true, base_url = true, headers = true, timeout = true,
+  connect_timeout = true, max_in_flight = true, max_queued = true,
+  max_host_connections = true, max_response_bytes = true, ca = true, cert = true,
+  key = true, insecure = true }
+local conf = setmetatable({}, { __mode = 'k' }) -- client -> { base_url, headers }
+
+local function lower_keys(t, what)
+  local out = {}
+  if t == nil then return out end
+  if type(t) ~= 'table' then error(what .. ': headers must be a table', 4) end
+  for k, v in pairs(t) do
+    if type(k) ~= 'string' or type(v) ~= 'string' then
+      error(what .. ': headers must map names to strings', 4)
+    end
+    out[k:lower()] = v
+  end
+  return out
+end
+
+local function http_new(opts, level)
+  if type(opts) ~= 'table' then
+    error('mq.http: bad argument #1 (table expected, got ' .. type(opts) .. ')', level)
+  end
+  for k in pairs(opts) do
+    if not HTTP_OPTS[k] then error("mq.http: unknown option '" .. tostring(k) .. "'", level) end
+  end
+  if opts.base_url ~= nil and type(opts.base_url) ~= 'string' then
+    error('mq.http: base_url must be a string', level)
+  end
+  local c = C.http_new(opts)
+  conf[c] = { base_url = opts.base_url and opts.base_url:gsub('/+$', ''),
+    headers = lower_keys(opts.headers, 'mq.http') }
+  return c
+end
+
+-- c:request{ method, url, headers, body, timeout } -> response |
+-- nil, err, name, "retry"|"permanent" [, response]: waits in a coroutine.
+-- A table body goes as JSON; a url starting with "/" follows base_url.
+function http_methods.request(self, req)
+  if type(req) ~= 'table' then
+    error('http:request: bad argument #1 (table expected, got ' .. type(req) .. ')', 2)
+  end
+  local cfg = conf[self] or {}
+  local url = req.url
+  if type(url) == 'string' and cfg.base_url and url:sub(1, 1) == '/' then url = cfg.base_url .. url end
+  local headers = {}
+  for k, v in pairs(cfg.headers or {}) do headers[k] = v end
+  for k, v in pairs(lower_keys(req.headers, 'http:request')) do headers[k] = v end
+  local body = req.body
+  if type(body) == 'table' then
+    local text, err = encode(body, 'http:request')
+    if not text then return nil, err, 'EPAYLOAD', 'permanent' end
+    body = text
+    headers['content-type'] = headers['content-type'] or 'application/json'
+  end
+  return self:_request({ method = req.method or (body and 'POST' or 'GET'), url = url,
+    headers = headers, body = body, timeout = req.timeout })
+end
+
+function http_methods.get(self, url, opts)
+  opts = opts or {}
+  return self:request({ method = 'GET', url = url, headers = opts.headers, timeout = opts.timeout })
+end
+
+function http_methods.post(self, url, body, opts)
+  opts = opts or {}
+  return self:request({ method = 'POST', url = url, body = body, headers = opts.headers,
+    timeout = opts.timeout })
+end
+
+-- mq.http{...} makes a client; mq.http.request/get/post use a default one.
+local default
+local function default_client()
+  if not default then default = http_new({ name = 'http' }, 4) end
+  return default
+end
+mq.http = setmetatable({
+  request = function(req) return default_client():request(req) end,
+  get = function(url, opts) return default_client():get(url, opts) end,
+  post = function(url, body, opts) return default_client():post(url, body, opts) end,
+}, { __call = function(_, opts) return http_new(opts, 3) end })
+
+-- ---- at least once ---------------------------------------------------------
+
+-- mq.deliver(q, fn [, { concurrency = n }]) -> consumer: takes q's messages
+-- and hands each to fn in a coroutine (fn may wait for a sink); what fn
+-- returns settles the message as a sink's answer reads:
+--   a true value                       ack
+--   nil, err, name, "permanent"        dead letter now (msg:reject())
+--   nil, err [, name, "retry"], false  nack: redelivered after the backoff,
+--                                      dead-lettered after max_attempts
+--   an error raised                    nack
+-- Failures are logged with the message's queue id (the 1st, 2nd, 4th...).
+local DELIVER_OPTS = { concurrency = true }
+function mq.deliver(q, fn, opts)
+  if type(q) ~= 'userdata' or type(q.consume) ~= 'function' then
+    error('mq.deliver: bad argument #1 (queue expected, got ' .. type(q) .. ')', 2)
+  end
+  if type(fn) ~= 'function' then
+    error('mq.deliver: bad argument #2 (function expected, got ' .. type(fn) .. ')', 2)
+  end
+  if opts ~= nil then
+    if type(opts) ~= 'table' then error('mq.deliver: options must be a table', 2) end
+    for k in pairs(opts) do
+      if not DELIVER_OPTS[k] then error("mq.deliver: unknown option '" .. tostring(k) .. "'", 2) end
+    end
+  end
+  local qname, failures = q:name(), 0
+  return q:consume(function(msg)
+    local res, err, _, kind = fn(msg)
+    if res then return true end
+    failures = failures + 1
+    if bit.band(failures, failures - 1) == 0 then
+      mq.log.warn(('mq.deliver from queue %s: message %s attempt %d: %s (%s; %d failures so far)')
+        :format(qname, tostring(msg.id), msg.attempts, tostring(err),
+          kind == 'permanent' and 'dead-lettered' or 'will retry', failures))
+    end
+    if kind == 'permanent' then
+      msg:reject()
+      return true
+    end
+    return false
+  end, { async = true, concurrency = opts and opts.concurrency or 16 })
 end
