@@ -80,7 +80,7 @@ describe("rules API misuse", function()
       { 'mq.publish("a", "b", { qso = 1 })',
         "mq.publish: unknown option 'qso' (it takes qos, retain, properties)" },
       { 'mq.route("a", function() end, { dead_leter = "d" })',
-        "mq.route: unknown option 'dead_leter' (it takes qos, dead_letter)" },
+        "mq.route: unknown option 'dead_leter' (it takes qos, dead_letter, async, concurrency, max_pending)" },
       { 'mq.route("a", mq.queue("q"), { priorty = 1 })',
         "mq.route: unknown option 'priorty' (it takes qos, dead_letter, priority, ttl)" },
       { 'mq.session{ name = "s", broker = "tcp://127.0.0.1:1", keep_alive = 5 }',
