@@ -99,7 +99,7 @@ describe("rules API misuse", function()
         "session:publish: unknown option 'retained' (it takes qos, retain, properties)" },
       { 'mq.session{ name = "s", broker = "tcp://127.0.0.1:1" }:route("a", print, { nolocal = true })',
         "session:route: unknown option 'nolocal' (it takes qos, dead_letter, priority, ttl, "
-          .. "no_local, retain_as_published, retain_handling)" },
+          .. "no_local, retain_as_published, retain_handling, async, concurrency, max_pending)" },
       { 'mq.queue("q"):publish("x", { prio = 1 })',
         "queue:publish: unknown option 'prio' (it takes priority, ttl, id, topic, qos, retain, "
           .. "properties)" },
