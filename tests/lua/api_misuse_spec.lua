@@ -104,7 +104,7 @@ describe("rules API misuse", function()
         "queue:publish: unknown option 'prio' (it takes priority, ttl, id, topic, qos, retain, "
           .. "properties)" },
       { 'mq.queue("q"):consume(print, { prefech = 1 })',
-        "queue:consume: unknown option 'prefech' (it takes prefetch, batch)" },
+        "queue:consume: unknown option 'prefech' (it takes prefetch, batch, async, concurrency)" },
       { 'mq.subscribe("a", print, { bufer = 1 })',
         "mq.subscribe: unknown option 'bufer' (it takes buffer, batch, drop_oldest)" },
       { 'mq.devices.list{ limt = 1 }',
