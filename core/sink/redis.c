@@ -121,22 +121,21 @@ static void set_why(char *why, size_t cap, const char *msg)
  * what it was sent) by "***". */
 static void scrub(const mqr_redis_t *r, char *s, size_t cap)
 {
-    if (!r->password || !r->password[0]) return;
-    size_t plen = strlen(r->password);
-    char *p;
-    while ((p = strstr(s, r->password)) != NULL) {
-        size_t tail = strlen(p + plen);
-        if (plen >= 3) {
-            memcpy(p, "***", 3);
-            memmove(p + 3, p + plen, tail + 1);
-        } else { /* "***" is longer: shift right within cap */
-            size_t at = (size_t)(p - s);
-            if (at + 3 + tail + 1 > cap) tail = cap > at + 4 ? cap - at - 4 : 0;
-            memmove(p + 3, p + plen, tail);
-            memcpy(p, "***", 3);
-            p[3 + tail] = '\0';
+    const char *pw = r->password;
+    if (!pw || !pw[0] || !strstr(s, pw)) return;
+    size_t plen = strlen(pw), n = 0;
+    char out[512];
+    for (const char *p = s; *p && n + 1 < sizeof out;) {
+        if (strncmp(p, pw, plen) == 0) {
+            for (int k = 0; k < 3 && n + 1 < sizeof out; k++)
+                out[n++] = '*';
+            p += plen;
+        } else {
+            out[n++] = *p++;
         }
     }
+    out[n] = '\0';
+    snprintf(s, cap, "%s", out);
 }
 
 /* last_error while down: set_up only writes it on a change. */
@@ -333,8 +332,8 @@ static void finish(mqr_redis_t *r, req_t *q, mqr_sink_outcome_t outcome, mqr_sin
  * closing a reconnect is scheduled. free_ac: we drop it (hiredis did not). */
 static void drop(mqr_redis_t *r, const char *why, bool free_ac)
 {
-    char reason[256];
-    snprintf(reason, sizeof reason, "%s", why);
+    char reason[256]; /* hiredis' own texts ("Connection reset by peer") get our prefix */
+    snprintf(reason, sizeof reason, "%s%s", strncmp(why, "redis: ", 7) ? "redis: " : "", why);
     scrub(r, reason, sizeof reason);
     redisAsyncContext *ac = r->ac;
     r->ac = NULL;

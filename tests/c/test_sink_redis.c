@@ -580,6 +580,12 @@ static void test_auth_right(void **state)
     assert_int_equal(x.outcome, MQR_SINK_OK);
     CALL(f, &x, "CLIENT", "INFO"); /* SELECT 3 went first */
     assert_true(strstr(x.str, " db=3 ") != NULL);
+    /* the server quotes a bad command's arguments: the password goes */
+    CALL(f, &x, "NOSUCHCOMMAND", "x" PW "y");
+    assert_int_equal(x.outcome, MQR_SINK_PERMANENT);
+    assert_null(strstr(x.reason, PW));
+    assert_true(strstr(x.reason, "'x***y'") != NULL);
+    assert_null(strstr(s->last_error, PW));
 }
 
 static bool has_last_error(void *arg)
