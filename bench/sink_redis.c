@@ -9,8 +9,9 @@
  * Cases: max_in_flight 1024 (the default), 128 and 16. The client keeps
  * every slot busy: it issues until MQR_EFULL, then one more per answer.
  * The server runs on the same machine and takes a core of its own: the
- * figure is client + server, not the client alone. Not a test: it only
- * checks that every XADD was answered OK.
+ * figure is client + server, not the client alone; each case prints the
+ * CPU share of both (100 = one core busy all along) to show which one
+ * limits. Not a test: it only checks that every XADD was answered OK.
  */
 #include "redis.h"
 
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 typedef struct {
@@ -96,7 +98,33 @@ static const char *quantile(const mqr_admin_hist_t *h, double q)
     return "+Inf";
 }
 
-static int run_case(uv_loop_t *loop, int port, long n, uint32_t max_in_flight)
+/* CPU seconds (user + system) of this process. */
+static double cpu_self(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* CPU seconds of the server, from /proc (fields 14 and 15, in ticks). */
+static double cpu_of(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+    unsigned long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static int run_case(uv_loop_t *loop, pid_t server, int port, long n, uint32_t max_in_flight)
 {
     mqr_redis_opts_t o = {.name = "bench",
                           .port = port,
@@ -122,18 +150,22 @@ static int run_case(uv_loop_t *loop, int port, long n, uint32_t max_in_flight)
 
     pump_t p = {.r = r, .n = n};
     uint64_t t0 = uv_hrtime();
+    double c0 = cpu_self(), s0 = cpu_of(server);
     refill(&p);
     bool done = run_until(loop, all_answered, &p, 600000);
     double dt = (double)(uv_hrtime() - t0) / 1e9;
+    double client_cpu = cpu_self() - c0, server_cpu = cpu_of(server) - s0;
     mqr_sink_t *s = mqr__redis_sink(r);
     printf("max_in_flight=%u: %ld XADD in %.3f s = %.0f XADD/s, ok %ld, mean latency %.3f ms\n",
            max_in_flight, p.answered, dt, (double)p.answered / dt, p.ok,
            s->latency.count ? (double)s->latency.sum_ns / (double)s->latency.count / 1e6 : 0.0);
     printf("RESULT bench=sink_redis case=\"xadd pipelined\" max_in_flight=%u n=%ld ok=%ld "
-           "xadd_per_s=%.0f mean_ms=%.3f p50_le_s=%s p99_le_s=%s\n",
+           "xadd_per_s=%.0f mean_ms=%.3f p50_le_s=%s p99_le_s=%s client_cpu_pct=%.0f "
+           "server_cpu_pct=%.0f\n",
            max_in_flight, p.answered, p.ok, (double)p.answered / dt,
            s->latency.count ? (double)s->latency.sum_ns / (double)s->latency.count / 1e6 : 0.0,
-           quantile(&s->latency, 0.5), quantile(&s->latency, 0.99));
+           quantile(&s->latency, 0.5), quantile(&s->latency, 0.99), 100 * client_cpu / dt,
+           100 * server_cpu / dt);
     mqr__redis_close(r);
     return done && p.ok == n ? 0 : -1;
 }
@@ -157,7 +189,7 @@ int main(int argc, char **argv)
     static const uint32_t windows[] = {1024, 128, 16};
     int rc = 0;
     for (size_t i = 0; i < sizeof windows / sizeof windows[0] && rc == 0; i++)
-        rc = run_case(&loop, srv.port, n, windows[i]);
+        rc = run_case(&loop, srv.pid, srv.port, n, windows[i]);
     uv_close((uv_handle_t *)&tick, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);

@@ -110,8 +110,8 @@ typedef void (*mqr_redis_done_fn)(void *arg, const mqr_redis_result_t *res);
 /* Makes a Redis sink on loop and starts connecting in the background (it
  * reconnects with backoff until closed; up/down through sink->on_state,
  * which the caller may set right after this call: nothing is told before
- * the loop runs). 0 and *out, or MQR_EINVAL (bad option) / MQR_ENOMEM /
- * a UV_E* code with *errmsg (malloc'd, the caller frees; may be NULL). */
+ * the loop runs). 0 and *out, or MQR_EINVAL (bad option, with *errmsg:
+ * malloc'd, the caller frees; errmsg may be NULL) or MQR_ENOMEM. */
 int mqr__redis_new(uv_loop_t *loop, const mqr_redis_opts_t *o, mqr_redis_t **out, char **errmsg);
 
 /* Closes r: every command not finished gets its done callback now, once,

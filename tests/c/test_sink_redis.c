@@ -254,6 +254,11 @@ static void on_xrange(void *arg, const mqr_redis_result_t *r)
                   strcmp(fv->element[2]->str, "unit") == 0 && strcmp(fv->element[3]->str, "C") == 0;
 }
 
+static bool xrange_done(void *arg)
+{
+    return ((xrange_t *)arg)->calls > 0;
+}
+
 static void test_xadd_xrange(void **state)
 {
     fx_t *f = *state;
@@ -271,7 +276,7 @@ static void test_xadd_xrange(void **state)
     assert_int_equal(mqr__redis_command(f->r, 4, ARGV("XRANGE", "sensors", "-", "+"), NULL,
                                         on_xrange, &xr, NULL, 0),
                      0);
-    assert_true(run_until(f, res_done, &xr, 3000));
+    assert_true(run_until(f, xrange_done, &xr, 3000));
     assert_int_equal(xr.calls, 1);
     assert_true(xr.shape_ok);
 }
@@ -559,6 +564,59 @@ static void test_timeout_late_reply(void **state)
     assert_int_equal(f->downs, 0); /* a slow server is no broken connection */
 }
 
+static bool up_again(void *arg)
+{
+    fx_t *f = arg;
+    return f->ups >= 2;
+}
+
+/* As many timed out as the pipeline holds: the connection is replaced. */
+static void test_stuck_connection_replaced(void **state)
+{
+    fx_t *f = *state;
+    srv_start(f);
+    mqr_redis_opts_t o = {.max_in_flight = 2, .timeout_ms = 200, .backoff_min_ms = 20};
+    client_up(f, &o);
+    mqr_sink_t *s = mqr__redis_sink(f->r);
+    res_t a, b;
+    assert_int_equal(cmd(f, &a, 3, ARGV("DEBUG", "SLEEP", "1"), NULL), 0);
+    assert_int_equal(cmd(f, &b, 2, ARGV("ECHO", "b"), NULL), 0);
+    assert_true(run_until(f, is_down, f, 2000));
+    assert_int_equal(a.err, UV_ETIMEDOUT);
+    assert_int_equal(b.err, UV_ETIMEDOUT);
+    assert_true(strstr(f->down_reason, "2 commands unanswered past 200 ms") != NULL);
+    assert_true(run_until(f, up_again, f, 3000)); /* once the server is awake */
+    assert_int_equal(s->reconnects, 1);
+    res_t x;
+    CALL(f, &x, "ECHO", "fresh");
+    assert_string_equal(x.str, "fresh");
+}
+
+static bool error_has(void *arg)
+{
+    fx_t *f = arg;
+    return strstr(mqr__redis_sink(f->r)->last_error, "no answer within 200 ms") != NULL;
+}
+
+/* A peer that takes the TCP connection and never answers PING. */
+static void test_connect_timeout(void **state)
+{
+    fx_t *f = *state;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    mqr_redis_opts_t o = {.port = ntohs(a.sin_port), .connect_timeout_ms = 200};
+    client_new(f, &o);
+    bool seen = run_until(f, error_has, f, 2000);
+    close(fd);
+    assert_true(seen);
+    assert_false(mqr__redis_sink(f->r)->up);
+}
+
 /* ---- AUTH -------------------------------------------------------------------- */
 
 #define PW "s3cr3t-Pa55word"
@@ -721,6 +779,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bounds_efull, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_late_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stuck_connection_replaced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth_right, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth_wrong, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_in_flight, setup, teardown),
