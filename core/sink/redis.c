@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef enum { REQ_WAITING, REQ_SENT, REQ_TOMB } req_state_t;
 
@@ -68,8 +69,9 @@ struct mqr_redis {
     uint32_t late;       /* requests timed out on the wire, reply still due */
     uint32_t backoff_ms; /* next reconnect delay */
     bool ever_up, closing;
-    bool broken; /* hiredis refused a command: drop the connection from the timer */
-    int handles; /* open libuv handles; r is freed when they are closed */
+    bool broken;   /* hiredis refused a command: drop the connection from the timer */
+    bool expiring; /* the deadline timer ends requests: promote once, after */
+    int handles;   /* open libuv handles; r is freed when they are closed */
     char *host, *password;
     int port, db;
     uint32_t timeout_ms, connect_timeout_ms, backoff_min_ms, backoff_max_ms;
@@ -301,6 +303,27 @@ static int format_command(int argc, const char *const *argv, const size_t *argvl
     return 0;
 }
 
+/* Commands that change what the connection answers or how (one reply per
+ * command no more: SUBSCRIBE, MONITOR, CLIENT REPLY; RESP3: HELLO) or that
+ * a reconnect would silently undo (SELECT: use opts.db; RESET). hiredis
+ * would call us more than once for one request, or never. */
+static bool word_is(const char *a, size_t alen, const char *word)
+{
+    return alen == strlen(word) && strncasecmp(a, word, alen) == 0;
+}
+
+static bool command_refused(int argc, const char *const *argv, const size_t *argvlen)
+{
+    static const char *const names[] = {"SUBSCRIBE",    "PSUBSCRIBE",   "SSUBSCRIBE", "UNSUBSCRIBE",
+                                        "PUNSUBSCRIBE", "SUNSUBSCRIBE", "MONITOR",    "HELLO",
+                                        "SELECT",       "RESET"};
+    size_t len0 = argvlen ? argvlen[0] : strlen(argv[0]);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (word_is(argv[0], len0, names[i])) return true;
+    return argc >= 2 && word_is(argv[0], len0, "CLIENT") &&
+           word_is(argv[1], argvlen ? argvlen[1] : strlen(argv[1]), "REPLY");
+}
+
 /* ---- replies ------------------------------------------------------------- */
 
 static void reply_free_elements(mqr_redis_reply_t *out)
@@ -376,7 +399,7 @@ static void finish(mqr_redis_t *r, req_t *q, mqr_sink_outcome_t outcome, mqr_sin
     q->state = REQ_TOMB;
     uint64_t ns = uv_hrtime() - q->t0;
     mqr__sink_done(&r->sink, was_waiting, ns, outcome, kind, reason);
-    if (!r->closing) promote(r);
+    if (!r->closing && !r->expiring) promote(r);
     mqr_redis_result_t res = {.outcome = outcome,
                               .err = err,
                               .reason = reason,
@@ -508,6 +531,9 @@ static void on_cmd_timer(uv_timer_t *t)
         drop(r, "redis: could not queue a command (out of memory)", true);
         if (r->closing) return;
     }
+    /* No promotion while expiring: a request that waited past its deadline
+     * fails from the waiting list rather than being written and failed. */
+    r->expiring = true;
     while (!r->closing && (q = r->sent.head) != NULL && q->deadline_ms <= now) {
         q->late = true; /* its reply may still come: a tombstone takes it */
         r->late++;
@@ -523,7 +549,9 @@ static void on_cmd_timer(uv_timer_t *t)
                      r->sink.last_error[0] ? r->sink.last_error : "connecting");
         finish(r, q, MQR_SINK_RETRY, MQR_SINK_ERR_TIMEOUT, UV_ETIMEDOUT, reason, NULL);
     }
+    r->expiring = false;
     if (r->closing) return;
+    promote(r);
     /* As many unanswered as the pipeline holds, all past their time: the
      * connection is stuck, not slow. */
     if (r->ac && r->late >= r->sink.max_in_flight) {
@@ -818,6 +846,12 @@ int mqr__redis_command(mqr_redis_t *r, int argc, const char *const *argv, const 
         }
     if (argvlen ? argvlen[0] == 0 : argv[0][0] == '\0') {
         set_why(why, why_cap, "redis: empty command name");
+        return MQR_EINVAL;
+    }
+    if (command_refused(argc, argv, argvlen)) {
+        set_why(why, why_cap,
+                "redis: (P|S)SUBSCRIBE, MONITOR, CLIENT REPLY, HELLO, SELECT and RESET are not "
+                "for a sink (SELECT: use the db option)");
         return MQR_EINVAL;
     }
     if (r->closing) {

@@ -128,7 +128,10 @@ mqr_sink_t *mqr__redis_sink(mqr_redis_t *r);
  * arguments are copied before this returns. 0: done(arg, result) fires
  * exactly once, later (never inside this call). <0: done never fires, and
  * why (if not NULL, why_cap bytes) says it in words:
- *   MQR_EINVAL  argc < 1, or an empty command name
+ *   MQR_EINVAL  argc < 1, an empty command name, or a command that
+ *               changes how the connection answers or that a reconnect
+ *               would undo: (P|S)(UN)SUBSCRIBE, MONITOR, CLIENT REPLY,
+ *               HELLO, SELECT (use opts.db), RESET
  *   MQR_EFULL   in flight and waiting at their bounds
  *   MQR_ECLOSED r is closing
  *   MQR_ENOMEM */

@@ -326,6 +326,16 @@ static void test_error_replies(void **state)
     assert_int_equal(mqr__redis_command(f->r, 1, ARGV(""), NULL, on_done, &x, why, sizeof why),
                      MQR_EINVAL);
     assert_true(strstr(why, "empty") != NULL);
+    assert_int_equal(
+        mqr__redis_command(f->r, 2, ARGV("subscribe", "ch"), NULL, on_done, &x, why, sizeof why),
+        MQR_EINVAL);
+    assert_int_equal(mqr__redis_command(f->r, 3, ARGV("CLIENT", "reply", "OFF"), NULL, on_done, &x,
+                                        why, sizeof why),
+                     MQR_EINVAL);
+    assert_int_equal(
+        mqr__redis_command(f->r, 2, ARGV("SELECT", "2"), NULL, on_done, &x, why, sizeof why),
+        MQR_EINVAL);
+    assert_true(strstr(why, "db option") != NULL);
     x.calls = 0;
     uv_run(&f->loop, UV_RUN_NOWAIT);
     assert_int_equal(x.calls, 0);
@@ -564,6 +574,45 @@ static void test_timeout_late_reply(void **state)
     assert_int_equal(f->downs, 0); /* a slow server is no broken connection */
 }
 
+/* A request that waited past its deadline fails from the waiting list: it
+ * is not written just to be failed (when the one before it times out and
+ * frees the slot in the same turn). */
+static void test_waiting_expires_unsent(void **state)
+{
+    fx_t *f = *state;
+    srv_start(f);
+    mqr_redis_opts_t o = {.max_in_flight = 1, .timeout_ms = 300};
+    client_up(f, &o);
+    mqr_sink_t *s = mqr__redis_sink(f->r);
+    res_t slow, w;
+    assert_int_equal(cmd(f, &slow, 3, ARGV("DEBUG", "SLEEP", "1"), NULL), 0);
+    assert_int_equal(cmd(f, &w, 2, ARGV("ECHO", "w"), NULL), 0);
+    assert_int_equal(s->queued, 1);
+    /* The loop thread stalls past both deadlines (an engine busy elsewhere):
+     * both are due in the same timer pass, whatever ms each was given. */
+    uint64_t until = rh_now_ms() + 400;
+    while (rh_now_ms() < until) {
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(run_until(f, res_done, &w, 2000));
+    assert_int_equal(slow.calls, 1);
+    assert_true(strstr(slow.reason, "no reply within 300 ms") != NULL);
+    assert_true(strstr(w.reason, "no slot within 300 ms") != NULL);
+    assert_int_equal(s->in_flight + s->queued, 0);
+    res_t x = {0};
+    for (int i = 0; i < 20; i++) { /* until the server is awake */
+        assert_int_equal(cmd(f, &x, 2, ARGV("ECHO", "x"), NULL), 0);
+        assert_true(run_until(f, res_done, &x, 2000));
+        if (x.outcome == MQR_SINK_OK) break;
+    }
+    assert_int_equal(x.outcome, MQR_SINK_OK);
+    assert_string_equal(x.str, "x");
+    /* its one slot timed out: the pipeline is full of the unanswered */
+    assert_int_equal(f->downs, 1);
+    assert_true(strstr(f->down_reason, "1 commands unanswered") != NULL);
+}
+
 static bool up_again(void *arg)
 {
     fx_t *f = arg;
@@ -779,6 +828,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bounds_efull, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_late_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_waiting_expires_unsent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stuck_connection_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth_right, setup, teardown),
