@@ -24,7 +24,8 @@
  *              kind "server": an error reply that says "not now":
  *                -LOADING, -BUSY, -TRYAGAIN, -MASTERDOWN, -READONLY,
  *                -CLUSTERDOWN (err UV_EAGAIN).
- *              kind "other": the sink was closed first (err MQR_ECLOSED).
+ *              kind "other": the sink was closed first (err MQR_ECLOSED),
+ *                or no memory for the reply (err MQR_ENOMEM).
  *   PERMANENT  kind "request": any other error reply (-ERR, -WRONGTYPE,
  *                unknown command, wrong arity...; err MQR_EINVAL): the same
  *                command would fail the same way.
@@ -46,7 +47,8 @@
  * call returns MQR_EFULL and counts it. A command that timed out on the
  * wire gives its slot back but its reply is still expected (a tombstone);
  * when max_in_flight tombstones pile up, the connection is deemed dead and
- * is replaced.
+ * is replaced (with max_in_flight 1, at the first timeout). A command that
+ * waited past its deadline fails from the waiting list, never written.
  */
 #ifndef MQR_SINK_REDIS_H
 #define MQR_SINK_REDIS_H
@@ -99,7 +101,7 @@ struct mqr_redis_reply {
  * short text without secrets. seconds: call → outcome. */
 typedef struct {
     mqr_sink_outcome_t outcome;
-    int err; /* 0, UV_ETIMEDOUT, UV_ECONNRESET, UV_EAGAIN, MQR_EINVAL, MQR_ECLOSED */
+    int err; /* 0, UV_ETIMEDOUT, UV_ECONNRESET, UV_EAGAIN, MQR_EINVAL, MQR_ECLOSED, MQR_ENOMEM */
     const char *reason;
     const mqr_redis_reply_t *reply;
     double seconds;
