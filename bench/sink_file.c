@@ -142,7 +142,8 @@ static void rules_case(const char *label, long n, const char *dir, bool table)
              "mq.route('bench/flush', function()\n"
              "  mq.spawn(function() assert(f:flush()); mq.publish('bench/done', 'ok') end)\n"
              "end)\n",
-             "'", path, "'", table ? "{ topic = msg.topic, payload = msg.payload }" : "msg.payload");
+             "'", path, "'",
+             table ? "{ topic = msg.topic, payload = msg.payload }" : "msg.payload");
     if (mqr_engine_load_string(e, "bench.lua", code, &err) < 0) {
         fprintf(stderr, "load: %s\n", err);
         exit(1);
@@ -156,9 +157,8 @@ static void rules_case(const char *label, long n, const char *dir, bool table)
     for (long i = 0; i < n;) {
         for (long k = 0; k < 10000 && i < n; k++, i++) {
             snprintf(topic, sizeof topic, "sensors/d%ld/temp", i % 1000);
-            int len =
-                snprintf(payload, sizeof payload, "{\"device\":\"d%ld\",\"temp\":%ld.5}", i % 1000,
-                         i % 40);
+            int len = snprintf(payload, sizeof payload, "{\"device\":\"d%ld\",\"temp\":%ld.5}",
+                               i % 1000, i % 40);
             mqr_publish(e, topic, payload, (size_t)len, 0, 0);
         }
         uv_run(loop, UV_RUN_NOWAIT);

@@ -189,8 +189,9 @@ void mqr__lsink_open(lua_State *L)
     if (luaL_loadbuffer(L, mqr__lua_sinks, mqr__lua_sinks_len, "=sinks") != 0)
         lua_error(L); /* a bug in sinks.lua: state_new runs this unprotected */
     lua_pushvalue(L, api);
-    static const char *const mts[] = {"mqrouter.sink.file", "mqrouter.sink.http"};
-    for (int i = 0; i < 2; i++) {
+    static const char *const mts[] = {"mqrouter.sink.file", "mqrouter.sink.http",
+                                      "mqrouter.sink.redis"};
+    for (int i = 0; i < 3; i++) {
         luaL_getmetatable(L, mts[i]);
         lua_getfield(L, -1, "__index");
         lua_remove(L, -2);
@@ -200,5 +201,9 @@ void mqr__lsink_open(lua_State *L)
     lua_setfield(L, -2, "http_new");
     lua_pushstring(L, mqr__script_stdlib_dir());
     lua_setfield(L, -2, "stdlib_dir");
-    lua_call(L, 4, 0);
+    lua_pushcfunction(L, mqr__lsink_redis_new);
+    lua_setfield(L, -2, "redis_new");
+    lua_getfield(L, LUA_REGISTRYINDEX, "mqrouter.redis_null");
+    lua_setfield(L, -2, "redis_null");
+    lua_call(L, 5, 0);
 }

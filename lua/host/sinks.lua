@@ -7,7 +7,7 @@
 -- (a table is encoded as JSON), the HTTP client's request/get/post, and
 -- mq.http (a client maker with a default client's request/get/post).
 -- Must not: block (write_sync waits by yielding), or set globals.
-local mq, file_methods, http_methods, C = ...
+local mq, file_methods, http_methods, redis_methods, C = ...
 local json
 local type, tostring, error = type, tostring, error
 
@@ -124,6 +124,73 @@ mq.http = setmetatable({
   get = function(url, opts) return default_client():get(url, opts) end,
   post = function(url, body, opts) return default_client():post(url, body, opts) end,
 }, { __call = function(_, opts) return http_new(opts, 3) end })
+
+-- ---- Redis -----------------------------------------------------------------
+
+-- mq.redis{...} makes a client; mq.redis.null stands for Redis' nil reply.
+mq.redis = setmetatable({ null = C.redis_null },
+  { __call = function(_, opts)
+      if type(opts) ~= 'table' then
+        error('mq.redis: bad argument #1 (table expected, got ' .. type(opts) .. ')', 2)
+      end
+      return C.redis_new(opts)
+    end })
+
+-- The fields of a table as name, value pairs, names sorted (equal tables
+-- give equal commands).
+local function pairs_sorted(t, what)
+  if type(t) ~= 'table' then error(what .. ': fields must be a table', 3) end
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  local out = {}
+  for _, k in ipairs(keys) do
+    local v = t[k]
+    if v == nil then v = t[tonumber(k)] end
+    if type(v) ~= 'string' and type(v) ~= 'number' and type(v) ~= 'boolean' then
+      error(what .. ": field '" .. k .. "' is a " .. type(v) .. ' (strings, numbers, booleans)', 3)
+    end
+    out[#out + 1] = k
+    out[#out + 1] = tostring(v)
+  end
+  return out
+end
+
+-- r:xadd(stream, fields [, { id = "*", maxlen = n }]) -> the entry's id
+function redis_methods.xadd(self, stream, fields, opts)
+  local cmd = { 'XADD', stream }
+  if opts and opts.maxlen then
+    cmd[#cmd + 1] = 'MAXLEN'
+    cmd[#cmd + 1] = '~'
+    cmd[#cmd + 1] = opts.maxlen
+  end
+  cmd[#cmd + 1] = opts and opts.id or '*'
+  for _, v in ipairs(pairs_sorted(fields, 'redis:xadd')) do cmd[#cmd + 1] = v end
+  return self:command(cmd)
+end
+
+-- r:publish(channel, message) -> subscribers that got it
+function redis_methods.publish(self, channel, message)
+  return self:command({ 'PUBLISH', channel, message })
+end
+
+-- r:set(key, value [, { ex = seconds }]) -> "OK"
+function redis_methods.set(self, key, value, opts)
+  if opts and opts.ex then return self:command({ 'SET', key, value, 'EX', opts.ex }) end
+  return self:command({ 'SET', key, value })
+end
+
+-- r:get(key) -> the value or mq.redis.null
+function redis_methods.get(self, key)
+  return self:command({ 'GET', key })
+end
+
+-- r:hset(key, fields) -> fields added
+function redis_methods.hset(self, key, fields)
+  local cmd = { 'HSET', key }
+  for _, v in ipairs(pairs_sorted(fields, 'redis:hset')) do cmd[#cmd + 1] = v end
+  return self:command(cmd)
+end
 
 -- ---- at least once ---------------------------------------------------------
 

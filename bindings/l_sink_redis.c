@@ -1,0 +1,228 @@
+/*
+ * l_sink_redis.c — mq.redis{...}: the Redis client (core/sink/redis.h) in
+ * Lua. r:command{ "XADD", "s", "*", "f", "v" } sends one command (its
+ * arguments a list of strings or numbers, never a string to split) and
+ * waits, in a coroutine, for the reply: a string, a number, a list, or
+ * mq.redis.null for Redis' nil; a failure is nil, "ENAME: reason",
+ * "ENAME", "retry"|"permanent". lua/host/sinks.lua adds xadd, publish,
+ * set, get, hset. Loop thread. Must not: resume a coroutine of a state
+ * that is ending, or show the password.
+ */
+#include "l_sink.h"
+
+#include "redis.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REDIS_MT "mqrouter.sink.redis"
+#define MAX_ARGS 4096
+#define NULL_KEY "mqrouter.redis_null"
+
+static void redis_close(void *obj)
+{
+    mqr__redis_close(obj);
+}
+
+static uint32_t opt_n(lua_State *L, const char *k, double max)
+{
+    lua_getfield(L, 1, k);
+    uint32_t n = 0;
+    if (!lua_isnil(L, -1)) {
+        double d = lua_tonumber(L, -1);
+        if (!lua_isnumber(L, -1) || d < 0 || d > max || d != (double)(uint32_t)d)
+            luaL_error(L, "mq.redis: %s must be a whole number from 0 to %.0f", k, max);
+        n = (uint32_t)d;
+    }
+    lua_pop(L, 1);
+    return n;
+}
+
+static uint32_t opt_ms(lua_State *L, const char *k)
+{
+    lua_getfield(L, 1, k);
+    uint32_t ms = 0;
+    if (!lua_isnil(L, -1)) {
+        double s = lua_tonumber(L, -1);
+        if (!lua_isnumber(L, -1) || !(s > 0) || s > 3600)
+            luaL_error(L, "mq.redis: %s must be seconds in (0, 3600]", k);
+        ms = (uint32_t)(s * 1000.0 + 0.5);
+        if (!ms) ms = 1;
+    }
+    lua_pop(L, 1);
+    return ms;
+}
+
+static const char *opt_str(lua_State *L, const char *k)
+{
+    lua_getfield(L, 1, k);
+    const char *s = NULL;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "mq.redis: %s must be a string", k);
+        s = lua_tostring(L, -1); /* the options table keeps it */
+    }
+    lua_pop(L, 1);
+    return s;
+}
+
+/* mq.redis{ name, host, port, password, db, timeout, connect_timeout,
+ * max_in_flight, max_queued, backoff_min, backoff_max } -> client */
+int mqr__lsink_redis_new(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    static const char *const known[] = {"name",
+                                        "host",
+                                        "port",
+                                        "password",
+                                        "db",
+                                        "timeout",
+                                        "connect_timeout",
+                                        "max_in_flight",
+                                        "max_queued",
+                                        "backoff_min",
+                                        "backoff_max",
+                                        NULL};
+    mqr__lua_check_options(L, 1, "mq.redis", known);
+    mqr_redis_opts_t o = {0};
+    o.name = opt_str(L, "name");
+    o.host = opt_str(L, "host");
+    o.port = (int)opt_n(L, "port", 65535);
+    o.password = opt_str(L, "password");
+    o.db = (int)opt_n(L, "db", 10000);
+    o.timeout_ms = opt_ms(L, "timeout");
+    o.connect_timeout_ms = opt_ms(L, "connect_timeout");
+    o.backoff_min_ms = opt_ms(L, "backoff_min");
+    o.backoff_max_ms = opt_ms(L, "backoff_max");
+    o.max_in_flight = opt_n(L, "max_in_flight", 1000000);
+    o.max_queued = opt_n(L, "max_queued", 100000000);
+    l_state_t *st = mqr__state_of(L);
+    const char *name = o.name ? o.name : "redis";
+    for (l_sink_t *s = st->sinks; s; s = s->next)
+        if (strcmp(s->sink->name, name) == 0)
+            return luaL_error(L, "mq.redis: this script already opened a sink named '%s'", name);
+    mqr_redis_t *r;
+    char *err = NULL;
+    int rc = mqr__redis_new(mqr_engine_loop(st->host->e), &o, &r, &err);
+    if (rc < 0) {
+        lua_pushfstring(L, "mq.redis: %s", err ? err : mqr_strerror(rc));
+        free(err);
+        return lua_error(L);
+    }
+    mqr__lsink_push(L, REDIS_MT, mqr__redis_sink(r), r, redis_close);
+    return 1;
+}
+
+/* A reply as Lua sees it. [-0, +1] */
+static void push_reply(lua_State *L, const mqr_redis_reply_t *r, int depth)
+{
+    switch (r->type) {
+    case MQR_REDIS_STRING:
+    case MQR_REDIS_STATUS:
+    case MQR_REDIS_ERROR: /* inside an array (EXEC): the text */
+        lua_pushlstring(L, r->str ? r->str : "", r->len);
+        break;
+    case MQR_REDIS_INTEGER:
+        lua_pushnumber(L, (lua_Number)r->integer);
+        break;
+    case MQR_REDIS_ARRAY:
+        if (depth > 32) { /* no reply nests that deep; keep the C stack safe */
+            lua_pushnil(L);
+            break;
+        }
+        lua_createtable(L, (int)r->elements, 0);
+        for (size_t i = 0; i < r->elements; i++) {
+            push_reply(L, r->element[i], depth + 1);
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+        break;
+    default: /* nil */
+        lua_getfield(L, LUA_REGISTRYINDEX, NULL_KEY);
+        break;
+    }
+}
+
+static int push_redis_result(lua_State *L, void *arg)
+{
+    const mqr_redis_result_t *r = arg;
+    if (r->outcome == MQR_SINK_OK) {
+        if (r->reply)
+            push_reply(L, r->reply, 0);
+        else
+            lua_getfield(L, LUA_REGISTRYINDEX, NULL_KEY);
+        return 1;
+    }
+    if (r->outcome == MQR_SINK_PERMANENT && r->err == MQR_EINVAL) {
+        /* the server's error reply, named by its first word (ERR, WRONGTYPE) */
+        lua_pushnil(L);
+        lua_pushfstring(L, "EREDIS: %s", r->reason ? r->reason : "error reply");
+        lua_pushliteral(L, "EREDIS");
+        lua_pushliteral(L, "permanent");
+        return 4;
+    }
+    return mqr__lsink_fail(L, r->err, r->reason, r->outcome);
+}
+
+static void on_redis_done(void *arg, const mqr_redis_result_t *r)
+{
+    mqr__lwait_resume(arg, push_redis_result, (void *)r);
+}
+
+/* r:command{ name, args... } */
+static int l_redis_command(lua_State *L)
+{
+    l_sink_t *s = mqr__lsink_check(L, 1, REDIS_MT);
+    if (!lua_istable(L, 2))
+        return luaL_error(L, "redis:command: the command must be a list of strings, not a %s",
+                          luaL_typename(L, 2));
+    int n = (int)lua_objlen(L, 2);
+    if (n < 1) return luaL_error(L, "redis:command: the command list is empty");
+    if (n > MAX_ARGS) return luaL_error(L, "redis:command: more than %d arguments", MAX_ARGS);
+    const char **argv = lua_newuserdata(L, (size_t)n * (sizeof *argv + sizeof(size_t)));
+    size_t *lens = (size_t *)(argv + n);
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        int t = lua_type(L, -1);
+        if (t != LUA_TSTRING && t != LUA_TNUMBER)
+            return luaL_error(L, "redis:command: argument %d is a %s (strings and numbers only)",
+                              i + 1, lua_typename(L, t));
+        if (t == LUA_TNUMBER) {
+            lua_tostring(L, -1); /* converted in place */
+            lua_rawseti(L, 2, i + 1);
+            lua_rawgeti(L, 2, i + 1);
+        }
+        argv[i] = lua_tolstring(L, -1, &lens[i]); /* the list holds it */
+        lua_pop(L, 1);
+    }
+    l_wait_t *w = mqr__lwait_begin(L, "redis:command");
+    char why[256] = "";
+    int rc = mqr__redis_command(s->obj, n, argv, lens, on_redis_done, w, why, sizeof why);
+    if (rc < 0) {
+        mqr__lwait_cancel(w);
+        if (rc == MQR_EINVAL) {
+            lua_pushfstring(L, "EINVAL: %s", why);
+            return mqr__lsink_fail(L, rc, lua_tostring(L, -1), MQR_SINK_PERMANENT);
+        }
+        return mqr__lsink_fail(L, rc, why[0] ? why : NULL, MQR_SINK_RETRY);
+    }
+    return lua_yield(L, 0);
+}
+
+void mqr__lsink_redis_register(lua_State *L)
+{
+    static const luaL_Reg methods[] = {{"command", l_redis_command},
+                                       {"close", mqr__lsink_close_m},
+                                       {"stats", mqr__lsink_stats_m},
+                                       {"name", mqr__lsink_name_m},
+                                       {NULL, NULL}};
+    mqr__lua_class(L, REDIS_MT, methods, mqr__lsink_gc, NULL);
+    luaL_getmetatable(L, REDIS_MT);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "__sink");
+    lua_pop(L, 1);
+    /* mq.redis.null: Redis' nil reply, which nil (a failure) cannot stand for */
+    lua_newtable(L);
+    lua_pushliteral(L, "redis.null");
+    lua_setfield(L, -2, "name");
+    lua_setfield(L, LUA_REGISTRYINDEX, NULL_KEY);
+}
