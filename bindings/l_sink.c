@@ -207,3 +207,11 @@ void mqr__lsink_open(lua_State *L)
     lua_setfield(L, -2, "redis_null");
     lua_call(L, 5, 0);
 }
+
+void mqr__lsink_note_failure(const mqr_sink_t *s, const char *reason)
+{
+    uint64_t n = s->retried + s->failed;
+    if (n && (n & (n - 1)) == 0) /* the 1st, 2nd, 4th... */
+        MQR_LOG_W("sink", "%s '%s': a request sent without waiting failed: %s (%llu so far)",
+                  s->kind, s->name, reason ? reason : "?", (unsigned long long)n);
+}

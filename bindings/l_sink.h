@@ -47,4 +47,8 @@ void mqr__lsink_push_stats(lua_State *L, const mqr_sink_t *s);
  * request (the luv convention plus whether trying again may help). */
 int mqr__lsink_fail(lua_State *L, int err, const char *reason, mqr_sink_outcome_t outcome);
 
+/* A request sent without waiting (send) failed: counted by the sink
+ * already; logged here, the 1st, 2nd, 4th... time. */
+void mqr__lsink_note_failure(const mqr_sink_t *s, const char *reason);
+
 #endif

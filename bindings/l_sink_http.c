@@ -156,8 +156,14 @@ static void on_http_done(void *arg, const mqr_http_resp_t *r)
     mqr__lwait_resume(arg, push_http_result, (void *)r);
 }
 
-/* c:_request{ method, url, headers = { name = value }, body, timeout } */
-static int l_http_request(lua_State *L)
+static void on_http_sent(void *arg, const mqr_http_resp_t *r)
+{
+    if (r->outcome != MQR_SINK_OK) mqr__lsink_note_failure(arg, r->reason);
+}
+
+/* c:_request{ method, url, headers = { name = value }, body, timeout }
+ * waits for the answer; c:_send{...} does not (true, or nil, "EFULL...") */
+static int http_request(lua_State *L, bool wait)
 {
     l_sink_t *s = mqr__lsink_check(L, 1, HTTP_MT);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -199,9 +205,10 @@ static int l_http_request(lua_State *L)
         }
         req.headers = headers;
     }
-    l_wait_t *w = mqr__lwait_begin(L, "http:request");
+    l_wait_t *w = wait ? mqr__lwait_begin(L, "http:request") : NULL;
     char why[256] = "";
-    int rc = mqr__http_request(s->obj, &req, on_http_done, w, why, sizeof why);
+    int rc = wait ? mqr__http_request(s->obj, &req, on_http_done, w, why, sizeof why)
+                  : mqr__http_request(s->obj, &req, on_http_sent, s->sink, why, sizeof why);
     if (rc < 0) {
         mqr__lwait_cancel(w);
         if (rc == MQR_EINVAL) { /* a URL from a message is data, not misuse */
@@ -210,12 +217,27 @@ static int l_http_request(lua_State *L)
         }
         return mqr__lsink_fail(L, rc, why[0] ? why : NULL, MQR_SINK_RETRY);
     }
+    if (!wait) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     return lua_yield(L, 0);
+}
+
+static int l_http_request(lua_State *L)
+{
+    return http_request(L, true);
+}
+
+static int l_http_send(lua_State *L)
+{
+    return http_request(L, false);
 }
 
 void mqr__lsink_http_register(lua_State *L)
 {
     static const luaL_Reg methods[] = {{"_request", l_http_request},
+                                       {"_send", l_http_send},
                                        {"close", mqr__lsink_close_m},
                                        {"stats", mqr__lsink_stats_m},
                                        {"name", mqr__lsink_name_m},

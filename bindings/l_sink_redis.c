@@ -168,8 +168,14 @@ static void on_redis_done(void *arg, const mqr_redis_result_t *r)
     mqr__lwait_resume(arg, push_redis_result, (void *)r);
 }
 
-/* r:command{ name, args... } */
-static int l_redis_command(lua_State *L)
+static void on_redis_sent(void *arg, const mqr_redis_result_t *r)
+{
+    if (r->outcome != MQR_SINK_OK) mqr__lsink_note_failure(arg, r->reason);
+}
+
+/* r:command{ name, args... } waits for the reply; r:send{...} does not
+ * (true, or nil, "EFULL...": a failure later is counted and logged). */
+static int redis_command(lua_State *L, bool wait)
 {
     l_sink_t *s = mqr__lsink_check(L, 1, REDIS_MT);
     if (!lua_istable(L, 2))
@@ -194,9 +200,11 @@ static int l_redis_command(lua_State *L)
         argv[i] = lua_tolstring(L, -1, &lens[i]); /* the list holds it */
         lua_pop(L, 1);
     }
-    l_wait_t *w = mqr__lwait_begin(L, "redis:command");
+    l_wait_t *w = wait ? mqr__lwait_begin(L, "redis:command") : NULL;
     char why[256] = "";
-    int rc = mqr__redis_command(s->obj, n, argv, lens, on_redis_done, w, why, sizeof why);
+    int rc = wait ? mqr__redis_command(s->obj, n, argv, lens, on_redis_done, w, why, sizeof why)
+                  : mqr__redis_command(s->obj, n, argv, lens, on_redis_sent, s->sink, why,
+                                       sizeof why);
     if (rc < 0) {
         mqr__lwait_cancel(w);
         if (rc == MQR_EINVAL) {
@@ -205,12 +213,27 @@ static int l_redis_command(lua_State *L)
         }
         return mqr__lsink_fail(L, rc, why[0] ? why : NULL, MQR_SINK_RETRY);
     }
+    if (!wait) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     return lua_yield(L, 0);
+}
+
+static int l_redis_command(lua_State *L)
+{
+    return redis_command(L, true);
+}
+
+static int l_redis_send(lua_State *L)
+{
+    return redis_command(L, false);
 }
 
 void mqr__lsink_redis_register(lua_State *L)
 {
     static const luaL_Reg methods[] = {{"command", l_redis_command},
+                                       {"send", l_redis_send},
                                        {"close", mqr__lsink_close_m},
                                        {"stats", mqr__lsink_stats_m},
                                        {"name", mqr__lsink_name_m},

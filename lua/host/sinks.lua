@@ -78,28 +78,44 @@ local function http_new(opts, level)
   return c
 end
 
--- c:request{ method, url, headers, body, timeout } -> response |
--- nil, err, name, "retry"|"permanent" [, response]: waits in a coroutine.
--- A table body goes as JSON; a url starting with "/" follows base_url.
-function http_methods.request(self, req)
+-- The request C takes: a url starting with "/" follows base_url, default
+-- headers under the request's, a table body as JSON. nil, err when the
+-- body cannot be encoded.
+local function build(self, req, what)
   if type(req) ~= 'table' then
-    error('http:request: bad argument #1 (table expected, got ' .. type(req) .. ')', 2)
+    error(what .. ': bad argument #1 (table expected, got ' .. type(req) .. ')', 3)
   end
   local cfg = conf[self] or {}
   local url = req.url
   if type(url) == 'string' and cfg.base_url and url:sub(1, 1) == '/' then url = cfg.base_url .. url end
   local headers = {}
   for k, v in pairs(cfg.headers or {}) do headers[k] = v end
-  for k, v in pairs(lower_keys(req.headers, 'http:request')) do headers[k] = v end
+  for k, v in pairs(lower_keys(req.headers, what)) do headers[k] = v end
   local body = req.body
   if type(body) == 'table' then
-    local text, err = encode(body, 'http:request')
-    if not text then return nil, err, 'EPAYLOAD', 'permanent' end
+    local text, err = encode(body, what)
+    if not text then return nil, err end
     body = text
     headers['content-type'] = headers['content-type'] or 'application/json'
   end
-  return self:_request({ method = req.method or (body and 'POST' or 'GET'), url = url,
-    headers = headers, body = body, timeout = req.timeout })
+  return { method = req.method or (body and 'POST' or 'GET'), url = url, headers = headers,
+    body = body, timeout = req.timeout }
+end
+
+-- c:request{ method, url, headers, body, timeout } -> response |
+-- nil, err, name, "retry"|"permanent" [, response]: waits in a coroutine.
+function http_methods.request(self, req)
+  local r, err = build(self, req, 'http:request')
+  if not r then return nil, err, 'EPAYLOAD', 'permanent' end
+  return self:_request(r)
+end
+
+-- c:send{...} -> true | nil, err, name, kind: does not wait; a failure
+-- later is counted in c:stats() and logged.
+function http_methods.send(self, req)
+  local r, err = build(self, req, 'http:send')
+  if not r then return nil, err, 'EPAYLOAD', 'permanent' end
+  return self:_send(r)
 end
 
 function http_methods.get(self, url, opts)

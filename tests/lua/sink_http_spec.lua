@@ -123,6 +123,23 @@ describe("mq.http", function()
     end, 5))
   end)
 
+  it("sends without waiting from a plain route, counting and logging failures", function()
+    local got = run_rules([[
+      local mq = require "mqrouter"
+      local c = mq.http{ name = "fire", base_url = "http://127.0.0.1:" .. PORT }
+      mq.after(0.01, function() -- a plain timer: not a coroutine
+        assert(c:send{ url = "/echo", body = { a = 1 } })
+        assert(c:send{ url = "/status/500" })
+      end)
+      mq.every(0.02, function()
+        local s = c:stats()
+        if s.ok + s.retried == 2 then mq.publish("out", s.ok .. " " .. s.retried) end
+      end)
+    ]])
+    assert.are.equal("1 1", got)
+    assert.truthy(h.find_log(mqrouter.logs(), "http 'fire': a request sent without waiting failed: HTTP 500", true))
+  end)
+
   it("raises on misuse", function()
     local ok, err = e:load([[
       local mq = require "mqrouter"

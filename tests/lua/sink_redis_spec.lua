@@ -76,6 +76,17 @@ describe("mq.redis", function()
     assert.are.equal("OK|bin ok|null|5|device,d1,temp,21.5|0|EREDIS permanent true", got)
   end)
 
+  it("sends without waiting from a plain route, in order", function()
+    assert(e:load(("PORT = %d\n"):format(port) .. [[
+      local mq = require "mqrouter"
+      local r = mq.redis{ port = PORT }
+      mq.route("inc", function(msg) assert(r:send{ "RPUSH", "order", msg.payload }) end)
+    ]]))
+    for i = 1, 200 do e:publish("inc", tostring(i)) end
+    assert.is_true(e:run_until(function() return tonumber(cli(port, "LLEN order")) == 200 end, 5))
+    assert.are.equal("1\n2\n3\n", cli(port, "LRANGE order 0 2"))
+  end)
+
   it("raises on a command that is not a list, and names unknown options", function()
     local ok, err = e:load([[
       local mq = require "mqrouter"
