@@ -16,7 +16,9 @@
  * first unit that may go (a query, a full batch, a batch whose window has
  * passed), sends one statement, and answers the unit's requests when the
  * result is complete. Dispatch runs from a zero timer (p->kick), never from
- * the API call itself, so callbacks always fire later.
+ * the API call itself, so callbacks always fire later; when a statement
+ * completes, the connection takes its next unit before the answers run, so
+ * that the server works while the callbacks do.
  */
 #include "pg.h"
 
@@ -851,10 +853,12 @@ static void conn_complete(conn_t *c)
         for (req_t *q = r; q; q = q->next)
             promote(p);
     }
+    /* the next statement goes out before the answers run: the server works
+     * while the callbacks do (a poll callback: no API call to return from) */
     if (broken)
         conn_drop(c, MQR_SINK_ERR_CONNECT, UV_ECONNRESET, why[0] ? why : "connection lost");
     else
-        kick_at(p, 0);
+        dispatch(p);
     while (r) {
         req_t *next = r->next;
         mqr_pg_result_t one = out;
@@ -944,6 +948,40 @@ static int fail_new(char **errmsg, int rc, const char *fmt, const char *detail)
     return rc;
 }
 
+/* Copies libpq's conninfo parse error msg into out with every "quoted"
+ * token that is not visible in the redacted conninfo replaced by ***: such
+ * an error may quote a piece of the password (a bad %-escape in a URI), and
+ * the parse failed, so the password itself is not known. */
+static void hide_quoted_secrets(const char *msg, const char *conninfo, char *out, size_t cap)
+{
+    char shown[1024];
+    mqr__sink_redact(conninfo, shown, sizeof shown);
+    size_t len = 0;
+    while (*msg && len + 1 < cap) {
+        const char *end = *msg == '"' ? strchr(msg + 1, '"') : NULL;
+        if (!end) {
+            out[len++] = *msg == '\n' ? ' ' : *msg;
+            msg++;
+            continue;
+        }
+        size_t n = (size_t)(end - msg - 1);
+        char tok[256];
+        bool visible = n < sizeof tok;
+        if (visible) {
+            memcpy(tok, msg + 1, n);
+            tok[n] = '\0';
+            visible = strstr(shown, tok) != NULL;
+        }
+        len += (size_t)snprintf(out + len, cap - len, "\"%.*s\"", visible ? (int)n : 3,
+                                visible ? msg + 1 : "***");
+        if (len >= cap) len = cap - 1;
+        msg = end + 1;
+    }
+    out[len] = '\0';
+    while (len && out[len - 1] == ' ')
+        out[--len] = '\0';
+}
+
 int mqr__pg_new(uv_loop_t *loop, const mqr_pg_opts_t *o, mqr_pg_t **out, char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
@@ -954,17 +992,11 @@ int mqr__pg_new(uv_loop_t *loop, const mqr_pg_opts_t *o, mqr_pg_t **out, char **
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(o->conninfo, &perr);
     if (!opts) {
-        /* libpq's parse errors name the keyword or the character, not values
-         * (checked in the tests); scrub anyway: we cannot know the password */
-        int rc =
-            fail_new(errmsg, MQR_EINVAL, "pg: bad conninfo: %s", perr ? perr : "out of memory");
-        if (errmsg && *errmsg) {
-            size_t n = strlen(*errmsg);
-            while (n && ((*errmsg)[n - 1] == '\n'))
-                (*errmsg)[--n] = '\0';
-        }
+        if (!perr) return fail_new(errmsg, MQR_ENOMEM, "pg: out of memory%s", NULL);
+        char detail[512];
+        hide_quoted_secrets(perr, o->conninfo, detail, sizeof detail);
         PQfreemem(perr);
-        return perr ? rc : MQR_ENOMEM;
+        return fail_new(errmsg, MQR_EINVAL, "pg: bad conninfo: %s", detail);
     }
     char *password = NULL;
     bool nomem = false;

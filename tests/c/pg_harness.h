@@ -2,12 +2,13 @@
  * pg_harness.h — a throw-away PostgreSQL 15 cluster for the pg sink's test
  * and benchmark: initdb (SCRAM password, no fsync) in a temp directory,
  * postgres on a free loopback port with its unix socket in that directory,
- * waited for with a deadline, killed (SIGKILL to its process group) or
+ * waited for with a deadline, killed (SIGKILL to it and its backends) or
  * stopped (SIGINT: fast shutdown), restarted on the same port, removed.
  * As root, the server runs as `nobody` (postgres refuses root). Blocking
  * libpq helpers for checks from the test side (never used by the code under
  * test). Plain C without cmocka: functions return 0 or -1 and say why on
- * stderr. Must not: leave a server behind (PR_SET_PDEATHSIG, and the stop).
+ * stderr; static inline so that a program need not use all of them. Must not:
+ * leave a server behind (PR_SET_PDEATHSIG, and the stop).
  */
 #ifndef MQR_PG_HARNESS_H
 #define MQR_PG_HARNESS_H
@@ -44,20 +45,20 @@ typedef struct {
     gid_t gid;
 } pg_cluster_t;
 
-static uint64_t pgh_now_ms(void)
+static inline uint64_t pgh_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void pgh_nap(int ms)
+static inline void pgh_nap(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
 
-static int pgh_free_port(void)
+static inline int pgh_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) return -1;
@@ -73,7 +74,7 @@ static int pgh_free_port(void)
 
 /* In a forked child: become the server's user (root only), then die with
  * the parent (the death signal is cleared by a change of credentials). */
-static void pgh_child_become(const pg_cluster_t *c, pid_t parent)
+static inline void pgh_child_become(const pg_cluster_t *c, pid_t parent)
 {
     if (geteuid() == 0) {
         if (setgroups(0, NULL) != 0 || setgid(c->gid) != 0 || setuid(c->uid) != 0) _exit(126);
@@ -83,7 +84,7 @@ static void pgh_child_become(const pg_cluster_t *c, pid_t parent)
     if (chdir(c->dir) != 0) _exit(126);
 }
 
-static void pgh_log_to(const pg_cluster_t *c, const char *name)
+static inline void pgh_log_to(const pg_cluster_t *c, const char *name)
 {
     char path[128];
     snprintf(path, sizeof path, "%s/%s", c->dir, name);
@@ -95,7 +96,7 @@ static void pgh_log_to(const pg_cluster_t *c, const char *name)
     }
 }
 
-static void pgh_show_log(const pg_cluster_t *c, const char *name)
+static inline void pgh_show_log(const pg_cluster_t *c, const char *name)
 {
     char path[128], line[512];
     snprintf(path, sizeof path, "%s/%s", c->dir, name);
@@ -106,14 +107,14 @@ static void pgh_show_log(const pg_cluster_t *c, const char *name)
     fclose(f);
 }
 
-static void pg_conninfo(const pg_cluster_t *c, char *out, size_t cap, const char *password)
+static inline void pg_conninfo(const pg_cluster_t *c, char *out, size_t cap, const char *password)
 {
     snprintf(out, cap, "host=127.0.0.1 port=%d dbname=postgres user=" PG_USER " password=%s",
              c->port, password ? password : PG_PASSWORD);
 }
 
 /* Is the server up and taking logins? */
-static bool pg_ready(const pg_cluster_t *c)
+static inline bool pg_ready(const pg_cluster_t *c)
 {
     char ci[256];
     pg_conninfo(c, ci, sizeof ci, NULL);
@@ -121,7 +122,7 @@ static bool pg_ready(const pg_cluster_t *c)
 }
 
 /* Starts postgres on c (initialised) and waits until it accepts. */
-static int pg_cluster_run(pg_cluster_t *c)
+static inline int pg_cluster_run(pg_cluster_t *c)
 {
     char port[16], sock[128], data[96];
     snprintf(port, sizeof port, "%d", c->port);
@@ -137,7 +138,7 @@ static int pg_cluster_run(pg_cluster_t *c)
         execl(PG_BIN "/postgres", "postgres", "-D", data, "-p", port, "-c", sock, "-c",
               "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c",
               "full_page_writes=off", "-c", "shared_buffers=32MB", "-c", "max_connections=40", "-c",
-              "log_min_messages=warning", (char *)NULL);
+              "log_min_messages=warning", "-c", "deadlock_timeout=100ms", (char *)NULL);
         _exit(127);
     }
     c->pid = pid;
@@ -161,7 +162,7 @@ static int pg_cluster_run(pg_cluster_t *c)
 }
 
 /* initdb in a new temp directory, then start. */
-static int pg_cluster_start(pg_cluster_t *c)
+static inline int pg_cluster_start(pg_cluster_t *c)
 {
     memset(c, 0, sizeof *c);
     if (access(PG_BIN "/initdb", X_OK) != 0 || access(PG_BIN "/postgres", X_OK) != 0) {
@@ -215,7 +216,7 @@ static int pg_cluster_start(pg_cluster_t *c)
 
 /* Sends sig to every process whose parent is pid (backends call setsid(),
  * so they are not in the postmaster's process group). */
-static void pgh_kill_children(pid_t pid, int sig)
+static inline void pgh_kill_children(pid_t pid, int sig)
 {
     DIR *d = opendir("/proc");
     if (!d) return;
@@ -239,7 +240,7 @@ static void pgh_kill_children(pid_t pid, int sig)
 }
 
 /* kill -9 the postmaster and all its processes: a crash, not a shutdown. */
-static void pg_cluster_kill(pg_cluster_t *c)
+static inline void pg_cluster_kill(pg_cluster_t *c)
 {
     if (c->pid <= 0) return;
     kill(c->pid, SIGSTOP); /* forks no more */
@@ -250,7 +251,7 @@ static void pg_cluster_kill(pg_cluster_t *c)
 }
 
 /* Fast shutdown, waited for (5 s, then SIGKILL). */
-static void pg_cluster_stop(pg_cluster_t *c)
+static inline void pg_cluster_stop(pg_cluster_t *c)
 {
     if (c->pid <= 0) return;
     kill(c->pid, SIGINT);
@@ -267,7 +268,7 @@ static void pg_cluster_stop(pg_cluster_t *c)
 }
 
 /* Stops the server and removes its directory. */
-static void pg_cluster_cleanup(pg_cluster_t *c)
+static inline void pg_cluster_cleanup(pg_cluster_t *c)
 {
     pg_cluster_stop(c);
     if (c->dir[0]) {
@@ -280,7 +281,7 @@ static void pg_cluster_cleanup(pg_cluster_t *c)
 
 /* Blocking: runs sql on a new connection; the first value of the first row
  * into out (cap). 0, or -1 (said why). Test side only. */
-static int pg_exec(const pg_cluster_t *c, const char *sql, char *out, size_t cap)
+static inline int pg_exec(const pg_cluster_t *c, const char *sql, char *out, size_t cap)
 {
     char ci[256];
     pg_conninfo(c, ci, sizeof ci, NULL);

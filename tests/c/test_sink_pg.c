@@ -413,6 +413,41 @@ static bool all_connected(void *arg)
     return st.connects >= 2;
 }
 
+/* A real deadlock between the pool's two connections: one statement wins,
+ * the other fails RETRY with 40P01 (deadlock_timeout is 100 ms here). */
+static void test_deadlock_is_retry(void **state)
+{
+    (void)state;
+    assert_int_equal(pg_exec(&cluster,
+                             "DROP TABLE IF EXISTS locks; CREATE TABLE locks (id int PRIMARY KEY, "
+                             "v int); INSERT INTO locks VALUES (1, 0), (2, 0)",
+                             NULL, 0),
+                     0);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    reset_answers();
+    mqr_pg_opts_t o = {.connections = 2};
+    mqr_pg_t *p;
+    pg_new_ok(&loop, &o, &p, NULL);
+    assert_true(run_until(&loop, all_connected, p, 5000));
+    query_ok(p,
+             "DO $$BEGIN UPDATE locks SET v = 1 WHERE id = 1; PERFORM pg_sleep(0.2); "
+             "UPDATE locks SET v = 1 WHERE id = 2; END$$",
+             0, NULL, &ans[0]);
+    query_ok(p,
+             "DO $$BEGIN UPDATE locks SET v = 2 WHERE id = 2; PERFORM pg_sleep(0.2); "
+             "UPDATE locks SET v = 2 WHERE id = 1; END$$",
+             0, NULL, &ans[1]);
+    wait_answers(&loop, 2, 5000);
+    int lost = ans[0].r.outcome == MQR_SINK_OK ? 1 : 0;
+    assert_int_equal(ans[1 - lost].r.outcome, MQR_SINK_OK);
+    assert_int_equal(ans[lost].r.outcome, MQR_SINK_RETRY);
+    assert_string_equal(ans[lost].r.sqlstate, "40P01");
+    assert_int_equal(ans[lost].r.err, UV_EAGAIN);
+    assert_int_equal(mqr__pg_sink(p)->errors[MQR_SINK_ERR_SERVER], 1);
+    finish(&loop, p);
+}
+
 static int states_up, states_down;
 static void on_state(void *arg, mqr_sink_t *s, bool up, const char *reason)
 {
@@ -531,6 +566,8 @@ static void test_bad_conninfo(void **state)
         "host=127.0.0.1 password=hunter2secret bogus=1",
         "host=127.0.0.1 password='hunter2secret",
         "postgresql://u:hunter2secret@127.0.0.1:5432/db?nosuchoption=1",
+        /* libpq quotes the bad token: here, the password */
+        "postgresql://u:hunter2%zzsecret@127.0.0.1:5432/db",
         "",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -706,6 +743,7 @@ int main(void)
         cmocka_unit_test(test_insert_batched),
         cmocka_unit_test(test_bad_row_in_batch),
         cmocka_unit_test(test_outcomes),
+        cmocka_unit_test(test_deadlock_is_retry),
         cmocka_unit_test(test_bad_conninfo),
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_timeout_drops_connection),
