@@ -757,6 +757,26 @@ static mqr_sink_outcome_t classify(const char *st, mqr_sink_err_kind_t *kind, in
     return MQR_SINK_PERMANENT;
 }
 
+/* One line for last_error and logs: "ERROR 23505: primary (detail)", or
+ * libpq's own message when the server sent none (the connection broke). */
+static void error_line(const mqr_pg_t *p, const PGresult *res, PGconn *pg, char *out, size_t cap)
+{
+    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    char line[512];
+    if (primary) {
+        const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+        snprintf(line, sizeof line, "%s %s: %s%s%s%s", sev ? sev : "ERROR", state ? state : "",
+                 primary, detail ? " (" : "", detail ? detail : "", detail ? ")" : "");
+    } else {
+        snprintf(line, sizeof line, "%s", res ? PQresultErrorMessage(res) : PQerrorMessage(pg));
+    }
+    for (char *q = line; *q; q++)
+        if (*q == '\n' || *q == '\t') *q = ' ';
+    scrub(p, line, out, cap);
+}
+
 /* A batch refused for a bad row: each row goes back to the front of the
  * dispatch list, in order, as a unit of its own. u is freed. */
 static void unit_split(mqr_pg_t *p, unit_t *u, const mqr_pg_result_t *out, mqr_sink_err_kind_t kind)
@@ -836,7 +856,7 @@ static void conn_complete(conn_t *c)
         const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
         if (state) snprintf(out.sqlstate, sizeof out.sqlstate, "%s", state);
         out.outcome = classify(state, &kind, &out.err);
-        scrub(p, res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg), msg, sizeof msg);
+        error_line(p, res, c->pg, msg, sizeof msg);
         if (!msg[0]) snprintf(msg, sizeof msg, "%s", PQresStatus(st));
         out.reason = msg;
     }

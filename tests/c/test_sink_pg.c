@@ -297,7 +297,9 @@ static void test_bad_row_in_batch(void **state)
         if (i == dup) {
             assert_int_equal(ans[i].r.outcome, MQR_SINK_PERMANENT);
             assert_string_equal(ans[i].r.sqlstate, "23505");
-            assert_non_null(strstr(ans[i].reason, "duplicate key"));
+            assert_string_equal(ans[i].reason,
+                                "ERROR 23505: duplicate key value violates unique constraint "
+                                "\"uniq_pkey\" (Key (id)=(3) already exists.)");
         } else if (i == 8) {
             assert_int_equal(ans[i].r.outcome, MQR_SINK_PERMANENT);
             assert_string_equal(ans[i].r.sqlstate, "22P02");
@@ -317,6 +319,69 @@ static void test_bad_row_in_batch(void **state)
     char out[32];
     assert_int_equal(pg_exec(&cluster, "SELECT count(*) FROM uniq", out, sizeof out), 0);
     assert_string_equal(out, "8");
+}
+
+/* 70 columns x 1000 rows is more than 65535 parameters: two statements.
+ * "schema.table" quotes each part. A batch for a table that does not exist
+ * fails every row at once (42P01), without running rows alone. */
+static void test_insert_limits(void **state)
+{
+    (void)state;
+    enum { NC = 70, N = 1000 };
+    char ddl[2048] = "DROP TABLE IF EXISTS wide; CREATE TABLE public.wide (";
+    static char names[NC][8];
+    const char *cols[NC], *vals[NC];
+    for (int i = 0; i < NC; i++) {
+        snprintf(names[i], sizeof names[i], "c%d", i);
+        cols[i] = names[i];
+        snprintf(ddl + strlen(ddl), sizeof ddl - strlen(ddl), "%sc%d int", i ? ", " : "", i);
+    }
+    strcat(ddl, ")");
+    assert_int_equal(pg_exec(&cluster, ddl, NULL, 0), 0);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    reset_answers();
+    mqr_pg_opts_t o = {.batch_rows = 1000, .batch_ms = 50};
+    mqr_pg_t *p;
+    pg_new_ok(&loop, &o, &p, NULL);
+    assert_true(run_until(&loop, is_up, p, 5000));
+    for (int i = 0; i < N; i++) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", i);
+        for (int j = 0; j < NC; j++)
+            vals[j] = v;
+        assert_int_equal(
+            mqr__pg_insert(p, "public.wide", NC, cols, vals, on_done, &ans[i], NULL, 0), 0);
+    }
+    wait_answers(&loop, N, 8000);
+    for (int i = 0; i < N; i++)
+        if (ans[i].r.outcome != MQR_SINK_OK) fail_msg("row %d: %s", i, ans[i].reason);
+    mqr_pg_stats_t st;
+    mqr__pg_stats(p, &st);
+    assert_int_equal(st.statements, 2); /* 936 rows (65520 parameters), then 64 */
+    assert_int_equal(ans[0].r.batch, 65535 / NC);
+    assert_int_equal(ans[N - 1].r.batch, N - 65535 / NC);
+
+    const char *c1[] = {"a"}, *v1[] = {"1"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(
+            mqr__pg_insert(p, "public.no_such", 1, c1, v1, on_done, &ans[N + i], NULL, 0), 0);
+    wait_answers(&loop, N + 3, 5000);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(ans[N + i].r.outcome, MQR_SINK_PERMANENT);
+        assert_string_equal(ans[N + i].r.sqlstate, "42P01");
+        assert_int_equal(ans[N + i].r.batch, 3);
+        assert_string_equal(ans[N + i].reason,
+                            "ERROR 42P01: relation \"public.no_such\" does not exist");
+    }
+    mqr__pg_stats(p, &st);
+    assert_int_equal(st.row_retries, 0);
+    assert_int_equal(st.statements, 3);
+    finish(&loop, p);
+    char out[32];
+    assert_int_equal(
+        pg_exec(&cluster, "SELECT count(*) || ' ' || sum(c69) FROM wide", out, sizeof out), 0);
+    assert_string_equal(out, "1000 499500");
 }
 
 /* SQLSTATEs raised on purpose, and real errors, to their outcomes. */
@@ -546,6 +611,7 @@ static void test_wrong_password(void **state)
     query_ok(p, "SELECT 1", 0, NULL, &ans[0]);
     if (!run_until(&loop, error_says_password, p, 5000)) fail_msg("last_error: %s", s->last_error);
     assert_false(s->up);
+    print_message("wrong password: %s\n", s->last_error);
     assert_null(strstr(s->last_error, bad));
     assert_null(strstr(s->target, bad));
     /* the request waits for a connection, then gives up: RETRY timeout */
@@ -578,6 +644,7 @@ static void test_bad_conninfo(void **state)
         assert_null(p);
         assert_non_null(err);
         if (strstr(err, "hunter2")) fail_msg("the password shows: %s", err);
+        print_message("bad conninfo: %s\n", err);
         free(err);
     }
     mqr_pg_opts_t o = {.conninfo = "host=127.0.0.1", .connections = 65};
@@ -742,6 +809,7 @@ int main(void)
         cmocka_unit_test(test_query_params),
         cmocka_unit_test(test_insert_batched),
         cmocka_unit_test(test_bad_row_in_batch),
+        cmocka_unit_test(test_insert_limits),
         cmocka_unit_test(test_outcomes),
         cmocka_unit_test(test_deadlock_is_retry),
         cmocka_unit_test(test_bad_conninfo),
