@@ -4,7 +4,8 @@
  * page writes and synchronous commit off), a readings(device text, ts
  * timestamptz, value double precision) table, and N single-row
  * mqr__pg_insert() calls kept at the sink's bounds (in flight + waiting)
- * from the done callbacks, on one loop in this thread.
+ * from the done callbacks, on one loop in this thread; then rows/10 queries
+ * "SELECT $1::int" the same way (one statement per round trip).
  *
  *   bench_sink_pg [rows=1000000] [connections=2] [batch_rows=1000] [batch_ms=5]
  *
@@ -25,6 +26,7 @@ typedef struct {
 } run_t;
 
 static void on_row(void *arg, const mqr_pg_result_t *r);
+static void on_query(void *arg, const mqr_pg_result_t *r);
 
 /* Submits rows until the bounds or N are reached. */
 static void pump(run_t *run)
@@ -47,6 +49,30 @@ static void pump(run_t *run)
         }
         run->submitted++;
     }
+}
+
+/* Submits queries "SELECT $1::int" until the bounds or N are reached. */
+static void pump_queries(run_t *run)
+{
+    while (run->submitted < run->n && (uint64_t)(run->submitted - run->done) < run->cap) {
+        char v[24];
+        snprintf(v, sizeof v, "%ld", run->submitted);
+        const char *params[] = {v};
+        int rc = mqr__pg_query(run->p, "SELECT $1::int", 1, params, NULL, on_query, run, NULL, 0);
+        if (rc != 0) {
+            fprintf(stderr, "query: %d\n", rc);
+            exit(1);
+        }
+        run->submitted++;
+    }
+}
+
+static void on_query(void *arg, const mqr_pg_result_t *r)
+{
+    run_t *run = arg;
+    run->done++;
+    if (r->outcome != MQR_SINK_OK || r->rows != 1) run->failed++;
+    pump_queries(run);
 }
 
 static void on_row(void *arg, const mqr_pg_result_t *r)
@@ -128,6 +154,14 @@ int main(int argc, char **argv)
     double p50 = hist_quantile_ms(&s->latency, 0.5), p99 = hist_quantile_ms(&s->latency, 0.99);
     double mean_ms =
         s->latency.count ? (double)s->latency.sum_ns / (double)s->latency.count / 1e6 : 0;
+
+    /* queries: one statement per round trip on each connection */
+    run_t q = {.p = run.p, .n = n / 10, .cap = run.cap};
+    t0 = uv_hrtime();
+    pump_queries(&q);
+    while (q.done < q.n)
+        uv_run(&loop, UV_RUN_ONCE);
+    double qdt = (double)(uv_hrtime() - t0) / 1e9;
     mqr__pg_close(run.p);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
@@ -147,5 +181,10 @@ int main(int argc, char **argv)
            "latency_p99_le_ms=%.1f\n",
            n, conns, batch, batch_ms, (double)n / dt, (unsigned long long)st.statements, run.failed,
            count, cpu, dt, mean_ms, p50, p99);
-    return run.failed || atol(count) != n;
+    printf("sink_pg: %ld queries SELECT $1::int in %.2f s = %.0f queries/s (%ld failed)\n", q.n,
+           qdt, (double)q.n / qdt, q.failed);
+    printf("RESULT bench=sink_pg case=\"query\" queries=%ld connections=%u queries_per_s=%.0f "
+           "failed=%ld seconds=%.2f\n",
+           q.n, conns, (double)q.n / qdt, q.failed, qdt);
+    return run.failed || q.failed || atol(count) != n;
 }
