@@ -681,6 +681,12 @@ static void timer_statement(uv_timer_t *t)
     conn_drop(c, MQR_SINK_ERR_TIMEOUT, UV_ETIMEDOUT, msg);
 }
 
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 static void conn_connect(conn_t *c)
 {
     mqr_pg_t *p = c->p;
@@ -694,6 +700,8 @@ static void conn_connect(conn_t *c)
         conn_drop(c, MQR_SINK_ERR_CONNECT, UV_ECONNREFUSED, msg);
         return;
     }
+    /* libpq's default prints the server's NOTICEs on stderr */
+    PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
     c->state = C_CONNECTING;
     /* libpq: start as if PQconnectPoll had said PGRES_POLLING_WRITING */
     conn_watch(c, UV_WRITABLE);
@@ -912,8 +920,19 @@ static void conn_read(conn_t *c)
             conn_complete(c);
             return;
         }
-        /* keep the first error, else the last result */
         ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+            /* the connection is in the middle of a COPY that nobody feeds
+             * or reads: drop it, and the statement fails for good */
+            PQclear(res);
+            unit_t *u = c->unit;
+            c->unit = NULL;
+            conn_drop(c, MQR_SINK_ERR_REQUEST, MQR_EINVAL, "COPY is not supported by the sink");
+            unit_fail(p, u, MQR_SINK_PERMANENT, MQR_SINK_ERR_REQUEST, MQR_EINVAL,
+                      "COPY is not supported by the sink");
+            return;
+        }
+        /* keep the first error, else the last result */
         bool is_err = st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY;
         ExecStatusType had = c->res ? PQresultStatus(c->res) : PGRES_COMMAND_OK;
         bool have_err =

@@ -279,6 +279,12 @@ static inline void pg_cluster_cleanup(pg_cluster_t *c)
     }
 }
 
+static inline void pgh_quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 /* Blocking: runs sql on a new connection; the first value of the first row
  * into out (cap). 0, or -1 (said why). Test side only. */
 static inline int pg_exec(const pg_cluster_t *c, const char *sql, char *out, size_t cap)
@@ -286,6 +292,7 @@ static inline int pg_exec(const pg_cluster_t *c, const char *sql, char *out, siz
     char ci[256];
     pg_conninfo(c, ci, sizeof ci, NULL);
     PGconn *conn = PQconnectdb(ci);
+    PQsetNoticeProcessor(conn, pgh_quiet, NULL); /* DROP ... IF EXISTS chatter */
     int rc = -1;
     if (PQstatus(conn) != CONNECTION_OK) {
         fprintf(stderr, "pg_exec: %s", PQerrorMessage(conn));

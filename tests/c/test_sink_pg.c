@@ -438,10 +438,16 @@ static void test_outcomes(void **state)
     assert_int_equal(s->failed, 6);
     assert_int_equal(s->retried, 5);
     assert_true(s->last_error[0]);
-    /* the connections survived all that */
-    query_ok(p, "SELECT 1", 0, NULL, &ans[n]);
+    /* COPY cannot go through: PERMANENT, and its connection is replaced */
+    query_ok(p, "COPY (SELECT 1) TO STDOUT", 0, NULL, &ans[n]);
     wait_answers(&loop, n + 1, 5000);
-    assert_int_equal(ans[n].r.outcome, MQR_SINK_OK);
+    assert_int_equal(ans[n].r.outcome, MQR_SINK_PERMANENT);
+    assert_int_equal(ans[n].r.err, MQR_EINVAL);
+    assert_non_null(strstr(ans[n].reason, "COPY"));
+    /* the connections survived all that (the COPY one was replaced) */
+    query_ok(p, "SELECT 1", 0, NULL, &ans[n + 1]);
+    wait_answers(&loop, n + 2, 5000);
+    assert_int_equal(ans[n + 1].r.outcome, MQR_SINK_OK);
     finish(&loop, p);
 }
 
