@@ -62,11 +62,12 @@
 
 typedef struct mqr_pg mqr_pg_t;
 
+/* Options; every number 0 takes the default. */
 typedef struct {
     const char *name;        /* sink name, default "pg"; copied */
     const char *conninfo;    /* "host=... password=..." or postgresql://...; copied */
     uint32_t connections;    /* pool size, default 2 (at most 64) */
-    uint32_t max_queued;     /* waiting requests, default 100000 (0: the default) */
+    uint32_t max_queued;     /* waiting requests, default 100000 */
     uint32_t timeout_ms;     /* per request and per connect attempt, default 10000 */
     uint32_t batch_rows;     /* rows per INSERT statement, default 1000 */
     uint32_t batch_ms;       /* how long a batch may wait to fill, default 5 */
@@ -78,7 +79,8 @@ typedef struct {
 typedef struct {
     mqr_sink_outcome_t outcome;
     int err;                   /* 0, or why it failed: see below */
-    const char *reason;        /* NULL when OK: the server's message (no password) */
+    const char *reason;        /* NULL when OK; one line, no password: the server's
+                                  "ERROR 23505: message (detail)", or libpq's or ours */
     char sqlstate[6];          /* "" when the server gave none */
     int rows, cols;            /* a query's result (0, 0 for an insert or a command) */
     const char *const *names;  /* cols column names */
@@ -89,8 +91,6 @@ typedef struct {
 } mqr_pg_result_t;
 
 typedef void (*mqr_pg_done_fn)(void *arg, const mqr_pg_result_t *r);
-
-/* Every field: 0 takes the default. */
 
 /* Statistics of this client beyond the sink's counters. */
 typedef struct {
@@ -108,8 +108,8 @@ typedef struct {
  * MQR_ENOMEM (RETRY). */
 
 /* Checks o (conninfo parsed by PQconninfoParse) and starts connecting.
- * 0 and *out; or MQR_EINVAL (bad options or conninfo) / MQR_ENOMEM / a libuv
- * code, with *errmsg (when errmsg is not NULL) a malloc'd reason that never
+ * 0 and *out; or MQR_EINVAL (bad options or conninfo) / MQR_ENOMEM, with
+ * *errmsg (when errmsg is not NULL) a malloc'd reason that never
  * contains the password; the caller frees it. */
 int mqr__pg_new(uv_loop_t *loop, const mqr_pg_opts_t *o, mqr_pg_t **out, char **errmsg);
 
@@ -124,7 +124,9 @@ void mqr__pg_stats(const mqr_pg_t *p, mqr_pg_stats_t *out);
 
 /* Runs sql with nparams text parameters $1..$n (values[i] NULL = SQL NULL;
  * lengths NULL or lengths[i] = strlen; a value must not contain a NUL byte).
- * Everything is copied. 0: done fires exactly once, later. < 0 (done never
+ * Everything is copied. One statement (several in one string: 42601); a
+ * COPY fails PERMANENT (MQR_EINVAL) and its connection is replaced; server
+ * NOTICEs are ignored. 0: done fires exactly once, later. < 0 (done never
  * fires): MQR_EINVAL (why says what), MQR_EFULL, MQR_ECLOSED, MQR_ENOMEM. */
 int mqr__pg_query(mqr_pg_t *p, const char *sql, int nparams, const char *const *values,
                   const size_t *lengths, mqr_pg_done_fn done, void *arg, char *why, size_t why_cap);
@@ -135,8 +137,8 @@ int mqr__pg_query(mqr_pg_t *p, const char *sql, int nparams, const char *const *
  * gathered into one multi-row INSERT (up to batch_rows rows and 65535
  * parameters) while the batch is open (batch_ms, or until full); each row's
  * done fires once its statement committed or failed (see above). Returns as
- * mqr__pg_query; MQR_EINVAL for ncols < 1 or > 1600, an empty or NULL name,
- * a name or value with a NUL byte. */
+ * mqr__pg_query; MQR_EINVAL for ncols < 1 or > 1600, or an empty or NULL
+ * table or column name. */
 int mqr__pg_insert(mqr_pg_t *p, const char *table, int ncols, const char *const *cols,
                    const char *const *values, mqr_pg_done_fn done, void *arg, char *why,
                    size_t why_cap);
