@@ -184,6 +184,23 @@ static void test_query_params(void **state)
     assert_int_equal(ans[1].r.rows, 5);
     assert_string_equal(ans[1].v[1], "abc");
 
+    /* 4 MB out (more than the socket takes at once: PQflush comes back for
+     * the rest when writable) and 4 MB back */
+    size_t big = 4u << 20;
+    char *huge = malloc(big + 1);
+    assert_non_null(huge);
+    memset(huge, 'x', big);
+    huge[big] = '\0';
+    const char *hv[] = {huge};
+    query_ok(p, "SELECT length($1), md5($1) = md5(repeat('x', 4194304)), repeat('y', 4194304)", 1,
+             hv, &ans[3]);
+    free(huge); /* copied at the call */
+    wait_answers(&loop, 3, 10000);
+    assert_int_equal(ans[3].r.outcome, MQR_SINK_OK);
+    assert_string_equal(ans[3].v[0], "4194304");
+    assert_string_equal(ans[3].v[1], "t");
+    assert_int_equal(strspn(ans[3].v[2], "y"), sizeof ans[3].v[2] - 1); /* truncated copy */
+
     /* refused at the call: the callback never fires */
     char why[128] = "";
     assert_int_equal(mqr__pg_query(p, "", 0, NULL, NULL, on_done, &ans[2], why, sizeof why),
