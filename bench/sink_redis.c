@@ -212,7 +212,7 @@ static int rules_case(int port, long n, bool wait)
              port,
              wait ? "mq.route('sensors/#', function(msg)\n"
                     "  assert(r:command{ 'XADD', 'readings', '*', 'topic', msg.topic, 'v', msg.payload })\n"
-                    "end, { async = true, concurrency = 1024, max_pending = 10000000 })"
+                    "end, { async = true, max_pending = 10000000 })"
                   : "mq.route('sensors/#', function(msg)\n"
                     "  assert(r:send{ 'XADD', 'readings', '*', 'topic', msg.topic, 'v', msg.payload })\n"
                     "end)",
