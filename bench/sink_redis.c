@@ -201,22 +201,25 @@ static int rules_case(int port, long n, bool wait)
         return 1;
     }
     char code[1400];
-    snprintf(code, sizeof code,
-             "local mq = require 'mqrouter'\n"
-             "local r = mq.redis{ port = %d, max_queued = 10000000 }\n"
-             "%s\n"
-             "mq.every(0.005, function()\n"
-             "  local s = r:stats()\n"
-             "  if s.ok + s.retried + s.failed >= %ld then mq.publish('bench/done', tostring(s.ok)) end\n"
-             "end)\n",
-             port,
-             wait ? "mq.route('sensors/#', function(msg)\n"
-                    "  assert(r:command{ 'XADD', 'readings', '*', 'topic', msg.topic, 'v', msg.payload })\n"
-                    "end, { async = true, max_pending = 10000000 })"
-                  : "mq.route('sensors/#', function(msg)\n"
-                    "  assert(r:send{ 'XADD', 'readings', '*', 'topic', msg.topic, 'v', msg.payload })\n"
-                    "end)",
-             n);
+    snprintf(
+        code, sizeof code,
+        "local mq = require 'mqrouter'\n"
+        "local r = mq.redis{ port = %d, max_queued = 10000000 }\n"
+        "%s\n"
+        "mq.every(0.005, function()\n"
+        "  local s = r:stats()\n"
+        "  if s.ok + s.retried + s.failed >= %ld then mq.publish('bench/done', tostring(s.ok)) "
+        "end\n"
+        "end)\n",
+        port,
+        wait ? "mq.route('sensors/#', function(msg)\n"
+               "  assert(r:command{ 'XADD', 'readings', '*', 'topic', msg.topic, 'v', msg.payload "
+               "})\n"
+               "end, { async = true, max_pending = 10000000 })"
+             : "mq.route('sensors/#', function(msg)\n"
+               "  assert(r:send{ 'XADD', 'readings', '*', 'topic', msg.topic, 'v', msg.payload })\n"
+               "end)",
+        n);
     if (mqr_engine_load_string(e, "bench.lua", code, &err) < 0) {
         fprintf(stderr, "load: %s\n", err);
         return 1;
@@ -250,8 +253,9 @@ static int rules_case(int port, long n, bool wait)
     const char *label = wait ? "route, xadd waits (async route)" : "route, send (no wait)";
     printf("%-34s %10.0f XADD/s  %5.2f us engine cpu/XADD (%ld ok of %ld)\n", label, n / dt,
            cpu / n * 1e6, ok, n);
-    printf("RESULT bench=sink_redis case=\"%s\" n=%ld ok=%ld xadd_per_s=%.0f us_cpu_per_xadd=%.3f\n",
-           label, n, ok, n / dt, cpu / n * 1e6);
+    printf(
+        "RESULT bench=sink_redis case=\"%s\" n=%ld ok=%ld xadd_per_s=%.0f us_cpu_per_xadd=%.3f\n",
+        label, n, ok, n / dt, cpu / n * 1e6);
     mqr_unsubscribe(e, sub);
     mqr_engine_free(e);
     return ok == n ? 0 : 1;

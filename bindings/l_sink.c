@@ -190,8 +190,8 @@ void mqr__lsink_open(lua_State *L)
         lua_error(L); /* a bug in sinks.lua: state_new runs this unprotected */
     lua_pushvalue(L, api);
     static const char *const mts[] = {"mqrouter.sink.file", "mqrouter.sink.http",
-                                      "mqrouter.sink.redis"};
-    for (int i = 0; i < 3; i++) {
+                                      "mqrouter.sink.redis", "mqrouter.sink.pg"};
+    for (int i = 0; i < 4; i++) {
         luaL_getmetatable(L, mts[i]);
         lua_getfield(L, -1, "__index");
         lua_remove(L, -2);
@@ -205,7 +205,9 @@ void mqr__lsink_open(lua_State *L)
     lua_setfield(L, -2, "redis_new");
     lua_getfield(L, LUA_REGISTRYINDEX, "mqrouter.redis_null");
     lua_setfield(L, -2, "redis_null");
-    lua_call(L, 5, 0);
+    lua_pushcfunction(L, mqr__lsink_pg_new);
+    lua_setfield(L, -2, "pg_new");
+    lua_call(L, 6, 0);
 }
 
 void mqr__lsink_note_failure(const mqr_sink_t *s, const char *reason)

@@ -236,12 +236,9 @@ static int l_http_send(lua_State *L)
 
 void mqr__lsink_http_register(lua_State *L)
 {
-    static const luaL_Reg methods[] = {{"_request", l_http_request},
-                                       {"_send", l_http_send},
-                                       {"close", mqr__lsink_close_m},
-                                       {"stats", mqr__lsink_stats_m},
-                                       {"name", mqr__lsink_name_m},
-                                       {NULL, NULL}};
+    static const luaL_Reg methods[] = {{"_request", l_http_request},  {"_send", l_http_send},
+                                       {"close", mqr__lsink_close_m}, {"stats", mqr__lsink_stats_m},
+                                       {"name", mqr__lsink_name_m},   {NULL, NULL}};
     mqr__lua_class(L, HTTP_MT, methods, mqr__lsink_gc, NULL);
     luaL_getmetatable(L, HTTP_MT);
     lua_pushboolean(L, 1);

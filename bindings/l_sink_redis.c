@@ -202,9 +202,9 @@ static int redis_command(lua_State *L, bool wait)
     }
     l_wait_t *w = wait ? mqr__lwait_begin(L, "redis:command") : NULL;
     char why[256] = "";
-    int rc = wait ? mqr__redis_command(s->obj, n, argv, lens, on_redis_done, w, why, sizeof why)
-                  : mqr__redis_command(s->obj, n, argv, lens, on_redis_sent, s->sink, why,
-                                       sizeof why);
+    int rc =
+        wait ? mqr__redis_command(s->obj, n, argv, lens, on_redis_done, w, why, sizeof why)
+             : mqr__redis_command(s->obj, n, argv, lens, on_redis_sent, s->sink, why, sizeof why);
     if (rc < 0) {
         mqr__lwait_cancel(w);
         if (rc == MQR_EINVAL) {
@@ -232,12 +232,9 @@ static int l_redis_send(lua_State *L)
 
 void mqr__lsink_redis_register(lua_State *L)
 {
-    static const luaL_Reg methods[] = {{"command", l_redis_command},
-                                       {"send", l_redis_send},
-                                       {"close", mqr__lsink_close_m},
-                                       {"stats", mqr__lsink_stats_m},
-                                       {"name", mqr__lsink_name_m},
-                                       {NULL, NULL}};
+    static const luaL_Reg methods[] = {{"command", l_redis_command},  {"send", l_redis_send},
+                                       {"close", mqr__lsink_close_m}, {"stats", mqr__lsink_stats_m},
+                                       {"name", mqr__lsink_name_m},   {NULL, NULL}};
     mqr__lua_class(L, REDIS_MT, methods, mqr__lsink_gc, NULL);
     luaL_getmetatable(L, REDIS_MT);
     lua_pushboolean(L, 1);

@@ -311,6 +311,8 @@ void mqr__lsink_open(lua_State *L);
 int mqr__lsink_file_new(lua_State *L);
 void mqr__lsink_http_register(lua_State *L);
 void mqr__lsink_redis_register(lua_State *L);
+void mqr__lsink_pg_register(lua_State *L);
+int mqr__lsink_pg_new(lua_State *L);
 int mqr__lsink_redis_new(lua_State *L);
 int mqr__lsink_http_new(lua_State *L);
 

@@ -128,6 +128,7 @@ l_state_t *mqr__state_new(mqr_script_t *h, const char *chunkname, const char *pa
     mqr__lsink_file_register(L);
     mqr__lsink_http_register(L);
     mqr__lsink_redis_register(L);
+    mqr__lsink_pg_register(L);
 
     /* env maker = sandbox(stdlib_dir, script_dir, rules_api) */
     if (luaL_loadbuffer(L, mqr__lua_sandbox, mqr__lua_sandbox_len, "=sandbox") != 0) {

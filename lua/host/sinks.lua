@@ -7,7 +7,7 @@
 -- (a table is encoded as JSON), the HTTP client's request/get/post, and
 -- mq.http (a client maker with a default client's request/get/post).
 -- Must not: block (write_sync waits by yielding), or set globals.
-local mq, file_methods, http_methods, redis_methods, C = ...
+local mq, file_methods, http_methods, redis_methods, pg_methods, C = ...
 local json
 local type, tostring, error = type, tostring, error
 
@@ -206,6 +206,103 @@ function redis_methods.hset(self, key, fields)
   local cmd = { 'HSET', key }
   for _, v in ipairs(pairs_sorted(fields, 'redis:hset')) do cmd[#cmd + 1] = v end
   return self:command(cmd)
+end
+
+-- ---- PostgreSQL ------------------------------------------------------------
+
+-- mq.pg{...} makes a client; mq.pg.null stands for SQL NULL in parameters.
+local PG_NULL = setmetatable({}, { __tostring = function() return 'pg.null' end })
+mq.pg = setmetatable({ null = PG_NULL },
+  { __call = function(_, opts)
+      if type(opts) ~= 'table' then
+        error('mq.pg: bad argument #1 (table expected, got ' .. type(opts) .. ')', 2)
+      end
+      return C.pg_new(opts)
+    end })
+
+-- A Lua value as a text parameter: false stands for NULL.
+local function pg_text(v, what, i)
+  local t = type(v)
+  if v == nil or v == PG_NULL then return false end
+  if t == 'string' then return v end
+  if t == 'number' then
+    if v == math.floor(v) and v > -2^53 and v < 2^53 then return ('%d'):format(v) end
+    return ('%.17g'):format(v)
+  end
+  if t == 'boolean' then return v and 'true' or 'false' end
+  if t == 'table' then -- for json and jsonb columns
+    local text, err = encode(v, what)
+    if not text then error(what .. ': value ' .. tostring(i) .. ': ' .. err, 4) end
+    return text
+  end
+  error(what .. ': value ' .. tostring(i) .. ' is a ' .. t .. ' (strings, numbers, booleans, '
+    .. 'tables as JSON, mq.pg.null)', 4)
+end
+
+-- p:query(sql [, params]) -> { rows, columns, affected } | nil, err, name,
+-- kind, sqlstate: waits in a coroutine; $1.. are params, never spliced.
+function pg_methods.query(self, sql, params)
+  if type(sql) ~= 'string' then
+    error('pg:query: bad argument #1 (SQL string expected, got ' .. type(sql) .. ')', 2)
+  end
+  local list = {}
+  if params ~= nil then
+    if type(params) ~= 'table' then error('pg:query: params must be a list', 2) end
+    for i = 1, table.maxn(params) do list[i] = pg_text(params[i], 'pg:query', i) end
+  end
+  return self:_query(sql, list)
+end
+
+-- The rows of insert grouped by their columns (sorted names), in order.
+local function pg_groups(rows, what)
+  if type(rows) ~= 'table' then
+    error(what .. ': bad argument #2 (a row or a list of rows expected, got ' .. type(rows) .. ')', 3)
+  end
+  if rows[1] == nil then rows = { rows } end
+  local groups, by_key = {}, {}
+  for n, row in ipairs(rows) do
+    if type(row) ~= 'table' then error(what .. ': row ' .. n .. ' is not a table', 3) end
+    local cols = {}
+    for k in pairs(row) do
+      if type(k) ~= 'string' then error(what .. ': row ' .. n .. ' has a key that is not a column name', 3) end
+      cols[#cols + 1] = k
+    end
+    if #cols == 0 then error(what .. ': row ' .. n .. ' has no columns', 3) end
+    table.sort(cols)
+    local key = table.concat(cols, '\0')
+    local g = by_key[key]
+    if not g then
+      g = { cols = cols, rows = {} }
+      by_key[key] = g
+      groups[#groups + 1] = g
+    end
+    local vals = {}
+    for i, c in ipairs(cols) do vals[i] = pg_text(row[c], what, c) end
+    g.rows[#g.rows + 1] = vals
+  end
+  return groups
+end
+
+-- p:insert(table, row_or_rows) -> true | failure: waits (coroutine) until
+-- every row is committed; rows are batched into multi-row INSERTs.
+function pg_methods.insert(self, tbl, rows)
+  if type(tbl) ~= 'string' then error('pg:insert: bad argument #1 (table name expected)', 2) end
+  for _, g in ipairs(pg_groups(rows, 'pg:insert')) do
+    local ok, err, name, kind, state = self:_insert(tbl, g.cols, g.rows, true)
+    if not ok then return nil, err, name, kind, state end
+  end
+  return true
+end
+
+-- p:send_insert(table, row_or_rows) -> true | nil, "EFULL...": does not
+-- wait; a failure later is counted in p:stats() and logged.
+function pg_methods.send_insert(self, tbl, rows)
+  if type(tbl) ~= 'string' then error('pg:send_insert: bad argument #1 (table name expected)', 2) end
+  for _, g in ipairs(pg_groups(rows, 'pg:send_insert')) do
+    local ok, err, name, kind = self:_insert(tbl, g.cols, g.rows, false)
+    if not ok then return nil, err, name, kind end
+  end
+  return true
 end
 
 -- ---- at least once ---------------------------------------------------------
