@@ -14,6 +14,7 @@
  * a test: it only checks that every request came back 2xx.
  */
 #include "http.h"
+#include "rules_load.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -235,6 +236,44 @@ static void fixed_rate(load_t *l, double rate, double seconds)
     l->lat = NULL;
 }
 
+/* ---- from a rules route ---- */
+
+/* Webhooks from a Lua route: c:send (no wait) from a plain route, or
+ * c:post waiting in an async route (default concurrency). Ends when every
+ * request was answered (the rules poll the sink's counters). */
+static int rules_case(int port, long n, bool wait)
+{
+    char code[1600];
+    snprintf(code, sizeof code,
+             "local mq = require 'mqrouter'\n"
+             "local c = mq.http{ base_url = 'http://127.0.0.1:%d', max_queued = 10000000 }\n"
+             "%s\n"
+             "mq.every(0.005, function()\n"
+             "  local s = c:stats()\n"
+             "  if s.ok + s.retried + s.failed >= %ld then mq.publish('bench/done', "
+             "tostring(s.ok)) end\n"
+             "end)\n",
+             port,
+             wait ? "mq.route('sensors/#', function(msg)\n"
+                    "  assert(c:post('/ingest', msg.payload))\n"
+                    "end, { async = true, max_pending = 10000000 })"
+                  : "mq.route('sensors/#', function(msg)\n"
+                    "  assert(c:send{ url = '/ingest', body = msg.payload })\n"
+                    "end)",
+             n);
+    mqr_engine_t *e = rl_engine(code, "");
+    rl_result_t res;
+    rl_run(e, n, 0, &res);
+    mqr_engine_free(e);
+    long ok = atol(res.done);
+    const char *label = wait ? "route, post waits (async route)" : "route, send (no wait)";
+    printf("%-34s %10.0f req/s  %5.2f us engine cpu/req (%ld ok of %ld)\n", label, n / res.seconds,
+           res.cpu / n * 1e6, ok, n);
+    printf("RESULT bench=sink_http case=\"%s\" n=%ld ok=%ld req_per_s=%.0f us_cpu_per_req=%.3f\n",
+           label, n, ok, n / res.seconds, res.cpu / n * 1e6);
+    return ok == n ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 100000;
@@ -281,6 +320,8 @@ int main(int argc, char **argv)
     mqr__http_close(h);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
+    int rc = rules_case(port, n / 2, false);
+    if (rc == 0) rc = rules_case(port, n / 2, true);
     nginx_stop();
-    return 0;
+    return rc;
 }

@@ -17,6 +17,7 @@
 #include "redis.h"
 
 #include "../tests/c/redis_harness.h"
+#include "rules_load.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,33 +174,11 @@ static int run_case(uv_loop_t *loop, pid_t server, int port, long n, uint32_t ma
 
 /* ---- from a rules route ---- */
 
-static char rules_done[32];
-static void on_rules_done(void *arg, mqr_msg_t *msg)
-{
-    (void)arg;
-    size_t len;
-    const char *p = mqr_msg_payload(msg, &len);
-    snprintf(rules_done, sizeof rules_done, "%.*s", (int)len, p);
-}
-
 /* A Lua route XADDs each published reading: r:send (no wait) from a plain
- * route, or r:xadd waiting in an async route. Publishes from C in chunks
- * of 5 000 with a loop turn between; ends when Redis has answered every
- * XADD (the sink's ok counter, read by a timer in the rules). */
+ * route, or r:command waiting in an async route (default concurrency). It
+ * ends when Redis answered every XADD (the rules poll the sink's counters). */
 static int rules_case(int port, long n, bool wait)
 {
-    mqr_log_set_level(MQR_LOG_WARN);
-    mqr_engine_options_t o;
-    mqr_engine_options_init(&o);
-    o.listen_port = -1;
-    o.data_dir = "";
-    o.log_level = MQR_LOG_WARN;
-    mqr_engine_t *e;
-    char *err = NULL;
-    if (mqr_engine_new(&e, &o, NULL, &err) < 0) {
-        fprintf(stderr, "engine: %s\n", err);
-        return 1;
-    }
     char code[1400];
     snprintf(
         code, sizeof code,
@@ -220,44 +199,17 @@ static int rules_case(int port, long n, bool wait)
                "  assert(r:send{ 'XADD', 'readings', '*', 'topic', msg.topic, 'v', msg.payload })\n"
                "end)",
         n);
-    if (mqr_engine_load_string(e, "bench.lua", code, &err) < 0) {
-        fprintf(stderr, "load: %s\n", err);
-        return 1;
-    }
-    mqr_csub_t *sub;
-    mqr_subscribe(e, "bench/done", on_rules_done, NULL, &sub);
-    uv_loop_t *loop = mqr_engine_loop(e);
-    rules_done[0] = '\0';
-    struct rusage r0, r1;
-    getrusage(RUSAGE_SELF, &r0);
-    uint64_t t0 = uv_hrtime();
-    char topic[64], payload[64];
-    for (long i = 0; i < n;) {
-        for (long k = 0; k < 5000 && i < n; k++, i++) {
-            snprintf(topic, sizeof topic, "sensors/d%ld/temp", i % 1000);
-            int len = snprintf(payload, sizeof payload, "%ld.5", i % 40);
-            mqr_publish(e, topic, payload, (size_t)len, 0, 0);
-        }
-        uv_run(loop, UV_RUN_NOWAIT);
-    }
-    while (!rules_done[0])
-        uv_run(loop, UV_RUN_ONCE);
-    double dt = (double)(uv_hrtime() - t0) / 1e9;
-    getrusage(RUSAGE_SELF, &r1);
-    double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec -
-                          r0.ru_stime.tv_sec) +
-                 (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec -
-                          r0.ru_stime.tv_usec) /
-                     1e6;
-    long ok = atol(rules_done);
+    mqr_engine_t *e = rl_engine(code, "");
+    rl_result_t res;
+    rl_run(e, n, 0, &res);
+    mqr_engine_free(e);
+    long ok = atol(res.done);
     const char *label = wait ? "route, xadd waits (async route)" : "route, send (no wait)";
-    printf("%-34s %10.0f XADD/s  %5.2f us engine cpu/XADD (%ld ok of %ld)\n", label, n / dt,
-           cpu / n * 1e6, ok, n);
+    printf("%-34s %10.0f XADD/s  %5.2f us engine cpu/XADD (%ld ok of %ld)\n", label,
+           n / res.seconds, res.cpu / n * 1e6, ok, n);
     printf(
         "RESULT bench=sink_redis case=\"%s\" n=%ld ok=%ld xadd_per_s=%.0f us_cpu_per_xadd=%.3f\n",
-        label, n, ok, n / dt, cpu / n * 1e6);
-    mqr_unsubscribe(e, sub);
-    mqr_engine_free(e);
+        label, n, ok, n / res.seconds, res.cpu / n * 1e6);
     return ok == n ? 0 : 1;
 }
 
