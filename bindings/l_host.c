@@ -125,7 +125,7 @@ static int l_engine_new(lua_State *L)
     o.listen_port = -1;
     o.data_dir = "";
     char host[256];
-    bool fake = false;
+    bool fake = false, fake_sinks = false;
     uint64_t start_ms = 0;
     if (lua_istable(L, 1)) {
         lua_getfield(L, 1, "listen");
@@ -139,7 +139,9 @@ static int l_engine_new(lua_State *L)
         o.handler_budget_ms = (unsigned)luaL_optinteger(L, -1, 0);
         lua_getfield(L, 1, "watch");
         o.watch_script = lua_toboolean(L, -1);
-        lua_pop(L, 4);
+        lua_getfield(L, 1, "fake_sinks");
+        fake_sinks = lua_toboolean(L, -1);
+        lua_pop(L, 5);
         lua_getfield(L, 1, "clock");
         if (!lua_isnil(L, -1) &&
             !(lua_type(L, -1) == LUA_TSTRING && (strcmp(lua_tostring(L, -1), "fake") == 0 ||
@@ -164,10 +166,11 @@ static int l_engine_new(lua_State *L)
         free(err);
         return 2;
     }
-    if (fake) {
+    if (fake || fake_sinks) {
         mqr_script_t *h = mqr__script_host(le->e);
         if (!h) return luaL_error(L, "out of memory");
-        mqr__script_fake_clock(h, start_ms);
+        if (fake) mqr__script_fake_clock(h, start_ms);
+        h->fake_sinks = fake_sinks;
     }
     return 1;
 }

@@ -207,6 +207,8 @@ void mqr__lsink_open(lua_State *L)
     lua_setfield(L, -2, "redis_null");
     lua_pushcfunction(L, mqr__lsink_pg_new);
     lua_setfield(L, -2, "pg_new");
+    lua_pushboolean(L, mqr__state_of(L)->host->fake_sinks);
+    lua_setfield(L, -2, "fake_sinks");
     lua_call(L, 6, 0);
 }
 

@@ -215,6 +215,9 @@ struct mqr_script {
      * nothing. */
     bool fake_clock;
     uint64_t clock_ms;
+    /* Fake sinks (mqrouter.testing): while on, mq.file/http/redis/pg in
+     * every new state make fakes that record their calls (lua/host/sinks.lua). */
+    bool fake_sinks;
     uint64_t timer_seq;
     struct l_kv *kv;      /* the key-value store (l_kv.c), NULL until first used */
     uint64_t auth_errors; /* authenticate/authorize calls that failed (l_auth.c) */

@@ -347,3 +347,72 @@ function mq.deliver(q, fn, opts)
     return false
   end, { async = true, concurrency = opts and opts.concurrency or 16 })
 end
+
+-- ---- fakes for tests of rules (mqrouter.testing, fake_sinks = true) --------
+
+-- Each call of a fake sink is published on $mqrouter/test/sinks/<name> as
+-- JSON { method, args }, and answers at once: true, or what the kind's
+-- client would give back (an empty HTTP 200, Redis OK, no rows). A message
+-- on $mqrouter/test/sinks/<name>/fail with JSON { name, kind, times } makes
+-- the next calls (all, without times) fail with nil, "NAME: told to fail",
+-- NAME, kind.
+if C.fake_sinks then
+  local fails = {}
+  local function load_json()
+    if not json then json = assert(loadfile(C.stdlib_dir .. '/mqrouter/json.lua'))() end
+    return json
+  end
+  mq.subscribe('$mqrouter/test/sinks/+/fail', function(msg)
+    local name = msg.topic:match('^%$mqrouter/test/sinks/([^/]+)/fail$')
+    fails[name] = load_json().decode(msg.payload) or nil
+  end)
+  local ANSWERS = {
+    file = {}, http = { request = 'response', get = 'response', post = 'response' },
+    redis = { command = 'OK', xadd = '0-1', set = 'OK', get = mq.redis.null, hset = 1, publish = 0 },
+    pg = { query = 'rows' },
+  }
+  local function fake(kind, opts, default_name, methods)
+    local name = type(opts) == 'table' and opts.name or default_name
+    local f, calls = {}, 0
+    for _, m in ipairs(methods) do
+      f[m] = function(_, ...)
+        calls = calls + 1
+        local args = { ... }
+        local text = encode({ method = m, args = args }, kind .. ':' .. m) or '{}'
+        mq.publish('$mqrouter/test/sinks/' .. name, text)
+        local fl = fails[name]
+        if fl and (fl.times == nil or fl.times > 0) then
+          if fl.times then fl.times = fl.times - 1 end
+          local ename = fl.name or 'EFAKE'
+          return nil, ename .. ': told to fail', ename, fl.kind or 'retry'
+        end
+        local a = ANSWERS[kind][m]
+        if a == 'response' then return { status = 200, headers = {}, body = '', version = 1.1, seconds = 0 } end
+        if a == 'rows' then return { rows = {}, columns = {}, affected = 0 } end
+        if a ~= nil then return a end
+        return true
+      end
+    end
+    function f.stats() return { name = name, kind = kind, target = 'fake', up = true, requests = calls,
+      ok = calls, retried = 0, failed = 0, in_flight = 0, queued = 0, reconnects = 0, errors = {} } end
+    function f.name() return name end
+    function f.close() end
+    return f
+  end
+  mq.file = function(o) return fake('file', o, type(o) == 'table' and o.path or 'file',
+    { 'write', 'write_sync', 'flush' }) end
+  local http_fake = function(o) return fake('http', o, 'http', { 'request', 'get', 'post', 'send' }) end
+  local default_http
+  mq.http = setmetatable({
+    request = function(r) default_http = default_http or http_fake(); return default_http:request(r) end,
+    get = function(u, o) default_http = default_http or http_fake(); return default_http:get(u, o) end,
+    post = function(u, b, o) default_http = default_http or http_fake(); return default_http:post(u, b, o) end,
+  }, { __call = function(_, o) return http_fake(o) end })
+  local null = mq.redis.null
+  mq.redis = setmetatable({ null = null }, { __call = function(_, o)
+    return fake('redis', o, 'redis', { 'command', 'send', 'xadd', 'publish', 'set', 'get', 'hset' })
+  end })
+  mq.pg = setmetatable({ null = mq.pg.null }, { __call = function(_, o)
+    return fake('pg', o, 'pg', { 'query', 'insert', 'send_insert' })
+  end })
+end

@@ -49,7 +49,8 @@ local function new(opts)
   mqrouter.set_log_level(opts.log_level or "info")
   mqrouter.capture_logs(true, opts.echo_logs)
   local e, err = mqrouter.engine{ data_dir = opts.data_dir or "", clock = clock,
-    start_time = opts.start_time, budget_ms = opts.budget_ms, listen = opts.listen }
+    start_time = opts.start_time, budget_ms = opts.budget_ms, listen = opts.listen,
+    fake_sinks = opts.fake_sinks }
   if not e then error("testing: cannot create an engine: " .. tostring(err), 3) end
   local h = setmetatable({ engine = e, clock = clock, log_lines = {}, opts = opts }, Harness)
   h.cap = e:capture("#")
@@ -61,8 +62,10 @@ end
 -- or "real"; start_time (seconds since the epoch, default now); data_dir
 -- ("" = in memory, the default); budget_ms; log_level (the lowest level
 -- captured, "info" by default: it is the process's level while the harness
--- runs); echo_logs (copy log lines to stderr too). A script that fails
--- to load raises with its error.
+-- runs); echo_logs (copy log lines to stderr too); fake_sinks (mq.file,
+-- mq.http, mq.redis and mq.pg make fakes that record their calls and
+-- answer at once: h:sink_calls, h:fail_sink). A script that fails to load
+-- raises with its error.
 function M.load(path, opts)
   local h = new(opts)
   local ok, err = h.engine:load_file(path)
@@ -175,6 +178,27 @@ function Harness:logs(pattern)
     if not pattern or l:find(pattern) then out[#out + 1] = l end
   end
   return out
+end
+
+-- h:sink_calls(name) -> the calls of fake sink name (fake_sinks = true),
+-- oldest first, each { method = "post", args = { ... } }
+function Harness:sink_calls(name)
+  local json = require "mqrouter.json"
+  local out = {}
+  for _, m in ipairs(self.sys:messages()) do
+    if m.topic == "$mqrouter/test/sinks/" .. name then out[#out + 1] = json.decode(m.payload) end
+  end
+  return out
+end
+
+-- h:fail_sink(name [, { name = "ETIMEDOUT", kind = "retry", times = n }]):
+-- the next calls of fake sink name fail (all of them without times) with
+-- nil, "ENAME: told to fail", ENAME, kind; h:fail_sink(name, false) ends it.
+function Harness:fail_sink(name, how)
+  local json = require "mqrouter.json"
+  self.engine:publish("$mqrouter/test/sinks/" .. name .. "/fail",
+    how == false and "null" or json.encode(how or {}))
+  self:settle()
 end
 
 -- h:queue_depth(name) -> messages waiting + in flight in queue name
