@@ -121,6 +121,7 @@ void mqr__admin_h_session_add(mqr_actx_t *x);
 void mqr__admin_h_session_get(mqr_actx_t *x);
 void mqr__admin_h_session_delete(mqr_actx_t *x);
 void mqr__admin_h_queues_list(mqr_actx_t *x);
+void mqr__admin_h_sinks_list(mqr_actx_t *x);
 void mqr__admin_h_queue_get(mqr_actx_t *x);
 void mqr__admin_h_queue_dlq(mqr_actx_t *x);
 void mqr__admin_h_queue_redrive(mqr_actx_t *x);

@@ -266,6 +266,7 @@ static const route_t routes[] = {
     {HTTP_GET, "/api/v1/sessions/{name}", mqr__admin_h_session_get, false, false},
     {HTTP_DELETE, "/api/v1/sessions/{name}", mqr__admin_h_session_delete, false, false},
     {HTTP_GET, "/api/v1/queues", mqr__admin_h_queues_list, false, false},
+    {HTTP_GET, "/api/v1/sinks", mqr__admin_h_sinks_list, false, false},
     {HTTP_GET, "/api/v1/queues/{name}", mqr__admin_h_queue_get, false, false},
     {HTTP_GET, "/api/v1/queues/{name}/dlq", mqr__admin_h_queue_dlq, false, false},
     {HTTP_POST, "/api/v1/queues/{name}/redrive", mqr__admin_h_queue_redrive, false, false},
