@@ -24,7 +24,7 @@ function M.start()
   local s = { port = port, dir = dir,
     conninfo = ("host=127.0.0.1 port=%d dbname=postgres user=mqr"):format(port) }
   function s.psql(sql)
-    local p = io.popen(("psql -X -A -t -h 127.0.0.1 -p %d -U mqr -d postgres -c %q 2>&1")
+    local p = io.popen(("env -u LD_PRELOAD psql -X -A -t -h 127.0.0.1 -p %d -U mqr -d postgres -c %q 2>&1")
       :format(port, sql))
     local out = p:read("*a")
     p:close()

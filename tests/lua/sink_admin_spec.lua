@@ -2,6 +2,7 @@
 -- their counters and state, the password out of the target.
 local mqrouter = require "mqrouter"
 local h = require "helpers"
+local mosq = require "mosquitto"
 
 describe("sinks in the admin API", function()
   it("lists sinks with counters and a redacted target, and exports metrics", function()
@@ -20,11 +21,10 @@ describe("sinks in the admin API", function()
     local port = tonumber(got:messages()[1].payload)
     -- curl runs in the background while the loop serves it; done when
     -- the second answer is written
-    local sh = io.popen(("(env -u LD_PRELOAD curl -s -m 5 -H 'Authorization: Bearer tok' "
-      .. "http://127.0.0.1:%d/api/v1/sinks > %s/sinks.json; env -u LD_PRELOAD curl -s -m 5 "
+    assert(mosq.sh(("(curl -s -m 5 -H 'Authorization: Bearer tok' "
+      .. "http://127.0.0.1:%d/api/v1/sinks > %s/sinks.json; curl -s -m 5 "
       .. "-H 'Authorization: Bearer tok' http://127.0.0.1:%d/metrics > %s/metrics.part; "
-      .. "mv %s/metrics.part %s/metrics.txt) &"):format(port, dir, port, dir, dir, dir))
-    sh:close()
+      .. "mv %s/metrics.part %s/metrics.txt) &"):format(port, dir, port, dir, dir, dir)))
     assert.is_true(e:run_until(function()
       local f = io.open(dir .. "/metrics.txt")
       if f then f:close() end

@@ -26,7 +26,7 @@ local function start_redis(dir, port)
 end
 
 local function cli(port, cmd)
-  local p = io.popen(("redis-cli -p %d %s"):format(port, cmd))
+  local p = io.popen(("env -u LD_PRELOAD redis-cli -p %d %s"):format(port, cmd))
   local out = p:read("*a")
   p:close()
   return out
