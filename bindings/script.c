@@ -153,6 +153,14 @@ static void host_stop(void *arg)
     if (h->cur)
         for (l_timer_t *t = h->cur->timers; t; t = t->next)
             uv_timer_stop(&t->handle);
+    /* Sinks hold connections and reconnect timers that would keep the
+     * loop running: they close now, and their answers run no more Lua. */
+    l_state_t *states[] = {h->cur, h->loading};
+    for (int i = 0; i < 2; i++) {
+        if (!states[i]) continue;
+        states[i]->ending = true;
+        mqr__lsink_state_close(states[i]);
+    }
 }
 
 static void host_free(void *arg)
