@@ -6,6 +6,7 @@
  * write accepted before the stop is on disk when the process exits.
  */
 #include "engine_int.h"
+#include "sink.h"
 
 #include "errmsg.h"
 
@@ -236,6 +237,7 @@ void mqr_engine_stop(mqr_engine_t *e)
     if (e->stopping) return;
     e->stopping = true;
     if (e->host && e->host_ops->stop) e->host_ops->stop(e->host);
+    mqr__sink_api_stop(e); /* the host's sinks: their answers come now */
     mqr__admin_close(e->admin);
     while (e->listeners.first) /* closing unlinks each */
         mqr__listener_close(e->listeners.first);

@@ -63,6 +63,8 @@ bool mqr__engine_watch_script(const mqr_engine_t *e);
 mqr_clock_t *mqr__engine_clock(mqr_engine_t *e);
 mqr_router_t *mqr__engine_router(mqr_engine_t *e);
 struct mqr_sinks *mqr__engine_sinks(mqr_engine_t *e); /* sink.h's mqr_sinks_t */
+/* The host's sink clients (mqrouter_sinks.h), closed when the engine stops. */
+struct mqr_sink_client **mqr__engine_hosted_sinks(mqr_engine_t *e);
 mqr_retain_t *mqr__engine_retain(mqr_engine_t *e);
 mqr_store_t *mqr__engine_store(const mqr_engine_t *e);
 mqr_listeners_t *mqr__engine_listeners(mqr_engine_t *e);

@@ -62,6 +62,7 @@ struct mqr_engine {
     /* every open egress client (sink.h): for /metrics and the admin API;
      * their owners (the bindings) add and remove them */
     mqr_sinks_t sinks;
+    struct mqr_sink_client *hosted_sinks; /* opened by the C host (core/sink/api_sink.c) */
 
     /* the admin HTTP API (core/admin/admin.h), NULL when not served */
     struct mqr_admin *admin;

@@ -52,6 +52,11 @@ struct mqr_sinks *mqr__engine_sinks(mqr_engine_t *e)
     return &e->sinks;
 }
 
+struct mqr_sink_client **mqr__engine_hosted_sinks(mqr_engine_t *e)
+{
+    return &e->hosted_sinks;
+}
+
 mqr_retain_t *mqr__engine_retain(mqr_engine_t *e)
 {
     return &e->retain;

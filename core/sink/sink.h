@@ -104,4 +104,7 @@ void mqr__sinks_add(mqr_sinks_t *l, mqr_sink_t *s);
 void mqr__sinks_remove(mqr_sinks_t *l, mqr_sink_t *s);
 mqr_sink_t *mqr__sinks_find(const mqr_sinks_t *l, const char *name);
 
+/* Closes the sinks a C host opened (mqrouter_sinks.h): engine stop. */
+void mqr__sink_api_stop(mqr_engine_t *e);
+
 #endif
