@@ -14,9 +14,10 @@
 -- wrap_consumer for C. Must not: block, set globals, or keep a coroutine
 -- after it ended.
 local mq, C = ...
-local create, cresume, status = coroutine.create, coroutine.resume, coroutine.status
+local create, cresume, status, yield = coroutine.create, coroutine.resume, coroutine.status,
+  coroutine.yield
 local traceback, finished = C.traceback, C.finished
-local type, error, tostring, unpack, maxn = type, error, tostring, unpack, table.maxn
+local type, error, tostring = type, error, tostring
 
 -- the coroutines waiting, and the job each one's end is told to
 local jobs = {}
@@ -31,29 +32,67 @@ local function ended(co, job, ok, ...)
   end
 end
 
--- step(co, ...): resumes a waiting coroutine with the answer it waited for.
-local function step(co, ...)
-  local job = jobs[co]
-  local res = { cresume(co, ...) }
-  if status(co) == 'dead' then
-    jobs[co] = nil
-    ended(co, job, unpack(res, 1, maxn(res)))
+-- Coroutines are reused: a worker runs handler after handler, yielding
+-- DONE and the results between two; a handler that waits yields anything
+-- else (C waiters yield nothing). A coroutine per message made the GC the
+-- largest cost of an async route. An error ends the worker for good.
+local DONE = {}
+local idle, nidle, MAX_IDLE = {}, 0, 256
+local function worker(fn, arg)
+  while true do
+    fn, arg = yield(DONE, fn(arg))
+  end
+end
+local function take()
+  if nidle == 0 then return create(worker) end
+  local co = idle[nidle]
+  idle[nidle] = nil
+  nidle = nidle - 1
+  return co
+end
+local function give_back(co)
+  if nidle < MAX_IDLE then
+    nidle = nidle + 1
+    idle[nidle] = co
   end
 end
 
--- run(fn, job, ...) -> waiting: calls fn(...) in a new coroutine. When it
--- ends without waiting, its error is raised here (the caller's protected
--- call counts it) and run returns false, then fn's results; when it waits,
--- run returns true and job learns the end later.
-local function run(fn, job, ...)
-  local co = create(fn)
-  local res = { cresume(co, ...) }
-  if status(co) ~= 'dead' then
-    jobs[co] = job or false -- false: nobody to tell (a waiting coroutine's end is still seen)
-    return true
+-- After a resume: a worker that finished its handler (DONE) goes back to
+-- the pool; a dead coroutine (an error, or a spawned one that returned)
+-- has ended; anything else still waits.
+local function stepped(co, job, ok, first, ...)
+  if ok and first == DONE then
+    jobs[co] = nil
+    give_back(co)
+    ended(co, job, true, ...)
+  elseif status(co) == 'dead' then
+    jobs[co] = nil
+    if ok then ended(co, job, true, first, ...) else ended(co, job, false, first) end
   end
-  if not res[1] then error(traceback(co, tostring(res[2])), 0) end
-  return false, unpack(res, 2, maxn(res))
+end
+
+-- step(co, ...): resumes a waiting coroutine with the answer it waited for.
+local function step(co, ...)
+  return stepped(co, jobs[co], cresume(co, ...))
+end
+
+local function started(co, job, ok, first, ...)
+  if ok and first == DONE then
+    give_back(co)
+    return false, ...
+  end
+  if not ok then error(traceback(co, tostring(first)), 0) end
+  jobs[co] = job or false -- false: nobody to tell (a waiting coroutine's end is still seen)
+  return true
+end
+
+-- run(fn, job, arg) -> waiting: calls fn(arg) in a coroutine. When it ends
+-- without waiting, its error is raised here (the caller's protected call
+-- counts it) and run returns false, then fn's results; when it waits, run
+-- returns true and job learns the end later.
+local function run(fn, job, arg)
+  local co = take()
+  return started(co, job, cresume(co, fn, arg))
 end
 
 function mq.spawn(fn, ...)
