@@ -291,7 +291,7 @@ static int l_pg_insert(lua_State *L)
         iw->failed = true;
         iw->outcome = rc == MQR_EINVAL ? MQR_SINK_PERMANENT : MQR_SINK_RETRY;
         iw->err = rc;
-        snprintf(iw->reason, sizeof iw->reason, "%s: %d of %d rows given, then: %s",
+        snprintf(iw->reason, sizeof iw->reason, "%s: %d of %d rows given, then: %.160s",
                  mqr_err_name(rc), given, nrows, why[0] ? why : mqr_strerror(rc));
     }
     bool refused_some = rc < 0;
