@@ -219,3 +219,86 @@ void mqr__lsink_note_failure(const mqr_sink_t *s, const char *reason)
         MQR_LOG_W("sink", "%s '%s': a request sent without waiting failed: %s (%llu so far)",
                   s->kind, s->name, reason ? reason : "?", (unsigned long long)n);
 }
+
+uint32_t mqr__lsink_opt_ms(lua_State *L, const char *what, const char *key, double max_s)
+{
+    lua_getfield(L, 1, key);
+    uint32_t ms = 0;
+    if (!lua_isnil(L, -1)) {
+        double sec = lua_tonumber(L, -1);
+        if (!lua_isnumber(L, -1) || !(sec > 0) || sec > max_s)
+            luaL_error(L, "%s: %s must be seconds in (0, %g]", what, key, max_s);
+        ms = (uint32_t)(sec * 1000.0 + 0.5);
+        if (!ms) ms = 1;
+    }
+    lua_pop(L, 1);
+    return ms;
+}
+
+uint64_t mqr__lsink_opt_count(lua_State *L, const char *what, const char *key, double min,
+                              double max)
+{
+    lua_getfield(L, 1, key);
+    uint64_t n = 0;
+    if (!lua_isnil(L, -1)) {
+        double d = lua_tonumber(L, -1);
+        if (!lua_isnumber(L, -1) || d < min || d > max || d != (double)(uint64_t)d)
+            luaL_error(L, "%s: %s must be a whole number from %.0f to %.0f", what, key, min, max);
+        n = (uint64_t)d;
+    }
+    lua_pop(L, 1);
+    return n;
+}
+
+const char *mqr__lsink_opt_str(lua_State *L, const char *what, const char *key)
+{
+    lua_getfield(L, 1, key);
+    const char *v = NULL;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "%s: %s must be a string", what, key);
+        v = lua_tostring(L, -1); /* the options table keeps it */
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+void mqr__lsink_check_name(lua_State *L, const char *what, const char *name)
+{
+    for (l_sink_t *s = mqr__state_of(L)->sinks; s; s = s->next)
+        if (strcmp(s->sink->name, name) == 0)
+            luaL_error(L, "%s: this script already opened a sink named '%s'", what, name);
+}
+
+void mqr__lsink_register(lua_State *L, const char *mt, const luaL_Reg *own)
+{
+    luaL_Reg all[24];
+    size_t n = 0;
+    for (const luaL_Reg *r = own; r->name && n < 20; r++)
+        all[n++] = *r;
+    all[n++] = (luaL_Reg){"close", mqr__lsink_close_m};
+    all[n++] = (luaL_Reg){"stats", mqr__lsink_stats_m};
+    all[n++] = (luaL_Reg){"name", mqr__lsink_name_m};
+    all[n] = (luaL_Reg){NULL, NULL};
+    mqr__lua_class(L, mt, all, mqr__lsink_gc, NULL);
+    luaL_getmetatable(L, mt);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "__sink"); /* what close/stats/name check */
+    lua_pop(L, 1);
+}
+
+int mqr__lsink_given(lua_State *L, int rc, l_wait_t *w, const char *why)
+{
+    if (rc < 0) {
+        mqr__lwait_cancel(w);
+        if (rc == MQR_EINVAL) { /* a URL or command built from a message is data, not misuse */
+            lua_pushfstring(L, "EINVAL: %s", why && why[0] ? why : mqr_strerror(rc));
+            return mqr__lsink_fail(L, rc, lua_tostring(L, -1), MQR_SINK_PERMANENT);
+        }
+        return mqr__lsink_fail(L, rc, why && why[0] ? why : NULL, MQR_SINK_RETRY);
+    }
+    if (!w) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    return lua_yield(L, 0);
+}

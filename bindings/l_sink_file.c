@@ -22,21 +22,6 @@ static void file_close(void *obj)
     mqr__file_close(obj);
 }
 
-static uint64_t opt_count(lua_State *L, int t, const char *k, double max, uint64_t dflt)
-{
-    lua_getfield(L, t, k);
-    uint64_t v = dflt;
-    if (!lua_isnil(L, -1)) {
-        if (!lua_isnumber(L, -1)) luaL_error(L, "mq.file: %s must be a number", k);
-        double d = lua_tonumber(L, -1);
-        if (!(d >= 0) || d > max || d != (double)(uint64_t)d)
-            luaL_error(L, "mq.file: %s must be a whole number from 0 to %.0f", k, max);
-        v = (uint64_t)d;
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 /* mq.file{ path, format = "jsonl"|"raw", name, rotate_bytes, rotate_seconds,
  * keep, fsync = "batch"|"interval"|"none", fsync_interval, max_queued,
  * max_queued_bytes } -> file sink */
@@ -80,17 +65,14 @@ int mqr__lsink_file_new(lua_State *L)
         if (!o.fsync_ms) o.fsync_ms = 1;
     }
     lua_pop(L, 5);
-    o.rotate_bytes = opt_count(L, 1, "rotate_bytes", 1e15, 0);
-    o.rotate_seconds = (uint32_t)opt_count(L, 1, "rotate_seconds", 1e8, 0);
-    o.keep = (uint32_t)opt_count(L, 1, "keep", 1e6, 0);
-    o.max_queued = (uint32_t)opt_count(L, 1, "max_queued", 1e8, 0);
-    o.max_queued_bytes = opt_count(L, 1, "max_queued_bytes", 1e12, 0);
+    static const char what[] = "mq.file";
+    o.rotate_bytes = mqr__lsink_opt_count(L, what, "rotate_bytes", 0, 1e15);
+    o.rotate_seconds = (uint32_t)mqr__lsink_opt_count(L, what, "rotate_seconds", 0, 1e8);
+    o.keep = (uint32_t)mqr__lsink_opt_count(L, what, "keep", 0, 1e6);
+    o.max_queued = (uint32_t)mqr__lsink_opt_count(L, what, "max_queued", 0, 1e8);
+    o.max_queued_bytes = mqr__lsink_opt_count(L, what, "max_queued_bytes", 0, 1e12);
     l_state_t *st = mqr__state_of(L);
-    if (mqr__sinks_find(mqr__engine_sinks(st->host->e), o.name))
-        for (l_sink_t *s = st->sinks; s; s = s->next)
-            if (strcmp(s->sink->name, o.name) == 0)
-                return luaL_error(L, "mq.file: this script already opened a sink named '%s'",
-                                  o.name);
+    mqr__lsink_check_name(L, what, o.name);
     mqr_file_t *f;
     char *err = NULL;
     int rc = mqr__file_new(mqr_engine_loop(st->host->e), &o, &f, &err);
@@ -185,18 +167,8 @@ static int l_file_rotations(lua_State *L)
 
 void mqr__lsink_file_register(lua_State *L)
 {
-    static const luaL_Reg methods[] = {{"_write", l_file_write},
-                                       {"_write_wait", l_file_write_wait},
-                                       {"flush", l_file_flush},
-                                       {"path", l_file_path},
-                                       {"rotations", l_file_rotations},
-                                       {"close", mqr__lsink_close_m},
-                                       {"stats", mqr__lsink_stats_m},
-                                       {"name", mqr__lsink_name_m},
-                                       {NULL, NULL}};
-    mqr__lua_class(L, FILE_MT, methods, mqr__lsink_gc, NULL);
-    luaL_getmetatable(L, FILE_MT);
-    lua_pushboolean(L, 1);
-    lua_setfield(L, -2, "__sink");
-    lua_pop(L, 1);
+    static const luaL_Reg methods[] = {
+        {"_write", l_file_write}, {"_write_wait", l_file_write_wait}, {"flush", l_file_flush},
+        {"path", l_file_path},    {"rotations", l_file_rotations},    {NULL, NULL}};
+    mqr__lsink_register(L, FILE_MT, methods);
 }

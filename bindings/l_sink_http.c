@@ -24,48 +24,6 @@ static void http_close(void *obj)
     mqr__http_close(obj);
 }
 
-static uint32_t opt_ms(lua_State *L, int t, const char *k, double max_s)
-{
-    lua_getfield(L, t, k);
-    uint32_t ms = 0;
-    if (!lua_isnil(L, -1)) {
-        if (!lua_isnumber(L, -1)) luaL_error(L, "mq.http: %s must be seconds", k);
-        double s = lua_tonumber(L, -1);
-        if (!(s > 0) || s > max_s)
-            luaL_error(L, "mq.http: %s must be seconds in (0, %g]", k, max_s);
-        ms = (uint32_t)(s * 1000.0 + 0.5);
-        if (!ms) ms = 1;
-    }
-    lua_pop(L, 1);
-    return ms;
-}
-
-static uint32_t opt_n(lua_State *L, int t, const char *k, double max)
-{
-    lua_getfield(L, t, k);
-    uint32_t n = 0;
-    if (!lua_isnil(L, -1)) {
-        double d = lua_tonumber(L, -1);
-        if (!lua_isnumber(L, -1) || d < 1 || d > max || d != (double)(uint32_t)d)
-            luaL_error(L, "mq.http: %s must be a whole number from 1 to %.0f", k, max);
-        n = (uint32_t)d;
-    }
-    lua_pop(L, 1);
-    return n;
-}
-
-static const char *opt_str(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    const char *s = NULL;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "mq.http: %s must be a string", k);
-        s = lua_tostring(L, -1); /* the options table keeps it */
-    }
-    lua_pop(L, 1);
-    return s;
-}
-
 /* C._http_new{ name, base_url, timeout, connect_timeout, max_in_flight,
  * max_queued, max_host_connections, max_response_bytes, ca, cert, key,
  * insecure } -> client (headers and base_url are the Lua half's) */
@@ -73,25 +31,25 @@ static int l_http_new(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     mqr_http_opts_t o = {0};
-    o.name = opt_str(L, 1, "name");
-    o.target = opt_str(L, 1, "base_url");
-    o.timeout_ms = opt_ms(L, 1, "timeout", 3600);
-    o.connect_timeout_ms = opt_ms(L, 1, "connect_timeout", 600);
-    o.max_in_flight = opt_n(L, 1, "max_in_flight", 100000);
-    o.max_queued = opt_n(L, 1, "max_queued", 10000000);
-    o.max_host_connections = opt_n(L, 1, "max_host_connections", 10000);
-    o.max_response_bytes = opt_n(L, 1, "max_response_bytes", 1 << 30);
-    o.ca_file = opt_str(L, 1, "ca");
-    o.cert_file = opt_str(L, 1, "cert");
-    o.key_file = opt_str(L, 1, "key");
+    static const char what[] = "mq.http";
+    o.name = mqr__lsink_opt_str(L, what, "name");
+    o.target = mqr__lsink_opt_str(L, what, "base_url");
+    o.timeout_ms = mqr__lsink_opt_ms(L, what, "timeout", 3600);
+    o.connect_timeout_ms = mqr__lsink_opt_ms(L, what, "connect_timeout", 600);
+    o.max_in_flight = (uint32_t)mqr__lsink_opt_count(L, what, "max_in_flight", 1, 100000);
+    o.max_queued = (uint32_t)mqr__lsink_opt_count(L, what, "max_queued", 1, 10000000);
+    o.max_host_connections =
+        (uint32_t)mqr__lsink_opt_count(L, what, "max_host_connections", 1, 10000);
+    o.max_response_bytes =
+        (uint32_t)mqr__lsink_opt_count(L, what, "max_response_bytes", 1, 1 << 30);
+    o.ca_file = mqr__lsink_opt_str(L, what, "ca");
+    o.cert_file = mqr__lsink_opt_str(L, what, "cert");
+    o.key_file = mqr__lsink_opt_str(L, what, "key");
     lua_getfield(L, 1, "insecure");
     o.insecure = lua_toboolean(L, -1);
     lua_pop(L, 1);
     l_state_t *st = mqr__state_of(L);
-    const char *name = o.name ? o.name : "http";
-    for (l_sink_t *s = st->sinks; s; s = s->next)
-        if (strcmp(s->sink->name, name) == 0)
-            return luaL_error(L, "mq.http: this script already opened a sink named '%s'", name);
+    mqr__lsink_check_name(L, what, o.name ? o.name : "http");
     mqr_http_t *c;
     char *err = NULL;
     int rc = mqr__http_new(mqr_engine_loop(st->host->e), &o, &c, &err);
@@ -209,19 +167,7 @@ static int http_request(lua_State *L, bool wait)
     char why[256] = "";
     int rc = wait ? mqr__http_request(s->obj, &req, on_http_done, w, why, sizeof why)
                   : mqr__http_request(s->obj, &req, on_http_sent, s->sink, why, sizeof why);
-    if (rc < 0) {
-        mqr__lwait_cancel(w);
-        if (rc == MQR_EINVAL) { /* a URL from a message is data, not misuse */
-            lua_pushfstring(L, "EINVAL: %s", why);
-            return mqr__lsink_fail(L, rc, lua_tostring(L, -1), MQR_SINK_PERMANENT);
-        }
-        return mqr__lsink_fail(L, rc, why[0] ? why : NULL, MQR_SINK_RETRY);
-    }
-    if (!wait) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    return lua_yield(L, 0);
+    return mqr__lsink_given(L, rc, w, why);
 }
 
 static int l_http_request(lua_State *L)
@@ -236,14 +182,9 @@ static int l_http_send(lua_State *L)
 
 void mqr__lsink_http_register(lua_State *L)
 {
-    static const luaL_Reg methods[] = {{"_request", l_http_request},  {"_send", l_http_send},
-                                       {"close", mqr__lsink_close_m}, {"stats", mqr__lsink_stats_m},
-                                       {"name", mqr__lsink_name_m},   {NULL, NULL}};
-    mqr__lua_class(L, HTTP_MT, methods, mqr__lsink_gc, NULL);
-    luaL_getmetatable(L, HTTP_MT);
-    lua_pushboolean(L, 1);
-    lua_setfield(L, -2, "__sink");
-    lua_pop(L, 1);
+    static const luaL_Reg methods[] = {
+        {"_request", l_http_request}, {"_send", l_http_send}, {NULL, NULL}};
+    mqr__lsink_register(L, HTTP_MT, methods);
 }
 
 int mqr__lsink_http_new(lua_State *L)

@@ -26,35 +26,6 @@ static void pg_close(void *obj)
     mqr__pg_close(obj);
 }
 
-static uint32_t opt_n(lua_State *L, const char *k, double max)
-{
-    lua_getfield(L, 1, k);
-    uint32_t n = 0;
-    if (!lua_isnil(L, -1)) {
-        double d = lua_tonumber(L, -1);
-        if (!lua_isnumber(L, -1) || d < 1 || d > max || d != (double)(uint32_t)d)
-            luaL_error(L, "mq.pg: %s must be a whole number from 1 to %.0f", k, max);
-        n = (uint32_t)d;
-    }
-    lua_pop(L, 1);
-    return n;
-}
-
-static uint32_t opt_ms(lua_State *L, const char *k)
-{
-    lua_getfield(L, 1, k);
-    uint32_t ms = 0;
-    if (!lua_isnil(L, -1)) {
-        double s = lua_tonumber(L, -1);
-        if (!lua_isnumber(L, -1) || !(s > 0) || s > 3600)
-            luaL_error(L, "mq.pg: %s must be seconds in (0, 3600]", k);
-        ms = (uint32_t)(s * 1000.0 + 0.5);
-        if (!ms) ms = 1;
-    }
-    lua_pop(L, 1);
-    return ms;
-}
-
 /* mq.pg{ conninfo, name, connections, max_queued, timeout, batch_rows,
  * batch_window, backoff_min, backoff_max } -> client */
 int mqr__lsink_pg_new(lua_State *L)
@@ -73,18 +44,16 @@ int mqr__lsink_pg_new(lua_State *L)
     lua_getfield(L, 1, "name");
     o.name = luaL_optstring(L, -1, NULL);
     lua_pop(L, 2); /* the options table keeps both */
-    o.connections = opt_n(L, "connections", 64);
-    o.max_queued = opt_n(L, "max_queued", 100000000);
-    o.timeout_ms = opt_ms(L, "timeout");
-    o.batch_rows = opt_n(L, "batch_rows", 100000);
-    o.batch_ms = opt_ms(L, "batch_window");
-    o.backoff_min_ms = opt_ms(L, "backoff_min");
-    o.backoff_max_ms = opt_ms(L, "backoff_max");
+    static const char what[] = "mq.pg";
+    o.connections = (uint32_t)mqr__lsink_opt_count(L, what, "connections", 1, 64);
+    o.max_queued = (uint32_t)mqr__lsink_opt_count(L, what, "max_queued", 1, 100000000);
+    o.timeout_ms = mqr__lsink_opt_ms(L, what, "timeout", 3600);
+    o.batch_rows = (uint32_t)mqr__lsink_opt_count(L, what, "batch_rows", 1, 100000);
+    o.batch_ms = mqr__lsink_opt_ms(L, what, "batch_window", 60);
+    o.backoff_min_ms = mqr__lsink_opt_ms(L, what, "backoff_min", 3600);
+    o.backoff_max_ms = mqr__lsink_opt_ms(L, what, "backoff_max", 3600);
     l_state_t *st = mqr__state_of(L);
-    const char *name = o.name ? o.name : "pg";
-    for (l_sink_t *s = st->sinks; s; s = s->next)
-        if (strcmp(s->sink->name, name) == 0)
-            return luaL_error(L, "mq.pg: this script already opened a sink named '%s'", name);
+    mqr__lsink_check_name(L, what, o.name ? o.name : "pg");
     mqr_pg_t *p;
     char *err = NULL;
     int rc = mqr__pg_new(mqr_engine_loop(st->host->e), &o, &p, &err);
@@ -310,12 +279,7 @@ static int l_pg_insert(lua_State *L)
 
 void mqr__lsink_pg_register(lua_State *L)
 {
-    static const luaL_Reg methods[] = {{"_query", l_pg_query},        {"_insert", l_pg_insert},
-                                       {"close", mqr__lsink_close_m}, {"stats", mqr__lsink_stats_m},
-                                       {"name", mqr__lsink_name_m},   {NULL, NULL}};
-    mqr__lua_class(L, PG_MT, methods, mqr__lsink_gc, NULL);
-    luaL_getmetatable(L, PG_MT);
-    lua_pushboolean(L, 1);
-    lua_setfield(L, -2, "__sink");
-    lua_pop(L, 1);
+    static const luaL_Reg methods[] = {
+        {"_query", l_pg_query}, {"_insert", l_pg_insert}, {NULL, NULL}};
+    mqr__lsink_register(L, PG_MT, methods);
 }

@@ -25,47 +25,6 @@ static void redis_close(void *obj)
     mqr__redis_close(obj);
 }
 
-static uint32_t opt_n(lua_State *L, const char *k, double max)
-{
-    lua_getfield(L, 1, k);
-    uint32_t n = 0;
-    if (!lua_isnil(L, -1)) {
-        double d = lua_tonumber(L, -1);
-        if (!lua_isnumber(L, -1) || d < 0 || d > max || d != (double)(uint32_t)d)
-            luaL_error(L, "mq.redis: %s must be a whole number from 0 to %.0f", k, max);
-        n = (uint32_t)d;
-    }
-    lua_pop(L, 1);
-    return n;
-}
-
-static uint32_t opt_ms(lua_State *L, const char *k)
-{
-    lua_getfield(L, 1, k);
-    uint32_t ms = 0;
-    if (!lua_isnil(L, -1)) {
-        double s = lua_tonumber(L, -1);
-        if (!lua_isnumber(L, -1) || !(s > 0) || s > 3600)
-            luaL_error(L, "mq.redis: %s must be seconds in (0, 3600]", k);
-        ms = (uint32_t)(s * 1000.0 + 0.5);
-        if (!ms) ms = 1;
-    }
-    lua_pop(L, 1);
-    return ms;
-}
-
-static const char *opt_str(lua_State *L, const char *k)
-{
-    lua_getfield(L, 1, k);
-    const char *s = NULL;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "mq.redis: %s must be a string", k);
-        s = lua_tostring(L, -1); /* the options table keeps it */
-    }
-    lua_pop(L, 1);
-    return s;
-}
-
 /* mq.redis{ name, host, port, password, db, timeout, connect_timeout,
  * max_in_flight, max_queued, backoff_min, backoff_max } -> client */
 int mqr__lsink_redis_new(lua_State *L)
@@ -84,23 +43,21 @@ int mqr__lsink_redis_new(lua_State *L)
                                         "backoff_max",
                                         NULL};
     mqr__lua_check_options(L, 1, "mq.redis", known);
+    static const char what[] = "mq.redis";
     mqr_redis_opts_t o = {0};
-    o.name = opt_str(L, "name");
-    o.host = opt_str(L, "host");
-    o.port = (int)opt_n(L, "port", 65535);
-    o.password = opt_str(L, "password");
-    o.db = (int)opt_n(L, "db", 10000);
-    o.timeout_ms = opt_ms(L, "timeout");
-    o.connect_timeout_ms = opt_ms(L, "connect_timeout");
-    o.backoff_min_ms = opt_ms(L, "backoff_min");
-    o.backoff_max_ms = opt_ms(L, "backoff_max");
-    o.max_in_flight = opt_n(L, "max_in_flight", 1000000);
-    o.max_queued = opt_n(L, "max_queued", 100000000);
+    o.name = mqr__lsink_opt_str(L, what, "name");
+    o.host = mqr__lsink_opt_str(L, what, "host");
+    o.port = (int)mqr__lsink_opt_count(L, what, "port", 1, 65535);
+    o.password = mqr__lsink_opt_str(L, what, "password");
+    o.db = (int)mqr__lsink_opt_count(L, what, "db", 0, 10000);
+    o.timeout_ms = mqr__lsink_opt_ms(L, what, "timeout", 3600);
+    o.connect_timeout_ms = mqr__lsink_opt_ms(L, what, "connect_timeout", 3600);
+    o.backoff_min_ms = mqr__lsink_opt_ms(L, what, "backoff_min", 3600);
+    o.backoff_max_ms = mqr__lsink_opt_ms(L, what, "backoff_max", 3600);
+    o.max_in_flight = (uint32_t)mqr__lsink_opt_count(L, what, "max_in_flight", 1, 1000000);
+    o.max_queued = (uint32_t)mqr__lsink_opt_count(L, what, "max_queued", 1, 100000000);
     l_state_t *st = mqr__state_of(L);
-    const char *name = o.name ? o.name : "redis";
-    for (l_sink_t *s = st->sinks; s; s = s->next)
-        if (strcmp(s->sink->name, name) == 0)
-            return luaL_error(L, "mq.redis: this script already opened a sink named '%s'", name);
+    mqr__lsink_check_name(L, what, o.name ? o.name : "redis");
     mqr_redis_t *r;
     char *err = NULL;
     int rc = mqr__redis_new(mqr_engine_loop(st->host->e), &o, &r, &err);
@@ -205,19 +162,7 @@ static int redis_command(lua_State *L, bool wait)
     int rc =
         wait ? mqr__redis_command(s->obj, n, argv, lens, on_redis_done, w, why, sizeof why)
              : mqr__redis_command(s->obj, n, argv, lens, on_redis_sent, s->sink, why, sizeof why);
-    if (rc < 0) {
-        mqr__lwait_cancel(w);
-        if (rc == MQR_EINVAL) {
-            lua_pushfstring(L, "EINVAL: %s", why);
-            return mqr__lsink_fail(L, rc, lua_tostring(L, -1), MQR_SINK_PERMANENT);
-        }
-        return mqr__lsink_fail(L, rc, why[0] ? why : NULL, MQR_SINK_RETRY);
-    }
-    if (!wait) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    return lua_yield(L, 0);
+    return mqr__lsink_given(L, rc, w, why);
 }
 
 static int l_redis_command(lua_State *L)
@@ -232,14 +177,9 @@ static int l_redis_send(lua_State *L)
 
 void mqr__lsink_redis_register(lua_State *L)
 {
-    static const luaL_Reg methods[] = {{"command", l_redis_command},  {"send", l_redis_send},
-                                       {"close", mqr__lsink_close_m}, {"stats", mqr__lsink_stats_m},
-                                       {"name", mqr__lsink_name_m},   {NULL, NULL}};
-    mqr__lua_class(L, REDIS_MT, methods, mqr__lsink_gc, NULL);
-    luaL_getmetatable(L, REDIS_MT);
-    lua_pushboolean(L, 1);
-    lua_setfield(L, -2, "__sink");
-    lua_pop(L, 1);
+    static const luaL_Reg methods[] = {
+        {"command", l_redis_command}, {"send", l_redis_send}, {NULL, NULL}};
+    mqr__lsink_register(L, REDIS_MT, methods);
     /* mq.redis.null: Redis' nil reply, which nil (a failure) cannot stand for */
     lua_newtable(L);
     lua_pushliteral(L, "redis.null");
