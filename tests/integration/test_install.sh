@@ -20,13 +20,13 @@ note "installed to a temporary prefix"
 pc=$(find "$prefix" -name mqrouter.pc | head -1)
 [[ -n "$pc" ]] || fail "no mqrouter.pc installed"
 libdir=$(dirname "$(dirname "$pc")")
-for f in include/mqrouter.h include/mqrouter_auth.h include/mqrouter_lua.h bin/mqrouter; do
+for f in include/mqrouter.h include/mqrouter_auth.h include/mqrouter_sinks.h include/mqrouter_lua.h bin/mqrouter; do
   [[ -f "$prefix/$f" ]] || fail "$f not installed"
 done
 [[ -e "$libdir/libmqrouter.so" && -f "$libdir/libmqrouter.a" ]] || fail "libraries not installed"
 [[ -f "$libdir/cmake/mqrouter/mqrouterConfig.cmake" &&
    -f "$libdir/cmake/mqrouter/mqrouterConfigVersion.cmake" ]] || fail "no CMake package config"
-if find "$prefix/include" -name '*.h' | grep -vE '/mqrouter(_auth|_lua)?\.h$'; then
+if find "$prefix/include" -name '*.h' | grep -vE '/mqrouter(_auth|_sinks|_lua)?\.h$'; then
   fail "internal headers installed"
 fi
 if [[ -d "$MQROUTER_SRC/lua/stdlib" ]]; then
