@@ -104,6 +104,12 @@ static int l_q_dead_letters(lua_State *L)
         lua_setfield(L, -2, "payload");
         lua_pushstring(L, mqr__queue_reason_name(d[i].reason));
         lua_setfield(L, -2, "reason");
+        const char *err;
+        size_t elen;
+        if (mqr__lmsg_user_prop(d[i].msg, "mqrouter-error", &err, &elen)) {
+            lua_pushlstring(L, err, elen);
+            lua_setfield(L, -2, "error");
+        }
         lua_pushinteger(L, d[i].attempts);
         lua_setfield(L, -2, "attempts");
         lua_pushinteger(L, d[i].priority);

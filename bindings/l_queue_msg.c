@@ -62,9 +62,27 @@ static int l_qmsg_nack(lua_State *L)
     return settled(L, mqr__queue_nack(m->lq->q, m->id, delay), m);
 }
 
+/* msg:reject([reason]): dead-letter it now; the reason (a string, at most
+ * 1 024 bytes kept) goes with the dead letter as the user property
+ * mqrouter-error: in q:dead_letters() (`error`), in the store, and in the
+ * message published on the queue's dead-letter topic. */
 static int l_qmsg_reject(lua_State *L)
 {
     l_qmsg_t *m = check_qmsg(L);
+    size_t len = 0;
+    const char *reason = luaL_optlstring(L, 2, NULL, &len);
+    if (reason) {
+        mqr_luser_prop_t p = {"mqrouter-error", reason, len > 1024 ? 1024 : len};
+        mqr_msg_t *tagged = mqr__lmsg_with_user_props(m->msg, &p, 1);
+        if (!tagged) return luaL_error(L, "out of memory");
+        int rc = mqr__queue_replace_msg(m->lq->q, m->id, tagged);
+        if (rc == 0) {
+            mqr_msg_unref(m->msg); /* the handle shows the message as it now is */
+            m->msg = tagged;
+        } else {
+            mqr_msg_unref(tagged);
+        }
+    }
     return settled(L, mqr__queue_reject(m->lq->q, m->id), m);
 }
 

@@ -556,5 +556,11 @@ typedef struct {
  * mqr__engine_publish_data returns, or MQR_ENOMEM. */
 int mqr__ldead_letter(mqr_engine_t *e, const mqr_msg_t *msg, const char *topic,
                       const char *origin_name, const mqr_luser_prop_t *extra, size_t n);
+/* A new message (one reference): msg with the n user properties added to
+ * its properties; NULL without memory. */
+mqr_msg_t *mqr__lmsg_with_user_props(const mqr_msg_t *msg, const mqr_luser_prop_t *extra, size_t n);
+/* The (first) user property key of msg: true with its value (not
+ * NUL-terminated) and length. */
+bool mqr__lmsg_user_prop(const mqr_msg_t *msg, const char *key, const char **value, size_t *len);
 
 #endif

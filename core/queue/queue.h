@@ -95,6 +95,9 @@ int mqr__queues_set_max_bytes(mqr_engine_t *e, size_t max_bytes);
  *            enqueued.
  *   acked:   the entry was acknowledged and is gone.
  *   dead:    the entry moved to the dead-letter queue (reason, attempts).
+ *   dead_msg: right after dead, when the entry's message was replaced
+ *            while in flight (mqr__queue_replace_msg: a rejection's reason
+ *            added to its properties): the dead letter keeps this one.
  *   removed: the entry (ready, in flight or dead) is gone for another reason
  *            (expired without DLQ, dropped, purged, discarded, re-driven under
  *            a new id). Not called when the queue is closed or the engine
@@ -106,6 +109,7 @@ typedef struct {
     void (*acked)(void *ctx, mqr_queue_t *q, uint64_t id);
     void (*dead)(void *ctx, mqr_queue_t *q, uint64_t id, int reason, unsigned attempts);
     void (*removed)(void *ctx, mqr_queue_t *q, uint64_t id);
+    void (*dead_msg)(void *ctx, mqr_queue_t *q, uint64_t id, const mqr_msg_t *msg);
 } mqr_queue_store_ops_t;
 
 /* The other half of the seam: fn(ctx, q) runs inside mqr__queue_new for a
@@ -282,6 +286,12 @@ int mqr__queue_receive(mqr_queue_t *q, size_t max, mqr_queue_delivery_t *out);
 int mqr__queue_ack(mqr_queue_t *q, uint64_t id);
 int mqr__queue_nack(mqr_queue_t *q, uint64_t id, int64_t delay_ms);
 int mqr__queue_reject(mqr_queue_t *q, uint64_t id);
+/* Replaces the message of in-flight entry id by msg (referenced; the old
+ * one released), e.g. the same message with a rejection's reason in its
+ * properties, before it is settled: a dead letter keeps msg, in memory and
+ * in the store. Counts the size difference against the queue's memory.
+ * 0, MQR_ENOENT (not in flight), MQR_ECLOSED. */
+int mqr__queue_replace_msg(mqr_queue_t *q, uint64_t id, mqr_msg_t *msg);
 /* Acks n ids; returns how many were acked (ids not in flight are skipped),
  * or MQR_ECLOSED. */
 int mqr__queue_ack_batch(mqr_queue_t *q, const uint64_t *ids, size_t n);

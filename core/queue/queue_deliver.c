@@ -205,6 +205,24 @@ int mqr__queue_reject(mqr_queue_t *q, uint64_t id)
     return settle_id(q, id, MQR_QUEUE_REJECT, 0);
 }
 
+int mqr__queue_replace_msg(mqr_queue_t *q, uint64_t id, mqr_msg_t *msg)
+{
+    if (q->closed) return MQR_ECLOSED;
+    mqr_qentry_t *e = q->delivering;
+    if (!(e && e->id == id && e->state == QE_DELIVERING)) {
+        e = mqr__q_map_get(&q->ids, id);
+        if (!e || e->state != QE_INFLIGHT) return MQR_ENOENT;
+    }
+    size_t was = mqr__q_entry_bytes(e->msg), now = mqr__q_entry_bytes(msg);
+    q->bytes = q->bytes - was + now;
+    q->set->bytes = q->set->bytes - was + now;
+    mqr_msg_ref(msg);
+    mqr_msg_unref(e->msg);
+    e->msg = msg;
+    e->replaced = 1;
+    return 0;
+}
+
 int mqr__queue_ack_batch(mqr_queue_t *q, const uint64_t *ids, size_t n)
 {
     if (q->closed) return MQR_ECLOSED;

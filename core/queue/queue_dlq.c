@@ -44,8 +44,11 @@ void mqr__q_dead_letter(mqr_queue_t *q, mqr_qentry_t *e, int reason)
     q->dst.total++;
     q->dst.by_reason[reason]++;
     q->dst.depth_by_reason[reason]++;
-    if (q->cfg.durable && s->ops && s->ops->dead)
+    if (q->cfg.durable && s->ops && s->ops->dead) {
         s->ops->dead(s->ops_ctx, q, e->id, reason, e->attempts);
+        if (e->replaced && s->ops->dead_msg) s->ops->dead_msg(s->ops_ctx, q, e->id, e->msg);
+    }
+    e->replaced = 0;
     mqr_queue_dead_t d = {.id = e->id,
                           .msg = e->msg,
                           .reason = reason,

@@ -50,7 +50,8 @@ struct mqr_qentry {
     uint16_t attempts;
     uint8_t prio;
     uint8_t state : 4;
-    uint8_t reason : 4; /* DEAD */
+    uint8_t reason : 3;   /* DEAD */
+    uint8_t replaced : 1; /* its message was replaced in flight: the store's dead letter follows */
 };
 
 typedef struct {

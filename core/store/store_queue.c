@@ -33,6 +33,7 @@ enum {
     SQ_DEL,
     SQ_DEAD_MOVE,
     SQ_DEAD_DEL,
+    SQ_DEAD_PROPS,
     SQ_LOAD,
     SQ_LOAD_DEAD,
     SQ_REPLAY,
@@ -61,6 +62,7 @@ static const char *const sql[SQ_COUNT_] = {
                      " SELECT qid, id, priority, ?3, ?4, ?5, qos, retain, topic, payload, props,"
                      " created_ms, expiry_s FROM queue_msgs WHERE qid = ?1 AND id = ?2",
     [SQ_DEAD_DEL] = "DELETE FROM queue_dead WHERE qid = ?1 AND id = ?2",
+    [SQ_DEAD_PROPS] = "UPDATE queue_dead SET props = ?3 WHERE qid = ?1 AND id = ?2",
     [SQ_LOAD] = SEL_MSGS " ORDER BY id",
     [SQ_LOAD_DEAD] = SEL_DEAD " ORDER BY dead_ms, id",
     [SQ_REPLAY] = SEL_MSGS " UNION ALL " SEL_DEAD " AND ?2 ORDER BY 1",
@@ -331,6 +333,25 @@ static void op_dead(void *ctx, mqr_queue_t *q, uint64_t id, int reason, unsigned
     note_failure(sq, rc);
 }
 
+/* A dead letter whose message was replaced in flight (a rejection's
+ * reason added to its properties): the row keeps the new properties. */
+static void op_dead_msg(void *ctx, mqr_queue_t *q, uint64_t id, const mqr_msg_t *msg)
+{
+    mqr_store_queues_t *sq = ctx;
+    sq_rec_t *r = rec_for(sq, q);
+    if (!r) {
+        note_failure(sq, MQR_ESTORE);
+        return;
+    }
+    sqlite3_stmt *st = sq->st[SQ_DEAD_PROPS];
+    int rc = bind_key(st, r->qid, id);
+    if (rc == SQLITE_OK)
+        rc = msg->props_len
+                 ? sqlite3_bind_blob(st, 3, msg->props, (int)msg->props_len, SQLITE_STATIC)
+                 : sqlite3_bind_null(st, 3);
+    note_failure(sq, write_st(sq, st, rc, "cannot store a dead letter's properties"));
+}
+
 static void op_removed(void *ctx, mqr_queue_t *q, uint64_t id)
 {
     mqr_store_queues_t *sq = ctx;
@@ -347,6 +368,7 @@ static const mqr_queue_store_ops_t store_ops = {
     .stored = op_stored,
     .acked = op_acked,
     .dead = op_dead,
+    .dead_msg = op_dead_msg,
     .removed = op_removed,
 };
 

@@ -311,7 +311,8 @@ end
 -- and hands each to fn in a coroutine (fn may wait for a sink); what fn
 -- returns settles the message as a sink's answer reads:
 --   a true value                       ack
---   nil, err, name, "permanent"        dead letter now (msg:reject())
+--   nil, err, name, "permanent"        dead letter now (msg:reject(err): the
+--                                      dead letter carries err as mqrouter-error)
 --   nil, err [, name, "retry"], false  nack: redelivered after the backoff,
 --                                      dead-lettered after max_attempts
 --   an error raised                    nack
@@ -341,7 +342,7 @@ function mq.deliver(q, fn, opts)
           kind == 'permanent' and 'dead-lettered' or 'will retry', failures))
     end
     if kind == 'permanent' then
-      msg:reject()
+      msg:reject(tostring(err))
       return true
     end
     return false

@@ -458,7 +458,8 @@ static void op_removed(void *ctx, mqr_queue_t *q, uint64_t id)
     logf_(ctx, "removed", id);
 }
 
-static const mqr_queue_store_ops_t ops = {op_stored, op_acked, op_dead, op_removed};
+static const mqr_queue_store_ops_t ops = {
+    .stored = op_stored, .acked = op_acked, .dead = op_dead, .removed = op_removed};
 
 static void test_store_ops(void **state)
 {

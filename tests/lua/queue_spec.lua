@@ -620,6 +620,42 @@ describe("mq.queue", function()
     os.execute("rm -rf " .. dir)
   end)
 
+  it("keeps a rejection's reason with the dead letter, in the store and on its topic", function()
+    local dir = h.tmpdir()
+    local code = [[
+      local mq = require "mqrouter"
+      local q = mq.queue("why", { durable = true, dead_letter = "dlq/why" })
+      mq.route("in", q)
+      q:consume(function(m) m:reject("EHTTP: HTTP 404 " .. m.payload) end)
+      mq.route("list", function()
+        local out = {}
+        for _, d in ipairs(q:dead_letters()) do out[#out + 1] = d.payload .. "=" .. tostring(d.error) end
+        mq.publish("listed", table.concat(out, ","))
+      end)
+    ]]
+    local de = h.engine({ data_dir = dir })
+    local dl = de:capture("dlq/why")
+    assert(de:load(code))
+    assert(de:publish("in", "a", { qos = 1 }))
+    assert(de:publish("in", "b", { qos = 1 }))
+    assert.is_true(h.run_until(de, function() return dl:count() == 2 end, 2))
+    local user = dl:messages()[1].properties.user
+    assert.are.equal("EHTTP: HTTP 404 a", user["mqrouter-error"])
+    assert.are.equal("rejected", user["mqrouter-reason"])
+    local listed = de:capture("listed")
+    assert(de:publish("list", ""))
+    assert.are.equal("a=EHTTP: HTTP 404 a,b=EHTTP: HTTP 404 b", listed:messages()[1].payload)
+    de:close()
+    -- a new engine on the same store: the dead letters keep their reasons
+    de = h.engine({ data_dir = dir })
+    listed = de:capture("listed")
+    assert(de:load(code))
+    assert(de:publish("list", ""))
+    assert.are.equal("a=EHTTP: HTTP 404 a,b=EHTTP: HTTP 404 b", listed:messages()[1].payload)
+    de:close()
+    os.execute("rm -rf " .. dir)
+  end)
+
   it("replays into routes and other bound queues, never back into the queue itself", function()
     local dir = h.tmpdir()
     local de = h.engine({ data_dir = dir })
