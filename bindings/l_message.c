@@ -30,42 +30,8 @@
  * holds each message's raw properties. */
 static char msg_mt_key, raw_props_key;
 
-/* Builds a message table from the values mqr__lmsg_args pushes, and calls a
- * handler with one. Upvalues come from mqr__lmsg_register. Raw properties
- * wait, until `properties` is first read, in a weak-keyed table beside the
- * message, so that pairs() and json.encode see only the fields. */
-static const char make_src[] =
-    "local setmetatable, mt, raw_props, origins = ...\n"
-    "local function make(topic, payload, qos, retain, time, origin, source, props)\n"
-    "  local m = setmetatable({ topic = topic, payload = payload, qos = qos, retain = retain,\n"
-    "    time = time, origin = origins[origin], source = source }, mt)\n"
-    "  if props then raw_props[m] = props end\n"
-    "  return m\n"
-    "end\n"
-    "local function deliver(fn, topic, payload, qos, retain, time, origin, source, props)\n"
-    "  return fn(make(topic, payload, qos, retain, time, origin, source, props))\n"
-    "end\n"
-    "return make, deliver\n";
-
-/* What __index does for a name the table does not hold: `properties`
- * is decoded from the raw bytes and kept in the table; anything else is a
- * mistake worth naming. */
-static const char index_src[] = "local rawset, error, tostring, decode, raw_props = ...\n"
-                                "return function(m, k)\n"
-                                "  if k == 'properties' then\n"
-                                "    local p = decode(raw_props[m])\n"
-                                "    rawset(m, 'properties', p)\n"
-                                "    return p\n"
-                                "  end\n"
-                                "  error(\"message has no field '\" .. tostring(k) .. \"'\", 2)\n"
-                                "end\n";
-
-static const char tostring_src[] =
-    "local format, tostring = ...\n"
-    "return function(m)\n"
-    "  return format('message(%s, %d bytes, qos %s%s)', tostring(m.topic), #tostring(m.payload),\n"
-    "    tostring(m.qos), m.retain and ', retained' or '')\n"
-    "end\n";
+extern const char mqr__lua_message[];
+extern const size_t mqr__lua_message_len;
 
 /* decode(raw or nil) -> the properties table (empty without raw bytes) */
 static int l_decode_props(lua_State *L)
@@ -74,16 +40,6 @@ static int l_decode_props(lua_State *L)
     const char *raw = luaL_optlstring(L, 1, NULL, &len);
     mqr__lprops_push(L, (const uint8_t *)raw, raw ? len : 0);
     return 1;
-}
-
-/* Runs a chunk of this file's Lua with the n values on top of the stack as
- * its arguments; leaves its nresults results. Raises on failure (only an
- * allocation can fail: the sources are fixed). */
-static void run_chunk(lua_State *L, const char *src, const char *name, int n, int nresults)
-{
-    if (luaL_loadbuffer(L, src, strlen(src), name) != 0) lua_error(L);
-    lua_insert(L, -n - 1);
-    lua_call(L, n, nresults);
 }
 
 static void push_key(lua_State *L, const void *key)
@@ -103,26 +59,14 @@ void mqr__lmsg_register(lua_State *L, int *make_ref, int *deliver_ref)
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, pkey);
 
-    lua_getglobal(L, "rawset");
-    lua_getglobal(L, "error");
-    lua_getglobal(L, "tostring");
-    lua_pushcfunction(L, l_decode_props);
-    lua_pushvalue(L, pkey);
-    run_chunk(L, index_src, "=message.__index", 5, 1);
-    lua_setfield(L, mt, "__index");
-
-    lua_getglobal(L, "string");
-    lua_getfield(L, -1, "format");
-    lua_remove(L, -2);
-    lua_getglobal(L, "tostring");
-    run_chunk(L, tostring_src, "=message.__tostring", 2, 1);
-    lua_setfield(L, mt, "__tostring");
     lua_pushliteral(L, "message");
     lua_setfield(L, mt, "__name");
     lua_pushliteral(L, "message"); /* getmetatable(msg); setmetatable refuses */
     lua_setfield(L, mt, "__metatable");
 
-    lua_getglobal(L, "setmetatable");
+    /* lua/host/message.lua fills the metatable and gives make, deliver */
+    if (luaL_loadbuffer(L, mqr__lua_message, mqr__lua_message_len, "=message") != 0)
+        lua_error(L); /* a bug in message.lua: state_new runs this unprotected */
     lua_pushvalue(L, mt);
     lua_pushvalue(L, pkey);
     lua_newtable(L); /* origin code -> name */
@@ -130,7 +74,8 @@ void mqr__lmsg_register(lua_State *L, int *make_ref, int *deliver_ref)
         lua_pushstring(L, mqr__origin_kind_name(o));
         lua_rawseti(L, -2, (int)o);
     }
-    run_chunk(L, make_src, "=message", 4, 2);
+    lua_pushcfunction(L, l_decode_props);
+    lua_call(L, 4, 2);
     *deliver_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     *make_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
