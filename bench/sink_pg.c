@@ -102,8 +102,9 @@ static double hist_quantile_ms(const mqr_admin_hist_t *h, double q)
 /* ---- from a rules route ---- */
 
 /* Rows from a Lua route: db:send_insert (no wait) from a plain route, or,
- * through a durable queue (a SQLite file in a temp dir), mq.deliver with
- * db:insert waiting for the commit before the ack. Ends when the rules
+ * through a durable queue (a SQLite file in a temp dir), mq.deliver in
+ * batches of 256 messages, one db:insert of their rows waiting for the
+ * commit before the acks. Ends when the rules
  * counted every row answered (sink counters, or the queue's acks). */
 static int rules_case(pg_cluster_t *cluster, long n, bool queued)
 {
@@ -118,10 +119,13 @@ static int rules_case(pg_cluster_t *cluster, long n, bool queued)
              queued ? "local q = mq.queue('to-pg', { durable = true, max_messages = 10000000, "
                       "max_memory = 4000000000 })\n"
                       "mq.route('sensors/#', q)\n"
-                      "mq.deliver(q, function(msg)\n"
-                      "  return db:insert('readings', { device = msg.topic, value = "
-                      "tonumber(msg.payload) })\n"
-                      "end, { concurrency = 1000 })\n"
+                      "mq.deliver(q, function(list)\n"
+                      "  local rows = {}\n"
+                      "  for i, msg in ipairs(list) do\n"
+                      "    rows[i] = { device = msg.topic, value = tonumber(msg.payload) }\n"
+                      "  end\n"
+                      "  return db:insert('readings', rows)\n"
+                      "end, { batch = 256, concurrency = 8 })\n"
                       "mq.every(0.01, function()\n"
                       "  local s = q:stats()\n"
                       "  if s.acked >= N then mq.publish('bench/done', tostring(s.acked)) end\n"
@@ -147,7 +151,8 @@ static int rules_case(pg_cluster_t *cluster, long n, bool queued)
         if (system(cmd) != 0) return 1;
     }
     long ok = atol(res.done);
-    const char *label = queued ? "durable queue, mq.deliver insert" : "route, send_insert";
+    const char *label =
+        queued ? "durable queue, mq.deliver insert, batch 256" : "route, send_insert";
     printf("%-34s %10.0f rows/s  %5.2f us engine cpu/row (%ld ok of %ld)\n", label, n / res.seconds,
            res.cpu / n * 1e6, ok, n);
     printf("RESULT bench=sink_pg case=\"%s\" rows=%ld ok=%ld rows_per_s=%.0f us_cpu_per_row=%.3f\n",

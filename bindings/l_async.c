@@ -293,13 +293,14 @@ void mqr__lwait_resume(l_wait_t *w, int (*push)(lua_State *L, void *arg), void *
 
 /* ---- opening ---------------------------------------------------------------- */
 
-void mqr__lasync_wrap_consumer(lua_State *L, const char *name)
+void mqr__lasync_wrap_consumer(lua_State *L, const char *name, bool batch)
 {
     l_state_t *st = mqr__state_of(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, st->async_wrap_ref);
     lua_insert(L, -2);
     lua_pushstring(L, name);
-    lua_call(L, 2, 1);
+    lua_pushboolean(L, batch);
+    lua_call(L, 3, 1);
 }
 
 void mqr__lasync_open(lua_State *L)

@@ -177,8 +177,8 @@ static void cons_name(lua_State *L, l_qcons_t *c)
 
 /* q:consume(fn [, { prefetch = n, batch = n, async = bool, concurrency = n }])
  * -> consumer. async: fn runs in a coroutine and may wait (l_async.c); the
- * message stays in flight meanwhile, at most `concurrency` (the prefetch,
- * 64 by default) at once. */
+ * message (or, with batch, the list) stays in flight meanwhile, at most
+ * `concurrency` calls at once (64, or 4 with batch). */
 static int l_q_consume(lua_State *L)
 {
     l_queue_t *lq = mqr__lqueue_check(L, 1);
@@ -200,10 +200,14 @@ static int l_q_consume(lua_State *L)
         lua_pop(L, 4);
         if (concurrency && !async)
             return luaL_argerror(L, 3, "concurrency is for async = true (else use prefetch)");
-        if (async && batch) return luaL_argerror(L, 3, "async and batch cannot be combined");
         if (concurrency < 0 || concurrency > 1000000)
             return luaL_argerror(L, 3, "concurrency must be 1..1000000");
-        if (async) prefetch = concurrency ? concurrency : prefetch ? prefetch : 64;
+        /* async: `concurrency` handler calls wait at once (64 single
+         * messages, or 4 batches of up to `batch` by default) */
+        if (async && batch > 0 && batch <= MQR_QUEUE_MAX_BATCH)
+            prefetch = (concurrency ? concurrency : 4) * batch;
+        else if (async)
+            prefetch = concurrency ? concurrency : prefetch ? prefetch : 64;
         if (prefetch < 0 || prefetch > 1000000)
             return luaL_argerror(L, 3, "prefetch must be 0 (no limit) .. 1000000");
         if (batch < 0 || batch > MQR_QUEUE_MAX_BATCH)
@@ -225,7 +229,7 @@ static int l_q_consume(lua_State *L)
     c->batch = (unsigned)batch;
     cons_name(L, c);
     lua_pushvalue(L, 2);
-    if (async) mqr__lasync_wrap_consumer(L, c->name);
+    if (async) mqr__lasync_wrap_consumer(L, c->name, batch > 0);
     c->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     c->next = c->qh->consumers;
     c->qh->consumers = c;

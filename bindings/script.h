@@ -328,9 +328,10 @@ int mqr__lasync_deliver(l_route_t *r, mqr_msg_t *msg);
 void mqr__lasync_route_stop(l_route_t *r);
 /* A state closes: its waiting jobs and pending messages go. */
 void mqr__lasync_state_close(l_state_t *st);
-/* Wraps the function on top (a queue consumer's handler) so that it may
- * wait; name is for its error lines. [-1, +1] */
-void mqr__lasync_wrap_consumer(lua_State *L, const char *name);
+/* Wraps the function on top (a queue consumer's handler, given a list of
+ * messages with batch) so that it may wait; name is for its error lines.
+ * [-1, +1] */
+void mqr__lasync_wrap_consumer(lua_State *L, const char *name, bool batch);
 
 /* A coroutine waiting for an answer from C (a sink). mqr__lwait_begin, in
  * a C function called from a coroutine (raises "<what> must be called from

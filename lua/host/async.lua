@@ -17,7 +17,7 @@ local mq, C = ...
 local create, cresume, status, yield = coroutine.create, coroutine.resume, coroutine.status,
   coroutine.yield
 local traceback, finished = C.traceback, C.finished
-local type, error, tostring = type, error, tostring
+local type, error, tostring, ipairs = type, error, tostring, ipairs
 
 -- the coroutines waiting, and the job each one's end is told to
 local jobs = {}
@@ -109,21 +109,25 @@ end
 
 -- A queue consumer's handler that may wait: the message stays in flight
 -- (deferred) until the coroutine ends; then a normal end acks it, false or
--- an error nacks it, unless the handler settled it itself.
-local function wrap_consumer(fn, name)
-  return function(msg)
-    local waiting, r = run(fn, function(ok, res, err)
-      if not ok then
-        mq.log.error(name .. ' failed: ' .. tostring(res))
-        msg:nack()
-      elseif res == false then
-        msg:nack()
-      else
-        msg:ack()
-      end
-    end, msg)
+-- an error nacks it, unless the handler settled it itself. With batch, the
+-- handler gets a list and its end settles every message of it.
+local function wrap_consumer(fn, name, batch)
+  local function settle_all(list, ok, res)
+    for _, msg in ipairs(list) do
+      if not ok or res == false then msg:nack() else msg:ack() end
+    end
+  end
+  return function(arg)
+    local waiting, r = run(fn, function(ok, res)
+      if not ok then mq.log.error(name .. ' failed: ' .. tostring(res)) end
+      settle_all(batch and arg or { arg }, ok, res)
+    end, arg)
     if waiting then
-      msg:defer()
+      if batch then
+        for _, msg in ipairs(arg) do msg:defer() end
+      else
+        arg:defer()
+      end
       return
     end
     return r

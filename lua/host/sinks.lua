@@ -307,9 +307,10 @@ end
 
 -- ---- at least once ---------------------------------------------------------
 
--- mq.deliver(q, fn [, { concurrency = n }]) -> consumer: takes q's messages
--- and hands each to fn in a coroutine (fn may wait for a sink); what fn
--- returns settles the message as a sink's answer reads:
+-- mq.deliver(q, fn [, { concurrency = n, batch = n }]) -> consumer: takes
+-- q's messages and hands each (with batch, a list of up to n) to fn in a
+-- coroutine (fn may wait for a sink); what fn returns settles the message
+-- (every message of the list) as a sink's answer reads:
 --   a true value                       ack
 --   nil, err, name, "permanent"        dead letter now (msg:reject(err): the
 --                                      dead letter carries err as mqrouter-error)
@@ -317,7 +318,7 @@ end
 --                                      dead-lettered after max_attempts
 --   an error raised                    nack
 -- Failures are logged with the message's queue id (the 1st, 2nd, 4th...).
-local DELIVER_OPTS = { concurrency = true }
+local DELIVER_OPTS = { concurrency = true, batch = true }
 function mq.deliver(q, fn, opts)
   if type(q) ~= 'userdata' or type(q.consume) ~= 'function' then
     error('mq.deliver: bad argument #1 (queue expected, got ' .. type(q) .. ')', 2)
@@ -331,22 +332,32 @@ function mq.deliver(q, fn, opts)
       if not DELIVER_OPTS[k] then error("mq.deliver: unknown option '" .. tostring(k) .. "'", 2) end
     end
   end
+  local batch = opts and opts.batch
   local qname, failures = q:name(), 0
-  return q:consume(function(msg)
-    local res, err, _, kind = fn(msg)
+  local function settle(list, res, err, _, kind)
     if res then return true end
     failures = failures + 1
     if bit.band(failures, failures - 1) == 0 then
-      mq.log.warn(('mq.deliver from queue %s: message %s attempt %d: %s (%s; %d failures so far)')
-        :format(qname, tostring(msg.id), msg.attempts, tostring(err),
-          kind == 'permanent' and 'dead-lettered' or 'will retry', failures))
+      local m = list[1]
+      mq.log.warn(('mq.deliver from queue %s: %s%s attempt %d: %s (%s; %d failures so far)')
+        :format(qname, #list > 1 and (#list .. ' messages from ') or 'message ', tostring(m.id),
+          m.attempts, tostring(err), kind == 'permanent' and 'dead-lettered' or 'will retry',
+          failures))
     end
     if kind == 'permanent' then
-      msg:reject(tostring(err))
+      for _, m in ipairs(list) do m:reject(tostring(err)) end
       return true
     end
     return false
-  end, { async = true, concurrency = opts and opts.concurrency or 16 })
+  end
+  local handler
+  if batch then
+    handler = function(list) return settle(list, fn(list)) end
+  else
+    handler = function(msg) return settle({ msg }, fn(msg)) end
+  end
+  return q:consume(handler, { async = true, batch = batch,
+    concurrency = opts and opts.concurrency or (batch and 4 or 16) })
 end
 
 -- ---- fakes for tests of rules (mqrouter.testing, fake_sinks = true) --------

@@ -159,6 +159,27 @@ describe("async queue consumers", function()
     local _, bads = text:gsub("bad\n", "")
     assert.are.equal(2, bads)
   end)
+
+  it("settles a whole batch when a batch handler that waited ends", function()
+    assert(e:load(string.format([[
+      local mq = require "mqrouter"
+      local f = mq.file{ path = %q }
+      local q = mq.queue("bulk", { max_attempts = 2, backoff = { 0.01, 0.01 } })
+      mq.route("in", q)
+      local failed_once = false
+      q:consume(function(list)
+        local parts = {}
+        for i, m in ipairs(list) do parts[i] = m.payload end
+        assert(f:write_sync(table.concat(parts, ",")))
+        if not failed_once then failed_once = true; return false end -- the first batch: nack all
+      end, { async = true, batch = 10 })
+    ]], dir .. "/b.jsonl")))
+    for i = 1, 25 do e:publish("in", tostring(i)) end
+    assert.is_true(e:run_until(function() return e:queue_stats("bulk").acked == 25 end, 5))
+    local s = e:queue_stats("bulk")
+    assert.are.equal(0, s.in_flight)
+    assert.is_true(s.redelivered >= 1)
+  end)
 end)
 
 describe("the file sink from Lua", function()

@@ -122,4 +122,33 @@ describe("mq.pg", function()
     e2:close()
     os.execute("rm -rf '" .. data .. "'")
   end)
+
+  it("delivers batches of messages as one multi-row insert each", function()
+    local data = h.tmpdir()
+    local e2 = h.engine({ data_dir = data })
+    local stats = e2:capture("stats")
+    assert(e2:load(("CONNINFO = %q\n"):format(srv.conninfo) .. [[
+      local mq = require "mqrouter"
+      local db = mq.pg{ conninfo = CONNINFO, name = "bulk" }
+      local q = mq.queue("to-pg-bulk", { durable = true, backoff = { 0.05, 0.2 } })
+      mq.route("bulk/+", q)
+      mq.deliver(q, function(list)
+        local rows = {}
+        for i, msg in ipairs(list) do rows[i] = { device = "bulk", value = tonumber(msg.payload) } end
+        return db:insert("readings", rows)
+      end, { batch = 100 })
+      mq.every(0.05, function()
+        local s = q:stats()
+        mq.publish("stats", s.acked .. " " .. s.depth)
+      end)
+    ]]))
+    for i = 1, 500 do e2:publish("bulk/x", tostring(i), { qos = 1 }) end
+    assert.is_true(e2:run_until(function()
+      local n = stats:count()
+      return n > 0 and stats:messages()[n].payload == "500 0"
+    end, 10))
+    assert.are.equal("500|125250", srv.psql("SELECT count(*) || '|' || sum(value) FROM readings WHERE device = 'bulk'"))
+    e2:close()
+    os.execute("rm -rf '" .. data .. "'")
+  end)
 end)
