@@ -15,6 +15,22 @@ function M.sh(cmd)
   return ok == 0 or ok == true
 end
 
+-- The pid of this process (the busted host).
+local function own_pid()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = tonumber(f:read("*l"):match("^(%d+)"))
+  f:close()
+  return pid
+end
+
+-- M.reap_with_us(cmd): runs cmd (which stops a server) once this process
+-- is gone, however it ends: a spec killed by ctest's timeout leaves no
+-- server behind. A watchdog that polls, not a wait in a test.
+function M.reap_with_us(cmd)
+  M.sh(("(while kill -0 %d 2>/dev/null; do sleep 1; done; %s) >/dev/null 2>&1 &")
+    :format(own_pid(), cmd))
+end
+
 function M.free_port()
   local p = io.popen(clean([[/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])']]))
   local port = tonumber(p:read("*l"))

@@ -21,6 +21,7 @@ function M.start()
     .. "-c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
     .. "-c full_page_writes=off\" start >/dev/null"):format(as, BIN, dir, dir, port, dir)),
     "postgres did not start")
+  mosq.reap_with_us(("%s%s/pg_ctl -D %s/data -m immediate stop; rm -rf '%s'"):format(as, BIN, dir, dir))
   local s = { port = port, dir = dir,
     conninfo = ("host=127.0.0.1 port=%d dbname=postgres user=mqr"):format(port) }
   function s.psql(sql)

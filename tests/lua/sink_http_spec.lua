@@ -19,6 +19,7 @@ local function start_server(dir)
     mosq.sh("sleep 0.05")
   end
   assert(up, "the HTTP test server did not start")
+  mosq.reap_with_us(("kill $(cat %s)"):format(pidfile))
   return port, function() mosq.sh(("kill $(cat %s) 2>/dev/null"):format(pidfile)) end
 end
 

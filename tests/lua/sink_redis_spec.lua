@@ -16,6 +16,7 @@ local function start_redis(dir, port)
     mosq.sh("sleep 0.05")
   end
   assert(up, "redis-server did not start")
+  mosq.reap_with_us(("kill -9 $(cat %s/redis-%d.pid)"):format(dir, port))
   return port, function()
     mosq.sh(("kill -9 $(cat %s/redis-%d.pid) 2>/dev/null"):format(dir, port))
     for _ = 1, 100 do
