@@ -24,6 +24,16 @@ function M.run_until(e, pred, timeout)
   return true
 end
 
+-- Loads prelude .. code into e and waits (5 s at most) for the rules to
+-- publish on "out"; returns that payload. For specs whose rules answer
+-- once, from a coroutine or a timer.
+function M.run_rules(e, prelude, code)
+  local out = e:capture("out")
+  assert(e:load(prelude .. code))
+  assert(M.run_until(e, function() return out:count() >= 1 end, 5), "the rules published nothing on out")
+  return out:messages()[1].payload
+end
+
 function M.tmpdir()
   local p = os.tmpname()
   os.remove(p)

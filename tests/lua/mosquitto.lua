@@ -15,6 +15,18 @@ function M.sh(cmd)
   return ok == 0 or ok == true
 end
 
+-- M.wait_sh(cmd [, want = true]) -> whether cmd came to succeed (want) or
+-- to fail (want = false) within 5 s, polled every 50 ms: a server starting
+-- or stopping.
+function M.wait_sh(cmd, want)
+  if want == nil then want = true end
+  for _ = 1, 100 do
+    if M.sh(cmd) == want then return true end
+    M.sh("sleep 0.05")
+  end
+  return false
+end
+
 -- The pid of this process (the busted host).
 local function own_pid()
   local f = assert(io.open("/proc/self/stat"))
@@ -50,17 +62,12 @@ function M.broker(dir, port, persist)
       :format(dir, b.port) or "persistence false", b.pidfile,
       M.sh("test $(id -u) = 0") and "user root\n" or ""))
   assert(M.sh(("mosquitto -d -c %s 2>/dev/null"):format(conf)), "mosquitto did not start")
-  for _ = 1, 100 do
-    if M.sh(("mosquitto_pub -p %d -t probe -n 2>/dev/null"):format(b.port)) then break end
-    M.sh("sleep 0.05")
-  end
+  M.wait_sh(("mosquitto_pub -p %d -t probe -n 2>/dev/null"):format(b.port))
   b.uri = ("tcp://127.0.0.1:%d"):format(b.port)
   function b.stop()
     M.sh(("kill $(cat %s 2>/dev/null) 2>/dev/null"):format(b.pidfile))
-    for _ = 1, 100 do -- gone (and its database written) before a restart
-      if not M.sh(("kill -0 $(cat %s 2>/dev/null) 2>/dev/null"):format(b.pidfile)) then break end
-      M.sh("sleep 0.05")
-    end
+    -- gone (and its database written) before a restart
+    M.wait_sh(("kill -0 $(cat %s 2>/dev/null) 2>/dev/null"):format(b.pidfile), false)
   end
   function b.pub(topic, payload)
     assert(M.sh(("mosquitto_pub -p %d -q 1 -t '%s' -m '%s'"):format(b.port, topic, payload)))

@@ -13,12 +13,8 @@ local function start_server(dir)
   local pidfile = dir .. "/http.pid"
   assert(mosq.sh(("python3 %s/tests/c/http_fault_server.py %d >%s/http.log 2>&1 & echo $! > %s")
     :format(src, port, dir, pidfile)))
-  local up = false
-  for _ = 1, 100 do
-    if mosq.sh(("curl -s -o /dev/null http://127.0.0.1:%d/stats"):format(port)) then up = true break end
-    mosq.sh("sleep 0.05")
-  end
-  assert(up, "the HTTP test server did not start")
+  assert(mosq.wait_sh(("curl -s -o /dev/null http://127.0.0.1:%d/stats"):format(port)),
+    "the HTTP test server did not start")
   mosq.reap_with_us(("kill $(cat %s)"):format(pidfile))
   return port, function() mosq.sh(("kill $(cat %s) 2>/dev/null"):format(pidfile)) end
 end
@@ -42,12 +38,7 @@ describe("mq.http", function()
     mqrouter.capture_logs(false)
   end)
 
-  local function run_rules(code)
-    local out = e:capture("out")
-    assert(e:load(("PORT = %d\n"):format(port) .. code))
-    assert.is_true(e:run_until(function() return out:count() >= 1 end, 5))
-    return out:messages()[1].payload
-  end
+  local function run_rules(code) return h.run_rules(e, ("PORT = %d\n"):format(port), code) end
 
   it("posts JSON to a base URL with default headers and reads the answer", function()
     local got = run_rules([[

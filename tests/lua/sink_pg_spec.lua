@@ -25,12 +25,7 @@ describe("mq.pg", function()
     mqrouter.capture_logs(false)
   end)
 
-  local function run_rules(code)
-    local out = e:capture("out")
-    assert(e:load(("CONNINFO = %q\n"):format(srv.conninfo) .. code))
-    assert.is_true(e:run_until(function() return out:count() >= 1 end, 10))
-    return out:messages()[1].payload
-  end
+  local function run_rules(code) return h.run_rules(e, ("CONNINFO = %q\n"):format(srv.conninfo), code) end
 
   it("queries with parameters and inserts rows in batches", function()
     local got = run_rules([[

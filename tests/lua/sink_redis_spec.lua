@@ -10,19 +10,12 @@ local function start_redis(dir, port)
   port = port or mosq.free_port()
   assert(mosq.sh(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s "
     .. "--daemonize yes --pidfile %s/redis-%d.pid --logfile %s/redis.log"):format(port, dir, dir, port, dir)))
-  local up = false
-  for _ = 1, 100 do
-    if mosq.sh(("redis-cli -p %d ping >/dev/null 2>&1"):format(port)) then up = true break end
-    mosq.sh("sleep 0.05")
-  end
-  assert(up, "redis-server did not start")
+  local ping = ("redis-cli -p %d ping >/dev/null 2>&1"):format(port)
+  assert(mosq.wait_sh(ping), "redis-server did not start")
   mosq.reap_with_us(("kill -9 $(cat %s/redis-%d.pid)"):format(dir, port))
   return port, function()
     mosq.sh(("kill -9 $(cat %s/redis-%d.pid) 2>/dev/null"):format(dir, port))
-    for _ = 1, 100 do
-      if not mosq.sh(("redis-cli -p %d ping >/dev/null 2>&1"):format(port)) then break end
-      mosq.sh("sleep 0.05")
-    end
+    mosq.wait_sh(ping, false)
   end
 end
 
@@ -48,12 +41,7 @@ describe("mq.redis", function()
     os.execute("rm -rf '" .. dir .. "'")
   end)
 
-  local function run_rules(code)
-    local out = e:capture("out")
-    assert(e:load(("PORT = %d\n"):format(port) .. code))
-    assert.is_true(e:run_until(function() return out:count() >= 1 end, 5))
-    return out:messages()[1].payload
-  end
+  local function run_rules(code) return h.run_rules(e, ("PORT = %d\n"):format(port), code) end
 
   it("sends commands as lists and reads replies as Lua values", function()
     local got = run_rules([[
