@@ -303,33 +303,48 @@ typedef struct {
     void *arg;
 } call_t;
 
-static call_t *call_new(mqr_sink_done_fn done, void *arg)
+/* The callback of a request to a client of kind, from the call to its
+ * answer; NULL and *rc when the request cannot start. */
+static call_t *call_for(mqr_sink_client_t *cl, int kind, mqr_sink_done_fn done, void *arg, int *rc)
 {
+    *rc = !cl || cl->kind != kind || !done ? MQR_EINVAL : MQR_ENOMEM;
+    if (*rc == MQR_EINVAL) return NULL;
     call_t *c = malloc(sizeof *c);
     if (c) *c = (call_t){done, arg};
     return c;
 }
 
+/* What the client said of the request: a refusal frees its call. */
+static int given(call_t *c, int rc)
+{
+    if (rc < 0) free(c);
+    return rc;
+}
+
+/* Fills the part every kind shares, tells the host, frees the call. */
+static void answer(call_t *c, mqr_sink_result_t *res, mqr_sink_outcome_t outcome, int err,
+                   const char *reason, double seconds)
+{
+    res->outcome = (int)outcome;
+    res->err = err;
+    res->reason = reason;
+    res->seconds = seconds;
+    if (!res->sqlstate) res->sqlstate = "";
+    c->done(c->arg, res);
+    free(c);
+}
+
 static void on_http(void *arg, const mqr_http_resp_t *r)
 {
-    call_t *c = arg;
-    mqr_sink_result_t res = {.outcome = (int)r->outcome,
-                             .err = r->err,
-                             .reason = r->reason,
-                             .seconds = r->seconds,
-                             .status = r->status,
-                             .body = r->body,
-                             .body_len = r->body_len,
-                             .sqlstate = ""};
-    c->done(c->arg, &res);
-    free(c);
+    mqr_sink_result_t res = {.status = r->status, .body = r->body, .body_len = r->body_len};
+    answer(arg, &res, r->outcome, r->err, r->reason, r->seconds);
 }
 
 int mqr_sink_http_request(mqr_sink_client_t *cl, const char *method, const char *url,
                           const char *const *headers, const void *body, size_t body_len,
                           mqr_sink_done_fn done, void *arg)
 {
-    if (!cl || cl->kind != K_HTTP || !done) return MQR_EINVAL;
+    if (!cl || cl->kind != K_HTTP) return MQR_EINVAL;
     mqr_http_header_t h[MAX_HEADERS];
     char names[MAX_HEADERS][128];
     size_t n = 0;
@@ -350,114 +365,87 @@ int mqr_sink_http_request(mqr_sink_client_t *cl, const char *method, const char 
                           .nheaders = n,
                           .body = body,
                           .body_len = body_len};
-    call_t *c = call_new(done, arg);
-    if (!c) return MQR_ENOMEM;
+    int rc;
+    call_t *c = call_for(cl, K_HTTP, done, arg, &rc);
+    if (!c) return rc;
     char why[128];
-    int rc = mqr__http_request(cl->obj, &req, on_http, c, why, sizeof why);
-    if (rc < 0) free(c);
-    return rc;
+    return given(c, mqr__http_request(cl->obj, &req, on_http, c, why, sizeof why));
 }
 
 static void on_pg(void *arg, const mqr_pg_result_t *r)
 {
-    call_t *c = arg;
-    mqr_sink_result_t res = {.outcome = (int)r->outcome,
-                             .err = r->err,
-                             .reason = r->reason,
-                             .seconds = r->seconds,
-                             .sqlstate = r->sqlstate,
+    mqr_sink_result_t res = {.sqlstate = r->sqlstate,
                              .rows = r->rows,
                              .cols = r->cols,
                              .names = r->names,
                              .values = r->values,
                              .affected = r->affected};
-    c->done(c->arg, &res);
-    free(c);
+    answer(arg, &res, r->outcome, r->err, r->reason, r->seconds);
 }
 
 int mqr_sink_pg_query(mqr_sink_client_t *cl, const char *sql, int nparams,
                       const char *const *values, mqr_sink_done_fn done, void *arg)
 {
-    if (!cl || cl->kind != K_PG || !done) return MQR_EINVAL;
-    call_t *c = call_new(done, arg);
-    if (!c) return MQR_ENOMEM;
+    int rc;
+    call_t *c = call_for(cl, K_PG, done, arg, &rc);
+    if (!c) return rc;
     char why[128];
-    int rc = mqr__pg_query(cl->obj, sql, nparams, values, NULL, on_pg, c, why, sizeof why);
-    if (rc < 0) free(c);
-    return rc;
+    return given(c, mqr__pg_query(cl->obj, sql, nparams, values, NULL, on_pg, c, why, sizeof why));
 }
 
 int mqr_sink_pg_insert(mqr_sink_client_t *cl, const char *table, int ncols, const char *const *cols,
                        const char *const *values, mqr_sink_done_fn done, void *arg)
 {
-    if (!cl || cl->kind != K_PG || !done) return MQR_EINVAL;
-    call_t *c = call_new(done, arg);
-    if (!c) return MQR_ENOMEM;
+    int rc;
+    call_t *c = call_for(cl, K_PG, done, arg, &rc);
+    if (!c) return rc;
     char why[128];
-    int rc = mqr__pg_insert(cl->obj, table, ncols, cols, values, on_pg, c, why, sizeof why);
-    if (rc < 0) free(c);
-    return rc;
+    return given(c, mqr__pg_insert(cl->obj, table, ncols, cols, values, on_pg, c, why, sizeof why));
 }
 
 static void on_redis(void *arg, const mqr_redis_result_t *r)
 {
-    call_t *c = arg;
-    mqr_sink_result_t res = {.outcome = (int)r->outcome,
-                             .err = r->err,
-                             .reason = r->reason,
-                             .seconds = r->seconds,
-                             .sqlstate = ""};
+    mqr_sink_result_t res = {0};
     if (r->reply) {
         res.redis_type = r->reply->type;
         res.text = r->reply->str;
         res.text_len = r->reply->len;
         res.integer = r->reply->integer;
     }
-    c->done(c->arg, &res);
-    free(c);
+    answer(arg, &res, r->outcome, r->err, r->reason, r->seconds);
 }
 
 int mqr_sink_redis_command(mqr_sink_client_t *cl, int argc, const char *const *argv,
                            const size_t *argvlen, mqr_sink_done_fn done, void *arg)
 {
-    if (!cl || cl->kind != K_REDIS || !done) return MQR_EINVAL;
-    call_t *c = call_new(done, arg);
-    if (!c) return MQR_ENOMEM;
+    int rc;
+    call_t *c = call_for(cl, K_REDIS, done, arg, &rc);
+    if (!c) return rc;
     char why[128];
-    int rc = mqr__redis_command(cl->obj, argc, argv, argvlen, on_redis, c, why, sizeof why);
-    if (rc < 0) free(c);
-    return rc;
+    return given(c, mqr__redis_command(cl->obj, argc, argv, argvlen, on_redis, c, why, sizeof why));
 }
 
 static void on_file(void *arg, const mqr_file_result_t *r)
 {
-    call_t *c = arg;
-    mqr_sink_result_t res = {.outcome = (int)r->outcome,
-                             .err = r->err,
-                             .reason = r->reason,
-                             .seconds = r->seconds,
-                             .sqlstate = ""};
-    c->done(c->arg, &res);
-    free(c);
+    mqr_sink_result_t res = {0};
+    answer(arg, &res, r->outcome, r->err, r->reason, r->seconds);
 }
 
 int mqr_sink_file_write(mqr_sink_client_t *cl, const void *data, size_t len, mqr_sink_done_fn done,
                         void *arg)
 {
     if (!cl || cl->kind != K_FILE) return MQR_EINVAL;
-    call_t *c = done ? call_new(done, arg) : NULL;
-    if (done && !c) return MQR_ENOMEM;
-    int rc = mqr__file_write(cl->obj, data, len, c ? on_file : NULL, c);
-    if (rc < 0) free(c);
-    return rc;
+    if (!done) return mqr__file_write(cl->obj, data, len, NULL, NULL); /* nobody to tell */
+    int rc;
+    call_t *c = call_for(cl, K_FILE, done, arg, &rc);
+    if (!c) return rc;
+    return given(c, mqr__file_write(cl->obj, data, len, on_file, c));
 }
 
 int mqr_sink_file_flush(mqr_sink_client_t *cl, mqr_sink_done_fn done, void *arg)
 {
-    if (!cl || cl->kind != K_FILE || !done) return MQR_EINVAL;
-    call_t *c = call_new(done, arg);
-    if (!c) return MQR_ENOMEM;
-    int rc = mqr__file_flush(cl->obj, on_file, c);
-    if (rc < 0) free(c);
-    return rc;
+    int rc;
+    call_t *c = call_for(cl, K_FILE, done, arg, &rc);
+    if (!c) return rc;
+    return given(c, mqr__file_flush(cl->obj, on_file, c));
 }
