@@ -14,6 +14,7 @@
  * a test: it only checks that every request came back 2xx.
  */
 #include "http.h"
+#include "../tests/c/loopback.h"
 #include "rules_load.h"
 
 #include <fcntl.h>
@@ -46,38 +47,14 @@ static double cpu_s(void)
            ru.ru_stime.tv_usec / 1e6;
 }
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        perror("free_port");
-        exit(1);
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static bool port_accepts(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0) close(fd);
-    return ok;
-}
-
 static pid_t nginx_pid;
 static char nginx_dir[64] = "/tmp/mqr-bench-nginx-XXXXXX";
 
 static int nginx_start(void)
 {
     if (!mkdtemp(nginx_dir)) return -1;
-    int port = free_port();
+    int port = lb_free_port();
+    if (port < 0) return -1;
     char conf[128];
     snprintf(conf, sizeof conf, "%s/nginx.conf", nginx_dir);
     FILE *f = fopen(conf, "w");
@@ -104,7 +81,7 @@ static int nginx_start(void)
         _exit(127);
     }
     double deadline = now_s() + 5;
-    while (!port_accepts(port)) {
+    while (!lb_port_accepts(port)) {
         if (now_s() > deadline || waitpid(nginx_pid, NULL, WNOHANG) == nginx_pid) return -1;
         usleep(10000);
     }

@@ -11,6 +11,7 @@
 #ifndef MQR_BROKER_HARNESS_H
 #define MQR_BROKER_HARNESS_H
 
+#include "loopback.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -89,26 +90,14 @@ static inline mqr_engine_t *test_engine_new(int log_level)
 
 static inline int free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
+    int port = lb_free_port();
+    assert_true(port > 0);
+    return port;
 }
 
 static inline bool port_accepts(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return false;
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
+    return lb_port_accepts(port);
 }
 
 /* Starts mosquitto on b->port (picking a free one when 0) and waits until it

@@ -13,6 +13,7 @@
 #define MQR_LISTENER_HARNESS_H
 
 #include "listener.h"
+#include "loopback.h"
 #include "listener.h"
 #include "codec.h"
 #include "store.h"
@@ -63,14 +64,9 @@ static fixture_t F;
 
 static inline int free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
+    int port = lb_free_port();
+    assert_true(port > 0);
+    return port;
 }
 
 static inline void engine_start(void)

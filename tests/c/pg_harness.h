@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loopback.h"
+
 #define PG_BIN "/usr/lib/postgresql/15/bin"
 #define PG_USER "mqr"
 #define PG_PASSWORD "s3cret-Pw_42"
@@ -56,20 +58,6 @@ static inline void pgh_nap(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-}
-
-static inline int pgh_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
 }
 
 /* In a forked child: become the server's user (root only), then die with
@@ -209,7 +197,7 @@ static inline int pg_cluster_start(pg_cluster_t *c)
         pgh_show_log(c, "initdb.log");
         return -1;
     }
-    c->port = pgh_free_port();
+    c->port = lb_free_port();
     if (c->port < 0) return -1;
     return pg_cluster_run(c);
 }

@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loopback.h"
+
 #define REDIS_SERVER_BIN "/usr/bin/redis-server"
 
 typedef struct {
@@ -41,20 +43,6 @@ static inline uint64_t rh_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static inline int rh_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
 }
 
 /* One PING over a fresh connection: true when a RESP reply came ("+PONG",
@@ -97,7 +85,7 @@ static inline int redis_srv_start(redis_srv_t *s, char *err, size_t cap)
             return -1;
         }
     }
-    if (!s->port) s->port = rh_free_port();
+    if (!s->port) s->port = lb_free_port();
     if (s->port <= 0) {
         snprintf(err, cap, "no free port");
         return -1;

@@ -53,32 +53,14 @@ static int sh(const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+#include "loopback.h"
 #include "tls_certs.h"
 
 static int free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static int connect_port(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    int port = lb_free_port();
+    assert_true(port > 0);
+    return port;
 }
 
 typedef struct {
@@ -106,7 +88,7 @@ static void spawn(server_t *s, char *const argv[])
     s->pid = pid;
     uint64_t deadline = now_ms() + 5000;
     for (;;) {
-        int fd = connect_port(s->port);
+        int fd = lb_connect(s->port);
         if (fd >= 0) {
             close(fd);
             return;
@@ -149,7 +131,7 @@ static void fault_start(server_t *s, const char *certf, const char *keyf)
  * after "key": in the JSON, or -1. */
 static long fault_stat(int port, const char *key)
 {
-    int fd = connect_port(port);
+    int fd = lb_connect(port);
     if (fd < 0) return -1;
     struct timeval tv = {2, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);

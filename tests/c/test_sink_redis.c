@@ -801,7 +801,7 @@ static void test_close_from_callback(void **state)
 static void test_no_server(void **state)
 {
     fx_t *f = *state;
-    mqr_redis_opts_t o = {.port = rh_free_port(), .timeout_ms = 300};
+    mqr_redis_opts_t o = {.port = lb_free_port(), .timeout_ms = 300};
     client_new(f, &o);
     res_t x;
     assert_int_equal(cmd(f, &x, 2, ARGV("GET", "a"), NULL), 0);
