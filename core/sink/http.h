@@ -53,8 +53,10 @@ typedef struct {
     const char *target;            /* what the sink shows as where it sends (a base
                                     * URL); redacted; default "" */
     uint32_t max_in_flight;        /* requests on the wire at once, default 256 */
-    uint32_t max_queued;           /* waiting for a slot (FIFO), default 10000 */
-    uint32_t max_host_connections; /* per host (CURLMOPT_MAX_HOST_CONNECTIONS), default 16 */
+    uint32_t max_queued;           /* waiting for a slot (FIFO per host), default 10000 */
+    uint32_t max_host_connections; /* per host (CURLMOPT_MAX_HOST_CONNECTIONS), default 16;
+                                    * a host gets that many requests at once (100 times as
+                                    * many once it answered over HTTP/2), the rest wait */
     uint32_t timeout_ms;           /* per request unless it sets one, default 10000 */
     uint32_t connect_timeout_ms;   /* default 5000 */
     uint32_t max_response_bytes;   /* response body cap, default 16 MiB */
@@ -124,7 +126,8 @@ typedef struct {
 
 typedef void (*mqr_http_done_fn)(void *arg, const mqr_http_resp_t *r);
 
-/* Sends req, or queues it (FIFO) when max_in_flight are on the wire.
+/* Sends req, or queues it (FIFO per host) when max_in_flight are on the
+ * wire or its host has all it may have.
  * Returns 0: done(arg, r) fires exactly once, later (never inside this
  * call; inside mqr__http_close when the client closes first). Returns < 0
  * and done never fires: MQR_EINVAL (why, if why_cap > 0, says what is wrong:

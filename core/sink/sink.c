@@ -33,7 +33,12 @@ void mqr__sink_init(mqr_sink_t *s, const char *kind, const char *name, const cha
 
 int mqr__sink_admit(mqr_sink_t *s, bool *waits)
 {
-    if (s->in_flight < s->max_in_flight) {
+    return mqr__sink_admit_if(s, true, waits);
+}
+
+int mqr__sink_admit_if(mqr_sink_t *s, bool may_start, bool *waits)
+{
+    if (may_start && s->in_flight < s->max_in_flight) {
         s->in_flight++;
         *waits = false;
     } else if (s->queued < s->max_queued) {

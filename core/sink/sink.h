@@ -77,6 +77,10 @@ void mqr__sink_init(mqr_sink_t *s, const char *kind, const char *name, const cha
  * waiting: *waits says which), or MQR_EFULL and counts that. */
 int mqr__sink_admit(mqr_sink_t *s, bool *waits);
 
+/* The same, for a client with limits of its own besides max_in_flight:
+ * when !may_start the request waits (or is refused) whatever is free. */
+int mqr__sink_admit_if(mqr_sink_t *s, bool may_start, bool *waits);
+
 /* A waiting request got a slot. */
 void mqr__sink_start_waiting(mqr_sink_t *s);
 

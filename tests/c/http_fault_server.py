@@ -9,6 +9,9 @@ connection. Usage: http_fault_server.py PORT [CERT KEY] (TLS with both).
   /slow?ms=N       200 after N ms; stops early when the client goes away
   /drop            promises 100 bytes, sends 10, resets the connection
   /big?n=N         200 with N bytes
+  /idle-close?ms=N 200, keep-alive; then closes the connection if no
+                   other request came on it within N ms (a server's
+                   keep-alive timeout)
   /stats           {"connections": C, "active": A}: C counts connections
                    that carried a request other than /stats; A the requests
                    being answered now
@@ -108,6 +111,14 @@ class Handler(BaseHTTPRequestHandler):
             if self.wait(int(q.get("ms", ["1000"])[0]) / 1000.0):
                 return self.reply(200, b"slow")
             self.close_connection = True  # the client went away
+            return
+        if u.path == "/idle-close":
+            self.reply(200, b"idle-close", "text/plain")
+            self.wfile.flush()
+            r, _, _ = select.select([self.connection], [], [],
+                                    int(q.get("ms", ["100"])[0]) / 1000.0)
+            if not r:
+                self.close_connection = True
             return
         if u.path == "/big":
             return self.reply(200, b"x" * int(q.get("n", ["0"])[0]), "text/plain")

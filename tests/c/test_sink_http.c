@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -570,6 +571,130 @@ static void test_full_fifo_nothing_lost(void **state)
     finish_loop(&loop, h);
 }
 
+static double cpu_ms(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
+
+static void on_idle_timer(uv_timer_t *t)
+{
+    (void)t;
+}
+
+static void on_guard_timer(uv_timer_t *t)
+{
+    uv_stop(t->loop);
+}
+
+/* Runs loop with nothing of ours but a ms timer (and a 2 s guard that
+ * stops a run something else keeps going): how long it ran, and the CPU
+ * it took (*cpu). */
+static uint64_t run_idle(uv_loop_t *loop, uint64_t ms, double *cpu)
+{
+    uv_timer_t t, guard;
+    uv_timer_init(loop, &t);
+    uv_timer_start(&t, on_idle_timer, ms, 0);
+    uv_timer_init(loop, &guard);
+    uv_timer_start(&guard, on_guard_timer, 2000, 0);
+    uv_unref((uv_handle_t *)&guard);
+    double c0 = cpu_ms();
+    uint64_t t0 = now_ms();
+    uv_run(loop, UV_RUN_DEFAULT);
+    *cpu = cpu_ms() - c0;
+    uint64_t took = now_ms() - t0;
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_close((uv_handle_t *)&guard, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    return took;
+}
+
+/* Keep-alive connections idle between requests: they keep no loop
+ * running; when the server closes one meanwhile the client does not spin
+ * on the dead socket, and the next request opens a new connection
+ * without a failure. */
+static void test_idle_connections(void **state)
+{
+    (void)state;
+    server_t s = shared_server();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mqr_http_t *h = client(&loop, &(mqr_http_opts_t){.max_host_connections = 1});
+    long conns0 = fault_stat(s.port, "connections");
+    char echo[128], hangup[128];
+    snprintf(echo, sizeof echo, "http://127.0.0.1:%d/echo", s.port);
+    snprintf(hangup, sizeof hangup, "http://127.0.0.1:%d/idle-close?ms=30", s.port);
+    got_t g[3] = {{0}};
+    assert_int_equal(send_req(h, "GET", echo, &g[0]), 0);
+    assert_true(run_until(&loop, g, 1, 3000));
+    double cpu;
+    uint64_t took = run_idle(&loop, 100, &cpu);
+    print_message("idle, open: ran %llu ms\n", (unsigned long long)took);
+    assert_true(took >= 95 && took < 1000);
+
+    assert_int_equal(send_req(h, "GET", hangup, &g[1]), 0); /* same connection */
+    assert_true(run_until(&loop, g, 2, 3000));
+    took = run_idle(&loop, 300, &cpu); /* the server hangs up 30 ms in */
+    print_message("idle, closed by the server: %.1f ms of CPU over %llu ms\n", cpu,
+                  (unsigned long long)took);
+    assert_true(took >= 290 && took < 1000);
+    assert_true(cpu < 100);
+
+    assert_int_equal(send_req(h, "GET", echo, &g[2]), 0);
+    assert_true(run_until(&loop, g, 3, 3000));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(g[i].outcome, MQR_SINK_OK);
+    assert_int_equal(fault_stat(s.port, "connections") - conns0, 2);
+    mqr_sink_t *sk = mqr__http_sink(h);
+    assert_int_equal(sk->ok, 3);
+    assert_int_equal(sk->retried + sk->failed, 0);
+    finish_loop(&loop, h);
+}
+
+/* A host's connections all busy: its next requests wait here (counted
+ * as queued), in order, while another host's go at once. */
+static void test_busy_host_waits_others_go(void **state)
+{
+    (void)state;
+    server_t a = shared_server(), b = {0};
+    fault_start(&b, NULL, NULL);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mqr_http_t *h = client(&loop, &(mqr_http_opts_t){.max_host_connections = 2});
+    mqr_sink_t *sk = mqr__http_sink(h);
+    char slow[128], quick[128];
+    snprintf(slow, sizeof slow, "http://127.0.0.1:%d/slow?ms=300", a.port);
+    snprintf(quick, sizeof quick, "http://127.0.0.1:%d/echo", b.port);
+    got_t g[7] = {{0}};
+    norder = 0;
+    for (int i = 0; i < 6; i++) {
+        g[i].index = i;
+        assert_int_equal(send_req(h, "GET", slow, &g[i]), 0);
+    }
+    assert_int_equal(sk->in_flight, 2);
+    assert_int_equal(sk->queued, 4);
+    g[6].index = 6;
+    assert_int_equal(send_req(h, "GET", quick, &g[6]), 0);
+    assert_int_equal(sk->in_flight, 3);
+    wait_active(&loop, a.port, 2);
+    assert_true(run_until(&loop, &g[6], 1, 3000));
+    assert_int_equal(g[6].outcome, MQR_SINK_OK);
+    assert_int_equal(g[0].calls, 0); /* the other host's still on the wire */
+    assert_true(run_until(&loop, g, 6, 5000));
+    assert_int_equal(order[0], 6);
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(g[i].outcome, MQR_SINK_OK);
+        assert_int_equal(order[i + 1] / 2, i / 2); /* FIFO within the host: by rounds of two */
+    }
+    assert_true(g[5].seconds > 0.8); /* three rounds of two */
+    assert_int_equal(sk->in_flight, 0);
+    assert_int_equal(sk->queued, 0);
+    finish_loop(&loop, h);
+    server_stop(&b);
+}
+
 static void expect_einval(mqr_http_t *h, const mqr_http_req_t *q, const char *why_part)
 {
     got_t g = {0};
@@ -825,6 +950,8 @@ int main(void)
         cmocka_unit_test(test_killed_and_restarted),
         cmocka_unit_test(test_keepalive),
         cmocka_unit_test(test_full_fifo_nothing_lost),
+        cmocka_unit_test(test_idle_connections),
+        cmocka_unit_test(test_busy_host_waits_others_go),
         cmocka_unit_test(test_invalid_requests),
         cmocka_unit_test(test_close_in_flight),
         cmocka_unit_test(test_close_from_callback),
