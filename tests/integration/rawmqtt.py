@@ -74,11 +74,22 @@ def read_varint(data, i):
 def split_packet(buf):
     """(first byte, body, rest) of the first whole packet in buf, or None
     while it is incomplete."""
-    v = read_varint(buf, 1)
+    whole = packet_at(buf, 0)
+    if whole is None:
+        return None
+    first, body, end = whole
+    return first, body, buf[end:]
+
+
+def packet_at(buf, pos):
+    """(first byte, body, end) of the whole packet starting at buf[pos], or
+    None while it is incomplete: for reading many packets out of one buffer
+    without copying the rest after each (split_packet does)."""
+    v = read_varint(buf, pos + 1)
     if v is None or len(buf) < v[1] + v[0]:
         return None
     n, i = v
-    return buf[0], buf[i:i + n], buf[i + n:]
+    return buf[pos], buf[i:i + n], i + n
 
 
 class Client:

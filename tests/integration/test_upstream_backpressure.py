@@ -2,7 +2,7 @@
 """Backpressure instead of EFULL: publishers faster than an upstream session
 can forward are paused, not refused, and nothing acknowledged is lost.
 
-qos1_overload: two raw MQTT 3.1.1 clients publish QoS 1 on the listener for 10 s, as fast
+qos1_overload: two raw MQTT 3.1.1 clients publish QoS 1 on the listener for 4 s, as fast
 as a window of 1 000 unacknowledged messages each allows; a route forwards
 every message to a native session on a Mosquitto that lets the session
 have 2 QoS 1 messages in flight (v5 Receive Maximum), so the session falls
@@ -20,11 +20,13 @@ window of 1 000.
 
 qos0_stalled_broker: the broker (a raw socket here, with a 4 KiB receive
 buffer) accepts the session and then reads nothing for a while; one 3.1.1
-client publishes 100 000 QoS 0 messages through a route into the session,
+client publishes 30 000 QoS 0 messages through a route into the session,
 whose max_buffered_bytes is 64 KiB. The session's output grows past 32 KiB
 and the publisher is paused instead of its messages being dropped; when
 the broker reads again, every message reaches it, in order, and the
-publisher's connection is still open."""
+publisher's connection is still open. (Through that 4 KiB window the
+backlog drains at about 0.5 MB/s here, TCP's pace with mqrouter idle:
+hence 30 000 messages, not more.)"""
 import re
 import socket
 import subprocess
@@ -32,9 +34,9 @@ import threading
 import time
 
 from mqr_it import Workspace, free_port, wait
-from rawmqtt import PUBACK, Client, packet, publish, split_packet
+from rawmqtt import PUBACK, Client, packet, packet_at, publish
 
-SECONDS = 10
+SECONDS = 4
 WINDOW = 1000
 BATCH = 100
 
@@ -198,8 +200,9 @@ class StalledBroker:
             if not d:
                 return
             buf += d
-            while (whole := split_packet(buf)):
-                first, body, buf = whole
+            pos = 0
+            while (whole := packet_at(buf, pos)):
+                first, body, pos = whole
                 kind = first >> 4
                 if kind == 1:
                     conn.sendall(b"\x20\x02\x00\x00")
@@ -209,13 +212,14 @@ class StalledBroker:
                     self.payloads.append(body[2 + tl:])
                 elif kind == 12:
                     conn.sendall(b"\xd0\x00")
+            buf = buf[pos:]
 
     def go(self):
         self.go_ev.set()
 
 
 def qos0_stalled_broker():
-    n = 100000
+    n = 30000
     broker = StalledBroker()
     with Workspace() as ws:
         port = free_port()
