@@ -4,10 +4,10 @@
  * into multi-row INSERT statements, reconnect with backoff, and outcomes
  * classified by SQLSTATE. Called by the bindings and the benchmark on the
  * loop thread. Must not: block (every libpq call here is one of the
- * non-blocking ones; the only exception is the name lookup libpq itself does
- * in PQconnectPoll for a host name: use an address for hostaddr/host to
- * avoid it), fire a callback inside the call that accepted the request, or
- * put the password anywhere it can be shown.
+ * non-blocking ones; host names are looked up first on libuv's thread pool,
+ * pg_lookup.c, since libpq's own lookup blocks), fire a callback inside the
+ * call that accepted the request, or put the password anywhere it can be
+ * shown.
  *
  * Shape: a request (req_t) is a query or one insert row. Admitted requests
  * either wait (p->wait, FIFO, counted `queued`) or hold a slot and sit in a
@@ -21,6 +21,7 @@
  * that the server works while the callbacks do.
  */
 #include "pg.h"
+#include "pg_lookup.h"
 
 #include <libpq-fe.h>
 #include <stdbool.h>
@@ -81,7 +82,8 @@ typedef struct {
     unit_t *unit;  /* on the wire */
     PGresult *res; /* the statement's result so far (the error, else the last) */
     uint32_t backoff_ms;
-    bool ever; /* has tried to connect before: the next attempt is a reconnect */
+    bool ever;               /* has tried to connect before: the next attempt is a reconnect */
+    mqr_pg_lookup_t *lookup; /* host names being looked up before connecting */
 } conn_t;
 
 struct mqr_pg {
@@ -89,8 +91,10 @@ struct mqr_pg {
     uv_loop_t *loop;
     mqr_pg_opts_t o;
     char *conninfo;
-    char *password;  /* only to scrub it from libpq's messages */
-    uv_timer_t kick; /* dispatch soon */
+    PQconninfoOption *opts; /* conninfo parsed, for connecting to looked-up addresses */
+    mqr_pg_hosts_t *hosts;  /* its host names, NULL when it names none */
+    char *password;         /* only to scrub it from libpq's messages */
+    uv_timer_t kick;        /* dispatch soon */
     uint64_t kick_due;
     uv_timer_t tick; /* request timeouts */
     conn_t *conns;
@@ -574,6 +578,8 @@ static void handle_gone(mqr_pg_t *p)
 {
     if (--p->handles || !p->closing) return;
     free(p->conns);
+    mqr__pg_hosts_free(p->hosts);
+    PQconninfoFree(p->opts);
     free(p->conninfo);
     free(p->password);
     free(p);
@@ -646,6 +652,8 @@ static void pool_state(mqr_pg_t *p, const char *reason)
 static void conn_drop(conn_t *c, mqr_sink_err_kind_t kind, int err, const char *why)
 {
     mqr_pg_t *p = c->p;
+    mqr__pg_lookup_cancel(c->lookup);
+    c->lookup = NULL;
     conn_unwatch(c);
     if (c->res) PQclear(c->res);
     c->res = NULL;
@@ -687,13 +695,11 @@ static void ignore_notice(void *arg, const char *message)
     (void)message;
 }
 
-static void conn_connect(conn_t *c)
+/* Goes on with the connection libpq started (NULL: out of memory). */
+static void conn_started(conn_t *c, PGconn *pg)
 {
     mqr_pg_t *p = c->p;
-    if (p->closing) return;
-    if (c->ever) p->sink.reconnects++;
-    c->ever = true;
-    c->pg = PQconnectStart(p->conninfo);
+    c->pg = pg;
     if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
         char msg[256];
         scrub(p, c->pg ? PQerrorMessage(c->pg) : "out of memory", msg, sizeof msg);
@@ -705,6 +711,39 @@ static void conn_connect(conn_t *c)
     c->state = C_CONNECTING;
     /* libpq: start as if PQconnectPoll had said PGRES_POLLING_WRITING */
     conn_watch(c, UV_WRITABLE);
+    uv_timer_start(&c->timer, timer_connect, p->o.timeout_ms, 0);
+}
+
+static void on_looked_up(void *arg, PGconn *pg, int status, const char *why)
+{
+    conn_t *c = arg;
+    c->lookup = NULL;
+    if (status < 0) {
+        conn_drop(c, MQR_SINK_ERR_CONNECT, status, why);
+        return;
+    }
+    conn_started(c, pg);
+}
+
+static void conn_connect(conn_t *c)
+{
+    mqr_pg_t *p = c->p;
+    if (p->closing) return;
+    if (c->ever) p->sink.reconnects++;
+    c->ever = true;
+    if (!p->hosts) {
+        conn_started(c, PQconnectStart(p->conninfo));
+        return;
+    }
+    int status = 0;
+    c->lookup = mqr__pg_lookup_start(p->loop, p->hosts, on_looked_up, c, &status);
+    if (!c->lookup) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "could not look up the host names: %s", uv_strerror(status));
+        conn_drop(c, MQR_SINK_ERR_CONNECT, status, msg);
+        return;
+    }
+    c->state = C_CONNECTING;
     uv_timer_start(&c->timer, timer_connect, p->o.timeout_ms, 0);
 }
 
@@ -1045,12 +1084,14 @@ int mqr__pg_new(uv_loop_t *loop, const mqr_pg_opts_t *o, mqr_pg_t **out, char **
             nomem = !password;
         }
     }
-    PQconninfoFree(opts);
     uint32_t nconns = o->connections ? o->connections : 2;
     if (nconns > PG_MAX_CONNS) {
+        PQconninfoFree(opts);
         free(password);
         return fail_new(errmsg, MQR_EINVAL, "pg: at most 64 connections%s", NULL);
     }
+    mqr_pg_hosts_t *hosts = NULL;
+    if (mqr__pg_hosts_new(opts, &hosts) != 0) nomem = true;
     mqr_pg_t *p = calloc(1, sizeof *p);
     if (p) p->conns = calloc(nconns, sizeof *p->conns);
     if (p) p->conninfo = strdup(o->conninfo);
@@ -1061,8 +1102,12 @@ int mqr__pg_new(uv_loop_t *loop, const mqr_pg_opts_t *o, mqr_pg_t **out, char **
         }
         free(p);
         free(password);
+        mqr__pg_hosts_free(hosts);
+        PQconninfoFree(opts);
         return fail_new(errmsg, MQR_ENOMEM, "pg: out of memory%s", NULL);
     }
+    p->opts = opts;
+    p->hosts = hosts;
     p->password = password;
     p->loop = loop;
     p->o = *o;

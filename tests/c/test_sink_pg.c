@@ -646,6 +646,56 @@ static void test_wrong_password(void **state)
     finish(&loop, p);
 }
 
+static const char *want_error;
+static bool error_says_wanted(void *arg)
+{
+    return strstr(mqr__pg_sink(arg)->last_error, want_error) != NULL;
+}
+
+static mqr_pg_t *pg_new_at(uv_loop_t *loop, const char *hosts)
+{
+    char ci[512];
+    snprintf(ci, sizeof ci,
+             "host=%s port=%d dbname=postgres user=" PG_USER " password=" PG_PASSWORD, hosts,
+             cluster.port);
+    mqr_pg_opts_t o = {
+        .conninfo = ci, .timeout_ms = 2000, .backoff_min_ms = 50, .backoff_max_ms = 100};
+    mqr_pg_t *p = NULL;
+    char *err = NULL;
+    if (mqr__pg_new(loop, &o, &p, &err) != 0) fail_msg("mqr__pg_new: %s", err ? err : "");
+    return p;
+}
+
+/* Host names are looked up off the loop (libpq's own lookup blocks): a
+ * name connects, a name that does not resolve is skipped for the next
+ * host as libpq would, and one alone is a named connect error. */
+static void test_host_names(void **state)
+{
+    (void)state;
+    static const char *const good[] = {"localhost", "no-such-host.invalid,localhost"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        reset_answers();
+        mqr_pg_t *p = pg_new_at(&loop, good[i]);
+        query_ok(p, "SELECT current_user", 0, NULL, &ans[0]);
+        wait_answers(&loop, 1, 5000);
+        if (ans[0].r.outcome != MQR_SINK_OK) fail_msg("host=%s: %s", good[i], ans[0].reason);
+        assert_string_equal(ans[0].v[0], PG_USER);
+        assert_true(mqr__pg_sink(p)->up);
+        finish(&loop, p);
+    }
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mqr_pg_t *p = pg_new_at(&loop, "no-such-host.invalid");
+    want_error = "could not look up host \"no-such-host.invalid\"";
+    if (!run_until(&loop, error_says_wanted, p, 5000))
+        fail_msg("last_error: %s", mqr__pg_sink(p)->last_error);
+    print_message("unknown host: %s\n", mqr__pg_sink(p)->last_error);
+    assert_false(mqr__pg_sink(p)->up);
+    finish(&loop, p);
+}
+
 static void test_bad_conninfo(void **state)
 {
     (void)state;
@@ -836,6 +886,7 @@ int main(void)
         cmocka_unit_test(test_outcomes),
         cmocka_unit_test(test_deadlock_is_retry),
         cmocka_unit_test(test_bad_conninfo),
+        cmocka_unit_test(test_host_names),
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_timeout_drops_connection),
         cmocka_unit_test(test_close_with_requests_in_flight),
