@@ -33,7 +33,8 @@ extern const size_t mqr__lua_async_len;
 /* An async route's message whose handler waits. */
 typedef struct l_job {
     l_route_t *r;
-    mqr_msg_t *msg;
+    mqr_msg_t *msg;            /* NULL once a reload handed it to the new rules */
+    uint64_t seq;              /* r->calls when it started: the older, the smaller */
     struct l_job *prev, *next; /* st->jobs */
 } l_job_t;
 
@@ -69,7 +70,7 @@ static void start(l_route_t *r, mqr_msg_t *msg)
     }
     j->r = r;
     j->msg = msg;
-    r->calls++;
+    j->seq = ++r->calls;
     lua_rawgeti(L, LUA_REGISTRYINDEX, st->async_run_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_ref);
     lua_pushlightuserdata(L, j);
@@ -208,8 +209,10 @@ void mqr__lasync_state_close(l_state_t *st)
 {
     for (l_job_t *j = st->jobs, *next; j; j = next) {
         next = j->next;
-        j->r->abandoned++;
-        mqr_msg_unref(j->msg);
+        if (j->msg) {
+            j->r->abandoned++;
+            mqr_msg_unref(j->msg);
+        }
         free(j);
     }
     st->jobs = NULL;
@@ -225,6 +228,83 @@ void mqr__lasync_state_close(l_state_t *st)
         w->prev = w->next = NULL;
     }
     st->waits = NULL;
+}
+
+/* ---- reloads --------------------------------------------------------------- */
+
+static const char *route_session(const l_route_t *r)
+{
+    return r->upstream ? r->upstream->name : "";
+}
+
+static bool same_route(const l_route_t *a, const l_route_t *b)
+{
+    return a->async && b->async && strcmp(a->filter, b->filter) == 0 &&
+           strcmp(route_session(a), route_session(b)) == 0;
+}
+
+/* The new state's route that stands for o: the k-th route like it there
+ * when o is the k-th in its own state. */
+static l_route_t *counterpart(l_state_t *st, const l_route_t *o)
+{
+    int k = 0;
+    for (const l_route_t *q = o->st->routes; q != o; q = q->next)
+        k += same_route(q, o);
+    for (l_route_t *n = st->routes; n; n = n->next)
+        if (!n->stopped && same_route(n, o) && k-- == 0) return n;
+    return NULL;
+}
+
+static int job_older(const void *a, const void *b)
+{
+    uint64_t x = (*(l_job_t *const *)a)->seq, y = (*(l_job_t *const *)b)->seq;
+    return (x > y) - (x < y);
+}
+
+static bool take_over(l_route_t *n, mqr_msg_t *m)
+{
+    return n->pending_n < n->max_pending && pending_push(n, m) == 0;
+}
+
+void mqr__lasync_takeover(l_state_t *st, l_state_t *old)
+{
+    for (l_route_t *o = old ? old->routes : NULL; o; o = o->next) {
+        if (!o->async || (!o->running && !o->pending_n)) continue;
+        l_route_t *n = counterpart(st, o);
+        if (!n) continue; /* abandoned when the old state closes */
+        size_t nj = 0;
+        for (l_job_t *j = old->jobs; j; j = j->next)
+            nj += j->r == o && j->msg;
+        l_job_t **v = nj ? malloc(nj * sizeof *v) : NULL;
+        size_t k = 0;
+        for (l_job_t *j = old->jobs; v && j; j = j->next)
+            if (j->r == o && j->msg) v[k++] = j;
+        qsort(v, k, sizeof *v, job_older);
+        uint64_t restarted = 0, handed = 0;
+        for (size_t i = 0; i < k; i++) {
+            if (!take_over(n, v[i]->msg)) continue;
+            mqr_msg_unref(v[i]->msg);
+            v[i]->msg = NULL;
+            restarted++;
+        }
+        free(v);
+        for (mqr_msg_t *m; (m = pending_pop(o)); mqr_msg_unref(m)) {
+            if (take_over(n, m))
+                handed++;
+            else
+                o->abandoned++;
+        }
+        MQR_LOG_I("rules",
+                  "%s: the new rules took over %llu pending message(s) and %llu whose handler "
+                  "was running (it runs again)",
+                  n->name, (unsigned long long)handed, (unsigned long long)restarted);
+    }
+}
+
+void mqr__lasync_wake(l_state_t *st)
+{
+    for (l_route_t *r = st->routes; r; r = r->next)
+        if (r->async && r->pending_n) pump(r);
 }
 
 /* ---- waiters --------------------------------------------------------------- */

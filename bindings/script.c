@@ -59,6 +59,7 @@ static int state_activate(mqr_script_t *h, l_state_t *st, char **errmsg)
      * events flushed below), so it comes ahead of anything newer. */
     mqr__lsub_takeover(st, old);
     mqr__liter_takeover(st, old);
+    mqr__lasync_takeover(st, old);
     if (old) {
         old->active = false;
         mqr__state_close(old);
@@ -71,7 +72,8 @@ static int state_activate(mqr_script_t *h, l_state_t *st, char **errmsg)
         if (t->stopped) continue;
         mqr__timer_start(t);
     }
-    mqr__liter_wake(st); /* coroutines waiting on iterators that were handed messages */
+    mqr__liter_wake(st);  /* coroutines waiting on iterators that were handed messages */
+    mqr__lasync_wake(st); /* async routes that took messages over */
     return 0;
 }
 

@@ -328,6 +328,12 @@ int mqr__lasync_deliver(l_route_t *r, mqr_msg_t *msg);
 void mqr__lasync_route_stop(l_route_t *r);
 /* A state closes: its waiting jobs and pending messages go. */
 void mqr__lasync_state_close(l_state_t *st);
+/* A reload: what the old state's async routes had not finished (the
+ * messages of running handlers, which start again, then the pending ones)
+ * goes to the new state's route with the same filter and session; then,
+ * once st serves, wake starts them. */
+void mqr__lasync_takeover(l_state_t *st, l_state_t *old);
+void mqr__lasync_wake(l_state_t *st);
 /* Wraps the function on top (a queue consumer's handler, given a list of
  * messages with batch) so that it may wait; name is for its error lines.
  * [-1, +1] */

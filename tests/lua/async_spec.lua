@@ -70,6 +70,45 @@ describe("async routes", function()
     assert.are.equal("0 0 1", stats:messages()[2].payload)
   end)
 
+  it("hands what it had not finished to the same route of reloaded rules", function()
+    local rules = dir .. "/rules.lua"
+    local function write_rules(version, filter)
+      local f = assert(io.open(rules, "w"))
+      f:write(string.format([[
+        local mq = require "mqrouter"
+        mq.upstream{ name = "dead", broker = "tcp://127.0.0.1:1" }
+        mq.route(%q, function(msg)
+          mq.wait_ready("dead", 0.3) -- a handler that waits, here for nothing
+          mq.publish("done", msg.payload .. " %s")
+        end, { async = true, concurrency = 2 })
+      ]], filter, version))
+      f:close()
+    end
+    write_rules("v1", "w")
+    assert(e:load_file(rules))
+    local done = e:capture("done")
+    for i = 1, 5 do e:publish("w", tostring(i)) end -- 2 running, 3 pending
+    write_rules("v2", "w")
+    mqrouter.set_log_level("info")
+    local ok, err = e:reload()
+    mqrouter.set_log_level(os.getenv("MQR_TEST_LOG_LEVEL") or "warn")
+    assert(ok, err)
+    assert.is_true(e:run_until(function() return done:count() >= 5 end, 5))
+    local got = {}
+    for _, m in ipairs(done:messages()) do got[#got + 1] = m.payload end
+    -- the two whose handlers ran restart first, then the pending, in order
+    assert.are.same({ "1 v2", "2 v2", "3 v2", "4 v2", "5 v2" }, got)
+    assert.truthy(h.find_log(mqrouter.logs(),
+      "took over 3 pending message(s) and 2 whose handler was running", true))
+
+    -- rules without that route: what waits is dropped, and counted
+    for i = 6, 8 do e:publish("w", tostring(i)) end
+    write_rules("v3", "elsewhere")
+    assert(e:reload())
+    e:run_until(function() return false end, 0.5)
+    assert.are.equal(5, done:count())
+  end)
+
   it("counts an error after the wait and dead-letters the message", function()
     assert(e:load(string.format([[
       local mq = require "mqrouter"
