@@ -268,7 +268,10 @@ int main(int argc, char **argv)
     uv_loop_init(&loop);
     mqr_http_t *h = NULL;
     char *err = NULL;
-    mqr_http_opts_t o = {.name = "bench", .max_in_flight = in_flight, .max_host_connections = 16};
+    mqr_http_opts_t o = {.name = "bench",
+                         .max_in_flight = in_flight,
+                         .max_host_connections = 16,
+                         .curl_only = getenv("BENCH_HTTP_CURL") != NULL};
     if (mqr__http_new(&loop, &o, &h, &err) != 0) {
         fprintf(stderr, "mqr__http_new: %s\n", err ? err : "?");
         free(err);

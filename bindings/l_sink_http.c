@@ -26,7 +26,7 @@ static void http_close(void *obj)
 
 /* C._http_new{ name, base_url, timeout, connect_timeout, max_in_flight,
  * max_queued, max_host_connections, max_response_bytes, ca, cert, key,
- * insecure } -> client (headers and base_url are the Lua half's) */
+ * insecure, transport } -> client (headers and base_url are the Lua half's) */
 static int l_http_new(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -48,6 +48,11 @@ static int l_http_new(lua_State *L)
     lua_getfield(L, 1, "insecure");
     o.insecure = lua_toboolean(L, -1);
     lua_pop(L, 1);
+    const char *transport = mqr__lsink_opt_str(L, what, "transport");
+    if (transport && strcmp(transport, "curl") != 0 && strcmp(transport, "native") != 0)
+        return luaL_error(L, "mq.http: transport must be \"native\" or \"curl\", not \"%s\"",
+                          transport);
+    o.curl_only = transport && strcmp(transport, "curl") == 0;
     l_state_t *st = mqr__state_of(L);
     mqr__lsink_check_name(L, what, o.name ? o.name : "http");
     mqr_http_t *c;

@@ -10,7 +10,8 @@
  *   every kind   name=NAME (unique per engine among the host's sinks)
  *   "http"       timeout_ms, connect_timeout_ms, max_in_flight, max_queued,
  *                max_host_connections, max_response_bytes, ca, cert, key,
- *                insecure=1, target (shown instead of the URLs)
+ *                insecure=1, target (shown instead of the URLs),
+ *                transport=native|curl (plain http://: own HTTP/1.1 or libcurl)
  *   "pg"         conninfo (required), connections, max_queued, timeout_ms,
  *                batch_rows, batch_ms
  *   "redis"      host, port, password, db, timeout_ms, connect_timeout_ms,

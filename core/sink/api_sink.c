@@ -104,6 +104,7 @@ static int open_http(uv_loop_t *loop, const char *name, const char *const *o, vo
                                        "key",
                                        "insecure",
                                        "target",
+                                       "transport",
                                        NULL};
     mqr_http_opts_t h = {.name = name,
                          .ca_file = opt(o, "ca"),
@@ -112,6 +113,12 @@ static int open_http(uv_loop_t *loop, const char *name, const char *const *o, vo
                          .target = opt(o, "target")};
     const char *insecure = opt(o, "insecure");
     h.insecure = insecure && strcmp(insecure, "0") != 0;
+    const char *transport = opt(o, "transport");
+    if (transport && strcmp(transport, "curl") != 0 && strcmp(transport, "native") != 0) {
+        snprintf(why, cap, "transport must be native or curl");
+        return MQR_EINVAL;
+    }
+    h.curl_only = transport && strcmp(transport, "curl") == 0;
     if (!known_options(o, keys, why, cap) || !opt_u32(o, "timeout_ms", &h.timeout_ms, why, cap) ||
         !opt_u32(o, "connect_timeout_ms", &h.connect_timeout_ms, why, cap) ||
         !opt_u32(o, "max_in_flight", &h.max_in_flight, why, cap) ||

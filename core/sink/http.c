@@ -1,5 +1,7 @@
 /*
- * http.c — the HTTP(S) egress client (http.h) on libcurl's multi-socket
+ * http.c — the HTTP(S) egress client (http.h): requests, their admission
+ * per origin, their outcomes; a plain http:// origin's requests go over
+ * http1.c's own HTTP/1.1 connections, the rest over libcurl's multi-socket
  * interface: curl tells us which sockets to watch (socket_cb → one
  * uv_poll_t each) and when to wake it (timer_cb → one uv_timer_t); libuv
  * tells curl what happened (curl_multi_socket_action), and finished
@@ -14,7 +16,7 @@
  * the libuv callbacks after curl returned), fire a request's callback
  * inside mqr__http_request, or put a URL with its password in a message.
  */
-#include "http.h"
+#include "http_int.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -25,55 +27,6 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
-
-#define HTTP_MAX_HEADER_BYTES (256u * 1024u)
-
-typedef struct http_req http_req_t;
-typedef struct http_sock http_sock_t;
-typedef struct http_origin http_origin_t;
-
-/* One request, from mqr__http_request to its callback. */
-struct http_req {
-    http_req_t *prev, *next; /* h->active, or its origin's waiting list */
-    mqr_http_t *h;
-    http_origin_t *origin;
-    CURL *easy; /* NULL while waiting */
-    struct curl_slist *hdrs;
-    char *url; /* normalised by curl_url (curl_free) */
-    const char *method;
-    char *body;
-    size_t body_len;
-    uint32_t timeout_ms;
-    mqr_http_done_fn done;
-    void *arg;
-    uint64_t t0;  /* uv_hrtime() when accepted */
-    bool waiting; /* counted as queued by the sink */
-    /* the answer */
-    char *rbody;
-    size_t rlen, rcap;
-    bool too_big;
-    char *rhdr; /* "name\0value\0" pairs */
-    size_t rhlen, rhcap, nrh;
-    char errbuf[CURL_ERROR_SIZE];
-};
-
-/* Requests to one origin (scheme://user@host:port): how many curl holds
- * and the ones waiting here for a slot. curl is given no more than the
- * origin carries at once, max_host_connections (times 100 streams once
- * the origin answered over HTTP/2): what curl holds beyond that waits in
- * curl's pending list, walked on every finished transfer (here 68 µs of
- * CPU a request with 48 pending against 45 with none). Freed when idle. */
-struct http_origin {
-    http_origin_t *hnext;              /* hash chain */
-    http_origin_t *rnext;              /* h->ready list */
-    http_req_t *wait_head, *wait_tail; /* FIFO */
-    uint32_t active;                   /* requests curl holds */
-    bool multiplex;                    /* answered over HTTP/2 */
-    bool in_ready;
-    uint32_t hash;
-    size_t keylen;
-    char key[];
-};
 
 /* A socket of curl's, from the first time curl asks us to watch it until
  * curl closes it (on_curl_close). Watching goes on while a keep-alive
@@ -89,35 +42,9 @@ struct http_sock {
     bool wanted; /* curl asked for events and has not removed them */
 };
 
-struct mqr_http {
-    mqr_sink_t sink; /* first: a mqr_sink_t * is a mqr_http_t * */
-    uv_loop_t *loop;
-    CURLM *multi;
-    uv_timer_t timer;
-    uint32_t timeout_ms, connect_timeout_ms, max_response_bytes;
-    char *ca_file, *cert_file, *key_file;
-    bool insecure;
-    http_req_t *active;      /* on the wire (in the multi handle) */
-    http_origin_t **origins; /* hash table of origins in use */
-    size_t norigin_slots, norigins;
-    http_origin_t *ready, *ready_tail; /* origins with waiting requests and room */
-    uint32_t per_host;
-    http_sock_t *socks;
-    http_sock_t **by_fd; /* socks indexed by fd */
-    size_t nby_fd;
-    CURL **pool; /* easy handles to reuse */
-    size_t npool, pool_cap;
-    int depth;     /* > 0 inside our libuv callbacks or a done callback */
-    int handles;   /* libuv handles not yet closed */
-    bool closing;  /* mqr__http_close called */
-    bool torn;     /* multi handle gone, handles closing */
-    bool was_down; /* for reconnects: up after down */
-    uint64_t connections;
-};
-
-_Static_assert(offsetof(struct mqr_http, sink) == 0, "a mqr_sink_t * must be a mqr_http_t *");
-
 static bool curl_ready;
+
+static void maybe_free(mqr_http_t *h);
 
 static void list_push(http_req_t **head, http_req_t *r)
 {
@@ -237,6 +164,7 @@ static http_origin_t *origin_get(mqr_http_t *h, const char *url)
     memcpy(o->key, url, n);
     o->keylen = n;
     o->hash = hv;
+    o->own = !h->curl_only && strncmp(url, "http://", 7) == 0 && !memchr(url, '@', n);
     http_origin_t **b = &h->origins[hv & (h->norigin_slots - 1)];
     o->hnext = *b;
     *b = o;
@@ -247,7 +175,7 @@ static http_origin_t *origin_get(mqr_http_t *h, const char *url)
 /* Frees o once no request and no list holds it. */
 static void origin_maybe_free(mqr_http_t *h, http_origin_t *o)
 {
-    if (o->active || o->wait_head || o->in_ready) return;
+    if (o->active || o->wait_head || o->in_ready || o->conns) return;
     http_origin_t **p = &h->origins[o->hash & (h->norigin_slots - 1)];
     while (*p != o)
         p = &(*p)->hnext;
@@ -316,7 +244,7 @@ static void origin_release(mqr_http_t *h, http_req_t *r)
 
 /* ---- curl's data callbacks ---- */
 
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
+size_t mqr__http_on_body(char *p, size_t size, size_t n, void *ud)
 {
     http_req_t *r = ud;
     size_t len = size * n;
@@ -341,7 +269,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 }
 
 /* One header line; a status line starts the headers over (100 Continue). */
-static size_t on_header(char *p, size_t size, size_t n, void *ud)
+size_t mqr__http_on_header(char *p, size_t size, size_t n, void *ud)
 {
     http_req_t *r = ud;
     size_t len = size * n;
@@ -389,10 +317,12 @@ typedef struct {
     char reason[256];
 } http_verdict_t;
 
-static int os_err(CURL *easy, int fallback)
+static int os_err(const http_req_t *r, int fallback)
 {
     long e = 0;
-    if (curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &e) == CURLE_OK && e > 0) return -(int)e;
+    if (r->os_err) return r->os_err;
+    if (r->easy && curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &e) == CURLE_OK && e > 0)
+        return -(int)e;
     return fallback;
 }
 
@@ -429,7 +359,7 @@ static void judge(mqr_http_t *h, http_req_t *r, CURLcode rc, long status, http_v
         break;
     }
     case CURLE_COULDNT_CONNECT:
-        v->err = os_err(r->easy, UV_ECONNREFUSED);
+        v->err = os_err(r, UV_ECONNREFUSED);
         snprintf(detail, sizeof detail, "%s: %s", uv_err_name(v->err), what);
         break;
     case CURLE_COULDNT_RESOLVE_HOST:
@@ -441,7 +371,7 @@ static void judge(mqr_http_t *h, http_req_t *r, CURLcode rc, long status, http_v
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
-        v->err = os_err(r->easy, UV_ECONNRESET);
+        v->err = os_err(r, UV_ECONNRESET);
         snprintf(detail, sizeof detail, "%s: %s", uv_err_name(v->err), what);
         break;
     case CURLE_PEER_FAILED_VERIFICATION:
@@ -516,15 +446,11 @@ static void fail_req(mqr_http_t *h, http_req_t *r, int err, mqr_sink_err_kind_t 
     req_free(r);
 }
 
-static void finish(mqr_http_t *h, http_req_t *r, CURLcode rc)
+/* Ends r with what its transfer came to: rc as curl says it, status and
+ * HTTP version when an answer came. */
+static void end_req(mqr_http_t *h, http_req_t *r, CURLcode rc, long status, long version)
 {
     list_unlink(&h->active, r);
-    curl_multi_remove_handle(h->multi, r->easy);
-    long status = 0, version = 0, conns = 0;
-    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_getinfo(r->easy, CURLINFO_HTTP_VERSION, &version);
-    if (curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &conns) == CURLE_OK && conns > 0)
-        h->connections += (uint64_t)conns;
     if (version == CURL_HTTP_VERSION_2_0 && r->origin) r->origin->multiplex = true;
     origin_release(h, r);
     http_verdict_t v;
@@ -576,6 +502,22 @@ static void finish(mqr_http_t *h, http_req_t *r, CURLcode rc)
     req_free(r);
 }
 
+static void finish(mqr_http_t *h, http_req_t *r, CURLcode rc)
+{
+    curl_multi_remove_handle(h->multi, r->easy);
+    long status = 0, version = 0, conns = 0;
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(r->easy, CURLINFO_HTTP_VERSION, &version);
+    if (curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &conns) == CURLE_OK && conns > 0)
+        h->connections += (uint64_t)conns;
+    end_req(h, r, rc, status, version);
+}
+
+void mqr__http_ended(mqr_http_t *h, http_req_t *r, CURLcode rc, long status, long version)
+{
+    end_req(h, r, rc, status, version);
+}
+
 /* ---- starting ---- */
 
 static void setopt_fail(CURLcode *acc, CURLcode rc)
@@ -588,6 +530,12 @@ static int on_curl_close(void *clientp, curl_socket_t fd);
 /* Puts r on the wire: 0, or MQR_ENOMEM (r untouched but for its handle). */
 static int start(mqr_http_t *h, http_req_t *r)
 {
+    r->errbuf[0] = '\0';
+    if (r->origin && r->origin->own) {
+        int rc = mqr__h1_start(h, r);
+        if (rc == 0) list_push(&h->active, r);
+        return rc;
+    }
     CURL *e = h->npool ? h->pool[--h->npool] : curl_easy_init();
     if (!e) return MQR_ENOMEM;
     curl_easy_reset(e); /* options only: the connections belong to the multi handle */
@@ -604,9 +552,9 @@ static int start(mqr_http_t *h, http_req_t *r)
     SET(CURLOPT_CLOSESOCKETFUNCTION, on_curl_close);
     SET(CURLOPT_CLOSESOCKETDATA, h);
     SET(CURLOPT_ERRORBUFFER, r->errbuf);
-    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEFUNCTION, mqr__http_on_body);
     SET(CURLOPT_WRITEDATA, r);
-    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERFUNCTION, mqr__http_on_header);
     SET(CURLOPT_HEADERDATA, r);
     SET(CURLOPT_TIMEOUT_MS, (long)(r->timeout_ms ? r->timeout_ms : h->timeout_ms));
     SET(CURLOPT_CONNECTTIMEOUT_MS, (long)h->connect_timeout_ms);
@@ -690,6 +638,29 @@ static void act(mqr_http_t *h, curl_socket_t fd, int events)
     drain(h);
     h->depth--;
     if (h->closing && !h->torn && h->depth == 0) teardown(h);
+}
+
+void mqr__http_enter(mqr_http_t *h)
+{
+    h->depth++;
+}
+
+void mqr__http_leave(mqr_http_t *h)
+{
+    pump(h);
+    h->depth--;
+    if (h->closing && !h->torn && h->depth == 0) teardown(h);
+}
+
+void mqr__http_origin_unused(mqr_http_t *h, http_origin_t *o)
+{
+    origin_maybe_free(h, o);
+}
+
+void mqr__http_handle_gone(mqr_http_t *h)
+{
+    h->handles--;
+    maybe_free(h);
 }
 
 static int sock_watch(http_sock_t *s, int events);
@@ -860,6 +831,13 @@ static int on_curl_timer(CURLM *m, long ms, void *userp)
 static void teardown(mqr_http_t *h)
 {
     h->torn = true;
+    for (size_t i = 0; i < h->norigin_slots; i++) {
+        http_origin_t *o = h->origins[i], *next;
+        for (; o; o = next) {
+            next = o->hnext; /* closing its last connection may free o */
+            mqr__h1_close_all(h, o);
+        }
+    }
     for (size_t i = 0; i < h->npool; i++)
         curl_easy_cleanup(h->pool[i]);
     h->npool = 0;
@@ -879,7 +857,10 @@ void mqr__http_close(mqr_http_t *h)
     while (h->active) {
         http_req_t *r = h->active;
         list_unlink(&h->active, r);
-        curl_multi_remove_handle(h->multi, r->easy);
+        if (r->easy)
+            curl_multi_remove_handle(h->multi, r->easy);
+        else
+            mqr__h1_cancel(h, r);
         fail_req(h, r, MQR_ECLOSED, MQR_SINK_ERR_OTHER, "ECLOSED: client closed");
     }
     http_origin_t *o;
@@ -940,6 +921,7 @@ int mqr__http_new(uv_loop_t *loop, const mqr_http_opts_t *o, mqr_http_t **out, c
     h->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 5000;
     h->max_response_bytes = o->max_response_bytes ? o->max_response_bytes : 16u << 20;
     h->insecure = o->insecure;
+    h->curl_only = o->curl_only;
     h->ca_file = dup_or_null(o->ca_file);
     h->cert_file = dup_or_null(o->cert_file);
     h->key_file = dup_or_null(o->key_file);

@@ -1,15 +1,16 @@
 /*
  * http.h — the HTTP(S) egress client: requests to any http:// or https://
- * URL, sent by libcurl's multi-socket interface on the engine's libuv loop
- * (one uv_poll_t per socket curl opens, one uv_timer_t for curl's
- * timeouts), with connections kept alive and reused, HTTP/2 where a TLS
- * server offers it, and the common sink part (sink.h) for bounds, outcomes
- * and counters. The lead's Lua bindings and async routes call it.
+ * URL on the engine's libuv loop: plain http:// over our own HTTP/1.1
+ * connections (http1.c, unless curl_only), the rest by libcurl's
+ * multi-socket interface (one uv_poll_t per socket curl opens, one
+ * uv_timer_t for curl's timeouts); connections kept alive and reused,
+ * HTTP/2 where a TLS server offers it, and the common sink part (sink.h)
+ * for bounds, outcomes and counters. The Lua bindings and async routes
+ * call it.
  *
  * Loop thread only, no thread per request, nothing blocks (names are
- * resolved by libcurl's asynchronous resolver: Debian's libcurl uses its
- * threaded resolver, a short-lived thread per lookup inside libcurl, none
- * for an IP address). Must not: follow
+ * resolved on libuv's thread pool by http1.c, by libcurl's threaded
+ * resolver otherwise; none for an IP address). Must not: follow
  * redirects, keep a request's body after its callback, or show a password
  * (URLs pass through mqr__sink_redact before they are shown).
  *
@@ -60,6 +61,8 @@ typedef struct {
     uint32_t timeout_ms;           /* per request unless it sets one, default 10000 */
     uint32_t connect_timeout_ms;   /* default 5000 */
     uint32_t max_response_bytes;   /* response body cap, default 16 MiB */
+    bool curl_only;                /* plain http:// through libcurl too (default: our own
+                                    * HTTP/1.1 connections, http1.c) */
     const char *ca_file;           /* PEM CAs to verify servers with; NULL: the system's */
     const char *cert_file;         /* client certificate (PEM), NULL: none */
     const char *key_file;          /* its key, NULL: in cert_file */

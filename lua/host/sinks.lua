@@ -46,7 +46,7 @@ end
 local HTTP_OPTS = { name = true, base_url = true, headers = true, timeout = true,
   connect_timeout = true, max_in_flight = true, max_queued = true,
   max_host_connections = true, max_response_bytes = true, ca = true, cert = true,
-  key = true, insecure = true }
+  key = true, insecure = true, transport = true }
 local conf = setmetatable({}, { __mode = 'k' }) -- client -> { base_url, headers }
 
 local function lower_keys(t, what)

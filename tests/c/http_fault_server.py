@@ -9,6 +9,11 @@ connection. Usage: http_fault_server.py PORT [CERT KEY] (TLS with both).
   /slow?ms=N       200 after N ms; stops early when the client goes away
   /drop            promises 100 bytes, sends 10, resets the connection
   /big?n=N         200 with N bytes
+  /close-next      200, keep-alive; the next request on that connection
+                   gets no answer: the connection closes (a server that
+                   timed it out as the request came)
+  /chunked         200, body "hello world" in two chunks
+  /until-close     HTTP/1.0 200 with no length: the body ends at close
   /idle-close?ms=N 200, keep-alive; then closes the connection if no
                    other request came on it within N ms (a server's
                    keep-alive timeout)
@@ -44,6 +49,7 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self):
         super().setup()
         self.counted = False
+        self.drop_next = False
 
     def reply(self, status, body, ctype="application/json", extra=()):
         self.send_response(status)
@@ -75,6 +81,9 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def handle_any(self):
+        if self.drop_next:
+            self.close_connection = True
+            return
         u = urlparse(self.path)
         q = parse_qs(u.query)
         n = int(self.headers.get("Content-Length") or 0)
@@ -111,6 +120,17 @@ class Handler(BaseHTTPRequestHandler):
             if self.wait(int(q.get("ms", ["1000"])[0]) / 1000.0):
                 return self.reply(200, b"slow")
             self.close_connection = True  # the client went away
+            return
+        if u.path == "/close-next":
+            self.drop_next = True
+            return self.reply(200, b"close-next", "text/plain")
+        if u.path == "/chunked":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+            return
+        if u.path == "/until-close":
+            self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close")
+            self.close_connection = True
             return
         if u.path == "/idle-close":
             self.reply(200, b"idle-close", "text/plain")

@@ -253,11 +253,15 @@ static void finish_loop(uv_loop_t *loop, mqr_http_t *h)
     assert_int_equal(uv_loop_close(loop), 0);
 }
 
-static mqr_http_t *client(uv_loop_t *loop, const mqr_http_opts_t *o)
+/* Run as c/test_sink_http@curl (MQR_TEST_HTTP_CURL set), plain http://
+ * goes through libcurl as https:// does; else through http1.c. */
+static mqr_http_t *client(uv_loop_t *loop, const mqr_http_opts_t *given)
 {
     mqr_http_t *h = NULL;
     char *err = NULL;
-    int rc = mqr__http_new(loop, o, &h, &err);
+    mqr_http_opts_t o = *given;
+    o.curl_only = getenv("MQR_TEST_HTTP_CURL") != NULL;
+    int rc = mqr__http_new(loop, &o, &h, &err);
     if (rc) fail_msg("mqr__http_new: %d %s", rc, err ? err : "");
     return h;
 }
@@ -695,6 +699,61 @@ static void test_busy_host_waits_others_go(void **state)
     server_stop(&b);
 }
 
+/* Answers framed other ways than Content-Length: chunks, and an HTTP/1.0
+ * body that ends when the server closes. */
+static void test_chunked_and_until_close(void **state)
+{
+    (void)state;
+    server_t s = shared_server();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mqr_http_t *h = client(&loop, &(mqr_http_opts_t){0});
+    char url[2][128];
+    snprintf(url[0], sizeof url[0], "http://127.0.0.1:%d/chunked", s.port);
+    snprintf(url[1], sizeof url[1], "http://127.0.0.1:%d/until-close", s.port);
+    got_t g[2] = {{0}};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(send_req(h, "GET", url[i], &g[i]), 0);
+    assert_true(run_until(&loop, g, 2, 3000));
+    assert_int_equal(g[0].outcome, MQR_SINK_OK);
+    assert_string_equal(g[0].body, "hello world");
+    assert_int_equal(g[0].http_version, 11);
+    assert_int_equal(g[1].outcome, MQR_SINK_OK);
+    assert_string_equal(g[1].body, "until close");
+    assert_int_equal(g[1].http_version, 10);
+    assert_string_equal(g[1].ctype, "text/plain");
+    finish_loop(&loop, h);
+}
+
+/* The server drops a kept-alive connection just as the next request comes
+ * on it: that request goes again on a new connection, unseen by the
+ * caller, as curl does it. */
+static void test_stale_connection_resent(void **state)
+{
+    (void)state;
+    server_t s = shared_server();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mqr_http_t *h = client(&loop, &(mqr_http_opts_t){.max_host_connections = 1});
+    long conns0 = fault_stat(s.port, "connections");
+    char url[2][128];
+    snprintf(url[0], sizeof url[0], "http://127.0.0.1:%d/close-next", s.port);
+    snprintf(url[1], sizeof url[1], "http://127.0.0.1:%d/echo", s.port);
+    got_t g[2] = {{0}};
+    assert_int_equal(send_req(h, "GET", url[0], &g[0]), 0);
+    assert_true(run_until(&loop, g, 1, 3000));
+    assert_int_equal(send_req(h, "POST", url[1], &g[1]), 0);
+    assert_true(run_until(&loop, g, 2, 3000));
+    assert_int_equal(g[0].outcome, MQR_SINK_OK);
+    if (g[1].outcome != MQR_SINK_OK) fail_msg("resent: %s", g[1].reason);
+    assert_non_null(strstr(g[1].body, "\"method\": \"POST\""));
+    assert_int_equal(fault_stat(s.port, "connections") - conns0, 2);
+    mqr_sink_t *sk = mqr__http_sink(h);
+    assert_int_equal(sk->ok, 2);
+    assert_int_equal(sk->retried + sk->failed, 0);
+    finish_loop(&loop, h);
+}
+
 static void expect_einval(mqr_http_t *h, const mqr_http_req_t *q, const char *why_part)
 {
     got_t g = {0};
@@ -957,6 +1016,8 @@ int main(void)
         cmocka_unit_test(test_full_fifo_nothing_lost),
         cmocka_unit_test(test_idle_connections),
         cmocka_unit_test(test_busy_host_waits_others_go),
+        cmocka_unit_test(test_chunked_and_until_close),
+        cmocka_unit_test(test_stale_connection_resent),
         cmocka_unit_test(test_invalid_requests),
         cmocka_unit_test(test_close_in_flight),
         cmocka_unit_test(test_close_from_callback),

@@ -56,6 +56,21 @@ describe("mq.http", function()
     assert.are.equal('200|application/json|POST|/echo|t1|application/json|{"alert":"hot","temp":41}', got)
   end)
 
+  it("answers the same through libcurl (transport = \"curl\")", function()
+    local got = run_rules([[
+      local mq = require "mqrouter"
+      local json = require "mqrouter.json"
+      local hooks = mq.http{ base_url = "http://127.0.0.1:" .. PORT, transport = "curl" }
+      mq.spawn(function()
+        local res, err = hooks:post("/echo", { alert = "hot" })
+        assert(res, err)
+        local echo = json.decode(res.body)
+        mq.publish("out", table.concat({ res.status, echo.method, echo.body }, "|"))
+      end)
+    ]])
+    assert.are.equal('200|POST|{"alert":"hot"}', got)
+  end)
+
   it("uses a default client for mq.http.get", function()
     local got = run_rules([[
       local mq = require "mqrouter"
@@ -139,6 +154,12 @@ describe("mq.http", function()
     ]])
     assert.is_nil(ok)
     assert.truthy(err:find("mq.http: unknown option 'colour'", 1, true))
+    ok, err = e:load([[
+      local mq = require "mqrouter"
+      mq.http{ transport = "carrier-pigeon" }
+    ]])
+    assert.is_nil(ok)
+    assert.truthy(err:find('mq.http: transport must be "native" or "curl"', 1, true))
     assert(e:load([[
       local mq = require "mqrouter"
       local c = mq.http{ name = "m" }
