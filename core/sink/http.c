@@ -18,6 +18,8 @@
  */
 #include "http_int.h"
 
+#include "hash.h"
+
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -119,16 +121,6 @@ static size_t origin_key_len(const char *url)
     return (size_t)(p - url) + strcspn(p, "/?#");
 }
 
-static uint32_t hash_bytes(const char *k, size_t n)
-{
-    uint32_t x = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        x ^= (unsigned char)k[i];
-        x *= 16777619u;
-    }
-    return x;
-}
-
 static int origins_grow(mqr_http_t *h)
 {
     size_t n = h->norigin_slots ? h->norigin_slots * 2 : 16;
@@ -152,7 +144,7 @@ static int origins_grow(mqr_http_t *h)
 static http_origin_t *origin_get(mqr_http_t *h, const char *url)
 {
     size_t n = origin_key_len(url);
-    uint32_t hv = hash_bytes(url, n);
+    uint32_t hv = mqr__fnv1a32(url, n);
     if (h->norigin_slots) {
         http_origin_t *o = h->origins[hv & (h->norigin_slots - 1)];
         for (; o; o = o->hnext)
