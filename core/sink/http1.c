@@ -224,6 +224,14 @@ static int on_body(http_parser *p, const char *at, size_t n)
 static int on_complete(http_parser *p)
 {
     h1_conn_t *c = p->data;
+    if (p->status_code / 100 == 1 && p->status_code != 101) {
+        /* an interim answer (100 Continue, 103 Early Hints): the real one
+         * follows; its headers replace these, as a new status line does
+         * for curl's header callback */
+        static char status_line[] = "HTTP/1.1 100\r\n";
+        if (c->r) mqr__http_on_header(status_line, 1, sizeof status_line - 1, c->r);
+        return 0;
+    }
     c->done = true;
     http_parser_pause(p, 1); /* anything after the answer is not ours */
     return 0;

@@ -13,6 +13,7 @@ connection. Usage: http_fault_server.py PORT [CERT KEY] (TLS with both).
                    gets no answer: the connection closes (a server that
                    timed it out as the request came)
   /chunked         200, body "hello world" in two chunks
+  /early-hints     103 Early Hints (a Link header), then 200 "ok" (x-final)
   /until-close     HTTP/1.0 200 with no length: the body ends at close
   /idle-close?ms=N 200, keep-alive; then closes the connection if no
                    other request came on it within N ms (a server's
@@ -124,6 +125,10 @@ class Handler(BaseHTTPRequestHandler):
         if u.path == "/close-next":
             self.drop_next = True
             return self.reply(200, b"close-next", "text/plain")
+        if u.path == "/early-hints":
+            self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n"
+                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Final: yes\r\n\r\nok")
+            return
         if u.path == "/chunked":
             self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                              b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")

@@ -700,7 +700,8 @@ static void test_busy_host_waits_others_go(void **state)
 }
 
 /* Answers framed other ways than Content-Length: chunks, and an HTTP/1.0
- * body that ends when the server closes. */
+ * body that ends when the server closes; and an interim 103 before the
+ * answer, whose headers are not the answer's. */
 static void test_chunked_and_until_close(void **state)
 {
     (void)state;
@@ -708,13 +709,18 @@ static void test_chunked_and_until_close(void **state)
     uv_loop_t loop;
     uv_loop_init(&loop);
     mqr_http_t *h = client(&loop, &(mqr_http_opts_t){0});
-    char url[2][128];
+    char url[3][128];
     snprintf(url[0], sizeof url[0], "http://127.0.0.1:%d/chunked", s.port);
     snprintf(url[1], sizeof url[1], "http://127.0.0.1:%d/until-close", s.port);
-    got_t g[2] = {{0}};
-    for (int i = 0; i < 2; i++)
+    snprintf(url[2], sizeof url[2], "http://127.0.0.1:%d/early-hints", s.port);
+    got_t g[3] = {{0}};
+    for (int i = 0; i < 3; i++)
         assert_int_equal(send_req(h, "GET", url[i], &g[i]), 0);
-    assert_true(run_until(&loop, g, 2, 3000));
+    assert_true(run_until(&loop, g, 3, 3000));
+    assert_int_equal(g[2].outcome, MQR_SINK_OK);
+    assert_int_equal(g[2].status, 200);
+    assert_string_equal(g[2].body, "ok");
+    assert_int_equal(g[2].nheaders, 2); /* content-length, x-final: not the 103's link */
     assert_int_equal(g[0].outcome, MQR_SINK_OK);
     assert_string_equal(g[0].body, "hello world");
     assert_int_equal(g[0].http_version, 11);
