@@ -12,23 +12,11 @@
 
 #include <cjson/cJSON.h>
 #include <http_parser.h>
+#include "buf.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* A growable byte buffer. On allocation failure it stays as it was and
- * failed is set: the caller answers 500. */
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool failed;
-} mqr_abuf_t;
-
-void mqr__abuf_add(mqr_abuf_t *b, const char *s, size_t n);
-void mqr__abuf_str(mqr_abuf_t *b, const char *s);
-/* Room for n bytes at least (a hint: failure is not reported). */
-void mqr__abuf_reserve(mqr_abuf_t *b, size_t n);
-void mqr__abuf_printf(mqr_abuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* One request, as routes.c sees it. */
 typedef struct {
@@ -53,7 +41,7 @@ typedef struct {
 typedef struct {
     int status;
     cJSON *json;
-    mqr_abuf_t text;
+    mqr_buf_t text;
     const char *content_type;
     const char *extra_headers; /* e.g. "WWW-Authenticate: Bearer\r\n", static */
     /* a configured origin that may read the answer (CORS), borrowed from
@@ -92,7 +80,7 @@ void mqr__admin_foreach_route(void (*fn)(void *arg, const char *method, const ch
                               void *arg);
 
 /* metrics.c: the Prometheus text exposition of everything. */
-void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out);
+void mqr__admin_metrics(mqr_admin_t *a, mqr_buf_t *out);
 
 /* What a running server holds, for tests: token digests (never the tokens
  * in clear), allowed origins, require_token, and refusals by why. */

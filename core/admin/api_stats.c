@@ -70,7 +70,7 @@ void mqr__admin_h_metrics(mqr_actx_t *x)
 {
     x->res->status = 200;
     x->res->content_type = "text/plain; version=0.0.4; charset=utf-8";
-    mqr__abuf_reserve(&x->res->text, x->a->metrics_size + x->a->metrics_size / 8);
+    mqr__buf_reserve(&x->res->text, x->a->metrics_size + x->a->metrics_size / 8);
     uint64_t t0 = uv_hrtime();
     mqr__admin_metrics(x->a, &x->res->text);
     x->a->metrics_ns = uv_hrtime() - t0;

@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 /* Appends " <v>\n": the hot path of a scrape, so no printf. */
-static void value_u64(mqr_abuf_t *b, uint64_t v)
+static void value_u64(mqr_buf_t *b, uint64_t v)
 {
     char tmp[24];
     char *p = tmp + sizeof tmp;
@@ -34,92 +34,92 @@ static void value_u64(mqr_abuf_t *b, uint64_t v)
         v /= 10;
     } while (v);
     *--p = ' ';
-    mqr__abuf_add(b, p, (size_t)(tmp + sizeof tmp - p));
+    mqr__buf_add(b, p, (size_t)(tmp + sizeof tmp - p));
 }
 
-static void head(mqr_abuf_t *b, const char *name, const char *type, const char *help)
+static void head(mqr_buf_t *b, const char *name, const char *type, const char *help)
 {
-    mqr__abuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    mqr__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void one(mqr_abuf_t *b, const char *name, const char *type, const char *help, double v)
-{
-    head(b, name, type, help);
-    mqr__abuf_printf(b, "%s %.17g\n", name, v);
-}
-
-static void one_u(mqr_abuf_t *b, const char *name, const char *type, const char *help, uint64_t v)
+static void one(mqr_buf_t *b, const char *name, const char *type, const char *help, double v)
 {
     head(b, name, type, help);
-    mqr__abuf_str(b, name);
+    mqr__buf_printf(b, "%s %.17g\n", name, v);
+}
+
+static void one_u(mqr_buf_t *b, const char *name, const char *type, const char *help, uint64_t v)
+{
+    head(b, name, type, help);
+    mqr__buf_str(b, name);
     value_u64(b, v);
 }
 
 /* Appends v as a label value: backslash, double quote and newline escaped. */
-static void label_value(mqr_abuf_t *b, const char *v)
+static void label_value(mqr_buf_t *b, const char *v)
 {
     const char *run = v;
     for (const char *p = v; *p; p++) {
         const char *esc = *p == '\\' ? "\\\\" : *p == '"' ? "\\\"" : *p == '\n' ? "\\n" : NULL;
         if (!esc) continue;
-        mqr__abuf_add(b, run, (size_t)(p - run));
-        mqr__abuf_str(b, esc);
+        mqr__buf_add(b, run, (size_t)(p - run));
+        mqr__buf_str(b, esc);
         run = p + 1;
     }
-    mqr__abuf_str(b, run);
+    mqr__buf_str(b, run);
 }
 
 /* name{key="value"[,extra]} v */
-static void sample(mqr_abuf_t *b, const char *name, const char *key, const char *value,
+static void sample(mqr_buf_t *b, const char *name, const char *key, const char *value,
                    const char *extra, uint64_t v)
 {
-    mqr__abuf_str(b, name);
-    mqr__abuf_str(b, "{");
-    mqr__abuf_str(b, key);
-    mqr__abuf_str(b, "=\"");
+    mqr__buf_str(b, name);
+    mqr__buf_str(b, "{");
+    mqr__buf_str(b, key);
+    mqr__buf_str(b, "=\"");
     label_value(b, value);
-    mqr__abuf_str(b, "\"");
-    if (extra) mqr__abuf_str(b, extra);
-    mqr__abuf_str(b, "}");
+    mqr__buf_str(b, "\"");
+    if (extra) mqr__buf_str(b, extra);
+    mqr__buf_str(b, "}");
     value_u64(b, v);
 }
 
 /* A family of labelled samples built during a pass. */
 typedef struct {
     const char *name, *type, *help;
-    mqr_abuf_t b;
+    mqr_buf_t b;
 } family_t;
 #define F(n, t, h)                                                                                 \
     {                                                                                              \
         .name = n, .type = t, .help = h                                                            \
     }
 
-static void families_flush(mqr_abuf_t *out, family_t *f, size_t n)
+static void families_flush(mqr_buf_t *out, family_t *f, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         head(out, f[i].name, f[i].type, f[i].help);
         if (f[i].b.failed) out->failed = true;
-        if (f[i].b.len) mqr__abuf_add(out, f[i].b.p, f[i].b.len);
+        if (f[i].b.len) mqr__buf_add(out, f[i].b.p, f[i].b.len);
         free(f[i].b.p);
-        f[i].b = (mqr_abuf_t){0};
+        f[i].b = (mqr_buf_t){0};
     }
 }
 
 /* ---- listener ---- */
 
 /* A counter with one series per MQTT packet type the names give. */
-static void by_type(mqr_abuf_t *b, const char *name, const char *help, const char *const types[16],
+static void by_type(mqr_buf_t *b, const char *name, const char *help, const char *const types[16],
                     const uint64_t counts[16])
 {
     head(b, name, "counter", help);
     for (int t = 0; t < 16; t++) {
         if (!types[t]) continue;
-        mqr__abuf_printf(b, "%s{type=\"%s\"}", name, types[t]);
+        mqr__buf_printf(b, "%s{type=\"%s\"}", name, types[t]);
         value_u64(b, counts[t]);
     }
 }
 
-static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
+static void listener_metrics(mqr_engine_t *e, mqr_buf_t *b)
 {
     mqr_listener_totals_t tot;
     mqr__listener_totals(mqr__engine_listeners(e), &tot);
@@ -153,10 +153,10 @@ static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
     head(b, "mqtt_publishes_refused_total", "counter",
          "QoS 1/2 PUBLISHes refused unacknowledged (v5 reason code, 3.1.1 connection closed): "
          "no room in a queue or session buffer, or routing or a store write failed.");
-    mqr__abuf_printf(b, "mqtt_publishes_refused_total{reason=\"no_room\"} %llu\n",
-                     (unsigned long long)s.refused_no_room);
-    mqr__abuf_printf(b, "mqtt_publishes_refused_total{reason=\"failed\"} %llu\n",
-                     (unsigned long long)s.refused_failed);
+    mqr__buf_printf(b, "mqtt_publishes_refused_total{reason=\"no_room\"} %llu\n",
+                    (unsigned long long)s.refused_no_room);
+    mqr__buf_printf(b, "mqtt_publishes_refused_total{reason=\"failed\"} %llu\n",
+                    (unsigned long long)s.refused_failed);
     one_u(b, "mqtt_persistent_session_rows_failed_total", "counter",
           "Persistent-session rows the store refused (subscriptions, messages, state).",
           s.session_rows_failed);
@@ -180,10 +180,10 @@ static void listener_metrics(mqr_engine_t *e, mqr_abuf_t *b)
     head(b, "mqtt_persistent_sessions_expired_total", "counter",
          "Persistent sessions ended by their expiry, by protocol (MQTT 5 Session Expiry, or the "
          "listener's v311_session_expiry_s).");
-    mqr__abuf_printf(b, "mqtt_persistent_sessions_expired_total{protocol=\"5\"} %llu\n",
-                     (unsigned long long)(s.sessions_expired - s.sessions_expired_v311));
-    mqr__abuf_printf(b, "mqtt_persistent_sessions_expired_total{protocol=\"3.1.1\"} %llu\n",
-                     (unsigned long long)s.sessions_expired_v311);
+    mqr__buf_printf(b, "mqtt_persistent_sessions_expired_total{protocol=\"5\"} %llu\n",
+                    (unsigned long long)(s.sessions_expired - s.sessions_expired_v311));
+    mqr__buf_printf(b, "mqtt_persistent_sessions_expired_total{protocol=\"3.1.1\"} %llu\n",
+                    (unsigned long long)s.sessions_expired_v311);
 }
 
 /* ---- upstream sessions (docs/upstream.md, "Metrics") ---- */
@@ -216,7 +216,7 @@ enum {
     S_N
 };
 
-static void session_metrics(mqr_engine_t *e, mqr_abuf_t *out)
+static void session_metrics(mqr_engine_t *e, mqr_buf_t *out)
 {
     family_t f[S_N] = {
         F("mqrouter_upstream_session_connected", "gauge", "1 when the session is connected."),
@@ -357,7 +357,7 @@ static int queue_sample(void *arg, mqr_queue_t *q)
     return 0;
 }
 
-static void queue_metrics(mqr_engine_t *e, mqr_abuf_t *out)
+static void queue_metrics(mqr_engine_t *e, mqr_buf_t *out)
 {
     family_t f[Q_N] = {
         F("mqrouter_queue_depth", "gauge", "Entries waiting for a consumer (ready + delayed)."),
@@ -394,10 +394,10 @@ enum { R_CALLS, R_ERRORS, R_BUDGET, R_DEAD, R_LATENCY, R_N };
 static void route_sample(void *arg, const mqr_admin_route_t *r)
 {
     family_t *f = arg;
-    mqr_abuf_t extra = {0};
-    mqr__abuf_str(&extra, ",filter=\"");
+    mqr_buf_t extra = {0};
+    mqr__buf_str(&extra, ",filter=\"");
     label_value(&extra, r->filter);
-    mqr__abuf_str(&extra, "\"");
+    mqr__buf_str(&extra, "\"");
     const char *ex = extra.p ? extra.p : "";
     sample(&f[R_CALLS].b, f[R_CALLS].name, "route", r->name, ex, r->calls);
     sample(&f[R_ERRORS].b, f[R_ERRORS].name, "route", r->name, ex, r->errors);
@@ -414,36 +414,36 @@ static void route_sample(void *arg, const mqr_admin_route_t *r)
      * the filter already): 16 lines per route, the bulk of a scrape */
     static const char *const le[MQR_ADMIN_LAT_NBOUNDS + 1] = MQR_ADMIN_LAT_LE;
     const mqr_admin_hist_t *h = r->latency;
-    mqr_abuf_t *b = &f[R_LATENCY].b;
-    mqr_abuf_t lbl = {0};
-    mqr__abuf_str(&lbl, "{route=\"");
+    mqr_buf_t *b = &f[R_LATENCY].b;
+    mqr_buf_t lbl = {0};
+    mqr__buf_str(&lbl, "{route=\"");
     label_value(&lbl, r->name);
-    mqr__abuf_str(&lbl, "\"");
+    mqr__buf_str(&lbl, "\"");
     const char *l = lbl.p ? lbl.p : "{";
     size_t llen = lbl.p ? lbl.len : 1;
     static const char bucket[] = "mqrouter_route_handler_duration_seconds_bucket";
     uint64_t cum = 0;
     for (int i = 0; i <= MQR_ADMIN_LAT_NBOUNDS; i++) {
         cum += h->bucket[i];
-        mqr__abuf_add(b, bucket, sizeof bucket - 1);
-        mqr__abuf_add(b, l, llen);
-        mqr__abuf_str(b, ",le=\"");
-        mqr__abuf_str(b, le[i]);
-        mqr__abuf_str(b, "\"}");
+        mqr__buf_add(b, bucket, sizeof bucket - 1);
+        mqr__buf_add(b, l, llen);
+        mqr__buf_str(b, ",le=\"");
+        mqr__buf_str(b, le[i]);
+        mqr__buf_str(b, "\"}");
         value_u64(b, cum);
     }
-    mqr__abuf_printf(b, "mqrouter_route_handler_duration_seconds_sum%s} %.9f\n", l,
-                     (double)h->sum_ns / 1e9);
-    mqr__abuf_str(b, "mqrouter_route_handler_duration_seconds_count");
-    mqr__abuf_add(b, l, llen);
-    mqr__abuf_str(b, "}");
+    mqr__buf_printf(b, "mqrouter_route_handler_duration_seconds_sum%s} %.9f\n", l,
+                    (double)h->sum_ns / 1e9);
+    mqr__buf_str(b, "mqrouter_route_handler_duration_seconds_count");
+    mqr__buf_add(b, l, llen);
+    mqr__buf_str(b, "}");
     value_u64(b, h->count);
     if (lbl.failed) b->failed = true;
     free(lbl.p);
     free(extra.p);
 }
 
-static void route_metrics(mqr_engine_t *e, mqr_abuf_t *out)
+static void route_metrics(mqr_engine_t *e, mqr_buf_t *out)
 {
     family_t f[R_N] = {
         F("mqrouter_route_calls_total", "counter", "Messages delivered to the route."),
@@ -480,7 +480,7 @@ static void route_metrics(mqr_engine_t *e, mqr_abuf_t *out)
 
 /* One series per open sink (HTTP, PostgreSQL, Redis, file clients); the
  * target is never a label: it may name hosts a scrape should not spread. */
-static void sink_metrics(mqr_engine_t *e, mqr_abuf_t *out)
+static void sink_metrics(mqr_engine_t *e, mqr_buf_t *out)
 {
     enum {
         SK_REQ,
@@ -512,10 +512,10 @@ static void sink_metrics(mqr_engine_t *e, mqr_abuf_t *out)
     };
     static const char *const le[MQR_ADMIN_LAT_NBOUNDS + 1] = MQR_ADMIN_LAT_LE;
     for (const mqr_sink_t *s = mqr__engine_sinks(e)->head; s; s = s->next) {
-        mqr_abuf_t ex = {0};
-        mqr__abuf_str(&ex, ",kind=\"");
-        mqr__abuf_str(&ex, s->kind);
-        mqr__abuf_str(&ex, "\"");
+        mqr_buf_t ex = {0};
+        mqr__buf_str(&ex, ",kind=\"");
+        mqr__buf_str(&ex, s->kind);
+        mqr__buf_str(&ex, "\"");
         const char *x = ex.p ? ex.p : "";
         sample(&f[SK_REQ].b, f[SK_REQ].name, "sink", s->name, x, s->requests);
         sample(&f[SK_OK].b, f[SK_OK].name, "sink", s->name, x, s->ok);
@@ -539,10 +539,10 @@ static void sink_metrics(mqr_engine_t *e, mqr_abuf_t *out)
             sample(&f[SK_LAT].b, "mqrouter_sink_request_duration_seconds_bucket", "sink", s->name,
                    extra, cum);
         }
-        mqr_abuf_t *b = &f[SK_LAT].b;
-        mqr__abuf_str(b, "mqrouter_sink_request_duration_seconds_sum{sink=\"");
+        mqr_buf_t *b = &f[SK_LAT].b;
+        mqr__buf_str(b, "mqrouter_sink_request_duration_seconds_sum{sink=\"");
         label_value(b, s->name);
-        mqr__abuf_printf(b, "\"} %.9f\n", (double)s->latency.sum_ns / 1e9);
+        mqr__buf_printf(b, "\"} %.9f\n", (double)s->latency.sum_ns / 1e9);
         sample(b, "mqrouter_sink_request_duration_seconds_count", "sink", s->name, NULL,
                s->latency.count);
         if (ex.failed) f[SK_REQ].b.failed = true;
@@ -555,7 +555,7 @@ static void sink_metrics(mqr_engine_t *e, mqr_abuf_t *out)
 
 /* Aggregates only: no series per device or per topic, so a scrape costs
  * the same with ten devices or a million. */
-static void registry_metrics(mqr_engine_t *e, mqr_abuf_t *out)
+static void registry_metrics(mqr_engine_t *e, mqr_buf_t *out)
 {
     mqr_registry_stats_t st = {0};
     if (mqr__engine_registry(e)) mqr__registry_stats(mqr__engine_registry(e), &st);
@@ -572,7 +572,7 @@ static void registry_metrics(mqr_engine_t *e, mqr_abuf_t *out)
 
 /* ---- process ---- */
 
-static void process_metrics(mqr_admin_t *a, mqr_abuf_t *b)
+static void process_metrics(mqr_admin_t *a, mqr_buf_t *b)
 {
     long page = sysconf(_SC_PAGESIZE);
     unsigned long long vsz = 0, rss = 0;
@@ -597,7 +597,7 @@ static void process_metrics(mqr_admin_t *a, mqr_abuf_t *b)
         (double)(a->start_ms / 1000u));
 }
 
-void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out)
+void mqr__admin_metrics(mqr_admin_t *a, mqr_buf_t *out)
 {
     mqr_engine_t *e = a->e;
     listener_metrics(e, out);
@@ -618,17 +618,17 @@ void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out)
     one_u(out, "mqrouter_admin_requests_total", "counter", "Admin API requests answered.",
           a->requests);
     head(out, "mqrouter_admin_errors_total", "counter", "Admin API error answers, by class.");
-    mqr__abuf_printf(out, "mqrouter_admin_errors_total{class=\"4xx\"} %llu\n",
-                     (unsigned long long)a->responses_4xx);
-    mqr__abuf_printf(out, "mqrouter_admin_errors_total{class=\"5xx\"} %llu\n",
-                     (unsigned long long)a->responses_5xx);
+    mqr__buf_printf(out, "mqrouter_admin_errors_total{class=\"4xx\"} %llu\n",
+                    (unsigned long long)a->responses_4xx);
+    mqr__buf_printf(out, "mqrouter_admin_errors_total{class=\"5xx\"} %llu\n",
+                    (unsigned long long)a->responses_5xx);
     head(out, "mqrouter_admin_requests_refused_total", "counter",
          "Admin requests refused before any endpoint: a foreign Host (DNS rebinding), a "
          "foreign Origin, a browser's cross-site write, a body that is not JSON.");
     for (int i = 0; i < MQR_ADMIN_REFUSE_N; i++)
-        mqr__abuf_printf(out, "mqrouter_admin_requests_refused_total{reason=\"%s\"} %llu\n",
-                         mqr__admin_refuse_name((mqr_admin_refuse_t)i),
-                         (unsigned long long)a->refused[i]);
+        mqr__buf_printf(out, "mqrouter_admin_requests_refused_total{reason=\"%s\"} %llu\n",
+                        mqr__admin_refuse_name((mqr_admin_refuse_t)i),
+                        (unsigned long long)a->refused[i]);
     one_u(out, "mqrouter_admin_connections", "gauge", "Admin API connections open.", a->nlive);
     head(out, "mqrouter_admin_connections_closed_total", "counter",
          "Admin connections the server closed: the oldest idle one for a new one at the cap, "
@@ -640,8 +640,8 @@ void mqr__admin_metrics(mqr_admin_t *a, mqr_abuf_t *out)
                   {"request_timeout", a->conns_request_timeout},
                   {"idle_timeout", a->conns_idle_timeout}};
     for (size_t i = 0; i < sizeof closed / sizeof closed[0]; i++)
-        mqr__abuf_printf(out, "mqrouter_admin_connections_closed_total{reason=\"%s\"} %llu\n",
-                         closed[i].reason, (unsigned long long)closed[i].n);
+        mqr__buf_printf(out, "mqrouter_admin_connections_closed_total{reason=\"%s\"} %llu\n",
+                        closed[i].reason, (unsigned long long)closed[i].n);
     one(out, "mqrouter_admin_scrape_duration_seconds", "gauge",
         "Time the previous GET /metrics took to build its text.", (double)a->metrics_ns / 1e9);
     process_metrics(a, out);

@@ -41,8 +41,8 @@ struct mqr_aconn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     http_parser parser;
-    mqr_abuf_t url, body, hfield, hvalue;
-    mqr_abuf_t hdr[AH_N];
+    mqr_buf_t url, body, hfield, hvalue;
+    mqr_buf_t hdr[AH_N];
     unsigned char seen[AH_N]; /* how often each came (a second Host is refused) */
     bool in_value;
     bool in_request;     /* a request has begun and is not complete yet */
@@ -92,80 +92,6 @@ void mqr__admin_clock_init(void)
 #endif
 }
 
-/* ---- buffers ---- */
-
-void mqr__abuf_add(mqr_abuf_t *b, const char *s, size_t n)
-{
-    if (b->failed) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->failed = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-void mqr__abuf_reserve(mqr_abuf_t *b, size_t n)
-{
-    if (b->failed || b->cap >= n + 1) return;
-    char *p = realloc(b->p, n + 1);
-    if (!p) return; /* not an error: adding grows it later */
-    if (!b->p) p[0] = '\0';
-    b->p = p;
-    b->cap = n + 1;
-}
-
-void mqr__abuf_str(mqr_abuf_t *b, const char *s)
-{
-    mqr__abuf_add(b, s, strlen(s));
-}
-
-void mqr__abuf_printf(mqr_abuf_t *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n < sizeof tmp) {
-        mqr__abuf_add(b, tmp, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->failed = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    mqr__abuf_add(b, big, (size_t)n);
-    free(big);
-}
-
-static void abuf_reset(mqr_abuf_t *b)
-{
-    b->len = 0;
-    b->failed = false;
-    if (b->p) b->p[0] = '\0';
-}
-
-static void abuf_free(mqr_abuf_t *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
 /* ---- connections ---- */
 
 static void admin_free(mqr_admin_t *a)
@@ -197,12 +123,12 @@ static void conn_closed(uv_handle_t *h)
         a->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     a->nconns--;
-    abuf_free(&c->url);
-    abuf_free(&c->body);
-    abuf_free(&c->hfield);
-    abuf_free(&c->hvalue);
+    mqr__buf_free(&c->url);
+    mqr__buf_free(&c->body);
+    mqr__buf_free(&c->hfield);
+    mqr__buf_free(&c->hvalue);
     for (int i = 0; i < AH_N; i++)
-        abuf_free(&c->hdr[i]);
+        mqr__buf_free(&c->hdr[i]);
     free(c->pending);
     free(c);
     admin_maybe_free(a);
@@ -374,7 +300,7 @@ static void conn_respond(mqr_aconn_t *c, mqr_ares_t *res, bool keep_alive)
         owned = res->text.p;
         res->text.p = NULL;
     }
-    abuf_free(&res->text);
+    mqr__buf_free(&res->text);
     size_t inline_len = owned ? 0 : blen;
     awrite_t *aw = malloc(sizeof *aw + (size_t)hn + inline_len);
     if (!aw) {
@@ -410,12 +336,12 @@ static void respond_error_close(mqr_aconn_t *c, int status, const char *code, co
 static int on_message_begin(http_parser *p)
 {
     mqr_aconn_t *c = p->data;
-    abuf_reset(&c->url);
-    abuf_reset(&c->body);
-    abuf_reset(&c->hfield);
-    abuf_reset(&c->hvalue);
+    mqr__buf_reset(&c->url);
+    mqr__buf_reset(&c->body);
+    mqr__buf_reset(&c->hfield);
+    mqr__buf_reset(&c->hvalue);
     for (int i = 0; i < AH_N; i++)
-        abuf_reset(&c->hdr[i]);
+        mqr__buf_reset(&c->hdr[i]);
     memset(c->seen, 0, sizeof c->seen);
     c->in_value = false;
     c->in_request = true;
@@ -433,7 +359,7 @@ static int on_url(http_parser *p, const char *at, size_t n)
         c->error_status = 414;
         return -1;
     }
-    mqr__abuf_add(&c->url, at, n);
+    mqr__buf_add(&c->url, at, n);
     return 0;
 }
 
@@ -443,13 +369,13 @@ static void header_done(mqr_aconn_t *c)
         if (c->hfield.len != strlen(kept_headers[i]) ||
             strncasecmp(c->hfield.p, kept_headers[i], c->hfield.len) != 0)
             continue;
-        abuf_reset(&c->hdr[i]); /* the last one counts; a second Host is refused */
-        mqr__abuf_add(&c->hdr[i], c->hvalue.p ? c->hvalue.p : "", c->hvalue.len);
+        mqr__buf_reset(&c->hdr[i]); /* the last one counts; a second Host is refused */
+        mqr__buf_add(&c->hdr[i], c->hvalue.p ? c->hvalue.p : "", c->hvalue.len);
         if (c->seen[i] < 255) c->seen[i]++;
         break;
     }
-    abuf_reset(&c->hfield);
-    abuf_reset(&c->hvalue);
+    mqr__buf_reset(&c->hfield);
+    mqr__buf_reset(&c->hvalue);
 }
 
 static int header_limit(mqr_aconn_t *c, size_t n)
@@ -470,7 +396,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
         header_done(c);
         c->in_value = false;
     }
-    mqr__abuf_add(&c->hfield, at, n);
+    mqr__buf_add(&c->hfield, at, n);
     return 0;
 }
 
@@ -479,7 +405,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     mqr_aconn_t *c = p->data;
     if (header_limit(c, n)) return -1;
     c->in_value = true;
-    mqr__abuf_add(&c->hvalue, at, n);
+    mqr__buf_add(&c->hvalue, at, n);
     return 0;
 }
 
@@ -504,7 +430,7 @@ static int on_body(http_parser *p, const char *at, size_t n)
         c->error_status = 413;
         return -1;
     }
-    mqr__abuf_add(&c->body, at, n);
+    mqr__buf_add(&c->body, at, n);
     return 0;
 }
 

@@ -17,6 +17,8 @@
  */
 #include "http_int.h"
 
+#include "buf.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,9 +35,8 @@ struct h1_conn {
     h1_conn_t *next;  /* o->conns */
     http_req_t *r;    /* on it now; NULL when idle */
     http_parser parser;
-    char *out; /* the request being written */
-    char *hdr; /* a header line being put together: "name: value" */
-    size_t hlen, hcap;
+    char *out;     /* the request being written */
+    mqr_buf_t hdr; /* a header line being put together: "name: value" */
     bool in_value;
     bool done;      /* the answer is complete */
     bool got_bytes; /* of the answer to r */
@@ -73,7 +74,7 @@ static void conn_unref(h1_conn_t *c)
     if (--c->refs) return;
     mqr_http_t *h = c->h;
     free(c->out);
-    free(c->hdr);
+    mqr__buf_free(&c->hdr);
     free(c);
     mqr__http_handle_gone(h);
 }
@@ -165,28 +166,18 @@ static void fail_io(h1_conn_t *c, CURLcode rc, int err, const char *what)
 
 static int flush_header(h1_conn_t *c)
 {
-    if (!c->hlen || !c->r) return 0;
-    size_t n = mqr__http_on_header(c->hdr, 1, c->hlen, c->r);
-    c->hlen = 0;
+    if (!c->hdr.len || !c->r) return 0;
+    size_t n = mqr__http_on_header(c->hdr.p, 1, c->hdr.len, c->r);
+    mqr__buf_reset(&c->hdr);
     c->in_value = false;
     return n ? 0 : -1;
 }
 
 static int hdr_add(h1_conn_t *c, const char *p, size_t n)
 {
-    if (c->hlen + n + 3 > c->hcap) {
-        size_t cap = c->hcap ? c->hcap : 256;
-        while (cap < c->hlen + n + 3)
-            cap *= 2;
-        if (cap > HTTP_MAX_HEADER_BYTES) return -1;
-        char *grown = realloc(c->hdr, cap);
-        if (!grown) return -1;
-        c->hdr = grown;
-        c->hcap = cap;
-    }
-    memcpy(c->hdr + c->hlen, p, n);
-    c->hlen += n;
-    return 0;
+    if (c->hdr.len + n > HTTP_MAX_HEADER_BYTES) return -1;
+    mqr__buf_add(&c->hdr, p, n);
+    return c->hdr.failed ? -1 : 0;
 }
 
 static int on_field(http_parser *p, const char *at, size_t n)
@@ -330,48 +321,18 @@ static void on_written(uv_write_t *w, int status)
     conn_unref(c); /* the write's reference, last: c may go with it */
 }
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} buf_t;
-
-static void put(buf_t *b, const char *p, size_t n)
-{
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 512;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *grown = realloc(b->s, cap);
-        if (!grown) {
-            b->oom = true;
-            return;
-        }
-        b->s = grown;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, p, n);
-    b->len += n;
-}
-
-static void puts_(buf_t *b, const char *s)
-{
-    put(b, s, strlen(s));
-}
-
 /* The request as curl would have sent it: Host, Accept, the caller's
  * headers ("Name;" for an empty value), a length for a body, and the
  * form content type curl gives a POST body nobody typed. */
-static int build(h1_conn_t *c, http_req_t *r, buf_t *b)
+static int build(h1_conn_t *c, http_req_t *r, mqr_buf_t *b)
 {
     const char *path = r->url + c->o->keylen;
     size_t plen = strcspn(path, "#");
-    puts_(b, r->method);
-    put(b, " ", 1);
-    if (!plen) put(b, "/", 1);
-    put(b, path, plen);
-    puts_(b, " HTTP/1.1");
+    mqr__buf_str(b, r->method);
+    mqr__buf_add(b, " ", 1);
+    if (!plen) mqr__buf_add(b, "/", 1);
+    mqr__buf_add(b, path, plen);
+    mqr__buf_str(b, " HTTP/1.1");
     bool host = false;
     for (const struct curl_slist *l = r->hdrs; l; l = l->next)
         host = host || strncasecmp(l->data, "host:", 5) == 0 || strcasecmp(l->data, "host;") == 0;
@@ -379,8 +340,8 @@ static int build(h1_conn_t *c, http_req_t *r, buf_t *b)
         const char *auth = c->o->key + 7;
         size_t alen = c->o->keylen - 7;
         if (alen > 3 && memcmp(auth + alen - 3, ":80", 3) == 0) alen -= 3;
-        puts_(b, "\r\nHost: ");
-        put(b, auth, alen);
+        mqr__buf_str(b, "\r\nHost: ");
+        mqr__buf_add(b, auth, alen);
     }
     bool ctype = false, accept = false;
     for (const struct curl_slist *l = r->hdrs; l; l = l->next) {
@@ -388,36 +349,36 @@ static int build(h1_conn_t *c, http_req_t *r, buf_t *b)
         size_t n = strlen(line);
         if (strcasecmp(line, "Expect:") == 0) continue;
         if (n && line[n - 1] == ';') { /* "Name;": the header with no value */
-            puts_(b, "\r\n");
-            put(b, line, n - 1);
-            put(b, ":", 1);
+            mqr__buf_str(b, "\r\n");
+            mqr__buf_add(b, line, n - 1);
+            mqr__buf_add(b, ":", 1);
             continue;
         }
         ctype = ctype || strncasecmp(line, "content-type:", 13) == 0;
         accept = accept || strncasecmp(line, "accept:", 7) == 0;
-        puts_(b, "\r\n");
-        put(b, line, n);
+        mqr__buf_str(b, "\r\n");
+        mqr__buf_add(b, line, n);
     }
-    if (!accept) puts_(b, "\r\nAccept: */*");
+    if (!accept) mqr__buf_str(b, "\r\nAccept: */*");
     bool has_body = strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0 &&
                     (r->body_len || strcmp(r->method, "DELETE") != 0);
     if (has_body) {
         char len[48];
         snprintf(len, sizeof len, "\r\nContent-Length: %zu", r->body_len);
-        puts_(b, len);
-        if (!ctype) puts_(b, "\r\nContent-Type: application/x-www-form-urlencoded");
+        mqr__buf_str(b, len);
+        if (!ctype) mqr__buf_str(b, "\r\nContent-Type: application/x-www-form-urlencoded");
     }
-    puts_(b, "\r\n\r\n");
-    if (has_body && r->body_len) put(b, r->body, r->body_len);
-    return b->oom ? MQR_ENOMEM : 0;
+    mqr__buf_str(b, "\r\n\r\n");
+    if (has_body && r->body_len) mqr__buf_add(b, r->body, r->body_len);
+    return b->failed ? MQR_ENOMEM : 0;
 }
 
 static void conn_send(h1_conn_t *c)
 {
     http_req_t *r = c->r;
-    buf_t b = {0};
+    mqr_buf_t b = {0};
     if (build(c, r, &b) != 0) {
-        free(b.s);
+        free(b.p);
         snprintf(r->errbuf, sizeof r->errbuf, "out of memory");
         conn_end(c, CURLE_OUT_OF_MEMORY, 0, true);
         return;
@@ -425,23 +386,23 @@ static void conn_send(h1_conn_t *c)
     http_parser_init(&c->parser, HTTP_RESPONSE);
     c->parser.data = c;
     c->done = c->got_bytes = c->in_value = false;
-    c->hlen = 0;
+    mqr__buf_reset(&c->hdr);
     uint32_t ms = r->timeout_ms ? r->timeout_ms : c->h->timeout_ms;
     uv_timer_start(&c->timer, on_timeout, ms, 0);
-    uv_buf_t buf = uv_buf_init(b.s, (unsigned)b.len);
+    uv_buf_t buf = uv_buf_init(b.p, (unsigned)b.len);
     int n = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
     if (n == (int)b.len) {
-        free(b.s);
+        free(b.p);
         return;
     }
     if (n < 0 && n != UV_EAGAIN) {
-        free(b.s);
+        free(b.p);
         fail_io(c, CURLE_SEND_ERROR, n, "send failed");
         return;
     }
     size_t done = n > 0 ? (size_t)n : 0;
-    c->out = b.s;
-    buf = uv_buf_init(b.s + done, (unsigned)(b.len - done));
+    c->out = b.p;
+    buf = uv_buf_init(b.p + done, (unsigned)(b.len - done));
     c->write.data = c;
     c->refs++;
     int rc = uv_write(&c->write, (uv_stream_t *)&c->tcp, &buf, 1, on_written);

@@ -10,6 +10,7 @@
  */
 #include "pg_lookup.h"
 
+#include "buf.h"
 #include "mqrouter.h"
 
 #include <arpa/inet.h>
@@ -29,12 +30,6 @@ struct mqr_pg_hosts {
     int nhost, nport;
 };
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} list_t;
-
 struct mqr_pg_lookup {
     uv_getaddrinfo_t req;
     const mqr_pg_hosts_t *h;
@@ -44,7 +39,7 @@ struct mqr_pg_lookup {
     int next;   /* the host entry being looked up */
     int status; /* the last lookup that failed, and why */
     char why[384];
-    list_t hosts, addrs, ports; /* what libpq will get */
+    mqr_buf_t hosts, addrs, ports; /* comma lists: what libpq will get */
 };
 
 /* ---- parsing ---- */
@@ -118,25 +113,10 @@ int mqr__pg_hosts_new(const PQconninfoOption *opts, mqr_pg_hosts_t **out)
 
 /* ---- the lists libpq gets ---- */
 
-static void list_add(list_t *l, const char *s)
+static void list_add(mqr_buf_t *l, const char *s)
 {
-    size_t n = strlen(s), need = l->len + n + 2;
-    if (l->oom) return;
-    if (need > l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 128;
-        while (cap < need)
-            cap *= 2;
-        char *grown = realloc(l->s, cap);
-        if (!grown) {
-            l->oom = true;
-            return;
-        }
-        l->s = grown;
-        l->cap = cap;
-    }
-    if (l->len) l->s[l->len++] = ',';
-    memcpy(l->s + l->len, s, n + 1);
-    l->len += n;
+    if (l->len) mqr__buf_add(l, ",", 1);
+    mqr__buf_add(l, s, strlen(s)); /* an empty first entry still makes "" */
 }
 
 /* One entry: host i at addr ("" = as the host says). */
@@ -149,16 +129,16 @@ static void entry_add(mqr_pg_lookup_t *l, int i, const char *addr)
 
 static void lookup_free(mqr_pg_lookup_t *l)
 {
-    free(l->hosts.s);
-    free(l->addrs.s);
-    free(l->ports.s);
+    mqr__buf_free(&l->hosts);
+    mqr__buf_free(&l->addrs);
+    mqr__buf_free(&l->ports);
     free(l);
 }
 
 /* Every option as given but host, hostaddr and port, which the lists say. */
 static PGconn *connect_start(mqr_pg_lookup_t *l)
 {
-    if (l->hosts.oom || l->addrs.oom || l->ports.oom) return NULL;
+    if (l->hosts.failed || l->addrs.failed || l->ports.failed) return NULL;
     const PQconninfoOption *opts = l->h->opts;
     size_t n = 0;
     for (const PQconninfoOption *o = opts; o->keyword; o++)
@@ -175,12 +155,12 @@ static PGconn *connect_start(mqr_pg_lookup_t *l)
             val[k++] = o->val;
         }
         kw[k] = "host";
-        val[k++] = l->hosts.s;
+        val[k++] = l->hosts.p;
         kw[k] = "hostaddr";
-        val[k++] = l->addrs.s;
+        val[k++] = l->addrs.p;
         if (l->h->nport > 1) {
             kw[k] = "port";
-            val[k++] = l->ports.s;
+            val[k++] = l->ports.p;
         }
         pg = PQconnectStartParams(kw, val, 0);
     }

@@ -153,7 +153,7 @@ static void test_metrics_text(void **state)
     for (int i = 0; i < 5; i++)
         assert_int_equal(mqr_publish(e, "a/1", "x", 1, 0, 0), 0);
     mqr_publish(e, "b", "x", 1, 0, 0);
-    mqr_abuf_t b = {0};
+    mqr_buf_t b = {0};
     mqr__admin_metrics(mqr__engine_admin(e), &b);
     assert_false(b.failed);
     const char *t = b.p;
