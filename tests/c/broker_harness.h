@@ -100,15 +100,14 @@ static inline bool port_accepts(int port)
     return lb_port_accepts(port);
 }
 
-/* Starts mosquitto on b->port (picking a free one when 0) and waits until it
- * accepts connections. */
-static inline void broker_start(broker_t *b)
+/* Starts mosquitto on b->port and waits until it accepts connections:
+ * false when it exited at once (the port taken). */
+static inline bool broker_try_start(broker_t *b)
 {
     if (!b->dir[0]) {
         snprintf(b->dir, sizeof b->dir, "/tmp/mqr-upstream-XXXXXX");
         assert_non_null(mkdtemp(b->dir));
     }
-    if (!b->port) b->port = free_port();
     char conf[128];
     snprintf(conf, sizeof conf, "%s/mosquitto.conf", b->dir);
     FILE *f = fopen(conf, "w");
@@ -141,11 +140,27 @@ static inline void broker_start(broker_t *b)
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
             b->pid = 0;
-            fail_msg("mosquitto exited at start (port %d)", b->port);
+            return false;
         }
         if (now_ms() > deadline) fail_msg("mosquitto does not accept on port %d", b->port);
         sleep_ms(20);
     }
+    return true;
+}
+
+/* Starts mosquitto on b->port, or on a free port when 0: a port found free
+ * may be taken before mosquitto binds it (a parallel test's outgoing
+ * connection gets it as its own), so a picked port is picked again, up to
+ * five times. */
+static inline void broker_start(broker_t *b)
+{
+    bool picked = !b->port;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        if (picked) b->port = free_port();
+        if (broker_try_start(b)) return;
+        if (!picked) break;
+    }
+    fail_msg("mosquitto exited at start (port %d)", b->port);
 }
 
 static inline void broker_stop(broker_t *b)
